@@ -1,0 +1,217 @@
+//! The running proxy: shared state, the accept loop, signals (SIGHUP reload, SIGTERM/SIGINT
+//! graceful shutdown) and the path of a new client from accept to its session loop.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use arc_swap::ArcSwap;
+use bytes::BytesMut;
+use parking_lot::Mutex;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tokio_rustls::TlsAcceptor;
+
+use crate::auth::client::{authenticate, Check};
+use crate::auth::secrets::{parse_scram_secret, scram_from_plain, Verifier};
+use crate::config::users::Secret;
+use crate::config::{Cli, Config, UserConfig};
+use crate::frontend::cancel::CancelRegistry;
+use crate::frontend::client_io::fail;
+use crate::frontend::session::{ClientInfo, Flow, Session};
+use crate::frontend::session_state::SessionState;
+use crate::frontend::startup::{negotiate, Opening};
+use crate::net::messages::sqlstate;
+use crate::pool::set::PoolSet;
+
+/// Client counts by state, for /metrics and /health/status.
+#[derive(Default)]
+pub struct ClientCounters {
+    total: AtomicI64,
+    active: AtomicI64,
+    waiting: AtomicI64,
+}
+
+#[derive(Debug, serde::Serialize)]
+pub struct ClientSnapshot {
+    pub total: i64,
+    pub active: i64,
+    pub waiting: i64,
+    pub idle: i64,
+}
+
+impl ClientCounters {
+    pub fn active_add(&self, d: i64) {
+        self.active.fetch_add(d, Ordering::Relaxed);
+    }
+    pub fn waiting_add(&self, d: i64) {
+        self.waiting.fetch_add(d, Ordering::Relaxed);
+    }
+    pub fn total(&self) -> i64 {
+        self.total.load(Ordering::Relaxed)
+    }
+    pub fn snapshot(&self) -> ClientSnapshot {
+        let (total, active, waiting) = (self.total(), self.active.load(Ordering::Relaxed), self.waiting.load(Ordering::Relaxed));
+        ClientSnapshot { total, active, waiting, idle: (total - active - waiting).max(0) }
+    }
+}
+
+/// Decrements the client count however a client task ends.
+struct ClientSlot(Arc<App>);
+impl Drop for ClientSlot {
+    fn drop(&mut self) {
+        self.0.clients.total.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+pub struct App {
+    pub config: Arc<ArcSwap<Config>>,
+    pub pools: Arc<PoolSet>,
+    pub cancels: Arc<CancelRegistry>,
+    pub clients: ClientCounters,
+    tls: Option<TlsAcceptor>,
+    shutdown: watch::Sender<bool>,
+    /// SCRAM verifiers for plain passwords, keyed by user and password (PBKDF2 once per password).
+    scram_cache: Mutex<HashMap<(String, String), Verifier>>,
+}
+
+impl App {
+    pub fn shutdown_signal(&self) -> watch::Receiver<bool> {
+        self.shutdown.subscribe()
+    }
+
+    fn scram_verifier(&self, user: &UserConfig) -> Option<Verifier> {
+        match user.secret()? {
+            Secret::Scram(s) => parse_scram_secret(s).ok(),
+            Secret::Plain(p) => {
+                let key = (user.name.clone(), p.to_string());
+                Some(self.scram_cache.lock().entry(key).or_insert_with(|| scram_from_plain(p)).clone())
+            }
+            Secret::Md5Hash(_) => None,
+        }
+    }
+}
+
+pub fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("PGPILOT_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+}
+
+pub async fn run(cli: Cli, config: Config) -> Result<()> {
+    let prometheus = crate::metrics::install()?;
+    let listener = TcpListener::bind(&config.server.listen).await.with_context(|| format!("listening on {}", config.server.listen))?;
+    let http = TcpListener::bind(&config.server.http_listen)
+        .await
+        .with_context(|| format!("listening on {}", config.server.http_listen))?;
+    let tls = crate::net::tls::acceptor(&config.tls)?;
+    let shared = Arc::new(ArcSwap::from_pointee(config));
+    let app = Arc::new(App {
+        pools: Arc::new(PoolSet::new(shared.clone())),
+        config: shared,
+        cancels: Arc::new(CancelRegistry::default()),
+        clients: ClientCounters::default(),
+        tls,
+        shutdown: watch::channel(false).0,
+        scram_cache: Mutex::new(HashMap::new()),
+    });
+    tracing::info!(listen = %app.config.load().server.listen, http = %app.config.load().server.http_listen, "pgpilot started");
+    tokio::spawn(crate::http::serve(http, app.clone(), prometheus));
+    tokio::spawn(crate::pool::maintenance::run(app.pools.clone()));
+    tokio::spawn(reload_on_sighup(app.clone(), cli));
+    accept_until_signal(&app, listener).await?;
+    drain(&app).await;
+    Ok(())
+}
+
+async fn accept_until_signal(app: &Arc<App>, listener: TcpListener) -> Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((tcp, peer)) => {
+                    let _ = tcp.set_nodelay(true);
+                    app.clients.total.fetch_add(1, Ordering::Relaxed);
+                    let slot = ClientSlot(app.clone());
+                    tokio::spawn(async move { serve_client(slot, tcp, peer.to_string()).await });
+                }
+                Err(e) => {
+                    tracing::warn!("accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+        }
+    }
+    Ok(())
+}
+
+/// Stops accepting (the listener is already dropped), lets sessions finish their transactions,
+/// and gives up after the shutdown timeout.
+async fn drain(app: &Arc<App>) {
+    let timeout = Duration::from_millis(app.config.load().server.shutdown_timeout_ms);
+    tracing::info!(clients = app.clients.total(), "shutting down: waiting for transactions to finish");
+    let _ = app.shutdown.send(true);
+    let deadline = tokio::time::Instant::now() + timeout;
+    while app.clients.total() > 0 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tracing::info!(remaining = app.clients.total(), "shutdown complete");
+}
+
+async fn reload_on_sighup(app: Arc<App>, cli: Cli) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let Ok(mut hup) = signal(SignalKind::hangup()) else { return };
+    while hup.recv().await.is_some() {
+        match crate::config::load::load(&cli) {
+            Ok(new) => {
+                app.config.store(Arc::new(new));
+                tracing::info!("configuration reloaded");
+            }
+            Err(e) => tracing::error!("configuration reload failed, keeping the old one: {e:#}"),
+        }
+    }
+}
+
+async fn serve_client(slot: ClientSlot, tcp: TcpStream, peer: String) {
+    let app = slot.0.clone();
+    let cfg = app.config.load_full();
+    tracing::debug!(%peer, "client connected");
+    let opened = tokio::time::timeout(cfg.startup_timeout(), negotiate(tcp, app.tls.as_ref())).await;
+    let (mut stream, params) = match opened {
+        Ok(Opening::Startup { stream, params }) => (stream, params),
+        Ok(Opening::Cancel { pid, secret }) => return app.cancels.cancel((pid, secret)).await,
+        Ok(Opening::Closed) | Err(_) => return,
+    };
+    if app.clients.total() as usize > cfg.server.max_client_conn {
+        let msg = format!("too many client connections (max_client_conn {})", cfg.server.max_client_conn);
+        return fail(&mut stream, sqlstate::TOO_MANY_CONNECTIONS, &msg).await;
+    }
+    let user = params.get("user").cloned().unwrap_or_default();
+    let database = params.get("database").filter(|d| !d.is_empty()).cloned().unwrap_or_else(|| user.clone());
+    let mut rbuf = BytesMut::with_capacity(8 * 1024);
+    let check = Check::for_user(cfg.find_user(&user).as_ref(), |u| app.scram_verifier(u));
+    let authed = tokio::time::timeout(cfg.startup_timeout(), authenticate(&mut stream, &mut rbuf, check)).await;
+    if !matches!(authed, Ok(Ok(()))) {
+        tracing::info!(%peer, %user, "authentication failed");
+        return fail(&mut stream, sqlstate::INVALID_PASSWORD, &format!("password authentication failed for user \"{user}\"")).await;
+    }
+    let info = ClientInfo {
+        application_name: params.get("application_name").cloned().unwrap_or_default(),
+        user,
+        database,
+        peer,
+    };
+    let state = SessionState::from_startup(&params);
+    let mut session = Session::new(app.clone(), stream, rbuf, info, state);
+    if session.start().await == Flow::Continue {
+        session.run().await;
+    }
+    session.finish().await;
+    tracing::debug!(peer = %session.info.peer, "client disconnected");
+}

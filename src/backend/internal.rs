@@ -1,0 +1,59 @@
+//! Queries pgpilot runs on a server connection for itself; their replies never reach a client.
+
+use bytes::BytesMut;
+
+use super::{ServerConn, ServerError};
+use crate::net::frame::body;
+use crate::net::messages;
+
+pub type Row = Vec<Option<String>>;
+
+impl ServerConn {
+    /// Runs a simple query to completion and returns the text rows; the connection is idle again
+    /// afterwards even when the query failed (the error comes back after ReadyForQuery).
+    pub async fn run_internal(&mut self, sql: &str) -> Result<Vec<Row>, ServerError> {
+        let mut out = BytesMut::new();
+        messages::query(&mut out, sql);
+        self.send(&out).await?;
+        let mut rows = Vec::new();
+        let mut failure = None;
+        loop {
+            let (tag, frame) = self.read_message().await?;
+            match tag {
+                b'D' => rows.push(decode_text_row(body(&frame))?),
+                b'S' => self.note_parameter(body(&frame)),
+                b'E' => failure = Some(ServerError::from_error_frame(frame)),
+                b'Z' => {
+                    let idle = body(&frame).first() == Some(&b'I');
+                    return match failure {
+                        Some(err) => Err(err),
+                        None if !idle => Err(ServerError::Protocol("internal query left a transaction open".into())),
+                        None => Ok(rows),
+                    };
+                }
+                b'T' | b'C' | b'N' | b'I' | b'A' => {}
+                other => return Err(ServerError::Protocol(format!("{:?} in an internal query", other as char))),
+            }
+        }
+    }
+}
+
+fn decode_text_row(b: &[u8]) -> Result<Row, ServerError> {
+    let bad = || ServerError::Protocol("malformed DataRow".into());
+    let n = i16::from_be_bytes([*b.first().ok_or_else(bad)?, *b.get(1).ok_or_else(bad)?]);
+    let mut rest = &b[2..];
+    let mut row = Vec::with_capacity(n.max(0) as usize);
+    for _ in 0..n {
+        let len_bytes: [u8; 4] = rest.get(..4).and_then(|s| s.try_into().ok()).ok_or_else(bad)?;
+        let len = i32::from_be_bytes(len_bytes);
+        rest = &rest[4..];
+        if len < 0 {
+            row.push(None);
+            continue;
+        }
+        let v = rest.get(..len as usize).ok_or_else(bad)?;
+        row.push(Some(String::from_utf8_lossy(v).into_owned()));
+        rest = &rest[len as usize..];
+    }
+    Ok(row)
+}

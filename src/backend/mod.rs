@@ -1,0 +1,107 @@
+//! Server connections: opening and logging in (`connect`), and the handful of internal queries
+//! pgpilot runs on them itself (reset, health check, session-state replay).
+
+pub mod connect;
+pub mod internal;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use bytes::BytesMut;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::net::frame::{FrameError, Framer, Piece};
+
+/// Largest message read whole on internal paths (startup, internal queries).
+const INTERNAL_MAX: usize = 64 << 20;
+
+/// One authenticated connection to the upstream server.
+pub struct ServerConn {
+    pub stream: TcpStream,
+    pub rbuf: BytesMut,
+    /// ParameterStatus values, kept current from every ParameterStatus the server sends.
+    pub params: BTreeMap<String, String>,
+    pub pid: i32,
+    pub secret: i32,
+    pub addr: SocketAddr,
+    pub id: u64,
+    pub created: Instant,
+    pub last_used: Instant,
+    /// Signature of the client session state last applied (0 = the state it was opened with).
+    pub state_sig: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("server i/o: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("timed out")]
+    Timeout,
+    #[error("server sent an unexpected message {0:?}")]
+    Protocol(String),
+    #[error("server error: {1}")]
+    /// The server's ErrorResponse, kept whole so it can be forwarded to the client unchanged.
+    Server(BytesMut, String),
+    #[error("authentication with the server: {0}")]
+    Auth(String),
+}
+
+impl From<FrameError> for ServerError {
+    fn from(e: FrameError) -> Self {
+        ServerError::Protocol(e.to_string())
+    }
+}
+
+impl ServerError {
+    pub fn from_error_frame(frame: BytesMut) -> Self {
+        let (_, code, msg) = crate::net::messages::parse_error_fields(crate::net::frame::body(&frame));
+        let text = format!("{code}: {msg}");
+        ServerError::Server(frame, text)
+    }
+}
+
+impl ServerConn {
+    /// Reads one whole message (internal paths only; the relay streams instead).
+    pub async fn read_message(&mut self) -> Result<(u8, BytesMut), ServerError> {
+        let mut framer = Framer::new(INTERNAL_MAX);
+        loop {
+            if let Some(piece) = framer.next(&mut self.rbuf, |_| true)? {
+                match piece {
+                    Piece::Whole { tag, frame } => return Ok((tag, frame)),
+                    Piece::Part { .. } => unreachable!("internal reads ask for whole messages"),
+                }
+            }
+            if self.stream.read_buf(&mut self.rbuf).await? == 0 {
+                return Err(ServerError::Io(std::io::ErrorKind::UnexpectedEof.into()));
+            }
+        }
+    }
+
+    pub async fn send(&mut self, bytes: &[u8]) -> Result<(), ServerError> {
+        self.stream.write_all(bytes).await?;
+        Ok(())
+    }
+
+    /// Records a ParameterStatus body (name\0value\0).
+    pub fn note_parameter(&mut self, body: &[u8]) {
+        if let Some((name, rest)) = crate::net::frame::cstr(body) {
+            if let Some((value, _)) = crate::net::frame::cstr(rest) {
+                self.params.insert(
+                    String::from_utf8_lossy(name).into_owned(),
+                    String::from_utf8_lossy(value).into_owned(),
+                );
+            }
+        }
+    }
+
+    /// Whether the socket is closed or has unsolicited bytes (a dead or dirty idle connection).
+    pub fn looks_broken(&self) -> bool {
+        let mut probe = [0u8; 1];
+        match self.stream.try_read(&mut probe) {
+            Ok(_) => true,
+            Err(e) => e.kind() != std::io::ErrorKind::WouldBlock,
+        }
+    }
+}

@@ -1,0 +1,142 @@
+//! Building a `Config`: defaults < TOML file < environment < flags, then validation.
+
+use anyhow::{bail, Context, Result};
+
+use super::{Cli, Config, Upstream};
+
+/// Loads and validates the configuration the way `--check` and SIGHUP see it.
+pub fn load(cli: &Cli) -> Result<Config> {
+    let mut config = match &cli.config {
+        Some(path) => {
+            let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+            toml::from_str::<Config>(&text).with_context(|| format!("parsing {}", path.display()))?
+        }
+        None => Config::default(),
+    };
+    apply_env(&mut config, |k| std::env::var(k).ok());
+    apply_flags(&mut config, cli);
+    validate(&config)?;
+    Ok(config)
+}
+
+/// Upstream precedence after the file: PGPILOT_UPSTREAM, then DATABASE_URL (the one-line redirect).
+fn apply_env(config: &mut Config, var: impl Fn(&str) -> Option<String>) {
+    if let Some(url) = var("PGPILOT_UPSTREAM").or_else(|| var("DATABASE_URL")) {
+        config.upstream.url = url;
+    }
+}
+
+fn apply_flags(config: &mut Config, cli: &Cli) {
+    if let Some(v) = &cli.listen {
+        config.server.listen = v.clone();
+    }
+    if let Some(v) = &cli.http_listen {
+        config.server.http_listen = v.clone();
+    }
+    if let Some(v) = &cli.upstream {
+        config.upstream.url = v.clone();
+    }
+    if let Some(v) = cli.pool_mode {
+        config.pool.mode = v;
+    }
+    if let Some(v) = &cli.redis_url {
+        config.cache.redis_url = Some(v.clone());
+    }
+}
+
+fn validate(config: &Config) -> Result<()> {
+    parse_upstream(&config.upstream.url).context("upstream url")?;
+    for (what, addr) in [("server.listen", &config.server.listen), ("server.http_listen", &config.server.http_listen)] {
+        addr.parse::<std::net::SocketAddr>().with_context(|| format!("{what} = {addr:?} is not HOST:PORT"))?;
+    }
+    let pool = &config.pool;
+    if pool.max_size == 0 {
+        bail!("pool.max_size must be at least 1");
+    }
+    if pool.min_size > pool.max_size {
+        bail!("pool.min_size ({}) is larger than pool.max_size ({})", pool.min_size, pool.max_size);
+    }
+    if config.server.max_message_bytes < 1024 {
+        bail!("server.max_message_bytes must be at least 1024");
+    }
+    if config.tls.cert.is_some() != config.tls.key.is_some() {
+        bail!("tls.cert and tls.key must be set together");
+    }
+    for user in &config.users {
+        user.validate()?;
+    }
+    Ok(())
+}
+
+/// Parses `postgres://USER[:PASSWORD]@HOST[:PORT][/ignored]`; the database part is ignored because
+/// clients choose their database.
+pub fn parse_upstream(text: &str) -> Result<Upstream> {
+    let url = url::Url::parse(text).with_context(|| format!("{text:?} is not a URL"))?;
+    if !matches!(url.scheme(), "postgres" | "postgresql") {
+        bail!("upstream url must start with postgres://");
+    }
+    let host = url.host_str().filter(|h| !h.is_empty()).context("upstream url has no host")?;
+    let decode = |s: &str| percent_decode(s);
+    let user = decode(url.username());
+    if user.is_empty() {
+        bail!("upstream url has no user (postgres://USER:PASSWORD@HOST:PORT)");
+    }
+    Ok(Upstream {
+        host: host.trim_start_matches('[').trim_end_matches(']').to_string(),
+        port: url.port().unwrap_or(5432),
+        user,
+        password: url.password().map(decode),
+    })
+}
+
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' && i + 2 < bytes.len() {
+            if let Ok(v) = u8::from_str_radix(&s[i + 1..i + 3], 16) {
+                out.push(v);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn upstream_url_forms() {
+        let u = parse_upstream("postgres://app:p%40ss@db.local:6543/x").unwrap();
+        assert_eq!((u.user.as_str(), u.password.as_deref(), u.host.as_str(), u.port), ("app", Some("p@ss"), "db.local", 6543));
+        let u = parse_upstream("postgresql://app@127.0.0.1").unwrap();
+        assert_eq!((u.port, u.password), (5432, None));
+        assert!(parse_upstream("mysql://a@b").is_err());
+        assert!(parse_upstream("postgres://127.0.0.1:5432").is_err());
+    }
+
+    #[test]
+    fn env_database_url_is_the_fallback() {
+        let mut c = Config::default();
+        apply_env(&mut c, |k| (k == "DATABASE_URL").then(|| "postgres://a:b@h:1".to_string()));
+        assert_eq!(c.upstream.url, "postgres://a:b@h:1");
+        apply_env(&mut c, |k| Some(format!("postgres://{k}@h:2")));
+        assert_eq!(c.upstream.url, "postgres://PGPILOT_UPSTREAM@h:2");
+    }
+
+    #[test]
+    fn validation_rejects_bad_pools() {
+        let mut c = Config::default();
+        c.pool.min_size = 30;
+        assert!(validate(&c).is_err());
+        c.pool.min_size = 0;
+        c.pool.max_size = 0;
+        assert!(validate(&c).is_err());
+    }
+}

@@ -1,0 +1,188 @@
+//! Configuration: the types every other module reads, with their defaults.
+//!
+//! Loaded once at start and again on SIGHUP (`load`); readers take a snapshot from an `ArcSwap`
+//! so a reload never blocks or tears a session.
+
+pub mod load;
+pub mod users;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+use serde::Deserialize;
+
+pub use users::{AuthMethod, UserConfig};
+
+/// Command line: the interface contract in DESIGN.md section 3.
+#[derive(Parser, Debug, Clone, Default)]
+#[command(name = "pgpilot", version, about = "SQL-aware PostgreSQL pooling proxy")]
+pub struct Cli {
+    /// TOML configuration file (see config/pgpilot.toml).
+    #[arg(long, env = "PGPILOT_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Address clients connect to.
+    #[arg(long, env = "PGPILOT_LISTEN")]
+    pub listen: Option<String>,
+    /// The real server: postgres://USER:PASSWORD@HOST:PORT (env PGPILOT_UPSTREAM, then DATABASE_URL).
+    #[arg(long)]
+    pub upstream: Option<String>,
+    /// Address of /health, /health/status and /metrics.
+    #[arg(long, env = "PGPILOT_HTTP_LISTEN")]
+    pub http_listen: Option<String>,
+    /// Pooling mode: session or transaction.
+    #[arg(long, env = "PGPILOT_POOL_MODE")]
+    pub pool_mode: Option<PoolMode>,
+    /// Redis for the shared result cache tier.
+    #[arg(long, env = "PGPILOT_REDIS_URL")]
+    pub redis_url: Option<String>,
+    /// Validate the configuration and exit (0 valid, 2 invalid).
+    #[arg(long)]
+    pub check: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum PoolMode {
+    Session,
+    #[default]
+    Transaction,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub tls: TlsConfig,
+    pub upstream: UpstreamConfig,
+    pub pool: PoolConfig,
+    pub cache: CacheConfig,
+    pub users: Vec<UserConfig>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            server: ServerConfig::default(),
+            tls: TlsConfig::default(),
+            upstream: UpstreamConfig::default(),
+            pool: PoolConfig::default(),
+            cache: CacheConfig::default(),
+            users: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerConfig {
+    pub listen: String,
+    pub http_listen: String,
+    pub max_client_conn: usize,
+    pub startup_timeout_ms: u64,
+    pub shutdown_timeout_ms: u64,
+    pub max_message_bytes: usize,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:6432".into(),
+            http_listen: "127.0.0.1:9930".into(),
+            max_client_conn: 1000,
+            startup_timeout_ms: 10_000,
+            shutdown_timeout_ms: 30_000,
+            max_message_bytes: 64 << 20,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TlsConfig {
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct UpstreamConfig {
+    pub url: String,
+    pub connect_timeout_ms: u64,
+}
+
+impl Default for UpstreamConfig {
+    fn default() -> Self {
+        Self { url: "postgres://postgres@127.0.0.1:5432".into(), connect_timeout_ms: 5_000 }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PoolConfig {
+    pub mode: PoolMode,
+    pub min_size: usize,
+    pub max_size: usize,
+    pub checkout_timeout_ms: u64,
+    pub idle_timeout_ms: u64,
+    pub lifetime_ms: u64,
+    pub health_check_after_ms: u64,
+    pub reset_query: String,
+}
+
+impl Default for PoolConfig {
+    fn default() -> Self {
+        Self {
+            mode: PoolMode::Transaction,
+            min_size: 0,
+            max_size: 20,
+            checkout_timeout_ms: 5_000,
+            idle_timeout_ms: 600_000,
+            lifetime_ms: 3_600_000,
+            health_check_after_ms: 30_000,
+            reset_query: "DISCARD ALL".into(),
+        }
+    }
+}
+
+/// Reserved for the result cache (a later issue); parsed now so `--redis-url` is accepted.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CacheConfig {
+    pub redis_url: Option<String>,
+}
+
+/// Parsed `postgres://` URL of the upstream server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Upstream {
+    pub host: String,
+    pub port: u16,
+    pub user: String,
+    pub password: Option<String>,
+}
+
+impl Config {
+    pub fn startup_timeout(&self) -> Duration {
+        Duration::from_millis(self.server.startup_timeout_ms)
+    }
+    pub fn connect_timeout(&self) -> Duration {
+        Duration::from_millis(self.upstream.connect_timeout_ms)
+    }
+    pub fn checkout_timeout(&self) -> Duration {
+        Duration::from_millis(self.pool.checkout_timeout_ms)
+    }
+    pub fn upstream(&self) -> Upstream {
+        load::parse_upstream(&self.upstream.url).expect("validated at load")
+    }
+    /// The user entry for a login name; `None` means the login is refused.
+    pub fn find_user(&self, name: &str) -> Option<UserConfig> {
+        if self.users.is_empty() {
+            let up = self.upstream();
+            return (up.user == name).then(|| UserConfig::from_upstream(&up));
+        }
+        self.users.iter().find(|u| u.name == name).cloned()
+    }
+    pub fn pool_max_for(&self, user: &str) -> usize {
+        self.users.iter().find(|u| u.name == user).and_then(|u| u.pool_size).unwrap_or(self.pool.max_size)
+    }
+}

@@ -1,0 +1,12 @@
+//! The client side: the opening exchange (`startup`), authentication, and the session loop that
+//! relays messages between the client and whichever server connection it holds.
+
+pub mod cancel;
+pub mod client_io;
+pub mod session;
+pub mod session_state;
+pub mod sql_scan;
+pub mod startup;
+pub mod tx;
+
+mod relay;

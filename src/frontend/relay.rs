@@ -1,0 +1,115 @@
+//! Server -> client: forward by header, inspect only ReadyForQuery, ParameterStatus and the COPY
+//! markers, and hand the server connection back at transaction boundaries.
+
+use crate::config::PoolMode;
+use crate::net::frame::{body, Piece, STREAM_THRESHOLD};
+
+use super::session::{Flow, Session};
+
+impl Session {
+    pub(super) async fn on_server_bytes(&mut self) -> Flow {
+        loop {
+            let Some(server) = self.server.as_mut() else { break };
+            let piece = match self.sframer.next(&mut server.rbuf, |t| t == b'Z' || t == b'S') {
+                Ok(Some(piece)) => piece,
+                Ok(None) => break,
+                Err(e) => {
+                    self.server_lost(&format!("invalid message from the server: {e}")).await;
+                    return Flow::Close;
+                }
+            };
+            match piece {
+                Piece::Whole { tag: b'Z', frame } => {
+                    let status = body(&frame).first().copied().unwrap_or(b'I');
+                    self.cout.extend_from_slice(&frame);
+                    if self.tx.on_ready(status) && self.may_release() {
+                        if self.flush_client().await == Flow::Close {
+                            return Flow::Close;
+                        }
+                        self.release().await;
+                        break;
+                    }
+                }
+                Piece::Whole { tag, frame } => {
+                    self.on_server_tag(tag, body(&frame));
+                    self.cout.extend_from_slice(&frame);
+                }
+                Piece::Part { tag, bytes, first } => {
+                    if first {
+                        self.on_server_tag(tag, &[]);
+                    }
+                    self.cout.extend_from_slice(&bytes);
+                }
+            }
+            if self.cout.len() >= STREAM_THRESHOLD && self.flush_client().await == Flow::Close {
+                return Flow::Close;
+            }
+        }
+        self.flush_client().await
+    }
+
+    fn on_server_tag(&mut self, tag: u8, body: &[u8]) {
+        match tag {
+            b'S' => {
+                if let Some(server) = self.server.as_mut() {
+                    server.note_parameter(body);
+                }
+            }
+            b'G' => self.tx.on_copy_in(),
+            b'E' => self.tx.on_copy_error(),
+            _ => {}
+        }
+    }
+
+    fn may_release(&self) -> bool {
+        self.mode == PoolMode::Transaction
+            && self.pin.is_none()
+            && self.tx.idle()
+            && !self.sframer.mid_message()
+            && self.server.as_ref().is_some_and(|s| s.rbuf.is_empty())
+    }
+
+    /// Returns the server connection to the pool, first re-reading the session's settings if the
+    /// client changed them in the transaction that just ended.
+    pub(super) async fn release(&mut self) {
+        let Some(mut conn) = self.server.take() else { return };
+        self.detach();
+        if std::mem::take(&mut self.state_dirty) {
+            if let Err(e) = self.state.capture(&mut conn).await {
+                tracing::warn!(server = conn.id, "could not read session settings back: {e}");
+                return; // dropping the guard closes the connection
+            }
+        }
+        conn.release();
+    }
+
+    /// At the end of the session: a server connection that is idle is reset and reused; one in
+    /// the middle of anything is closed (the server rolls back whatever was open).
+    pub async fn finish(&mut self) {
+        let Some(mut conn) = self.server.take() else { return };
+        self.detach();
+        if !(self.tx.idle() && !self.sframer.mid_message() && conn.rbuf.is_empty()) {
+            return;
+        }
+        if self.mode == PoolMode::Transaction && self.pin.is_none() {
+            if self.state_dirty {
+                conn.state_sig = crate::frontend::session_state::UNKNOWN_STATE;
+            }
+            conn.release();
+            return;
+        }
+        let reset = self.app.config.load().pool.reset_query.clone();
+        let cleanup = ["SELECT pg_catalog.pg_advisory_unlock_all()", reset.as_str()];
+        for sql in cleanup {
+            if sql.is_empty() {
+                continue;
+            }
+            if let Err(e) = conn.run_internal(sql).await {
+                tracing::debug!(server = conn.id, "reset failed, closing the connection: {e}");
+                return;
+            }
+        }
+        conn.state_sig = 0;
+        conn.release();
+    }
+}

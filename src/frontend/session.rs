@@ -1,0 +1,358 @@
+//! One client connection after authentication: the loop that moves messages between the client
+//! and the server connection it holds, checking one out when a message needs it and handing it
+//! back at transaction boundaries (transaction mode) or at the end (session mode).
+
+use std::sync::Arc;
+
+use bytes::BytesMut;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use super::cancel::{Registration, ServerKey};
+use super::session_state::SessionState;
+use super::sql_scan::scan;
+use super::tx::TxTracker;
+use crate::app::App;
+use crate::backend::ServerError;
+use crate::config::PoolMode;
+use crate::net::frame::{body, cstr, Framer, Piece};
+use crate::net::messages::{self, sqlstate};
+use crate::net::stream::ClientStream;
+use crate::pool::{CheckoutError, Pool, PooledConn};
+
+/// Message types a client may send once the session has started.
+const CLIENT_TAGS: &[u8] = b"QPBEDCSHFdcfX";
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum Flow {
+    Continue,
+    Close,
+}
+
+pub struct ClientInfo {
+    pub user: String,
+    pub database: String,
+    pub application_name: String,
+    pub peer: String,
+}
+
+pub struct Session {
+    pub(super) app: Arc<App>,
+    pub(super) client: ClientStream,
+    pub(super) cbuf: BytesMut,
+    pub(super) cout: BytesMut,
+    pub(super) cframer: Framer,
+    pub(super) sframer: Framer,
+    pub(super) server: Option<PooledConn>,
+    pub(super) sout: BytesMut,
+    pub(super) pool: Arc<Pool>,
+    pub(super) mode: PoolMode,
+    pub(super) tx: TxTracker,
+    pub(super) state: SessionState,
+    pub(super) state_dirty: bool,
+    pub(super) pin: Option<&'static str>,
+    skip_until_sync: bool,
+    skip_stream: bool,
+    pub(super) cancel: Registration,
+    pub info: ClientInfo,
+}
+
+impl Session {
+    pub fn new(app: Arc<App>, client: ClientStream, cbuf: BytesMut, info: ClientInfo, state: SessionState) -> Self {
+        let cfg = app.config.load();
+        let pool = app.pools.get(&info.database, &info.user);
+        Self {
+            cancel: app.cancels.register(),
+            mode: cfg.pool.mode,
+            cframer: Framer::new(cfg.server.max_message_bytes),
+            sframer: Framer::new(crate::net::frame::MAX_MESSAGE_LEN),
+            app: app.clone(),
+            client,
+            cbuf,
+            cout: BytesMut::with_capacity(16 * 1024),
+            server: None,
+            sout: BytesMut::with_capacity(16 * 1024),
+            pool,
+            tx: TxTracker::default(),
+            state,
+            state_dirty: false,
+            pin: None,
+            skip_until_sync: false,
+            skip_stream: false,
+            info,
+        }
+    }
+
+    /// Finishes the login: a server connection supplies the ParameterStatus values (after the
+    /// client's own settings are applied to it), then BackendKeyData and ReadyForQuery.
+    pub async fn start(&mut self) -> Flow {
+        match self.checkout().await {
+            Ok(()) => {}
+            Err(frame) => {
+                let (_, code, msg) = messages::parse_error_fields(body(&frame));
+                messages::error(&mut self.cout, "FATAL", &code, &msg);
+                let _ = self.client.write_all(&self.cout).await;
+                return Flow::Close;
+            }
+        }
+        let server = self.server.as_ref().expect("checked out");
+        for (name, value) in &server.params {
+            messages::parameter_status(&mut self.cout, name, value);
+        }
+        messages::backend_key_data(&mut self.cout, self.cancel.key.0, self.cancel.key.1);
+        messages::ready_for_query(&mut self.cout, b'I');
+        if self.mode == PoolMode::Transaction {
+            self.release().await;
+        }
+        self.flush_client().await
+    }
+
+    /// The session loop; returns when the client leaves, fails, or is told to go at shutdown.
+    pub async fn run(&mut self) {
+        let mut shutdown = self.app.shutdown_signal();
+        loop {
+            if *shutdown.borrow() && self.at_rest() {
+                messages::error(&mut self.cout, "FATAL", sqlstate::ADMIN_SHUTDOWN, "pgpilot is shutting down");
+                let _ = self.flush_client().await;
+                return;
+            }
+            tokio::select! {
+                r = read_server(&mut self.server) => {
+                    if !matches!(r, Ok(n) if n > 0) {
+                        self.server_lost("the server closed the connection").await;
+                        return;
+                    }
+                    if self.on_server_bytes().await == Flow::Close {
+                        return;
+                    }
+                }
+                r = self.client.read_buf(&mut self.cbuf) => {
+                    if !matches!(r, Ok(n) if n > 0) || self.on_client_bytes().await == Flow::Close {
+                        return;
+                    }
+                }
+                _ = shutdown.changed() => {}
+            }
+        }
+    }
+
+    fn at_rest(&self) -> bool {
+        self.server.is_none() || (self.mode == PoolMode::Session && self.tx.idle() && !self.sframer.mid_message())
+    }
+
+    async fn on_client_bytes(&mut self) -> Flow {
+        loop {
+            let piece = match self.cframer.next(&mut self.cbuf, |t| t == b'Q' || t == b'P') {
+                Ok(Some(piece)) => piece,
+                Ok(None) => break,
+                Err(e) => {
+                    let code = if matches!(e, crate::net::frame::FrameError::TooLarge { .. }) {
+                        sqlstate::PROGRAM_LIMIT
+                    } else {
+                        sqlstate::PROTOCOL_VIOLATION
+                    };
+                    messages::error(&mut self.cout, "FATAL", code, &format!("invalid message from client: {e}"));
+                    let _ = self.flush_client().await;
+                    return Flow::Close;
+                }
+            };
+            let flow = match piece {
+                Piece::Whole { tag, frame } => self.on_client_message(tag, &frame).await,
+                Piece::Part { tag, bytes, first } => self.on_client_part(tag, &bytes, first).await,
+            };
+            if flow == Flow::Close {
+                return Flow::Close;
+            }
+        }
+        if self.flush_server().await == Flow::Close {
+            return Flow::Close;
+        }
+        self.flush_client().await
+    }
+
+    async fn on_client_message(&mut self, tag: u8, frame: &[u8]) -> Flow {
+        if !CLIENT_TAGS.contains(&tag) {
+            let msg = format!("invalid frontend message type {}", tag);
+            messages::error(&mut self.cout, "FATAL", sqlstate::PROTOCOL_VIOLATION, &msg);
+            let _ = self.flush_client().await;
+            return Flow::Close;
+        }
+        if tag == b'X' {
+            return Flow::Close;
+        }
+        if self.skip_until_sync {
+            if tag == b'S' {
+                self.skip_until_sync = false;
+                messages::ready_for_query(&mut self.cout, self.tx.status);
+            }
+            return Flow::Continue;
+        }
+        if tag == b'Q' || tag == b'P' {
+            self.inspect_sql(tag, body(frame));
+        }
+        if self.server.is_none() {
+            match tag {
+                // Nothing is in progress: answer a lone Sync here, drop Flush and stray COPY data
+                // (the server ignores CopyData/CopyDone/CopyFail outside COPY, after a failed COPY).
+                b'S' => {
+                    messages::ready_for_query(&mut self.cout, b'I');
+                    return Flow::Continue;
+                }
+                b'H' | b'd' | b'c' | b'f' => return Flow::Continue,
+                _ => {}
+            }
+            if let Err(frame) = self.checkout().await {
+                self.cout.extend_from_slice(&frame);
+                if tag == b'Q' {
+                    messages::ready_for_query(&mut self.cout, b'I');
+                } else {
+                    self.skip_until_sync = true;
+                }
+                return Flow::Continue;
+            }
+        }
+        self.tx.on_client(tag);
+        self.sout.extend_from_slice(frame);
+        Flow::Continue
+    }
+
+    /// A large message streamed through in parts (Bind with big parameters, CopyData).
+    async fn on_client_part(&mut self, tag: u8, bytes: &[u8], first: bool) -> Flow {
+        if first {
+            if !CLIENT_TAGS.contains(&tag) || tag == b'X' {
+                return self.on_client_message(tag, bytes).await;
+            }
+            self.skip_stream = self.skip_until_sync;
+            if !self.skip_stream && self.server.is_none() {
+                if matches!(tag, b'd' | b'c' | b'f') {
+                    self.skip_stream = true;
+                } else if let Err(frame) = self.checkout().await {
+                    self.cout.extend_from_slice(&frame);
+                    self.skip_until_sync = true;
+                    self.skip_stream = true;
+                }
+            }
+            if !self.skip_stream {
+                self.tx.on_client(tag);
+            }
+        }
+        if !self.skip_stream {
+            self.sout.extend_from_slice(bytes);
+            if self.sout.len() >= crate::net::frame::STREAM_THRESHOLD {
+                return self.flush_server().await;
+            }
+        }
+        Flow::Continue
+    }
+
+    fn inspect_sql(&mut self, tag: u8, body: &[u8]) {
+        let (sql, named) = if tag == b'P' {
+            match cstr(body).and_then(|(name, rest)| cstr(rest).map(|(q, _)| (q, !name.is_empty()))) {
+                Some(x) => x,
+                None => return,
+            }
+        } else {
+            (cstr(body).map_or(body, |(q, _)| q), false)
+        };
+        let found = scan(&String::from_utf8_lossy(sql));
+        self.state_dirty |= found.changes_session;
+        let reason = found.pin.or(named.then_some("named prepared statement"));
+        if let (Some(reason), None, PoolMode::Transaction) = (reason, self.pin, self.mode) {
+            tracing::info!(user = %self.info.user, database = %self.info.database, "client pinned to its server connection: {reason}");
+            self.pin = Some(reason);
+        }
+    }
+
+    /// Checks out a server connection carrying this client's settings. On failure returns the
+    /// ErrorResponse (severity ERROR) to give the client.
+    pub(super) async fn checkout(&mut self) -> Result<(), BytesMut> {
+        self.app.clients.waiting_add(1);
+        let result = self.pool.checkout().await;
+        self.app.clients.waiting_add(-1);
+        let mut conn = match result {
+            Ok(conn) => conn,
+            Err(e @ CheckoutError::Timeout { .. }) => {
+                return Err(messages::error_frame("ERROR", sqlstate::TOO_MANY_CONNECTIONS, &format!("pgpilot: {e}")));
+            }
+            Err(CheckoutError::Connect(e)) => return Err(server_error_frame(e)),
+        };
+        if let Err(e) = self.state.apply(&mut conn).await {
+            conn.release();
+            return Err(server_error_frame(e));
+        }
+        *self.cancel.slot.lock() = Some(ServerKey { addr: conn.addr, pid: conn.pid, secret: conn.secret });
+        self.app.clients.active_add(1);
+        self.server = Some(conn);
+        Ok(())
+    }
+
+    pub(super) async fn flush_client(&mut self) -> Flow {
+        if self.cout.is_empty() {
+            return Flow::Continue;
+        }
+        let r = self.client.write_all(&self.cout).await;
+        self.cout.clear();
+        if r.is_err() {
+            Flow::Close
+        } else {
+            Flow::Continue
+        }
+    }
+
+    async fn flush_server(&mut self) -> Flow {
+        if self.sout.is_empty() {
+            return Flow::Continue;
+        }
+        let Some(server) = self.server.as_mut() else {
+            self.sout.clear();
+            return Flow::Continue;
+        };
+        let r = server.stream.write_all(&self.sout).await;
+        self.sout.clear();
+        if r.is_err() {
+            self.server_lost("writing to the server failed").await;
+            return Flow::Close;
+        }
+        Flow::Continue
+    }
+
+    pub(super) async fn server_lost(&mut self, why: &str) {
+        if let Some(conn) = self.server.take() {
+            tracing::warn!(server = conn.id, database = %self.info.database, "server connection lost: {why}");
+            self.detach();
+            drop(conn);
+        }
+        let msg = format!("pgpilot: {why}; the session cannot continue");
+        messages::error(&mut self.cout, "FATAL", sqlstate::CONNECTION_FAILURE, &msg);
+        let _ = self.flush_client().await;
+    }
+
+    pub(super) fn detach(&mut self) {
+        *self.cancel.slot.lock() = None;
+        self.app.clients.active_add(-1);
+    }
+}
+
+/// A server-side failure as an ERROR for the client; server errors keep their SQLSTATE and text.
+fn server_error_frame(e: ServerError) -> BytesMut {
+    match e {
+        ServerError::Server(frame, _) => {
+            let (_, code, msg) = messages::parse_error_fields(body(&frame));
+            messages::error_frame("ERROR", &code, &msg)
+        }
+        other => messages::error_frame(
+            "ERROR",
+            sqlstate::CANNOT_CONNECT,
+            &format!("pgpilot could not get a server connection: {other}"),
+        ),
+    }
+}
+
+async fn read_server(server: &mut Option<PooledConn>) -> std::io::Result<usize> {
+    match server {
+        Some(conn) => {
+            let conn = &mut **conn;
+            conn.stream.read_buf(&mut conn.rbuf).await
+        }
+        None => std::future::pending().await,
+    }
+}

@@ -1,0 +1,132 @@
+//! Where the protocol allows a server connection to change hands: counts the Sync/Query messages
+//! sent and the ReadyForQuery replies received. The boundary is a ReadyForQuery with status 'I'
+//! that answers the last Sync or Query sent, with nothing sent after it (never at Flush).
+
+#[derive(Debug)]
+pub struct TxTracker {
+    /// Sync/Query messages forwarded whose ReadyForQuery has not come back.
+    outstanding: u32,
+    /// Extended-protocol messages forwarded since the last Sync (e.g. Parse/Describe/Flush).
+    pending_since_sync: bool,
+    /// Syncs forwarded since the last Execute: the server ignores those if that Execute starts COPY IN.
+    syncs_since_execute: u32,
+    copy_in: bool,
+    /// Last ReadyForQuery status: b'I', b'T' or b'E'.
+    pub status: u8,
+}
+
+impl Default for TxTracker {
+    fn default() -> Self {
+        Self { outstanding: 0, pending_since_sync: false, syncs_since_execute: 0, copy_in: false, status: b'I' }
+    }
+}
+
+impl TxTracker {
+    /// A client message (its tag) is being forwarded to the server.
+    pub fn on_client(&mut self, tag: u8) {
+        match tag {
+            b'S' | b'H' if self.copy_in => {} // ignored by the server during COPY IN
+            b'S' => {
+                self.outstanding += 1;
+                self.syncs_since_execute += 1;
+                self.pending_since_sync = false;
+            }
+            b'Q' => {
+                self.outstanding += 1;
+                self.syncs_since_execute = 0;
+            }
+            b'E' => {
+                self.syncs_since_execute = 0;
+                self.pending_since_sync = true;
+            }
+            b'c' | b'f' => self.copy_in = false,
+            b'd' | b'H' => {}
+            _ => self.pending_since_sync = true,
+        }
+    }
+
+    /// The server entered COPY IN (CopyInResponse).
+    pub fn on_copy_in(&mut self) {
+        self.copy_in = true;
+        self.outstanding -= self.syncs_since_execute.min(self.outstanding);
+        self.syncs_since_execute = 0;
+    }
+
+    /// The server left COPY IN by itself (an error ends it).
+    pub fn on_copy_error(&mut self) {
+        self.copy_in = false;
+    }
+
+    /// ReadyForQuery arrived; true when this is a boundary.
+    pub fn on_ready(&mut self, status: u8) -> bool {
+        self.status = status;
+        self.outstanding = self.outstanding.saturating_sub(1);
+        self.at_boundary()
+    }
+
+    pub fn at_boundary(&self) -> bool {
+        self.outstanding == 0 && !self.pending_since_sync && !self.copy_in
+    }
+
+    pub fn idle(&self) -> bool {
+        self.at_boundary() && self.status == b'I'
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::TxTracker;
+
+    fn send(t: &mut TxTracker, tags: &[u8]) {
+        tags.iter().for_each(|&c| t.on_client(c));
+    }
+
+    #[test]
+    fn flush_is_not_a_boundary() {
+        let mut t = TxTracker::default();
+        send(&mut t, b"PDH"); // asyncpg: Parse, Describe, Flush
+        assert!(!t.at_boundary());
+        send(&mut t, b"BES");
+        assert!(t.on_ready(b'I'));
+    }
+
+    #[test]
+    fn pipelines_release_after_the_last_sync() {
+        let mut t = TxTracker::default();
+        send(&mut t, b"PBESBESBES");
+        assert!(!t.on_ready(b'I'));
+        assert!(!t.on_ready(b'I'));
+        assert!(t.on_ready(b'I'));
+    }
+
+    #[test]
+    fn transaction_status_keeps_the_connection() {
+        let mut t = TxTracker::default();
+        send(&mut t, b"Q");
+        assert!(t.on_ready(b'T'));
+        assert!(!t.idle());
+        send(&mut t, b"Q");
+        t.on_ready(b'I');
+        assert!(t.idle());
+    }
+
+    #[test]
+    fn extended_copy_in_ignores_syncs_sent_into_it() {
+        let mut t = TxTracker::default();
+        send(&mut t, b"PBES"); // tokio-postgres copy_in: Bind/Execute/Sync, then data
+        t.on_copy_in();
+        send(&mut t, b"ddSdc"); // a Sync inside COPY is ignored by the server
+        assert!(!t.at_boundary());
+        send(&mut t, b"S");
+        assert!(t.on_ready(b'I'));
+    }
+
+    #[test]
+    fn simple_copy_in() {
+        let mut t = TxTracker::default();
+        send(&mut t, b"Q");
+        t.on_copy_in();
+        send(&mut t, b"ddc");
+        assert!(t.on_ready(b'I'));
+    }
+}

@@ -1,0 +1,73 @@
+//! HTTP endpoints beside the proxy: /health, /health/status and /metrics.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use metrics_exporter_prometheus::PrometheusHandle;
+use serde_json::json;
+
+use crate::app::App;
+
+#[derive(Clone)]
+struct Http {
+    app: Arc<App>,
+    prometheus: PrometheusHandle,
+}
+
+pub async fn serve(listener: tokio::net::TcpListener, app: Arc<App>, prometheus: PrometheusHandle) {
+    let router = Router::new()
+        .route("/health", get(health))
+        .route("/health/status", get(status))
+        .route("/metrics", get(metrics_text))
+        .with_state(Http { app, prometheus });
+    if let Err(e) = axum::serve(listener, router).await {
+        tracing::error!("http server stopped: {e}");
+    }
+}
+
+/// 200 when pgpilot can serve: accepting clients and the upstream server reachable.
+async fn health(State(h): State<Http>) -> Response {
+    let up = h.app.config.load().upstream();
+    let reachable = tokio::time::timeout(
+        Duration::from_secs(2),
+        tokio::net::TcpStream::connect((up.host.as_str(), up.port)),
+    )
+    .await
+    .is_ok_and(|r| r.is_ok());
+    let accepting = !*h.app.shutdown_signal().borrow();
+    let ok = reachable && accepting;
+    let code = if ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let body = json!({ "status": if ok { "ok" } else { "unavailable" }, "upstream_reachable": reachable, "accepting": accepting });
+    (code, Json(body)).into_response()
+}
+
+async fn status(State(h): State<Http>) -> Json<serde_json::Value> {
+    let pools = h.app.pools.snapshots();
+    let sum = |f: fn(&crate::pool::PoolSnapshot) -> usize| pools.iter().map(f).sum::<usize>();
+    let (active, idle, waiting, size, max) =
+        (sum(|p| p.active), sum(|p| p.idle), sum(|p| p.waiting), sum(|p| p.size), sum(|p| p.max_size));
+    let cfg = h.app.config.load();
+    let clients = h.app.clients.snapshot();
+    Json(json!({
+        "status": "ok",
+        "pool_mode": format!("{:?}", cfg.pool.mode).to_lowercase(),
+        "connection_pool": {
+            "pool_utilization": if max == 0 { 0.0 } else { active as f64 / max as f64 },
+            "active": active, "idle": idle, "waiting": waiting, "size": size, "max_size": max,
+        },
+        "pools": pools,
+        "clients": clients,
+        "cache": { "enabled": false },
+    }))
+}
+
+async fn metrics_text(State(h): State<Http>) -> Response {
+    crate::metrics::refresh(&h.app);
+    h.prometheus.run_upkeep();
+    ([("content-type", "text/plain; version=0.0.4")], h.prometheus.render()).into_response()
+}

@@ -1,0 +1,15 @@
+//! pgpilot: a SQL-aware PostgreSQL pooling proxy.
+//!
+//! The module tree follows the data path: `net` (sockets, framing, TLS) -> `frontend` (client
+//! startup and session loop) -> `pool` -> `backend` (server connections), with `auth` used on both
+//! sides and `http` serving health and metrics beside it.
+
+pub mod app;
+pub mod auth;
+pub mod backend;
+pub mod config;
+pub mod frontend;
+pub mod http;
+pub mod metrics;
+pub mod net;
+pub mod pool;

@@ -1,0 +1,151 @@
+//! Header-only framing: cut a byte stream at message boundaries (type byte + length) without
+//! decoding bodies. Messages the proxy must inspect are returned whole; large messages it does not
+//! inspect (DataRow, CopyData, Bind) are streamed through in pieces so memory stays bounded by the
+//! read buffer, not by the largest row.
+
+use bytes::BytesMut;
+
+pub const HEADER_LEN: usize = 5;
+/// PostgreSQL's own ceiling for a message (MaxAllocSize).
+pub const MAX_MESSAGE_LEN: usize = 0x3fff_ffff;
+/// Messages up to this size are always delivered whole (one write for many small messages).
+pub const STREAM_THRESHOLD: usize = 64 * 1024;
+
+#[derive(Debug)]
+pub enum Piece {
+    /// A complete message: tag, length and body.
+    Whole { tag: u8, frame: BytesMut },
+    /// Part of a large message being streamed; `first` marks the part holding its header.
+    Part { tag: u8, bytes: BytesMut, first: bool },
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum FrameError {
+    #[error("invalid message length {0}")]
+    BadLength(i32),
+    #[error("message of type {tag:?} is {len} bytes, more than the {max} allowed")]
+    TooLarge { tag: char, len: usize, max: usize },
+}
+
+/// Per-direction framing state: whether a streamed message is in progress.
+#[derive(Debug)]
+pub struct Framer {
+    /// Largest message that may be buffered whole for inspection.
+    max_inspected: usize,
+    streaming: Option<(u8, usize)>,
+}
+
+impl Framer {
+    pub fn new(max_inspected: usize) -> Self {
+        Self { max_inspected, streaming: None }
+    }
+
+    /// True while a streamed message has bytes still to come.
+    pub fn mid_message(&self) -> bool {
+        self.streaming.is_some()
+    }
+
+    /// Takes the next piece from `buf`, or `None` when more bytes are needed (capacity for the
+    /// pending message is then reserved). `inspect(tag)` says which messages must arrive whole.
+    pub fn next(&mut self, buf: &mut BytesMut, inspect: impl Fn(u8) -> bool) -> Result<Option<Piece>, FrameError> {
+        if let Some((tag, remaining)) = self.streaming {
+            if buf.is_empty() {
+                return Ok(None);
+            }
+            let n = remaining.min(buf.len());
+            let bytes = buf.split_to(n);
+            self.streaming = (remaining > n).then_some((tag, remaining - n));
+            return Ok(Some(Piece::Part { tag, bytes, first: false }));
+        }
+        if buf.len() < HEADER_LEN {
+            return Ok(None);
+        }
+        let tag = buf[0];
+        let len = i32::from_be_bytes([buf[1], buf[2], buf[3], buf[4]]);
+        if len < 4 {
+            return Err(FrameError::BadLength(len));
+        }
+        let total = len as usize + 1;
+        let whole = inspect(tag);
+        let max = if whole { self.max_inspected } else { MAX_MESSAGE_LEN };
+        if total - 1 > max {
+            return Err(FrameError::TooLarge { tag: tag as char, len: total - 1, max });
+        }
+        if buf.len() >= total {
+            return Ok(Some(Piece::Whole { tag, frame: buf.split_to(total) }));
+        }
+        if !whole && total > STREAM_THRESHOLD {
+            let bytes = buf.split_to(buf.len());
+            self.streaming = Some((tag, total - bytes.len()));
+            return Ok(Some(Piece::Part { tag, bytes, first: true }));
+        }
+        buf.reserve(total - buf.len());
+        Ok(None)
+    }
+}
+
+/// Body of a whole frame (after tag and length).
+pub fn body(frame: &[u8]) -> &[u8] {
+    &frame[HEADER_LEN..]
+}
+
+/// Reads a NUL-terminated string at the start of `b`; returns it and the rest.
+pub fn cstr(b: &[u8]) -> Option<(&[u8], &[u8])> {
+    let end = b.iter().position(|&c| c == 0)?;
+    Some((&b[..end], &b[end + 1..]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn msg(tag: u8, body: &[u8]) -> Vec<u8> {
+        let mut v = vec![tag];
+        v.extend_from_slice(&((body.len() + 4) as i32).to_be_bytes());
+        v.extend_from_slice(body);
+        v
+    }
+
+    #[test]
+    fn splits_whole_messages_and_waits_for_partial_ones() {
+        let mut f = Framer::new(1024);
+        let mut buf = BytesMut::from(&[msg(b'Q', b"select 1\0"), msg(b'S', b"")].concat()[..]);
+        buf.extend_from_slice(&msg(b'Q', b"abc\0")[..4]);
+        let mut tags = vec![];
+        while let Some(Piece::Whole { tag, .. }) = f.next(&mut buf, |_| true).unwrap() {
+            tags.push(tag);
+        }
+        assert_eq!(tags, b"QS");
+        assert_eq!(buf.len(), 4);
+    }
+
+    #[test]
+    fn rejects_bad_and_huge_lengths() {
+        let mut f = Framer::new(1024);
+        let mut buf = BytesMut::from(&[b'Q', 0, 0, 0, 2][..]);
+        assert_eq!(f.next(&mut buf, |_| true), Err(FrameError::BadLength(2)));
+        let mut buf = BytesMut::from(&[b'Q', 0x7f, 0xff, 0xff, 0xff][..]);
+        assert!(matches!(f.next(&mut buf, |_| true), Err(FrameError::TooLarge { .. })));
+        let mut buf = BytesMut::from(&[b'Q', 0x80, 0, 0, 0][..]);
+        assert_eq!(f.next(&mut buf, |_| true), Err(FrameError::BadLength(i32::MIN)));
+    }
+
+    #[test]
+    fn streams_large_uninspected_messages() {
+        let mut f = Framer::new(1024);
+        let big = msg(b'D', &vec![7u8; 200_000]);
+        let mut buf = BytesMut::from(&big[..100_000]);
+        let Some(Piece::Part { tag: b'D', bytes, first: true }) = f.next(&mut buf, |_| false).unwrap() else {
+            panic!("expected the first part")
+        };
+        assert_eq!(bytes.len(), 100_000);
+        assert!(f.mid_message());
+        buf.extend_from_slice(&big[100_000..]);
+        buf.extend_from_slice(&msg(b'Z', b"I"));
+        let Some(Piece::Part { first: false, bytes, .. }) = f.next(&mut buf, |_| false).unwrap() else {
+            panic!("expected the rest")
+        };
+        assert_eq!(bytes.len(), big.len() - 100_000);
+        assert!(matches!(f.next(&mut buf, |_| false).unwrap(), Some(Piece::Whole { tag: b'Z', .. })));
+    }
+}

@@ -1,0 +1,53 @@
+//! The checkout guard: a server connection can only leave a session by an explicit, clean
+//! `release` (back to the pool) or by being dropped (closed, slot freed). No path leaks it.
+
+use std::ops::{Deref, DerefMut};
+use std::sync::Arc;
+
+use super::Pool;
+use crate::backend::ServerConn;
+
+pub struct PooledConn {
+    conn: Option<ServerConn>,
+    pool: Arc<Pool>,
+}
+
+impl PooledConn {
+    pub(super) fn new(conn: ServerConn, pool: Arc<Pool>) -> Self {
+        Self { conn: Some(conn), pool }
+    }
+
+    /// Hands a connection that is idle at a protocol boundary back to the pool.
+    pub fn release(mut self) {
+        if let Some(conn) = self.conn.take() {
+            self.pool.checkin(conn);
+        }
+    }
+
+    pub fn pool(&self) -> &Arc<Pool> {
+        &self.pool
+    }
+}
+
+impl Deref for PooledConn {
+    type Target = ServerConn;
+    fn deref(&self) -> &ServerConn {
+        self.conn.as_ref().expect("connection present until release or drop")
+    }
+}
+
+impl DerefMut for PooledConn {
+    fn deref_mut(&mut self) -> &mut ServerConn {
+        self.conn.as_mut().expect("connection present until release or drop")
+    }
+}
+
+impl Drop for PooledConn {
+    fn drop(&mut self) {
+        if let Some(conn) = self.conn.take() {
+            tracing::debug!(server = conn.id, database = %self.pool.key.database, "closing server connection");
+            drop(conn);
+            self.pool.free_slot();
+        }
+    }
+}

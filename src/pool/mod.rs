@@ -1,0 +1,242 @@
+//! Server connection pools, one per (database, user), with a FIFO wait queue.
+//!
+//! A pool owns a count of slots (`total`, at most max_size); a slot is either an idle connection
+//! or one checked out behind a `PooledConn` guard. Returning or discarding a connection hands it
+//! (or its free slot) straight to the longest waiter, so waiting is fair and needs no polling.
+
+pub mod guard;
+pub mod maintenance;
+pub mod set;
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+use parking_lot::Mutex;
+use tokio::sync::oneshot;
+
+pub use guard::PooledConn;
+
+use crate::backend::connect::{connect, Target};
+use crate::backend::{ServerConn, ServerError};
+use crate::config::Config;
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PoolKey {
+    pub database: String,
+    pub user: String,
+}
+
+enum Grant {
+    Conn(ServerConn),
+    Slot,
+}
+
+#[derive(Default)]
+struct State {
+    idle: Vec<ServerConn>,
+    total: usize,
+    waiters: VecDeque<oneshot::Sender<Grant>>,
+}
+
+pub struct Pool {
+    pub key: PoolKey,
+    config: Arc<ArcSwap<Config>>,
+    state: Mutex<State>,
+    pub checkouts: AtomicU64,
+    pub wait_timeouts: AtomicU64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CheckoutError {
+    #[error("no server connection available in pool {database}/{user} within {ms} ms (pool size {max})")]
+    Timeout { database: String, user: String, ms: u64, max: usize },
+    #[error(transparent)]
+    Connect(#[from] ServerError),
+}
+
+/// Point-in-time numbers for /health/status and /metrics.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct PoolSnapshot {
+    pub database: String,
+    pub user: String,
+    pub active: usize,
+    pub idle: usize,
+    pub waiting: usize,
+    pub size: usize,
+    pub max_size: usize,
+    pub pool_utilization: f64,
+}
+
+impl Pool {
+    pub fn new(key: PoolKey, config: Arc<ArcSwap<Config>>) -> Arc<Self> {
+        Arc::new(Self {
+            key,
+            config,
+            state: Mutex::new(State::default()),
+            checkouts: AtomicU64::new(0),
+            wait_timeouts: AtomicU64::new(0),
+        })
+    }
+
+    pub fn max_size(&self) -> usize {
+        self.config.load().pool_max_for(&self.key.user)
+    }
+
+    fn target(&self) -> Target {
+        let cfg = self.config.load();
+        let up = cfg.upstream();
+        let (user, password) = match cfg.find_user(&self.key.user) {
+            Some(u) => u.server_credentials(&up),
+            None => (self.key.user.clone(), None),
+        };
+        Target {
+            host: up.host.clone(),
+            port: up.port,
+            user,
+            password,
+            database: self.key.database.clone(),
+            timeout: cfg.connect_timeout(),
+        }
+    }
+
+    /// Gets a server connection, waiting up to the configured checkout timeout.
+    pub async fn checkout(self: &Arc<Self>) -> Result<PooledConn, CheckoutError> {
+        let started = Instant::now();
+        let timeout = self.config.load().checkout_timeout();
+        let deadline = tokio::time::Instant::now() + timeout;
+        let result = loop {
+            let grant = match self.try_take() {
+                Some(grant) => grant,
+                None => match self.wait(deadline).await {
+                    Some(grant) => grant,
+                    None => break Err(self.timeout_error(timeout)),
+                },
+            };
+            match grant {
+                Grant::Conn(conn) => match self.validate(conn).await {
+                    Some(conn) => break Ok(conn),
+                    None => continue,
+                },
+                Grant::Slot => match connect(&self.target()).await {
+                    Ok(conn) => break Ok(conn),
+                    Err(err) => {
+                        self.free_slot();
+                        break Err(err.into());
+                    }
+                },
+            }
+        };
+        crate::metrics::pool_wait(started.elapsed());
+        self.checkouts.fetch_add(1, Ordering::Relaxed);
+        result.map(|conn| PooledConn::new(conn, self.clone()))
+    }
+
+    fn timeout_error(&self, timeout: Duration) -> CheckoutError {
+        self.wait_timeouts.fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(database = %self.key.database, user = %self.key.user, "pool exhausted: checkout timed out");
+        CheckoutError::Timeout {
+            database: self.key.database.clone(),
+            user: self.key.user.clone(),
+            ms: timeout.as_millis() as u64,
+            max: self.max_size(),
+        }
+    }
+
+    fn try_take(&self) -> Option<Grant> {
+        let max = self.max_size();
+        let mut st = self.state.lock();
+        if let Some(conn) = st.idle.pop() {
+            return Some(Grant::Conn(conn));
+        }
+        if st.total < max {
+            st.total += 1;
+            return Some(Grant::Slot);
+        }
+        None
+    }
+
+    async fn wait(&self, deadline: tokio::time::Instant) -> Option<Grant> {
+        let rx = {
+            let mut st = self.state.lock();
+            // Re-check under the lock: a connection may have come back since try_take.
+            if let Some(conn) = st.idle.pop() {
+                return Some(Grant::Conn(conn));
+            }
+            let (tx, rx) = oneshot::channel();
+            st.waiters.push_back(tx);
+            rx
+        };
+        tokio::time::timeout_at(deadline, rx).await.ok().and_then(Result::ok)
+    }
+
+    /// Checks an idle connection before handing it out; broken ones are dropped (slot freed).
+    async fn validate(&self, mut conn: ServerConn) -> Option<ServerConn> {
+        let cfg = self.config.load();
+        let idle_for = conn.last_used.elapsed();
+        let too_old = conn.created.elapsed() >= Duration::from_millis(cfg.pool.lifetime_ms);
+        let healthy = !too_old
+            && (idle_for < Duration::from_millis(50) || !conn.looks_broken())
+            && (idle_for < Duration::from_millis(cfg.pool.health_check_after_ms)
+                || tokio::time::timeout(cfg.connect_timeout(), conn.run_internal(""))
+                    .await
+                    .is_ok_and(|r| r.is_ok()));
+        if healthy {
+            return Some(conn);
+        }
+        tracing::debug!(server = conn.id, "discarding an idle server connection that failed its check");
+        drop(conn);
+        self.free_slot();
+        None
+    }
+
+    /// Returns a clean, idle connection: to the first live waiter, else to the idle list.
+    pub(crate) fn checkin(&self, mut conn: ServerConn) {
+        conn.last_used = Instant::now();
+        let mut st = self.state.lock();
+        if st.total > self.max_size() {
+            st.total -= 1;
+            return;
+        }
+        while let Some(tx) = st.waiters.pop_front() {
+            match tx.send(Grant::Conn(conn)) {
+                Ok(()) => return,
+                Err(Grant::Conn(back)) => conn = back,
+                Err(Grant::Slot) => unreachable!("sent a connection"),
+            }
+        }
+        st.idle.push(conn);
+    }
+
+    /// A connection was closed: its slot goes to the first live waiter, or back to the pool.
+    pub(crate) fn free_slot(&self) {
+        let mut st = self.state.lock();
+        if st.total <= self.max_size() {
+            while let Some(tx) = st.waiters.pop_front() {
+                if tx.send(Grant::Slot).is_ok() {
+                    return;
+                }
+            }
+        }
+        st.total = st.total.saturating_sub(1);
+    }
+
+    pub fn snapshot(&self) -> PoolSnapshot {
+        let max = self.max_size();
+        let mut st = self.state.lock();
+        st.waiters.retain(|w| !w.is_closed());
+        let (size, idle) = (st.total, st.idle.len());
+        PoolSnapshot {
+            database: self.key.database.clone(),
+            user: self.key.user.clone(),
+            active: size - idle,
+            idle,
+            waiting: st.waiters.len(),
+            size,
+            max_size: max,
+            pool_utilization: (size - idle) as f64 / max.max(1) as f64,
+        }
+    }
+}
