@@ -1,0 +1,150 @@
+//! Shared by the integration tests: the throwaway PostgreSQL from tests/harness.sh and a pgpilot
+//! process per test on free ports.
+#![allow(dead_code)]
+
+pub mod raw;
+
+use std::io::Write;
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub fn pg_port() -> u16 {
+    std::env::var("TEST_PG_PORT")
+        .expect("TEST_PG_PORT is not set: run the suite through tests/run.sh (it starts PostgreSQL)")
+        .parse()
+        .expect("TEST_PG_PORT must be a port number")
+}
+
+pub fn pg_bin(tool: &str) -> String {
+    match std::env::var("PG_BIN") {
+        Ok(dir) => format!("{dir}/{tool}"),
+        Err(_) => tool.to_string(),
+    }
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+pub struct Proxy {
+    pub child: Child,
+    pub port: u16,
+    pub http_port: u16,
+    pub config_path: std::path::PathBuf,
+    _dir: TempDir,
+}
+
+pub struct TempDir(pub std::path::PathBuf);
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+impl Proxy {
+    /// Starts pgpilot against the test cluster with `toml` appended to a minimal config.
+    pub fn start(toml: &str) -> Proxy {
+        Self::start_with(toml, &[])
+    }
+
+    pub fn start_with(toml: &str, extra_args: &[&str]) -> Proxy {
+        let dir = std::env::temp_dir().join(format!("pgpilot-it-{}-{}", std::process::id(), free_port()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let config_path = dir.join("pgpilot.toml");
+        std::fs::write(&config_path, toml).unwrap();
+        let (port, http_port) = (free_port(), free_port());
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_pgpilot"));
+        cmd.args(["--config", config_path.to_str().unwrap()])
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .args(["--http-listen", &format!("127.0.0.1:{http_port}")]);
+        if !extra_args.contains(&"--upstream") {
+            cmd.args(["--upstream", &format!("postgres://app:app@127.0.0.1:{}", pg_port())]);
+        }
+        let child = cmd
+            .args(extra_args)
+            .env("PGPILOT_LOG", std::env::var("PGPILOT_LOG").unwrap_or_else(|_| "warn".into()))
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("starting pgpilot");
+        let mut proxy = Proxy { child, port, http_port, config_path, _dir: TempDir(dir) };
+        proxy.wait_listening();
+        proxy
+    }
+
+    fn wait_listening(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                panic!("pgpilot exited during start: {status}");
+            }
+            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("pgpilot did not start listening within 20 s");
+    }
+
+    pub fn url(&self, user: &str, password: &str, db: &str) -> String {
+        let password = if password.is_empty() { String::new() } else { format!(" password={password}") };
+        format!("host=127.0.0.1 port={} user={user}{password} dbname={db} connect_timeout=10", self.port)
+    }
+
+    pub async fn connect(&self, db: &str) -> tokio_postgres::Client {
+        self.connect_as("app", "app", db).await.expect("connecting through pgpilot")
+    }
+
+    pub async fn connect_as(&self, user: &str, pw: &str, db: &str) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
+        let (client, conn) = tokio_postgres::connect(&self.url(user, pw, db), tokio_postgres::NoTls).await?;
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        Ok(client)
+    }
+
+    pub fn signal(&self, sig: &str) {
+        let ok = Command::new("kill").args([&format!("-{sig}"), &self.child.id().to_string()]).status().unwrap().success();
+        assert!(ok, "kill -{sig} failed");
+    }
+
+    pub fn rewrite_config(&self, toml: &str) {
+        let mut f = std::fs::File::create(&self.config_path).unwrap();
+        f.write_all(toml.as_bytes()).unwrap();
+    }
+
+    /// GET on the HTTP listener: (status code, body).
+    pub fn http_get(&self, path: &str) -> (u16, String) {
+        use std::io::Read;
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", self.http_port)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+        let mut text = String::new();
+        s.read_to_string(&mut text).unwrap();
+        let code = text.split_whitespace().nth(1).unwrap().parse().unwrap();
+        let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+        (code, body)
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A direct connection to the test cluster as superuser (for checks behind the proxy's back).
+pub async fn direct(db: &str) -> tokio_postgres::Client {
+    let url = format!("host=127.0.0.1 port={} user=postgres dbname={db}", pg_port());
+    let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.expect("direct connection");
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    client
+}
+
+pub fn pool_toml(max_size: usize, extra: &str) -> String {
+    format!("[pool]\nmax_size = {max_size}\ncheckout_timeout_ms = 5000\n{extra}\n")
+}

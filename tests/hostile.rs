@@ -1,0 +1,128 @@
+//! Hostile and broken input: each case gets an ErrorResponse or a clean close, and the proxy
+//! keeps serving everyone else.
+
+mod common;
+
+use std::time::Duration;
+
+use common::raw::{self, startup_packet, Raw};
+use common::Proxy;
+use tokio::io::AsyncWriteExt;
+
+const TRUST: &str = "[pool]\nmax_size = 2\n\n[[users]]\nname = \"trustuser\"\nauth = \"trust\"\n";
+
+async fn still_serves(proxy: &Proxy) {
+    let mut r = Raw::login_trust(proxy.port, "trustuser", "app").await;
+    r.send(&raw::query("SELECT 1")).await;
+    assert_eq!(String::from_utf8_lossy(&r.until_ready().await.unwrap()), "TDCZ");
+}
+
+#[tokio::test]
+async fn garbage_and_bad_lengths_before_startup() {
+    let proxy = Proxy::start(TRUST);
+    let cases: Vec<Vec<u8>> = vec![
+        b"GET / HTTP/1.1\r\nHost: x\r\n\r\n".to_vec(),
+        vec![0x80, 0, 0, 0, 0, 0, 0, 0],        // length 2^31 (negative)
+        vec![0x7f, 0xff, 0xff, 0xff, 0, 3, 0, 0], // length 2^31 - 1
+        vec![0, 0, 0, 4],                        // shorter than a header
+        vec![0, 0, 0, 8, 0, 9, 0, 0],            // unknown protocol version
+    ];
+    for case in cases {
+        let mut r = Raw::connect(proxy.port).await;
+        r.send(&case).await;
+        let codes = r.error_codes_until_close().await;
+        assert!(codes.iter().all(|c| c == "08P01"), "{codes:?}");
+    }
+    still_serves(&proxy).await;
+}
+
+#[tokio::test]
+async fn truncated_startup_then_close_and_startup_without_user() {
+    let proxy = Proxy::start(TRUST);
+    let mut r = Raw::connect(proxy.port).await;
+    let packet = startup_packet(&[("user", "trustuser")]);
+    r.send(&packet[..packet.len() - 3]).await;
+    r.s.shutdown().await.unwrap();
+    assert!(r.error_codes_until_close().await.is_empty());
+
+    let mut r = Raw::connect(proxy.port).await;
+    r.send(&startup_packet(&[("database", "app")])).await;
+    assert_eq!(r.error_codes_until_close().await, ["28000"]);
+    still_serves(&proxy).await;
+}
+
+#[tokio::test]
+async fn bad_messages_mid_session() {
+    let proxy = Proxy::start(TRUST);
+    let bystander = tokio::spawn({
+        let port = proxy.port;
+        async move {
+            let mut r = Raw::login_trust(port, "trustuser", "app").await;
+            for _ in 0..50 {
+                r.send(&raw::query("SELECT 1")).await;
+                assert_eq!(String::from_utf8_lossy(&r.until_ready().await.unwrap()), "TDCZ");
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }
+    });
+    // An unknown message type.
+    let mut r = Raw::login_trust(proxy.port, "trustuser", "app").await;
+    r.send(&raw::msg(b'!', b"boom")).await;
+    assert_eq!(r.error_codes_until_close().await, ["08P01"]);
+    // A negative length.
+    let mut r = Raw::login_trust(proxy.port, "trustuser", "app").await;
+    r.send(&[b'Q', 0x80, 0, 0, 1]).await;
+    assert_eq!(r.error_codes_until_close().await, ["08P01"]);
+    // A query larger than max_message_bytes (it must not be buffered).
+    let mut r = Raw::login_trust(proxy.port, "trustuser", "app").await;
+    r.send(&[b'Q', 0x7f, 0xff, 0xff, 0xff, b'S']).await;
+    assert_eq!(r.error_codes_until_close().await, ["54000"]);
+    // A message cut off mid-transaction: the server connection must not come back dirty.
+    let mut r = Raw::login_trust(proxy.port, "trustuser", "app").await;
+    r.send(&raw::query("BEGIN")).await;
+    r.until_ready().await.unwrap();
+    let q = raw::query("SELECT 42");
+    r.send(&q[..q.len() - 4]).await;
+    drop(r);
+    bystander.await.unwrap();
+    still_serves(&proxy).await;
+    let mut r = Raw::login_trust(proxy.port, "trustuser", "app").await;
+    r.send(&raw::query("SELECT now() = statement_timestamp()")).await;
+    let mut saw_true = false;
+    while let Some((t, body)) = r.next().await {
+        if t == b'D' {
+            saw_true = body.ends_with(b"t");
+        }
+        if t == b'Z' {
+            assert_eq!(body, b"I");
+            break;
+        }
+    }
+    assert!(saw_true, "a fresh transaction, not a leftover one");
+}
+
+#[tokio::test]
+async fn too_many_clients_get_53300() {
+    let proxy = Proxy::start(&format!("[server]\nmax_client_conn = 2\n\n{TRUST}"));
+    let _a = Raw::login_trust(proxy.port, "trustuser", "app").await;
+    let _b = Raw::login_trust(proxy.port, "trustuser", "app").await;
+    let mut c = Raw::connect(proxy.port).await;
+    c.send(&startup_packet(&[("user", "trustuser"), ("database", "app")])).await;
+    assert_eq!(c.error_codes_until_close().await, ["53300"]);
+}
+
+#[tokio::test]
+async fn ssl_and_gss_requests_are_declined_without_tls() {
+    let proxy = Proxy::start(TRUST);
+    let mut r = Raw::connect(proxy.port).await;
+    for code in [80877104i32, 80877103] {
+        let mut p = 8i32.to_be_bytes().to_vec();
+        p.extend_from_slice(&code.to_be_bytes());
+        r.send(&p).await;
+        let mut b = [0u8; 1];
+        tokio::io::AsyncReadExt::read_exact(&mut r.s, &mut b).await.unwrap();
+        assert_eq!(&b, b"N");
+    }
+    r.send(&startup_packet(&[("user", "trustuser"), ("database", "app")])).await;
+    assert!(r.until_ready().await.unwrap().contains(&b'K'));
+}

@@ -1,0 +1,136 @@
+//! Process lifecycle and the HTTP side: reload on SIGHUP, graceful shutdown on SIGTERM, TLS,
+//! --check, /health, /health/status and /metrics.
+
+mod common;
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::{pool_toml, Proxy};
+
+#[tokio::test]
+async fn sighup_reload_changes_pool_size_without_dropping_clients() {
+    let proxy = Proxy::start("[pool]\nmax_size = 1\ncheckout_timeout_ms = 300\n");
+    let a = proxy.connect("app").await;
+    let b = proxy.connect("app").await;
+    a.simple_query("BEGIN").await.unwrap();
+    assert_eq!(b.simple_query("SELECT 1").await.unwrap_err().code().unwrap().code(), "53300");
+    proxy.rewrite_config("[pool]\nmax_size = 3\ncheckout_timeout_ms = 300\n");
+    proxy.signal("HUP");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, s) = proxy.http_get("/health/status");
+        let v: serde_json::Value = serde_json::from_str(&s).unwrap();
+        if v["connection_pool"]["max_size"] == 3 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "reload not applied: {s}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    b.simple_query("BEGIN").await.unwrap();
+    a.simple_query("COMMIT").await.unwrap();
+    b.simple_query("COMMIT").await.unwrap();
+}
+
+#[tokio::test]
+async fn sigterm_lets_transactions_finish_then_exits() {
+    let mut proxy = Proxy::start(&pool_toml(2, "[server]\nshutdown_timeout_ms = 10000"));
+    let busy = proxy.connect("app").await;
+    let idle = proxy.connect("app").await;
+    busy.simple_query("DROP TABLE IF EXISTS shutdown_t; CREATE TABLE shutdown_t (a int)").await.unwrap();
+    busy.simple_query("BEGIN; INSERT INTO shutdown_t VALUES (1)").await.unwrap();
+    proxy.signal("TERM");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // New clients are refused, the idle one is told to go, the open transaction may finish.
+    assert!(proxy.connect_as("app", "app", "app").await.is_err());
+    assert!(idle.simple_query("SELECT 1").await.is_err());
+    busy.simple_query("INSERT INTO shutdown_t VALUES (2); COMMIT").await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(s) = proxy.child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "pgpilot did not exit after SIGTERM");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(status.success(), "{status}");
+    let n: i64 = common::direct("app").await.query_one("SELECT count(*) FROM shutdown_t", &[]).await.unwrap().get(0);
+    assert_eq!(n, 2);
+}
+
+#[tokio::test]
+async fn http_health_status_and_metrics() {
+    let proxy = Proxy::start(&pool_toml(4, ""));
+    let c = proxy.connect("app").await;
+    c.simple_query("SELECT 1").await.unwrap();
+    let (code, body) = proxy.http_get("/health");
+    assert_eq!(code, 200, "{body}");
+    let (_, s) = proxy.http_get("/health/status");
+    let v: serde_json::Value = serde_json::from_str(&s).unwrap();
+    let cp = &v["connection_pool"];
+    for k in ["pool_utilization", "active", "idle", "waiting", "size", "max_size"] {
+        assert!(cp[k].is_number(), "{k} missing in {s}");
+    }
+    assert_eq!(v["pools"][0]["database"], "app");
+    assert_eq!(v["pools"][0]["max_size"], 4);
+    let (_, m) = proxy.http_get("/metrics");
+    for series in [
+        "pgpilot_pool_connections{database=\"app\",user=\"app\",state=\"idle\"}",
+        "pgpilot_pool_size{database=\"app\",user=\"app\"} 4",
+        "pgpilot_clients{state=\"total\"} 1",
+        "pgpilot_pool_wait_time_seconds_bucket",
+    ] {
+        assert!(m.contains(series), "{series} missing from /metrics:\n{m}");
+    }
+}
+
+#[tokio::test]
+async fn health_is_503_when_upstream_is_unreachable() {
+    let port = common::free_port();
+    let proxy = Proxy::start_with("", &["--upstream", &format!("postgres://app:app@127.0.0.1:{port}")]);
+    assert_eq!(proxy.http_get("/health").0, 503);
+}
+
+#[test]
+fn check_flag_validates_config() {
+    let bin = env!("CARGO_BIN_EXE_pgpilot");
+    let dir = std::env::temp_dir().join(format!("pgpilot-check-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let good = dir.join("good.toml");
+    std::fs::write(&good, "[pool]\nmax_size = 5\n").unwrap();
+    let bad = dir.join("bad.toml");
+    std::fs::write(&bad, "[pool]\nmax_size = 0\n").unwrap();
+    let typo = dir.join("typo.toml");
+    std::fs::write(&typo, "[pool]\nmax_sise = 5\n").unwrap();
+    let run = |p: &std::path::Path| Command::new(bin).args(["--check", "--config", p.to_str().unwrap()]).output().unwrap();
+    assert_eq!(run(&good).status.code(), Some(0));
+    let out = run(&bad);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("max_size"));
+    assert_eq!(run(&typo).status.code(), Some(2));
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test]
+async fn tls_when_a_certificate_is_configured() {
+    let dir = std::env::temp_dir().join(format!("pgpilot-tls-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (crt, key) = (dir.join("server.crt"), dir.join("server.key"));
+    let ok = Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=localhost"])
+        .args(["-keyout", key.to_str().unwrap(), "-out", crt.to_str().unwrap()])
+        .output()
+        .expect("openssl is needed for the TLS test");
+    assert!(ok.status.success());
+    let proxy = Proxy::start(&format!("[tls]\ncert = {:?}\nkey = {:?}\n", crt, key));
+    // The distribution's psql: it is built with OpenSSL (the pgserver build used for the server is not).
+    let out = Command::new("psql")
+        .arg(format!("host=127.0.0.1 port={} user=app dbname=app sslmode=require", proxy.port))
+        .args(["-tAXc", "SELECT 'over tls'"])
+        .env("PGPASSWORD", "app")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "over tls");
+    let _ = std::fs::remove_dir_all(dir);
+}
