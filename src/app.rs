@@ -53,7 +53,8 @@ impl ClientCounters {
         self.total.load(Ordering::Relaxed)
     }
     pub fn snapshot(&self) -> ClientSnapshot {
-        let (total, active, waiting) = (self.total(), self.active.load(Ordering::Relaxed), self.waiting.load(Ordering::Relaxed));
+        let (total, active, waiting) =
+            (self.total(), self.active.load(Ordering::Relaxed), self.waiting.load(Ordering::Relaxed));
         ClientSnapshot { total, active, waiting, idle: (total - active - waiting).max(0) }
     }
 }
@@ -102,7 +103,9 @@ pub fn init_logging() {
 
 pub async fn run(cli: Cli, config: Config) -> Result<()> {
     let prometheus = crate::metrics::install()?;
-    let listener = TcpListener::bind(&config.server.listen).await.with_context(|| format!("listening on {}", config.server.listen))?;
+    let listener = TcpListener::bind(&config.server.listen)
+        .await
+        .with_context(|| format!("listening on {}", config.server.listen))?;
     let http = TcpListener::bind(&config.server.http_listen)
         .await
         .with_context(|| format!("listening on {}", config.server.http_listen))?;
@@ -199,7 +202,12 @@ async fn serve_client(slot: ClientSlot, tcp: TcpStream, peer: String) {
     let authed = tokio::time::timeout(cfg.startup_timeout(), authenticate(&mut stream, &mut rbuf, check)).await;
     if !matches!(authed, Ok(Ok(()))) {
         tracing::info!(%peer, %user, "authentication failed");
-        return fail(&mut stream, sqlstate::INVALID_PASSWORD, &format!("password authentication failed for user \"{user}\"")).await;
+        return fail(
+            &mut stream,
+            sqlstate::INVALID_PASSWORD,
+            &format!("password authentication failed for user \"{user}\""),
+        )
+        .await;
     }
     let info = ClientInfo {
         application_name: params.get("application_name").cloned().unwrap_or_default(),

@@ -12,9 +12,8 @@ pub const POOL_WAIT: &str = "pgpilot_pool_wait_time_seconds";
 
 /// Installs the global recorder; histograms get explicit buckets so they render as histograms.
 pub fn install() -> anyhow::Result<PrometheusHandle> {
-    let buckets = [
-        0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
-    ];
+    let buckets =
+        [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
     let handle = PrometheusBuilder::new()
         .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &buckets)?
         .install_recorder()?;

@@ -22,10 +22,10 @@ async fn garbage_and_bad_lengths_before_startup() {
     let proxy = Proxy::start(TRUST);
     let cases: Vec<Vec<u8>> = vec![
         b"GET / HTTP/1.1\r\nHost: x\r\n\r\n".to_vec(),
-        vec![0x80, 0, 0, 0, 0, 0, 0, 0],        // length 2^31 (negative)
+        vec![0x80, 0, 0, 0, 0, 0, 0, 0],          // length 2^31 (negative)
         vec![0x7f, 0xff, 0xff, 0xff, 0, 3, 0, 0], // length 2^31 - 1
-        vec![0, 0, 0, 4],                        // shorter than a header
-        vec![0, 0, 0, 8, 0, 9, 0, 0],            // unknown protocol version
+        vec![0, 0, 0, 4],                         // shorter than a header
+        vec![0, 0, 0, 8, 0, 9, 0, 0],             // unknown protocol version
     ];
     for case in cases {
         let mut r = Raw::connect(proxy.port).await;

@@ -102,7 +102,8 @@ fn check_flag_validates_config() {
     std::fs::write(&bad, "[pool]\nmax_size = 0\n").unwrap();
     let typo = dir.join("typo.toml");
     std::fs::write(&typo, "[pool]\nmax_sise = 5\n").unwrap();
-    let run = |p: &std::path::Path| Command::new(bin).args(["--check", "--config", p.to_str().unwrap()]).output().unwrap();
+    let run =
+        |p: &std::path::Path| Command::new(bin).args(["--check", "--config", p.to_str().unwrap()]).output().unwrap();
     assert_eq!(run(&good).status.code(), Some(0));
     let out = run(&bad);
     assert_eq!(out.status.code(), Some(2));

@@ -108,11 +108,8 @@ async fn a_client_that_vanishes_mid_transaction_leaves_nothing_behind() {
     assert_eq!(one(&next, "SELECT now() = statement_timestamp()").await, "t", "not inside a leftover transaction");
     // The server connection that held the transaction is gone or idle, never idle in transaction.
     let admin = direct("postgres").await;
-    let state: Option<String> = admin
-        .query_opt("SELECT state FROM pg_stat_activity WHERE pid = $1", &[&pid])
-        .await
-        .unwrap()
-        .map(|r| r.get(0));
+    let state: Option<String> =
+        admin.query_opt("SELECT state FROM pg_stat_activity WHERE pid = $1", &[&pid]).await.unwrap().map(|r| r.get(0));
     assert!(!state.as_deref().unwrap_or("").starts_with("idle in transaction"), "{state:?}");
 }
 

@@ -11,7 +11,8 @@ use futures_util::future::join_all;
 use tokio_postgres::types::Type;
 use tokio_postgres::SimpleQueryMessage;
 
-const TRUST_USER: &str = "\n[[users]]\nname = \"trustuser\"\nauth = \"trust\"\n\n[[users]]\nname = \"app\"\npassword = \"app\"\n";
+const TRUST_USER: &str =
+    "\n[[users]]\nname = \"trustuser\"\nauth = \"trust\"\n\n[[users]]\nname = \"app\"\npassword = \"app\"\n";
 
 fn rows(msgs: &[SimpleQueryMessage]) -> Vec<String> {
     msgs.iter()

@@ -18,7 +18,9 @@ use crate::net::stream::ClientStream;
 /// How to check one login, prepared from the configuration (SCRAM verifiers are cached by the caller).
 pub enum Check {
     Trust,
-    Md5 { stored: String },
+    Md5 {
+        stored: String,
+    },
     Scram(Verifier),
     /// Unknown user: a SCRAM exchange that always fails.
     Refuse,
@@ -85,7 +87,8 @@ async fn scram(stream: &mut ClientStream, rbuf: &mut BytesMut, verifier: Option<
     let first = &rest[4..];
     // A random verifier stands in for an unknown user so the exchange looks the same.
     let secret = verifier.unwrap_or_else(|| super::secrets::scram_from_plain(&format!("{:x}", rand::random::<u128>())));
-    let Ok((server_first, waiting)) = ScramServerAuth::new().on_client_first_message_with_secret(first, secret.to_secret())
+    let Ok((server_first, waiting)) =
+        ScramServerAuth::new().on_client_first_message_with_secret(first, secret.to_secret())
     else {
         return Ok(false);
     };

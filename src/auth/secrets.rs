@@ -27,7 +27,7 @@ impl Verifier {
 
 /// Parses `SCRAM-SHA-256$<iterations>:<salt>$<StoredKey>:<ServerKey>` into a verifier.
 pub fn parse_scram_secret(secret: &str) -> Result<Verifier> {
-    let bad = || format!("malformed SCRAM secret (expected SCRAM-SHA-256$iter:salt$stored:server)");
+    let bad = || "malformed SCRAM secret (expected SCRAM-SHA-256$iter:salt$stored:server)".to_string();
     let rest = secret.strip_prefix("SCRAM-SHA-256$").with_context(bad)?;
     let (iter_salt, keys) = rest.split_once('$').with_context(bad)?;
     let (iter, salt) = iter_salt.split_once(':').with_context(bad)?;

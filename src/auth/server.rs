@@ -46,9 +46,10 @@ pub async fn login(conn: &mut ServerConn, user: &str, password: Option<&str>) ->
             }
             5 => {
                 let pw = need(password, "an md5 password")?;
-                let salt: [u8; 4] = data.get(..4).and_then(|s| s.try_into().ok()).ok_or_else(|| {
-                    ServerError::Protocol("short md5 salt".into())
-                })?;
+                let salt: [u8; 4] = data
+                    .get(..4)
+                    .and_then(|s| s.try_into().ok())
+                    .ok_or_else(|| ServerError::Protocol("short md5 salt".into()))?;
                 let stored = crate::auth::secrets::md5_stored(pw, user);
                 let mut payload = crate::auth::secrets::md5_response(&stored, &salt).into_bytes();
                 payload.push(0);
@@ -70,7 +71,8 @@ pub async fn login(conn: &mut ServerConn, user: &str, password: Option<&str>) ->
                 scram_first = Some(next);
             }
             11 => {
-                let state = scram_first.take().ok_or_else(|| ServerError::Protocol("unexpected SASLContinue".into()))?;
+                let state =
+                    scram_first.take().ok_or_else(|| ServerError::Protocol("unexpected SASLContinue".into()))?;
                 let (fin, next) = state.build_client_final(data).map_err(|e| ServerError::Auth(e.to_string()))?;
                 conn.send(&password_message(fin.as_bytes())).await?;
                 scram_final = Some(next);

@@ -88,10 +88,8 @@ impl ServerConn {
     pub fn note_parameter(&mut self, body: &[u8]) {
         if let Some((name, rest)) = crate::net::frame::cstr(body) {
             if let Some((value, _)) = crate::net::frame::cstr(rest) {
-                self.params.insert(
-                    String::from_utf8_lossy(name).into_owned(),
-                    String::from_utf8_lossy(value).into_owned(),
-                );
+                self.params
+                    .insert(String::from_utf8_lossy(name).into_owned(), String::from_utf8_lossy(value).into_owned());
             }
         }
     }

@@ -114,7 +114,10 @@ mod tests {
     #[test]
     fn upstream_url_forms() {
         let u = parse_upstream("postgres://app:p%40ss@db.local:6543/x").unwrap();
-        assert_eq!((u.user.as_str(), u.password.as_deref(), u.host.as_str(), u.port), ("app", Some("p@ss"), "db.local", 6543));
+        assert_eq!(
+            (u.user.as_str(), u.password.as_deref(), u.host.as_str(), u.port),
+            ("app", Some("p@ss"), "db.local", 6543)
+        );
         let u = parse_upstream("postgresql://app@127.0.0.1").unwrap();
         assert_eq!((u.port, u.password), (5432, None));
         assert!(parse_upstream("mysql://a@b").is_err());

@@ -49,7 +49,7 @@ pub enum PoolMode {
     Transaction,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
     pub server: ServerConfig,
@@ -58,19 +58,6 @@ pub struct Config {
     pub pool: PoolConfig,
     pub cache: CacheConfig,
     pub users: Vec<UserConfig>,
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Self {
-            server: ServerConfig::default(),
-            tls: TlsConfig::default(),
-            upstream: UpstreamConfig::default(),
-            pool: PoolConfig::default(),
-            cache: CacheConfig::default(),
-            users: Vec::new(),
-        }
-    }
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -8,8 +8,7 @@ use super::session::{Flow, Session};
 
 impl Session {
     pub(super) async fn on_server_bytes(&mut self) -> Flow {
-        loop {
-            let Some(server) = self.server.as_mut() else { break };
+        while let Some(server) = self.server.as_mut() {
             let piece = match self.sframer.next(&mut server.rbuf, |t| t == b'Z' || t == b'S') {
                 Ok(Some(piece)) => piece,
                 Ok(None) => break,

@@ -11,7 +11,13 @@ use crate::backend::{ServerConn, ServerError};
 /// Startup parameters that are not settings.
 const NOT_SETTINGS: &[&str] = &["user", "database", "replication", "options"];
 /// Settings that cannot or must not be replayed with set_config.
-const NOT_REPLAYED: &[&str] = &["transaction_isolation", "transaction_read_only", "transaction_deferrable", "session_authorization", "is_superuser"];
+const NOT_REPLAYED: &[&str] = &[
+    "transaction_isolation",
+    "transaction_read_only",
+    "transaction_deferrable",
+    "session_authorization",
+    "is_superuser",
+];
 
 /// The state-capture query: every setting the session itself set (startup values are 'client').
 const CAPTURE_SQL: &str = "SELECT name, setting FROM pg_catalog.pg_settings WHERE source IN ('session', 'client')";
@@ -123,7 +129,11 @@ fn parse_options(options: &str) -> Vec<(String, String)> {
     let mut out = Vec::new();
     let mut it = words.into_iter();
     while let Some(w) = it.next() {
-        let pair = if w == "-c" { it.next() } else { w.strip_prefix("--").or_else(|| w.strip_prefix("-c")).map(str::to_string) };
+        let pair = if w == "-c" {
+            it.next()
+        } else {
+            w.strip_prefix("--").or_else(|| w.strip_prefix("-c")).map(str::to_string)
+        };
         if let Some((k, v)) = pair.as_deref().and_then(|p| p.split_once('=')) {
             out.push((k.replace('-', "_"), v.to_string()));
         }

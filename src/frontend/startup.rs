@@ -16,8 +16,14 @@ const GSSENC_REQUEST: i32 = 80877104;
 const CANCEL_REQUEST: i32 = 80877102;
 
 pub enum Opening {
-    Startup { stream: ClientStream, params: BTreeMap<String, String> },
-    Cancel { pid: i32, secret: i32 },
+    Startup {
+        stream: ClientStream,
+        params: BTreeMap<String, String>,
+    },
+    Cancel {
+        pid: i32,
+        secret: i32,
+    },
     /// The client went away or was refused; nothing more to do.
     Closed,
 }

@@ -39,7 +39,12 @@ impl TxTracker {
                 self.syncs_since_execute = 0;
                 self.pending_since_sync = true;
             }
-            b'c' | b'f' => self.copy_in = false,
+            b'c' | b'f' => {
+                self.copy_in = false;
+                // Extended-protocol COPY ends with CopyDone/CopyFail and then needs its own Sync;
+                // a COPY from a simple Query is answered by that Query's ReadyForQuery.
+                self.pending_since_sync = self.outstanding == 0;
+            }
             b'd' | b'H' => {}
             _ => self.pending_since_sync = true,
         }

@@ -33,12 +33,10 @@ pub async fn serve(listener: tokio::net::TcpListener, app: Arc<App>, prometheus:
 /// 200 when pgpilot can serve: accepting clients and the upstream server reachable.
 async fn health(State(h): State<Http>) -> Response {
     let up = h.app.config.load().upstream();
-    let reachable = tokio::time::timeout(
-        Duration::from_secs(2),
-        tokio::net::TcpStream::connect((up.host.as_str(), up.port)),
-    )
-    .await
-    .is_ok_and(|r| r.is_ok());
+    let reachable =
+        tokio::time::timeout(Duration::from_secs(2), tokio::net::TcpStream::connect((up.host.as_str(), up.port)))
+            .await
+            .is_ok_and(|r| r.is_ok());
     let accepting = !*h.app.shutdown_signal().borrow();
     let ok = reachable && accepting;
     let code = if ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };

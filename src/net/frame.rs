@@ -11,7 +11,7 @@ pub const MAX_MESSAGE_LEN: usize = 0x3fff_ffff;
 /// Messages up to this size are always delivered whole (one write for many small messages).
 pub const STREAM_THRESHOLD: usize = 64 * 1024;
 
-#[derive(Debug)]
+#[derive(Debug, PartialEq, Eq)]
 pub enum Piece {
     /// A complete message: tag, length and body.
     Whole { tag: u8, frame: BytesMut },

@@ -180,9 +180,7 @@ impl Pool {
         let healthy = !too_old
             && (idle_for < Duration::from_millis(50) || !conn.looks_broken())
             && (idle_for < Duration::from_millis(cfg.pool.health_check_after_ms)
-                || tokio::time::timeout(cfg.connect_timeout(), conn.run_internal(""))
-                    .await
-                    .is_ok_and(|r| r.is_ok()));
+                || tokio::time::timeout(cfg.connect_timeout(), conn.run_internal("")).await.is_ok_and(|r| r.is_ok()));
         if healthy {
             return Some(conn);
         }

@@ -96,7 +96,12 @@ impl Proxy {
         self.connect_as("app", "app", db).await.expect("connecting through pgpilot")
     }
 
-    pub async fn connect_as(&self, user: &str, pw: &str, db: &str) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
+    pub async fn connect_as(
+        &self,
+        user: &str,
+        pw: &str,
+        db: &str,
+    ) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
         let (client, conn) = tokio_postgres::connect(&self.url(user, pw, db), tokio_postgres::NoTls).await?;
         tokio::spawn(async move {
             let _ = conn.await;
@@ -105,7 +110,8 @@ impl Proxy {
     }
 
     pub fn signal(&self, sig: &str) {
-        let ok = Command::new("kill").args([&format!("-{sig}"), &self.child.id().to_string()]).status().unwrap().success();
+        let ok =
+            Command::new("kill").args([&format!("-{sig}"), &self.child.id().to_string()]).status().unwrap().success();
         assert!(ok, "kill -{sig} failed");
     }
 

@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Benchmark: direct PostgreSQL vs PgBouncer vs pgpilot in one interleaved run, with proxy CPU per
+# transaction, using ../shared/bench/pgbench-matrix.sh. Targets the machine's PostgreSQL on 5432.
+# usage: bench/pgbench.sh            (env: DURATION, REPEAT, TESTS, POOL, as in pgbench-matrix.sh)
+# Results: bench-results-*/results.md; copy the summary into docs/BENCHMARKS.md.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+shared="$(cd ../shared && pwd)"
+POOL="${POOL:-20}"
+psql_pg=(psql "host=127.0.0.1 port=5432 user=postgres dbname=postgres" -qtAX)
+"${psql_pg[@]}" -c "DO \$\$BEGIN IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname='app') THEN CREATE ROLE app LOGIN PASSWORD 'app'; END IF; END\$\$"
+if [ -z "$("${psql_pg[@]}" -c "SELECT 1 FROM pg_database WHERE datname = 'bench'")" ]; then
+  "${psql_pg[@]}" -c "CREATE DATABASE bench OWNER app"
+  PGPASSWORD=app pgbench -i -q -s "${SCALE:-10}" -h 127.0.0.1 -p 5432 -U app bench
+fi
+cargo build --release --bin pgpilot
+[ -f /tmp/pgbouncer-bench/pgbouncer.pid ] && kill "$(cat /tmp/pgbouncer-bench/pgbouncer.pid)" 2>/dev/null || true
+sleep 0.3
+if ! PORT=6432 POOL="$POOL" bash "$shared/bench/start-pgbouncer.sh" >/dev/null 2>&1; then
+  # Debian bookworm ships PgBouncer 1.18, which predates max_prepared_statements (1.21): same setup without it.
+  sed -i '/^max_prepared_statements/d' /tmp/pgbouncer-bench/pgbouncer.ini
+  su postgres -s /bin/sh -c "pgbouncer -d /tmp/pgbouncer-bench/pgbouncer.ini"
+  sleep 0.5
+fi
+echo "pgbouncer: $(pgbouncer --version | head -1)" >&2
+cfg="$(mktemp)"
+printf '[pool]\nmax_size = %s\n[server]\nmax_client_conn = 2000\n' "$POOL" >"$cfg"
+PGPILOT_LOG=warn target/release/pgpilot --config "$cfg" --listen 127.0.0.1:6433 --http-listen 127.0.0.1:9933 \
+  --upstream postgres://app:app@127.0.0.1:5432 &
+pilot=$!
+trap 'kill $pilot 2>/dev/null; kill "$(cat /tmp/pgbouncer-bench/pgbouncer.pid)" 2>/dev/null; rm -f "$cfg"' EXIT
+sleep 0.5
+PGPASSWORD=app DURATION="${DURATION:-15}" REPEAT="${REPEAT:-2}" \
+  TESTS="${TESTS:-sel-simple-10 sel-extended-10 sel-prepared-10 sel-simple-50 tpcb-10 churn-10}" \
+  bash "$shared/bench/pgbench-matrix.sh" direct=5432 pgbouncer=6432 pgpilot=6433
