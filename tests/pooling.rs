@@ -93,6 +93,14 @@ async fn startup_parameters_are_replayed_per_client() {
         assert_eq!(one(&a, "SHOW statement_timeout").await, "4321ms");
         assert_ne!(one(&b, "SHOW application_name").await, "svc-a");
     }
+    // RESET returns to the startup values, as on a direct connection (asyncpg's pool reset).
+    a.simple_query("SET application_name = 'changed'; SET statement_timeout = 10").await.unwrap();
+    assert_eq!(one(&b, "SELECT 1").await, "1");
+    assert_eq!(one(&a, "SHOW application_name").await, "changed");
+    a.simple_query("RESET ALL").await.unwrap();
+    assert_eq!(one(&b, "SELECT 1").await, "1");
+    assert_eq!(one(&a, "SHOW application_name").await, "svc-a");
+    assert_eq!(one(&a, "SHOW statement_timeout").await, "4321ms");
 }
 
 #[tokio::test]

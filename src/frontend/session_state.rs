@@ -19,8 +19,9 @@ const NOT_REPLAYED: &[&str] = &[
     "is_superuser",
 ];
 
-/// The state-capture query: every setting the session itself set (startup values are 'client').
-const CAPTURE_SQL: &str = "SELECT name, setting FROM pg_catalog.pg_settings WHERE source IN ('session', 'client')";
+/// The state-capture query: every setting changed in the session (pgpilot's own replay uses
+/// set_config, so the client's startup values show up here too until a RESET removes them).
+const CAPTURE_SQL: &str = "SELECT name, setting FROM pg_catalog.pg_settings WHERE source = 'session'";
 
 /// Signature of a server connection whose settings are not known (never equal to a real state:
 /// real signatures are odd, 0 is a fresh connection).
@@ -28,6 +29,9 @@ pub const UNKNOWN_STATE: u64 = 2;
 
 #[derive(Debug, Default, Clone)]
 pub struct SessionState {
+    /// What the startup packet asked for: what RESET returns to, as on a direct connection.
+    startup: std::sync::Arc<BTreeMap<String, String>>,
+    /// The effective settings: startup values overlaid with the session's own changes.
     settings: BTreeMap<String, String>,
     sig: u64,
 }
@@ -44,18 +48,7 @@ impl SessionState {
         if let Some(options) = params.get("options") {
             settings.extend(parse_options(options));
         }
-        Self::with(settings)
-    }
-
-    fn with(settings: BTreeMap<String, String>) -> Self {
-        let sig = if settings.is_empty() {
-            0
-        } else {
-            let mut h = std::collections::hash_map::DefaultHasher::new();
-            settings.hash(&mut h);
-            h.finish() | 1
-        };
-        Self { settings, sig }
+        Self { sig: signature(&settings), startup: std::sync::Arc::new(settings.clone()), settings }
     }
 
     pub fn sig(&self) -> u64 {
@@ -87,20 +80,40 @@ impl SessionState {
         Ok(())
     }
 
-    /// Re-reads the session's settings from the server it just used.
+    /// Re-reads the session's settings from the server it just used. Settings the client RESET
+    /// fall back to its startup values; the connection then differs from the client's state
+    /// and is marked unknown, so the next checkout replays it.
     pub async fn capture(&mut self, conn: &mut ServerConn) -> Result<(), ServerError> {
         let rows = conn.run_internal(CAPTURE_SQL).await?;
-        let settings = rows
+        let changed: BTreeMap<String, String> = rows
             .into_iter()
             .filter_map(|r| match (r.first().cloned().flatten(), r.get(1).cloned().flatten()) {
                 (Some(k), Some(v)) if !NOT_REPLAYED.contains(&k.as_str()) => Some((k, v)),
                 _ => None,
             })
             .collect();
-        *self = Self::with(settings);
-        conn.state_sig = self.sig;
+        let mut settings = BTreeMap::new();
+        for (k, v) in self.startup.iter() {
+            if !changed.keys().any(|c| c.eq_ignore_ascii_case(k)) {
+                settings.insert(k.clone(), v.clone());
+            }
+        }
+        let server_matches = settings.is_empty();
+        settings.extend(changed);
+        self.sig = signature(&settings);
+        self.settings = settings;
+        conn.state_sig = if server_matches { self.sig } else { UNKNOWN_STATE };
         Ok(())
     }
+}
+
+fn signature(settings: &BTreeMap<String, String>) -> u64 {
+    if settings.is_empty() {
+        return 0;
+    }
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    settings.hash(&mut h);
+    h.finish() | 1
 }
 
 fn literal(s: &str) -> String {

@@ -1,0 +1,285 @@
+"""Fixtures for the driver tests: a real pgpilot process in front of the harness's PostgreSQL.
+
+Environment (exported by tests/run.sh via tests/harness.sh):
+  PGPILOT_BIN                  the built proxy (target/release/pgpilot); missing -> the tests FAIL, never skip
+  TEST_PG_HOST, TEST_PG_PORT   the throwaway PostgreSQL (roles app/app, postgres trusted)
+  PG_BIN                       directory with psql / pgbench matching that server
+
+Fixtures:
+  proxy        module-scoped pgpilot, pool max_size 5, transaction mode
+  start_proxy  factory: start_proxy(pool_size=5, mode="transaction", extra_toml="") -> Proxy, stopped after the test
+  pg_admin     helper opening direct psycopg connections to PostgreSQL as the superuser (bypassing pgpilot)
+  table        a fresh table (task, seq, note) in database app owned by app, dropped afterwards
+A proxy that dies, panics, ignores SIGTERM or exits non-zero after it is reported as an error at teardown.
+"""
+import asyncio
+import datetime as dt
+import json
+import os
+import signal
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
+import uuid
+from pathlib import Path
+
+import psycopg
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+STARTUP_TIMEOUT = 20.0
+STOP_TIMEOUT = 15.0
+
+
+def require_env(name):
+    value = os.environ.get(name)
+    if not value:
+        pytest.fail(f"{name} is not set: run the driver tests through tests/run.sh (it exports it)", pytrace=False)
+    return value
+
+
+def pg_host():
+    return os.environ.get("TEST_PG_HOST", "127.0.0.1")
+
+
+def pg_port():
+    return int(require_env("TEST_PG_PORT"))
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def run_async(coro, timeout):
+    """Runs a coroutine to completion, failing (not hanging) after `timeout` seconds."""
+    async def bounded():
+        task = asyncio.ensure_future(coro)
+        done, _ = await asyncio.wait({task}, timeout=timeout)
+        if not done:
+            task.cancel()
+            await asyncio.wait({task}, timeout=10)
+            pytest.fail(f"test body did not finish within {timeout}s (hang?)", pytrace=False)
+        return task.result()  # the body's own exceptions (assertions, driver errors) propagate unchanged
+    return asyncio.run(bounded())
+
+
+class Proxy:
+    """One pgpilot process. `port` is the client port, `http_port` the /health + /metrics port."""
+
+    def __init__(self, workdir, pool_size=5, mode="transaction", extra_toml=""):
+        self.workdir = Path(workdir)
+        self.pool_size = pool_size
+        self.mode = mode
+        self.extra_toml = extra_toml
+        self.host = "127.0.0.1"
+        self.port = self.http_port = None
+        self.proc = None
+        self.started_at = None
+        self.stderr_path = self.workdir / "pgpilot.stderr"
+
+    def dsn(self, db="app", user="app", password="app"):
+        return f"postgresql://{user}:{password}@{self.host}:{self.port}/{db}"
+
+    def stderr_text(self):
+        try:
+            return self.stderr_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def _config(self):
+        return (f"[server]\nshutdown_timeout_ms = 2000\n\n"
+                f"[upstream]\nurl = \"postgres://app:app@{pg_host()}:{pg_port()}\"\n\n"
+                f"[pool]\nmode = \"{self.mode}\"\nmax_size = {self.pool_size}\n"
+                f"{self.extra_toml}\n")
+
+    def start(self):
+        binary = require_env("PGPILOT_BIN")
+        if not os.access(binary, os.X_OK):
+            pytest.fail(f"PGPILOT_BIN={binary} is not an executable file (was `cargo build --release` run?)",
+                        pytrace=False)
+        config = self.workdir / "pgpilot.toml"
+        config.write_text(self._config())
+        # Only the flags and the file configure the instance: drop PGPILOT_* / DATABASE_URL from the environment.
+        env = {k: v for k, v in os.environ.items() if not k.startswith("PGPILOT_") and k != "DATABASE_URL"}
+        env.setdefault("RUST_LOG", "info")
+        for attempt in range(3):  # a free port can be taken between probing and binding: retry on new ports
+            self.port, self.http_port = free_port(), free_port()
+            self.started_at = dt.datetime.now(dt.timezone.utc)
+            with open(self.stderr_path, "wb") as err:
+                self.proc = subprocess.Popen(
+                    [binary, "--config", str(config), "--listen", f"127.0.0.1:{self.port}",
+                     "--http-listen", f"127.0.0.1:{self.http_port}",
+                     "--upstream", f"postgres://app:app@{pg_host()}:{pg_port()}", "--pool-mode", self.mode],
+                    stdin=subprocess.DEVNULL, stdout=err, stderr=subprocess.STDOUT, env=env)
+            deadline = time.monotonic() + STARTUP_TIMEOUT
+            while time.monotonic() < deadline:
+                if self.proc.poll() is not None:
+                    break
+                try:
+                    socket.create_connection((self.host, self.port), timeout=0.5).close()
+                    return self
+                except OSError:
+                    time.sleep(0.05)
+            if self.proc.poll() is None:
+                self._kill()
+                pytest.fail(f"pgpilot did not accept TCP connections on {self.port} within {STARTUP_TIMEOUT}s;"
+                            f" output:\n{self.stderr_text()}", pytrace=False)
+            text = self.stderr_text()
+            if "in use" not in text.lower() or attempt == 2:
+                pytest.fail(f"pgpilot exited with code {self.proc.returncode} during startup; output:\n{text}",
+                            pytrace=False)
+
+    def _kill(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=STOP_TIMEOUT)
+
+    def stop(self):
+        """SIGTERM, wait, SIGKILL. Returns a list of problems (crash, panic, unclean exit) for the caller to report."""
+        if self.proc is None:
+            return []
+        problems = []
+        if self.proc.poll() is not None:
+            problems.append(f"pgpilot died during the test (exit code {self.proc.returncode})")
+        else:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                rc = self.proc.wait(timeout=STOP_TIMEOUT)
+                if rc != 0:
+                    problems.append(f"pgpilot exited with code {rc} after SIGTERM (expected 0)")
+            except subprocess.TimeoutExpired:
+                self._kill()
+                problems.append(f"pgpilot ignored SIGTERM for {STOP_TIMEOUT}s and was killed")
+        text = self.stderr_text()
+        if "panicked at" in text:
+            problems.append("pgpilot panicked")
+        if problems:
+            problems.append("pgpilot output (last 4000 chars):\n" + text[-4000:])
+        self.proc = None
+        return problems
+
+    # --- HTTP side -------------------------------------------------------------------------------------------
+    def http_get(self, path, timeout=5.0):
+        """(status, body text) of GET http://127.0.0.1:<http_port><path>; non-2xx statuses are returned, not raised."""
+        try:
+            with urllib.request.urlopen(f"http://{self.host}:{self.http_port}{path}", timeout=timeout) as r:
+                return r.status, r.read().decode()
+        except urllib.error.HTTPError as e:
+            return e.code, e.read().decode()
+
+    def pool_status(self):
+        status, body = self.http_get("/health/status")
+        assert status in (200, 503), f"/health/status answered {status}: {body[:500]}"
+        return json.loads(body)["connection_pool"]
+
+
+def wait_until(predicate, timeout, interval=0.05, message="condition"):
+    """Polls `predicate` until it returns a truthy value; fails after `timeout` seconds. Returns that value."""
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        last = predicate()
+        if last:
+            return last
+        time.sleep(interval)
+    pytest.fail(f"{message} not reached within {timeout}s (last value: {last!r})", pytrace=False)
+
+
+class PgAdmin:
+    """Direct superuser access to the harness PostgreSQL (never through pgpilot)."""
+
+    def connect(self, db="app"):
+        return psycopg.connect(host=pg_host(), port=pg_port(), user="postgres", dbname=db, autocommit=True,
+                               connect_timeout=10)
+
+    def execute(self, sql, params=None, db="app"):
+        with self.connect(db) as conn:
+            conn.execute(sql, params)
+
+    def scalar(self, sql, params=None, db="app"):
+        with self.connect(db) as conn:
+            return conn.execute(sql, params).fetchone()[0]
+
+    def app_backends(self, db, since):
+        """Live backends of user app on `db` that started at/after `since` (i.e. opened by that proxy)."""
+        return self.scalar("SELECT count(*) FROM pg_stat_activity WHERE usename = 'app' AND datname = %s"
+                           " AND backend_start >= %s", (db, since))
+
+
+class BackendSampler:
+    """Samples the number of upstream app backends in a background thread; `.max` is the highest count seen."""
+
+    def __init__(self, admin, db, since, interval=0.02):
+        self.admin, self.db, self.since, self.interval = admin, db, since, interval
+        self.max = 0
+        self.samples = 0
+        self.error = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self):
+        try:
+            with self.admin.connect(self.db) as conn:
+                while not self._stop.is_set():
+                    n = conn.execute("SELECT count(*) FROM pg_stat_activity WHERE usename = 'app'"
+                                     " AND datname = %s AND backend_start >= %s", (self.db, self.since)).fetchone()[0]
+                    self.max = max(self.max, n)
+                    self.samples += 1
+                    self._stop.wait(self.interval)
+        except Exception as exc:  # reported by __exit__
+            self.error = exc
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join(timeout=10)
+        assert self.error is None, f"backend sampler failed: {self.error!r}"
+        assert self.samples > 0, "backend sampler took no samples"
+
+
+@pytest.fixture(scope="session")
+def pg_admin():
+    return PgAdmin()
+
+
+@pytest.fixture
+def table(pg_admin):
+    """A fresh table (task int, seq int, note text, PK (task, seq)) in database app, owned by app; dropped after."""
+    name = f"pgpilot_t_{uuid.uuid4().hex[:12]}"
+    pg_admin.execute(f"CREATE TABLE {name} (task int NOT NULL, seq int NOT NULL, note text, PRIMARY KEY (task, seq))")
+    pg_admin.execute(f"ALTER TABLE {name} OWNER TO app")
+    yield name
+    pg_admin.execute(f"DROP TABLE IF EXISTS {name}")
+
+
+@pytest.fixture(scope="module")
+def proxy(tmp_path_factory):
+    p = Proxy(tmp_path_factory.mktemp("pgpilot")).start()
+    yield p
+    problems = p.stop()
+    if problems:
+        pytest.fail("\n".join(problems), pytrace=False)
+
+
+@pytest.fixture
+def start_proxy(tmp_path):
+    started = []
+
+    def start(pool_size=5, mode="transaction", extra_toml=""):
+        p = Proxy(tempfile.mkdtemp(dir=tmp_path), pool_size=pool_size, mode=mode, extra_toml=extra_toml)
+        started.append(p)
+        return p.start()
+
+    yield start
+    problems = [msg for p in started for msg in p.stop()]
+    if problems:
+        pytest.fail("\n".join(problems), pytrace=False)
