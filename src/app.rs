@@ -72,6 +72,7 @@ pub struct App {
     pub pools: Arc<PoolSet>,
     pub cancels: Arc<CancelRegistry>,
     pub clients: ClientCounters,
+    pub registry: crate::prepared::Registry,
     tls: Option<TlsAcceptor>,
     shutdown: watch::Sender<bool>,
     /// SCRAM verifiers for plain passwords, keyed by user and password (PBKDF2 once per password).
@@ -113,9 +114,10 @@ pub async fn run(cli: Cli, config: Config) -> Result<()> {
     let shared = Arc::new(ArcSwap::from_pointee(config));
     let app = Arc::new(App {
         pools: Arc::new(PoolSet::new(shared.clone())),
-        config: shared,
+        config: shared.clone(),
         cancels: Arc::new(CancelRegistry::default()),
         clients: ClientCounters::default(),
+        registry: crate::prepared::Registry::new(shared.load().prepared.registry_max),
         tls,
         shutdown: watch::channel(false).0,
         scram_cache: Mutex::new(HashMap::new()),

@@ -13,3 +13,4 @@ pub mod http;
 pub mod metrics;
 pub mod net;
 pub mod pool;
+pub mod prepared;

@@ -21,6 +21,23 @@ pub fn install() -> anyhow::Result<PrometheusHandle> {
     metrics::describe_gauge!("pgpilot_pool_connections", "Server connections per pool by state");
     metrics::describe_gauge!("pgpilot_pool_size", "Configured maximum server connections per pool");
     metrics::describe_gauge!("pgpilot_clients", "Client connections by state");
+    metrics::describe_gauge!("pgpilot_prepared_statements", "Distinct prepared statements in the global registry");
+    metrics::describe_counter!(
+        "pgpilot_prepared_cache_hits_total",
+        "Parse/Bind/Describe that found the statement on the server"
+    );
+    metrics::describe_counter!(
+        "pgpilot_prepared_cache_misses_total",
+        "Client Parse of a statement the server did not have"
+    );
+    metrics::describe_counter!(
+        "pgpilot_prepared_cache_evictions_total",
+        "Statements closed on a server to make room (LRU)"
+    );
+    metrics::describe_counter!(
+        "pgpilot_prepared_reparses_total",
+        "Parse injected before Bind/Describe on a server lacking the statement"
+    );
     Ok(handle)
 }
 
@@ -38,6 +55,13 @@ pub fn refresh(app: &App) {
         }
         metrics::gauge!("pgpilot_pool_size", "database" => db, "user" => user).set(p.max_size as f64);
     }
+    use std::sync::atomic::Ordering::Relaxed;
+    let st = &crate::prepared::STATS;
+    metrics::gauge!("pgpilot_prepared_statements").set(app.registry.len() as f64);
+    metrics::counter!("pgpilot_prepared_cache_hits_total").absolute(st.hits.load(Relaxed));
+    metrics::counter!("pgpilot_prepared_cache_misses_total").absolute(st.misses.load(Relaxed));
+    metrics::counter!("pgpilot_prepared_cache_evictions_total").absolute(st.evictions.load(Relaxed));
+    metrics::counter!("pgpilot_prepared_reparses_total").absolute(st.reparses.load(Relaxed));
     let c = app.clients.snapshot();
     for (state, v) in [("active", c.active), ("waiting", c.waiting), ("idle", c.idle), ("total", c.total)] {
         metrics::gauge!("pgpilot_clients", "state" => state).set(v as f64);

@@ -23,6 +23,7 @@ pub struct Target {
     pub password: Option<String>,
     pub database: String,
     pub timeout: Duration,
+    pub prepared_cache: usize,
 }
 
 /// Connects, authenticates and reads the startup replies, all within `target.timeout`.
@@ -45,6 +46,8 @@ async fn connect_inner(target: &Target) -> Result<ServerConn, ServerError> {
         created: Instant::now(),
         last_used: Instant::now(),
         state_sig: 0,
+        prepared: lru::LruCache::new(std::num::NonZeroUsize::new(target.prepared_cache.max(1)).expect("at least 1")),
+        stale: Vec::new(),
     };
     let mut startup = Startup::new();
     startup.protocol_number_major = 3;

@@ -31,6 +31,10 @@ pub struct ServerConn {
     pub last_used: Instant,
     /// Signature of the client session state last applied (0 = the state it was opened with).
     pub state_sig: u64,
+    /// Registry statements prepared on this connection, least recently used first out.
+    pub prepared: lru::LruCache<u64, std::sync::Arc<crate::prepared::Statement>>,
+    /// Server statement names to close before the next use (their plans went stale).
+    pub stale: Vec<String>,
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -56,6 +56,10 @@ fn validate(config: &Config) -> Result<()> {
     if pool.min_size > pool.max_size {
         bail!("pool.min_size ({}) is larger than pool.max_size ({})", pool.min_size, pool.max_size);
     }
+    let prepared = &config.prepared;
+    if prepared.server_cache_size == 0 || prepared.registry_max == 0 || prepared.client_max == 0 {
+        bail!("prepared.server_cache_size, registry_max and client_max must be at least 1");
+    }
     if config.server.max_message_bytes < 1024 {
         bail!("server.max_message_bytes must be at least 1024");
     }

@@ -57,7 +57,26 @@ pub struct Config {
     pub upstream: UpstreamConfig,
     pub pool: PoolConfig,
     pub cache: CacheConfig,
+    pub prepared: PreparedConfig,
     pub users: Vec<UserConfig>,
+}
+
+/// Prepared statements in transaction mode (see src/prepared).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PreparedConfig {
+    /// Statements kept prepared per server connection (LRU), like PgBouncer's max_prepared_statements.
+    pub server_cache_size: usize,
+    /// Distinct statements (text + parameter types) known across all clients.
+    pub registry_max: usize,
+    /// Named statements one client may hold open.
+    pub client_max: usize,
+}
+
+impl Default for PreparedConfig {
+    fn default() -> Self {
+        Self { server_cache_size: 200, registry_max: 10_000, client_max: 2_000 }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]

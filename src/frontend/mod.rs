@@ -9,4 +9,5 @@ pub mod sql_scan;
 pub mod startup;
 pub mod tx;
 
+mod extended;
 mod relay;

@@ -8,6 +8,15 @@ use super::session::{Flow, Session};
 
 impl Session {
     pub(super) async fn on_server_bytes(&mut self) -> Flow {
+        let mut events = Vec::new();
+        let flow = self.relay_server_messages(&mut events).await;
+        if !events.is_empty() {
+            self.on_statement_events(events);
+        }
+        flow
+    }
+
+    async fn relay_server_messages(&mut self, events: &mut Vec<crate::prepared::pending::Event>) -> Flow {
         while let Some(server) = self.server.as_mut() {
             let piece = match self.sframer.next(&mut server.rbuf, |t| t == b'Z' || t == b'S') {
                 Ok(Some(piece)) => piece,
@@ -20,7 +29,12 @@ impl Session {
             match piece {
                 Piece::Whole { tag: b'Z', frame } => {
                     let status = body(&frame).first().copied().unwrap_or(b'I');
+                    self.pending.on_server(b'Z', &[], &mut self.cout, events);
                     self.cout.extend_from_slice(&frame);
+                    self.pending.emit_local(&mut self.cout);
+                    if !events.is_empty() {
+                        self.on_statement_events(std::mem::take(events));
+                    }
                     if self.tx.on_ready(status) && self.may_release() {
                         if self.flush_client().await == Flow::Close {
                             return Flow::Close;
@@ -31,11 +45,15 @@ impl Session {
                 }
                 Piece::Whole { tag, frame } => {
                     self.on_server_tag(tag, body(&frame));
-                    self.cout.extend_from_slice(&frame);
+                    if self.pending.on_server(tag, body(&frame), &mut self.cout, events) {
+                        self.cout.extend_from_slice(&frame);
+                    }
+                    self.pending.emit_local(&mut self.cout);
                 }
                 Piece::Part { tag, bytes, first } => {
                     if first {
                         self.on_server_tag(tag, &[]);
+                        self.pending.on_server(tag, &[], &mut self.cout, events);
                     }
                     self.cout.extend_from_slice(&bytes);
                 }
@@ -54,7 +72,10 @@ impl Session {
                     server.note_parameter(body);
                 }
             }
-            b'G' => self.tx.on_copy_in(),
+            b'G' => {
+                self.tx.on_copy_in();
+                self.pending.on_copy_in();
+            }
             b'E' => self.tx.on_copy_error(),
             _ => {}
         }
@@ -63,6 +84,7 @@ impl Session {
     fn may_release(&self) -> bool {
         self.mode == PoolMode::Transaction
             && self.pin.is_none()
+            && self.pending.is_empty()
             && self.tx.idle()
             && !self.sframer.mid_message()
             && self.server.as_ref().is_some_and(|s| s.rbuf.is_empty())
@@ -109,6 +131,8 @@ impl Session {
             }
         }
         conn.state_sig = 0;
+        conn.prepared.clear();
+        conn.stale.clear();
         conn.release();
     }
 }

@@ -2,9 +2,10 @@
 //! and the server connection it holds, checking one out when a message needs it and handing it
 //! back at transaction boundaries (transaction mode) or at the end (session mode).
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::cancel::{Registration, ServerKey};
@@ -18,6 +19,8 @@ use crate::net::frame::{body, cstr, Framer, Piece};
 use crate::net::messages::{self, sqlstate};
 use crate::net::stream::ClientStream;
 use crate::pool::{CheckoutError, Pool, PooledConn};
+use crate::prepared::pending::Pending;
+use crate::prepared::Statement;
 
 /// Message types a client may send once the session has started.
 const CLIENT_TAGS: &[u8] = b"QPBEDCSHFdcfX";
@@ -50,8 +53,12 @@ pub struct Session {
     pub(super) state: SessionState,
     pub(super) state_dirty: bool,
     pub(super) pin: Option<&'static str>,
-    skip_until_sync: bool,
+    pub(super) skip_until_sync: bool,
     skip_stream: bool,
+    /// Replies expected from the server, in order (transaction mode).
+    pub(super) pending: Pending,
+    /// The client's named statements.
+    pub(super) statements: HashMap<Bytes, Arc<Statement>>,
     pub(super) cancel: Registration,
     pub info: ClientInfo,
 }
@@ -78,6 +85,8 @@ impl Session {
             pin: None,
             skip_until_sync: false,
             skip_stream: false,
+            pending: Pending::default(),
+            statements: HashMap::new(),
             info,
         }
     }
@@ -140,8 +149,10 @@ impl Session {
     }
 
     async fn on_client_bytes(&mut self) -> Flow {
+        // Bind is read whole in transaction mode so its statement name can be rewritten.
+        let rewrite = self.mode == PoolMode::Transaction;
         loop {
-            let piece = match self.cframer.next(&mut self.cbuf, |t| t == b'Q' || t == b'P') {
+            let piece = match self.cframer.next(&mut self.cbuf, |t| t == b'Q' || t == b'P' || (rewrite && t == b'B')) {
                 Ok(Some(piece)) => piece,
                 Ok(None) => break,
                 Err(e) => {
@@ -166,6 +177,7 @@ impl Session {
         if self.flush_server().await == Flow::Close {
             return Flow::Close;
         }
+        self.pending.emit_local(&mut self.cout);
         self.flush_client().await
     }
 
@@ -180,14 +192,23 @@ impl Session {
             return Flow::Close;
         }
         if self.skip_until_sync {
-            if tag == b'S' {
-                self.skip_until_sync = false;
-                messages::ready_for_query(&mut self.cout, self.tx.status);
+            if tag != b'S' {
+                return Flow::Continue;
             }
-            return Flow::Continue;
+            self.skip_until_sync = false;
         }
+        let mut drops_statements = false;
         if tag == b'Q' || tag == b'P' {
-            self.inspect_sql(tag, body(frame));
+            let found = self.inspect_sql(tag, body(frame));
+            drops_statements = found.drops_statements && tag == b'Q';
+            if let (Some(name), PoolMode::Transaction) = (&found.deallocate, self.mode) {
+                if tag == b'Q' && self.deallocate_locally(name) {
+                    return Flow::Continue;
+                }
+            }
+        }
+        if tag == b'C' && self.mode == PoolMode::Transaction && self.server.is_none() && self.forward_close(frame) {
+            return Flow::Continue;
         }
         if self.server.is_none() {
             match tag {
@@ -210,8 +231,10 @@ impl Session {
                 return Flow::Continue;
             }
         }
-        self.tx.on_client(tag);
-        self.sout.extend_from_slice(frame);
+        self.forward(tag, frame);
+        if drops_statements {
+            self.forget_server_statements();
+        }
         Flow::Continue
     }
 
@@ -232,6 +255,9 @@ impl Session {
                 }
             }
             if !self.skip_stream {
+                if let (Some(kind), PoolMode::Transaction) = (self.reply_kind(tag, &[]), self.mode) {
+                    self.pending.push(kind, crate::prepared::pending::Action::Forward);
+                }
                 self.tx.on_client(tag);
             }
         }
@@ -244,22 +270,22 @@ impl Session {
         Flow::Continue
     }
 
-    fn inspect_sql(&mut self, tag: u8, body: &[u8]) {
-        let (sql, named) = if tag == b'P' {
-            match cstr(body).and_then(|(name, rest)| cstr(rest).map(|(q, _)| (q, !name.is_empty()))) {
-                Some(x) => x,
-                None => return,
+    fn inspect_sql(&mut self, tag: u8, body: &[u8]) -> crate::frontend::sql_scan::Scan {
+        let sql = if tag == b'P' {
+            match cstr(body).and_then(|(_, rest)| cstr(rest)) {
+                Some((q, _)) => q,
+                None => return Default::default(),
             }
         } else {
-            (cstr(body).map_or(body, |(q, _)| q), false)
+            cstr(body).map_or(body, |(q, _)| q)
         };
         let found = scan(&String::from_utf8_lossy(sql));
         self.state_dirty |= found.changes_session;
-        let reason = found.pin.or(named.then_some("named prepared statement"));
-        if let (Some(reason), None, PoolMode::Transaction) = (reason, self.pin, self.mode) {
+        if let (Some(reason), None, PoolMode::Transaction) = (found.pin, self.pin, self.mode) {
             tracing::info!(user = %self.info.user, database = %self.info.database, "client pinned to its server connection: {reason}");
             self.pin = Some(reason);
         }
+        found
     }
 
     /// Checks out a server connection carrying this client's settings. On failure returns the
@@ -316,6 +342,7 @@ impl Session {
     }
 
     pub(super) async fn server_lost(&mut self, why: &str) {
+        self.pending.clear();
         if let Some(conn) = self.server.take() {
             tracing::warn!(server = conn.id, database = %self.info.database, "server connection lost: {why}");
             self.detach();

@@ -8,6 +8,10 @@
 pub struct Scan {
     pub changes_session: bool,
     pub pin: Option<&'static str>,
+    /// DISCARD ALL / DEALLOCATE ALL: the server drops every prepared statement.
+    pub drops_statements: bool,
+    /// The whole text is `DEALLOCATE [PREPARE] name` (psycopg's way to close a statement).
+    pub deallocate: Option<String>,
 }
 
 /// Lower-cased words of each statement, with comments, string literals and quoted identifiers
@@ -79,8 +83,21 @@ fn skip_dollar(b: &[u8], start: usize) -> usize {
 
 pub fn scan(sql: &str) -> Scan {
     let mut out = Scan::default();
-    for words in statements(sql) {
+    let stmts = statements(sql);
+    let real: Vec<&Vec<String>> = stmts.iter().filter(|w| !w.is_empty()).collect();
+    if let [only] = real.as_slice() {
+        let target = match only.as_slice() {
+            [d, p, name] if d == "deallocate" && p == "prepare" => Some(name),
+            [d, name] if d == "deallocate" => Some(name),
+            _ => None,
+        };
+        out.deallocate = target.filter(|n| *n != "all" && *n != "prepare").cloned();
+    }
+    for words in stmts {
         let w = |n: usize| words.get(n).map(String::as_str).unwrap_or("");
+        if (w(0) == "discard" && w(1) == "all") || (w(0) == "deallocate" && words.last().is_some_and(|l| l == "all")) {
+            out.drops_statements = true;
+        }
         match w(0) {
             "set" => out.changes_session |= !matches!(w(1), "local" | "transaction" | "constraints"),
             "reset" | "discard" => out.changes_session = true,
@@ -135,5 +152,16 @@ mod tests {
         assert_eq!(scan("DECLARE c CURSOR WITH HOLD FOR SELECT 1").pin, Some("cursor WITH HOLD"));
         assert_eq!(scan("DECLARE c CURSOR FOR SELECT 1").pin, None);
         assert_eq!(scan("select $1::int").pin, None);
+    }
+
+    #[test]
+    fn statement_lifecycle() {
+        assert_eq!(scan("DEALLOCATE _pg3_0").deallocate.as_deref(), Some("_pg3_0"));
+        assert_eq!(scan("deallocate prepare s1;").deallocate.as_deref(), Some("s1"));
+        assert_eq!(scan("DEALLOCATE ALL").deallocate, None);
+        assert!(scan("DEALLOCATE ALL").drops_statements);
+        assert!(scan("DISCARD ALL").drops_statements);
+        assert!(!scan("DISCARD PLANS").drops_statements);
+        assert_eq!(scan("DEALLOCATE a; SELECT 1").deallocate, None);
     }
 }

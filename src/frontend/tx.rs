@@ -73,6 +73,10 @@ impl TxTracker {
         self.outstanding == 0 && !self.pending_since_sync && !self.copy_in
     }
 
+    pub fn in_copy(&self) -> bool {
+        self.copy_in
+    }
+
     pub fn idle(&self) -> bool {
         self.at_boundary() && self.status == b'I'
     }

@@ -43,6 +43,10 @@ pub fn error_frame(severity: &str, code: &str, message: &str) -> BytesMut {
     out
 }
 
+pub fn command_complete(out: &mut BytesMut, tag: &str) {
+    encode(pgwire::messages::response::CommandComplete::new(tag.to_string()), out);
+}
+
 pub fn ready_for_query(out: &mut BytesMut, status: u8) {
     let status = match status {
         b'T' => TransactionStatus::Transaction,

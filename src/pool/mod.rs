@@ -99,6 +99,7 @@ impl Pool {
             password,
             database: self.key.database.clone(),
             timeout: cfg.connect_timeout(),
+            prepared_cache: cfg.prepared.server_cache_size,
         }
     }
 

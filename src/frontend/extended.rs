@@ -1,0 +1,230 @@
+//! Client -> server in transaction mode: statement names are mapped to the global registry and
+//! rewritten to the server's names; Parse/Close are answered here when the server needs nothing;
+//! a Parse is injected before a Bind/Describe on a server that lacks the statement.
+
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+
+use super::session::Session;
+use crate::backend::ServerConn;
+use crate::config::PoolMode;
+use crate::net::frame::body;
+use crate::net::messages::{self, sqlstate};
+use crate::prepared::messages::{self as pm, split_bind, split_parse, split_target};
+use crate::prepared::pending::{Action, Event, Kind, Pending};
+use crate::prepared::{bump, Statement, STATS};
+
+/// Prepares `stmt` on `server` (evicting the least recently used statement when full), queuing
+/// the replies the client must not see unless `client_name` says the client itself asked.
+fn prepare_on_server(
+    server: &mut ServerConn,
+    sout: &mut BytesMut,
+    pending: &mut Pending,
+    stmt: &Arc<Statement>,
+    client_name: Option<Bytes>,
+) {
+    for name in server.stale.drain(..) {
+        pm::close_statement(sout, &name);
+        pending.push(Kind::Close, Action::Suppress);
+    }
+    if server.prepared.len() >= server.prepared.cap().get() {
+        if let Some((_, old)) = server.prepared.pop_lru() {
+            pm::close_statement(sout, &old.server_name);
+            pending.push(Kind::Close, Action::Suppress);
+            bump(&STATS.evictions);
+        }
+    }
+    pm::parse(sout, &stmt.server_name, &stmt.query, &stmt.types);
+    let suppress = client_name.is_none();
+    pending.push(Kind::Parse, Action::Parse { stmt: stmt.clone(), client_name, suppress });
+    server.prepared.put(stmt.id, stmt.clone());
+}
+
+impl Session {
+    /// Sends one client message on to the held server connection.
+    pub(super) fn forward(&mut self, tag: u8, frame: &[u8]) {
+        if self.mode == PoolMode::Transaction {
+            let handled = match tag {
+                b'P' => self.forward_parse(frame),
+                b'B' => self.forward_bind(frame),
+                b'D' => self.forward_describe(frame),
+                b'C' => self.forward_close(frame),
+                _ => false,
+            };
+            if handled {
+                return;
+            }
+            if let Some(kind) = self.reply_kind(tag, frame) {
+                self.pending.push(kind, Action::Forward);
+            }
+        }
+        self.tx.on_client(tag);
+        self.sout.extend_from_slice(frame);
+    }
+
+    /// Which reply completes a forwarded message (None: it gets no reply of its own).
+    pub(super) fn reply_kind(&self, tag: u8, frame: &[u8]) -> Option<Kind> {
+        Some(match tag {
+            b'P' => Kind::Parse,
+            b'B' => Kind::Bind,
+            b'D' if body(frame).first() == Some(&b'S') => Kind::DescribeStatement,
+            b'D' => Kind::DescribePortal,
+            b'E' => Kind::Execute,
+            b'C' => Kind::Close,
+            b'S' if !self.tx.in_copy() => Kind::Sync,
+            b'Q' | b'F' => Kind::Query,
+            _ => return None,
+        })
+    }
+
+    fn forward_parse(&mut self, frame: &[u8]) -> bool {
+        let Some((name, query, types)) = split_parse(body(frame)) else { return false };
+        if name.is_empty() {
+            return false;
+        }
+        let name_text = String::from_utf8_lossy(name).into_owned();
+        if self.statements.contains_key(name) {
+            self.local_error("42P05", &format!("prepared statement \"{name_text}\" already exists"));
+            return true;
+        }
+        let max = self.app.config.load().prepared.client_max;
+        if self.statements.len() >= max {
+            let msg = format!("pgpilot: more than {max} prepared statements open on this connection; close some");
+            self.local_error(sqlstate::PROGRAM_LIMIT, &msg);
+            return true;
+        }
+        let stmt = match self.app.registry.get_or_insert(query, types) {
+            Ok(stmt) => stmt,
+            Err(e) => {
+                self.local_error(sqlstate::PROGRAM_LIMIT, &e.to_string());
+                return true;
+            }
+        };
+        let client_name = Bytes::copy_from_slice(name);
+        self.statements.insert(client_name.clone(), stmt.clone());
+        let server = self.server.as_deref_mut().expect("forward needs a server");
+        if server.prepared.get(&stmt.id).is_some() {
+            bump(&STATS.hits);
+            self.pending.push_local(pm::parse_complete());
+        } else {
+            bump(&STATS.misses);
+            prepare_on_server(server, &mut self.sout, &mut self.pending, &stmt, Some(client_name));
+            self.tx.on_client(b'P');
+        }
+        true
+    }
+
+    /// Makes sure the held server has `stmt` prepared (hit, or an injected Parse).
+    fn ensure_prepared(&mut self, stmt: &Arc<Statement>) {
+        let server = self.server.as_deref_mut().expect("forward needs a server");
+        if server.prepared.get(&stmt.id).is_some() {
+            bump(&STATS.hits);
+            return;
+        }
+        bump(&STATS.reparses);
+        prepare_on_server(server, &mut self.sout, &mut self.pending, stmt, None);
+        self.tx.on_client(b'P');
+    }
+
+    fn forward_bind(&mut self, frame: &[u8]) -> bool {
+        let Some((portal, name, rest)) = split_bind(body(frame)) else { return false };
+        // Unknown names go through unchanged: the server's 26000 names the client's statement.
+        let Some(stmt) = self.statements.get(name).cloned() else { return false };
+        self.ensure_prepared(&stmt);
+        pm::bind(&mut self.sout, portal, &stmt.server_name, rest);
+        self.pending.push(Kind::Bind, Action::Bind { stmt });
+        self.tx.on_client(b'B');
+        true
+    }
+
+    fn forward_describe(&mut self, frame: &[u8]) -> bool {
+        let Some((b'S', name)) = split_target(body(frame)) else { return false };
+        let Some(stmt) = self.statements.get(name).cloned() else { return false };
+        self.ensure_prepared(&stmt);
+        pm::describe_statement(&mut self.sout, &stmt.server_name);
+        self.pending.push(Kind::DescribeStatement, Action::Forward);
+        self.tx.on_client(b'D');
+        true
+    }
+
+    /// Close of a named statement: the mapping goes, the server copy stays for others (LRU).
+    pub(super) fn forward_close(&mut self, frame: &[u8]) -> bool {
+        let Some((b'S', name)) = split_target(body(frame)) else { return false };
+        if name.is_empty() {
+            return false;
+        }
+        self.statements.remove(name);
+        if self.server.is_some() {
+            self.pending.push_local(pm::close_complete());
+        } else {
+            self.cout.extend_from_slice(&pm::close_complete());
+        }
+        true
+    }
+
+    /// An error pgpilot raises in the extended protocol: it takes the place of the message's reply
+    /// and, as on the server, the rest up to Sync is skipped.
+    fn local_error(&mut self, code: &str, msg: &str) {
+        let frame = messages::error_frame("ERROR", code, msg).freeze();
+        if self.server.is_some() {
+            self.pending.push_local(frame);
+        } else {
+            self.cout.extend_from_slice(&frame);
+        }
+        self.skip_until_sync = true;
+    }
+
+    /// `DEALLOCATE name` for one of the client's protocol-level statements: answered here.
+    pub(super) fn deallocate_locally(&mut self, name: &str) -> bool {
+        if self.statements.remove(name.as_bytes()).is_none() {
+            return false;
+        }
+        let mut reply = BytesMut::new();
+        messages::command_complete(&mut reply, "DEALLOCATE");
+        let status = if self.server.is_some() { self.tx.status } else { b'I' };
+        messages::ready_for_query(&mut reply, status);
+        if self.server.is_some() {
+            self.pending.push_local(reply.freeze());
+        } else {
+            self.cout.extend_from_slice(&reply);
+        }
+        true
+    }
+
+    /// DISCARD ALL / DEALLOCATE ALL went to the server: it no longer has any statement.
+    pub(super) fn forget_server_statements(&mut self) {
+        self.statements.clear();
+        if let Some(server) = self.server.as_deref_mut() {
+            server.prepared.clear();
+            server.stale.clear();
+        }
+    }
+
+    /// Applies what the reply stream revealed about statements.
+    pub(super) fn on_statement_events(&mut self, events: Vec<Event>) {
+        for event in events {
+            match event {
+                Event::ParseFailed { stmt, client_name } => {
+                    self.app.registry.remove(&stmt);
+                    if let Some(server) = self.server.as_deref_mut() {
+                        server.prepared.pop(&stmt.id);
+                    }
+                    if let Some(name) = client_name {
+                        if self.statements.get(&name).is_some_and(|s| Arc::ptr_eq(s, &stmt)) {
+                            self.statements.remove(&name);
+                        }
+                    }
+                }
+                Event::PlanInvalidated { stmt } => {
+                    self.app.registry.remove(&stmt);
+                    if let Some(server) = self.server.as_deref_mut() {
+                        if server.prepared.pop(&stmt.id).is_some() {
+                            server.stale.push(stmt.server_name.clone());
+                        }
+                    }
+                }
+            }
+        }
+    }
+}

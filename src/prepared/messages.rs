@@ -1,0 +1,88 @@
+//! Reading and rebuilding the extended-protocol messages whose statement names are rewritten.
+
+use bytes::{BufMut, Bytes, BytesMut};
+
+use crate::net::frame::cstr;
+
+/// Parse body: name, query, parameter types (the rest, verbatim).
+pub fn split_parse(body: &[u8]) -> Option<(&[u8], &[u8], &[u8])> {
+    let (name, rest) = cstr(body)?;
+    let (query, types) = cstr(rest)?;
+    Some((name, query, types))
+}
+
+/// Bind body: portal, statement, the rest verbatim.
+pub fn split_bind(body: &[u8]) -> Option<(&[u8], &[u8], &[u8])> {
+    let (portal, rest) = cstr(body)?;
+    let (stmt, rest) = cstr(rest)?;
+    Some((portal, stmt, rest))
+}
+
+/// Describe / Close body: 'S' or 'P', then a name.
+pub fn split_target(body: &[u8]) -> Option<(u8, &[u8])> {
+    let (&kind, rest) = body.split_first()?;
+    Some((kind, cstr(rest)?.0))
+}
+
+fn frame(tag: u8, parts: &[&[u8]], out: &mut BytesMut) {
+    let len: usize = 4 + parts.iter().map(|p| p.len()).sum::<usize>();
+    out.reserve(len + 1);
+    out.put_u8(tag);
+    out.put_i32(len as i32);
+    for p in parts {
+        out.put_slice(p);
+    }
+}
+
+pub fn parse(out: &mut BytesMut, name: &str, query: &[u8], types: &[u8]) {
+    frame(b'P', &[name.as_bytes(), b"\0", query, b"\0", types], out);
+}
+
+pub fn bind(out: &mut BytesMut, portal: &[u8], stmt: &str, rest: &[u8]) {
+    frame(b'B', &[portal, b"\0", stmt.as_bytes(), b"\0", rest], out);
+}
+
+pub fn describe_statement(out: &mut BytesMut, name: &str) {
+    frame(b'D', &[b"S", name.as_bytes(), b"\0"], out);
+}
+
+pub fn close_statement(out: &mut BytesMut, name: &str) {
+    frame(b'C', &[b"S", name.as_bytes(), b"\0"], out);
+}
+
+/// Replies pgpilot gives itself.
+pub fn parse_complete() -> Bytes {
+    Bytes::from_static(&[b'1', 0, 0, 0, 4])
+}
+
+pub fn close_complete() -> Bytes {
+    Bytes::from_static(&[b'3', 0, 0, 0, 4])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bind_rewrite_keeps_the_rest() {
+        let body = b"portal\0stmt1\0\0\x01\0\x01\0\0";
+        let (portal, stmt, rest) = split_bind(body).unwrap();
+        assert_eq!((portal, stmt), (&b"portal"[..], &b"stmt1"[..]));
+        let mut out = BytesMut::new();
+        bind(&mut out, portal, "pgpilot_9", rest);
+        assert_eq!(&out[5..], b"portal\0pgpilot_9\0\0\x01\0\x01\0\0");
+        assert_eq!(i32::from_be_bytes([out[1], out[2], out[3], out[4]]) as usize, out.len() - 1);
+    }
+
+    #[test]
+    fn parse_split_and_build() {
+        let body = b"s\0select $1\0\0\x01\0\0\0\x17";
+        let (name, query, types) = split_parse(body).unwrap();
+        assert_eq!((name, query, types), (&b"s"[..], &b"select $1"[..], &b"\0\x01\0\0\0\x17"[..]));
+        let mut out = BytesMut::new();
+        parse(&mut out, "pgpilot_1", query, types);
+        assert_eq!(split_parse(&out[5..]).unwrap().0, b"pgpilot_1");
+        assert!(split_target(b"S").is_none());
+        assert_eq!(split_target(b"Sabc\0"), Some((b'S', &b"abc"[..])));
+    }
+}

@@ -1,0 +1,108 @@
+//! The global statement registry, shared by all sessions.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use parking_lot::Mutex;
+
+/// A statement as prepared on servers: the Parse body under the proxy's name.
+#[derive(Debug)]
+pub struct Statement {
+    pub id: u64,
+    pub server_name: String,
+    pub query: Bytes,
+    /// Parameter type section of Parse (int16 count + int32 OIDs), verbatim.
+    pub types: Bytes,
+}
+
+type Key = (Bytes, Bytes);
+
+pub struct Registry {
+    map: Mutex<HashMap<Key, Arc<Statement>>>,
+    next_id: AtomicU64,
+    max: usize,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("pgpilot: too many distinct prepared statements ({0}); raise prepared.registry_max or close unused statements")]
+pub struct RegistryFull(pub usize);
+
+impl Registry {
+    pub fn new(max: usize) -> Self {
+        Self { map: Mutex::new(HashMap::new()), next_id: AtomicU64::new(1), max }
+    }
+
+    /// The entry for this text and types, created on first use.
+    pub fn get_or_insert(&self, query: &[u8], types: &[u8]) -> Result<Arc<Statement>, RegistryFull> {
+        let key: Key = (Bytes::copy_from_slice(query), Bytes::copy_from_slice(types));
+        let mut map = self.map.lock();
+        if let Some(s) = map.get(&key) {
+            return Ok(s.clone());
+        }
+        if map.len() >= self.max {
+            // Entries only the registry still holds are no client's statement any more.
+            map.retain(|_, s| Arc::strong_count(s) > 1);
+            if map.len() >= self.max {
+                return Err(RegistryFull(self.max));
+            }
+        }
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let stmt = Arc::new(Statement {
+            id,
+            server_name: format!("pgpilot_{id}"),
+            query: key.0.clone(),
+            types: key.1.clone(),
+        });
+        map.insert(key, stmt.clone());
+        Ok(stmt)
+    }
+
+    /// Drops an entry that turned out invalid (Parse error) or stale (result type changed), so the
+    /// next Parse of the same text starts afresh under a new server name.
+    pub fn remove(&self, stmt: &Arc<Statement>) {
+        let mut map = self.map.lock();
+        let key: Key = (stmt.query.clone(), stmt.types.clone());
+        if map.get(&key).is_some_and(|s| Arc::ptr_eq(s, stmt)) {
+            map.remove(&key);
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.map.lock().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn same_text_and_types_share_an_entry() {
+        let r = Registry::new(10);
+        let a = r.get_or_insert(b"select 1", b"\0\0").unwrap();
+        let b = r.get_or_insert(b"select 1", b"\0\0").unwrap();
+        let c = r.get_or_insert(b"select 1", b"\0\x01\0\0\0\x17").unwrap();
+        assert!(Arc::ptr_eq(&a, &b));
+        assert_ne!(a.id, c.id);
+        r.remove(&a);
+        let d = r.get_or_insert(b"select 1", b"\0\0").unwrap();
+        assert_ne!(a.id, d.id);
+    }
+
+    #[test]
+    fn full_registry_drops_unreferenced_entries_first() {
+        let r = Registry::new(2);
+        let kept = r.get_or_insert(b"a", b"").unwrap();
+        drop(r.get_or_insert(b"b", b"").unwrap());
+        assert!(r.get_or_insert(b"c", b"").is_ok());
+        let _c = r.get_or_insert(b"c", b"").unwrap();
+        assert!(r.get_or_insert(b"d", b"").is_err());
+        drop(kept);
+    }
+}
