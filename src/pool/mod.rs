@@ -29,9 +29,27 @@ pub struct PoolKey {
     pub user: String,
 }
 
+/// What a waiter is handed: a connection, or a free slot to open one in. (Boxed: the waiter
+/// path is the slow path and a ServerConn is large.)
 enum Grant {
+    Conn(Box<ServerConn>),
+    Slot,
+}
+
+/// The fast path's result: moved once, never stored, so its size does not matter.
+#[allow(clippy::large_enum_variant)]
+enum Taken {
     Conn(ServerConn),
     Slot,
+}
+
+impl From<Grant> for Taken {
+    fn from(g: Grant) -> Self {
+        match g {
+            Grant::Conn(c) => Taken::Conn(*c),
+            Grant::Slot => Taken::Slot,
+        }
+    }
 }
 
 #[derive(Default)]
@@ -112,16 +130,16 @@ impl Pool {
             let grant = match self.try_take() {
                 Some(grant) => grant,
                 None => match self.wait(deadline).await {
-                    Some(grant) => grant,
+                    Some(grant) => grant.into(),
                     None => break Err(self.timeout_error(timeout)),
                 },
             };
             match grant {
-                Grant::Conn(conn) => match self.validate(conn).await {
+                Taken::Conn(conn) => match self.validate(conn).await {
                     Some(conn) => break Ok(conn),
                     None => continue,
                 },
-                Grant::Slot => match connect(&self.target()).await {
+                Taken::Slot => match connect(&self.target()).await {
                     Ok(conn) => break Ok(conn),
                     Err(err) => {
                         self.free_slot();
@@ -146,15 +164,15 @@ impl Pool {
         }
     }
 
-    fn try_take(&self) -> Option<Grant> {
+    fn try_take(&self) -> Option<Taken> {
         let max = self.max_size();
         let mut st = self.state.lock();
         if let Some(conn) = st.idle.pop() {
-            return Some(Grant::Conn(conn));
+            return Some(Taken::Conn(conn));
         }
         if st.total < max {
             st.total += 1;
-            return Some(Grant::Slot);
+            return Some(Taken::Slot);
         }
         None
     }
@@ -164,7 +182,7 @@ impl Pool {
             let mut st = self.state.lock();
             // Re-check under the lock: a connection may have come back since try_take.
             if let Some(conn) = st.idle.pop() {
-                return Some(Grant::Conn(conn));
+                return Some(Grant::Conn(Box::new(conn)));
             }
             let (tx, rx) = oneshot::channel();
             st.waiters.push_back(tx);
@@ -199,6 +217,7 @@ impl Pool {
             st.total -= 1;
             return;
         }
+        let mut conn = Box::new(conn);
         while let Some(tx) = st.waiters.pop_front() {
             match tx.send(Grant::Conn(conn)) {
                 Ok(()) => return,
@@ -206,7 +225,7 @@ impl Pool {
                 Err(Grant::Slot) => unreachable!("sent a connection"),
             }
         }
-        st.idle.push(conn);
+        st.idle.push(*conn);
     }
 
     /// A connection was closed: its slot goes to the first live waiter, or back to the pool.
