@@ -217,6 +217,10 @@ impl Pool {
             st.total -= 1;
             return;
         }
+        if st.waiters.is_empty() {
+            st.idle.push(conn);
+            return;
+        }
         let mut conn = Box::new(conn);
         while let Some(tx) = st.waiters.pop_front() {
             match tx.send(Grant::Conn(conn)) {
