@@ -17,7 +17,8 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     pgpilot::app::init_logging();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let workers = config.server.worker_threads();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(workers).enable_all().build() {
         Ok(rt) => rt,
         Err(err) => {
             eprintln!("pgpilot: cannot start the runtime: {err}");

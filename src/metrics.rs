@@ -41,8 +41,10 @@ pub fn install() -> anyhow::Result<PrometheusHandle> {
     Ok(handle)
 }
 
+/// Called once per checkout: the handle is looked up once, not per call.
 pub fn pool_wait(d: Duration) {
-    metrics::histogram!(POOL_WAIT).record(d.as_secs_f64());
+    static HANDLE: std::sync::OnceLock<metrics::Histogram> = std::sync::OnceLock::new();
+    HANDLE.get_or_init(|| metrics::histogram!(POOL_WAIT)).record(d.as_secs_f64());
 }
 
 /// Sets the pool and client gauges from the current state.

@@ -138,6 +138,18 @@ mod tests {
     }
 
     #[test]
+    fn the_documented_example_is_valid_and_matches_the_defaults() {
+        let example: Config = toml::from_str(include_str!("../../config/pgpilot.toml")).unwrap();
+        validate(&example).unwrap();
+        let d = Config::default();
+        assert_eq!(example.server.listen, d.server.listen);
+        assert_eq!(example.pool.max_size, d.pool.max_size);
+        assert_eq!(example.pool.checkout_timeout_ms, d.pool.checkout_timeout_ms);
+        assert_eq!(example.prepared.server_cache_size, d.prepared.server_cache_size);
+        assert_eq!(example.server.max_message_bytes, d.server.max_message_bytes);
+    }
+
+    #[test]
     fn validation_rejects_bad_pools() {
         let mut c = Config::default();
         c.pool.min_size = 30;

@@ -88,6 +88,18 @@ pub struct ServerConfig {
     pub startup_timeout_ms: u64,
     pub shutdown_timeout_ms: u64,
     pub max_message_bytes: usize,
+    /// Runtime worker threads; 0 = half the cores (at least one). See docs/BENCHMARKS.md.
+    pub worker_threads: usize,
+}
+
+impl ServerConfig {
+    pub fn worker_threads(&self) -> usize {
+        if self.worker_threads > 0 {
+            return self.worker_threads;
+        }
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        cores.div_ceil(2)
+    }
 }
 
 impl Default for ServerConfig {
@@ -99,6 +111,7 @@ impl Default for ServerConfig {
             startup_timeout_ms: 10_000,
             shutdown_timeout_ms: 30_000,
             max_message_bytes: 64 << 20,
+            worker_threads: 0,
         }
     }
 }
