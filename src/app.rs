@@ -125,10 +125,23 @@ pub async fn run(cli: Cli, config: Config) -> Result<()> {
     tracing::info!(listen = %app.config.load().server.listen, http = %app.config.load().server.http_listen, "pgpilot started");
     tokio::spawn(crate::http::serve(http, app.clone(), prometheus));
     tokio::spawn(crate::pool::maintenance::run(app.pools.clone()));
+    warm_up(&app);
     tokio::spawn(reload_on_sighup(app.clone(), cli));
     accept_until_signal(&app, listener).await?;
     drain(&app).await;
     Ok(())
+}
+
+/// Opens the configured databases' pools at start, so the first clients find min_size ready.
+fn warm_up(app: &Arc<App>) {
+    let cfg = app.config.load();
+    for database in &cfg.pool.warm_databases {
+        for user in cfg.user_names() {
+            let pool = app.pools.get(database, &user);
+            let min = cfg.pool.min_size;
+            tokio::spawn(async move { pool.warm_up(min).await });
+        }
+    }
 }
 
 async fn accept_until_signal(app: &Arc<App>, listener: TcpListener) -> Result<()> {

@@ -85,6 +85,22 @@ async fn http_health_status_and_metrics() {
 }
 
 #[tokio::test]
+async fn min_size_is_opened_at_start_for_warm_databases() {
+    let proxy = Proxy::start("[pool]\nmin_size = 3\nmax_size = 5\nwarm_databases = [\"app\"]\n");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, s) = proxy.http_get("/health/status");
+        let v: serde_json::Value = serde_json::from_str(&s).unwrap();
+        if v["connection_pool"]["idle"] == 3 {
+            assert_eq!(v["pools"][0]["database"], "app");
+            break;
+        }
+        assert!(Instant::now() < deadline, "min_size not warmed: {s}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
 async fn health_is_503_when_upstream_is_unreachable() {
     let port = common::free_port();
     let proxy = Proxy::start_with("", &["--upstream", &format!("postgres://app:app@127.0.0.1:{port}")]);

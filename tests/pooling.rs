@@ -148,3 +148,36 @@ async fn session_scoped_features_pin_the_client_to_its_server() {
         assert_eq!(one(&a, "SELECT count(*) FROM pinned_tmp").await, "1");
     }
 }
+
+#[tokio::test]
+async fn idle_timeout_and_lifetime_close_server_connections() {
+    let proxy = Proxy::start("[pool]\nmax_size = 2\nidle_timeout_ms = 200\n");
+    let c = proxy.connect("app").await;
+    c.simple_query("SELECT 1").await.unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, s) = proxy.http_get("/health/status");
+        let v: serde_json::Value = serde_json::from_str(&s).unwrap();
+        if v["connection_pool"]["size"] == 0 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "idle connection not closed: {s}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let proxy = Proxy::start("[pool]\nmax_size = 1\nlifetime_ms = 300\n");
+    let c = proxy.connect("app").await;
+    let first = one(&c, "SELECT pg_backend_pid()").await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_ne!(one(&c, "SELECT pg_backend_pid()").await, first, "connection past its lifetime was reused");
+}
+
+#[tokio::test]
+async fn a_dead_idle_server_connection_is_replaced_before_use() {
+    let proxy = Proxy::start(&pool_toml(1, ""));
+    let c = proxy.connect("app").await;
+    let pid: i32 = one(&c, "SELECT pg_backend_pid()").await.parse().unwrap();
+    direct("postgres").await.query_one("SELECT pg_terminate_backend($1)", &[&pid]).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let next: i32 = one(&c, "SELECT pg_backend_pid()").await.parse().unwrap();
+    assert_ne!(next, pid);
+}

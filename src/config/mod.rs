@@ -147,6 +147,8 @@ pub struct PoolConfig {
     pub lifetime_ms: u64,
     pub health_check_after_ms: u64,
     pub reset_query: String,
+    /// Databases whose pools are opened at start (min_size connections each, for every user).
+    pub warm_databases: Vec<String>,
 }
 
 impl Default for PoolConfig {
@@ -160,6 +162,7 @@ impl Default for PoolConfig {
             lifetime_ms: 3_600_000,
             health_check_after_ms: 30_000,
             reset_query: "DISCARD ALL".into(),
+            warm_databases: Vec::new(),
         }
     }
 }
@@ -201,6 +204,15 @@ impl Config {
         }
         self.users.iter().find(|u| u.name == name).cloned()
     }
+    /// Login names that get pools: the configured users, or the upstream user.
+    pub fn user_names(&self) -> Vec<String> {
+        if self.users.is_empty() {
+            vec![self.upstream().user]
+        } else {
+            self.users.iter().map(|u| u.name.clone()).collect()
+        }
+    }
+
     pub fn pool_max_for(&self, user: &str) -> usize {
         self.users.iter().find(|u| u.name == user).and_then(|u| u.pool_size).unwrap_or(self.pool.max_size)
     }
