@@ -186,3 +186,24 @@ async fn discard_all_and_sql_prepare_behave_as_on_a_direct_connection() {
         assert_eq!(v.as_deref(), Some("21"));
     }
 }
+
+#[tokio::test]
+async fn reuse_unnamed_serves_repeated_unnamed_parses_from_the_server_cache() {
+    let proxy = Proxy::start(&pool_toml(1, "\n[prepared]\nreuse_unnamed = true\n"));
+    let a = proxy.connect("app").await;
+    let b = proxy.connect("app").await;
+    use tokio_postgres::types::Type;
+    for i in 0..20i32 {
+        for c in [&a, &b] {
+            let r = c.query_typed("SELECT $1::int * 3", &[(&i, Type::INT4)]).await.unwrap();
+            assert_eq!(r[0].get::<_, i32>(0), i * 3);
+        }
+    }
+    let (_, m) = proxy.http_get("/metrics");
+    assert!(metric(&m, "pgpilot_prepared_cache_hits_total") >= 30.0, "{m}");
+    let err = a.query_typed("SELEC 1", &[]).await.unwrap_err();
+    assert_eq!(err.code().unwrap().code(), "42601");
+    // A simple query in between drops the mapping, as it drops the unnamed statement upstream.
+    a.simple_query("SELECT 1").await.unwrap();
+    assert_eq!(a.query_typed("SELECT 7", &[]).await.unwrap()[0].get::<_, i32>(0), 7);
+}

@@ -71,11 +71,14 @@ pub struct PreparedConfig {
     pub registry_max: usize,
     /// Named statements one client may hold open.
     pub client_max: usize,
+    /// Serve repeated unnamed Parse of the same text from a statement already prepared on the
+    /// server (skips parse/plan upstream; plans then follow named-statement caching rules).
+    pub reuse_unnamed: bool,
 }
 
 impl Default for PreparedConfig {
     fn default() -> Self {
-        Self { server_cache_size: 200, registry_max: 10_000, client_max: 2_000 }
+        Self { server_cache_size: 200, registry_max: 10_000, client_max: 2_000, reuse_unnamed: false }
     }
 }
 

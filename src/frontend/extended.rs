@@ -15,14 +15,15 @@ use crate::prepared::messages::{self as pm, split_bind, split_parse, split_targe
 use crate::prepared::pending::{Action, Event, Kind, Pending};
 use crate::prepared::{bump, Statement, STATS};
 
-/// Prepares `stmt` on `server` (evicting the least recently used statement when full), queuing
-/// the replies the client must not see unless `client_name` says the client itself asked.
+/// Prepares `stmt` on `server` (evicting the least recently used statement when full). The
+/// ParseComplete reaches the client only when the client's own Parse asked for it (`reply`).
 fn prepare_on_server(
     server: &mut ServerConn,
     sout: &mut BytesMut,
     pending: &mut Pending,
     stmt: &Arc<Statement>,
     client_name: Option<Bytes>,
+    reply: bool,
 ) {
     for name in server.stale.drain(..) {
         pm::close_statement(sout, &name);
@@ -36,9 +37,13 @@ fn prepare_on_server(
         }
     }
     pm::parse(sout, &stmt.server_name, &stmt.query, &stmt.types);
-    let suppress = client_name.is_none();
-    pending.push(Kind::Parse, Action::Parse { stmt: stmt.clone(), client_name, suppress });
+    pending.push(Kind::Parse, Action::Parse { stmt: stmt.clone(), client_name, suppress: !reply });
     server.prepared.put(stmt.id, stmt.clone());
+}
+
+/// A simple Query (or FunctionCall) destroys the unnamed statement on a real server.
+fn kind_replaces_unnamed(tag: u8) -> bool {
+    tag == b'Q' || tag == b'F'
 }
 
 impl Session {
@@ -57,6 +62,9 @@ impl Session {
             }
             if let Some(kind) = self.reply_kind(tag, frame) {
                 self.pending.push(kind, Action::Forward);
+            }
+            if kind_replaces_unnamed(tag) {
+                self.unnamed = None;
             }
         }
         self.tx.on_client(tag);
@@ -81,7 +89,7 @@ impl Session {
     fn forward_parse(&mut self, frame: &[u8]) -> bool {
         let Some((name, query, types)) = split_parse(body(frame)) else { return false };
         if name.is_empty() {
-            return false;
+            return self.forward_unnamed_parse(query, types);
         }
         let name_text = String::from_utf8_lossy(name).into_owned();
         if self.statements.contains_key(name) {
@@ -103,16 +111,42 @@ impl Session {
         };
         let client_name = Bytes::copy_from_slice(name);
         self.statements.insert(client_name.clone(), stmt.clone());
+        self.parse_registered(&stmt, Some(client_name));
+        true
+    }
+
+    /// The client's Parse of a registry statement: answered here when the server has it.
+    fn parse_registered(&mut self, stmt: &Arc<Statement>, client_name: Option<Bytes>) {
         let server = self.server.as_deref_mut().expect("forward needs a server");
         if server.prepared.get(&stmt.id).is_some() {
             bump(&STATS.hits);
             self.pending.push_local(pm::parse_complete());
         } else {
             bump(&STATS.misses);
-            prepare_on_server(server, &mut self.sout, &mut self.pending, &stmt, Some(client_name));
+            prepare_on_server(server, &mut self.sout, &mut self.pending, stmt, client_name, true);
             self.tx.on_client(b'P');
         }
+    }
+
+    /// Unnamed Parse: passed through, or with `reuse_unnamed` mapped to a registry statement.
+    fn forward_unnamed_parse(&mut self, query: &[u8], types: &[u8]) -> bool {
+        self.unnamed = None;
+        if !self.app.config.load().prepared.reuse_unnamed {
+            return false;
+        }
+        let Ok(stmt) = self.app.registry.get_or_insert(query, types) else { return false };
+        self.parse_registered(&stmt, None);
+        self.unnamed = Some(stmt);
         true
+    }
+
+    /// The statement a Bind/Describe names: the client's named one, or its reused unnamed one.
+    fn mapped(&self, name: &[u8]) -> Option<Arc<Statement>> {
+        if name.is_empty() {
+            self.unnamed.clone()
+        } else {
+            self.statements.get(name).cloned()
+        }
     }
 
     /// Makes sure the held server has `stmt` prepared (hit, or an injected Parse).
@@ -123,14 +157,14 @@ impl Session {
             return;
         }
         bump(&STATS.reparses);
-        prepare_on_server(server, &mut self.sout, &mut self.pending, stmt, None);
+        prepare_on_server(server, &mut self.sout, &mut self.pending, stmt, None, false);
         self.tx.on_client(b'P');
     }
 
     fn forward_bind(&mut self, frame: &[u8]) -> bool {
         let Some((portal, name, rest)) = split_bind(body(frame)) else { return false };
         // Unknown names go through unchanged: the server's 26000 names the client's statement.
-        let Some(stmt) = self.statements.get(name).cloned() else { return false };
+        let Some(stmt) = self.mapped(name) else { return false };
         self.ensure_prepared(&stmt);
         pm::bind(&mut self.sout, portal, &stmt.server_name, rest);
         self.pending.push(Kind::Bind, Action::Bind { stmt });
@@ -140,7 +174,7 @@ impl Session {
 
     fn forward_describe(&mut self, frame: &[u8]) -> bool {
         let Some((b'S', name)) = split_target(body(frame)) else { return false };
-        let Some(stmt) = self.statements.get(name).cloned() else { return false };
+        let Some(stmt) = self.mapped(name) else { return false };
         self.ensure_prepared(&stmt);
         pm::describe_statement(&mut self.sout, &stmt.server_name);
         self.pending.push(Kind::DescribeStatement, Action::Forward);
@@ -151,7 +185,7 @@ impl Session {
     /// Close of a named statement: the mapping goes, the server copy stays for others (LRU).
     pub(super) fn forward_close(&mut self, frame: &[u8]) -> bool {
         let Some((b'S', name)) = split_target(body(frame)) else { return false };
-        if name.is_empty() {
+        if name.is_empty() && self.unnamed.take().is_none() {
             return false;
         }
         self.statements.remove(name);
@@ -195,6 +229,7 @@ impl Session {
     /// DISCARD ALL / DEALLOCATE ALL went to the server: it no longer has any statement.
     pub(super) fn forget_server_statements(&mut self) {
         self.statements.clear();
+        self.unnamed = None;
         if let Some(server) = self.server.as_deref_mut() {
             server.prepared.clear();
             server.stale.clear();
@@ -207,6 +242,9 @@ impl Session {
             match event {
                 Event::ParseFailed { stmt, client_name } => {
                     self.app.registry.remove(&stmt);
+                    if self.unnamed.as_ref().is_some_and(|u| Arc::ptr_eq(u, &stmt)) {
+                        self.unnamed = None;
+                    }
                     if let Some(server) = self.server.as_deref_mut() {
                         server.prepared.pop(&stmt.id);
                     }

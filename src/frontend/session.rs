@@ -59,6 +59,8 @@ pub struct Session {
     pub(super) pending: Pending,
     /// The client's named statements.
     pub(super) statements: HashMap<Bytes, Arc<Statement>>,
+    /// The client's unnamed statement when `prepared.reuse_unnamed` maps it to the registry.
+    pub(super) unnamed: Option<Arc<Statement>>,
     pub(super) cancel: Registration,
     pub info: ClientInfo,
 }
@@ -87,6 +89,7 @@ impl Session {
             skip_stream: false,
             pending: Pending::default(),
             statements: HashMap::new(),
+            unnamed: None,
             info,
         }
     }
