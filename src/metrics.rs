@@ -47,6 +47,15 @@ pub fn pool_wait(d: Duration) {
     HANDLE.get_or_init(|| metrics::histogram!(POOL_WAIT)).record(d.as_secs_f64());
 }
 
+pub fn n_plus_one_detected() {
+    metrics::counter!("pgpilot_n_plus_one_detected_total").increment(1);
+}
+
+pub fn slow_query() {
+    static HANDLE: std::sync::OnceLock<metrics::Counter> = std::sync::OnceLock::new();
+    HANDLE.get_or_init(|| metrics::counter!("pgpilot_slow_queries_total")).increment(1);
+}
+
 /// Sets the pool and client gauges from the current state.
 pub fn refresh(app: &App) {
     for p in app.pools.snapshots() {

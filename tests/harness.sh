@@ -81,6 +81,25 @@ SQL
   export TEST_PG_HOST=127.0.0.1 TEST_PG_PORT PG_BIN
 }
 
+# A second, plain cluster from the distribution's PostgreSQL with pg_stat_statements preloaded:
+# the reference the insights statistics are checked against (the pgvector build has no contrib).
+start_pgss_postgres() {
+  local bin data="$HARNESS_DIR/pgss"
+  bin="$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1)"
+  [ -n "$bin" ] && [ -f "$("$bin/pg_config" --pkglibdir)/pg_stat_statements.so" ] || { echo "harness: no pg_stat_statements" >&2; return 0; }
+  TEST_PGSS_PORT="$(free_port)"
+  mkdir -p "$data" && chown postgres: "$data" 2>/dev/null || true
+  as_postgres "$bin/initdb" -D "$data" -U postgres --auth=trust -E UTF8 --locale=C.UTF-8 >"$HARNESS_DIR/initdb-pgss.log" 2>&1
+  printf 'local all all trust\nhost all postgres 127.0.0.1/32 trust\nhost all all 127.0.0.1/32 scram-sha-256\n' >"$data/pg_hba.conf"
+  as_postgres "$bin/pg_ctl" -D "$data" -l "$HARNESS_DIR/pgss.log" -w start -o "-p $TEST_PGSS_PORT -k $HARNESS_DIR \
+    -c listen_addresses=127.0.0.1 -c shared_preload_libraries=pg_stat_statements -c pg_stat_statements.track=all \
+    -c fsync=off -c synchronous_commit=off" >/dev/null
+  "$bin/psql" -h 127.0.0.1 -p "$TEST_PGSS_PORT" -U postgres -d postgres -qtAX -v ON_ERROR_STOP=1 \
+    -c "SET password_encryption = 'scram-sha-256'" -c "CREATE ROLE app LOGIN PASSWORD 'app'" -c "CREATE DATABASE app OWNER app"
+  "$bin/psql" -h 127.0.0.1 -p "$TEST_PGSS_PORT" -U postgres -d app -qtAX -c "CREATE EXTENSION pg_stat_statements"
+  export TEST_PGSS_PORT
+}
+
 start_redis() {
   TEST_REDIS_PORT="$(free_port)"
   redis-server --port "$TEST_REDIS_PORT" --bind 127.0.0.1 --save "" --appendonly no --daemonize yes \
@@ -90,11 +109,14 @@ start_redis() {
 
 stop_services() {
   as_postgres "$PG_BIN/pg_ctl" -D "$HARNESS_DIR/pgdata" -m immediate stop >/dev/null 2>&1 || true
+  [ -d "$HARNESS_DIR/pgss" ] && as_postgres "$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)/pg_ctl" \
+    -D "$HARNESS_DIR/pgss" -m immediate stop >/dev/null 2>&1 || true
   [ -f "$HARNESS_DIR/redis.pid" ] && kill "$(cat "$HARNESS_DIR/redis.pid")" 2>/dev/null || true
 }
 
 start_services() {
   start_postgres
+  start_pgss_postgres
   start_redis
   export HARNESS_DIR
   echo "harness: postgres on 127.0.0.1:$TEST_PG_PORT, redis on $TEST_REDIS_URL, files in $HARNESS_DIR" >&2

@@ -58,7 +58,51 @@ pub struct Config {
     pub pool: PoolConfig,
     pub cache: CacheConfig,
     pub prepared: PreparedConfig,
+    pub insights: InsightsConfig,
     pub users: Vec<UserConfig>,
+}
+
+/// Query insights (see src/insights).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct InsightsConfig {
+    pub enabled: bool,
+    /// Statements slower than this (server time) are logged and counted as slow.
+    pub slow_query_ms: u64,
+    /// Fingerprints kept per (database, user) statistics, least recently used dropped first.
+    pub max_fingerprints: usize,
+    /// Distinct statement shapes whose analysis is cached.
+    pub analysis_cache_entries: u64,
+    /// Fingerprints with their own pgpilot_query_duration_seconds series (by total time).
+    pub metrics_top_k: usize,
+    pub n_plus_one_threshold: usize,
+    pub n_plus_one_window_ms: u64,
+    pub n_plus_one_min_total_ms: u64,
+}
+
+impl Default for InsightsConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            slow_query_ms: 100,
+            max_fingerprints: 5000,
+            analysis_cache_entries: 20_000,
+            metrics_top_k: 20,
+            n_plus_one_threshold: 5,
+            n_plus_one_window_ms: 500,
+            n_plus_one_min_total_ms: 50,
+        }
+    }
+}
+
+impl InsightsConfig {
+    pub fn rules(&self) -> crate::insights::nplus1::Rules {
+        crate::insights::nplus1::Rules {
+            threshold: self.n_plus_one_threshold.max(2),
+            window: Duration::from_millis(self.n_plus_one_window_ms),
+            min_total: Duration::from_millis(self.n_plus_one_min_total_ms),
+        }
+    }
 }
 
 /// Prepared statements in transaction mode (see src/prepared).

@@ -1,6 +1,7 @@
 //! Client -> server in transaction mode: statement names are mapped to the global registry and
-//! rewritten to the server's names; Parse/Close are answered here when the server needs nothing;
-//! a Parse is injected before a Bind/Describe on a server that lacks the statement.
+//! rewritten to the server's names; Parse, Describe and Close are answered here whenever the
+//! registry already knows the answer (no server needed); a Parse is injected before a
+//! Bind/Describe on a server that lacks the statement.
 
 use std::sync::Arc;
 
@@ -13,6 +14,7 @@ use crate::net::frame::body;
 use crate::net::messages::{self, sqlstate};
 use crate::prepared::messages::{self as pm, split_bind, split_parse, split_target};
 use crate::prepared::pending::{Action, Event, Kind, Pending};
+
 use crate::prepared::{bump, Statement, STATS};
 
 /// Prepares `stmt` on `server` (evicting the least recently used statement when full). The
@@ -55,17 +57,21 @@ impl Session {
                 b'B' => self.forward_bind(frame),
                 b'D' => self.forward_describe(frame),
                 b'C' => self.forward_close(frame),
+                b'E' => self.execute_local(frame),
                 _ => false,
             };
             if handled {
                 return;
             }
-            if let Some(kind) = self.reply_kind(tag, frame) {
-                self.pending.push(kind, Action::Forward);
-            }
             if kind_replaces_unnamed(tag) {
                 self.unnamed = None;
+                self.local_stmt = false;
+                self.local_portal = false;
             }
+        }
+        if let Some(kind) = self.reply_kind(tag, frame) {
+            let track = if tag == b'E' || tag == b'Q' { self.track_for(tag, frame) } else { None };
+            self.pending.push_tracked(kind, Action::Forward, track);
         }
         self.tx.on_client(tag);
         self.sout.extend_from_slice(frame);
@@ -86,9 +92,71 @@ impl Session {
         })
     }
 
+    /// A reply given here: in turn behind the server's replies when a server is held, else at once.
+    fn answer(&mut self, reply: Bytes) -> bool {
+        if self.server.is_some() {
+            self.pending.push_local(reply);
+        } else {
+            self.cout.extend_from_slice(&reply);
+        }
+        true
+    }
+
+    /// Parse/Describe/Close/DEALLOCATE that need no server (transaction mode, none held).
+    pub(super) fn answer_without_server(&mut self, tag: u8, frame: &[u8]) -> bool {
+        match tag {
+            b'C' => self.forward_close(frame),
+            b'B' if self.local_stmt
+                && split_bind(body(frame)).is_some_and(|(p, n, _)| p.is_empty() && n.is_empty()) =>
+            {
+                self.forward_bind(frame)
+            }
+            b'E' => self.execute_local(frame),
+            b'D' if matches!(split_target(body(frame)), Some((b'S' | b'P', b""))) && self.local_stmt => {
+                self.forward_describe(frame)
+            }
+            b'P' => {
+                let Some((name, query, types)) = split_parse(body(frame)) else { return false };
+                if self.deallocating(query) {
+                    return self.forward_parse(frame);
+                }
+                let known = self.app.registry.get_or_insert(query, types, self.state.sig()).ok();
+                let ready = known.as_ref().is_some_and(|s| s.is_validated() && !s.is_invalidated());
+                !name.is_empty() && ready && self.forward_parse(frame)
+            }
+            b'D' => match split_target(body(frame)) {
+                Some((b'S', name)) => {
+                    self.mapped(name).is_some_and(|s| s.description.get().is_some()) && self.forward_describe(frame)
+                }
+                _ => false,
+            },
+            _ => false,
+        }
+    }
+
+    /// `DEALLOCATE name` of one of the client's statements sent as Parse (psycopg in pipelines):
+    /// the unnamed statement becomes a local one answered here through Execute.
+    fn deallocating(&self, query: &[u8]) -> bool {
+        let found = crate::frontend::sql_scan::scan(&String::from_utf8_lossy(query));
+        found.deallocate.is_some_and(|n| self.statements.contains_key(n.as_bytes()))
+    }
+
+    /// Execute of the unnamed portal bound to a local DEALLOCATE.
+    fn execute_local(&mut self, frame: &[u8]) -> bool {
+        let portal_is_unnamed = body(frame).first() == Some(&0);
+        portal_is_unnamed && self.local_portal && self.answer(messages::command_complete_frame("DEALLOCATE"))
+    }
+
     fn forward_parse(&mut self, frame: &[u8]) -> bool {
         let Some((name, query, types)) = split_parse(body(frame)) else { return false };
         if name.is_empty() {
+            self.local_stmt = false;
+            if self.deallocating(query) {
+                let found = crate::frontend::sql_scan::scan(&String::from_utf8_lossy(query));
+                self.statements.remove(found.deallocate.unwrap_or_default().as_bytes());
+                self.local_stmt = true;
+                return self.answer(pm::parse_complete());
+            }
             return self.forward_unnamed_parse(query, types);
         }
         let name_text = String::from_utf8_lossy(name).into_owned();
@@ -102,7 +170,7 @@ impl Session {
             self.local_error(sqlstate::PROGRAM_LIMIT, &msg);
             return true;
         }
-        let stmt = match self.app.registry.get_or_insert(query, types) {
+        let stmt = match self.app.registry.get_or_insert(query, types, self.state.sig()) {
             Ok(stmt) => stmt,
             Err(e) => {
                 self.local_error(sqlstate::PROGRAM_LIMIT, &e.to_string());
@@ -115,12 +183,22 @@ impl Session {
         true
     }
 
-    /// The client's Parse of a registry statement: answered here when the server has it.
+    /// The client's Parse of a registry statement: answered here when the server has it, or when
+    /// no server is held and a server accepted it before (the real Parse then precedes its Bind).
     fn parse_registered(&mut self, stmt: &Arc<Statement>, client_name: Option<Bytes>) {
-        let server = self.server.as_deref_mut().expect("forward needs a server");
+        let Some(server) = self.server.as_deref_mut() else {
+            bump(&STATS.hits);
+            self.cout.extend_from_slice(&pm::parse_complete());
+            return;
+        };
         if server.prepared.get(&stmt.id).is_some() {
             bump(&STATS.hits);
-            self.pending.push_local(pm::parse_complete());
+            match client_name {
+                Some(client_name) => {
+                    self.pending.push(Kind::Local, Action::LocalParse { stmt: stmt.clone(), client_name })
+                }
+                None => self.pending.push_local(pm::parse_complete()),
+            }
         } else {
             bump(&STATS.misses);
             prepare_on_server(server, &mut self.sout, &mut self.pending, stmt, client_name, true);
@@ -131,10 +209,10 @@ impl Session {
     /// Unnamed Parse: passed through, or with `reuse_unnamed` mapped to a registry statement.
     fn forward_unnamed_parse(&mut self, query: &[u8], types: &[u8]) -> bool {
         self.unnamed = None;
-        if !self.app.config.load().prepared.reuse_unnamed {
+        if !self.app.config.load().prepared.reuse_unnamed || self.server.is_none() {
             return false;
         }
-        let Ok(stmt) = self.app.registry.get_or_insert(query, types) else { return false };
+        let Ok(stmt) = self.app.registry.get_or_insert(query, types, self.state.sig()) else { return false };
         self.parse_registered(&stmt, None);
         self.unnamed = Some(stmt);
         true
@@ -149,36 +227,73 @@ impl Session {
         }
     }
 
-    /// Makes sure the held server has `stmt` prepared (hit, or an injected Parse).
-    fn ensure_prepared(&mut self, stmt: &Arc<Statement>) {
+    /// Makes sure the held server has `stmt` prepared (hit, or an injected Parse, plus a Describe
+    /// to check its shape when one was seen before). False when its plan went stale.
+    fn ensure_prepared(&mut self, stmt: &Arc<Statement>) -> bool {
+        if stmt.is_invalidated() {
+            self.stale_plan();
+            return false;
+        }
         let server = self.server.as_deref_mut().expect("forward needs a server");
         if server.prepared.get(&stmt.id).is_some() {
             bump(&STATS.hits);
-            return;
+            return true;
         }
         bump(&STATS.reparses);
         prepare_on_server(server, &mut self.sout, &mut self.pending, stmt, None, false);
         self.tx.on_client(b'P');
+        if stmt.description.get().is_some() {
+            pm::describe_statement(&mut self.sout, &stmt.server_name);
+            let action = Action::Describe { stmt: stmt.clone(), compare: true, suppress: true, reply: BytesMut::new() };
+            self.pending.push(Kind::DescribeStatement, action);
+        }
+        true
     }
 
     fn forward_bind(&mut self, frame: &[u8]) -> bool {
         let Some((portal, name, rest)) = split_bind(body(frame)) else { return false };
+        if portal.is_empty() {
+            self.local_portal = name.is_empty() && self.local_stmt;
+            if self.local_portal {
+                return self.answer(pm::bind_complete());
+            }
+        }
         // Unknown names go through unchanged: the server's 26000 names the client's statement.
         let Some(stmt) = self.mapped(name) else { return false };
-        self.ensure_prepared(&stmt);
-        pm::bind(&mut self.sout, portal, &stmt.server_name, rest);
-        self.pending.push(Kind::Bind, Action::Bind { stmt });
-        self.tx.on_client(b'B');
+        if self.ensure_prepared(&stmt) {
+            pm::bind(&mut self.sout, portal, &stmt.server_name, rest);
+            self.pending.push(Kind::Bind, Action::Bind { stmt });
+            self.tx.on_client(b'B');
+        }
         true
     }
 
     fn forward_describe(&mut self, frame: &[u8]) -> bool {
-        let Some((b'S', name)) = split_target(body(frame)) else { return false };
+        let target = split_target(body(frame));
+        match target {
+            Some((b'P', b"")) if self.local_portal => return self.answer(pm::no_data()),
+            Some((b'S', b"")) if self.local_stmt => {
+                let mut reply = BytesMut::from(&[b't', 0, 0, 0, 6, 0, 0][..]);
+                reply.extend_from_slice(&pm::no_data());
+                return self.answer(reply.freeze());
+            }
+            _ => {}
+        }
+        let Some((b'S', name)) = target else { return false };
         let Some(stmt) = self.mapped(name) else { return false };
-        self.ensure_prepared(&stmt);
-        pm::describe_statement(&mut self.sout, &stmt.server_name);
-        self.pending.push(Kind::DescribeStatement, Action::Forward);
-        self.tx.on_client(b'D');
+        if stmt.is_invalidated() {
+            self.stale_plan();
+            return true;
+        }
+        if let Some(description) = stmt.description.get() {
+            return self.answer(description.clone());
+        }
+        if self.ensure_prepared(&stmt) {
+            pm::describe_statement(&mut self.sout, &stmt.server_name);
+            let action = Action::Describe { stmt, compare: false, suppress: false, reply: BytesMut::new() };
+            self.pending.push(Kind::DescribeStatement, action);
+            self.tx.on_client(b'D');
+        }
         true
     }
 
@@ -189,27 +304,25 @@ impl Session {
             return false;
         }
         self.statements.remove(name);
-        if self.server.is_some() {
-            self.pending.push_local(pm::close_complete());
-        } else {
-            self.cout.extend_from_slice(&pm::close_complete());
-        }
-        true
+        self.answer(pm::close_complete())
     }
 
     /// An error pgpilot raises in the extended protocol: it takes the place of the message's reply
     /// and, as on the server, the rest up to Sync is skipped.
     fn local_error(&mut self, code: &str, msg: &str) {
         let frame = messages::error_frame("ERROR", code, msg).freeze();
-        if self.server.is_some() {
-            self.pending.push_local(frame);
-        } else {
-            self.cout.extend_from_slice(&frame);
-        }
+        self.answer(frame);
         self.skip_until_sync = true;
     }
 
-    /// `DEALLOCATE name` for one of the client's protocol-level statements: answered here.
+    /// The statement's result type changed since the client prepared it: the error PostgreSQL
+    /// gives, so drivers re-prepare as they would on a direct connection.
+    fn stale_plan(&mut self) {
+        self.answer(messages::stale_plan_error().freeze());
+        self.skip_until_sync = true;
+    }
+
+    /// `DEALLOCATE name` (simple Query) for one of the client's protocol-level statements.
     pub(super) fn deallocate_locally(&mut self, name: &str) -> bool {
         if self.statements.remove(name.as_bytes()).is_none() {
             return false;
@@ -218,12 +331,7 @@ impl Session {
         messages::command_complete(&mut reply, "DEALLOCATE");
         let status = if self.server.is_some() { self.tx.status } else { b'I' };
         messages::ready_for_query(&mut reply, status);
-        if self.server.is_some() {
-            self.pending.push_local(reply.freeze());
-        } else {
-            self.cout.extend_from_slice(&reply);
-        }
-        true
+        self.answer(reply.freeze())
     }
 
     /// DISCARD ALL / DEALLOCATE ALL went to the server: it no longer has any statement.
@@ -240,21 +348,14 @@ impl Session {
     pub(super) fn on_statement_events(&mut self, events: Vec<Event>) {
         for event in events {
             match event {
+                Event::Completed(c) => self.on_completed(c),
                 Event::ParseFailed { stmt, client_name } => {
                     self.app.registry.remove(&stmt);
-                    if self.unnamed.as_ref().is_some_and(|u| Arc::ptr_eq(u, &stmt)) {
-                        self.unnamed = None;
-                    }
-                    if let Some(server) = self.server.as_deref_mut() {
-                        server.prepared.pop(&stmt.id);
-                    }
-                    if let Some(name) = client_name {
-                        if self.statements.get(&name).is_some_and(|s| Arc::ptr_eq(s, &stmt)) {
-                            self.statements.remove(&name);
-                        }
-                    }
+                    self.unprepare(&stmt, client_name, true);
                 }
+                Event::ParseSkipped { stmt, client_name, on_server } => self.unprepare(&stmt, client_name, on_server),
                 Event::PlanInvalidated { stmt } => {
+                    stmt.invalidated.store(true, std::sync::atomic::Ordering::Relaxed);
                     self.app.registry.remove(&stmt);
                     if let Some(server) = self.server.as_deref_mut() {
                         if server.prepared.pop(&stmt.id).is_some() {
@@ -262,6 +363,23 @@ impl Session {
                         }
                     }
                 }
+            }
+        }
+    }
+
+    /// The statement is not prepared on the held server after all, nor under the client's name.
+    fn unprepare(&mut self, stmt: &Arc<Statement>, client_name: Option<Bytes>, on_server: bool) {
+        if self.unnamed.as_ref().is_some_and(|u| Arc::ptr_eq(u, stmt)) {
+            self.unnamed = None;
+        }
+        if on_server {
+            if let Some(server) = self.server.as_deref_mut() {
+                server.prepared.pop(&stmt.id);
+            }
+        }
+        if let Some(name) = client_name {
+            if self.statements.get(&name).is_some_and(|s| Arc::ptr_eq(s, stmt)) {
+                self.statements.remove(&name);
             }
         }
     }

@@ -10,4 +10,5 @@ pub mod startup;
 pub mod tx;
 
 mod extended;
+mod observe;
 mod relay;

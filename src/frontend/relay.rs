@@ -29,7 +29,7 @@ impl Session {
             match piece {
                 Piece::Whole { tag: b'Z', frame } => {
                     let status = body(&frame).first().copied().unwrap_or(b'I');
-                    self.pending.on_server(b'Z', &[], &mut self.cout, events);
+                    self.pending.on_server(b'Z', &frame, &mut self.cout, events);
                     self.cout.extend_from_slice(&frame);
                     self.pending.emit_local(&mut self.cout);
                     if !events.is_empty() {
@@ -45,7 +45,7 @@ impl Session {
                 }
                 Piece::Whole { tag, frame } => {
                     self.on_server_tag(tag, body(&frame));
-                    if self.pending.on_server(tag, body(&frame), &mut self.cout, events) {
+                    if self.pending.on_server(tag, &frame, &mut self.cout, events) {
                         self.cout.extend_from_slice(&frame);
                     }
                     self.pending.emit_local(&mut self.cout);
@@ -53,7 +53,7 @@ impl Session {
                 Piece::Part { tag, bytes, first } => {
                     if first {
                         self.on_server_tag(tag, &[]);
-                        self.pending.on_server(tag, &[], &mut self.cout, events);
+                        self.pending.on_server(tag, &bytes, &mut self.cout, events);
                     }
                     self.cout.extend_from_slice(&bytes);
                 }

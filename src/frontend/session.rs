@@ -61,6 +61,10 @@ pub struct Session {
     pub(super) statements: HashMap<Bytes, Arc<Statement>>,
     /// The client's unnamed statement when `prepared.reuse_unnamed` maps it to the registry.
     pub(super) unnamed: Option<Arc<Statement>>,
+    /// The unnamed statement / portal is a `DEALLOCATE name` answered here (psycopg pipelines).
+    pub(super) local_stmt: bool,
+    pub(super) local_portal: bool,
+    pub(super) observe: super::observe::Observe,
     pub(super) cancel: Registration,
     pub info: ClientInfo,
 }
@@ -90,6 +94,16 @@ impl Session {
             pending: Pending::default(),
             statements: HashMap::new(),
             unnamed: None,
+            local_stmt: false,
+            local_portal: false,
+            observe: super::observe::Observe::new(
+                &cfg.insights,
+                crate::insights::Origin {
+                    database: info.database.as_str().into(),
+                    user: info.user.as_str().into(),
+                    application_name: info.application_name.as_str().into(),
+                },
+            ),
             info,
         }
     }
@@ -152,6 +166,7 @@ impl Session {
     }
 
     async fn on_client_bytes(&mut self) -> Flow {
+        self.observe.received = std::time::Instant::now();
         // Bind is read whole in transaction mode so its statement name can be rewritten.
         let rewrite = self.mode == PoolMode::Transaction;
         loop {
@@ -181,6 +196,10 @@ impl Session {
             return Flow::Close;
         }
         self.pending.emit_local(&mut self.cout);
+        let events = self.pending.take_events();
+        if !events.is_empty() {
+            self.on_statement_events(events);
+        }
         self.flush_client().await
     }
 
@@ -203,14 +222,15 @@ impl Session {
         let mut drops_statements = false;
         if tag == b'Q' || tag == b'P' {
             let found = self.inspect_sql(tag, body(frame));
-            drops_statements = found.drops_statements && tag == b'Q';
+            drops_statements = found.drops_statements;
             if let (Some(name), PoolMode::Transaction) = (&found.deallocate, self.mode) {
                 if tag == b'Q' && self.deallocate_locally(name) {
                     return Flow::Continue;
                 }
             }
         }
-        if tag == b'C' && self.mode == PoolMode::Transaction && self.server.is_none() && self.forward_close(frame) {
+        self.note_statement(tag, frame);
+        if self.mode == PoolMode::Transaction && self.server.is_none() && self.answer_without_server(tag, frame) {
             return Flow::Continue;
         }
         if self.server.is_none() {
@@ -258,7 +278,7 @@ impl Session {
                 }
             }
             if !self.skip_stream {
-                if let (Some(kind), PoolMode::Transaction) = (self.reply_kind(tag, &[]), self.mode) {
+                if let Some(kind) = self.reply_kind(tag, &[]) {
                     self.pending.push(kind, crate::prepared::pending::Action::Forward);
                 }
                 self.tx.on_client(tag);

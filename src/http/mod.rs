@@ -1,4 +1,7 @@
-//! HTTP endpoints beside the proxy: /health, /health/status and /metrics.
+//! HTTP endpoints beside the proxy: /health, /health/status, /metrics, /queries and
+//! /insights/n-plus-one.
+
+mod insights;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,7 +17,7 @@ use serde_json::json;
 use crate::app::App;
 
 #[derive(Clone)]
-struct Http {
+pub(crate) struct Http {
     app: Arc<App>,
     prometheus: PrometheusHandle,
 }
@@ -24,6 +27,8 @@ pub async fn serve(listener: tokio::net::TcpListener, app: Arc<App>, prometheus:
         .route("/health", get(health))
         .route("/health/status", get(status))
         .route("/metrics", get(metrics_text))
+        .route("/queries", get(insights::queries))
+        .route("/insights/n-plus-one", get(insights::n_plus_one))
         .with_state(Http { app, prometheus });
     if let Err(e) = axum::serve(listener, router).await {
         tracing::error!("http server stopped: {e}");
@@ -67,5 +72,8 @@ async fn status(State(h): State<Http>) -> Json<serde_json::Value> {
 async fn metrics_text(State(h): State<Http>) -> Response {
     crate::metrics::refresh(&h.app);
     h.prometheus.run_upkeep();
-    ([("content-type", "text/plain; version=0.0.4")], h.prometheus.render()).into_response()
+    let mut text = h.prometheus.render();
+    let top_k = h.app.config.load().insights.metrics_top_k;
+    h.app.query_stats.render_prometheus(top_k, &mut text);
+    ([("content-type", "text/plain; version=0.0.4")], text).into_response()
 }

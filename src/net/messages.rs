@@ -37,6 +37,22 @@ pub fn error(out: &mut BytesMut, severity: &str, code: &str, message: &str) {
     encode(ErrorResponse::new(fields), out);
 }
 
+/// The error PostgreSQL raises when a prepared statement's result type changed; drivers recognise
+/// it by its routine field (asyncpg then re-prepares), so it is reproduced field for field.
+pub fn stale_plan_error() -> BytesMut {
+    let fields = vec![
+        (b'S', "ERROR".to_string()),
+        (b'V', "ERROR".to_string()),
+        (b'C', sqlstate::FEATURE_NOT_SUPPORTED.to_string()),
+        (b'M', "cached plan must not change result type".to_string()),
+        (b'F', "plancache.c".to_string()),
+        (b'R', "RevalidateCachedQuery".to_string()),
+    ];
+    let mut out = BytesMut::new();
+    encode(ErrorResponse::new(fields), &mut out);
+    out
+}
+
 pub fn error_frame(severity: &str, code: &str, message: &str) -> BytesMut {
     let mut out = BytesMut::new();
     error(&mut out, severity, code, message);
@@ -45,6 +61,12 @@ pub fn error_frame(severity: &str, code: &str, message: &str) -> BytesMut {
 
 pub fn command_complete(out: &mut BytesMut, tag: &str) {
     encode(pgwire::messages::response::CommandComplete::new(tag.to_string()), out);
+}
+
+pub fn command_complete_frame(tag: &str) -> bytes::Bytes {
+    let mut out = BytesMut::new();
+    command_complete(&mut out, tag);
+    out.freeze()
 }
 
 pub fn ready_for_query(out: &mut BytesMut, status: u8) {

@@ -55,6 +55,14 @@ pub fn parse_complete() -> Bytes {
     Bytes::from_static(&[b'1', 0, 0, 0, 4])
 }
 
+pub fn bind_complete() -> Bytes {
+    Bytes::from_static(&[b'2', 0, 0, 0, 4])
+}
+
+pub fn no_data() -> Bytes {
+    Bytes::from_static(&[b'n', 0, 0, 0, 4])
+}
+
 pub fn close_complete() -> Bytes {
     Bytes::from_static(&[b'3', 0, 0, 0, 4])
 }

@@ -8,10 +8,44 @@
 
 use std::collections::VecDeque;
 use std::sync::Arc;
+use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
 
 use super::Statement;
+use crate::insights::Completed;
+use crate::sql::Analysis;
+
+/// The statements an Execute (one) or a simple Query (one per statement) runs, for insights.
+#[derive(Debug)]
+pub struct Track {
+    pub statements: Vec<(Arc<Analysis>, u64)>,
+    pub next: usize,
+    pub sent: Instant,
+    pub received: Instant,
+    pub pipelined: bool,
+}
+
+impl Track {
+    fn complete(&mut self, rows: u64, error: bool) -> Option<Completed> {
+        let (analysis, params) = self.statements.get(self.next)?.clone();
+        self.next += 1;
+        let done = Instant::now();
+        let c = Completed {
+            analysis,
+            params,
+            sent: self.sent,
+            done,
+            client_time: done.saturating_duration_since(self.received),
+            rows,
+            error,
+            pipelined: self.pipelined,
+        };
+        // Statements of one simple Query run back to back: the next one starts now.
+        self.sent = done;
+        Some(c)
+    }
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
@@ -34,8 +68,14 @@ pub enum Action {
     /// Injected by pgpilot: the reply is dropped (errors still reach the client).
     Suppress,
     Local(Bytes),
+    /// A ParseComplete given here for the client's Parse of a statement the server already has;
+    /// if the server skips to Sync before it, the client's name is forgotten again.
+    LocalParse {
+        stmt: Arc<Statement>,
+        client_name: Bytes,
+    },
     /// Forwarded or injected Parse of a registry statement; `client_name` is set when the client's
-    /// own Parse created the mapping (undone if the server rejects it).
+    /// own Parse created the mapping (undone if the server rejects or skips it).
     Parse {
         stmt: Arc<Statement>,
         client_name: Option<Bytes>,
@@ -45,12 +85,25 @@ pub enum Action {
     Bind {
         stmt: Arc<Statement>,
     },
+    /// Describe of a registry statement: the reply is kept as its description, or (`compare`,
+    /// after pgpilot re-prepared it) checked against the kept one.
+    Describe {
+        stmt: Arc<Statement>,
+        compare: bool,
+        suppress: bool,
+        reply: BytesMut,
+    },
 }
 
 #[derive(Debug)]
 struct Expect {
     kind: Kind,
     action: Action,
+    track: Option<Box<Track>>,
+    /// The server's reply is not for the client (the statement's shape changed under it).
+    drop: bool,
+    /// Sent instead of the server's reply.
+    error_instead: Option<Bytes>,
 }
 
 /// What the session must do about a reply, beyond forwarding or dropping it.
@@ -58,22 +111,54 @@ struct Expect {
 pub enum Event {
     /// The server rejected a Parse: forget the statement everywhere.
     ParseFailed { stmt: Arc<Statement>, client_name: Option<Bytes> },
+    /// The server skipped a Parse (an earlier error): it is not prepared there after all.
+    ParseSkipped { stmt: Arc<Statement>, client_name: Option<Bytes>, on_server: bool },
     /// The statement's result type changed under it ("cached plan must not change result type").
     PlanInvalidated { stmt: Arc<Statement> },
+    /// A tracked statement finished (for insights).
+    Completed(Completed),
 }
 
 #[derive(Debug, Default)]
 pub struct Pending {
     q: VecDeque<Expect>,
+    /// The server reported an error and skips everything up to the client's next Sync.
+    skipping: bool,
+    /// Replies up to the next Sync are dropped (a statement's shape changed; the client got 0A000).
+    poisoned: bool,
+    /// Events from pushes (skipped messages), collected by `take_events`.
+    events: Vec<Event>,
 }
 
 impl Pending {
     pub fn push(&mut self, kind: Kind, action: Action) {
-        self.q.push_back(Expect { kind, action });
+        self.push_tracked(kind, action, None);
+    }
+
+    pub fn push_tracked(&mut self, kind: Kind, action: Action, track: Option<Box<Track>>) {
+        if kind == Kind::Sync {
+            self.skipping = false;
+            self.poisoned = false;
+        } else if self.skipping {
+            // The server skips this message: no reply will come, and what it set up is undone.
+            undo_skipped(action, &mut self.events);
+            return;
+        }
+        let drop = self.poisoned;
+        self.q.push_back(Expect { kind, action, track, drop, error_instead: None });
     }
 
     pub fn push_local(&mut self, reply: Bytes) {
         self.push(Kind::Local, Action::Local(reply));
+    }
+
+    pub fn take_events(&mut self) -> Vec<Event> {
+        std::mem::take(&mut self.events)
+    }
+
+    /// Whether a statement sent earlier is still running (the next one is then pipelined).
+    pub fn running(&self) -> bool {
+        self.q.iter().any(|e| e.track.is_some())
     }
 
     pub fn is_empty(&self) -> bool {
@@ -82,13 +167,21 @@ impl Pending {
 
     pub fn clear(&mut self) {
         self.q.clear();
+        self.skipping = false;
+        self.poisoned = false;
     }
 
     /// Emits local replies that have reached the front.
     pub fn emit_local(&mut self, out: &mut BytesMut) {
-        while let Some(Expect { kind: Kind::Local, .. }) = self.q.front() {
-            if let Some(Expect { action: Action::Local(reply), .. }) = self.q.pop_front() {
-                out.extend_from_slice(&reply);
+        while self.q.front().is_some_and(|e| e.kind == Kind::Local) {
+            let e = self.q.pop_front().expect("front exists");
+            if e.drop {
+                continue;
+            }
+            match e.action {
+                Action::Local(reply) => out.extend_from_slice(&reply),
+                Action::LocalParse { .. } => out.extend_from_slice(&super::messages::parse_complete()),
+                _ => {}
             }
         }
     }
@@ -106,14 +199,32 @@ impl Pending {
         }
     }
 
-    /// Accounts for one server message; returns whether the client should see it.
-    pub fn on_server(&mut self, tag: u8, body: &[u8], out: &mut BytesMut, events: &mut Vec<Event>) -> bool {
+    /// Accounts for one whole server message (or the first part of a large one); returns whether
+    /// the client should see it.
+    pub fn on_server(&mut self, tag: u8, frame: &[u8], out: &mut BytesMut, events: &mut Vec<Event>) -> bool {
         self.emit_local(out);
-        let Some(front) = self.q.front() else { return true };
+        events.append(&mut self.events);
+        let Some(front) = self.q.front_mut() else { return true };
+        let body = frame.get(5..).unwrap_or(&[]);
+        if let (b'C' | b's', Some(track)) = (tag, front.track.as_mut()) {
+            let rows = if tag == b'C' { crate::insights::rows_from_tag(body) } else { 0 };
+            events.extend(track.complete(rows, false).map(Event::Completed));
+        }
+        if let (b't' | b'T' | b'n', Action::Describe { reply, .. }) = (tag, &mut front.action) {
+            reply.extend_from_slice(frame);
+        }
         let completes = match (tag, front.kind) {
             (b'N' | b'S' | b'A', _) => false,
-            // Inside a simple Query, or an implicit commit failing at Sync: ReadyForQuery follows.
-            (b'E', Kind::Query | Kind::Sync) => false,
+            // Inside a simple Query (the rest of its statements are skipped), or an implicit
+            // commit failing at Sync: ReadyForQuery follows.
+            (b'E', Kind::Query) => {
+                if let Some(track) = front.track.as_mut() {
+                    events.extend(track.complete(0, true).map(Event::Completed));
+                    track.next = track.statements.len();
+                }
+                false
+            }
+            (b'E', Kind::Sync) => false,
             (b'E', _) => return self.on_error(body, events),
             (b'Z', Kind::Sync | Kind::Query) => true,
             (b'1', Kind::Parse) | (b'2', Kind::Bind) | (b'3', Kind::Close) => true,
@@ -122,16 +233,68 @@ impl Pending {
             _ => false,
         };
         if !completes {
-            return true;
+            // Replies to pgpilot's own injected Describe (its ParameterDescription) stay here.
+            let hidden = front.drop || matches!(front.action, Action::Describe { suppress: true, .. });
+            return !hidden || matches!(tag, b'N' | b'S' | b'A');
         }
         // Local replies behind this one are emitted by the caller after it has passed this
         // message on (or at the next message), so they land after it.
         let done = self.q.pop_front().expect("front exists");
-        !matches!(done.action, Action::Suppress | Action::Parse { suppress: true, .. })
+        if let Some(err) = done.error_instead {
+            out.extend_from_slice(&err);
+            return false;
+        }
+        let show = !done.drop;
+        match done.action {
+            Action::Suppress | Action::Parse { suppress: true, .. } => false,
+            Action::Parse { stmt, .. } => {
+                stmt.validated.store(true, std::sync::atomic::Ordering::Relaxed);
+                show
+            }
+            Action::Describe { stmt, compare, suppress, reply } => {
+                if !self.describe_done(&stmt, compare, reply.freeze(), events) {
+                    return false;
+                }
+                show && !suppress
+            }
+            _ => show,
+        }
+    }
+
+    /// Keeps a statement's first description; after a re-prepare, a different one means its
+    /// result shape changed: the client's next Bind gets 0A000 and the rest up to Sync is dropped
+    /// (what the server does when a cached plan changes result type). Returns false if poisoned.
+    fn describe_done(&mut self, stmt: &Arc<Statement>, compare: bool, reply: Bytes, events: &mut Vec<Event>) -> bool {
+        let kept = stmt.description.get_or_init(|| reply.clone());
+        if !compare || *kept == reply {
+            return true;
+        }
+        events.push(Event::PlanInvalidated { stmt: stmt.clone() });
+        let err = crate::net::messages::stale_plan_error().freeze();
+        let mut replaced = false;
+        let mut saw_sync = false;
+        for e in self.q.iter_mut() {
+            if e.kind == Kind::Sync {
+                saw_sync = true;
+                break;
+            }
+            if !replaced && e.kind == Kind::Bind {
+                e.error_instead = Some(err.clone());
+                replaced = true;
+            } else {
+                e.drop = true;
+            }
+        }
+        self.poisoned = !saw_sync;
+        false
     }
 
     fn on_error(&mut self, body: &[u8], events: &mut Vec<Event>) -> bool {
-        let failed = self.q.pop_front().expect("front exists");
+        let mut failed = self.q.pop_front().expect("front exists");
+        if let Some(track) = failed.track.as_mut() {
+            events.extend(track.complete(0, true).map(Event::Completed));
+        }
+        let shown = !failed.drop;
         match failed.action {
             Action::Parse { stmt, client_name, .. } => events.push(Event::ParseFailed { stmt, client_name }),
             Action::Bind { stmt } if is_stale_plan(body) => events.push(Event::PlanInvalidated { stmt }),
@@ -139,13 +302,25 @@ impl Pending {
         }
         // The server now skips everything up to the next Sync; local replies in that stretch are
         // skipped too, exactly as the server would have skipped the messages they answer.
-        while let Some(e) = self.q.front() {
-            if e.kind == Kind::Sync {
-                break;
-            }
-            self.q.pop_front();
+        while self.q.front().is_some_and(|e| e.kind != Kind::Sync) {
+            let e = self.q.pop_front().expect("front exists");
+            undo_skipped(e.action, events);
         }
-        true
+        self.skipping = self.q.is_empty();
+        shown
+    }
+}
+
+/// A Parse the server will never run: undo its bookkeeping.
+fn undo_skipped(action: Action, events: &mut Vec<Event>) {
+    match action {
+        Action::Parse { stmt, client_name, .. } => {
+            events.push(Event::ParseSkipped { stmt, client_name, on_server: true })
+        }
+        Action::LocalParse { stmt, client_name } => {
+            events.push(Event::ParseSkipped { stmt, client_name: Some(client_name), on_server: false })
+        }
+        _ => {}
     }
 }
 
@@ -164,7 +339,7 @@ mod tests {
         let mut ev = Vec::new();
         let mut seen = String::new();
         for &t in tags {
-            if p.on_server(t, b"", &mut out, &mut ev) {
+            if p.on_server(t, &[t, 0, 0, 0, 4], &mut out, &mut ev) {
                 seen.push(t as char);
             }
         }

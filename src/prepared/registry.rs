@@ -1,8 +1,8 @@
 //! The global statement registry, shared by all sessions.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
 use parking_lot::Mutex;
@@ -15,9 +15,26 @@ pub struct Statement {
     pub query: Bytes,
     /// Parameter type section of Parse (int16 count + int32 OIDs), verbatim.
     pub types: Bytes,
+    /// Session-settings signature it was registered under (search_path etc. change its meaning).
+    pub settings: u64,
+    /// A server accepted it once: later Parses can be answered without a server.
+    pub validated: AtomicBool,
+    /// Its result type changed (DDL): Binds get 0A000 until the client prepares it again.
+    pub invalidated: AtomicBool,
+    /// ParameterDescription + RowDescription/NoData, as the server first described it.
+    pub description: OnceLock<Bytes>,
 }
 
-type Key = (Bytes, Bytes);
+impl Statement {
+    pub fn is_validated(&self) -> bool {
+        self.validated.load(Ordering::Relaxed)
+    }
+    pub fn is_invalidated(&self) -> bool {
+        self.invalidated.load(Ordering::Relaxed)
+    }
+}
+
+type Key = (Bytes, Bytes, u64);
 
 pub struct Registry {
     map: Mutex<HashMap<Key, Arc<Statement>>>,
@@ -35,8 +52,8 @@ impl Registry {
     }
 
     /// The entry for this text and types, created on first use.
-    pub fn get_or_insert(&self, query: &[u8], types: &[u8]) -> Result<Arc<Statement>, RegistryFull> {
-        let key: Key = (Bytes::copy_from_slice(query), Bytes::copy_from_slice(types));
+    pub fn get_or_insert(&self, query: &[u8], types: &[u8], settings: u64) -> Result<Arc<Statement>, RegistryFull> {
+        let key: Key = (Bytes::copy_from_slice(query), Bytes::copy_from_slice(types), settings);
         let mut map = self.map.lock();
         if let Some(s) = map.get(&key) {
             return Ok(s.clone());
@@ -54,6 +71,10 @@ impl Registry {
             server_name: format!("pgpilot_{id}"),
             query: key.0.clone(),
             types: key.1.clone(),
+            settings,
+            validated: AtomicBool::new(false),
+            invalidated: AtomicBool::new(false),
+            description: OnceLock::new(),
         });
         map.insert(key, stmt.clone());
         Ok(stmt)
@@ -63,7 +84,7 @@ impl Registry {
     /// next Parse of the same text starts afresh under a new server name.
     pub fn remove(&self, stmt: &Arc<Statement>) {
         let mut map = self.map.lock();
-        let key: Key = (stmt.query.clone(), stmt.types.clone());
+        let key: Key = (stmt.query.clone(), stmt.types.clone(), stmt.settings);
         if map.get(&key).is_some_and(|s| Arc::ptr_eq(s, stmt)) {
             map.remove(&key);
         }
@@ -85,24 +106,24 @@ mod tests {
     #[test]
     fn same_text_and_types_share_an_entry() {
         let r = Registry::new(10);
-        let a = r.get_or_insert(b"select 1", b"\0\0").unwrap();
-        let b = r.get_or_insert(b"select 1", b"\0\0").unwrap();
-        let c = r.get_or_insert(b"select 1", b"\0\x01\0\0\0\x17").unwrap();
+        let a = r.get_or_insert(b"select 1", b"\0\0", 0).unwrap();
+        let b = r.get_or_insert(b"select 1", b"\0\0", 0).unwrap();
+        let c = r.get_or_insert(b"select 1", b"\0\x01\0\0\0\x17", 0).unwrap();
         assert!(Arc::ptr_eq(&a, &b));
         assert_ne!(a.id, c.id);
         r.remove(&a);
-        let d = r.get_or_insert(b"select 1", b"\0\0").unwrap();
+        let d = r.get_or_insert(b"select 1", b"\0\0", 0).unwrap();
         assert_ne!(a.id, d.id);
     }
 
     #[test]
     fn full_registry_drops_unreferenced_entries_first() {
         let r = Registry::new(2);
-        let kept = r.get_or_insert(b"a", b"").unwrap();
-        drop(r.get_or_insert(b"b", b"").unwrap());
-        assert!(r.get_or_insert(b"c", b"").is_ok());
-        let _c = r.get_or_insert(b"c", b"").unwrap();
-        assert!(r.get_or_insert(b"d", b"").is_err());
+        let kept = r.get_or_insert(b"a", b"", 0).unwrap();
+        drop(r.get_or_insert(b"b", b"", 0).unwrap());
+        assert!(r.get_or_insert(b"c", b"", 0).is_ok());
+        let _c = r.get_or_insert(b"c", b"", 0).unwrap();
+        assert!(r.get_or_insert(b"d", b"", 0).is_err());
         drop(kept);
     }
 }

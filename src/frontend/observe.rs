@@ -1,0 +1,119 @@
+//! What the session tells the insights: which statement each name and portal runs, and each
+//! statement's completion. Only Parse, Bind, Close, Execute and Query are looked at.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+
+use super::session::Session;
+use crate::insights::stats::log_if_slow;
+use crate::insights::Completed;
+use crate::net::frame::{body, cstr};
+use crate::prepared::messages::{split_bind, split_parse, split_target};
+use crate::prepared::pending::Track;
+use crate::sql::tokens::fnv1a;
+
+impl Session {
+    /// Parse, Bind and Close: remember which statement each name and portal runs.
+    pub(super) fn note_statement(&mut self, tag: u8, frame: &[u8]) {
+        if !self.observe.enabled {
+            return;
+        }
+        let o = &mut self.observe;
+        match tag {
+            b'P' => {
+                let Some((name, query, _)) = split_parse(body(frame)) else { return };
+                let analysis = self.app.analyzer.analyze(&String::from_utf8_lossy(query));
+                if name.is_empty() {
+                    o.unnamed_statement = analysis;
+                } else if let Some(a) = analysis {
+                    if o.statements.len() < self.app.config.load().prepared.client_max {
+                        o.statements.insert(Bytes::copy_from_slice(name), a);
+                    }
+                }
+            }
+            b'B' => {
+                let Some((portal, stmt, rest)) = split_bind(body(frame)) else { return };
+                let a = if stmt.is_empty() { o.unnamed_statement.clone() } else { o.statements.get(stmt).cloned() };
+                let entry = a.map(|a| (a, fnv1a(rest)));
+                if portal.is_empty() {
+                    o.unnamed_portal = entry;
+                } else if let Some(e) = entry {
+                    o.portals.insert(Bytes::copy_from_slice(portal), e);
+                }
+            }
+            b'C' => match split_target(body(frame)) {
+                Some((b'S', name)) => {
+                    o.statements.remove(name);
+                }
+                Some((_, name)) => {
+                    o.portals.remove(name);
+                }
+                None => {}
+            },
+            _ => {}
+        }
+    }
+
+    /// The statements an Execute or a simple Query runs, for its reply-queue entry.
+    pub(super) fn track_for(&mut self, tag: u8, frame: &[u8]) -> Option<Box<Track>> {
+        if !self.observe.enabled {
+            return None;
+        }
+        let (text, _) = cstr(body(frame))?;
+        let statements = match tag {
+            b'E' if text.is_empty() => vec![self.observe.unnamed_portal.clone()?],
+            b'E' => vec![self.observe.portals.get(text).cloned()?],
+            b'Q' => self.app.analyzer.analyze_all(&String::from_utf8_lossy(text)),
+            _ => return None,
+        };
+        Some(Box::new(Track {
+            statements,
+            next: 0,
+            sent: Instant::now(),
+            received: self.observe.received,
+            pipelined: self.pending.running(),
+        }))
+    }
+
+    pub(super) fn on_completed(&mut self, c: Completed) {
+        self.app.query_stats.record(&self.observe.origin, &c);
+        if log_if_slow(&self.observe.origin, &c, self.observe.slow) {
+            crate::metrics::slow_query();
+        }
+        self.observe.detector.observe(&c, &self.observe.rules, &self.observe.origin, &self.app.findings);
+    }
+}
+
+/// The session's insights state.
+pub struct Observe {
+    pub enabled: bool,
+    pub origin: crate::insights::Origin,
+    pub rules: crate::insights::nplus1::Rules,
+    pub slow: std::time::Duration,
+    pub detector: crate::insights::nplus1::Detector,
+    /// When the client's latest bytes arrived (client-observed time starts here).
+    pub received: Instant,
+    statements: std::collections::HashMap<Bytes, Arc<crate::sql::Analysis>>,
+    unnamed_statement: Option<Arc<crate::sql::Analysis>>,
+    portals: std::collections::HashMap<Bytes, (Arc<crate::sql::Analysis>, u64)>,
+    unnamed_portal: Option<(Arc<crate::sql::Analysis>, u64)>,
+}
+
+impl Observe {
+    pub fn new(cfg: &crate::config::InsightsConfig, origin: crate::insights::Origin) -> Self {
+        Self {
+            enabled: cfg.enabled,
+            origin,
+            rules: cfg.rules(),
+            slow: std::time::Duration::from_millis(cfg.slow_query_ms),
+            detector: Default::default(),
+            received: Instant::now(),
+            statements: Default::default(),
+            unnamed_statement: None,
+            portals: Default::default(),
+            unnamed_portal: None,
+        }
+    }
+}

@@ -1,0 +1,61 @@
+//! Per-query insights: statistics per (database, user, fingerprint), the slow-query log, and the
+//! N+1 detector. Sessions report each completed statement as a `Completed`; everything else
+//! happens here, off the relay's inner loop.
+
+pub mod nplus1;
+pub mod stats;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::sql::Analysis;
+
+/// One statement that finished on the server, as a session saw it.
+#[derive(Debug, Clone)]
+pub struct Completed {
+    pub analysis: Arc<Analysis>,
+    /// Hash of the parameter values (Bind) or of the literal text (simple Query).
+    pub params: u64,
+    pub sent: Instant,
+    pub done: Instant,
+    /// From the client's message arriving (so including any pool wait) to completion.
+    pub client_time: Duration,
+    pub rows: u64,
+    pub error: bool,
+    /// Sent while an earlier statement of the client was still running (a pipeline or batch).
+    pub pipelined: bool,
+}
+
+impl Completed {
+    pub fn server_time(&self) -> Duration {
+        self.done.saturating_duration_since(self.sent)
+    }
+}
+
+/// Who ran it (labels for stats and findings).
+#[derive(Debug, Clone)]
+pub struct Origin {
+    pub database: Arc<str>,
+    pub user: Arc<str>,
+    pub application_name: Arc<str>,
+}
+
+/// Row count from a CommandComplete tag ("SELECT 5", "INSERT 0 3", "UPDATE 2").
+pub fn rows_from_tag(body: &[u8]) -> u64 {
+    let tag = body.split(|&b| b == 0).next().unwrap_or(&[]);
+    tag.rsplit(|&b| b == b' ')
+        .next()
+        .and_then(|n| std::str::from_utf8(n).ok())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn rows_from_command_tags() {
+        assert_eq!(super::rows_from_tag(b"SELECT 5\0"), 5);
+        assert_eq!(super::rows_from_tag(b"INSERT 0 3\0"), 3);
+        assert_eq!(super::rows_from_tag(b"BEGIN\0"), 0);
+    }
+}

@@ -1,0 +1,233 @@
+//! Statistics per (database, user, fingerprint): calls, errors, rows, times and a latency
+//! histogram (p50/p95/p99), bounded by an LRU over fingerprints.
+
+use std::num::NonZeroUsize;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hdrhistogram::Histogram;
+use parking_lot::Mutex;
+
+use super::{Completed, Origin};
+use crate::sql::{Analysis, StatementKind};
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct Key {
+    database: Arc<str>,
+    user: Arc<str>,
+    fingerprint: u64,
+}
+
+struct Entry {
+    analysis: Arc<Analysis>,
+    calls: u64,
+    errors: u64,
+    rows: u64,
+    total_us: u64,
+    min_us: u64,
+    max_us: u64,
+    client_total_us: u64,
+    /// Server time per call, microseconds, 2 significant digits (about 2 KiB per fingerprint).
+    hist: Histogram<u64>,
+    last_params: u64,
+    repeated_identical: u64,
+    cache_hits: u64,
+}
+
+impl Entry {
+    fn new(analysis: Arc<Analysis>) -> Self {
+        Self {
+            analysis,
+            calls: 0,
+            errors: 0,
+            rows: 0,
+            total_us: 0,
+            min_us: u64::MAX,
+            max_us: 0,
+            client_total_us: 0,
+            hist: Histogram::new_with_bounds(1, 3_600_000_000, 2).expect("valid histogram bounds"),
+            last_params: 0,
+            repeated_identical: 0,
+            cache_hits: 0,
+        }
+    }
+}
+
+/// A row of GET /queries and SHOW QUERIES.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct QueryRow {
+    pub fingerprint: String,
+    pub query: String,
+    pub database: String,
+    pub user: String,
+    pub kind: StatementKind,
+    pub calls: u64,
+    pub errors: u64,
+    pub rows: u64,
+    pub total_ms: f64,
+    pub mean_ms: f64,
+    pub min_ms: f64,
+    pub max_ms: f64,
+    pub p50_ms: f64,
+    pub p95_ms: f64,
+    pub p99_ms: f64,
+    pub client_mean_ms: f64,
+    pub cache_hits: u64,
+    pub repeated_identical: u64,
+    pub strategy: &'static str,
+    #[serde(skip)]
+    pub p_us: [u64; 3],
+}
+
+pub struct QueryStats {
+    map: Mutex<lru::LruCache<Key, Entry>>,
+    /// All statements together (with their summed time in µs), for the "other" series.
+    all: Mutex<(Histogram<u64>, u64)>,
+}
+
+/// Bucket bounds (seconds) of pgpilot_query_duration_seconds.
+pub const BUCKETS: [f64; 16] =
+    [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
+
+impl QueryStats {
+    pub fn new(max_fingerprints: usize) -> Self {
+        let cap = NonZeroUsize::new(max_fingerprints.max(1)).expect("non-zero");
+        Self {
+            map: Mutex::new(lru::LruCache::new(cap)),
+            all: Mutex::new((Histogram::new_with_bounds(1, 3_600_000_000, 2).expect("valid histogram bounds"), 0)),
+        }
+    }
+
+    pub fn record(&self, origin: &Origin, c: &Completed) {
+        let us = (c.server_time().as_micros() as u64).max(1);
+        let key =
+            Key { database: origin.database.clone(), user: origin.user.clone(), fingerprint: c.analysis.fingerprint };
+        {
+            let mut map = self.map.lock();
+            let e = map.get_or_insert_mut(key, || Entry::new(c.analysis.clone()));
+            e.calls += 1;
+            e.errors += c.error as u64;
+            e.rows += c.rows;
+            e.total_us += us;
+            e.min_us = e.min_us.min(us);
+            e.max_us = e.max_us.max(us);
+            e.client_total_us += c.client_time.as_micros() as u64;
+            let _ = e.hist.record(us);
+            if e.calls > 1 && c.params == e.last_params && c.analysis.kind == StatementKind::Read {
+                e.repeated_identical += 1;
+            }
+            e.last_params = c.params;
+        }
+        let mut all = self.all.lock();
+        let _ = all.0.record(us);
+        all.1 += us;
+    }
+
+    pub fn rows(&self) -> Vec<QueryRow> {
+        let map = self.map.lock();
+        map.iter()
+            .map(|(k, e)| {
+                let ms = |us: u64| us as f64 / 1000.0;
+                let p = |q: f64| e.hist.value_at_quantile(q);
+                QueryRow {
+                    fingerprint: e.analysis.fingerprint_hex(),
+                    query: e.analysis.normalized.clone(),
+                    database: k.database.to_string(),
+                    user: k.user.to_string(),
+                    kind: e.analysis.kind,
+                    calls: e.calls,
+                    errors: e.errors,
+                    rows: e.rows,
+                    total_ms: ms(e.total_us),
+                    mean_ms: ms(e.total_us) / e.calls.max(1) as f64,
+                    min_ms: if e.calls == 0 { 0.0 } else { ms(e.min_us) },
+                    max_ms: ms(e.max_us),
+                    p50_ms: ms(p(0.5)),
+                    p95_ms: ms(p(0.95)),
+                    p99_ms: ms(p(0.99)),
+                    client_mean_ms: ms(e.client_total_us) / e.calls.max(1) as f64,
+                    cache_hits: e.cache_hits,
+                    repeated_identical: e.repeated_identical,
+                    strategy: "pass-through",
+                    p_us: [p(0.5), p(0.95), p(0.99)],
+                }
+            })
+            .collect()
+    }
+
+    /// pgpilot_query_duration_seconds: the `top_k` fingerprints by total time get their own
+    /// series; everything else is summed under fingerprint="other", so sums over the label are exact.
+    pub fn render_prometheus(&self, top_k: usize, out: &mut String) {
+        use std::fmt::Write;
+        let map = self.map.lock();
+        let mut top: Vec<(&Key, &Entry)> = map.iter().collect();
+        top.sort_by_key(|e| std::cmp::Reverse(e.1.total_us));
+        top.truncate(top_k);
+        let (all, all_sum) = {
+            let a = self.all.lock();
+            (a.0.clone(), a.1)
+        };
+        let name = "pgpilot_query_duration_seconds";
+        let _ =
+            writeln!(out, "# HELP {name} Server time per statement, by fingerprint (top by total time, rest as other)");
+        let _ = writeln!(out, "# TYPE {name} histogram");
+        let mut other: Vec<u64> = BUCKETS.iter().map(|b| all.count_between(0, (b * 1e6) as u64)).collect();
+        let (mut other_count, mut other_sum) = (all.len(), all_sum);
+        for (k, e) in &top {
+            let labels = format!(
+                "database=\"{}\",user=\"{}\",fingerprint=\"{}\"",
+                esc(&k.database),
+                esc(&k.user),
+                e.analysis.fingerprint_hex()
+            );
+            for (i, b) in BUCKETS.iter().enumerate() {
+                let n = e.hist.count_between(0, (b * 1e6) as u64);
+                other[i] = other[i].saturating_sub(n);
+                let _ = writeln!(out, "{name}_bucket{{{labels},le=\"{b}\"}} {n}");
+            }
+            let _ = writeln!(out, "{name}_bucket{{{labels},le=\"+Inf\"}} {}", e.hist.len());
+            let _ = writeln!(out, "{name}_sum{{{labels}}} {}", e.total_us as f64 / 1e6);
+            let _ = writeln!(out, "{name}_count{{{labels}}} {}", e.hist.len());
+            other_count = other_count.saturating_sub(e.hist.len());
+            other_sum = other_sum.saturating_sub(e.total_us);
+        }
+        let labels = "database=\"\",user=\"\",fingerprint=\"other\"";
+        for (i, b) in BUCKETS.iter().enumerate() {
+            let _ = writeln!(out, "{name}_bucket{{{labels},le=\"{b}\"}} {}", other[i]);
+        }
+        let _ = writeln!(out, "{name}_bucket{{{labels},le=\"+Inf\"}} {other_count}");
+        let _ = writeln!(out, "{name}_sum{{{labels}}} {}", other_sum as f64 / 1e6);
+        let _ = writeln!(out, "{name}_count{{{labels}}} {other_count}");
+    }
+
+    pub fn len(&self) -> usize {
+        self.map.lock().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+fn esc(s: &str) -> String {
+    s.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+}
+
+/// Slow-statement threshold check and log line (normalized text only: no literals).
+pub fn log_if_slow(origin: &Origin, c: &Completed, threshold: Duration) -> bool {
+    let t = c.server_time();
+    if t < threshold {
+        return false;
+    }
+    tracing::warn!(
+        target: "pgpilot::slow",
+        duration_ms = t.as_secs_f64() * 1000.0,
+        database = %origin.database,
+        user = %origin.user,
+        application_name = %origin.application_name,
+        fingerprint = %c.analysis.fingerprint_hex(),
+        query = %c.analysis.normalized,
+        "slow query"
+    );
+    true
+}

@@ -1,0 +1,75 @@
+//! Statement analysis: fingerprint, normalized text, kind, tables, volatility and row locks, from
+//! PostgreSQL's own grammar (libpg_query). Results are cached by the statement's token shape
+//! (`tokens`), so a statement that differs from an earlier one only in literals costs a token
+//! pass and a cache lookup, not a parse.
+
+pub mod parse;
+pub mod tokens;
+
+use std::sync::Arc;
+
+use moka::sync::Cache;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StatementKind {
+    Read,
+    Write,
+    Ddl,
+    Transaction,
+    Utility,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Analysis {
+    /// pg_query's fingerprint (or a hash of the token shape when the parser rejects the text).
+    pub fingerprint: u64,
+    /// Literals as `$n`, IN lists collapsed: safe to show and to label with.
+    pub normalized: String,
+    pub kind: StatementKind,
+    pub tables_read: Vec<String>,
+    pub tables_written: Vec<String>,
+    pub volatile: bool,
+    pub locks_rows: bool,
+    /// LIMIT/OFFSET driven by a parameter or literal: a page of a larger read.
+    pub paginated: bool,
+    /// False when the parser rejected the text and the token fallback was used.
+    pub parsed: bool,
+}
+
+impl Analysis {
+    pub fn fingerprint_hex(&self) -> String {
+        format!("{:016x}", self.fingerprint)
+    }
+}
+
+/// The shared analyzer with its shape-keyed cache.
+pub struct Analyzer {
+    /// Keyed by (hash, length) of the token shape: long statements cost no key memory.
+    cache: Cache<(u64, usize), Arc<Analysis>>,
+}
+
+impl Analyzer {
+    pub fn new(max_entries: u64) -> Self {
+        Self { cache: Cache::new(max_entries) }
+    }
+
+    /// One analysis per statement in `sql` (a simple Query may hold several), each with a hash
+    /// of its own text: the "parameters" of a statement whose values are inline literals.
+    pub fn analyze_all(&self, sql: &str) -> Vec<(Arc<Analysis>, u64)> {
+        tokens::shapes(sql)
+            .into_iter()
+            .map(|shape| {
+                let piece = &sql[shape.start..shape.end];
+                let key = (tokens::fnv1a(shape.text.as_bytes()), shape.text.len());
+                let analysis = self.cache.get_with(key, || Arc::new(parse::analyze(piece, &shape.text)));
+                (analysis, tokens::fnv1a(piece.as_bytes()))
+            })
+            .collect()
+    }
+
+    /// The analysis of a single-statement text (Parse); the first statement if there are several.
+    pub fn analyze(&self, sql: &str) -> Option<Arc<Analysis>> {
+        self.analyze_all(sql).into_iter().next().map(|(a, _)| a)
+    }
+}

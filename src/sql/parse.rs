@@ -1,0 +1,260 @@
+//! Analysis of one statement with libpg_query (fingerprint, normalize, summary), with a token
+//! fallback when the parser rejects the text (the statement still gets a stable fingerprint and
+//! is never blocked: the server will report its own error).
+
+use super::tokens::fnv1a;
+use super::{Analysis, StatementKind};
+
+/// Functions whose result changes between calls or transactions: results using them are never
+/// cached, and they mark a statement as volatile.
+const VOLATILE: &[&str] = &[
+    "now",
+    "random",
+    "nextval",
+    "setval",
+    "currval",
+    "lastval",
+    "clock_timestamp",
+    "statement_timestamp",
+    "transaction_timestamp",
+    "timeofday",
+    "gen_random_uuid",
+    "uuid_generate_v1",
+    "uuid_generate_v4",
+    "txid_current",
+    "pg_current_xact_id",
+    "pg_sleep",
+    "pg_advisory_lock",
+    "pg_try_advisory_lock",
+    "set_config",
+    "setseed",
+    "current_timestamp",
+    "localtimestamp",
+];
+
+pub fn analyze(sql: &str, shape: &str) -> Analysis {
+    let words: Vec<&str> = shape.split(' ').collect();
+    let locks_rows = words.windows(2).any(|w| w[0] == "for" && matches!(w[1], "update" | "share" | "no" | "key"));
+    let paginated = words.iter().any(|w| *w == "limit" || *w == "offset" || *w == "fetch");
+    match parsed(sql) {
+        Some(mut a) => {
+            a.locks_rows = locks_rows;
+            a.paginated = paginated;
+            a
+        }
+        None => Analysis {
+            fingerprint: fnv1a(shape.as_bytes()),
+            normalized: shape.to_string(),
+            kind: kind_from_first_word(words.first().copied().unwrap_or("")),
+            tables_read: Vec::new(),
+            tables_written: Vec::new(),
+            volatile: words.iter().any(|w| VOLATILE.contains(w)),
+            locks_rows,
+            paginated,
+            parsed: false,
+        },
+    }
+}
+
+fn parsed(sql: &str) -> Option<Analysis> {
+    let fp = pg_query::fingerprint(sql, 0, pg_query::FingerprintOptions::FULL_RELNAME).ok()?;
+    let summary = pg_query::summary(sql, 0, -1).ok()?;
+    let normalized = collapse_lists(&pg_query::normalize(sql).unwrap_or_else(|_| sql.to_string()));
+    let mut tables_read = Vec::new();
+    let mut tables_written = Vec::new();
+    for t in &summary.tables {
+        match t.context {
+            pg_query::protobuf::summary_result::Context::Dml => tables_written.push(t.name.clone()),
+            pg_query::protobuf::summary_result::Context::Ddl => tables_written.push(t.name.clone()),
+            _ => tables_read.push(t.name.clone()),
+        }
+    }
+    tables_read.sort();
+    tables_read.dedup();
+    tables_written.sort();
+    tables_written.dedup();
+    let volatile = summary.functions.iter().any(|f| VOLATILE.contains(&f.function_name.to_ascii_lowercase().as_str()))
+        || normalized.to_ascii_lowercase().contains("current_timestamp");
+    let types: Vec<&str> = summary.statement_types.iter().map(String::as_str).collect();
+    let kind = kind_from_types(&types, !tables_written.is_empty());
+    Some(Analysis {
+        fingerprint: fp.value,
+        normalized,
+        kind,
+        tables_read,
+        tables_written,
+        volatile,
+        locks_rows: false,
+        paginated: false,
+        parsed: true,
+    })
+}
+
+fn kind_from_types(types: &[&str], writes: bool) -> StatementKind {
+    let any = |names: &[&str]| types.iter().any(|t| names.contains(t));
+    if any(&["TransactionStmt"]) {
+        StatementKind::Transaction
+    } else if writes || any(&["InsertStmt", "UpdateStmt", "DeleteStmt", "MergeStmt", "TruncateStmt", "CopyStmt"]) {
+        if types.iter().any(|t| t.starts_with("Create") || t.starts_with("Alter") || t.starts_with("Drop")) {
+            StatementKind::Ddl
+        } else {
+            StatementKind::Write
+        }
+    } else if types.iter().any(|t| {
+        t.starts_with("Create")
+            || t.starts_with("Alter")
+            || t.starts_with("Drop")
+            || *t == "RenameStmt"
+            || *t == "GrantStmt"
+    }) {
+        StatementKind::Ddl
+    } else if any(&["SelectStmt"]) {
+        StatementKind::Read
+    } else {
+        StatementKind::Utility
+    }
+}
+
+fn kind_from_first_word(w: &str) -> StatementKind {
+    match w {
+        "select" | "with" | "values" | "table" => StatementKind::Read,
+        "insert" | "update" | "delete" | "merge" | "truncate" | "copy" => StatementKind::Write,
+        "create" | "alter" | "drop" | "grant" | "revoke" | "comment" => StatementKind::Ddl,
+        "begin" | "start" | "commit" | "end" | "rollback" | "savepoint" | "release" | "abort" => {
+            StatementKind::Transaction
+        }
+        _ => StatementKind::Utility,
+    }
+}
+
+/// `IN ($1, $2, $3)` -> `IN ($1, ...)` and `ARRAY[$1, $2]` -> `ARRAY[$1, ...]`: lists of any
+/// length read as one query, as their fingerprints already are.
+pub fn collapse_lists(normalized: &str) -> String {
+    let mut out = String::with_capacity(normalized.len());
+    let b = normalized.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        let c = b[i];
+        let before = out.trim_end().to_ascii_lowercase();
+        let after_in = c == b'(' && (before.ends_with(" in") || before == "in");
+        let after_array = c == b'[' && before.ends_with("array");
+        if after_in || after_array {
+            let close = if c == b'(' { b')' } else { b']' };
+            if let Some(end) = param_list_end(b, i + 1, close) {
+                let first_end = normalized[i + 1..].find(',').map_or(end, |p| i + 1 + p);
+                if first_end < end {
+                    out.push(c as char);
+                    out.push_str(normalized[i + 1..first_end].trim());
+                    out.push_str(", ...");
+                    out.push(close as char);
+                    i = end + 1;
+                    continue;
+                }
+            }
+        }
+        out.push(c as char);
+        i += 1;
+    }
+    out
+}
+
+/// Index of `close` if b[from..] is `$n, $m, ...` up to it (at least one comma), else None.
+fn param_list_end(b: &[u8], from: usize, close: u8) -> Option<usize> {
+    let mut i = from;
+    let mut params = 0;
+    loop {
+        while i < b.len() && b[i] == b' ' {
+            i += 1;
+        }
+        if i >= b.len() || b[i] != b'$' {
+            return None;
+        }
+        i += 1;
+        let digits = i;
+        while i < b.len() && b[i].is_ascii_digit() {
+            i += 1;
+        }
+        if i == digits {
+            return None;
+        }
+        params += 1;
+        while i < b.len() && b[i] == b' ' {
+            i += 1;
+        }
+        match b.get(i) {
+            Some(b',') => i += 1,
+            Some(&c) if c == close && params > 1 => return Some(i),
+            _ => return None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sql::tokens::shapes;
+
+    fn a(sql: &str) -> Analysis {
+        analyze(sql, &shapes(sql)[0].text)
+    }
+
+    #[test]
+    fn literals_whitespace_comments_and_list_lengths_share_a_fingerprint() {
+        let base = a("SELECT * FROM users WHERE id IN (1, 2, 3) AND name = 'x'");
+        for other in [
+            "select *\n from users where id in (4,5) and name='yy' -- c",
+            "/* hi */ SELECT * FROM users WHERE id IN (7, 8, 9, 10, 11) AND name = 'z'",
+        ] {
+            assert_eq!(a(other).fingerprint, base.fingerprint, "{other}");
+        }
+        assert_ne!(a("SELECT * FROM users WHERE id = 1").fingerprint, base.fingerprint);
+        assert_eq!(base.normalized, "SELECT * FROM users WHERE id IN ($1, ...) AND name = $4");
+        assert_eq!(base.kind, StatementKind::Read);
+        assert_eq!(base.tables_read, ["users"]);
+    }
+
+    #[test]
+    fn pgvector_jsonb_casts_and_ctes_parse() {
+        let v = a("SELECT id FROM code_chunks ORDER BY embedding <=> $1::vector LIMIT 10");
+        assert!(v.parsed && v.paginated);
+        let j = a("SELECT * FROM entities WHERE data @> '{\"a\":1}'::jsonb AND tags @> ARRAY['x']");
+        assert!(j.parsed);
+        let c = a("WITH RECURSIVE d AS (SELECT id FROM work_items WHERE id = $1 UNION ALL SELECT w.id FROM work_items w JOIN d ON w.parent_id = d.id) SELECT * FROM d");
+        assert_eq!(c.tables_read, ["work_items"], "CTE names are not tables");
+        let w = a("WITH x AS (UPDATE t SET a = 1 RETURNING *) SELECT * FROM x");
+        assert_eq!(w.kind, StatementKind::Write);
+        assert_eq!(w.tables_written, ["t"]);
+    }
+
+    #[test]
+    fn kinds_volatility_and_locks() {
+        assert_eq!(a("INSERT INTO t VALUES (1)").kind, StatementKind::Write);
+        assert_eq!(a("CREATE TABLE t2 (a int)").kind, StatementKind::Ddl);
+        assert_eq!(a("BEGIN").kind, StatementKind::Transaction);
+        assert_eq!(a("SET search_path = x").kind, StatementKind::Utility);
+        assert!(a("SELECT now()").volatile);
+        assert!(a("SELECT nextval('s')").volatile);
+        assert!(!a("SELECT count(*) FROM t").volatile);
+        assert!(a("SELECT * FROM t WHERE id = 1 FOR UPDATE").locks_rows);
+        assert!(!a("SELECT * FROM t").locks_rows);
+    }
+
+    #[test]
+    fn unparsable_text_still_gets_a_stable_fingerprint() {
+        let x = a("SELEC * FROM t WHERE id = 1");
+        let y = a("selec * from t where id = 99");
+        assert!(!x.parsed);
+        assert_eq!(x.fingerprint, y.fingerprint);
+        assert_eq!(x.normalized, "selec * from t where id = ?");
+    }
+
+    #[test]
+    fn list_collapse() {
+        assert_eq!(collapse_lists("a IN ($1, $2, $3)"), "a IN ($1, ...)");
+        assert_eq!(collapse_lists("ANY(ARRAY[$1,$2])"), "ANY(ARRAY[$1, ...])");
+        assert_eq!(collapse_lists("f($1)"), "f($1)");
+        assert_eq!(collapse_lists("VALUES ($1, now())"), "VALUES ($1, now())");
+        assert_eq!(collapse_lists("VALUES ($1, $2)"), "VALUES ($1, $2)");
+        assert_eq!(collapse_lists("x NOT IN ($1,$2)"), "x NOT IN ($1, ...)");
+    }
+}

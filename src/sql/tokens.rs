@@ -1,0 +1,201 @@
+//! A fast token pass over SQL text: literals replaced by `?`, comments dropped, whitespace folded,
+//! keywords lower-cased, statements split at top-level semicolons. Texts that differ only in
+//! literal values get the same shape, so the parser runs once per shape, not once per text
+//! (pgbench -M simple sends a new literal every time). Also the fallback fingerprint source when
+//! the parser rejects a text.
+
+/// One statement's shape and the few facts read off its tokens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Shape {
+    pub text: String,
+    /// The original text of this statement (for the parser).
+    pub start: usize,
+    pub end: usize,
+}
+
+/// Splits `sql` into statement shapes (empty statements dropped).
+pub fn shapes(sql: &str) -> Vec<Shape> {
+    let b = sql.as_bytes();
+    let mut out = Vec::new();
+    let mut cur = String::with_capacity(sql.len().min(4096));
+    let mut start = 0;
+    let mut i = 0;
+    let push = |cur: &mut String, out: &mut Vec<Shape>, start: usize, end: usize| {
+        let text = cur.trim().to_string();
+        if !text.is_empty() {
+            out.push(Shape { text, start, end });
+        }
+        cur.clear();
+    };
+    while i < b.len() {
+        let c = b[i];
+        match c {
+            b';' => {
+                push(&mut cur, &mut out, start, i);
+                i += 1;
+                start = i;
+            }
+            b'-' if b.get(i + 1) == Some(&b'-') => i = skip_to(b, i, b"\n"),
+            b'/' if b.get(i + 1) == Some(&b'*') => i = skip_block_comment(b, i),
+            b'\'' => {
+                i = skip_quoted(b, i, b'\'');
+                space_then(&mut cur, "?");
+            }
+            b'"' => {
+                let end = skip_quoted(b, i, b'"');
+                space_then(&mut cur, &sql[i..end]);
+                i = end;
+            }
+            b'$' => {
+                let (end, literal) = dollar(b, i);
+                space_then(&mut cur, if literal { "?" } else { &sql[i..end] });
+                i = end;
+            }
+            c if c.is_ascii_digit() || (c == b'.' && b.get(i + 1).is_some_and(u8::is_ascii_digit)) => {
+                i = skip_number(b, i);
+                space_then(&mut cur, "?");
+            }
+            c if c.is_ascii_alphabetic() || c == b'_' || c >= 0x80 => {
+                let s = i;
+                while i < b.len() && (b[i].is_ascii_alphanumeric() || b[i] == b'_' || b[i] == b'$' || b[i] >= 0x80) {
+                    i += 1;
+                }
+                // E'..', B'..', X'..', U&'..' string prefixes belong to the literal.
+                if i < b.len() && b[i] == b'\'' && i - s <= 2 {
+                    i = skip_quoted(b, i, b'\'');
+                    space_then(&mut cur, "?");
+                } else {
+                    space_then(&mut cur, &sql[s..i].to_ascii_lowercase());
+                }
+            }
+            c if c.is_ascii_whitespace() => i += 1,
+            _ => {
+                // ASCII punctuation (bytes >= 0x80 went to the identifier arm above).
+                space_then(&mut cur, &sql[i..i + 1]);
+                i += 1;
+            }
+        }
+    }
+    push(&mut cur, &mut out, start, b.len());
+    out
+}
+
+fn space_then(cur: &mut String, tok: &str) {
+    if !cur.is_empty() {
+        cur.push(' ');
+    }
+    cur.push_str(tok);
+}
+
+fn skip_to(b: &[u8], from: usize, pat: &[u8]) -> usize {
+    b[from..].windows(pat.len()).position(|w| w == pat).map_or(b.len(), |p| from + p + pat.len())
+}
+
+fn skip_block_comment(b: &[u8], start: usize) -> usize {
+    let mut depth = 0;
+    let mut i = start;
+    while i + 1 < b.len() {
+        if b[i] == b'/' && b[i + 1] == b'*' {
+            depth += 1;
+            i += 2;
+        } else if b[i] == b'*' && b[i + 1] == b'/' {
+            depth -= 1;
+            i += 2;
+            if depth == 0 {
+                return i;
+            }
+        } else {
+            i += 1;
+        }
+    }
+    b.len()
+}
+
+fn skip_quoted(b: &[u8], start: usize, q: u8) -> usize {
+    let mut i = start + 1;
+    while i < b.len() {
+        if b[i] == q {
+            if b.get(i + 1) == Some(&q) {
+                i += 2;
+                continue;
+            }
+            return i + 1;
+        }
+        if b[i] == b'\\' && q == b'\'' {
+            i += 1;
+        }
+        i += 1;
+    }
+    b.len()
+}
+
+/// `$1` is a parameter (kept); `$tag$...$tag$` is a literal.
+fn dollar(b: &[u8], start: usize) -> (usize, bool) {
+    let mut j = start + 1;
+    if j < b.len() && b[j].is_ascii_digit() {
+        while j < b.len() && b[j].is_ascii_digit() {
+            j += 1;
+        }
+        return (j, false);
+    }
+    while j < b.len() && (b[j].is_ascii_alphanumeric() || b[j] == b'_') {
+        j += 1;
+    }
+    if j < b.len() && b[j] == b'$' {
+        let tag = &b[start..=j];
+        return (skip_to(b, j + 1, tag), true);
+    }
+    (j, false)
+}
+
+fn skip_number(b: &[u8], start: usize) -> usize {
+    let mut i = start;
+    while i < b.len() && (b[i].is_ascii_alphanumeric() || b[i] == b'.' || b[i] == b'_') {
+        // exponent sign: 1e-5
+        if (b[i] == b'e' || b[i] == b'E') && matches!(b.get(i + 1), Some(b'+') | Some(b'-')) {
+            i += 1;
+        }
+        i += 1;
+    }
+    i
+}
+
+/// FNV-1a: a stable 64-bit hash (the fallback fingerprint must not change between runs).
+pub fn fnv1a(bytes: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for &b in bytes {
+        h ^= b as u64;
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h
+}
+
+#[cfg(test)]
+mod tests {
+    use super::shapes;
+
+    fn one(sql: &str) -> String {
+        let s = shapes(sql);
+        assert_eq!(s.len(), 1, "{s:?}");
+        s[0].text.clone()
+    }
+
+    #[test]
+    fn literals_comments_and_case_fold_away() {
+        let a = one("SELECT * FROM t WHERE id = 42 AND name = 'x''y' -- note\n");
+        let b = one("select *  from t /* other */ where id=7 and name=E'z'");
+        assert_eq!(a, "select * from t where id = ? and name = ?");
+        assert_eq!(b, "select * from t where id = ? and name = ?");
+        assert_eq!(one("SELECT 1.5e-3, $1, $$body$$, x'ff'"), "select ? , $1 , ? , ?");
+        assert_eq!(one("SELECT \"Mixed\" FROM t1"), "select \"Mixed\" from t1");
+    }
+
+    #[test]
+    fn statements_split_at_top_level_semicolons() {
+        let s = shapes("BEGIN; SELECT ';'; COMMIT;;");
+        let texts: Vec<_> = s.iter().map(|x| x.text.as_str()).collect();
+        assert_eq!(texts, ["begin", "select ?", "commit"]);
+        let sql = "BEGIN; SELECT ';'; COMMIT;;";
+        assert_eq!(&sql[s[1].start..s[1].end], " SELECT ';'");
+    }
+}

@@ -1,0 +1,705 @@
+"""Named prepared statements across pooled server connections (issue 3), with real drivers.
+
+Every test runs its own pgpilot in transaction mode, mostly with a pool of 5 under many more clients (1 or 2
+server connections where a test needs to know which one a client lands on), and lets the drivers use named
+prepared statements the way they do by default: asyncpg's statement cache (statement_cache_size left at
+its default of 100), SQLAlchemy's asyncpg dialect (its prepared statement cache on top of asyncpg's), psycopg 3
+with prepare_threshold=0 (every statement prepared as _pg3_N), pgbench -M prepared and the MCP load driver with its
+default cache. A client's statement is then Parsed on one server connection and Bound on others: pgpilot answers
+Parse/Close itself where it can and injects a Parse where a server lacks the statement.
+"""
+import asyncio
+import json
+import os
+import random
+import re
+import subprocess
+import sys
+import uuid
+from decimal import Decimal
+from pathlib import Path
+
+import asyncpg
+import psycopg
+import psycopg._connection_base as psycopg_base
+import pytest
+from psycopg import errors, pq
+from sqlalchemy import Column, Integer, MetaData, String, Table, func, insert, select, text
+from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine
+from sqlalchemy.pool import NullPool
+
+from conftest import REPO_ROOT, BackendSampler, require_env, run_async, wait_until
+
+POOL = 5
+
+
+class Boom(Exception):
+    pass
+
+
+# --- helpers --------------------------------------------------------------------------------------------------
+
+def metrics(proxy):
+    """{name: value} from /metrics, summed over label sets."""
+    status, body = proxy.http_get("/metrics")
+    assert status == 200, f"/metrics answered {status}: {body[:500]}"
+    values = {}
+    for line in body.splitlines():
+        m = re.match(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})?\s+(\S+)", line)
+        if m:
+            values[m.group(1)] = values.get(m.group(1), 0.0) + float(m.group(3))
+    return values
+
+
+def check_pool_drained(proxy, databases=1):
+    assert proxy.http_get("/health")[0] == 200
+    status = wait_until(lambda: (s := proxy.pool_status())["active"] == 0 and s, 10,
+                        message="all server connections returned to the pool (active == 0)")
+    assert status["waiting"] == 0 and status["size"] <= proxy.pool_size * databases, status
+
+
+def failures(results, what="client"):
+    return [f"{what} {i}: {r!r}" for i, r in enumerate(results) if isinstance(r, BaseException)]
+
+
+async def asyncpg_connect_many(proxy, n, **kw):
+    conns = await asyncio.gather(*(asyncpg.connect(proxy.dsn(), timeout=15, **kw) for _ in range(n)),
+                                 return_exceptions=True)
+    failed = [repr(c) for c in conns if isinstance(c, BaseException)]
+    if failed:
+        await asyncpg_close_all([c for c in conns if not isinstance(c, BaseException)])
+        pytest.fail(f"{len(failed)} of {n} connects failed: {failed[:3]}")
+    return conns
+
+
+async def asyncpg_close_all(conns):
+    await asyncio.gather(*(c.close(timeout=5) for c in conns), return_exceptions=True)
+
+
+# --- 1. asyncpg, default statement cache ----------------------------------------------------------------------
+
+ASYNCPG_CLIENTS = 100
+ASYNCPG_ROUNDS = 3
+
+
+def asyncpg_statements(table):
+    """30 distinct statements: (sql, args(task), expected(task, own_rows))."""
+    stmts = []
+    for k in range(20):
+        stmts.append((f"SELECT $1::int + {k}", lambda t: (t,), lambda t, own, k=k: t + k))
+    for k in range(20, 24):
+        stmts.append((f"SELECT $1::text || '-{k}'", lambda t: (f"t{t}",), lambda t, own, k=k: f"t{t}-{k}"))
+    for k in range(24, 26):
+        stmts.append((f"SELECT $1::bigint * {k}", lambda t: (t + 2 ** 40,), lambda t, own, k=k: (t + 2 ** 40) * k))
+    stmts.append(("SELECT $1::numeric + 26", lambda t: (Decimal(t) / 4,), lambda t, own: Decimal(t) / 4 + 26))
+    stmts.append(("SELECT $1::int[] || 27", lambda t: ([t],), lambda t, own: [t, 27]))
+    for k in (28, 29):
+        stmts.append((f"SELECT count(*) + {k} FROM {table} WHERE task = $1", lambda t: (t,),
+                      lambda t, own, k=k: len(own) + k))
+    assert len({sql for sql, _, _ in stmts}) == 30
+    return stmts
+
+
+async def asyncpg_client(conn, table, task, stmts):
+    insert_sql = f"INSERT INTO {table} (task, seq, note) VALUES ($1, $2, $3)"
+    count_sql = f"SELECT count(*) FROM {table} WHERE task = $1"
+    seqs_sql = f"SELECT seq FROM {table} WHERE task = $1 ORDER BY seq"
+    rows_sql = f"SELECT seq, note FROM {table} WHERE task = $1 ORDER BY seq"
+    own = []  # seqs of this task's committed rows, ascending
+    times7 = await conn.prepare("SELECT $1::int * 7")  # an explicit statement object, used across checkouts
+    rng = random.Random(task)
+    for r in range(ASYNCPG_ROUNDS):
+        order = list(stmts)
+        rng.shuffle(order)
+        for i, (sql, args, expected) in enumerate(order):
+            got = await conn.fetchval(sql, *args(task))
+            assert got == expected(task, own), (sql, got)
+            if i % 10 != 9:
+                continue
+            step = i // 10
+            base = 1000 * r + 100 * step
+            assert await times7.fetchval(task + base) == (task + base) * 7
+            if step == 0:  # transaction: insert, read own rows back, cursors over them
+                async with conn.transaction():
+                    await conn.execute(insert_sql, task, base, "tx")
+                    assert await conn.fetchval(count_sql, task) == len(own) + 1
+                    seen = [row["seq"] async for row in conn.cursor(seqs_sql, task, prefetch=2)]
+                    assert seen == sorted(own + [base])
+                    cur = await conn.cursor(rows_sql, task)
+                    head = await cur.fetch(2)
+                    await cur.forward(1)
+                    tail = await cur.fetch(1000)
+                    expect = sorted(own + [base])
+                    assert [row["seq"] for row in head] == expect[:2]
+                    assert [row["seq"] for row in tail] == expect[3:]
+                own.append(base)
+            elif step == 1:  # executemany (one pipeline, atomic) then a rolled back transaction
+                await conn.executemany(insert_sql, [(task, base + k, "many") for k in (1, 2, 3)])
+                own.extend(base + k for k in (1, 2, 3))
+                with pytest.raises(Boom):
+                    async with conn.transaction():
+                        await conn.execute(insert_sql, task, base + 9, "rolled")
+                        assert await conn.fetchval(count_sql, task) == len(own) + 1
+                        raise Boom()
+            else:  # a cursor in a transaction that only reads, then a plain read
+                async with conn.transaction():
+                    cur = await conn.cursor(rows_sql, task)
+                    rows = await cur.fetch(len(own) + 5)
+                    assert [(row["seq"], row["note"]) for row in rows][:1] == [(min(own), "tx")]
+                    assert len(rows) == len(own)
+                assert await conn.fetchval(count_sql, task) == len(own)
+            own.sort()
+    return len(own)
+
+
+def test_asyncpg_default_cache_hundred_clients(start_proxy, pg_admin, table):
+    proxy = start_proxy(pool_size=POOL)
+    stmts = asyncpg_statements(table)
+
+    async def main():
+        conns = await asyncpg_connect_many(proxy, ASYNCPG_CLIENTS)  # default statement_cache_size (100)
+        try:
+            results = await asyncio.gather(*(asyncpg_client(c, table, i, stmts) for i, c in enumerate(conns)),
+                                           return_exceptions=True)
+            seen = await asyncio.to_thread(metrics, proxy)  # while every client still holds its statements
+            return results, seen
+        finally:
+            await asyncpg_close_all(conns)
+
+    with BackendSampler(pg_admin, "app", proxy.started_at) as sampler:
+        results, seen = run_async(main(), 240)
+    errors_ = failures(results)
+    assert errors_ == [], f"{len(errors_)} of {ASYNCPG_CLIENTS} clients failed, first: {errors_[:5]}"
+    per_task = ASYNCPG_ROUNDS * 4
+    assert results == [per_task] * ASYNCPG_CLIENTS
+    assert pg_admin.scalar(f"SELECT count(*) FROM {table}") == ASYNCPG_CLIENTS * per_task
+    assert pg_admin.scalar(f"SELECT count(*) FROM {table} WHERE note = 'rolled'") == 0
+    assert pg_admin.scalar(f"SELECT count(DISTINCT task) FROM {table}") == ASYNCPG_CLIENTS
+    assert 1 <= sampler.max <= POOL, f"saw {sampler.max} upstream backends, pool max is {POOL}"
+
+    assert seen.get("pgpilot_prepared_statements", 0) >= 30, seen
+    assert seen.get("pgpilot_prepared_cache_hits_total", 0) > 0, seen
+    check_pool_drained(proxy)
+
+
+# --- 2. SQLAlchemy 2 async, default dialect settings ----------------------------------------------------------
+
+SA_CLIENTS = 50
+SA_ROUNDS = 3
+
+
+@pytest.fixture
+def items(pg_admin):
+    meta = MetaData()
+    table = Table(f"pgpilot_psa_{uuid.uuid4().hex[:10]}", meta,
+                  Column("id", Integer, primary_key=True, autoincrement=True),
+                  Column("task", Integer, nullable=False, index=True),
+                  Column("n", Integer, nullable=False),
+                  Column("label", String(100), nullable=False))
+    yield table
+    pg_admin.execute(f"DROP TABLE IF EXISTS {table.name}")
+
+
+async def sa_task(Session, items, task):
+    for r in range(SA_ROUNDS):
+        async with Session() as session:
+            async with session.begin():
+                new_id = (await session.execute(
+                    insert(items).values(task=task, n=r, label=f"task-{task}-{r}").returning(items.c.id))).scalar_one()
+                rows = (await session.execute(
+                    select(items.c.id, items.c.n).where(items.c.task == task).order_by(items.c.n))).all()
+                assert [row.n for row in rows] == list(range(r + 1))
+                assert rows[-1].id == new_id
+                for k in range(5):  # distinct statements, same connection, same transaction
+                    got = (await session.execute(text(f"SELECT CAST(:v AS integer) + {k}"), {"v": task})).scalar_one()
+                    assert got == task + k
+
+        with pytest.raises(Boom):
+            async with Session() as session:
+                async with session.begin():
+                    await session.execute(insert(items).values(task=task, n=100 + r, label="rolled"))
+                    raise Boom()
+
+        async with Session() as session:
+            async with session.begin():
+                count = (await session.execute(
+                    select(func.count()).select_from(items).where(items.c.task == task))).scalar_one()
+                assert count == r + 1
+                label = (await session.execute(
+                    select(items.c.label).where(items.c.task == task, items.c.n == r))).scalar_one()
+                assert label == f"task-{task}-{r}"
+
+
+@pytest.mark.parametrize("pooling", ["queuepool", "nullpool"])
+def test_sqlalchemy_default_prepared_statements(start_proxy, pg_admin, items, pooling):
+    proxy = start_proxy(pool_size=POOL)
+    url = f"postgresql+asyncpg://app:app@{proxy.host}:{proxy.port}/app"  # default prepared_statement_cache_size
+    connect_args = {"timeout": 15, "command_timeout": 60}  # default asyncpg statement_cache_size
+    if pooling == "nullpool":
+        kw = {"poolclass": NullPool}
+    else:
+        kw = {"pool_size": 20, "max_overflow": 0, "pool_timeout": 60}
+
+    async def main():
+        engine = create_async_engine(url, connect_args=connect_args, **kw)
+        try:
+            async with engine.begin() as conn:
+                await conn.run_sync(items.metadata.create_all)
+            Session = async_sessionmaker(engine, expire_on_commit=False)
+            return await asyncio.gather(*(sa_task(Session, items, t) for t in range(SA_CLIENTS)),
+                                        return_exceptions=True)
+        finally:
+            await engine.dispose()
+
+    with BackendSampler(pg_admin, "app", proxy.started_at) as sampler:
+        results = run_async(main(), 240)
+    errs = failures(results, "task")
+    assert errs == [], f"{len(errs)} of {SA_CLIENTS} tasks failed, first: {errs[:5]}"
+    assert pg_admin.scalar(f"SELECT count(*) FROM {items.name}") == SA_CLIENTS * SA_ROUNDS
+    assert pg_admin.scalar(f"SELECT count(*) FROM {items.name} WHERE label = 'rolled'") == 0
+    assert pg_admin.scalar(f"SELECT count(DISTINCT task) FROM {items.name}") == SA_CLIENTS
+    assert 1 <= sampler.max <= POOL, f"saw {sampler.max} upstream backends, pool max is {POOL}"
+    seen = metrics(proxy)
+    assert seen.get("pgpilot_prepared_cache_hits_total", 0) > 0, seen
+    check_pool_drained(proxy)
+
+
+# --- 3. psycopg 3, prepare_threshold=0 ------------------------------------------------------------------------
+
+PG3_CLIENTS = 50
+PG3_ROUNDS = 3
+
+
+async def pg3_connect(proxy, **kw):
+    return await psycopg.AsyncConnection.connect(proxy.dsn(), prepare_threshold=0, connect_timeout=15,
+                                                 autocommit=True, **kw)
+
+
+async def pg3_connect_many(proxy, n):
+    conns = await asyncio.gather(*(pg3_connect(proxy) for _ in range(n)), return_exceptions=True)
+    ok = [c for c in conns if not isinstance(c, BaseException)]
+    if len(ok) != n:
+        await asyncio.gather(*(c.close() for c in ok), return_exceptions=True)
+        pytest.fail(f"connects failed: {[repr(c) for c in conns if c not in ok][:3]}")
+    return ok
+
+
+async def pg3_client(conn, table, task):
+    ins = f"INSERT INTO {table} (task, seq, note) VALUES (%s, %s, %s)"
+    count = f"SELECT count(*) FROM {table} WHERE task = %s"
+    async with conn.cursor() as cur:
+        for r in range(PG3_ROUNDS):
+            for _ in range(3):
+                await cur.execute("SELECT %s::int + 1, %s::text", (task, f"t{task}"))
+                assert await cur.fetchone() == (task + 1, f"t{task}")
+                # One text, three parameter types (int2, float8, int8): three statements, three registry keys.
+                await cur.execute("SELECT %s + 1", (task,))
+                assert await cur.fetchone() == (task + 1,)
+                await cur.execute("SELECT %s + 1", (task + 0.5,))
+                assert await cur.fetchone() == (task + 1.5,)
+                await cur.execute("SELECT %s + 1", (task + 10 ** 12,))
+                assert await cur.fetchone() == (task + 10 ** 12 + 1,)
+            async with conn.transaction():
+                await cur.execute(ins, (task, r * 10, "tx"))
+                await cur.execute(f"SELECT note FROM {table} WHERE task = %s AND seq = %s", (task, r * 10))
+                assert await cur.fetchone() == ("tx",)
+                await cur.execute(count, (task,))
+                assert await cur.fetchone() == (r * 4 + 1,)
+            await cur.executemany(ins, [(task, r * 10 + k, "many") for k in (1, 2, 3)])  # pipeline, prepared
+            # ROLLBACK makes psycopg forget its statements and send DEALLOCATE ALL.
+            with pytest.raises(errors.DivisionByZero):
+                async with conn.transaction():
+                    await cur.execute(ins, (task, r * 10 + 9, "rolled"))
+                    await cur.execute("SELECT 1 / %s::int", (0,))
+            assert conn.info.transaction_status == pq.TransactionStatus.IDLE
+            for _ in range(2):
+                await cur.execute(count, (task,))
+                assert await cur.fetchone() == ((r + 1) * 4,)
+
+
+def test_psycopg_prepare_threshold_zero(start_proxy, pg_admin, table):
+    proxy = start_proxy(pool_size=POOL)
+
+    async def main():
+        conns = await pg3_connect_many(proxy, PG3_CLIENTS)
+        try:
+            return await asyncio.gather(*(pg3_client(c, table, i) for i, c in enumerate(conns)),
+                                        return_exceptions=True)
+        finally:
+            await asyncio.gather(*(c.close() for c in conns), return_exceptions=True)
+
+    with BackendSampler(pg_admin, "app", proxy.started_at) as sampler:
+        results = run_async(main(), 240)
+    errs = failures(results)
+    assert errs == [], f"{len(errs)} of {PG3_CLIENTS} clients failed, first: {errs[:5]}"
+    assert pg_admin.scalar(f"SELECT count(*) FROM {table}") == PG3_CLIENTS * PG3_ROUNDS * 4
+    assert pg_admin.scalar(f"SELECT count(*) FROM {table} WHERE note = 'rolled'") == 0
+    assert pg_admin.scalar(f"SELECT count(DISTINCT task) FROM {table}") == PG3_CLIENTS
+    assert 1 <= sampler.max <= POOL, f"saw {sampler.max} upstream backends, pool max is {POOL}"
+    seen = metrics(proxy)
+    assert seen.get("pgpilot_prepared_statements", 0) >= 3, seen
+    assert seen.get("pgpilot_prepared_cache_hits_total", 0) > 0, seen
+    check_pool_drained(proxy)
+
+
+EVICT_CLIENTS = 12
+EVICT_DISTINCT = 20
+
+
+async def pg3_evicting_client(conn, table, task):
+    conn.prepared_max = 5  # psycopg deallocates the least recently used of its statements beyond 5
+    ins = "INSERT INTO {} (task, seq, note) VALUES (%s, %s, %s) /* {} */"
+    rng = random.Random(task)
+    seq = 0
+    async with conn.cursor() as cur:
+        for r in range(3):
+            ks = list(range(EVICT_DISTINCT))
+            rng.shuffle(ks)
+            for k in ks:
+                await cur.execute(f"SELECT %s::int + {k}", (task,))
+                assert await cur.fetchone() == (task + k,)
+                if k % 4 == 0:  # executemany: Parse/Bind/Execute in a pipeline, evictions inside it too
+                    await cur.executemany(ins.format(table, k), [(task, seq + j, f"k{k}") for j in range(3)])
+                    seq += 3
+                if k % 5 == 0:
+                    async with conn.transaction():
+                        await cur.execute(f"SELECT count(*) + {k} FROM {table} WHERE task = %s", (task,))
+                        assert await cur.fetchone() == (seq + k,)
+            async with conn.pipeline():  # explicit pipeline: evictions are sent inside it
+                for k in range(8):
+                    await cur.execute(f"SELECT %s::int * 2 + {k}", (task,))
+                    assert await cur.fetchone() == (task * 2 + k,)
+    return seq
+
+
+@pytest.mark.parametrize("close_via", ["protocol-close", "deallocate"])
+def test_psycopg_statement_cache_eviction(start_proxy, pg_admin, table, monkeypatch, close_via):
+    """prepared_max=5 with 20+ distinct statements: psycopg deallocates constantly, by protocol Close (libpq >= 17)
+    or by `DEALLOCATE name` (older libpq, forced here by turning off psycopg's send_close_prepared capability).
+    Outside a pipeline DEALLOCATE is a simple Query; inside one (executemany, conn.pipeline()) psycopg sends it
+    through the extended protocol (Parse/Bind/Execute of the unnamed statement)."""
+    if close_via == "deallocate":
+        monkeypatch.setattr(psycopg_base, "_HAS_SEND_CLOSE", False)
+    else:
+        assert psycopg_base._HAS_SEND_CLOSE, f"libpq {pq.version()} cannot send Close: protocol path not testable"
+    deallocated = []  # (name, inside a pipeline?)
+    real_deallocate = psycopg_base.BaseConnection._deallocate
+
+    def spy(self, name):
+        deallocated.append((name, self._pipeline is not None))
+        return real_deallocate(self, name)
+
+    monkeypatch.setattr(psycopg_base.BaseConnection, "_deallocate", spy)
+    proxy = start_proxy(pool_size=POOL)
+
+    async def main():
+        conns = await pg3_connect_many(proxy, EVICT_CLIENTS)
+        try:
+            return await asyncio.gather(*(pg3_evicting_client(c, table, i) for i, c in enumerate(conns)),
+                                        return_exceptions=True)
+        finally:
+            await asyncio.gather(*(c.close() for c in conns), return_exceptions=True)
+
+    results = run_async(main(), 180)
+    errs = failures(results)
+    assert errs == [], f"{len(errs)} of {EVICT_CLIENTS} clients failed, first: {errs[:5]}"
+    per_client = 3 * 3 * len(range(0, EVICT_DISTINCT, 4))
+    assert results == [per_client] * EVICT_CLIENTS
+    assert pg_admin.scalar(f"SELECT count(*) FROM {table}") == EVICT_CLIENTS * per_client
+    named = [n for n, _ in deallocated if n is not None]
+    assert len(named) >= EVICT_CLIENTS * 3 * EVICT_DISTINCT // 2, f"psycopg deallocated only {len(named)} statements"
+    in_pipeline = [n for n, piped in deallocated if n is not None and piped]
+    assert len(in_pipeline) >= EVICT_CLIENTS * 3, f"only {len(in_pipeline)} deallocations inside a pipeline"
+    check_pool_drained(proxy)
+
+
+def test_psycopg_rollback_in_pipeline_deallocates_all(start_proxy, monkeypatch):
+    """A ROLLBACK inside a psycopg pipeline makes psycopg forget its statements and send DEALLOCATE ALL in that
+    pipeline, i.e. through the extended protocol. The server connection then has no statement left, which pgpilot
+    must notice: another client's statements on that same connection (pool of 1) must keep working."""
+    calls = []
+    real_deallocate = psycopg_base.BaseConnection._deallocate
+
+    def spy(self, name):
+        calls.append((name, self._pipeline is not None))
+        return real_deallocate(self, name)
+
+    monkeypatch.setattr(psycopg_base.BaseConnection, "_deallocate", spy)
+    proxy = start_proxy(pool_size=1)
+
+    async def main():
+        a, other = await pg3_connect_many(proxy, 2)
+        try:
+            for round_ in range(3):
+                for k in range(4):
+                    cur = await other.execute(f"SELECT %s::int + {k}", (round_,))
+                    assert await cur.fetchone() == (round_ + k,)
+                assert await (await a.execute("SELECT %s::int - 1", (round_,))).fetchone() == (round_ - 1,)
+                with pytest.raises(Boom):
+                    async with a.pipeline():
+                        async with a.transaction():
+                            cur = await a.execute("SELECT %s::int * 3", (round_,))
+                            assert await cur.fetchone() == (round_ * 3,)
+                            raise Boom()
+                assert (None, True) in calls, f"psycopg sent no DEALLOCATE ALL inside the pipeline: {calls}"
+                for k in range(4):  # other's statements, prepared on the one server connection before
+                    cur = await other.execute(f"SELECT %s::int + {k}", (round_,))
+                    assert await cur.fetchone() == (round_ + k,)
+                assert await (await a.execute("SELECT %s::int - 1", (round_,))).fetchone() == (round_ - 1,)
+        finally:
+            await asyncio.gather(a.close(), other.close(), return_exceptions=True)
+
+    run_async(main(), 60)
+    check_pool_drained(proxy)
+
+
+def test_psycopg_pipeline_error_then_more_statements_before_sync(start_proxy):
+    """In a pipeline the server's error can arrive before the client has sent the rest of the batch and its Sync:
+    the server skips those messages too and answers only the Sync. The server connection must go back to the pool
+    at that ReadyForQuery (pool of 1: the other client needs it), and later replies must stay in step."""
+    proxy = start_proxy(pool_size=1)
+
+    async def main():
+        a, b = await pg3_connect_many(proxy, 2)
+        try:
+            for round_ in range(2):
+                with pytest.raises(errors.DivisionByZero):
+                    async with a.pipeline():
+                        await a.execute("SELECT 1 / %s::int", (0,))
+                        await asyncio.sleep(0.3)  # the error reaches pgpilot before the next statement is sent
+                        await a.execute(f"SELECT %s::int + 100 + {round_}", (1,))
+                assert a.info.transaction_status == pq.TransactionStatus.IDLE
+                started = asyncio.get_running_loop().time()
+                cur = await b.execute("SELECT %s::int + 7", (round_,))
+                assert await cur.fetchone() == (round_ + 7,)
+                waited = asyncio.get_running_loop().time() - started
+                assert waited < 2, f"the other client waited {waited:.1f}s for the only server connection"
+                for k in range(3):  # a's next replies belong to a's next statements
+                    cur = await a.execute(f"SELECT %s::int + 100 + {round_}", (k,))
+                    assert await cur.fetchone() == (k + 100 + round_,)
+        finally:
+            await asyncio.gather(a.close(), b.close(), return_exceptions=True)
+
+    run_async(main(), 60)
+    check_pool_drained(proxy)
+
+
+def test_psycopg_parse_skipped_after_pipeline_error(start_proxy):
+    """A named Parse that follows an error in the same pipeline is skipped by the server: that statement does not
+    exist there afterwards, so pgpilot must not record it as prepared on that server connection. Another client
+    preparing the same text on the same connection (pool of 1) must get it really prepared."""
+    proxy = start_proxy(pool_size=1)
+
+    async def main():
+        a, b = await pg3_connect_many(proxy, 2)
+        try:
+            with pytest.raises(errors.DivisionByZero):
+                async with a.pipeline():  # error only after pg_sleep: the whole batch and its Sync are sent by then
+                    await a.execute("SELECT pg_sleep(0.2), 1 / %s::int", (0,))
+                    await a.execute("SELECT %s::int + 200", (1,))
+            assert a.info.transaction_status == pq.TransactionStatus.IDLE
+            for k in range(3):
+                cur = await b.execute("SELECT %s::int + 200", (k,))
+                assert await cur.fetchone() == (k + 200,)
+                cur = await a.execute("SELECT %s::int + 200", (k,))
+                assert await cur.fetchone() == (k + 200,)
+        finally:
+            await asyncio.gather(a.close(), b.close(), return_exceptions=True)
+
+    run_async(main(), 60)
+    check_pool_drained(proxy)
+
+
+# --- 4. pgbench -M prepared -----------------------------------------------------------------------------------
+
+def pg_tool(name):
+    path = Path(require_env("PG_BIN")) / name
+    if not os.access(path, os.X_OK):
+        pytest.fail(f"{path} is not executable (PG_BIN should hold psql and pgbench)", pytrace=False)
+    return str(path)
+
+
+@pytest.mark.parametrize("script", ["select-only", "tpcb-like"])
+def test_pgbench_prepared(start_proxy, pg_admin, script):
+    proxy = start_proxy(pool_size=POOL)
+    args = ["-S", "-c", "20"] if script == "select-only" else ["-c", "10"]
+    cmd = [pg_tool("pgbench"), "-n", "-M", "prepared", "-T", "5", "-j", "2", *args,
+           "-h", proxy.host, "-p", str(proxy.port), "-U", "app", "bench"]
+    env = dict(os.environ, PGPASSWORD="app", PGCONNECT_TIMEOUT="10")
+    for var in ("PGSERVICE", "PGSSLMODE", "PGOPTIONS", "PGDATABASE", "PGUSER", "PGHOST", "PGPORT"):
+        env.pop(var, None)
+    before = pg_admin.scalar("SELECT count(*) FROM pgbench_history", db="bench")
+    with BackendSampler(pg_admin, "bench", proxy.started_at) as sampler:
+        try:
+            r = subprocess.run(cmd, capture_output=True, text=True, timeout=90, env=env, stdin=subprocess.DEVNULL)
+        except subprocess.TimeoutExpired as exc:
+            pytest.fail(f"pgbench did not finish within {exc.timeout}s:\n{exc.stdout}\n{exc.stderr}")
+    report = f"{' '.join(cmd)}\nexit {r.returncode}\nstdout:\n{r.stdout[-3000:]}\nstderr:\n{r.stderr[-3000:]}"
+    assert r.returncode == 0, report
+    processed = re.search(r"number of transactions actually processed: (\d+)", r.stdout)
+    assert processed and int(processed.group(1)) > 0, report
+    failed = re.search(r"number of failed transactions: (\d+)", r.stdout)
+    if failed:
+        assert int(failed.group(1)) == 0, report
+    assert "error" not in r.stderr.lower(), report
+    assert 1 <= sampler.max <= POOL, f"saw {sampler.max} upstream backends, pool max is {POOL}"
+    history = pg_admin.scalar("SELECT count(*) FROM pgbench_history", db="bench") - before
+    assert history == (int(processed.group(1)) if script == "tpcb-like" else 0), (history, report)
+    seen = metrics(proxy)
+    assert seen.get("pgpilot_prepared_cache_hits_total", 0) > 0, seen
+    check_pool_drained(proxy)
+
+
+# --- 5. MCP-shaped load, default asyncpg statement cache ------------------------------------------------------
+
+LOAD = REPO_ROOT.parent / "shared" / "workload" / "mcp_load.py"
+ALL_BUT_READBACK = "search=30,registry=15,hierarchy=15,list=10,entity=10,nplus1=2,write=10"
+
+
+def mcp_load(proxy, tmp_path, name, *args, duration):
+    """mcp_load.py without --statement-cache: asyncpg's default cache of 100 named statements per connection."""
+    assert LOAD.is_file(), f"{LOAD} is missing (../shared is part of the test setup)"
+    out = tmp_path / f"{name}.json"
+    cmd = [sys.executable, str(LOAD), "--host", proxy.host, "--port", str(proxy.port), "--user", "app",
+           "--password", "app", "--codebase-db", "codebase", "--workflow-db", "workflow",
+           "--duration", str(duration), "--json", str(out), *args]
+    try:
+        run = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 110)
+    except subprocess.TimeoutExpired as exc:
+        pytest.fail(f"mcp_load.py did not finish within {exc.timeout}s; output so far:\n{exc.stdout}\n{exc.stderr}")
+    report = f"{' '.join(cmd)}\nexit {run.returncode}\nstdout:\n{run.stdout[-4000:]}\nstderr:\n{run.stderr[-4000:]}"
+    assert out.is_file(), f"mcp_load.py wrote no JSON summary; {report}"
+    summary = json.loads(out.read_text())
+    assert summary["errors"] == 0, f"errors: {summary['error_samples']}\n{report}"
+    assert summary["stale_reads"] == 0, report
+    assert run.returncode == 0, report
+    assert summary["target"] == f"{proxy.host}:{proxy.port}", summary
+    done = {op["op"]: op["ok"] for op in summary["ops"]}
+    assert done and all(n > 0 for n in done.values()), f"some operations never completed: {done}"
+    return done
+
+
+def test_mcp_load_default_statement_cache(start_proxy, tmp_path):
+    """Stale reads are checked with one client only (see test_workload.py: the script's check races with itself)."""
+    proxy = start_proxy(pool_size=POOL)
+    done = mcp_load(proxy, tmp_path, "mixed", "--clients", "20", "--mix", ALL_BUT_READBACK, duration=10)
+    assert set(done) == set(ALL_BUT_READBACK.replace("=", ",").split(",")[::2])
+    done = mcp_load(proxy, tmp_path, "readback", "--clients", "1", "--mix", "readback=1", duration=3)
+    assert set(done) == {"readback"}
+    seen = metrics(proxy)
+    assert seen.get("pgpilot_prepared_statements", 0) >= 5, seen
+    assert seen.get("pgpilot_prepared_cache_hits_total", 0) > 0, seen
+    check_pool_drained(proxy, databases=2)  # /health/status sums the codebase and workflow pools
+
+
+# --- 6. DDL between executions --------------------------------------------------------------------------------
+
+@pytest.fixture
+def ddl_table(pg_admin):
+    name = f"pgpilot_ddl_{uuid.uuid4().hex[:10]}"
+    pg_admin.execute(f"CREATE TABLE {name} (a int, b text)")
+    pg_admin.execute(f"INSERT INTO {name} VALUES (1, 'one'), (2, 'two')")
+    pg_admin.execute(f"ALTER TABLE {name} OWNER TO app")
+    yield name
+    pg_admin.execute(f"DROP TABLE IF EXISTS {name}")
+
+
+async def fetch_after_ddl(conn, sql):
+    """The first execution after a result-changing DDL: asyncpg re-prepares transparently (outside a transaction)
+    or raises one of the two errors PostgreSQL's 0A000 maps to. Then a fresh fetch must see the new shape."""
+    try:
+        rows = await conn.fetch(sql)
+    except (asyncpg.exceptions.InvalidCachedStatementError, asyncpg.exceptions.FeatureNotSupportedError):
+        rows = None
+    if rows is not None:
+        assert [tuple(r) for r in rows] == [(1, "one", 7), (2, "two", 7)], rows
+    rows = await conn.fetch(sql)
+    assert [tuple(r) for r in rows] == [(1, "one", 7), (2, "two", 7)], rows
+    assert list(rows[0].keys()) == ["a", "b", "c"]
+
+
+async def others_still_served(proxy, n=10):
+    conns = await asyncpg_connect_many(proxy, n)
+    try:
+        got = await asyncio.gather(*(c.fetchval("SELECT $1::int * 3", i) for i, c in enumerate(conns)))
+        assert got == [i * 3 for i in range(n)]
+    finally:
+        await asyncpg_close_all(conns)
+
+
+def test_ddl_between_executions(start_proxy, pg_admin, ddl_table):
+    proxy = start_proxy(pool_size=POOL)
+    sql = f"SELECT * FROM {ddl_table} ORDER BY a"
+
+    async def main():
+        conn = await asyncpg.connect(proxy.dsn(), timeout=15)  # default statement cache
+        other = await asyncpg.connect(proxy.dsn(), timeout=15)
+        try:
+            for _ in range(3):
+                rows = await conn.fetch(sql)
+                assert [tuple(r) for r in rows] == [(1, "one"), (2, "two")]
+                assert [tuple(r) for r in await other.fetch(sql)] == [(1, "one"), (2, "two")]
+            stmt = await conn.prepare(sql)
+            assert [tuple(r) for r in await stmt.fetch()] == [(1, "one"), (2, "two")]
+
+            await conn.execute(f"ALTER TABLE {ddl_table} ADD COLUMN c int NOT NULL DEFAULT 7")
+
+            await fetch_after_ddl(conn, sql)
+            await fetch_after_ddl(other, sql)  # another client with the old statement in its cache
+            # The explicit statement object cannot change shape: PostgreSQL's 0A000 reaches the client.
+            with pytest.raises((asyncpg.exceptions.InvalidCachedStatementError,
+                                asyncpg.exceptions.FeatureNotSupportedError)):
+                await stmt.fetch()
+            fresh = await conn.prepare(sql)
+            assert [tuple(r) for r in await fresh.fetch()] == [(1, "one", 7), (2, "two", 7)]
+            async with conn.transaction():  # and inside a transaction too
+                assert [tuple(r) for r in await conn.fetch(sql)] == [(1, "one", 7), (2, "two", 7)]
+            await others_still_served(proxy)
+        finally:
+            await asyncpg_close_all([conn, other])
+
+    run_async(main(), 60)
+    check_pool_drained(proxy)
+
+
+def test_ddl_then_execution_on_a_server_that_lacks_the_statement(start_proxy, pg_admin, ddl_table):
+    """The client's cached statement was prepared on server A before the DDL; its next execution lands on server B,
+    which never had it, so pgpilot injects a Parse there. The client still holds the old row description, so the
+    result must not silently come back in the new shape: it must be the 0A000 PostgreSQL itself would give (or
+    asyncpg's transparent re-prepare after it)."""
+    proxy = start_proxy(pool_size=2)
+    sql = f"SELECT * FROM {ddl_table} ORDER BY a"
+
+    async def main():
+        conn = await asyncpg.connect(proxy.dsn(), timeout=15)
+        holders = [await asyncpg.connect(proxy.dsn(), timeout=15) for _ in range(2)]
+        txs = []
+        try:
+            async with conn.transaction():  # learn which server prepared the statement
+                server_a = await conn.fetchval("SELECT pg_backend_pid()")
+                assert [tuple(r) for r in await conn.fetch(sql)] == [(1, "one"), (2, "two")]
+            for h in holders:  # take both server connections, then give back the one that is not A
+                tx = h.transaction()
+                await tx.start()
+                txs.append((tx, await h.fetchval("SELECT pg_backend_pid()")))
+            assert server_a in {pid for _, pid in txs}, (server_a, txs)
+            for tx, pid in txs:
+                if pid != server_a:
+                    await tx.commit()
+
+            await pg_admin_execute(f"ALTER TABLE {ddl_table} ADD COLUMN c int NOT NULL DEFAULT 7")
+            await fetch_after_ddl(conn, sql)  # runs on B: A is held by the other client
+
+            for tx, pid in txs:
+                if pid == server_a:
+                    await tx.commit()
+            await fetch_after_ddl(conn, sql)
+            await others_still_served(proxy)
+        finally:
+            await asyncpg_close_all([conn, *holders])
+
+    async def pg_admin_execute(sql_text):
+        await asyncio.to_thread(pg_admin.execute, sql_text)
+
+    run_async(main(), 60)
+    check_pool_drained(proxy)
