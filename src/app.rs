@@ -77,12 +77,21 @@ pub struct App {
     pub query_stats: crate::insights::stats::QueryStats,
     pub findings: crate::insights::nplus1::Findings,
     tls: Option<TlsAcceptor>,
+    cli: Cli,
     shutdown: watch::Sender<bool>,
     /// SCRAM verifiers for plain passwords, keyed by user and password (PBKDF2 once per password).
     scram_cache: Mutex<HashMap<(String, String), Verifier>>,
 }
 
 impl App {
+    /// Re-reads the configuration (SIGHUP, admin RELOAD); the old one stays if the new is invalid.
+    pub fn reload(&self) -> Result<()> {
+        let new = crate::config::load::load(&self.cli)?;
+        self.config.store(Arc::new(new));
+        tracing::info!("configuration reloaded");
+        Ok(())
+    }
+
     pub fn shutdown_signal(&self) -> watch::Receiver<bool> {
         self.shutdown.subscribe()
     }
@@ -125,6 +134,7 @@ pub async fn run(cli: Cli, config: Config) -> Result<()> {
         query_stats: crate::insights::stats::QueryStats::new(shared.load().insights.max_fingerprints),
         findings: Default::default(),
         tls,
+        cli,
         shutdown: watch::channel(false).0,
         scram_cache: Mutex::new(HashMap::new()),
     });
@@ -132,7 +142,7 @@ pub async fn run(cli: Cli, config: Config) -> Result<()> {
     tokio::spawn(crate::http::serve(http, app.clone(), prometheus));
     tokio::spawn(crate::pool::maintenance::run(app.pools.clone()));
     warm_up(&app);
-    tokio::spawn(reload_on_sighup(app.clone(), cli));
+    tokio::spawn(reload_on_sighup(app.clone()));
     accept_until_signal(&app, listener).await?;
     drain(&app).await;
     Ok(())
@@ -188,16 +198,12 @@ async fn drain(app: &Arc<App>) {
     tracing::info!(remaining = app.clients.total(), "shutdown complete");
 }
 
-async fn reload_on_sighup(app: Arc<App>, cli: Cli) {
+async fn reload_on_sighup(app: Arc<App>) {
     use tokio::signal::unix::{signal, SignalKind};
     let Ok(mut hup) = signal(SignalKind::hangup()) else { return };
     while hup.recv().await.is_some() {
-        match crate::config::load::load(&cli) {
-            Ok(new) => {
-                app.config.store(Arc::new(new));
-                tracing::info!("configuration reloaded");
-            }
-            Err(e) => tracing::error!("configuration reload failed, keeping the old one: {e:#}"),
+        if let Err(e) = app.reload() {
+            tracing::error!("configuration reload failed, keeping the old one: {e:#}");
         }
     }
 }
@@ -229,6 +235,13 @@ async fn serve_client(slot: ClientSlot, tcp: TcpStream, peer: String) {
             &format!("password authentication failed for user \"{user}\""),
         )
         .await;
+    }
+    if crate::admin::is_admin_database(&database) {
+        if !cfg.is_admin(&user) {
+            let msg = format!("user \"{user}\" is not an admin user of pgpilot (server.admin_users)");
+            return fail(&mut stream, sqlstate::INVALID_AUTHORIZATION, &msg).await;
+        }
+        return crate::admin::serve(app, stream, rbuf).await;
     }
     let info = ClientInfo {
         application_name: params.get("application_name").cloned().unwrap_or_default(),

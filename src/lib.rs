@@ -4,6 +4,7 @@
 //! startup and session loop) -> `pool` -> `backend` (server connections), with `auth` used on both
 //! sides and `http` serving health and metrics beside it.
 
+pub mod admin;
 pub mod app;
 pub mod auth;
 pub mod backend;

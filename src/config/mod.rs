@@ -41,7 +41,7 @@ pub struct Cli {
     pub check: bool,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize, clap::ValueEnum, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum PoolMode {
     Session,
@@ -49,7 +49,7 @@ pub enum PoolMode {
     Transaction,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, serde::Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
     pub server: ServerConfig,
@@ -63,7 +63,7 @@ pub struct Config {
 }
 
 /// Query insights (see src/insights).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct InsightsConfig {
     pub enabled: bool,
@@ -106,7 +106,7 @@ impl InsightsConfig {
 }
 
 /// Prepared statements in transaction mode (see src/prepared).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct PreparedConfig {
     /// Statements kept prepared per server connection (LRU), like PgBouncer's max_prepared_statements.
@@ -126,7 +126,7 @@ impl Default for PreparedConfig {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ServerConfig {
     pub listen: String,
@@ -135,6 +135,9 @@ pub struct ServerConfig {
     pub startup_timeout_ms: u64,
     pub shutdown_timeout_ms: u64,
     pub max_message_bytes: usize,
+    /// Users allowed into the admin console (database "pgpilot" or "pgbouncer"). Empty: the
+    /// upstream URL's user.
+    pub admin_users: Vec<String>,
     /// Runtime worker threads; 0 = half the cores (at least one). See docs/BENCHMARKS.md.
     pub worker_threads: usize,
 }
@@ -158,19 +161,20 @@ impl Default for ServerConfig {
             startup_timeout_ms: 10_000,
             shutdown_timeout_ms: 30_000,
             max_message_bytes: 64 << 20,
+            admin_users: Vec::new(),
             worker_threads: 0,
         }
     }
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, serde::Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct TlsConfig {
     pub cert: Option<PathBuf>,
     pub key: Option<PathBuf>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct UpstreamConfig {
     pub url: String,
@@ -183,7 +187,7 @@ impl Default for UpstreamConfig {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct PoolConfig {
     pub mode: PoolMode,
@@ -215,7 +219,7 @@ impl Default for PoolConfig {
 }
 
 /// Reserved for the result cache (a later issue); parsed now so `--redis-url` is accepted.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, serde::Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct CacheConfig {
     pub redis_url: Option<String>,
@@ -251,6 +255,14 @@ impl Config {
         }
         self.users.iter().find(|u| u.name == name).cloned()
     }
+    pub fn is_admin(&self, user: &str) -> bool {
+        if self.server.admin_users.is_empty() {
+            self.upstream().user == user
+        } else {
+            self.server.admin_users.iter().any(|u| u == user)
+        }
+    }
+
     /// Login names that get pools: the configured users, or the upstream user.
     pub fn user_names(&self) -> Vec<String> {
         if self.users.is_empty() {

@@ -5,7 +5,7 @@ use serde::Deserialize;
 
 use super::Upstream;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize, Default)]
 pub enum AuthMethod {
     #[serde(rename = "scram-sha-256")]
     #[default]
@@ -16,7 +16,7 @@ pub enum AuthMethod {
     Trust,
 }
 
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct UserConfig {
     pub name: String,

@@ -1,10 +1,14 @@
-//! CancelRequest routing. Each client gets a proxy-issued key; a cancel with that key is sent to
-//! the server connection the client holds at that moment, with that server's own key, and to
-//! nothing else (a cancel between transactions is dropped, as the query it aimed at is done).
+//! The registry of live client sessions, keyed by the proxy-issued cancel key.
+//!
+//! CancelRequest routing: a cancel with a client's key is sent to the server connection that
+//! client holds at that moment, with that server's own key, and to nothing else (a cancel between
+//! transactions is dropped, as the query it aimed at is done). The same entries describe clients
+//! and their servers to the admin console.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::SystemTime;
 
 use parking_lot::Mutex;
 use tokio::io::AsyncWriteExt;
@@ -16,19 +20,28 @@ pub struct ServerKey {
     pub secret: i32,
 }
 
-/// Shared between a session (which updates it on checkout and release) and the registry.
-pub type Slot = Arc<Mutex<Option<ServerKey>>>;
+/// One client session as the rest of pgpilot may see it.
+#[derive(Debug)]
+pub struct ClientMeta {
+    pub user: String,
+    pub database: String,
+    pub application_name: String,
+    pub peer: String,
+    pub connected: SystemTime,
+    /// The server connection held right now, if any.
+    pub server: Mutex<Option<ServerKey>>,
+}
 
 #[derive(Default)]
 pub struct CancelRegistry {
-    map: Mutex<HashMap<(i32, i32), Slot>>,
+    map: Mutex<HashMap<(i32, i32), Arc<ClientMeta>>>,
 }
 
 /// Removes the registration when the session ends.
 pub struct Registration {
     registry: Arc<CancelRegistry>,
     pub key: (i32, i32),
-    pub slot: Slot,
+    pub meta: Arc<ClientMeta>,
 }
 
 impl Drop for Registration {
@@ -38,8 +51,8 @@ impl Drop for Registration {
 }
 
 impl CancelRegistry {
-    pub fn register(self: &Arc<Self>) -> Registration {
-        let slot: Slot = Arc::default();
+    pub fn register(self: &Arc<Self>, meta: ClientMeta) -> Registration {
+        let meta = Arc::new(meta);
         let mut map = self.map.lock();
         let key = loop {
             let key = (rand::random::<i32>() & 0x7fff_ffff, rand::random::<i32>());
@@ -47,13 +60,20 @@ impl CancelRegistry {
                 break key;
             }
         };
-        map.insert(key, slot.clone());
-        Registration { registry: self.clone(), key, slot }
+        map.insert(key, meta.clone());
+        Registration { registry: self.clone(), key, meta }
+    }
+
+    /// Every live client session.
+    pub fn clients(&self) -> Vec<Arc<ClientMeta>> {
+        let mut v: Vec<_> = self.map.lock().values().cloned().collect();
+        v.sort_by_key(|m| m.connected);
+        v
     }
 
     /// Forwards a cancel for `key` if its client holds a server connection right now.
     pub async fn cancel(&self, key: (i32, i32)) {
-        let target = self.map.lock().get(&key).and_then(|slot| *slot.lock());
+        let target = self.map.lock().get(&key).and_then(|m| *m.server.lock());
         let Some(t) = target else {
             tracing::debug!("cancel request for an unknown or idle client ignored");
             return;

@@ -73,8 +73,16 @@ impl Session {
     pub fn new(app: Arc<App>, client: ClientStream, cbuf: BytesMut, info: ClientInfo, state: SessionState) -> Self {
         let cfg = app.config.load();
         let pool = app.pools.get(&info.database, &info.user);
+        pool.clients.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         Self {
-            cancel: app.cancels.register(),
+            cancel: app.cancels.register(super::cancel::ClientMeta {
+                user: info.user.clone(),
+                database: info.database.clone(),
+                application_name: info.application_name.clone(),
+                peer: info.peer.clone(),
+                connected: std::time::SystemTime::now(),
+                server: Default::default(),
+            }),
             mode: cfg.pool.mode,
             cframer: Framer::new(cfg.server.max_message_bytes),
             sframer: Framer::new(crate::net::frame::MAX_MESSAGE_LEN),
@@ -328,7 +336,7 @@ impl Session {
             conn.release();
             return Err(server_error_frame(e));
         }
-        *self.cancel.slot.lock() = Some(ServerKey { addr: conn.addr, pid: conn.pid, secret: conn.secret });
+        *self.cancel.meta.server.lock() = Some(ServerKey { addr: conn.addr, pid: conn.pid, secret: conn.secret });
         self.app.clients.active_add(1);
         self.server = Some(conn);
         Ok(())
@@ -377,8 +385,14 @@ impl Session {
     }
 
     pub(super) fn detach(&mut self) {
-        *self.cancel.slot.lock() = None;
+        *self.cancel.meta.server.lock() = None;
         self.app.clients.active_add(-1);
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        self.pool.clients.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
     }
 }
 

@@ -3,6 +3,8 @@
 
 mod insights;
 
+pub use insights::sort_rows;
+
 use std::sync::Arc;
 use std::time::Duration;
 

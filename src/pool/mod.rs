@@ -23,6 +23,9 @@ use crate::backend::connect::{connect, Target};
 use crate::backend::{ServerConn, ServerError};
 use crate::config::Config;
 
+/// Address, age and idle time of a server connection.
+pub type SocketAddrAge = (std::net::SocketAddr, Duration, Duration);
+
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct PoolKey {
     pub database: String,
@@ -62,6 +65,10 @@ struct State {
 pub struct Pool {
     pub key: PoolKey,
     config: Arc<ArcSwap<Config>>,
+    /// PAUSE (admin console): checkouts wait while this is true.
+    paused: tokio::sync::watch::Receiver<bool>,
+    /// Client sessions using this pool.
+    pub clients: std::sync::atomic::AtomicI64,
     state: Mutex<State>,
     pub checkouts: AtomicU64,
     pub wait_timeouts: AtomicU64,
@@ -89,10 +96,12 @@ pub struct PoolSnapshot {
 }
 
 impl Pool {
-    pub fn new(key: PoolKey, config: Arc<ArcSwap<Config>>) -> Arc<Self> {
+    pub fn new(key: PoolKey, config: Arc<ArcSwap<Config>>, paused: tokio::sync::watch::Receiver<bool>) -> Arc<Self> {
         Arc::new(Self {
             key,
             config,
+            paused,
+            clients: Default::default(),
             state: Mutex::new(State::default()),
             checkouts: AtomicU64::new(0),
             wait_timeouts: AtomicU64::new(0),
@@ -124,6 +133,10 @@ impl Pool {
     /// Gets a server connection, waiting up to the configured checkout timeout.
     pub async fn checkout(self: &Arc<Self>) -> Result<PooledConn, CheckoutError> {
         let started = Instant::now();
+        if *self.paused.borrow() {
+            let mut paused = self.paused.clone();
+            let _ = paused.wait_for(|p| !*p).await;
+        }
         let timeout = self.config.load().checkout_timeout();
         let deadline = tokio::time::Instant::now() + timeout;
         let result = loop {
@@ -243,6 +256,11 @@ impl Pool {
             }
         }
         st.total = st.total.saturating_sub(1);
+    }
+
+    /// Backend pid and age of each idle connection (admin console).
+    pub fn idle_servers(&self) -> Vec<(i32, SocketAddrAge)> {
+        self.state.lock().idle.iter().map(|c| (c.pid, (c.addr, c.created.elapsed(), c.last_used.elapsed()))).collect()
     }
 
     pub fn snapshot(&self) -> PoolSnapshot {

@@ -11,12 +11,22 @@ use crate::config::Config;
 
 pub struct PoolSet {
     config: Arc<ArcSwap<Config>>,
+    paused: tokio::sync::watch::Sender<bool>,
     pools: RwLock<HashMap<PoolKey, Arc<Pool>>>,
 }
 
 impl PoolSet {
     pub fn new(config: Arc<ArcSwap<Config>>) -> Self {
-        Self { config, pools: RwLock::new(HashMap::new()) }
+        Self { config, paused: tokio::sync::watch::channel(false).0, pools: RwLock::new(HashMap::new()) }
+    }
+
+    /// PAUSE / RESUME from the admin console: new checkouts wait while paused.
+    pub fn set_paused(&self, paused: bool) {
+        self.paused.send_replace(paused);
+    }
+
+    pub fn is_paused(&self) -> bool {
+        *self.paused.borrow()
     }
 
     pub fn get(&self, database: &str, user: &str) -> Arc<Pool> {
@@ -24,7 +34,11 @@ impl PoolSet {
         if let Some(pool) = self.pools.read().get(&key) {
             return pool.clone();
         }
-        self.pools.write().entry(key.clone()).or_insert_with(|| Pool::new(key, self.config.clone())).clone()
+        self.pools
+            .write()
+            .entry(key.clone())
+            .or_insert_with(|| Pool::new(key, self.config.clone(), self.paused.subscribe()))
+            .clone()
     }
 
     pub fn all(&self) -> Vec<Arc<Pool>> {

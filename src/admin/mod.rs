@@ -1,0 +1,120 @@
+//! The admin console: a client that logs in to database "pgpilot" (or "pgbouncer", so existing
+//! tooling works) as an admin user gets simple-query commands instead of a server.
+
+mod result;
+mod show;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use tokio::io::AsyncWriteExt;
+
+use crate::app::App;
+use crate::frontend::client_io::read_message;
+use crate::net::frame::{body, cstr};
+use crate::net::messages::{self, sqlstate};
+use crate::net::stream::ClientStream;
+
+pub fn is_admin_database(db: &str) -> bool {
+    db == "pgpilot" || db == "pgbouncer"
+}
+
+/// Serves admin commands until the client leaves.
+pub async fn serve(app: Arc<App>, mut stream: ClientStream, mut rbuf: BytesMut) {
+    let mut out = BytesMut::new();
+    for (k, v) in [
+        ("server_version", "15.0 (pgpilot)"),
+        ("client_encoding", "UTF8"),
+        ("DateStyle", "ISO, MDY"),
+        ("integer_datetimes", "on"),
+        ("standard_conforming_strings", "on"),
+    ] {
+        messages::parameter_status(&mut out, k, v);
+    }
+    messages::backend_key_data(&mut out, 0, 0);
+    messages::ready_for_query(&mut out, b'I');
+    loop {
+        if stream.write_all(&out).await.is_err() {
+            return;
+        }
+        out.clear();
+        let Ok((tag, frame)) = read_message(&mut stream, &mut rbuf).await else { return };
+        match tag {
+            b'X' => return,
+            b'Q' => {
+                let sql = cstr(body(&frame)).map(|(q, _)| String::from_utf8_lossy(q).into_owned()).unwrap_or_default();
+                for command in sql.split(';').map(str::trim).filter(|c| !c.is_empty()) {
+                    if let Err(msg) = run(&app, command, &mut out).await {
+                        messages::error(&mut out, "ERROR", sqlstate::FEATURE_NOT_SUPPORTED, &msg);
+                        break;
+                    }
+                }
+                if sql.trim().trim_matches(';').is_empty() {
+                    out.extend_from_slice(&[b'I', 0, 0, 0, 4]);
+                }
+                messages::ready_for_query(&mut out, b'I');
+            }
+            _ => {
+                let msg = "the pgpilot admin console accepts simple queries only";
+                messages::error(&mut out, "FATAL", sqlstate::PROTOCOL_VIOLATION, msg);
+                let _ = stream.write_all(&out).await;
+                return;
+            }
+        }
+    }
+}
+
+const HELP: &str = "SHOW POOLS|STATS|CLIENTS|SERVERS|CONFIG|QUERIES|VERSION|HELP; PAUSE; RESUME; RELOAD";
+
+async fn run(app: &Arc<App>, command: &str, out: &mut BytesMut) -> Result<(), String> {
+    let words: Vec<String> = command.split_whitespace().map(|w| w.to_ascii_uppercase()).collect();
+    let words: Vec<&str> = words.iter().map(String::as_str).collect();
+    match words.as_slice() {
+        ["SHOW", what] => {
+            let set = match *what {
+                "POOLS" => show::pools(app),
+                "STATS" => show::stats(app),
+                "CLIENTS" => show::clients(app),
+                "SERVERS" => show::servers(app),
+                "CONFIG" => show::config(app),
+                "QUERIES" => show::queries(app),
+                "VERSION" => single("version", concat!("pgpilot ", env!("CARGO_PKG_VERSION"))),
+                "HELP" => single("help", HELP),
+                _ => return Err(format!("unknown SHOW item {what:?}; try {HELP}")),
+            };
+            set.encode(out);
+        }
+        ["PAUSE"] => {
+            app.pools.set_paused(true);
+            wait_idle(app).await;
+            messages::command_complete(out, "PAUSE");
+        }
+        ["RESUME"] => {
+            app.pools.set_paused(false);
+            messages::command_complete(out, "RESUME");
+        }
+        ["RELOAD"] => {
+            app.reload().map_err(|e| format!("reload failed: {e:#}"))?;
+            messages::command_complete(out, "RELOAD");
+        }
+        _ => return Err(format!("unknown command {command:?}; try {HELP}")),
+    }
+    Ok(())
+}
+
+fn single(column: &'static str, value: &str) -> result::ResultSet {
+    let mut r = result::ResultSet::new(&[column]);
+    r.row(vec![value.to_string()]);
+    r
+}
+
+/// PAUSE returns once no server connection is in use (transactions in flight have finished),
+/// or after the shutdown timeout.
+async fn wait_idle(app: &App) {
+    let limit = Duration::from_millis(app.config.load().server.shutdown_timeout_ms);
+    let deadline = tokio::time::Instant::now() + limit;
+    while app.pools.snapshots().iter().any(|p| p.active > 0) && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}

@@ -1,0 +1,86 @@
+//! The admin console (database "pgpilot" / "pgbouncer"): SHOW commands, PAUSE/RESUME, RELOAD,
+//! and refusal of non-admin users.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::Proxy;
+use tokio_postgres::SimpleQueryMessage;
+
+fn rows(msgs: &[SimpleQueryMessage]) -> Vec<Vec<String>> {
+    msgs.iter()
+        .filter_map(|m| match m {
+            SimpleQueryMessage::Row(r) => Some((0..r.len()).map(|i| r.get(i).unwrap_or("").to_string()).collect()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn columns(msgs: &[SimpleQueryMessage]) -> Vec<String> {
+    msgs.iter()
+        .find_map(|m| match m {
+            SimpleQueryMessage::RowDescription(d) => Some(d.iter().map(|c| c.name().to_string()).collect()),
+            _ => None,
+        })
+        .unwrap_or_default()
+}
+
+const USERS: &str = "[pool]\nmax_size = 2\n[server]\nadmin_users = [\"app\"]\n\n[[users]]\nname = \"app\"\npassword = \"app\"\n\n[[users]]\nname = \"md5user\"\npassword = \"md5pass\"\nauth = \"md5\"\n";
+
+#[tokio::test]
+async fn show_commands_describe_pools_clients_servers_and_queries() {
+    let proxy = Proxy::start(USERS);
+    let c = proxy.connect("app").await;
+    c.simple_query("SELECT 41 + 1").await.unwrap();
+    let admin = proxy.connect("pgbouncer").await;
+    let pools = admin.simple_query("SHOW POOLS").await.unwrap();
+    assert_eq!(&columns(&pools)[..4], ["database", "user", "cl_active", "cl_waiting"]);
+    let r = rows(&pools);
+    assert_eq!((r[0][0].as_str(), r[0][1].as_str(), r[0][2].as_str()), ("app", "app", "1"));
+    let clients = rows(&admin.simple_query("SHOW CLIENTS").await.unwrap());
+    assert!(clients.iter().any(|r| r[0] == "app" && r[1] == "app"), "{clients:?}");
+    let servers = rows(&admin.simple_query("SHOW SERVERS").await.unwrap());
+    assert_eq!(servers.len(), 1, "{servers:?}");
+    let queries = admin.simple_query("SHOW QUERIES").await.unwrap();
+    assert!(rows(&queries).iter().any(|r| r.last().unwrap() == "SELECT $1 + $2"), "{:?}", rows(&queries));
+    let config = rows(&admin.simple_query("SHOW CONFIG").await.unwrap());
+    assert!(config.iter().any(|r| r[0] == "pool.max_size" && r[1] == "2"));
+    assert!(config.iter().all(|r| !r[1].contains("md5pass")), "passwords are masked");
+    let stats = rows(&admin.simple_query("SHOW STATS").await.unwrap());
+    assert!(stats[0][2].parse::<u64>().unwrap() >= 1);
+    assert!(admin.simple_query("SHOW NOTHING").await.is_err());
+    // The console itself stays usable after an error.
+    assert_eq!(rows(&admin.simple_query("SHOW VERSION").await.unwrap()).len(), 1);
+}
+
+#[tokio::test]
+async fn non_admin_users_are_refused() {
+    let proxy = Proxy::start(USERS);
+    let err = proxy.connect_as("md5user", "md5pass", "pgpilot").await.unwrap_err();
+    assert_eq!(err.as_db_error().unwrap().code().code(), "28000");
+}
+
+#[tokio::test]
+async fn pause_holds_new_transactions_until_resume() {
+    let proxy = Proxy::start(USERS);
+    let c = proxy.connect("app").await;
+    let admin = proxy.connect("pgpilot").await;
+    c.simple_query("BEGIN").await.unwrap();
+    let pausing = tokio::spawn(async move {
+        admin.simple_query("PAUSE").await.unwrap();
+        admin
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(!pausing.is_finished(), "PAUSE waits for the open transaction");
+    c.simple_query("COMMIT").await.unwrap();
+    let admin = tokio::time::timeout(Duration::from_secs(5), pausing).await.unwrap().unwrap();
+    let started = Instant::now();
+    let waiting = tokio::spawn(async move { c.simple_query("SELECT 1").await.map(|_| started.elapsed()) });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!waiting.is_finished(), "queries wait while paused");
+    admin.simple_query("RESUME").await.unwrap();
+    let waited = tokio::time::timeout(Duration::from_secs(5), waiting).await.unwrap().unwrap().unwrap();
+    assert!(waited >= Duration::from_millis(300));
+    admin.simple_query("RELOAD").await.unwrap();
+}
