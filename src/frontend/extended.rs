@@ -137,6 +137,10 @@ impl Session {
     /// `DEALLOCATE name` of one of the client's statements sent as Parse (psycopg in pipelines):
     /// the unnamed statement becomes a local one answered here through Execute.
     fn deallocating(&self, query: &[u8]) -> bool {
+        let starts = query.trim_ascii_start().get(..10).is_some_and(|p| p.eq_ignore_ascii_case(b"deallocate"));
+        if !starts || self.statements.is_empty() {
+            return false;
+        }
         let found = crate::frontend::sql_scan::scan(&String::from_utf8_lossy(query));
         found.deallocate.is_some_and(|n| self.statements.contains_key(n.as_bytes()))
     }

@@ -23,8 +23,8 @@ impl Session {
         let o = &mut self.observe;
         match tag {
             b'P' => {
-                let Some((name, query, _)) = split_parse(body(frame)) else { return };
-                let analysis = self.app.analyzer.analyze(&String::from_utf8_lossy(query));
+                let Some((name, _, _)) = split_parse(body(frame)) else { return };
+                let analysis = o.analyzed.first().map(|(a, _)| a.clone());
                 if name.is_empty() {
                     o.unnamed_statement = analysis;
                 } else if let Some(a) = analysis {
@@ -65,7 +65,7 @@ impl Session {
         let statements = match tag {
             b'E' if text.is_empty() => vec![self.observe.unnamed_portal.clone()?],
             b'E' => vec![self.observe.portals.get(text).cloned()?],
-            b'Q' => self.app.analyzer.analyze_all(&String::from_utf8_lossy(text)),
+            b'Q' => std::mem::take(&mut self.observe.analyzed),
             _ => return None,
         };
         Some(Box::new(Track {
@@ -95,6 +95,8 @@ pub struct Observe {
     pub detector: crate::insights::nplus1::Detector,
     /// When the client's latest bytes arrived (client-observed time starts here).
     pub received: Instant,
+    /// Analyses of the Query/Parse text just inspected.
+    pub analyzed: crate::sql::Analyzed,
     statements: std::collections::HashMap<Bytes, Arc<crate::sql::Analysis>>,
     unnamed_statement: Option<Arc<crate::sql::Analysis>>,
     portals: std::collections::HashMap<Bytes, (Arc<crate::sql::Analysis>, u64)>,
@@ -110,6 +112,7 @@ impl Observe {
             slow: std::time::Duration::from_millis(cfg.slow_query_ms),
             detector: Default::default(),
             received: Instant::now(),
+            analyzed: Vec::new(),
             statements: Default::default(),
             unnamed_statement: None,
             portals: Default::default(),

@@ -10,7 +10,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::cancel::{Registration, ServerKey};
 use super::session_state::SessionState;
-use super::sql_scan::scan;
+use super::sql_scan::{scan_shapes, Scan};
 use super::tx::TxTracker;
 use crate::app::App;
 use crate::backend::ServerError;
@@ -64,6 +64,8 @@ pub struct Session {
     /// The unnamed statement / portal is a `DEALLOCATE name` answered here (psycopg pipelines).
     pub(super) local_stmt: bool,
     pub(super) local_portal: bool,
+    /// The last Parse text with its scan and analysis (repeated unnamed Parses cost a compare).
+    last_parse: Option<(Bytes, Scan, crate::sql::Analyzed)>,
     pub(super) observe: super::observe::Observe,
     pub(super) cancel: Registration,
     pub info: ClientInfo,
@@ -104,6 +106,7 @@ impl Session {
             unnamed: None,
             local_stmt: false,
             local_portal: false,
+            last_parse: None,
             observe: super::observe::Observe::new(
                 &cfg.insights,
                 crate::insights::Origin {
@@ -301,7 +304,10 @@ impl Session {
         Flow::Continue
     }
 
-    fn inspect_sql(&mut self, tag: u8, body: &[u8]) -> crate::frontend::sql_scan::Scan {
+    /// Scans a Query/Parse text once: what it means for pooling, and (insights) its analysis,
+    /// kept for the Parse/Query bookkeeping that follows. A Parse of the same text as the last
+    /// one (drivers re-parse unnamed statements) reuses the previous result.
+    fn inspect_sql(&mut self, tag: u8, body: &[u8]) -> Scan {
         let sql = if tag == b'P' {
             match cstr(body).and_then(|(_, rest)| cstr(rest)) {
                 Some((q, _)) => q,
@@ -310,7 +316,23 @@ impl Session {
         } else {
             cstr(body).map_or(body, |(q, _)| q)
         };
-        let found = scan(&String::from_utf8_lossy(sql));
+        let found = match &self.last_parse {
+            Some((text, found, analyses)) if tag == b'P' && text[..] == *sql => {
+                self.observe.analyzed = analyses.clone();
+                found.clone()
+            }
+            _ => {
+                let text = String::from_utf8_lossy(sql);
+                let shapes = crate::sql::tokens::shapes(&text);
+                let found = scan_shapes(&shapes);
+                self.observe.analyzed =
+                    if self.observe.enabled { self.app.analyzer.analyze_shapes(&text, &shapes) } else { Vec::new() };
+                if tag == b'P' {
+                    self.last_parse = Some((Bytes::copy_from_slice(sql), found.clone(), self.observe.analyzed.clone()));
+                }
+                found
+            }
+        };
         self.state_dirty |= found.changes_session;
         if let (Some(reason), None, PoolMode::Transaction) = (found.pin, self.pin, self.mode) {
             tracing::info!(user = %self.info.user, database = %self.info.database, "client pinned to its server connection: {reason}");

@@ -3,6 +3,8 @@
 //! is re-read and replayed on its next server), and statements whose effects outlive a
 //! transaction on that one server (so the client is pinned to it).
 
+use crate::sql::tokens::Shape;
+
 /// What a statement text implies for pooling.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Scan {
@@ -14,88 +16,26 @@ pub struct Scan {
     pub deallocate: Option<String>,
 }
 
-/// Lower-cased words of each statement, with comments, string literals and quoted identifiers
-/// skipped (their content can never be a keyword).
-fn statements(sql: &str) -> Vec<Vec<String>> {
-    let b = sql.as_bytes();
-    let mut stmts = vec![Vec::new()];
-    let mut i = 0;
-    while i < b.len() {
-        let c = b[i];
-        match c {
-            b';' => {
-                stmts.push(Vec::new());
-                i += 1;
-            }
-            b'-' if b.get(i + 1) == Some(&b'-') => i = find(b, i, b"\n").map_or(b.len(), |p| p + 1),
-            b'/' if b.get(i + 1) == Some(&b'*') => i = find(b, i + 2, b"*/").map_or(b.len(), |p| p + 2),
-            b'\'' | b'"' => i = skip_quoted(b, i, c),
-            b'$' => i = skip_dollar(b, i),
-            c if c.is_ascii_alphabetic() || c == b'_' => {
-                let start = i;
-                while i < b.len() && (b[i].is_ascii_alphanumeric() || b[i] == b'_' || b[i] == b'$') {
-                    i += 1;
-                }
-                let word = sql[start..i].to_ascii_lowercase();
-                stmts.last_mut().expect("at least one statement").push(word);
-            }
-            _ => i += 1,
-        }
-    }
-    stmts
-}
-
-fn find(b: &[u8], from: usize, pat: &[u8]) -> Option<usize> {
-    b.get(from..)?.windows(pat.len()).position(|w| w == pat).map(|p| p + from)
-}
-
-fn skip_quoted(b: &[u8], start: usize, q: u8) -> usize {
-    let mut i = start + 1;
-    while i < b.len() {
-        if b[i] == q {
-            if b.get(i + 1) == Some(&q) {
-                i += 2;
-                continue;
-            }
-            return i + 1;
-        }
-        // E'...' strings may escape the quote with a backslash; skipping one byte is safe either way.
-        if b[i] == b'\\' && q == b'\'' {
-            i += 1;
-        }
-        i += 1;
-    }
-    b.len()
-}
-
-/// `$tag$ ... $tag$` bodies; a lone `$1` parameter is just skipped.
-fn skip_dollar(b: &[u8], start: usize) -> usize {
-    let mut j = start + 1;
-    while j < b.len() && (b[j].is_ascii_alphanumeric() || b[j] == b'_') {
-        j += 1;
-    }
-    if j < b.len() && b[j] == b'$' && !b[start + 1..j].iter().any(|c| c.is_ascii_digit() && j == start + 2) {
-        let tag = &b[start..=j];
-        return find(b, j + 1, tag).map_or(b.len(), |p| p + tag.len());
-    }
-    j
-}
-
 pub fn scan(sql: &str) -> Scan {
+    scan_shapes(&crate::sql::tokens::shapes(sql))
+}
+
+/// The scan over statement shapes already computed for analysis (one tokenization per text).
+pub fn scan_shapes(shapes: &[Shape]) -> Scan {
     let mut out = Scan::default();
-    let stmts = statements(sql);
-    let real: Vec<&Vec<String>> = stmts.iter().filter(|w| !w.is_empty()).collect();
-    if let [only] = real.as_slice() {
-        let target = match only.as_slice() {
-            [d, p, name] if d == "deallocate" && p == "prepare" => Some(name),
-            [d, name] if d == "deallocate" => Some(name),
+    if let [only] = shapes {
+        let words: Vec<&str> = only.text.split(' ').collect();
+        let target = match words.as_slice() {
+            ["deallocate", "prepare", name] => Some(*name),
+            ["deallocate", name] => Some(*name),
             _ => None,
         };
-        out.deallocate = target.filter(|n| *n != "all" && *n != "prepare").cloned();
+        out.deallocate = target.filter(|n| *n != "all" && *n != "prepare").map(|n| n.trim_matches('"').to_string());
     }
-    for words in stmts {
-        let w = |n: usize| words.get(n).map(String::as_str).unwrap_or("");
-        if (w(0) == "discard" && w(1) == "all") || (w(0) == "deallocate" && words.last().is_some_and(|l| l == "all")) {
+    for shape in shapes {
+        let words: Vec<&str> = shape.text.split(' ').collect();
+        let w = |n: usize| words.get(n).copied().unwrap_or("");
+        if (w(0) == "discard" && w(1) == "all") || (w(0) == "deallocate" && words.last() == Some(&"all")) {
             out.drops_statements = true;
         }
         match w(0) {
@@ -107,13 +47,13 @@ pub fn scan(sql: &str) -> Scan {
             "declare" if words.windows(2).any(|p| p[0] == "with" && p[1] == "hold") => {
                 out.pin = Some("cursor WITH HOLD")
             }
-            "create" if words[1..].iter().take(3).any(|x| x == "temp" || x == "temporary") => {
+            "create" if words[1..].iter().take(3).any(|x| *x == "temp" || *x == "temporary") => {
                 out.pin = Some("temporary table")
             }
             _ => {}
         }
         for word in &words {
-            if word == "set_config" {
+            if *word == "set_config" {
                 out.changes_session = true;
             }
             if word.starts_with("pg_advisory_lock") || word.starts_with("pg_try_advisory_lock") {

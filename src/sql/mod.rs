@@ -43,6 +43,9 @@ impl Analysis {
     }
 }
 
+/// Each statement of a text with a hash of its own literal text.
+pub type Analyzed = Vec<(Arc<Analysis>, u64)>;
+
 /// The shared analyzer with its shape-keyed cache.
 pub struct Analyzer {
     /// Keyed by (hash, length) of the token shape: long statements cost no key memory.
@@ -56,9 +59,14 @@ impl Analyzer {
 
     /// One analysis per statement in `sql` (a simple Query may hold several), each with a hash
     /// of its own text: the "parameters" of a statement whose values are inline literals.
-    pub fn analyze_all(&self, sql: &str) -> Vec<(Arc<Analysis>, u64)> {
-        tokens::shapes(sql)
-            .into_iter()
+    pub fn analyze_all(&self, sql: &str) -> Analyzed {
+        self.analyze_shapes(sql, &tokens::shapes(sql))
+    }
+
+    /// As `analyze_all`, for shapes the caller already computed from `sql`.
+    pub fn analyze_shapes(&self, sql: &str, shapes: &[tokens::Shape]) -> Analyzed {
+        shapes
+            .iter()
             .map(|shape| {
                 let piece = &sql[shape.start..shape.end];
                 let key = (tokens::fnv1a(shape.text.as_bytes()), shape.text.len());
