@@ -23,13 +23,18 @@ if ! PORT=6432 POOL="$POOL" bash "$shared/bench/start-pgbouncer.sh" >/dev/null 2
   sleep 0.5
 fi
 echo "pgbouncer: $(pgbouncer --version | head -1)" >&2
-cfg="$(mktemp)"
+cfg="$(mktemp)"; cfg_off="$(mktemp)"
 printf '[pool]\nmax_size = %s\n[server]\nmax_client_conn = 2000\n' "$POOL" >"$cfg"
+printf '[pool]\nmax_size = %s\n[server]\nmax_client_conn = 2000\n[insights]\nenabled = false\n' "$POOL" >"$cfg_off"
 PGPILOT_LOG=warn target/release/pgpilot --config "$cfg" --listen 127.0.0.1:6433 --http-listen 127.0.0.1:9933 \
   --upstream postgres://app:app@127.0.0.1:5432 &
 pilot=$!
-trap 'kill $pilot 2>/dev/null; kill "$(cat /tmp/pgbouncer-bench/pgbouncer.pid)" 2>/dev/null; rm -f "$cfg"' EXIT
+# The same proxy with query insights off: the cost of fingerprinting and statistics.
+PGPILOT_LOG=warn target/release/pgpilot --config "$cfg_off" --listen 127.0.0.1:6434 --http-listen 127.0.0.1:9934 \
+  --upstream postgres://app:app@127.0.0.1:5432 &
+pilot_off=$!
+trap 'kill $pilot $pilot_off 2>/dev/null; kill "$(cat /tmp/pgbouncer-bench/pgbouncer.pid)" 2>/dev/null; rm -f "$cfg" "$cfg_off"' EXIT
 sleep 0.5
 PGPASSWORD=app DURATION="${DURATION:-15}" REPEAT="${REPEAT:-2}" \
   TESTS="${TESTS:-sel-simple-10 sel-extended-10 sel-prepared-10 sel-simple-50 tpcb-10 churn-10}" \
-  bash "$shared/bench/pgbench-matrix.sh" direct=5432 pgbouncer=6432 pgpilot=6433
+  bash "$shared/bench/pgbench-matrix.sh" direct=5432 pgbouncer=6432 pgpilot=6433 pgpilot-noinsights=6434
