@@ -120,9 +120,12 @@ impl Session {
                 if self.deallocating(query) {
                     return self.forward_parse(frame);
                 }
+                if name.is_empty() {
+                    return false;
+                }
                 let known = self.app.registry.get_or_insert(query, types, self.state.sig()).ok();
                 let ready = known.as_ref().is_some_and(|s| s.is_validated() && !s.is_invalidated());
-                !name.is_empty() && ready && self.forward_parse(frame)
+                ready && self.forward_parse(frame)
             }
             b'D' => match split_target(body(frame)) {
                 Some((b'S', name)) => {
