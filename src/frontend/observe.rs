@@ -71,6 +71,7 @@ impl Session {
         Some(Box::new(Track {
             statements,
             next: 0,
+            rows_seen: 0,
             sent: Instant::now(),
             received: self.observe.received,
             pipelined: self.pending.running(),

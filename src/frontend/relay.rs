@@ -107,6 +107,7 @@ impl Session {
     /// At the end of the session: a server connection that is idle is reset and reused; one in
     /// the middle of anything is closed (the server rolls back whatever was open).
     pub async fn finish(&mut self) {
+        self.observe.detector.finish(&self.observe.rules, &self.observe.origin, &self.app.findings);
         let Some(mut conn) = self.server.take() else { return };
         self.detach();
         if !(self.tx.idle() && !self.sframer.mid_message() && conn.rbuf.is_empty()) {

@@ -1,9 +1,11 @@
 //! N+1 detection (Sentry's rule, per client connection): a read that returned rows (the source)
 //! followed by at least `threshold` executions of one other read fingerprint with distinct
 //! parameters, each waiting for the previous one (not a pipeline or executemany batch), each
-//! within `window` of the previous, interleaved only with transaction control, together taking
-//! at least `min_total`, and no more executions than the source returned rows (a loop over
-//! its rows). Paginated reads (LIMIT/OFFSET) are never the repeated query.
+//! within `window` of the previous, interleaved only with transaction control, the loop taking
+//! at least `min_total` from its first execution sent to its last finished (the cost of an N+1
+//! is mostly round trips, not server time), and no more executions than the source returned rows
+//! (a loop over its rows). Paginated reads (LIMIT/OFFSET) are never the repeated query. A burst
+//! is judged when it ends: another statement, a gap past the window, or the session's end.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -38,9 +40,8 @@ struct Burst {
     repeated: Arc<Analysis>,
     count: usize,
     params: HashSet<u64>,
-    total: Duration,
+    first_sent: Instant,
     last_done: Instant,
-    reported: bool,
 }
 
 /// Per-session detector state.
@@ -79,7 +80,7 @@ const MAX_FINDINGS: usize = 1000;
 const LOG_INTERVAL: Duration = Duration::from_secs(60);
 
 impl Detector {
-    /// Feeds one completed statement; reports to `findings` when a burst qualifies.
+    /// Feeds one completed statement; a burst that ends here is judged and maybe reported.
     pub fn observe(&mut self, c: &Completed, rules: &Rules, origin: &Origin, findings: &Findings) {
         if c.analysis.kind == StatementKind::Transaction {
             return;
@@ -93,12 +94,10 @@ impl Detector {
             let b = self.burst.as_mut().expect("checked");
             b.count += 1;
             b.params.insert(c.params);
-            b.total += c.server_time();
             b.last_done = c.done;
-            Self::maybe_report(b, c, rules, origin, findings);
             return;
         }
-        self.burst = None;
+        self.finish(rules, origin, findings);
         let is_read = c.analysis.kind == StatementKind::Read && !c.error;
         if let Some(src) = self.source.take() {
             let candidate = is_read
@@ -107,16 +106,13 @@ impl Detector {
                 && src.analysis.fingerprint != c.analysis.fingerprint
                 && c.sent.saturating_duration_since(src.done) <= rules.window;
             if candidate {
-                let mut params = HashSet::new();
-                params.insert(c.params);
                 self.burst = Some(Burst {
                     source: src,
                     repeated: c.analysis.clone(),
                     count: 1,
-                    params,
-                    total: c.server_time(),
+                    params: HashSet::from([c.params]),
+                    first_sent: c.sent,
                     last_done: c.done,
-                    reported: false,
                 });
             }
         }
@@ -125,18 +121,16 @@ impl Detector {
         }
     }
 
-    fn maybe_report(b: &mut Burst, c: &Completed, rules: &Rules, origin: &Origin, findings: &Findings) {
-        if b.reported {
-            findings.grow(origin, b, c.server_time());
-            return;
-        }
+    /// Judges the burst in progress (at its end, or when the session ends).
+    pub fn finish(&mut self, rules: &Rules, origin: &Origin, findings: &Findings) {
+        let Some(b) = self.burst.take() else { return };
+        let elapsed = b.last_done.saturating_duration_since(b.first_sent);
         let qualifies = b.count >= rules.threshold
             && b.params.len() >= rules.threshold
-            && b.total >= rules.min_total
+            && elapsed >= rules.min_total
             && b.count as u64 <= b.source.rows;
         if qualifies {
-            b.reported = true;
-            findings.report(origin, b);
+            findings.report(origin, &b, elapsed);
         }
     }
 }
@@ -152,7 +146,7 @@ impl Findings {
         )
     }
 
-    fn report(&self, origin: &Origin, b: &Burst) {
+    fn report(&self, origin: &Origin, b: &Burst, elapsed: Duration) {
         crate::metrics::n_plus_one_detected();
         let mut map = self.map.lock();
         if map.len() >= MAX_FINDINGS && !map.contains_key(&Self::key(origin, b)) {
@@ -173,7 +167,7 @@ impl Findings {
         });
         f.occurrences += 1;
         f.count = f.count.max(b.count);
-        f.total_ms += b.total.as_secs_f64() * 1000.0;
+        f.total_ms += elapsed.as_secs_f64() * 1000.0;
         if f.last_logged.is_none_or(|t| t.elapsed() >= LOG_INTERVAL) {
             f.last_logged = Some(Instant::now());
             tracing::warn!(
@@ -181,13 +175,6 @@ impl Findings {
                 source = %f.source_query, repeated = %f.repeated_query, count = b.count,
                 "N+1 query pattern: {}", f.suggestion
             );
-        }
-    }
-
-    fn grow(&self, origin: &Origin, b: &Burst, added: Duration) {
-        if let Some(f) = self.map.lock().get_mut(&Self::key(origin, b)) {
-            f.count = f.count.max(b.count);
-            f.total_ms += added.as_secs_f64() * 1000.0;
         }
     }
 
@@ -264,6 +251,7 @@ mod tests {
             let c = clock.run(a, params, rows, 12, pipelined);
             d.observe(&c, &Rules::default(), &origin(), &f);
         }
+        d.finish(&Rules::default(), &origin(), &f);
         f.list()
     }
 
@@ -288,7 +276,7 @@ mod tests {
         let mut pages = vec![(1, 0, 8, false)];
         pages.extend((0..8).map(|i| (2, i, 1, false)));
         assert!(run(&pages, true).is_empty(), "pagination");
-        let mut more_than_rows = vec![(1, 0, 1, false)];
+        let mut more_than_rows = vec![(1, 0, 6, false)];
         more_than_rows.extend((0..8).map(|i| (2, i, 1, false)));
         assert!(run(&more_than_rows, false).is_empty(), "not driven by the source's rows");
         let mut short = vec![(1, 0, 8, false)];

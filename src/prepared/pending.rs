@@ -21,15 +21,19 @@ use crate::sql::Analysis;
 pub struct Track {
     pub statements: Vec<(Arc<Analysis>, u64)>,
     pub next: usize,
+    /// DataRows relayed for the running statement (a PortalSuspended reply carries no count).
+    pub rows_seen: u64,
     pub sent: Instant,
     pub received: Instant,
     pub pipelined: bool,
 }
 
 impl Track {
-    fn complete(&mut self, rows: u64, error: bool) -> Option<Completed> {
+    fn complete(&mut self, rows: Option<u64>, error: bool) -> Option<Completed> {
         let (analysis, params) = self.statements.get(self.next)?.clone();
         self.next += 1;
+        let rows = rows.unwrap_or(self.rows_seen);
+        self.rows_seen = 0;
         let done = Instant::now();
         let c = Completed {
             analysis,
@@ -206,9 +210,13 @@ impl Pending {
         events.append(&mut self.events);
         let Some(front) = self.q.front_mut() else { return true };
         let body = frame.get(5..).unwrap_or(&[]);
-        if let (b'C' | b's', Some(track)) = (tag, front.track.as_mut()) {
-            let rows = if tag == b'C' { crate::insights::rows_from_tag(body) } else { 0 };
-            events.extend(track.complete(rows, false).map(Event::Completed));
+        match (tag, front.track.as_mut()) {
+            (b'D', Some(track)) => track.rows_seen += 1,
+            (b'C' | b's', Some(track)) => {
+                let rows = if tag == b'C' { crate::insights::rows_from_tag(body) } else { None };
+                events.extend(track.complete(rows, false).map(Event::Completed));
+            }
+            _ => {}
         }
         if let (b't' | b'T' | b'n', Action::Describe { reply, .. }) = (tag, &mut front.action) {
             reply.extend_from_slice(frame);
@@ -219,7 +227,7 @@ impl Pending {
             // commit failing at Sync: ReadyForQuery follows.
             (b'E', Kind::Query) => {
                 if let Some(track) = front.track.as_mut() {
-                    events.extend(track.complete(0, true).map(Event::Completed));
+                    events.extend(track.complete(Some(0), true).map(Event::Completed));
                     track.next = track.statements.len();
                 }
                 false
@@ -292,7 +300,7 @@ impl Pending {
     fn on_error(&mut self, body: &[u8], events: &mut Vec<Event>) -> bool {
         let mut failed = self.q.pop_front().expect("front exists");
         if let Some(track) = failed.track.as_mut() {
-            events.extend(track.complete(0, true).map(Event::Completed));
+            events.extend(track.complete(Some(0), true).map(Event::Completed));
         }
         let shown = !failed.drop;
         match failed.action {

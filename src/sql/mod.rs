@@ -68,7 +68,7 @@ impl Analyzer {
         shapes
             .iter()
             .map(|shape| {
-                let piece = &sql[shape.start..shape.end];
+                let piece = sql[shape.start..shape.end].trim();
                 let key = (tokens::fnv1a(shape.text.as_bytes()), shape.text.len());
                 let analysis = self.cache.get_with(key, || Arc::new(parse::analyze(piece, &shape.text)));
                 (analysis, tokens::fnv1a(piece.as_bytes()))
