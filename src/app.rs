@@ -115,6 +115,7 @@ pub fn init_logging() {
 }
 
 pub async fn run(cli: Cli, config: Config) -> Result<()> {
+    crate::clock::start();
     let prometheus = crate::metrics::install()?;
     let listener = TcpListener::bind(&config.server.listen)
         .await

@@ -17,8 +17,16 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     pgpilot::app::init_logging();
+    // One worker: a current-thread runtime (no work-stealing machinery), as PgBouncer's one loop.
     let workers = config.server.worker_threads();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(workers).enable_all().build() {
+    let mut builder = if workers == 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut b = tokio::runtime::Builder::new_multi_thread();
+        b.worker_threads(workers);
+        b
+    };
+    let runtime = match builder.enable_all().build() {
         Ok(rt) => rt,
         Err(err) => {
             eprintln!("pgpilot: cannot start the runtime: {err}");

@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::BytesMut;
 use pgwire::messages::startup::Startup;
@@ -43,8 +43,8 @@ async fn connect_inner(target: &Target) -> Result<ServerConn, ServerError> {
         secret: 0,
         addr,
         id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
-        created: Instant::now(),
-        last_used: Instant::now(),
+        created_ms: crate::clock::now_ms(),
+        last_used_ms: crate::clock::now_ms(),
         state_sig: 0,
         prepared: lru::LruCache::new(std::num::NonZeroUsize::new(target.prepared_cache.max(1)).expect("at least 1")),
         stale: Vec::new(),

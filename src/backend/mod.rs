@@ -6,7 +6,6 @@ pub mod internal;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::time::Instant;
 
 use bytes::BytesMut;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -27,8 +26,9 @@ pub struct ServerConn {
     pub secret: i32,
     pub addr: SocketAddr,
     pub id: u64,
-    pub created: Instant,
-    pub last_used: Instant,
+    /// Coarse-clock milliseconds (crate::clock) when opened and when last returned to the pool.
+    pub created_ms: u64,
+    pub last_used_ms: u64,
     /// Signature of the client session state last applied (0 = the state it was opened with).
     pub state_sig: u64,
     /// Registry statements prepared on this connection, least recently used first out.

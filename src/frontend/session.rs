@@ -321,6 +321,7 @@ impl Session {
                 self.observe.analyzed = analyses.clone();
                 found.clone()
             }
+            _ if !self.observe.enabled && !super::sql_scan::may_matter(sql) => Scan::default(),
             _ => {
                 let text = String::from_utf8_lossy(sql);
                 let shapes = crate::sql::tokens::shapes(&text);

@@ -16,6 +16,24 @@ pub struct Scan {
     pub deallocate: Option<String>,
 }
 
+/// Whether `sql` might hold anything `scan` reports: false lets a caller that needs no analysis
+/// skip tokenizing (leading comments, several statements and the keywords below say "maybe").
+pub fn may_matter(sql: &[u8]) -> bool {
+    let text = sql.trim_ascii();
+    if text.starts_with(b"-") || text.starts_with(b"/") {
+        return true;
+    }
+    let first: Vec<u8> = text.iter().take_while(|c| c.is_ascii_alphabetic()).map(u8::to_ascii_lowercase).collect();
+    let keywords: [&[u8]; 9] =
+        [b"set", b"reset", b"discard", b"listen", b"prepare", b"load", b"declare", b"create", b"deallocate"];
+    if keywords.contains(&first.as_slice()) {
+        return true;
+    }
+    let body = text.strip_suffix(b";").unwrap_or(text);
+    let contains = |needle: &[u8]| body.windows(needle.len()).any(|w| w.eq_ignore_ascii_case(needle));
+    body.contains(&b';') || contains(b"advisory") || contains(b"set_config")
+}
+
 pub fn scan(sql: &str) -> Scan {
     scan_shapes(&crate::sql::tokens::shapes(sql))
 }
@@ -92,6 +110,25 @@ mod tests {
         assert_eq!(scan("DECLARE c CURSOR WITH HOLD FOR SELECT 1").pin, Some("cursor WITH HOLD"));
         assert_eq!(scan("DECLARE c CURSOR FOR SELECT 1").pin, None);
         assert_eq!(scan("select $1::int").pin, None);
+    }
+
+    #[test]
+    fn the_fast_check_never_misses_what_scan_finds() {
+        for sql in [
+            "SET x = 1",
+            "  reset all",
+            "select pg_advisory_lock(1)",
+            "SELECT set_config('a','b',false)",
+            "select 1; set a = 2",
+            "/* c */ SET x = 1",
+            "LISTEN c",
+            "DEALLOCATE s1",
+            "create temp table t (a int)",
+        ] {
+            assert!(super::may_matter(sql.as_bytes()), "{sql}");
+        }
+        assert!(!super::may_matter(b"SELECT abalance FROM pgbench_accounts WHERE aid = 5;"));
+        assert!(!super::may_matter(b"UPDATE t SET a = 1 WHERE id = 2"));
     }
 
     #[test]

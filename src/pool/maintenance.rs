@@ -19,8 +19,8 @@ impl Pool {
             let mut expired = Vec::new();
             let mut total = st.total;
             for conn in st.idle.drain(..) {
-                let old = conn.created.elapsed() >= lifetime;
-                let unused = conn.last_used.elapsed() >= idle_timeout && total > min;
+                let old = crate::clock::since(conn.created_ms) >= lifetime;
+                let unused = crate::clock::since(conn.last_used_ms) >= idle_timeout && total > min;
                 if old || unused || conn.looks_broken() {
                     total -= 1;
                     expired.push(conn);

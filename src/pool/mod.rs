@@ -132,38 +132,54 @@ impl Pool {
 
     /// Gets a server connection, waiting up to the configured checkout timeout.
     pub async fn checkout(self: &Arc<Self>) -> Result<PooledConn, CheckoutError> {
-        let started = Instant::now();
         if *self.paused.borrow() {
             let mut paused = self.paused.clone();
             let _ = paused.wait_for(|p| !*p).await;
         }
+        self.checkouts.fetch_add(1, Ordering::Relaxed);
+        // Fast path: an idle connection that passes its check, with no clock read.
+        let mut taken = self.try_take();
+        if let Some(Taken::Conn(conn)) = taken {
+            match self.validate(conn).await {
+                Some(conn) => {
+                    crate::metrics::pool_wait(Duration::ZERO);
+                    return Ok(PooledConn::new(conn, self.clone()));
+                }
+                None => taken = None,
+            }
+        }
+        let started = Instant::now();
+        let result = self.checkout_slow(taken).await;
+        crate::metrics::pool_wait(started.elapsed());
+        result.map(|conn| PooledConn::new(conn, self.clone()))
+    }
+
+    /// Waiting for a connection or a slot, and connecting.
+    async fn checkout_slow(self: &Arc<Self>, mut taken: Option<Taken>) -> Result<ServerConn, CheckoutError> {
         let timeout = self.config.load().checkout_timeout();
         let deadline = tokio::time::Instant::now() + timeout;
-        let result = loop {
-            let grant = match self.try_take() {
+        loop {
+            let grant = match taken.take().or_else(|| self.try_take()) {
                 Some(grant) => grant,
                 None => match self.wait(deadline).await {
                     Some(grant) => grant.into(),
-                    None => break Err(self.timeout_error(timeout)),
+                    None => return Err(self.timeout_error(timeout)),
                 },
             };
             match grant {
-                Taken::Conn(conn) => match self.validate(conn).await {
-                    Some(conn) => break Ok(conn),
-                    None => continue,
-                },
-                Taken::Slot => match connect(&self.target()).await {
-                    Ok(conn) => break Ok(conn),
-                    Err(err) => {
-                        self.free_slot();
-                        break Err(err.into());
+                Taken::Conn(conn) => {
+                    if let Some(conn) = self.validate(conn).await {
+                        return Ok(conn);
                     }
-                },
+                }
+                Taken::Slot => {
+                    return connect(&self.target()).await.map_err(|err| {
+                        self.free_slot();
+                        err.into()
+                    })
+                }
             }
-        };
-        crate::metrics::pool_wait(started.elapsed());
-        self.checkouts.fetch_add(1, Ordering::Relaxed);
-        result.map(|conn| PooledConn::new(conn, self.clone()))
+        }
     }
 
     fn timeout_error(&self, timeout: Duration) -> CheckoutError {
@@ -207,8 +223,8 @@ impl Pool {
     /// Checks an idle connection before handing it out; broken ones are dropped (slot freed).
     async fn validate(&self, mut conn: ServerConn) -> Option<ServerConn> {
         let cfg = self.config.load();
-        let idle_for = conn.last_used.elapsed();
-        let too_old = conn.created.elapsed() >= Duration::from_millis(cfg.pool.lifetime_ms);
+        let idle_for = crate::clock::since(conn.last_used_ms);
+        let too_old = crate::clock::since(conn.created_ms) >= Duration::from_millis(cfg.pool.lifetime_ms);
         let healthy = !too_old
             && (idle_for < Duration::from_millis(50) || !conn.looks_broken())
             && (idle_for < Duration::from_millis(cfg.pool.health_check_after_ms)
@@ -224,7 +240,7 @@ impl Pool {
 
     /// Returns a clean, idle connection: to the first live waiter, else to the idle list.
     pub(crate) fn checkin(&self, mut conn: ServerConn) {
-        conn.last_used = Instant::now();
+        conn.last_used_ms = crate::clock::now_ms();
         let mut st = self.state.lock();
         if st.total > self.max_size() {
             st.total -= 1;
@@ -260,7 +276,12 @@ impl Pool {
 
     /// Backend pid and age of each idle connection (admin console).
     pub fn idle_servers(&self) -> Vec<(i32, SocketAddrAge)> {
-        self.state.lock().idle.iter().map(|c| (c.pid, (c.addr, c.created.elapsed(), c.last_used.elapsed()))).collect()
+        self.state
+            .lock()
+            .idle
+            .iter()
+            .map(|c| (c.pid, (c.addr, crate::clock::since(c.created_ms), crate::clock::since(c.last_used_ms))))
+            .collect()
     }
 
     pub fn snapshot(&self) -> PoolSnapshot {

@@ -81,3 +81,40 @@ impl Analyzer {
         self.analyze_all(sql).into_iter().next().map(|(a, _)| a)
     }
 }
+
+#[cfg(test)]
+mod speed {
+    //! Benchmark, not a timed test: `cargo test --release --lib analysis_cost -- --ignored --nocapture`
+    //! prints what an analysis costs on a cache miss and on a hit (numbers in docs/BENCHMARKS.md).
+    use std::time::Instant;
+
+    use super::Analyzer;
+
+    #[test]
+    #[ignore]
+    fn analysis_cost() {
+        let texts = [
+            "SELECT abalance FROM pgbench_accounts WHERE aid = 12345",
+            "SELECT code_chunks.id, code_chunks.content FROM code_chunks JOIN code_files ON code_chunks.code_file_id = code_files.id WHERE code_files.is_deleted = false AND code_files.relative_path LIKE $4 ORDER BY code_chunks.embedding <=> $2::vector LIMIT $5",
+            "WITH RECURSIVE d AS (SELECT id, parent_id FROM work_items WHERE id = $1 UNION ALL SELECT w.id, w.parent_id FROM work_items w JOIN d ON w.parent_id = d.id) SELECT * FROM d",
+        ];
+        for text in texts {
+            let n = 2000;
+            let a = Analyzer::new(10);
+            let t = Instant::now();
+            for i in 0..n {
+                // a new shape every time: the parser runs
+                let _ = a.analyze(&format!("{text} /* {i} */ AND {i} = {i}"));
+                a.cache.invalidate_all();
+            }
+            let miss = t.elapsed() / n;
+            let t = Instant::now();
+            for i in 0..n {
+                // the same shape with new literals: a token pass and a cache hit
+                let _ = a.analyze(&text.replace("12345", &i.to_string()));
+            }
+            let hit = t.elapsed() / n;
+            println!("{:>4} bytes: miss {miss:?}, hit {hit:?}  ({})", text.len(), &text[..40]);
+        }
+    }
+}

@@ -1,0 +1,37 @@
+//! A coarse clock for pool bookkeeping (idle times, lifetimes): one atomic load instead of a
+//! clock read per checkout and check-in. Ticks every 5 ms once `start` runs.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+static ORIGIN: OnceLock<Instant> = OnceLock::new();
+static NOW_MS: AtomicU64 = AtomicU64::new(0);
+
+/// Milliseconds since the process started, at most one tick old.
+pub fn now_ms() -> u64 {
+    NOW_MS.load(Ordering::Relaxed)
+}
+
+/// Time since a `now_ms()` reading.
+pub fn since(ms: u64) -> Duration {
+    Duration::from_millis(now_ms().saturating_sub(ms))
+}
+
+fn tick() {
+    let origin = ORIGIN.get_or_init(Instant::now);
+    NOW_MS.store(origin.elapsed().as_millis() as u64, Ordering::Relaxed);
+}
+
+/// Starts the ticker (inside the runtime).
+pub fn start() {
+    tick();
+    tokio::spawn(async {
+        let mut every = tokio::time::interval(Duration::from_millis(5));
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        loop {
+            every.tick().await;
+            tick();
+        }
+    });
+}
