@@ -19,6 +19,7 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -283,3 +284,36 @@ def start_proxy(tmp_path):
     problems = [msg for p in started for msg in p.stop()]
     if problems:
         pytest.fail("\n".join(problems), pytrace=False)
+
+
+# ../shared/workload/mcp_load.py, the MCP-shaped asyncpg load driver.
+MCP_LOAD = REPO_ROOT.parent / "shared" / "workload" / "mcp_load.py"
+# Every operation but readback: the script's stale-read check races between concurrent clients
+# (two writers of one key), so readback runs separately with one client.
+ALL_BUT_READBACK = "search=30,registry=15,hierarchy=15,list=10,entity=10,nplus1=2,write=10"
+
+
+def run_mcp_load(proxy, tmp_path, name, *args, duration, statement_cache="0"):
+    """Runs mcp_load.py through `proxy` and checks it ran clean; returns (summary, ok count per op).
+    statement_cache=None keeps asyncpg's default cache (named prepared statements)."""
+    assert MCP_LOAD.is_file(), f"{MCP_LOAD} is missing (../shared is part of the test setup)"
+    out = tmp_path / f"{name}.json"
+    cmd = [sys.executable, str(MCP_LOAD), "--host", proxy.host, "--port", str(proxy.port), "--user", "app",
+           "--password", "app", "--codebase-db", "codebase", "--workflow-db", "workflow",
+           "--duration", str(duration), "--json", str(out), *args]
+    if statement_cache is not None:
+        cmd += ["--statement-cache", statement_cache]
+    try:
+        run = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 110)
+    except subprocess.TimeoutExpired as exc:
+        pytest.fail(f"mcp_load.py did not finish within {exc.timeout}s; output so far:\n{exc.stdout}\n{exc.stderr}")
+    report = f"{' '.join(cmd)}\nexit {run.returncode}\nstdout:\n{run.stdout[-4000:]}\nstderr:\n{run.stderr[-4000:]}"
+    assert out.is_file(), f"mcp_load.py wrote no JSON summary; {report}"
+    summary = json.loads(out.read_text())
+    assert summary["errors"] == 0, f"errors: {summary['error_samples']}\n{report}"
+    assert summary["stale_reads"] == 0, report
+    assert run.returncode == 0, report
+    assert summary["target"] == f"{proxy.host}:{proxy.port}", summary
+    done = {op["op"]: op["ok"] for op in summary["ops"]}
+    assert done and all(n > 0 for n in done.values()), f"some operations never completed: {done}"
+    return summary, done

@@ -20,17 +20,13 @@ import contextlib
 import json
 import random
 import re
-import subprocess
-import sys
 import time
 
 import asyncpg
 import psycopg
-import pytest
 
-from conftest import REPO_ROOT, run_async
+from conftest import run_async, run_mcp_load
 
-LOAD = REPO_ROOT.parent / "shared" / "workload" / "mcp_load.py"
 LOW_MIN_TOTAL = "[insights]\nn_plus_one_min_total_ms = 0\n"
 RUNS = 3
 
@@ -432,21 +428,8 @@ MIX = "search=30,registry=15,hierarchy=15,list=10,entity=10,nplus1=8,write=10"
 
 def test_mcp_workload_n_plus_one_and_query_statistics(start_proxy, tmp_path):
     proxy = start_proxy()  # default [insights]: threshold 5, window 500 ms, min total 50 ms
-    assert LOAD.is_file(), f"{LOAD} is missing (../shared is part of the test setup)"
-    out, duration = tmp_path / "load.json", 8
-    cmd = [sys.executable, str(LOAD), "--host", proxy.host, "--port", str(proxy.port), "--user", "app",
-           "--password", "app", "--codebase-db", "codebase", "--workflow-db", "workflow", "--clients", "10",
-           "--duration", str(duration), "--mix", MIX, "--json", str(out)]
-    try:
-        run = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 110)
-    except subprocess.TimeoutExpired as exc:
-        pytest.fail(f"mcp_load.py did not finish within {exc.timeout}s; output so far:\n{exc.stdout}\n{exc.stderr}")
-    report = f"{' '.join(cmd)}\nexit {run.returncode}\nstdout:\n{run.stdout[-4000:]}\nstderr:\n{run.stderr[-4000:]}"
-    assert out.is_file(), f"mcp_load.py wrote no JSON summary; {report}"
-    summary = json.loads(out.read_text())
-    assert summary["errors"] == 0, f"errors: {summary['error_samples']}\n{report}"
-    assert run.returncode == 0, report
-    done = {op["op"]: op["ok"] for op in summary["ops"]}
+    summary, done = run_mcp_load(proxy, tmp_path, "load", "--clients", "10", "--mix", MIX, duration=8,
+                                 statement_cache=None)
     assert all(done.get(op, 0) > 0 for op in ("search", "nplus1", "hierarchy", "list", "entity")), done
 
     rows = queries(proxy)
@@ -477,7 +460,7 @@ def test_mcp_workload_n_plus_one_and_query_statistics(start_proxy, tmp_path):
         f"none of the {done['nplus1']} nplus1 loops (50 sequential lookups each, client-side p50 "
         f"{nplus1['p50_ms']:.0f} ms per loop) was reported at the default settings; the lookup's mean server time "
         f"is {child[0]['mean_ms']:.3f} ms (p95 {child[0]['p95_ms']:.3f} ms), i.e. ~{50 * child[0]['mean_ms']:.0f} ms "
-        f"per loop against n_plus_one_min_total_ms = 50\n{report}")
+        f"per loop against n_plus_one_min_total_ms = 50")
     for f in children:
         assert f["source_query"] == ROOTS and f["database"] == "workflow" and f["user"] == "app", f
         assert 5 <= f["count"] <= 50 and 1 <= f["occurrences"] <= done["nplus1"], f  # 50 roots in the seed

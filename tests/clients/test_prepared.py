@@ -9,12 +9,10 @@ default cache. A client's statement is then Parsed on one server connection and 
 Parse/Close itself where it can and injects a Parse where a server lacks the statement.
 """
 import asyncio
-import json
 import os
 import random
 import re
 import subprocess
-import sys
 import uuid
 from decimal import Decimal
 from pathlib import Path
@@ -28,7 +26,7 @@ from sqlalchemy import Column, Integer, MetaData, String, Table, func, insert, s
 from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine
 from sqlalchemy.pool import NullPool
 
-from conftest import REPO_ROOT, BackendSampler, require_env, run_async, wait_until
+from conftest import ALL_BUT_READBACK, BackendSampler, require_env, run_async, run_mcp_load, wait_until
 
 POOL = 5
 
@@ -552,31 +550,11 @@ def test_pgbench_prepared(start_proxy, pg_admin, script):
 
 # --- 5. MCP-shaped load, default asyncpg statement cache ------------------------------------------------------
 
-LOAD = REPO_ROOT.parent / "shared" / "workload" / "mcp_load.py"
-ALL_BUT_READBACK = "search=30,registry=15,hierarchy=15,list=10,entity=10,nplus1=2,write=10"
 
 
 def mcp_load(proxy, tmp_path, name, *args, duration):
     """mcp_load.py without --statement-cache: asyncpg's default cache of 100 named statements per connection."""
-    assert LOAD.is_file(), f"{LOAD} is missing (../shared is part of the test setup)"
-    out = tmp_path / f"{name}.json"
-    cmd = [sys.executable, str(LOAD), "--host", proxy.host, "--port", str(proxy.port), "--user", "app",
-           "--password", "app", "--codebase-db", "codebase", "--workflow-db", "workflow",
-           "--duration", str(duration), "--json", str(out), *args]
-    try:
-        run = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 110)
-    except subprocess.TimeoutExpired as exc:
-        pytest.fail(f"mcp_load.py did not finish within {exc.timeout}s; output so far:\n{exc.stdout}\n{exc.stderr}")
-    report = f"{' '.join(cmd)}\nexit {run.returncode}\nstdout:\n{run.stdout[-4000:]}\nstderr:\n{run.stderr[-4000:]}"
-    assert out.is_file(), f"mcp_load.py wrote no JSON summary; {report}"
-    summary = json.loads(out.read_text())
-    assert summary["errors"] == 0, f"errors: {summary['error_samples']}\n{report}"
-    assert summary["stale_reads"] == 0, report
-    assert run.returncode == 0, report
-    assert summary["target"] == f"{proxy.host}:{proxy.port}", summary
-    done = {op["op"]: op["ok"] for op in summary["ops"]}
-    assert done and all(n > 0 for n in done.values()), f"some operations never completed: {done}"
-    return done
+    return run_mcp_load(proxy, tmp_path, name, *args, duration=duration, statement_cache=None)[1]
 
 
 def test_mcp_load_default_statement_cache(start_proxy, tmp_path):
