@@ -325,7 +325,7 @@ impl Session {
             _ => {
                 let text = String::from_utf8_lossy(sql);
                 let shapes = crate::sql::tokens::shapes(&text);
-                let found = scan_shapes(&shapes);
+                let found = if super::sql_scan::may_matter(sql) { scan_shapes(&shapes) } else { Scan::default() };
                 self.observe.analyzed =
                     if self.observe.enabled { self.app.analyzer.analyze_shapes(&text, &shapes) } else { Vec::new() };
                 if tag == b'P' {

