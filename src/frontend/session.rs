@@ -146,8 +146,14 @@ impl Session {
     /// The session loop; returns when the client leaves, fails, or is told to go at shutdown.
     pub async fn run(&mut self) {
         let mut shutdown = self.app.shutdown_signal();
+        let mut stopping = *shutdown.borrow();
+        // Created once: a fresh `changed()` per loop turn would register and unregister a waiter
+        // on the shutdown channel for every message.
+        let mut stop = std::pin::pin!(async move {
+            let _ = shutdown.changed().await;
+        });
         loop {
-            if *shutdown.borrow() && self.at_rest() {
+            if stopping && self.at_rest() {
                 messages::error(&mut self.cout, "FATAL", sqlstate::ADMIN_SHUTDOWN, "pgpilot is shutting down");
                 let _ = self.flush_client().await;
                 return;
@@ -167,7 +173,7 @@ impl Session {
                         return;
                     }
                 }
-                _ = shutdown.changed() => {}
+                _ = &mut stop, if !stopping => stopping = true,
             }
         }
     }
