@@ -126,3 +126,31 @@ async fn ssl_and_gss_requests_are_declined_without_tls() {
     r.send(&startup_packet(&[("user", "trustuser"), ("database", "app")])).await;
     assert!(r.until_ready().await.unwrap().contains(&b'K'));
 }
+
+#[tokio::test]
+async fn a_client_that_never_finishes_startup_is_disconnected() {
+    let proxy = Proxy::start(&format!("[server]\nstartup_timeout_ms = 300\n\n{TRUST}"));
+    let mut idle = Raw::connect(proxy.port).await;
+    let started = std::time::Instant::now();
+    assert!(idle.error_codes_until_close().await.is_empty());
+    assert!(started.elapsed() < Duration::from_secs(5), "closed after {:?}", started.elapsed());
+    still_serves(&proxy).await;
+}
+
+#[tokio::test]
+async fn an_upstream_that_never_answers_hits_the_connect_timeout() {
+    // The kernel completes the TCP handshake (backlog) but nothing ever answers the startup packet.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = silent.local_addr().unwrap().port();
+    let proxy = Proxy::start_with(
+        "[upstream]\nconnect_timeout_ms = 300\n",
+        &["--upstream", &format!("postgres://app:app@127.0.0.1:{port}")],
+    );
+    let started = std::time::Instant::now();
+    let err = proxy.connect_as("app", "app", "app").await.unwrap_err();
+    let db = err.as_db_error().expect("a server-style error");
+    assert_eq!(db.code().code(), "08001", "{}", db.message());
+    assert!(db.message().contains("timed out"), "{}", db.message());
+    assert!(started.elapsed() < Duration::from_secs(5));
+    drop(silent);
+}
