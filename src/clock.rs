@@ -1,5 +1,6 @@
 //! A coarse clock for pool bookkeeping (idle times, lifetimes): one atomic load instead of a
-//! clock read per checkout and check-in. Ticks every 5 ms once `start` runs.
+//! clock read per checkout and check-in. Ticks every 20 ms once `start` runs (each tick wakes the
+//! runtime, so it is kept slow; the pool only needs tens-of-milliseconds precision).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
@@ -27,7 +28,7 @@ fn tick() {
 pub fn start() {
     tick();
     tokio::spawn(async {
-        let mut every = tokio::time::interval(Duration::from_millis(5));
+        let mut every = tokio::time::interval(Duration::from_millis(20));
         every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         loop {
             every.tick().await;
