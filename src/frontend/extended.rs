@@ -117,7 +117,7 @@ impl Session {
             }
             b'P' => {
                 let Some((name, query, types)) = split_parse(body(frame)) else { return false };
-                if self.deallocating(query) {
+                if self.deallocated_name(query).is_some() {
                     return self.forward_parse(frame);
                 }
                 if name.is_empty() {
@@ -139,13 +139,13 @@ impl Session {
 
     /// `DEALLOCATE name` of one of the client's statements sent as Parse (psycopg in pipelines):
     /// the unnamed statement becomes a local one answered here through Execute.
-    fn deallocating(&self, query: &[u8]) -> bool {
+    fn deallocated_name(&self, query: &[u8]) -> Option<String> {
         let starts = query.trim_ascii_start().get(..10).is_some_and(|p| p.eq_ignore_ascii_case(b"deallocate"));
         if !starts || self.statements.is_empty() {
-            return false;
+            return None;
         }
         let found = crate::frontend::sql_scan::scan(&String::from_utf8_lossy(query));
-        found.deallocate.is_some_and(|n| self.statements.contains_key(n.as_bytes()))
+        found.deallocate.filter(|n| self.statements.contains_key(n.as_bytes()))
     }
 
     /// Execute of the unnamed portal bound to a local DEALLOCATE.
@@ -158,9 +158,8 @@ impl Session {
         let Some((name, query, types)) = split_parse(body(frame)) else { return false };
         if name.is_empty() {
             self.local_stmt = false;
-            if self.deallocating(query) {
-                let found = crate::frontend::sql_scan::scan(&String::from_utf8_lossy(query));
-                self.statements.remove(found.deallocate.unwrap_or_default().as_bytes());
+            if let Some(name) = self.deallocated_name(query) {
+                self.statements.remove(name.as_bytes());
                 self.local_stmt = true;
                 return self.answer(pm::parse_complete());
             }

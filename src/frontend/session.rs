@@ -327,11 +327,14 @@ impl Session {
                 self.observe.analyzed = analyses.clone();
                 found.clone()
             }
-            _ if !self.observe.enabled && !super::sql_scan::may_matter(sql) => Scan::default(),
             _ => {
+                let matters = super::sql_scan::may_matter(sql);
+                if !matters && !self.observe.enabled {
+                    return Scan::default();
+                }
                 let text = String::from_utf8_lossy(sql);
                 let shapes = crate::sql::tokens::shapes(&text);
-                let found = if super::sql_scan::may_matter(sql) { scan_shapes(&shapes) } else { Scan::default() };
+                let found = if matters { scan_shapes(&shapes) } else { Scan::default() };
                 self.observe.analyzed =
                     if self.observe.enabled { self.app.analyzer.analyze_shapes(&text, &shapes) } else { Vec::new() };
                 if tag == b'P' {

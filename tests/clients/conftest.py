@@ -317,3 +317,18 @@ def run_mcp_load(proxy, tmp_path, name, *args, duration, statement_cache="0"):
     done = {op["op"]: op["ok"] for op in summary["ops"]}
     assert done and all(n > 0 for n in done.values()), f"some operations never completed: {done}"
     return summary, done
+
+
+async def connect_all(connect, n, close):
+    """Opens n client connections at once with `connect()`; fails the test (closing the ones that
+    opened) if any of them fails."""
+    conns = await asyncio.gather(*(connect() for _ in range(n)), return_exceptions=True)
+    failed = [repr(c) for c in conns if isinstance(c, BaseException)]
+    if failed:
+        await close([c for c in conns if not isinstance(c, BaseException)])
+        pytest.fail(f"{len(failed)} of {n} connects failed: {failed[:3]}")
+    return conns
+
+
+async def asyncpg_close_all(conns):
+    await asyncio.gather(*(c.close(timeout=5) for c in conns), return_exceptions=True)

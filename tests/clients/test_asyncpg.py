@@ -11,7 +11,7 @@ import uuid
 import asyncpg
 import pytest
 
-from conftest import BackendSampler, run_async, wait_until
+from conftest import BackendSampler, asyncpg_close_all, connect_all, run_async, wait_until
 
 CLIENTS = 50
 ROUNDS = 4
@@ -26,16 +26,10 @@ async def connect(proxy, **kw):
 
 
 async def connect_many(proxy, n, **kw):
-    conns = await asyncio.gather(*(connect(proxy, **kw) for _ in range(n)), return_exceptions=True)
-    failed = [repr(c) for c in conns if isinstance(c, BaseException)]
-    if failed:
-        await close_all([c for c in conns if not isinstance(c, BaseException)])
-        pytest.fail(f"{len(failed)} of {n} connects failed: {failed[:3]}")
-    return conns
+    return await connect_all(lambda: connect(proxy, **kw), n, asyncpg_close_all)
 
 
-async def close_all(conns):
-    await asyncio.gather(*(c.close(timeout=5) for c in conns), return_exceptions=True)
+close_all = asyncpg_close_all
 
 
 async def client_work(conn, table, task):

@@ -26,7 +26,7 @@ from sqlalchemy import Column, Integer, MetaData, String, Table, func, insert, s
 from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine
 from sqlalchemy.pool import NullPool
 
-from conftest import ALL_BUT_READBACK, BackendSampler, require_env, run_async, run_mcp_load, wait_until
+from conftest import ALL_BUT_READBACK, BackendSampler, asyncpg_close_all, connect_all, require_env, run_async, run_mcp_load, wait_until
 
 POOL = 5
 
@@ -61,17 +61,7 @@ def failures(results, what="client"):
 
 
 async def asyncpg_connect_many(proxy, n, **kw):
-    conns = await asyncio.gather(*(asyncpg.connect(proxy.dsn(), timeout=15, **kw) for _ in range(n)),
-                                 return_exceptions=True)
-    failed = [repr(c) for c in conns if isinstance(c, BaseException)]
-    if failed:
-        await asyncpg_close_all([c for c in conns if not isinstance(c, BaseException)])
-        pytest.fail(f"{len(failed)} of {n} connects failed: {failed[:3]}")
-    return conns
-
-
-async def asyncpg_close_all(conns):
-    await asyncio.gather(*(c.close(timeout=5) for c in conns), return_exceptions=True)
+    return await connect_all(lambda: asyncpg.connect(proxy.dsn(), timeout=15, **kw), n, asyncpg_close_all)
 
 
 # --- 1. asyncpg, default statement cache ----------------------------------------------------------------------
@@ -273,13 +263,12 @@ async def pg3_connect(proxy, **kw):
                                                  autocommit=True, **kw)
 
 
+async def pg3_close_all(conns):
+    await asyncio.gather(*(c.close() for c in conns), return_exceptions=True)
+
+
 async def pg3_connect_many(proxy, n):
-    conns = await asyncio.gather(*(pg3_connect(proxy) for _ in range(n)), return_exceptions=True)
-    ok = [c for c in conns if not isinstance(c, BaseException)]
-    if len(ok) != n:
-        await asyncio.gather(*(c.close() for c in ok), return_exceptions=True)
-        pytest.fail(f"connects failed: {[repr(c) for c in conns if c not in ok][:3]}")
-    return ok
+    return await connect_all(lambda: pg3_connect(proxy), n, pg3_close_all)
 
 
 async def pg3_client(conn, table, task):
