@@ -76,6 +76,7 @@ pub struct App {
     pub analyzer: crate::sql::Analyzer,
     pub query_stats: crate::insights::stats::QueryStats,
     pub findings: crate::insights::nplus1::Findings,
+    pub cache: crate::cache::ResultCache,
     tls: Option<TlsAcceptor>,
     cli: Cli,
     shutdown: watch::Sender<bool>,
@@ -87,9 +88,20 @@ impl App {
     /// Re-reads the configuration (SIGHUP, admin RELOAD); the old one stays if the new is invalid.
     pub fn reload(&self) -> Result<()> {
         let new = crate::config::load::load(&self.cli)?;
+        self.cache.policy.store(Arc::new(crate::cache::policy::Policy::new(&new.cache)));
         self.config.store(Arc::new(new));
         tracing::info!("configuration reloaded");
         Ok(())
+    }
+
+    /// Largest result the cache keeps (bytes).
+    pub fn cache_entry_limit(&self) -> usize {
+        self.config.load().cache.max_entry_bytes
+    }
+
+    /// How long a cache miss waits for an identical query already running.
+    pub fn coalesce_wait(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.config.load().cache.coalesce_wait_ms)
     }
 
     pub fn shutdown_signal(&self) -> watch::Receiver<bool> {
@@ -134,12 +146,14 @@ pub async fn run(cli: Cli, config: Config) -> Result<()> {
         analyzer: crate::sql::Analyzer::new(shared.load().insights.analysis_cache_entries),
         query_stats: crate::insights::stats::QueryStats::new(shared.load().insights.max_fingerprints),
         findings: Default::default(),
+        cache: crate::cache::ResultCache::new(&shared.load().cache)?,
         tls,
         cli,
         shutdown: watch::channel(false).0,
         scram_cache: Mutex::new(HashMap::new()),
     });
     tracing::info!(listen = %app.config.load().server.listen, http = %app.config.load().server.http_listen, "pgpilot started");
+    app.cache.start();
     tokio::spawn(crate::http::serve(http, app.clone(), prometheus));
     tokio::spawn(crate::pool::maintenance::run(app.pools.clone()));
     warm_up(&app);

@@ -8,6 +8,7 @@ pub mod admin;
 pub mod app;
 pub mod auth;
 pub mod backend;
+pub mod cache;
 pub mod clock;
 pub mod config;
 pub mod frontend;

@@ -38,6 +38,15 @@ pub fn install() -> anyhow::Result<PrometheusHandle> {
         "pgpilot_prepared_reparses_total",
         "Parse injected before Bind/Describe on a server lacking the statement"
     );
+    metrics::describe_counter!("pgpilot_cache_hits_total", "Reads answered from the result cache, by tier");
+    metrics::describe_counter!("pgpilot_cache_misses_total", "Cacheable reads sent to the server");
+    metrics::describe_counter!("pgpilot_cache_evictions_total", "Entries dropped to stay within cache.max_bytes");
+    metrics::describe_counter!(
+        "pgpilot_cache_invalidations_total",
+        "Table (or database) invalidations from committed writes"
+    );
+    metrics::describe_counter!("pgpilot_cache_redis_errors_total", "Redis calls that failed or timed out");
+    metrics::describe_gauge!("pgpilot_cache_bytes", "Bytes held by the in-process cache tier");
     Ok(handle)
 }
 
@@ -73,8 +82,24 @@ pub fn refresh(app: &App) {
     metrics::counter!("pgpilot_prepared_cache_misses_total").absolute(st.misses.load(Relaxed));
     metrics::counter!("pgpilot_prepared_cache_evictions_total").absolute(st.evictions.load(Relaxed));
     metrics::counter!("pgpilot_prepared_reparses_total").absolute(st.reparses.load(Relaxed));
+    cache(app);
     let c = app.clients.snapshot();
     for (state, v) in [("active", c.active), ("waiting", c.waiting), ("idle", c.idle), ("total", c.total)] {
         metrics::gauge!("pgpilot_clients", "state" => state).set(v as f64);
     }
+}
+
+/// Result cache counters and size.
+fn cache(app: &App) {
+    let s = app.cache.snapshot();
+    metrics::counter!("pgpilot_cache_hits_total", "tier" => "local").absolute(s.hits_local);
+    metrics::counter!("pgpilot_cache_hits_total", "tier" => "redis").absolute(s.hits_redis);
+    metrics::counter!("pgpilot_cache_misses_total").absolute(s.misses);
+    metrics::counter!("pgpilot_cache_evictions_total").absolute(s.evictions);
+    metrics::counter!("pgpilot_cache_invalidations_total").absolute(s.invalidations);
+    metrics::counter!("pgpilot_cache_stores_total").absolute(s.stores);
+    metrics::counter!("pgpilot_cache_redis_errors_total").absolute(s.redis_errors);
+    metrics::gauge!("pgpilot_cache_bytes").set(s.bytes as f64);
+    metrics::gauge!("pgpilot_cache_entries").set(s.entries as f64);
+    metrics::gauge!("pgpilot_cache_redis_connected").set(if s.redis_connected { 1.0 } else { 0.0 });
 }

@@ -65,7 +65,8 @@ pub async fn serve(app: Arc<App>, mut stream: ClientStream, mut rbuf: BytesMut) 
     }
 }
 
-const HELP: &str = "SHOW POOLS|STATS|CLIENTS|SERVERS|CONFIG|QUERIES|VERSION|HELP; PAUSE; RESUME; RELOAD";
+const HELP: &str =
+    "SHOW POOLS|STATS|CLIENTS|SERVERS|CONFIG|QUERIES|CACHE|VERSION|HELP; PAUSE; RESUME; RELOAD; FLUSH CACHE";
 
 async fn run(app: &Arc<App>, command: &str, out: &mut BytesMut) -> Result<(), String> {
     let words: Vec<String> = command.split_whitespace().map(|w| w.to_ascii_uppercase()).collect();
@@ -79,6 +80,7 @@ async fn run(app: &Arc<App>, command: &str, out: &mut BytesMut) -> Result<(), St
                 "SERVERS" => show::servers(app),
                 "CONFIG" => show::config(app),
                 "QUERIES" => show::queries(app),
+                "CACHE" => show::cache(app),
                 "VERSION" => single("version", concat!("pgpilot ", env!("CARGO_PKG_VERSION"))),
                 "HELP" => single("help", HELP),
                 _ => return Err(format!("unknown SHOW item {what:?}; try {HELP}")),
@@ -93,6 +95,10 @@ async fn run(app: &Arc<App>, command: &str, out: &mut BytesMut) -> Result<(), St
         ["RESUME"] => {
             app.pools.set_paused(false);
             messages::command_complete(out, "RESUME");
+        }
+        ["FLUSH", "CACHE"] => {
+            app.cache.flush().await;
+            messages::command_complete(out, "FLUSH");
         }
         ["RELOAD"] => {
             app.reload().map_err(|e| format!("reload failed: {e:#}"))?;

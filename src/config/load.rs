@@ -63,6 +63,17 @@ fn validate(config: &Config) -> Result<()> {
     if config.server.max_message_bytes < 1024 {
         bail!("server.max_message_bytes must be at least 1024");
     }
+    for rule in &config.cache.rules {
+        if rule.table.is_some() == rule.fingerprint.is_some() {
+            bail!("each [[cache.rules]] names exactly one of table or fingerprint");
+        }
+        if let Some(fp) = &rule.fingerprint {
+            u64::from_str_radix(fp, 16).with_context(|| format!("cache rule fingerprint {fp:?} is not hex"))?;
+        }
+    }
+    if let Some(url) = config.cache.redis_url.as_deref().filter(|u| !u.is_empty()) {
+        redis::Client::open(url).with_context(|| format!("cache.redis_url {url:?}"))?;
+    }
     if config.tls.cert.is_some() != config.tls.key.is_some() {
         bail!("tls.cert and tls.key must be set together");
     }

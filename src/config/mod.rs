@@ -218,11 +218,54 @@ impl Default for PoolConfig {
     }
 }
 
-/// Reserved for the result cache (a later issue); parsed now so `--redis-url` is accepted.
-#[derive(Debug, Clone, Default, Deserialize, serde::Serialize)]
+/// The result cache (see src/cache): which reads are cached, for how long, and where.
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct CacheConfig {
+    pub enabled: bool,
+    /// TTL of a cacheable read that no rule or hint names; 0 caches only what a rule or a
+    /// `/* pgpilot:cache ttl=N */` hint asks for.
+    pub default_ttl_s: u64,
+    /// Bound of the in-process tier (entry bytes, as weighed).
+    pub max_bytes: u64,
+    /// Results larger than this are never cached.
+    pub max_entry_bytes: usize,
+    /// Redis for the tier shared between replicas (empty: local only).
     pub redis_url: Option<String>,
+    /// A Redis call slower than this counts as an outage for that call (the client is not kept waiting).
+    pub redis_timeout_ms: u64,
+    /// How long a miss waits for another client's identical query already running (single flight).
+    pub coalesce_wait_ms: u64,
+    /// How often the list of ordinary tables (only their reads are cached) is re-read.
+    pub relations_refresh_s: u64,
+    /// Rules by table or fingerprint; the first that matches decides (ttl_s = 0: never cache).
+    pub rules: Vec<CacheRule>,
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            default_ttl_s: 300,
+            max_bytes: 128 * 1024 * 1024,
+            max_entry_bytes: 1024 * 1024,
+            redis_url: None,
+            redis_timeout_ms: 50,
+            coalesce_wait_ms: 10_000,
+            relations_refresh_s: 60,
+            rules: Vec::new(),
+        }
+    }
+}
+
+/// One cache rule: `table` matches a read that touches that table (unqualified name),
+/// `fingerprint` one statement shape (hex id as in /queries).
+#[derive(Debug, Clone, Default, Deserialize, serde::Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CacheRule {
+    pub table: Option<String>,
+    pub fingerprint: Option<String>,
+    pub ttl_s: u64,
 }
 
 /// Parsed `postgres://` URL of the upstream server.

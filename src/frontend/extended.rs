@@ -93,7 +93,7 @@ impl Session {
     }
 
     /// A reply given here: in turn behind the server's replies when a server is held, else at once.
-    fn answer(&mut self, reply: Bytes) -> bool {
+    pub(super) fn answer(&mut self, reply: Bytes) -> bool {
         if self.server.is_some() {
             self.pending.push_local(reply);
         } else {
@@ -355,6 +355,11 @@ impl Session {
         for event in events {
             match event {
                 Event::Completed(c) => self.on_completed(c),
+                Event::Filled(fill) => {
+                    let fill = *fill;
+                    let row_desc = fill.row_desc.unwrap_or_default();
+                    self.app.cache.store(*fill.plan, row_desc, fill.body.freeze(), fill.rows);
+                }
                 Event::ParseFailed { stmt, client_name } => {
                     self.app.registry.remove(&stmt);
                     self.unprepare(&stmt, client_name, true);

@@ -9,6 +9,8 @@ pub mod sql_scan;
 pub mod startup;
 pub mod tx;
 
+mod cache_writes;
+mod cached;
 mod extended;
 mod observe;
 mod relay;

@@ -30,6 +30,9 @@ impl Session {
                 Piece::Whole { tag: b'Z', frame } => {
                     let status = body(&frame).first().copied().unwrap_or(b'I');
                     self.pending.on_server(b'Z', &frame, &mut self.cout, events);
+                    if self.cached.on {
+                        self.cache_on_ready(status).await;
+                    }
                     self.cout.extend_from_slice(&frame);
                     self.pending.emit_local(&mut self.cout);
                     if !events.is_empty() {
@@ -53,6 +56,7 @@ impl Session {
                 Piece::Part { tag, bytes, first } => {
                     if first {
                         self.on_server_tag(tag, &[]);
+                        self.pending.abandon_fill();
                         self.pending.on_server(tag, &bytes, &mut self.cout, events);
                     }
                     self.cout.extend_from_slice(&bytes);
@@ -78,6 +82,9 @@ impl Session {
             }
             b'E' => self.tx.on_copy_error(),
             _ => {}
+        }
+        if self.cached.on && matches!(tag, b'C' | b'E') {
+            self.cache_on_server_tag(tag, body);
         }
     }
 

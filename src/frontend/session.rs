@@ -67,6 +67,7 @@ pub struct Session {
     /// The last Parse text with its scan and analysis (repeated unnamed Parses cost a compare).
     last_parse: Option<(Bytes, Scan, crate::sql::Analyzed)>,
     pub(super) observe: super::observe::Observe,
+    pub(super) cached: super::cached::CacheState,
     pub(super) cancel: Registration,
     pub info: ClientInfo,
 }
@@ -115,6 +116,7 @@ impl Session {
                     application_name: info.application_name.as_str().into(),
                 },
             ),
+            cached: super::cached::CacheState::new(cfg.cache.enabled),
             info,
         }
     }
@@ -247,6 +249,9 @@ impl Session {
             }
         }
         self.note_statement(tag, frame);
+        if self.cached.on && self.cache_before(tag, frame).await {
+            return Flow::Continue;
+        }
         if self.mode == PoolMode::Transaction && self.server.is_none() && self.answer_without_server(tag, frame) {
             return Flow::Continue;
         }
@@ -271,7 +276,13 @@ impl Session {
                 return Flow::Continue;
             }
         }
-        self.forward(tag, frame);
+        if self.cached.on {
+            self.cache_before_forward(tag, frame);
+            self.forward(tag, frame);
+            self.cache_after(tag, frame);
+        } else {
+            self.forward(tag, frame);
+        }
         if drops_statements {
             self.forget_server_statements();
         }
@@ -329,14 +340,15 @@ impl Session {
             }
             _ => {
                 let matters = super::sql_scan::may_matter(sql);
-                if !matters && !self.observe.enabled {
+                let analyze = self.observe.enabled || self.cached.on;
+                if !matters && !analyze {
                     return Scan::default();
                 }
                 let text = String::from_utf8_lossy(sql);
                 let shapes = crate::sql::tokens::shapes(&text);
                 let found = if matters { scan_shapes(&shapes) } else { Scan::default() };
                 self.observe.analyzed =
-                    if self.observe.enabled { self.app.analyzer.analyze_shapes(&text, &shapes) } else { Vec::new() };
+                    if analyze { self.app.analyzer.analyze_shapes(&text, &shapes) } else { Vec::new() };
                 if tag == b'P' {
                     self.last_parse = Some((Bytes::copy_from_slice(sql), found.clone(), self.observe.analyzed.clone()));
                 }
@@ -344,6 +356,10 @@ impl Session {
             }
         };
         self.state_dirty |= found.changes_session;
+        if self.mode == PoolMode::Session && (found.changes_session || found.pin.is_some()) {
+            // Session mode keeps no settings signature: stop caching rather than guess.
+            self.cached.off = true;
+        }
         if let (Some(reason), None, PoolMode::Transaction) = (found.pin, self.pin, self.mode) {
             tracing::info!(user = %self.info.user, database = %self.info.database, "client pinned to its server connection: {reason}");
             self.pin = Some(reason);
@@ -406,6 +422,9 @@ impl Session {
 
     pub(super) async fn server_lost(&mut self, why: &str) {
         self.pending.clear();
+        if self.cached.on {
+            self.cache_on_server_lost().await;
+        }
         if let Some(conn) = self.server.take() {
             tracing::warn!(server = conn.id, database = %self.info.database, "server connection lost: {why}");
             self.detach();

@@ -1,5 +1,5 @@
 //! HTTP endpoints beside the proxy: /health, /health/status, /metrics, /queries and
-//! /insights/n-plus-one.
+//! /insights/n-plus-one, and POST /cache/flush.
 
 mod insights;
 
@@ -31,6 +31,7 @@ pub async fn serve(listener: tokio::net::TcpListener, app: Arc<App>, prometheus:
         .route("/metrics", get(metrics_text))
         .route("/queries", get(insights::queries))
         .route("/insights/n-plus-one", get(insights::n_plus_one))
+        .route("/cache/flush", axum::routing::post(cache_flush))
         .with_state(Http { app, prometheus });
     if let Err(e) = axum::serve(listener, router).await {
         tracing::error!("http server stopped: {e}");
@@ -67,8 +68,20 @@ async fn status(State(h): State<Http>) -> Json<serde_json::Value> {
         },
         "pools": pools,
         "clients": clients,
-        "cache": { "enabled": false },
+        "cache": cache_status(&h.app),
     }))
+}
+
+fn cache_status(app: &App) -> serde_json::Value {
+    let mut snap = app.cache.snapshot();
+    snap.enabled = app.config.load().cache.enabled;
+    serde_json::to_value(snap).unwrap_or_default()
+}
+
+/// POST /cache/flush: drops every cached result (on every replica when Redis is shared).
+async fn cache_flush(State(h): State<Http>) -> Response {
+    let shared = h.app.cache.flush().await;
+    Json(json!({ "flushed": true, "redis_told": shared })).into_response()
 }
 
 async fn metrics_text(State(h): State<Http>) -> Response {

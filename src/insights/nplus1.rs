@@ -216,6 +216,8 @@ mod tests {
             locks_rows: false,
             paginated,
             parsed: true,
+            functions_stable: true,
+            writes: crate::sql::WriteScope::Nothing,
         })
     }
 

@@ -123,6 +123,13 @@ impl QueryStats {
         all.1 += us;
     }
 
+    /// A statement answered from the result cache: counted as a hit, not as a (server) call.
+    pub fn record_hit(&self, origin: &Origin, analysis: &Arc<Analysis>) {
+        let key =
+            Key { database: origin.database.clone(), user: origin.user.clone(), fingerprint: analysis.fingerprint };
+        self.map.lock().get_or_insert_mut(key, || Entry::new(analysis.clone())).cache_hits += 1;
+    }
+
     pub fn rows(&self) -> Vec<QueryRow> {
         let map = self.map.lock();
         map.iter()

@@ -13,6 +13,7 @@ use std::time::Instant;
 use bytes::{Bytes, BytesMut};
 
 use super::Statement;
+use crate::cache::fill::Fill;
 use crate::insights::Completed;
 use crate::sql::Analysis;
 
@@ -108,6 +109,10 @@ struct Expect {
     drop: bool,
     /// Sent instead of the server's reply.
     error_instead: Option<Bytes>,
+    /// A result cache miss being captured (Execute or simple Query).
+    fill: Option<Box<Fill>>,
+    /// A Describe of the portal a fill executes: its RowDescription/NoData is kept for the fill.
+    capture_desc: bool,
 }
 
 /// What the session must do about a reply, beyond forwarding or dropping it.
@@ -121,6 +126,8 @@ pub enum Event {
     PlanInvalidated { stmt: Arc<Statement> },
     /// A tracked statement finished (for insights).
     Completed(Completed),
+    /// A result cache fill completed.
+    Filled(Box<Fill>),
 }
 
 #[derive(Debug, Default)]
@@ -132,6 +139,8 @@ pub struct Pending {
     poisoned: bool,
     /// Events from pushes (skipped messages), collected by `take_events`.
     events: Vec<Event>,
+    /// The RowDescription/NoData captured for the next fill.
+    described: Option<Bytes>,
 }
 
 impl Pending {
@@ -149,11 +158,32 @@ impl Pending {
             return;
         }
         let drop = self.poisoned;
-        self.q.push_back(Expect { kind, action, track, drop, error_instead: None });
+        self.q.push_back(Expect { kind, action, track, drop, error_instead: None, fill: None, capture_desc: false });
     }
 
     pub fn push_local(&mut self, reply: Bytes) {
         self.push(Kind::Local, Action::Local(reply));
+    }
+
+    /// The message just pushed executes a cache miss: capture its result.
+    pub fn attach_fill(&mut self, fill: Box<Fill>) {
+        if let Some(e) = self.q.back_mut() {
+            e.fill = Some(fill);
+        }
+    }
+
+    /// The message just pushed describes the portal of a cache miss.
+    pub fn capture_describe(&mut self) {
+        if let Some(e) = self.q.back_mut() {
+            e.capture_desc = true;
+        }
+    }
+
+    /// A reply too large to inspect is streaming through: the front's result is not cached.
+    pub fn abandon_fill(&mut self) {
+        if let Some(e) = self.q.front_mut() {
+            e.fill = None;
+        }
     }
 
     pub fn take_events(&mut self) -> Vec<Event> {
@@ -221,6 +251,14 @@ impl Pending {
         if let (b't' | b'T' | b'n', Action::Describe { reply, .. }) = (tag, &mut front.action) {
             reply.extend_from_slice(frame);
         }
+        if let Some(fill) = front.fill.as_mut() {
+            if !fill.on_frame(tag, frame) {
+                front.fill = None;
+            }
+        }
+        if front.capture_desc && matches!(tag, b'T' | b'n') {
+            self.described = Some(Bytes::copy_from_slice(frame));
+        }
         let completes = match (tag, front.kind) {
             (b'N' | b'S' | b'A', _) => false,
             // Inside a simple Query (the rest of its statements are skipped), or an implicit
@@ -247,7 +285,15 @@ impl Pending {
         }
         // Local replies behind this one are emitted by the caller after it has passed this
         // message on (or at the next message), so they land after it.
-        let done = self.q.pop_front().expect("front exists");
+        let mut done = self.q.pop_front().expect("front exists");
+        if let Some(mut fill) = done.fill.take().filter(|f| f.done) {
+            if fill.row_desc.is_none() {
+                fill.row_desc = self.described.take();
+            }
+            if fill.row_desc.is_some() {
+                events.push(Event::Filled(fill));
+            }
+        }
         if let Some(err) = done.error_instead {
             out.extend_from_slice(&err);
             return false;

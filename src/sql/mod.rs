@@ -3,6 +3,7 @@
 //! (`tokens`), so a statement that differs from an earlier one only in literals costs a token
 //! pass and a cache lookup, not a parse.
 
+pub mod functions;
 pub mod parse;
 pub mod tokens;
 
@@ -35,6 +36,20 @@ pub struct Analysis {
     pub paginated: bool,
     /// False when the parser rejected the text and the token fallback was used.
     pub parsed: bool,
+    /// Every function called is a known stable built-in (a precondition for caching the result).
+    pub functions_stable: bool,
+    /// Which tables the statement may change, for result-cache invalidation.
+    pub writes: WriteScope,
+}
+
+/// What a statement may change. `Unknown` (a user function, CALL, DO, EXECUTE, an unparsable
+/// text) is treated as a write to every table of the database.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WriteScope {
+    Nothing,
+    /// The tables in `tables_written`.
+    Tables,
+    Unknown,
 }
 
 impl Analysis {

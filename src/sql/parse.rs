@@ -2,8 +2,9 @@
 //! fallback when the parser rejects the text (the statement still gets a stable fingerprint and
 //! is never blocked: the server will report its own error).
 
+use super::functions::{all_stable, none_write};
 use super::tokens::fnv1a;
-use super::{Analysis, StatementKind};
+use super::{Analysis, StatementKind, WriteScope};
 
 /// Functions whose result changes between calls or transactions: results using them are never
 /// cached, and they mark a statement as volatile.
@@ -52,6 +53,12 @@ pub fn analyze(sql: &str, shape: &str) -> Analysis {
             locks_rows,
             paginated,
             parsed: false,
+            functions_stable: false,
+            writes: if kind_from_first_word(words.first().copied().unwrap_or("")) == StatementKind::Transaction {
+                WriteScope::Nothing
+            } else {
+                WriteScope::Unknown
+            },
         },
     }
 }
@@ -76,7 +83,13 @@ fn parsed(sql: &str) -> Option<Analysis> {
     let volatile = summary.functions.iter().any(|f| VOLATILE.contains(&f.function_name.to_ascii_lowercase().as_str()))
         || normalized.to_ascii_lowercase().contains("current_timestamp");
     let types: Vec<&str> = summary.statement_types.iter().map(String::as_str).collect();
+    if types.contains(&"CopyStmt") && tables_written.is_empty() {
+        // COPY names its table in a read context; COPY FROM fills it (COPY TO is counted too).
+        tables_written = tables_read.clone();
+    }
     let kind = kind_from_types(&types, !tables_written.is_empty());
+    let functions: Vec<String> = summary.functions.iter().map(|f| f.function_name.to_ascii_lowercase()).collect();
+    let writes = write_scope(kind, &types, &functions, !tables_written.is_empty(), &normalized);
     Some(Analysis {
         fingerprint: fp.value,
         normalized,
@@ -87,7 +100,44 @@ fn parsed(sql: &str) -> Option<Analysis> {
         locks_rows: false,
         paginated: false,
         parsed: true,
+        functions_stable: all_stable(&functions),
+        writes,
     })
+}
+
+/// Statement types that change no table data.
+const HARMLESS: &[&str] = &[
+    "VariableSetStmt",
+    "VariableShowStmt",
+    "DiscardStmt",
+    "DeallocateStmt",
+    "ListenStmt",
+    "UnlistenStmt",
+    "NotifyStmt",
+    "PrepareStmt",
+    "DeclareCursorStmt",
+    "FetchStmt",
+    "ClosePortalStmt",
+    "LockStmt",
+    "VacuumStmt",
+    "CheckPointStmt",
+    "ExplainStmt",
+    "SelectStmt",
+];
+
+fn write_scope(kind: StatementKind, types: &[&str], functions: &[String], tables: bool, text: &str) -> WriteScope {
+    if !none_write(functions) {
+        return WriteScope::Unknown;
+    }
+    match kind {
+        StatementKind::Transaction if text.trim_start().to_ascii_lowercase().starts_with("commit prepared") => {
+            WriteScope::Unknown
+        }
+        StatementKind::Transaction | StatementKind::Read => WriteScope::Nothing,
+        StatementKind::Write | StatementKind::Ddl if tables => WriteScope::Tables,
+        StatementKind::Utility if types.iter().all(|t| HARMLESS.contains(t)) => WriteScope::Nothing,
+        _ => WriteScope::Unknown,
+    }
 }
 
 fn kind_from_types(types: &[&str], writes: bool) -> StatementKind {
@@ -237,6 +287,26 @@ mod tests {
         assert!(!a("SELECT count(*) FROM t").volatile);
         assert!(a("SELECT * FROM t WHERE id = 1 FOR UPDATE").locks_rows);
         assert!(!a("SELECT * FROM t").locks_rows);
+    }
+
+    #[test]
+    fn write_scopes_and_function_safety() {
+        assert_eq!(a("SELECT count(*) FROM t").writes, WriteScope::Nothing);
+        assert!(a("SELECT count(*), lower(x) FROM t").functions_stable);
+        assert!(!a("SELECT now() FROM t").functions_stable);
+        assert_eq!(a("SELECT my_func(1)").writes, WriteScope::Unknown);
+        assert!(!a("SELECT my_func(1) FROM t").functions_stable);
+        assert_eq!(a("UPDATE t SET a = 1").writes, WriteScope::Tables);
+        assert_eq!(a("INSERT INTO t VALUES (my_func())").writes, WriteScope::Unknown);
+        assert_eq!(a("CALL p()").writes, WriteScope::Unknown);
+        assert_eq!(a("DO $$ BEGIN END $$").writes, WriteScope::Unknown);
+        assert_eq!(a("SET search_path = x").writes, WriteScope::Nothing);
+        assert_eq!(a("COMMIT").writes, WriteScope::Nothing);
+        assert_eq!(a("COMMIT PREPARED 'x'").writes, WriteScope::Unknown);
+        assert_eq!(a("TRUNCATE t").writes, WriteScope::Tables);
+        assert_eq!(a("COPY t FROM STDIN").writes, WriteScope::Tables);
+        assert_eq!(a("DROP TABLE t").writes, WriteScope::Tables);
+        assert_eq!(a("SELECT pg_backend_pid()").writes, WriteScope::Nothing);
     }
 
     #[test]

@@ -1,0 +1,271 @@
+//! The result cache: exact reply frames of cacheable reads, kept in-process (moka, bounded in
+//! bytes, per-entry TTL) and optionally in Redis for other replicas. An entry is served only when
+//! its full key matches and the generations of every table it read are unchanged since its fill
+//! began (see `generations`), so a write pgpilot has seen commit is never followed by an older
+//! result. The session side (which messages hit, fill and invalidate) is src/frontend/cached.rs.
+
+pub mod entry;
+pub mod fill;
+pub mod flight;
+pub mod generations;
+pub mod policy;
+pub mod redis_tier;
+pub mod relations;
+mod stats;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use bytes::{BufMut, Bytes, BytesMut};
+use moka::notification::RemovalCause;
+
+pub use entry::Entry;
+use flight::{Begin, FillGuard, Flight};
+use generations::Generations;
+use policy::Policy;
+use redis_tier::RedisTier;
+use relations::Relations;
+pub use stats::{CacheStats, Snapshot};
+
+/// What identifies a result: everything that can change the bytes the server would send.
+#[derive(Debug, Clone)]
+pub struct Key {
+    pub hash: u128,
+    pub bytes: Bytes,
+    pub db: Arc<str>,
+    pub tables: Arc<[Arc<str>]>,
+    pub ttl: Duration,
+    pub fingerprint: u64,
+}
+
+impl Key {
+    /// `statement` is the text and parameter types; `args` the Bind message after the statement
+    /// name (parameter formats and values, result formats), empty for a simple Query.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        proto: u8,
+        db: &Arc<str>,
+        user: &str,
+        settings: u64,
+        statement: &[u8],
+        args: &[u8],
+        tables: Arc<[Arc<str>]>,
+        ttl: Duration,
+        fingerprint: u64,
+    ) -> Key {
+        let mut b = BytesMut::with_capacity(db.len() + user.len() + statement.len() + args.len() + 32);
+        b.put_u8(proto);
+        for part in [db.as_bytes(), user.as_bytes(), statement] {
+            b.put_u32(part.len() as u32);
+            b.put_slice(part);
+        }
+        b.put_u64(settings);
+        b.put_slice(args);
+        let hash = xxhash_rust::xxh3::xxh3_128(&b);
+        Key { hash, bytes: b.freeze(), db: db.clone(), tables, ttl, fingerprint }
+    }
+}
+
+/// A miss this client fills: the generations it started under decide whether it may be stored.
+#[derive(Debug)]
+pub struct FillPlan {
+    pub key: Key,
+    gens: Vec<u64>,
+    remote: Option<Vec<i64>>,
+    /// Present when this client is the single flight for its key.
+    _guard: Option<FillGuard>,
+}
+
+pub enum Lookup {
+    Hit(Arc<Entry>),
+    Miss(Box<FillPlan>),
+    /// An invalidation raced the lookup: run the query, store nothing.
+    Bypass,
+}
+
+pub struct ResultCache {
+    local: moka::sync::Cache<u128, Arc<Entry>>,
+    pub gens: Arc<Generations>,
+    pub relations: Relations,
+    flight: Arc<Flight>,
+    pub redis: Option<Arc<RedisTier>>,
+    pub policy: ArcSwap<Policy>,
+    pub stats: Arc<CacheStats>,
+    max_entry: usize,
+    max_bytes: u64,
+}
+
+struct Expiry;
+
+impl moka::Expiry<u128, Arc<Entry>> for Expiry {
+    fn expire_after_create(&self, _: &u128, e: &Arc<Entry>, _: std::time::Instant) -> Option<Duration> {
+        Some(Duration::from_millis(e.expires_ms.saturating_sub(wall_ms())))
+    }
+}
+
+pub fn wall_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+impl ResultCache {
+    pub fn new(cfg: &crate::config::CacheConfig) -> anyhow::Result<Self> {
+        let stats = Arc::new(CacheStats::default());
+        let evicted = stats.clone();
+        let local = moka::sync::Cache::builder()
+            .max_capacity(cfg.max_bytes)
+            .weigher(|_: &u128, e: &Arc<Entry>| e.weight())
+            .expire_after(Expiry)
+            .eviction_listener(move |_, _, cause| {
+                if cause == RemovalCause::Size {
+                    CacheStats::bump(&evicted.evictions);
+                }
+            })
+            .build();
+        let redis = match cfg.redis_url.as_deref().filter(|u| !u.is_empty()) {
+            Some(url) => Some(RedisTier::new(url, Duration::from_millis(cfg.redis_timeout_ms))?),
+            None => None,
+        };
+        Ok(Self {
+            local,
+            gens: Arc::new(Generations::default()),
+            relations: Relations::default(),
+            flight: Arc::new(Flight::default()),
+            redis,
+            policy: ArcSwap::from_pointee(Policy::new(cfg)),
+            stats,
+            max_entry: cfg.max_entry_bytes,
+            max_bytes: cfg.max_bytes,
+        })
+    }
+
+    /// Starts the Redis connection and invalidation subscription (needs the runtime).
+    pub fn start(&self) {
+        if let Some(r) = &self.redis {
+            r.start(self.gens.clone());
+        }
+    }
+
+    /// The local tier only, for the hit path: a valid entry or nothing.
+    fn local_hit(&self, key: &Key, gens: &[u64]) -> Option<Arc<Entry>> {
+        let e = self.local.get(&key.hash)?;
+        if e.key == key.bytes && e.gens == gens && e.expires_ms > wall_ms() {
+            return Some(e);
+        }
+        if e.key == key.bytes {
+            // Filled before a commit that changed its tables: never served again.
+            self.local.invalidate(&key.hash);
+            CacheStats::bump(&self.stats.stale_dropped);
+        }
+        None
+    }
+
+    /// Local tier, then (after waiting for an identical fill in progress) Redis.
+    pub async fn lookup(&self, key: Key, coalesce_wait: Duration) -> Lookup {
+        let mut waited = false;
+        loop {
+            let gens = self.gens.snapshot(&key.db, &key.tables);
+            if let Some(e) = self.local_hit(&key, &gens) {
+                CacheStats::bump(&self.stats.hits_local);
+                return Lookup::Hit(e);
+            }
+            let guard = match self.flight.begin(key.hash) {
+                Begin::Wait(rx) if !waited => {
+                    waited = true;
+                    CacheStats::bump(&self.stats.coalesced);
+                    flight::wait(rx, coalesce_wait).await;
+                    continue;
+                }
+                // Still running after the wait: run it too, without filling.
+                Begin::Wait(_) => None,
+                Begin::Fill(guard) => Some(guard),
+            };
+            return self.remote_lookup(key, gens, guard).await;
+        }
+    }
+
+    async fn remote_lookup(&self, key: Key, gens: Vec<u64>, guard: Option<FillGuard>) -> Lookup {
+        let found = match (&self.redis, &guard) {
+            (Some(r), Some(_)) => r.lookup(key.hash, &key.db, &key.tables).await,
+            _ => None,
+        };
+        let Some(found) = found else {
+            CacheStats::bump(&self.stats.misses);
+            return Lookup::Miss(Box::new(FillPlan { key, gens, remote: None, _guard: guard }));
+        };
+        let entry = found.entry.as_deref().and_then(Entry::decode);
+        if let Some(mut e) = entry.filter(|e| e.key == key.bytes && e.remote == found.gens && e.expires_ms > wall_ms())
+        {
+            // A local commit during the round trip may not be reflected in what Redis answered.
+            if self.gens.snapshot(&key.db, &key.tables) != gens {
+                CacheStats::bump(&self.stats.misses);
+                return Lookup::Bypass;
+            }
+            e.gens = gens;
+            let e = Arc::new(e);
+            self.local.insert(key.hash, e.clone());
+            CacheStats::bump(&self.stats.hits_redis);
+            return Lookup::Hit(e);
+        }
+        CacheStats::bump(&self.stats.misses);
+        Lookup::Miss(Box::new(FillPlan { key, gens, remote: Some(found.gens), _guard: guard }))
+    }
+
+    /// A fill completed: stored unless too large or a commit touched its tables meanwhile.
+    pub fn store(&self, plan: FillPlan, row_desc: Bytes, body: Bytes, rows: u32) {
+        let FillPlan { key, gens, remote, _guard } = plan;
+        if row_desc.len() + body.len() + key.bytes.len() > self.max_entry {
+            CacheStats::bump(&self.stats.too_large);
+            return;
+        }
+        if self.gens.snapshot(&key.db, &key.tables) != gens {
+            CacheStats::bump(&self.stats.raced);
+            return;
+        }
+        let e = Entry {
+            key: key.bytes,
+            row_desc,
+            body,
+            rows,
+            fingerprint: key.fingerprint,
+            tables: key.tables,
+            gens,
+            remote: remote.clone().unwrap_or_default(),
+            expires_ms: wall_ms() + key.ttl.as_millis() as u64,
+        };
+        if let (Some(r), Some(_)) = (&self.redis, remote) {
+            r.store(key.hash, e.encode(), key.ttl);
+        }
+        self.local.insert(key.hash, Arc::new(e));
+        CacheStats::bump(&self.stats.stores);
+    }
+
+    /// A commit changed these tables of `db` (None: unknown tables, the whole database). Local
+    /// entries are invalid at once; Redis and the other replicas are told before returning.
+    pub async fn invalidate(&self, db: &str, tables: Option<&[Arc<str>]>) {
+        match tables {
+            Some(t) => self.gens.bump_tables(db, t),
+            None => self.gens.bump_database(db),
+        }
+        CacheStats::add(&self.stats.invalidations, tables.map_or(1, |t| t.len() as u64));
+        if let Some(r) = &self.redis {
+            r.invalidate(db, tables).await;
+        }
+    }
+
+    /// Drops everything, here and (with Redis) on every replica.
+    pub async fn flush(&self) -> bool {
+        self.gens.bump_all();
+        self.local.invalidate_all();
+        CacheStats::bump(&self.stats.flushes);
+        match &self.redis {
+            Some(r) => r.flush().await,
+            None => true,
+        }
+    }
+
+    pub fn snapshot(&self) -> Snapshot {
+        self.local.run_pending_tasks();
+        Snapshot::new(self)
+    }
+}

@@ -1,0 +1,146 @@
+//! Which reads may be cached and for how long: structural conditions from the analysis (a read
+//! of tables, no volatile or unknown function, no row lock), then the first of: a comment hint in
+//! the statement, a fingerprint rule, a table rule, the default TTL.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use crate::config::CacheConfig;
+use crate::sql::{Analysis, StatementKind};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Hint {
+    None,
+    NoCache,
+    Ttl(u64),
+}
+
+/// `/* pgpilot:nocache */` or `/* pgpilot:cache ttl=N */` (seconds; `cache` alone: the default).
+pub fn hint(sql: &[u8]) -> Hint {
+    let Some(at) = memchr::memmem::find(sql, b"pgpilot:") else { return Hint::None };
+    let rest = &sql[at + 8..];
+    if rest.starts_with(b"nocache") {
+        return Hint::NoCache;
+    }
+    if !rest.starts_with(b"cache") {
+        return Hint::None;
+    }
+    let rest = rest[5..].trim_ascii_start();
+    match rest.strip_prefix(b"ttl=") {
+        Some(n) => {
+            let digits = n.iter().take_while(|c| c.is_ascii_digit()).count();
+            std::str::from_utf8(&n[..digits]).ok().and_then(|d| d.parse().ok()).map_or(Hint::None, Hint::Ttl)
+        }
+        None => Hint::Ttl(0),
+    }
+}
+
+pub struct Policy {
+    default_ttl: u64,
+    by_table: HashMap<String, u64>,
+    by_fingerprint: HashMap<u64, u64>,
+}
+
+impl Policy {
+    pub fn new(cfg: &CacheConfig) -> Self {
+        let mut by_table = HashMap::new();
+        let mut by_fingerprint = HashMap::new();
+        for r in &cfg.rules {
+            if let Some(t) = &r.table {
+                by_table.entry(t.clone()).or_insert(r.ttl_s);
+            }
+            if let Some(fp) = r.fingerprint.as_deref().and_then(|f| u64::from_str_radix(f, 16).ok()) {
+                by_fingerprint.entry(fp).or_insert(r.ttl_s);
+            }
+        }
+        Self { default_ttl: cfg.default_ttl_s, by_table, by_fingerprint }
+    }
+
+    /// The TTL for this read, or None when it must not be cached.
+    pub fn ttl(&self, a: &Analysis, tables: &[std::sync::Arc<str>], hint: Hint) -> Option<Duration> {
+        if !cacheable_shape(a) || hint == Hint::NoCache {
+            return None;
+        }
+        let ttl = match hint {
+            Hint::Ttl(n) if n > 0 => n,
+            _ => self
+                .by_fingerprint
+                .get(&a.fingerprint)
+                .or_else(|| tables.iter().find_map(|t| self.by_table.get(&**t)))
+                .copied()
+                .unwrap_or(if hint == Hint::Ttl(0) && self.default_ttl == 0 { 300 } else { self.default_ttl }),
+        };
+        (ttl > 0).then(|| Duration::from_secs(ttl))
+    }
+}
+
+/// A plain read of tables whose result depends only on the data and the key.
+fn cacheable_shape(a: &Analysis) -> bool {
+    a.parsed
+        && a.kind == StatementKind::Read
+        && !a.tables_read.is_empty()
+        && a.tables_written.is_empty()
+        && !a.volatile
+        && !a.locks_rows
+        && a.functions_stable
+}
+
+/// Table names as the generation counters and the relation list know them: unqualified (a
+/// same-named table in another schema shares invalidations, which only costs a miss).
+pub fn table_names(names: &[String]) -> Vec<std::sync::Arc<str>> {
+    let mut out: Vec<std::sync::Arc<str>> =
+        names.iter().map(|n| std::sync::Arc::from(n.rsplit('.').next().unwrap_or(n))).collect();
+    out.sort();
+    out.dedup();
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::CacheRule;
+
+    fn analysis(sql: &str) -> Analysis {
+        crate::sql::parse::analyze(sql, &crate::sql::tokens::shapes(sql)[0].text)
+    }
+
+    #[test]
+    fn hints() {
+        assert_eq!(hint(b"SELECT 1 /* pgpilot:nocache */"), Hint::NoCache);
+        assert_eq!(hint(b"/* pgpilot:cache ttl=60 */ SELECT 1"), Hint::Ttl(60));
+        assert_eq!(hint(b"/* pgpilot:cache */ SELECT 1"), Hint::Ttl(0));
+        assert_eq!(hint(b"SELECT 1"), Hint::None);
+        assert_eq!(hint(b"/* pgpilot:cache ttl=x */"), Hint::None);
+    }
+
+    #[test]
+    fn rules_and_conditions() {
+        let mut cfg = CacheConfig::default();
+        let read = analysis("SELECT * FROM public.work_items WHERE id = $1");
+        cfg.rules = vec![
+            CacheRule { table: Some("work_items".into()), fingerprint: None, ttl_s: 30 },
+            CacheRule { table: None, fingerprint: Some(read.fingerprint_hex()), ttl_s: 0 },
+        ];
+        let p = Policy::new(&cfg);
+        let tables = table_names(&read.tables_read);
+        assert_eq!(&*tables[0], "work_items");
+        assert_eq!(p.ttl(&read, &tables, Hint::None), None, "fingerprint rule first");
+        assert_eq!(p.ttl(&read, &tables, Hint::Ttl(5)), Some(Duration::from_secs(5)), "hint before rules");
+        let other = analysis("SELECT title FROM work_items");
+        assert_eq!(p.ttl(&other, &table_names(&other.tables_read), Hint::None), Some(Duration::from_secs(30)));
+        let plain = analysis("SELECT * FROM entities");
+        assert_eq!(p.ttl(&plain, &table_names(&plain.tables_read), Hint::None), Some(Duration::from_secs(300)));
+        for never in [
+            "SELECT now() FROM t",
+            "SELECT * FROM t FOR UPDATE",
+            "SELECT 1",
+            "SELECT my_func(id) FROM t",
+            "SELECT random() FROM t",
+            "INSERT INTO t VALUES (1)",
+            "WITH x AS (DELETE FROM t RETURNING *) SELECT * FROM x",
+        ] {
+            let a = analysis(never);
+            assert_eq!(p.ttl(&a, &table_names(&a.tables_read), Hint::Ttl(60)), None, "{never}");
+        }
+    }
+}

@@ -1,0 +1,309 @@
+//! The session's side of the result cache: which client messages are answered from the cache
+//! (a simple Query, or Bind/Describe/Execute/Close of the unnamed portal), and which misses are
+//! captured for it. A hit never needs a server connection; with one held (inside a transaction)
+//! the replies are queued behind the server's, in order.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+
+use super::session::Session;
+use crate::cache::fill::Fill;
+use crate::cache::policy::{hint, table_names, Hint};
+use crate::cache::{Entry, FillPlan, Key, Lookup};
+use crate::net::frame::{body, cstr};
+use crate::net::messages;
+use crate::prepared::messages::{self as pm, split_bind, split_parse, split_target};
+use crate::prepared::pending::{Action, Kind};
+use crate::sql::Analysis;
+
+/// A prepared statement as the cache sees it.
+pub struct CachedStatement {
+    pub analysis: Arc<Analysis>,
+    /// Text and parameter types: the statement part of the key.
+    ident: Bytes,
+    tables: Arc<[Arc<str>]>,
+    pub written: Arc<[Arc<str>]>,
+    hint: Hint,
+}
+
+impl CachedStatement {
+    fn new(analysis: Arc<Analysis>, query: &[u8], types: &[u8]) -> Self {
+        let mut ident = BytesMut::with_capacity(query.len() + types.len() + 1);
+        ident.extend_from_slice(query);
+        ident.extend_from_slice(&[0]);
+        ident.extend_from_slice(types);
+        Self {
+            tables: table_names(&analysis.tables_read).into(),
+            written: table_names(&analysis.tables_written).into(),
+            hint: hint(query),
+            ident: ident.freeze(),
+            analysis,
+        }
+    }
+}
+
+/// What the unnamed portal holds, as far as the cache is concerned.
+#[derive(Default)]
+pub enum Portal {
+    #[default]
+    Unknown,
+    /// Answered from this entry; `at` is the byte offset of the next DataRow to send.
+    Hit { entry: Arc<Entry>, at: usize },
+    /// Forwarded; its result is captured when it is executed.
+    Fill { plan: Box<FillPlan>, described: bool },
+}
+
+/// The session's cache state.
+#[derive(Default)]
+pub struct CacheState {
+    pub on: bool,
+    /// Caching stopped for this session (session mode after SET, temporary tables...).
+    pub off: bool,
+    statements: HashMap<Bytes, Arc<CachedStatement>>,
+    unnamed: Option<Arc<CachedStatement>>,
+    portal: Portal,
+    /// A simple Query miss, attached to its reply-queue entry once forwarded.
+    query_fill: Option<Box<FillPlan>>,
+    pub writes: super::cache_writes::Writes,
+}
+
+impl CacheState {
+    pub fn new(on: bool) -> Self {
+        Self { on, ..Default::default() }
+    }
+}
+
+impl Session {
+    /// Reads may be served from or stored into the cache at this point of the session.
+    fn cache_usable(&self) -> bool {
+        self.cached.on
+            && !self.cached.off
+            && self.pin.is_none()
+            && !self.state_dirty
+            && self.cached.writes.clean()
+            && self.tx.status != b'E'
+            && !self.tx.in_copy()
+    }
+
+    /// The cache's look at a client message before it is forwarded; true when it was answered.
+    pub(super) async fn cache_before(&mut self, tag: u8, frame: &[u8]) -> bool {
+        match tag {
+            b'Q' => self.cache_query(frame).await,
+            b'P' => {
+                self.cache_note_parse(frame);
+                false
+            }
+            b'B' => self.cache_bind(frame).await,
+            b'D' => self.cache_describe(frame),
+            b'E' => self.cache_execute(frame),
+            b'C' => self.cache_close(frame),
+            b'F' => {
+                self.cached.writes.note_unknown();
+                false
+            }
+            _ => false,
+        }
+    }
+
+    /// After a message was forwarded: attach captures to its reply-queue entry.
+    pub(super) fn cache_after(&mut self, tag: u8, frame: &[u8]) {
+        match tag {
+            b'Q' => {
+                if let Some(plan) = self.cached.query_fill.take() {
+                    let limit = self.app.cache_entry_limit();
+                    self.pending.attach_fill(Fill::new(plan, true, limit));
+                }
+            }
+            b'D' if split_target(body(frame)) == Some((b'P', b"")) => {
+                if let Portal::Fill { described, .. } = &mut self.cached.portal {
+                    *described = true;
+                    self.pending.capture_describe();
+                }
+            }
+            b'E' if body(frame).first() == Some(&0) => {
+                if let Portal::Fill { plan, .. } = std::mem::take(&mut self.cached.portal) {
+                    let limit = self.app.cache_entry_limit();
+                    self.pending.attach_fill(Fill::new(plan, false, limit));
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Just before an Execute of a filling portal is forwarded: a Describe the client did not
+    /// send is injected (its reply hidden) so the entry can answer a later Describe.
+    pub(super) fn cache_before_forward(&mut self, tag: u8, frame: &[u8]) {
+        if tag != b'E' || body(frame).first() != Some(&0) {
+            return;
+        }
+        if let Portal::Fill { described: false, .. } = self.cached.portal {
+            self.sout.extend_from_slice(b"D\0\0\0\x06P\0");
+            self.pending.push(Kind::DescribePortal, Action::Suppress);
+            self.pending.capture_describe();
+            self.tx.on_client(b'D');
+        }
+    }
+
+    async fn cache_query(&mut self, frame: &[u8]) -> bool {
+        self.cached.portal = Portal::Unknown;
+        let analyzed = std::mem::take(&mut self.observe.analyzed);
+        let text = cstr(body(frame)).map_or(&[][..], |(q, _)| q);
+        if analyzed.is_empty() && text.iter().any(u8::is_ascii_alphanumeric) {
+            // Text the analysis could not split into statements: it may write anything.
+            self.cached.writes.note_unknown();
+        }
+        for (a, _) in &analyzed {
+            self.note_writes(a, None);
+        }
+        let single = match analyzed.as_slice() {
+            [(a, _)] => Some(a.clone()),
+            _ => None,
+        };
+        self.observe.analyzed = analyzed;
+        let Some(a) = single else { return false };
+        if !self.pending.is_empty() || !self.cache_usable() {
+            return false;
+        }
+        let tables: Arc<[Arc<str>]> = table_names(&a.tables_read).into();
+        let Some(key) = self.cache_key(b'Q', &a, &tables, hint(text), text, &[]) else { return false };
+        match self.app.cache.lookup(key, self.app.coalesce_wait()).await {
+            Lookup::Hit(e) => {
+                self.cout.extend_from_slice(&e.row_desc);
+                self.cout.extend_from_slice(&e.body);
+                let status = if self.server.is_some() { self.tx.status } else { b'I' };
+                messages::ready_for_query(&mut self.cout, status);
+                self.app.query_stats.record_hit(&self.observe.origin, &a);
+                true
+            }
+            Lookup::Miss(plan) => {
+                self.cached.query_fill = Some(plan);
+                false
+            }
+            Lookup::Bypass => false,
+        }
+    }
+
+    /// The key for a cacheable read, or None when this read must not be cached.
+    fn cache_key(
+        &mut self,
+        proto: u8,
+        a: &Analysis,
+        tables: &Arc<[Arc<str>]>,
+        hint: Hint,
+        statement: &[u8],
+        args: &[u8],
+    ) -> Option<Key> {
+        let ttl = self.app.cache.policy.load().ttl(a, tables, hint)?;
+        if !self.relations_known(tables) {
+            return None;
+        }
+        let db = &self.observe.origin.database;
+        let (user, sig) = (&self.info.user, self.state.sig());
+        Some(Key::new(proto, db, user, sig, statement, args, tables.clone(), ttl, a.fingerprint))
+    }
+
+    /// Every table read is an ordinary table (a list loaded in the background).
+    fn relations_known(&self, tables: &[Arc<str>]) -> bool {
+        let cfg = self.app.config.load();
+        let refresh = cfg.cache.relations_refresh_s * 1000;
+        let db = &self.observe.origin.database;
+        let (ok, due) = self.app.cache.relations.check(db, tables, crate::clock::now_ms(), refresh);
+        if due && self.app.cache.relations.begin_load(db) {
+            crate::cache::relations::spawn_load(self.app.clone(), self.pool.clone(), db.clone());
+        }
+        ok
+    }
+
+    fn cache_note_parse(&mut self, frame: &[u8]) {
+        let Some((name, query, types)) = split_parse(body(frame)) else { return };
+        let stmt = self.observe.analyzed.first().map(|(a, _)| Arc::new(CachedStatement::new(a.clone(), query, types)));
+        if name.is_empty() {
+            self.cached.unnamed = stmt;
+        } else if let Some(s) = stmt {
+            if self.cached.statements.len() < self.app.config.load().prepared.client_max {
+                self.cached.statements.insert(Bytes::copy_from_slice(name), s);
+            }
+        }
+    }
+
+    async fn cache_bind(&mut self, frame: &[u8]) -> bool {
+        let Some((portal, name, args)) = split_bind(body(frame)) else { return false };
+        let stmt =
+            if name.is_empty() { self.cached.unnamed.clone() } else { self.cached.statements.get(name).cloned() };
+        match &stmt {
+            Some(s) => self.note_writes(&s.analysis.clone(), Some(&s.written.clone())),
+            None => self.cached.writes.note_unknown(),
+        }
+        if !portal.is_empty() {
+            return false;
+        }
+        self.cached.portal = Portal::Unknown;
+        let Some(s) = stmt else { return false };
+        if !self.cache_usable() {
+            return false;
+        }
+        let Some(key) = self.cache_key(b'E', &s.analysis, &s.tables, s.hint, &s.ident, args) else { return false };
+        match self.app.cache.lookup(key, self.app.coalesce_wait()).await {
+            Lookup::Hit(entry) => {
+                self.local_portal = false;
+                self.app.query_stats.record_hit(&self.observe.origin, &s.analysis);
+                self.cached.portal = Portal::Hit { entry, at: 0 };
+                self.answer(pm::bind_complete())
+            }
+            Lookup::Miss(plan) => {
+                self.cached.portal = Portal::Fill { plan, described: false };
+                false
+            }
+            Lookup::Bypass => false,
+        }
+    }
+
+    fn cache_describe(&mut self, frame: &[u8]) -> bool {
+        let Portal::Hit { entry, .. } = &self.cached.portal else { return false };
+        if split_target(body(frame)) != Some((b'P', b"")) {
+            return false;
+        }
+        let reply = entry.row_desc.clone();
+        self.answer(reply)
+    }
+
+    /// Execute of a portal answered from the cache, honouring the row limit (PortalSuspended).
+    fn cache_execute(&mut self, frame: &[u8]) -> bool {
+        let Portal::Hit { entry, at } = &mut self.cached.portal else { return false };
+        let b = body(frame);
+        if b.first() != Some(&0) {
+            return false;
+        }
+        let max_rows = b.get(1..5).map_or(0, |m| i32::from_be_bytes([m[0], m[1], m[2], m[3]]).max(0) as usize);
+        let (end, more) = entry.split_rows(*at, max_rows);
+        let mut reply = BytesMut::from(&entry.body[*at..end]);
+        if more {
+            reply.extend_from_slice(b"s\0\0\0\x04");
+            *at = end;
+        } else {
+            reply.extend_from_slice(&entry.body[end..]);
+            *at = end;
+        }
+        self.answer(reply.freeze())
+    }
+
+    fn cache_close(&mut self, frame: &[u8]) -> bool {
+        match split_target(body(frame)) {
+            Some((b'P', b"")) if matches!(self.cached.portal, Portal::Hit { .. }) => {
+                self.cached.portal = Portal::Unknown;
+                self.answer(pm::close_complete())
+            }
+            Some((b'S', name)) => {
+                if name.is_empty() {
+                    self.cached.unnamed = None;
+                } else {
+                    self.cached.statements.remove(name);
+                }
+                false
+            }
+            _ => false,
+        }
+    }
+}
