@@ -39,31 +39,37 @@ pub struct Key {
     pub fingerprint: u64,
 }
 
+/// What goes into a key besides the tables, TTL and fingerprint carried along.
+pub struct KeyParts<'a> {
+    /// b'Q' simple Query, b'E' extended.
+    pub proto: u8,
+    pub db: &'a Arc<str>,
+    pub user: &'a str,
+    /// Session settings signature (search_path, role, time zone...).
+    pub settings: u64,
+    /// Statement text and parameter types.
+    pub statement: &'a [u8],
+    /// Which version of a prepared statement the client holds (its row description), so a
+    /// client whose statement predates a DDL never gets rows of the new shape.
+    pub variant: u64,
+    /// The Bind message after the statement name (parameter formats and values, result
+    /// formats); empty for a simple Query.
+    pub args: &'a [u8],
+}
+
 impl Key {
-    /// `statement` is the text and parameter types; `args` the Bind message after the statement
-    /// name (parameter formats and values, result formats), empty for a simple Query.
-    #[allow(clippy::too_many_arguments)]
-    pub fn new(
-        proto: u8,
-        db: &Arc<str>,
-        user: &str,
-        settings: u64,
-        statement: &[u8],
-        args: &[u8],
-        tables: Arc<[Arc<str>]>,
-        ttl: Duration,
-        fingerprint: u64,
-    ) -> Key {
-        let mut b = BytesMut::with_capacity(db.len() + user.len() + statement.len() + args.len() + 32);
-        b.put_u8(proto);
-        for part in [db.as_bytes(), user.as_bytes(), statement] {
+    pub fn new(p: KeyParts<'_>, tables: Arc<[Arc<str>]>, ttl: Duration, fingerprint: u64) -> Key {
+        let mut b = BytesMut::with_capacity(p.db.len() + p.user.len() + p.statement.len() + p.args.len() + 40);
+        b.put_u8(p.proto);
+        for part in [p.db.as_bytes(), p.user.as_bytes(), p.statement] {
             b.put_u32(part.len() as u32);
             b.put_slice(part);
         }
-        b.put_u64(settings);
-        b.put_slice(args);
+        b.put_u64(p.settings);
+        b.put_u64(p.variant);
+        b.put_slice(p.args);
         let hash = xxhash_rust::xxh3::xxh3_128(&b);
-        Key { hash, bytes: b.freeze(), db: db.clone(), tables, ttl, fingerprint }
+        Key { hash, bytes: b.freeze(), db: p.db.clone(), tables, ttl, fingerprint }
     }
 }
 
@@ -75,6 +81,15 @@ pub struct FillPlan {
     remote: Option<Vec<i64>>,
     /// Present when this client is the single flight for its key.
     _guard: Option<FillGuard>,
+}
+
+impl FillPlan {
+    /// The fill's query was sent to the server (identical misses may wait for it now).
+    pub fn sent(&self) {
+        if let Some(g) = &self._guard {
+            g.sent();
+        }
+    }
 }
 
 pub enum Lookup {
@@ -176,8 +191,8 @@ impl ResultCache {
                     flight::wait(rx, coalesce_wait).await;
                     continue;
                 }
-                // Still running after the wait: run it too, without filling.
-                Begin::Wait(_) => None,
+                // Still running after the wait, or not sent yet: run it too, without filling.
+                Begin::Wait(_) | Begin::Busy => None,
                 Begin::Fill(guard) => Some(guard),
             };
             return self.remote_lookup(key, gens, guard).await;

@@ -11,11 +11,12 @@ use bytes::{Bytes, BytesMut};
 use super::session::Session;
 use crate::cache::fill::Fill;
 use crate::cache::policy::{hint, table_names, Hint};
-use crate::cache::{Entry, FillPlan, Key, Lookup};
+use crate::cache::{Entry, FillPlan, Key, KeyParts, Lookup};
 use crate::net::frame::{body, cstr};
 use crate::net::messages;
 use crate::prepared::messages::{self as pm, split_bind, split_parse, split_target};
 use crate::prepared::pending::{Action, Kind};
+use crate::sql::tokens::fnv1a;
 use crate::sql::Analysis;
 
 /// A prepared statement as the cache sees it.
@@ -67,11 +68,13 @@ pub struct CacheState {
     /// A simple Query miss, attached to its reply-queue entry once forwarded.
     query_fill: Option<Box<FillPlan>>,
     pub writes: super::cache_writes::Writes,
+    /// Distinguishes this session's named statements in session mode.
+    nonce: u64,
 }
 
 impl CacheState {
     pub fn new(on: bool) -> Self {
-        Self { on, ..Default::default() }
+        Self { on, nonce: rand::random(), ..Default::default() }
     }
 }
 
@@ -167,14 +170,14 @@ impl Session {
             return false;
         }
         let tables: Arc<[Arc<str>]> = table_names(&a.tables_read).into();
-        let Some(key) = self.cache_key(b'Q', &a, &tables, hint(text), text, &[]) else { return false };
+        let Some(key) = self.cache_key(b'Q', &a, &tables, hint(text), text, 0, &[]) else { return false };
         match self.app.cache.lookup(key, self.app.coalesce_wait()).await {
             Lookup::Hit(e) => {
                 self.cout.extend_from_slice(&e.row_desc);
                 self.cout.extend_from_slice(&e.body);
                 let status = if self.server.is_some() { self.tx.status } else { b'I' };
                 messages::ready_for_query(&mut self.cout, status);
-                self.app.query_stats.record_hit(&self.observe.origin, &a);
+                self.observe_hit(&a, fnv1a(text), e.rows);
                 true
             }
             Lookup::Miss(plan) => {
@@ -185,7 +188,28 @@ impl Session {
         }
     }
 
+    /// A hit still counts as an execution for the insights (calls, N+1), with no server time.
+    fn observe_hit(&mut self, a: &Arc<Analysis>, params: u64, rows: u32) {
+        if !self.observe.enabled {
+            return;
+        }
+        let now = std::time::Instant::now();
+        let c = crate::insights::Completed {
+            analysis: a.clone(),
+            params,
+            sent: now,
+            done: now,
+            client_time: now.saturating_duration_since(self.observe.received),
+            rows: rows as u64,
+            error: false,
+            pipelined: false,
+            cached: true,
+        };
+        self.on_completed(c);
+    }
+
     /// The key for a cacheable read, or None when this read must not be cached.
+    #[allow(clippy::too_many_arguments)]
     fn cache_key(
         &mut self,
         proto: u8,
@@ -193,6 +217,7 @@ impl Session {
         tables: &Arc<[Arc<str>]>,
         hint: Hint,
         statement: &[u8],
+        variant: u64,
         args: &[u8],
     ) -> Option<Key> {
         let ttl = self.app.cache.policy.load().ttl(a, tables, hint)?;
@@ -200,8 +225,25 @@ impl Session {
             return None;
         }
         let db = &self.observe.origin.database;
-        let (user, sig) = (&self.info.user, self.state.sig());
-        Some(Key::new(proto, db, user, sig, statement, args, tables.clone(), ttl, a.fingerprint))
+        let settings = self.state.sig();
+        let parts = KeyParts { proto, db, user: &self.info.user, settings, statement, variant, args };
+        Some(Key::new(parts, tables.clone(), ttl, a.fingerprint))
+    }
+
+    /// Which version of the statement `name` the client holds (see `KeyParts::variant`); None
+    /// when its results must not come from the cache (a plan gone stale, no description yet).
+    fn statement_variant(&self, name: &[u8]) -> Option<u64> {
+        if self.mode == crate::config::PoolMode::Session {
+            // No registry here: named statements share entries only within this session.
+            return Some(if name.is_empty() { 0 } else { self.cached.nonce ^ xxhash_rust::xxh3::xxh3_64(name) });
+        }
+        match self.mapped(name) {
+            Some(st) if st.is_invalidated() => None,
+            Some(st) => st.description.get().map(|d| xxhash_rust::xxh3::xxh3_64(d)),
+            // An unnamed statement parsed anew: the client learns its shape from this reply.
+            None if name.is_empty() => Some(0),
+            None => None,
+        }
     }
 
     /// Every table read is an ordinary table (a list loaded in the background).
@@ -244,11 +286,14 @@ impl Session {
         if !self.cache_usable() {
             return false;
         }
-        let Some(key) = self.cache_key(b'E', &s.analysis, &s.tables, s.hint, &s.ident, args) else { return false };
+        let Some(variant) = self.statement_variant(name) else { return false };
+        let Some(key) = self.cache_key(b'E', &s.analysis, &s.tables, s.hint, &s.ident, variant, args) else {
+            return false;
+        };
         match self.app.cache.lookup(key, self.app.coalesce_wait()).await {
             Lookup::Hit(entry) => {
                 self.local_portal = false;
-                self.app.query_stats.record_hit(&self.observe.origin, &s.analysis);
+                self.observe_hit(&s.analysis, fnv1a(args), entry.rows);
                 self.cached.portal = Portal::Hit { entry, at: 0 };
                 self.answer(pm::bind_complete())
             }

@@ -225,7 +225,7 @@ impl Session {
     }
 
     /// The statement a Bind/Describe names: the client's named one, or its reused unnamed one.
-    fn mapped(&self, name: &[u8]) -> Option<Arc<Statement>> {
+    pub(super) fn mapped(&self, name: &[u8]) -> Option<Arc<Statement>> {
         if name.is_empty() {
             self.unnamed.clone()
         } else {

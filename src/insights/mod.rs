@@ -24,6 +24,8 @@ pub struct Completed {
     pub error: bool,
     /// Sent while an earlier statement of the client was still running (a pipeline or batch).
     pub pipelined: bool,
+    /// Answered from the result cache (no server time).
+    pub cached: bool,
 }
 
 impl Completed {

@@ -236,6 +236,7 @@ mod tests {
                 rows,
                 error: false,
                 pipelined,
+                cached: false,
             }
         }
     }

@@ -106,6 +106,7 @@ impl QueryStats {
             let mut map = self.map.lock();
             let e = map.get_or_insert_mut(key, || Entry::new(c.analysis.clone()));
             e.calls += 1;
+            e.cache_hits += c.cached as u64;
             e.errors += c.error as u64;
             e.rows += c.rows;
             e.total_us += us;
@@ -121,13 +122,6 @@ impl QueryStats {
         let mut all = self.all.lock();
         let _ = all.0.record(us);
         all.1 += us;
-    }
-
-    /// A statement answered from the result cache: counted as a hit, not as a (server) call.
-    pub fn record_hit(&self, origin: &Origin, analysis: &Arc<Analysis>) {
-        let key =
-            Key { database: origin.database.clone(), user: origin.user.clone(), fingerprint: analysis.fingerprint };
-        self.map.lock().get_or_insert_mut(key, || Entry::new(analysis.clone())).cache_hits += 1;
     }
 
     pub fn rows(&self) -> Vec<QueryRow> {

@@ -45,6 +45,7 @@ impl Track {
             rows,
             error,
             pipelined: self.pipelined,
+            cached: false,
         };
         // Statements of one simple Query run back to back: the next one starts now.
         self.sent = done;
