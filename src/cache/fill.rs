@@ -41,6 +41,10 @@ impl Fill {
             }
             _ => return false,
         }
-        self.body.len() <= self.limit
+        if self.body.len() > self.limit {
+            super::CacheStats::bump(&self.plan.stats.too_large);
+            return false;
+        }
+        true
     }
 }

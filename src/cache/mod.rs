@@ -81,6 +81,7 @@ pub struct FillPlan {
     remote: Option<Vec<i64>>,
     /// Present when this client is the single flight for its key.
     _guard: Option<FillGuard>,
+    pub(crate) stats: Arc<CacheStats>,
 }
 
 impl FillPlan {
@@ -109,6 +110,7 @@ pub struct ResultCache {
     pub stats: Arc<CacheStats>,
     max_entry: usize,
     max_bytes: u64,
+    verify_hits: bool,
 }
 
 struct Expiry;
@@ -151,6 +153,7 @@ impl ResultCache {
             stats,
             max_entry: cfg.max_entry_bytes,
             max_bytes: cfg.max_bytes,
+            verify_hits: cfg.redis_verify_hits,
         })
     }
 
@@ -181,8 +184,13 @@ impl ResultCache {
         loop {
             let gens = self.gens.snapshot(&key.db, &key.tables);
             if let Some(e) = self.local_hit(&key, &gens) {
-                CacheStats::bump(&self.stats.hits_local);
-                return Lookup::Hit(e);
+                if self.shared_still_valid(&key, &e).await {
+                    tracing::trace!(key = %format!("{:x}", key.hash), ?gens, "cache: local hit");
+                    CacheStats::bump(&self.stats.hits_local);
+                    return Lookup::Hit(e);
+                }
+                self.local.invalidate(&key.hash);
+                CacheStats::bump(&self.stats.stale_dropped);
             }
             let guard = match self.flight.begin(key.hash) {
                 Begin::Wait(rx) if !waited => {
@@ -199,6 +207,16 @@ impl ResultCache {
         }
     }
 
+    /// With Redis (and `verify_hits`), a local entry is served only if no replica committed a
+    /// write to its tables since it was filled. Redis unreachable: served (local-only mode).
+    async fn shared_still_valid(&self, key: &Key, e: &Entry) -> bool {
+        let Some(r) = self.redis.as_ref().filter(|_| self.verify_hits) else { return true };
+        match r.generations(&key.db, &key.tables).await {
+            Some(now) => now == e.remote,
+            None => true,
+        }
+    }
+
     async fn remote_lookup(&self, key: Key, gens: Vec<u64>, guard: Option<FillGuard>) -> Lookup {
         let found = match (&self.redis, &guard) {
             (Some(r), Some(_)) => r.lookup(key.hash, &key.db, &key.tables).await,
@@ -206,7 +224,13 @@ impl ResultCache {
         };
         let Some(found) = found else {
             CacheStats::bump(&self.stats.misses);
-            return Lookup::Miss(Box::new(FillPlan { key, gens, remote: None, _guard: guard }));
+            return Lookup::Miss(Box::new(FillPlan {
+                key,
+                gens,
+                remote: None,
+                _guard: guard,
+                stats: self.stats.clone(),
+            }));
         };
         let entry = found.entry.as_deref().and_then(Entry::decode);
         if let Some(mut e) = entry.filter(|e| e.key == key.bytes && e.remote == found.gens && e.expires_ms > wall_ms())
@@ -223,12 +247,18 @@ impl ResultCache {
             return Lookup::Hit(e);
         }
         CacheStats::bump(&self.stats.misses);
-        Lookup::Miss(Box::new(FillPlan { key, gens, remote: Some(found.gens), _guard: guard }))
+        Lookup::Miss(Box::new(FillPlan {
+            key,
+            gens,
+            remote: Some(found.gens),
+            _guard: guard,
+            stats: self.stats.clone(),
+        }))
     }
 
     /// A fill completed: stored unless too large or a commit touched its tables meanwhile.
     pub fn store(&self, plan: FillPlan, row_desc: Bytes, body: Bytes, rows: u32) {
-        let FillPlan { key, gens, remote, _guard } = plan;
+        let FillPlan { key, gens, remote, _guard, .. } = plan;
         if row_desc.len() + body.len() + key.bytes.len() > self.max_entry {
             CacheStats::bump(&self.stats.too_large);
             return;
@@ -237,6 +267,7 @@ impl ResultCache {
             CacheStats::bump(&self.stats.raced);
             return;
         }
+        tracing::trace!(key = %format!("{:x}", key.hash), ?gens, rows, "cache: stored");
         let e = Entry {
             key: key.bytes,
             row_desc,

@@ -121,6 +121,7 @@ impl RedisTier {
     pub async fn lookup(&self, hash: u128, db: &str, tables: &[Arc<str>]) -> Option<Found> {
         let mut p = redis::pipe();
         let cmd = p.cmd("MGET").arg(entry_key(hash)).arg(EPOCH_KEY).arg(gen_key(db, None));
+        // (the entry is a bulk string; the generations parse from their decimal text below)
         for t in tables {
             cmd.arg(gen_key(db, Some(t)));
         }
@@ -129,6 +130,18 @@ impl RedisTier {
         let entry = it.next().flatten();
         let gens = it.map(|v| v.and_then(|b| std::str::from_utf8(&b).ok()?.parse().ok()).unwrap_or(0)).collect();
         Some(Found { entry, gens })
+    }
+
+    /// The current shared generations alone: a local hit checks them, so a commit through any
+    /// replica is seen by the next read on every replica (not only once pub/sub arrives).
+    pub async fn generations(&self, db: &str, tables: &[Arc<str>]) -> Option<Vec<i64>> {
+        let mut p = redis::pipe();
+        let cmd = p.cmd("MGET").arg(EPOCH_KEY).arg(gen_key(db, None));
+        for t in tables {
+            cmd.arg(gen_key(db, Some(t)));
+        }
+        let (values,): (Vec<Option<i64>>,) = self.run("generations", &p).await?;
+        Some(values.into_iter().map(|v| v.unwrap_or(0)).collect())
     }
 
     /// Stores an entry in the background (the client is not kept waiting for it).

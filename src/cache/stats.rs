@@ -3,7 +3,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
-#[derive(Default)]
+#[derive(Default, Debug)]
 pub struct CacheStats {
     pub hits_local: AtomicU64,
     pub hits_redis: AtomicU64,

@@ -234,6 +234,10 @@ pub struct CacheConfig {
     pub redis_url: Option<String>,
     /// A Redis call slower than this counts as an outage for that call (the client is not kept waiting).
     pub redis_timeout_ms: u64,
+    /// With Redis, every local hit first checks the shared generations (one round trip), so a
+    /// commit through another replica is never followed by an older result there. Off: other
+    /// replicas' commits arrive by pub/sub (sub-millisecond, but not ordered with the client).
+    pub redis_verify_hits: bool,
     /// How long a miss waits for another client's identical query already running (single flight).
     pub coalesce_wait_ms: u64,
     /// How often the list of ordinary tables (only their reads are cached) is re-read.
@@ -251,6 +255,7 @@ impl Default for CacheConfig {
             max_entry_bytes: 1024 * 1024,
             redis_url: None,
             redis_timeout_ms: 50,
+            redis_verify_hits: true,
             coalesce_wait_ms: 10_000,
             relations_refresh_s: 60,
             rules: Vec::new(),

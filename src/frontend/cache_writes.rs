@@ -10,50 +10,78 @@ use super::session::Session;
 use crate::cache::policy::table_names;
 use crate::sql::{Analysis, StatementKind, WriteScope};
 
-/// Tables written in the open transaction, and those committed but not yet invalidated.
+/// Tables a group of statements may write (`all`: any table of the database), and whether it
+/// opened a snapshot transaction (REPEATABLE READ / SERIALIZABLE: no cache inside).
+#[derive(Default, Debug)]
+struct Segment {
+    tables: Vec<Arc<str>>,
+    all: bool,
+    strict: bool,
+}
+
+impl Segment {
+    fn is_empty(&self) -> bool {
+        self.tables.is_empty() && !self.all && !self.strict
+    }
+
+    fn absorb(&mut self, other: &Segment) {
+        self.all |= other.all;
+        self.strict |= other.strict;
+        for t in &other.tables {
+            if !self.tables.contains(t) {
+                self.tables.push(t.clone());
+            }
+        }
+    }
+}
+
+/// Writes by where they stand. Clients pipeline (tokio-postgres sends the next Query before the
+/// last ReadyForQuery arrived), so writes are grouped per Sync/Query and each ReadyForQuery
+/// settles the oldest group, never the ones sent after it.
 #[derive(Default)]
 pub struct Writes {
-    open: Vec<Arc<str>>,
-    open_all: bool,
-    committed: Vec<Arc<str>>,
-    committed_all: bool,
-    /// An ErrorResponse since the last ReadyForQuery.
+    /// Statements sent since the last Sync/Query.
+    building: Segment,
+    /// Groups sent, each ended by a Sync/Query whose ReadyForQuery has not come back.
+    sent: std::collections::VecDeque<Segment>,
+    /// Acknowledged writes of the open transaction block.
+    in_tx: Segment,
+    /// Committed, not yet invalidated.
+    committed: Segment,
+    /// An ErrorResponse in the oldest group's replies.
     error: bool,
-    /// The last transaction-ending tag since the last ReadyForQuery: Some(true) COMMIT.
+    /// The last transaction-ending tag in the oldest group's replies: Some(true) COMMIT.
     ended: Option<bool>,
-    /// The open transaction asked for a snapshot (REPEATABLE READ / SERIALIZABLE): no cache.
-    pub strict: bool,
 }
 
 impl Writes {
-    /// Nothing written in the open transaction (its reads may use the cache).
+    /// Nothing written (or snapshot-isolated) in the open transaction: its reads may use the cache.
     pub fn clean(&self) -> bool {
-        self.open.is_empty() && !self.open_all && !self.strict
+        self.building.is_empty() && self.in_tx.is_empty() && self.sent.iter().all(Segment::is_empty)
     }
 
     pub fn note_unknown(&mut self) {
-        self.open_all = true;
+        self.building.all = true;
     }
 
     fn note(&mut self, tables: &[Arc<str>]) {
         for t in tables {
-            if !self.open.contains(t) {
-                self.open.push(t.clone());
+            if !self.building.tables.contains(t) {
+                self.building.tables.push(t.clone());
             }
         }
     }
 
-    fn commit(&mut self) {
-        self.committed_all |= std::mem::take(&mut self.open_all);
-        for t in std::mem::take(&mut self.open) {
-            if !self.committed.contains(&t) {
-                self.committed.push(t);
-            }
-        }
+    /// A Sync or Query was forwarded: what was sent so far is settled by its ReadyForQuery.
+    pub fn close_group(&mut self) {
+        self.sent.push_back(std::mem::take(&mut self.building));
     }
 
-    fn pending(&self) -> bool {
-        self.committed_all || !self.committed.is_empty()
+    fn commit(&mut self, group: &Segment) {
+        let in_tx = std::mem::take(&mut self.in_tx);
+        self.committed.absorb(&in_tx);
+        self.committed.absorb(group);
+        self.committed.strict = false;
     }
 }
 
@@ -63,7 +91,7 @@ impl Session {
         let w = &mut self.cached.writes;
         match a.writes {
             WriteScope::Nothing => {}
-            WriteScope::Unknown => w.open_all = true,
+            WriteScope::Unknown => w.building.all = true,
             WriteScope::Tables => match written {
                 Some(t) => w.note(t),
                 None => w.note(&table_names(&a.tables_written)),
@@ -74,59 +102,68 @@ impl Session {
             StatementKind::Transaction => {
                 let text = a.normalized.to_ascii_lowercase();
                 if text.contains("serializable") || text.contains("repeatable read") {
-                    self.cached.writes.strict = true;
+                    self.cached.writes.building.strict = true;
                 }
             }
             _ => {}
         }
     }
 
-    /// CommandComplete and ErrorResponse from the server.
+    /// CommandComplete and ErrorResponse from the server (replies to the oldest group).
     pub(super) fn cache_on_server_tag(&mut self, tag: u8, body: &[u8]) {
         let w = &mut self.cached.writes;
         match tag {
             b'E' => w.error = true,
             b'C' if body.starts_with(b"COMMIT") || body.starts_with(b"PREPARE TRANSACTION") => {
                 w.ended = Some(true);
-                w.commit();
+                // The group's writes before the COMMIT are in it; later ones are counted again
+                // when their own transaction ends (a second invalidation costs only a miss).
+                let group = w.sent.front().map(|g| Segment { tables: g.tables.clone(), all: g.all, strict: false });
+                w.commit(&group.unwrap_or_default());
             }
             b'C' if body.starts_with(b"ROLLBACK") => w.ended = Some(false),
             _ => {}
         }
     }
 
-    /// ReadyForQuery, before it is passed on: an implicit transaction that ended without error
-    /// committed; committed writes invalidate now.
+    /// ReadyForQuery, before it is passed on: it settles the oldest group. Status 'I' ends the
+    /// transaction (committed unless it failed or rolled back); committed writes invalidate now.
     pub(super) async fn cache_on_ready(&mut self, status: u8) {
         let w = &mut self.cached.writes;
+        let group = w.sent.pop_front().unwrap_or_else(|| std::mem::take(&mut w.building));
         if status == b'I' {
             if !w.error && w.ended != Some(false) {
-                w.commit();
+                w.commit(&group);
             }
-            w.open.clear();
-            w.open_all = false;
-            w.strict = false;
+            w.in_tx = Segment::default();
+        } else {
+            w.in_tx.absorb(&group);
         }
         w.error = false;
         w.ended = None;
-        if w.pending() {
+        if !w.committed.is_empty() {
             self.cache_invalidate().await;
         }
     }
 
     /// The server connection was lost: a commit may have happened, so what was written is invalid.
     pub(super) async fn cache_on_server_lost(&mut self) {
-        self.cached.writes.commit();
-        if self.cached.writes.pending() {
+        let w = &mut self.cached.writes;
+        let mut all = std::mem::take(&mut w.building);
+        for g in std::mem::take(&mut w.sent) {
+            all.absorb(&g);
+        }
+        w.commit(&all);
+        if !w.committed.is_empty() {
             self.cache_invalidate().await;
         }
     }
 
     async fn cache_invalidate(&mut self) {
-        let w = &mut self.cached.writes;
-        let all = std::mem::take(&mut w.committed_all);
-        let tables = std::mem::take(&mut w.committed);
+        let done = std::mem::take(&mut self.cached.writes.committed);
+        let (all, tables) = (done.all, done.tables);
         let db = self.observe.origin.database.clone();
+        tracing::debug!(database = %db, all, ?tables, "cache: committed writes invalidate");
         if all {
             self.app.cache.invalidate(&db, None).await;
         } else {

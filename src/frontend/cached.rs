@@ -111,9 +111,12 @@ impl Session {
     }
 
     /// After a message was forwarded: attach captures to its reply-queue entry.
-    pub(super) fn cache_after(&mut self, tag: u8, frame: &[u8]) {
+    pub(super) fn cache_after(&mut self, tag: u8, frame: &[u8], in_copy: bool) {
         match tag {
+            b'S' if !in_copy => self.cached.writes.close_group(),
+            b'F' => self.cached.writes.close_group(),
             b'Q' => {
+                self.cached.writes.close_group();
                 if let Some(plan) = self.cached.query_fill.take() {
                     let limit = self.app.cache_entry_limit();
                     self.pending.attach_fill(Fill::new(plan, true, limit));
@@ -326,11 +329,14 @@ impl Session {
         let mut reply = BytesMut::from(&entry.body[*at..end]);
         if more {
             reply.extend_from_slice(b"s\0\0\0\x04");
-            *at = end;
-        } else {
+        } else if *at == 0 {
             reply.extend_from_slice(&entry.body[end..]);
-            *at = end;
+        } else {
+            // After a PortalSuspended, the server's tag counts the rows of this Execute only.
+            let rows = count_rows(&entry.body[*at..end]);
+            reply.extend_from_slice(&messages::command_complete_frame(&format!("SELECT {rows}")));
         }
+        *at = end;
         self.answer(reply.freeze())
     }
 
@@ -351,4 +357,14 @@ impl Session {
             _ => false,
         }
     }
+}
+
+fn count_rows(mut frames: &[u8]) -> usize {
+    let mut n = 0;
+    while frames.len() >= 5 {
+        let len = u32::from_be_bytes([frames[1], frames[2], frames[3], frames[4]]) as usize;
+        frames = frames.get(1 + len..).unwrap_or(&[]);
+        n += 1;
+    }
+    n
 }

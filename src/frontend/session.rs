@@ -278,8 +278,9 @@ impl Session {
         }
         if self.cached.on {
             self.cache_before_forward(tag, frame);
+            let in_copy = self.tx.in_copy();
             self.forward(tag, frame);
-            self.cache_after(tag, frame);
+            self.cache_after(tag, frame, in_copy);
         } else {
             self.forward(tag, frame);
         }

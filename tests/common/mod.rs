@@ -2,6 +2,7 @@
 //! process per test on free ports.
 #![allow(dead_code)]
 
+pub mod cache;
 pub mod raw;
 
 use std::io::Write;

@@ -113,6 +113,19 @@ impl Raw {
         }
     }
 
+    /// Every message (tag, body) up to and including ReadyForQuery.
+    pub async fn messages_until_ready(&mut self) -> Vec<(u8, Vec<u8>)> {
+        let mut out = Vec::new();
+        while let Some(m) = self.next().await {
+            let done = m.0 == b'Z';
+            out.push(m);
+            if done {
+                break;
+            }
+        }
+        out
+    }
+
     /// Reads until EOF; returns the SQLSTATEs of the ErrorResponses seen.
     pub async fn error_codes_until_close(&mut self) -> Vec<String> {
         let mut codes = Vec::new();

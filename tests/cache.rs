@@ -1,0 +1,235 @@
+//! Result cache against the real server: replies from the cache are byte-identical to the
+//! server's, writes seen through pgpilot invalidate at commit (never before, never on rollback),
+//! and what must not be cached is not.
+
+mod common;
+
+use common::cache::{cache_status, counter, hits, make_table, text_rows, until_hit, TRUST_USERS};
+use common::raw::{self, msg, Raw};
+use common::{pg_port, pool_toml, Proxy};
+
+fn describe(kind: u8, name: &str) -> Vec<u8> {
+    let mut b = vec![kind];
+    b.extend_from_slice(name.as_bytes());
+    b.push(0);
+    msg(b'D', &b)
+}
+
+fn execute_limit(rows: i32) -> Vec<u8> {
+    let mut b = vec![0];
+    b.extend_from_slice(&rows.to_be_bytes());
+    msg(b'E', &b)
+}
+
+async fn exchange(r: &mut Raw, bytes: &[u8]) -> Vec<(u8, Vec<u8>)> {
+    r.send(bytes).await;
+    r.messages_until_ready().await
+}
+
+/// The same conversation, directly and through pgpilot three times: the first may fill the cache,
+/// the others must be hits, and every reply must equal the server's byte for byte.
+async fn same_bytes(proxy: &Proxy, setup: &[u8], request: &[u8]) {
+    let mut direct = Raw::login_trust(pg_port(), "trustuser", "app").await;
+    let mut via = Raw::login_trust(proxy.port, "trustuser", "app").await;
+    if !setup.is_empty() {
+        exchange(&mut direct, setup).await;
+        exchange(&mut via, setup).await;
+    }
+    let expected = exchange(&mut direct, request).await;
+    assert!(expected.iter().any(|(t, _)| *t == b'D'), "the request returns rows");
+    for round in 0..3 {
+        let before = hits(proxy);
+        let got = exchange(&mut via, request).await;
+        assert_eq!(got, expected, "round {round}");
+        if round > 0 {
+            assert!(hits(proxy) > before, "round {round} was not answered from the cache");
+        }
+    }
+}
+
+#[tokio::test]
+async fn hits_are_byte_identical_in_simple_and_extended_protocol() {
+    make_table("cache_exact", 25).await;
+    let proxy = Proxy::start(&pool_toml(4, TRUST_USERS));
+    let c = proxy.connect_as("trustuser", "", "app").await.unwrap();
+    until_hit(&proxy, &c, "SELECT id, v FROM cache_exact WHERE id < 3").await;
+    let sql = "SELECT id, v, length(v) FROM cache_exact WHERE id <= 10 ORDER BY id";
+    // simple Query
+    same_bytes(&proxy, &[], &raw::query(sql)).await;
+    // named statement described once, then Bind/Execute/Sync (asyncpg, tokio-postgres)
+    let setup = [raw::parse("s1", sql), describe(b'S', "s1"), raw::sync()].concat();
+    same_bytes(&proxy, &setup, &[raw::bind("", "s1"), raw::execute(""), raw::sync()].concat()).await;
+    // with Describe of the portal (psycopg), and the unnamed statement parsed every time
+    let req = [raw::parse("", sql), raw::bind("", ""), describe(b'P', ""), raw::execute(""), raw::sync()].concat();
+    same_bytes(&proxy, &[], &req).await;
+    // a row limit: PortalSuspended after each batch, then the rest (a cursor's fetch)
+    let req = [raw::bind("", "s1"), execute_limit(4), execute_limit(4), execute_limit(4), raw::sync()].concat();
+    same_bytes(&proxy, &setup, &req).await;
+}
+
+#[tokio::test]
+async fn tokio_postgres_prepared_statements_hit_and_stay_exact() {
+    make_table("cache_tp", 50).await;
+    let proxy = Proxy::start(&pool_toml(4, ""));
+    let c = proxy.connect("app").await;
+    let direct = common::direct("app").await;
+    until_hit(&proxy, &c, "SELECT v FROM cache_tp WHERE id = 1").await;
+    let sql = "SELECT id, v FROM cache_tp WHERE id BETWEEN $1 AND $2 ORDER BY id";
+    let stmt = c.prepare(sql).await.unwrap();
+    let want: Vec<(i32, String)> =
+        direct.query(sql, &[&5, &15]).await.unwrap().iter().map(|r| (r.get(0), r.get(1))).collect();
+    let before = hits(&proxy);
+    for _ in 0..5 {
+        let got: Vec<(i32, String)> =
+            c.query(&stmt, &[&5, &15]).await.unwrap().iter().map(|r| (r.get(0), r.get(1))).collect();
+        assert_eq!(got, want);
+    }
+    assert!(hits(&proxy) >= before + 4, "{}", cache_status(&proxy));
+    let other: Vec<i32> = c.query(&stmt, &[&1, &2]).await.unwrap().iter().map(|r| r.get(0)).collect();
+    assert_eq!(other, [1, 2], "other parameters are another entry");
+}
+
+#[tokio::test]
+async fn commits_invalidate_rollbacks_do_not() {
+    make_table("cache_inval", 3).await;
+    let proxy = Proxy::start(&pool_toml(4, ""));
+    let reader = proxy.connect("app").await;
+    let mut writer = proxy.connect("app").await;
+    let read = "SELECT v FROM cache_inval WHERE id = 1";
+    assert_eq!(until_hit(&proxy, &reader, read).await, ["v1"]);
+
+    // Uncommitted: the old value is right (the server would say the same), and still cached.
+    let tx = writer.transaction().await.unwrap();
+    tx.execute("UPDATE cache_inval SET v = 'two' WHERE id = 1", &[]).await.unwrap();
+    assert_eq!(text_rows(&reader, read).await, ["v1"]);
+    tx.commit().await.unwrap();
+    assert_eq!(text_rows(&reader, read).await, ["two"], "visible once committed");
+    assert_eq!(text_rows(&writer, read).await, ["two"], "and to the writer");
+
+    // Rolled back: nothing invalidated, the next read is a hit.
+    assert_eq!(until_hit(&proxy, &reader, read).await, ["two"]);
+    let tx = writer.transaction().await.unwrap();
+    tx.execute("UPDATE cache_inval SET v = 'three' WHERE id = 1", &[]).await.unwrap();
+    tx.rollback().await.unwrap();
+    let before = hits(&proxy);
+    assert_eq!(text_rows(&reader, read).await, ["two"]);
+    assert_eq!(hits(&proxy), before + 1, "a rollback keeps the entry");
+
+    // Autocommit write (extended protocol), a failed implicit transaction, and a simple-Query commit.
+    writer.execute("UPDATE cache_inval SET v = 'four' WHERE id = 1", &[]).await.unwrap();
+    assert_eq!(text_rows(&reader, read).await, ["four"]);
+    assert!(writer.batch_execute("UPDATE cache_inval SET v = 'lost' WHERE id = 1; SELECT 1/0").await.is_err());
+    assert_eq!(text_rows(&reader, read).await, ["four"]);
+    writer.batch_execute("BEGIN; UPDATE cache_inval SET v = 'five' WHERE id = 1; COMMIT").await.unwrap();
+    assert_eq!(text_rows(&reader, read).await, ["five"]);
+    // A read inside the writing transaction sees its own write (never the cached value).
+    assert_eq!(until_hit(&proxy, &reader, read).await, ["five"]);
+    writer.batch_execute("BEGIN; UPDATE cache_inval SET v = 'six' WHERE id = 1").await.unwrap();
+    assert_eq!(text_rows(&writer, read).await, ["six"]);
+    writer.batch_execute("COMMIT").await.unwrap();
+    assert_eq!(text_rows(&reader, read).await, ["six"]);
+    // TRUNCATE and DDL through pgpilot.
+    writer.batch_execute("TRUNCATE cache_inval").await.unwrap();
+    assert!(text_rows(&reader, read).await.is_empty());
+    assert!(counter(&proxy, "invalidations") >= 5);
+}
+
+#[tokio::test]
+async fn volatile_locking_catalog_and_view_reads_are_never_cached() {
+    make_table("cache_never", 5).await;
+    let d = common::direct("app").await;
+    d.batch_execute(
+        "CREATE OR REPLACE VIEW cache_never_v AS SELECT * FROM cache_never;
+         ALTER VIEW cache_never_v OWNER TO app;
+         CREATE OR REPLACE FUNCTION cache_never_f(int) RETURNS int LANGUAGE sql AS 'SELECT $1 + 1';",
+    )
+    .await
+    .unwrap();
+    let proxy = Proxy::start(&pool_toml(4, ""));
+    let c = proxy.connect("app").await;
+    until_hit(&proxy, &c, "SELECT v FROM cache_never WHERE id = 2").await;
+    let never = [
+        "SELECT v, now() FROM cache_never WHERE id = 1",
+        "SELECT v, random() FROM cache_never WHERE id = 1",
+        "SELECT v FROM cache_never WHERE id = 1 FOR UPDATE",
+        "SELECT v FROM cache_never WHERE id = 1 FOR SHARE",
+        "SELECT relname FROM pg_class WHERE relname = 'cache_never'",
+        "SELECT v FROM cache_never_v WHERE id = 1",
+        "SELECT cache_never_f(id) FROM cache_never WHERE id = 1",
+        "SELECT v FROM cache_never WHERE id = 1 /* pgpilot:nocache */",
+        "SELECT 1",
+    ];
+    let before = (hits(&proxy), counter(&proxy, "stores"));
+    for sql in never {
+        for _ in 0..3 {
+            c.simple_query(sql).await.unwrap();
+            c.query(sql, &[]).await.unwrap();
+        }
+    }
+    assert_eq!((hits(&proxy), counter(&proxy, "stores")), before, "{}", cache_status(&proxy));
+}
+
+#[tokio::test]
+async fn users_never_share_entries() {
+    let d = common::direct("app").await;
+    d.batch_execute(
+        "DROP TABLE IF EXISTS cache_rls; CREATE TABLE cache_rls (owner text, secret text);
+         INSERT INTO cache_rls VALUES ('app', 'for app'), ('trustuser', 'for trustuser');
+         ALTER TABLE cache_rls ENABLE ROW LEVEL SECURITY;
+         CREATE POLICY own ON cache_rls USING (owner = current_user);
+         GRANT SELECT ON cache_rls TO app, trustuser;",
+    )
+    .await
+    .unwrap();
+    let proxy = Proxy::start(&pool_toml(4, TRUST_USERS));
+    let app = proxy.connect("app").await;
+    let other = proxy.connect_as("trustuser", "", "app").await.unwrap();
+    let sql = "SELECT secret FROM cache_rls";
+    for _ in 0..2 {
+        assert_eq!(until_hit(&proxy, &app, sql).await, ["for app"]);
+        assert_eq!(until_hit(&proxy, &other, sql).await, ["for trustuser"]);
+        let stmt = other.prepare(sql).await.unwrap();
+        let rows: Vec<String> = other.query(&stmt, &[]).await.unwrap().iter().map(|r| r.get(0)).collect();
+        assert_eq!(rows, ["for trustuser"]);
+    }
+}
+
+#[tokio::test]
+async fn rules_hints_ttl_and_size_limits() {
+    make_table("cache_rules", 2000).await;
+    make_table("cache_rules_off", 5).await;
+    let toml =
+        pool_toml(4, "[cache]\nmax_entry_bytes = 4096\n[[cache.rules]]\ntable = \"cache_rules_off\"\nttl_s = 0\n");
+    let proxy = Proxy::start(&toml);
+    let c = proxy.connect("app").await;
+    until_hit(&proxy, &c, "SELECT v FROM cache_rules WHERE id = 1").await;
+    let before = counter(&proxy, "stores");
+    for _ in 0..3 {
+        assert_eq!(text_rows(&c, "SELECT v FROM cache_rules_off WHERE id = 1").await, ["v1"]);
+        assert_eq!(text_rows(&c, "SELECT * FROM cache_rules ORDER BY id").await.len(), 2000);
+    }
+    assert_eq!(counter(&proxy, "stores"), before, "a rule with ttl 0, and results over max_entry_bytes");
+    assert!(counter(&proxy, "too_large") >= 1);
+    // A hint's TTL: served while fresh, refilled after it expires.
+    let sql = "SELECT v FROM cache_rules WHERE id = 7 /* pgpilot:cache ttl=1 */";
+    until_hit(&proxy, &c, sql).await;
+    tokio::time::sleep(std::time::Duration::from_millis(1300)).await;
+    let before = hits(&proxy);
+    assert_eq!(text_rows(&c, sql).await, ["v7"]);
+    assert_eq!(hits(&proxy), before, "expired");
+}
+
+#[tokio::test]
+async fn session_mode_caches_until_the_session_changes_settings() {
+    make_table("cache_session", 5).await;
+    let proxy = Proxy::start("[pool]\nmode = \"session\"\nmax_size = 4\ncheckout_timeout_ms = 5000\n");
+    let c = proxy.connect("app").await;
+    let sql = "SELECT v FROM cache_session WHERE id = 1";
+    until_hit(&proxy, &c, sql).await;
+    c.batch_execute("SET search_path = public").await.unwrap();
+    let before = hits(&proxy);
+    for _ in 0..3 {
+        assert_eq!(text_rows(&c, sql).await, ["v1"]);
+    }
+    assert_eq!(hits(&proxy), before, "after SET this session no longer uses the cache");
+}
