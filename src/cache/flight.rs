@@ -13,8 +13,11 @@ use tokio::sync::watch;
 /// still waiting for a connection itself could exhaust the pool.
 #[derive(Default)]
 pub struct Flight {
-    running: Mutex<HashMap<u128, (watch::Receiver<()>, Arc<AtomicBool>)>>,
+    running: Mutex<HashMap<u128, Running>>,
 }
+
+/// A fill's completion signal and whether its query was sent yet.
+type Running = (watch::Receiver<()>, Arc<AtomicBool>);
 
 /// Held by the client filling a key; dropping it (stored, abandoned or session gone) wakes the waiters.
 pub struct FillGuard {
