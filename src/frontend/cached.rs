@@ -242,7 +242,9 @@ impl Session {
         }
         match self.mapped(name) {
             Some(st) if st.is_invalidated() => None,
-            Some(st) => st.description.get().map(|d| xxhash_rust::xxh3::xxh3_64(d)),
+            // The description the client saw, or (never described) the statement itself: a
+            // statement re-prepared after a DDL is a new registry entry.
+            Some(st) => Some(st.description.get().map_or(st.id | 1 << 63, |d| xxhash_rust::xxh3::xxh3_64(d))),
             // An unnamed statement parsed anew: the client learns its shape from this reply.
             None if name.is_empty() => Some(0),
             None => None,

@@ -1,0 +1,170 @@
+"""The result cache through the MCP servers' own drivers: asyncpg (default statement cache, reads in transactions),
+psycopg 3 and SQLAlchemy async give the same rows as a direct connection whether the proxy answers from its cache or
+not, and the shared workload runs clean with the cache on, with Redis, and with Redis killed mid-run."""
+import asyncio
+import json
+import random
+import subprocess
+import sys
+import time
+
+import asyncpg
+import psycopg
+import pytest
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import create_async_engine
+from sqlalchemy.pool import NullPool
+
+from conftest import ALL_BUT_READBACK, MCP_LOAD, free_port, pg_host, pg_port, run_async, run_mcp_load, wait_until
+
+SEARCH_SQL = """
+SELECT code_chunks.id AS chunk_id, code_chunks.content, code_chunks.start_line, code_chunks.end_line,
+       code_files.path AS file_path, code_files.relative_path,
+       $1::INTEGER - (code_chunks.embedding <=> $2::vector) / CAST($3::INTEGER AS NUMERIC) AS similarity
+FROM code_chunks JOIN code_files ON code_chunks.code_file_id = code_files.id
+WHERE code_chunks.embedding IS NOT NULL AND code_files.is_deleted = false
+  AND code_files.relative_path LIKE $4::VARCHAR
+ORDER BY code_chunks.embedding <=> $2::vector LIMIT $5::INTEGER"""
+
+RNG = random.Random(11)
+VECTORS = ["[" + ",".join(f"{RNG.random() - 0.5:.4f}" for _ in range(768)) + "]" for _ in range(3)]
+
+
+def cache(proxy):
+    status, body = proxy.http_get("/health/status")
+    assert status == 200, body
+    return json.loads(body)["cache"]
+
+
+def direct_dsn(db):
+    return f"postgresql://app:app@{pg_host()}:{pg_port()}/{db}"
+
+
+def start_cached(start_proxy, extra=""):
+    proxy = start_proxy(pool_size=6, extra_toml=extra)
+    # The list of ordinary tables loads on first use: wait until a repeated read is a hit.
+    with psycopg.connect(proxy.dsn("codebase"), autocommit=True) as c:
+        def warmed():
+            before = cache(proxy)["hits"]
+            c.execute("SELECT count(*) FROM code_files", prepare=False)
+            return cache(proxy)["hits"] > before
+        wait_until(warmed, 10, message="the cache answering reads")
+    return proxy
+
+
+def test_asyncpg_search_hits_match_direct(start_proxy):
+    proxy = start_cached(start_proxy)
+
+    async def main():
+        direct = await asyncpg.connect(direct_dsn("codebase"))
+        via = await asyncpg.connect(proxy.dsn("codebase"))  # default statement cache: named statements
+        try:
+            for vec in VECTORS:
+                want = [tuple(r) for r in await direct.fetch(SEARCH_SQL, 1, vec, 1, "%.py", 10)]
+                assert len(want) == 10
+                before = cache(proxy)["hits"]
+                for _ in range(3):
+                    assert [tuple(r) for r in await via.fetch(SEARCH_SQL, 1, vec, 1, "%.py", 10)] == want
+                    async with via.transaction():  # how the MCP servers search
+                        assert [tuple(r) for r in await via.fetch(SEARCH_SQL, 1, vec, 1, "%.py", 10)] == want
+                assert cache(proxy)["hits"] >= before + 5
+        finally:
+            await direct.close()
+            await via.close()
+
+    run_async(main(), 60)
+
+
+def test_psycopg_hits_match_direct_in_both_protocols(start_proxy):
+    proxy = start_cached(start_proxy)
+    with psycopg.connect(direct_dsn("workflow"), autocommit=True) as d, \
+            psycopg.connect(proxy.dsn("workflow"), autocommit=True) as c:
+        sql = "SELECT id, title, status, depth FROM work_items WHERE parent_id IS NULL ORDER BY id LIMIT %s"
+        want = d.execute(sql, (20,)).fetchall()
+        literal = "SELECT id, title FROM work_items WHERE depth = 2 ORDER BY id LIMIT 15"
+        want_literal = d.execute(literal).fetchall()
+        before = cache(proxy)["hits"]
+        for _ in range(4):
+            assert c.execute(sql, (20,)).fetchall() == want  # extended, unnamed statement, Describe portal
+            assert c.execute(sql, (20,), prepare=True).fetchall() == want  # named statement
+            assert c.execute(literal).fetchall() == want_literal  # simple Query (no parameters)
+            with c.cursor(binary=True) as cur:  # binary results are another entry
+                assert cur.execute(sql, (20,)).fetchall() == want
+        assert cache(proxy)["hits"] >= before + 10
+
+
+def test_sqlalchemy_new_connection_per_call_reads_its_writes(start_proxy):
+    proxy = start_cached(start_proxy)
+
+    async def main():
+        engine = create_async_engine(proxy.dsn("workflow").replace("postgresql://", "postgresql+asyncpg://"),
+                                     poolclass=NullPool)
+        read = text("SELECT title FROM work_items WHERE id = (SELECT id FROM work_items WHERE depth = 1 ORDER BY id LIMIT 1)")
+        try:
+            async with engine.begin() as conn:
+                original = (await conn.execute(read)).scalar_one()
+            before = cache(proxy)["hits"]
+            for _ in range(3):
+                async with engine.begin() as conn:
+                    assert (await conn.execute(read)).scalar_one() == original
+            assert cache(proxy)["hits"] >= before + 2
+            for i in range(3):
+                async with engine.begin() as conn:
+                    await conn.execute(text("UPDATE work_items SET title = :t "
+                                            "WHERE id = (SELECT id FROM work_items WHERE depth = 1 ORDER BY id LIMIT 1)"),
+                                       {"t": f"renamed {i}"})
+                async with engine.begin() as conn:  # a new connection, right after the commit
+                    assert (await conn.execute(read)).scalar_one() == f"renamed {i}"
+            async with engine.begin() as conn:
+                await conn.execute(text("UPDATE work_items SET title = :t "
+                                        "WHERE id = (SELECT id FROM work_items WHERE depth = 1 ORDER BY id LIMIT 1)"),
+                                   {"t": original})
+        finally:
+            await engine.dispose()
+
+    run_async(main(), 60)
+
+
+def test_mcp_workload_with_cache_is_clean_and_hits(start_proxy, tmp_path):
+    proxy = start_cached(start_proxy)
+    summary, _ = run_mcp_load(proxy, tmp_path, "cached", "--clients", "20", "--mix", ALL_BUT_READBACK,
+                              duration=10, statement_cache=None)
+    run_mcp_load(proxy, tmp_path, "readback", "--clients", "1", "--mix", "readback=1", duration=3,
+                 statement_cache=None)
+    c = cache(proxy)
+    assert c["hits"] > 100 and c["invalidations"] > 0, c
+
+
+class OwnRedis:
+    def __init__(self):
+        self.port = free_port()
+        self.proc = subprocess.Popen(["redis-server", "--port", str(self.port), "--bind", "127.0.0.1",
+                                      "--save", "", "--appendonly", "no"], stdout=subprocess.DEVNULL)
+        wait_until(lambda: subprocess.run(["redis-cli", "-p", str(self.port), "ping"],
+                                          capture_output=True).returncode == 0, 10, message="redis-server up")
+
+    def kill(self):
+        self.proc.kill()
+        self.proc.wait()
+
+
+def test_mcp_workload_survives_redis_dying(start_proxy, tmp_path):
+    redis = OwnRedis()
+    try:
+        proxy = start_cached(start_proxy, f"[cache]\nredis_url = \"redis://127.0.0.1:{redis.port}\"\n")
+        wait_until(lambda: cache(proxy)["redis_connected"], 10, message="Redis subscription")
+        out = tmp_path / "outage.json"
+        cmd = [sys.executable, str(MCP_LOAD), "--host", proxy.host,
+               "--port", str(proxy.port), "--user", "app", "--password", "app", "--codebase-db", "codebase",
+               "--workflow-db", "workflow", "--duration", "8", "--clients", "10", "--mix", ALL_BUT_READBACK,
+               "--json", str(out)]
+        load = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        time.sleep(3)
+        redis.kill()
+        output, _ = load.communicate(timeout=120)
+        summary = json.loads(out.read_text())
+        assert summary["errors"] == 0 and summary["stale_reads"] == 0, output
+        c = cache(proxy)
+        assert not c["redis_connected"] and c["hits_redis"] + c["hits_local"] > 0, c
+    finally:
+        redis.kill()
