@@ -77,6 +77,38 @@ impl Writes {
         self.sent.push_back(std::mem::take(&mut self.building));
     }
 
+    fn on_tag(&mut self, tag: u8, body: &[u8]) {
+        match tag {
+            b'E' => self.error = true,
+            b'C' if body.starts_with(b"COMMIT") || body.starts_with(b"PREPARE TRANSACTION") => {
+                self.ended = Some(true);
+                // The group's writes before the COMMIT are in it; later ones are counted again
+                // when their own transaction ends (a second invalidation costs only a miss).
+                let group = self.sent.front().map(|g| Segment { tables: g.tables.clone(), all: g.all, strict: false });
+                self.commit(&group.unwrap_or_default());
+            }
+            b'C' if body.starts_with(b"ROLLBACK") => self.ended = Some(false),
+            _ => {}
+        }
+    }
+
+    /// A ReadyForQuery settles the oldest group: status 'I' ends the transaction (committed
+    /// unless it failed or rolled back). True when committed writes await invalidation.
+    fn on_ready(&mut self, status: u8) -> bool {
+        let group = self.sent.pop_front().unwrap_or_else(|| std::mem::take(&mut self.building));
+        if status == b'I' {
+            if !self.error && self.ended != Some(false) {
+                self.commit(&group);
+            }
+            self.in_tx = Segment::default();
+        } else {
+            self.in_tx.absorb(&group);
+        }
+        self.error = false;
+        self.ended = None;
+        !self.committed.is_empty()
+    }
+
     fn commit(&mut self, group: &Segment) {
         let in_tx = std::mem::take(&mut self.in_tx);
         self.committed.absorb(&in_tx);
@@ -111,37 +143,12 @@ impl Session {
 
     /// CommandComplete and ErrorResponse from the server (replies to the oldest group).
     pub(super) fn cache_on_server_tag(&mut self, tag: u8, body: &[u8]) {
-        let w = &mut self.cached.writes;
-        match tag {
-            b'E' => w.error = true,
-            b'C' if body.starts_with(b"COMMIT") || body.starts_with(b"PREPARE TRANSACTION") => {
-                w.ended = Some(true);
-                // The group's writes before the COMMIT are in it; later ones are counted again
-                // when their own transaction ends (a second invalidation costs only a miss).
-                let group = w.sent.front().map(|g| Segment { tables: g.tables.clone(), all: g.all, strict: false });
-                w.commit(&group.unwrap_or_default());
-            }
-            b'C' if body.starts_with(b"ROLLBACK") => w.ended = Some(false),
-            _ => {}
-        }
+        self.cached.writes.on_tag(tag, body);
     }
 
-    /// ReadyForQuery, before it is passed on: it settles the oldest group. Status 'I' ends the
-    /// transaction (committed unless it failed or rolled back); committed writes invalidate now.
+    /// ReadyForQuery, before it is passed on: committed writes invalidate now.
     pub(super) async fn cache_on_ready(&mut self, status: u8) {
-        let w = &mut self.cached.writes;
-        let group = w.sent.pop_front().unwrap_or_else(|| std::mem::take(&mut w.building));
-        if status == b'I' {
-            if !w.error && w.ended != Some(false) {
-                w.commit(&group);
-            }
-            w.in_tx = Segment::default();
-        } else {
-            w.in_tx.absorb(&group);
-        }
-        w.error = false;
-        w.ended = None;
-        if !w.committed.is_empty() {
+        if self.cached.writes.on_ready(status) {
             self.cache_invalidate().await;
         }
     }
@@ -169,5 +176,61 @@ impl Session {
         } else {
             self.app.cache.invalidate(&db, Some(&tables)).await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(name: &str) -> Vec<Arc<str>> {
+        vec![Arc::from(name)]
+    }
+
+    fn committed(w: &mut Writes) -> Vec<String> {
+        std::mem::take(&mut w.committed).tables.iter().map(|t| t.to_string()).collect()
+    }
+
+    #[test]
+    fn a_pipelined_query_is_not_settled_by_the_previous_ready() {
+        let mut w = Writes::default();
+        w.note(&t("a"));
+        w.close_group(); // UPDATE a; SELECT 1/0
+        w.note(&t("b"));
+        w.close_group(); // BEGIN; UPDATE b; COMMIT, sent before the first ReadyForQuery
+        w.on_tag(b'E', b"");
+        assert!(!w.on_ready(b'I'), "the failed implicit transaction commits nothing");
+        assert!(!w.clean(), "b is still in flight");
+        w.on_tag(b'C', b"BEGIN\0");
+        w.on_tag(b'C', b"COMMIT\0");
+        assert!(w.on_ready(b'I'));
+        assert_eq!(committed(&mut w), ["b"]);
+        assert!(w.clean());
+    }
+
+    #[test]
+    fn transaction_blocks_savepoints_and_rollbacks() {
+        let mut w = Writes::default();
+        w.close_group(); // BEGIN
+        assert!(!w.on_ready(b'T'));
+        w.note(&t("a"));
+        w.close_group();
+        assert!(!w.on_ready(b'T'));
+        assert!(!w.clean(), "reads after a write in the block bypass the cache");
+        w.close_group(); // ROLLBACK TO SAVEPOINT: tag ROLLBACK, still in the block
+        w.on_tag(b'C', b"ROLLBACK\0");
+        assert!(!w.on_ready(b'T'));
+        w.close_group(); // COMMIT
+        w.on_tag(b'C', b"COMMIT\0");
+        assert!(w.on_ready(b'I'));
+        assert_eq!(committed(&mut w), ["a"]);
+        w.note(&t("c"));
+        w.close_group();
+        w.on_tag(b'C', b"ROLLBACK\0"); // COMMIT of a failed block answers ROLLBACK
+        assert!(!w.on_ready(b'I'));
+        w.building.all = true;
+        w.close_group();
+        assert!(w.on_ready(b'I'), "an autocommit statement that may write anything");
+        assert!(std::mem::take(&mut w.committed).all);
     }
 }

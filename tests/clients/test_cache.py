@@ -42,13 +42,14 @@ def direct_dsn(db):
 
 def start_cached(start_proxy, extra=""):
     proxy = start_proxy(pool_size=6, extra_toml=extra)
-    # The list of ordinary tables loads on first use: wait until a repeated read is a hit.
-    with psycopg.connect(proxy.dsn("codebase"), autocommit=True) as c:
-        def warmed():
-            before = cache(proxy)["hits"]
-            c.execute("SELECT count(*) FROM code_files", prepare=False)
-            return cache(proxy)["hits"] > before
-        wait_until(warmed, 10, message="the cache answering reads")
+    # Each database's list of ordinary tables loads on first use: wait until a repeated read is a hit.
+    for db, table in (("codebase", "code_files"), ("workflow", "work_items")):
+        with psycopg.connect(proxy.dsn(db), autocommit=True) as c:
+            def warmed():
+                before = cache(proxy)["hits"]
+                c.execute(f"SELECT count(*) FROM {table}", prepare=False)
+                return cache(proxy)["hits"] > before
+            wait_until(warmed, 10, message=f"the cache answering reads on {db}")
     return proxy
 
 

@@ -1,0 +1,75 @@
+#!/usr/bin/env bash
+# Result cache benchmark, one run, same throwaway cluster (full seed: 10,000 chunks):
+#  1. ../shared/workload/mcp_load.py --mix search=100, then the default mix: direct vs pgpilot with
+#     the cache off vs pgpilot with the cache (local tier) vs pgpilot with the cache and Redis.
+#  2. Cache-hit cost in the proxy: pgbench -M prepared, a 10-row read that is always a hit, with the
+#     proxy's CPU per transaction from /proc; the same read with the cache off, and directly.
+#  3. Miss overhead: pgbench -S -M prepared (random keys: nearly every read a miss and a fill).
+#  4. Memory: cache bytes and pgpilot RSS after the runs.
+# usage: bench/cache.sh   (env: DURATION=20 CLIENTS=20 POOL=10 PGB_SECONDS=10)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source tests/harness.sh
+pids=()
+trap 'kill "${pids[@]}" 2>/dev/null; stop_services' EXIT
+cargo build --release --bin pgpilot
+TEST_FILES="${FILES:-500}" TEST_CHUNKS="${CHUNKS_PER_FILE:-20}" TEST_ROOTS="${ROOTS:-200}" TEST_ENTITIES="${ENTITIES:-5000}" \
+  start_postgres
+start_redis
+py="${PGPILOT_VENV:-$PWD/target/venv}/bin/python"
+declare -A port http pid
+start_pilot() { # name, extra toml
+  local name=$1 cfg="$HARNESS_DIR/$1.toml"
+  port[$name]="$(free_port)"; http[$name]="$(free_port)"
+  printf '[pool]\nmax_size = %s\n%b\n' "${POOL:-10}" "$2" >"$cfg"
+  PGPILOT_LOG=warn target/release/pgpilot --config "$cfg" --listen "127.0.0.1:${port[$name]}" \
+    --http-listen "127.0.0.1:${http[$name]}" --upstream "postgres://app:app@127.0.0.1:$TEST_PG_PORT" &
+  pid[$name]=$!; pids+=("$!")
+}
+start_pilot nocache '[cache]\nenabled = false'
+start_pilot cache ''
+start_pilot redis "[cache]\nredis_url = \"$TEST_REDIS_URL\""
+sleep 1
+cpu_us() { awk '{print ($14 + $15) * 10000}' "/proc/$1/stat"; }  # clock ticks (100 Hz) -> us
+rss_mb() { awk '/VmRSS/ {printf "%.1f", $2 / 1024}' "/proc/$1/status"; }
+
+mcp() { # name, port, mix
+  echo "== mcp_load $3 via $1"
+  "$py" ../shared/workload/mcp_load.py --port "$2" --clients "${CLIENTS:-20}" --duration "${DURATION:-20}" \
+    ${3:+--mix "$3"} --json "$HARNESS_DIR/$1.json" | tail -n 12 || true
+}
+for mix in search=100 ""; do
+  mcp direct "$TEST_PG_PORT" "$mix"
+  for name in nocache cache redis; do mcp "pgpilot-$name" "${port[$name]}" "$mix"; done
+done
+
+echo "== hit cost: pgbench -M prepared -c 10, a 10-row read (pgbench_accounts aid 1..10)"
+script="$HARNESS_DIR/ten.sql"
+echo 'SELECT aid, bid, abalance, filler FROM pgbench_accounts WHERE aid BETWEEN 1 AND 10;' >"$script"
+pgb() { # target name, port, pgbench args...
+  local name=$1 p=$2; shift 2
+  local before=0 after=0 out
+  [ -n "${pid[$name]:-}" ] && before=$(cpu_us "${pid[$name]}")
+  out=$(PGPASSWORD=app "$PG_BIN/pgbench" -h 127.0.0.1 -p "$p" -U app -n -j 2 -T "${PGB_SECONDS:-10}" "$@" bench 2>&1)
+  [ -n "${pid[$name]:-}" ] && after=$(cpu_us "${pid[$name]}")
+  local tx tps lat
+  tx=$(awk '/number of transactions actually processed/ {print $NF}' <<<"$out")
+  tps=$(awk '/^tps/ {printf "%.0f", $3}' <<<"$out")
+  lat=$(awk '/latency average/ {print $4}' <<<"$out")
+  printf '%-16s tps %8s  latency %7s ms  proxy CPU %s us/txn\n' "$name" "$tps" "$lat" \
+    "$( [ -n "${pid[$name]:-}" ] && awk -v a="$after" -v b="$before" -v t="$tx" 'BEGIN {printf "%.1f", (a - b) / t}' || echo -)"
+}
+for t in direct nocache cache; do
+  p=${port[$t]:-$TEST_PG_PORT}
+  pgb "$t" "$p" -M prepared -c 10 -f "$script"
+done
+echo "== miss overhead: pgbench -S -M prepared -c 10 (random aid: reads that miss and fill)"
+for t in direct nocache cache; do
+  p=${port[$t]:-$TEST_PG_PORT}
+  pgb "$t" "$p" -S -M prepared -c 10
+done
+echo "== memory"
+for name in nocache cache redis; do
+  bytes=$(curl -s "http://127.0.0.1:${http[$name]}/health/status" | "$py" -c 'import json,sys; c=json.load(sys.stdin)["cache"]; print(c["bytes"], c["entries"], c["max_bytes"], c["hits"], c["misses"])')
+  echo "pgpilot-$name: cache bytes/entries/max/hits/misses $bytes; RSS $(rss_mb "${pid[$name]}") MiB"
+done
