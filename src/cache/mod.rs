@@ -289,6 +289,8 @@ impl ResultCache {
     /// A commit changed these tables of `db` (None: unknown tables, the whole database). Local
     /// entries are invalid at once; Redis and the other replicas are told before returning.
     pub async fn invalidate(&self, db: &str, tables: Option<&[Arc<str>]>) {
+        let reached = tables.and_then(|t| self.relations.reach(db, t));
+        let tables = reached.as_deref();
         match tables {
             Some(t) => self.gens.bump_tables(db, t),
             None => self.gens.bump_database(db),

@@ -1,24 +1,37 @@
-//! Which names are ordinary tables, per database: only reads of ordinary (or partitioned)
-//! tables are cached. A view, materialized view or foreign table is not invalidated by writes to
-//! what it reads, and catalog tables change behind pgpilot's back. Read from pg_class in the
-//! background, re-read periodically and after DDL seen through pgpilot; until a database's list
-//! is known its reads are simply not cached.
+//! What the catalog says matters for caching, per database: which names are ordinary tables (only
+//! their reads are cached: a view, materialized view or foreign table is not invalidated by writes
+//! to what it reads, and catalog tables change behind pgpilot's back), which tables a write reaches
+//! beyond itself (foreign keys with ON DELETE/UPDATE CASCADE, SET NULL or SET DEFAULT), and which
+//! tables have user triggers or rules (a write there may change anything). Read in the background,
+//! re-read periodically and after DDL seen through pgpilot; until a database's list is known its
+//! reads are simply not cached.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use parking_lot::RwLock;
 
-pub const QUERY: &str = "SELECT c.relname, c.relkind FROM pg_catalog.pg_class c \
+pub const QUERY: &str = "SELECT c.relname, c.relkind::text, '' FROM pg_catalog.pg_class c \
      JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
      WHERE c.relkind IN ('r', 'p', 'v', 'm', 'f') \
-     AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\\_%'";
+     AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\\_%' \
+     UNION ALL SELECT DISTINCT c.relname, 'trigger', '' FROM pg_catalog.pg_trigger t \
+     JOIN pg_catalog.pg_class c ON c.oid = t.tgrelid WHERE NOT t.tgisinternal \
+     UNION ALL SELECT DISTINCT c.relname, 'trigger', '' FROM pg_catalog.pg_rewrite r \
+     JOIN pg_catalog.pg_class c ON c.oid = r.ev_class WHERE c.relkind IN ('r', 'p') AND r.rulename <> '_RETURN' \
+     UNION ALL SELECT p.relname, 'cascade', ch.relname FROM pg_catalog.pg_constraint k \
+     JOIN pg_catalog.pg_class p ON p.oid = k.confrelid JOIN pg_catalog.pg_class ch ON ch.oid = k.conrelid \
+     WHERE k.contype = 'f' AND (k.confdeltype IN ('c', 'n', 'd') OR k.confupdtype IN ('c', 'n', 'd'))";
 
 #[derive(Default)]
 struct Known {
     ordinary: HashSet<Box<str>>,
     /// Views and the like: a name that is one of these in any schema is never cached.
     other: HashSet<Box<str>>,
+    /// Tables with user triggers or rules: a write to one may change any table.
+    triggers: HashSet<Box<str>>,
+    /// Referenced table -> tables whose rows a write to it changes through a foreign key action.
+    cascades: HashMap<Box<str>, Vec<Arc<str>>>,
     loaded_ms: u64,
     loading: bool,
     stale: bool,
@@ -47,23 +60,47 @@ impl Relations {
         !std::mem::replace(&mut k.loading, true)
     }
 
-    /// Stores the rows of `QUERY` (name, relkind); `None` when the load failed.
-    pub fn finish_load(&self, db: &str, rows: Option<Vec<(String, String)>>, now_ms: u64) {
+    /// Stores the rows of `QUERY` (name, kind, cascade target); `None` when the load failed.
+    pub fn finish_load(&self, db: &str, rows: Option<Vec<(String, String, String)>>, now_ms: u64) {
         let mut dbs = self.dbs.write();
         let k = dbs.entry(Arc::from(db)).or_default();
         k.loading = false;
         let Some(rows) = rows else { return };
         k.ordinary.clear();
         k.other.clear();
-        for (name, kind) in rows {
-            if matches!(kind.as_str(), "r" | "p") {
-                k.ordinary.insert(name.into());
-            } else {
-                k.other.insert(name.into());
+        k.triggers.clear();
+        k.cascades.clear();
+        for (name, kind, target) in rows {
+            match kind.as_str() {
+                "r" | "p" => drop(k.ordinary.insert(name.into())),
+                "trigger" => drop(k.triggers.insert(name.into())),
+                "cascade" => k.cascades.entry(name.into()).or_default().push(target.into()),
+                _ => drop(k.other.insert(name.into())),
             }
         }
         k.loaded_ms = now_ms.max(1);
         k.stale = false;
+    }
+
+    /// The tables a committed write to `tables` may have changed: with foreign-key actions
+    /// followed; None when a trigger or rule means it may have changed anything.
+    pub fn reach(&self, db: &str, tables: &[Arc<str>]) -> Option<Vec<Arc<str>>> {
+        let dbs = self.dbs.read();
+        let Some(k) = dbs.get(db) else { return Some(tables.to_vec()) };
+        let mut out: Vec<Arc<str>> = tables.to_vec();
+        let mut i = 0;
+        while i < out.len() {
+            if k.triggers.contains(&*out[i]) {
+                return None;
+            }
+            for next in k.cascades.get(&*out[i]).into_iter().flatten() {
+                if !out.contains(next) {
+                    out.push(next.clone());
+                }
+            }
+            i += 1;
+        }
+        Some(out)
     }
 
     /// DDL went through: the list may be out of date (a table may now be a view).
@@ -82,7 +119,8 @@ pub fn spawn_load(app: Arc<crate::app::App>, pool: Arc<crate::pool::Pool>, db: A
             Ok(mut conn) => match conn.run_internal(QUERY).await {
                 Ok(rows) => {
                     conn.release();
-                    Some(rows.into_iter().filter_map(|r| Some((r.first()?.clone()?, r.get(1)?.clone()?))).collect())
+                    let col = |r: &crate::backend::internal::Row, i: usize| r.get(i).cloned().flatten();
+                    Some(rows.iter().filter_map(|r| Some((col(r, 0)?, col(r, 1)?, col(r, 2).unwrap_or_default()))).collect())
                 }
                 Err(e) => {
                     tracing::warn!(database = %db, "cache: could not read the table list: {e}");
@@ -109,8 +147,9 @@ mod tests {
         assert_eq!(r.check("db", &t(&["a"]), 10, 1000), (false, true), "unknown database: load it");
         assert!(r.begin_load("db"));
         assert!(!r.begin_load("db"), "one loader at a time");
-        let rows = vec![("a".into(), "r".into()), ("v".into(), "v".into()), ("s".into(), "r".into())];
-        r.finish_load("db", Some(vec![("s".into(), "m".into())].into_iter().chain(rows).collect()), 10);
+        let row = |a: &str, b: &str, c: &str| (a.to_string(), b.to_string(), c.to_string());
+        let rows = vec![row("a", "r", ""), row("v", "v", ""), row("s", "r", ""), row("s", "m", "")];
+        r.finish_load("db", Some(rows), 10);
         assert_eq!(r.check("db", &t(&["a"]), 20, 1000), (true, false));
         assert!(!r.check("db", &t(&["a", "v"]), 20, 1000).0, "a view");
         assert!(!r.check("db", &t(&["s"]), 20, 1000).0, "a table and a matview share the name");
@@ -118,5 +157,17 @@ mod tests {
         assert!(r.check("db", &t(&["a"]), 2000, 1000).1, "refresh due");
         r.mark_stale("db");
         assert_eq!(r.check("db", &t(&["a"]), 20, 1000), (false, true));
+    }
+
+    #[test]
+    fn writes_reach_through_cascades_and_triggers() {
+        let r = Relations::default();
+        let t = |names: &[&str]| names.iter().map(|n| Arc::<str>::from(*n)).collect::<Vec<_>>();
+        let row = |a: &str, b: &str, c: &str| (a.to_string(), b.to_string(), c.to_string());
+        let rows = vec![row("files", "cascade", "chunks"), row("chunks", "cascade", "notes"), row("audited", "trigger", "")];
+        r.finish_load("db", Some(rows), 10);
+        assert_eq!(r.reach("db", &t(&["files"])), Some(t(&["files", "chunks", "notes"])));
+        assert_eq!(r.reach("db", &t(&["notes"])), Some(t(&["notes"])));
+        assert_eq!(r.reach("db", &t(&["audited"])), None);
     }
 }
