@@ -65,6 +65,9 @@ async fn hits_are_byte_identical_in_simple_and_extended_protocol() {
     // a row limit: PortalSuspended after each batch, then the rest (a cursor's fetch)
     let req = [raw::bind("", "s1"), execute_limit(4), execute_limit(4), execute_limit(4), raw::sync()].concat();
     same_bytes(&proxy, &setup, &req).await;
+    // a batch that ends exactly at the last row still suspends; the next Execute says SELECT 0
+    let req = [raw::bind("", "s1"), execute_limit(5), execute_limit(5), execute_limit(5), raw::sync()].concat();
+    same_bytes(&proxy, &setup, &req).await;
 }
 
 #[tokio::test]
@@ -232,4 +235,70 @@ async fn session_mode_caches_until_the_session_changes_settings() {
         assert_eq!(text_rows(&c, sql).await, ["v1"]);
     }
     assert_eq!(hits(&proxy), before, "after SET this session no longer uses the cache");
+}
+
+#[tokio::test]
+async fn set_local_and_search_path_never_mix_entries() {
+    make_table("cache_tenant", 2).await;
+    let d = common::direct("app").await;
+    d.batch_execute(
+        "CREATE SCHEMA IF NOT EXISTS tenant_b AUTHORIZATION app;
+         DROP TABLE IF EXISTS tenant_b.cache_tenant; CREATE TABLE tenant_b.cache_tenant (id int, v text);
+         INSERT INTO tenant_b.cache_tenant VALUES (1, 'tenant b'); ALTER TABLE tenant_b.cache_tenant OWNER TO app;",
+    )
+    .await
+    .unwrap();
+    let proxy = Proxy::start(&pool_toml(4, ""));
+    let c = proxy.connect("app").await;
+    let read = "SELECT v FROM cache_tenant WHERE id = 1";
+    assert_eq!(until_hit(&proxy, &c, read).await, ["v1"]);
+    for _ in 0..2 {
+        let rows = text_rows(&c, &format!("BEGIN; SET LOCAL search_path = tenant_b; {read}; COMMIT")).await;
+        assert_eq!(rows, ["tenant b"]);
+        c.batch_execute("BEGIN; SET LOCAL search_path = tenant_b").await.unwrap();
+        assert_eq!(text_rows(&c, read).await, ["tenant b"], "not the public entry");
+        c.batch_execute("COMMIT").await.unwrap();
+        assert_eq!(text_rows(&c, read).await, ["v1"]);
+    }
+    c.batch_execute("SET search_path = tenant_b, public").await.unwrap();
+    assert_eq!(until_hit(&proxy, &c, read).await, ["tenant b"], "a session setting is part of the key");
+    let other = proxy.connect("app").await;
+    assert_eq!(until_hit(&proxy, &other, read).await, ["v1"]);
+}
+
+#[tokio::test]
+async fn writes_reach_cascaded_partitioned_and_triggered_tables() {
+    let d = common::direct("app").await;
+    d.batch_execute(
+        "DROP TABLE IF EXISTS cache_child, cache_parent, cache_part, cache_audit, cache_trig CASCADE;
+         CREATE TABLE cache_parent (id int PRIMARY KEY);
+         CREATE TABLE cache_child (id int PRIMARY KEY, parent int REFERENCES cache_parent ON DELETE CASCADE);
+         INSERT INTO cache_parent VALUES (1), (2); INSERT INTO cache_child VALUES (10, 1), (20, 2);
+         CREATE TABLE cache_part (id int, v text) PARTITION BY RANGE (id);
+         CREATE TABLE cache_part_low PARTITION OF cache_part FOR VALUES FROM (0) TO (100);
+         INSERT INTO cache_part VALUES (1, 'one');
+         CREATE TABLE cache_trig (id int); CREATE TABLE cache_audit (n int); INSERT INTO cache_audit VALUES (0);
+         CREATE OR REPLACE FUNCTION cache_bump() RETURNS trigger LANGUAGE plpgsql AS
+           'BEGIN UPDATE cache_audit SET n = n + 1; RETURN NEW; END';
+         CREATE TRIGGER cache_trig_bump AFTER INSERT ON cache_trig FOR EACH ROW EXECUTE FUNCTION cache_bump();
+         ALTER TABLE cache_parent OWNER TO app; ALTER TABLE cache_child OWNER TO app;
+         ALTER TABLE cache_part OWNER TO app; ALTER TABLE cache_part_low OWNER TO app;
+         ALTER TABLE cache_trig OWNER TO app; ALTER TABLE cache_audit OWNER TO app;",
+    )
+    .await
+    .unwrap();
+    let proxy = Proxy::start(&pool_toml(4, ""));
+    let c = proxy.connect("app").await;
+    let children = "SELECT count(*) FROM cache_child";
+    assert_eq!(until_hit(&proxy, &c, children).await, ["2"]);
+    c.execute("DELETE FROM cache_parent WHERE id = 1", &[]).await.unwrap();
+    assert_eq!(text_rows(&c, children).await, ["1"], "ON DELETE CASCADE reached the child");
+    let parent = "SELECT v FROM cache_part WHERE id = 1";
+    assert_eq!(until_hit(&proxy, &c, parent).await, ["one"]);
+    c.execute("UPDATE cache_part_low SET v = 'uno' WHERE id = 1", &[]).await.unwrap();
+    assert_eq!(text_rows(&c, parent).await, ["uno"], "a write to a partition reached its parent");
+    let audit = "SELECT n FROM cache_audit";
+    assert_eq!(until_hit(&proxy, &c, audit).await, ["0"]);
+    c.execute("INSERT INTO cache_trig VALUES (1)", &[]).await.unwrap();
+    assert_eq!(text_rows(&c, audit).await, ["1"], "a trigger's write");
 }

@@ -25,14 +25,17 @@ pub struct Entry {
 }
 
 impl Entry {
-    /// What the entry costs the local tier (its weigher), capped for moka's u32 weights.
+    /// What the entry costs the local tier (its weigher), capped for moka's u32 weights. The
+    /// fixed part is what an entry costs beyond its bytes (allocations, moka's node and deque
+    /// entries), measured as RSS growth over 180k small entries (docs/BENCHMARKS.md).
     pub fn weight(&self) -> u32 {
         let names: usize = self.tables.iter().map(|t| t.len() + 16).sum();
-        let n = self.key.len() + self.row_desc.len() + self.body.len() + names + 8 * self.gens.len() + 160;
+        let n = self.key.len() + self.row_desc.len() + self.body.len() + names + 8 * self.gens.len() + 480;
         n.min(u32::MAX as usize) as u32
     }
 
-    /// Byte offsets of each DataRow frame in `body`, then of the CommandComplete.
+    /// From byte offset `from` in `body`, the end of the next `max_rows` DataRows (0: all), and
+    /// whether the Execute ends suspended (PortalSuspended) rather than complete.
     pub fn split_rows(&self, from: usize, max_rows: usize) -> (usize, bool) {
         let mut at = from;
         let mut n = 0;
@@ -41,7 +44,8 @@ impl Entry {
             at += 1 + len as usize;
             n += 1;
         }
-        let more = at + 5 <= self.body.len() && self.body[at] == b'D';
+        // PostgreSQL suspends a portal whenever a batch fills up, even if no row is left.
+        let more = max_rows > 0 && n == max_rows;
         (at, more)
     }
 
@@ -89,6 +93,9 @@ impl Entry {
         let remote = (0..n).map(|_| b.get_i64()).collect();
         let row_desc = get_bytes(&mut b)?;
         let body = get_bytes(&mut b)?;
+        if !well_formed(&row_desc, b"Tn", b"Tn") || !well_formed(&body, b"D", b"C") {
+            return None;
+        }
         Some(Entry {
             key,
             row_desc,
@@ -104,6 +111,26 @@ impl Entry {
 }
 
 const MAGIC: &[u8] = b"PGPILOT1";
+
+/// `frames` is a whole number of protocol frames: any of `middle`, then exactly one of `last`.
+fn well_formed(frames: &[u8], middle: &[u8], last: &[u8]) -> bool {
+    let mut rest = frames;
+    while rest.len() >= 5 {
+        let len = u32::from_be_bytes([rest[1], rest[2], rest[3], rest[4]]) as usize;
+        if len < 4 || rest.len() < 1 + len {
+            return false;
+        }
+        let tag = rest[0];
+        rest = &rest[1 + len..];
+        if rest.is_empty() {
+            return last.contains(&tag);
+        }
+        if !middle.contains(&tag) {
+            return false;
+        }
+    }
+    false
+}
 
 fn put_bytes(b: &mut BytesMut, v: &[u8]) {
     b.put_u32(v.len() as u32);
@@ -161,6 +188,9 @@ mod tests {
             assert!(Entry::decode(&enc[..cut]).is_none(), "truncated at {cut}");
         }
         assert!(Entry::decode(b"garbage").is_none());
+        let mut bad = entry();
+        bad.body = Bytes::from_static(b"D\0\0\0\x09\0\x01");
+        assert!(Entry::decode(&bad.encode()).is_none(), "a frame cut short");
     }
 
     #[test]
@@ -169,5 +199,7 @@ mod tests {
         assert_eq!(e.split_rows(0, 0), (24, false));
         assert_eq!(e.split_rows(0, 2), (16, true));
         assert_eq!(e.split_rows(16, 2), (24, false));
+        assert_eq!(e.split_rows(0, 3), (24, true), "a full batch suspends even at the end");
+        assert_eq!(e.split_rows(24, 3), (24, false));
     }
 }

@@ -83,6 +83,7 @@ fn cacheable_shape(a: &Analysis) -> bool {
         && !a.volatile
         && !a.locks_rows
         && a.functions_stable
+        && !a.tables_read.iter().any(|t| t.starts_with("pg_catalog.") || t.starts_with("information_schema."))
 }
 
 /// Table names as the generation counters and the relation list know them: unqualified (a

@@ -30,6 +30,9 @@ pub struct RedisTier {
     pub errors: AtomicU64,
     /// The invalidation subscription is live.
     pub subscribed: AtomicBool,
+    /// An invalidation could not be sent: other replicas may hold entries it should have ended,
+    /// so the shared epoch is bumped as soon as Redis answers again.
+    lost: AtomicBool,
 }
 
 /// What a lookup found: the entry bytes (if any) and the current remote generations.
@@ -59,6 +62,7 @@ impl RedisTier {
             skip_until: AtomicU64::new(0),
             errors: AtomicU64::new(0),
             subscribed: AtomicBool::new(false),
+            lost: AtomicBool::new(false),
         }))
     }
 
@@ -117,8 +121,24 @@ impl RedisTier {
         }
     }
 
+    /// After a lost invalidation: once Redis answers, every shared entry is ended (epoch).
+    async fn heal(&self) -> bool {
+        if !self.lost.load(Ordering::Relaxed) {
+            return true;
+        }
+        if self.flush().await {
+            self.lost.store(false, Ordering::Relaxed);
+            tracing::info!("cache: Redis reachable again; shared entries from before the outage dropped");
+            return true;
+        }
+        false
+    }
+
     /// One round trip: the entry and the generations it must match.
     pub async fn lookup(&self, hash: u128, db: &str, tables: &[Arc<str>]) -> Option<Found> {
+        if !self.heal().await {
+            return None;
+        }
         let mut p = redis::pipe();
         let cmd = p.cmd("MGET").arg(entry_key(hash)).arg(EPOCH_KEY).arg(gen_key(db, None));
         // (the entry is a bulk string; the generations parse from their decimal text below)
@@ -135,6 +155,9 @@ impl RedisTier {
     /// The current shared generations alone: a local hit checks them, so a commit through any
     /// replica is seen by the next read on every replica (not only once pub/sub arrives).
     pub async fn generations(&self, db: &str, tables: &[Arc<str>]) -> Option<Vec<i64>> {
+        if !self.heal().await {
+            return None;
+        }
         let mut p = redis::pipe();
         let cmd = p.cmd("MGET").arg(EPOCH_KEY).arg(gen_key(db, None));
         for t in tables {
@@ -173,7 +196,11 @@ impl RedisTier {
                 p.cmd("PUBLISH").arg(CHANNEL).arg(format!("{}\x1f{db}", self.id)).ignore();
             }
         }
-        self.run::<()>("invalidate", &p).await.is_some()
+        let sent = self.heal().await && self.run::<()>("invalidate", &p).await.is_some();
+        if !sent {
+            self.lost.store(true, Ordering::Relaxed);
+        }
+        sent
     }
 
     /// Everything cached, on every replica, is invalid.

@@ -19,6 +19,11 @@ pub const QUERY: &str = "SELECT c.relname, c.relkind::text, '' FROM pg_catalog.p
      JOIN pg_catalog.pg_class c ON c.oid = t.tgrelid WHERE NOT t.tgisinternal \
      UNION ALL SELECT DISTINCT c.relname, 'trigger', '' FROM pg_catalog.pg_rewrite r \
      JOIN pg_catalog.pg_class c ON c.oid = r.ev_class WHERE c.relkind IN ('r', 'p') AND r.rulename <> '_RETURN' \
+     UNION ALL SELECT p.relname, 'cascade', ch.relname FROM pg_catalog.pg_inherits i \
+     JOIN pg_catalog.pg_class p ON p.oid = i.inhparent JOIN pg_catalog.pg_class ch ON ch.oid = i.inhrelid \
+     UNION ALL SELECT ch.relname, 'cascade', p.relname FROM pg_catalog.pg_inherits i \
+     JOIN pg_catalog.pg_class p ON p.oid = i.inhparent JOIN pg_catalog.pg_class ch ON ch.oid = i.inhrelid \
+     UNION ALL SELECT current_setting('default_transaction_isolation'), 'isolation', '' \
      UNION ALL SELECT p.relname, 'cascade', ch.relname FROM pg_catalog.pg_constraint k \
      JOIN pg_catalog.pg_class p ON p.oid = k.confrelid JOIN pg_catalog.pg_class ch ON ch.oid = k.conrelid \
      WHERE k.contype = 'f' AND (k.confdeltype IN ('c', 'n', 'd') OR k.confupdtype IN ('c', 'n', 'd'))";
@@ -30,8 +35,12 @@ struct Known {
     other: HashSet<Box<str>>,
     /// Tables with user triggers or rules: a write to one may change any table.
     triggers: HashSet<Box<str>>,
-    /// Referenced table -> tables whose rows a write to it changes through a foreign key action.
+    /// Referenced table -> tables whose rows a write to it changes through a foreign key action;
+    /// parent <-> child for partitions and inheritance.
     cascades: HashMap<Box<str>, Vec<Arc<str>>>,
+    /// The database's (and loading role's) default isolation takes a snapshot per transaction:
+    /// reads inside transaction blocks neither use nor fill the cache.
+    snapshot_default: bool,
     loaded_ms: u64,
     loading: bool,
     stale: bool,
@@ -70,16 +79,23 @@ impl Relations {
         k.other.clear();
         k.triggers.clear();
         k.cascades.clear();
+        k.snapshot_default = false;
         for (name, kind, target) in rows {
             match kind.as_str() {
                 "r" | "p" => drop(k.ordinary.insert(name.into())),
                 "trigger" => drop(k.triggers.insert(name.into())),
                 "cascade" => k.cascades.entry(name.into()).or_default().push(target.into()),
+                "isolation" => k.snapshot_default = !name.starts_with("read "),
                 _ => drop(k.other.insert(name.into())),
             }
         }
         k.loaded_ms = now_ms.max(1);
         k.stale = false;
+    }
+
+    /// Transactions in `db` default to REPEATABLE READ or SERIALIZABLE.
+    pub fn snapshot_default(&self, db: &str) -> bool {
+        self.dbs.read().get(db).is_some_and(|k| k.snapshot_default)
     }
 
     /// The tables a committed write to `tables` may have changed: with foreign-key actions
@@ -90,7 +106,8 @@ impl Relations {
         let mut out: Vec<Arc<str>> = tables.to_vec();
         let mut i = 0;
         while i < out.len() {
-            if k.triggers.contains(&*out[i]) {
+            // Triggers and rules may write anywhere; a view (or other non-table) writes its base.
+            if k.triggers.contains(&*out[i]) || k.other.contains(&*out[i]) {
                 return None;
             }
             for next in k.cascades.get(&*out[i]).into_iter().flatten() {
@@ -120,7 +137,11 @@ pub fn spawn_load(app: Arc<crate::app::App>, pool: Arc<crate::pool::Pool>, db: A
                 Ok(rows) => {
                     conn.release();
                     let col = |r: &crate::backend::internal::Row, i: usize| r.get(i).cloned().flatten();
-                    Some(rows.iter().filter_map(|r| Some((col(r, 0)?, col(r, 1)?, col(r, 2).unwrap_or_default()))).collect())
+                    Some(
+                        rows.iter()
+                            .filter_map(|r| Some((col(r, 0)?, col(r, 1)?, col(r, 2).unwrap_or_default())))
+                            .collect(),
+                    )
                 }
                 Err(e) => {
                     tracing::warn!(database = %db, "cache: could not read the table list: {e}");
@@ -164,10 +185,14 @@ mod tests {
         let r = Relations::default();
         let t = |names: &[&str]| names.iter().map(|n| Arc::<str>::from(*n)).collect::<Vec<_>>();
         let row = |a: &str, b: &str, c: &str| (a.to_string(), b.to_string(), c.to_string());
-        let rows = vec![row("files", "cascade", "chunks"), row("chunks", "cascade", "notes"), row("audited", "trigger", "")];
+        let rows =
+            vec![row("files", "cascade", "chunks"), row("chunks", "cascade", "notes"), row("audited", "trigger", "")];
         r.finish_load("db", Some(rows), 10);
         assert_eq!(r.reach("db", &t(&["files"])), Some(t(&["files", "chunks", "notes"])));
         assert_eq!(r.reach("db", &t(&["notes"])), Some(t(&["notes"])));
         assert_eq!(r.reach("db", &t(&["audited"])), None);
+        r.finish_load("db", Some(vec![row("v", "v", ""), row("read committed", "isolation", "")]), 20);
+        assert_eq!(r.reach("db", &t(&["v"])), None, "a write through a view");
+        assert!(!r.snapshot_default("db"));
     }
 }

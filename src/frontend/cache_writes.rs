@@ -77,6 +77,15 @@ impl Writes {
         self.sent.push_back(std::mem::take(&mut self.building));
     }
 
+    /// The server started COPY IN: the last `syncs` Syncs were sent into it and are ignored, so
+    /// their groups are still open (the Sync after CopyDone settles them).
+    pub fn reopen(&mut self, syncs: u32) {
+        for _ in 0..syncs {
+            let Some(g) = self.sent.pop_back() else { break };
+            self.building.absorb(&g);
+        }
+    }
+
     fn on_tag(&mut self, tag: u8, body: &[u8]) {
         match tag {
             b'E' => self.error = true,
@@ -97,7 +106,12 @@ impl Writes {
     fn on_ready(&mut self, status: u8) -> bool {
         let group = self.sent.pop_front().unwrap_or_else(|| std::mem::take(&mut self.building));
         if status == b'I' {
-            if !self.error && self.ended != Some(false) {
+            if self.ended == Some(false) {
+                self.in_tx = Segment::default(); // the block was rolled back
+            }
+            if !self.error {
+                // Without an error the group's own statements committed, except what a ROLLBACK
+                // in it undid; pgpilot does not know their order, so it counts them all.
                 self.commit(&group);
             }
             self.in_tx = Segment::default();
@@ -129,15 +143,32 @@ impl Session {
                 None => w.note(&table_names(&a.tables_written)),
             },
         }
-        match a.kind {
-            StatementKind::Ddl => self.app.cache.relations.mark_stale(&self.observe.origin.database),
-            StatementKind::Transaction => {
-                let text = a.normalized.to_ascii_lowercase();
-                if text.contains("serializable") || text.contains("repeatable read") {
-                    self.cached.writes.building.strict = true;
-                }
+        if a.kind == StatementKind::Ddl {
+            self.app.cache.relations.mark_stale(&self.observe.origin.database);
+        }
+        if matches!(a.kind, StatementKind::Transaction | StatementKind::Utility | StatementKind::Write) || a.volatile {
+            self.note_settings(a);
+        }
+    }
+
+    /// Statements that change what later reads in the transaction see: SET / SET LOCAL (settings
+    /// the key would not reflect until the transaction ends), snapshot isolation, TRUNCATE ...
+    /// CASCADE (tables pgpilot cannot name).
+    fn note_settings(&mut self, a: &Analysis) {
+        let text = a.normalized.to_ascii_lowercase();
+        let w = &mut self.cached.writes;
+        if text.contains("serializable") || text.contains("repeatable read") || text.contains("set_config") {
+            w.building.strict = true;
+        }
+        if text.starts_with("set ") || text.starts_with("reset") {
+            w.building.strict = true;
+            if text.contains("isolation") || text.contains("default_transaction") {
+                // A session default pgpilot does not track: no cache for this session.
+                self.cached.off = true;
             }
-            _ => {}
+        }
+        if text.starts_with("truncate") && text.contains("cascade") {
+            w.building.all = true;
         }
     }
 
@@ -226,8 +257,16 @@ mod tests {
         assert_eq!(committed(&mut w), ["a"]);
         w.note(&t("c"));
         w.close_group();
+        w.on_tag(b'E', b"");
+        assert!(!w.on_ready(b'E'), "the block failed");
+        w.close_group();
         w.on_tag(b'C', b"ROLLBACK\0"); // COMMIT of a failed block answers ROLLBACK
         assert!(!w.on_ready(b'I'));
+        w.note(&t("d"));
+        w.close_group(); // BEGIN; UPDATE d; ROLLBACK; UPDATE e in one Query: counted, not lost
+        w.on_tag(b'C', b"ROLLBACK\0");
+        assert!(w.on_ready(b'I'));
+        assert_eq!(committed(&mut w), ["d"]);
         w.building.all = true;
         w.close_group();
         assert!(w.on_ready(b'I'), "an autocommit statement that may write anything");

@@ -73,8 +73,10 @@ pub struct CacheState {
 }
 
 impl CacheState {
-    pub fn new(on: bool) -> Self {
-        Self { on, nonce: rand::random(), ..Default::default() }
+    /// `startup` settings that make snapshots pgpilot cannot see switch the cache off.
+    pub fn new(on: bool, state: &super::session_state::SessionState) -> Self {
+        let isolation = state.get("default_transaction_isolation").is_some_and(|v| !v.starts_with("read"));
+        Self { on, off: isolation, nonce: rand::random(), ..Default::default() }
     }
 }
 
@@ -88,6 +90,12 @@ impl Session {
             && self.cached.writes.clean()
             && self.tx.status != b'E'
             && !self.tx.in_copy()
+            && !(self.in_transaction_block()
+                && self.app.cache.relations.snapshot_default(&self.observe.origin.database))
+    }
+
+    fn in_transaction_block(&self) -> bool {
+        self.server.is_some() && self.tx.status == b'T'
     }
 
     /// The cache's look at a client message before it is forwarded; true when it was answered.
@@ -107,6 +115,30 @@ impl Session {
                 false
             }
             _ => false,
+        }
+    }
+
+    /// The first part of a message too large to read whole (session-mode Bind, FunctionCall):
+    /// pgpilot cannot tell what it runs, so it may write anything, and the portal is unknown.
+    pub(super) fn cache_on_part(&mut self, tag: u8) {
+        match tag {
+            b'B' => {
+                self.cached.portal = Portal::Unknown;
+                self.cached.writes.note_unknown();
+            }
+            b'F' => {
+                self.cached.writes.note_unknown();
+                self.cached.writes.close_group();
+            }
+            _ => {}
+        }
+    }
+
+    /// The message a fill plan was made for never reached a server.
+    pub(super) fn cache_forget_fills(&mut self) {
+        self.cached.query_fill = None;
+        if matches!(self.cached.portal, Portal::Fill { .. }) {
+            self.cached.portal = Portal::Unknown;
         }
     }
 
@@ -154,6 +186,7 @@ impl Session {
 
     async fn cache_query(&mut self, frame: &[u8]) -> bool {
         self.cached.portal = Portal::Unknown;
+        self.cached.query_fill = None;
         let analyzed = std::mem::take(&mut self.observe.analyzed);
         let text = cstr(body(frame)).map_or(&[][..], |(q, _)| q);
         if analyzed.is_empty() && text.iter().any(u8::is_ascii_alphanumeric) {
@@ -266,6 +299,9 @@ impl Session {
     fn cache_note_parse(&mut self, frame: &[u8]) {
         let Some((name, query, types)) = split_parse(body(frame)) else { return };
         let stmt = self.observe.analyzed.first().map(|(a, _)| Arc::new(CachedStatement::new(a.clone(), query, types)));
+        if !name.is_empty() && self.cached.statements.contains_key(name) {
+            return; // a duplicate name: the Parse fails (42P05) and the old statement stays
+        }
         if name.is_empty() {
             self.cached.unnamed = stmt;
         } else if let Some(s) = stmt {

@@ -56,7 +56,7 @@ impl Session {
                 Piece::Part { tag, bytes, first } => {
                     if first {
                         self.on_server_tag(tag, &[]);
-                        self.pending.abandon_fill();
+                        self.pending.abandon_fills();
                         self.pending.on_server(tag, &bytes, &mut self.cout, events);
                     }
                     self.cout.extend_from_slice(&bytes);
@@ -77,6 +77,9 @@ impl Session {
                 }
             }
             b'G' => {
+                if self.cached.on {
+                    self.cached.writes.reopen(self.tx.syncs_since_execute());
+                }
                 self.tx.on_copy_in();
                 self.pending.on_copy_in();
             }

@@ -77,7 +77,9 @@ impl Session {
         let cfg = app.config.load();
         let pool = app.pools.get(&info.database, &info.user);
         pool.clients.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let cached = super::cached::CacheState::new(cfg.cache.enabled, &state);
         Self {
+            cached,
             cancel: app.cancels.register(super::cancel::ClientMeta {
                 user: info.user.clone(),
                 database: info.database.clone(),
@@ -116,7 +118,6 @@ impl Session {
                     application_name: info.application_name.as_str().into(),
                 },
             ),
-            cached: super::cached::CacheState::new(cfg.cache.enabled),
             info,
         }
     }
@@ -267,6 +268,7 @@ impl Session {
                 _ => {}
             }
             if let Err(frame) = self.checkout().await {
+                self.cache_forget_fills();
                 self.cout.extend_from_slice(&frame);
                 if tag == b'Q' {
                     messages::ready_for_query(&mut self.cout, b'I');
@@ -292,6 +294,9 @@ impl Session {
 
     /// A large message streamed through in parts (Bind with big parameters, CopyData).
     async fn on_client_part(&mut self, tag: u8, bytes: &[u8], first: bool) -> Flow {
+        if first && self.cached.on {
+            self.cache_on_part(tag);
+        }
         if first {
             if !CLIENT_TAGS.contains(&tag) || tag == b'X' {
                 return self.on_client_message(tag, bytes).await;

@@ -73,6 +73,11 @@ impl TxTracker {
         self.outstanding == 0 && !self.pending_since_sync && !self.copy_in
     }
 
+    /// Syncs sent since the last Execute (ignored by the server if that Execute starts COPY IN).
+    pub fn syncs_since_execute(&self) -> u32 {
+        self.syncs_since_execute
+    }
+
     pub fn in_copy(&self) -> bool {
         self.copy_in
     }

@@ -180,11 +180,13 @@ impl Pending {
         }
     }
 
-    /// A reply too large to inspect is streaming through: the front's result is not cached.
-    pub fn abandon_fill(&mut self) {
-        if let Some(e) = self.q.front_mut() {
+    /// A reply too large to inspect is streaming through: no result in flight is cached (it may
+    /// be a row of one or the RowDescription another will take).
+    pub fn abandon_fills(&mut self) {
+        for e in self.q.iter_mut() {
             e.fill = None;
         }
+        self.described = None;
     }
 
     pub fn take_events(&mut self) -> Vec<Event> {
