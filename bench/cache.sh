@@ -74,10 +74,12 @@ for t in direct nocache cache; do
   p=${port[$t]:-$TEST_PG_PORT}
   pgb "$t" "$p" -M prepared -c 10 -f "$script"
 done
-echo "== miss overhead: pgbench -S -M prepared -c 10 (random aid: reads that miss and fill)"
+echo "== miss overhead: pgbench -M prepared -c 10, every read a new key (a miss, a fill, an eviction later)"
+miss="$HARNESS_DIR/miss.sql"
+printf '\\set aid random(1, 200000)\n\\set r random(1, 1000000000)\nSELECT abalance FROM pgbench_accounts WHERE aid = :aid AND :r > 0;\n' >"$miss"
 for t in direct nocache cache; do
   p=${port[$t]:-$TEST_PG_PORT}
-  pgb "$t" "$p" -S -M prepared -c 10
+  pgb "$t" "$p" -M prepared -c 10 -f "$miss"
 done
 echo "== memory"
 for name in nocache cache redis; do

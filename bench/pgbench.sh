@@ -24,8 +24,10 @@ if ! PORT=6432 POOL="$POOL" bash "$shared/bench/start-pgbouncer.sh" >/dev/null 2
 fi
 echo "pgbouncer: $(pgbouncer --version | head -1)" >&2
 cfg="$(mktemp)"; cfg_off="$(mktemp)"
-printf '[pool]\nmax_size = %s\n[server]\nmax_client_conn = 2000\n' "$POOL" >"$cfg"
-printf '[pool]\nmax_size = %s\n[server]\nmax_client_conn = 2000\n[insights]\nenabled = false\n' "$POOL" >"$cfg_off"
+# The result cache is off here: this matrix compares pooling with PgBouncer (which has no cache);
+# bench/cache.sh measures the cache (hit cost, fill overhead, workload).
+printf '[pool]\nmax_size = %s\n[server]\nmax_client_conn = 2000\n[cache]\nenabled = false\n' "$POOL" >"$cfg"
+printf '[pool]\nmax_size = %s\n[server]\nmax_client_conn = 2000\n[insights]\nenabled = false\n[cache]\nenabled = false\n' "$POOL" >"$cfg_off"
 PGPILOT_LOG=warn target/release/pgpilot --config "$cfg" --listen 127.0.0.1:6433 --http-listen 127.0.0.1:9933 \
   --upstream postgres://app:app@127.0.0.1:5432 &
 pilot=$!
