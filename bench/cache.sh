@@ -6,7 +6,8 @@
 #     proxy's CPU per transaction from /proc; the same read with the cache off, and directly.
 #  3. Miss overhead: pgbench -S -M prepared (random keys: nearly every read a miss and a fill).
 #  4. Memory: cache bytes and pgpilot RSS after the runs.
-# usage: bench/cache.sh   (env: DURATION=20 CLIENTS=20 POOL=20 PGB_SECONDS=10)
+#  5. The search query alone through pgbench (no Python client in the way): direct vs cached.
+# usage: bench/cache.sh   (env: DURATION=20 CLIENTS=20 POOL=20 PGB_SECONDS=10; MCP=0 skips 1)
 # The pool defaults to the client count, so pool queueing does not blur the comparison with direct.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -41,15 +42,15 @@ mcp() { # name, port, mix
 }
 # A short direct run first warms the buffer cache and the HNSW index (the first run after the
 # cluster starts is several times slower, whoever runs it); direct runs again at the end.
-"$py" ../shared/workload/mcp_load.py --port "$TEST_PG_PORT" --clients "${CLIENTS:-20}" --duration 8 >/dev/null
-for mix in search=100 ""; do
+"$py" ../shared/workload/mcp_load.py --port "$TEST_PG_PORT" --clients "${CLIENTS:-20}" --duration 8 >/dev/null || true
+[ "${MCP:-1}" = 1 ] && for mix in search=100 ""; do
   mcp direct "$TEST_PG_PORT" "$mix"
   for name in nocache cache redis; do mcp "pgpilot-$name" "${port[$name]}" "$mix"; done
   mcp direct-again "$TEST_PG_PORT" "$mix"
 done
 
 echo "== latency at low concurrency: search=100 with 2 clients"
-for t in direct nocache cache; do
+[ "${MCP:-1}" = 1 ] && for t in direct nocache cache; do
   p=${port[$t]:-$TEST_PG_PORT}
   CLIENTS=2 mcp "$t-2clients" "$p" search=100
 done
@@ -80,6 +81,15 @@ printf '\\set aid random(1, 200000)\n\\set r random(1, 1000000000)\nSELECT abala
 for t in direct nocache cache; do
   p=${port[$t]:-$TEST_PG_PORT}
   pgb "$t" "$p" -M prepared -c 10 -f "$miss"
+done
+echo "== the search query alone: pgbench -M prepared -c 2, one 768-d vector (cached after the first run)"
+search="$HARNESS_DIR/search.sql"
+vec=$("$py" -c 'import random; r = random.Random(7); print("[" + ",".join(f"{r.random() - 0.5:.4f}" for _ in range(768)) + "]")')
+printf "SELECT code_chunks.id, code_chunks.content, code_files.relative_path, 1 - (code_chunks.embedding <=> '%s'::vector) AS similarity FROM code_chunks JOIN code_files ON code_chunks.code_file_id = code_files.id WHERE code_chunks.embedding IS NOT NULL AND code_files.is_deleted = false AND code_files.relative_path LIKE '%%.py' ORDER BY code_chunks.embedding <=> '%s'::vector LIMIT 10;\n" "$vec" "$vec" >"$search"
+for t in direct cache; do
+  p=${port[$t]:-$TEST_PG_PORT}
+  out=$(PGPASSWORD=app "$PG_BIN/pgbench" -h 127.0.0.1 -p "$p" -U app -n -j 2 -c 2 -T "${PGB_SECONDS:-10}" -M prepared -f "$search" codebase 2>&1)
+  printf '%-8s tps %8s  latency %8s ms\n' "$t" "$(awk '/^tps/ {printf "%.0f", $3}' <<<"$out")" "$(awk '/latency average/ {print $4}' <<<"$out")"
 done
 echo "== memory"
 for name in nocache cache redis; do

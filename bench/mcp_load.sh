@@ -10,7 +10,8 @@ cargo build --release --bin pgpilot
 TEST_FILES="${FILES:-500}" TEST_CHUNKS="${CHUNKS_PER_FILE:-20}" TEST_ROOTS="${ROOTS:-200}" TEST_ENTITIES="${ENTITIES:-5000}" \
   start_postgres
 port="$(free_port)"; http="$(free_port)"
-cfg="$HARNESS_DIR/pgpilot.toml"; printf '[pool]\nmax_size = %s\n' "${POOL:-10}" >"$cfg"
+# Cache off: this compares pooling with PgBouncer; bench/cache.sh measures the result cache.
+cfg="$HARNESS_DIR/pgpilot.toml"; printf '[pool]\nmax_size = %s\n[cache]\nenabled = false\n' "${POOL:-10}" >"$cfg"
 PGPILOT_LOG=warn target/release/pgpilot --config "$cfg" --listen "127.0.0.1:$port" --http-listen "127.0.0.1:$http" \
   --upstream "postgres://app:app@127.0.0.1:$TEST_PG_PORT" &
 pilot=$!
