@@ -71,17 +71,14 @@ pgb() { # target name, port, pgbench args...
   printf '%-16s tps %8s  latency %7s ms  proxy CPU %s us/txn\n' "$name" "$tps" "$lat" \
     "$( [ -n "${pid[$name]:-}" ] && awk -v a="$after" -v b="$before" -v t="$tx" 'BEGIN {printf "%.1f", (a - b) / t}' || echo -)"
 }
-for t in direct nocache cache; do
-  p=${port[$t]:-$TEST_PG_PORT}
-  pgb "$t" "$p" -M prepared -c 10 -f "$script"
-done
+compare() { # pgbench args, for direct, pgpilot-nocache and pgpilot-cache
+  for t in direct nocache cache; do pgb "$t" "${port[$t]:-$TEST_PG_PORT}" "$@"; done
+}
+compare -M prepared -c 10 -f "$script"
 echo "== miss overhead: pgbench -M prepared -c 10, every read a new key (a miss, a fill, an eviction later)"
 miss="$HARNESS_DIR/miss.sql"
 printf '\\set aid random(1, 200000)\n\\set r random(1, 1000000000)\nSELECT abalance FROM pgbench_accounts WHERE aid = :aid AND :r > 0;\n' >"$miss"
-for t in direct nocache cache; do
-  p=${port[$t]:-$TEST_PG_PORT}
-  pgb "$t" "$p" -M prepared -c 10 -f "$miss"
-done
+compare -M prepared -c 10 -f "$miss"
 echo "== the search query alone: pgbench -M prepared -c 2, one 768-d vector (cached after the first run)"
 search="$HARNESS_DIR/search.sql"
 vec=$("$py" -c 'import random; r = random.Random(7); print("[" + ",".join(f"{r.random() - 0.5:.4f}" for _ in range(768)) + "]")')

@@ -94,6 +94,11 @@ impl App {
         Ok(())
     }
 
+    /// The result cache's counters, as /health/status, SHOW CACHE and /metrics report them.
+    pub fn cache_snapshot(&self) -> crate::cache::Snapshot {
+        self.cache.snapshot(self.config.load().cache.enabled)
+    }
+
     /// Largest result the cache keeps (bytes).
     pub fn cache_entry_limit(&self) -> usize {
         self.config.load().cache.max_entry_bytes

@@ -91,7 +91,7 @@ pub fn refresh(app: &App) {
 
 /// Result cache counters and size.
 fn cache(app: &App) {
-    let s = app.cache.snapshot();
+    let s = app.cache_snapshot();
     metrics::counter!("pgpilot_cache_hits_total", "tier" => "local").absolute(s.hits_local);
     metrics::counter!("pgpilot_cache_hits_total", "tier" => "redis").absolute(s.hits_redis);
     metrics::counter!("pgpilot_cache_misses_total").absolute(s.misses);

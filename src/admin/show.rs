@@ -192,8 +192,7 @@ pub fn queries(app: &App) -> ResultSet {
 
 /// One row of cache counters (the same numbers as /health/status `.cache`).
 pub fn cache(app: &App) -> ResultSet {
-    let mut snap = app.cache.snapshot();
-    snap.enabled = app.config.load().cache.enabled;
+    let snap = app.cache_snapshot();
     let value = serde_json::to_value(&snap).unwrap_or_default();
     let fields: Vec<(String, String)> =
         value.as_object().map(|o| o.iter().map(|(k, v)| (k.clone(), v.to_string())).collect()).unwrap_or_default();

@@ -34,9 +34,9 @@ impl Entry {
         n.min(u32::MAX as usize) as u32
     }
 
-    /// From byte offset `from` in `body`, the end of the next `max_rows` DataRows (0: all), and
-    /// whether the Execute ends suspended (PortalSuspended) rather than complete.
-    pub fn split_rows(&self, from: usize, max_rows: usize) -> (usize, bool) {
+    /// From byte offset `from` in `body`, the end of the next `max_rows` DataRows (0: all), how
+    /// many rows that is, and whether the Execute ends suspended (PortalSuspended).
+    pub fn split_rows(&self, from: usize, max_rows: usize) -> (usize, usize, bool) {
         let mut at = from;
         let mut n = 0;
         while at + 5 <= self.body.len() && self.body[at] == b'D' && (max_rows == 0 || n < max_rows) {
@@ -46,7 +46,7 @@ impl Entry {
         }
         // PostgreSQL suspends a portal whenever a batch fills up, even if no row is left.
         let more = max_rows > 0 && n == max_rows;
-        (at, more)
+        (at, n, more)
     }
 
     /// Serialized for Redis: a versioned header, then the length-prefixed parts.
@@ -196,10 +196,10 @@ mod tests {
     #[test]
     fn rows_split_for_execute_with_a_row_limit() {
         let e = entry();
-        assert_eq!(e.split_rows(0, 0), (24, false));
-        assert_eq!(e.split_rows(0, 2), (16, true));
-        assert_eq!(e.split_rows(16, 2), (24, false));
-        assert_eq!(e.split_rows(0, 3), (24, true), "a full batch suspends even at the end");
-        assert_eq!(e.split_rows(24, 3), (24, false));
+        assert_eq!(e.split_rows(0, 0), (24, 3, false));
+        assert_eq!(e.split_rows(0, 2), (16, 2, true));
+        assert_eq!(e.split_rows(16, 2), (24, 1, false));
+        assert_eq!(e.split_rows(0, 3), (24, 3, true), "a full batch suspends even at the end");
+        assert_eq!(e.split_rows(24, 3), (24, 0, false));
     }
 }

@@ -80,14 +80,14 @@ pub struct FillPlan {
     gens: Vec<u64>,
     remote: Option<Vec<i64>>,
     /// Present when this client is the single flight for its key.
-    _guard: Option<FillGuard>,
+    guard: Option<FillGuard>,
     pub(crate) stats: Arc<CacheStats>,
 }
 
 impl FillPlan {
     /// The fill's query was sent to the server (identical misses may wait for it now).
     pub fn sent(&self) {
-        if let Some(g) = &self._guard {
+        if let Some(g) = &self.guard {
             g.sent();
         }
     }
@@ -224,13 +224,7 @@ impl ResultCache {
         };
         let Some(found) = found else {
             CacheStats::bump(&self.stats.misses);
-            return Lookup::Miss(Box::new(FillPlan {
-                key,
-                gens,
-                remote: None,
-                _guard: guard,
-                stats: self.stats.clone(),
-            }));
+            return Lookup::Miss(Box::new(FillPlan { key, gens, remote: None, guard, stats: self.stats.clone() }));
         };
         let entry = found.entry.as_deref().and_then(Entry::decode);
         if let Some(mut e) = entry.filter(|e| e.key == key.bytes && e.remote == found.gens && e.expires_ms > wall_ms())
@@ -247,18 +241,13 @@ impl ResultCache {
             return Lookup::Hit(e);
         }
         CacheStats::bump(&self.stats.misses);
-        Lookup::Miss(Box::new(FillPlan {
-            key,
-            gens,
-            remote: Some(found.gens),
-            _guard: guard,
-            stats: self.stats.clone(),
-        }))
+        Lookup::Miss(Box::new(FillPlan { key, gens, remote: Some(found.gens), guard, stats: self.stats.clone() }))
     }
 
     /// A fill completed: stored unless too large or a commit touched its tables meanwhile.
     pub fn store(&self, plan: FillPlan, row_desc: Bytes, body: Bytes, rows: u32) {
-        let FillPlan { key, gens, remote, _guard, .. } = plan;
+        // The single-flight guard lives to the end: waiters wake once the entry is in.
+        let FillPlan { key, gens, remote, guard: _flight, .. } = plan;
         if row_desc.len() + body.len() + key.bytes.len() > self.max_entry {
             CacheStats::bump(&self.stats.too_large);
             return;
@@ -312,8 +301,9 @@ impl ResultCache {
         }
     }
 
-    pub fn snapshot(&self) -> Snapshot {
+    /// Counters and size; `enabled` is the configuration's switch (sessions read it at login).
+    pub fn snapshot(&self, enabled: bool) -> Snapshot {
         self.local.run_pending_tasks();
-        Snapshot::new(self)
+        Snapshot::new(self, enabled)
     }
 }

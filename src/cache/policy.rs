@@ -57,7 +57,7 @@ impl Policy {
     }
 
     /// The TTL for this read, or None when it must not be cached.
-    pub fn ttl(&self, a: &Analysis, tables: &[std::sync::Arc<str>], hint: Hint) -> Option<Duration> {
+    pub fn ttl(&self, a: &Analysis, hint: Hint) -> Option<Duration> {
         if !cacheable_shape(a) || hint == Hint::NoCache {
             return None;
         }
@@ -66,7 +66,7 @@ impl Policy {
             _ => self
                 .by_fingerprint
                 .get(&a.fingerprint)
-                .or_else(|| tables.iter().find_map(|t| self.by_table.get(&**t)))
+                .or_else(|| a.read_names.iter().find_map(|t| self.by_table.get(&**t)))
                 .copied()
                 .unwrap_or(if hint == Hint::Ttl(0) && self.default_ttl == 0 { 300 } else { self.default_ttl }),
         };
@@ -84,16 +84,6 @@ fn cacheable_shape(a: &Analysis) -> bool {
         && !a.locks_rows
         && a.functions_stable
         && !a.tables_read.iter().any(|t| t.starts_with("pg_catalog.") || t.starts_with("information_schema."))
-}
-
-/// Table names as the generation counters and the relation list know them: unqualified (a
-/// same-named table in another schema shares invalidations, which only costs a miss).
-pub fn table_names(names: &[String]) -> Vec<std::sync::Arc<str>> {
-    let mut out: Vec<std::sync::Arc<str>> =
-        names.iter().map(|n| std::sync::Arc::from(n.rsplit('.').next().unwrap_or(n))).collect();
-    out.sort();
-    out.dedup();
-    out
 }
 
 #[cfg(test)]
@@ -123,14 +113,13 @@ mod tests {
             CacheRule { table: None, fingerprint: Some(read.fingerprint_hex()), ttl_s: 0 },
         ];
         let p = Policy::new(&cfg);
-        let tables = table_names(&read.tables_read);
-        assert_eq!(&*tables[0], "work_items");
-        assert_eq!(p.ttl(&read, &tables, Hint::None), None, "fingerprint rule first");
-        assert_eq!(p.ttl(&read, &tables, Hint::Ttl(5)), Some(Duration::from_secs(5)), "hint before rules");
+        assert_eq!(&*read.read_names[0], "work_items");
+        assert_eq!(p.ttl(&read, Hint::None), None, "fingerprint rule first");
+        assert_eq!(p.ttl(&read, Hint::Ttl(5)), Some(Duration::from_secs(5)), "hint before rules");
         let other = analysis("SELECT title FROM work_items");
-        assert_eq!(p.ttl(&other, &table_names(&other.tables_read), Hint::None), Some(Duration::from_secs(30)));
+        assert_eq!(p.ttl(&other, Hint::None), Some(Duration::from_secs(30)));
         let plain = analysis("SELECT * FROM entities");
-        assert_eq!(p.ttl(&plain, &table_names(&plain.tables_read), Hint::None), Some(Duration::from_secs(300)));
+        assert_eq!(p.ttl(&plain, Hint::None), Some(Duration::from_secs(300)));
         for never in [
             "SELECT now() FROM t",
             "SELECT * FROM t FOR UPDATE",
@@ -141,7 +130,7 @@ mod tests {
             "WITH x AS (DELETE FROM t RETURNING *) SELECT * FROM x",
         ] {
             let a = analysis(never);
-            assert_eq!(p.ttl(&a, &table_names(&a.tables_read), Hint::Ttl(60)), None, "{never}");
+            assert_eq!(p.ttl(&a, Hint::Ttl(60)), None, "{never}");
         }
     }
 }

@@ -52,7 +52,7 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
-    pub(super) fn new(c: &super::ResultCache) -> Self {
+    pub(super) fn new(c: &super::ResultCache, enabled: bool) -> Self {
         let s = &c.stats;
         let hits_local = s.hits_local.load(Relaxed);
         let hits_redis = s.hits_redis.load(Relaxed);
@@ -60,7 +60,7 @@ impl Snapshot {
         let hits = hits_local + hits_redis;
         let redis = c.redis.as_ref();
         Snapshot {
-            enabled: true,
+            enabled,
             entries: c.local.entry_count(),
             bytes: c.local.weighted_size(),
             max_bytes: c.max_bytes,

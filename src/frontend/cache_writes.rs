@@ -7,8 +7,7 @@
 use std::sync::Arc;
 
 use super::session::Session;
-use crate::cache::policy::table_names;
-use crate::sql::{Analysis, StatementKind, WriteScope};
+use crate::sql::{Analysis, CacheEffect, StatementKind, WriteScope};
 
 /// Tables a group of statements may write (`all`: any table of the database), and whether it
 /// opened a snapshot transaction (REPEATABLE READ / SERIALIZABLE: no cache inside).
@@ -132,43 +131,24 @@ impl Writes {
 }
 
 impl Session {
-    /// A statement is being sent: note what it may write (`written`: its tables, precomputed).
-    pub(super) fn note_writes(&mut self, a: &Analysis, written: Option<&[Arc<str>]>) {
+    /// A statement is being sent: note what it may write and what it does to later reads.
+    pub(super) fn note_writes(&mut self, a: &Analysis) {
         let w = &mut self.cached.writes;
         match a.writes {
             WriteScope::Nothing => {}
             WriteScope::Unknown => w.building.all = true,
-            WriteScope::Tables => match written {
-                Some(t) => w.note(t),
-                None => w.note(&table_names(&a.tables_written)),
-            },
+            WriteScope::Tables => w.note(&a.written_names),
         }
-        if a.kind == StatementKind::Ddl {
-            self.app.cache.relations.mark_stale(&self.observe.origin.database);
-        }
-        if matches!(a.kind, StatementKind::Transaction | StatementKind::Utility | StatementKind::Write) || a.volatile {
-            self.note_settings(a);
-        }
-    }
-
-    /// Statements that change what later reads in the transaction see: SET / SET LOCAL (settings
-    /// the key would not reflect until the transaction ends), snapshot isolation, TRUNCATE ...
-    /// CASCADE (tables pgpilot cannot name).
-    fn note_settings(&mut self, a: &Analysis) {
-        let text = a.normalized.to_ascii_lowercase();
-        let w = &mut self.cached.writes;
-        if text.contains("serializable") || text.contains("repeatable read") || text.contains("set_config") {
-            w.building.strict = true;
-        }
-        if text.starts_with("set ") || text.starts_with("reset") {
-            w.building.strict = true;
-            if text.contains("isolation") || text.contains("default_transaction") {
-                // A session default pgpilot does not track: no cache for this session.
+        match a.cache_effect {
+            CacheEffect::None => {}
+            CacheEffect::Transaction => w.building.strict = true,
+            CacheEffect::Session => {
+                w.building.strict = true;
                 self.cached.off = true;
             }
         }
-        if text.starts_with("truncate") && text.contains("cascade") {
-            w.building.all = true;
+        if a.kind == StatementKind::Ddl {
+            self.app.cache.relations.mark_stale(&self.observe.origin.database);
         }
     }
 

@@ -10,7 +10,7 @@ use bytes::{Bytes, BytesMut};
 
 use super::session::Session;
 use crate::cache::fill::Fill;
-use crate::cache::policy::{hint, table_names, Hint};
+use crate::cache::policy::{hint, Hint};
 use crate::cache::{Entry, FillPlan, Key, KeyParts, Lookup};
 use crate::net::frame::{body, cstr};
 use crate::net::messages;
@@ -24,8 +24,6 @@ pub struct CachedStatement {
     pub analysis: Arc<Analysis>,
     /// Text and parameter types: the statement part of the key.
     ident: Bytes,
-    tables: Arc<[Arc<str>]>,
-    pub written: Arc<[Arc<str>]>,
     hint: Hint,
 }
 
@@ -35,13 +33,7 @@ impl CachedStatement {
         ident.extend_from_slice(query);
         ident.extend_from_slice(&[0]);
         ident.extend_from_slice(types);
-        Self {
-            tables: table_names(&analysis.tables_read).into(),
-            written: table_names(&analysis.tables_written).into(),
-            hint: hint(query),
-            ident: ident.freeze(),
-            analysis,
-        }
+        Self { hint: hint(query), ident: ident.freeze(), analysis }
     }
 }
 
@@ -194,7 +186,7 @@ impl Session {
             self.cached.writes.note_unknown();
         }
         for (a, _) in &analyzed {
-            self.note_writes(a, None);
+            self.note_writes(a);
         }
         let single = match analyzed.as_slice() {
             [(a, _)] => Some(a.clone()),
@@ -205,8 +197,7 @@ impl Session {
         if !self.pending.is_empty() || !self.cache_usable() {
             return false;
         }
-        let tables: Arc<[Arc<str>]> = table_names(&a.tables_read).into();
-        let Some(key) = self.cache_key(b'Q', &a, &tables, hint(text), text, 0, &[]) else { return false };
+        let Some(key) = self.cache_key(b'Q', &a, hint(text), text, 0, &[]) else { return false };
         match self.app.cache.lookup(key, self.app.coalesce_wait()).await {
             Lookup::Hit(e) => {
                 self.cout.extend_from_slice(&e.row_desc);
@@ -245,25 +236,23 @@ impl Session {
     }
 
     /// The key for a cacheable read, or None when this read must not be cached.
-    #[allow(clippy::too_many_arguments)]
     fn cache_key(
         &mut self,
         proto: u8,
         a: &Analysis,
-        tables: &Arc<[Arc<str>]>,
         hint: Hint,
         statement: &[u8],
         variant: u64,
         args: &[u8],
     ) -> Option<Key> {
-        let ttl = self.app.cache.policy.load().ttl(a, tables, hint)?;
-        if !self.relations_known(tables) {
+        let ttl = self.app.cache.policy.load().ttl(a, hint)?;
+        if !self.relations_known(&a.read_names) {
             return None;
         }
         let db = &self.observe.origin.database;
         let settings = self.state.sig();
         let parts = KeyParts { proto, db, user: &self.info.user, settings, statement, variant, args };
-        Some(Key::new(parts, tables.clone(), ttl, a.fingerprint))
+        Some(Key::new(parts, a.read_names.clone(), ttl, a.fingerprint))
     }
 
     /// Which version of the statement `name` the client holds (see `KeyParts::variant`); None
@@ -316,7 +305,7 @@ impl Session {
         let stmt =
             if name.is_empty() { self.cached.unnamed.clone() } else { self.cached.statements.get(name).cloned() };
         match &stmt {
-            Some(s) => self.note_writes(&s.analysis.clone(), Some(&s.written.clone())),
+            Some(s) => self.note_writes(&s.analysis.clone()),
             None => self.cached.writes.note_unknown(),
         }
         if !portal.is_empty() {
@@ -328,9 +317,7 @@ impl Session {
             return false;
         }
         let Some(variant) = self.statement_variant(name) else { return false };
-        let Some(key) = self.cache_key(b'E', &s.analysis, &s.tables, s.hint, &s.ident, variant, args) else {
-            return false;
-        };
+        let Some(key) = self.cache_key(b'E', &s.analysis, s.hint, &s.ident, variant, args) else { return false };
         match self.app.cache.lookup(key, self.app.coalesce_wait()).await {
             Lookup::Hit(entry) => {
                 self.local_portal = false;
@@ -363,7 +350,7 @@ impl Session {
             return false;
         }
         let max_rows = b.get(1..5).map_or(0, |m| i32::from_be_bytes([m[0], m[1], m[2], m[3]]).max(0) as usize);
-        let (end, more) = entry.split_rows(*at, max_rows);
+        let (end, rows, more) = entry.split_rows(*at, max_rows);
         let mut reply = BytesMut::from(&entry.body[*at..end]);
         if more {
             reply.extend_from_slice(b"s\0\0\0\x04");
@@ -371,7 +358,6 @@ impl Session {
             reply.extend_from_slice(&entry.body[end..]);
         } else {
             // After a PortalSuspended, the server's tag counts the rows of this Execute only.
-            let rows = count_rows(&entry.body[*at..end]);
             reply.extend_from_slice(&messages::command_complete_frame(&format!("SELECT {rows}")));
         }
         *at = end;
@@ -395,14 +381,4 @@ impl Session {
             _ => false,
         }
     }
-}
-
-fn count_rows(mut frames: &[u8]) -> usize {
-    let mut n = 0;
-    while frames.len() >= 5 {
-        let len = u32::from_be_bytes([frames[1], frames[2], frames[3], frames[4]]) as usize;
-        frames = frames.get(1 + len..).unwrap_or(&[]);
-        n += 1;
-    }
-    n
 }

@@ -73,8 +73,7 @@ async fn status(State(h): State<Http>) -> Json<serde_json::Value> {
 }
 
 fn cache_status(app: &App) -> serde_json::Value {
-    let mut snap = app.cache.snapshot();
-    snap.enabled = app.config.load().cache.enabled;
+    let snap = app.cache_snapshot();
     serde_json::to_value(snap).unwrap_or_default()
 }
 

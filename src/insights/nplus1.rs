@@ -218,6 +218,9 @@ mod tests {
             parsed: true,
             functions_stable: true,
             writes: crate::sql::WriteScope::Nothing,
+            read_names: Arc::from([Arc::from("work_items")]),
+            written_names: Arc::from([]),
+            cache_effect: crate::sql::CacheEffect::None,
         })
     }
 

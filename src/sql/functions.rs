@@ -141,8 +141,9 @@ const STABLE: &[&str] = &[
     "sha256",
 ];
 
-/// Built-ins that change no table (some are volatile: their results are never cached).
-const NO_WRITE: &[&str] = &[
+/// Functions whose result changes between calls or transactions: they mark a statement as
+/// volatile (never cached). None of them changes a table.
+pub const VOLATILE: &[&str] = &[
     "now",
     "random",
     "nextval",
@@ -159,8 +160,16 @@ const NO_WRITE: &[&str] = &[
     "txid_current",
     "pg_current_xact_id",
     "pg_sleep",
+    "pg_advisory_lock",
+    "pg_try_advisory_lock",
     "set_config",
     "setseed",
+    "current_timestamp",
+    "localtimestamp",
+];
+
+/// Other built-ins that change no table.
+const NO_WRITE: &[&str] = &[
     "version",
     "has_table_privilege",
     "has_schema_privilege",
@@ -182,7 +191,10 @@ pub fn all_stable(functions: &[String]) -> bool {
 
 /// Every function is a built-in that writes no table.
 pub fn none_write(functions: &[String]) -> bool {
-    functions.iter().all(|f| STABLE.contains(&f.as_str()) || NO_WRITE.contains(&f.as_str()) || is_catalog_function(f))
+    functions.iter().all(|f| {
+        let f = f.as_str();
+        STABLE.contains(&f) || VOLATILE.contains(&f) || NO_WRITE.contains(&f) || is_catalog_function(f)
+    })
 }
 
 /// `pg_backend_pid`, `pg_advisory_lock`, `pg_stat_*`...: catalog functions change no user table.

@@ -40,6 +40,23 @@ pub struct Analysis {
     pub functions_stable: bool,
     /// Which tables the statement may change, for result-cache invalidation.
     pub writes: WriteScope,
+    /// `tables_read` / `tables_written` unqualified, sorted, deduplicated: the names result-cache
+    /// keys and invalidation use (computed once per statement shape, not per message).
+    pub read_names: Arc<[Arc<str>]>,
+    pub written_names: Arc<[Arc<str>]>,
+    /// What the statement does to the result cache for the reads that follow it.
+    pub cache_effect: CacheEffect,
+}
+
+/// Statements after which reads would see something the cache key does not reflect.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CacheEffect {
+    None,
+    /// Until the transaction ends: SET / SET LOCAL / RESET, set_config(), a snapshot isolation
+    /// level (BEGIN ... REPEATABLE READ / SERIALIZABLE, SET TRANSACTION).
+    Transaction,
+    /// For the rest of the session: a default isolation level pgpilot does not track.
+    Session,
 }
 
 /// What a statement may change. `Unknown` (a user function, CALL, DO, EXECUTE, an unparsable

@@ -2,65 +2,75 @@
 //! fallback when the parser rejects the text (the statement still gets a stable fingerprint and
 //! is never blocked: the server will report its own error).
 
-use super::functions::{all_stable, none_write};
-use super::tokens::fnv1a;
-use super::{Analysis, StatementKind, WriteScope};
+use std::sync::Arc;
 
-/// Functions whose result changes between calls or transactions: results using them are never
-/// cached, and they mark a statement as volatile.
-const VOLATILE: &[&str] = &[
-    "now",
-    "random",
-    "nextval",
-    "setval",
-    "currval",
-    "lastval",
-    "clock_timestamp",
-    "statement_timestamp",
-    "transaction_timestamp",
-    "timeofday",
-    "gen_random_uuid",
-    "uuid_generate_v1",
-    "uuid_generate_v4",
-    "txid_current",
-    "pg_current_xact_id",
-    "pg_sleep",
-    "pg_advisory_lock",
-    "pg_try_advisory_lock",
-    "set_config",
-    "setseed",
-    "current_timestamp",
-    "localtimestamp",
-];
+use super::functions::{all_stable, none_write, VOLATILE};
+use super::tokens::fnv1a;
+use super::{Analysis, CacheEffect, StatementKind, WriteScope};
 
 pub fn analyze(sql: &str, shape: &str) -> Analysis {
     let words: Vec<&str> = shape.split(' ').collect();
     let locks_rows = words.windows(2).any(|w| w[0] == "for" && matches!(w[1], "update" | "share" | "no" | "key"));
     let paginated = words.iter().any(|w| *w == "limit" || *w == "offset" || *w == "fetch");
-    match parsed(sql) {
+    let a = match parsed(sql) {
         Some(mut a) => {
             a.locks_rows = locks_rows;
             a.paginated = paginated;
             a
         }
-        None => Analysis {
-            fingerprint: fnv1a(shape.as_bytes()),
-            normalized: shape.to_string(),
-            kind: kind_from_first_word(words.first().copied().unwrap_or("")),
-            tables_read: Vec::new(),
-            tables_written: Vec::new(),
-            volatile: words.iter().any(|w| VOLATILE.contains(w)),
-            locks_rows,
-            paginated,
-            parsed: false,
-            functions_stable: false,
-            writes: if kind_from_first_word(words.first().copied().unwrap_or("")) == StatementKind::Transaction {
-                WriteScope::Nothing
-            } else {
-                WriteScope::Unknown
-            },
-        },
+        None => {
+            let kind = kind_from_first_word(words.first().copied().unwrap_or(""));
+            Analysis {
+                fingerprint: fnv1a(shape.as_bytes()),
+                normalized: shape.to_string(),
+                kind,
+                tables_read: Vec::new(),
+                tables_written: Vec::new(),
+                volatile: words.iter().any(|w| VOLATILE.contains(w)),
+                locks_rows,
+                paginated,
+                parsed: false,
+                functions_stable: false,
+                writes: if kind == StatementKind::Transaction { WriteScope::Nothing } else { WriteScope::Unknown },
+                read_names: Arc::from([]),
+                written_names: Arc::from([]),
+                cache_effect: CacheEffect::None,
+            }
+        }
+    };
+    with_cache_facts(a)
+}
+
+/// The result cache's view of a statement, derived once per shape: unqualified table names and
+/// what it does to the reads that follow it.
+fn with_cache_facts(mut a: Analysis) -> Analysis {
+    a.read_names = unqualified(&a.tables_read).into();
+    a.written_names = unqualified(&a.tables_written).into();
+    let text = a.normalized.to_ascii_lowercase();
+    let sets = text.starts_with("set ") || text.starts_with("reset");
+    a.cache_effect = if sets && (text.contains("isolation") || text.contains("default_transaction")) {
+        CacheEffect::Session
+    } else if sets
+        || text.contains("set_config")
+        || (a.kind == StatementKind::Transaction && (text.contains("serializable") || text.contains("repeatable read")))
+    {
+        CacheEffect::Transaction
+    } else {
+        CacheEffect::None
+    };
+    if text.starts_with("truncate") && text.contains("cascade") {
+        a.writes = WriteScope::Unknown; // it empties tables pgpilot cannot name
     }
+    a
+}
+
+/// Table names as the generation counters and the relation list know them: unqualified (a
+/// same-named table in another schema shares invalidations, which only costs a miss).
+pub fn unqualified(names: &[String]) -> Vec<Arc<str>> {
+    let mut out: Vec<Arc<str>> = names.iter().map(|n| Arc::from(n.rsplit('.').next().unwrap_or(n))).collect();
+    out.sort();
+    out.dedup();
+    out
 }
 
 fn parsed(sql: &str) -> Option<Analysis> {
@@ -102,6 +112,9 @@ fn parsed(sql: &str) -> Option<Analysis> {
         parsed: true,
         functions_stable: all_stable(&functions),
         writes,
+        read_names: Arc::from([]),
+        written_names: Arc::from([]),
+        cache_effect: CacheEffect::None,
     })
 }
 
@@ -307,6 +320,13 @@ mod tests {
         assert_eq!(a("COPY t FROM STDIN").writes, WriteScope::Tables);
         assert_eq!(a("DROP TABLE t").writes, WriteScope::Tables);
         assert_eq!(a("SELECT pg_backend_pid()").writes, WriteScope::Nothing);
+        assert_eq!(a("TRUNCATE t CASCADE").writes, WriteScope::Unknown);
+        assert_eq!(&*a("SELECT * FROM public.t JOIN s.u ON true").read_names, [Arc::from("t"), Arc::from("u")]);
+        assert_eq!(a("SET LOCAL search_path = x").cache_effect, CacheEffect::Transaction);
+        assert_eq!(a("SELECT set_config('a.b', 'c', true)").cache_effect, CacheEffect::Transaction);
+        assert_eq!(a("BEGIN ISOLATION LEVEL SERIALIZABLE").cache_effect, CacheEffect::Transaction);
+        assert_eq!(a("SET default_transaction_isolation = 'serializable'").cache_effect, CacheEffect::Session);
+        assert_eq!(a("BEGIN").cache_effect, CacheEffect::None);
     }
 
     #[test]
