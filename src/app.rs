@@ -238,7 +238,11 @@ async fn serve_client(slot: ClientSlot, tcp: TcpStream, peer: String) {
     let opened = tokio::time::timeout(cfg.startup_timeout(), negotiate(tcp, app.tls.as_ref())).await;
     let (mut stream, params) = match opened {
         Ok(Opening::Startup { stream, params }) => (stream, params),
-        Ok(Opening::Cancel { pid, secret }) => return app.cancels.cancel((pid, secret)).await,
+        Ok(Opening::Cancel { pid, secret, stream }) => {
+            app.cancels.cancel((pid, secret)).await;
+            drop(stream); // closed only now: the client knows its cancel has been processed
+            return;
+        }
         Ok(Opening::Closed) | Err(_) => return,
     };
     if app.clients.total() as usize > cfg.server.max_client_conn {

@@ -74,7 +74,7 @@ pub fn clients(app: &App) -> ResultSet {
     let mut r =
         ResultSet::new(&["user", "database", "state", "addr", "connect_time", "application_name", "server_pid"]);
     for c in app.cancels.clients() {
-        let server = *c.server.lock();
+        let server = c.server.lock().clone();
         r.row(vec![
             c.user.clone(),
             c.database.clone(),
@@ -91,7 +91,7 @@ pub fn clients(app: &App) -> ResultSet {
 pub fn servers(app: &App) -> ResultSet {
     let mut r = ResultSet::new(&["user", "database", "state", "addr", "pid", "age_s", "idle_s", "client"]);
     for c in app.cancels.clients() {
-        if let Some(s) = *c.server.lock() {
+        if let Some(s) = c.server.lock().clone() {
             let row = vec![c.user.clone(), c.database.clone(), "active".into(), s.addr.to_string(), s.pid.to_string()];
             r.row(row.into_iter().chain([String::new(), "0".into(), c.peer.clone()]).collect());
         }

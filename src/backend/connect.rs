@@ -48,6 +48,8 @@ async fn connect_inner(target: &Target) -> Result<ServerConn, ServerError> {
         state_sig: 0,
         prepared: lru::LruCache::new(std::num::NonZeroUsize::new(target.prepared_cache.max(1)).expect("at least 1")),
         stale: Vec::new(),
+        unnamed: 0,
+        cancel_gate: Default::default(),
     };
     let mut startup = Startup::new();
     startup.protocol_number_major = 3;

@@ -14,6 +14,7 @@ impl ServerConn {
     pub async fn run_internal(&mut self, sql: &str) -> Result<Vec<Row>, ServerError> {
         let mut out = BytesMut::new();
         messages::query(&mut out, sql);
+        self.unnamed = 0; // a simple query drops the unnamed statement
         self.send(&out).await?;
         let mut rows = Vec::new();
         let mut failure = None;

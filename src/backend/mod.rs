@@ -32,9 +32,41 @@ pub struct ServerConn {
     /// Signature of the client session state last applied (0 = the state it was opened with).
     pub state_sig: u64,
     /// Registry statements prepared on this connection, least recently used first out.
-    pub prepared: lru::LruCache<u64, std::sync::Arc<crate::prepared::Statement>>,
+    pub prepared: lru::LruCache<u64, ServerCopy>,
     /// Server statement names to close before the next use (their plans went stale).
     pub stale: Vec<String>,
+    /// Which client Parse the server's unnamed statement holds (`next_unnamed_token`), 0 when
+    /// none or unknown: pgpilot's own queries and simple Queries destroy it.
+    pub unnamed: u64,
+    /// Read-held while a client's cancel forwarded to this backend is in flight: the connection
+    /// is checked in only after that (see frontend::cancel).
+    pub cancel_gate: std::sync::Arc<tokio::sync::RwLock<()>>,
+}
+
+/// A registry statement as prepared on one server connection.
+#[derive(Debug, Clone)]
+pub struct ServerCopy {
+    pub stmt: std::sync::Arc<crate::prepared::Statement>,
+    /// The registry's DDL epoch when it was prepared.
+    pub epoch: u64,
+    /// The statement version it was described as; `FRESH` until its first Describe answers.
+    pub version: u64,
+}
+
+impl ServerCopy {
+    /// Prepared just now: current by construction, its version known when the Describe answers.
+    pub const FRESH: u64 = u64::MAX;
+
+    /// Still what the statement means now.
+    pub fn current(&self, epoch: u64) -> bool {
+        self.epoch == epoch && (self.version == Self::FRESH || self.version == self.stmt.version())
+    }
+}
+
+/// A token for an unnamed Parse sent to a server, unique for the life of the process.
+pub fn next_unnamed_token() -> u64 {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
 }
 
 #[derive(Debug, thiserror::Error)]

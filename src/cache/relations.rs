@@ -26,13 +26,23 @@ pub const QUERY: &str = "SELECT c.relname, c.relkind::text, '' FROM pg_catalog.p
      UNION ALL SELECT current_setting('default_transaction_isolation'), 'isolation', '' \
      UNION ALL SELECT p.relname, 'cascade', ch.relname FROM pg_catalog.pg_constraint k \
      JOIN pg_catalog.pg_class p ON p.oid = k.confrelid JOIN pg_catalog.pg_class ch ON ch.oid = k.conrelid \
-     WHERE k.contype = 'f' AND (k.confdeltype IN ('c', 'n', 'd') OR k.confupdtype IN ('c', 'n', 'd'))";
+     WHERE k.contype = 'f' AND (k.confdeltype IN ('c', 'n', 'd') OR k.confupdtype IN ('c', 'n', 'd')) \
+     UNION ALL SELECT DISTINCT c.relname, 'policy', '' FROM pg_catalog.pg_policy pol \
+     JOIN pg_catalog.pg_class c ON c.oid = pol.polrelid JOIN pg_catalog.pg_depend d \
+     ON d.classid = 'pg_catalog.pg_policy'::pg_catalog.regclass AND d.objid = pol.oid \
+     WHERE (d.refclassid = 'pg_catalog.pg_class'::pg_catalog.regclass AND d.refobjid <> pol.polrelid) \
+     OR (d.refclassid = 'pg_catalog.pg_proc'::pg_catalog.regclass AND d.refobjid >= 16384)";
 
 #[derive(Default)]
 struct Known {
     ordinary: HashSet<Box<str>>,
     /// Views and the like: a name that is one of these in any schema is never cached.
     other: HashSet<Box<str>>,
+    /// Tables under a row-level security policy that reads another table or calls a user
+    /// function: a write there changes what a cached read of this table may show without
+    /// touching it, so its reads are never cached (policies that read only the table itself,
+    /// the user and settings are covered by the key and the table's own invalidation).
+    policy_reads_others: HashSet<Box<str>>,
     /// Tables with user triggers or rules: a write to one may change any table.
     triggers: HashSet<Box<str>>,
     /// Referenced table -> tables whose rows a write to it changes through a foreign key action;
@@ -58,7 +68,12 @@ impl Relations {
         let Some(k) = dbs.get(db) else { return (false, true) };
         let due = !k.loading && (k.stale || now_ms.saturating_sub(k.loaded_ms) >= refresh_ms);
         let ok = k.loaded_ms > 0
-            && tables.iter().all(|t| k.ordinary.contains(&**t) && !k.other.contains(&**t) && !t.starts_with("pg_"));
+            && tables.iter().all(|t| {
+                k.ordinary.contains(&**t)
+                    && !k.other.contains(&**t)
+                    && !k.policy_reads_others.contains(&**t)
+                    && !t.starts_with("pg_")
+            });
         (ok, due)
     }
 
@@ -77,6 +92,7 @@ impl Relations {
         let Some(rows) = rows else { return };
         k.ordinary.clear();
         k.other.clear();
+        k.policy_reads_others.clear();
         k.triggers.clear();
         k.cascades.clear();
         k.snapshot_default = false;
@@ -84,6 +100,7 @@ impl Relations {
             match kind.as_str() {
                 "r" | "p" => drop(k.ordinary.insert(name.into())),
                 "trigger" => drop(k.triggers.insert(name.into())),
+                "policy" => drop(k.policy_reads_others.insert(name.into())),
                 "cascade" => k.cascades.entry(name.into()).or_default().push(target.into()),
                 "isolation" => k.snapshot_default = !name.starts_with("read "),
                 _ => drop(k.other.insert(name.into())),

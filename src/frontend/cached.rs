@@ -78,6 +78,7 @@ impl Session {
         self.cached.on
             && !self.cached.off
             && self.pin.is_none()
+            && !self.state_unknown
             && !self.state_dirty
             && self.cached.writes.clean()
             && self.tx.status != b'E'
@@ -263,10 +264,10 @@ impl Session {
             return Some(if name.is_empty() { 0 } else { self.cached.nonce ^ xxhash_rust::xxh3::xxh3_64(name) });
         }
         match self.mapped(name) {
-            Some(st) if st.is_invalidated() => None,
-            // The description the client saw, or (never described) the statement itself: a
-            // statement re-prepared after a DDL is a new registry entry.
-            Some(st) => Some(st.description.get().map_or(st.id | 1 << 63, |d| xxhash_rust::xxh3::xxh3_64(d))),
+            // Only a version a server described to this client in this session is proven.
+            Some(st) if !self.holds_current(name, &st) => None,
+            // The description the client saw, or (never described) the statement itself.
+            Some(st) => Some(st.description().map_or(st.id | 1 << 63, |d| xxhash_rust::xxh3::xxh3_64(&d))),
             // An unnamed statement parsed anew: the client learns its shape from this reply.
             None if name.is_empty() => Some(0),
             None => None,

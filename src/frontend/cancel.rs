@@ -1,9 +1,13 @@
 //! The registry of live client sessions, keyed by the proxy-issued cancel key.
 //!
 //! CancelRequest routing: a cancel with a client's key is sent to the server connection that
-//! client holds at that moment, with that server's own key, and to nothing else (a cancel between
-//! transactions is dropped, as the query it aimed at is done). The same entries describe clients
-//! and their servers to the admin console.
+//! client holds at that moment, with that server's own key, and only while the client has
+//! something running there (a cancel for an idle client is dropped, as PostgreSQL ignores one
+//! for an idle backend). The server connection stays out of the pool until PostgreSQL has
+//! processed the forwarded cancel (it closes the cancel connection after signalling the
+//! backend), and the client's cancel connection stays open until then, as on a direct
+//! connection: so a cancel can never land on the next query, another client's or its own. The
+//! same entries describe clients and their servers to the admin console.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -11,13 +15,19 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use parking_lot::Mutex;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-#[derive(Debug, Clone, Copy)]
+/// How long a forwarded cancel may take before the server connection goes back regardless.
+const CANCEL_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// A held server connection as cancel routing sees it.
+#[derive(Debug, Clone)]
 pub struct ServerKey {
     pub addr: SocketAddr,
     pub pid: i32,
     pub secret: i32,
+    /// Read-held by a cancel in flight; the session takes it for writing before check-in.
+    pub gate: Arc<tokio::sync::RwLock<()>>,
 }
 
 /// One client session as the rest of pgpilot may see it.
@@ -30,6 +40,8 @@ pub struct ClientMeta {
     pub connected: SystemTime,
     /// The server connection held right now, if any.
     pub server: Mutex<Option<ServerKey>>,
+    /// The client has sent the held server something it has not answered with ReadyForQuery.
+    pub running: std::sync::atomic::AtomicBool,
 }
 
 #[derive(Default)]
@@ -71,24 +83,50 @@ impl CancelRegistry {
         v
     }
 
-    /// Forwards a cancel for `key` if its client holds a server connection right now.
+    /// Forwards a cancel for `key` if its client has a query running on a server right now, and
+    /// returns once PostgreSQL has processed it (or after CANCEL_WAIT).
     pub async fn cancel(&self, key: (i32, i32)) {
-        let target = self.map.lock().get(&key).and_then(|m| *m.server.lock());
-        let Some(t) = target else {
-            tracing::debug!("cancel request for an unknown or idle client ignored");
+        let claimed = {
+            let map = self.map.lock();
+            let Some(meta) = map.get(&key) else {
+                tracing::debug!("cancel request for an unknown client ignored");
+                return;
+            };
+            let server = meta.server.lock();
+            match server.as_ref() {
+                // The session detaches under this lock before it waits on the gate for writing,
+                // so a read lock taken here always precedes that wait.
+                Some(t) if meta.running.load(std::sync::atomic::Ordering::Acquire) => {
+                    t.gate.clone().try_read_owned().ok().map(|g| (t.clone(), g))
+                }
+                _ => None,
+            }
+        };
+        let Some((target, _held)) = claimed else {
+            tracing::debug!("cancel request for an idle client ignored");
             return;
         };
-        let mut packet = Vec::with_capacity(16);
-        packet.extend_from_slice(&16i32.to_be_bytes());
-        packet.extend_from_slice(&80877102i32.to_be_bytes());
-        packet.extend_from_slice(&t.pid.to_be_bytes());
-        packet.extend_from_slice(&t.secret.to_be_bytes());
-        match tokio::net::TcpStream::connect(t.addr).await {
-            Ok(mut s) => {
-                let _ = s.write_all(&packet).await;
-                let _ = s.shutdown().await;
-            }
-            Err(e) => tracing::warn!("could not forward a cancel request to {}: {e}", t.addr),
+        if tokio::time::timeout(CANCEL_WAIT, forward(&target)).await.is_err() {
+            tracing::warn!("a forwarded cancel request to {} took over {CANCEL_WAIT:?}", target.addr);
         }
+    }
+}
+
+/// Sends the CancelRequest with the server's own key and waits for the server to close the
+/// connection, which it does after signalling the backend.
+async fn forward(t: &ServerKey) {
+    let mut packet = Vec::with_capacity(16);
+    packet.extend_from_slice(&16i32.to_be_bytes());
+    packet.extend_from_slice(&crate::frontend::startup::CANCEL_REQUEST.to_be_bytes());
+    packet.extend_from_slice(&t.pid.to_be_bytes());
+    packet.extend_from_slice(&t.secret.to_be_bytes());
+    match tokio::net::TcpStream::connect(t.addr).await {
+        Ok(mut s) => {
+            if s.write_all(&packet).await.is_ok() {
+                let mut sink = [0u8; 64];
+                while matches!(s.read(&mut sink).await, Ok(n) if n > 0) {}
+            }
+        }
+        Err(e) => tracing::warn!("could not forward a cancel request to {}: {e}", t.addr),
     }
 }

@@ -8,17 +8,18 @@ use std::sync::Arc;
 use bytes::{Bytes, BytesMut};
 
 use super::session::Session;
-use crate::backend::ServerConn;
+use crate::backend::{ServerConn, ServerCopy};
 use crate::config::PoolMode;
 use crate::net::frame::body;
 use crate::net::messages::{self, sqlstate};
 use crate::prepared::messages::{self as pm, split_bind, split_parse, split_target};
-use crate::prepared::pending::{Action, Event, Kind, Pending};
+use crate::prepared::pending::{Action, Check, Event, Kind, Pending};
 
 use crate::prepared::{bump, Statement, STATS};
 
-/// Prepares `stmt` on `server` (evicting the least recently used statement when full). The
-/// ParseComplete reaches the client only when the client's own Parse asked for it (`reply`).
+/// Prepares `stmt` on `server` afresh (closing a copy of an older version, evicting the least
+/// recently used statement when full). The ParseComplete reaches the client only when the
+/// client's own Parse asked for it (`reply`).
 fn prepare_on_server(
     server: &mut ServerConn,
     sout: &mut BytesMut,
@@ -26,22 +27,30 @@ fn prepare_on_server(
     stmt: &Arc<Statement>,
     client_name: Option<Bytes>,
     reply: bool,
+    epoch: u64,
 ) {
     for name in server.stale.drain(..) {
         pm::close_statement(sout, &name);
         pending.push(Kind::Close, Action::Suppress);
     }
-    if server.prepared.len() >= server.prepared.cap().get() {
+    if server.prepared.pop(&stmt.id).is_some() {
+        pm::close_statement(sout, &stmt.server_name);
+        pending.push(Kind::Close, Action::Suppress);
+    } else if server.prepared.len() >= server.prepared.cap().get() {
         if let Some((_, old)) = server.prepared.pop_lru() {
-            pm::close_statement(sout, &old.server_name);
+            pm::close_statement(sout, &old.stmt.server_name);
             pending.push(Kind::Close, Action::Suppress);
             bump(&STATS.evictions);
         }
     }
     pm::parse(sout, &stmt.server_name, &stmt.query, &stmt.types);
     pending.push(Kind::Parse, Action::Parse { stmt: stmt.clone(), client_name, suppress: !reply });
-    server.prepared.put(stmt.id, stmt.clone());
+    let copy = ServerCopy { stmt: stmt.clone(), epoch, version: ServerCopy::FRESH };
+    server.prepared.put(stmt.id, copy);
 }
+
+/// In `Session::validated`: a fresh description is on its way to this client.
+const ADOPTING: u64 = u64::MAX;
 
 /// A simple Query (or FunctionCall) destroys the unnamed statement on a real server.
 fn kind_replaces_unnamed(tag: u8) -> bool {
@@ -65,9 +74,14 @@ impl Session {
             }
             if kind_replaces_unnamed(tag) {
                 self.unnamed = None;
+                self.unnamed_parse = None;
                 self.local_stmt = false;
                 self.local_portal = false;
+                if let Some(server) = self.server.as_deref_mut() {
+                    server.unnamed = 0;
+                }
             }
+            self.track_unnamed(tag, frame);
         }
         if let Some(kind) = self.reply_kind(tag, frame) {
             let track = if tag == b'E' || tag == b'Q' { self.track_for(tag, frame) } else { None };
@@ -75,6 +89,35 @@ impl Session {
         }
         self.tx.on_client(tag);
         self.sout.extend_from_slice(frame);
+    }
+
+    /// The client's unnamed statement lives on past its Sync on a real server (asyncpg parses,
+    /// syncs, introspects types, then binds it), but here the server connection may change hands
+    /// or run pgpilot's own queries in between: remember the Parse, and send it again in front of
+    /// a Bind/Describe that names the unnamed statement on a server that no longer holds it.
+    fn track_unnamed(&mut self, tag: u8, frame: &[u8]) {
+        let Some(server) = self.server.as_deref_mut() else { return };
+        match tag {
+            b'P' if body(frame).first() == Some(&0) => {
+                let token = crate::backend::next_unnamed_token();
+                server.unnamed = token;
+                self.unnamed_parse = Some((token, Bytes::copy_from_slice(frame)));
+            }
+            b'B' | b'D' => {
+                let names_unnamed = match tag {
+                    b'B' => split_bind(body(frame)).is_some_and(|(_, name, _)| name.is_empty()),
+                    _ => split_target(body(frame)) == Some((b'S', b"")),
+                };
+                let Some((token, parse)) = self.unnamed_parse.as_ref() else { return };
+                if names_unnamed && server.unnamed != *token {
+                    server.unnamed = *token;
+                    self.sout.extend_from_slice(parse);
+                    self.pending.push(Kind::Parse, Action::Suppress);
+                    self.tx.on_client(b'P');
+                }
+            }
+            _ => {}
+        }
     }
 
     /// Which reply completes a forwarded message (None: it gets no reply of its own).
@@ -124,12 +167,13 @@ impl Session {
                     return false;
                 }
                 let known = self.app.registry.get_or_insert(query, types, self.state.sig()).ok();
-                let ready = known.as_ref().is_some_and(|s| s.is_validated() && !s.is_invalidated());
-                ready && self.forward_parse(frame)
+                known.as_ref().is_some_and(|s| s.is_validated()) && self.forward_parse(frame)
             }
+            // Only a description this client was given by a server in this session is answered
+            // here: one from another client's server may predate a DDL.
             b'D' => match split_target(body(frame)) {
                 Some((b'S', name)) => {
-                    self.mapped(name).is_some_and(|s| s.description.get().is_some()) && self.forward_describe(frame)
+                    self.mapped(name).is_some_and(|s| self.described_here(name, &s)) && self.forward_describe(frame)
                 }
                 _ => false,
             },
@@ -144,8 +188,7 @@ impl Session {
         if !starts || self.statements.is_empty() {
             return None;
         }
-        let found = crate::frontend::sql_scan::scan(&String::from_utf8_lossy(query));
-        found.deallocate.filter(|n| self.statements.contains_key(n.as_bytes()))
+        crate::frontend::sql_scan::deallocate_of(&String::from_utf8_lossy(query)).filter(|n| self.statements.contains_key(n.as_bytes()))
     }
 
     /// Execute of the unnamed portal bound to a local DEALLOCATE.
@@ -158,6 +201,7 @@ impl Session {
         let Some((name, query, types)) = split_parse(body(frame)) else { return false };
         if name.is_empty() {
             self.local_stmt = false;
+            self.unnamed_parse = None;
             if let Some(name) = self.deallocated_name(query) {
                 self.statements.remove(name.as_bytes());
                 self.local_stmt = true;
@@ -189,15 +233,23 @@ impl Session {
         true
     }
 
-    /// The client's Parse of a registry statement: answered here when the server has it, or when
-    /// no server is held and a server accepted it before (the real Parse then precedes its Bind).
+    /// The client's Parse of a registry statement: answered here when this client holds its
+    /// current version and the server a current copy, or when no server is held and a server
+    /// accepted it before (its first Describe or Bind here then prepares it afresh). Otherwise
+    /// prepared afresh and described, so a client never gets a description older than a DDL.
     fn parse_registered(&mut self, stmt: &Arc<Statement>, client_name: Option<Bytes>) {
+        let epoch = self.app.registry.epoch();
+        let key = client_name.clone().unwrap_or_default();
+        if client_name.is_some() {
+            self.validated.remove(&key); // a new name: the client holds nothing under it yet
+        }
+        let holds = self.holds_current(&key, stmt);
         let Some(server) = self.server.as_deref_mut() else {
             bump(&STATS.hits);
             self.cout.extend_from_slice(&pm::parse_complete());
             return;
         };
-        if server.prepared.get(&stmt.id).is_some() {
+        if holds && server.prepared.get(&stmt.id).is_some_and(|c| c.current(epoch)) {
             bump(&STATS.hits);
             match client_name {
                 Some(client_name) => {
@@ -205,11 +257,43 @@ impl Session {
                 }
                 None => self.pending.push_local(pm::parse_complete()),
             }
-        } else {
-            bump(&STATS.misses);
-            prepare_on_server(server, &mut self.sout, &mut self.pending, stmt, client_name, true);
-            self.tx.on_client(b'P');
+            return;
         }
+        bump(&STATS.misses);
+        prepare_on_server(server, &mut self.sout, &mut self.pending, stmt, client_name, true, epoch);
+        self.tx.on_client(b'P');
+        self.inject_describe(stmt, Check::Adopt, key.clone());
+        self.validated.insert(key, (stmt.id, ADOPTING));
+    }
+
+    /// Describes `stmt` on the held server for pgpilot's own bookkeeping (reply not shown).
+    fn inject_describe(&mut self, stmt: &Arc<Statement>, check: Check, client: Bytes) {
+        pm::describe_statement(&mut self.sout, &stmt.server_name);
+        let action = Action::Describe { stmt: stmt.clone(), check, suppress: true, client, reply: BytesMut::new() };
+        self.pending.push(Kind::DescribeStatement, action);
+        self.tx.on_client(b'D');
+    }
+
+    /// Under `name` this client was given the statement's current version by a server in this
+    /// session.
+    pub(super) fn holds_current(&self, name: &[u8], stmt: &Statement) -> bool {
+        self.validated.get(name) == Some(&(stmt.id, stmt.version()))
+    }
+
+    /// Under `name` this client holds a version the servers have since shown stale: like a
+    /// backend whose cached plan changed result type, it gets 0A000 until it prepares again.
+    fn holds_stale(&self, name: &[u8], stmt: &Statement) -> bool {
+        self.validated.get(name).is_some_and(|(id, v)| *id == stmt.id && *v != stmt.version() && *v != ADOPTING)
+    }
+
+    /// A fresh prepare whose description this client adopts under `name` is on its way.
+    fn adopting(&self, name: &[u8], stmt: &Statement) -> bool {
+        self.validated.get(name) == Some(&(stmt.id, ADOPTING))
+    }
+
+    /// The current description, when this client got it from a server in this session.
+    fn described_here(&self, name: &[u8], stmt: &Statement) -> bool {
+        self.holds_current(name, stmt) && stmt.description().is_some()
     }
 
     /// Unnamed Parse: passed through, or with `reuse_unnamed` mapped to a registry statement.
@@ -233,25 +317,34 @@ impl Session {
         }
     }
 
-    /// Makes sure the held server has `stmt` prepared (hit, or an injected Parse, plus a Describe
-    /// to check its shape when one was seen before). False when its plan went stale.
-    fn ensure_prepared(&mut self, stmt: &Arc<Statement>) -> bool {
-        if stmt.is_invalidated() {
+    /// Makes sure the held server has a current copy of `stmt` for a Bind/Describe: a copy from
+    /// before a DDL seen here, or of an older version, is prepared again and compared with what
+    /// the client holds; a client that never got it described here gets it prepared afresh
+    /// (`describe`: and described, unless the caller forwards the client's own Describe). False
+    /// when the client's version went stale (it got 0A000).
+    fn ensure_prepared(&mut self, name: &[u8], stmt: &Arc<Statement>, describe: bool) -> bool {
+        if self.holds_stale(name, stmt) {
             self.stale_plan();
             return false;
         }
+        let epoch = self.app.registry.epoch();
+        let holds = self.holds_current(name, stmt);
+        let adopting = self.adopting(name, stmt);
         let server = self.server.as_deref_mut().expect("forward needs a server");
-        if server.prepared.get(&stmt.id).is_some() {
+        let current = server.prepared.get(&stmt.id).is_some_and(|c| c.current(epoch));
+        if current && (holds || adopting) {
             bump(&STATS.hits);
             return true;
         }
         bump(&STATS.reparses);
-        prepare_on_server(server, &mut self.sout, &mut self.pending, stmt, None, false);
+        prepare_on_server(server, &mut self.sout, &mut self.pending, stmt, None, false, epoch);
         self.tx.on_client(b'P');
-        if stmt.description.get().is_some() {
-            pm::describe_statement(&mut self.sout, &stmt.server_name);
-            let action = Action::Describe { stmt: stmt.clone(), compare: true, suppress: true, reply: BytesMut::new() };
-            self.pending.push(Kind::DescribeStatement, action);
+        let key = Bytes::copy_from_slice(name);
+        if !holds {
+            self.validated.insert(key.clone(), (stmt.id, ADOPTING));
+        }
+        if describe {
+            self.inject_describe(stmt, if holds { Check::Compare } else { Check::Adopt }, key);
         }
         true
     }
@@ -266,7 +359,7 @@ impl Session {
         }
         // Unknown names go through unchanged: the server's 26000 names the client's statement.
         let Some(stmt) = self.mapped(name) else { return false };
-        if self.ensure_prepared(&stmt) {
+        if self.ensure_prepared(name, &stmt, true) {
             pm::bind(&mut self.sout, portal, &stmt.server_name, rest);
             self.pending.push(Kind::Bind, Action::Bind { stmt });
             self.tx.on_client(b'B');
@@ -287,16 +380,14 @@ impl Session {
         }
         let Some((b'S', name)) = target else { return false };
         let Some(stmt) = self.mapped(name) else { return false };
-        if stmt.is_invalidated() {
-            self.stale_plan();
-            return true;
+        if self.described_here(name, &stmt) {
+            return self.answer(stmt.description().expect("described"));
         }
-        if let Some(description) = stmt.description.get() {
-            return self.answer(description.clone());
-        }
-        if self.ensure_prepared(&stmt) {
+        let check = if self.holds_current(name, &stmt) { Check::Compare } else { Check::Adopt };
+        if self.ensure_prepared(name, &stmt, false) {
             pm::describe_statement(&mut self.sout, &stmt.server_name);
-            let action = Action::Describe { stmt, compare: false, suppress: false, reply: BytesMut::new() };
+            let client = Bytes::copy_from_slice(name);
+            let action = Action::Describe { stmt, check, suppress: false, client, reply: BytesMut::new() };
             self.pending.push(Kind::DescribeStatement, action);
             self.tx.on_client(b'D');
         }
@@ -310,6 +401,7 @@ impl Session {
             return false;
         }
         self.statements.remove(name);
+        self.validated.remove(name);
         self.answer(pm::close_complete())
     }
 
@@ -333,6 +425,7 @@ impl Session {
         if self.statements.remove(name.as_bytes()).is_none() {
             return false;
         }
+        self.validated.remove(name.as_bytes());
         let mut reply = BytesMut::new();
         messages::command_complete(&mut reply, "DEALLOCATE");
         let status = if self.server.is_some() { self.tx.status } else { b'I' };
@@ -343,6 +436,7 @@ impl Session {
     /// DISCARD ALL / DEALLOCATE ALL went to the server: it no longer has any statement.
     pub(super) fn forget_server_statements(&mut self) {
         self.statements.clear();
+        self.validated.clear();
         self.unnamed = None;
         if let Some(server) = self.server.as_deref_mut() {
             server.prepared.clear();
@@ -365,9 +459,16 @@ impl Session {
                     self.unprepare(&stmt, client_name, true);
                 }
                 Event::ParseSkipped { stmt, client_name, on_server } => self.unprepare(&stmt, client_name, on_server),
-                Event::PlanInvalidated { stmt } => {
-                    stmt.invalidated.store(true, std::sync::atomic::Ordering::Relaxed);
-                    self.app.registry.remove(&stmt);
+                Event::Described { stmt, version, adopted, client } => {
+                    if adopted {
+                        self.validated.insert(client, (stmt.id, version));
+                    }
+                    if let Some(copy) = self.server.as_deref_mut().and_then(|s| s.prepared.peek_mut(&stmt.id)) {
+                        copy.version = version;
+                    }
+                }
+                Event::PlanStale { stmt } => {
+                    stmt.went_stale();
                     if let Some(server) = self.server.as_deref_mut() {
                         if server.prepared.pop(&stmt.id).is_some() {
                             server.stale.push(stmt.server_name.clone());
@@ -380,6 +481,10 @@ impl Session {
 
     /// The statement is not prepared on the held server after all, nor under the client's name.
     fn unprepare(&mut self, stmt: &Arc<Statement>, client_name: Option<Bytes>, on_server: bool) {
+        let key = client_name.clone().unwrap_or_default();
+        if self.adopting(&key, stmt) {
+            self.validated.remove(&key);
+        }
         if self.unnamed.as_ref().is_some_and(|u| Arc::ptr_eq(u, stmt)) {
             self.unnamed = None;
         }

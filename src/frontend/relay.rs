@@ -38,7 +38,11 @@ impl Session {
                     if !events.is_empty() {
                         self.on_statement_events(std::mem::take(events));
                     }
-                    if self.tx.on_ready(status) && self.may_release() {
+                    let boundary = self.tx.on_ready(status);
+                    if !self.tx.awaiting_ready() {
+                        self.cancel.meta.running.store(false, std::sync::atomic::Ordering::Release);
+                    }
+                    if boundary && self.may_release() {
                         if self.flush_client().await == Flow::Close {
                             return Flow::Close;
                         }
@@ -74,6 +78,9 @@ impl Session {
             b'S' => {
                 if let Some(server) = self.server.as_mut() {
                     server.note_parameter(body);
+                    if body.starts_with(b"standard_conforming_strings\0") {
+                        self.backslash_quotes = body.ends_with(b"off\0");
+                    }
                 }
             }
             b'G' => {
@@ -94,6 +101,7 @@ impl Session {
     fn may_release(&self) -> bool {
         self.mode == PoolMode::Transaction
             && self.pin.is_none()
+            && !self.state_unknown
             && self.pending.is_empty()
             && self.tx.idle()
             && !self.sframer.mid_message()
@@ -105,6 +113,8 @@ impl Session {
     pub(super) async fn release(&mut self) {
         let Some(mut conn) = self.server.take() else { return };
         self.detach();
+        // A cancel forwarded for this client's last query must reach the backend first.
+        let _cancels_done = conn.cancel_gate.clone().write_owned().await;
         if std::mem::take(&mut self.state_dirty) {
             if let Err(e) = self.state.capture(&mut conn).await {
                 tracing::warn!(server = conn.id, "could not read session settings back: {e}");
@@ -120,10 +130,11 @@ impl Session {
         self.observe.detector.finish(&self.observe.rules, &self.observe.origin, &self.app.findings);
         let Some(mut conn) = self.server.take() else { return };
         self.detach();
+        let _cancels_done = conn.cancel_gate.clone().write_owned().await;
         if !(self.tx.idle() && !self.sframer.mid_message() && conn.rbuf.is_empty()) {
             return;
         }
-        if self.mode == PoolMode::Transaction && self.pin.is_none() {
+        if self.mode == PoolMode::Transaction && self.pin.is_none() && !self.state_unknown {
             if self.state_dirty {
                 conn.state_sig = crate::frontend::session_state::UNKNOWN_STATE;
             }

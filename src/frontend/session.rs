@@ -10,7 +10,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::cancel::{Registration, ServerKey};
 use super::session_state::SessionState;
-use super::sql_scan::{scan_shapes, Scan};
+use super::sql_scan::Scan;
 use super::tx::TxTracker;
 use crate::app::App;
 use crate::backend::ServerError;
@@ -53,6 +53,11 @@ pub struct Session {
     pub(super) state: SessionState,
     pub(super) state_dirty: bool,
     pub(super) pin: Option<&'static str>,
+    /// The client ran something whose effect on its session pgpilot cannot read back: it keeps
+    /// its server connection (and reads no cache) until RESET ALL / DISCARD ALL or the end.
+    pub(super) state_unknown: bool,
+    /// The server's standard_conforming_strings is off: backslashes escape in plain strings.
+    pub(super) backslash_quotes: bool,
     pub(super) skip_until_sync: bool,
     skip_stream: bool,
     /// Replies expected from the server, in order (transaction mode).
@@ -61,6 +66,11 @@ pub struct Session {
     pub(super) statements: HashMap<Bytes, Arc<Statement>>,
     /// The client's unnamed statement when `prepared.reuse_unnamed` maps it to the registry.
     pub(super) unnamed: Option<Arc<Statement>>,
+    /// Client statement name (empty: the unnamed one) -> (registry id, the version a server
+    /// described to this client under that name in this session).
+    pub(super) validated: HashMap<Bytes, (u64, u64)>,
+    /// The client's last unnamed Parse forwarded, with its token (see `track_unnamed`).
+    pub(super) unnamed_parse: Option<(u64, Bytes)>,
     /// The unnamed statement / portal is a `DEALLOCATE name` answered here (psycopg pipelines).
     pub(super) local_stmt: bool,
     pub(super) local_portal: bool,
@@ -87,6 +97,7 @@ impl Session {
                 peer: info.peer.clone(),
                 connected: std::time::SystemTime::now(),
                 server: Default::default(),
+                running: Default::default(),
             }),
             mode: cfg.pool.mode,
             cframer: Framer::new(cfg.server.max_message_bytes),
@@ -102,11 +113,15 @@ impl Session {
             state,
             state_dirty: false,
             pin: None,
+            state_unknown: false,
+            backslash_quotes: false,
             skip_until_sync: false,
             skip_stream: false,
             pending: Pending::default(),
             statements: HashMap::new(),
             unnamed: None,
+            unnamed_parse: None,
+            validated: HashMap::new(),
             local_stmt: false,
             local_portal: false,
             last_parse: None,
@@ -135,6 +150,7 @@ impl Session {
             }
         }
         let server = self.server.as_ref().expect("checked out");
+        self.backslash_quotes = server.params.get("standard_conforming_strings").is_some_and(|v| v == "off");
         for (name, value) in &server.params {
             messages::parameter_status(&mut self.cout, name, value);
         }
@@ -327,9 +343,9 @@ impl Session {
         Flow::Continue
     }
 
-    /// Scans a Query/Parse text once: what it means for pooling, and (insights) its analysis,
-    /// kept for the Parse/Query bookkeeping that follows. A Parse of the same text as the last
-    /// one (drivers re-parse unnamed statements) reuses the previous result.
+    /// Scans a Query/Parse text once: what it means for pooling, and its analysis, kept for the
+    /// Parse/Query bookkeeping that follows. A Parse of the same text as the last one (drivers
+    /// re-parse unnamed statements) reuses the previous result.
     fn inspect_sql(&mut self, tag: u8, body: &[u8]) -> Scan {
         let sql = if tag == b'P' {
             match cstr(body).and_then(|(_, rest)| cstr(rest)) {
@@ -345,24 +361,47 @@ impl Session {
                 found.clone()
             }
             _ => {
-                let matters = super::sql_scan::may_matter(sql);
                 let analyze = self.observe.enabled || self.cached.on;
-                if !matters && !analyze {
+                if !analyze && !super::sql_scan::may_matter(sql) {
                     return Scan::default();
                 }
                 let text = String::from_utf8_lossy(sql);
-                let shapes = crate::sql::tokens::shapes(&text);
-                let found = if matters { scan_shapes(&shapes) } else { Scan::default() };
-                self.observe.analyzed =
-                    if analyze { self.app.analyzer.analyze_shapes(&text, &shapes) } else { Vec::new() };
+                // With standard_conforming_strings off a backslash escapes in any string, which
+                // the parser (and the shape tokenizer's default) do not assume.
+                let opaque = self.backslash_quotes && memchr::memchr(b'\\', sql).is_some();
+                let shapes = crate::sql::tokens::shapes_with(&text, self.backslash_quotes);
+                self.observe.analyzed = self.app.analyzer.analyze_shapes(&text, &shapes, opaque);
+                let found = super::sql_scan::from_analyses(&text, &shapes, &self.observe.analyzed);
                 if tag == b'P' {
                     self.last_parse = Some((Bytes::copy_from_slice(sql), found.clone(), self.observe.analyzed.clone()));
                 }
                 found
             }
         };
+        self.note_scan(&found);
+        found
+    }
+
+    /// What a scanned text does to the session's pooling state.
+    fn note_scan(&mut self, found: &Scan) {
         self.state_dirty |= found.changes_session;
-        if self.mode == PoolMode::Session && (found.changes_session || found.pin.is_some()) {
+        if found.ddl {
+            self.app.registry.ddl_seen();
+        }
+        self.state.track(&found.names);
+        match found.unknown_after {
+            Some(true) if !self.state_unknown => {
+                tracing::info!(user = %self.info.user, database = %self.info.database,
+                    "client pinned to its server connection: session state pgpilot cannot read back");
+                self.state_unknown = true;
+            }
+            Some(false) if self.state_unknown => {
+                self.state_unknown = false;
+                self.state_dirty = true;
+            }
+            _ => {}
+        }
+        if self.mode == PoolMode::Session && (found.changes_session || found.pin.is_some() || self.state_unknown) {
             // Session mode keeps no settings signature: stop caching rather than guess.
             self.cached.off = true;
         }
@@ -370,7 +409,6 @@ impl Session {
             tracing::info!(user = %self.info.user, database = %self.info.database, "client pinned to its server connection: {reason}");
             self.pin = Some(reason);
         }
-        found
     }
 
     /// Checks out a server connection carrying this client's settings. On failure returns the
@@ -390,7 +428,8 @@ impl Session {
             conn.release();
             return Err(server_error_frame(e));
         }
-        *self.cancel.meta.server.lock() = Some(ServerKey { addr: conn.addr, pid: conn.pid, secret: conn.secret });
+        *self.cancel.meta.server.lock() =
+            Some(ServerKey { addr: conn.addr, pid: conn.pid, secret: conn.secret, gate: conn.cancel_gate.clone() });
         self.app.clients.active_add(1);
         self.server = Some(conn);
         Ok(())
@@ -417,6 +456,7 @@ impl Session {
             self.sout.clear();
             return Flow::Continue;
         };
+        self.cancel.meta.running.store(true, std::sync::atomic::Ordering::Release);
         let r = server.stream.write_all(&self.sout).await;
         self.sout.clear();
         if r.is_err() {
@@ -441,8 +481,12 @@ impl Session {
         let _ = self.flush_client().await;
     }
 
+    /// The held server connection is no longer this client's to cancel on.
     pub(super) fn detach(&mut self) {
-        *self.cancel.meta.server.lock() = None;
+        let mut server = self.cancel.meta.server.lock();
+        *server = None;
+        self.cancel.meta.running.store(false, std::sync::atomic::Ordering::Release);
+        drop(server);
         self.app.clients.active_add(-1);
     }
 }

@@ -3,7 +3,7 @@
 //! on whichever server connection the client gets next. A signature lets a connection that
 //! already carries the same state skip the replay.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::hash::{Hash, Hasher};
 
 use crate::backend::{ServerConn, ServerError};
@@ -11,17 +11,21 @@ use crate::backend::{ServerConn, ServerError};
 /// Startup parameters that are not settings.
 const NOT_SETTINGS: &[&str] = &["user", "database", "replication", "options"];
 /// Settings that cannot or must not be replayed with set_config.
-const NOT_REPLAYED: &[&str] = &[
-    "transaction_isolation",
-    "transaction_read_only",
-    "transaction_deferrable",
-    "session_authorization",
-    "is_superuser",
-];
+const NOT_REPLAYED: &[&str] =
+    &["transaction_isolation", "transaction_read_only", "transaction_deferrable", "is_superuser"];
 
 /// The state-capture query: every setting changed in the session (pgpilot's own replay uses
-/// set_config, so the client's startup values show up here too until a RESET removes them).
-const CAPTURE_SQL: &str = "SELECT name, setting FROM pg_catalog.pg_settings WHERE source = 'session'";
+/// set_config, so the client's startup values show up here too until a RESET removes them), the
+/// role and session authorization (pg_settings lists neither), and the custom settings the
+/// client named (PostgreSQL lists placeholder settings nowhere: they are read back by name).
+const CAPTURE_SQL: &str = "SELECT name, setting FROM pg_catalog.pg_settings WHERE source = 'session' \
+     AND name NOT IN ('role', 'session_authorization') \
+     UNION ALL SELECT 'role', pg_catalog.current_setting('role') \
+     UNION ALL SELECT 'session_authorization', pg_catalog.current_setting('session_authorization')";
+
+/// What a replay starts from: the login user, no role, every setting at its default (RESET ALL
+/// leaves the role and the session authorization alone).
+const RESET_SQL: &str = "SET SESSION AUTHORIZATION DEFAULT; RESET ROLE; RESET ALL";
 
 /// Signature of a server connection whose settings are not known (never equal to a real state:
 /// real signatures are odd, 0 is a fresh connection).
@@ -33,6 +37,10 @@ pub struct SessionState {
     startup: std::sync::Arc<BTreeMap<String, String>>,
     /// The effective settings: startup values overlaid with the session's own changes.
     settings: BTreeMap<String, String>,
+    /// Custom (dotted) settings the client set or reset by name: read back by name.
+    custom: BTreeSet<String>,
+    /// The login user: a session authorization equal to it is the default, not state.
+    login: std::sync::Arc<str>,
     sig: u64,
 }
 
@@ -48,7 +56,18 @@ impl SessionState {
         if let Some(options) = params.get("options") {
             settings.extend(parse_options(options));
         }
-        Self { sig: signature(&settings), startup: std::sync::Arc::new(settings.clone()), settings }
+        let custom = settings.keys().filter(|k| k.contains('.')).map(|k| k.to_ascii_lowercase()).collect();
+        let login = params.get("user").map_or("", String::as_str).into();
+        Self { sig: signature(&settings), startup: std::sync::Arc::new(settings.clone()), settings, custom, login }
+    }
+
+    /// Custom settings the client named in a statement: read back at the next capture.
+    pub fn track(&mut self, names: &[String]) {
+        for n in names {
+            if !self.custom.contains(n) {
+                self.custom.insert(n.clone());
+            }
+        }
     }
 
     pub fn sig(&self) -> u64 {
@@ -64,31 +83,64 @@ impl SessionState {
         if conn.state_sig == self.sig {
             return Ok(());
         }
-        let mut sql = String::from("RESET ALL");
-        if !self.settings.is_empty() {
-            sql.push_str("; SELECT ");
-            let calls: Vec<String> = self
-                .settings
-                .iter()
-                .filter(|(k, _)| !NOT_REPLAYED.contains(&k.as_str()))
-                .map(|(k, v)| format!("pg_catalog.set_config({}, {}, false)", literal(k), literal(v)))
-                .collect();
-            sql.push_str(&calls.join(", "));
-        }
-        conn.run_internal(&sql).await?;
+        conn.run_internal(&self.replay_sql()).await?;
         conn.state_sig = self.sig;
         Ok(())
+    }
+
+    /// RESET everything, then set_config for each setting: the session authorization first (it
+    /// resets the role), then the role, then the rest.
+    fn replay_sql(&self) -> String {
+        let mut sql = String::from(RESET_SQL);
+        let first = ["session_authorization", "role"];
+        let ordered = first
+            .iter()
+            .filter_map(|k| self.settings.get_key_value(*k))
+            .chain(self.settings.iter().filter(|(k, _)| !first.contains(&k.as_str())));
+        let calls: Vec<String> = ordered
+            .filter(|(k, _)| !NOT_REPLAYED.contains(&k.as_str()))
+            .map(|(k, v)| format!("pg_catalog.set_config({}, {}, false)", literal(k), literal(v)))
+            .collect();
+        if !calls.is_empty() {
+            sql.push_str("; SELECT ");
+            sql.push_str(&calls.join(", "));
+        }
+        sql
+    }
+
+    fn capture_sql(&self) -> String {
+        if self.custom.is_empty() {
+            return CAPTURE_SQL.to_string();
+        }
+        let names: Vec<String> = self.custom.iter().map(|n| literal(n)).collect();
+        format!(
+            "{CAPTURE_SQL} UNION ALL SELECT n, pg_catalog.current_setting(n, true) \
+             FROM pg_catalog.unnest(ARRAY[{}]::text[]) AS n",
+            names.join(", ")
+        )
+    }
+
+    /// Whether a captured (name, value) is state to keep: the defaults of the role and the
+    /// session authorization are not, and neither is a custom setting that is unset ('' after a
+    /// RESET on a backend where it was once set, NULL on a fresh one: see docs/RELIABILITY.md).
+    fn is_state(&self, name: &str, value: &str) -> bool {
+        match name {
+            "role" => value != "none",
+            "session_authorization" => value != &*self.login,
+            _ if NOT_REPLAYED.contains(&name) => false,
+            _ => !(name.contains('.') && value.is_empty()),
+        }
     }
 
     /// Re-reads the session's settings from the server it just used. Settings the client RESET
     /// fall back to its startup values; the connection then differs from the client's state
     /// and is marked unknown, so the next checkout replays it.
     pub async fn capture(&mut self, conn: &mut ServerConn) -> Result<(), ServerError> {
-        let rows = conn.run_internal(CAPTURE_SQL).await?;
+        let rows = conn.run_internal(&self.capture_sql()).await?;
         let changed: BTreeMap<String, String> = rows
             .into_iter()
             .filter_map(|r| match (r.first().cloned().flatten(), r.get(1).cloned().flatten()) {
-                (Some(k), Some(v)) if !NOT_REPLAYED.contains(&k.as_str()) => Some((k, v)),
+                (Some(k), Some(v)) if self.is_state(&k, &v) => Some((k, v)),
                 _ => None,
             })
             .collect();

@@ -1,9 +1,12 @@
-//! A token-level scan of SQL text for the two things transaction pooling must know before the
-//! parser-based analysis exists: statements that change session settings (so the client's state
-//! is re-read and replayed on its next server), and statements whose effects outlive a
-//! transaction on that one server (so the client is pinned to it).
+//! What a statement text means for transaction pooling, from the parser-based analysis of each
+//! of its statements (PostgreSQL's own grammar, so no spelling, case, quoting or schema
+//! qualification slips past): statements that change session state (re-read and replayed on the
+//! client's next server), state pgpilot cannot read back (the client is pinned), and statements
+//! whose effects outlive a transaction on that one server (pinned too).
 
+use crate::sql::session_effect::set_config_names;
 use crate::sql::tokens::Shape;
+use crate::sql::Analyzed;
 
 /// What a statement text implies for pooling.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -14,74 +17,87 @@ pub struct Scan {
     pub drops_statements: bool,
     /// The whole text is `DEALLOCATE [PREPARE] name` (psycopg's way to close a statement).
     pub deallocate: Option<String>,
+    /// Custom settings the text sets or resets by name (read back by name afterwards).
+    pub names: Vec<String>,
+    /// DDL: prepared statements may mean something else afterwards.
+    pub ddl: bool,
+    /// After the text the session's state is unknown (`Some(true)`), known again after RESET ALL
+    /// or DISCARD ALL (`Some(false)`), or as before (`None`).
+    pub unknown_after: Option<bool>,
 }
 
-/// Whether `sql` might hold anything `scan` reports: false lets a caller that needs no analysis
-/// skip tokenizing (leading comments, several statements and the keywords below say "maybe").
+/// Whether `sql` might hold anything a scan reports; false lets a caller that needs no analysis
+/// skip it. Conservative by construction: any statement that changes session state, pins, or
+/// calls a function contains one of these byte strings in some letter case ('temp' for SELECT
+/// INTO TEMP, '(' for every
+/// call, '"' and 'u&' for identifiers spelt in quotes or escapes, ';' for several statements).
 pub fn may_matter(sql: &[u8]) -> bool {
+    const NEEDLES: [&[u8]; 15] = [
+        b"set", b"discard", b"listen", b"prepare", b"load", b"declare", b"create", b"temp", b"deallocate", b"do",
+        b"call", b"(", b"\"", b"u&", b";",
+    ];
     let text = sql.trim_ascii();
-    if text.starts_with(b"-") || text.starts_with(b"/") {
-        return true;
-    }
-    let first_len = text.iter().take_while(|c| c.is_ascii_alphabetic()).count();
-    let first = &text[..first_len];
-    let keywords: [&[u8]; 9] =
-        [b"set", b"reset", b"discard", b"listen", b"prepare", b"load", b"declare", b"create", b"deallocate"];
-    if keywords.iter().any(|k| k.eq_ignore_ascii_case(first)) {
-        return true;
-    }
     let body = text.strip_suffix(b";").unwrap_or(text);
-    // Function names as written in practice (lower or upper case); mixed case is not matched.
-    let needles: [&[u8]; 4] = [b"advisory", b"ADVISORY", b"set_config", b"SET_CONFIG"];
-    memchr::memchr(b';', body).is_some() || needles.iter().any(|n| memchr::memmem::find(body, n).is_some())
+    NEEDLES.iter().any(|n| body.windows(n.len()).any(|w| w.eq_ignore_ascii_case(n)))
+        || body.starts_with(b"-")
+        || body.starts_with(b"/")
 }
 
-pub fn scan(sql: &str) -> Scan {
-    scan_shapes(&crate::sql::tokens::shapes(sql))
-}
-
-/// The scan over statement shapes already computed for analysis (one tokenization per text).
-pub fn scan_shapes(shapes: &[Shape]) -> Scan {
-    let mut out = Scan::default();
-    if let [only] = shapes {
-        let words: Vec<&str> = only.text.split(' ').collect();
-        let target = match words.as_slice() {
-            ["deallocate", "prepare", name] => Some(*name),
-            ["deallocate", name] => Some(*name),
-            _ => None,
-        };
-        out.deallocate = target.filter(|n| *n != "all" && *n != "prepare").map(|n| n.trim_matches('"').to_string());
-    }
-    for shape in shapes {
-        let words: Vec<&str> = shape.text.split(' ').collect();
-        let w = |n: usize| words.get(n).copied().unwrap_or("");
-        if (w(0) == "discard" && w(1) == "all") || (w(0) == "deallocate" && words.last() == Some(&"all")) {
-            out.drops_statements = true;
+/// The scan of a text from its statements' analyses (`shapes` and `analyzed` side by side).
+pub fn from_analyses(sql: &str, shapes: &[Shape], analyzed: &Analyzed) -> Scan {
+    let mut out = Scan { deallocate: deallocate_target(shapes), ..Default::default() };
+    for (shape, (analysis, _)) in shapes.iter().zip(analyzed) {
+        let e = &analysis.session;
+        out.ddl |= analysis.kind == crate::sql::StatementKind::Ddl;
+        out.changes_session |= e.changes;
+        out.drops_statements |= e.drops_statements;
+        if e.pin.is_some() {
+            out.pin = e.pin;
         }
-        match w(0) {
-            "set" => out.changes_session |= !matches!(w(1), "local" | "transaction" | "constraints"),
-            "reset" | "discard" => out.changes_session = true,
-            "listen" => out.pin = Some("LISTEN"),
-            "prepare" => out.pin = Some("SQL PREPARE"),
-            "load" => out.pin = Some("LOAD"),
-            "declare" if words.windows(2).any(|p| p[0] == "with" && p[1] == "hold") => {
-                out.pin = Some("cursor WITH HOLD")
+        for n in &e.names {
+            if !out.names.contains(n) {
+                out.names.push(n.clone());
             }
-            "create" if words[1..].iter().take(3).any(|x| *x == "temp" || *x == "temporary") => {
-                out.pin = Some("temporary table")
-            }
-            _ => {}
         }
-        for word in &words {
-            if *word == "set_config" {
-                out.changes_session = true;
+        if e.restores {
+            out.unknown_after = Some(false);
+        }
+        let mut unknown = e.unknown;
+        if e.set_config {
+            match set_config_names(sql[shape.start..shape.end].trim()) {
+                Some(names) => out.names.extend(names.into_iter().filter(|n| n.contains('.'))),
+                None => unknown = true,
             }
-            if word.starts_with("pg_advisory_lock") || word.starts_with("pg_try_advisory_lock") {
-                out.pin = Some("session advisory lock");
-            }
+        }
+        if unknown {
+            out.unknown_after = Some(true);
         }
     }
     out
+}
+
+/// The statement name when the whole text is `DEALLOCATE [PREPARE] name`.
+pub fn deallocate_of(sql: &str) -> Option<String> {
+    deallocate_target(&crate::sql::tokens::shapes(sql))
+}
+
+/// `DEALLOCATE [PREPARE] name` as the whole text.
+fn deallocate_target(shapes: &[Shape]) -> Option<String> {
+    let [only] = shapes else { return None };
+    let words: Vec<&str> = only.text.split(' ').collect();
+    let target = match words.as_slice() {
+        ["deallocate", "prepare", name] => Some(*name),
+        ["deallocate", name] => Some(*name),
+        _ => None,
+    };
+    target.filter(|n| *n != "all" && *n != "prepare").map(|n| n.trim_matches('"').to_string())
+}
+
+/// The scan of a text on its own (tests, and the rare path that has no analysis at hand).
+pub fn scan(sql: &str) -> Scan {
+    let shapes = crate::sql::tokens::shapes(sql);
+    let analyzed = crate::sql::Analyzer::new(16).analyze_shapes(sql, &shapes, false);
+    from_analyses(sql, &shapes, &analyzed)
 }
 
 #[cfg(test)]
@@ -102,13 +118,28 @@ mod tests {
     }
 
     #[test]
+    fn names_and_unknown_state() {
+        assert_eq!(scan("SET App.Tenant = 't1'").names, ["app.tenant"]);
+        assert_eq!(scan("select Set_Config('app.tenant', 't2', false)").names, ["app.tenant"]);
+        assert_eq!(scan("select \"set_config\"('search_path', 'evil', false)").names, Vec::<String>::new());
+        assert!(scan("select \"set_config\"('search_path', 'evil', false)").changes_session);
+        assert_eq!(scan("SELECT set_config($1, $2, false)").unknown_after, Some(true));
+        assert_eq!(scan("DO $$BEGIN PERFORM set_config('a.b','c',false); END$$").unknown_after, Some(true));
+        assert_eq!(scan("select my_tenant_fn('t1')").unknown_after, Some(true));
+        assert_eq!(scan("select my_fn(); RESET ALL").unknown_after, Some(false));
+        assert_eq!(scan("RESET ALL; select my_fn()").unknown_after, Some(true));
+        assert_eq!(scan("select count(*) from t").unknown_after, None);
+    }
+
+    #[test]
     fn pins() {
         assert_eq!(scan("LISTEN chan").pin, Some("LISTEN"));
         assert_eq!(scan("select pg_advisory_lock(1)").pin, Some("session advisory lock"));
+        assert_eq!(scan("SELECT Pg_Advisory_Lock(4711)").pin, Some("session advisory lock"));
         assert_eq!(scan("select pg_advisory_xact_lock(1)").pin, None);
         assert_eq!(scan("SELECT pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *; RESET ALL;").pin, None);
         assert_eq!(scan("CREATE TEMP TABLE x (a int)").pin, Some("temporary table"));
-        assert_eq!(scan("create global temporary table x (a int)").pin, Some("temporary table"));
+        assert_eq!(scan("SELECT 1 INTO TEMP x").pin, Some("temporary table"));
         assert_eq!(scan("DECLARE c CURSOR WITH HOLD FOR SELECT 1").pin, Some("cursor WITH HOLD"));
         assert_eq!(scan("DECLARE c CURSOR FOR SELECT 1").pin, None);
         assert_eq!(scan("select $1::int").pin, None);
@@ -120,17 +151,24 @@ mod tests {
             "SET x = 1",
             "  reset all",
             "select pg_advisory_lock(1)",
-            "SELECT set_config('a','b',false)",
+            "SELECT Set_Config('a','b',false)",
+            "SELECT \"set_config\"('a','b',false)",
             "select 1; set a = 2",
             "/* c */ SET x = 1",
             "LISTEN c",
             "DEALLOCATE s1",
             "create temp table t (a int)",
+            "SELECT 1 INTO TEMP x",
+            "Do $$ begin end $$",
+            "select my_fn()",
         ] {
+            let s = scan(sql);
+            let found = s.changes_session || s.pin.is_some() || s.deallocate.is_some() || s.unknown_after.is_some();
+            assert!(found, "scan finds nothing in {sql}");
             assert!(super::may_matter(sql.as_bytes()), "{sql}");
         }
         assert!(!super::may_matter(b"SELECT abalance FROM pgbench_accounts WHERE aid = 5;"));
-        assert!(!super::may_matter(b"UPDATE t SET a = 1 WHERE id = 2"));
+        assert!(super::may_matter(b"UPDATE pgbench_accounts SET abalance = abalance + 1 WHERE aid = 2"));
     }
 
     #[test]

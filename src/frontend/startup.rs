@@ -13,16 +13,18 @@ use crate::net::stream::ClientStream;
 
 const SSL_REQUEST: i32 = 80877103;
 const GSSENC_REQUEST: i32 = 80877104;
-const CANCEL_REQUEST: i32 = 80877102;
+pub(crate) const CANCEL_REQUEST: i32 = 80877102;
 
 pub enum Opening {
     Startup {
         stream: ClientStream,
         params: BTreeMap<String, String>,
     },
+    /// The client's connection is kept open until the cancel has been processed.
     Cancel {
         pid: i32,
         secret: i32,
+        stream: ClientStream,
     },
     /// The client went away or was refused; nothing more to do.
     Closed,
@@ -76,7 +78,7 @@ pub async fn negotiate(tcp: TcpStream, tls: Option<&TlsAcceptor>) -> Opening {
             CANCEL_REQUEST if rest.len() == 8 => {
                 let pid = i32::from_be_bytes([rest[0], rest[1], rest[2], rest[3]]);
                 let secret = i32::from_be_bytes([rest[4], rest[5], rest[6], rest[7]]);
-                return Opening::Cancel { pid, secret };
+                return Opening::Cancel { pid, secret, stream };
             }
             v if v >> 16 == 3 => return startup(stream, v & 0xffff, rest).await,
             _ => {

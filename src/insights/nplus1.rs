@@ -221,6 +221,7 @@ mod tests {
             read_names: Arc::from([Arc::from("work_items")]),
             written_names: Arc::from([]),
             cache_effect: crate::sql::CacheEffect::None,
+            session: Default::default(),
         })
     }
 

@@ -91,14 +91,25 @@ pub enum Action {
     Bind {
         stmt: Arc<Statement>,
     },
-    /// Describe of a registry statement: the reply is kept as its description, or (`compare`,
-    /// after pgpilot re-prepared it) checked against the kept one.
+    /// Describe of a registry statement prepared afresh: what the reply means (`Check`).
     Describe {
         stmt: Arc<Statement>,
-        compare: bool,
+        check: Check,
         suppress: bool,
+        /// The client's name for the statement (empty: its unnamed one).
+        client: Bytes,
         reply: BytesMut,
     },
+}
+
+/// What a Describe of a freshly prepared registry statement is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Check {
+    /// The client gets (or gets to use) this description now: it becomes the current one.
+    Adopt,
+    /// The client holds the current description: a different reply means the statement changed
+    /// under it (DDL), so it gets PostgreSQL's 0A000 as a backend with a stale plan would.
+    Compare,
 }
 
 #[derive(Debug)]
@@ -123,8 +134,10 @@ pub enum Event {
     ParseFailed { stmt: Arc<Statement>, client_name: Option<Bytes> },
     /// The server skipped a Parse (an earlier error): it is not prepared there after all.
     ParseSkipped { stmt: Arc<Statement>, client_name: Option<Bytes>, on_server: bool },
-    /// The statement's result type changed under it ("cached plan must not change result type").
-    PlanInvalidated { stmt: Arc<Statement> },
+    /// A server described the statement (`version` of it); `adopted`: the client now holds it.
+    Described { stmt: Arc<Statement>, version: u64, adopted: bool, client: Bytes },
+    /// An execution showed the server's copy stale (0A000, a type that no longer exists).
+    PlanStale { stmt: Arc<Statement> },
     /// A tracked statement finished (for insights).
     Completed(Completed),
     /// A result cache fill completed.
@@ -308,8 +321,8 @@ impl Pending {
                 stmt.validated.store(true, std::sync::atomic::Ordering::Relaxed);
                 show
             }
-            Action::Describe { stmt, compare, suppress, reply } => {
-                if !self.describe_done(&stmt, compare, reply.freeze(), events) {
+            Action::Describe { stmt, check, suppress, client, reply } => {
+                if !self.describe_done(&stmt, check, client, reply.freeze(), events) {
                     return false;
                 }
                 show && !suppress
@@ -318,15 +331,25 @@ impl Pending {
         }
     }
 
-    /// Keeps a statement's first description; after a re-prepare, a different one means its
-    /// result shape changed: the client's next Bind gets 0A000 and the rest up to Sync is dropped
-    /// (what the server does when a cached plan changes result type). Returns false if poisoned.
-    fn describe_done(&mut self, stmt: &Arc<Statement>, compare: bool, reply: Bytes, events: &mut Vec<Event>) -> bool {
-        let kept = stmt.description.get_or_init(|| reply.clone());
-        if !compare || *kept == reply {
+    /// Records a fresh description. Under `Compare` a different one than the client holds means
+    /// its statement changed shape: the client's next Bind gets 0A000 and the rest up to Sync is
+    /// dropped (what the server does when a cached plan changes result type). Returns false if
+    /// poisoned.
+    fn describe_done(
+        &mut self,
+        stmt: &Arc<Statement>,
+        check: Check,
+        client: Bytes,
+        reply: Bytes,
+        events: &mut Vec<Event>,
+    ) -> bool {
+        let before = stmt.description();
+        let version = stmt.described(reply.clone());
+        let adopted = check == Check::Adopt || before.is_none();
+        events.push(Event::Described { stmt: stmt.clone(), version, adopted, client });
+        if adopted || before.as_ref() == Some(&reply) {
             return true;
         }
-        events.push(Event::PlanInvalidated { stmt: stmt.clone() });
         let err = crate::net::messages::stale_plan_error().freeze();
         let mut replaced = false;
         let mut saw_sync = false;
@@ -354,7 +377,7 @@ impl Pending {
         let shown = !failed.drop;
         match failed.action {
             Action::Parse { stmt, client_name, .. } => events.push(Event::ParseFailed { stmt, client_name }),
-            Action::Bind { stmt } if is_stale_plan(body) => events.push(Event::PlanInvalidated { stmt }),
+            Action::Bind { stmt } if is_stale_plan(body) => events.push(Event::PlanStale { stmt }),
             _ => {}
         }
         // The server now skips everything up to the next Sync; local replies in that stretch are
@@ -381,10 +404,13 @@ fn undo_skipped(action: Action, events: &mut Vec<Event>) {
     }
 }
 
-/// SQLSTATE 0A000 with PostgreSQL's message for a prepared statement whose result type changed.
+/// An error that shows the server's prepared statement is stale: 0A000 with PostgreSQL's message
+/// for a plan whose result type changed, or XX000 "cache lookup failed" (a type or function it
+/// was planned with was dropped).
 fn is_stale_plan(body: &[u8]) -> bool {
     let (_, code, msg) = crate::net::messages::parse_error_fields(body);
-    code == "0A000" && msg.contains("cached plan must not change result type")
+    (code == "0A000" && msg.contains("cached plan must not change result type"))
+        || (code == "XX000" && msg.starts_with("cache lookup failed"))
 }
 
 #[cfg(test)]

@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 use bytes::Bytes;
 use parking_lot::Mutex;
@@ -19,18 +19,43 @@ pub struct Statement {
     pub settings: u64,
     /// A server accepted it once: later Parses can be answered without a server.
     pub validated: AtomicBool,
-    /// Its result type changed (DDL): Binds get 0A000 until the client prepares it again.
-    pub invalidated: AtomicBool,
-    /// ParameterDescription + RowDescription/NoData, as the server first described it.
-    pub description: OnceLock<Bytes>,
+    /// Bumped whenever a server shows that the statement means something else now (a fresh
+    /// Parse described it differently, or an execution failed as stale): clients holding an
+    /// older version get 0A000, server copies of an older version are prepared again.
+    version: AtomicU64,
+    /// ParameterDescription + RowDescription/NoData of the current version, when known.
+    description: Mutex<Option<Bytes>>,
 }
 
 impl Statement {
     pub fn is_validated(&self) -> bool {
         self.validated.load(Ordering::Relaxed)
     }
-    pub fn is_invalidated(&self) -> bool {
-        self.invalidated.load(Ordering::Relaxed)
+
+    pub fn version(&self) -> u64 {
+        self.version.load(Ordering::Acquire)
+    }
+
+    pub fn description(&self) -> Option<Bytes> {
+        self.description.lock().clone()
+    }
+
+    /// A server's description of a fresh prepare: kept as the current one; a different one than
+    /// known starts a new version. Returns the version it belongs to.
+    pub fn described(&self, reply: Bytes) -> u64 {
+        let mut d = self.description.lock();
+        if d.as_ref().is_some_and(|old| *old != reply) {
+            self.version.fetch_add(1, Ordering::AcqRel);
+        }
+        *d = Some(reply);
+        self.version()
+    }
+
+    /// A server showed the statement stale (0A000, a type gone): a new version, not described.
+    pub fn went_stale(&self) {
+        let mut d = self.description.lock();
+        *d = None;
+        self.version.fetch_add(1, Ordering::AcqRel);
     }
 }
 
@@ -40,6 +65,9 @@ pub struct Registry {
     map: Mutex<HashMap<Key, Arc<Statement>>>,
     next_id: AtomicU64,
     max: usize,
+    /// Bumped by DDL seen through pgpilot: server copies prepared before it are prepared again
+    /// (and re-described) before their next use.
+    epoch: AtomicU64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -48,7 +76,16 @@ pub struct RegistryFull(pub usize);
 
 impl Registry {
     pub fn new(max: usize) -> Self {
-        Self { map: Mutex::new(HashMap::new()), next_id: AtomicU64::new(1), max }
+        Self { map: Mutex::new(HashMap::new()), next_id: AtomicU64::new(1), max, epoch: AtomicU64::new(0) }
+    }
+
+    pub fn epoch(&self) -> u64 {
+        self.epoch.load(Ordering::Acquire)
+    }
+
+    /// DDL went through pgpilot: no server copy prepared before now is trusted.
+    pub fn ddl_seen(&self) {
+        self.epoch.fetch_add(1, Ordering::AcqRel);
     }
 
     /// The entry for this text and types, created on first use.
@@ -73,8 +110,8 @@ impl Registry {
             types: key.1.clone(),
             settings,
             validated: AtomicBool::new(false),
-            invalidated: AtomicBool::new(false),
-            description: OnceLock::new(),
+            version: AtomicU64::new(0),
+            description: Mutex::new(None),
         });
         map.insert(key, stmt.clone());
         Ok(stmt)
@@ -114,6 +151,18 @@ mod tests {
         r.remove(&a);
         let d = r.get_or_insert(b"select 1", b"\0\0", 0).unwrap();
         assert_ne!(a.id, d.id);
+    }
+
+    #[test]
+    fn a_different_description_is_a_new_version() {
+        let r = Registry::new(10);
+        let s = r.get_or_insert(b"select 1", b"\0\0", 0).unwrap();
+        assert_eq!(s.described(Bytes::from_static(b"a")), 0);
+        assert_eq!(s.described(Bytes::from_static(b"a")), 0);
+        assert_eq!(s.described(Bytes::from_static(b"b")), 1);
+        s.went_stale();
+        assert_eq!((s.version(), s.description()), (2, None));
+        assert_eq!(s.described(Bytes::from_static(b"b")), 2);
     }
 
     #[test]

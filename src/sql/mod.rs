@@ -3,8 +3,10 @@
 //! (`tokens`), so a statement that differs from an earlier one only in literals costs a token
 //! pass and a cache lookup, not a parse.
 
+pub mod builtins;
 pub mod functions;
 pub mod parse;
+pub mod session_effect;
 pub mod tokens;
 
 use std::sync::Arc;
@@ -46,6 +48,8 @@ pub struct Analysis {
     pub written_names: Arc<[Arc<str>]>,
     /// What the statement does to the result cache for the reads that follow it.
     pub cache_effect: CacheEffect,
+    /// What it does to the server session (settings, role, pins), from the parse tree.
+    pub session: session_effect::SessionEffect,
 }
 
 /// Statements after which reads would see something the cache key does not reflect.
@@ -92,17 +96,24 @@ impl Analyzer {
     /// One analysis per statement in `sql` (a simple Query may hold several), each with a hash
     /// of its own text: the "parameters" of a statement whose values are inline literals.
     pub fn analyze_all(&self, sql: &str) -> Analyzed {
-        self.analyze_shapes(sql, &tokens::shapes(sql))
+        self.analyze_shapes(sql, &tokens::shapes(sql), false)
     }
 
-    /// As `analyze_all`, for shapes the caller already computed from `sql`.
-    pub fn analyze_shapes(&self, sql: &str, shapes: &[tokens::Shape]) -> Analyzed {
+    /// As `analyze_all`, for shapes the caller already computed from `sql`. `opaque`: the text
+    /// cannot be read as PostgreSQL will read it (backslash escapes in plain strings while
+    /// standard_conforming_strings is off: the parser assumes it on), so every statement gets
+    /// the analysis that assumes the worst.
+    pub fn analyze_shapes(&self, sql: &str, shapes: &[tokens::Shape], opaque: bool) -> Analyzed {
         shapes
             .iter()
             .map(|shape| {
                 let piece = sql[shape.start..shape.end].trim();
-                let key = (tokens::fnv1a(shape.text.as_bytes()), shape.text.len());
-                let analysis = self.cache.get_with(key, || Arc::new(parse::analyze(piece, &shape.text)));
+                let analysis = if opaque {
+                    Arc::new(parse::opaque(&shape.text))
+                } else {
+                    let key = (tokens::fnv1a(shape.text.as_bytes()), shape.text.len());
+                    self.cache.get_with(key, || Arc::new(parse::analyze(piece, &shape.text)))
+                };
                 (analysis, tokens::fnv1a(piece.as_bytes()))
             })
             .collect()

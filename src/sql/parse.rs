@@ -5,6 +5,7 @@
 use std::sync::Arc;
 
 use super::functions::{all_stable, none_write, VOLATILE};
+use super::session_effect::{self, SessionEffect};
 use super::tokens::fnv1a;
 use super::{Analysis, CacheEffect, StatementKind, WriteScope};
 
@@ -16,6 +17,8 @@ pub fn analyze(sql: &str, shape: &str) -> Analysis {
         Some(mut a) => {
             a.locks_rows = locks_rows;
             a.paginated = paginated;
+            a.session = session_effect::of_statement(sql, super::builtins::is_builtin)
+                .unwrap_or_else(|| from_words(&words));
             a
         }
         None => {
@@ -35,10 +38,41 @@ pub fn analyze(sql: &str, shape: &str) -> Analysis {
                 read_names: Arc::from([]),
                 written_names: Arc::from([]),
                 cache_effect: CacheEffect::None,
+                session: from_words(&words),
             }
         }
     };
     with_cache_facts(a)
+}
+
+/// A statement pgpilot cannot read as the server will: it may write anything, is never cached,
+/// and leaves the session in a state pgpilot cannot know.
+pub fn opaque(shape: &str) -> Analysis {
+    let mut a = analyze("", shape);
+    a.parsed = false;
+    a.volatile = true;
+    a.functions_stable = false;
+    a.writes = WriteScope::Unknown;
+    a.session = SessionEffect { changes: true, unknown: true, ..Default::default() };
+    a.cache_effect = CacheEffect::Transaction;
+    a
+}
+
+/// The session effect of a text the parser rejected (the server rejects it too, so this only
+/// has to be conservative): session-looking statements are re-read, never trusted.
+fn from_words(words: &[&str]) -> SessionEffect {
+    let first = words.first().copied().unwrap_or("");
+    let mut e = SessionEffect::default();
+    if matches!(first, "set" | "reset" | "discard") || words.iter().any(|w| w.contains("set_config")) {
+        e.changes = true;
+    }
+    if matches!(first, "do" | "call") {
+        e.unknown = true;
+    }
+    if words.iter().any(|w| w.contains("advisory_lock")) {
+        e.pin = Some("session advisory lock");
+    }
+    e
 }
 
 /// The result cache's view of a statement, derived once per shape: unqualified table names and
@@ -115,6 +149,7 @@ fn parsed(sql: &str) -> Option<Analysis> {
         read_names: Arc::from([]),
         written_names: Arc::from([]),
         cache_effect: CacheEffect::None,
+        session: SessionEffect::default(),
     })
 }
 

@@ -13,8 +13,16 @@ pub struct Shape {
     pub end: usize,
 }
 
-/// Splits `sql` into statement shapes (empty statements dropped).
+/// Splits `sql` into statement shapes (empty statements dropped), reading strings as PostgreSQL
+/// does with standard_conforming_strings on.
 pub fn shapes(sql: &str) -> Vec<Shape> {
+    shapes_with(sql, false)
+}
+
+/// As `shapes`; `backslash_quotes`: standard_conforming_strings is off, so a backslash escapes
+/// the next character in every string, not only in E'...' strings. Token boundaries must be
+/// exactly PostgreSQL's: two texts with one shape share one analysis.
+pub fn shapes_with(sql: &str, backslash_quotes: bool) -> Vec<Shape> {
     let b = sql.as_bytes();
     let mut out = Vec::new();
     let mut cur = String::with_capacity(sql.len().min(4096));
@@ -38,11 +46,11 @@ pub fn shapes(sql: &str) -> Vec<Shape> {
             b'-' if b.get(i + 1) == Some(&b'-') => i = skip_to(b, i, b"\n"),
             b'/' if b.get(i + 1) == Some(&b'*') => i = skip_block_comment(b, i),
             b'\'' => {
-                i = skip_quoted(b, i, b'\'');
+                i = skip_quoted(b, i, b'\'', backslash_quotes);
                 space_then(&mut cur, "?");
             }
             b'"' => {
-                let end = skip_quoted(b, i, b'"');
+                let end = skip_quoted(b, i, b'"', false);
                 space_then(&mut cur, &sql[i..end]);
                 i = end;
             }
@@ -60,9 +68,12 @@ pub fn shapes(sql: &str) -> Vec<Shape> {
                 while i < b.len() && (b[i].is_ascii_alphanumeric() || b[i] == b'_' || b[i] == b'$' || b[i] >= 0x80) {
                     i += 1;
                 }
-                // E'..', B'..', X'..', U&'..' string prefixes belong to the literal.
-                if i < b.len() && b[i] == b'\'' && i - s <= 2 {
-                    i = skip_quoted(b, i, b'\'');
+                // E'..', B'..', X'..', N'..' prefixes belong to the literal (U&'..' is U, &,
+                // then a plain string); only E'..' takes backslash escapes.
+                let prefix = i - s == 1 && matches!(b[s].to_ascii_lowercase(), b'e' | b'b' | b'x' | b'n');
+                if i < b.len() && b[i] == b'\'' && prefix {
+                    let escapes = backslash_quotes || b[s].eq_ignore_ascii_case(&b'e');
+                    i = skip_quoted(b, i, b'\'', escapes);
                     space_then(&mut cur, "?");
                 } else {
                     space_then(&mut cur, &sql[s..i].to_ascii_lowercase());
@@ -111,7 +122,7 @@ fn skip_block_comment(b: &[u8], start: usize) -> usize {
     b.len()
 }
 
-fn skip_quoted(b: &[u8], start: usize, q: u8) -> usize {
+fn skip_quoted(b: &[u8], start: usize, q: u8, backslash: bool) -> usize {
     let mut i = start + 1;
     while i < b.len() {
         if b[i] == q {
@@ -121,7 +132,7 @@ fn skip_quoted(b: &[u8], start: usize, q: u8) -> usize {
             }
             return i + 1;
         }
-        if b[i] == b'\\' && q == b'\'' {
+        if b[i] == b'\\' && backslash {
             i += 1;
         }
         i += 1;
@@ -188,6 +199,50 @@ mod tests {
         assert_eq!(b, "select * from t where id = ? and name = ?");
         assert_eq!(one("SELECT 1.5e-3, $1, $$body$$, x'ff'"), "select ? , $1 , ? , ?");
         assert_eq!(one("SELECT \"Mixed\" FROM t1"), "select \"Mixed\" from t1");
+    }
+
+    #[test]
+    fn backslashes_escape_only_where_postgresql_says() {
+        let attack = "SELECT v FROM kv WHERE k::text = '\\' UNION ALL SELECT v FROM kv2 WHERE k = 'x'";
+        assert_eq!(one(attack), "select v from kv where k : : text = ? union all select v from kv2 where k = ?");
+        assert_eq!(one("SELECT E'a\\'b', 'c'"), "select ? , ?");
+        assert_eq!(super::shapes_with("SELECT 'a\\'b', 'c'", true)[0].text, "select ? , ?");
+        assert_eq!(one("SELECT x'ff', n'a', b'01'"), "select ? , ? , ?");
+        assert_eq!(one("SET x TO'a'"), "set x to ?");
+    }
+
+    /// Texts with one shape must be one statement to PostgreSQL: equal shapes imply equal
+    /// fingerprints from libpg_query (the server's own lexer and grammar) over tricky texts.
+    #[test]
+    fn equal_shapes_are_equal_statements_to_the_parser() {
+        let texts = [
+            "SELECT v FROM kv WHERE k = '\\' UNION ALL SELECT v FROM kv2 WHERE k = 'x'",
+            "SELECT v FROM kv WHERE k = 'a' UNION ALL SELECT v FROM kv2 WHERE k = 'x'",
+            "SELECT v FROM kv WHERE k = E'\\\\' UNION ALL SELECT v FROM kv2 WHERE k = ''",
+            "SELECT v FROM kv WHERE k = E'\\'' UNION ALL SELECT v FROM kv2 WHERE k = ''",
+            "SELECT 'a' /* nested /* comment */ still */ FROM t",
+            "SELECT 'a' FROM t",
+            "SELECT $a$ it's $a$, 1 FROM t",
+            "SELECT $$x$$, 1 FROM t",
+            "SELECT \"a\"\"b\" FROM t",
+            "SELECT \"a\" FROM t",
+            "SELECT U&'d\\0061t' FROM t",
+            "SELECT U&'x' FROM t",
+            "SELECT 1 -- ' comment\n, 2 FROM t",
+            "SELECT 1, 2 FROM t",
+            "SELECT e'\\\\' , 'b''c' FROM t",
+            "SELECT 'x', 'y' FROM t",
+        ];
+        for a in texts {
+            for b in texts {
+                let (sa, sb) = (super::shapes(a), super::shapes(b));
+                if sa.iter().map(|s| &s.text).eq(sb.iter().map(|s| &s.text)) {
+                    let fa = pg_query::fingerprint(a, 0, pg_query::FingerprintOptions::FULL_RELNAME).unwrap().value;
+                    let fb = pg_query::fingerprint(b, 0, pg_query::FingerprintOptions::FULL_RELNAME).unwrap().value;
+                    assert_eq!(fa, fb, "one shape, two statements:\n{a}\n{b}");
+                }
+            }
+        }
     }
 
     #[test]

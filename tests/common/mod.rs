@@ -49,7 +49,18 @@ impl Proxy {
         Self::start_with(toml, &[])
     }
 
+    /// A free port can be taken by another process between probing and binding: a start that
+    /// exits at once is tried again on new ports (twice at most).
     pub fn start_with(toml: &str, extra_args: &[&str]) -> Proxy {
+        for _ in 0..2 {
+            if let Some(proxy) = Self::try_start(toml, extra_args) {
+                return proxy;
+            }
+        }
+        Self::try_start(toml, extra_args).expect("pgpilot exited during start")
+    }
+
+    fn try_start(toml: &str, extra_args: &[&str]) -> Option<Proxy> {
         let dir = std::env::temp_dir().join(format!("pgpilot-it-{}-{}", std::process::id(), free_port()));
         std::fs::create_dir_all(&dir).unwrap();
         let config_path = dir.join("pgpilot.toml");
@@ -70,18 +81,19 @@ impl Proxy {
             .spawn()
             .expect("starting pgpilot");
         let mut proxy = Proxy { child, port, http_port, config_path, _dir: TempDir(dir) };
-        proxy.wait_listening();
-        proxy
+        proxy.wait_listening().then_some(proxy)
     }
 
-    fn wait_listening(&mut self) {
+    /// True once listening; false when it exited during start.
+    fn wait_listening(&mut self) -> bool {
         let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline {
             if let Some(status) = self.child.try_wait().unwrap() {
-                panic!("pgpilot exited during start: {status}");
+                eprintln!("pgpilot exited during start: {status}");
+                return false;
             }
             if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
-                return;
+                return true;
             }
             std::thread::sleep(Duration::from_millis(20));
         }
