@@ -49,7 +49,8 @@ pub struct ServerCopy {
     pub stmt: std::sync::Arc<crate::prepared::Statement>,
     /// The registry's DDL epoch when it was prepared.
     pub epoch: u64,
-    /// The statement version it was described as; `FRESH` until its first Describe answers.
+    /// The statement version (description hash) it was described as; `FRESH` until its first
+    /// Describe answers.
     pub version: u64,
 }
 
@@ -59,7 +60,8 @@ impl ServerCopy {
 
     /// Still what the statement means now.
     pub fn current(&self, epoch: u64) -> bool {
-        self.epoch == epoch && (self.version == Self::FRESH || self.version == self.stmt.version())
+        self.epoch == epoch
+            && (self.version == Self::FRESH || (self.version != 0 && self.version == self.stmt.version()))
     }
 }
 

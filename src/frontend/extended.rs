@@ -188,7 +188,8 @@ impl Session {
         if !starts || self.statements.is_empty() {
             return None;
         }
-        crate::frontend::sql_scan::deallocate_of(&String::from_utf8_lossy(query)).filter(|n| self.statements.contains_key(n.as_bytes()))
+        crate::frontend::sql_scan::deallocate_of(&String::from_utf8_lossy(query))
+            .filter(|n| self.statements.contains_key(n.as_bytes()))
     }
 
     /// Execute of the unnamed portal bound to a local DEALLOCATE.
@@ -277,13 +278,14 @@ impl Session {
     /// Under `name` this client was given the statement's current version by a server in this
     /// session.
     pub(super) fn holds_current(&self, name: &[u8], stmt: &Statement) -> bool {
-        self.validated.get(name) == Some(&(stmt.id, stmt.version()))
+        let v = stmt.version();
+        v != 0 && self.validated.get(name) == Some(&(stmt.id, v))
     }
 
-    /// Under `name` this client holds a version the servers have since shown stale: like a
-    /// backend whose cached plan changed result type, it gets 0A000 until it prepares again.
-    fn holds_stale(&self, name: &[u8], stmt: &Statement) -> bool {
-        self.validated.get(name).is_some_and(|(id, v)| *id == stmt.id && *v != stmt.version() && *v != ADOPTING)
+    /// The version a server described to this client under `name`, if any (it may differ from
+    /// the current one after a DDL).
+    fn held(&self, name: &[u8], stmt: &Statement) -> Option<u64> {
+        self.validated.get(name).filter(|(id, v)| *id == stmt.id && *v != ADOPTING).map(|(_, v)| *v)
     }
 
     /// A fresh prepare whose description this client adopts under `name` is on its way.
@@ -318,15 +320,11 @@ impl Session {
     }
 
     /// Makes sure the held server has a current copy of `stmt` for a Bind/Describe: a copy from
-    /// before a DDL seen here, or of an older version, is prepared again and compared with what
-    /// the client holds; a client that never got it described here gets it prepared afresh
-    /// (`describe`: and described, unless the caller forwards the client's own Describe). False
-    /// when the client's version went stale (it got 0A000).
+    /// before a DDL seen here, or of another version than the client holds, is prepared again
+    /// and compared with what the client holds; a client that never got it described here gets
+    /// it prepared afresh (`describe`: and described, unless the caller forwards the client's own
+    /// Describe with `describe_check`).
     fn ensure_prepared(&mut self, name: &[u8], stmt: &Arc<Statement>, describe: bool) -> bool {
-        if self.holds_stale(name, stmt) {
-            self.stale_plan();
-            return false;
-        }
         let epoch = self.app.registry.epoch();
         let holds = self.holds_current(name, stmt);
         let adopting = self.adopting(name, stmt);
@@ -339,14 +337,25 @@ impl Session {
         bump(&STATS.reparses);
         prepare_on_server(server, &mut self.sout, &mut self.pending, stmt, None, false, epoch);
         self.tx.on_client(b'P');
-        let key = Bytes::copy_from_slice(name);
-        if !holds {
-            self.validated.insert(key.clone(), (stmt.id, ADOPTING));
-        }
         if describe {
-            self.inject_describe(stmt, if holds { Check::Compare } else { Check::Adopt }, key);
+            let check = self.describe_check(name, stmt);
+            self.inject_describe(stmt, check, Bytes::copy_from_slice(name));
+        } else if self.held(name, stmt).is_none() {
+            self.validated.insert(Bytes::copy_from_slice(name), (stmt.id, ADOPTING));
         }
         true
+    }
+
+    /// What a fresh Describe of `stmt` checks for the client's `name`: the version it holds, or
+    /// (it holds none) the description it is about to adopt.
+    fn describe_check(&mut self, name: &[u8], stmt: &Statement) -> Check {
+        match self.held(name, stmt) {
+            Some(v) => Check::Compare(v),
+            None => {
+                self.validated.insert(Bytes::copy_from_slice(name), (stmt.id, ADOPTING));
+                Check::Adopt
+            }
+        }
     }
 
     fn forward_bind(&mut self, frame: &[u8]) -> bool {
@@ -383,8 +392,8 @@ impl Session {
         if self.described_here(name, &stmt) {
             return self.answer(stmt.description().expect("described"));
         }
-        let check = if self.holds_current(name, &stmt) { Check::Compare } else { Check::Adopt };
         if self.ensure_prepared(name, &stmt, false) {
+            let check = self.describe_check(name, &stmt);
             pm::describe_statement(&mut self.sout, &stmt.server_name);
             let client = Bytes::copy_from_slice(name);
             let action = Action::Describe { stmt, check, suppress: false, client, reply: BytesMut::new() };
@@ -410,13 +419,6 @@ impl Session {
     fn local_error(&mut self, code: &str, msg: &str) {
         let frame = messages::error_frame("ERROR", code, msg).freeze();
         self.answer(frame);
-        self.skip_until_sync = true;
-    }
-
-    /// The statement's result type changed since the client prepared it: the error PostgreSQL
-    /// gives, so drivers re-prepare as they would on a direct connection.
-    fn stale_plan(&mut self) {
-        self.answer(messages::stale_plan_error().freeze());
         self.skip_until_sync = true;
     }
 

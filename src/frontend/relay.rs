@@ -39,6 +39,9 @@ impl Session {
                         self.on_statement_events(std::mem::take(events));
                     }
                     let boundary = self.tx.on_ready(status);
+                    if boundary && status == b'I' && !self.restoring.is_empty() && !self.restore_startup().await {
+                        return Flow::Close;
+                    }
                     if !self.tx.awaiting_ready() {
                         self.cancel.meta.running.store(false, std::sync::atomic::Ordering::Release);
                     }
@@ -53,7 +56,11 @@ impl Session {
                 Piece::Whole { tag, frame } => {
                     self.on_server_tag(tag, body(&frame));
                     if self.pending.on_server(tag, &frame, &mut self.cout, events) {
-                        self.cout.extend_from_slice(&frame);
+                        if tag == b'S' {
+                            self.relay_parameter(&frame);
+                        } else {
+                            self.cout.extend_from_slice(&frame);
+                        }
                     }
                     self.pending.emit_local(&mut self.cout);
                 }
@@ -96,6 +103,46 @@ impl Session {
         if self.cached.on && matches!(tag, b'C' | b'E') {
             self.cache_on_server_tag(tag, body);
         }
+    }
+
+    /// A ParameterStatus on its way to the client. After a RESET the server reports its own
+    /// defaults, while on a direct connection the client's startup values come back: report
+    /// those (they are what the client's state is, and what the server gets before anything else
+    /// runs), and only when they differ from what the client was last told, as PostgreSQL does.
+    fn relay_parameter(&mut self, frame: &[u8]) {
+        let b = body(frame);
+        let Some((name, rest)) = crate::net::frame::cstr(b) else { return self.cout.extend_from_slice(frame) };
+        let name = String::from_utf8_lossy(name).into_owned();
+        let restored = self.restoring.iter().find(|(k, _)| k.eq_ignore_ascii_case(&name)).map(|(_, v)| v.clone());
+        let value = match restored.clone() {
+            Some(v) => v,
+            None => crate::net::frame::cstr(rest).map_or(String::new(), |(v, _)| String::from_utf8_lossy(v).into()),
+        };
+        let key = name.to_ascii_lowercase();
+        if restored.is_some() && self.told.get(&key) == Some(&value) {
+            return;
+        }
+        crate::net::messages::parameter_status(&mut self.cout, &name, &value);
+        self.told.insert(key, value);
+    }
+
+    /// At the ReadyForQuery after a RESET: a server connection that stays with this client
+    /// (session mode, pinned) gets the startup values back now; one that goes back to the pool
+    /// gets them replayed at the next checkout (the captured state falls back to them). False
+    /// when the server failed.
+    async fn restore_startup(&mut self) -> bool {
+        let pairs = std::mem::take(&mut self.restoring);
+        let stays = self.mode == PoolMode::Session || self.pin.is_some() || self.state_unknown;
+        let Some(server) = self.server.as_mut() else { return true };
+        if !stays || pairs.is_empty() {
+            return true;
+        }
+        let sql = crate::frontend::session_state::SessionState::set_config_sql(&pairs);
+        if let Err(e) = server.run_internal(&sql).await {
+            self.server_lost(&format!("restoring startup settings failed: {e}")).await;
+            return false;
+        }
+        true
     }
 
     fn may_release(&self) -> bool {

@@ -56,6 +56,10 @@ pub struct Session {
     /// The client ran something whose effect on its session pgpilot cannot read back: it keeps
     /// its server connection (and reads no cache) until RESET ALL / DISCARD ALL or the end.
     pub(super) state_unknown: bool,
+    /// Startup values the client's last RESET returns to (see `relay_parameter`).
+    pub(super) restoring: Vec<(String, String)>,
+    /// The ParameterStatus values the client was last told, by lower-cased name.
+    pub(super) told: HashMap<String, String>,
     /// The server's standard_conforming_strings is off: backslashes escape in plain strings.
     pub(super) backslash_quotes: bool,
     pub(super) skip_until_sync: bool,
@@ -115,6 +119,8 @@ impl Session {
             pin: None,
             state_unknown: false,
             backslash_quotes: false,
+            restoring: Vec::new(),
+            told: HashMap::new(),
             skip_until_sync: false,
             skip_stream: false,
             pending: Pending::default(),
@@ -153,6 +159,7 @@ impl Session {
         self.backslash_quotes = server.params.get("standard_conforming_strings").is_some_and(|v| v == "off");
         for (name, value) in &server.params {
             messages::parameter_status(&mut self.cout, name, value);
+            self.told.insert(name.to_ascii_lowercase(), value.clone());
         }
         messages::backend_key_data(&mut self.cout, self.cancel.key.0, self.cancel.key.1);
         messages::ready_for_query(&mut self.cout, b'I');
@@ -387,6 +394,13 @@ impl Session {
         self.state_dirty |= found.changes_session;
         if found.ddl {
             self.app.registry.ddl_seen();
+        }
+        if found.restores || !found.resets.is_empty() {
+            for pair in self.state.startup_values(found.restores, &found.resets) {
+                if !self.restoring.iter().any(|(k, _)| k.eq_ignore_ascii_case(&pair.0)) {
+                    self.restoring.push(pair);
+                }
+            }
         }
         self.state.track(&found.names);
         match found.unknown_after {

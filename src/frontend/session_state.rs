@@ -74,6 +74,25 @@ impl SessionState {
         self.sig
     }
 
+    /// The startup values a RESET ALL (`all`) or a RESET of `names` returns to.
+    pub fn startup_values(&self, all: bool, names: &[String]) -> Vec<(String, String)> {
+        self.startup
+            .iter()
+            .filter(|(k, _)| all || names.iter().any(|n| n.eq_ignore_ascii_case(k)))
+            .filter(|(k, _)| !NOT_REPLAYED.contains(&k.as_str()))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
+    }
+
+    /// set_config for each (name, value): pgpilot's way to give a server the client's values.
+    pub fn set_config_sql(pairs: &[(String, String)]) -> String {
+        let calls: Vec<String> = pairs
+            .iter()
+            .map(|(k, v)| format!("pg_catalog.set_config({}, {}, false)", literal(k), literal(v)))
+            .collect();
+        format!("SELECT {}", calls.join(", "))
+    }
+
     pub fn get(&self, name: &str) -> Option<&str> {
         self.settings.get(name).map(String::as_str)
     }

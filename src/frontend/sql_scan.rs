@@ -21,6 +21,9 @@ pub struct Scan {
     pub names: Vec<String>,
     /// DDL: prepared statements may mean something else afterwards.
     pub ddl: bool,
+    /// RESET ALL / DISCARD ALL, and settings reset by name: back to the startup values.
+    pub restores: bool,
+    pub resets: Vec<String>,
     /// After the text the session's state is unknown (`Some(true)`), known again after RESET ALL
     /// or DISCARD ALL (`Some(false)`), or as before (`None`).
     pub unknown_after: Option<bool>,
@@ -33,8 +36,21 @@ pub struct Scan {
 /// call, '"' and 'u&' for identifiers spelt in quotes or escapes, ';' for several statements).
 pub fn may_matter(sql: &[u8]) -> bool {
     const NEEDLES: [&[u8]; 15] = [
-        b"set", b"discard", b"listen", b"prepare", b"load", b"declare", b"create", b"temp", b"deallocate", b"do",
-        b"call", b"(", b"\"", b"u&", b";",
+        b"set",
+        b"discard",
+        b"listen",
+        b"prepare",
+        b"load",
+        b"declare",
+        b"create",
+        b"temp",
+        b"deallocate",
+        b"do",
+        b"call",
+        b"(",
+        b"\"",
+        b"u&",
+        b";",
     ];
     let text = sql.trim_ascii();
     let body = text.strip_suffix(b";").unwrap_or(text);
@@ -61,7 +77,9 @@ pub fn from_analyses(sql: &str, shapes: &[Shape], analyzed: &Analyzed) -> Scan {
         }
         if e.restores {
             out.unknown_after = Some(false);
+            out.restores = true;
         }
+        out.resets.extend(e.resets.iter().cloned());
         let mut unknown = e.unknown;
         if e.set_config {
             match set_config_names(sql[shape.start..shape.end].trim()) {

@@ -107,9 +107,9 @@ pub enum Action {
 pub enum Check {
     /// The client gets (or gets to use) this description now: it becomes the current one.
     Adopt,
-    /// The client holds the current description: a different reply means the statement changed
-    /// under it (DDL), so it gets PostgreSQL's 0A000 as a backend with a stale plan would.
-    Compare,
+    /// The client holds the description of this version: a different reply means the statement
+    /// changed under it (DDL), so it gets PostgreSQL's 0A000 as a backend with a stale plan would.
+    Compare(u64),
 }
 
 #[derive(Debug)]
@@ -142,6 +142,15 @@ pub enum Event {
     Completed(Completed),
     /// A result cache fill completed.
     Filled(Box<Fill>),
+}
+
+/// A finished Describe of a freshly prepared registry statement.
+struct Described {
+    stmt: Arc<Statement>,
+    check: Check,
+    suppress: bool,
+    client: Bytes,
+    reply: Bytes,
 }
 
 #[derive(Debug, Default)]
@@ -322,36 +331,32 @@ impl Pending {
                 show
             }
             Action::Describe { stmt, check, suppress, client, reply } => {
-                if !self.describe_done(&stmt, check, client, reply.freeze(), events) {
-                    return false;
-                }
-                show && !suppress
+                let d = Described { stmt, check, suppress: suppress || !show, client, reply: reply.freeze() };
+                self.describe_done(d, out, events)
             }
             _ => show,
         }
     }
 
     /// Records a fresh description. Under `Compare` a different one than the client holds means
-    /// its statement changed shape: the client's next Bind gets 0A000 and the rest up to Sync is
-    /// dropped (what the server does when a cached plan changes result type). Returns false if
-    /// poisoned.
-    fn describe_done(
-        &mut self,
-        stmt: &Arc<Statement>,
-        check: Check,
-        client: Bytes,
-        reply: Bytes,
-        events: &mut Vec<Event>,
-    ) -> bool {
-        let before = stmt.description();
-        let version = stmt.described(reply.clone());
-        let adopted = check == Check::Adopt || before.is_none();
-        events.push(Event::Described { stmt: stmt.clone(), version, adopted, client });
-        if adopted || before.as_ref() == Some(&reply) {
-            return true;
+    /// its statement changed shape: the client's Describe, or its next Bind, gets 0A000 and the
+    /// rest up to Sync is dropped (what the server does when a cached plan changes result type).
+    /// Returns false when the reply is not the client's to see.
+    fn describe_done(&mut self, d: Described, out: &mut BytesMut, events: &mut Vec<Event>) -> bool {
+        let version = d.stmt.described(d.reply);
+        let same = match d.check {
+            Check::Adopt => true,
+            Check::Compare(held) => held == version,
+        };
+        events.push(Event::Described { stmt: d.stmt, version, adopted: same, client: d.client });
+        if same {
+            return !d.suppress;
         }
         let err = crate::net::messages::stale_plan_error().freeze();
-        let mut replaced = false;
+        let mut replaced = !d.suppress;
+        if replaced {
+            out.extend_from_slice(&err);
+        }
         let mut saw_sync = false;
         for e in self.q.iter_mut() {
             if e.kind == Kind::Sync {

@@ -19,12 +19,9 @@ pub struct Statement {
     pub settings: u64,
     /// A server accepted it once: later Parses can be answered without a server.
     pub validated: AtomicBool,
-    /// Bumped whenever a server shows that the statement means something else now (a fresh
-    /// Parse described it differently, or an execution failed as stale): clients holding an
-    /// older version get 0A000, server copies of an older version are prepared again.
-    version: AtomicU64,
-    /// ParameterDescription + RowDescription/NoData of the current version, when known.
-    description: Mutex<Option<Bytes>>,
+    /// The current description with its hash (the statement's *version*: content-addressed, so
+    /// a DDL undone brings the old version back, as PostgreSQL's plan revalidation would).
+    description: Mutex<Option<(Bytes, u64)>>,
 }
 
 impl Statement {
@@ -32,31 +29,32 @@ impl Statement {
         self.validated.load(Ordering::Relaxed)
     }
 
+    /// The hash of the current description; 0 while none is known.
     pub fn version(&self) -> u64 {
-        self.version.load(Ordering::Acquire)
+        self.description.lock().as_ref().map_or(0, |(_, h)| *h)
     }
 
     pub fn description(&self) -> Option<Bytes> {
-        self.description.lock().clone()
+        self.description.lock().as_ref().map(|(d, _)| d.clone())
     }
 
-    /// A server's description of a fresh prepare: kept as the current one; a different one than
-    /// known starts a new version. Returns the version it belongs to.
+    /// A server's description of a fresh prepare: the current one from now on. Returns its
+    /// version (never 0).
     pub fn described(&self, reply: Bytes) -> u64 {
-        let mut d = self.description.lock();
-        if d.as_ref().is_some_and(|old| *old != reply) {
-            self.version.fetch_add(1, Ordering::AcqRel);
-        }
-        *d = Some(reply);
-        self.version()
+        let h = version_of(&reply);
+        *self.description.lock() = Some((reply, h));
+        h
     }
 
-    /// A server showed the statement stale (0A000, a type gone): a new version, not described.
+    /// A server showed the statement stale (0A000, a type gone): no description is current.
     pub fn went_stale(&self) {
-        let mut d = self.description.lock();
-        *d = None;
-        self.version.fetch_add(1, Ordering::AcqRel);
+        *self.description.lock() = None;
     }
+}
+
+/// The version of a description: its hash, never 0 (0 means "not described").
+pub fn version_of(description: &[u8]) -> u64 {
+    xxhash_rust::xxh3::xxh3_64(description) | 1
 }
 
 type Key = (Bytes, Bytes, u64);
@@ -110,7 +108,6 @@ impl Registry {
             types: key.1.clone(),
             settings,
             validated: AtomicBool::new(false),
-            version: AtomicU64::new(0),
             description: Mutex::new(None),
         });
         map.insert(key, stmt.clone());
@@ -154,15 +151,16 @@ mod tests {
     }
 
     #[test]
-    fn a_different_description_is_a_new_version() {
+    fn versions_are_descriptions() {
         let r = Registry::new(10);
         let s = r.get_or_insert(b"select 1", b"\0\0", 0).unwrap();
-        assert_eq!(s.described(Bytes::from_static(b"a")), 0);
-        assert_eq!(s.described(Bytes::from_static(b"a")), 0);
-        assert_eq!(s.described(Bytes::from_static(b"b")), 1);
+        assert_eq!(s.version(), 0);
+        let a = s.described(Bytes::from_static(b"a"));
+        let b = s.described(Bytes::from_static(b"b"));
+        assert!(a != b && a != 0 && b != 0 && s.version() == b);
         s.went_stale();
-        assert_eq!((s.version(), s.description()), (2, None));
-        assert_eq!(s.described(Bytes::from_static(b"b")), 2);
+        assert_eq!((s.version(), s.description()), (0, None));
+        assert_eq!(s.described(Bytes::from_static(b"a")), a, "a DDL undone is the old version again");
     }
 
     #[test]

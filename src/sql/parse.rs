@@ -17,8 +17,8 @@ pub fn analyze(sql: &str, shape: &str) -> Analysis {
         Some(mut a) => {
             a.locks_rows = locks_rows;
             a.paginated = paginated;
-            a.session = session_effect::of_statement(sql, super::builtins::is_builtin)
-                .unwrap_or_else(|| from_words(&words));
+            a.session =
+                session_effect::of_statement(sql, super::builtins::is_builtin).unwrap_or_else(|| from_words(&words));
             a
         }
         None => {

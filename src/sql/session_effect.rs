@@ -21,6 +21,9 @@ pub struct SessionEffect {
     pub unknown: bool,
     /// RESET ALL / DISCARD ALL: afterwards every setting is back to what pgpilot can read.
     pub restores: bool,
+    /// Settings reset by name (RESET x, SET x TO DEFAULT), lower-cased: on a direct connection
+    /// they return to the client's startup values, which a pooled server does not have.
+    pub resets: Vec<String>,
     /// Its effect outlives the transaction on this one server connection.
     pub pin: Option<&'static str>,
     /// DISCARD ALL / DEALLOCATE ALL: the server drops every prepared statement.
@@ -84,6 +87,9 @@ fn variable_set(e: &mut SessionEffect, s: &pg_query::protobuf::VariableSetStmt) 
     }
     e.changes = true;
     let name = s.name.to_ascii_lowercase();
+    if kind == VariableSetKind::VarReset as i32 || kind == VariableSetKind::VarSetDefault as i32 {
+        e.resets.push(name.clone());
+    }
     if name.contains('.') && !e.names.contains(&name) {
         e.names.push(name);
     }

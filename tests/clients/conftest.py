@@ -332,3 +332,58 @@ async def connect_all(connect, n, close):
 
 async def asyncpg_close_all(conns):
     await asyncio.gather(*(c.close(timeout=5) for c in conns), return_exceptions=True)
+
+
+# --- isolation tests (test_isolation_*.py) ---------------------------------------------------------------------
+
+def direct_dsn(db="app", user="app", password="app"):
+    """A DSN straight to the harness PostgreSQL (bypassing pgpilot)."""
+    return f"postgresql://{user}:{password}@{pg_host()}:{pg_port()}/{db}"
+
+
+def cache_status(proxy):
+    """The `cache` object of /health/status."""
+    status, body = proxy.http_get("/health/status")
+    assert status in (200, 503), f"/health/status answered {status}: {body[:500]}"
+    return json.loads(body)["cache"]
+
+
+def wait_cache_ready(proxy, table, db="app", timeout=10):
+    """Waits until a repeated `SELECT count(*) FROM table` through `proxy` is a cache hit (the database's
+    list of ordinary tables loads in the background on first use, on a server connection of its own; until then
+    nothing is cached). Each attempt is a new client, so that in session mode a pool of 1 is free in between."""
+    def warmed():
+        with psycopg.connect(proxy.dsn(db), autocommit=True, connect_timeout=10) as c:
+            before = cache_status(proxy)["hits"]
+            c.execute(f"SELECT count(*) FROM {table}", prepare=False)
+            return cache_status(proxy)["hits"] > before
+    wait_until(warmed, timeout, message=f"the result cache answering reads of {table}")
+
+
+@pytest.fixture
+def admin_cleanup(pg_admin):
+    """Collects superuser SQL to run (in reverse order, each on its own, errors ignored) after the test.
+    Request it before `start_proxy` so that it runs after the proxies have stopped."""
+    statements = []
+    yield statements.append
+    for sql in reversed(statements):
+        try:
+            pg_admin.execute(sql)
+        except psycopg.Error:
+            pass
+
+
+@pytest.fixture
+def cached_proxy(admin_cleanup, start_proxy, pg_admin):
+    """Factory: cached_proxy(mode, pool_size, extra_toml="") -> a started Proxy whose result cache is already
+    answering reads (warmed on a table of its own). Create the test's tables before calling it: the list of
+    cacheable tables is read when the cache is first used."""
+    def start(mode, pool_size, extra_toml=""):
+        warm = f"pgpilot_iso_warm_{uuid.uuid4().hex[:10]}"
+        pg_admin.execute(f"CREATE TABLE {warm} (a int)")
+        pg_admin.execute(f"ALTER TABLE {warm} OWNER TO app")
+        admin_cleanup(f"DROP TABLE IF EXISTS {warm}")
+        proxy = start_proxy(pool_size=pool_size, mode=mode, extra_toml=extra_toml)
+        wait_cache_ready(proxy, warm)
+        return proxy
+    return start
