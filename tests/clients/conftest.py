@@ -32,6 +32,16 @@ import psycopg
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
+
+# codebase-mcp's vector search, as ../shared/workload/mcp_load.py sends it (used by several test modules).
+SEARCH_SQL = """
+SELECT code_chunks.id AS chunk_id, code_chunks.content, code_chunks.start_line, code_chunks.end_line,
+       code_files.path AS file_path, code_files.relative_path,
+       $1::INTEGER - (code_chunks.embedding <=> $2::vector) / CAST($3::INTEGER AS NUMERIC) AS similarity
+FROM code_chunks JOIN code_files ON code_chunks.code_file_id = code_files.id
+WHERE code_chunks.embedding IS NOT NULL AND code_files.is_deleted = false
+  AND code_files.relative_path LIKE $4::VARCHAR
+ORDER BY code_chunks.embedding <=> $2::vector LIMIT $5::INTEGER"""
 STARTUP_TIMEOUT = 20.0
 STOP_TIMEOUT = 15.0
 

@@ -18,6 +18,7 @@ import struct
 from dataclasses import dataclass, field
 
 import wire as w
+from conftest import SEARCH_SQL
 
 
 @dataclass
@@ -74,14 +75,7 @@ def int4(v):
 
 # --- the MCP workload (../shared/workload/mcp_load.py, asyncpg: named statements, Parse/Describe/Flush) --
 
-SEARCH_SQL = """
-SELECT code_chunks.id AS chunk_id, code_chunks.content, code_chunks.start_line, code_chunks.end_line,
-       code_files.path AS file_path, code_files.relative_path,
-       $1::INTEGER - (code_chunks.embedding <=> $2::vector) / CAST($3::INTEGER AS NUMERIC) AS similarity
-FROM code_chunks JOIN code_files ON code_chunks.code_file_id = code_files.id
-WHERE code_chunks.embedding IS NOT NULL AND code_files.is_deleted = false
-  AND code_files.relative_path LIKE $4::VARCHAR
-ORDER BY code_chunks.embedding <=> $2::vector LIMIT $5::INTEGER"""
+
 REGISTRY_SQL = "SELECT id, database_name FROM projects WHERE id::text = $1 OR name = $1 LIMIT 1"
 HIERARCHY_SQL = """
 WITH RECURSIVE descendants AS (

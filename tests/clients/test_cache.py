@@ -15,16 +15,9 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.pool import NullPool
 
-from conftest import ALL_BUT_READBACK, MCP_LOAD, free_port, pg_host, pg_port, run_async, run_mcp_load, wait_until
+from conftest import ALL_BUT_READBACK, MCP_LOAD, SEARCH_SQL, free_port, pg_host, pg_port, run_async, run_mcp_load, wait_until
 
-SEARCH_SQL = """
-SELECT code_chunks.id AS chunk_id, code_chunks.content, code_chunks.start_line, code_chunks.end_line,
-       code_files.path AS file_path, code_files.relative_path,
-       $1::INTEGER - (code_chunks.embedding <=> $2::vector) / CAST($3::INTEGER AS NUMERIC) AS similarity
-FROM code_chunks JOIN code_files ON code_chunks.code_file_id = code_files.id
-WHERE code_chunks.embedding IS NOT NULL AND code_files.is_deleted = false
-  AND code_files.relative_path LIKE $4::VARCHAR
-ORDER BY code_chunks.embedding <=> $2::vector LIMIT $5::INTEGER"""
+
 
 RNG = random.Random(11)
 VECTORS = ["[" + ",".join(f"{RNG.random() - 0.5:.4f}" for _ in range(768)) + "]" for _ in range(3)]
