@@ -29,6 +29,14 @@ fn prepare_on_server(
     reply: bool,
     epoch: u64,
 ) {
+    if pending.skipping() {
+        // The server skips everything up to Sync: a Close or Parse sent now would not run, so
+        // leave the server's statements as they are; a client's own Parse is undone as skipped.
+        if let Some(client_name) = client_name {
+            pending.push(Kind::Local, Action::LocalParse { stmt: stmt.clone(), client_name });
+        }
+        return;
+    }
     for name in server.stale.drain(..) {
         pm::close_statement(sout, &name);
         pending.push(Kind::Close, Action::Suppress);
@@ -108,7 +116,16 @@ impl Session {
                     b'B' => split_bind(body(frame)).is_some_and(|(_, name, _)| name.is_empty()),
                     _ => split_target(body(frame)) == Some((b'S', b"")),
                 };
-                let Some((token, parse)) = self.unnamed_parse.as_ref() else { return };
+                let Some((token, parse)) = self.unnamed_parse.as_ref() else {
+                    if names_unnamed && server.unnamed != 0 {
+                        // Another client's unnamed statement is there: this client has none (26000).
+                        server.unnamed = 0;
+                        pm::close_statement(&mut self.sout, "");
+                        self.pending.push(Kind::Close, Action::Suppress);
+                        self.tx.on_client(b'C');
+                    }
+                    return;
+                };
                 if names_unnamed && server.unnamed != *token {
                     server.unnamed = *token;
                     self.sout.extend_from_slice(parse);
@@ -166,14 +183,15 @@ impl Session {
                 if name.is_empty() {
                     return false;
                 }
-                let known = self.app.registry.get_or_insert(query, types, self.state.sig()).ok();
+                let known = self.app.registry.get_or_insert(query, types, self.registry_scope()).ok();
                 known.as_ref().is_some_and(|s| s.is_validated()) && self.forward_parse(frame)
             }
             // Only a description this client was given by a server in this session is answered
             // here: one from another client's server may predate a DDL.
             b'D' => match split_target(body(frame)) {
                 Some((b'S', name)) => {
-                    self.mapped(name).is_some_and(|s| self.described_here(name, &s)) && self.forward_describe(frame)
+                    self.mapped(name).is_some_and(|s| self.description_held(name, &s).is_some())
+                        && self.forward_describe(frame)
                 }
                 _ => false,
             },
@@ -221,7 +239,7 @@ impl Session {
             self.local_error(sqlstate::PROGRAM_LIMIT, &msg);
             return true;
         }
-        let stmt = match self.app.registry.get_or_insert(query, types, self.state.sig()) {
+        let stmt = match self.app.registry.get_or_insert(query, types, self.registry_scope()) {
             Ok(stmt) => stmt,
             Err(e) => {
                 self.local_error(sqlstate::PROGRAM_LIMIT, &e.to_string());
@@ -275,6 +293,12 @@ impl Session {
         self.tx.on_client(b'D');
     }
 
+    /// Which registry entries this client may share: same settings, and the same pool (a
+    /// description names table OIDs, which differ between databases).
+    fn registry_scope(&self) -> u64 {
+        self.state.sig() ^ self.pool_scope
+    }
+
     /// Under `name` this client was given the statement's current version by a server in this
     /// session.
     pub(super) fn holds_current(&self, name: &[u8], stmt: &Statement) -> bool {
@@ -293,9 +317,11 @@ impl Session {
         self.validated.get(name) == Some(&(stmt.id, ADOPTING))
     }
 
-    /// The current description, when this client got it from a server in this session.
-    fn described_here(&self, name: &[u8], stmt: &Statement) -> bool {
-        self.holds_current(name, stmt) && stmt.description().is_some()
+    /// The current description, when this client got it from a server in this session (one
+    /// snapshot: another session may change the statement's description at any time).
+    fn description_held(&self, name: &[u8], stmt: &Statement) -> Option<Bytes> {
+        let (description, version) = stmt.current()?;
+        (self.validated.get(name) == Some(&(stmt.id, version))).then_some(description)
     }
 
     /// Unnamed Parse: passed through, or with `reuse_unnamed` mapped to a registry statement.
@@ -304,7 +330,7 @@ impl Session {
         if !self.app.config.load().prepared.reuse_unnamed || self.server.is_none() {
             return false;
         }
-        let Ok(stmt) = self.app.registry.get_or_insert(query, types, self.state.sig()) else { return false };
+        let Ok(stmt) = self.app.registry.get_or_insert(query, types, self.registry_scope()) else { return false };
         self.parse_registered(&stmt, None);
         self.unnamed = Some(stmt);
         true
@@ -389,8 +415,11 @@ impl Session {
         }
         let Some((b'S', name)) = target else { return false };
         let Some(stmt) = self.mapped(name) else { return false };
-        if self.described_here(name, &stmt) {
-            return self.answer(stmt.description().expect("described"));
+        if let Some(description) = self.description_held(name, &stmt) {
+            return self.answer(description);
+        }
+        if self.server.is_none() {
+            return false; // another session changed the description meanwhile: ask a server
         }
         if self.ensure_prepared(name, &stmt, false) {
             let check = self.describe_check(name, &stmt);

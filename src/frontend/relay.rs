@@ -39,11 +39,12 @@ impl Session {
                         self.on_statement_events(std::mem::take(events));
                     }
                     let boundary = self.tx.on_ready(status);
+                    if boundary {
+                        // Nothing of the client's runs now (Flush pipelines are not at a boundary).
+                        self.cancel.meta.running.store(false, std::sync::atomic::Ordering::Release);
+                    }
                     if boundary && status == b'I' && !self.restoring.is_empty() && !self.restore_startup().await {
                         return Flow::Close;
-                    }
-                    if !self.tx.awaiting_ready() {
-                        self.cancel.meta.running.store(false, std::sync::atomic::Ordering::Release);
                     }
                     if boundary && self.may_release() {
                         if self.flush_client().await == Flow::Close {
@@ -97,7 +98,11 @@ impl Session {
                 self.tx.on_copy_in();
                 self.pending.on_copy_in();
             }
-            b'E' => self.tx.on_copy_error(),
+            b'E' => {
+                self.tx.on_copy_error();
+                self.restoring.clear(); // the RESET's transaction will not commit
+            }
+            b'C' if body.starts_with(b"ROLLBACK") => self.restoring.clear(),
             _ => {}
         }
         if self.cached.on && matches!(tag, b'C' | b'E') {
@@ -107,8 +112,9 @@ impl Session {
 
     /// A ParameterStatus on its way to the client. After a RESET the server reports its own
     /// defaults, while on a direct connection the client's startup values come back: report
-    /// those (they are what the client's state is, and what the server gets before anything else
-    /// runs), and only when they differ from what the client was last told, as PostgreSQL does.
+    /// those (they are what the client's state is, and what the server gets at the boundary
+    /// unless the RESET's transaction rolls back). A value equal to what the client was last told
+    /// is not reported again, as PostgreSQL reports only changes.
     fn relay_parameter(&mut self, frame: &[u8]) {
         let b = body(frame);
         let Some((name, rest)) = crate::net::frame::cstr(b) else { return self.cout.extend_from_slice(frame) };
@@ -119,7 +125,7 @@ impl Session {
             None => crate::net::frame::cstr(rest).map_or(String::new(), |(v, _)| String::from_utf8_lossy(v).into()),
         };
         let key = name.to_ascii_lowercase();
-        if restored.is_some() && self.told.get(&key) == Some(&value) {
+        if self.told.get(&key) == Some(&value) {
             return;
         }
         crate::net::messages::parameter_status(&mut self.cout, &name, &value);

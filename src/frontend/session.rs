@@ -54,7 +54,7 @@ pub struct Session {
     pub(super) state_dirty: bool,
     pub(super) pin: Option<&'static str>,
     /// The client ran something whose effect on its session pgpilot cannot read back: it keeps
-    /// its server connection (and reads no cache) until RESET ALL / DISCARD ALL or the end.
+    /// its server connection (and reads no cache) until DISCARD ALL or the end.
     pub(super) state_unknown: bool,
     /// Startup values the client's last RESET returns to (see `relay_parameter`).
     pub(super) restoring: Vec<(String, String)>,
@@ -70,6 +70,10 @@ pub struct Session {
     pub(super) statements: HashMap<Bytes, Arc<Statement>>,
     /// The client's unnamed statement when `prepared.reuse_unnamed` maps it to the registry.
     pub(super) unnamed: Option<Arc<Statement>>,
+    /// Hash of (database, user): part of the prepared-statement registry key.
+    pub(super) pool_scope: u64,
+    /// Scans of the client's statements (by name, empty: unnamed) that change session state.
+    pub(super) effects: HashMap<Bytes, Scan>,
     /// Client statement name (empty: the unnamed one) -> (registry id, the version a server
     /// described to this client under that name in this session).
     pub(super) validated: HashMap<Bytes, (u64, u64)>,
@@ -128,6 +132,8 @@ impl Session {
             unnamed: None,
             unnamed_parse: None,
             validated: HashMap::new(),
+            effects: HashMap::new(),
+            pool_scope: xxhash_rust::xxh3::xxh3_64(format!("{}\0{}", info.database, info.user).as_bytes()),
             local_stmt: false,
             local_portal: false,
             last_parse: None,
@@ -266,11 +272,16 @@ impl Session {
         if tag == b'Q' || tag == b'P' {
             let found = self.inspect_sql(tag, body(frame));
             drops_statements = found.drops_statements;
+            if tag == b'P' {
+                self.remember_effect(body(frame), &found);
+            }
             if let (Some(name), PoolMode::Transaction) = (&found.deallocate, self.mode) {
                 if tag == b'Q' && self.deallocate_locally(name) {
                     return Flow::Continue;
                 }
             }
+        } else if tag == b'B' && !self.effects.is_empty() {
+            self.replay_effect(body(frame));
         }
         self.note_statement(tag, frame);
         if self.cached.on && self.cache_before(tag, frame).await {
@@ -387,6 +398,37 @@ impl Session {
         };
         self.note_scan(&found);
         found
+    }
+
+    /// A prepared statement does to the session what its text says each time it runs, not only
+    /// when parsed (a driver prepares `SELECT set_config('app.tenant', $1, false)` once and binds
+    /// it per request): keep the scans that matter by statement name.
+    fn remember_effect(&mut self, parse: &[u8], found: &Scan) {
+        let Some((name, _)) = cstr(parse) else { return };
+        let matters = found.changes_session
+            || found.pin.is_some()
+            || found.unknown_after.is_some()
+            || found.ddl
+            || found.restores
+            || !found.resets.is_empty();
+        if matters {
+            if self.effects.len() < self.app.config.load().prepared.client_max {
+                self.effects.insert(Bytes::copy_from_slice(name), found.clone());
+            } else {
+                self.state_unknown = true; // cannot remember it: assume the worst
+            }
+        } else if !self.effects.is_empty() {
+            self.effects.remove(name);
+        }
+    }
+
+    /// A Bind of a statement whose text changes session state: it changes it again.
+    fn replay_effect(&mut self, bind: &[u8]) {
+        let Some((_, rest)) = cstr(bind) else { return };
+        let Some((stmt, _)) = cstr(rest) else { return };
+        if let Some(found) = self.effects.get(stmt).cloned() {
+            self.note_scan(&found);
+        }
     }
 
     /// What a scanned text does to the session's pooling state.

@@ -187,8 +187,10 @@ fn signature(settings: &BTreeMap<String, String>) -> u64 {
     h.finish() | 1
 }
 
+/// A string literal that means the same whatever standard_conforming_strings is (a client may
+/// have turned it off on the connection pgpilot's own query runs on).
 fn literal(s: &str) -> String {
-    format!("'{}'", s.replace('\'', "''"))
+    format!("E'{}'", s.replace('\\', "\\\\").replace('\'', "''"))
 }
 
 /// `-c a=b --c=d` (backslash escapes a space, as libpq documents).
@@ -241,6 +243,11 @@ mod tests {
         assert_eq!(s.get("search_path"), Some("a b"));
         assert_eq!(s.get("user"), None);
         assert_ne!(s.sig(), 0);
+    }
+
+    #[test]
+    fn literals_hold_backslashes_and_quotes() {
+        assert_eq!(literal(r"a'b\"), r"E'a''b\\'");
     }
 
     #[test]

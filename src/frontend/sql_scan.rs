@@ -24,8 +24,8 @@ pub struct Scan {
     /// RESET ALL / DISCARD ALL, and settings reset by name: back to the startup values.
     pub restores: bool,
     pub resets: Vec<String>,
-    /// After the text the session's state is unknown (`Some(true)`), known again after RESET ALL
-    /// or DISCARD ALL (`Some(false)`), or as before (`None`).
+    /// After the text the session's state is unknown (`Some(true)`), known again after DISCARD
+    /// ALL (`Some(false)`: RESET ALL leaves temp tables, locks and LISTENs), or as before (`None`).
     pub unknown_after: Option<bool>,
 }
 
@@ -75,10 +75,10 @@ pub fn from_analyses(sql: &str, shapes: &[Shape], analyzed: &Analyzed) -> Scan {
                 out.names.push(n.clone());
             }
         }
-        if e.restores {
+        if e.discards {
             out.unknown_after = Some(false);
-            out.restores = true;
         }
+        out.restores |= e.restores;
         out.resets.extend(e.resets.iter().cloned());
         let mut unknown = e.unknown;
         if e.set_config {
@@ -144,8 +144,9 @@ mod tests {
         assert_eq!(scan("SELECT set_config($1, $2, false)").unknown_after, Some(true));
         assert_eq!(scan("DO $$BEGIN PERFORM set_config('a.b','c',false); END$$").unknown_after, Some(true));
         assert_eq!(scan("select my_tenant_fn('t1')").unknown_after, Some(true));
-        assert_eq!(scan("select my_fn(); RESET ALL").unknown_after, Some(false));
-        assert_eq!(scan("RESET ALL; select my_fn()").unknown_after, Some(true));
+        assert_eq!(scan("select my_fn(); DISCARD ALL").unknown_after, Some(false));
+        assert_eq!(scan("select my_fn(); RESET ALL").unknown_after, Some(true));
+        assert_eq!(scan("DISCARD ALL; select my_fn()").unknown_after, Some(true));
         assert_eq!(scan("select count(*) from t").unknown_after, None);
     }
 

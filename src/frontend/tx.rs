@@ -69,11 +69,6 @@ impl TxTracker {
         self.at_boundary()
     }
 
-    /// A Sync or Query sent is still waiting for its ReadyForQuery.
-    pub fn awaiting_ready(&self) -> bool {
-        self.outstanding > 0
-    }
-
     pub fn at_boundary(&self) -> bool {
         self.outstanding == 0 && !self.pending_since_sync && !self.copy_in
     }

@@ -211,6 +211,11 @@ impl Pending {
         self.described = None;
     }
 
+    /// The server is skipping to the next Sync (an error): what is sent now does not run.
+    pub fn skipping(&self) -> bool {
+        self.skipping
+    }
+
     pub fn take_events(&mut self) -> Vec<Event> {
         std::mem::take(&mut self.events)
     }

@@ -34,6 +34,11 @@ impl Statement {
         self.description.lock().as_ref().map_or(0, |(_, h)| *h)
     }
 
+    /// The current description and its version, read together.
+    pub fn current(&self) -> Option<(Bytes, u64)> {
+        self.description.lock().clone()
+    }
+
     pub fn description(&self) -> Option<Bytes> {
         self.description.lock().as_ref().map(|(d, _)| d.clone())
     }

@@ -84,13 +84,15 @@ pub type Analyzed = Vec<(Arc<Analysis>, u64)>;
 
 /// The shared analyzer with its shape-keyed cache.
 pub struct Analyzer {
-    /// Keyed by (hash, length) of the token shape: long statements cost no key memory.
-    cache: Cache<(u64, usize), Arc<Analysis>>,
+    /// Keyed by a 128-bit hash of the token shape seeded per process (long statements cost no
+    /// key memory, and a client cannot craft a text whose shape collides with another's).
+    cache: Cache<u128, Arc<Analysis>>,
+    seed: u64,
 }
 
 impl Analyzer {
     pub fn new(max_entries: u64) -> Self {
-        Self { cache: Cache::new(max_entries) }
+        Self { cache: Cache::new(max_entries), seed: rand::random() }
     }
 
     /// One analysis per statement in `sql` (a simple Query may hold several), each with a hash
@@ -111,7 +113,7 @@ impl Analyzer {
                 let analysis = if opaque {
                     Arc::new(parse::opaque(&shape.text))
                 } else {
-                    let key = (tokens::fnv1a(shape.text.as_bytes()), shape.text.len());
+                    let key = xxhash_rust::xxh3::xxh3_128_with_seed(shape.text.as_bytes(), self.seed);
                     self.cache.get_with(key, || Arc::new(parse::analyze(piece, &shape.text)))
                 };
                 (analysis, tokens::fnv1a(piece.as_bytes()))

@@ -3,8 +3,7 @@
 //! when every change that outlives a transaction is either re-read and replayed, pinned to its
 //! server, or known to be unknown. In doubt this says "unknown".
 
-use pg_query::protobuf::{a_const, node, DiscardMode, VariableSetKind};
-use pg_query::NodeRef;
+use pg_query::protobuf::{node, DiscardMode, VariableSetKind};
 
 /// The session-level effects of one statement.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -19,8 +18,11 @@ pub struct SessionEffect {
     /// May change state pgpilot cannot read back (a DO block, CALL, a function it does not know,
     /// set_config with a computed name): the client is pinned and its reads are not cached.
     pub unknown: bool,
-    /// RESET ALL / DISCARD ALL: afterwards every setting is back to what pgpilot can read.
+    /// RESET ALL / DISCARD ALL: afterwards every setting is back to its startup value.
     pub restores: bool,
+    /// DISCARD ALL: afterwards nothing is left that pgpilot could not see (settings, role, temp
+    /// tables, advisory locks, LISTEN, cursors, prepared statements).
+    pub discards: bool,
     /// Settings reset by name (RESET x, SET x TO DEFAULT), lower-cased: on a direct connection
     /// they return to the client's startup values, which a pooled server does not have.
     pub resets: Vec<String>,
@@ -39,39 +41,73 @@ pub type KnownBuiltin = fn(&str) -> bool;
 pub fn of_statement(sql: &str, known: KnownBuiltin) -> Option<SessionEffect> {
     let parsed = pg_query::parse(sql, 0).ok()?;
     let mut e = SessionEffect::default();
-    for (node, _, _, _) in parsed.protobuf.nodes() {
-        match node {
-            NodeRef::VariableSetStmt(s) => variable_set(&mut e, s),
-            NodeRef::DiscardStmt(s) => {
-                e.changes = true;
-                if s.target == DiscardMode::DiscardAll as i32 {
-                    e.restores = true;
-                    e.drops_statements = true;
-                }
-            }
-            NodeRef::DeallocateStmt(s) if s.isall => e.drops_statements = true,
-            NodeRef::DoStmt(_) | NodeRef::CallStmt(_) => e.unknown = true,
-            NodeRef::ListenStmt(_) => e.pin = Some("LISTEN"),
-            NodeRef::PrepareStmt(_) => e.pin = Some("SQL PREPARE"),
-            NodeRef::LoadStmt(_) => e.pin = Some("LOAD"),
-            // CURSOR_OPT_HOLD (parsenodes.h)
-            NodeRef::DeclareCursorStmt(s) if s.options & 0x0020 != 0 => e.pin = Some("cursor WITH HOLD"),
-            NodeRef::RangeVar(r) if r.relpersistence == "t" => e.pin = Some("temporary table"),
-            NodeRef::SelectStmt(s) if s.into_clause.as_ref().is_some_and(|i| temp_into(i)) => {
-                e.pin = Some("temporary table")
-            }
-            NodeRef::CreateTableAsStmt(s) if s.into.as_ref().is_some_and(|i| temp_into(i)) => {
-                e.pin = Some("temporary table")
-            }
-            NodeRef::FuncCall(f) => function_call(&mut e, &name_parts(&f.funcname), known),
-            _ => {}
+    for raw in &parsed.protobuf.stmts {
+        if let Some(node) = raw.stmt.as_ref().and_then(|n| n.node.as_ref()) {
+            statement(&mut e, node);
         }
     }
+    // Calls and temporary relations can sit anywhere in the tree (VALUES, RETURNING, ON CONFLICT,
+    // window clauses, cursor queries...): walk every node of it, not a list of known places.
+    let tree = serde_json::to_value(&parsed.protobuf).ok()?;
+    walk(&tree, &mut |obj| {
+        if obj.contains_key("funcformat") {
+            function_call(&mut e, &json_name_parts(obj.get("funcname")), known);
+        }
+        let temp = obj.get("relpersistence").and_then(|v| v.as_str()) == Some("t")
+            || obj.get("schemaname").and_then(|v| v.as_str()) == Some("pg_temp");
+        if temp {
+            e.pin = Some("temporary table");
+        }
+    });
     Some(e)
 }
 
-fn temp_into(into: &pg_query::protobuf::IntoClause) -> bool {
-    into.rel.as_ref().is_some_and(|r| r.relpersistence == "t")
+/// The top-level statement's own effect.
+fn statement(e: &mut SessionEffect, node: &node::Node) {
+    match node {
+        node::Node::VariableSetStmt(s) => variable_set(e, s),
+        node::Node::DiscardStmt(s) => {
+            e.changes = true;
+            if s.target == DiscardMode::DiscardAll as i32 {
+                e.restores = true;
+                e.discards = true;
+                e.drops_statements = true;
+            }
+        }
+        node::Node::DeallocateStmt(s) if s.isall => e.drops_statements = true,
+        node::Node::DoStmt(_) | node::Node::CallStmt(_) => e.unknown = true,
+        node::Node::ListenStmt(_) => e.pin = Some("LISTEN"),
+        node::Node::PrepareStmt(_) => e.pin = Some("SQL PREPARE"),
+        node::Node::LoadStmt(_) => e.pin = Some("LOAD"),
+        // CURSOR_OPT_HOLD (parsenodes.h)
+        node::Node::DeclareCursorStmt(s) if s.options & 0x0020 != 0 => e.pin = Some("cursor WITH HOLD"),
+        node::Node::ExplainStmt(s) => {
+            if let Some(inner) = s.query.as_ref().and_then(|n| n.node.as_ref()) {
+                statement(e, inner);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Calls `f` on every JSON object in `v`, depth first.
+fn walk(v: &serde_json::Value, f: &mut impl FnMut(&serde_json::Map<String, serde_json::Value>)) {
+    match v {
+        serde_json::Value::Object(map) => {
+            f(map);
+            for child in map.values() {
+                walk(child, f);
+            }
+        }
+        serde_json::Value::Array(items) => items.iter().for_each(|c| walk(c, f)),
+        _ => {}
+    }
+}
+
+/// A FuncCall's `funcname` (a list of String nodes) as its parts.
+fn json_name_parts(v: Option<&serde_json::Value>) -> Vec<String> {
+    let items = v.and_then(|v| v.as_array()).map(Vec::as_slice).unwrap_or(&[]);
+    items.iter().map(|n| n.pointer("/node/String/sval").and_then(|s| s.as_str()).unwrap_or("").to_string()).collect()
 }
 
 fn variable_set(e: &mut SessionEffect, s: &pg_query::protobuf::VariableSetStmt) {
@@ -119,32 +155,30 @@ fn function_call(e: &mut SessionEffect, parts: &[String], known: KnownBuiltin) {
     }
 }
 
-fn name_parts(nodes: &[pg_query::protobuf::Node]) -> Vec<String> {
-    nodes
-        .iter()
-        .map(|n| match &n.node {
-            Some(node::Node::String(s)) => s.sval.clone(),
-            _ => String::new(),
-        })
-        .collect()
-}
-
 /// The setting names one text's set_config calls name, lower-cased; `None` when any name is not
 /// a plain string literal (a parameter or an expression: pgpilot cannot know what it sets).
 pub fn set_config_names(sql: &str) -> Option<Vec<String>> {
     let parsed = pg_query::parse(sql, 0).ok()?;
-    let mut names = Vec::new();
-    for (node, _, _, _) in parsed.protobuf.nodes() {
-        let NodeRef::FuncCall(f) = node else { continue };
-        if name_parts(&f.funcname).last().map(String::as_str) != Some("set_config") {
-            continue;
+    let tree = serde_json::to_value(&parsed.protobuf).ok()?;
+    let mut names = Some(Vec::new());
+    walk(&tree, &mut |obj| {
+        if !obj.contains_key("funcformat") {
+            return;
         }
-        let first = f.args.first().and_then(|a| a.node.as_ref());
-        let Some(node::Node::AConst(c)) = first else { return None };
-        let Some(a_const::Val::Sval(s)) = &c.val else { return None };
-        names.push(s.sval.to_ascii_lowercase());
-    }
-    Some(names)
+        if json_name_parts(obj.get("funcname")).last().map(String::as_str) != Some("set_config") {
+            return;
+        }
+        let first = obj.get("args").and_then(|a| a.get(0));
+        match first.and_then(|a| a.pointer("/node/AConst/val/Sval/sval")).and_then(|s| s.as_str()) {
+            Some(name) => {
+                if let Some(n) = names.as_mut() {
+                    n.push(name.to_ascii_lowercase());
+                }
+            }
+            None => names = None,
+        }
+    });
+    names
 }
 
 #[cfg(test)]
@@ -198,6 +232,28 @@ mod tests {
         assert!(of("CALL proc()").unknown);
         assert!(of("SELECT \"Set_Config\"('a.b', 'c', false)").unknown);
         assert!(!of("SELECT count(*), lower(x) FROM t").unknown);
+    }
+
+    #[test]
+    fn calls_anywhere_in_the_tree_count() {
+        for sql in [
+            "VALUES (my_fn())",
+            "INSERT INTO t VALUES (1) RETURNING my_fn()",
+            "INSERT INTO t VALUES (1) ON CONFLICT (a) DO UPDATE SET b = my_fn()",
+            "SELECT ARRAY[my_fn()]",
+            "SELECT count(*) FILTER (WHERE my_fn()) FROM t",
+            "SELECT x FROM t LIMIT my_fn()",
+            "DECLARE c CURSOR FOR SELECT my_fn()",
+            "EXPLAIN ANALYZE SELECT my_fn()",
+        ] {
+            assert!(of(sql).unknown, "{sql}");
+        }
+        assert!(of("VALUES (set_config('search_path', 'evil', false))").set_config);
+        assert_eq!(of("VALUES (pg_advisory_lock(1))").pin, Some("session advisory lock"));
+        assert_eq!(set_config_names("VALUES (set_config('A.B', 'x', false))"), Some(vec!["a.b".into()]));
+        assert_eq!(of("CREATE TEMP SEQUENCE s").pin, Some("temporary table"));
+        assert_eq!(of("CREATE TABLE pg_temp.x (a int)").pin, Some("temporary table"));
+        assert_eq!(of("CREATE TEMP VIEW v AS SELECT 1").pin, Some("temporary table"));
     }
 
     #[test]

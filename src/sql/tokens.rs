@@ -149,7 +149,8 @@ fn dollar(b: &[u8], start: usize) -> (usize, bool) {
         }
         return (j, false);
     }
-    while j < b.len() && (b[j].is_ascii_alphanumeric() || b[j] == b'_') {
+    // A tag is an identifier (letters, bytes >= 0x80, '_', digits after the first), as in scan.l.
+    while j < b.len() && (b[j].is_ascii_alphanumeric() || b[j] == b'_' || b[j] >= 0x80) {
         j += 1;
     }
     if j < b.len() && b[j] == b'$' {
@@ -232,6 +233,8 @@ mod tests {
             "SELECT 1, 2 FROM t",
             "SELECT e'\\\\' , 'b''c' FROM t",
             "SELECT 'x', 'y' FROM t",
+            "SELECT $é$ -- x $é$ FROM t",
+            "SELECT $é$ -- $é$, set_config('a', 'b', false) FROM t",
         ];
         for a in texts {
             for b in texts {

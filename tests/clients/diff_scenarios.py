@@ -411,14 +411,17 @@ STARTUP_PARAMS = {"options": "-c statement_timeout=4321 -c search_path=public,pg
 def startup_parameters(ctx):
     """Startup parameters (options -c, TimeZone, DateStyle, application_name) apply to the client that sent
     them, in simple, extended and transaction use, and not to a plain client before or after it. They are
-    the session's defaults: RESET ALL and DISCARD ALL return to them (ParameterStatus included)."""
+    the session's defaults: RESET ALL and DISCARD ALL return to them (ParameterStatus included), and a RESET
+    rolled back with its transaction returns to nothing."""
     probe = ("SELECT current_setting('statement_timeout'), current_setting('search_path'),"
              " current_setting('TimeZone'), current_setting('DateStyle'), '04/03/2024'::date::text,"
              " current_setting('application_name')")
     return [*q(1, probe), *q(0, probe), on(0, *ext(probe), w.sync()), *q(1, probe),
             *q(0, "BEGIN", probe, "COMMIT"), bye(0), *q(2, probe), on(2, *ext(probe), w.sync()),
             *q(3, "SET TimeZone = 'Europe/Paris'", "SET application_name = 'changed'", "RESET ALL", probe,
-               "SET statement_timeout = 99", "DISCARD ALL", probe)]
+               "SET statement_timeout = 99", "DISCARD ALL", probe,
+               "SET application_name = 'kept'", "BEGIN", "RESET ALL", "ROLLBACK", probe,
+               "BEGIN; RESET application_name; COMMIT", probe)]
 
 
 @scenario()

@@ -390,3 +390,26 @@ def test_rls_policy_reading_another_table_invalidates(mode, pg_admin, admin_clea
     seed()
     proxy = cached_proxy(mode, sessions_pool(mode))
     assert acl_story(proxy.dsn(), docs, acl) == expected
+
+
+# --- a prepared statement that changes state, executed again ------------------------------------------------
+
+def rebound_story(dsn):
+    """psycopg prepares set_config once (Parse) and then only binds it: every execution changes the tenant."""
+    seen = []
+    probe = "SELECT nullif(current_setting('app.tenant', true), '')"
+    with connect(dsn) as a, connect(dsn) as b:
+        for t in ("t1", "t2", "t3"):
+            a.execute("SELECT set_config('app.tenant', %s, false)", (t,), prepare=True)
+            seen.append((t, a.execute(probe).fetchone()[0], b.execute(probe).fetchone()[0]))
+    return seen
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_prepared_set_config_changes_state_each_time_it_runs(mode, cached_proxy):
+    """A prepared `set_config('app.tenant', $1, false)` executed again with new values leaves each value with
+    its client only, every time: the client reads its latest tenant, another client none, as direct."""
+    expected = [("t1", "t1", None), ("t2", "t2", None), ("t3", "t3", None)]
+    assert rebound_story(direct_dsn()) == expected
+    proxy = cached_proxy(mode, sessions_pool(mode))
+    assert rebound_story(proxy.dsn()) == expected
