@@ -265,9 +265,9 @@ impl Session {
         }
         match self.mapped(name) {
             // Only a version a server described to this client in this session is proven.
-            Some(st) if !self.holds_current(name, &st) => None,
-            // The description the client saw, or (never described) the statement itself.
-            Some(st) => Some(st.description().map_or(st.id | 1 << 63, |d| xxhash_rust::xxh3::xxh3_64(&d))),
+            // The version (description hash) a server gave this client in this session; none
+            // proven yet: not from the cache.
+            Some(st) => self.held_version(name, &st),
             // An unnamed statement parsed anew: the client learns its shape from this reply.
             None if name.is_empty() => Some(0),
             None => None,

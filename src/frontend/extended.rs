@@ -306,6 +306,11 @@ impl Session {
         v != 0 && self.validated.get(name) == Some(&(stmt.id, v))
     }
 
+    /// The version this client holds under `name` when it is the current one.
+    pub(super) fn held_version(&self, name: &[u8], stmt: &Statement) -> Option<u64> {
+        self.holds_current(name, stmt).then(|| stmt.version())
+    }
+
     /// The version a server described to this client under `name`, if any (it may differ from
     /// the current one after a DDL).
     fn held(&self, name: &[u8], stmt: &Statement) -> Option<u64> {
@@ -352,11 +357,15 @@ impl Session {
     /// Describe with `describe_check`).
     fn ensure_prepared(&mut self, name: &[u8], stmt: &Arc<Statement>, describe: bool) -> bool {
         let epoch = self.app.registry.epoch();
-        let holds = self.holds_current(name, stmt);
-        let adopting = self.adopting(name, stmt);
+        // One lookup and one read of the version on this per-Bind path.
+        let version = stmt.version();
+        let held = self.validated.get(name).filter(|(id, _)| *id == stmt.id).map(|(_, v)| *v);
+        let usable = held.is_some_and(|v| v == ADOPTING || (v != 0 && v == version));
         let server = self.server.as_deref_mut().expect("forward needs a server");
-        let current = server.prepared.get(&stmt.id).is_some_and(|c| c.current(epoch));
-        if current && (holds || adopting) {
+        let current = server.prepared.get(&stmt.id).is_some_and(|c| {
+            c.epoch == epoch && (c.version == ServerCopy::FRESH || (c.version != 0 && c.version == version))
+        });
+        if current && usable {
             bump(&STATS.hits);
             return true;
         }
