@@ -58,7 +58,7 @@ fn prepare_on_server(
 }
 
 /// In `Session::validated`: a fresh description is on its way to this client.
-const ADOPTING: u64 = u64::MAX;
+pub(super) const ADOPTING: u64 = u64::MAX;
 
 /// A simple Query (or FunctionCall) destroys the unnamed statement on a real server.
 fn kind_replaces_unnamed(tag: u8) -> bool {
@@ -293,42 +293,6 @@ impl Session {
         self.tx.on_client(b'D');
     }
 
-    /// Which registry entries this client may share: same settings, and the same pool (a
-    /// description names table OIDs, which differ between databases).
-    fn registry_scope(&self) -> u64 {
-        self.state.sig() ^ self.pool_scope
-    }
-
-    /// Under `name` this client was given the statement's current version by a server in this
-    /// session.
-    pub(super) fn holds_current(&self, name: &[u8], stmt: &Statement) -> bool {
-        let v = stmt.version();
-        v != 0 && self.validated.get(name) == Some(&(stmt.id, v))
-    }
-
-    /// The version this client holds under `name` when it is the current one.
-    pub(super) fn held_version(&self, name: &[u8], stmt: &Statement) -> Option<u64> {
-        self.holds_current(name, stmt).then(|| stmt.version())
-    }
-
-    /// The version a server described to this client under `name`, if any (it may differ from
-    /// the current one after a DDL).
-    fn held(&self, name: &[u8], stmt: &Statement) -> Option<u64> {
-        self.validated.get(name).filter(|(id, v)| *id == stmt.id && *v != ADOPTING).map(|(_, v)| *v)
-    }
-
-    /// A fresh prepare whose description this client adopts under `name` is on its way.
-    fn adopting(&self, name: &[u8], stmt: &Statement) -> bool {
-        self.validated.get(name) == Some(&(stmt.id, ADOPTING))
-    }
-
-    /// The current description, when this client got it from a server in this session (one
-    /// snapshot: another session may change the statement's description at any time).
-    fn description_held(&self, name: &[u8], stmt: &Statement) -> Option<Bytes> {
-        let (description, version) = stmt.current()?;
-        (self.validated.get(name) == Some(&(stmt.id, version))).then_some(description)
-    }
-
     /// Unnamed Parse: passed through, or with `reuse_unnamed` mapped to a registry statement.
     fn forward_unnamed_parse(&mut self, query: &[u8], types: &[u8]) -> bool {
         self.unnamed = None;
@@ -379,18 +343,6 @@ impl Session {
             self.validated.insert(Bytes::copy_from_slice(name), (stmt.id, ADOPTING));
         }
         true
-    }
-
-    /// What a fresh Describe of `stmt` checks for the client's `name`: the version it holds, or
-    /// (it holds none) the description it is about to adopt.
-    fn describe_check(&mut self, name: &[u8], stmt: &Statement) -> Check {
-        match self.held(name, stmt) {
-            Some(v) => Check::Compare(v),
-            None => {
-                self.validated.insert(Bytes::copy_from_slice(name), (stmt.id, ADOPTING));
-                Check::Adopt
-            }
-        }
     }
 
     fn forward_bind(&mut self, frame: &[u8]) -> bool {

@@ -14,3 +14,5 @@ mod cached;
 mod extended;
 mod observe;
 mod relay;
+mod session_effects;
+mod statement_versions;

@@ -265,7 +265,7 @@ def metric(proxy, name):
                if line.startswith(name) and line[len(name):len(name) + 1] in ("{", " "))
 
 
-def warm_cache(proxy, db, table, timeout=5.0):
+def warm_cache(proxy, db, table, timeout=20.0):
     """Waits until pgpilot answers a read of `table` in `db` from its cache. A fresh pgpilot caches nothing
     until it has loaded the database's relation list in the background, so without this the cache_on runs
     of a short scenario would only be relayed. The probe's text differs from every scenario's statements."""

@@ -1,0 +1,118 @@
+//! What the client's SQL does to its session, as the pooling sees it: each Query/Parse text is
+//! scanned once (from its statements' parse-tree analyses), its effects on settings, role, pins and
+//! prepared statements applied, and the effects of prepared statements applied again at each Bind.
+
+use bytes::Bytes;
+
+use super::session::Session;
+use super::sql_scan::Scan;
+use crate::config::PoolMode;
+use crate::net::frame::cstr;
+
+impl Session {
+    /// Scans a Query/Parse text once: what it means for pooling, and its analysis, kept for the
+    /// Parse/Query bookkeeping that follows. A Parse of the same text as the last one (drivers
+    /// re-parse unnamed statements) reuses the previous result.
+    pub(super) fn inspect_sql(&mut self, tag: u8, body: &[u8]) -> Scan {
+        let sql = if tag == b'P' {
+            match cstr(body).and_then(|(_, rest)| cstr(rest)) {
+                Some((q, _)) => q,
+                None => return Default::default(),
+            }
+        } else {
+            cstr(body).map_or(body, |(q, _)| q)
+        };
+        let found = match &self.last_parse {
+            Some((text, found, analyses)) if tag == b'P' && text[..] == *sql => {
+                self.observe.analyzed = analyses.clone();
+                found.clone()
+            }
+            _ => {
+                let analyze = self.observe.enabled || self.cached.on;
+                if !analyze && !super::sql_scan::may_matter(sql) {
+                    return Scan::default();
+                }
+                let text = String::from_utf8_lossy(sql);
+                // With standard_conforming_strings off a backslash escapes in any string, which
+                // the parser (and the shape tokenizer's default) do not assume.
+                let opaque = self.backslash_quotes && memchr::memchr(b'\\', sql).is_some();
+                let shapes = crate::sql::tokens::shapes_with(&text, self.backslash_quotes);
+                self.observe.analyzed = self.app.analyzer.analyze_shapes(&text, &shapes, opaque);
+                let found = super::sql_scan::from_analyses(&text, &shapes, &self.observe.analyzed);
+                if tag == b'P' {
+                    self.last_parse = Some((Bytes::copy_from_slice(sql), found.clone(), self.observe.analyzed.clone()));
+                }
+                found
+            }
+        };
+        self.note_scan(&found);
+        found
+    }
+
+    /// A prepared statement does to the session what its text says each time it runs, not only
+    /// when parsed (a driver prepares `SELECT set_config('app.tenant', $1, false)` once and binds
+    /// it per request): keep the scans that matter by statement name.
+    pub(super) fn remember_effect(&mut self, parse: &[u8], found: &Scan) {
+        let Some((name, _)) = cstr(parse) else { return };
+        let matters = found.changes_session
+            || found.pin.is_some()
+            || found.unknown_after.is_some()
+            || found.ddl
+            || found.restores
+            || !found.resets.is_empty();
+        if matters {
+            if self.effects.len() < self.app.config.load().prepared.client_max {
+                self.effects.insert(Bytes::copy_from_slice(name), found.clone());
+            } else {
+                self.state_unknown = true; // cannot remember it: assume the worst
+            }
+        } else if !self.effects.is_empty() {
+            self.effects.remove(name);
+        }
+    }
+
+    /// A Bind of a statement whose text changes session state: it changes it again.
+    pub(super) fn replay_effect(&mut self, bind: &[u8]) {
+        let Some((_, rest)) = cstr(bind) else { return };
+        let Some((stmt, _)) = cstr(rest) else { return };
+        if let Some(found) = self.effects.get(stmt).cloned() {
+            self.note_scan(&found);
+        }
+    }
+
+    /// What a scanned text does to the session's pooling state.
+    pub(super) fn note_scan(&mut self, found: &Scan) {
+        self.state_dirty |= found.changes_session;
+        if found.ddl {
+            self.app.registry.ddl_seen();
+        }
+        if found.restores || !found.resets.is_empty() {
+            for pair in self.state.startup_values(found.restores, &found.resets) {
+                if !self.restoring.iter().any(|(k, _)| k.eq_ignore_ascii_case(&pair.0)) {
+                    self.restoring.push(pair);
+                }
+            }
+        }
+        self.state.track(&found.names);
+        match found.unknown_after {
+            Some(true) if !self.state_unknown => {
+                tracing::info!(user = %self.info.user, database = %self.info.database,
+                    "client pinned to its server connection: session state pgpilot cannot read back");
+                self.state_unknown = true;
+            }
+            Some(false) if self.state_unknown => {
+                self.state_unknown = false;
+                self.state_dirty = true;
+            }
+            _ => {}
+        }
+        if self.mode == PoolMode::Session && (found.changes_session || found.pin.is_some() || self.state_unknown) {
+            // Session mode keeps no settings signature: stop caching rather than guess.
+            self.cached.off = true;
+        }
+        if let (Some(reason), None, PoolMode::Transaction) = (found.pin, self.pin, self.mode) {
+            tracing::info!(user = %self.info.user, database = %self.info.database, "client pinned to its server connection: {reason}");
+            self.pin = Some(reason);
+        }
+    }
+}
