@@ -60,8 +60,12 @@ impl ServerCopy {
 
     /// Still what the statement means now.
     pub fn current(&self, epoch: u64) -> bool {
-        self.epoch == epoch
-            && (self.version == Self::FRESH || (self.version != 0 && self.version == self.stmt.version()))
+        self.current_as(epoch, self.stmt.version())
+    }
+
+    /// As `current`, with the statement's version already read (one read per Bind).
+    pub fn current_as(&self, epoch: u64, version: u64) -> bool {
+        self.epoch == epoch && (self.version == Self::FRESH || (self.version != 0 && self.version == version))
     }
 }
 

@@ -326,9 +326,7 @@ impl Session {
         let held = self.validated.get(name).filter(|(id, _)| *id == stmt.id).map(|(_, v)| *v);
         let usable = held.is_some_and(|v| v == ADOPTING || (v != 0 && v == version));
         let server = self.server.as_deref_mut().expect("forward needs a server");
-        let current = server.prepared.get(&stmt.id).is_some_and(|c| {
-            c.epoch == epoch && (c.version == ServerCopy::FRESH || (c.version != 0 && c.version == version))
-        });
+        let current = server.prepared.get(&stmt.id).is_some_and(|c| c.current_as(epoch, version));
         if current && usable {
             bump(&STATS.hits);
             return true;

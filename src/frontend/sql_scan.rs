@@ -111,7 +111,9 @@ fn deallocate_target(shapes: &[Shape]) -> Option<String> {
     target.filter(|n| *n != "all" && *n != "prepare").map(|n| n.trim_matches('"').to_string())
 }
 
-/// The scan of a text on its own (tests, and the rare path that has no analysis at hand).
+/// The scan of a text on its own, with a private analyzer (tests only: the session scans with the
+/// shared analysis cache).
+#[cfg(test)]
 pub fn scan(sql: &str) -> Scan {
     let shapes = crate::sql::tokens::shapes(sql);
     let analyzed = crate::sql::Analyzer::new(16).analyze_shapes(sql, &shapes, false);

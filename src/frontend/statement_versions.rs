@@ -19,13 +19,13 @@ impl Session {
     /// Under `name` this client was given the statement's current version by a server in this
     /// session.
     pub(super) fn holds_current(&self, name: &[u8], stmt: &Statement) -> bool {
-        let v = stmt.version();
-        v != 0 && self.validated.get(name) == Some(&(stmt.id, v))
+        self.held_version(name, stmt).is_some()
     }
 
     /// The version this client holds under `name` when it is the current one.
     pub(super) fn held_version(&self, name: &[u8], stmt: &Statement) -> Option<u64> {
-        self.holds_current(name, stmt).then(|| stmt.version())
+        let v = stmt.version();
+        (v != 0 && self.validated.get(name) == Some(&(stmt.id, v))).then_some(v)
     }
 
     /// The version a server described to this client under `name`, if any (it may differ from
