@@ -1,127 +1,27 @@
-//! The running proxy: shared state, the accept loop, signals (SIGHUP reload, SIGTERM/SIGINT
-//! graceful shutdown) and the path of a new client from accept to its session loop.
+//! The running proxy: building the shared state, the accept loop, signals (SIGHUP reload,
+//! SIGTERM/SIGINT graceful shutdown) and the path of a new client from accept to its session loop.
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use arc_swap::ArcSwap;
 use bytes::BytesMut;
-use parking_lot::Mutex;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::watch;
-use tokio_rustls::TlsAcceptor;
 
 use crate::auth::client::{authenticate, Check};
-use crate::auth::secrets::{parse_scram_secret, scram_from_plain, Verifier};
-use crate::config::users::Secret;
-use crate::config::{Cli, Config, UserConfig};
-use crate::frontend::cancel::CancelRegistry;
-use crate::frontend::client_io::fail;
+use crate::config::{Cli, Config};
 use crate::frontend::session::{ClientInfo, Flow, Session};
 use crate::frontend::session_state::SessionState;
 use crate::frontend::startup::{negotiate, Opening};
+use crate::net::client_io::fail;
 use crate::net::messages::sqlstate;
-use crate::pool::set::PoolSet;
-
-/// Client counts by state, for /metrics and /health/status.
-#[derive(Default)]
-pub struct ClientCounters {
-    total: AtomicI64,
-    active: AtomicI64,
-    waiting: AtomicI64,
-}
-
-#[derive(Debug, serde::Serialize)]
-pub struct ClientSnapshot {
-    pub total: i64,
-    pub active: i64,
-    pub waiting: i64,
-    pub idle: i64,
-}
-
-impl ClientCounters {
-    pub fn active_add(&self, d: i64) {
-        self.active.fetch_add(d, Ordering::Relaxed);
-    }
-    pub fn waiting_add(&self, d: i64) {
-        self.waiting.fetch_add(d, Ordering::Relaxed);
-    }
-    pub fn total(&self) -> i64 {
-        self.total.load(Ordering::Relaxed)
-    }
-    pub fn snapshot(&self) -> ClientSnapshot {
-        let (total, active, waiting) =
-            (self.total(), self.active.load(Ordering::Relaxed), self.waiting.load(Ordering::Relaxed));
-        ClientSnapshot { total, active, waiting, idle: (total - active - waiting).max(0) }
-    }
-}
+use crate::shared::App;
 
 /// Decrements the client count however a client task ends.
 struct ClientSlot(Arc<App>);
 impl Drop for ClientSlot {
     fn drop(&mut self) {
-        self.0.clients.total.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
-pub struct App {
-    pub config: Arc<ArcSwap<Config>>,
-    pub pools: Arc<PoolSet>,
-    pub cancels: Arc<CancelRegistry>,
-    pub clients: ClientCounters,
-    pub registry: crate::prepared::Registry,
-    pub analyzer: crate::sql::Analyzer,
-    pub query_stats: crate::insights::stats::QueryStats,
-    pub findings: crate::insights::nplus1::Findings,
-    pub cache: crate::cache::ResultCache,
-    tls: Option<TlsAcceptor>,
-    cli: Cli,
-    shutdown: watch::Sender<bool>,
-    /// SCRAM verifiers for plain passwords, keyed by user and password (PBKDF2 once per password).
-    scram_cache: Mutex<HashMap<(String, String), Verifier>>,
-}
-
-impl App {
-    /// Re-reads the configuration (SIGHUP, admin RELOAD); the old one stays if the new is invalid.
-    pub fn reload(&self) -> Result<()> {
-        let new = crate::config::load::load(&self.cli)?;
-        self.cache.policy.store(Arc::new(crate::cache::policy::Policy::new(&new.cache)));
-        self.config.store(Arc::new(new));
-        tracing::info!("configuration reloaded");
-        Ok(())
-    }
-
-    /// The result cache's counters, as /health/status, SHOW CACHE and /metrics report them.
-    pub fn cache_snapshot(&self) -> crate::cache::Snapshot {
-        self.cache.snapshot(self.config.load().cache.enabled)
-    }
-
-    /// Largest result the cache keeps (bytes).
-    pub fn cache_entry_limit(&self) -> usize {
-        self.config.load().cache.max_entry_bytes
-    }
-
-    /// How long a cache miss waits for an identical query already running.
-    pub fn coalesce_wait(&self) -> std::time::Duration {
-        std::time::Duration::from_millis(self.config.load().cache.coalesce_wait_ms)
-    }
-
-    pub fn shutdown_signal(&self) -> watch::Receiver<bool> {
-        self.shutdown.subscribe()
-    }
-
-    fn scram_verifier(&self, user: &UserConfig) -> Option<Verifier> {
-        match user.secret()? {
-            Secret::Scram(s) => parse_scram_secret(s).ok(),
-            Secret::Plain(p) => {
-                let key = (user.name.clone(), p.to_string());
-                Some(self.scram_cache.lock().entry(key).or_insert_with(|| scram_from_plain(p)).clone())
-            }
-            Secret::Md5Hash(_) => None,
-        }
+        self.0.clients.left();
     }
 }
 
@@ -141,22 +41,7 @@ pub async fn run(cli: Cli, config: Config) -> Result<()> {
         .await
         .with_context(|| format!("listening on {}", config.server.http_listen))?;
     let tls = crate::net::tls::acceptor(&config.tls)?;
-    let shared = Arc::new(ArcSwap::from_pointee(config));
-    let app = Arc::new(App {
-        pools: Arc::new(PoolSet::new(shared.clone())),
-        config: shared.clone(),
-        cancels: Arc::new(CancelRegistry::default()),
-        clients: ClientCounters::default(),
-        registry: crate::prepared::Registry::new(shared.load().prepared.registry_max),
-        analyzer: crate::sql::Analyzer::new(shared.load().insights.analysis_cache_entries),
-        query_stats: crate::insights::stats::QueryStats::new(shared.load().insights.max_fingerprints),
-        findings: Default::default(),
-        cache: crate::cache::ResultCache::new(&shared.load().cache)?,
-        tls,
-        cli,
-        shutdown: watch::channel(false).0,
-        scram_cache: Mutex::new(HashMap::new()),
-    });
+    let app = Arc::new(App::new(cli, config, tls)?);
     tracing::info!(listen = %app.config.load().server.listen, http = %app.config.load().server.http_listen, "pgpilot started");
     app.cache.start();
     tokio::spawn(crate::http::serve(http, app.clone(), prometheus));
@@ -175,7 +60,11 @@ fn warm_up(app: &Arc<App>) {
         for user in cfg.user_names() {
             let pool = app.pools.get(database, &user);
             if cfg.cache.enabled && app.cache.relations.begin_load(database) {
-                crate::cache::relations::spawn_load(app.clone(), pool.clone(), Arc::from(database.as_str()));
+                crate::cache::relations::spawn_load(
+                    app.cache.relations.clone(),
+                    pool.clone(),
+                    Arc::from(database.as_str()),
+                );
             }
             let min = cfg.pool.min_size;
             tokio::spawn(async move { pool.warm_up(min).await });
@@ -192,7 +81,7 @@ async fn accept_until_signal(app: &Arc<App>, listener: TcpListener) -> Result<()
             accepted = listener.accept() => match accepted {
                 Ok((tcp, peer)) => {
                     let _ = tcp.set_nodelay(true);
-                    app.clients.total.fetch_add(1, Ordering::Relaxed);
+                    app.clients.joined();
                     let slot = ClientSlot(app.clone());
                     tokio::spawn(async move { serve_client(slot, tcp, peer.to_string()).await });
                 }
@@ -213,7 +102,7 @@ async fn accept_until_signal(app: &Arc<App>, listener: TcpListener) -> Result<()
 async fn drain(app: &Arc<App>) {
     let timeout = Duration::from_millis(app.config.load().server.shutdown_timeout_ms);
     tracing::info!(clients = app.clients.total(), "shutting down: waiting for transactions to finish");
-    let _ = app.shutdown.send(true);
+    app.begin_shutdown();
     let deadline = tokio::time::Instant::now() + timeout;
     while app.clients.total() > 0 && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -235,7 +124,7 @@ async fn serve_client(slot: ClientSlot, tcp: TcpStream, peer: String) {
     let app = slot.0.clone();
     let cfg = app.config.load_full();
     tracing::debug!(%peer, "client connected");
-    let opened = tokio::time::timeout(cfg.startup_timeout(), negotiate(tcp, app.tls.as_ref())).await;
+    let opened = tokio::time::timeout(cfg.startup_timeout(), negotiate(tcp, app.tls())).await;
     let (mut stream, params) = match opened {
         Ok(Opening::Startup { stream, params }) => (stream, params),
         Ok(Opening::Cancel { pid, secret, stream }) => {

@@ -1,8 +1,10 @@
 //! pgpilot: a SQL-aware PostgreSQL pooling proxy.
 //!
 //! The module tree follows the data path: `net` (sockets, framing, TLS) -> `frontend` (client
-//! startup and session loop) -> `pool` -> `backend` (server connections), with `auth` used on both
-//! sides and `http` serving health and metrics beside it.
+//! startup and session loop) -> `pool` -> `backend` (server connections), with the feature state
+//! (`prepared`, `insights`, `cache`) between, `shared` holding what every part shares, and
+//! `admin` / `http` reading it. Who may import whom: docs/ARCHITECTURE.md, "Layers" (checked by
+//! tests/layering.rs).
 
 pub mod admin;
 pub mod app;
@@ -18,4 +20,5 @@ pub mod metrics;
 pub mod net;
 pub mod pool;
 pub mod prepared;
+pub mod shared;
 pub mod sql;

@@ -302,3 +302,20 @@ async fn writes_reach_cascaded_partitioned_and_triggered_tables() {
     c.execute("INSERT INTO cache_trig VALUES (1)", &[]).await.unwrap();
     assert_eq!(text_rows(&c, audit).await, ["1"], "a trigger's write");
 }
+
+#[tokio::test]
+async fn a_reloaded_entry_limit_holds_for_fills_and_stores_alike() {
+    make_table("cache_reload", 400).await;
+    let proxy = Proxy::start(&pool_toml(4, "[cache]\nmax_entry_bytes = 2048\n"));
+    let c = proxy.connect("app").await;
+    until_hit(&proxy, &c, "SELECT v FROM cache_reload WHERE id = 1").await;
+    let all = "SELECT * FROM cache_reload ORDER BY id";
+    let before = counter(&proxy, "too_large");
+    assert_eq!(text_rows(&c, all).await.len(), 400);
+    assert!(counter(&proxy, "too_large") > before, "over 2048 bytes: {}", cache_status(&proxy));
+    // Raised by a reload: the fill captures it and the store keeps it (they once read the limit
+    // from two places, and a reload moved only one of them).
+    proxy.rewrite_config(&pool_toml(4, "[cache]\nmax_entry_bytes = 1048576\n"));
+    proxy.signal("HUP");
+    assert_eq!(until_hit(&proxy, &c, all).await.len(), 400);
+}

@@ -10,11 +10,11 @@ use std::time::Duration;
 use bytes::BytesMut;
 use tokio::io::AsyncWriteExt;
 
-use crate::app::App;
-use crate::frontend::client_io::read_message;
+use crate::net::client_io::read_message;
 use crate::net::frame::{body, cstr};
 use crate::net::messages::{self, sqlstate};
 use crate::net::stream::ClientStream;
+use crate::shared::App;
 
 pub fn is_admin_database(db: &str) -> bool {
     db == "pgpilot" || db == "pgbouncer"

@@ -3,8 +3,8 @@
 use std::time::{Duration, SystemTime};
 
 use super::result::ResultSet;
-use crate::app::App;
 use crate::insights::stats::QueryRow;
+use crate::shared::App;
 
 fn secs(d: Duration) -> String {
     d.as_secs().to_string()
@@ -155,7 +155,7 @@ fn flatten(prefix: &str, v: &serde_json::Value, out: &mut Vec<(String, String)>)
 
 pub fn queries(app: &App) -> ResultSet {
     let mut rows: Vec<QueryRow> = app.query_stats.rows();
-    crate::http::sort_rows(&mut rows, "total_ms");
+    crate::insights::stats::sort_rows(&mut rows, "total_ms");
     let mut r = ResultSet::new(&[
         "fingerprint",
         "database",

@@ -7,10 +7,10 @@ use pgwire::api::auth::sasl::scram::ScramServerAuth;
 use pgwire::messages::startup::Authentication;
 use tokio::io::AsyncWriteExt;
 
-use super::secrets::{md5_response, md5_stored, Verifier};
+use crate::config::secrets::{md5_response, md5_stored, Verifier};
 use crate::config::users::Secret;
 use crate::config::{AuthMethod, UserConfig};
-use crate::frontend::client_io::read_message;
+use crate::net::client_io::read_message;
 use crate::net::frame::{body, cstr};
 use crate::net::messages;
 use crate::net::stream::ClientStream;
@@ -86,7 +86,8 @@ async fn scram(stream: &mut ClientStream, rbuf: &mut BytesMut, verifier: Option<
     }
     let first = &rest[4..];
     // A random verifier stands in for an unknown user so the exchange looks the same.
-    let secret = verifier.unwrap_or_else(|| super::secrets::scram_from_plain(&format!("{:x}", rand::random::<u128>())));
+    let secret =
+        verifier.unwrap_or_else(|| crate::config::secrets::scram_from_plain(&format!("{:x}", rand::random::<u128>())));
     let Ok((server_first, waiting)) =
         ScramServerAuth::new().on_client_first_message_with_secret(first, secret.to_secret())
     else {

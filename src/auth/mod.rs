@@ -1,6 +1,4 @@
-//! Authentication on both sides of the proxy: verifying clients (`client`) and logging in to
-//! servers (`server`), with the secret formats they share (`secrets`).
+//! Client authentication: verifying clients (`client`: SCRAM-SHA-256, md5, trust) with the
+//! secret formats of `config::secrets`. Logging in to servers is the backend's (`backend::login`).
 
 pub mod client;
-pub mod secrets;
-pub mod server;

@@ -59,7 +59,7 @@ async fn connect_inner(target: &Target) -> Result<ServerConn, ServerError> {
     let mut out = BytesMut::new();
     startup.encode(&mut out).map_err(|e| ServerError::Protocol(e.to_string()))?;
     conn.send(&out).await?;
-    crate::auth::server::login(&mut conn, &target.user, target.password.as_deref()).await?;
+    super::login::login(&mut conn, &target.user, target.password.as_deref()).await?;
     read_startup_replies(&mut conn).await?;
     Ok(conn)
 }

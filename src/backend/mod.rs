@@ -1,8 +1,10 @@
 //! Server connections: opening and logging in (`connect`), and the handful of internal queries
 //! pgpilot runs on them itself (reset, health check, session-state replay).
 
+pub mod cancel;
 pub mod connect;
 pub mod internal;
+pub mod login;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -39,7 +41,7 @@ pub struct ServerConn {
     /// none or unknown: pgpilot's own queries and simple Queries destroy it.
     pub unnamed: u64,
     /// Read-held while a client's cancel forwarded to this backend is in flight: the connection
-    /// is checked in only after that (see frontend::cancel).
+    /// is checked in only after that (see backend::cancel).
     pub cancel_gate: std::sync::Arc<tokio::sync::RwLock<()>>,
 }
 

@@ -4,6 +4,7 @@
 //! began (see `generations`), so a write pgpilot has seen commit is never followed by an older
 //! result. The session side (which messages hit, fill and invalidate) is src/frontend/cached.rs.
 
+pub mod admission;
 pub mod entry;
 pub mod fill;
 pub mod flight;
@@ -28,6 +29,8 @@ use redis_tier::RedisTier;
 use relations::Relations;
 pub use stats::{CacheStats, Snapshot};
 
+use crate::sql::learned::Learned;
+
 /// What identifies a result: everything that can change the bytes the server would send.
 #[derive(Debug, Clone)]
 pub struct Key {
@@ -37,6 +40,8 @@ pub struct Key {
     pub tables: Arc<[Arc<str>]>,
     pub ttl: Duration,
     pub fingerprint: u64,
+    /// The shape's counters, for what a hit saves and how often its results repeat.
+    pub learned: Arc<Learned>,
 }
 
 /// What goes into a key besides the tables, TTL and fingerprint carried along.
@@ -58,7 +63,7 @@ pub struct KeyParts<'a> {
 }
 
 impl Key {
-    pub fn new(p: KeyParts<'_>, tables: Arc<[Arc<str>]>, ttl: Duration, fingerprint: u64) -> Key {
+    pub fn new(p: KeyParts<'_>, a: &crate::sql::Analysis, ttl: Duration) -> Key {
         let mut b = BytesMut::with_capacity(p.db.len() + p.user.len() + p.statement.len() + p.args.len() + 40);
         b.put_u8(p.proto);
         for part in [p.db.as_bytes(), p.user.as_bytes(), p.statement] {
@@ -69,7 +74,15 @@ impl Key {
         b.put_u64(p.variant);
         b.put_slice(p.args);
         let hash = xxhash_rust::xxh3::xxh3_128(&b);
-        Key { hash, bytes: b.freeze(), db: p.db.clone(), tables, ttl, fingerprint }
+        Key {
+            hash,
+            bytes: b.freeze(),
+            db: p.db.clone(),
+            tables: a.read_names.clone(),
+            ttl,
+            fingerprint: a.fingerprint,
+            learned: a.learned.clone(),
+        }
     }
 }
 
@@ -82,6 +95,7 @@ pub struct FillPlan {
     /// Present when this client is the single flight for its key.
     guard: Option<FillGuard>,
     pub(crate) stats: Arc<CacheStats>,
+    started: std::time::Instant,
 }
 
 impl FillPlan {
@@ -103,14 +117,17 @@ pub enum Lookup {
 pub struct ResultCache {
     local: moka::sync::Cache<u128, Arc<Entry>>,
     pub gens: Arc<Generations>,
-    pub relations: Relations,
+    pub relations: Arc<Relations>,
     flight: Arc<Flight>,
     pub redis: Option<Arc<RedisTier>>,
     pub policy: ArcSwap<Policy>,
     pub stats: Arc<CacheStats>,
-    max_entry: usize,
+    /// Reloadable, so owned here: fills and stores read the same value.
+    max_entry: std::sync::atomic::AtomicUsize,
     max_bytes: u64,
     verify_hits: bool,
+    doorkeeper: admission::Doorkeeper,
+    skip_unrepeated: bool,
 }
 
 struct Expiry;
@@ -146,15 +163,29 @@ impl ResultCache {
         Ok(Self {
             local,
             gens: Arc::new(Generations::default()),
-            relations: Relations::default(),
+            relations: Arc::default(),
             flight: Arc::new(Flight::default()),
             redis,
             policy: ArcSwap::from_pointee(Policy::new(cfg)),
             stats,
-            max_entry: cfg.max_entry_bytes,
+            max_entry: cfg.max_entry_bytes.into(),
             max_bytes: cfg.max_bytes,
             verify_hits: cfg.redis_verify_hits,
+            doorkeeper: Default::default(),
+            skip_unrepeated: cfg.skip_unrepeated,
         })
+    }
+
+    /// A reloaded configuration: the rules and the entry size limit (the size bound, Redis and
+    /// admission are fixed at start).
+    pub fn reconfigure(&self, cfg: &crate::config::CacheConfig) {
+        self.policy.store(Arc::new(Policy::new(cfg)));
+        self.max_entry.store(cfg.max_entry_bytes, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Largest result kept (bytes): a fill stops capturing past it.
+    pub fn max_entry_bytes(&self) -> usize {
+        self.max_entry.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Starts the Redis connection and invalidation subscription (needs the runtime).
@@ -187,6 +218,7 @@ impl ResultCache {
                 if self.shared_still_valid(&key, &e).await {
                     tracing::trace!(key = %format!("{:x}", key.hash), ?gens, "cache: local hit");
                     CacheStats::bump(&self.stats.hits_local);
+                    admission::note_hit(&key.learned);
                     return Lookup::Hit(e);
                 }
                 self.local.invalidate(&key.hash);
@@ -224,7 +256,7 @@ impl ResultCache {
         };
         let Some(found) = found else {
             CacheStats::bump(&self.stats.misses);
-            return Lookup::Miss(Box::new(FillPlan { key, gens, remote: None, guard, stats: self.stats.clone() }));
+            return Lookup::Miss(self.plan(key, gens, None, guard));
         };
         let entry = found.entry.as_deref().and_then(Entry::decode);
         if let Some(mut e) = entry.filter(|e| e.key == key.bytes && e.remote == found.gens && e.expires_ms > wall_ms())
@@ -238,17 +270,37 @@ impl ResultCache {
             let e = Arc::new(e);
             self.local.insert(key.hash, e.clone());
             CacheStats::bump(&self.stats.hits_redis);
+            admission::note_hit(&key.learned);
             return Lookup::Hit(e);
         }
         CacheStats::bump(&self.stats.misses);
-        Lookup::Miss(Box::new(FillPlan { key, gens, remote: Some(found.gens), guard, stats: self.stats.clone() }))
+        Lookup::Miss(self.plan(key, gens, Some(found.gens), guard))
+    }
+
+    fn plan(&self, key: Key, gens: Vec<u64>, remote: Option<Vec<i64>>, guard: Option<FillGuard>) -> Box<FillPlan> {
+        let stats = self.stats.clone();
+        Box::new(FillPlan { key, gens, remote, guard, stats, started: std::time::Instant::now() })
+    }
+
+    /// Whether a run of a cacheable read should be looked up at all (see `admission`); `params`
+    /// hashes what distinguishes this run's result from the shape's other runs.
+    pub fn admit(&self, learned: &Learned, params: u64) -> bool {
+        if !self.skip_unrepeated {
+            return true;
+        }
+        let admitted = admission::admit(learned, self.doorkeeper.seen(params));
+        if !admitted {
+            CacheStats::bump(&self.stats.skipped);
+        }
+        admitted
     }
 
     /// A fill completed: stored unless too large or a commit touched its tables meanwhile.
     pub fn store(&self, plan: FillPlan, row_desc: Bytes, body: Bytes, rows: u32) {
         // The single-flight guard lives to the end: waiters wake once the entry is in.
-        let FillPlan { key, gens, remote, guard: _flight, .. } = plan;
-        if row_desc.len() + body.len() + key.bytes.len() > self.max_entry {
+        let FillPlan { key, gens, remote, guard: _flight, started, .. } = plan;
+        admission::note_miss_time(&key.learned, started.elapsed());
+        if row_desc.len() + body.len() + key.bytes.len() > self.max_entry_bytes() {
             CacheStats::bump(&self.stats.too_large);
             return;
         }

@@ -17,7 +17,10 @@ pub enum Hint {
 
 /// `/* pgpilot:nocache */` or `/* pgpilot:cache ttl=N */` (seconds; `cache` alone: the default).
 pub fn hint(sql: &[u8]) -> Hint {
-    let Some(at) = memchr::memmem::find(sql, b"pgpilot:") else { return Hint::None };
+    // Run on every Parse and Query: a `/*` is looked for first (a vectorised byte search; `/` is
+    // rare in SQL), the marker only after it.
+    let Some(comment) = memchr::memmem::find(sql, b"/*") else { return Hint::None };
+    let Some(at) = memchr::memmem::find(&sql[comment..], b"pgpilot:").map(|i| comment + i) else { return Hint::None };
     let rest = &sql[at + 8..];
     if rest.starts_with(b"nocache") {
         return Hint::NoCache;

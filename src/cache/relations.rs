@@ -147,7 +147,7 @@ impl Relations {
 }
 
 /// Loads `db`'s relation list on a pooled connection, in the background.
-pub fn spawn_load(app: Arc<crate::app::App>, pool: Arc<crate::pool::Pool>, db: Arc<str>) {
+pub fn spawn_load(relations: Arc<Relations>, pool: Arc<crate::pool::Pool>, db: Arc<str>) {
     tokio::spawn(async move {
         let rows = match pool.checkout().await {
             Ok(mut conn) => match conn.run_internal(QUERY).await {
@@ -170,7 +170,7 @@ pub fn spawn_load(app: Arc<crate::app::App>, pool: Arc<crate::pool::Pool>, db: A
                 None
             }
         };
-        app.cache.relations.finish_load(&db, rows, crate::clock::now_ms());
+        relations.finish_load(&db, rows, crate::clock::now_ms());
     });
 }
 

@@ -4,6 +4,7 @@
 //! so a reload never blocks or tears a session.
 
 pub mod load;
+pub mod secrets;
 pub mod users;
 
 use std::path::PathBuf;
@@ -91,16 +92,6 @@ impl Default for InsightsConfig {
             n_plus_one_threshold: 5,
             n_plus_one_window_ms: 500,
             n_plus_one_min_total_ms: 50,
-        }
-    }
-}
-
-impl InsightsConfig {
-    pub fn rules(&self) -> crate::insights::nplus1::Rules {
-        crate::insights::nplus1::Rules {
-            threshold: self.n_plus_one_threshold.max(2),
-            window: Duration::from_millis(self.n_plus_one_window_ms),
-            min_total: Duration::from_millis(self.n_plus_one_min_total_ms),
         }
     }
 }
@@ -242,6 +233,9 @@ pub struct CacheConfig {
     pub coalesce_wait_ms: u64,
     /// How often the list of ordinary tables (only their reads are cached) is re-read.
     pub relations_refresh_s: u64,
+    /// Look past a statement shape whose results do not repeat often enough to pay for the
+    /// lookup (decided per shape every 256 runs from the repeat ratio and the time a miss takes).
+    pub skip_unrepeated: bool,
     /// Rules by table or fingerprint; the first that matches decides (ttl_s = 0: never cache).
     pub rules: Vec<CacheRule>,
 }
@@ -258,6 +252,7 @@ impl Default for CacheConfig {
             redis_verify_hits: true,
             coalesce_wait_ms: 10_000,
             relations_refresh_s: 60,
+            skip_unrepeated: true,
             rules: Vec::new(),
         }
     }

@@ -91,7 +91,7 @@ impl UserConfig {
                 bail!("user {:?}: scram-sha-256 auth cannot use an md5 hash", self.name)
             }
             (AuthMethod::ScramSha256, Some(Secret::Scram(s))) => {
-                crate::auth::secrets::parse_scram_secret(s).map(|_| ())
+                crate::config::secrets::parse_scram_secret(s).map(|_| ())
             }
             _ => Ok(()),
         }

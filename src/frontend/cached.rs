@@ -3,11 +3,12 @@
 //! captured for it. A hit never needs a server connection; with one held (inside a transaction)
 //! the replies are queued behind the server's, in order.
 
-use std::collections::HashMap;
+use foldhash::HashMap;
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 
+use super::reply_queue::{Action, Kind};
 use super::session::Session;
 use crate::cache::fill::Fill;
 use crate::cache::policy::{hint, Hint};
@@ -15,7 +16,6 @@ use crate::cache::{Entry, FillPlan, Key, KeyParts, Lookup};
 use crate::net::frame::{body, cstr};
 use crate::net::messages;
 use crate::prepared::messages::{self as pm, split_bind, split_parse, split_target};
-use crate::prepared::pending::{Action, Kind};
 use crate::sql::tokens::fnv1a;
 use crate::sql::Analysis;
 
@@ -24,16 +24,29 @@ pub struct CachedStatement {
     pub analysis: Arc<Analysis>,
     /// Text and parameter types: the statement part of the key.
     ident: Bytes,
+    /// Its hash, combined with the arguments' for the cache's repeat counting.
+    ident_hash: u64,
     hint: Hint,
 }
 
 impl CachedStatement {
+    /// The same text and types: a driver's unnamed Parse, repeated for every query.
+    fn is(&self, analysis: &Arc<Analysis>, query: &[u8], types: &[u8]) -> bool {
+        let i = &self.ident;
+        Arc::ptr_eq(&self.analysis, analysis)
+            && i.len() == query.len() + 1 + types.len()
+            && i.starts_with(query)
+            && i.ends_with(types)
+            && i[query.len()] == 0
+    }
+
     fn new(analysis: Arc<Analysis>, query: &[u8], types: &[u8]) -> Self {
         let mut ident = BytesMut::with_capacity(query.len() + types.len() + 1);
         ident.extend_from_slice(query);
         ident.extend_from_slice(&[0]);
         ident.extend_from_slice(types);
-        Self { hint: hint(query), ident: ident.freeze(), analysis }
+        let ident_hash = xxhash_rust::xxh3::xxh3_64(&ident);
+        Self { hint: hint(query), ident: ident.freeze(), ident_hash, analysis }
     }
 }
 
@@ -143,7 +156,7 @@ impl Session {
             b'Q' => {
                 self.cached.writes.close_group();
                 if let Some(plan) = self.cached.query_fill.take() {
-                    let limit = self.app.cache_entry_limit();
+                    let limit = self.app.cache.max_entry_bytes();
                     self.pending.attach_fill(Fill::new(plan, true, limit));
                 }
             }
@@ -155,7 +168,7 @@ impl Session {
             }
             b'E' if body(frame).first() == Some(&0) => {
                 if let Portal::Fill { plan, .. } = std::mem::take(&mut self.cached.portal) {
-                    let limit = self.app.cache_entry_limit();
+                    let limit = self.app.cache.max_entry_bytes();
                     self.pending.attach_fill(Fill::new(plan, false, limit));
                 }
             }
@@ -190,15 +203,16 @@ impl Session {
             self.note_writes(a);
         }
         let single = match analyzed.as_slice() {
-            [(a, _)] => Some(a.clone()),
+            [(a, literals)] => Some((a.clone(), *literals)),
             _ => None,
         };
         self.observe.analyzed = analyzed;
-        let Some(a) = single else { return false };
+        let Some((a, literals)) = single else { return false };
         if !self.pending.is_empty() || !self.cache_usable() {
             return false;
         }
-        let Some(key) = self.cache_key(b'Q', &a, hint(text), text, 0, &[]) else { return false };
+        let Some(ttl) = self.worth_looking_up(&a, hint(text), literals) else { return false };
+        let Some(key) = self.cache_key(b'Q', &a, ttl, (text, 0, &[])) else { return false };
         match self.app.cache.lookup(key, self.app.coalesce_wait()).await {
             Lookup::Hit(e) => {
                 self.cout.extend_from_slice(&e.row_desc);
@@ -236,24 +250,28 @@ impl Session {
         self.on_completed(c);
     }
 
-    /// The key for a cacheable read, or None when this read must not be cached.
+    /// The TTL of a read that may be cached and is worth looking up (`params`: a hash of what
+    /// tells this run's result from the shape's other runs). Checked before anything costly.
+    fn worth_looking_up(&self, a: &Analysis, hint: Hint, params: u64) -> Option<std::time::Duration> {
+        let ttl = self.app.cache.policy.load().ttl(a, hint)?;
+        self.app.cache.admit(&a.learned, params).then_some(ttl)
+    }
+
+    /// The key for a cacheable read, or None when a table it reads is not an ordinary table.
     fn cache_key(
         &mut self,
         proto: u8,
         a: &Analysis,
-        hint: Hint,
-        statement: &[u8],
-        variant: u64,
-        args: &[u8],
+        ttl: std::time::Duration,
+        (statement, variant, args): (&[u8], u64, &[u8]),
     ) -> Option<Key> {
-        let ttl = self.app.cache.policy.load().ttl(a, hint)?;
         if !self.relations_known(&a.read_names) {
             return None;
         }
         let db = &self.observe.origin.database;
         let settings = self.state.sig();
         let parts = KeyParts { proto, db, user: &self.info.user, settings, statement, variant, args };
-        Some(Key::new(parts, a.read_names.clone(), ttl, a.fingerprint))
+        Some(Key::new(parts, a, ttl))
     }
 
     /// Which version of the statement `name` the client holds (see `KeyParts::variant`); None
@@ -281,14 +299,18 @@ impl Session {
         let db = &self.observe.origin.database;
         let (ok, due) = self.app.cache.relations.check(db, tables, crate::clock::now_ms(), refresh);
         if due && self.app.cache.relations.begin_load(db) {
-            crate::cache::relations::spawn_load(self.app.clone(), self.pool.clone(), db.clone());
+            crate::cache::relations::spawn_load(self.app.cache.relations.clone(), self.pool.clone(), db.clone());
         }
         ok
     }
 
     fn cache_note_parse(&mut self, frame: &[u8]) {
         let Some((name, query, types)) = split_parse(body(frame)) else { return };
-        let stmt = self.observe.analyzed.first().map(|(a, _)| Arc::new(CachedStatement::new(a.clone(), query, types)));
+        let analysis = self.observe.analyzed.first().map(|(a, _)| a);
+        if name.is_empty() && self.cached.unnamed.as_ref().zip(analysis).is_some_and(|(u, a)| u.is(a, query, types)) {
+            return;
+        }
+        let stmt = analysis.map(|a| Arc::new(CachedStatement::new(a.clone(), query, types)));
         if !name.is_empty() && self.cached.statements.contains_key(name) {
             return; // a duplicate name: the Parse fails (42P05) and the old statement stays
         }
@@ -317,8 +339,10 @@ impl Session {
         if !self.cache_usable() {
             return false;
         }
+        let params = s.ident_hash ^ xxhash_rust::xxh3::xxh3_64(args);
+        let Some(ttl) = self.worth_looking_up(&s.analysis, s.hint, params) else { return false };
         let Some(variant) = self.statement_variant(name) else { return false };
-        let Some(key) = self.cache_key(b'E', &s.analysis, s.hint, &s.ident, variant, args) else { return false };
+        let Some(key) = self.cache_key(b'E', &s.analysis, ttl, (&s.ident, variant, args)) else { return false };
         match self.app.cache.lookup(key, self.app.coalesce_wait()).await {
             Lookup::Hit(entry) => {
                 self.local_portal = false;

@@ -7,13 +7,13 @@ use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 
+use super::reply_queue::{Action, Check, Event, Kind, Pending};
 use super::session::Session;
 use crate::backend::{ServerConn, ServerCopy};
 use crate::config::PoolMode;
 use crate::net::frame::body;
 use crate::net::messages::{self, sqlstate};
 use crate::prepared::messages::{self as pm, split_bind, split_parse, split_target};
-use crate::prepared::pending::{Action, Check, Event, Kind, Pending};
 
 use crate::prepared::{bump, Statement, STATS};
 

@@ -1,8 +1,6 @@
 //! The client side: the opening exchange (`startup`), authentication, and the session loop that
 //! relays messages between the client and whichever server connection it holds.
 
-pub mod cancel;
-pub mod client_io;
 pub mod session;
 pub mod session_state;
 pub mod sql_scan;
@@ -14,5 +12,6 @@ mod cached;
 mod extended;
 mod observe;
 mod relay;
+mod reply_queue;
 mod session_effects;
 mod statement_versions;

@@ -6,12 +6,12 @@ use std::time::Instant;
 
 use bytes::Bytes;
 
+use super::reply_queue::Track;
 use super::session::Session;
 use crate::insights::stats::log_if_slow;
 use crate::insights::Completed;
 use crate::net::frame::{body, cstr};
 use crate::prepared::messages::{split_bind, split_parse, split_target};
-use crate::prepared::pending::Track;
 use crate::sql::tokens::fnv1a;
 
 impl Session {
@@ -98,9 +98,9 @@ pub struct Observe {
     pub received: Instant,
     /// Analyses of the Query/Parse text just inspected.
     pub analyzed: crate::sql::Analyzed,
-    statements: std::collections::HashMap<Bytes, Arc<crate::sql::Analysis>>,
+    statements: foldhash::HashMap<Bytes, Arc<crate::sql::Analysis>>,
     unnamed_statement: Option<Arc<crate::sql::Analysis>>,
-    portals: std::collections::HashMap<Bytes, (Arc<crate::sql::Analysis>, u64)>,
+    portals: foldhash::HashMap<Bytes, (Arc<crate::sql::Analysis>, u64)>,
     unnamed_portal: Option<(Arc<crate::sql::Analysis>, u64)>,
 }
 
@@ -109,7 +109,7 @@ impl Observe {
         Self {
             enabled: cfg.enabled,
             origin,
-            rules: cfg.rules(),
+            rules: crate::insights::nplus1::Rules::from_config(cfg),
             slow: std::time::Duration::from_millis(cfg.slow_query_ms),
             detector: Default::default(),
             received: Instant::now(),

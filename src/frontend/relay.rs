@@ -16,7 +16,7 @@ impl Session {
         flow
     }
 
-    async fn relay_server_messages(&mut self, events: &mut Vec<crate::prepared::pending::Event>) -> Flow {
+    async fn relay_server_messages(&mut self, events: &mut Vec<super::reply_queue::Event>) -> Flow {
         while let Some(server) = self.server.as_mut() {
             let piece = match self.sframer.next(&mut server.rbuf, |t| t == b'Z' || t == b'S') {
                 Ok(Some(piece)) => piece,

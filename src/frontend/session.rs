@@ -2,25 +2,25 @@
 //! and the server connection it holds, checking one out when a message needs it and handing it
 //! back at transaction boundaries (transaction mode) or at the end (session mode).
 
-use std::collections::HashMap;
+use foldhash::HashMap;
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use super::cancel::{Registration, ServerKey};
+use super::reply_queue::Pending;
 use super::session_state::SessionState;
 use super::sql_scan::Scan;
 use super::tx::TxTracker;
-use crate::app::App;
+use crate::backend::cancel::{Registration, ServerKey};
 use crate::backend::ServerError;
 use crate::config::PoolMode;
 use crate::net::frame::{body, Framer, Piece};
 use crate::net::messages::{self, sqlstate};
 use crate::net::stream::ClientStream;
 use crate::pool::{CheckoutError, Pool, PooledConn};
-use crate::prepared::pending::Pending;
 use crate::prepared::Statement;
+use crate::shared::App;
 
 /// Message types a client may send once the session has started.
 const CLIENT_TAGS: &[u8] = b"QPBEDCSHFdcfX";
@@ -98,7 +98,7 @@ impl Session {
         let cached = super::cached::CacheState::new(cfg.cache.enabled, &state);
         Self {
             cached,
-            cancel: app.cancels.register(super::cancel::ClientMeta {
+            cancel: app.cancels.register(crate::backend::cancel::ClientMeta {
                 user: info.user.clone(),
                 database: info.database.clone(),
                 application_name: info.application_name.clone(),
@@ -124,15 +124,15 @@ impl Session {
             state_unknown: false,
             backslash_quotes: false,
             restoring: Vec::new(),
-            told: HashMap::new(),
+            told: HashMap::default(),
             skip_until_sync: false,
             skip_stream: false,
             pending: Pending::default(),
-            statements: HashMap::new(),
+            statements: HashMap::default(),
             unnamed: None,
             unnamed_parse: None,
-            validated: HashMap::new(),
-            effects: HashMap::new(),
+            validated: HashMap::default(),
+            effects: HashMap::default(),
             pool_scope: xxhash_rust::xxh3::xxh3_64(format!("{}\0{}", info.database, info.user).as_bytes()),
             local_stmt: false,
             local_portal: false,
@@ -347,7 +347,7 @@ impl Session {
             }
             if !self.skip_stream {
                 if let Some(kind) = self.reply_kind(tag, &[]) {
-                    self.pending.push(kind, crate::prepared::pending::Action::Forward);
+                    self.pending.push(kind, super::reply_queue::Action::Forward);
                 }
                 self.tx.on_client(tag);
             }

@@ -35,28 +35,28 @@ pub struct Scan {
 /// INTO TEMP, '(' for every
 /// call, '"' and 'u&' for identifiers spelt in quotes or escapes, ';' for several statements).
 pub fn may_matter(sql: &[u8]) -> bool {
-    const NEEDLES: [&[u8]; 15] = [
-        b"set",
-        b"discard",
-        b"listen",
-        b"prepare",
-        b"load",
-        b"declare",
-        b"create",
-        b"temp",
-        b"deallocate",
-        b"do",
-        b"call",
-        b"(",
-        b"\"",
-        b"u&",
-        b";",
-    ];
     let text = sql.trim_ascii();
     let body = text.strip_suffix(b";").unwrap_or(text);
-    NEEDLES.iter().any(|n| body.windows(n.len()).any(|w| w.eq_ignore_ascii_case(n)))
-        || body.starts_with(b"-")
+    // One vectorised search for the punctuation, then one pass that compares only where a byte
+    // starts a needle word (this runs on every Query when insights are off).
+    body.starts_with(b"-")
         || body.starts_with(b"/")
+        || memchr::memchr3(b'(', b'"', b';', body).is_some()
+        || (0..body.len()).any(|i| starts_needle(&body[i..]))
+}
+
+fn starts_needle(rest: &[u8]) -> bool {
+    let words: &[&[u8]] = match rest[0] | 0x20 {
+        b's' => &[b"set"],
+        b'd' => &[b"discard", b"declare", b"deallocate", b"do"],
+        b'l' => &[b"listen", b"load"],
+        b'p' => &[b"prepare"],
+        b'c' => &[b"create", b"call"],
+        b't' => &[b"temp"],
+        b'u' => &[b"u&"],
+        _ => return false,
+    };
+    words.iter().any(|w| rest.len() >= w.len() && rest[..w.len()].eq_ignore_ascii_case(w))
 }
 
 /// The scan of a text from its statements' analyses (`shapes` and `analyzed` side by side).
@@ -189,7 +189,61 @@ mod tests {
             assert!(super::may_matter(sql.as_bytes()), "{sql}");
         }
         assert!(!super::may_matter(b"SELECT abalance FROM pgbench_accounts WHERE aid = 5;"));
+        assert!(super::may_matter(b"select 1 ; select 2"));
+        assert!(super::may_matter(b"SELECT U&\"x\" FROM t"));
+        assert!(super::may_matter(b"SELECT 1 -- set"));
+        assert!(super::may_matter(b"-- c\nSELECT 1"));
         assert!(super::may_matter(b"UPDATE pgbench_accounts SET abalance = abalance + 1 WHERE aid = 2"));
+    }
+
+    /// The needle search as first written (every needle over every window): the fast one must
+    /// agree with it on every text.
+    fn may_matter_reference(sql: &[u8]) -> bool {
+        const NEEDLES: [&[u8]; 15] = [
+            b"set",
+            b"discard",
+            b"listen",
+            b"prepare",
+            b"load",
+            b"declare",
+            b"create",
+            b"temp",
+            b"deallocate",
+            b"do",
+            b"call",
+            b"(",
+            b"\"",
+            b"u&",
+            b";",
+        ];
+        let text = sql.trim_ascii();
+        let body = text.strip_suffix(b";").unwrap_or(text);
+        NEEDLES.iter().any(|n| body.windows(n.len()).any(|w| w.eq_ignore_ascii_case(n)))
+            || body.starts_with(b"-")
+            || body.starts_with(b"/")
+    }
+
+    #[test]
+    fn fast_needle_search_agrees_with_the_reference() {
+        let alphabet: &[u8] = b"sEtDiScArDlIoNpRePcAlTmuU&;(\" -/xyz\x80\xff0";
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        for _ in 0..20_000 {
+            let len = (seed % 12) as usize;
+            let text: Vec<u8> = (0..len)
+                .map(|_| {
+                    seed ^= seed << 13;
+                    seed ^= seed >> 7;
+                    seed ^= seed << 17;
+                    alphabet[(seed % alphabet.len() as u64) as usize]
+                })
+                .collect();
+            assert_eq!(super::may_matter(&text), may_matter_reference(&text), "{:?}", String::from_utf8_lossy(&text));
+        }
+        for word in ["set", "discard", "listen", "prepare", "load", "declare", "create", "temp", "deallocate", "call"] {
+            for text in [word.to_uppercase(), format!("x{word}y"), format!("a {} b", &word[..word.len() - 1])] {
+                assert_eq!(super::may_matter(text.as_bytes()), may_matter_reference(text.as_bytes()), "{text}");
+            }
+        }
     }
 
     #[test]

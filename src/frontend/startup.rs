@@ -7,13 +7,11 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsAcceptor;
 
-use super::client_io::{fail, AUTH_MESSAGE_MAX};
+use crate::net::client_io::{fail, AUTH_MESSAGE_MAX};
 use crate::net::messages::{self, sqlstate};
 use crate::net::stream::ClientStream;
 
-const SSL_REQUEST: i32 = 80877103;
-const GSSENC_REQUEST: i32 = 80877104;
-pub(crate) const CANCEL_REQUEST: i32 = 80877102;
+use crate::net::messages::{CANCEL_REQUEST, GSSENC_REQUEST, SSL_REQUEST};
 
 pub enum Opening {
     Startup {

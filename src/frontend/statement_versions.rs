@@ -5,8 +5,8 @@
 use bytes::Bytes;
 
 use super::extended::ADOPTING;
+use super::reply_queue::Check;
 use super::session::Session;
-use crate::prepared::pending::Check;
 use crate::prepared::Statement;
 
 impl Session {

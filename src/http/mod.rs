@@ -2,8 +2,7 @@
 //! /insights/n-plus-one, and POST /cache/flush.
 
 mod insights;
-
-pub use insights::sort_rows;
+mod scrape;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,7 +15,7 @@ use axum::{Json, Router};
 use metrics_exporter_prometheus::PrometheusHandle;
 use serde_json::json;
 
-use crate::app::App;
+use crate::shared::App;
 
 #[derive(Clone)]
 pub(crate) struct Http {
@@ -84,7 +83,7 @@ async fn cache_flush(State(h): State<Http>) -> Response {
 }
 
 async fn metrics_text(State(h): State<Http>) -> Response {
-    crate::metrics::refresh(&h.app);
+    scrape::refresh(&h.app);
     h.prometheus.run_upkeep();
     let mut text = h.prometheus.render();
     let top_k = h.app.config.load().insights.metrics_top_k;

@@ -23,6 +23,16 @@ pub struct Rules {
     pub min_total: Duration,
 }
 
+impl Rules {
+    pub fn from_config(cfg: &crate::config::InsightsConfig) -> Self {
+        Self {
+            threshold: cfg.n_plus_one_threshold.max(2),
+            window: Duration::from_millis(cfg.n_plus_one_window_ms),
+            min_total: Duration::from_millis(cfg.n_plus_one_min_total_ms),
+        }
+    }
+}
+
 impl Default for Rules {
     fn default() -> Self {
         Self { threshold: 5, window: Duration::from_millis(500), min_total: Duration::from_millis(50) }
@@ -222,6 +232,7 @@ mod tests {
             written_names: Arc::from([]),
             cache_effect: crate::sql::CacheEffect::None,
             session: Default::default(),
+            learned: Default::default(),
         })
     }
 

@@ -53,6 +53,25 @@ impl Entry {
     }
 }
 
+/// Orders rows by a field (descending); unknown fields fall back to total_ms.
+pub fn sort_rows(rows: &mut [QueryRow], by: &str) {
+    let key = |r: &QueryRow| -> f64 {
+        match by {
+            "calls" => r.calls as f64,
+            "errors" => r.errors as f64,
+            "rows" => r.rows as f64,
+            "mean_ms" => r.mean_ms,
+            "p50_ms" => r.p50_ms,
+            "p95_ms" => r.p95_ms,
+            "p99_ms" => r.p99_ms,
+            "max_ms" => r.max_ms,
+            "repeated_identical" => r.repeated_identical as f64,
+            _ => r.total_ms,
+        }
+    };
+    rows.sort_by(|a, b| key(b).total_cmp(&key(a)));
+}
+
 /// A row of GET /queries and SHOW QUERIES.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct QueryRow {
@@ -85,9 +104,8 @@ pub struct QueryStats {
     all: Mutex<(Histogram<u64>, u64)>,
 }
 
-/// Bucket bounds (seconds) of pgpilot_query_duration_seconds.
-pub const BUCKETS: [f64; 16] =
-    [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
+/// Bucket bounds (seconds) of pgpilot_query_duration_seconds: the same as every histogram's.
+use crate::metrics::BUCKETS;
 
 impl QueryStats {
     pub fn new(max_fingerprints: usize) -> Self {

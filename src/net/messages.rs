@@ -6,6 +6,11 @@ use pgwire::messages::response::{ErrorResponse, ReadyForQuery, TransactionStatus
 use pgwire::messages::startup::{Authentication, BackendKeyData, ParameterStatus, SecretKey};
 use pgwire::messages::Message;
 
+/// Request codes of the messages that come before (or instead of) a StartupMessage.
+pub const SSL_REQUEST: i32 = 80877103;
+pub const GSSENC_REQUEST: i32 = 80877104;
+pub const CANCEL_REQUEST: i32 = 80877102;
+
 /// SQLSTATEs pgpilot raises (DESIGN.md section 3).
 pub mod sqlstate {
     pub const TOO_MANY_CONNECTIONS: &str = "53300";
@@ -18,7 +23,6 @@ pub mod sqlstate {
     pub const FEATURE_NOT_SUPPORTED: &str = "0A000";
     pub const ADMIN_SHUTDOWN: &str = "57P01";
     pub const PROGRAM_LIMIT: &str = "54000";
-    pub const QUERY_CANCELED: &str = "57014";
 }
 
 fn encode<M: Message>(m: M, out: &mut BytesMut) {

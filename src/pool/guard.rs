@@ -23,10 +23,6 @@ impl PooledConn {
             self.pool.checkin(conn);
         }
     }
-
-    pub fn pool(&self) -> &Arc<Pool> {
-        &self.pool
-    }
 }
 
 impl Deref for PooledConn {

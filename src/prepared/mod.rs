@@ -4,11 +4,11 @@
 //! parameter types); each server connection carries an LRU of the entries it has prepared under
 //! proxy-chosen names (`pgpilot_<id>`). Parse of a statement the server already has is answered
 //! here; Bind/Describe of one it lacks get a Parse injected in front, inside the same pipeline;
-//! Close is answered here. `pending` keeps the server's reply stream and the client's expected
-//! replies aligned while messages are added, dropped or answered locally.
+//! Close is answered here. The session's reply queue (`frontend::reply_queue`) keeps the server's
+//! reply stream and the client's expected replies aligned while messages are added, dropped or
+//! answered locally.
 
 pub mod messages;
-pub mod pending;
 pub mod registry;
 
 pub use registry::{Registry, Statement};

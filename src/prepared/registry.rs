@@ -1,6 +1,6 @@
 //! The global statement registry, shared by all sessions.
 
-use std::collections::HashMap;
+use foldhash::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -79,7 +79,7 @@ pub struct RegistryFull(pub usize);
 
 impl Registry {
     pub fn new(max: usize) -> Self {
-        Self { map: Mutex::new(HashMap::new()), next_id: AtomicU64::new(1), max, epoch: AtomicU64::new(0) }
+        Self { map: Mutex::new(HashMap::default()), next_id: AtomicU64::new(1), max, epoch: AtomicU64::new(0) }
     }
 
     pub fn epoch(&self) -> u64 {

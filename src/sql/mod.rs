@@ -5,6 +5,7 @@
 
 pub mod builtins;
 pub mod functions;
+pub mod learned;
 pub mod parse;
 pub mod session_effect;
 pub mod tokens;
@@ -50,6 +51,8 @@ pub struct Analysis {
     pub cache_effect: CacheEffect,
     /// What it does to the server session (settings, role, pins), from the parse tree.
     pub session: session_effect::SessionEffect,
+    /// What runs of this shape taught (shared by every session holding this analysis).
+    pub learned: Arc<learned::Learned>,
 }
 
 /// Statements after which reads would see something the cache key does not reflect.
@@ -121,7 +124,8 @@ impl Analyzer {
             .collect()
     }
 
-    /// The analysis of a single-statement text (Parse); the first statement if there are several.
+    /// The analysis of a single-statement text; the first statement if there are several.
+    #[cfg(test)]
     pub fn analyze(&self, sql: &str) -> Option<Arc<Analysis>> {
         self.analyze_all(sql).into_iter().next().map(|(a, _)| a)
     }

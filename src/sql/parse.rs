@@ -39,6 +39,7 @@ pub fn analyze(sql: &str, shape: &str) -> Analysis {
                 written_names: Arc::from([]),
                 cache_effect: CacheEffect::None,
                 session: from_words(&words),
+                learned: Default::default(),
             }
         }
     };
@@ -150,6 +151,7 @@ fn parsed(sql: &str) -> Option<Analysis> {
         written_names: Arc::from([]),
         cache_effect: CacheEffect::None,
         session: SessionEffect::default(),
+        learned: Default::default(),
     })
 }
 

@@ -4,7 +4,7 @@
 use bytes::{BufMut, BytesMut};
 use pgwire::api::auth::sasl::scram::ScramClientAuth;
 
-use crate::backend::{ServerConn, ServerError};
+use super::{ServerConn, ServerError};
 use crate::net::frame::body;
 
 fn password_message(payload: &[u8]) -> BytesMut {
@@ -50,8 +50,8 @@ pub async fn login(conn: &mut ServerConn, user: &str, password: Option<&str>) ->
                     .get(..4)
                     .and_then(|s| s.try_into().ok())
                     .ok_or_else(|| ServerError::Protocol("short md5 salt".into()))?;
-                let stored = crate::auth::secrets::md5_stored(pw, user);
-                let mut payload = crate::auth::secrets::md5_response(&stored, &salt).into_bytes();
+                let stored = crate::config::secrets::md5_stored(pw, user);
+                let mut payload = crate::config::secrets::md5_response(&stored, &salt).into_bytes();
                 payload.push(0);
                 conn.send(&password_message(&payload)).await?;
             }

@@ -117,7 +117,7 @@ impl CancelRegistry {
 async fn forward(t: &ServerKey) {
     let mut packet = Vec::with_capacity(16);
     packet.extend_from_slice(&16i32.to_be_bytes());
-    packet.extend_from_slice(&crate::frontend::startup::CANCEL_REQUEST.to_be_bytes());
+    packet.extend_from_slice(&crate::net::messages::CANCEL_REQUEST.to_be_bytes());
     packet.extend_from_slice(&t.pid.to_be_bytes());
     packet.extend_from_slice(&t.secret.to_be_bytes());
     match tokio::net::TcpStream::connect(t.addr).await {

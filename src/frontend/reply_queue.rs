@@ -12,9 +12,9 @@ use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
 
-use super::Statement;
 use crate::cache::fill::Fill;
 use crate::insights::Completed;
+use crate::prepared::Statement;
 use crate::sql::Analysis;
 
 /// The statements an Execute (one) or a simple Query (one per statement) runs, for insights.
@@ -244,7 +244,7 @@ impl Pending {
             }
             match e.action {
                 Action::Local(reply) => out.extend_from_slice(&reply),
-                Action::LocalParse { .. } => out.extend_from_slice(&super::messages::parse_complete()),
+                Action::LocalParse { .. } => out.extend_from_slice(&crate::prepared::messages::parse_complete()),
                 _ => {}
             }
         }
@@ -443,7 +443,7 @@ mod tests {
     fn local_replies_keep_their_place() {
         let mut p = Pending::default();
         p.push(Kind::Bind, Action::Forward);
-        p.push_local(super::super::messages::parse_complete());
+        p.push_local(crate::prepared::messages::parse_complete());
         p.push(Kind::Execute, Action::Forward);
         p.push(Kind::Sync, Action::Forward);
         let mut out = BytesMut::new();
@@ -464,7 +464,7 @@ mod tests {
         p.push(Kind::Parse, Action::Suppress);
         p.push(Kind::Bind, Action::Forward);
         p.push(Kind::Execute, Action::Forward);
-        p.push_local(super::super::messages::close_complete());
+        p.push_local(crate::prepared::messages::close_complete());
         p.push(Kind::Sync, Action::Forward);
         assert_eq!(replies(&mut p, b"12").0, "2");
         let (seen, out) = replies(&mut p, b"EZ");

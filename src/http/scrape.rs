@@ -1,0 +1,45 @@
+//! The scrape: gauges and counters that describe live state (pools, clients, prepared
+//! statements, the result cache) are set from it just before the recorder renders, so they are
+//! exact at render time and cost nothing on the data path.
+
+use crate::shared::App;
+
+/// Sets the pool and client gauges from the current state.
+pub fn refresh(app: &App) {
+    for p in app.pools.snapshots() {
+        let (db, user) = (p.database.clone(), p.user.clone());
+        for (state, v) in [("active", p.active), ("idle", p.idle), ("total", p.size), ("waiting", p.waiting)] {
+            metrics::gauge!("pgpilot_pool_connections", "database" => db.clone(), "user" => user.clone(), "state" => state)
+                .set(v as f64);
+        }
+        metrics::gauge!("pgpilot_pool_size", "database" => db, "user" => user).set(p.max_size as f64);
+    }
+    use std::sync::atomic::Ordering::Relaxed;
+    let st = &crate::prepared::STATS;
+    metrics::gauge!("pgpilot_prepared_statements").set(app.registry.len() as f64);
+    metrics::counter!("pgpilot_prepared_cache_hits_total").absolute(st.hits.load(Relaxed));
+    metrics::counter!("pgpilot_prepared_cache_misses_total").absolute(st.misses.load(Relaxed));
+    metrics::counter!("pgpilot_prepared_cache_evictions_total").absolute(st.evictions.load(Relaxed));
+    metrics::counter!("pgpilot_prepared_reparses_total").absolute(st.reparses.load(Relaxed));
+    cache(app);
+    let c = app.clients.snapshot();
+    for (state, v) in [("active", c.active), ("waiting", c.waiting), ("idle", c.idle), ("total", c.total)] {
+        metrics::gauge!("pgpilot_clients", "state" => state).set(v as f64);
+    }
+}
+
+/// Result cache counters and size.
+fn cache(app: &App) {
+    let s = app.cache_snapshot();
+    metrics::counter!("pgpilot_cache_hits_total", "tier" => "local").absolute(s.hits_local);
+    metrics::counter!("pgpilot_cache_hits_total", "tier" => "redis").absolute(s.hits_redis);
+    metrics::counter!("pgpilot_cache_misses_total").absolute(s.misses);
+    metrics::counter!("pgpilot_cache_skipped_total").absolute(s.skipped);
+    metrics::counter!("pgpilot_cache_evictions_total").absolute(s.evictions);
+    metrics::counter!("pgpilot_cache_invalidations_total").absolute(s.invalidations);
+    metrics::counter!("pgpilot_cache_stores_total").absolute(s.stores);
+    metrics::counter!("pgpilot_cache_redis_errors_total").absolute(s.redis_errors);
+    metrics::gauge!("pgpilot_cache_bytes").set(s.bytes as f64);
+    metrics::gauge!("pgpilot_cache_entries").set(s.entries as f64);
+    metrics::gauge!("pgpilot_cache_redis_connected").set(if s.redis_connected { 1.0 } else { 0.0 });
+}

@@ -1,0 +1,143 @@
+//! The state every part of the proxy shares, built once by `app::run`: the configuration
+//! snapshot, pools, cancel routing, client counts, the statement registry, the analyzer, insights
+//! and the result cache, with the few operations that span them (reload, snapshots).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
+
+use anyhow::Result;
+use arc_swap::ArcSwap;
+use parking_lot::Mutex;
+use tokio::sync::watch;
+use tokio_rustls::TlsAcceptor;
+
+use crate::backend::cancel::CancelRegistry;
+use crate::config::secrets::{parse_scram_secret, scram_from_plain, Verifier};
+use crate::config::users::Secret;
+use crate::config::{Cli, Config, UserConfig};
+use crate::pool::set::PoolSet;
+
+/// Client counts by state, for /metrics and /health/status.
+#[derive(Default)]
+pub struct ClientCounters {
+    total: AtomicI64,
+    active: AtomicI64,
+    waiting: AtomicI64,
+}
+
+#[derive(Debug, serde::Serialize)]
+pub struct ClientSnapshot {
+    pub total: i64,
+    pub active: i64,
+    pub waiting: i64,
+    pub idle: i64,
+}
+
+impl ClientCounters {
+    pub fn active_add(&self, d: i64) {
+        self.active.fetch_add(d, Ordering::Relaxed);
+    }
+    pub fn waiting_add(&self, d: i64) {
+        self.waiting.fetch_add(d, Ordering::Relaxed);
+    }
+    /// A client connected; the returned value is the count with it.
+    pub fn joined(&self) -> i64 {
+        self.total.fetch_add(1, Ordering::Relaxed) + 1
+    }
+    pub fn left(&self) {
+        self.total.fetch_sub(1, Ordering::Relaxed);
+    }
+    pub fn total(&self) -> i64 {
+        self.total.load(Ordering::Relaxed)
+    }
+    pub fn snapshot(&self) -> ClientSnapshot {
+        let (total, active, waiting) =
+            (self.total(), self.active.load(Ordering::Relaxed), self.waiting.load(Ordering::Relaxed));
+        ClientSnapshot { total, active, waiting, idle: (total - active - waiting).max(0) }
+    }
+}
+
+pub struct App {
+    pub config: Arc<ArcSwap<Config>>,
+    pub pools: Arc<PoolSet>,
+    pub cancels: Arc<CancelRegistry>,
+    pub clients: ClientCounters,
+    pub registry: crate::prepared::Registry,
+    pub analyzer: crate::sql::Analyzer,
+    pub query_stats: crate::insights::stats::QueryStats,
+    pub findings: crate::insights::nplus1::Findings,
+    pub cache: crate::cache::ResultCache,
+    tls: Option<TlsAcceptor>,
+    cli: Cli,
+    shutdown: watch::Sender<bool>,
+    /// SCRAM verifiers for plain passwords, keyed by user and password (PBKDF2 once per password).
+    scram_cache: Mutex<HashMap<(String, String), Verifier>>,
+}
+
+impl App {
+    /// Builds the shared state from a validated configuration (`cli` is kept for reloads).
+    pub fn new(cli: Cli, config: Config, tls: Option<TlsAcceptor>) -> Result<App> {
+        let shared = Arc::new(ArcSwap::from_pointee(config));
+        let cfg = shared.load_full();
+        Ok(App {
+            pools: Arc::new(PoolSet::new(shared.clone())),
+            config: shared,
+            cancels: Arc::new(CancelRegistry::default()),
+            clients: ClientCounters::default(),
+            registry: crate::prepared::Registry::new(cfg.prepared.registry_max),
+            analyzer: crate::sql::Analyzer::new(cfg.insights.analysis_cache_entries),
+            query_stats: crate::insights::stats::QueryStats::new(cfg.insights.max_fingerprints),
+            findings: Default::default(),
+            cache: crate::cache::ResultCache::new(&cfg.cache)?,
+            tls,
+            cli,
+            shutdown: watch::channel(false).0,
+            scram_cache: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// The TLS acceptor clients may ask for (None: TLS off).
+    pub fn tls(&self) -> Option<&TlsAcceptor> {
+        self.tls.as_ref()
+    }
+
+    /// Tells every session the proxy is shutting down.
+    pub fn begin_shutdown(&self) {
+        let _ = self.shutdown.send(true);
+    }
+
+    /// Re-reads the configuration (SIGHUP, admin RELOAD); the old one stays if the new is invalid.
+    pub fn reload(&self) -> Result<()> {
+        let new = crate::config::load::load(&self.cli)?;
+        self.cache.reconfigure(&new.cache);
+        self.config.store(Arc::new(new));
+        tracing::info!("configuration reloaded");
+        Ok(())
+    }
+
+    /// The result cache's counters, as /health/status, SHOW CACHE and /metrics report them.
+    pub fn cache_snapshot(&self) -> crate::cache::Snapshot {
+        self.cache.snapshot(self.config.load().cache.enabled)
+    }
+
+    /// How long a cache miss waits for an identical query already running.
+    pub fn coalesce_wait(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.config.load().cache.coalesce_wait_ms)
+    }
+
+    pub fn shutdown_signal(&self) -> watch::Receiver<bool> {
+        self.shutdown.subscribe()
+    }
+
+    pub fn scram_verifier(&self, user: &UserConfig) -> Option<Verifier> {
+        match user.secret()? {
+            Secret::Scram(s) => parse_scram_secret(s).ok(),
+            Secret::Plain(p) => {
+                let key = (user.name.clone(), p.to_string());
+                Some(self.scram_cache.lock().entry(key).or_insert_with(|| scram_from_plain(p)).clone())
+            }
+            Secret::Md5Hash(_) => None,
+        }
+    }
+}

@@ -1,0 +1,99 @@
+//! The layering rule of docs/ARCHITECTURE.md ("Layers"), checked over the source: a top-level
+//! module of src/ may name (`crate::x`) only modules of lower layers, so the import graph stays
+//! acyclic. The list is read from the document itself, so the rule and its check cannot drift.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+fn layers() -> HashMap<String, usize> {
+    let doc = std::fs::read_to_string("docs/ARCHITECTURE.md").expect("docs/ARCHITECTURE.md");
+    let start = doc.find("<!-- layers:begin -->").expect("layers:begin marker");
+    let end = doc.find("<!-- layers:end -->").expect("layers:end marker");
+    let mut out = HashMap::new();
+    for line in doc[start..end].lines() {
+        // "N. name name ...: why" (names are module names of src/, before the colon)
+        let Some((rank, rest)) = line.trim().split_once(". ") else { continue };
+        let Ok(rank) = rank.parse::<usize>() else { continue };
+        let names = rest.split(':').next().unwrap_or("");
+        for name in names.split_whitespace() {
+            let name = name.trim_matches('`').trim_end_matches(',');
+            assert!(out.insert(name.to_string(), rank).is_none(), "{name} listed twice");
+        }
+    }
+    out
+}
+
+fn rust_files(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            rust_files(&p, out);
+        } else if p.extension().is_some_and(|x| x == "rs") {
+            out.push(p);
+        }
+    }
+}
+
+/// The top-level module a file belongs to: its folder under src/, or its own name.
+fn module_of(path: &Path) -> String {
+    let rel = path.strip_prefix("src").unwrap();
+    let first = rel.components().next().unwrap().as_os_str().to_string_lossy().to_string();
+    first.trim_end_matches(".rs").to_string()
+}
+
+/// Every `crate::name` a file mentions, comments included (a doc link counts as a dependency).
+fn named_modules(text: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut rest = text;
+    while let Some(at) = rest.find("crate::") {
+        let tail = &rest[at + 7..];
+        let name: String = tail.chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect();
+        let braced = tail.starts_with('{');
+        if braced {
+            let inner = &tail[1..tail.find('}').unwrap_or(tail.len())];
+            for part in inner.split(',') {
+                let n: String = part.trim().chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect();
+                out.push(n);
+            }
+        } else {
+            out.push(name);
+        }
+        rest = &tail[1.min(tail.len())..];
+    }
+    out
+}
+
+#[test]
+fn modules_import_only_lower_layers() {
+    let layers = layers();
+    let mut files = Vec::new();
+    rust_files(Path::new("src"), &mut files);
+    let mut wrong = Vec::new();
+    for file in &files {
+        let module = module_of(file);
+        if module == "main" || module == "lib" {
+            continue; // the roots: the binary, and the list of modules
+        }
+        let own = *layers.get(&module).unwrap_or_else(|| panic!("{module} ({}) is in no layer", file.display()));
+        let text = std::fs::read_to_string(file).unwrap();
+        for target in named_modules(&text) {
+            if target == module || target.is_empty() {
+                continue;
+            }
+            let Some(&theirs) = layers.get(&target) else { continue }; // an item of lib.rs, not a module
+            if theirs >= own {
+                wrong
+                    .push(format!("{} ({module}, layer {own}) names crate::{target} (layer {theirs})", file.display()));
+            }
+        }
+    }
+    wrong.sort();
+    wrong.dedup();
+    assert!(wrong.is_empty(), "imports against the layers of docs/ARCHITECTURE.md:\n{}", wrong.join("\n"));
+}
+
+#[test]
+fn the_checker_reads_braced_and_plain_paths() {
+    let found = named_modules("use crate::net::frame;\nuse crate::{cache, pool::Pool};\n x = crate::sql::tokens::x;");
+    assert_eq!(found, ["net", "cache", "pool", "sql"]);
+}
