@@ -2,6 +2,10 @@
 # Benchmark: direct PostgreSQL vs PgBouncer vs pgpilot in one interleaved run, with proxy CPU per
 # transaction, using ../shared/bench/pgbench-matrix.sh. Targets the machine's PostgreSQL on 5432.
 # usage: bench/pgbench.sh            (env: DURATION, REPEAT, TESTS, POOL, as in pgbench-matrix.sh)
+#        PGBOUNCER_DIR=/path/to/dir   a directory holding a newer pgbouncer binary (built outside this
+#                                     repo from its public repository; apt's 1.18 cannot run -M prepared)
+# Targets: direct PostgreSQL, PgBouncer, pgpilot at its defaults (cache and insights on) and pgpilot
+# with the result cache off.
 # Results: bench-results-*/results.md; copy the summary into docs/BENCHMARKS.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,6 +18,7 @@ if [ -z "$("${psql_pg[@]}" -c "SELECT 1 FROM pg_database WHERE datname = 'bench'
   PGPASSWORD=app pgbench -i -q -s "${SCALE:-10}" -h 127.0.0.1 -p 5432 -U app bench
 fi
 cargo build --release --bin pgpilot
+export PATH="${PGBOUNCER_DIR:+$PGBOUNCER_DIR:}$PATH"
 [ -f /tmp/pgbouncer-bench/pgbouncer.pid ] && kill "$(cat /tmp/pgbouncer-bench/pgbouncer.pid)" 2>/dev/null || true
 sleep 0.3
 if ! PORT=6432 POOL="$POOL" bash "$shared/bench/start-pgbouncer.sh" >/dev/null 2>&1; then
@@ -24,14 +29,14 @@ if ! PORT=6432 POOL="$POOL" bash "$shared/bench/start-pgbouncer.sh" >/dev/null 2
 fi
 echo "pgbouncer: $(pgbouncer --version | head -1)" >&2
 cfg="$(mktemp)"; cfg_off="$(mktemp)"
-# The result cache is off here: this matrix compares pooling with PgBouncer (which has no cache);
-# bench/cache.sh measures the cache (hit cost, fill overhead, workload).
-printf '[pool]\nmax_size = %s\n[server]\nmax_client_conn = 2000\n[cache]\nenabled = false\n' "$POOL" >"$cfg"
-printf '[pool]\nmax_size = %s\n[server]\nmax_client_conn = 2000\n[insights]\nenabled = false\n[cache]\nenabled = false\n' "$POOL" >"$cfg_off"
+# pgpilot at its defaults, and with the result cache off (pooling alone, as PgBouncer has no cache);
+# bench/cache.sh measures the cache's hits (hit cost, fill overhead, workload).
+printf '[pool]\nmax_size = %s\n[server]\nmax_client_conn = 2000\n' "$POOL" >"$cfg"
+printf '[pool]\nmax_size = %s\n[server]\nmax_client_conn = 2000\n[cache]\nenabled = false\n' "$POOL" >"$cfg_off"
 PGPILOT_LOG=warn target/release/pgpilot --config "$cfg" --listen 127.0.0.1:6433 --http-listen 127.0.0.1:9933 \
   --upstream postgres://app:app@127.0.0.1:5432 &
 pilot=$!
-# The same proxy with query insights off: the cost of fingerprinting and statistics.
+# The same proxy with the result cache off.
 PGPILOT_LOG=warn target/release/pgpilot --config "$cfg_off" --listen 127.0.0.1:6434 --http-listen 127.0.0.1:9934 \
   --upstream postgres://app:app@127.0.0.1:5432 &
 pilot_off=$!
@@ -39,4 +44,4 @@ trap 'kill $pilot $pilot_off 2>/dev/null; kill "$(cat /tmp/pgbouncer-bench/pgbou
 sleep 0.5
 PGPASSWORD=app DURATION="${DURATION:-15}" REPEAT="${REPEAT:-2}" \
   TESTS="${TESTS:-sel-simple-10 sel-extended-10 sel-prepared-10 sel-simple-50 tpcb-10 churn-10}" \
-  bash "$shared/bench/pgbench-matrix.sh" direct=5432 pgbouncer=6432 pgpilot=6433 pgpilot-noinsights=6434
+  bash "$shared/bench/pgbench-matrix.sh" direct=5432 pgbouncer=6432 pgpilot=6433 pgpilot-nocache=6434

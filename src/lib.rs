@@ -20,5 +20,6 @@ pub mod metrics;
 pub mod net;
 pub mod pool;
 pub mod prepared;
+pub mod protocol;
 pub mod shared;
 pub mod sql;

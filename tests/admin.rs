@@ -5,17 +5,8 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::Proxy;
+use common::{rows, Proxy};
 use tokio_postgres::SimpleQueryMessage;
-
-fn rows(msgs: &[SimpleQueryMessage]) -> Vec<Vec<String>> {
-    msgs.iter()
-        .filter_map(|m| match m {
-            SimpleQueryMessage::Row(r) => Some((0..r.len()).map(|i| r.get(i).unwrap_or("").to_string()).collect()),
-            _ => None,
-        })
-        .collect()
-}
 
 fn columns(msgs: &[SimpleQueryMessage]) -> Vec<String> {
     msgs.iter()

@@ -30,8 +30,9 @@ async fn unrepeated_reads_skip_the_cache_until_they_repeat() {
     for id in 601..=700 {
         read(&c, &stmt, id).await;
     }
-    assert_eq!(counter(&proxy, "misses"), misses, "a skipped statement is not looked up");
-    assert_eq!(counter(&proxy, "skipped"), skipped + 100);
+    // One run per 256 still goes through the cache, to keep the shape's miss time measured.
+    assert!(counter(&proxy, "misses") <= misses + 1, "a skipped statement is not looked up");
+    assert!(counter(&proxy, "skipped") >= skipped + 99);
     // The same four parameters over and over: the next window sees repeats and looks up again.
     let before = hits(&proxy);
     for i in 0..600 {
@@ -42,13 +43,7 @@ async fn unrepeated_reads_skip_the_cache_until_they_repeat() {
     let skipped = counter(&proxy, "skipped");
     for id in 1..=600 {
         let rows = c.simple_query(&format!("SELECT v FROM cache_adm WHERE id = {id}")).await.unwrap();
-        let got: Vec<_> = rows
-            .iter()
-            .filter_map(|m| match m {
-                tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0).map(str::to_string),
-                _ => None,
-            })
-            .collect();
+        let got = common::first_column(&rows);
         assert_eq!(got, [format!("v{id}")]);
     }
     let now = counter(&proxy, "skipped");

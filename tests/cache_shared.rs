@@ -114,7 +114,13 @@ async fn concurrent_writer_and_readers_never_see_stale_values() {
     .await
     .unwrap();
     let url = harness_redis();
-    let proxies = Arc::new([Proxy::start(&with_redis(&url)), Proxy::start(&with_redis(&url))]);
+    // Redis healthy is the premise here: with the 50 ms default a starved machine can time a call
+    // out, and a replica that cannot publish an invalidation leaves the other stale for up to the
+    // 1 s back-off (the documented degradation). One run on a loaded machine reported 1100 stale
+    // reads (not reproduced in 10 runs since, with or without load): the assertion now says how
+    // many Redis calls failed, to tell that case from an ordering bug.
+    let toml = pool_toml(6, &format!("[cache]\nredis_url = \"{url}\"\nredis_timeout_ms = 2000\n"));
+    let proxies = Arc::new([Proxy::start(&toml), Proxy::start(&toml)]);
     wait_subscribed(&proxies[0]).await;
     wait_subscribed(&proxies[1]).await;
     let committed = Arc::new(AtomicI64::new(0));
@@ -160,9 +166,10 @@ async fn concurrent_writer_and_readers_never_see_stale_values() {
     stop.store(true, Ordering::Relaxed);
     let writes = writer.await.unwrap();
     let mut total = 0;
+    let errors = |p: &Proxy| counter(p, "redis_errors");
     for r in readers {
         let (reads, stale) = r.await.unwrap();
-        assert_eq!(stale, 0, "stale reads");
+        assert_eq!(stale, 0, "stale reads (Redis errors: {} / {})", errors(&proxies[0]), errors(&proxies[1]));
         total += reads;
     }
     let cached = hits(&proxies[0]) + hits(&proxies[1]);

@@ -6,34 +6,24 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::raw::{self, Raw};
-use common::{pool_toml, Proxy};
+use common::{first_column, pool_toml, Proxy};
 use futures_util::future::join_all;
 use tokio_postgres::types::Type;
-use tokio_postgres::SimpleQueryMessage;
 
 const TRUST_USER: &str =
     "\n[[users]]\nname = \"trustuser\"\nauth = \"trust\"\n\n[[users]]\nname = \"app\"\npassword = \"app\"\n";
-
-fn rows(msgs: &[SimpleQueryMessage]) -> Vec<String> {
-    msgs.iter()
-        .filter_map(|m| match m {
-            SimpleQueryMessage::Row(r) => Some(r.get(0).unwrap_or("NULL").to_string()),
-            _ => None,
-        })
-        .collect()
-}
 
 #[tokio::test]
 async fn simple_multi_statement_and_extended_queries() {
     let proxy = Proxy::start(&pool_toml(2, ""));
     let c = proxy.connect("app").await;
     let msgs = c.simple_query("BEGIN; SELECT 1; SELECT 'two'; COMMIT;").await.unwrap();
-    assert_eq!(rows(&msgs), ["1", "two"]);
+    assert_eq!(first_column(&msgs), ["1", "two"]);
     let r = c.query_typed("SELECT $1::int + 1, $2::text", &[(&41i32, Type::INT4), (&"x", Type::TEXT)]).await.unwrap();
     assert_eq!((r[0].get::<_, i32>(0), r[0].get::<_, String>(1)), (42, "x".to_string()));
     let err = c.simple_query("SELECT 1/0").await.unwrap_err();
     assert_eq!(err.code().unwrap().code(), "22012");
-    assert_eq!(rows(&c.simple_query("SELECT 'still usable'").await.unwrap()), ["still usable"]);
+    assert_eq!(first_column(&c.simple_query("SELECT 'still usable'").await.unwrap()), ["still usable"]);
 }
 
 #[tokio::test]
@@ -129,7 +119,7 @@ async fn copy_in_and_out_round_trip() {
     // A failing COPY leaves the connection usable.
     let err = c.simple_query("COPY copy_rt FROM STDIN WITH (FORMAT csv, DELIMITER 'xx')").await.unwrap_err();
     assert!(err.code().is_some());
-    assert_eq!(rows(&c.simple_query("SELECT count(*) FROM copy_rt").await.unwrap()), ["20000"]);
+    assert_eq!(first_column(&c.simple_query("SELECT count(*) FROM copy_rt").await.unwrap()), ["20000"]);
 }
 
 #[tokio::test]
@@ -150,7 +140,7 @@ async fn cancel_reaches_the_running_query_only() {
     assert!(started.elapsed() < Duration::from_secs(3), "cancel took {:?}", started.elapsed());
     assert!(other_result.is_ok(), "the other client's query must not be cancelled");
     canceller.await.unwrap();
-    assert_eq!(rows(&c.simple_query("SELECT 'after cancel'").await.unwrap()), ["after cancel"]);
+    assert_eq!(first_column(&c.simple_query("SELECT 'after cancel'").await.unwrap()), ["after cancel"]);
 }
 
 #[tokio::test]

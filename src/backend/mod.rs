@@ -100,7 +100,7 @@ impl From<FrameError> for ServerError {
 
 impl ServerError {
     pub fn from_error_frame(frame: BytesMut) -> Self {
-        let (_, code, msg) = crate::net::messages::parse_error_fields(crate::net::frame::body(&frame));
+        let (_, code, msg) = crate::protocol::backend::error_fields(crate::net::frame::body(&frame));
         let text = format!("{code}: {msg}");
         ServerError::Server(frame, text)
     }
@@ -130,11 +130,8 @@ impl ServerConn {
 
     /// Records a ParameterStatus body (name\0value\0).
     pub fn note_parameter(&mut self, body: &[u8]) {
-        if let Some((name, rest)) = crate::net::frame::cstr(body) {
-            if let Some((value, _)) = crate::net::frame::cstr(rest) {
-                self.params
-                    .insert(String::from_utf8_lossy(name).into_owned(), String::from_utf8_lossy(value).into_owned());
-            }
+        if let Some((name, value)) = crate::protocol::backend::parameter_status(body) {
+            self.params.insert(String::from_utf8_lossy(name).into_owned(), String::from_utf8_lossy(value).into_owned());
         }
     }
 

@@ -1,10 +1,10 @@
-//! Which lookups are worth making: a read whose results do not repeat (pgbench -S, an
-//! id lookup over a large table) pays for a key, a lookup, a captured copy and a store on every
-//! run and never gets a hit back. Per statement shape the cache counts, over a window of runs,
-//! how often the parameters were seen recently (a doorkeeper, as in TinyLFU) and how long a miss
-//! takes; when the expected saving of a lookup (repeat ratio x miss time) is below what the lookup
-//! costs, the shape's runs go straight to the server. The doorkeeper keeps counting while a shape
-//! is skipped, so a shape whose parameters start repeating is looked up again from the next window.
+//! Which lookups are worth making: a read whose results rarely repeat (pgbench -S, an id lookup
+//! over a large table) pays for a key, a lookup, a captured copy and a store on every run and
+//! seldom gets a hit back. Per statement shape the cache counts, over a window of runs, how often
+//! the parameters were seen recently (a doorkeeper, as in TinyLFU) and how long a miss takes on
+//! the server; a cheap shape whose parameters repeat in fewer than 1 run in 8 goes straight to the
+//! server. The doorkeeper keeps counting while a shape is skipped, so a shape whose parameters
+//! start repeating is looked up again from the next window.
 
 use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
 use std::time::Duration;
@@ -14,13 +14,17 @@ use crate::sql::learned::Learned;
 /// Runs per decision: large enough that one burst does not flip a shape, small enough that a
 /// non-repeating read stops costing within a few hundred runs.
 pub const WINDOW: u32 = 256;
-/// What a lookup, capture and store of a miss cost the proxy, measured with callgrind (about
-/// 17k instructions per pgbench -S transaction, ~5 us on this machine): a lookup pays for itself
-/// when repeat ratio x miss time exceeds it.
-const LOOKUP_COST_US: u64 = 5;
-/// Below this share of repeats a shape is skipped even when its misses are slow and unmeasured:
-/// a cache that cannot answer one run in 16 is not worth its memory for that shape.
-const MIN_REPEAT_SHARE: u32 = 16;
+/// A shape whose misses take less than this on the server is cheap: for it a lookup, capture and
+/// store cost more proxy CPU than the hits save unless 1 run in `MIN_REPEAT_SHARE` hits.
+/// Measured on pgbench -S at 10 clients (a ~0.3 ms read, ~5% repeats): looking every run up cost
+/// 45 us of proxy CPU per transaction against 25 us with the cache off. An expensive shape (a
+/// 200-400 ms vector search) is always looked up: one hit repays thousands of lookups.
+const CHEAP_MISS_US: u32 = 2_000;
+/// At or above one repeat in this many runs a shape is never skipped.
+const MIN_REPEAT_SHARE: u32 = 8;
+/// A skipped shape still sends one run per this many through the cache, so its miss time stays
+/// measured (a read that became slow comes back even if it repeats rarely).
+const SAMPLE_EVERY: u32 = WINDOW;
 
 /// Recently seen parameter hashes: a direct-mapped table of 32-bit tags (no locks; a collision
 /// forgets an older hash, which only undercounts repeats).
@@ -51,29 +55,30 @@ pub fn admit(learned: &Learned, seen: bool) -> bool {
     if seen {
         learned.repeats.fetch_add(1, Relaxed);
     }
-    if learned.runs.fetch_add(1, Relaxed) + 1 >= WINDOW {
-        decide(learned);
+    let run = learned.runs.fetch_add(1, Relaxed) + 1;
+    if run == WINDOW {
+        decide(learned); // exactly one session sees the count reach the window
     }
-    !learned.skipped()
+    !learned.skipped() || run % SAMPLE_EVERY == 1
 }
 
-/// The end of a window: skip the shape while its lookups cost more than they save.
+/// The end of a window: skip a cheap shape while too few of its runs could be hits.
 fn decide(learned: &Learned) {
-    let runs = learned.runs.swap(0, Relaxed);
-    if runs < WINDOW {
-        return; // another session closed this window first
-    }
+    // Runs counted past the window meanwhile stay for the next one.
+    learned.runs.fetch_sub(WINDOW, Relaxed);
     let repeats = learned.repeats.swap(0, Relaxed).max(learned.hits.swap(0, Relaxed));
-    let saving_us = repeats as u64 * learned.miss_us.load(Relaxed) as u64;
-    let skip = repeats * MIN_REPEAT_SHARE < runs && saving_us < runs as u64 * LOOKUP_COST_US;
-    learned.cache_skipped.store(skip, Relaxed);
+    let miss_us = learned.miss_us.load(Relaxed);
+    // An unmeasured miss time (no fill completed yet) is no reason to skip.
+    let cheap = miss_us > 0 && miss_us < CHEAP_MISS_US;
+    learned.cache_skipped.store(cheap && repeats * MIN_REPEAT_SHARE < WINDOW, Relaxed);
 }
 
 pub fn note_hit(learned: &Learned) {
     learned.hits.fetch_add(1, Relaxed);
 }
 
-/// A miss took `took` from lookup to result (smoothed 1/8: a hit saves about this much).
+/// A miss took `took` from being sent to its stored result (smoothed 1/8: about what a hit saves
+/// the server).
 pub fn note_miss_time(learned: &Learned, took: Duration) {
     let us = took.as_micros().min(u32::MAX as u128) as u32;
     let old = learned.miss_us.load(Relaxed);
@@ -95,7 +100,7 @@ mod tests {
         note_miss_time(&l, Duration::from_micros(200));
         assert_eq!(window(&l, &d, |i| 1_000_003 * i as u64 + 7), WINDOW - 1, "looked up while learning");
         assert!(l.skipped());
-        assert_eq!(window(&l, &d, |i| 7_000_009 * i as u64 + 11), 0);
+        assert_eq!(window(&l, &d, |i| 7_000_009 * i as u64 + 11), 1, "one sampled run per window");
     }
 
     #[test]
@@ -109,6 +114,7 @@ mod tests {
     #[test]
     fn a_skipped_shape_comes_back_when_its_parameters_repeat() {
         let (l, d) = (Learned::default(), Doorkeeper::default());
+        note_miss_time(&l, Duration::from_micros(200));
         window(&l, &d, |i| 1_000_003 * i as u64 + 7);
         assert!(l.skipped());
         window(&l, &d, |i| (i % 8) as u64);
@@ -117,10 +123,27 @@ mod tests {
 
     #[test]
     fn slow_reads_are_looked_up_at_a_low_repeat_share() {
-        // A 300 ms search repeated 4 times in 256 runs still saves far more than lookups cost.
+        // A 300 ms search repeated 3 times in 256 runs still saves far more than lookups cost.
         let (l, d) = (Learned::default(), Doorkeeper::default());
         note_miss_time(&l, Duration::from_millis(300));
         window(&l, &d, |i| if i % 64 == 0 { 1 } else { 1_000_003 * i as u64 + 7 });
+        assert!(!l.skipped());
+    }
+
+    #[test]
+    fn cheap_reads_repeating_in_one_run_of_twenty_are_skipped() {
+        let (l, d) = (Learned::default(), Doorkeeper::default());
+        note_miss_time(&l, Duration::from_micros(300));
+        window(&l, &d, |i| if i % 20 == 0 { 1 } else { 1_000_003 * i as u64 + 7 });
+        assert!(l.skipped(), "5% repeats of a 0.3 ms read");
+        window(&l, &d, |i| (i % 4) as u64);
+        assert!(!l.skipped());
+    }
+
+    #[test]
+    fn an_unmeasured_miss_time_is_no_reason_to_skip() {
+        let (l, d) = (Learned::default(), Doorkeeper::default());
+        window(&l, &d, |i| 1_000_003 * i as u64 + 7);
         assert!(!l.skipped());
     }
 

@@ -19,7 +19,7 @@ pub struct Fill {
 }
 
 impl Fill {
-    pub fn new(plan: Box<FillPlan>, simple: bool, limit: usize) -> Box<Self> {
+    pub fn new(mut plan: Box<FillPlan>, simple: bool, limit: usize) -> Box<Self> {
         plan.sent();
         Box::new(Self { plan, simple, row_desc: None, body: BytesMut::new(), rows: 0, done: false, limit })
     }

@@ -95,12 +95,14 @@ pub struct FillPlan {
     /// Present when this client is the single flight for its key.
     guard: Option<FillGuard>,
     pub(crate) stats: Arc<CacheStats>,
+    /// When its query was sent: the miss time admission learns from runs from here to the store.
     started: std::time::Instant,
 }
 
 impl FillPlan {
     /// The fill's query was sent to the server (identical misses may wait for it now).
-    pub fn sent(&self) {
+    pub fn sent(&mut self) {
+        self.started = std::time::Instant::now();
         if let Some(g) = &self.guard {
             g.sent();
         }

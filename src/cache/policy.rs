@@ -17,10 +17,12 @@ pub enum Hint {
 
 /// `/* pgpilot:nocache */` or `/* pgpilot:cache ttl=N */` (seconds; `cache` alone: the default).
 pub fn hint(sql: &[u8]) -> Hint {
-    // Run on every Parse and Query: a `/*` is looked for first (a vectorised byte search; `/` is
-    // rare in SQL), the marker only after it.
-    let Some(comment) = memchr::memmem::find(sql, b"/*") else { return Hint::None };
-    let Some(at) = memchr::memmem::find(&sql[comment..], b"pgpilot:").map(|i| comment + i) else { return Hint::None };
+    // Runs on every Parse and Query: a text with no '/' or '-' has no comment (a vectorised byte
+    // search), so the marker is looked for only in texts that may hold one.
+    if memchr::memchr2(b'/', b'-', sql).is_none() {
+        return Hint::None;
+    }
+    let Some(at) = memchr::memmem::find(sql, b"pgpilot:") else { return Hint::None };
     let rest = &sql[at + 8..];
     if rest.starts_with(b"nocache") {
         return Hint::NoCache;
@@ -61,19 +63,27 @@ impl Policy {
 
     /// The TTL for this read, or None when it must not be cached.
     pub fn ttl(&self, a: &Analysis, hint: Hint) -> Option<Duration> {
+        self.decide(a, hint).map(|(ttl, _)| ttl)
+    }
+
+    /// The TTL, and whether a hint or a rule asked for it (the cache then looks the read up
+    /// whatever its admission learned: the user said it repeats).
+    pub fn decide(&self, a: &Analysis, hint: Hint) -> Option<(Duration, bool)> {
         if !cacheable_shape(a) || hint == Hint::NoCache {
             return None;
         }
-        let ttl = match hint {
-            Hint::Ttl(n) if n > 0 => n,
-            _ => self
-                .by_fingerprint
+        let rule = || {
+            self.by_fingerprint
                 .get(&a.fingerprint)
                 .or_else(|| a.read_names.iter().find_map(|t| self.by_table.get(&**t)))
-                .copied()
-                .unwrap_or(if hint == Hint::Ttl(0) && self.default_ttl == 0 { 300 } else { self.default_ttl }),
         };
-        (ttl > 0).then(|| Duration::from_secs(ttl))
+        let (ttl, asked) = match (hint, rule()) {
+            (Hint::Ttl(n), _) if n > 0 => (n, true),
+            (_, Some(&n)) => (n, true),
+            (Hint::Ttl(_), None) => (if self.default_ttl == 0 { 300 } else { self.default_ttl }, true),
+            (_, None) => (self.default_ttl, false),
+        };
+        (ttl > 0).then(|| (Duration::from_secs(ttl), asked))
     }
 }
 
@@ -105,6 +115,8 @@ mod tests {
         assert_eq!(hint(b"/* pgpilot:cache */ SELECT 1"), Hint::Ttl(0));
         assert_eq!(hint(b"SELECT 1"), Hint::None);
         assert_eq!(hint(b"/* pgpilot:cache ttl=x */"), Hint::None);
+        assert_eq!(hint(b"SELECT 1 -- pgpilot:nocache"), Hint::NoCache);
+        assert_eq!(hint(b"SELECT 'pgpilot:nocache'"), Hint::None, "no comment, no hint");
     }
 
     #[test]

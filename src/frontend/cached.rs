@@ -13,9 +13,9 @@ use super::session::Session;
 use crate::cache::fill::Fill;
 use crate::cache::policy::{hint, Hint};
 use crate::cache::{Entry, FillPlan, Key, KeyParts, Lookup};
-use crate::net::frame::{body, cstr};
 use crate::net::messages;
-use crate::prepared::messages::{self as pm, split_bind, split_parse, split_target};
+use crate::prepared::messages as pm;
+use crate::protocol::frontend::{ClientMessage, Target};
 use crate::sql::tokens::fnv1a;
 use crate::sql::Analysis;
 
@@ -105,19 +105,21 @@ impl Session {
     }
 
     /// The cache's look at a client message before it is forwarded; true when it was answered.
-    pub(super) async fn cache_before(&mut self, tag: u8, frame: &[u8]) -> bool {
-        match tag {
-            b'Q' => self.cache_query(frame).await,
-            b'P' => {
-                self.cache_note_parse(frame);
+    pub(super) async fn cache_before(&mut self, msg: &ClientMessage<'_>) -> bool {
+        match *msg {
+            ClientMessage::Query { text } => self.cache_query(text).await,
+            ClientMessage::Parse { name, query, types } => {
+                self.cache_note_parse(name, query, types);
                 false
             }
-            b'B' => self.cache_bind(frame).await,
-            b'D' => self.cache_describe(frame),
-            b'E' => self.cache_execute(frame),
-            b'C' => self.cache_close(frame),
-            b'F' => {
+            ClientMessage::Bind { portal, statement, rest } => self.cache_bind(portal, statement, rest).await,
+            ClientMessage::Describe(Target::Portal(b"")) => self.cache_describe(),
+            ClientMessage::Execute { portal: b"", max_rows } => self.cache_execute(max_rows as usize),
+            ClientMessage::Close(target) => self.cache_close(target),
+            ClientMessage::FunctionCall | ClientMessage::Malformed => {
+                // What it runs cannot be known: it may write anything.
                 self.cached.writes.note_unknown();
+                self.cached.portal = Portal::Unknown;
                 false
             }
             _ => false,
@@ -149,24 +151,24 @@ impl Session {
     }
 
     /// After a message was forwarded: attach captures to its reply-queue entry.
-    pub(super) fn cache_after(&mut self, tag: u8, frame: &[u8], in_copy: bool) {
-        match tag {
-            b'S' if !in_copy => self.cached.writes.close_group(),
-            b'F' => self.cached.writes.close_group(),
-            b'Q' => {
+    pub(super) fn cache_after(&mut self, msg: &ClientMessage<'_>, in_copy: bool) {
+        match msg {
+            ClientMessage::Sync if !in_copy => self.cached.writes.close_group(),
+            ClientMessage::FunctionCall => self.cached.writes.close_group(),
+            ClientMessage::Query { .. } => {
                 self.cached.writes.close_group();
                 if let Some(plan) = self.cached.query_fill.take() {
                     let limit = self.app.cache.max_entry_bytes();
                     self.pending.attach_fill(Fill::new(plan, true, limit));
                 }
             }
-            b'D' if split_target(body(frame)) == Some((b'P', b"")) => {
+            ClientMessage::Describe(Target::Portal(b"")) => {
                 if let Portal::Fill { described, .. } = &mut self.cached.portal {
                     *described = true;
                     self.pending.capture_describe();
                 }
             }
-            b'E' if body(frame).first() == Some(&0) => {
+            ClientMessage::Execute { portal: b"", .. } => {
                 if let Portal::Fill { plan, .. } = std::mem::take(&mut self.cached.portal) {
                     let limit = self.app.cache.max_entry_bytes();
                     self.pending.attach_fill(Fill::new(plan, false, limit));
@@ -178,8 +180,8 @@ impl Session {
 
     /// Just before an Execute of a filling portal is forwarded: a Describe the client did not
     /// send is injected (its reply hidden) so the entry can answer a later Describe.
-    pub(super) fn cache_before_forward(&mut self, tag: u8, frame: &[u8]) {
-        if tag != b'E' || body(frame).first() != Some(&0) {
+    pub(super) fn cache_before_forward(&mut self, msg: &ClientMessage<'_>) {
+        if !matches!(msg, ClientMessage::Execute { portal: b"", .. }) {
             return;
         }
         if let Portal::Fill { described: false, .. } = self.cached.portal {
@@ -190,11 +192,10 @@ impl Session {
         }
     }
 
-    async fn cache_query(&mut self, frame: &[u8]) -> bool {
+    async fn cache_query(&mut self, text: &[u8]) -> bool {
         self.cached.portal = Portal::Unknown;
         self.cached.query_fill = None;
         let analyzed = std::mem::take(&mut self.observe.analyzed);
-        let text = cstr(body(frame)).map_or(&[][..], |(q, _)| q);
         if analyzed.is_empty() && text.iter().any(u8::is_ascii_alphanumeric) {
             // Text the analysis could not split into statements: it may write anything.
             self.cached.writes.note_unknown();
@@ -251,10 +252,11 @@ impl Session {
     }
 
     /// The TTL of a read that may be cached and is worth looking up (`params`: a hash of what
-    /// tells this run's result from the shape's other runs). Checked before anything costly.
+    /// tells this run's result from the shape's other runs): a hint or rule always is, others as
+    /// the shape's admission decides. Checked before anything costly.
     fn worth_looking_up(&self, a: &Analysis, hint: Hint, params: u64) -> Option<std::time::Duration> {
-        let ttl = self.app.cache.policy.load().ttl(a, hint)?;
-        self.app.cache.admit(&a.learned, params).then_some(ttl)
+        let (ttl, asked) = self.app.cache.policy.load().decide(a, hint)?;
+        (asked || self.app.cache.admit(&a.learned, params)).then_some(ttl)
     }
 
     /// The key for a cacheable read, or None when a table it reads is not an ordinary table.
@@ -304,8 +306,7 @@ impl Session {
         ok
     }
 
-    fn cache_note_parse(&mut self, frame: &[u8]) {
-        let Some((name, query, types)) = split_parse(body(frame)) else { return };
+    fn cache_note_parse(&mut self, name: &[u8], query: &[u8], types: &[u8]) {
         let analysis = self.observe.analyzed.first().map(|(a, _)| a);
         if name.is_empty() && self.cached.unnamed.as_ref().zip(analysis).is_some_and(|(u, a)| u.is(a, query, types)) {
             return;
@@ -323,8 +324,7 @@ impl Session {
         }
     }
 
-    async fn cache_bind(&mut self, frame: &[u8]) -> bool {
-        let Some((portal, name, args)) = split_bind(body(frame)) else { return false };
+    async fn cache_bind(&mut self, portal: &[u8], name: &[u8], args: &[u8]) -> bool {
         let stmt =
             if name.is_empty() { self.cached.unnamed.clone() } else { self.cached.statements.get(name).cloned() };
         match &stmt {
@@ -358,23 +358,15 @@ impl Session {
         }
     }
 
-    fn cache_describe(&mut self, frame: &[u8]) -> bool {
+    fn cache_describe(&mut self) -> bool {
         let Portal::Hit { entry, .. } = &self.cached.portal else { return false };
-        if split_target(body(frame)) != Some((b'P', b"")) {
-            return false;
-        }
         let reply = entry.row_desc.clone();
         self.answer(reply)
     }
 
     /// Execute of a portal answered from the cache, honouring the row limit (PortalSuspended).
-    fn cache_execute(&mut self, frame: &[u8]) -> bool {
+    fn cache_execute(&mut self, max_rows: usize) -> bool {
         let Portal::Hit { entry, at } = &mut self.cached.portal else { return false };
-        let b = body(frame);
-        if b.first() != Some(&0) {
-            return false;
-        }
-        let max_rows = b.get(1..5).map_or(0, |m| i32::from_be_bytes([m[0], m[1], m[2], m[3]]).max(0) as usize);
         let (end, rows, more) = entry.split_rows(*at, max_rows);
         let mut reply = BytesMut::from(&entry.body[*at..end]);
         if more {
@@ -389,13 +381,13 @@ impl Session {
         self.answer(reply.freeze())
     }
 
-    fn cache_close(&mut self, frame: &[u8]) -> bool {
-        match split_target(body(frame)) {
-            Some((b'P', b"")) if matches!(self.cached.portal, Portal::Hit { .. }) => {
+    fn cache_close(&mut self, target: Target<'_>) -> bool {
+        match target {
+            Target::Portal(b"") if matches!(self.cached.portal, Portal::Hit { .. }) => {
                 self.cached.portal = Portal::Unknown;
                 self.answer(pm::close_complete())
             }
-            Some((b'S', name)) => {
+            Target::Statement(name) => {
                 if name.is_empty() {
                     self.cached.unnamed = None;
                 } else {

@@ -14,6 +14,7 @@ use crate::config::PoolMode;
 use crate::net::frame::body;
 use crate::net::messages::{self, sqlstate};
 use crate::prepared::messages::{self as pm, split_bind, split_parse, split_target};
+use crate::protocol::frontend::{ClientMessage, Target};
 
 use crate::prepared::{bump, Statement, STATS};
 
@@ -66,8 +67,9 @@ fn kind_replaces_unnamed(tag: u8) -> bool {
 }
 
 impl Session {
-    /// Sends one client message on to the held server connection.
-    pub(super) fn forward(&mut self, tag: u8, frame: &[u8]) {
+    /// Sends one client message (`msg`, decoded from `frame`) on to the held server connection.
+    pub(super) fn forward(&mut self, msg: &ClientMessage<'_>, frame: &[u8]) {
+        let tag = frame[0];
         if self.mode == PoolMode::Transaction {
             let handled = match tag {
                 b'P' => self.forward_parse(frame),
@@ -89,10 +91,10 @@ impl Session {
                     server.unnamed = 0;
                 }
             }
-            self.track_unnamed(tag, frame);
+            self.track_unnamed(msg, frame);
         }
         if let Some(kind) = self.reply_kind(tag, frame) {
-            let track = if tag == b'E' || tag == b'Q' { self.track_for(tag, frame) } else { None };
+            let track = if tag == b'E' || tag == b'Q' { self.track_for(msg) } else { None };
             self.pending.push_tracked(kind, Action::Forward, track);
         }
         self.tx.on_client(tag);
@@ -103,19 +105,19 @@ impl Session {
     /// syncs, introspects types, then binds it), but here the server connection may change hands
     /// or run pgpilot's own queries in between: remember the Parse, and send it again in front of
     /// a Bind/Describe that names the unnamed statement on a server that no longer holds it.
-    fn track_unnamed(&mut self, tag: u8, frame: &[u8]) {
+    fn track_unnamed(&mut self, msg: &ClientMessage<'_>, frame: &[u8]) {
         let Some(server) = self.server.as_deref_mut() else { return };
-        match tag {
-            b'P' if body(frame).first() == Some(&0) => {
+        match *msg {
+            ClientMessage::Parse { name: b"", .. } => {
                 let token = crate::backend::next_unnamed_token();
                 server.unnamed = token;
                 self.unnamed_parse = Some((token, Bytes::copy_from_slice(frame)));
             }
-            b'B' | b'D' => {
-                let names_unnamed = match tag {
-                    b'B' => split_bind(body(frame)).is_some_and(|(_, name, _)| name.is_empty()),
-                    _ => split_target(body(frame)) == Some((b'S', b"")),
-                };
+            ClientMessage::Bind { .. } | ClientMessage::Describe(_) => {
+                let names_unnamed = matches!(
+                    msg,
+                    ClientMessage::Bind { statement: b"", .. } | ClientMessage::Describe(Target::Statement(b""))
+                );
                 let Some((token, parse)) = self.unnamed_parse.as_ref() else {
                     if names_unnamed && server.unnamed != 0 {
                         // Another client's unnamed statement is there: this client has none (26000).

@@ -10,20 +10,18 @@ use super::reply_queue::Track;
 use super::session::Session;
 use crate::insights::stats::log_if_slow;
 use crate::insights::Completed;
-use crate::net::frame::{body, cstr};
-use crate::prepared::messages::{split_bind, split_parse, split_target};
+use crate::protocol::frontend::{ClientMessage, Target};
 use crate::sql::tokens::fnv1a;
 
 impl Session {
     /// Parse, Bind and Close: remember which statement each name and portal runs.
-    pub(super) fn note_statement(&mut self, tag: u8, frame: &[u8]) {
+    pub(super) fn note_statement(&mut self, msg: &ClientMessage<'_>) {
         if !self.observe.enabled {
             return;
         }
         let o = &mut self.observe;
-        match tag {
-            b'P' => {
-                let Some((name, _, _)) = split_parse(body(frame)) else { return };
+        match *msg {
+            ClientMessage::Parse { name, .. } => {
                 let analysis = o.analyzed.first().map(|(a, _)| a.clone());
                 if name.is_empty() {
                     o.unnamed_statement = analysis;
@@ -33,8 +31,7 @@ impl Session {
                     }
                 }
             }
-            b'B' => {
-                let Some((portal, stmt, rest)) = split_bind(body(frame)) else { return };
+            ClientMessage::Bind { portal, statement: stmt, rest } => {
                 let a = if stmt.is_empty() { o.unnamed_statement.clone() } else { o.statements.get(stmt).cloned() };
                 let entry = a.map(|a| (a, fnv1a(rest)));
                 if portal.is_empty() {
@@ -43,29 +40,25 @@ impl Session {
                     o.portals.insert(Bytes::copy_from_slice(portal), e);
                 }
             }
-            b'C' => match split_target(body(frame)) {
-                Some((b'S', name)) => {
-                    o.statements.remove(name);
-                }
-                Some((_, name)) => {
-                    o.portals.remove(name);
-                }
-                None => {}
-            },
+            ClientMessage::Close(Target::Statement(name)) => {
+                o.statements.remove(name);
+            }
+            ClientMessage::Close(Target::Portal(name)) => {
+                o.portals.remove(name);
+            }
             _ => {}
         }
     }
 
     /// The statements an Execute or a simple Query runs, for its reply-queue entry.
-    pub(super) fn track_for(&mut self, tag: u8, frame: &[u8]) -> Option<Box<Track>> {
+    pub(super) fn track_for(&mut self, msg: &ClientMessage<'_>) -> Option<Box<Track>> {
         if !self.observe.enabled {
             return None;
         }
-        let (text, _) = cstr(body(frame))?;
-        let statements = match tag {
-            b'E' if text.is_empty() => vec![self.observe.unnamed_portal.clone()?],
-            b'E' => vec![self.observe.portals.get(text).cloned()?],
-            b'Q' => std::mem::take(&mut self.observe.analyzed),
+        let statements = match *msg {
+            ClientMessage::Execute { portal: b"", .. } => vec![self.observe.unnamed_portal.clone()?],
+            ClientMessage::Execute { portal, .. } => vec![self.observe.portals.get(portal).cloned()?],
+            ClientMessage::Query { .. } => std::mem::take(&mut self.observe.analyzed),
             _ => return None,
         };
         Some(Box::new(Track {

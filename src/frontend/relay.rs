@@ -194,20 +194,6 @@ impl Session {
             conn.release();
             return;
         }
-        let reset = self.app.config.load().pool.reset_query.clone();
-        let cleanup = ["SELECT pg_catalog.pg_advisory_unlock_all()", reset.as_str()];
-        for sql in cleanup {
-            if sql.is_empty() {
-                continue;
-            }
-            if let Err(e) = conn.run_internal(sql).await {
-                tracing::debug!(server = conn.id, "reset failed, closing the connection: {e}");
-                return;
-            }
-        }
-        conn.state_sig = 0;
-        conn.prepared.clear();
-        conn.stale.clear();
-        conn.release();
+        conn.reset_and_release().await;
     }
 }

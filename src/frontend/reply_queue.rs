@@ -273,7 +273,7 @@ impl Pending {
         match (tag, front.track.as_mut()) {
             (b'D', Some(track)) => track.rows_seen += 1,
             (b'C' | b's', Some(track)) => {
-                let rows = if tag == b'C' { crate::insights::rows_from_tag(body) } else { None };
+                let rows = if tag == b'C' { crate::protocol::backend::command_rows(body) } else { None };
                 events.extend(track.complete(rows, false).map(Event::Completed));
             }
             _ => {}
@@ -418,7 +418,7 @@ fn undo_skipped(action: Action, events: &mut Vec<Event>) {
 /// for a plan whose result type changed, or XX000 "cache lookup failed" (a type or function it
 /// was planned with was dropped).
 fn is_stale_plan(body: &[u8]) -> bool {
-    let (_, code, msg) = crate::net::messages::parse_error_fields(body);
+    let (_, code, msg) = crate::protocol::backend::error_fields(body);
     (code == "0A000" && msg.contains("cached plan must not change result type"))
         || (code == "XX000" && msg.starts_with("cache lookup failed"))
 }

@@ -20,10 +20,11 @@ use crate::net::messages::{self, sqlstate};
 use crate::net::stream::ClientStream;
 use crate::pool::{CheckoutError, Pool, PooledConn};
 use crate::prepared::Statement;
+use crate::protocol::frontend::ClientMessage;
 use crate::shared::App;
 
 /// Message types a client may send once the session has started.
-const CLIENT_TAGS: &[u8] = b"QPBEDCSHFdcfX";
+const CLIENT_TAGS: &[u8] = crate::protocol::frontend::SESSION_TAGS;
 
 #[derive(Debug, PartialEq, Eq)]
 pub enum Flow {
@@ -155,7 +156,7 @@ impl Session {
         match self.checkout().await {
             Ok(()) => {}
             Err(frame) => {
-                let (_, code, msg) = messages::parse_error_fields(body(&frame));
+                let (_, code, msg) = crate::protocol::backend::error_fields(body(&frame));
                 messages::error(&mut self.cout, "FATAL", &code, &msg);
                 let _ = self.client.write_all(&self.cout).await;
                 return Flow::Close;
@@ -283,8 +284,10 @@ impl Session {
         } else if tag == b'B' && !self.effects.is_empty() {
             self.replay_effect(body(frame));
         }
-        self.note_statement(tag, frame);
-        if self.cached.on && self.cache_before(tag, frame).await {
+        // Decoded once: every stage below reads this view instead of splitting the frame again.
+        let msg = ClientMessage::decode(tag, body(frame));
+        self.note_statement(&msg);
+        if self.cached.on && self.cache_before(&msg).await {
             return Flow::Continue;
         }
         if self.mode == PoolMode::Transaction && self.server.is_none() && self.answer_without_server(tag, frame) {
@@ -313,12 +316,12 @@ impl Session {
             }
         }
         if self.cached.on {
-            self.cache_before_forward(tag, frame);
+            self.cache_before_forward(&msg);
             let in_copy = self.tx.in_copy();
-            self.forward(tag, frame);
-            self.cache_after(tag, frame, in_copy);
+            self.forward(&msg, frame);
+            self.cache_after(&msg, in_copy);
         } else {
-            self.forward(tag, frame);
+            self.forward(&msg, frame);
         }
         if drops_statements {
             self.forget_server_statements();
@@ -451,7 +454,7 @@ impl Drop for Session {
 fn server_error_frame(e: ServerError) -> BytesMut {
     match e {
         ServerError::Server(frame, _) => {
-            let (_, code, msg) = messages::parse_error_fields(body(&frame));
+            let (_, code, msg) = crate::protocol::backend::error_fields(body(&frame));
             messages::error_frame("ERROR", &code, &msg)
         }
         other => messages::error_frame(

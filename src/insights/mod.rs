@@ -41,20 +41,3 @@ pub struct Origin {
     pub user: Arc<str>,
     pub application_name: Arc<str>,
 }
-
-/// Row count from a CommandComplete tag ("SELECT 5", "INSERT 0 3", "UPDATE 2"); None for tags
-/// without one ("BEGIN").
-pub fn rows_from_tag(body: &[u8]) -> Option<u64> {
-    let tag = body.split(|&b| b == 0).next().unwrap_or(&[]);
-    tag.rsplit(|&b| b == b' ').next().and_then(|n| std::str::from_utf8(n).ok()).and_then(|n| n.parse().ok())
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn rows_from_command_tags() {
-        assert_eq!(super::rows_from_tag(b"SELECT 5\0"), Some(5));
-        assert_eq!(super::rows_from_tag(b"INSERT 0 3\0"), Some(3));
-        assert_eq!(super::rows_from_tag(b"BEGIN\0"), None);
-    }
-}

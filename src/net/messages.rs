@@ -115,28 +115,6 @@ pub fn query(out: &mut BytesMut, sql: &str) {
     out.put_u8(0);
 }
 
-/// Severity, SQLSTATE and message of an ErrorResponse/NoticeResponse body, for logs and decisions.
-pub fn parse_error_fields(body: &[u8]) -> (String, String, String) {
-    let (mut sev, mut code, mut msg) = (String::new(), String::new(), String::new());
-    let mut rest = body;
-    while let Some((&kind, tail)) = rest.split_first() {
-        if kind == 0 {
-            break;
-        }
-        let Some((value, after)) = super::frame::cstr(tail) else { break };
-        let value = String::from_utf8_lossy(value).into_owned();
-        match kind {
-            b'V' => sev = value,
-            b'S' if sev.is_empty() => sev = value,
-            b'C' => code = value,
-            b'M' => msg = value,
-            _ => {}
-        }
-        rest = after;
-    }
-    (sev, code, msg)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -147,7 +125,7 @@ mod tests {
         assert_eq!(f[0], b'E');
         let len = i32::from_be_bytes([f[1], f[2], f[3], f[4]]) as usize;
         assert_eq!(len + 1, f.len());
-        let (s, c, m) = parse_error_fields(&f[5..]);
+        let (s, c, m) = crate::protocol::backend::error_fields(&f[5..]);
         assert_eq!((s.as_str(), c.as_str(), m.as_str()), ("FATAL", "28P01", "password authentication failed"));
     }
 }

@@ -23,6 +23,26 @@ impl PooledConn {
             self.pool.checkin(conn);
         }
     }
+
+    /// Hands back a connection whose session state is not known to be clean (session mode, a
+    /// pinned or unknown state): advisory locks released and the pool's `reset_query` run
+    /// first; one that fails either is closed instead.
+    pub async fn reset_and_release(mut self) {
+        let reset = self.pool.reset_query();
+        for sql in ["SELECT pg_catalog.pg_advisory_unlock_all()", reset.as_str()] {
+            if sql.is_empty() {
+                continue;
+            }
+            if let Err(e) = self.run_internal(sql).await {
+                tracing::debug!(server = self.id, "reset failed, closing the connection: {e}");
+                return; // dropped: closed, slot freed
+            }
+        }
+        self.state_sig = 0;
+        self.prepared.clear();
+        self.stale.clear();
+        self.release();
+    }
 }
 
 impl Deref for PooledConn {

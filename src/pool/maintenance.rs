@@ -15,21 +15,17 @@ impl Pool {
         let min = cfg.pool.min_size.min(self.max_size());
         let expired = {
             let mut st = self.state.lock();
-            let mut keep = Vec::with_capacity(st.idle.len());
             let mut expired = Vec::new();
-            let mut total = st.total;
-            for conn in st.idle.drain(..) {
+            for conn in std::mem::take(&mut st.idle) {
                 let old = crate::clock::since(conn.created_ms) >= lifetime;
-                let unused = crate::clock::since(conn.last_used_ms) >= idle_timeout && total > min;
+                let unused = crate::clock::since(conn.last_used_ms) >= idle_timeout && st.total > min;
                 if old || unused || conn.looks_broken() {
-                    total -= 1;
+                    st.release();
                     expired.push(conn);
                 } else {
-                    keep.push(conn);
+                    st.idle.push(conn);
                 }
             }
-            st.idle = keep;
-            st.total = total;
             expired
         };
         if !expired.is_empty() {
@@ -43,11 +39,9 @@ impl Pool {
     pub async fn warm_up(self: &Arc<Self>, min: usize) {
         loop {
             {
-                let mut st = self.state.lock();
-                if st.total >= min || st.total >= self.max_size() {
+                if !self.state.lock().reserve(min.min(self.max_size())) {
                     return;
                 }
-                st.total += 1;
             }
             match connect(&self.target()).await {
                 Ok(conn) => self.checkin(conn),

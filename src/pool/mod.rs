@@ -58,8 +58,23 @@ impl From<Grant> for Taken {
 #[derive(Default)]
 struct State {
     idle: Vec<ServerConn>,
+    /// Changed only by `reserve` and `release`: every slot taken is given back exactly once.
     total: usize,
     waiters: VecDeque<oneshot::Sender<Grant>>,
+}
+
+impl State {
+    /// Takes a slot for a connection about to be opened, if fewer than `limit` are taken.
+    fn reserve(&mut self, limit: usize) -> bool {
+        let free = self.total < limit;
+        self.total += usize::from(free);
+        free
+    }
+
+    /// A connection (or a reserved slot) is gone for good.
+    fn release(&mut self) {
+        self.total = self.total.saturating_sub(1);
+    }
 }
 
 pub struct Pool {
@@ -110,6 +125,11 @@ impl Pool {
 
     pub fn max_size(&self) -> usize {
         self.config.load().pool_max_for(&self.key.user)
+    }
+
+    /// What a connection runs before it is reused after a session that may have changed it.
+    pub fn reset_query(&self) -> String {
+        self.config.load().pool.reset_query.clone()
     }
 
     fn target(&self) -> Target {
@@ -199,11 +219,7 @@ impl Pool {
         if let Some(conn) = st.idle.pop() {
             return Some(Taken::Conn(conn));
         }
-        if st.total < max {
-            st.total += 1;
-            return Some(Taken::Slot);
-        }
-        None
+        st.reserve(max).then_some(Taken::Slot)
     }
 
     async fn wait(&self, deadline: tokio::time::Instant) -> Option<Grant> {
@@ -243,7 +259,7 @@ impl Pool {
         conn.last_used_ms = crate::clock::now_ms();
         let mut st = self.state.lock();
         if st.total > self.max_size() {
-            st.total -= 1;
+            st.release();
             return;
         }
         if st.waiters.is_empty() {
@@ -271,7 +287,7 @@ impl Pool {
                 }
             }
         }
-        st.total = st.total.saturating_sub(1);
+        st.release();
     }
 
     /// Backend pid and age of each idle connection (admin console).

@@ -4,8 +4,8 @@
 
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering::Relaxed};
 
-/// Updated with relaxed atomics by many sessions at once: a lost update skews a ratio by one
-/// run in a window, which no decision here is sensitive to.
+/// Updated with relaxed atomics by many sessions at once: a repeat counted just as a window
+/// closes may land in the next one, which no decision here is sensitive to.
 #[derive(Default)]
 pub struct Learned {
     /// Runs the result cache looked at in the current window.

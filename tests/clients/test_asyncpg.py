@@ -1,7 +1,8 @@
 """asyncpg through pgpilot in transaction mode with a 5-connection pool.
 
-Named prepared statements are not pooled yet, so every connection uses statement_cache_size=0: asyncpg then
-uses the unnamed statement and re-sends Parse together with each Bind/Execute/Sync (no state spans a Sync).
+Every connection here uses statement_cache_size=0, the path of deployments that turned asyncpg's statement cache
+off for PgBouncer: asyncpg then uses the unnamed statement and re-sends Parse together with each Bind/Execute/Sync
+(no state spans a Sync). test_prepared.py covers the default named statement cache.
 """
 import asyncio
 import contextlib

@@ -1,7 +1,8 @@
 """psycopg 3 (async and sync) through pgpilot in transaction mode with a 5-connection pool.
 
-prepare_threshold=None: psycopg never prepares named statements (they are not pooled yet); it uses the unnamed
-statement, and executemany() runs in pipeline mode (several Parse/Bind/Execute before one Sync).
+prepare_threshold=None: psycopg never prepares named statements here (test_prepared.py covers them, with
+prepare_threshold=0); it uses the unnamed statement, and executemany() runs in pipeline mode (several
+Parse/Bind/Execute before one Sync).
 """
 import asyncio
 import threading

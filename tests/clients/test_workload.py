@@ -1,6 +1,6 @@
 """The shared MCP-shaped load driver (../shared/workload/mcp_load.py) through pgpilot: asyncpg pools on codebase and
-workflow (user app) over pgpilot pools of 5 server connections per database. --statement-cache 0 because named
-prepared statements are not pooled yet.
+workflow (user app) over pgpilot pools of 5 server connections per database. --statement-cache 0: this file covers
+the unnamed-statement path (test_prepared.py runs the driver with its default named statement cache).
 
 Stale reads are checked in a separate single-client run: mcp_load.py's write-then-read check races with itself when
 two clients upsert the same key (the value is a timestamp taken before the write, so a slower writer can commit an

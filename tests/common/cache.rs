@@ -47,13 +47,7 @@ pub async fn until_hit(proxy: &Proxy, client: &tokio_postgres::Client, sql: &str
 
 /// All values of a simple query's rows, as text, one string per row.
 pub async fn text_rows(client: &tokio_postgres::Client, sql: &str) -> Vec<String> {
-    let mut out = Vec::new();
-    for m in client.simple_query(sql).await.expect(sql) {
-        if let tokio_postgres::SimpleQueryMessage::Row(r) = m {
-            out.push((0..r.len()).map(|i| r.get(i).unwrap_or("NULL")).collect::<Vec<_>>().join("|"));
-        }
-    }
-    out
+    super::rows(&client.simple_query(sql).await.expect(sql)).into_iter().map(|r| r.join("|")).collect()
 }
 
 pub const TRUST_USERS: &str =

@@ -167,3 +167,20 @@ pub async fn direct(db: &str) -> tokio_postgres::Client {
 pub fn pool_toml(max_size: usize, extra: &str) -> String {
     format!("[pool]\nmax_size = {max_size}\ncheckout_timeout_ms = 5000\n{extra}\n")
 }
+
+/// The rows of a simple query's reply, every value as text (NULL as "NULL").
+pub fn rows(msgs: &[tokio_postgres::SimpleQueryMessage]) -> Vec<Vec<String>> {
+    msgs.iter()
+        .filter_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(r) => {
+                Some((0..r.len()).map(|i| r.get(i).unwrap_or("NULL").to_string()).collect())
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+/// The first value of every row of a simple query's reply.
+pub fn first_column(msgs: &[tokio_postgres::SimpleQueryMessage]) -> Vec<String> {
+    rows(msgs).into_iter().map(|mut r| r.swap_remove(0)).collect()
+}
