@@ -140,6 +140,15 @@ mod tests {
     }
 
     #[test]
+    fn the_parsed_upstream_follows_its_url() {
+        let mut cfg = Config::default();
+        assert_eq!(cfg.upstream().user, "postgres");
+        cfg.upstream.url = "postgres://other@10.0.0.1:6000".into();
+        let u = cfg.clone().upstream();
+        assert_eq!((u.user.as_str(), u.host.as_str(), u.port), ("other", "10.0.0.1", 6000));
+    }
+
+    #[test]
     fn env_database_url_is_the_fallback() {
         let mut c = Config::default();
         apply_env(&mut c, |k| (k == "DATABASE_URL").then(|| "postgres://a:b@h:1".to_string()));

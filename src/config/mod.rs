@@ -61,6 +61,10 @@ pub struct Config {
     pub prepared: PreparedConfig,
     pub insights: InsightsConfig,
     pub users: Vec<UserConfig>,
+    /// `upstream.url` parsed once (it is read at every login): the URL it was parsed from, so a
+    /// changed URL is parsed anew.
+    #[serde(skip)]
+    parsed_upstream: std::sync::OnceLock<(String, Upstream)>,
 }
 
 /// Query insights (see src/insights).
@@ -288,7 +292,12 @@ impl Config {
         Duration::from_millis(self.pool.checkout_timeout_ms)
     }
     pub fn upstream(&self) -> Upstream {
-        load::parse_upstream(&self.upstream.url).expect("validated at load")
+        let url = &self.upstream.url;
+        let parse = || load::parse_upstream(url).expect("validated at load");
+        match self.parsed_upstream.get_or_init(|| (url.clone(), parse())) {
+            (from, parsed) if from == url => parsed.clone(),
+            _ => parse(),
+        }
     }
     /// The user entry for a login name; `None` means the login is refused.
     pub fn find_user(&self, name: &str) -> Option<UserConfig> {
