@@ -62,6 +62,7 @@ impl Policy {
     }
 
     /// The TTL for this read, or None when it must not be cached.
+    #[cfg(test)]
     pub fn ttl(&self, a: &Analysis, hint: Hint) -> Option<Duration> {
         self.decide(a, hint).map(|(ttl, _)| ttl)
     }

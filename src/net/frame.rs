@@ -89,11 +89,8 @@ pub fn body(frame: &[u8]) -> &[u8] {
     &frame[HEADER_LEN..]
 }
 
-/// Reads a NUL-terminated string at the start of `b`; returns it and the rest.
-pub fn cstr(b: &[u8]) -> Option<(&[u8], &[u8])> {
-    let end = b.iter().position(|&c| c == 0)?;
-    Some((&b[..end], &b[end + 1..]))
-}
+/// Reads a NUL-terminated string at the start of a body (the protocol module's reader).
+pub use crate::protocol::cstr;
 
 #[cfg(test)]
 mod tests {
