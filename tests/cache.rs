@@ -319,3 +319,96 @@ async fn a_reloaded_entry_limit_holds_for_fills_and_stores_alike() {
     proxy.signal("HUP");
     assert_eq!(until_hit(&proxy, &c, all).await.len(), 400);
 }
+
+/// Parse, Bind, Execute, Sync of `name` (text results, no parameters): the rows' first column.
+async fn run_named(r: &mut Raw, name: &str, sql: Option<&str>) -> Vec<(u8, Vec<u8>)> {
+    let mut b = sql.map(|s| raw::parse(name, s)).unwrap_or_default();
+    b.extend(raw::bind("", name));
+    b.extend(raw::execute(""));
+    b.extend(raw::sync());
+    exchange(r, &b).await
+}
+
+fn data_rows(msgs: &[(u8, Vec<u8>)]) -> Vec<Vec<u8>> {
+    msgs.iter().filter(|(t, _)| *t == b'D').map(|(_, b)| b.clone()).collect()
+}
+
+/// A statement name whose Parse the server rejected (here: inside an aborted transaction) is free
+/// again; when the client parses another text under it, the cache must key its Binds by that
+/// text. The cache once kept the rejected text's identity for the name (it took the second Parse
+/// for a duplicate) and answered with the other statement's rows.
+#[tokio::test]
+async fn a_name_freed_by_a_rejected_parse_runs_its_new_text() {
+    make_table("cache_reuse_a", 3).await;
+    make_table("cache_reuse_b", 5).await;
+    let a = "/* pgpilot:cache */ SELECT count(*) FROM cache_reuse_a";
+    let b = "/* pgpilot:cache */ SELECT count(*) FROM cache_reuse_b";
+    for mode in ["transaction", "session"] {
+        let toml = format!("[pool]\nmode = \"{mode}\"\nmax_size = 4\ncheckout_timeout_ms = 5000\n{TRUST_USERS}");
+        let proxy = Proxy::start(&toml);
+        let mut r = Raw::login_trust(proxy.port, "trustuser", "app").await;
+        let count_a = data_rows(&run_named(&mut r, "s1", Some(a)).await);
+        let mut hit = false;
+        for _ in 0..40 {
+            let before = hits(&proxy);
+            assert_eq!(data_rows(&run_named(&mut r, "s1", None).await), count_a, "{mode}");
+            hit = hits(&proxy) > before;
+            if hit {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        assert!(hit, "{mode}: A is answered from the cache");
+        let mut close = msg(b'C', b"Ss1\0");
+        close.extend(raw::sync());
+        exchange(&mut r, &close).await;
+        let failed = exchange(&mut r, &raw::query("BEGIN; SELECT 1/0")).await;
+        assert!(failed.iter().any(|(t, _)| *t == b'E'));
+        let mut p = raw::parse("s1", a);
+        p.extend(raw::sync());
+        let rejected = exchange(&mut r, &p).await;
+        assert_eq!(rejected.iter().find(|(t, _)| *t == b'E').map(|(_, e)| raw::sqlstate(e)).as_deref(), Some("25P02"));
+        exchange(&mut r, &raw::query("ROLLBACK")).await;
+        let direct_b = {
+            let mut d = Raw::login_trust(pg_port(), "trustuser", "app").await;
+            data_rows(&run_named(&mut d, "s1", Some(b)).await)
+        };
+        assert_ne!(direct_b, count_a);
+        assert_eq!(data_rows(&run_named(&mut r, "s1", Some(b)).await), direct_b, "{mode}: first run of B");
+        for round in 0..2 {
+            assert_eq!(data_rows(&run_named(&mut r, "s1", None).await), direct_b, "{mode}: round {round} of B");
+        }
+    }
+}
+
+/// Session mode: `DEALLOCATE name` goes to the server and frees the name (psycopg closes its
+/// statements this way); a new text parsed under it must not be keyed by the old one.
+#[tokio::test]
+async fn a_deallocated_name_runs_its_new_text_in_session_mode() {
+    make_table("cache_dealloc_a", 2).await;
+    make_table("cache_dealloc_b", 4).await;
+    let a = "/* pgpilot:cache */ SELECT count(*) FROM cache_dealloc_a";
+    let b = "/* pgpilot:cache */ SELECT count(*) FROM cache_dealloc_b";
+    let toml = format!("[pool]\nmode = \"session\"\nmax_size = 4\ncheckout_timeout_ms = 5000\n{TRUST_USERS}");
+    let proxy = Proxy::start(&toml);
+    let mut r = Raw::login_trust(proxy.port, "trustuser", "app").await;
+    let count_a = data_rows(&run_named(&mut r, "s1", Some(a)).await);
+    let mut hit = false;
+    for _ in 0..40 {
+        let before = hits(&proxy);
+        run_named(&mut r, "s1", None).await;
+        hit = hits(&proxy) > before;
+        if hit {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(hit, "A is answered from the cache");
+    let done = exchange(&mut r, &raw::query("DEALLOCATE s1")).await;
+    assert!(!done.iter().any(|(t, _)| *t == b'E'), "DEALLOCATE succeeds");
+    let count_b = data_rows(&run_named(&mut r, "s1", Some(b)).await);
+    assert_ne!(count_b, count_a);
+    for round in 0..2 {
+        assert_eq!(data_rows(&run_named(&mut r, "s1", None).await), count_b, "round {round} of B");
+    }
+}

@@ -3,7 +3,6 @@
 //! captured for it. A hit never needs a server connection; with one held (inside a transaction)
 //! the replies are queued behind the server's, in order.
 
-use foldhash::HashMap;
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
@@ -67,9 +66,6 @@ pub struct CacheState {
     pub on: bool,
     /// Caching stopped for this session (session mode after SET, temporary tables...).
     pub off: bool,
-    statements: HashMap<Bytes, Arc<CachedStatement>>,
-    unnamed: Option<Arc<CachedStatement>>,
-    portal: Portal,
     /// A simple Query miss, attached to its reply-queue entry once forwarded.
     query_fill: Option<Box<FillPlan>>,
     pub writes: super::cache_writes::Writes,
@@ -108,10 +104,6 @@ impl Session {
     pub(super) async fn cache_before(&mut self, msg: &ClientMessage<'_>) -> bool {
         match *msg {
             ClientMessage::Query { text } => self.cache_query(text).await,
-            ClientMessage::Parse { name, query, types } => {
-                self.cache_note_parse(name, query, types);
-                false
-            }
             ClientMessage::Bind { portal, statement, rest } => self.cache_bind(portal, statement, rest).await,
             ClientMessage::Describe(Target::Portal(b"")) => self.cache_describe(),
             ClientMessage::Execute { portal: b"", max_rows } => self.cache_execute(max_rows as usize),
@@ -119,7 +111,7 @@ impl Session {
             ClientMessage::FunctionCall | ClientMessage::Malformed => {
                 // What it runs cannot be known: it may write anything.
                 self.cached.writes.note_unknown();
-                self.cached.portal = Portal::Unknown;
+                self.portals.unnamed_cache = Portal::Unknown;
                 false
             }
             _ => false,
@@ -131,7 +123,7 @@ impl Session {
     pub(super) fn cache_on_part(&mut self, tag: u8) {
         match tag {
             b'B' => {
-                self.cached.portal = Portal::Unknown;
+                self.portals.unnamed_cache = Portal::Unknown;
                 self.cached.writes.note_unknown();
             }
             b'F' => {
@@ -145,8 +137,8 @@ impl Session {
     /// The message a fill plan was made for never reached a server.
     pub(super) fn cache_forget_fills(&mut self) {
         self.cached.query_fill = None;
-        if matches!(self.cached.portal, Portal::Fill { .. }) {
-            self.cached.portal = Portal::Unknown;
+        if matches!(self.portals.unnamed_cache, Portal::Fill { .. }) {
+            self.portals.unnamed_cache = Portal::Unknown;
         }
     }
 
@@ -163,13 +155,13 @@ impl Session {
                 }
             }
             ClientMessage::Describe(Target::Portal(b"")) => {
-                if let Portal::Fill { described, .. } = &mut self.cached.portal {
+                if let Portal::Fill { described, .. } = &mut self.portals.unnamed_cache {
                     *described = true;
                     self.pending.capture_describe();
                 }
             }
             ClientMessage::Execute { portal: b"", .. } => {
-                if let Portal::Fill { plan, .. } = std::mem::take(&mut self.cached.portal) {
+                if let Portal::Fill { plan, .. } = std::mem::take(&mut self.portals.unnamed_cache) {
                     let limit = self.app.cache.max_entry_bytes();
                     self.pending.attach_fill(Fill::new(plan, false, limit));
                 }
@@ -184,7 +176,7 @@ impl Session {
         if !matches!(msg, ClientMessage::Execute { portal: b"", .. }) {
             return;
         }
-        if let Portal::Fill { described: false, .. } = self.cached.portal {
+        if let Portal::Fill { described: false, .. } = self.portals.unnamed_cache {
             self.sout.extend_from_slice(b"D\0\0\0\x06P\0");
             self.pending.push(Kind::DescribePortal, Action::Suppress);
             self.pending.capture_describe();
@@ -193,9 +185,9 @@ impl Session {
     }
 
     async fn cache_query(&mut self, text: &[u8]) -> bool {
-        self.cached.portal = Portal::Unknown;
+        self.portals.unnamed_cache = Portal::Unknown;
         self.cached.query_fill = None;
-        let analyzed = std::mem::take(&mut self.observe.analyzed);
+        let analyzed = std::mem::take(&mut self.turn.analyzed);
         if analyzed.is_empty() && text.iter().any(u8::is_ascii_alphanumeric) {
             // Text the analysis could not split into statements: it may write anything.
             self.cached.writes.note_unknown();
@@ -207,7 +199,7 @@ impl Session {
             [(a, literals)] => Some((a.clone(), *literals)),
             _ => None,
         };
-        self.observe.analyzed = analyzed;
+        self.turn.analyzed = analyzed;
         let Some((a, literals)) = single else { return false };
         if !self.pending.is_empty() || !self.cache_usable() {
             return false;
@@ -306,27 +298,24 @@ impl Session {
         ok
     }
 
-    fn cache_note_parse(&mut self, name: &[u8], query: &[u8], types: &[u8]) {
-        let analysis = self.observe.analyzed.first().map(|(a, _)| a);
-        if name.is_empty() && self.cached.unnamed.as_ref().zip(analysis).is_some_and(|(u, a)| u.is(a, query, types)) {
-            return;
-        }
-        let stmt = analysis.map(|a| Arc::new(CachedStatement::new(a.clone(), query, types)));
-        if !name.is_empty() && self.cached.statements.contains_key(name) {
-            return; // a duplicate name: the Parse fails (42P05) and the old statement stays
-        }
-        if name.is_empty() {
-            self.cached.unnamed = stmt;
-        } else if let Some(s) = stmt {
-            if self.cached.statements.len() < self.app.config.load().prepared.client_max {
-                self.cached.statements.insert(Bytes::copy_from_slice(name), s);
-            }
+    /// The cache's identity of a client's Parse; a driver's unnamed Parse repeated with the
+    /// same text and types keeps the one it had.
+    pub(super) fn cache_identity(
+        &self,
+        name: &[u8],
+        analysis: &Arc<Analysis>,
+        query: &[u8],
+        types: &[u8],
+    ) -> Arc<CachedStatement> {
+        let previous = self.statements.get(name).and_then(|e| e.cache.as_ref());
+        match previous {
+            Some(p) if name.is_empty() && p.is(analysis, query, types) => p.clone(),
+            _ => Arc::new(CachedStatement::new(analysis.clone(), query, types)),
         }
     }
 
     async fn cache_bind(&mut self, portal: &[u8], name: &[u8], args: &[u8]) -> bool {
-        let stmt =
-            if name.is_empty() { self.cached.unnamed.clone() } else { self.cached.statements.get(name).cloned() };
+        let stmt = self.turn.statement.as_ref().and_then(|e| e.cache.clone());
         match &stmt {
             Some(s) => self.note_writes(&s.analysis.clone()),
             None => self.cached.writes.note_unknown(),
@@ -334,7 +323,7 @@ impl Session {
         if !portal.is_empty() {
             return false;
         }
-        self.cached.portal = Portal::Unknown;
+        self.portals.unnamed_cache = Portal::Unknown;
         let Some(s) = stmt else { return false };
         if !self.cache_usable() {
             return false;
@@ -347,11 +336,11 @@ impl Session {
             Lookup::Hit(entry) => {
                 self.local_portal = false;
                 self.observe_hit(&s.analysis, fnv1a(args), entry.rows);
-                self.cached.portal = Portal::Hit { entry, at: 0 };
+                self.portals.unnamed_cache = Portal::Hit { entry, at: 0 };
                 self.answer(pm::bind_complete())
             }
             Lookup::Miss(plan) => {
-                self.cached.portal = Portal::Fill { plan, described: false };
+                self.portals.unnamed_cache = Portal::Fill { plan, described: false };
                 false
             }
             Lookup::Bypass => false,
@@ -359,14 +348,14 @@ impl Session {
     }
 
     fn cache_describe(&mut self) -> bool {
-        let Portal::Hit { entry, .. } = &self.cached.portal else { return false };
+        let Portal::Hit { entry, .. } = &self.portals.unnamed_cache else { return false };
         let reply = entry.row_desc.clone();
         self.answer(reply)
     }
 
     /// Execute of a portal answered from the cache, honouring the row limit (PortalSuspended).
     fn cache_execute(&mut self, max_rows: usize) -> bool {
-        let Portal::Hit { entry, at } = &mut self.cached.portal else { return false };
+        let Portal::Hit { entry, at } = &mut self.portals.unnamed_cache else { return false };
         let (end, rows, more) = entry.split_rows(*at, max_rows);
         let mut reply = BytesMut::from(&entry.body[*at..end]);
         if more {
@@ -383,17 +372,9 @@ impl Session {
 
     fn cache_close(&mut self, target: Target<'_>) -> bool {
         match target {
-            Target::Portal(b"") if matches!(self.cached.portal, Portal::Hit { .. }) => {
-                self.cached.portal = Portal::Unknown;
+            Target::Portal(b"") if matches!(self.portals.unnamed_cache, Portal::Hit { .. }) => {
+                self.portals.unnamed_cache = Portal::Unknown;
                 self.answer(pm::close_complete())
-            }
-            Target::Statement(name) => {
-                if name.is_empty() {
-                    self.cached.unnamed = None;
-                } else {
-                    self.cached.statements.remove(name);
-                }
-                false
             }
             _ => false,
         }

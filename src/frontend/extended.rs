@@ -9,11 +9,12 @@ use bytes::{Bytes, BytesMut};
 
 use super::reply_queue::{Action, Check, Event, Kind, Pending};
 use super::session::Session;
+use super::statements::Opened;
 use crate::backend::{ServerConn, ServerCopy};
 use crate::config::PoolMode;
 use crate::net::frame::body;
 use crate::net::messages::{self, sqlstate};
-use crate::prepared::messages::{self as pm, split_bind, split_parse, split_target};
+use crate::prepared::messages as pm;
 use crate::protocol::frontend::{ClientMessage, Target};
 
 use crate::prepared::{bump, Statement, STATS};
@@ -70,20 +71,22 @@ impl Session {
     /// Sends one client message (`msg`, decoded from `frame`) on to the held server connection.
     pub(super) fn forward(&mut self, msg: &ClientMessage<'_>, frame: &[u8]) {
         let tag = frame[0];
+        if kind_replaces_unnamed(tag) {
+            self.statements.forget(b"");
+        }
         if self.mode == PoolMode::Transaction {
-            let handled = match tag {
-                b'P' => self.forward_parse(frame),
-                b'B' => self.forward_bind(frame),
-                b'D' => self.forward_describe(frame),
-                b'C' => self.forward_close(frame),
-                b'E' => self.execute_local(frame),
+            let handled = match *msg {
+                ClientMessage::Parse { name, query, types } => self.forward_parse(name, query, types),
+                ClientMessage::Bind { portal, statement, rest } => self.forward_bind(portal, statement, rest),
+                ClientMessage::Describe(target) => self.forward_describe(target),
+                ClientMessage::Close(target) => self.forward_close(target),
+                ClientMessage::Execute { portal, .. } => self.execute_local(portal),
                 _ => false,
             };
             if handled {
                 return;
             }
             if kind_replaces_unnamed(tag) {
-                self.unnamed = None;
                 self.unnamed_parse = None;
                 self.local_stmt = false;
                 self.local_portal = false;
@@ -95,7 +98,13 @@ impl Session {
         }
         if let Some(kind) = self.reply_kind(tag, frame) {
             let track = if tag == b'E' || tag == b'Q' { self.track_for(msg) } else { None };
-            self.pending.push_tracked(kind, Action::Forward, track);
+            let action = match *msg {
+                ClientMessage::Parse { name, .. } if self.turn.opened == Opened::Fresh => {
+                    Action::ClientParse { client_name: Bytes::copy_from_slice(name) }
+                }
+                _ => Action::Forward,
+            };
+            self.pending.push_tracked(kind, action, track);
         }
         self.tx.on_client(tag);
         self.sout.extend_from_slice(frame);
@@ -165,38 +174,32 @@ impl Session {
     }
 
     /// Parse/Describe/Close/DEALLOCATE that need no server (transaction mode, none held).
-    pub(super) fn answer_without_server(&mut self, tag: u8, frame: &[u8]) -> bool {
-        match tag {
-            b'C' => self.forward_close(frame),
-            b'B' if self.local_stmt
-                && split_bind(body(frame)).is_some_and(|(p, n, _)| p.is_empty() && n.is_empty()) =>
-            {
-                self.forward_bind(frame)
+    pub(super) fn answer_without_server(&mut self, msg: &ClientMessage<'_>) -> bool {
+        match *msg {
+            ClientMessage::Close(target) => self.forward_close(target),
+            ClientMessage::Bind { portal: b"", statement: b"", rest } if self.local_stmt => {
+                self.forward_bind(b"", b"", rest)
             }
-            b'E' => self.execute_local(frame),
-            b'D' if matches!(split_target(body(frame)), Some((b'S' | b'P', b""))) && self.local_stmt => {
-                self.forward_describe(frame)
+            ClientMessage::Execute { portal, .. } => self.execute_local(portal),
+            ClientMessage::Describe(t @ (Target::Statement(b"") | Target::Portal(b""))) if self.local_stmt => {
+                self.forward_describe(t)
             }
-            b'P' => {
-                let Some((name, query, types)) = split_parse(body(frame)) else { return false };
+            ClientMessage::Parse { name, query, types } => {
                 if self.deallocated_name(query).is_some() {
-                    return self.forward_parse(frame);
+                    return self.forward_parse(name, query, types);
                 }
                 if name.is_empty() {
                     return false;
                 }
                 let known = self.app.registry.get_or_insert(query, types, self.registry_scope()).ok();
-                known.as_ref().is_some_and(|s| s.is_validated()) && self.forward_parse(frame)
+                known.as_ref().is_some_and(|s| s.is_validated()) && self.forward_parse(name, query, types)
             }
             // Only a description this client was given by a server in this session is answered
             // here: one from another client's server may predate a DDL.
-            b'D' => match split_target(body(frame)) {
-                Some((b'S', name)) => {
-                    self.mapped(name).is_some_and(|s| self.description_held(name, &s).is_some())
-                        && self.forward_describe(frame)
-                }
-                _ => false,
-            },
+            ClientMessage::Describe(Target::Statement(name)) => {
+                self.mapped(name).is_some_and(|s| self.description_held(name, &s).is_some())
+                    && self.forward_describe(Target::Statement(name))
+            }
             _ => false,
         }
     }
@@ -205,52 +208,55 @@ impl Session {
     /// the unnamed statement becomes a local one answered here through Execute.
     fn deallocated_name(&self, query: &[u8]) -> Option<String> {
         let starts = query.trim_ascii_start().get(..10).is_some_and(|p| p.eq_ignore_ascii_case(b"deallocate"));
-        if !starts || self.statements.is_empty() {
+        if !starts || !self.statements.has_named() {
             return None;
         }
         crate::frontend::sql_scan::deallocate_of(&String::from_utf8_lossy(query))
-            .filter(|n| self.statements.contains_key(n.as_bytes()))
+            .filter(|n| self.statements.contains(n.as_bytes()))
     }
 
     /// Execute of the unnamed portal bound to a local DEALLOCATE.
-    fn execute_local(&mut self, frame: &[u8]) -> bool {
-        let portal_is_unnamed = body(frame).first() == Some(&0);
-        portal_is_unnamed && self.local_portal && self.answer(messages::command_complete_frame("DEALLOCATE"))
+    fn execute_local(&mut self, portal: &[u8]) -> bool {
+        portal.is_empty() && self.local_portal && self.answer(messages::command_complete_frame("DEALLOCATE"))
     }
 
-    fn forward_parse(&mut self, frame: &[u8]) -> bool {
-        let Some((name, query, types)) = split_parse(body(frame)) else { return false };
+    fn forward_parse(&mut self, name: &[u8], query: &[u8], types: &[u8]) -> bool {
         if name.is_empty() {
             self.local_stmt = false;
             self.unnamed_parse = None;
             if let Some(name) = self.deallocated_name(query) {
-                self.statements.remove(name.as_bytes());
+                self.statements.close(name.as_bytes());
                 self.local_stmt = true;
                 return self.answer(pm::parse_complete());
             }
             return self.forward_unnamed_parse(query, types);
         }
-        let name_text = String::from_utf8_lossy(name).into_owned();
-        if self.statements.contains_key(name) {
-            self.local_error("42P05", &format!("prepared statement \"{name_text}\" already exists"));
-            return true;
-        }
-        let max = self.app.config.load().prepared.client_max;
-        if self.statements.len() >= max {
-            let msg = format!("pgpilot: more than {max} prepared statements open on this connection; close some");
-            self.local_error(sqlstate::PROGRAM_LIMIT, &msg);
-            return true;
+        match self.turn.opened {
+            Opened::Fresh => {}
+            Opened::Duplicate => {
+                let name_text = String::from_utf8_lossy(name);
+                self.local_error("42P05", &format!("prepared statement \"{name_text}\" already exists"));
+                return true;
+            }
+            Opened::Full => {
+                let max = self.app.config.load().prepared.client_max;
+                let msg = format!("pgpilot: more than {max} prepared statements open on this connection; close some");
+                self.local_error(sqlstate::PROGRAM_LIMIT, &msg);
+                return true;
+            }
         }
         let stmt = match self.app.registry.get_or_insert(query, types, self.registry_scope()) {
             Ok(stmt) => stmt,
             Err(e) => {
+                self.statements.forget(name);
                 self.local_error(sqlstate::PROGRAM_LIMIT, &e.to_string());
                 return true;
             }
         };
-        let client_name = Bytes::copy_from_slice(name);
-        self.statements.insert(client_name.clone(), stmt.clone());
-        self.parse_registered(&stmt, Some(client_name));
+        if let Some(e) = self.statements.get_mut(name) {
+            e.registry = Some(stmt.clone());
+        }
+        self.parse_registered(&stmt, Some(Bytes::copy_from_slice(name)));
         true
     }
 
@@ -261,9 +267,6 @@ impl Session {
     fn parse_registered(&mut self, stmt: &Arc<Statement>, client_name: Option<Bytes>) {
         let epoch = self.app.registry.epoch();
         let key = client_name.clone().unwrap_or_default();
-        if client_name.is_some() {
-            self.validated.remove(&key); // a new name: the client holds nothing under it yet
-        }
         let holds = self.holds_current(&key, stmt);
         let Some(server) = self.server.as_deref_mut() else {
             bump(&STATS.hits);
@@ -284,7 +287,7 @@ impl Session {
         prepare_on_server(server, &mut self.sout, &mut self.pending, stmt, client_name, true, epoch);
         self.tx.on_client(b'P');
         self.inject_describe(stmt, Check::Adopt, key.clone());
-        self.validated.insert(key, (stmt.id, ADOPTING));
+        self.statements.set_version(&key, Some((stmt.id, ADOPTING)));
     }
 
     /// Describes `stmt` on the held server for pgpilot's own bookkeeping (reply not shown).
@@ -297,23 +300,20 @@ impl Session {
 
     /// Unnamed Parse: passed through, or with `reuse_unnamed` mapped to a registry statement.
     fn forward_unnamed_parse(&mut self, query: &[u8], types: &[u8]) -> bool {
-        self.unnamed = None;
         if !self.app.config.load().prepared.reuse_unnamed || self.server.is_none() {
             return false;
         }
         let Ok(stmt) = self.app.registry.get_or_insert(query, types, self.registry_scope()) else { return false };
         self.parse_registered(&stmt, None);
-        self.unnamed = Some(stmt);
+        if let Some(u) = self.statements.get_mut(b"") {
+            u.registry = Some(stmt);
+        }
         true
     }
 
     /// The statement a Bind/Describe names: the client's named one, or its reused unnamed one.
     pub(super) fn mapped(&self, name: &[u8]) -> Option<Arc<Statement>> {
-        if name.is_empty() {
-            self.unnamed.clone()
-        } else {
-            self.statements.get(name).cloned()
-        }
+        self.statements.registry(name)
     }
 
     /// Makes sure the held server has a current copy of `stmt` for a Bind/Describe: a copy from
@@ -325,7 +325,7 @@ impl Session {
         let epoch = self.app.registry.epoch();
         // One lookup and one read of the version on this per-Bind path.
         let version = stmt.version();
-        let held = self.validated.get(name).filter(|(id, _)| *id == stmt.id).map(|(_, v)| *v);
+        let held = self.statements.version(name).filter(|(id, _)| *id == stmt.id).map(|(_, v)| v);
         let usable = held.is_some_and(|v| v == ADOPTING || (v != 0 && v == version));
         let server = self.server.as_deref_mut().expect("forward needs a server");
         let current = server.prepared.get(&stmt.id).is_some_and(|c| c.current_as(epoch, version));
@@ -340,13 +340,12 @@ impl Session {
             let check = self.describe_check(name, stmt);
             self.inject_describe(stmt, check, Bytes::copy_from_slice(name));
         } else if self.held(name, stmt).is_none() {
-            self.validated.insert(Bytes::copy_from_slice(name), (stmt.id, ADOPTING));
+            self.statements.set_version(name, Some((stmt.id, ADOPTING)));
         }
         true
     }
 
-    fn forward_bind(&mut self, frame: &[u8]) -> bool {
-        let Some((portal, name, rest)) = split_bind(body(frame)) else { return false };
+    fn forward_bind(&mut self, portal: &[u8], name: &[u8], rest: &[u8]) -> bool {
         if portal.is_empty() {
             self.local_portal = name.is_empty() && self.local_stmt;
             if self.local_portal {
@@ -363,18 +362,17 @@ impl Session {
         true
     }
 
-    fn forward_describe(&mut self, frame: &[u8]) -> bool {
-        let target = split_target(body(frame));
+    fn forward_describe(&mut self, target: Target<'_>) -> bool {
         match target {
-            Some((b'P', b"")) if self.local_portal => return self.answer(pm::no_data()),
-            Some((b'S', b"")) if self.local_stmt => {
+            Target::Portal(b"") if self.local_portal => return self.answer(pm::no_data()),
+            Target::Statement(b"") if self.local_stmt => {
                 let mut reply = BytesMut::from(&[b't', 0, 0, 0, 6, 0, 0][..]);
                 reply.extend_from_slice(&pm::no_data());
                 return self.answer(reply.freeze());
             }
             _ => {}
         }
-        let Some((b'S', name)) = target else { return false };
+        let Target::Statement(name) = target else { return false };
         let Some(stmt) = self.mapped(name) else { return false };
         if let Some(description) = self.description_held(name, &stmt) {
             return self.answer(description);
@@ -393,14 +391,13 @@ impl Session {
         true
     }
 
-    /// Close of a named statement: the mapping goes, the server copy stays for others (LRU).
-    pub(super) fn forward_close(&mut self, frame: &[u8]) -> bool {
-        let Some((b'S', name)) = split_target(body(frame)) else { return false };
-        if name.is_empty() && self.unnamed.take().is_none() {
+    /// Close of a named statement (or of an unnamed one mapped to the registry): the client's
+    /// entry is gone already (`look_up_statement`), the server copy stays for others (LRU).
+    pub(super) fn forward_close(&mut self, target: Target<'_>) -> bool {
+        let Target::Statement(name) = target else { return false };
+        if name.is_empty() && self.turn.statement.as_ref().is_none_or(|e| e.registry.is_none()) {
             return false;
         }
-        self.statements.remove(name);
-        self.validated.remove(name);
         self.answer(pm::close_complete())
     }
 
@@ -414,10 +411,9 @@ impl Session {
 
     /// `DEALLOCATE name` (simple Query) for one of the client's protocol-level statements.
     pub(super) fn deallocate_locally(&mut self, name: &str) -> bool {
-        if self.statements.remove(name.as_bytes()).is_none() {
+        if self.statements.close(name.as_bytes()).is_none() {
             return false;
         }
-        self.validated.remove(name.as_bytes());
         let mut reply = BytesMut::new();
         messages::command_complete(&mut reply, "DEALLOCATE");
         let status = if self.server.is_some() { self.tx.status } else { b'I' };
@@ -427,9 +423,7 @@ impl Session {
 
     /// DISCARD ALL / DEALLOCATE ALL went to the server: it no longer has any statement.
     pub(super) fn forget_server_statements(&mut self) {
-        self.statements.clear();
-        self.validated.clear();
-        self.unnamed = None;
+        self.statements.drop_all();
         if let Some(server) = self.server.as_deref_mut() {
             server.prepared.clear();
             server.stale.clear();
@@ -451,9 +445,10 @@ impl Session {
                     self.unprepare(&stmt, client_name, true);
                 }
                 Event::ParseSkipped { stmt, client_name, on_server } => self.unprepare(&stmt, client_name, on_server),
+                Event::ParseUndone { client_name } => self.statements.forget(&client_name),
                 Event::Described { stmt, version, adopted, client } => {
                     if adopted {
-                        self.validated.insert(client, (stmt.id, version));
+                        self.statements.set_version(&client, Some((stmt.id, version)));
                     }
                     if let Some(copy) = self.server.as_deref_mut().and_then(|s| s.prepared.peek_mut(&stmt.id)) {
                         copy.version = version;
@@ -475,10 +470,10 @@ impl Session {
     fn unprepare(&mut self, stmt: &Arc<Statement>, client_name: Option<Bytes>, on_server: bool) {
         let key = client_name.clone().unwrap_or_default();
         if self.adopting(&key, stmt) {
-            self.validated.remove(&key);
+            self.statements.set_version(&key, None);
         }
-        if self.unnamed.as_ref().is_some_and(|u| Arc::ptr_eq(u, stmt)) {
-            self.unnamed = None;
+        if self.statements.registry(b"").is_some_and(|u| Arc::ptr_eq(&u, stmt)) {
+            self.statements.forget(b""); // its cache identity and analysis went with the Parse
         }
         if on_server {
             if let Some(server) = self.server.as_deref_mut() {
@@ -486,8 +481,8 @@ impl Session {
             }
         }
         if let Some(name) = client_name {
-            if self.statements.get(&name).is_some_and(|s| Arc::ptr_eq(s, stmt)) {
-                self.statements.remove(&name);
+            if self.statements.registry(&name).is_some_and(|s| Arc::ptr_eq(&s, stmt)) {
+                self.statements.forget(&name);
             }
         }
     }

@@ -15,3 +15,4 @@ mod relay;
 mod reply_queue;
 mod session_effects;
 mod statement_versions;
+mod statements;

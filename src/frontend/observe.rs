@@ -1,10 +1,7 @@
-//! What the session tells the insights: which statement each name and portal runs, and each
-//! statement's completion. Only Parse, Bind, Close, Execute and Query are looked at.
+//! What the session tells the insights: which statement each portal runs, and each statement's
+//! completion. Only Bind, Close, Execute and Query are looked at.
 
-use std::sync::Arc;
 use std::time::Instant;
-
-use bytes::Bytes;
 
 use super::reply_queue::Track;
 use super::session::Session;
@@ -14,38 +11,18 @@ use crate::protocol::frontend::{ClientMessage, Target};
 use crate::sql::tokens::fnv1a;
 
 impl Session {
-    /// Parse, Bind and Close: remember which statement each name and portal runs.
-    pub(super) fn note_statement(&mut self, msg: &ClientMessage<'_>) {
+    /// Bind and Close of a portal: remember which statement each portal runs (the statement
+    /// table already knows each statement's analysis).
+    pub(super) fn note_portal(&mut self, msg: &ClientMessage<'_>) {
         if !self.observe.enabled {
             return;
         }
-        let o = &mut self.observe;
         match *msg {
-            ClientMessage::Parse { name, .. } => {
-                let analysis = o.analyzed.first().map(|(a, _)| a.clone());
-                if name.is_empty() {
-                    o.unnamed_statement = analysis;
-                } else if let Some(a) = analysis {
-                    if o.statements.len() < self.app.config.load().prepared.client_max {
-                        o.statements.insert(Bytes::copy_from_slice(name), a);
-                    }
-                }
+            ClientMessage::Bind { portal, rest, .. } => {
+                let analysis = self.turn.statement.as_ref().and_then(|e| e.analysis.clone());
+                self.portals.bind(portal, analysis.map(|a| (a, fnv1a(rest))));
             }
-            ClientMessage::Bind { portal, statement: stmt, rest } => {
-                let a = if stmt.is_empty() { o.unnamed_statement.clone() } else { o.statements.get(stmt).cloned() };
-                let entry = a.map(|a| (a, fnv1a(rest)));
-                if portal.is_empty() {
-                    o.unnamed_portal = entry;
-                } else if let Some(e) = entry {
-                    o.portals.insert(Bytes::copy_from_slice(portal), e);
-                }
-            }
-            ClientMessage::Close(Target::Statement(name)) => {
-                o.statements.remove(name);
-            }
-            ClientMessage::Close(Target::Portal(name)) => {
-                o.portals.remove(name);
-            }
+            ClientMessage::Close(Target::Portal(name)) => self.portals.close(name),
             _ => {}
         }
     }
@@ -56,9 +33,8 @@ impl Session {
             return None;
         }
         let statements = match *msg {
-            ClientMessage::Execute { portal: b"", .. } => vec![self.observe.unnamed_portal.clone()?],
-            ClientMessage::Execute { portal, .. } => vec![self.observe.portals.get(portal).cloned()?],
-            ClientMessage::Query { .. } => std::mem::take(&mut self.observe.analyzed),
+            ClientMessage::Execute { portal, .. } => vec![self.portals.run(portal)?],
+            ClientMessage::Query { .. } => std::mem::take(&mut self.turn.analyzed),
             _ => return None,
         };
         Some(Box::new(Track {
@@ -89,12 +65,6 @@ pub struct Observe {
     pub detector: crate::insights::nplus1::Detector,
     /// When the client's latest bytes arrived (client-observed time starts here).
     pub received: Instant,
-    /// Analyses of the Query/Parse text just inspected.
-    pub analyzed: crate::sql::Analyzed,
-    statements: foldhash::HashMap<Bytes, Arc<crate::sql::Analysis>>,
-    unnamed_statement: Option<Arc<crate::sql::Analysis>>,
-    portals: foldhash::HashMap<Bytes, (Arc<crate::sql::Analysis>, u64)>,
-    unnamed_portal: Option<(Arc<crate::sql::Analysis>, u64)>,
 }
 
 impl Observe {
@@ -106,11 +76,6 @@ impl Observe {
             slow: std::time::Duration::from_millis(cfg.slow_query_ms),
             detector: Default::default(),
             received: Instant::now(),
-            analyzed: Vec::new(),
-            statements: Default::default(),
-            unnamed_statement: None,
-            portals: Default::default(),
-            unnamed_portal: None,
         }
     }
 }

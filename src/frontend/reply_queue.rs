@@ -80,6 +80,11 @@ pub enum Action {
         stmt: Arc<Statement>,
         client_name: Bytes,
     },
+    /// The client's own Parse, forwarded as sent, that opened `client_name` in the session's
+    /// statement table (undone if the server rejects or skips it).
+    ClientParse {
+        client_name: Bytes,
+    },
     /// Forwarded or injected Parse of a registry statement; `client_name` is set when the client's
     /// own Parse created the mapping (undone if the server rejects or skips it).
     Parse {
@@ -134,6 +139,8 @@ pub enum Event {
     ParseFailed { stmt: Arc<Statement>, client_name: Option<Bytes> },
     /// The server skipped a Parse (an earlier error): it is not prepared there after all.
     ParseSkipped { stmt: Arc<Statement>, client_name: Option<Bytes>, on_server: bool },
+    /// The server rejected or skipped the client's own Parse: the name holds nothing.
+    ParseUndone { client_name: Bytes },
     /// A server described the statement (`version` of it); `adopted`: the client now holds it.
     Described { stmt: Arc<Statement>, version: u64, adopted: bool, client: Bytes },
     /// An execution showed the server's copy stale (0A000, a type that no longer exists).
@@ -387,6 +394,7 @@ impl Pending {
         let shown = !failed.drop;
         match failed.action {
             Action::Parse { stmt, client_name, .. } => events.push(Event::ParseFailed { stmt, client_name }),
+            Action::ClientParse { client_name } => events.push(Event::ParseUndone { client_name }),
             Action::Bind { stmt } if is_stale_plan(body) => events.push(Event::PlanStale { stmt }),
             _ => {}
         }
@@ -410,6 +418,7 @@ fn undo_skipped(action: Action, events: &mut Vec<Event>) {
         Action::LocalParse { stmt, client_name } => {
             events.push(Event::ParseSkipped { stmt, client_name: Some(client_name), on_server: false })
         }
+        Action::ClientParse { client_name } => events.push(Event::ParseUndone { client_name }),
         _ => {}
     }
 }

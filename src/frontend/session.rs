@@ -11,6 +11,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use super::reply_queue::Pending;
 use super::session_state::SessionState;
 use super::sql_scan::Scan;
+use super::statements::{ClientStatement, Opened, Portals, Statements};
 use super::tx::TxTracker;
 use crate::backend::cancel::{Registration, ServerKey};
 use crate::backend::ServerError;
@@ -19,7 +20,6 @@ use crate::net::frame::{body, Framer, Piece};
 use crate::net::messages::{self, sqlstate};
 use crate::net::stream::ClientStream;
 use crate::pool::{CheckoutError, Pool, PooledConn};
-use crate::prepared::Statement;
 use crate::protocol::frontend::ClientMessage;
 use crate::shared::App;
 
@@ -37,6 +37,18 @@ pub struct ClientInfo {
     pub database: String,
     pub application_name: String,
     pub peer: String,
+}
+
+/// What the session learned of the client message in hand: decided once, read by every stage
+/// (the analysis does not travel through one stage's state to reach another).
+#[derive(Default)]
+pub(super) struct Turn {
+    /// Analyses of its SQL (Query: one per statement; Parse: of its statement).
+    pub analyzed: crate::sql::Analyzed,
+    /// Parse: what it did to the statement table.
+    pub opened: Opened,
+    /// Bind: the entry of the statement it binds; Close: the entry it closed.
+    pub statement: Option<ClientStatement>,
 }
 
 pub struct Session {
@@ -67,17 +79,14 @@ pub struct Session {
     skip_stream: bool,
     /// Replies expected from the server, in order (transaction mode).
     pub(super) pending: Pending,
-    /// The client's named statements.
-    pub(super) statements: HashMap<Bytes, Arc<Statement>>,
-    /// The client's unnamed statement when `prepared.reuse_unnamed` maps it to the registry.
-    pub(super) unnamed: Option<Arc<Statement>>,
+    /// The client's statements: one entry per name that every stage reads.
+    pub(super) statements: Statements,
+    /// The client's portals (the unnamed one as insights and the cache see it).
+    pub(super) portals: Portals,
+    /// What was learned of the client message in hand, for every stage that looks at it.
+    pub(super) turn: Turn,
     /// Hash of (database, user): part of the prepared-statement registry key.
     pub(super) pool_scope: u64,
-    /// Scans of the client's statements (by name, empty: unnamed) that change session state.
-    pub(super) effects: HashMap<Bytes, Scan>,
-    /// Client statement name (empty: the unnamed one) -> (registry id, the version a server
-    /// described to this client under that name in this session).
-    pub(super) validated: HashMap<Bytes, (u64, u64)>,
     /// The client's last unnamed Parse forwarded, with its token (see `track_unnamed`).
     pub(super) unnamed_parse: Option<(u64, Bytes)>,
     /// The unnamed statement / portal is a `DEALLOCATE name` answered here (psycopg pipelines).
@@ -129,11 +138,10 @@ impl Session {
             skip_until_sync: false,
             skip_stream: false,
             pending: Pending::default(),
-            statements: HashMap::default(),
-            unnamed: None,
+            statements: Statements::new(cfg.prepared.client_max),
+            portals: Portals::new(cfg.prepared.client_max),
+            turn: Turn::default(),
             unnamed_parse: None,
-            validated: HashMap::default(),
-            effects: HashMap::default(),
             pool_scope: xxhash_rust::xxh3::xxh3_64(format!("{}\0{}", info.database, info.user).as_bytes()),
             local_stmt: false,
             local_portal: false,
@@ -269,28 +277,31 @@ impl Session {
             }
             self.skip_until_sync = false;
         }
+        // Decoded once: every stage below reads this view instead of splitting the frame again.
+        let msg = ClientMessage::decode(tag, body(frame));
+        self.turn = Turn::default();
         let mut drops_statements = false;
         if tag == b'Q' || tag == b'P' {
             let found = self.inspect_sql(tag, body(frame));
             drops_statements = found.drops_statements;
-            if tag == b'P' {
-                self.remember_effect(body(frame), &found);
+            if let ClientMessage::Parse { name, query, types } = msg {
+                self.open_statement(name, query, types, &found);
             }
-            if let (Some(name), PoolMode::Transaction) = (&found.deallocate, self.mode) {
-                if tag == b'Q' && self.deallocate_locally(name) {
+            if let Some(name) = &found.deallocate {
+                if self.mode == PoolMode::Session {
+                    self.forget_deallocated(name);
+                } else if tag == b'Q' && self.deallocate_locally(name) {
                     return Flow::Continue;
                 }
             }
-        } else if tag == b'B' && !self.effects.is_empty() {
-            self.replay_effect(body(frame));
+        } else {
+            self.look_up_statement(&msg);
         }
-        // Decoded once: every stage below reads this view instead of splitting the frame again.
-        let msg = ClientMessage::decode(tag, body(frame));
-        self.note_statement(&msg);
+        self.note_portal(&msg);
         if self.cached.on && self.cache_before(&msg).await {
             return Flow::Continue;
         }
-        if self.mode == PoolMode::Transaction && self.server.is_none() && self.answer_without_server(tag, frame) {
+        if self.mode == PoolMode::Transaction && self.server.is_none() && self.answer_without_server(&msg) {
             return Flow::Continue;
         }
         if self.server.is_none() {
@@ -306,6 +317,7 @@ impl Session {
             }
             if let Err(frame) = self.checkout().await {
                 self.cache_forget_fills();
+                self.unsent(&msg);
                 self.cout.extend_from_slice(&frame);
                 if tag == b'Q' {
                     messages::ready_for_query(&mut self.cout, b'I');

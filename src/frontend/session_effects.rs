@@ -24,7 +24,7 @@ impl Session {
         };
         let found = match &self.last_parse {
             Some((text, found, analyses)) if tag == b'P' && text[..] == *sql => {
-                self.observe.analyzed = analyses.clone();
+                self.turn.analyzed = analyses.clone();
                 found.clone()
             }
             _ => {
@@ -37,47 +37,16 @@ impl Session {
                 // the parser (and the shape tokenizer's default) do not assume.
                 let opaque = self.backslash_quotes && memchr::memchr(b'\\', sql).is_some();
                 let shapes = crate::sql::tokens::shapes_with(&text, self.backslash_quotes);
-                self.observe.analyzed = self.app.analyzer.analyze_shapes(&text, &shapes, opaque);
-                let found = super::sql_scan::from_analyses(&text, &shapes, &self.observe.analyzed);
+                self.turn.analyzed = self.app.analyzer.analyze_shapes(&text, &shapes, opaque);
+                let found = super::sql_scan::from_analyses(&text, &shapes, &self.turn.analyzed);
                 if tag == b'P' {
-                    self.last_parse = Some((Bytes::copy_from_slice(sql), found.clone(), self.observe.analyzed.clone()));
+                    self.last_parse = Some((Bytes::copy_from_slice(sql), found.clone(), self.turn.analyzed.clone()));
                 }
                 found
             }
         };
         self.note_scan(&found);
         found
-    }
-
-    /// A prepared statement does to the session what its text says each time it runs, not only
-    /// when parsed (a driver prepares `SELECT set_config('app.tenant', $1, false)` once and binds
-    /// it per request): keep the scans that matter by statement name.
-    pub(super) fn remember_effect(&mut self, parse: &[u8], found: &Scan) {
-        let Some((name, _)) = cstr(parse) else { return };
-        let matters = found.changes_session
-            || found.pin.is_some()
-            || found.unknown_after.is_some()
-            || found.ddl
-            || found.restores
-            || !found.resets.is_empty();
-        if matters {
-            if self.effects.len() < self.app.config.load().prepared.client_max {
-                self.effects.insert(Bytes::copy_from_slice(name), found.clone());
-            } else {
-                self.state_unknown = true; // cannot remember it: assume the worst
-            }
-        } else if !self.effects.is_empty() {
-            self.effects.remove(name);
-        }
-    }
-
-    /// A Bind of a statement whose text changes session state: it changes it again.
-    pub(super) fn replay_effect(&mut self, bind: &[u8]) {
-        let Some((_, rest)) = cstr(bind) else { return };
-        let Some((stmt, _)) = cstr(rest) else { return };
-        if let Some(found) = self.effects.get(stmt).cloned() {
-            self.note_scan(&found);
-        }
     }
 
     /// What a scanned text does to the session's pooling state.

@@ -29,6 +29,20 @@ pub struct Scan {
     pub unknown_after: Option<bool>,
 }
 
+impl Scan {
+    /// A prepared statement of this text does something to the session each time it runs, not
+    /// only when parsed (a driver prepares `SELECT set_config('app.tenant', $1, false)` once and
+    /// binds it per request): the scan is kept with the statement and replayed at each Bind.
+    pub fn lasts(&self) -> bool {
+        self.changes_session
+            || self.pin.is_some()
+            || self.unknown_after.is_some()
+            || self.ddl
+            || self.restores
+            || !self.resets.is_empty()
+    }
+}
+
 /// Whether `sql` might hold anything a scan reports; false lets a caller that needs no analysis
 /// skip it. Conservative by construction: any statement that changes session state, pins, or
 /// calls a function contains one of these byte strings in some letter case ('temp' for SELECT

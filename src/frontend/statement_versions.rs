@@ -25,25 +25,25 @@ impl Session {
     /// The version this client holds under `name` when it is the current one.
     pub(super) fn held_version(&self, name: &[u8], stmt: &Statement) -> Option<u64> {
         let v = stmt.version();
-        (v != 0 && self.validated.get(name) == Some(&(stmt.id, v))).then_some(v)
+        (v != 0 && self.statements.version(name) == Some((stmt.id, v))).then_some(v)
     }
 
     /// The version a server described to this client under `name`, if any (it may differ from
     /// the current one after a DDL).
     pub(super) fn held(&self, name: &[u8], stmt: &Statement) -> Option<u64> {
-        self.validated.get(name).filter(|(id, v)| *id == stmt.id && *v != ADOPTING).map(|(_, v)| *v)
+        self.statements.version(name).filter(|(id, v)| *id == stmt.id && *v != ADOPTING).map(|(_, v)| v)
     }
 
     /// A fresh prepare whose description this client adopts under `name` is on its way.
     pub(super) fn adopting(&self, name: &[u8], stmt: &Statement) -> bool {
-        self.validated.get(name) == Some(&(stmt.id, ADOPTING))
+        self.statements.version(name) == Some((stmt.id, ADOPTING))
     }
 
     /// The current description, when this client got it from a server in this session (one
     /// snapshot: another session may change the statement's description at any time).
     pub(super) fn description_held(&self, name: &[u8], stmt: &Statement) -> Option<Bytes> {
         let (description, version) = stmt.current()?;
-        (self.validated.get(name) == Some(&(stmt.id, version))).then_some(description)
+        (self.statements.version(name) == Some((stmt.id, version))).then_some(description)
     }
 
     /// What a fresh Describe of `stmt` checks for the client's `name`: the version it holds, or
@@ -52,7 +52,7 @@ impl Session {
         match self.held(name, stmt) {
             Some(v) => Check::Compare(v),
             None => {
-                self.validated.insert(Bytes::copy_from_slice(name), (stmt.id, ADOPTING));
+                self.statements.set_version(name, Some((stmt.id, ADOPTING)));
                 Check::Adopt
             }
         }

@@ -1,28 +1,7 @@
-//! Reading and rebuilding the extended-protocol messages whose statement names are rewritten.
+//! Building the extended-protocol messages pgpilot sends itself or rewrites (statement names);
+//! reading them is `protocol::frontend`'s.
 
 use bytes::{BufMut, Bytes, BytesMut};
-
-use crate::net::frame::cstr;
-
-/// Parse body: name, query, parameter types (the rest, verbatim).
-pub fn split_parse(body: &[u8]) -> Option<(&[u8], &[u8], &[u8])> {
-    let (name, rest) = cstr(body)?;
-    let (query, types) = cstr(rest)?;
-    Some((name, query, types))
-}
-
-/// Bind body: portal, statement, the rest verbatim.
-pub fn split_bind(body: &[u8]) -> Option<(&[u8], &[u8], &[u8])> {
-    let (portal, rest) = cstr(body)?;
-    let (stmt, rest) = cstr(rest)?;
-    Some((portal, stmt, rest))
-}
-
-/// Describe / Close body: 'S' or 'P', then a name.
-pub fn split_target(body: &[u8]) -> Option<(u8, &[u8])> {
-    let (&kind, rest) = body.split_first()?;
-    Some((kind, cstr(rest)?.0))
-}
 
 fn frame(tag: u8, parts: &[&[u8]], out: &mut BytesMut) {
     let len: usize = 4 + parts.iter().map(|p| p.len()).sum::<usize>();
@@ -70,11 +49,12 @@ pub fn close_complete() -> Bytes {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::protocol::frontend::ClientMessage;
 
     #[test]
     fn bind_rewrite_keeps_the_rest() {
         let body = b"portal\0stmt1\0\0\x01\0\x01\0\0";
-        let (portal, stmt, rest) = split_bind(body).unwrap();
+        let ClientMessage::Bind { portal, statement: stmt, rest } = ClientMessage::decode(b'B', body) else { panic!() };
         assert_eq!((portal, stmt), (&b"portal"[..], &b"stmt1"[..]));
         let mut out = BytesMut::new();
         bind(&mut out, portal, "pgpilot_9", rest);
@@ -85,12 +65,11 @@ mod tests {
     #[test]
     fn parse_split_and_build() {
         let body = b"s\0select $1\0\0\x01\0\0\0\x17";
-        let (name, query, types) = split_parse(body).unwrap();
+        let ClientMessage::Parse { name, query, types } = ClientMessage::decode(b'P', body) else { panic!() };
         assert_eq!((name, query, types), (&b"s"[..], &b"select $1"[..], &b"\0\x01\0\0\0\x17"[..]));
         let mut out = BytesMut::new();
         parse(&mut out, "pgpilot_1", query, types);
-        assert_eq!(split_parse(&out[5..]).unwrap().0, b"pgpilot_1");
-        assert!(split_target(b"S").is_none());
-        assert_eq!(split_target(b"Sabc\0"), Some((b'S', &b"abc"[..])));
+        let rebuilt = ClientMessage::decode(b'P', &out[5..]);
+        assert!(matches!(rebuilt, ClientMessage::Parse { name: b"pgpilot_1", .. }));
     }
 }
