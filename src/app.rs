@@ -16,6 +16,7 @@ use crate::frontend::startup::{negotiate, Opening};
 use crate::net::client_io::fail;
 use crate::net::messages::sqlstate;
 use crate::shared::App;
+use tokio::io::AsyncWriteExt;
 
 /// Decrements the client count however a client task ends.
 struct ClientSlot(Arc<App>);
@@ -143,7 +144,7 @@ async fn serve_client(slot: ClientSlot, tcp: TcpStream, peer: String) {
     let mut rbuf = BytesMut::with_capacity(8 * 1024);
     let check = Check::for_user(cfg.find_user(&user).as_ref(), |u| app.scram_verifier(u));
     let authed = tokio::time::timeout(cfg.startup_timeout(), authenticate(&mut stream, &mut rbuf, check)).await;
-    if !matches!(authed, Ok(Ok(()))) {
+    let Ok(Ok(greeting)) = authed else {
         tracing::info!(%peer, %user, "authentication failed");
         return fail(
             &mut stream,
@@ -151,11 +152,14 @@ async fn serve_client(slot: ClientSlot, tcp: TcpStream, peer: String) {
             &format!("password authentication failed for user \"{user}\""),
         )
         .await;
-    }
+    };
     if crate::admin::is_admin_database(&database) {
         if !cfg.is_admin(&user) {
             let msg = format!("user \"{user}\" is not an admin user of pgpilot (server.admin_users)");
             return fail(&mut stream, sqlstate::INVALID_AUTHORIZATION, &msg).await;
+        }
+        if stream.write_all(&greeting).await.is_err() {
+            return;
         }
         return crate::admin::serve(app, stream, rbuf).await;
     }
@@ -167,7 +171,7 @@ async fn serve_client(slot: ClientSlot, tcp: TcpStream, peer: String) {
     };
     let state = SessionState::from_startup(&params);
     let mut session = Session::new(app.clone(), stream, rbuf, info, state);
-    if session.start().await == Flow::Continue {
+    if session.start(greeting).await == Flow::Continue {
         session.run().await;
     }
     session.finish().await;

@@ -39,19 +39,20 @@ impl Check {
     }
 }
 
-/// Runs the exchange; on success AuthenticationOk has been sent.
-pub async fn authenticate(stream: &mut ClientStream, rbuf: &mut BytesMut, check: Check) -> Result<(), ()> {
+/// Runs the exchange. On success returns the messages that end it (SCRAM's final message and
+/// AuthenticationOk), not yet sent: the caller sends them with the session's first replies
+/// (ParameterStatus ... ReadyForQuery) in one write, as PostgreSQL does.
+pub async fn authenticate(stream: &mut ClientStream, rbuf: &mut BytesMut, check: Check) -> Result<BytesMut, ()> {
+    let mut out = BytesMut::new();
     let ok = match check {
         Check::Trust => true,
         Check::Md5 { stored } => md5(stream, rbuf, &stored).await.unwrap_or(false),
-        Check::Scram(v) => scram(stream, rbuf, Some(v)).await.unwrap_or(false),
-        Check::Refuse => scram(stream, rbuf, None).await.unwrap_or(false),
+        Check::Scram(v) => scram(stream, rbuf, Some(v), &mut out).await.unwrap_or(false),
+        Check::Refuse => scram(stream, rbuf, None, &mut out).await.unwrap_or(false),
     };
     if ok {
-        let mut out = BytesMut::new();
         messages::auth(&mut out, Authentication::Ok);
-        stream.write_all(&out).await.map_err(|_| ())?;
-        Ok(())
+        Ok(out)
     } else {
         Err(())
     }
@@ -76,7 +77,13 @@ async fn md5(stream: &mut ClientStream, rbuf: &mut BytesMut, stored: &str) -> st
     Ok(given == md5_response(stored, &salt).as_bytes())
 }
 
-async fn scram(stream: &mut ClientStream, rbuf: &mut BytesMut, verifier: Option<Verifier>) -> std::io::Result<bool> {
+/// SCRAM-SHA-256; on success the server's final message is left in `last` for the caller to send.
+async fn scram(
+    stream: &mut ClientStream,
+    rbuf: &mut BytesMut,
+    verifier: Option<Verifier>,
+    last: &mut BytesMut,
+) -> std::io::Result<bool> {
     send(stream, Authentication::SASL(vec!["SCRAM-SHA-256".into()])).await?;
     let Some(frame) = password_message(stream, rbuf).await? else { return Ok(false) };
     // SASLInitialResponse: mechanism\0, int32 length, data
@@ -97,7 +104,7 @@ async fn scram(stream: &mut ClientStream, rbuf: &mut BytesMut, verifier: Option<
     let Some(frame) = password_message(stream, rbuf).await? else { return Ok(false) };
     match waiting.on_client_final_message(body(&frame)) {
         Ok(server_final) => {
-            send(stream, Authentication::SASLFinal(Bytes::from(server_final.into_bytes()))).await?;
+            messages::auth(last, Authentication::SASLFinal(Bytes::from(server_final.into_bytes())));
             Ok(true)
         }
         Err(_) => Ok(false),

@@ -159,8 +159,10 @@ impl Session {
     }
 
     /// Finishes the login: a server connection supplies the ParameterStatus values (after the
-    /// client's own settings are applied to it), then BackendKeyData and ReadyForQuery.
-    pub async fn start(&mut self) -> Flow {
+    /// client's own settings are applied to it), then BackendKeyData and ReadyForQuery, sent in one
+    /// write behind `greeting` (the end of the authentication exchange).
+    pub async fn start(&mut self, greeting: BytesMut) -> Flow {
+        self.cout.extend_from_slice(&greeting);
         match self.checkout().await {
             Ok(()) => {}
             Err(frame) => {

@@ -123,14 +123,27 @@ fn parse_params(mut b: &[u8]) -> Option<BTreeMap<String, String>> {
     }
 }
 
-/// Reads one length-prefixed startup-phase packet; `None` for an invalid length.
+/// Reads one length-prefixed startup-phase packet (its code first); `None` for an invalid length.
+/// The length and the code are read together when they arrive together (an SSLRequest costs one
+/// read); nothing past the packet is read (a TLS handshake may follow it).
 async fn read_packet(stream: &mut ClientStream) -> std::io::Result<Option<Vec<u8>>> {
-    let len = stream.read_i32().await?;
+    let mut head = [0u8; 8];
+    let mut got = 0;
+    // A length that is already wrong is answered at once, without waiting for 8 bytes.
+    while got < 4 {
+        match stream.read(&mut head[got..]).await? {
+            0 => return Err(std::io::ErrorKind::UnexpectedEof.into()),
+            n => got += n,
+        }
+    }
+    let len = i32::from_be_bytes([head[0], head[1], head[2], head[3]]);
     if !(8..=AUTH_MESSAGE_MAX as i32).contains(&len) {
         return Ok(None);
     }
+    stream.read_exact(&mut head[got..]).await?;
     let mut packet = vec![0u8; len as usize - 4];
-    stream.read_exact(&mut packet).await?;
+    packet[..4].copy_from_slice(&head[4..]);
+    stream.read_exact(&mut packet[4..]).await?;
     Ok(Some(packet))
 }
 
