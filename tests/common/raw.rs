@@ -58,6 +58,11 @@ pub struct Raw {
 }
 
 impl Raw {
+    /// Reads and writes frames on a socket opened elsewhere (a scripted fake server's side).
+    pub fn over(s: TcpStream) -> Raw {
+        Raw { s, buf: Vec::new() }
+    }
+
     pub async fn connect(port: u16) -> Raw {
         Raw { s: TcpStream::connect(("127.0.0.1", port)).await.unwrap(), buf: Vec::new() }
     }

@@ -1,0 +1,197 @@
+//! The session's protocol logic against a scripted fake server: the test plays PostgreSQL on a
+//! loopback socket, message by message, so what pgpilot forwards, holds and releases is seen
+//! exactly (when a real server would answer too fast to tell). The real-server suites check the
+//! same paths end to end; these pin the order and the boundaries.
+
+mod common;
+
+use std::time::Duration;
+
+use common::raw::{self, msg, Raw};
+use common::{free_port, Proxy};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+
+const CONFIG: &str = "[pool]\nmax_size = 1\ncheckout_timeout_ms = 5000\n[cache]\nenabled = false\n\n\
+    [[users]]\nname = \"trustuser\"\nauth = \"trust\"\n";
+
+struct Fake {
+    listener: TcpListener,
+}
+
+impl Fake {
+    async fn start() -> (Fake, Proxy) {
+        let port = free_port();
+        let listener = TcpListener::bind(("127.0.0.1", port)).await.unwrap();
+        let upstream = format!("postgres://app:app@127.0.0.1:{port}");
+        let proxy = Proxy::start_with(CONFIG, &["--upstream", &upstream]);
+        (Fake { listener }, proxy)
+    }
+
+    /// Accepts pgpilot's next server connection and logs it in (trust, a few parameters).
+    async fn accept(&self) -> Raw {
+        let (mut s, _) = tokio::time::timeout(Duration::from_secs(10), self.listener.accept())
+            .await
+            .expect("pgpilot connects to the server")
+            .unwrap();
+        let len = s.read_i32().await.unwrap();
+        let mut startup = vec![0u8; len as usize - 4];
+        s.read_exact(&mut startup).await.unwrap();
+        let mut out = msg(b'R', &0i32.to_be_bytes());
+        for (k, v) in [("server_version", "16.4"), ("standard_conforming_strings", "on"), ("client_encoding", "UTF8")] {
+            out.extend(msg(b'S', format!("{k}\0{v}\0").as_bytes()));
+        }
+        out.extend(msg(b'K', &[0, 0, 0, 7, 0, 0, 0, 9]));
+        out.extend(ready(b'I'));
+        s.write_all(&out).await.unwrap();
+        Raw::over(s)
+    }
+
+    /// No further server connection within `wait`.
+    async fn no_new_connection(&self, wait: Duration) -> bool {
+        tokio::time::timeout(wait, self.listener.accept()).await.is_err()
+    }
+}
+
+fn ready(status: u8) -> Vec<u8> {
+    msg(b'Z', &[status])
+}
+
+fn data_row(v: &str) -> Vec<u8> {
+    let mut b = 1i16.to_be_bytes().to_vec();
+    b.extend((v.len() as i32).to_be_bytes());
+    b.extend(v.as_bytes());
+    msg(b'D', &b)
+}
+
+fn execute_rows(n: i32) -> Vec<u8> {
+    let mut b = vec![0];
+    b.extend(n.to_be_bytes());
+    msg(b'E', &b)
+}
+
+/// The next `n` message tags the fake server receives.
+async fn tags(server: &mut Raw, n: usize) -> String {
+    let mut t = String::new();
+    for _ in 0..n {
+        t.push(server.next().await.expect("a message from pgpilot").0 as char);
+    }
+    t
+}
+
+async fn read_tags(client: &mut Raw, n: usize) -> String {
+    tags(client, n).await
+}
+
+/// A client logging in: its first ReadyForQuery, or None within `wait`.
+async fn login_within(port: u16, wait: Duration) -> tokio::task::JoinHandle<Raw> {
+    let h = tokio::spawn(async move { Raw::login_trust(port, "trustuser", "app").await });
+    tokio::time::sleep(wait).await;
+    h
+}
+
+/// Flush gets replies but never ends the client's hold on its server connection; PortalSuspended
+/// does not either: only ReadyForQuery after Sync gives the connection back to the pool (another
+/// client, waiting for the pool's one connection, gets it then and not before).
+#[tokio::test]
+async fn only_ready_for_query_after_sync_releases_the_server() {
+    let (fake, proxy) = Fake::start().await;
+    let port = proxy.port;
+    let a = tokio::spawn(async move { Raw::login_trust(port, "trustuser", "app").await });
+    let mut server = fake.accept().await;
+    let mut a = a.await.unwrap();
+
+    let mut batch = raw::parse("", "SELECT v FROM t");
+    batch.extend(raw::bind("", ""));
+    batch.extend(execute_rows(1));
+    batch.extend(msg(b'H', b""));
+    a.send(&batch).await;
+    assert_eq!(tags(&mut server, 4).await, "PBEH", "forwarded as sent");
+    let mut reply = msg(b'1', b"");
+    reply.extend(msg(b'2', b""));
+    reply.extend(data_row("one"));
+    reply.extend(msg(b's', b""));
+    server.send(&reply).await;
+    assert_eq!(read_tags(&mut a, 4).await, "12Ds", "Flush's replies reach the client");
+
+    // Another client needs the pool's one connection (its login checks one out): not yet.
+    let b = login_within(proxy.port, Duration::from_millis(400)).await;
+    assert!(!b.is_finished(), "the connection was released before Sync");
+
+    let mut rest = execute_rows(0);
+    rest.extend(raw::sync());
+    a.send(&rest).await;
+    assert_eq!(tags(&mut server, 2).await, "ES");
+    let mut reply = data_row("two");
+    reply.extend(msg(b'C', b"SELECT 1\0"));
+    reply.extend(ready(b'I'));
+    server.send(&reply).await;
+    assert_eq!(read_tags(&mut a, 3).await, "DCZ");
+
+    let mut b = tokio::time::timeout(Duration::from_secs(5), b).await.expect("released at ReadyForQuery").unwrap();
+    assert!(fake.no_new_connection(Duration::from_millis(200)).await, "the same server connection");
+    b.send(&raw::query("SELECT 2")).await;
+    assert_eq!(tags(&mut server, 1).await, "Q");
+    let mut reply = msg(b'T', b"\0\0");
+    reply.extend(msg(b'C', b"SELECT 0\0"));
+    reply.extend(ready(b'I'));
+    server.send(&reply).await;
+    assert_eq!(String::from_utf8_lossy(&b.until_ready().await.unwrap()), "TCZ");
+}
+
+/// An error before Sync: the server skips to Sync, and so does pgpilot's reply queue (it waits
+/// for no reply to the skipped Bind and Execute); the client sees the error and ReadyForQuery.
+#[tokio::test]
+async fn an_error_before_sync_skips_to_it() {
+    let (fake, proxy) = Fake::start().await;
+    let port = proxy.port;
+    let a = tokio::spawn(async move { Raw::login_trust(port, "trustuser", "app").await });
+    let mut server = fake.accept().await;
+    let mut a = a.await.unwrap();
+    let mut batch = raw::parse("", "SELEC 1");
+    batch.extend(raw::bind("", ""));
+    batch.extend(raw::execute(""));
+    batch.extend(raw::sync());
+    a.send(&batch).await;
+    assert_eq!(tags(&mut server, 4).await, "PBES");
+    let mut reply = msg(b'E', b"SERROR\0C42601\0Msyntax error at or near \"SELEC\"\0\0");
+    reply.extend(ready(b'I'));
+    server.send(&reply).await;
+    let got = a.messages_until_ready().await;
+    let got_tags: String = got.iter().map(|(t, _)| *t as char).collect();
+    assert_eq!(got_tags, "EZ");
+    assert_eq!(raw::sqlstate(&got[0].1), "42601");
+    // The session goes on, on the same connection.
+    a.send(&raw::query("SELECT 1")).await;
+    assert_eq!(tags(&mut server, 1).await, "Q");
+    let mut reply = msg(b'C', b"SELECT 0\0");
+    reply.extend(ready(b'I'));
+    server.send(&reply).await;
+    assert_eq!(String::from_utf8_lossy(&a.until_ready().await.unwrap()), "CZ");
+}
+
+/// The server connection dies inside a transaction: the client gets 08006 and is closed; the pool
+/// does not hand the dead connection out again (the next client gets a new one).
+#[tokio::test]
+async fn a_server_lost_mid_transaction_ends_that_session_only() {
+    let (fake, proxy) = Fake::start().await;
+    let port = proxy.port;
+    let a = tokio::spawn(async move { Raw::login_trust(port, "trustuser", "app").await });
+    let mut server = fake.accept().await;
+    let mut a = a.await.unwrap();
+    a.send(&raw::query("BEGIN")).await;
+    assert_eq!(tags(&mut server, 1).await, "Q");
+    let mut reply = msg(b'C', b"BEGIN\0");
+    reply.extend(ready(b'T'));
+    server.send(&reply).await;
+    assert_eq!(String::from_utf8_lossy(&a.until_ready().await.unwrap()), "CZ");
+    a.send(&raw::query("SELECT 1")).await;
+    assert_eq!(tags(&mut server, 1).await, "Q");
+    drop(server);
+    assert_eq!(a.error_codes_until_close().await, ["08006"]);
+
+    let port = proxy.port;
+    let b = tokio::spawn(async move { Raw::login_trust(port, "trustuser", "app").await });
+    let _server2 = fake.accept().await;
+    tokio::time::timeout(Duration::from_secs(5), b).await.expect("a new connection for the next client").unwrap();
+}
