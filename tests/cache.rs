@@ -333,6 +333,21 @@ fn data_rows(msgs: &[(u8, Vec<u8>)]) -> Vec<Vec<u8>> {
     msgs.iter().filter(|(t, _)| *t == b'D').map(|(_, b)| b.clone()).collect()
 }
 
+/// Parses `sql` under `name`, then runs it until the cache answers it (the first runs fill it);
+/// every run's rows equal the first's. Returns those rows.
+async fn run_named_until_hit(proxy: &Proxy, r: &mut Raw, name: &str, sql: &str) -> Vec<Vec<u8>> {
+    let first = data_rows(&run_named(r, name, Some(sql)).await);
+    for _ in 0..40 {
+        let before = hits(proxy);
+        assert_eq!(data_rows(&run_named(r, name, None).await), first);
+        if hits(proxy) > before {
+            return first;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("{sql} is never answered from the cache");
+}
+
 /// A statement name whose Parse the server rejected (here: inside an aborted transaction) is free
 /// again; when the client parses another text under it, the cache must key its Binds by that
 /// text. The cache once kept the rejected text's identity for the name (it took the second Parse
@@ -347,18 +362,7 @@ async fn a_name_freed_by_a_rejected_parse_runs_its_new_text() {
         let toml = format!("[pool]\nmode = \"{mode}\"\nmax_size = 4\ncheckout_timeout_ms = 5000\n{TRUST_USERS}");
         let proxy = Proxy::start(&toml);
         let mut r = Raw::login_trust(proxy.port, "trustuser", "app").await;
-        let count_a = data_rows(&run_named(&mut r, "s1", Some(a)).await);
-        let mut hit = false;
-        for _ in 0..40 {
-            let before = hits(&proxy);
-            assert_eq!(data_rows(&run_named(&mut r, "s1", None).await), count_a, "{mode}");
-            hit = hits(&proxy) > before;
-            if hit {
-                break;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        }
-        assert!(hit, "{mode}: A is answered from the cache");
+        let count_a = run_named_until_hit(&proxy, &mut r, "s1", a).await;
         let mut close = msg(b'C', b"Ss1\0");
         close.extend(raw::sync());
         exchange(&mut r, &close).await;
@@ -392,18 +396,7 @@ async fn a_deallocated_name_runs_its_new_text_in_session_mode() {
     let toml = format!("[pool]\nmode = \"session\"\nmax_size = 4\ncheckout_timeout_ms = 5000\n{TRUST_USERS}");
     let proxy = Proxy::start(&toml);
     let mut r = Raw::login_trust(proxy.port, "trustuser", "app").await;
-    let count_a = data_rows(&run_named(&mut r, "s1", Some(a)).await);
-    let mut hit = false;
-    for _ in 0..40 {
-        let before = hits(&proxy);
-        run_named(&mut r, "s1", None).await;
-        hit = hits(&proxy) > before;
-        if hit {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
-    assert!(hit, "A is answered from the cache");
+    let count_a = run_named_until_hit(&proxy, &mut r, "s1", a).await;
     let done = exchange(&mut r, &raw::query("DEALLOCATE s1")).await;
     assert!(!done.iter().any(|(t, _)| *t == b'E'), "DEALLOCATE succeeds");
     let count_b = data_rows(&run_named(&mut r, "s1", Some(b)).await);

@@ -47,6 +47,14 @@ impl Fake {
         Raw::over(s)
     }
 
+    /// A client logging in, and the server connection its login makes pgpilot open.
+    async fn login(&self, proxy: &Proxy) -> (Raw, Raw) {
+        let port = proxy.port;
+        let client = tokio::spawn(async move { Raw::login_trust(port, "trustuser", "app").await });
+        let server = self.accept().await;
+        (client.await.unwrap(), server)
+    }
+
     /// No further server connection within `wait`.
     async fn no_new_connection(&self, wait: Duration) -> bool {
         tokio::time::timeout(wait, self.listener.accept()).await.is_err()
@@ -70,7 +78,7 @@ fn execute_rows(n: i32) -> Vec<u8> {
     msg(b'E', &b)
 }
 
-/// The next `n` message tags the fake server receives.
+/// The tags of the next `n` messages on `r` (the fake server's side or a client's).
 async fn tags(server: &mut Raw, n: usize) -> String {
     let mut t = String::new();
     for _ in 0..n {
@@ -79,12 +87,8 @@ async fn tags(server: &mut Raw, n: usize) -> String {
     t
 }
 
-async fn read_tags(client: &mut Raw, n: usize) -> String {
-    tags(client, n).await
-}
-
-/// A client logging in: its first ReadyForQuery, or None within `wait`.
-async fn login_within(port: u16, wait: Duration) -> tokio::task::JoinHandle<Raw> {
+/// A client's login started in the background, `wait` after its start.
+async fn login_started(port: u16, wait: Duration) -> tokio::task::JoinHandle<Raw> {
     let h = tokio::spawn(async move { Raw::login_trust(port, "trustuser", "app").await });
     tokio::time::sleep(wait).await;
     h
@@ -96,10 +100,7 @@ async fn login_within(port: u16, wait: Duration) -> tokio::task::JoinHandle<Raw>
 #[tokio::test]
 async fn only_ready_for_query_after_sync_releases_the_server() {
     let (fake, proxy) = Fake::start().await;
-    let port = proxy.port;
-    let a = tokio::spawn(async move { Raw::login_trust(port, "trustuser", "app").await });
-    let mut server = fake.accept().await;
-    let mut a = a.await.unwrap();
+    let (mut a, mut server) = fake.login(&proxy).await;
 
     let mut batch = raw::parse("", "SELECT v FROM t");
     batch.extend(raw::bind("", ""));
@@ -112,10 +113,10 @@ async fn only_ready_for_query_after_sync_releases_the_server() {
     reply.extend(data_row("one"));
     reply.extend(msg(b's', b""));
     server.send(&reply).await;
-    assert_eq!(read_tags(&mut a, 4).await, "12Ds", "Flush's replies reach the client");
+    assert_eq!(tags(&mut a, 4).await, "12Ds", "Flush's replies reach the client");
 
     // Another client needs the pool's one connection (its login checks one out): not yet.
-    let b = login_within(proxy.port, Duration::from_millis(400)).await;
+    let b = login_started(proxy.port, Duration::from_millis(400)).await;
     assert!(!b.is_finished(), "the connection was released before Sync");
 
     let mut rest = execute_rows(0);
@@ -126,7 +127,7 @@ async fn only_ready_for_query_after_sync_releases_the_server() {
     reply.extend(msg(b'C', b"SELECT 1\0"));
     reply.extend(ready(b'I'));
     server.send(&reply).await;
-    assert_eq!(read_tags(&mut a, 3).await, "DCZ");
+    assert_eq!(tags(&mut a, 3).await, "DCZ");
 
     let mut b = tokio::time::timeout(Duration::from_secs(5), b).await.expect("released at ReadyForQuery").unwrap();
     assert!(fake.no_new_connection(Duration::from_millis(200)).await, "the same server connection");
@@ -144,10 +145,7 @@ async fn only_ready_for_query_after_sync_releases_the_server() {
 #[tokio::test]
 async fn an_error_before_sync_skips_to_it() {
     let (fake, proxy) = Fake::start().await;
-    let port = proxy.port;
-    let a = tokio::spawn(async move { Raw::login_trust(port, "trustuser", "app").await });
-    let mut server = fake.accept().await;
-    let mut a = a.await.unwrap();
+    let (mut a, mut server) = fake.login(&proxy).await;
     let mut batch = raw::parse("", "SELEC 1");
     batch.extend(raw::bind("", ""));
     batch.extend(raw::execute(""));
@@ -175,10 +173,7 @@ async fn an_error_before_sync_skips_to_it() {
 #[tokio::test]
 async fn a_server_lost_mid_transaction_ends_that_session_only() {
     let (fake, proxy) = Fake::start().await;
-    let port = proxy.port;
-    let a = tokio::spawn(async move { Raw::login_trust(port, "trustuser", "app").await });
-    let mut server = fake.accept().await;
-    let mut a = a.await.unwrap();
+    let (mut a, mut server) = fake.login(&proxy).await;
     a.send(&raw::query("BEGIN")).await;
     assert_eq!(tags(&mut server, 1).await, "Q");
     let mut reply = msg(b'C', b"BEGIN\0");
