@@ -19,12 +19,20 @@ struct Fake {
     listener: TcpListener,
 }
 
+/// The same with the result cache on (its table list is read through the pool, from the fake).
+const CACHE_CONFIG: &str = "[pool]\nmax_size = 1\ncheckout_timeout_ms = 5000\n\n\
+    [[users]]\nname = \"trustuser\"\nauth = \"trust\"\n";
+
 impl Fake {
     async fn start() -> (Fake, Proxy) {
+        Self::start_with(CONFIG).await
+    }
+
+    async fn start_with(config: &str) -> (Fake, Proxy) {
         let port = free_port();
         let listener = TcpListener::bind(("127.0.0.1", port)).await.unwrap();
         let upstream = format!("postgres://app:app@127.0.0.1:{port}");
-        let proxy = Proxy::start_with(CONFIG, &["--upstream", &upstream]);
+        let proxy = Proxy::start_with(config, &["--upstream", &upstream]);
         (Fake { listener }, proxy)
     }
 
@@ -189,4 +197,141 @@ async fn a_server_lost_mid_transaction_ends_that_session_only() {
     let b = tokio::spawn(async move { Raw::login_trust(port, "trustuser", "app").await });
     let _server2 = fake.accept().await;
     tokio::time::timeout(Duration::from_secs(5), b).await.expect("a new connection for the next client").unwrap();
+}
+
+/// COPY FROM STDIN: the server connection stays with the client through the copy (CopyData and
+/// CopyDone are not boundaries) and goes back to the pool only at the ReadyForQuery after it.
+#[tokio::test]
+async fn copy_in_holds_the_server_until_its_ready_for_query() {
+    let (fake, proxy) = Fake::start().await;
+    let (mut a, mut server) = fake.login(&proxy).await;
+    a.send(&raw::query("COPY t FROM STDIN")).await;
+    assert_eq!(tags(&mut server, 1).await, "Q");
+    server.send(&msg(b'G', &[0, 0, 1, 0, 0])).await;
+    assert_eq!(tags(&mut a, 1).await, "G");
+
+    let b = login_started(proxy.port, Duration::from_millis(300)).await;
+    let mut data = msg(b'd', b"1\n");
+    data.extend(msg(b'd', b"2\n"));
+    a.send(&data).await;
+    assert_eq!(tags(&mut server, 2).await, "dd", "CopyData forwarded as sent");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(!b.is_finished(), "released in the middle of COPY");
+    a.send(&msg(b'c', b"")).await;
+    assert_eq!(tags(&mut server, 1).await, "c");
+    assert!(!b.is_finished(), "released at CopyDone, before the server's reply");
+    let mut reply = msg(b'C', b"COPY 2\0");
+    reply.extend(ready(b'I'));
+    server.send(&reply).await;
+    assert_eq!(String::from_utf8_lossy(&a.until_ready().await.unwrap()), "CZ");
+    tokio::time::timeout(Duration::from_secs(5), b).await.expect("released at ReadyForQuery").unwrap();
+    assert!(fake.no_new_connection(Duration::from_millis(200)).await, "the same server connection");
+}
+
+fn row_description(columns: &[&str]) -> Vec<u8> {
+    let mut b = (columns.len() as i16).to_be_bytes().to_vec();
+    for c in columns {
+        b.extend(c.as_bytes());
+        b.push(0);
+        b.extend(0i32.to_be_bytes()); // table oid
+        b.extend(0i16.to_be_bytes()); // column
+        b.extend(25i32.to_be_bytes()); // text
+        b.extend((-1i16).to_be_bytes());
+        b.extend((-1i32).to_be_bytes());
+        b.extend(0i16.to_be_bytes());
+    }
+    msg(b'T', &b)
+}
+
+fn text_row(values: &[&str]) -> Vec<u8> {
+    let mut b = (values.len() as i16).to_be_bytes().to_vec();
+    for v in values {
+        b.extend((v.len() as i32).to_be_bytes());
+        b.extend(v.as_bytes());
+    }
+    msg(b'D', &b)
+}
+
+/// The catalog query the result cache sends to learn which names are ordinary tables: `t` is one.
+async fn answer_table_list(server: &mut Raw) {
+    let (tag, body) = server.next().await.expect("the cache's table list query");
+    assert_eq!(tag, b'Q', "{}", String::from_utf8_lossy(&body));
+    assert!(String::from_utf8_lossy(&body).contains("pg_class"), "the table list query");
+    let mut reply = row_description(&["relname", "relkind", "other"]);
+    reply.extend(text_row(&["t", "r", ""]));
+    reply.extend(text_row(&["read committed", "isolation", ""]));
+    reply.extend(msg(b'C', b"SELECT 2\0"));
+    reply.extend(ready(b'I'));
+    server.send(&reply).await;
+}
+
+fn extended(sql: &str, sync: bool) -> Vec<u8> {
+    let mut b = raw::parse("", sql);
+    b.extend(raw::bind("", ""));
+    b.extend(raw::execute(""));
+    if sync {
+        b.extend(raw::sync());
+    }
+    b
+}
+
+/// A result cache hit inside a transaction, pipelined behind a statement the server has not
+/// answered yet: the hit's replies (BindComplete, rows, CommandComplete) are given in their turn,
+/// after the server's replies to everything sent before them, never ahead.
+#[tokio::test]
+async fn a_cache_hit_waits_behind_pending_server_replies() {
+    let (fake, proxy) = Fake::start_with(CACHE_CONFIG).await;
+    let (mut a, mut server) = fake.login(&proxy).await;
+    let read = "SELECT v FROM t";
+    let mut answer = msg(b'1', b"");
+    answer.extend(msg(b'2', b""));
+    answer.extend(data_row("cached"));
+    answer.extend(msg(b'C', b"SELECT 1\0"));
+    answer.extend(ready(b'I'));
+
+    // First run: the table list is not known yet (its load waits for the pool's one connection).
+    a.send(&extended(read, true)).await;
+    assert_eq!(tags(&mut server, 4).await, "PBES");
+    server.send(&answer).await;
+    assert_eq!(String::from_utf8_lossy(&a.until_ready().await.unwrap()), "12DCZ");
+    answer_table_list(&mut server).await;
+
+    // Second run: a miss, captured (pgpilot describes the portal itself, hidden from the client).
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    a.send(&extended(read, true)).await;
+    assert_eq!(tags(&mut server, 5).await, "PBDES");
+    let mut miss = msg(b'1', b"");
+    miss.extend(msg(b'2', b""));
+    miss.extend(row_description(&["v"]));
+    miss.extend(answer[10..].iter());
+    server.send(&miss).await;
+    assert_eq!(String::from_utf8_lossy(&a.until_ready().await.unwrap()), "12DCZ");
+
+    a.send(&raw::query("BEGIN")).await;
+    assert_eq!(tags(&mut server, 1).await, "Q");
+    let mut began = msg(b'C', b"BEGIN\0");
+    began.extend(ready(b'T'));
+    server.send(&began).await;
+    assert_eq!(String::from_utf8_lossy(&a.until_ready().await.unwrap()), "CZ");
+
+    // A slow statement, then the cached read, in one pipeline.
+    let mut batch = extended("SELECT pg_sleep(1)", false);
+    batch.extend(extended(read, true));
+    a.send(&batch).await;
+    assert_eq!(tags(&mut server, 5).await, "PBEPS", "the cached read's Bind and Execute are answered here");
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), a.next()).await.is_err(),
+        "nothing reaches the client before the server answers what came first"
+    );
+    let mut slow = msg(b'1', b"");
+    slow.extend(msg(b'2', b""));
+    slow.extend(data_row(""));
+    slow.extend(msg(b'C', b"SELECT 1\0"));
+    slow.extend(msg(b'1', b""));
+    slow.extend(ready(b'T'));
+    server.send(&slow).await;
+    let got = a.messages_until_ready().await;
+    let order: String = got.iter().map(|(t, _)| *t as char).collect();
+    assert_eq!(order, "12DC12DCZ", "the hit's replies come after the server's, before ReadyForQuery");
+    assert!(String::from_utf8_lossy(&got[6].1).contains("cached"), "the rows from the cache");
 }

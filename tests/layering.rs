@@ -97,3 +97,35 @@ fn the_checker_reads_braced_and_plain_paths() {
     let found = named_modules("use crate::net::frame;\nuse crate::{cache, pool::Pool};\n x = crate::sql::tokens::x;");
     assert_eq!(found, ["net", "cache", "pool", "sql"]);
 }
+
+/// The stages of the data path (src/frontend/stages/, one file each, `mod.rs` holding the
+/// interface) see their session only through the interface: a stage never names the session's
+/// internals or another stage, so none depends on another's state or on the order they run in.
+#[test]
+fn stages_name_neither_the_session_nor_each_other() {
+    let dir = Path::new("src/frontend/stages");
+    let stages: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "rs"))
+        .map(|p| p.file_stem().unwrap().to_string_lossy().to_string())
+        .filter(|n| n != "mod")
+        .collect();
+    assert!(stages.len() >= 2, "stage files expected in {}", dir.display());
+    let mut wrong = Vec::new();
+    for stage in &stages {
+        let text = std::fs::read_to_string(dir.join(format!("{stage}.rs"))).unwrap();
+        let mut forbidden = vec!["frontend::session::".to_string(), "super::super::".to_string()];
+        // A stage's own helper module (cache_writes for cache) is part of it.
+        for other in stages.iter().filter(|o| *o != stage && !o.starts_with(&format!("{stage}_"))) {
+            forbidden.push(format!("super::{other}"));
+            forbidden.push(format!("stages::{other}"));
+        }
+        for f in &forbidden {
+            if text.contains(f.as_str()) {
+                wrong.push(format!("stages/{stage}.rs names {f}"));
+            }
+        }
+    }
+    assert!(wrong.is_empty(), "stages reaching past their interface:\n{}", wrong.join("\n"));
+}

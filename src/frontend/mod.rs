@@ -7,12 +7,10 @@ pub mod sql_scan;
 pub mod startup;
 pub mod tx;
 
-mod cache_writes;
-mod cached;
-mod extended;
-mod observe;
+mod forward;
 mod relay;
 mod reply_queue;
 mod session_effects;
+mod stages;
 mod statement_versions;
 mod statements;

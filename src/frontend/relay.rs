@@ -3,40 +3,42 @@
 
 use crate::config::PoolMode;
 use crate::net::frame::{body, Piece, STREAM_THRESHOLD};
+use crate::protocol::backend as be;
 
+use super::reply_queue::Replies;
 use super::session::{Flow, Session};
 
 impl Session {
     pub(super) async fn on_server_bytes(&mut self) -> Flow {
-        let mut events = Vec::new();
-        let flow = self.relay_server_messages(&mut events).await;
-        if !events.is_empty() {
-            self.on_statement_events(events);
+        let mut replies = Replies::default();
+        let flow = self.relay_server_messages(&mut replies).await;
+        if !replies.is_empty() {
+            self.on_replies(replies);
         }
         flow
     }
 
-    async fn relay_server_messages(&mut self, events: &mut Vec<super::reply_queue::Event>) -> Flow {
+    async fn relay_server_messages(&mut self, events: &mut Replies) -> Flow {
         while let Some(server) = self.server.as_mut() {
-            let piece = match self.sframer.next(&mut server.rbuf, |t| t == b'Z' || t == b'S') {
-                Ok(Some(piece)) => piece,
-                Ok(None) => break,
-                Err(e) => {
-                    self.server_lost(&format!("invalid message from the server: {e}")).await;
-                    return Flow::Close;
-                }
-            };
-            match piece {
-                Piece::Whole { tag: b'Z', frame } => {
-                    let status = body(&frame).first().copied().unwrap_or(b'I');
-                    self.pending.on_server(b'Z', &frame, &mut self.cout, events);
-                    if self.cached.on {
-                        self.cache_on_ready(status).await;
+            let piece =
+                match self.sframer.next(&mut server.rbuf, |t| t == be::READY_FOR_QUERY || t == be::PARAMETER_STATUS) {
+                    Ok(Some(piece)) => piece,
+                    Ok(None) => break,
+                    Err(e) => {
+                        self.server_lost(&format!("invalid message from the server: {e}")).await;
+                        return Flow::Close;
                     }
+                };
+            match piece {
+                Piece::Whole { tag: be::READY_FOR_QUERY, frame } => {
+                    let status = be::ready_status(body(&frame)).unwrap_or(b'I');
+                    self.pending.on_server(be::READY_FOR_QUERY, &frame, &mut self.cout, events);
+                    let (stages, mut cx) = self.split();
+                    stages.at_ready(&mut cx, status).await;
                     self.cout.extend_from_slice(&frame);
                     self.pending.emit_local(&mut self.cout);
                     if !events.is_empty() {
-                        self.on_statement_events(std::mem::take(events));
+                        self.on_replies(std::mem::take(events));
                     }
                     let boundary = self.tx.on_ready(status);
                     if boundary {
@@ -57,7 +59,7 @@ impl Session {
                 Piece::Whole { tag, frame } => {
                     self.on_server_tag(tag, body(&frame));
                     if self.pending.on_server(tag, &frame, &mut self.cout, events) {
-                        if tag == b'S' {
+                        if tag == be::PARAMETER_STATUS {
                             self.relay_parameter(&frame);
                         } else {
                             self.cout.extend_from_slice(&frame);
@@ -82,8 +84,13 @@ impl Session {
     }
 
     fn on_server_tag(&mut self, tag: u8, body: &[u8]) {
+        if matches!(tag, be::COMMAND_COMPLETE | be::ERROR_RESPONSE | be::COPY_IN_RESPONSE) {
+            // Before the transaction tracker learns of a COPY IN (the cache reads its Syncs).
+            let (stages, mut cx) = self.split();
+            stages.on_server_message(&mut cx, tag, body);
+        }
         match tag {
-            b'S' => {
+            be::PARAMETER_STATUS => {
                 if let Some(server) = self.server.as_mut() {
                     server.note_parameter(body);
                     if body.starts_with(b"standard_conforming_strings\0") {
@@ -91,22 +98,16 @@ impl Session {
                     }
                 }
             }
-            b'G' => {
-                if self.cached.on {
-                    self.cached.writes.reopen(self.tx.syncs_since_execute());
-                }
+            be::COPY_IN_RESPONSE => {
                 self.tx.on_copy_in();
                 self.pending.on_copy_in();
             }
-            b'E' => {
+            be::ERROR_RESPONSE => {
                 self.tx.on_copy_error();
                 self.restoring.clear(); // the RESET's transaction will not commit
             }
-            b'C' if body.starts_with(b"ROLLBACK") => self.restoring.clear(),
+            be::COMMAND_COMPLETE if body.starts_with(b"ROLLBACK") => self.restoring.clear(),
             _ => {}
-        }
-        if self.cached.on && matches!(tag, b'C' | b'E') {
-            self.cache_on_server_tag(tag, body);
         }
     }
 
@@ -180,7 +181,7 @@ impl Session {
     /// At the end of the session: a server connection that is idle is reset and reused; one in
     /// the middle of anything is closed (the server rolls back whatever was open).
     pub async fn finish(&mut self) {
-        self.observe.detector.finish(&self.observe.rules, &self.observe.origin, &self.app.findings);
+        self.stages.at_end();
         let Some(mut conn) = self.server.take() else { return };
         self.detach();
         let _cancels_done = conn.cancel_gate.clone().write_owned().await;

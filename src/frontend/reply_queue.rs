@@ -5,6 +5,9 @@
 //! (`Suppress`). Server replies complete entries in order, local replies are emitted once all
 //! entries before them completed, and after an ErrorResponse the server skips to the next Sync,
 //! and so does the queue.
+//!
+//! Each stage registers what it expects back on an entry (the prepared-statement stage its
+//! `Action`, insights a `Track`, the cache a `Fill`) and gets back its own events in `Replies`.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -15,6 +18,7 @@ use bytes::{Bytes, BytesMut};
 use crate::cache::fill::Fill;
 use crate::insights::Completed;
 use crate::prepared::Statement;
+use crate::protocol::backend as be;
 use crate::sql::Analysis;
 
 /// The statements an Execute (one) or a simple Query (one per statement) runs, for insights.
@@ -132,7 +136,7 @@ struct Expect {
     capture_desc: bool,
 }
 
-/// What the session must do about a reply, beyond forwarding or dropping it.
+/// What the prepared-statement bookkeeping must do about a reply, beyond forwarding or dropping it.
 #[derive(Debug)]
 pub enum Event {
     /// The server rejected a Parse: forget the statement everywhere.
@@ -145,10 +149,23 @@ pub enum Event {
     Described { stmt: Arc<Statement>, version: u64, adopted: bool, client: Bytes },
     /// An execution showed the server's copy stale (0A000, a type that no longer exists).
     PlanStale { stmt: Arc<Statement> },
-    /// A tracked statement finished (for insights).
-    Completed(Completed),
-    /// A result cache fill completed.
-    Filled(Box<Fill>),
+}
+
+/// The events of one batch of replies, each for its stage.
+#[derive(Debug, Default)]
+pub struct Replies {
+    /// For the prepared-statement bookkeeping.
+    pub statements: Vec<Event>,
+    /// Tracked statements that finished (insights).
+    pub completed: Vec<Completed>,
+    /// Result cache fills that completed.
+    pub filled: Vec<Fill>,
+}
+
+impl Replies {
+    pub fn is_empty(&self) -> bool {
+        self.statements.is_empty() && self.completed.is_empty() && self.filled.is_empty()
+    }
 }
 
 /// A finished Describe of a freshly prepared registry statement.
@@ -169,26 +186,49 @@ pub struct Pending {
     poisoned: bool,
     /// Events from pushes (skipped messages), collected by `take_events`.
     events: Vec<Event>,
+    /// The last push made an entry (a message the server skips gets none): what a stage
+    /// attaches goes to that entry or nowhere.
+    last_queued: bool,
     /// The RowDescription/NoData captured for the next fill.
     described: Option<Bytes>,
 }
 
 impl Pending {
     pub fn push(&mut self, kind: Kind, action: Action) {
-        self.push_tracked(kind, action, None);
-    }
-
-    pub fn push_tracked(&mut self, kind: Kind, action: Action, track: Option<Box<Track>>) {
         if kind == Kind::Sync {
             self.skipping = false;
             self.poisoned = false;
         } else if self.skipping {
             // The server skips this message: no reply will come, and what it set up is undone.
             undo_skipped(action, &mut self.events);
+            self.last_queued = false;
             return;
         }
         let drop = self.poisoned;
-        self.q.push_back(Expect { kind, action, track, drop, error_instead: None, fill: None, capture_desc: false });
+        let e = Expect { kind, action, track: None, drop, error_instead: None, fill: None, capture_desc: false };
+        self.q.push_back(e);
+        self.last_queued = true;
+    }
+
+    /// A client message is being forwarded: what stages attach from now on is for its entries.
+    pub fn begin_message(&mut self) {
+        self.last_queued = false;
+    }
+
+    /// The entry just pushed, if the push made one.
+    fn last(&mut self) -> Option<&mut Expect> {
+        if self.last_queued {
+            self.q.back_mut()
+        } else {
+            None
+        }
+    }
+
+    /// The message just pushed runs statements insights follow.
+    pub fn attach_track(&mut self, track: Box<Track>) {
+        if let Some(e) = self.last() {
+            e.track = Some(track);
+        }
     }
 
     pub fn push_local(&mut self, reply: Bytes) {
@@ -197,14 +237,14 @@ impl Pending {
 
     /// The message just pushed executes a cache miss: capture its result.
     pub fn attach_fill(&mut self, fill: Box<Fill>) {
-        if let Some(e) = self.q.back_mut() {
+        if let Some(e) = self.last() {
             e.fill = Some(fill);
         }
     }
 
     /// The message just pushed describes the portal of a cache miss.
     pub fn capture_describe(&mut self) {
-        if let Some(e) = self.q.back_mut() {
+        if let Some(e) = self.last() {
             e.capture_desc = true;
         }
     }
@@ -223,8 +263,9 @@ impl Pending {
         self.skipping
     }
 
-    pub fn take_events(&mut self) -> Vec<Event> {
-        std::mem::take(&mut self.events)
+    /// Events of messages the server will skip (they were never queued).
+    pub fn take_events(&mut self, into: &mut Replies) {
+        into.statements.append(&mut self.events);
     }
 
     /// Whether a statement sent earlier is still running (the next one is then pipelined).
@@ -272,20 +313,22 @@ impl Pending {
 
     /// Accounts for one whole server message (or the first part of a large one); returns whether
     /// the client should see it.
-    pub fn on_server(&mut self, tag: u8, frame: &[u8], out: &mut BytesMut, events: &mut Vec<Event>) -> bool {
+    pub fn on_server(&mut self, tag: u8, frame: &[u8], out: &mut BytesMut, r: &mut Replies) -> bool {
         self.emit_local(out);
-        events.append(&mut self.events);
+        r.statements.append(&mut self.events);
         let Some(front) = self.q.front_mut() else { return true };
         let body = frame.get(5..).unwrap_or(&[]);
         match (tag, front.track.as_mut()) {
-            (b'D', Some(track)) => track.rows_seen += 1,
-            (b'C' | b's', Some(track)) => {
-                let rows = if tag == b'C' { crate::protocol::backend::command_rows(body) } else { None };
-                events.extend(track.complete(rows, false).map(Event::Completed));
+            (be::DATA_ROW, Some(track)) => track.rows_seen += 1,
+            (be::COMMAND_COMPLETE | be::PORTAL_SUSPENDED, Some(track)) => {
+                let rows = if tag == be::COMMAND_COMPLETE { be::command_rows(body) } else { None };
+                r.completed.extend(track.complete(rows, false));
             }
             _ => {}
         }
-        if let (b't' | b'T' | b'n', Action::Describe { reply, .. }) = (tag, &mut front.action) {
+        if let (be::PARAMETER_DESCRIPTION | be::ROW_DESCRIPTION | be::NO_DATA, Action::Describe { reply, .. }) =
+            (tag, &mut front.action)
+        {
             reply.extend_from_slice(frame);
         }
         if let Some(fill) = front.fill.as_mut() {
@@ -293,32 +336,34 @@ impl Pending {
                 front.fill = None;
             }
         }
-        if front.capture_desc && matches!(tag, b'T' | b'n') {
+        if front.capture_desc && matches!(tag, be::ROW_DESCRIPTION | be::NO_DATA) {
             self.described = Some(Bytes::copy_from_slice(frame));
         }
         let completes = match (tag, front.kind) {
-            (b'N' | b'S' | b'A', _) => false,
+            (be::NOTICE_RESPONSE | be::PARAMETER_STATUS | be::NOTIFICATION_RESPONSE, _) => false,
             // Inside a simple Query (the rest of its statements are skipped), or an implicit
             // commit failing at Sync: ReadyForQuery follows.
-            (b'E', Kind::Query) => {
+            (be::ERROR_RESPONSE, Kind::Query) => {
                 if let Some(track) = front.track.as_mut() {
-                    events.extend(track.complete(Some(0), true).map(Event::Completed));
+                    r.completed.extend(track.complete(Some(0), true));
                     track.next = track.statements.len();
                 }
                 false
             }
-            (b'E', Kind::Sync) => false,
-            (b'E', _) => return self.on_error(body, events),
-            (b'Z', Kind::Sync | Kind::Query) => true,
-            (b'1', Kind::Parse) | (b'2', Kind::Bind) | (b'3', Kind::Close) => true,
-            (b'T' | b'n', Kind::DescribeStatement | Kind::DescribePortal) => true,
-            (b'C' | b'I' | b's', Kind::Execute) => true,
+            (be::ERROR_RESPONSE, Kind::Sync) => false,
+            (be::ERROR_RESPONSE, _) => return self.on_error(body, r),
+            (be::READY_FOR_QUERY, Kind::Sync | Kind::Query) => true,
+            (be::PARSE_COMPLETE, Kind::Parse) | (be::BIND_COMPLETE, Kind::Bind) | (be::CLOSE_COMPLETE, Kind::Close) => {
+                true
+            }
+            (be::ROW_DESCRIPTION | be::NO_DATA, Kind::DescribeStatement | Kind::DescribePortal) => true,
+            (be::COMMAND_COMPLETE | be::EMPTY_QUERY_RESPONSE | be::PORTAL_SUSPENDED, Kind::Execute) => true,
             _ => false,
         };
         if !completes {
             // Replies to pgpilot's own injected Describe (its ParameterDescription) stay here.
             let hidden = front.drop || matches!(front.action, Action::Describe { suppress: true, .. });
-            return !hidden || matches!(tag, b'N' | b'S' | b'A');
+            return !hidden || matches!(tag, be::NOTICE_RESPONSE | be::PARAMETER_STATUS | be::NOTIFICATION_RESPONSE);
         }
         // Local replies behind this one are emitted by the caller after it has passed this
         // message on (or at the next message), so they land after it.
@@ -328,7 +373,7 @@ impl Pending {
                 fill.row_desc = self.described.take();
             }
             if fill.row_desc.is_some() {
-                events.push(Event::Filled(fill));
+                r.filled.push(*fill);
             }
         }
         if let Some(err) = done.error_instead {
@@ -344,7 +389,7 @@ impl Pending {
             }
             Action::Describe { stmt, check, suppress, client, reply } => {
                 let d = Described { stmt, check, suppress: suppress || !show, client, reply: reply.freeze() };
-                self.describe_done(d, out, events)
+                self.describe_done(d, out, &mut r.statements)
             }
             _ => show,
         }
@@ -386,11 +431,12 @@ impl Pending {
         false
     }
 
-    fn on_error(&mut self, body: &[u8], events: &mut Vec<Event>) -> bool {
+    fn on_error(&mut self, body: &[u8], r: &mut Replies) -> bool {
         let mut failed = self.q.pop_front().expect("front exists");
         if let Some(track) = failed.track.as_mut() {
-            events.extend(track.complete(Some(0), true).map(Event::Completed));
+            r.completed.extend(track.complete(Some(0), true));
         }
+        let events = &mut r.statements;
         let shown = !failed.drop;
         match failed.action {
             Action::Parse { stmt, client_name, .. } => events.push(Event::ParseFailed { stmt, client_name }),
@@ -433,63 +479,5 @@ fn is_stale_plan(body: &[u8]) -> bool {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn replies(p: &mut Pending, tags: &[u8]) -> (String, BytesMut) {
-        let mut out = BytesMut::new();
-        let mut ev = Vec::new();
-        let mut seen = String::new();
-        for &t in tags {
-            if p.on_server(t, &[t, 0, 0, 0, 4], &mut out, &mut ev) {
-                seen.push(t as char);
-            }
-        }
-        (seen, out)
-    }
-
-    #[test]
-    fn local_replies_keep_their_place() {
-        let mut p = Pending::default();
-        p.push(Kind::Bind, Action::Forward);
-        p.push_local(crate::prepared::messages::parse_complete());
-        p.push(Kind::Execute, Action::Forward);
-        p.push(Kind::Sync, Action::Forward);
-        let mut out = BytesMut::new();
-        p.emit_local(&mut out);
-        assert!(out.is_empty(), "the Bind reply comes first");
-        let (seen, mut out) = replies(&mut p, b"2");
-        assert_eq!(seen, "2");
-        assert!(out.is_empty(), "emitted only after the Bind reply is passed on");
-        p.emit_local(&mut out);
-        assert_eq!(&out[..], b"1\0\0\0\x04");
-        assert_eq!(replies(&mut p, b"DCZ").0, "DCZ");
-        assert!(p.is_empty());
-    }
-
-    #[test]
-    fn suppressed_replies_are_dropped_and_errors_skip_to_sync() {
-        let mut p = Pending::default();
-        p.push(Kind::Parse, Action::Suppress);
-        p.push(Kind::Bind, Action::Forward);
-        p.push(Kind::Execute, Action::Forward);
-        p.push_local(crate::prepared::messages::close_complete());
-        p.push(Kind::Sync, Action::Forward);
-        assert_eq!(replies(&mut p, b"12").0, "2");
-        let (seen, out) = replies(&mut p, b"EZ");
-        assert_eq!(seen, "EZ");
-        assert!(out.is_empty(), "the local CloseComplete is skipped after the error");
-        assert!(p.is_empty());
-    }
-
-    #[test]
-    fn describe_statement_spans_two_replies_and_queries_end_at_ready() {
-        let mut p = Pending::default();
-        p.push(Kind::DescribeStatement, Action::Forward);
-        p.push(Kind::Sync, Action::Forward);
-        p.push(Kind::Query, Action::Forward);
-        assert_eq!(replies(&mut p, b"tTZ").0, "tTZ");
-        assert_eq!(replies(&mut p, b"TDCETZ").0, "TDCETZ");
-        assert!(p.is_empty());
-    }
-}
+#[path = "reply_queue_tests.rs"]
+mod tests;

@@ -8,10 +8,11 @@ use std::sync::Arc;
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use super::reply_queue::Pending;
+use super::reply_queue::{Pending, Replies};
 use super::session_state::SessionState;
 use super::sql_scan::Scan;
-use super::statements::{ClientStatement, Opened, Portals, Statements};
+use super::stages::{Cx, Stages, Turn};
+use super::statements::Statements;
 use super::tx::TxTracker;
 use crate::backend::cancel::{Registration, ServerKey};
 use crate::backend::ServerError;
@@ -37,18 +38,6 @@ pub struct ClientInfo {
     pub database: String,
     pub application_name: String,
     pub peer: String,
-}
-
-/// What the session learned of the client message in hand: decided once, read by every stage
-/// (the analysis does not travel through one stage's state to reach another).
-#[derive(Default)]
-pub(super) struct Turn {
-    /// Analyses of its SQL (Query: one per statement; Parse: of its statement).
-    pub analyzed: crate::sql::Analyzed,
-    /// Parse: what it did to the statement table.
-    pub opened: Opened,
-    /// Bind: the entry of the statement it binds; Close: the entry it closed.
-    pub statement: Option<ClientStatement>,
 }
 
 pub struct Session {
@@ -81,21 +70,14 @@ pub struct Session {
     pub(super) pending: Pending,
     /// The client's statements: one entry per name that every stage reads.
     pub(super) statements: Statements,
-    /// The client's portals (the unnamed one as insights and the cache see it).
-    pub(super) portals: Portals,
     /// What was learned of the client message in hand, for every stage that looks at it.
     pub(super) turn: Turn,
-    /// Hash of (database, user): part of the prepared-statement registry key.
-    pub(super) pool_scope: u64,
-    /// The client's last unnamed Parse forwarded, with its token (see `track_unnamed`).
-    pub(super) unnamed_parse: Option<(u64, Bytes)>,
-    /// The unnamed statement / portal is a `DEALLOCATE name` answered here (psycopg pipelines).
-    pub(super) local_stmt: bool,
-    pub(super) local_portal: bool,
     /// The last Parse text with its scan and analysis (repeated unnamed Parses cost a compare).
     pub(super) last_parse: Option<(Bytes, Scan, crate::sql::Analyzed)>,
-    pub(super) observe: super::observe::Observe,
-    pub(super) cached: super::cached::CacheState,
+    /// The feature stages (result cache, insights), each behind the `Stage` interface.
+    pub(super) stages: Stages,
+    /// When the client's latest bytes arrived.
+    pub(super) received: std::time::Instant,
     pub(super) cancel: Registration,
     pub info: ClientInfo,
 }
@@ -105,9 +87,10 @@ impl Session {
         let cfg = app.config.load();
         let pool = app.pools.get(&info.database, &info.user);
         pool.clients.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let cached = super::cached::CacheState::new(cfg.cache.enabled, &state);
+        let stages = new_stages(&app, &cfg, &info, &pool, &state);
         Self {
-            cached,
+            stages,
+            received: std::time::Instant::now(),
             cancel: app.cancels.register(crate::backend::cancel::ClientMeta {
                 user: info.user.clone(),
                 database: info.database.clone(),
@@ -139,21 +122,8 @@ impl Session {
             skip_stream: false,
             pending: Pending::default(),
             statements: Statements::new(cfg.prepared.client_max),
-            portals: Portals::new(cfg.prepared.client_max),
             turn: Turn::default(),
-            unnamed_parse: None,
-            pool_scope: xxhash_rust::xxh3::xxh3_64(format!("{}\0{}", info.database, info.user).as_bytes()),
-            local_stmt: false,
-            local_portal: false,
             last_parse: None,
-            observe: super::observe::Observe::new(
-                &cfg.insights,
-                crate::insights::Origin {
-                    database: info.database.as_str().into(),
-                    user: info.user.as_str().into(),
-                    application_name: info.application_name.as_str().into(),
-                },
-            ),
             info,
         }
     }
@@ -221,12 +191,36 @@ impl Session {
         }
     }
 
+    /// The stages, and the context they see: the parts of the session a stage may read or use.
+    pub(super) fn split(&mut self) -> (&mut Stages, Cx<'_>) {
+        let cx = Cx {
+            turn: &mut self.turn,
+            statements: &mut self.statements,
+            server: self.server.as_deref_mut(),
+            pending: &mut self.pending,
+            sout: &mut self.sout,
+            cout: &mut self.cout,
+            tx: &mut self.tx,
+            mode: self.mode,
+            settings: self.state.sig(),
+            shareable: self.pin.is_none() && !self.state_unknown && !self.state_dirty,
+            received: self.received,
+        };
+        (&mut self.stages, cx)
+    }
+
+    /// Hands each stage its events from the reply queue.
+    pub(super) fn on_replies(&mut self, replies: Replies) {
+        let (stages, mut cx) = self.split();
+        stages.on_replies(&mut cx, replies);
+    }
+
     fn at_rest(&self) -> bool {
         self.server.is_none() || (self.mode == PoolMode::Session && self.tx.idle() && !self.sframer.mid_message())
     }
 
     async fn on_client_bytes(&mut self) -> Flow {
-        self.observe.received = std::time::Instant::now();
+        self.received = std::time::Instant::now();
         // Bind is read whole in transaction mode so its statement name can be rewritten.
         let rewrite = self.mode == PoolMode::Transaction;
         loop {
@@ -256,9 +250,10 @@ impl Session {
             return Flow::Close;
         }
         self.pending.emit_local(&mut self.cout);
-        let events = self.pending.take_events();
-        if !events.is_empty() {
-            self.on_statement_events(events);
+        let mut replies = Replies::default();
+        self.pending.take_events(&mut replies);
+        if !replies.is_empty() {
+            self.on_replies(replies);
         }
         self.flush_client().await
     }
@@ -282,10 +277,14 @@ impl Session {
         // Decoded once: every stage below reads this view instead of splitting the frame again.
         let msg = ClientMessage::decode(tag, body(frame));
         self.turn = Turn::default();
-        let mut drops_statements = false;
-        if tag == b'Q' || tag == b'P' {
-            let found = self.inspect_sql(tag, body(frame));
-            drops_statements = found.drops_statements;
+        let sql = match msg {
+            ClientMessage::Query { text } => Some(text),
+            ClientMessage::Parse { query, .. } => Some(query),
+            _ => None,
+        };
+        if let Some(sql) = sql {
+            let found = self.inspect_sql(tag == b'P', sql);
+            self.turn.drops_statements = found.drops_statements;
             if let ClientMessage::Parse { name, query, types } = msg {
                 self.open_statement(name, query, types, &found);
             }
@@ -299,11 +298,10 @@ impl Session {
         } else {
             self.look_up_statement(&msg);
         }
-        self.note_portal(&msg);
-        if self.cached.on && self.cache_before(&msg).await {
-            return Flow::Continue;
-        }
-        if self.mode == PoolMode::Transaction && self.server.is_none() && self.answer_without_server(&msg) {
+        let (stages, mut cx) = self.split();
+        stages.before_send(&mut cx, &msg).await;
+        if self.turn.answered {
+            self.skip_until_sync |= self.turn.skip_to_sync;
             return Flow::Continue;
         }
         if self.server.is_none() {
@@ -318,7 +316,7 @@ impl Session {
                 _ => {}
             }
             if let Err(frame) = self.checkout().await {
-                self.cache_forget_fills();
+                self.stages.cache.forget_fills();
                 self.unsent(&msg);
                 self.cout.extend_from_slice(&frame);
                 if tag == b'Q' {
@@ -329,24 +327,20 @@ impl Session {
                 return Flow::Continue;
             }
         }
-        if self.cached.on {
-            self.cache_before_forward(&msg);
-            let in_copy = self.tx.in_copy();
-            self.forward(&msg, frame);
-            self.cache_after(&msg, in_copy);
-        } else {
-            self.forward(&msg, frame);
-        }
-        if drops_statements {
-            self.forget_server_statements();
-        }
+        let in_copy = self.tx.in_copy();
+        let (stages, mut cx) = self.split();
+        stages.on_send(&mut cx, &msg);
+        self.forward(&msg, frame);
+        let (stages, mut cx) = self.split();
+        stages.after_send(&mut cx, &msg, in_copy);
+        self.skip_until_sync |= self.turn.skip_to_sync;
         Flow::Continue
     }
 
     /// A large message streamed through in parts (Bind with big parameters, CopyData).
     async fn on_client_part(&mut self, tag: u8, bytes: &[u8], first: bool) -> Flow {
-        if first && self.cached.on {
-            self.cache_on_part(tag);
+        if first && self.stages.cache.on {
+            self.stages.cache.on_part(tag);
         }
         if first {
             if !CLIENT_TAGS.contains(&tag) || tag == b'X' {
@@ -435,9 +429,7 @@ impl Session {
 
     pub(super) async fn server_lost(&mut self, why: &str) {
         self.pending.clear();
-        if self.cached.on {
-            self.cache_on_server_lost().await;
-        }
+        self.stages.on_server_lost().await;
         if let Some(conn) = self.server.take() {
             tracing::warn!(server = conn.id, database = %self.info.database, "server connection lost: {why}");
             self.detach();
@@ -461,6 +453,37 @@ impl Session {
 impl Drop for Session {
     fn drop(&mut self) {
         self.pool.clients.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// The stages of a new session, each given the shared parts it uses.
+fn new_stages(
+    app: &App,
+    cfg: &crate::config::Config,
+    info: &ClientInfo,
+    pool: &Arc<Pool>,
+    state: &SessionState,
+) -> Stages {
+    let (database, user): (Arc<str>, Arc<str>) = (info.database.as_str().into(), info.user.as_str().into());
+    let handles = super::stages::cache::Handles {
+        cache: app.cache.clone(),
+        config: app.config.clone(),
+        pool: pool.clone(),
+        database: database.clone(),
+        user: user.clone(),
+    };
+    let origin = crate::insights::Origin { database, user, application_name: info.application_name.as_str().into() };
+    let insights_handles = (app.query_stats.clone(), app.findings.clone());
+    let pool_scope = xxhash_rust::xxh3::xxh3_64(format!("{}\0{}", info.database, info.user).as_bytes());
+    Stages {
+        cache: super::stages::cache::CacheStage::new(cfg.cache.enabled, state, handles),
+        prepared: super::stages::prepared::PreparedStage::new(app.registry.clone(), app.config.clone(), pool_scope),
+        insights: super::stages::insights::InsightsStage::new(
+            &cfg.insights,
+            origin,
+            cfg.prepared.client_max,
+            insights_handles,
+        ),
     }
 }
 

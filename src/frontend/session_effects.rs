@@ -7,28 +7,19 @@ use bytes::Bytes;
 use super::session::Session;
 use super::sql_scan::Scan;
 use crate::config::PoolMode;
-use crate::net::frame::cstr;
 
 impl Session {
     /// Scans a Query/Parse text once: what it means for pooling, and its analysis, kept for the
     /// Parse/Query bookkeeping that follows. A Parse of the same text as the last one (drivers
     /// re-parse unnamed statements) reuses the previous result.
-    pub(super) fn inspect_sql(&mut self, tag: u8, body: &[u8]) -> Scan {
-        let sql = if tag == b'P' {
-            match cstr(body).and_then(|(_, rest)| cstr(rest)) {
-                Some((q, _)) => q,
-                None => return Default::default(),
-            }
-        } else {
-            cstr(body).map_or(body, |(q, _)| q)
-        };
+    pub(super) fn inspect_sql(&mut self, parse: bool, sql: &[u8]) -> Scan {
         let found = match &self.last_parse {
-            Some((text, found, analyses)) if tag == b'P' && text[..] == *sql => {
+            Some((text, found, analyses)) if parse && text[..] == *sql => {
                 self.turn.analyzed = analyses.clone();
                 found.clone()
             }
             _ => {
-                let analyze = self.observe.enabled || self.cached.on;
+                let analyze = self.stages.insights.enabled || self.stages.cache.on;
                 if !analyze && !super::sql_scan::may_matter(sql) {
                     return Scan::default();
                 }
@@ -39,7 +30,7 @@ impl Session {
                 let shapes = crate::sql::tokens::shapes_with(&text, self.backslash_quotes);
                 self.turn.analyzed = self.app.analyzer.analyze_shapes(&text, &shapes, opaque);
                 let found = super::sql_scan::from_analyses(&text, &shapes, &self.turn.analyzed);
-                if tag == b'P' {
+                if parse {
                     self.last_parse = Some((Bytes::copy_from_slice(sql), found.clone(), self.turn.analyzed.clone()));
                 }
                 found
@@ -77,7 +68,7 @@ impl Session {
         }
         if self.mode == PoolMode::Session && (found.changes_session || found.pin.is_some() || self.state_unknown) {
             // Session mode keeps no settings signature: stop caching rather than guess.
-            self.cached.off = true;
+            self.stages.cache.stop();
         }
         if let (Some(reason), None, PoolMode::Transaction) = (found.pin, self.pin, self.mode) {
             tracing::info!(user = %self.info.user, database = %self.info.database, "client pinned to its server connection: {reason}");

@@ -11,9 +11,10 @@ use std::sync::Arc;
 use bytes::Bytes;
 use foldhash::HashMap;
 
-use super::cached::{CachedStatement, Portal};
 use super::session::Session;
 use super::sql_scan::Scan;
+use super::stages::cache::{CacheStage, CachedStatement};
+pub use super::statement_versions::ADOPTING;
 use crate::prepared::Statement;
 use crate::protocol::frontend::{ClientMessage, Target};
 use crate::sql::Analysis;
@@ -145,18 +146,16 @@ impl Statements {
 /// A portal as insights see it: the statement it runs and a hash of its parameters.
 pub type PortalRun = (Arc<Analysis>, u64);
 
-/// The client's portals: the unnamed one as insights and the cache see it, named ones (insights
-/// only; bounded like statements).
+/// The client's portals as insights see them (named ones bounded like statements).
 pub struct Portals {
-    pub unnamed_run: Option<PortalRun>,
-    pub unnamed_cache: Portal,
+    unnamed_run: Option<PortalRun>,
     named: HashMap<Bytes, PortalRun>,
     max: usize,
 }
 
 impl Portals {
     pub fn new(max: usize) -> Self {
-        Self { unnamed_run: None, unnamed_cache: Portal::Unknown, named: HashMap::default(), max }
+        Self { unnamed_run: None, named: HashMap::default(), max }
     }
 
     pub fn run(&self, name: &[u8]) -> Option<PortalRun> {
@@ -193,7 +192,7 @@ impl Session {
     pub(super) fn open_statement(&mut self, name: &[u8], query: &[u8], types: &[u8], found: &Scan) {
         let analysis = self.turn.analyzed.first().map(|(a, _)| a.clone());
         let cache = match &analysis {
-            Some(a) if self.cached.on => Some(self.cache_identity(name, a, query, types)),
+            Some(a) if self.stages.cache.on => Some(CacheStage::identity(&self.statements, name, a, query, types)),
             _ => None,
         };
         let effect = found.lasts().then(|| Arc::new(found.clone()));

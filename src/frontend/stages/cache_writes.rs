@@ -6,8 +6,7 @@
 
 use std::sync::Arc;
 
-use super::session::Session;
-use crate::sql::{Analysis, CacheEffect, StatementKind, WriteScope};
+use crate::sql::{Analysis, CacheEffect, WriteScope};
 
 /// Tables a group of statements may write (`all`: any table of the database), and whether it
 /// opened a snapshot transaction (REPEATABLE READ / SERIALIZABLE: no cache inside).
@@ -85,7 +84,7 @@ impl Writes {
         }
     }
 
-    fn on_tag(&mut self, tag: u8, body: &[u8]) {
+    pub fn on_tag(&mut self, tag: u8, body: &[u8]) {
         match tag {
             b'E' => self.error = true,
             b'C' if body.starts_with(b"COMMIT") || body.starts_with(b"PREPARE TRANSACTION") => {
@@ -102,7 +101,7 @@ impl Writes {
 
     /// A ReadyForQuery settles the oldest group: status 'I' ends the transaction (committed
     /// unless it failed or rolled back). True when committed writes await invalidation.
-    fn on_ready(&mut self, status: u8) -> bool {
+    pub fn on_ready(&mut self, status: u8) -> bool {
         let group = self.sent.pop_front().unwrap_or_else(|| std::mem::take(&mut self.building));
         if status == b'I' {
             if self.ended == Some(false) {
@@ -130,63 +129,45 @@ impl Writes {
     }
 }
 
-impl Session {
+impl Writes {
     /// A statement is being sent: note what it may write and what it does to later reads.
-    pub(super) fn note_writes(&mut self, a: &Analysis) {
-        let w = &mut self.cached.writes;
+    /// True when it changes how the whole session reads (caching must stop for it).
+    pub fn note_statement(&mut self, a: &Analysis) -> bool {
         match a.writes {
             WriteScope::Nothing => {}
-            WriteScope::Unknown => w.building.all = true,
-            WriteScope::Tables => w.note(&a.written_names),
+            WriteScope::Unknown => self.building.all = true,
+            WriteScope::Tables => self.note(&a.written_names),
         }
         match a.cache_effect {
-            CacheEffect::None => {}
-            CacheEffect::Transaction => w.building.strict = true,
+            CacheEffect::None => false,
+            CacheEffect::Transaction => {
+                self.building.strict = true;
+                false
+            }
             CacheEffect::Session => {
-                w.building.strict = true;
-                self.cached.off = true;
+                self.building.strict = true;
+                true
             }
         }
-        if a.kind == StatementKind::Ddl {
-            self.app.cache.relations.mark_stale(&self.observe.origin.database);
-        }
     }
 
-    /// CommandComplete and ErrorResponse from the server (replies to the oldest group).
-    pub(super) fn cache_on_server_tag(&mut self, tag: u8, body: &[u8]) {
-        self.cached.writes.on_tag(tag, body);
-    }
-
-    /// ReadyForQuery, before it is passed on: committed writes invalidate now.
-    pub(super) async fn cache_on_ready(&mut self, status: u8) {
-        if self.cached.writes.on_ready(status) {
-            self.cache_invalidate().await;
-        }
-    }
-
-    /// The server connection was lost: a commit may have happened, so what was written is invalid.
-    pub(super) async fn cache_on_server_lost(&mut self) {
-        let w = &mut self.cached.writes;
-        let mut all = std::mem::take(&mut w.building);
-        for g in std::mem::take(&mut w.sent) {
+    /// The server connection was lost: a commit may have happened, so what was sent counts as
+    /// committed.
+    pub fn lost(&mut self) {
+        let mut all = std::mem::take(&mut self.building);
+        for g in std::mem::take(&mut self.sent) {
             all.absorb(&g);
         }
-        w.commit(&all);
-        if !w.committed.is_empty() {
-            self.cache_invalidate().await;
-        }
+        self.commit(&all);
     }
 
-    async fn cache_invalidate(&mut self) {
-        let done = std::mem::take(&mut self.cached.writes.committed);
-        let (all, tables) = (done.all, done.tables);
-        let db = self.observe.origin.database.clone();
-        tracing::debug!(database = %db, all, ?tables, "cache: committed writes invalidate");
-        if all {
-            self.app.cache.invalidate(&db, None).await;
-        } else {
-            self.app.cache.invalidate(&db, Some(&tables)).await;
+    /// Committed writes awaiting invalidation: (any table of the database, the tables).
+    pub fn take_committed(&mut self) -> Option<(bool, Vec<Arc<str>>)> {
+        if self.committed.is_empty() {
+            return None;
         }
+        let done = std::mem::take(&mut self.committed);
+        Some((done.all, done.tables))
     }
 }
 

@@ -1,0 +1,72 @@
+//! The session's send path: one client message on to the held server connection (as it came, or
+//! as a stage rewrote it), with the reply-queue entry that waits for its reply; and the replies
+//! the session gives itself for the statement table (`DEALLOCATE name`).
+
+use bytes::{Bytes, BytesMut};
+
+use super::reply_queue::{Action, Kind};
+use super::session::Session;
+use super::stages::prepared::replaces_unnamed;
+use super::statements::Opened;
+use crate::net::frame::body;
+use crate::net::messages;
+use crate::protocol::frontend::ClientMessage;
+
+impl Session {
+    /// Sends one client message (`msg`, decoded from `frame`) on to the held server connection.
+    pub(super) fn forward(&mut self, msg: &ClientMessage<'_>, frame: &[u8]) {
+        let tag = frame[0];
+        self.pending.begin_message();
+        if replaces_unnamed(tag) {
+            self.statements.forget(b"");
+        }
+        let (stages, mut cx) = self.split();
+        if stages.rewrite(&mut cx, msg, frame) {
+            return;
+        }
+        if let Some(kind) = self.reply_kind(tag, frame) {
+            let action = match *msg {
+                ClientMessage::Parse { name, .. } if self.turn.opened == Opened::Fresh => {
+                    Action::ClientParse { client_name: Bytes::copy_from_slice(name) }
+                }
+                _ => Action::Forward,
+            };
+            self.pending.push(kind, action);
+        }
+        self.tx.on_client(tag);
+        self.sout.extend_from_slice(frame);
+    }
+
+    /// Which reply completes a forwarded message (None: it gets no reply of its own).
+    pub(super) fn reply_kind(&self, tag: u8, frame: &[u8]) -> Option<Kind> {
+        Some(match tag {
+            b'P' => Kind::Parse,
+            b'B' => Kind::Bind,
+            b'D' if body(frame).first() == Some(&b'S') => Kind::DescribeStatement,
+            b'D' => Kind::DescribePortal,
+            b'E' => Kind::Execute,
+            b'C' => Kind::Close,
+            b'S' if !self.tx.in_copy() => Kind::Sync,
+            b'Q' | b'F' => Kind::Query,
+            _ => return None,
+        })
+    }
+
+    /// `DEALLOCATE name` (simple Query) for one of the client's protocol-level statements:
+    /// answered here, in turn behind the server's replies when a server is held.
+    pub(super) fn deallocate_locally(&mut self, name: &str) -> bool {
+        if self.statements.close(name.as_bytes()).is_none() {
+            return false;
+        }
+        let mut reply = BytesMut::new();
+        messages::command_complete(&mut reply, "DEALLOCATE");
+        let status = if self.server.is_some() { self.tx.status } else { b'I' };
+        messages::ready_for_query(&mut reply, status);
+        if self.server.is_some() {
+            self.pending.push_local(reply.freeze());
+        } else {
+            self.cout.extend_from_slice(&reply);
+        }
+        true
+    }
+}

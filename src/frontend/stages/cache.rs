@@ -1,0 +1,454 @@
+//! The result cache stage: which client messages are answered from the cache (a simple Query,
+//! or Bind/Describe/Execute/Close of the unnamed portal), which misses are captured for it, and
+//! which committed writes invalidate it. A hit never needs a server connection; with one held
+//! (inside a transaction) the replies are queued behind the server's, in order.
+
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use bytes::{Bytes, BytesMut};
+
+use super::cache_writes::Writes;
+use super::{Cx, Stage};
+use crate::cache::fill::Fill;
+use crate::cache::policy::{hint, Hint};
+use crate::cache::{Entry, FillPlan, Key, KeyParts, Lookup, ResultCache};
+use crate::config::{Config, PoolMode};
+use crate::frontend::reply_queue::{Action, Kind};
+use crate::frontend::statements::Statements;
+use crate::net::messages;
+use crate::pool::Pool;
+use crate::prepared::messages as pm;
+use crate::protocol::backend as be;
+use crate::protocol::frontend::{ClientMessage, Target};
+use crate::sql::tokens::fnv1a;
+use crate::sql::{Analysis, StatementKind};
+
+/// A prepared statement as the cache sees it.
+pub struct CachedStatement {
+    pub analysis: Arc<Analysis>,
+    /// Text and parameter types: the statement part of the key.
+    ident: Bytes,
+    /// Its hash, combined with the arguments' for the cache's repeat counting.
+    ident_hash: u64,
+    hint: Hint,
+}
+
+impl CachedStatement {
+    /// The same text and types: a driver's unnamed Parse, repeated for every query.
+    fn is(&self, analysis: &Arc<Analysis>, query: &[u8], types: &[u8]) -> bool {
+        let i = &self.ident;
+        Arc::ptr_eq(&self.analysis, analysis)
+            && i.len() == query.len() + 1 + types.len()
+            && i.starts_with(query)
+            && i.ends_with(types)
+            && i[query.len()] == 0
+    }
+
+    fn new(analysis: Arc<Analysis>, query: &[u8], types: &[u8]) -> Self {
+        let mut ident = BytesMut::with_capacity(query.len() + types.len() + 1);
+        ident.extend_from_slice(query);
+        ident.extend_from_slice(&[0]);
+        ident.extend_from_slice(types);
+        let ident_hash = xxhash_rust::xxh3::xxh3_64(&ident);
+        Self { hint: hint(query), ident: ident.freeze(), ident_hash, analysis }
+    }
+}
+
+/// What the unnamed portal holds, as far as the cache is concerned.
+#[derive(Default)]
+pub enum Portal {
+    #[default]
+    Unknown,
+    /// Answered from this entry; `at` is the byte offset of the next DataRow to send.
+    Hit { entry: Arc<Entry>, at: usize },
+    /// Forwarded; its result is captured when it is executed.
+    Fill { plan: Box<FillPlan>, described: bool },
+}
+
+/// The session's result cache stage.
+pub struct CacheStage {
+    pub on: bool,
+    /// Caching stopped for this session (session mode after SET, temporary tables...).
+    off: bool,
+    /// A simple Query miss, attached to its reply-queue entry once forwarded.
+    query_fill: Option<Box<FillPlan>>,
+    /// What the unnamed portal holds.
+    portal: Portal,
+    writes: Writes,
+    /// Distinguishes this session's named statements in session mode.
+    nonce: u64,
+    cache: Arc<ResultCache>,
+    config: Arc<ArcSwap<Config>>,
+    /// The pool the relation list is read through.
+    pool: Arc<Pool>,
+    database: Arc<str>,
+    user: Arc<str>,
+}
+
+/// What the cache stage works with, besides the session's context.
+pub struct Handles {
+    pub cache: Arc<ResultCache>,
+    pub config: Arc<ArcSwap<Config>>,
+    pub pool: Arc<Pool>,
+    pub database: Arc<str>,
+    pub user: Arc<str>,
+}
+
+impl CacheStage {
+    /// `startup` settings that make snapshots pgpilot cannot see switch the cache off.
+    pub fn new(on: bool, state: &crate::frontend::session_state::SessionState, h: Handles) -> Self {
+        let isolation = state.get("default_transaction_isolation").is_some_and(|v| !v.starts_with("read"));
+        Self {
+            on,
+            off: isolation,
+            query_fill: None,
+            portal: Portal::Unknown,
+            writes: Writes::default(),
+            nonce: rand::random(),
+            cache: h.cache,
+            config: h.config,
+            pool: h.pool,
+            database: h.database,
+            user: h.user,
+        }
+    }
+
+    /// The session's state can no longer be keyed (session mode after SET...): stop caching.
+    pub fn stop(&mut self) {
+        self.off = true;
+    }
+
+    /// Reads may be served from or stored into the cache at this point of the session.
+    fn usable(&self, cx: &Cx<'_>) -> bool {
+        self.on
+            && !self.off
+            && cx.shareable
+            && self.writes.clean()
+            && cx.tx.status != b'E'
+            && !cx.tx.in_copy()
+            && !(cx.in_transaction_block() && self.cache.relations.snapshot_default(&self.database))
+    }
+
+    /// The first part of a message too large to read whole (session-mode Bind, FunctionCall):
+    /// pgpilot cannot tell what it runs, so it may write anything, and the portal is unknown.
+    pub fn on_part(&mut self, tag: u8) {
+        match tag {
+            b'B' => {
+                self.portal = Portal::Unknown;
+                self.writes.note_unknown();
+            }
+            b'F' => {
+                self.writes.note_unknown();
+                self.writes.close_group();
+            }
+            _ => {}
+        }
+    }
+
+    /// The message a fill plan was made for never reached a server.
+    pub fn forget_fills(&mut self) {
+        self.query_fill = None;
+        if matches!(self.portal, Portal::Fill { .. }) {
+            self.portal = Portal::Unknown;
+        }
+    }
+
+    /// The server started COPY IN: the Syncs sent into it are ignored (call before the
+    /// transaction tracker learns it).
+    fn on_copy_in(&mut self, cx: &Cx<'_>) {
+        self.writes.reopen(cx.tx.syncs_since_execute());
+    }
+
+    /// A statement is being sent: note what it may write and what it does to later reads.
+    fn note_writes(&mut self, a: &Analysis) {
+        if self.writes.note_statement(a) {
+            self.off = true;
+        }
+        if a.kind == StatementKind::Ddl {
+            self.cache.relations.mark_stale(&self.database);
+        }
+    }
+
+    async fn invalidate(&mut self) {
+        let Some((all, tables)) = self.writes.take_committed() else { return };
+        let db = &self.database;
+        tracing::debug!(database = %db, all, ?tables, "cache: committed writes invalidate");
+        if all {
+            self.cache.invalidate(db, None).await;
+        } else {
+            self.cache.invalidate(db, Some(&tables)).await;
+        }
+    }
+
+    fn coalesce_wait(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.config.load().cache.coalesce_wait_ms)
+    }
+
+    async fn query(&mut self, cx: &mut Cx<'_>, text: &[u8]) {
+        self.portal = Portal::Unknown;
+        self.query_fill = None;
+        let analyzed = std::mem::take(&mut cx.turn.analyzed);
+        if analyzed.is_empty() && text.iter().any(u8::is_ascii_alphanumeric) {
+            // Text the analysis could not split into statements: it may write anything.
+            self.writes.note_unknown();
+        }
+        for (a, _) in &analyzed {
+            self.note_writes(a);
+        }
+        let single = match analyzed.as_slice() {
+            [(a, literals)] => Some((a.clone(), *literals)),
+            _ => None,
+        };
+        cx.turn.analyzed = analyzed;
+        let Some((a, literals)) = single else { return };
+        if !cx.pending.is_empty() || !self.usable(cx) {
+            return;
+        }
+        let Some(ttl) = self.worth_looking_up(&a, hint(text), literals) else { return };
+        let Some(key) = self.key(cx, b'Q', &a, ttl, (text, 0, &[])) else { return };
+        match self.cache.lookup(key, self.coalesce_wait()).await {
+            Lookup::Hit(e) => {
+                cx.cout.extend_from_slice(&e.row_desc);
+                cx.cout.extend_from_slice(&e.body);
+                let status = cx.status();
+                messages::ready_for_query(cx.cout, status);
+                cx.turn.answered = true;
+                served(cx, &a, fnv1a(text), e.rows);
+            }
+            Lookup::Miss(plan) => self.query_fill = Some(plan),
+            Lookup::Bypass => {}
+        }
+    }
+
+    /// The TTL of a read that may be cached and is worth looking up (`params`: a hash of what
+    /// tells this run's result from the shape's other runs): a hint or rule always is, others as
+    /// the shape's admission decides. Checked before anything costly.
+    fn worth_looking_up(&self, a: &Analysis, hint: Hint, params: u64) -> Option<std::time::Duration> {
+        let (ttl, asked) = self.cache.policy.load().decide(a, hint)?;
+        (asked || self.cache.admit(&a.learned, params)).then_some(ttl)
+    }
+
+    /// The key for a cacheable read, or None when a table it reads is not an ordinary table.
+    fn key(
+        &self,
+        cx: &Cx<'_>,
+        proto: u8,
+        a: &Analysis,
+        ttl: std::time::Duration,
+        (statement, variant, args): (&[u8], u64, &[u8]),
+    ) -> Option<Key> {
+        if !self.relations_known(&a.read_names) {
+            return None;
+        }
+        let (db, user, settings) = (&self.database, &*self.user, cx.settings);
+        let parts = KeyParts { proto, db, user, settings, statement, variant, args };
+        Some(Key::new(parts, a, ttl))
+    }
+
+    /// Which version of the statement `name` the client holds (see `KeyParts::variant`); None
+    /// when its results must not come from the cache (a plan gone stale, no description yet).
+    fn statement_variant(&self, cx: &Cx<'_>, name: &[u8]) -> Option<u64> {
+        if cx.mode == PoolMode::Session {
+            // No registry here: named statements share entries only within this session.
+            return Some(if name.is_empty() { 0 } else { self.nonce ^ xxhash_rust::xxh3::xxh3_64(name) });
+        }
+        match cx.statements.registry(name) {
+            // Only a version a server described to this client in this session is proven.
+            Some(st) => cx.statements.held_version(name, &st),
+            // An unnamed statement parsed anew: the client learns its shape from this reply.
+            None if name.is_empty() => Some(0),
+            None => None,
+        }
+    }
+
+    /// Every table read is an ordinary table (a list loaded in the background).
+    fn relations_known(&self, tables: &[Arc<str>]) -> bool {
+        let refresh = self.config.load().cache.relations_refresh_s * 1000;
+        let (db, relations) = (&self.database, &self.cache.relations);
+        let (ok, due) = relations.check(db, tables, crate::clock::now_ms(), refresh);
+        if due && relations.begin_load(db) {
+            crate::cache::relations::spawn_load(relations.clone(), self.pool.clone(), db.clone());
+        }
+        ok
+    }
+
+    /// The cache's identity of a client's Parse; a driver's unnamed Parse repeated with the
+    /// same text and types keeps the one it had.
+    pub fn identity(
+        statements: &Statements,
+        name: &[u8],
+        analysis: &Arc<Analysis>,
+        query: &[u8],
+        types: &[u8],
+    ) -> Arc<CachedStatement> {
+        let previous = statements.get(name).and_then(|e| e.cache.as_ref());
+        match previous {
+            Some(p) if name.is_empty() && p.is(analysis, query, types) => p.clone(),
+            _ => Arc::new(CachedStatement::new(analysis.clone(), query, types)),
+        }
+    }
+
+    async fn bind(&mut self, cx: &mut Cx<'_>, portal: &[u8], name: &[u8], args: &[u8]) {
+        let stmt = cx.turn.statement.as_ref().and_then(|e| e.cache.clone());
+        match &stmt {
+            Some(s) => self.note_writes(&s.analysis),
+            None => self.writes.note_unknown(),
+        }
+        if !portal.is_empty() {
+            return;
+        }
+        self.portal = Portal::Unknown;
+        let Some(s) = stmt else { return };
+        if !self.usable(cx) {
+            return;
+        }
+        let params = s.ident_hash ^ xxhash_rust::xxh3::xxh3_64(args);
+        let Some(ttl) = self.worth_looking_up(&s.analysis, s.hint, params) else { return };
+        let Some(variant) = self.statement_variant(cx, name) else { return };
+        let Some(key) = self.key(cx, b'E', &s.analysis, ttl, (&s.ident, variant, args)) else { return };
+        match self.cache.lookup(key, self.coalesce_wait()).await {
+            Lookup::Hit(entry) => {
+                served(cx, &s.analysis, fnv1a(args), entry.rows);
+                self.portal = Portal::Hit { entry, at: 0 };
+                cx.answer(pm::bind_complete());
+            }
+            Lookup::Miss(plan) => self.portal = Portal::Fill { plan, described: false },
+            Lookup::Bypass => {}
+        }
+    }
+
+    fn describe(&mut self, cx: &mut Cx<'_>) {
+        if let Portal::Hit { entry, .. } = &self.portal {
+            cx.answer(entry.row_desc.clone());
+        }
+    }
+
+    /// Execute of a portal answered from the cache, honouring the row limit (PortalSuspended).
+    fn execute(&mut self, cx: &mut Cx<'_>, max_rows: usize) {
+        let Portal::Hit { entry, at } = &mut self.portal else { return };
+        let (end, rows, more) = entry.split_rows(*at, max_rows);
+        let mut reply = BytesMut::from(&entry.body[*at..end]);
+        if more {
+            reply.extend_from_slice(b"s\0\0\0\x04");
+        } else if *at == 0 {
+            reply.extend_from_slice(&entry.body[end..]);
+        } else {
+            // After a PortalSuspended, the server's tag counts the rows of this Execute only.
+            reply.extend_from_slice(&messages::command_complete_frame(&format!("SELECT {rows}")));
+        }
+        *at = end;
+        cx.answer(reply.freeze());
+    }
+
+    fn close(&mut self, cx: &mut Cx<'_>, target: Target<'_>) {
+        if target == Target::Portal(b"") && matches!(self.portal, Portal::Hit { .. }) {
+            self.portal = Portal::Unknown;
+            cx.answer(pm::close_complete());
+        }
+    }
+}
+
+/// A hit still counts as an execution for the insights (calls, N+1), with no server time.
+fn served(cx: &mut Cx<'_>, a: &Arc<Analysis>, params: u64, rows: u32) {
+    let now = std::time::Instant::now();
+    cx.turn.served = Some(crate::insights::Completed {
+        analysis: a.clone(),
+        params,
+        sent: now,
+        done: now,
+        client_time: now.saturating_duration_since(cx.received),
+        rows: rows as u64,
+        error: false,
+        pipelined: false,
+        cached: true,
+    });
+}
+
+impl Stage for CacheStage {
+    type Event = Fill;
+
+    async fn before_send(&mut self, cx: &mut Cx<'_>, msg: &ClientMessage<'_>) {
+        match *msg {
+            ClientMessage::Query { text } => self.query(cx, text).await,
+            ClientMessage::Bind { portal, statement, rest } => self.bind(cx, portal, statement, rest).await,
+            ClientMessage::Describe(Target::Portal(b"")) => self.describe(cx),
+            ClientMessage::Execute { portal: b"", max_rows } => self.execute(cx, max_rows as usize),
+            ClientMessage::Close(target) => self.close(cx, target),
+            ClientMessage::FunctionCall | ClientMessage::Malformed => {
+                // What it runs cannot be known: it may write anything.
+                self.writes.note_unknown();
+                self.portal = Portal::Unknown;
+            }
+            _ => {}
+        }
+    }
+
+    /// Just before an Execute of a filling portal is forwarded: a Describe the client did not
+    /// send is injected (its reply hidden) so the entry can answer a later Describe.
+    fn on_send(&mut self, cx: &mut Cx<'_>, msg: &ClientMessage<'_>) {
+        if !matches!(msg, ClientMessage::Execute { portal: b"", .. }) {
+            return;
+        }
+        if let Portal::Fill { described: false, .. } = self.portal {
+            cx.sout.extend_from_slice(b"D\0\0\0\x06P\0");
+            cx.pending.push(Kind::DescribePortal, Action::Suppress);
+            cx.pending.capture_describe();
+            cx.tx.on_client(b'D');
+        }
+    }
+
+    /// After a message was forwarded: attach captures to its reply-queue entry.
+    fn after_send(&mut self, cx: &mut Cx<'_>, msg: &ClientMessage<'_>, in_copy: bool) {
+        match msg {
+            ClientMessage::Sync if !in_copy => self.writes.close_group(),
+            ClientMessage::FunctionCall => self.writes.close_group(),
+            ClientMessage::Query { .. } => {
+                self.writes.close_group();
+                if let Some(plan) = self.query_fill.take() {
+                    cx.pending.attach_fill(Fill::new(plan, true, self.cache.max_entry_bytes()));
+                }
+            }
+            ClientMessage::Describe(Target::Portal(b"")) => {
+                if let Portal::Fill { described, .. } = &mut self.portal {
+                    *described = true;
+                    cx.pending.capture_describe();
+                }
+            }
+            ClientMessage::Execute { portal: b"", .. } => {
+                if let Portal::Fill { plan, .. } = std::mem::take(&mut self.portal) {
+                    cx.pending.attach_fill(Fill::new(plan, false, self.cache.max_entry_bytes()));
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// CommandComplete and ErrorResponse settle the oldest group of writes; CopyInResponse
+    /// reopens the groups whose Syncs went into the COPY.
+    fn on_server_message(&mut self, cx: &mut Cx<'_>, tag: u8, body: &[u8]) {
+        match tag {
+            be::COMMAND_COMPLETE | be::ERROR_RESPONSE => self.writes.on_tag(tag, body),
+            be::COPY_IN_RESPONSE => self.on_copy_in(cx),
+            _ => {}
+        }
+    }
+
+    /// ReadyForQuery, before it is passed on: committed writes invalidate now.
+    async fn at_ready(&mut self, _cx: &mut Cx<'_>, status: u8) {
+        if self.writes.on_ready(status) {
+            self.invalidate().await;
+        }
+    }
+
+    fn on_reply(&mut self, _cx: &mut Cx<'_>, fill: Fill) {
+        let row_desc = fill.row_desc.unwrap_or_default();
+        self.cache.store(*fill.plan, row_desc, fill.body.freeze(), fill.rows);
+    }
+
+    /// A commit may have happened on the lost connection: what was written is invalid.
+    async fn on_server_lost(&mut self) {
+        self.writes.lost();
+        self.invalidate().await;
+    }
+}

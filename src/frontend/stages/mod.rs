@@ -1,0 +1,213 @@
+//! The feature stages a client message passes through, behind one interface (`Stage`), and the
+//! per-message context (`Cx`) that is all a stage sees of its session.
+//!
+//! Why a context instead of the session: a stage that could reach every field of the session
+//! would come to depend on the order the others run in (the analysis once travelled through the
+//! insights' field to reach the cache). A stage reads the message, the `Turn` (what the session
+//! learned of it) and the few session facts in `Cx`, answers the client or registers what it
+//! expects back in the reply queue, and receives only its own events from that queue. Stages
+//! never name each other or `session` (tests/layering.rs checks it); the session calls them in
+//! order: cache (may answer), prepared statements (may answer what the registry knows, and
+//! rewrites statement names), then insights (sees every message, answered or not).
+
+pub mod cache;
+mod cache_writes;
+pub mod insights;
+pub mod prepared;
+
+use std::time::Instant;
+
+use bytes::{Bytes, BytesMut};
+
+use super::reply_queue::Pending;
+use super::statements::{ClientStatement, Opened, Statements};
+use super::tx::TxTracker;
+use crate::backend::ServerConn;
+use crate::config::PoolMode;
+use crate::protocol::frontend::ClientMessage;
+
+/// What the session learned of the client message in hand: decided once, read by every stage.
+#[derive(Default)]
+pub struct Turn {
+    /// Analyses of its SQL (Query: one per statement; Parse: of its statement).
+    pub analyzed: crate::sql::Analyzed,
+    /// Parse: what it did to the statement table.
+    pub opened: Opened,
+    /// Bind: the entry of the statement it binds; Close: the entry it closed.
+    pub statement: Option<ClientStatement>,
+    /// A stage answered the message: it is not forwarded.
+    pub answered: bool,
+    /// The answer came from the result cache: the execution it stands for (for insights).
+    pub served: Option<crate::insights::Completed>,
+    /// The message failed here: the client's messages up to its Sync are skipped, as the
+    /// server skips them after an error.
+    pub skip_to_sync: bool,
+    /// DISCARD ALL / DEALLOCATE ALL: the server forgets every prepared statement.
+    pub drops_statements: bool,
+}
+
+/// The session as a stage sees it while it handles one message or reply.
+pub struct Cx<'a> {
+    pub turn: &'a mut Turn,
+    pub statements: &'a mut Statements,
+    /// The server connection held, if any (its prepared statements, its unnamed statement).
+    pub server: Option<&'a mut ServerConn>,
+    pub pending: &'a mut Pending,
+    /// Bytes on their way to the server (a stage may inject a message ahead of the client's).
+    pub sout: &'a mut BytesMut,
+    /// Bytes on their way to the client.
+    pub cout: &'a mut BytesMut,
+    pub tx: &'a mut TxTracker,
+    pub mode: PoolMode,
+    /// The client's settings signature: results may be shared only between equal ones.
+    pub settings: u64,
+    /// The session's state is known and its own (not pinned, nothing unread): another client's
+    /// result may stand for one of its reads.
+    pub shareable: bool,
+    /// When the client's latest bytes arrived (the client-observed time of a statement starts here).
+    pub received: Instant,
+}
+
+impl Cx<'_> {
+    /// A server connection is held (inside a transaction, or a pipeline in flight).
+    pub fn held(&self) -> bool {
+        self.server.is_some()
+    }
+
+    /// Answers the client here: in turn behind the server's replies when a server is held, else
+    /// at once. Marks the message answered.
+    pub fn answer(&mut self, reply: Bytes) {
+        if self.held() {
+            self.pending.push_local(reply);
+        } else {
+            self.cout.extend_from_slice(&reply);
+        }
+        self.turn.answered = true;
+    }
+
+    /// The held connection is inside a transaction block.
+    pub fn in_transaction_block(&self) -> bool {
+        self.held() && self.tx.status == b'T'
+    }
+
+    /// The ReadyForQuery status a reply given here reports.
+    pub fn status(&self) -> u8 {
+        if self.held() {
+            self.tx.status
+        } else {
+            b'I'
+        }
+    }
+}
+
+/// One feature on the data path. Every hook has a default that does nothing, so a stage
+/// implements only the moments it cares about; what it expects back from the server it attaches
+/// to the reply-queue entry of the message (`after_send`), and the queue hands it its own events.
+pub trait Stage {
+    /// What the reply queue gives back to this stage.
+    type Event;
+
+    /// A client message before it is forwarded: the stage may answer it (`cx.answer`), after
+    /// which it is not forwarded (later stages still see it, with `cx.turn.answered` set).
+    async fn before_send(&mut self, _cx: &mut Cx<'_>, _msg: &ClientMessage<'_>) {}
+
+    /// The message is about to be written to the held server: the stage may put a message of
+    /// its own ahead of it.
+    fn on_send(&mut self, _cx: &mut Cx<'_>, _msg: &ClientMessage<'_>) {}
+
+    /// The message goes to the held server: true when the stage wrote it itself (rewritten, or
+    /// answered here), registering its reply-queue entries; otherwise it is sent as it came.
+    fn rewrite(&mut self, _cx: &mut Cx<'_>, _msg: &ClientMessage<'_>, _frame: &[u8]) -> bool {
+        false
+    }
+
+    /// The message was written (its reply-queue entry, if it gets a reply, is the last one):
+    /// attach what this stage expects back. `in_copy`: it was sent into COPY IN.
+    fn after_send(&mut self, _cx: &mut Cx<'_>, _msg: &ClientMessage<'_>, _in_copy: bool) {}
+
+    /// A server message the data path inspects anyway (CommandComplete, ErrorResponse,
+    /// CopyInResponse), before the client sees it.
+    fn on_server_message(&mut self, _cx: &mut Cx<'_>, _tag: u8, _body: &[u8]) {}
+
+    /// A ReadyForQuery, before the client sees it.
+    async fn at_ready(&mut self, _cx: &mut Cx<'_>, _status: u8) {}
+
+    /// One of this stage's events from the reply queue.
+    fn on_reply(&mut self, _cx: &mut Cx<'_>, _event: Self::Event) {}
+
+    /// The server connection was lost mid-session: whatever was in flight may have committed.
+    async fn on_server_lost(&mut self) {}
+
+    /// The session ends.
+    fn at_end(&mut self) {}
+}
+
+/// The stages of one session, in the order they see a client message.
+pub struct Stages {
+    pub cache: cache::CacheStage,
+    pub prepared: prepared::PreparedStage,
+    pub insights: insights::InsightsStage,
+}
+
+impl Stages {
+    pub async fn before_send(&mut self, cx: &mut Cx<'_>, msg: &ClientMessage<'_>) {
+        if self.cache.on {
+            self.cache.before_send(cx, msg).await;
+        }
+        self.prepared.before_send(cx, msg).await;
+        self.insights.before_send(cx, msg).await;
+    }
+
+    pub fn on_send(&mut self, cx: &mut Cx<'_>, msg: &ClientMessage<'_>) {
+        if self.cache.on {
+            self.cache.on_send(cx, msg);
+        }
+    }
+
+    pub fn rewrite(&mut self, cx: &mut Cx<'_>, msg: &ClientMessage<'_>, frame: &[u8]) -> bool {
+        self.prepared.rewrite(cx, msg, frame)
+    }
+
+    pub fn after_send(&mut self, cx: &mut Cx<'_>, msg: &ClientMessage<'_>, in_copy: bool) {
+        if self.cache.on {
+            self.cache.after_send(cx, msg, in_copy);
+        }
+        self.prepared.after_send(cx, msg, in_copy);
+        self.insights.after_send(cx, msg, in_copy);
+    }
+
+    pub fn on_server_message(&mut self, cx: &mut Cx<'_>, tag: u8, body: &[u8]) {
+        if self.cache.on {
+            self.cache.on_server_message(cx, tag, body);
+        }
+    }
+
+    pub async fn at_ready(&mut self, cx: &mut Cx<'_>, status: u8) {
+        if self.cache.on {
+            self.cache.at_ready(cx, status).await;
+        }
+    }
+
+    /// Routes the reply queue's events, each to its stage.
+    pub fn on_replies(&mut self, cx: &mut Cx<'_>, replies: super::reply_queue::Replies) {
+        for fill in replies.filled {
+            self.cache.on_reply(cx, fill);
+        }
+        for event in replies.statements {
+            self.prepared.on_reply(cx, event);
+        }
+        for done in replies.completed {
+            self.insights.on_reply(cx, done);
+        }
+    }
+
+    pub async fn on_server_lost(&mut self) {
+        if self.cache.on {
+            self.cache.on_server_lost().await;
+        }
+    }
+
+    pub fn at_end(&mut self) {
+        self.insights.at_end();
+    }
+}

@@ -1,0 +1,466 @@
+//! The prepared-statement stage (transaction mode): client statement names are mapped to the
+//! global registry and rewritten to the server's names; Parse, Describe and Close are answered
+//! here whenever the registry already knows the answer (no server needed); a Parse is injected
+//! before a Bind/Describe on a server that lacks the statement. Its reply-queue events (a Parse
+//! rejected or skipped, a fresh description, a stale plan) keep the client's table, the server's
+//! copies and the registry in step.
+
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use bytes::{Bytes, BytesMut};
+
+use super::{Cx, Stage};
+use crate::backend::{ServerConn, ServerCopy};
+use crate::config::{Config, PoolMode};
+use crate::frontend::reply_queue::{Action, Check, Event, Kind, Pending};
+use crate::frontend::statements::{Opened, ADOPTING};
+use crate::net::messages::{self, sqlstate};
+use crate::prepared::messages as pm;
+use crate::prepared::{bump, Registry, Statement, STATS};
+use crate::protocol::frontend::{ClientMessage, Target};
+
+pub struct PreparedStage {
+    registry: Arc<Registry>,
+    config: Arc<ArcSwap<Config>>,
+    /// Hash of (database, user): part of the registry key (descriptions name table OIDs).
+    pool_scope: u64,
+    /// The client's last unnamed Parse forwarded, with its token (see `track_unnamed`).
+    unnamed_parse: Option<(u64, Bytes)>,
+    /// The unnamed statement / portal is a `DEALLOCATE name` answered here (psycopg pipelines).
+    local_stmt: bool,
+    local_portal: bool,
+}
+
+/// Prepares `stmt` on `server` afresh (closing a copy of an older version, evicting the least
+/// recently used statement when full). The ParseComplete reaches the client only when the
+/// client's own Parse asked for it (`reply`).
+fn prepare_on_server(
+    server: &mut ServerConn,
+    sout: &mut BytesMut,
+    pending: &mut Pending,
+    stmt: &Arc<Statement>,
+    (client_name, reply): (Option<Bytes>, bool),
+    epoch: u64,
+) {
+    if pending.skipping() {
+        // The server skips everything up to Sync: a Close or Parse sent now would not run, so
+        // leave the server's statements as they are; a client's own Parse is undone as skipped.
+        if let Some(client_name) = client_name {
+            pending.push(Kind::Local, Action::LocalParse { stmt: stmt.clone(), client_name });
+        }
+        return;
+    }
+    for name in server.stale.drain(..) {
+        pm::close_statement(sout, &name);
+        pending.push(Kind::Close, Action::Suppress);
+    }
+    if server.prepared.pop(&stmt.id).is_some() {
+        pm::close_statement(sout, &stmt.server_name);
+        pending.push(Kind::Close, Action::Suppress);
+    } else if server.prepared.len() >= server.prepared.cap().get() {
+        if let Some((_, old)) = server.prepared.pop_lru() {
+            pm::close_statement(sout, &old.stmt.server_name);
+            pending.push(Kind::Close, Action::Suppress);
+            bump(&STATS.evictions);
+        }
+    }
+    pm::parse(sout, &stmt.server_name, &stmt.query, &stmt.types);
+    pending.push(Kind::Parse, Action::Parse { stmt: stmt.clone(), client_name, suppress: !reply });
+    let copy = ServerCopy { stmt: stmt.clone(), epoch, version: ServerCopy::FRESH };
+    server.prepared.put(stmt.id, copy);
+}
+
+/// A simple Query (or FunctionCall) destroys the unnamed statement on a real server.
+pub fn replaces_unnamed(tag: u8) -> bool {
+    tag == b'Q' || tag == b'F'
+}
+
+/// Answers here and reports the message handled.
+fn answer(cx: &mut Cx<'_>, reply: Bytes) -> bool {
+    cx.answer(reply);
+    true
+}
+
+impl PreparedStage {
+    pub fn new(registry: Arc<Registry>, config: Arc<ArcSwap<Config>>, pool_scope: u64) -> Self {
+        Self { registry, config, pool_scope, unnamed_parse: None, local_stmt: false, local_portal: false }
+    }
+
+    /// Which registry entries this client may share: same settings, and the same pool.
+    fn scope(&self, cx: &Cx<'_>) -> u64 {
+        cx.settings ^ self.pool_scope
+    }
+
+    /// The client's unnamed statement lives on past its Sync on a real server (asyncpg parses,
+    /// syncs, introspects types, then binds it), but here the server connection may change hands
+    /// or run pgpilot's own queries in between: remember the Parse, and send it again in front of
+    /// a Bind/Describe that names the unnamed statement on a server that no longer holds it.
+    fn track_unnamed(&mut self, cx: &mut Cx<'_>, msg: &ClientMessage<'_>, frame: &[u8]) {
+        let Some(server) = cx.server.as_deref_mut() else { return };
+        match *msg {
+            ClientMessage::Parse { name: b"", .. } => {
+                let token = crate::backend::next_unnamed_token();
+                server.unnamed = token;
+                self.unnamed_parse = Some((token, Bytes::copy_from_slice(frame)));
+            }
+            ClientMessage::Bind { .. } | ClientMessage::Describe(_) => {
+                let names_unnamed = matches!(
+                    msg,
+                    ClientMessage::Bind { statement: b"", .. } | ClientMessage::Describe(Target::Statement(b""))
+                );
+                let Some((token, parse)) = self.unnamed_parse.as_ref() else {
+                    if names_unnamed && server.unnamed != 0 {
+                        // Another client's unnamed statement is there: this client has none (26000).
+                        server.unnamed = 0;
+                        pm::close_statement(cx.sout, "");
+                        cx.pending.push(Kind::Close, Action::Suppress);
+                        cx.tx.on_client(b'C');
+                    }
+                    return;
+                };
+                if names_unnamed && server.unnamed != *token {
+                    server.unnamed = *token;
+                    cx.sout.extend_from_slice(parse);
+                    cx.pending.push(Kind::Parse, Action::Suppress);
+                    cx.tx.on_client(b'P');
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Parse/Describe/Close/DEALLOCATE that need no server (transaction mode, none held).
+    fn answer_without_server(&mut self, cx: &mut Cx<'_>, msg: &ClientMessage<'_>) -> bool {
+        match *msg {
+            ClientMessage::Close(target) => self.close(cx, target),
+            ClientMessage::Bind { portal: b"", statement: b"", rest } if self.local_stmt => {
+                self.bind(cx, b"", b"", rest)
+            }
+            ClientMessage::Execute { portal, .. } => self.execute_local(cx, portal),
+            ClientMessage::Describe(t @ (Target::Statement(b"") | Target::Portal(b""))) if self.local_stmt => {
+                self.describe(cx, t)
+            }
+            ClientMessage::Parse { name, query, types } => {
+                if self.deallocated_name(cx, query).is_some() {
+                    return self.parse(cx, name, query, types);
+                }
+                if name.is_empty() {
+                    return false;
+                }
+                let known = self.registry.get_or_insert(query, types, self.scope(cx)).ok();
+                known.as_ref().is_some_and(|s| s.is_validated()) && self.parse(cx, name, query, types)
+            }
+            // Only a description this client was given by a server in this session is answered
+            // here: one from another client's server may predate a DDL.
+            ClientMessage::Describe(Target::Statement(name)) => {
+                cx.statements.registry(name).is_some_and(|s| cx.statements.description_held(name, &s).is_some())
+                    && self.describe(cx, Target::Statement(name))
+            }
+            _ => false,
+        }
+    }
+
+    /// `DEALLOCATE name` of one of the client's statements sent as Parse (psycopg in pipelines):
+    /// the unnamed statement becomes a local one answered here through Execute.
+    fn deallocated_name(&self, cx: &Cx<'_>, query: &[u8]) -> Option<String> {
+        let starts = query.trim_ascii_start().get(..10).is_some_and(|p| p.eq_ignore_ascii_case(b"deallocate"));
+        if !starts || !cx.statements.has_named() {
+            return None;
+        }
+        crate::frontend::sql_scan::deallocate_of(&String::from_utf8_lossy(query))
+            .filter(|n| cx.statements.contains(n.as_bytes()))
+    }
+
+    /// Execute of the unnamed portal bound to a local DEALLOCATE.
+    fn execute_local(&mut self, cx: &mut Cx<'_>, portal: &[u8]) -> bool {
+        portal.is_empty() && self.local_portal && answer(cx, messages::command_complete_frame("DEALLOCATE"))
+    }
+
+    fn parse(&mut self, cx: &mut Cx<'_>, name: &[u8], query: &[u8], types: &[u8]) -> bool {
+        if name.is_empty() {
+            self.local_stmt = false;
+            self.unnamed_parse = None;
+            if let Some(name) = self.deallocated_name(cx, query) {
+                cx.statements.close(name.as_bytes());
+                self.local_stmt = true;
+                return answer(cx, pm::parse_complete());
+            }
+            return self.unnamed_parse(cx, query, types);
+        }
+        match cx.turn.opened {
+            Opened::Fresh => {}
+            Opened::Duplicate => {
+                let name_text = String::from_utf8_lossy(name);
+                local_error(cx, "42P05", &format!("prepared statement \"{name_text}\" already exists"));
+                return true;
+            }
+            Opened::Full => {
+                let max = self.config.load().prepared.client_max;
+                let msg = format!("pgpilot: more than {max} prepared statements open on this connection; close some");
+                local_error(cx, sqlstate::PROGRAM_LIMIT, &msg);
+                return true;
+            }
+        }
+        let stmt = match self.registry.get_or_insert(query, types, self.scope(cx)) {
+            Ok(stmt) => stmt,
+            Err(e) => {
+                cx.statements.forget(name);
+                local_error(cx, sqlstate::PROGRAM_LIMIT, &e.to_string());
+                return true;
+            }
+        };
+        if let Some(e) = cx.statements.get_mut(name) {
+            e.registry = Some(stmt.clone());
+        }
+        self.parse_registered(cx, &stmt, Some(Bytes::copy_from_slice(name)));
+        true
+    }
+
+    /// The client's Parse of a registry statement: answered here when this client holds its
+    /// current version and the server a current copy, or when no server is held and a server
+    /// accepted it before (its first Describe or Bind here then prepares it afresh). Otherwise
+    /// prepared afresh and described, so a client never gets a description older than a DDL.
+    fn parse_registered(&mut self, cx: &mut Cx<'_>, stmt: &Arc<Statement>, client_name: Option<Bytes>) {
+        let epoch = self.registry.epoch();
+        let key = client_name.clone().unwrap_or_default();
+        let holds = cx.statements.held_version(&key, stmt).is_some();
+        let Some(server) = cx.server.as_deref_mut() else {
+            bump(&STATS.hits);
+            cx.cout.extend_from_slice(&pm::parse_complete());
+            return;
+        };
+        if holds && server.prepared.get(&stmt.id).is_some_and(|c| c.current(epoch)) {
+            bump(&STATS.hits);
+            match client_name {
+                Some(client_name) => {
+                    cx.pending.push(Kind::Local, Action::LocalParse { stmt: stmt.clone(), client_name })
+                }
+                None => cx.pending.push_local(pm::parse_complete()),
+            }
+            return;
+        }
+        bump(&STATS.misses);
+        prepare_on_server(server, cx.sout, cx.pending, stmt, (client_name, true), epoch);
+        cx.tx.on_client(b'P');
+        inject_describe(cx, stmt, Check::Adopt, key.clone());
+        cx.statements.set_version(&key, Some((stmt.id, ADOPTING)));
+    }
+
+    /// Unnamed Parse: passed through, or with `reuse_unnamed` mapped to a registry statement.
+    fn unnamed_parse(&mut self, cx: &mut Cx<'_>, query: &[u8], types: &[u8]) -> bool {
+        if !self.config.load().prepared.reuse_unnamed || !cx.held() {
+            return false;
+        }
+        let Ok(stmt) = self.registry.get_or_insert(query, types, self.scope(cx)) else { return false };
+        self.parse_registered(cx, &stmt, None);
+        if let Some(u) = cx.statements.get_mut(b"") {
+            u.registry = Some(stmt);
+        }
+        true
+    }
+
+    /// Makes sure the held server has a current copy of `stmt` for a Bind/Describe: a copy from
+    /// before a DDL seen here, or of another version than the client holds, is prepared again
+    /// and compared with what the client holds; a client that never got it described here gets
+    /// it prepared afresh (`describe`: and described, unless the caller forwards the client's own
+    /// Describe with `describe_check`).
+    fn ensure_prepared(&mut self, cx: &mut Cx<'_>, name: &[u8], stmt: &Arc<Statement>, describe: bool) {
+        let epoch = self.registry.epoch();
+        // One lookup and one read of the version on this per-Bind path.
+        let version = stmt.version();
+        let held = cx.statements.version(name).filter(|(id, _)| *id == stmt.id).map(|(_, v)| v);
+        let usable = held.is_some_and(|v| v == ADOPTING || (v != 0 && v == version));
+        let server = cx.server.as_deref_mut().expect("forward needs a server");
+        let current = server.prepared.get(&stmt.id).is_some_and(|c| c.current_as(epoch, version));
+        if current && usable {
+            bump(&STATS.hits);
+            return;
+        }
+        bump(&STATS.reparses);
+        prepare_on_server(server, cx.sout, cx.pending, stmt, (None, false), epoch);
+        cx.tx.on_client(b'P');
+        if describe {
+            let check = cx.statements.describe_check(name, stmt);
+            inject_describe(cx, stmt, check, Bytes::copy_from_slice(name));
+        } else if cx.statements.held(name, stmt).is_none() {
+            cx.statements.set_version(name, Some((stmt.id, ADOPTING)));
+        }
+    }
+
+    fn bind(&mut self, cx: &mut Cx<'_>, portal: &[u8], name: &[u8], rest: &[u8]) -> bool {
+        if portal.is_empty() {
+            self.local_portal = name.is_empty() && self.local_stmt;
+            if self.local_portal {
+                return answer(cx, pm::bind_complete());
+            }
+        }
+        // Unknown names go through unchanged: the server's 26000 names the client's statement.
+        let Some(stmt) = cx.statements.registry(name) else { return false };
+        self.ensure_prepared(cx, name, &stmt, true);
+        pm::bind(cx.sout, portal, &stmt.server_name, rest);
+        cx.pending.push(Kind::Bind, Action::Bind { stmt });
+        cx.tx.on_client(b'B');
+        true
+    }
+
+    fn describe(&mut self, cx: &mut Cx<'_>, target: Target<'_>) -> bool {
+        match target {
+            Target::Portal(b"") if self.local_portal => return answer(cx, pm::no_data()),
+            Target::Statement(b"") if self.local_stmt => {
+                let mut reply = BytesMut::from(&[b't', 0, 0, 0, 6, 0, 0][..]);
+                reply.extend_from_slice(&pm::no_data());
+                return answer(cx, reply.freeze());
+            }
+            _ => {}
+        }
+        let Target::Statement(name) = target else { return false };
+        let Some(stmt) = cx.statements.registry(name) else { return false };
+        if let Some(description) = cx.statements.description_held(name, &stmt) {
+            return answer(cx, description);
+        }
+        if !cx.held() {
+            return false; // another session changed the description meanwhile: ask a server
+        }
+        self.ensure_prepared(cx, name, &stmt, false);
+        let check = cx.statements.describe_check(name, &stmt);
+        pm::describe_statement(cx.sout, &stmt.server_name);
+        let client = Bytes::copy_from_slice(name);
+        let action = Action::Describe { stmt, check, suppress: false, client, reply: BytesMut::new() };
+        cx.pending.push(Kind::DescribeStatement, action);
+        cx.tx.on_client(b'D');
+        true
+    }
+
+    /// Close of a named statement (or of an unnamed one mapped to the registry): the client's
+    /// entry is gone already (the session took it out), the server copy stays for others (LRU).
+    fn close(&mut self, cx: &mut Cx<'_>, target: Target<'_>) -> bool {
+        let Target::Statement(name) = target else { return false };
+        if name.is_empty() && cx.turn.statement.as_ref().is_none_or(|e| e.registry.is_none()) {
+            return false;
+        }
+        answer(cx, pm::close_complete())
+    }
+
+    /// The statement is not prepared on the held server after all, nor under the client's name.
+    fn unprepare(cx: &mut Cx<'_>, stmt: &Arc<Statement>, client_name: Option<Bytes>, on_server: bool) {
+        let key = client_name.clone().unwrap_or_default();
+        if cx.statements.adopting(&key, stmt) {
+            cx.statements.set_version(&key, None);
+        }
+        if cx.statements.registry(b"").is_some_and(|u| Arc::ptr_eq(&u, stmt)) {
+            cx.statements.forget(b""); // its cache identity and analysis went with the Parse
+        }
+        if on_server {
+            if let Some(server) = cx.server.as_deref_mut() {
+                server.prepared.pop(&stmt.id);
+            }
+        }
+        if let Some(name) = client_name {
+            if cx.statements.registry(&name).is_some_and(|s| Arc::ptr_eq(&s, stmt)) {
+                cx.statements.forget(&name);
+            }
+        }
+    }
+}
+
+/// Describes `stmt` on the held server for pgpilot's own bookkeeping (reply not shown).
+fn inject_describe(cx: &mut Cx<'_>, stmt: &Arc<Statement>, check: Check, client: Bytes) {
+    pm::describe_statement(cx.sout, &stmt.server_name);
+    let action = Action::Describe { stmt: stmt.clone(), check, suppress: true, client, reply: BytesMut::new() };
+    cx.pending.push(Kind::DescribeStatement, action);
+    cx.tx.on_client(b'D');
+}
+
+/// An error pgpilot raises in the extended protocol: it takes the place of the message's reply
+/// and, as on the server, the rest up to Sync is skipped.
+fn local_error(cx: &mut Cx<'_>, code: &str, msg: &str) {
+    cx.answer(messages::error_frame("ERROR", code, msg).freeze());
+    cx.turn.skip_to_sync = true;
+}
+
+impl Stage for PreparedStage {
+    type Event = Event;
+
+    /// Transaction mode with no server held: what the registry can answer is answered here.
+    /// A cache answer for the unnamed portal ends its local DEALLOCATE binding.
+    async fn before_send(&mut self, cx: &mut Cx<'_>, msg: &ClientMessage<'_>) {
+        if cx.turn.answered {
+            if let ClientMessage::Bind { portal: b"", .. } = msg {
+                self.local_portal = false;
+            }
+            return;
+        }
+        if cx.mode == PoolMode::Transaction && !cx.held() && self.answer_without_server(cx, msg) {
+            cx.turn.answered = true;
+        }
+    }
+
+    /// Transaction mode: Parse/Bind/Describe/Close/Execute rewritten to the registry's names, or
+    /// answered here; a simple Query's replacement of the unnamed statement tracked.
+    fn rewrite(&mut self, cx: &mut Cx<'_>, msg: &ClientMessage<'_>, frame: &[u8]) -> bool {
+        if cx.mode != PoolMode::Transaction {
+            return false;
+        }
+        let handled = match *msg {
+            ClientMessage::Parse { name, query, types } => self.parse(cx, name, query, types),
+            ClientMessage::Bind { portal, statement, rest } => self.bind(cx, portal, statement, rest),
+            ClientMessage::Describe(target) => self.describe(cx, target),
+            ClientMessage::Close(target) => self.close(cx, target),
+            ClientMessage::Execute { portal, .. } => self.execute_local(cx, portal),
+            _ => false,
+        };
+        if handled {
+            return true;
+        }
+        if replaces_unnamed(frame[0]) {
+            self.unnamed_parse = None;
+            self.local_stmt = false;
+            self.local_portal = false;
+            if let Some(server) = cx.server.as_deref_mut() {
+                server.unnamed = 0;
+            }
+        }
+        self.track_unnamed(cx, msg, frame);
+        false
+    }
+
+    /// DISCARD ALL / DEALLOCATE ALL went to the server: it no longer has any statement.
+    fn after_send(&mut self, cx: &mut Cx<'_>, _msg: &ClientMessage<'_>, _in_copy: bool) {
+        if cx.turn.drops_statements {
+            cx.statements.drop_all();
+            if let Some(server) = cx.server.as_deref_mut() {
+                server.prepared.clear();
+                server.stale.clear();
+            }
+        }
+    }
+
+    /// Applies what the reply stream revealed about statements.
+    fn on_reply(&mut self, cx: &mut Cx<'_>, event: Event) {
+        match event {
+            Event::ParseFailed { stmt, client_name } => {
+                self.registry.remove(&stmt);
+                Self::unprepare(cx, &stmt, client_name, true);
+            }
+            Event::ParseSkipped { stmt, client_name, on_server } => Self::unprepare(cx, &stmt, client_name, on_server),
+            Event::ParseUndone { client_name } => cx.statements.forget(&client_name),
+            Event::Described { stmt, version, adopted, client } => {
+                if adopted {
+                    cx.statements.set_version(&client, Some((stmt.id, version)));
+                }
+                if let Some(copy) = cx.server.as_deref_mut().and_then(|s| s.prepared.peek_mut(&stmt.id)) {
+                    copy.version = version;
+                }
+            }
+            Event::PlanStale { stmt } => {
+                stmt.went_stale();
+                if let Some(server) = cx.server.as_deref_mut() {
+                    if server.prepared.pop(&stmt.id).is_some() {
+                        server.stale.push(stmt.server_name.clone());
+                    }
+                }
+            }
+        }
+    }
+}
