@@ -2,7 +2,8 @@
 # Instructions per transaction, repeatable on a noisy machine: pgpilot under valgrind's callgrind
 # while pgbench -S runs through it, once per protocol mode and configuration.
 # usage: bench/callgrind.sh [MODES] [CONFIGS]   defaults: "simple extended prepared" "default cache-off"
-# env: PG_PORT (5432), CLIENTS (1: two clients make the count depend on how their wake-ups interleave), TXNS (4000), WARMUP (1000), OUT (/tmp/pgpilot-callgrind)
+# env: BIN (a pgpilot binary to measure instead of building this checkout's, e.g. a copy built at
+# another commit for a before/after), PG_PORT (5432), CLIENTS (1: two clients make the count depend on how their wake-ups interleave), TXNS (4000), WARMUP (1000), OUT (/tmp/pgpilot-callgrind)
 # Counts only the measured run: start-up, logins, the pool's first connections, the first parse of
 # each statement and the cache's first decisions happen in a warm-up run, after which the counters
 # are zeroed. Prints "config mode instructions per_txn"; the callgrind.out files stay in $OUT for
@@ -13,7 +14,11 @@ modes="${1:-simple extended prepared}"
 configs="${2:-default cache-off}"
 PG_PORT="${PG_PORT:-5432}" TXNS="${TXNS:-4000}" WARMUP="${WARMUP:-1000}" OUT="${OUT:-/tmp/pgpilot-callgrind}"
 mkdir -p "$OUT"
-cargo build --release --bin pgpilot >&2
+BIN="${BIN:-}"
+if [ -z "$BIN" ]; then
+  cargo build --release --bin pgpilot >&2
+  BIN=target/release/pgpilot
+fi
 for config in $configs; do
   cfg="$OUT/$config.toml"
   case "$config" in
@@ -25,7 +30,7 @@ for config in $configs; do
   for mode in $modes; do
     file="$OUT/callgrind.$config.$mode.out"
     PGPILOT_LOG=warn valgrind --tool=callgrind --callgrind-out-file="$file" \
-      target/release/pgpilot --config "$cfg" --listen 127.0.0.1:6499 --http-listen 127.0.0.1:9999 \
+      "$BIN" --config "$cfg" --listen 127.0.0.1:6499 --http-listen 127.0.0.1:9999 \
       --upstream "postgres://app:app@127.0.0.1:$PG_PORT" 2>"$OUT/valgrind.log" &
     pid=$!
     for _ in $(seq 100); do pg_isready -q -h 127.0.0.1 -p 6499 && break; sleep 0.2; done

@@ -170,7 +170,7 @@ async fn serve_client(slot: ClientSlot, tcp: TcpStream, peer: String) {
         peer,
     };
     let state = SessionState::from_startup(&params);
-    let mut session = Session::new(app.clone(), stream, rbuf, info, state);
+    let mut session = Session::new(&app, stream, rbuf, info, state);
     if session.start(greeting).await == Flow::Continue {
         session.run().await;
     }

@@ -335,3 +335,93 @@ async fn a_cache_hit_waits_behind_pending_server_replies() {
     assert_eq!(order, "12DC12DCZ", "the hit's replies come after the server's, before ReadyForQuery");
     assert!(String::from_utf8_lossy(&got[6].1).contains("cached"), "the rows from the cache");
 }
+
+fn param_description() -> Vec<u8> {
+    msg(b't', &0i16.to_be_bytes())
+}
+
+/// (tag, statement name) of the next `n` messages pgpilot sends the server (Parse, Bind, Close and
+/// Describe name a statement; the rest an empty string).
+async fn named(server: &mut Raw, n: usize) -> Vec<(char, String)> {
+    let mut out = Vec::new();
+    for _ in 0..n {
+        let (tag, body) = server.next().await.expect("a message from pgpilot");
+        let name = match tag {
+            b'P' => body.split(|&b| b == 0).next().unwrap_or_default().to_vec(),
+            b'B' => body.split(|&b| b == 0).nth(1).unwrap_or_default().to_vec(),
+            b'C' | b'D' => body[1..].split(|&b| b == 0).next().unwrap_or_default().to_vec(),
+            _ => Vec::new(),
+        };
+        out.push((tag as char, String::from_utf8(name).unwrap()));
+    }
+    out
+}
+
+/// Transaction mode with room for one prepared statement per server connection: the client's
+/// second statement evicts the first from the server; binding the first again makes pgpilot close
+/// the second, prepare the first again under its server name, check its description against what
+/// the client holds, and bind it: the client sees only its own BindComplete and rows.
+#[tokio::test]
+async fn a_statement_evicted_from_the_server_is_prepared_again_unseen() {
+    let config = "[pool]\nmax_size = 1\ncheckout_timeout_ms = 5000\n[cache]\nenabled = false\n\
+        [prepared]\nserver_cache_size = 1\n\n[[users]]\nname = \"trustuser\"\nauth = \"trust\"\n";
+    let (fake, proxy) = Fake::start_with(config).await;
+    let (mut a, mut server) = fake.login(&proxy).await;
+    let description = || {
+        let mut d = param_description();
+        d.extend(row_description(&["one"]));
+        d
+    };
+
+    // s1: prepared on the server under pgpilot's name and described (once hidden, once for the client).
+    let mut batch = raw::parse("s1", "SELECT 1");
+    batch.extend(msg(b'D', b"Ss1\0"));
+    batch.extend(raw::sync());
+    a.send(&batch).await;
+    let sent = named(&mut server, 4).await;
+    let tags: String = sent.iter().map(|(t, _)| *t).collect();
+    assert_eq!(tags, "PDDS");
+    let s1 = sent[0].1.clone();
+    assert!(s1.starts_with("pgpilot_"), "the registry's name, not the client's: {s1}");
+    let mut reply = msg(b'1', b"");
+    reply.extend(description());
+    reply.extend(description());
+    reply.extend(ready(b'I'));
+    server.send(&reply).await;
+    assert_eq!(String::from_utf8_lossy(&a.until_ready().await.unwrap()), "1tTZ");
+
+    // s2 takes the server's one slot: s1 is closed there.
+    let mut batch = raw::parse("s2", "SELECT 2");
+    batch.extend(raw::sync());
+    a.send(&batch).await;
+    let sent = named(&mut server, 4).await;
+    assert_eq!(sent[0], ('C', s1.clone()), "the least recently used statement is closed");
+    assert_eq!(sent.iter().map(|(t, _)| *t).collect::<String>(), "CPDS");
+    let s2 = sent[1].1.clone();
+    let mut reply = msg(b'3', b"");
+    reply.extend(msg(b'1', b""));
+    reply.extend(description());
+    reply.extend(ready(b'I'));
+    server.send(&reply).await;
+    assert_eq!(String::from_utf8_lossy(&a.until_ready().await.unwrap()), "1Z");
+
+    // Binding s1 again: re-prepared (s2 evicted), compared, bound; the client sees its own replies only.
+    let mut batch = raw::bind("", "s1");
+    batch.extend(raw::execute(""));
+    batch.extend(raw::sync());
+    a.send(&batch).await;
+    let sent = named(&mut server, 6).await;
+    let tags: String = sent.iter().map(|(t, _)| *t).collect();
+    assert_eq!(tags, "CPDBES");
+    assert_eq!(sent[0].1, s2);
+    assert_eq!((sent[1].1.as_str(), sent[3].1.as_str()), (s1.as_str(), s1.as_str()), "s1 again, under its server name");
+    let mut reply = msg(b'3', b"");
+    reply.extend(msg(b'1', b""));
+    reply.extend(description());
+    reply.extend(msg(b'2', b""));
+    reply.extend(data_row("1"));
+    reply.extend(msg(b'C', b"SELECT 1\0"));
+    reply.extend(ready(b'I'));
+    server.send(&reply).await;
+    assert_eq!(String::from_utf8_lossy(&a.until_ready().await.unwrap()), "2DCZ");
+}

@@ -20,9 +20,12 @@ impl Session {
         if replaces_unnamed(tag) {
             self.statements.forget(b"");
         }
-        let (stages, mut cx) = self.split();
-        if stages.rewrite(&mut cx, msg, frame) {
-            return;
+        if self.stages.wants_rewrite(self.mode, msg) {
+            // Statement names are rewritten only where server connections change hands.
+            let (stages, mut cx) = self.split();
+            if stages.rewrite(&mut cx, msg, frame) {
+                return;
+            }
         }
         if let Some(kind) = self.reply_kind(tag, frame) {
             let action = match *msg {

@@ -5,20 +5,16 @@ use crate::config::PoolMode;
 use crate::net::frame::{body, Piece, STREAM_THRESHOLD};
 use crate::protocol::backend as be;
 
-use super::reply_queue::Replies;
 use super::session::{Flow, Session};
 
 impl Session {
     pub(super) async fn on_server_bytes(&mut self) -> Flow {
-        let mut replies = Replies::default();
-        let flow = self.relay_server_messages(&mut replies).await;
-        if !replies.is_empty() {
-            self.on_replies(replies);
-        }
+        let flow = self.relay_server_messages().await;
+        self.deliver_replies();
         flow
     }
 
-    async fn relay_server_messages(&mut self, events: &mut Replies) -> Flow {
+    async fn relay_server_messages(&mut self) -> Flow {
         while let Some(server) = self.server.as_mut() {
             let piece =
                 match self.sframer.next(&mut server.rbuf, |t| t == be::READY_FOR_QUERY || t == be::PARAMETER_STATUS) {
@@ -32,14 +28,14 @@ impl Session {
             match piece {
                 Piece::Whole { tag: be::READY_FOR_QUERY, frame } => {
                     let status = be::ready_status(body(&frame)).unwrap_or(b'I');
-                    self.pending.on_server(be::READY_FOR_QUERY, &frame, &mut self.cout, events);
-                    let (stages, mut cx) = self.split();
-                    stages.at_ready(&mut cx, status).await;
+                    self.pending.on_server(be::READY_FOR_QUERY, &frame, &mut self.cout, &mut self.stages.replies);
+                    if self.stages.hears_server() {
+                        let (stages, mut cx) = self.split();
+                        stages.at_ready(&mut cx, status).await;
+                    }
                     self.cout.extend_from_slice(&frame);
                     self.pending.emit_local(&mut self.cout);
-                    if !events.is_empty() {
-                        self.on_replies(std::mem::take(events));
-                    }
+                    self.deliver_replies();
                     let boundary = self.tx.on_ready(status);
                     if boundary {
                         // Nothing of the client's runs now (Flush pipelines are not at a boundary).
@@ -58,7 +54,7 @@ impl Session {
                 }
                 Piece::Whole { tag, frame } => {
                     self.on_server_tag(tag, body(&frame));
-                    if self.pending.on_server(tag, &frame, &mut self.cout, events) {
+                    if self.pending.on_server(tag, &frame, &mut self.cout, &mut self.stages.replies) {
                         if tag == be::PARAMETER_STATUS {
                             self.relay_parameter(&frame);
                         } else {
@@ -71,7 +67,7 @@ impl Session {
                     if first {
                         self.on_server_tag(tag, &[]);
                         self.pending.abandon_fills();
-                        self.pending.on_server(tag, &bytes, &mut self.cout, events);
+                        self.pending.on_server(tag, &bytes, &mut self.cout, &mut self.stages.replies);
                     }
                     self.cout.extend_from_slice(&bytes);
                 }
@@ -84,7 +80,8 @@ impl Session {
     }
 
     fn on_server_tag(&mut self, tag: u8, body: &[u8]) {
-        if matches!(tag, be::COMMAND_COMPLETE | be::ERROR_RESPONSE | be::COPY_IN_RESPONSE) {
+        if self.stages.hears_server() && matches!(tag, be::COMMAND_COMPLETE | be::ERROR_RESPONSE | be::COPY_IN_RESPONSE)
+        {
             // Before the transaction tracker learns of a COPY IN (the cache reads its Syncs).
             let (stages, mut cx) = self.split();
             stages.on_server_message(&mut cx, tag, body);

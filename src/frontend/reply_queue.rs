@@ -194,6 +194,7 @@ pub struct Pending {
 }
 
 impl Pending {
+    #[inline]
     pub fn push(&mut self, kind: Kind, action: Action) {
         if kind == Kind::Sync {
             self.skipping = false;

@@ -41,7 +41,11 @@ pub struct ClientInfo {
 }
 
 pub struct Session {
-    pub(super) app: Arc<App>,
+    /// Client counts (waiting, active) for /metrics and /health/status.
+    clients: Arc<crate::shared::ClientCounters>,
+    pub(super) analyzer: Arc<crate::sql::Analyzer>,
+    pub(super) registry: Arc<crate::prepared::Registry>,
+    shutdown: tokio::sync::watch::Receiver<bool>,
     pub(super) client: ClientStream,
     pub(super) cbuf: BytesMut,
     pub(super) cout: BytesMut,
@@ -83,11 +87,12 @@ pub struct Session {
 }
 
 impl Session {
-    pub fn new(app: Arc<App>, client: ClientStream, cbuf: BytesMut, info: ClientInfo, state: SessionState) -> Self {
+    /// Wiring: the session takes from `app` the shared parts it uses, not `app` itself.
+    pub fn new(app: &App, client: ClientStream, cbuf: BytesMut, info: ClientInfo, state: SessionState) -> Self {
         let cfg = app.config.load();
         let pool = app.pools.get(&info.database, &info.user);
         pool.clients.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let stages = new_stages(&app, &cfg, &info, &pool, &state);
+        let stages = new_stages(app, &cfg, &info, &pool, &state);
         Self {
             stages,
             received: std::time::Instant::now(),
@@ -103,7 +108,10 @@ impl Session {
             mode: cfg.pool.mode,
             cframer: Framer::new(cfg.server.max_message_bytes),
             sframer: Framer::new(crate::net::frame::MAX_MESSAGE_LEN),
-            app: app.clone(),
+            clients: app.clients.clone(),
+            analyzer: app.analyzer.clone(),
+            registry: app.registry.clone(),
+            shutdown: app.shutdown_signal(),
             client,
             cbuf,
             cout: BytesMut::with_capacity(16 * 1024),
@@ -158,7 +166,7 @@ impl Session {
 
     /// The session loop; returns when the client leaves, fails, or is told to go at shutdown.
     pub async fn run(&mut self) {
-        let mut shutdown = self.app.shutdown_signal();
+        let mut shutdown = self.shutdown.clone();
         let mut stopping = *shutdown.borrow();
         // Created once: a fresh `changed()` per loop turn would register and unregister a waiter
         // on the shutdown channel for every message.
@@ -171,7 +179,10 @@ impl Session {
                 let _ = self.flush_client().await;
                 return;
             }
+            // Biased: server bytes first (what the client waits for), then the client's, then the
+            // shutdown signal; tokio's random branch order costs a thread-local RNG draw per turn.
             tokio::select! {
+                biased;
                 r = read_server(&mut self.server) => {
                     if !matches!(r, Ok(n) if n > 0) {
                         self.server_lost("the server closed the connection").await;
@@ -192,6 +203,7 @@ impl Session {
     }
 
     /// The stages, and the context they see: the parts of the session a stage may read or use.
+    #[inline(always)]
     pub(super) fn split(&mut self) -> (&mut Stages, Cx<'_>) {
         let cx = Cx {
             turn: &mut self.turn,
@@ -210,9 +222,11 @@ impl Session {
     }
 
     /// Hands each stage its events from the reply queue.
-    pub(super) fn on_replies(&mut self, replies: Replies) {
-        let (stages, mut cx) = self.split();
-        stages.on_replies(&mut cx, replies);
+    pub(super) fn deliver_replies(&mut self) {
+        if !self.stages.replies.is_empty() {
+            let (stages, mut cx) = self.split();
+            stages.deliver(&mut cx);
+        }
     }
 
     fn at_rest(&self) -> bool {
@@ -250,11 +264,8 @@ impl Session {
             return Flow::Close;
         }
         self.pending.emit_local(&mut self.cout);
-        let mut replies = Replies::default();
-        self.pending.take_events(&mut replies);
-        if !replies.is_empty() {
-            self.on_replies(replies);
-        }
+        self.pending.take_events(&mut self.stages.replies);
+        self.deliver_replies();
         self.flush_client().await
     }
 
@@ -298,8 +309,10 @@ impl Session {
         } else {
             self.look_up_statement(&msg);
         }
-        let (stages, mut cx) = self.split();
-        stages.before_send(&mut cx, &msg).await;
+        if self.stages.wants_before_send(self.server.is_some(), self.mode, &msg) {
+            let (stages, mut cx) = self.split();
+            stages.before_send(&mut cx, &msg).await;
+        }
         if self.turn.answered {
             self.skip_until_sync |= self.turn.skip_to_sync;
             return Flow::Continue;
@@ -328,11 +341,15 @@ impl Session {
             }
         }
         let in_copy = self.tx.in_copy();
-        let (stages, mut cx) = self.split();
-        stages.on_send(&mut cx, &msg);
+        if self.stages.wants_on_send(&msg) {
+            let (stages, mut cx) = self.split();
+            stages.on_send(&mut cx, &msg);
+        }
         self.forward(&msg, frame);
-        let (stages, mut cx) = self.split();
-        stages.after_send(&mut cx, &msg, in_copy);
+        if self.stages.wants_after_send(&msg, &self.turn) {
+            let (stages, mut cx) = self.split();
+            stages.after_send(&mut cx, &msg, in_copy);
+        }
         self.skip_until_sync |= self.turn.skip_to_sync;
         Flow::Continue
     }
@@ -375,9 +392,9 @@ impl Session {
     /// Checks out a server connection carrying this client's settings. On failure returns the
     /// ErrorResponse (severity ERROR) to give the client.
     pub(super) async fn checkout(&mut self) -> Result<(), BytesMut> {
-        self.app.clients.waiting_add(1);
+        self.clients.waiting_add(1);
         let result = self.pool.checkout().await;
-        self.app.clients.waiting_add(-1);
+        self.clients.waiting_add(-1);
         let mut conn = match result {
             Ok(conn) => conn,
             Err(e @ CheckoutError::Timeout { .. }) => {
@@ -391,7 +408,7 @@ impl Session {
         }
         *self.cancel.meta.server.lock() =
             Some(ServerKey { addr: conn.addr, pid: conn.pid, secret: conn.secret, gate: conn.cancel_gate.clone() });
-        self.app.clients.active_add(1);
+        self.clients.active_add(1);
         self.server = Some(conn);
         Ok(())
     }
@@ -446,7 +463,7 @@ impl Session {
         *server = None;
         self.cancel.meta.running.store(false, std::sync::atomic::Ordering::Release);
         drop(server);
-        self.app.clients.active_add(-1);
+        self.clients.active_add(-1);
     }
 }
 
@@ -484,6 +501,7 @@ fn new_stages(
             cfg.prepared.client_max,
             insights_handles,
         ),
+        replies: Replies::default(),
     }
 }
 

@@ -28,7 +28,7 @@ impl Session {
                 // the parser (and the shape tokenizer's default) do not assume.
                 let opaque = self.backslash_quotes && memchr::memchr(b'\\', sql).is_some();
                 let shapes = crate::sql::tokens::shapes_with(&text, self.backslash_quotes);
-                self.turn.analyzed = self.app.analyzer.analyze_shapes(&text, &shapes, opaque);
+                self.turn.analyzed = self.analyzer.analyze_shapes(&text, &shapes, opaque);
                 let found = super::sql_scan::from_analyses(&text, &shapes, &self.turn.analyzed);
                 if parse {
                     self.last_parse = Some((Bytes::copy_from_slice(sql), found.clone(), self.turn.analyzed.clone()));
@@ -44,7 +44,7 @@ impl Session {
     pub(super) fn note_scan(&mut self, found: &Scan) {
         self.state_dirty |= found.changes_session;
         if found.ddl {
-            self.app.registry.ddl_seen();
+            self.registry.ddl_seen();
         }
         if found.restores || !found.resets.is_empty() {
             for pair in self.state.startup_values(found.restores, &found.resets) {
