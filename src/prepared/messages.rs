@@ -25,6 +25,10 @@ pub fn describe_statement(out: &mut BytesMut, name: &str) {
     frame(b'D', &[b"S", name.as_bytes(), b"\0"], out);
 }
 
+pub fn describe_portal(out: &mut BytesMut, name: &[u8]) {
+    frame(b'D', &[b"P", name, b"\0"], out);
+}
+
 pub fn close_statement(out: &mut BytesMut, name: &str) {
     frame(b'C', &[b"S", name.as_bytes(), b"\0"], out);
 }
@@ -44,6 +48,15 @@ pub fn no_data() -> Bytes {
 
 pub fn close_complete() -> Bytes {
     Bytes::from_static(&[b'3', 0, 0, 0, 4])
+}
+
+pub fn portal_suspended() -> Bytes {
+    Bytes::from_static(&[b's', 0, 0, 0, 4])
+}
+
+/// ParameterDescription of a statement without parameters.
+pub fn no_parameters() -> Bytes {
+    Bytes::from_static(&[b't', 0, 0, 0, 6, 0, 0])
 }
 
 #[cfg(test)]
@@ -71,5 +84,16 @@ mod tests {
         parse(&mut out, "pgpilot_1", query, types);
         let rebuilt = ClientMessage::decode(b'P', &out[5..]);
         assert!(matches!(rebuilt, ClientMessage::Parse { name: b"pgpilot_1", .. }));
+    }
+
+    #[test]
+    fn the_portal_describe_is_what_a_driver_sends() {
+        let mut out = BytesMut::new();
+        describe_portal(&mut out, b"");
+        assert_eq!(&out[..], b"D\0\0\0\x06P\0");
+        assert_eq!(
+            ClientMessage::decode(b'D', &out[5..]),
+            ClientMessage::Describe(crate::protocol::frontend::Target::Portal(b""))
+        );
     }
 }

@@ -93,6 +93,14 @@ impl Proxy {
                 return false;
             }
             if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+                // Another test's process may hold the port (free_port probes, then releases it):
+                // this pgpilot then fails to bind and exits at once. Seen once as a login that got
+                // no PostgreSQL error at all.
+                std::thread::sleep(Duration::from_millis(100));
+                if let Some(status) = self.child.try_wait().unwrap() {
+                    eprintln!("pgpilot exited during start (port taken?): {status}");
+                    return false;
+                }
                 return true;
             }
             std::thread::sleep(Duration::from_millis(20));

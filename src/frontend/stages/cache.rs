@@ -66,6 +66,12 @@ pub enum Portal {
     Fill { plan: Box<FillPlan>, described: bool },
 }
 
+/// A read worth a lookup, and what a hit stands for (insights count it as a call).
+enum Asked {
+    Query { analysis: Arc<Analysis>, params: u64 },
+    Bind { analysis: Arc<Analysis>, params: u64 },
+}
+
 /// The session's result cache stage.
 pub struct CacheStage {
     pub on: bool,
@@ -185,7 +191,8 @@ impl CacheStage {
         std::time::Duration::from_millis(self.config.load().cache.coalesce_wait_ms)
     }
 
-    async fn query(&mut self, cx: &mut Cx<'_>, text: &[u8]) {
+    /// A simple Query: its writes noted; the key to look up when it is a cacheable read worth one.
+    fn plan_query(&mut self, cx: &mut Cx<'_>, text: &[u8]) -> Option<(Key, Asked)> {
         self.portal = Portal::Unknown;
         self.query_fill = None;
         let analyzed = std::mem::take(&mut cx.turn.analyzed);
@@ -201,23 +208,36 @@ impl CacheStage {
             _ => None,
         };
         cx.turn.analyzed = analyzed;
-        let Some((a, literals)) = single else { return };
+        let (a, literals) = single?;
         if !cx.pending.is_empty() || !self.usable(cx) {
-            return;
+            return None;
         }
-        let Some(ttl) = self.worth_looking_up(&a, hint(text), literals) else { return };
-        let Some(key) = self.key(cx, b'Q', &a, ttl, (text, 0, &[])) else { return };
-        match self.cache.lookup(key, self.coalesce_wait()).await {
-            Lookup::Hit(e) => {
+        let ttl = self.worth_looking_up(&a, hint(text), literals)?;
+        let key = self.key(cx, b'Q', &a, ttl, (text, 0, &[]))?;
+        Some((key, Asked::Query { params: fnv1a(text), analysis: a }))
+    }
+
+    /// The lookup itself (the only part that may wait: single flight, Redis) and what its answer
+    /// does: a hit answers the client, a miss becomes a fill for the reply it is forwarded for.
+    async fn look_up(&mut self, cx: &mut Cx<'_>, key: Key, asked: Asked) {
+        let found = self.cache.lookup(key, self.coalesce_wait()).await;
+        match (found, asked) {
+            (Lookup::Hit(e), Asked::Query { analysis, params }) => {
                 cx.cout.extend_from_slice(&e.row_desc);
                 cx.cout.extend_from_slice(&e.body);
                 let status = cx.status();
                 messages::ready_for_query(cx.cout, status);
                 cx.turn.answered = true;
-                served(cx, &a, fnv1a(text), e.rows);
+                served(cx, &analysis, params, e.rows);
             }
-            Lookup::Miss(plan) => self.query_fill = Some(plan),
-            Lookup::Bypass => {}
+            (Lookup::Hit(entry), Asked::Bind { analysis, params }) => {
+                served(cx, &analysis, params, entry.rows);
+                self.portal = Portal::Hit { entry, at: 0 };
+                cx.answer(pm::bind_complete());
+            }
+            (Lookup::Miss(plan), Asked::Query { .. }) => self.query_fill = Some(plan),
+            (Lookup::Miss(plan), Asked::Bind { .. }) => self.portal = Portal::Fill { plan, described: false },
+            (Lookup::Bypass, _) => {}
         }
     }
 
@@ -289,33 +309,27 @@ impl CacheStage {
         }
     }
 
-    async fn bind(&mut self, cx: &mut Cx<'_>, portal: &[u8], name: &[u8], args: &[u8]) {
+    /// A Bind: its statement's writes noted; the key to look up when it binds a cacheable read
+    /// worth one to the unnamed portal.
+    fn plan_bind(&mut self, cx: &mut Cx<'_>, portal: &[u8], name: &[u8], args: &[u8]) -> Option<(Key, Asked)> {
         let stmt = cx.turn.statement.as_ref().and_then(|e| e.cache.clone());
         match &stmt {
             Some(s) => self.note_writes(&s.analysis),
             None => self.writes.note_unknown(),
         }
         if !portal.is_empty() {
-            return;
+            return None;
         }
         self.portal = Portal::Unknown;
-        let Some(s) = stmt else { return };
+        let s = stmt?;
         if !self.usable(cx) {
-            return;
+            return None;
         }
         let params = s.ident_hash ^ xxhash_rust::xxh3::xxh3_64(args);
-        let Some(ttl) = self.worth_looking_up(&s.analysis, s.hint, params) else { return };
-        let Some(variant) = self.statement_variant(cx, name) else { return };
-        let Some(key) = self.key(cx, b'E', &s.analysis, ttl, (&s.ident, variant, args)) else { return };
-        match self.cache.lookup(key, self.coalesce_wait()).await {
-            Lookup::Hit(entry) => {
-                served(cx, &s.analysis, fnv1a(args), entry.rows);
-                self.portal = Portal::Hit { entry, at: 0 };
-                cx.answer(pm::bind_complete());
-            }
-            Lookup::Miss(plan) => self.portal = Portal::Fill { plan, described: false },
-            Lookup::Bypass => {}
-        }
+        let ttl = self.worth_looking_up(&s.analysis, s.hint, params)?;
+        let variant = self.statement_variant(cx, name)?;
+        let key = self.key(cx, b'E', &s.analysis, ttl, (&s.ident, variant, args))?;
+        Some((key, Asked::Bind { params: fnv1a(args), analysis: s.analysis.clone() }))
     }
 
     fn describe(&mut self, cx: &mut Cx<'_>) {
@@ -330,7 +344,7 @@ impl CacheStage {
         let (end, rows, more) = entry.split_rows(*at, max_rows);
         let mut reply = BytesMut::from(&entry.body[*at..end]);
         if more {
-            reply.extend_from_slice(b"s\0\0\0\x04");
+            reply.extend_from_slice(&pm::portal_suspended());
         } else if *at == 0 {
             reply.extend_from_slice(&entry.body[end..]);
         } else {
@@ -368,19 +382,34 @@ fn served(cx: &mut Cx<'_>, a: &Arc<Analysis>, params: u64, rows: u32) {
 impl Stage for CacheStage {
     type Event = Fill;
 
+    /// Everything but the lookup is decided without waiting (most reads of a non-repeating
+    /// shape end there), so the wait's state machine is entered only for a lookup.
     async fn before_send(&mut self, cx: &mut Cx<'_>, msg: &ClientMessage<'_>) {
-        match *msg {
-            ClientMessage::Query { text } => self.query(cx, text).await,
-            ClientMessage::Bind { portal, statement, rest } => self.bind(cx, portal, statement, rest).await,
-            ClientMessage::Describe(Target::Portal(b"")) => self.describe(cx),
-            ClientMessage::Execute { portal: b"", max_rows } => self.execute(cx, max_rows as usize),
-            ClientMessage::Close(target) => self.close(cx, target),
+        let planned = match *msg {
+            ClientMessage::Query { text } => self.plan_query(cx, text),
+            ClientMessage::Bind { portal, statement, rest } => self.plan_bind(cx, portal, statement, rest),
+            ClientMessage::Describe(Target::Portal(b"")) => {
+                self.describe(cx);
+                None
+            }
+            ClientMessage::Execute { portal: b"", max_rows } => {
+                self.execute(cx, max_rows as usize);
+                None
+            }
+            ClientMessage::Close(target) => {
+                self.close(cx, target);
+                None
+            }
             ClientMessage::FunctionCall | ClientMessage::Malformed => {
                 // What it runs cannot be known: it may write anything.
                 self.writes.note_unknown();
                 self.portal = Portal::Unknown;
+                None
             }
-            _ => {}
+            _ => None,
+        };
+        if let Some((key, asked)) = planned {
+            self.look_up(cx, key, asked).await;
         }
     }
 
@@ -391,7 +420,7 @@ impl Stage for CacheStage {
             return;
         }
         if let Portal::Fill { described: false, .. } = self.portal {
-            cx.sout.extend_from_slice(b"D\0\0\0\x06P\0");
+            pm::describe_portal(cx.sout, b"");
             cx.pending.push(Kind::DescribePortal, Action::Suppress);
             cx.pending.capture_describe();
             cx.tx.on_client(b'D');

@@ -107,9 +107,11 @@ impl Writes {
             if self.ended == Some(false) {
                 self.in_tx = Segment::default(); // the block was rolled back
             }
-            if !self.error {
-                // Without an error the group's own statements committed, except what a ROLLBACK
-                // in it undid; pgpilot does not know their order, so it counts them all.
+            // Without an error the group's own statements committed, except what a ROLLBACK in
+            // it undid; pgpilot does not know their order, so it counts them all. (A read-only
+            // group in no transaction block commits nothing: the common case skips the merge.)
+            let wrote = !group.is_empty() || !self.in_tx.is_empty();
+            if !self.error && wrote {
                 self.commit(&group);
             }
             self.in_tx = Segment::default();

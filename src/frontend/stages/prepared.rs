@@ -308,7 +308,7 @@ impl PreparedStage {
         match target {
             Target::Portal(b"") if self.local_portal => return answer(cx, pm::no_data()),
             Target::Statement(b"") if self.local_stmt => {
-                let mut reply = BytesMut::from(&[b't', 0, 0, 0, 6, 0, 0][..]);
+                let mut reply = BytesMut::from(&pm::no_parameters()[..]);
                 reply.extend_from_slice(&pm::no_data());
                 return answer(cx, reply.freeze());
             }
