@@ -120,6 +120,16 @@ impl CacheStage {
         }
     }
 
+    /// The unnamed portal is answered from the cache (its Describe, Execute and Close are).
+    pub fn answering(&self) -> bool {
+        matches!(self.portal, Portal::Hit { .. })
+    }
+
+    /// The unnamed portal's result is being captured (its Describe and Execute attach to it).
+    pub fn filling(&self) -> bool {
+        matches!(self.portal, Portal::Fill { .. })
+    }
+
     /// The session's state can no longer be keyed (session mode after SET...): stop caching.
     pub fn stop(&mut self) {
         self.off = true;

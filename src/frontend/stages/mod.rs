@@ -24,7 +24,7 @@ use super::statements::{ClientStatement, Opened, Statements};
 use super::tx::TxTracker;
 use crate::backend::ServerConn;
 use crate::config::PoolMode;
-use crate::protocol::frontend::ClientMessage;
+use crate::protocol::frontend::{ClientMessage, Target};
 
 /// What the session learned of the client message in hand: decided once, read by every stage.
 #[derive(Default)]
@@ -166,21 +166,26 @@ impl Stages {
     /// extended mode). Each answer mirrors the stages' own first checks.
     #[inline]
     pub fn wants_on_send(&self, msg: &ClientMessage<'_>) -> bool {
-        self.cache.on && matches!(msg, ClientMessage::Execute { portal: b"", .. })
+        self.cache.on && self.cache.filling() && matches!(msg, ClientMessage::Execute { portal: b"", .. })
     }
 
     #[inline]
-    pub fn wants_before_send(&self, cx_held: bool, mode: crate::config::PoolMode, msg: &ClientMessage<'_>) -> bool {
-        let prepared = mode == crate::config::PoolMode::Transaction && !cx_held;
+    pub fn wants_before_send(&self, held: bool, mode: crate::config::PoolMode, msg: &ClientMessage<'_>) -> bool {
+        let prepared = mode == crate::config::PoolMode::Transaction && !held;
         let insights = self.insights.enabled
-            && matches!(
-                msg,
-                ClientMessage::Bind { .. } | ClientMessage::Close(crate::protocol::frontend::Target::Portal(_))
-            );
-        self.cache.on || prepared || insights
+            && matches!(msg, ClientMessage::Bind { .. } | ClientMessage::Close(Target::Portal(_)));
+        let cache = self.cache.on
+            && match msg {
+                // Describe, Execute and Close are answered only from a hit on the unnamed portal.
+                ClientMessage::Describe(_) | ClientMessage::Execute { .. } | ClientMessage::Close(_) => {
+                    self.cache.answering()
+                }
+                ClientMessage::Parse { .. } | ClientMessage::Sync | ClientMessage::Flush => false,
+                _ => true,
+            };
+        cache || prepared || insights
     }
 
-    #[inline]
     pub fn wants_rewrite(&self, mode: crate::config::PoolMode, msg: &ClientMessage<'_>) -> bool {
         mode == crate::config::PoolMode::Transaction
             && !matches!(
@@ -196,14 +201,13 @@ impl Stages {
     #[inline]
     pub fn wants_after_send(&self, msg: &ClientMessage<'_>, turn: &Turn) -> bool {
         let cache = self.cache.on
-            && matches!(
-                msg,
-                ClientMessage::Sync
-                    | ClientMessage::FunctionCall
-                    | ClientMessage::Query { .. }
-                    | ClientMessage::Describe(crate::protocol::frontend::Target::Portal(b""))
-                    | ClientMessage::Execute { portal: b"", .. }
-            );
+            && match msg {
+                ClientMessage::Sync | ClientMessage::FunctionCall | ClientMessage::Query { .. } => true,
+                ClientMessage::Describe(Target::Portal(b"")) | ClientMessage::Execute { portal: b"", .. } => {
+                    self.cache.filling()
+                }
+                _ => false,
+            };
         let insights =
             self.insights.enabled && matches!(msg, ClientMessage::Execute { .. } | ClientMessage::Query { .. });
         cache || insights || turn.drops_statements
