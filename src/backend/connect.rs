@@ -1,6 +1,5 @@
 //! Opening a server connection: TCP, StartupMessage, authentication, and the startup replies.
 
-use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -38,7 +37,8 @@ async fn connect_inner(target: &Target) -> Result<ServerConn, ServerError> {
     let mut conn = ServerConn {
         stream,
         rbuf: BytesMut::with_capacity(16 * 1024),
-        params: BTreeMap::new(),
+        params: Default::default(),
+        params_frames: None,
         pid: 0,
         secret: 0,
         addr,

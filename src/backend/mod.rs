@@ -22,8 +22,11 @@ const INTERNAL_MAX: usize = 64 << 20;
 pub struct ServerConn {
     pub stream: TcpStream,
     pub rbuf: BytesMut,
-    /// ParameterStatus values, kept current from every ParameterStatus the server sends.
-    pub params: BTreeMap<String, String>,
+    /// ParameterStatus values, kept current from every ParameterStatus the server sends (shared:
+    /// a session keeps the values it told its client at login without copying them).
+    pub params: std::sync::Arc<BTreeMap<String, String>>,
+    /// `params` as the ParameterStatus messages a login sends, encoded once per change.
+    pub params_frames: Option<bytes::Bytes>,
     pub pid: i32,
     pub secret: i32,
     pub addr: SocketAddr,
@@ -131,8 +134,25 @@ impl ServerConn {
     /// Records a ParameterStatus body (name\0value\0).
     pub fn note_parameter(&mut self, body: &[u8]) {
         if let Some((name, value)) = crate::protocol::backend::parameter_status(body) {
-            self.params.insert(String::from_utf8_lossy(name).into_owned(), String::from_utf8_lossy(value).into_owned());
+            let (name, value) =
+                (String::from_utf8_lossy(name).into_owned(), String::from_utf8_lossy(value).into_owned());
+            std::sync::Arc::make_mut(&mut self.params).insert(name, value);
+            self.params_frames = None;
         }
+    }
+
+    /// The ParameterStatus messages for the current values (what a client is told at login).
+    pub fn parameter_frames(&mut self) -> bytes::Bytes {
+        if let Some(frames) = &self.params_frames {
+            return frames.clone();
+        }
+        let mut out = BytesMut::new();
+        for (name, value) in self.params.iter() {
+            crate::net::messages::parameter_status(&mut out, name, value);
+        }
+        let frames = out.freeze();
+        self.params_frames = Some(frames.clone());
+        frames
     }
 
     /// Whether the socket is closed or has unsolicited bytes (a dead or dirty idle connection).

@@ -123,7 +123,8 @@ impl Session {
             None => crate::net::frame::cstr(rest).map_or(String::new(), |(v, _)| String::from_utf8_lossy(v).into()),
         };
         let key = name.to_ascii_lowercase();
-        if self.told.get(&key) == Some(&value) {
+        let told = self.told.get(&key).or_else(|| self.told_at_login.get(&name));
+        if told == Some(&value) {
             return;
         }
         crate::net::messages::parameter_status(&mut self.cout, &name, &value);

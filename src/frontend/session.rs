@@ -64,7 +64,9 @@ pub struct Session {
     pub(super) state_unknown: bool,
     /// Startup values the client's last RESET returns to (see `relay_parameter`).
     pub(super) restoring: Vec<(String, String)>,
-    /// The ParameterStatus values the client was last told, by lower-cased name.
+    /// The ParameterStatus values the client was told at login (the server connection's, shared).
+    pub(super) told_at_login: Arc<std::collections::BTreeMap<String, String>>,
+    /// Values told since, by lower-cased name (they take precedence).
     pub(super) told: HashMap<String, String>,
     /// The server's standard_conforming_strings is off: backslashes escape in plain strings.
     pub(super) backslash_quotes: bool,
@@ -125,6 +127,7 @@ impl Session {
             state_unknown: false,
             backslash_quotes: false,
             restoring: Vec::new(),
+            told_at_login: Arc::default(),
             told: HashMap::default(),
             skip_until_sync: false,
             skip_stream: false,
@@ -150,12 +153,10 @@ impl Session {
                 return Flow::Close;
             }
         }
-        let server = self.server.as_ref().expect("checked out");
+        let server = self.server.as_mut().expect("checked out");
         self.backslash_quotes = server.params.get("standard_conforming_strings").is_some_and(|v| v == "off");
-        for (name, value) in &server.params {
-            messages::parameter_status(&mut self.cout, name, value);
-            self.told.insert(name.to_ascii_lowercase(), value.clone());
-        }
+        self.cout.extend_from_slice(&server.parameter_frames());
+        self.told_at_login = server.params.clone();
         messages::backend_key_data(&mut self.cout, self.cancel.key.0, self.cancel.key.1);
         messages::ready_for_query(&mut self.cout, b'I');
         if self.mode == PoolMode::Transaction {
