@@ -8,6 +8,7 @@ pub mod startup;
 pub mod tx;
 
 mod forward;
+mod hold;
 mod relay;
 mod reply_queue;
 mod session_effects;

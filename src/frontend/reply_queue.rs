@@ -136,6 +136,33 @@ struct Expect {
     capture_desc: bool,
 }
 
+impl Expect {
+    /// What each stage registered on this entry sees of one reply message: insights count rows
+    /// and completions, the prepared stage keeps its Describe's reply, the cache its fill. Returns
+    /// the RowDescription/NoData when this entry describes the portal of a fill.
+    fn feed(&mut self, tag: u8, frame: &[u8], body: &[u8], completed: &mut Vec<Completed>) -> Option<Bytes> {
+        match (tag, self.track.as_mut()) {
+            (be::DATA_ROW, Some(track)) => track.rows_seen += 1,
+            (be::COMMAND_COMPLETE | be::PORTAL_SUSPENDED, Some(track)) => {
+                let rows = if tag == be::COMMAND_COMPLETE { be::command_rows(body) } else { None };
+                completed.extend(track.complete(rows, false));
+            }
+            _ => {}
+        }
+        if let (be::PARAMETER_DESCRIPTION | be::ROW_DESCRIPTION | be::NO_DATA, Action::Describe { reply, .. }) =
+            (tag, &mut self.action)
+        {
+            reply.extend_from_slice(frame);
+        }
+        if let Some(fill) = self.fill.as_mut() {
+            if !fill.on_frame(tag, frame) {
+                self.fill = None;
+            }
+        }
+        (self.capture_desc && matches!(tag, be::ROW_DESCRIPTION | be::NO_DATA)).then(|| Bytes::copy_from_slice(frame))
+    }
+}
+
 /// What the prepared-statement bookkeeping must do about a reply, beyond forwarding or dropping it.
 #[derive(Debug)]
 pub enum Event {
@@ -319,26 +346,8 @@ impl Pending {
         r.statements.append(&mut self.events);
         let Some(front) = self.q.front_mut() else { return true };
         let body = frame.get(5..).unwrap_or(&[]);
-        match (tag, front.track.as_mut()) {
-            (be::DATA_ROW, Some(track)) => track.rows_seen += 1,
-            (be::COMMAND_COMPLETE | be::PORTAL_SUSPENDED, Some(track)) => {
-                let rows = if tag == be::COMMAND_COMPLETE { be::command_rows(body) } else { None };
-                r.completed.extend(track.complete(rows, false));
-            }
-            _ => {}
-        }
-        if let (be::PARAMETER_DESCRIPTION | be::ROW_DESCRIPTION | be::NO_DATA, Action::Describe { reply, .. }) =
-            (tag, &mut front.action)
-        {
-            reply.extend_from_slice(frame);
-        }
-        if let Some(fill) = front.fill.as_mut() {
-            if !fill.on_frame(tag, frame) {
-                front.fill = None;
-            }
-        }
-        if front.capture_desc && matches!(tag, be::ROW_DESCRIPTION | be::NO_DATA) {
-            self.described = Some(Bytes::copy_from_slice(frame));
+        if let Some(desc) = front.feed(tag, frame, body, &mut r.completed) {
+            self.described = Some(desc);
         }
         let completes = match (tag, front.kind) {
             (be::NOTICE_RESPONSE | be::PARAMETER_STATUS | be::NOTIFICATION_RESPONSE, _) => false,

@@ -14,13 +14,12 @@ use super::sql_scan::Scan;
 use super::stages::{Cx, Stages, Turn};
 use super::statements::Statements;
 use super::tx::TxTracker;
-use crate::backend::cancel::{Registration, ServerKey};
-use crate::backend::ServerError;
+use crate::backend::cancel::Registration;
 use crate::config::PoolMode;
 use crate::net::frame::{body, Framer, Piece};
 use crate::net::messages::{self, sqlstate};
 use crate::net::stream::ClientStream;
-use crate::pool::{CheckoutError, Pool, PooledConn};
+use crate::pool::{Pool, PooledConn};
 use crate::protocol::frontend::ClientMessage;
 use crate::shared::App;
 
@@ -42,7 +41,7 @@ pub struct ClientInfo {
 
 pub struct Session {
     /// Client counts (waiting, active) for /metrics and /health/status.
-    clients: Arc<crate::shared::ClientCounters>,
+    pub(super) clients: Arc<crate::shared::ClientCounters>,
     pub(super) analyzer: Arc<crate::sql::Analyzer>,
     pub(super) registry: Arc<crate::prepared::Registry>,
     shutdown: tokio::sync::watch::Receiver<bool>,
@@ -80,7 +79,7 @@ pub struct Session {
     pub(super) turn: Turn,
     /// The last Parse text with its scan and analysis (repeated unnamed Parses cost a compare).
     pub(super) last_parse: Option<(Bytes, Scan, crate::sql::Analyzed)>,
-    /// The feature stages (result cache, insights), each behind the `Stage` interface.
+    /// The feature stages (result cache, prepared statements, insights) behind the `Stage` trait.
     pub(super) stages: Stages,
     /// When the client's latest bytes arrived.
     pub(super) received: std::time::Instant,
@@ -289,26 +288,8 @@ impl Session {
         // Decoded once: every stage below reads this view instead of splitting the frame again.
         let msg = ClientMessage::decode(tag, body(frame));
         self.turn = Turn::default();
-        let sql = match msg {
-            ClientMessage::Query { text } => Some(text),
-            ClientMessage::Parse { query, .. } => Some(query),
-            _ => None,
-        };
-        if let Some(sql) = sql {
-            let found = self.inspect_sql(tag == b'P', sql);
-            self.turn.drops_statements = found.drops_statements;
-            if let ClientMessage::Parse { name, query, types } = msg {
-                self.open_statement(name, query, types, &found);
-            }
-            if let Some(name) = &found.deallocate {
-                if self.mode == PoolMode::Session {
-                    self.forget_deallocated(name);
-                } else if tag == b'Q' && self.deallocate_locally(name) {
-                    return Flow::Continue;
-                }
-            }
-        } else {
-            self.look_up_statement(&msg);
+        if self.update_statements(&msg) {
+            return Flow::Continue;
         }
         if self.stages.wants_before_send(self.server.is_some(), self.mode, &msg) {
             let (stages, mut cx) = self.split();
@@ -318,28 +299,8 @@ impl Session {
             self.skip_until_sync |= self.turn.skip_to_sync;
             return Flow::Continue;
         }
-        if self.server.is_none() {
-            match tag {
-                // Nothing is in progress: answer a lone Sync here, drop Flush and stray COPY data
-                // (the server ignores CopyData/CopyDone/CopyFail outside COPY, after a failed COPY).
-                b'S' => {
-                    messages::ready_for_query(&mut self.cout, b'I');
-                    return Flow::Continue;
-                }
-                b'H' | b'd' | b'c' | b'f' => return Flow::Continue,
-                _ => {}
-            }
-            if let Err(frame) = self.checkout().await {
-                self.stages.cache.forget_fills();
-                self.unsent(&msg);
-                self.cout.extend_from_slice(&frame);
-                if tag == b'Q' {
-                    messages::ready_for_query(&mut self.cout, b'I');
-                } else {
-                    self.skip_until_sync = true;
-                }
-                return Flow::Continue;
-            }
+        if self.server.is_none() && !self.hold_server(tag, &msg).await {
+            return Flow::Continue;
         }
         let in_copy = self.tx.in_copy();
         if self.stages.wants_on_send(&msg) {
@@ -390,30 +351,6 @@ impl Session {
         Flow::Continue
     }
 
-    /// Checks out a server connection carrying this client's settings. On failure returns the
-    /// ErrorResponse (severity ERROR) to give the client.
-    pub(super) async fn checkout(&mut self) -> Result<(), BytesMut> {
-        self.clients.waiting_add(1);
-        let result = self.pool.checkout().await;
-        self.clients.waiting_add(-1);
-        let mut conn = match result {
-            Ok(conn) => conn,
-            Err(e @ CheckoutError::Timeout { .. }) => {
-                return Err(messages::error_frame("ERROR", sqlstate::TOO_MANY_CONNECTIONS, &format!("pgpilot: {e}")));
-            }
-            Err(CheckoutError::Connect(e)) => return Err(server_error_frame(e)),
-        };
-        if let Err(e) = self.state.apply(&mut conn).await {
-            conn.release();
-            return Err(server_error_frame(e));
-        }
-        *self.cancel.meta.server.lock() =
-            Some(ServerKey { addr: conn.addr, pid: conn.pid, secret: conn.secret, gate: conn.cancel_gate.clone() });
-        self.clients.active_add(1);
-        self.server = Some(conn);
-        Ok(())
-    }
-
     pub(super) async fn flush_client(&mut self) -> Flow {
         if self.cout.is_empty() {
             return Flow::Continue;
@@ -443,28 +380,6 @@ impl Session {
             return Flow::Close;
         }
         Flow::Continue
-    }
-
-    pub(super) async fn server_lost(&mut self, why: &str) {
-        self.pending.clear();
-        self.stages.on_server_lost().await;
-        if let Some(conn) = self.server.take() {
-            tracing::warn!(server = conn.id, database = %self.info.database, "server connection lost: {why}");
-            self.detach();
-            drop(conn);
-        }
-        let msg = format!("pgpilot: {why}; the session cannot continue");
-        messages::error(&mut self.cout, "FATAL", sqlstate::CONNECTION_FAILURE, &msg);
-        let _ = self.flush_client().await;
-    }
-
-    /// The held server connection is no longer this client's to cancel on.
-    pub(super) fn detach(&mut self) {
-        let mut server = self.cancel.meta.server.lock();
-        *server = None;
-        self.cancel.meta.running.store(false, std::sync::atomic::Ordering::Release);
-        drop(server);
-        self.clients.active_add(-1);
     }
 }
 
@@ -503,21 +418,6 @@ fn new_stages(
             insights_handles,
         ),
         replies: Replies::default(),
-    }
-}
-
-/// A server-side failure as an ERROR for the client; server errors keep their SQLSTATE and text.
-fn server_error_frame(e: ServerError) -> BytesMut {
-    match e {
-        ServerError::Server(frame, _) => {
-            let (_, code, msg) = crate::protocol::backend::error_fields(body(&frame));
-            messages::error_frame("ERROR", &code, &msg)
-        }
-        other => messages::error_frame(
-            "ERROR",
-            sqlstate::CANNOT_CONNECT,
-            &format!("pgpilot could not get a server connection: {other}"),
-        ),
     }
 }
 

@@ -15,6 +15,7 @@ use super::session::Session;
 use super::sql_scan::Scan;
 use super::stages::cache::{CacheStage, CachedStatement};
 pub use super::statement_versions::ADOPTING;
+use crate::config::PoolMode;
 use crate::prepared::Statement;
 use crate::protocol::frontend::{ClientMessage, Target};
 use crate::sql::Analysis;
@@ -202,6 +203,33 @@ impl Session {
             self.state_unknown = true; // its effect cannot be remembered: assume the worst
         }
         self.turn.opened = opened;
+    }
+
+    /// The statement table and session state for a client message: a Query/Parse text is scanned
+    /// (and a Parse opens its name), a Bind or Close reads or takes its entry. True when the
+    /// message was a `DEALLOCATE name` answered here.
+    pub(super) fn update_statements(&mut self, msg: &ClientMessage<'_>) -> bool {
+        let (sql, parse) = match *msg {
+            ClientMessage::Query { text } => (text, false),
+            ClientMessage::Parse { query, .. } => (query, true),
+            _ => {
+                self.look_up_statement(msg);
+                return false;
+            }
+        };
+        let found = self.inspect_sql(parse, sql);
+        self.turn.drops_statements = found.drops_statements;
+        if let ClientMessage::Parse { name, query, types } = *msg {
+            self.open_statement(name, query, types, &found);
+        }
+        match &found.deallocate {
+            Some(name) if self.mode == PoolMode::Session => {
+                self.forget_deallocated(name);
+                false
+            }
+            Some(name) => !parse && self.deallocate_locally(name),
+            None => false,
+        }
     }
 
     /// A Bind reads its statement's entry once (and replays its effect); a Close takes the

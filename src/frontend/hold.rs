@@ -1,0 +1,100 @@
+//! Which server connection the session holds: one checked out (carrying the client's settings)
+//! when a message needs it, given up when it is lost; what a client is told when none can be had.
+
+use bytes::BytesMut;
+
+use super::session::Session;
+use crate::backend::cancel::ServerKey;
+use crate::backend::ServerError;
+use crate::net::frame::body;
+use crate::net::messages::{self, sqlstate};
+use crate::pool::CheckoutError;
+use crate::protocol::frontend::ClientMessage;
+
+impl Session {
+    /// A server connection for `msg` when none is held; false when the message was answered or
+    /// dropped here instead (a lone Sync, Flush or stray COPY data; no connection to be had).
+    pub(super) async fn hold_server(&mut self, tag: u8, msg: &ClientMessage<'_>) -> bool {
+        match tag {
+            // Nothing is in progress: answer a lone Sync here, drop Flush and stray COPY data
+            // (the server ignores CopyData/CopyDone/CopyFail outside COPY, after a failed COPY).
+            b'S' => {
+                messages::ready_for_query(&mut self.cout, b'I');
+                return false;
+            }
+            b'H' | b'd' | b'c' | b'f' => return false,
+            _ => {}
+        }
+        let Err(frame) = self.checkout().await else { return true };
+        self.stages.cache.forget_fills();
+        self.unsent(msg);
+        self.cout.extend_from_slice(&frame);
+        if tag == b'Q' {
+            messages::ready_for_query(&mut self.cout, b'I');
+        } else {
+            self.skip_until_sync = true;
+        }
+        false
+    }
+
+    /// Checks out a server connection carrying this client's settings. On failure returns the
+    /// ErrorResponse (severity ERROR) to give the client.
+    pub(super) async fn checkout(&mut self) -> Result<(), BytesMut> {
+        self.clients.waiting_add(1);
+        let result = self.pool.checkout().await;
+        self.clients.waiting_add(-1);
+        let mut conn = match result {
+            Ok(conn) => conn,
+            Err(e @ CheckoutError::Timeout { .. }) => {
+                return Err(messages::error_frame("ERROR", sqlstate::TOO_MANY_CONNECTIONS, &format!("pgpilot: {e}")));
+            }
+            Err(CheckoutError::Connect(e)) => return Err(server_error_frame(e)),
+        };
+        if let Err(e) = self.state.apply(&mut conn).await {
+            conn.release();
+            return Err(server_error_frame(e));
+        }
+        *self.cancel.meta.server.lock() =
+            Some(ServerKey { addr: conn.addr, pid: conn.pid, secret: conn.secret, gate: conn.cancel_gate.clone() });
+        self.clients.active_add(1);
+        self.server = Some(conn);
+        Ok(())
+    }
+
+    pub(super) async fn server_lost(&mut self, why: &str) {
+        self.pending.clear();
+        self.stages.on_server_lost().await;
+        if let Some(conn) = self.server.take() {
+            tracing::warn!(server = conn.id, database = %self.info.database, "server connection lost: {why}");
+            self.detach();
+            drop(conn);
+        }
+        let msg = format!("pgpilot: {why}; the session cannot continue");
+        messages::error(&mut self.cout, "FATAL", sqlstate::CONNECTION_FAILURE, &msg);
+        let _ = self.flush_client().await;
+    }
+
+    /// The held server connection is no longer this client's to cancel on.
+    pub(super) fn detach(&mut self) {
+        let mut server = self.cancel.meta.server.lock();
+        *server = None;
+        self.cancel.meta.running.store(false, std::sync::atomic::Ordering::Release);
+        drop(server);
+        self.clients.active_add(-1);
+    }
+}
+
+/// A server-side failure as an ERROR for the client; server errors keep their SQLSTATE and text.
+fn server_error_frame(e: ServerError) -> BytesMut {
+    match e {
+        ServerError::Server(frame, _) => {
+            let (_, code, msg) = crate::protocol::backend::error_fields(body(&frame));
+            messages::error_frame("ERROR", &code, &msg)
+        }
+        other => messages::error_frame(
+            "ERROR",
+            sqlstate::CANNOT_CONNECT,
+            &format!("pgpilot could not get a server connection: {other}"),
+        ),
+    }
+}
