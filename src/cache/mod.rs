@@ -2,7 +2,7 @@
 //! bytes, per-entry TTL) and optionally in Redis for other replicas. An entry is served only when
 //! its full key matches and the generations of every table it read are unchanged since its fill
 //! began (see `generations`), so a write pgpilot has seen commit is never followed by an older
-//! result. The session side (which messages hit, fill and invalidate) is src/frontend/cached.rs.
+//! result. The session side (which messages hit, fill and invalidate) is src/frontend/stages/cache.rs.
 
 pub mod admission;
 pub mod entry;
