@@ -73,6 +73,13 @@ fn ready(status: u8) -> Vec<u8> {
     msg(b'Z', &[status])
 }
 
+/// CommandComplete with `tag`, then ReadyForQuery with `status`: the end of a statement's replies.
+fn done(tag: &str, status: u8) -> Vec<u8> {
+    let mut b = msg(b'C', format!("{tag}\0").as_bytes());
+    b.extend(ready(status));
+    b
+}
+
 fn data_row(v: &str) -> Vec<u8> {
     let mut b = 1i16.to_be_bytes().to_vec();
     b.extend((v.len() as i32).to_be_bytes());
@@ -132,8 +139,7 @@ async fn only_ready_for_query_after_sync_releases_the_server() {
     a.send(&rest).await;
     assert_eq!(tags(&mut server, 2).await, "ES");
     let mut reply = data_row("two");
-    reply.extend(msg(b'C', b"SELECT 1\0"));
-    reply.extend(ready(b'I'));
+    reply.extend(done("SELECT 1", b'I'));
     server.send(&reply).await;
     assert_eq!(tags(&mut a, 3).await, "DCZ");
 
@@ -142,8 +148,7 @@ async fn only_ready_for_query_after_sync_releases_the_server() {
     b.send(&raw::query("SELECT 2")).await;
     assert_eq!(tags(&mut server, 1).await, "Q");
     let mut reply = msg(b'T', b"\0\0");
-    reply.extend(msg(b'C', b"SELECT 0\0"));
-    reply.extend(ready(b'I'));
+    reply.extend(done("SELECT 0", b'I'));
     server.send(&reply).await;
     assert_eq!(String::from_utf8_lossy(&b.until_ready().await.unwrap()), "TCZ");
 }
@@ -170,8 +175,7 @@ async fn an_error_before_sync_skips_to_it() {
     // The session goes on, on the same connection.
     a.send(&raw::query("SELECT 1")).await;
     assert_eq!(tags(&mut server, 1).await, "Q");
-    let mut reply = msg(b'C', b"SELECT 0\0");
-    reply.extend(ready(b'I'));
+    let reply = done("SELECT 0", b'I');
     server.send(&reply).await;
     assert_eq!(String::from_utf8_lossy(&a.until_ready().await.unwrap()), "CZ");
 }
@@ -184,8 +188,7 @@ async fn a_server_lost_mid_transaction_ends_that_session_only() {
     let (mut a, mut server) = fake.login(&proxy).await;
     a.send(&raw::query("BEGIN")).await;
     assert_eq!(tags(&mut server, 1).await, "Q");
-    let mut reply = msg(b'C', b"BEGIN\0");
-    reply.extend(ready(b'T'));
+    let reply = done("BEGIN", b'T');
     server.send(&reply).await;
     assert_eq!(String::from_utf8_lossy(&a.until_ready().await.unwrap()), "CZ");
     a.send(&raw::query("SELECT 1")).await;
@@ -220,8 +223,7 @@ async fn copy_in_holds_the_server_until_its_ready_for_query() {
     a.send(&msg(b'c', b"")).await;
     assert_eq!(tags(&mut server, 1).await, "c");
     assert!(!b.is_finished(), "released at CopyDone, before the server's reply");
-    let mut reply = msg(b'C', b"COPY 2\0");
-    reply.extend(ready(b'I'));
+    let reply = done("COPY 2", b'I');
     server.send(&reply).await;
     assert_eq!(String::from_utf8_lossy(&a.until_ready().await.unwrap()), "CZ");
     tokio::time::timeout(Duration::from_secs(5), b).await.expect("released at ReadyForQuery").unwrap();
@@ -260,8 +262,7 @@ async fn answer_table_list(server: &mut Raw) {
     let mut reply = row_description(&["relname", "relkind", "other"]);
     reply.extend(text_row(&["t", "r", ""]));
     reply.extend(text_row(&["read committed", "isolation", ""]));
-    reply.extend(msg(b'C', b"SELECT 2\0"));
-    reply.extend(ready(b'I'));
+    reply.extend(done("SELECT 2", b'I'));
     server.send(&reply).await;
 }
 
@@ -286,8 +287,7 @@ async fn a_cache_hit_waits_behind_pending_server_replies() {
     let mut answer = msg(b'1', b"");
     answer.extend(msg(b'2', b""));
     answer.extend(data_row("cached"));
-    answer.extend(msg(b'C', b"SELECT 1\0"));
-    answer.extend(ready(b'I'));
+    answer.extend(done("SELECT 1", b'I'));
 
     // First run: the table list is not known yet (its load waits for the pool's one connection).
     a.send(&extended(read, true)).await;
@@ -309,8 +309,7 @@ async fn a_cache_hit_waits_behind_pending_server_replies() {
 
     a.send(&raw::query("BEGIN")).await;
     assert_eq!(tags(&mut server, 1).await, "Q");
-    let mut began = msg(b'C', b"BEGIN\0");
-    began.extend(ready(b'T'));
+    let began = done("BEGIN", b'T');
     server.send(&began).await;
     assert_eq!(String::from_utf8_lossy(&a.until_ready().await.unwrap()), "CZ");
 
@@ -420,8 +419,7 @@ async fn a_statement_evicted_from_the_server_is_prepared_again_unseen() {
     reply.extend(description());
     reply.extend(msg(b'2', b""));
     reply.extend(data_row("1"));
-    reply.extend(msg(b'C', b"SELECT 1\0"));
-    reply.extend(ready(b'I'));
+    reply.extend(done("SELECT 1", b'I'));
     server.send(&reply).await;
     assert_eq!(String::from_utf8_lossy(&a.until_ready().await.unwrap()), "2DCZ");
 }
