@@ -5,7 +5,7 @@
 #        (MODES may include "churn": a new connection per transaction; TXNS=500 WARMUP=100 suit it)
 # env: BIN (a pgpilot binary to measure instead of building this checkout's, e.g. a copy built at
 # another commit for a before/after), PG_PORT (5432), CLIENTS (1: two clients make the count depend on how their wake-ups interleave), TXNS (4000), WARMUP (1000), OUT (/tmp/pgpilot-callgrind)
-# Counts only the measured run: start-up, logins, the pool's first connections, the first parse of
+# Counts only the measured run (dumped before shutdown): start-up, logins, the pool's first connections, the first parse of
 # each statement and the cache's first decisions happen in a warm-up run, after which the counters
 # are zeroed. Prints "config mode instructions per_txn"; the callgrind.out files stay in $OUT for
 # callgrind_annotate. Needs the bench database (bench/pgbench.sh creates it, scale 10).
@@ -44,8 +44,13 @@ for config in $configs; do
     run "$WARMUP"
     callgrind_control --zero "$pid" >/dev/null
     run "$TXNS"
+    # Dumped before the shutdown, whose one-off cost (dropping the cache, the HTTP server) is no
+    # transaction's.
+    rm -f "$file".*
+    callgrind_control --dump "$pid" >/dev/null
     kill -INT "$pid"; wait "$pid" || true
-    total=$(awk '/^summary:/ {print $2}' "$file")
+    mv "$(ls "$file".* | head -1)" "$file"
+    total=$(awk '/^(summary|totals):/ {print $2; exit}' "$file")
     echo "$config $mode $total $((total / (${CLIENTS:-1} * TXNS)))"
   done
 done

@@ -122,7 +122,8 @@ pub struct ResultCache {
     pub relations: Arc<Relations>,
     flight: Arc<Flight>,
     pub redis: Option<Arc<RedisTier>>,
-    pub policy: ArcSwap<Policy>,
+    /// Shared so that each session can keep a cheap local view of it (`arc_swap::Cache`).
+    pub policy: Arc<ArcSwap<Policy>>,
     pub stats: Arc<CacheStats>,
     /// Reloadable, so owned here: fills and stores read the same value.
     max_entry: std::sync::atomic::AtomicUsize,
@@ -168,7 +169,7 @@ impl ResultCache {
             relations: Arc::default(),
             flight: Arc::new(Flight::default()),
             redis,
-            policy: ArcSwap::from_pointee(Policy::new(cfg)),
+            policy: Arc::new(ArcSwap::from_pointee(Policy::new(cfg))),
             stats,
             max_entry: cfg.max_entry_bytes.into(),
             max_bytes: cfg.max_bytes,
@@ -286,11 +287,12 @@ impl ResultCache {
 
     /// Whether a run of a cacheable read should be looked up at all (see `admission`); `params`
     /// hashes what distinguishes this run's result from the shape's other runs.
-    pub fn admit(&self, learned: &Learned, params: u64) -> bool {
+    /// (`params` is computed only for the runs the doorkeeper checks.)
+    pub fn admit(&self, learned: &Learned, params: impl FnOnce() -> u64) -> bool {
         if !self.skip_unrepeated {
             return true;
         }
-        let admitted = admission::admit(learned, self.doorkeeper.seen(params));
+        let admitted = admission::admit(learned, || self.doorkeeper.seen(params()));
         if !admitted {
             CacheStats::bump(&self.stats.skipped);
         }

@@ -61,6 +61,11 @@ impl Policy {
         Self { default_ttl: cfg.default_ttl_s, by_table, by_fingerprint }
     }
 
+    /// Some rule names a table or fingerprint.
+    pub fn has_rules(&self) -> bool {
+        !(self.by_table.is_empty() && self.by_fingerprint.is_empty())
+    }
+
     /// The TTL for this read, or None when it must not be cached.
     #[cfg(test)]
     pub fn ttl(&self, a: &Analysis, hint: Hint) -> Option<Duration> {

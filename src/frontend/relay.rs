@@ -80,8 +80,7 @@ impl Session {
     }
 
     fn on_server_tag(&mut self, tag: u8, body: &[u8]) {
-        if self.stages.hears_server() && matches!(tag, be::COMMAND_COMPLETE | be::ERROR_RESPONSE | be::COPY_IN_RESPONSE)
-        {
+        if self.stages.hears(tag, body) {
             // Before the transaction tracker learns of a COPY IN (the cache reads its Syncs).
             let (stages, mut cx) = self.split();
             stages.on_server_message(&mut cx, tag, body);

@@ -11,7 +11,7 @@ use bytes::{Bytes, BytesMut};
 use super::cache_writes::Writes;
 use super::{Cx, Stage};
 use crate::cache::fill::Fill;
-use crate::cache::policy::{hint, Hint};
+use crate::cache::policy::{hint, Hint, Policy};
 use crate::cache::{Entry, FillPlan, Key, KeyParts, Lookup, ResultCache};
 use crate::config::{Config, PoolMode};
 use crate::frontend::reply_queue::{Action, Kind};
@@ -72,6 +72,12 @@ enum Asked {
     Bind { analysis: Arc<Analysis>, params: u64 },
 }
 
+/// A read worth a lookup: its key and what a hit stands for.
+pub struct Planned {
+    key: Key,
+    asked: Asked,
+}
+
 /// The session's result cache stage.
 pub struct CacheStage {
     pub on: bool,
@@ -85,6 +91,9 @@ pub struct CacheStage {
     /// Distinguishes this session's named statements in session mode.
     nonce: u64,
     cache: Arc<ResultCache>,
+    /// The cache's rules, re-read only when a reload replaced them (a pointer compare per read,
+    /// where a plain `ArcSwap::load` costs ~140 instructions).
+    policy: arc_swap::Cache<Arc<ArcSwap<Policy>>, Arc<Policy>>,
     config: Arc<ArcSwap<Config>>,
     /// The pool the relation list is read through.
     pool: Arc<Pool>,
@@ -112,6 +121,7 @@ impl CacheStage {
             portal: Portal::Unknown,
             writes: Writes::default(),
             nonce: rand::random(),
+            policy: arc_swap::Cache::new(h.cache.policy.clone()),
             cache: h.cache,
             config: h.config,
             pool: h.pool,
@@ -222,14 +232,14 @@ impl CacheStage {
         if !cx.pending.is_empty() || !self.usable(cx) {
             return None;
         }
-        let ttl = self.worth_looking_up(&a, hint(text), literals)?;
+        let ttl = self.worth_looking_up(&a, hint(text), || literals)?;
         let key = self.key(cx, b'Q', &a, ttl, (text, 0, &[]))?;
         Some((key, Asked::Query { params: fnv1a(text), analysis: a }))
     }
 
     /// The lookup itself (the only part that may wait: single flight, Redis) and what its answer
     /// does: a hit answers the client, a miss becomes a fill for the reply it is forwarded for.
-    async fn look_up(&mut self, cx: &mut Cx<'_>, key: Key, asked: Asked) {
+    pub async fn look_up(&mut self, cx: &mut Cx<'_>, Planned { key, asked }: Planned) {
         let found = self.cache.lookup(key, self.coalesce_wait()).await;
         match (found, asked) {
             (Lookup::Hit(e), Asked::Query { analysis, params }) => {
@@ -254,9 +264,17 @@ impl CacheStage {
     /// The TTL of a read that may be cached and is worth looking up (`params`: a hash of what
     /// tells this run's result from the shape's other runs): a hint or rule always is, others as
     /// the shape's admission decides. Checked before anything costly.
-    fn worth_looking_up(&self, a: &Analysis, hint: Hint, params: u64) -> Option<std::time::Duration> {
-        let (ttl, asked) = self.cache.policy.load().decide(a, hint)?;
-        (asked || self.cache.admit(&a.learned, params)).then_some(ttl)
+    fn worth_looking_up(&mut self, a: &Analysis, hint: Hint, params: impl Fn() -> u64) -> Option<std::time::Duration> {
+        let policy = self.policy.load();
+        // Only a cacheable shape is ever skipped, and with no hint or rule nothing else can ask
+        // for it: the admission alone decides, before the policy's checks (most runs of a
+        // non-repeating read end here).
+        let skipped = hint == Hint::None && !policy.has_rules() && a.learned.skipped();
+        if skipped && !self.cache.admit(&a.learned, &params) {
+            return None;
+        }
+        let (ttl, asked) = policy.decide(a, hint)?;
+        (asked || skipped || self.cache.admit(&a.learned, &params)).then_some(ttl)
     }
 
     /// The key for a cacheable read, or None when a table it reads is not an ordinary table.
@@ -321,9 +339,9 @@ impl CacheStage {
 
     /// A Bind: its statement's writes noted; the key to look up when it binds a cacheable read
     /// worth one to the unnamed portal.
-    fn plan_bind(&mut self, cx: &mut Cx<'_>, portal: &[u8], name: &[u8], args: &[u8]) -> Option<(Key, Asked)> {
-        let stmt = cx.turn.statement.as_ref().and_then(|e| e.cache.clone());
-        match &stmt {
+    fn plan_bind(&mut self, cx: &Cx<'_>, portal: &[u8], name: &[u8], args: &[u8]) -> Option<(Key, Asked)> {
+        let stmt = cx.turn.statement.as_ref().and_then(|e| e.cache.as_deref());
+        match stmt {
             Some(s) => self.note_writes(&s.analysis),
             None => self.writes.note_unknown(),
         }
@@ -335,11 +353,51 @@ impl CacheStage {
         if !self.usable(cx) {
             return None;
         }
-        let params = s.ident_hash ^ xxhash_rust::xxh3::xxh3_64(args);
+        let params = || s.ident_hash ^ xxhash_rust::xxh3::xxh3_64(args);
         let ttl = self.worth_looking_up(&s.analysis, s.hint, params)?;
         let variant = self.statement_variant(cx, name)?;
         let key = self.key(cx, b'E', &s.analysis, ttl, (&s.ident, variant, args))?;
         Some((key, Asked::Bind { params: fnv1a(args), analysis: s.analysis.clone() }))
+    }
+
+    /// Everything but the lookup, decided without waiting (most reads of a non-repeating shape
+    /// end here): the session enters the lookup's state machine only for a read worth one.
+    #[inline]
+    pub fn plan(&mut self, cx: &mut Cx<'_>, msg: &ClientMessage<'_>) -> Option<Planned> {
+        let (key, asked) = match *msg {
+            ClientMessage::Query { text } => self.plan_query(cx, text),
+            ClientMessage::Bind { portal, statement, rest } => self.plan_bind(cx, portal, statement, rest),
+            ClientMessage::Describe(Target::Portal(b"")) => {
+                self.describe(cx);
+                None
+            }
+            ClientMessage::Execute { portal: b"", max_rows } => {
+                self.execute(cx, max_rows as usize);
+                None
+            }
+            ClientMessage::Close(target) => {
+                self.close(cx, target);
+                None
+            }
+            ClientMessage::FunctionCall | ClientMessage::Malformed => {
+                // What it runs cannot be known: it may write anything.
+                self.writes.note_unknown();
+                self.portal = Portal::Unknown;
+                None
+            }
+            _ => None,
+        }?;
+        Some(Planned { key, asked })
+    }
+
+    /// The server messages `on_server_message` acts on (the session builds a context only for them).
+    #[inline]
+    pub fn hears(tag: u8, body: &[u8]) -> bool {
+        match tag {
+            be::ERROR_RESPONSE | be::COPY_IN_RESPONSE => true,
+            be::COMMAND_COMPLETE => super::cache_writes::ends_transaction(body),
+            _ => false,
+        }
     }
 
     fn describe(&mut self, cx: &mut Cx<'_>) {
@@ -392,34 +450,9 @@ fn served(cx: &mut Cx<'_>, a: &Arc<Analysis>, params: u64, rows: u32) {
 impl Stage for CacheStage {
     type Event = Fill;
 
-    /// Everything but the lookup is decided without waiting (most reads of a non-repeating
-    /// shape end there), so the wait's state machine is entered only for a lookup.
     async fn before_send(&mut self, cx: &mut Cx<'_>, msg: &ClientMessage<'_>) {
-        let planned = match *msg {
-            ClientMessage::Query { text } => self.plan_query(cx, text),
-            ClientMessage::Bind { portal, statement, rest } => self.plan_bind(cx, portal, statement, rest),
-            ClientMessage::Describe(Target::Portal(b"")) => {
-                self.describe(cx);
-                None
-            }
-            ClientMessage::Execute { portal: b"", max_rows } => {
-                self.execute(cx, max_rows as usize);
-                None
-            }
-            ClientMessage::Close(target) => {
-                self.close(cx, target);
-                None
-            }
-            ClientMessage::FunctionCall | ClientMessage::Malformed => {
-                // What it runs cannot be known: it may write anything.
-                self.writes.note_unknown();
-                self.portal = Portal::Unknown;
-                None
-            }
-            _ => None,
-        };
-        if let Some((key, asked)) = planned {
-            self.look_up(cx, key, asked).await;
+        if let Some(planned) = self.plan(cx, msg) {
+            self.look_up(cx, planned).await;
         }
     }
 

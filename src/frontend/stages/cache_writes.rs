@@ -42,6 +42,9 @@ pub struct Writes {
     building: Segment,
     /// Groups sent, each ended by a Sync/Query whose ReadyForQuery has not come back.
     sent: std::collections::VecDeque<Segment>,
+    /// Groups sent that wrote nothing, all older than those in `sent`: a read-only session
+    /// (most of them) counts its groups instead of queueing them.
+    quiet: u32,
     /// Acknowledged writes of the open transaction block.
     in_tx: Segment,
     /// Committed, not yet invalidated.
@@ -58,6 +61,16 @@ impl Writes {
         self.building.is_empty() && self.in_tx.is_empty() && self.sent.iter().all(Segment::is_empty)
     }
 
+    /// The oldest group sent and not settled.
+    fn oldest(&self) -> Option<&Segment> {
+        const QUIET: &Segment = &Segment { tables: Vec::new(), all: false, strict: false };
+        if self.quiet > 0 {
+            Some(QUIET)
+        } else {
+            self.sent.front()
+        }
+    }
+
     pub fn note_unknown(&mut self) {
         self.building.all = true;
     }
@@ -72,26 +85,34 @@ impl Writes {
 
     /// A Sync or Query was forwarded: what was sent so far is settled by its ReadyForQuery.
     pub fn close_group(&mut self) {
-        self.sent.push_back(std::mem::take(&mut self.building));
+        if self.sent.is_empty() && self.building.is_empty() {
+            self.quiet += 1;
+        } else {
+            self.sent.push_back(std::mem::take(&mut self.building));
+        }
     }
 
     /// The server started COPY IN: the last `syncs` Syncs were sent into it and are ignored, so
     /// their groups are still open (the Sync after CopyDone settles them).
     pub fn reopen(&mut self, syncs: u32) {
         for _ in 0..syncs {
-            let Some(g) = self.sent.pop_back() else { break };
-            self.building.absorb(&g);
+            match self.sent.pop_back() {
+                Some(g) => self.building.absorb(&g),
+                None if self.quiet > 0 => self.quiet -= 1,
+                None => break,
+            }
         }
     }
 
     pub fn on_tag(&mut self, tag: u8, body: &[u8]) {
         match tag {
             b'E' => self.error = true,
+            b'C' if !ends_transaction(body) => {}
             b'C' if body.starts_with(b"COMMIT") || body.starts_with(b"PREPARE TRANSACTION") => {
                 self.ended = Some(true);
                 // The group's writes before the COMMIT are in it; later ones are counted again
                 // when their own transaction ends (a second invalidation costs only a miss).
-                let group = self.sent.front().map(|g| Segment { tables: g.tables.clone(), all: g.all, strict: false });
+                let group = self.oldest().map(|g| Segment { tables: g.tables.clone(), all: g.all, strict: false });
                 self.commit(&group.unwrap_or_default());
             }
             b'C' if body.starts_with(b"ROLLBACK") => self.ended = Some(false),
@@ -102,7 +123,19 @@ impl Writes {
     /// A ReadyForQuery settles the oldest group: status 'I' ends the transaction (committed
     /// unless it failed or rolled back). True when committed writes await invalidation.
     pub fn on_ready(&mut self, status: u8) -> bool {
-        let group = self.sent.pop_front().unwrap_or_else(|| std::mem::take(&mut self.building));
+        if self.quiet > 0 && status == b'I' && self.in_tx.is_empty() {
+            // A read-only group outside a transaction block settles nothing (the common case).
+            self.quiet -= 1;
+            self.error = false;
+            self.ended = None;
+            return !self.committed.is_empty();
+        }
+        let group = if self.quiet > 0 {
+            self.quiet -= 1;
+            Segment::default()
+        } else {
+            self.sent.pop_front().unwrap_or_else(|| std::mem::take(&mut self.building))
+        };
         if status == b'I' {
             if self.ended == Some(false) {
                 self.in_tx = Segment::default(); // the block was rolled back
@@ -131,6 +164,13 @@ impl Writes {
     }
 }
 
+/// A CommandComplete tag that ends a transaction block (or a savepoint's part of one): the
+/// only ones `on_tag` reads.
+#[inline]
+pub fn ends_transaction(tag: &[u8]) -> bool {
+    tag.starts_with(b"COMMIT") || tag.starts_with(b"ROLLBACK") || tag.starts_with(b"PREPARE TRANSACTION")
+}
+
 impl Writes {
     /// A statement is being sent: note what it may write and what it does to later reads.
     /// True when it changes how the whole session reads (caching must stop for it).
@@ -157,6 +197,7 @@ impl Writes {
     /// committed.
     pub fn lost(&mut self) {
         let mut all = std::mem::take(&mut self.building);
+        self.quiet = 0;
         for g in std::mem::take(&mut self.sent) {
             all.absorb(&g);
         }
@@ -200,6 +241,28 @@ mod tests {
         assert!(w.on_ready(b'I'));
         assert_eq!(committed(&mut w), ["b"]);
         assert!(w.clean());
+    }
+
+    #[test]
+    fn quiet_groups_are_counted_ahead_of_a_write_sent_behind_them() {
+        let mut w = Writes::default();
+        w.close_group();
+        w.close_group(); // two read-only Syncs in flight
+        w.note(&t("a"));
+        w.close_group(); // then a write
+        w.close_group(); // and a read behind it
+        assert!(!w.on_ready(b'I'), "the first read's ReadyForQuery");
+        assert!(!w.clean(), "a is in flight");
+        assert!(!w.on_ready(b'I'), "the second read's");
+        assert!(w.on_ready(b'I'), "the write's commits a");
+        assert_eq!(committed(&mut w), ["a"]);
+        assert!(!w.on_ready(b'I'));
+        assert!(w.clean());
+        w.close_group();
+        w.note(&t("b"));
+        w.close_group();
+        w.reopen(1); // the second Sync went into a COPY: b is being built again, after the quiet group
+        assert!(!w.on_ready(b'I') && w.committed.is_empty() && !w.clean());
     }
 
     #[test]

@@ -155,7 +155,9 @@ impl Stages {
     #[inline]
     pub async fn before_send(&mut self, cx: &mut Cx<'_>, msg: &ClientMessage<'_>) {
         if self.cache.on {
-            self.cache.before_send(cx, msg).await;
+            if let Some(planned) = self.cache.plan(cx, msg) {
+                self.cache.look_up(cx, planned).await;
+            }
         }
         self.prepared.before_send(cx, msg).await;
         self.insights.before_send(cx, msg).await;
@@ -213,10 +215,16 @@ impl Stages {
         cache || insights || turn.drops_statements
     }
 
-    /// `on_server_message` and `at_ready`.
+    /// `at_ready`.
     #[inline]
     pub fn hears_server(&self) -> bool {
         self.cache.on
+    }
+
+    /// `on_server_message` for this server message.
+    #[inline]
+    pub fn hears(&self, tag: u8, body: &[u8]) -> bool {
+        self.cache.on && cache::CacheStage::hears(tag, body)
     }
 
     #[inline]
