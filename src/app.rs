@@ -142,10 +142,11 @@ async fn serve_client(slot: ClientSlot, tcp: TcpStream, peer: String) {
     let user = params.get("user").cloned().unwrap_or_default();
     let database = params.get("database").filter(|d| !d.is_empty()).cloned().unwrap_or_else(|| user.clone());
     let mut rbuf = BytesMut::with_capacity(8 * 1024);
-    let check = Check::for_user(cfg.find_user(&user).as_ref(), |u| app.scram_verifier(u));
+    let check = Check::for_user(cfg.find_user(&user).as_ref(), |u| app.scram_verifier(u), || app.fake_verifier(&user));
     let authed = tokio::time::timeout(cfg.startup_timeout(), authenticate(&mut stream, &mut rbuf, check)).await;
     let Ok(Ok(greeting)) = authed else {
         tracing::info!(%peer, %user, "authentication failed");
+        tokio::time::sleep(std::time::Duration::from_millis(cfg.server.auth_failure_delay_ms)).await;
         return fail(
             &mut stream,
             sqlstate::INVALID_PASSWORD,
@@ -154,14 +155,11 @@ async fn serve_client(slot: ClientSlot, tcp: TcpStream, peer: String) {
         .await;
     };
     if crate::admin::is_admin_database(&database) {
-        if !cfg.is_admin(&user) {
-            let msg = format!("user \"{user}\" is not an admin user of pgpilot (server.admin_users)");
-            return fail(&mut stream, sqlstate::INVALID_AUTHORIZATION, &msg).await;
-        }
         if stream.write_all(&greeting).await.is_err() {
             return;
         }
-        return crate::admin::serve(app, stream, rbuf).await;
+        let admin = cfg.is_admin(&user);
+        return crate::admin::serve(app, stream, rbuf, admin).await;
     }
     let info = ClientInfo {
         application_name: params.get("application_name").cloned().unwrap_or_default(),

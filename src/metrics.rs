@@ -52,6 +52,10 @@ pub fn install() -> anyhow::Result<PrometheusHandle> {
     );
     metrics::describe_counter!("pgpilot_cache_redis_errors_total", "Redis calls that failed or timed out");
     metrics::describe_gauge!("pgpilot_cache_bytes", "Bytes held by the in-process cache tier");
+    metrics::describe_counter!(
+        "pgpilot_statements_unanalyzed_total",
+        "Statements longer than insights.max_analyzed_bytes: not parsed, treated as unknown (never cached)"
+    );
     Ok(handle)
 }
 
@@ -68,4 +72,8 @@ pub fn n_plus_one_detected() {
 pub fn slow_query() {
     static HANDLE: std::sync::OnceLock<metrics::Counter> = std::sync::OnceLock::new();
     HANDLE.get_or_init(|| metrics::counter!("pgpilot_slow_queries_total")).increment(1);
+}
+
+pub fn unanalyzed() {
+    metrics::counter!("pgpilot_statements_unanalyzed_total").increment(1);
 }

@@ -65,6 +65,10 @@ pub struct App {
     pub clients: Arc<ClientCounters>,
     pub registry: Arc<crate::prepared::Registry>,
     pub analyzer: Arc<crate::sql::Analyzer>,
+    /// Key of unknown users' SCRAM verifiers (`server.auth_secret`, or random; fixed at start).
+    auth_key: Vec<u8>,
+    /// Bytes clients' large messages hold (`server.max_buffered_bytes`).
+    pub buffers: Arc<crate::net::budget::Budget>,
     pub query_stats: Arc<crate::insights::stats::QueryStats>,
     pub findings: Arc<crate::insights::nplus1::Findings>,
     pub cache: Arc<crate::cache::ResultCache>,
@@ -86,7 +90,16 @@ impl App {
             cancels: Arc::new(CancelRegistry::default()),
             clients: Arc::default(),
             registry: Arc::new(crate::prepared::Registry::new(cfg.prepared.registry_max)),
-            analyzer: Arc::new(crate::sql::Analyzer::new(cfg.insights.analysis_cache_entries)),
+            analyzer: Arc::new({
+                let a = crate::sql::Analyzer::new(cfg.insights.analysis_cache_entries);
+                a.set_max_analyzed(cfg.insights.max_analyzed_bytes);
+                a
+            }),
+            auth_key: match &cfg.server.auth_secret {
+                Some(s) => s.as_bytes().to_vec(),
+                None => rand::random::<[u8; 32]>().to_vec(),
+            },
+            buffers: Arc::new(crate::net::budget::Budget::new(cfg.server.max_buffered_bytes)),
             query_stats: Arc::new(crate::insights::stats::QueryStats::new(cfg.insights.max_fingerprints)),
             findings: Default::default(),
             cache: Arc::new(crate::cache::ResultCache::new(&cfg.cache)?),
@@ -111,6 +124,8 @@ impl App {
     pub fn reload(&self) -> Result<()> {
         let new = crate::config::load::load(&self.cli)?;
         self.cache.reconfigure(&new.cache);
+        self.analyzer.set_max_analyzed(new.insights.max_analyzed_bytes);
+        self.buffers.set_limit(new.server.max_buffered_bytes);
         self.config.store(Arc::new(new));
         tracing::info!("configuration reloaded");
         Ok(())
@@ -128,6 +143,11 @@ impl App {
 
     pub fn shutdown_signal(&self) -> watch::Receiver<bool> {
         self.shutdown.subscribe()
+    }
+
+    /// What an unknown user's SCRAM exchange runs against (see `secrets::fake_verifier`).
+    pub fn fake_verifier(&self, user: &str) -> Verifier {
+        crate::config::secrets::fake_verifier(&self.auth_key, user)
     }
 
     pub fn scram_verifier(&self, user: &UserConfig) -> Option<Verifier> {

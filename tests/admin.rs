@@ -45,11 +45,23 @@ async fn show_commands_describe_pools_clients_servers_and_queries() {
     assert_eq!(rows(&admin.simple_query("SHOW VERSION").await.unwrap()).len(), 1);
 }
 
+/// A user not in server.admin_users may look (the SHOW commands, as PgBouncer's stats_users)
+/// but change nothing; in the one-line setup the URL's user is not an admin unless named.
 #[tokio::test]
-async fn non_admin_users_are_refused() {
+async fn non_admin_users_may_only_show() {
     let proxy = Proxy::start(USERS);
-    let err = proxy.connect_as("md5user", "md5pass", "pgpilot").await.unwrap_err();
-    assert_eq!(err.as_db_error().unwrap().code().code(), "28000");
+    let stats = proxy.connect_as("md5user", "md5pass", "pgpilot").await.unwrap();
+    stats.simple_query("SHOW POOLS").await.unwrap();
+    stats.simple_query("SHOW STATS").await.unwrap();
+    for command in ["PAUSE", "RESUME", "RELOAD", "FLUSH CACHE"] {
+        let err = stats.simple_query(command).await.unwrap_err();
+        assert_eq!(err.as_db_error().unwrap().code().code(), "42501", "{command}");
+    }
+    let one_line = Proxy::start("[pool]\nmax_size = 2\n");
+    let url_user = one_line.connect("pgpilot").await;
+    url_user.simple_query("SHOW VERSION").await.unwrap();
+    let err = url_user.simple_query("PAUSE").await.unwrap_err();
+    assert_eq!(err.as_db_error().unwrap().code().code(), "42501", "the URL's user is no admin by default");
 }
 
 #[tokio::test]

@@ -213,7 +213,7 @@ async fn identical_misses_run_once() {
 #[tokio::test]
 async fn admin_console_and_http_show_and_flush_the_cache() {
     make_table("cache_admin", 5).await;
-    let proxy = Proxy::start(&pool_toml(4, ""));
+    let proxy = Proxy::start(&pool_toml(4, "[server]\nadmin_users = [\"app\"]"));
     let c = proxy.connect("app").await;
     let read = "SELECT v FROM cache_admin WHERE id = 3";
     until_hit(&proxy, &c, read).await;

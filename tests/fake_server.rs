@@ -102,11 +102,17 @@ async fn tags(server: &mut Raw, n: usize) -> String {
     t
 }
 
-/// A client's login started in the background, `wait` after its start.
-async fn login_started(port: u16, wait: Duration) -> tokio::task::JoinHandle<Raw> {
-    let h = tokio::spawn(async move { Raw::login_trust(port, "trustuser", "app").await });
-    tokio::time::sleep(wait).await;
-    h
+/// Another client, logged in (a login needs no server connection once the pool knows what to
+/// tell it), whose query needs the pool's one connection.
+async fn waiting_query(port: u16) -> Raw {
+    let mut b = Raw::login_trust(port, "trustuser", "app").await;
+    b.send(&raw::query("SELECT 2")).await;
+    b
+}
+
+/// Nothing reaches the server for `wait`.
+async fn quiet(server: &mut Raw, wait: Duration) -> bool {
+    tokio::time::timeout(wait, server.next()).await.is_err()
 }
 
 /// Flush gets replies but never ends the client's hold on its server connection; PortalSuspended
@@ -130,9 +136,9 @@ async fn only_ready_for_query_after_sync_releases_the_server() {
     server.send(&reply).await;
     assert_eq!(tags(&mut a, 4).await, "12Ds", "Flush's replies reach the client");
 
-    // Another client needs the pool's one connection (its login checks one out): not yet.
-    let b = login_started(proxy.port, Duration::from_millis(400)).await;
-    assert!(!b.is_finished(), "the connection was released before Sync");
+    // Another client's query needs the pool's one connection: not yet.
+    let mut b = waiting_query(proxy.port).await;
+    assert!(quiet(&mut server, Duration::from_millis(400)).await, "the connection was released before Sync");
 
     let mut rest = execute_rows(0);
     rest.extend(raw::sync());
@@ -143,10 +149,8 @@ async fn only_ready_for_query_after_sync_releases_the_server() {
     server.send(&reply).await;
     assert_eq!(tags(&mut a, 3).await, "DCZ");
 
-    let mut b = tokio::time::timeout(Duration::from_secs(5), b).await.expect("released at ReadyForQuery").unwrap();
+    assert_eq!(tags(&mut server, 1).await, "Q", "released at ReadyForQuery: the other client's query");
     assert!(fake.no_new_connection(Duration::from_millis(200)).await, "the same server connection");
-    b.send(&raw::query("SELECT 2")).await;
-    assert_eq!(tags(&mut server, 1).await, "Q");
     let mut reply = msg(b'T', b"\0\0");
     reply.extend(done("SELECT 0", b'I'));
     server.send(&reply).await;
@@ -196,10 +200,11 @@ async fn a_server_lost_mid_transaction_ends_that_session_only() {
     drop(server);
     assert_eq!(a.error_codes_until_close().await, ["08006"]);
 
-    let port = proxy.port;
-    let b = tokio::spawn(async move { Raw::login_trust(port, "trustuser", "app").await });
-    let _server2 = fake.accept().await;
-    tokio::time::timeout(Duration::from_secs(5), b).await.expect("a new connection for the next client").unwrap();
+    let mut b = waiting_query(proxy.port).await;
+    let mut server2 = fake.accept().await;
+    assert_eq!(tags(&mut server2, 1).await, "Q", "a new connection for the next client's query");
+    server2.send(&done("SELECT 0", b'I')).await;
+    assert_eq!(String::from_utf8_lossy(&b.until_ready().await.unwrap()), "CZ");
 }
 
 /// COPY FROM STDIN: the server connection stays with the client through the copy (CopyData and
@@ -213,21 +218,22 @@ async fn copy_in_holds_the_server_until_its_ready_for_query() {
     server.send(&msg(b'G', &[0, 0, 1, 0, 0])).await;
     assert_eq!(tags(&mut a, 1).await, "G");
 
-    let b = login_started(proxy.port, Duration::from_millis(300)).await;
+    let mut b = waiting_query(proxy.port).await;
     let mut data = msg(b'd', b"1\n");
     data.extend(msg(b'd', b"2\n"));
     a.send(&data).await;
     assert_eq!(tags(&mut server, 2).await, "dd", "CopyData forwarded as sent");
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    assert!(!b.is_finished(), "released in the middle of COPY");
+    assert!(quiet(&mut server, Duration::from_millis(200)).await, "released in the middle of COPY");
     a.send(&msg(b'c', b"")).await;
     assert_eq!(tags(&mut server, 1).await, "c");
-    assert!(!b.is_finished(), "released at CopyDone, before the server's reply");
+    assert!(quiet(&mut server, Duration::from_millis(200)).await, "released at CopyDone, before the server's reply");
     let reply = done("COPY 2", b'I');
     server.send(&reply).await;
     assert_eq!(String::from_utf8_lossy(&a.until_ready().await.unwrap()), "CZ");
-    tokio::time::timeout(Duration::from_secs(5), b).await.expect("released at ReadyForQuery").unwrap();
+    assert_eq!(tags(&mut server, 1).await, "Q", "released at ReadyForQuery: the other client's query");
     assert!(fake.no_new_connection(Duration::from_millis(200)).await, "the same server connection");
+    server.send(&done("SELECT 0", b'I')).await;
+    assert_eq!(String::from_utf8_lossy(&b.until_ready().await.unwrap()), "CZ");
 }
 
 fn row_description(columns: &[&str]) -> Vec<u8> {

@@ -1,5 +1,6 @@
 //! The admin console: a client that logs in to database "pgpilot" (or "pgbouncer", so existing
-//! tooling works) as an admin user gets simple-query commands instead of a server.
+//! tooling works) gets simple-query commands instead of a server: every command as an admin user
+//! (`server.admin_users`), the SHOW commands as any other (PgBouncer's stats_users).
 
 mod result;
 mod show;
@@ -20,8 +21,9 @@ pub fn is_admin_database(db: &str) -> bool {
     db == "pgpilot" || db == "pgbouncer"
 }
 
-/// Serves admin commands until the client leaves.
-pub async fn serve(app: Arc<App>, mut stream: ClientStream, mut rbuf: BytesMut) {
+/// Serves admin commands until the client leaves. `admin`: the user is in `server.admin_users`;
+/// anyone else who logged in may run the SHOW commands only.
+pub async fn serve(app: Arc<App>, mut stream: ClientStream, mut rbuf: BytesMut, admin: bool) {
     let mut out = BytesMut::new();
     for (k, v) in [
         ("server_version", "15.0 (pgpilot)"),
@@ -45,8 +47,8 @@ pub async fn serve(app: Arc<App>, mut stream: ClientStream, mut rbuf: BytesMut) 
             b'Q' => {
                 let sql = cstr(body(&frame)).map(|(q, _)| String::from_utf8_lossy(q).into_owned()).unwrap_or_default();
                 for command in sql.split(';').map(str::trim).filter(|c| !c.is_empty()) {
-                    if let Err(msg) = run(&app, command, &mut out).await {
-                        messages::error(&mut out, "ERROR", sqlstate::FEATURE_NOT_SUPPORTED, &msg);
+                    if let Err((code, msg)) = run(&app, command, &mut out, admin).await {
+                        messages::error(&mut out, "ERROR", code, &msg);
                         break;
                     }
                 }
@@ -68,9 +70,14 @@ pub async fn serve(app: Arc<App>, mut stream: ClientStream, mut rbuf: BytesMut) 
 const HELP: &str =
     "SHOW POOLS|STATS|CLIENTS|SERVERS|CONFIG|QUERIES|CACHE|VERSION|HELP; PAUSE; RESUME; RELOAD; FLUSH CACHE";
 
-async fn run(app: &Arc<App>, command: &str, out: &mut BytesMut) -> Result<(), String> {
+async fn run(app: &Arc<App>, command: &str, out: &mut BytesMut, admin: bool) -> Result<(), (&'static str, String)> {
     let words: Vec<String> = command.split_whitespace().map(|w| w.to_ascii_uppercase()).collect();
     let words: Vec<&str> = words.iter().map(String::as_str).collect();
+    let unknown = |what: String| (sqlstate::FEATURE_NOT_SUPPORTED, what);
+    if !admin && words.first() != Some(&"SHOW") {
+        let msg = format!("{command:?} needs an admin user of pgpilot (server.admin_users); others may only SHOW");
+        return Err((sqlstate::INSUFFICIENT_PRIVILEGE, msg));
+    }
     match words.as_slice() {
         ["SHOW", what] => {
             let set = match *what {
@@ -83,7 +90,7 @@ async fn run(app: &Arc<App>, command: &str, out: &mut BytesMut) -> Result<(), St
                 "CACHE" => show::cache(app),
                 "VERSION" => single("version", concat!("pgpilot ", env!("CARGO_PKG_VERSION"))),
                 "HELP" => single("help", HELP),
-                _ => return Err(format!("unknown SHOW item {what:?}; try {HELP}")),
+                _ => return Err(unknown(format!("unknown SHOW item {what:?}; try {HELP}"))),
             };
             set.encode(out);
         }
@@ -101,10 +108,10 @@ async fn run(app: &Arc<App>, command: &str, out: &mut BytesMut) -> Result<(), St
             messages::command_complete(out, "FLUSH");
         }
         ["RELOAD"] => {
-            app.reload().map_err(|e| format!("reload failed: {e:#}"))?;
+            app.reload().map_err(|e| unknown(format!("reload failed: {e:#}")))?;
             messages::command_complete(out, "RELOAD");
         }
-        _ => return Err(format!("unknown command {command:?}; try {HELP}")),
+        _ => return Err(unknown(format!("unknown command {command:?}; try {HELP}"))),
     }
     Ok(())
 }

@@ -121,7 +121,8 @@ pub fn config(app: &App) -> ResultSet {
     let mut flat = Vec::new();
     flatten("", &value, &mut flat);
     for (k, v) in flat {
-        let masked = k.contains("password") || (k.starts_with("upstream.url") && v.contains('@'));
+        let masked =
+            k.contains("password") || k.contains("secret") || (k.starts_with("upstream.url") && v.contains('@'));
         r.row(vec![k, if masked { mask(&v) } else { v }]);
     }
     r

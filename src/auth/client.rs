@@ -22,19 +22,24 @@ pub enum Check {
         stored: String,
     },
     Scram(Verifier),
-    /// Unknown user: a SCRAM exchange that always fails.
-    Refuse,
+    /// Unknown user (or one with no usable secret): a SCRAM exchange that always fails, against
+    /// a verifier derived for the name (`secrets::fake_verifier`).
+    Refuse(Verifier),
 }
 
 impl Check {
-    pub fn for_user(user: Option<&UserConfig>, scram: impl FnOnce(&UserConfig) -> Option<Verifier>) -> Check {
-        let Some(user) = user else { return Check::Refuse };
+    pub fn for_user(
+        user: Option<&UserConfig>,
+        scram: impl FnOnce(&UserConfig) -> Option<Verifier>,
+        fake: impl FnOnce() -> Verifier,
+    ) -> Check {
+        let Some(user) = user else { return Check::Refuse(fake()) };
         match (user.auth, user.secret()) {
             (AuthMethod::Trust, _) => Check::Trust,
             (AuthMethod::Md5, Some(Secret::Plain(p))) => Check::Md5 { stored: md5_stored(p, &user.name) },
             (AuthMethod::Md5, Some(Secret::Md5Hash(h))) => Check::Md5 { stored: h.to_string() },
-            (AuthMethod::ScramSha256, Some(_)) => scram(user).map_or(Check::Refuse, Check::Scram),
-            _ => Check::Refuse,
+            (AuthMethod::ScramSha256, Some(_)) => scram(user).map_or_else(|| Check::Refuse(fake()), Check::Scram),
+            _ => Check::Refuse(fake()),
         }
     }
 }
@@ -47,8 +52,11 @@ pub async fn authenticate(stream: &mut ClientStream, rbuf: &mut BytesMut, check:
     let ok = match check {
         Check::Trust => true,
         Check::Md5 { stored } => md5(stream, rbuf, &stored).await.unwrap_or(false),
-        Check::Scram(v) => scram(stream, rbuf, Some(v), &mut out).await.unwrap_or(false),
-        Check::Refuse => scram(stream, rbuf, None, &mut out).await.unwrap_or(false),
+        Check::Scram(v) => scram(stream, rbuf, v, &mut out).await.unwrap_or(false),
+        Check::Refuse(v) => {
+            let _ = scram(stream, rbuf, v, &mut out).await;
+            false
+        }
     };
     if ok {
         messages::auth(&mut out, Authentication::Ok);
@@ -81,7 +89,7 @@ async fn md5(stream: &mut ClientStream, rbuf: &mut BytesMut, stored: &str) -> st
 async fn scram(
     stream: &mut ClientStream,
     rbuf: &mut BytesMut,
-    verifier: Option<Verifier>,
+    secret: Verifier,
     last: &mut BytesMut,
 ) -> std::io::Result<bool> {
     send(stream, Authentication::SASL(vec!["SCRAM-SHA-256".into()])).await?;
@@ -92,9 +100,6 @@ async fn scram(
         return Ok(false);
     }
     let first = &rest[4..];
-    // A random verifier stands in for an unknown user so the exchange looks the same.
-    let secret =
-        verifier.unwrap_or_else(|| crate::config::secrets::scram_from_plain(&format!("{:x}", rand::random::<u128>())));
     let Ok((server_first, waiting)) =
         ScramServerAuth::new().on_client_first_message_with_secret(first, secret.to_secret())
     else {

@@ -17,7 +17,8 @@ pub use users::{AuthMethod, UserConfig};
 
 /// Command line: the interface contract in DESIGN.md section 3.
 #[derive(Parser, Debug, Clone, Default)]
-#[command(name = "pgpilot", version, about = "SQL-aware PostgreSQL pooling proxy")]
+// A flag given twice takes its last value (as a wrapper script's defaults followed by the user's).
+#[command(name = "pgpilot", version, about = "SQL-aware PostgreSQL pooling proxy", args_override_self = true)]
 pub struct Cli {
     /// TOML configuration file (see config/pgpilot.toml).
     #[arg(long, env = "PGPILOT_CONFIG")]
@@ -60,11 +61,21 @@ pub struct Config {
     pub cache: CacheConfig,
     pub prepared: PreparedConfig,
     pub insights: InsightsConfig,
+    pub http: HttpConfig,
     pub users: Vec<UserConfig>,
     /// `upstream.url` parsed once (it is read at every login): the URL it was parsed from, so a
     /// changed URL is parsed anew.
     #[serde(skip)]
     parsed_upstream: std::sync::OnceLock<(String, Upstream)>,
+}
+
+/// The HTTP listener's access (see src/http).
+#[derive(Debug, Clone, Default, Deserialize, serde::Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpConfig {
+    /// When set, /queries, /insights/* and every POST need `Authorization: Bearer TOKEN` (or the
+    /// cookie `pgpilot_token`); /metrics and /health stay open for Prometheus and probes.
+    pub token: Option<String>,
 }
 
 /// Query insights (see src/insights).
@@ -78,6 +89,9 @@ pub struct InsightsConfig {
     pub max_fingerprints: usize,
     /// Distinct statement shapes whose analysis is cached.
     pub analysis_cache_entries: u64,
+    /// Statements longer than this are not parsed (the parser's time grows faster than the text
+    /// in some shapes and cannot be interrupted): they count as unknown, never cached.
+    pub max_analyzed_bytes: usize,
     /// Fingerprints with their own pgpilot_query_duration_seconds series (by total time).
     pub metrics_top_k: usize,
     pub n_plus_one_threshold: usize,
@@ -92,6 +106,7 @@ impl Default for InsightsConfig {
             slow_query_ms: 100,
             max_fingerprints: 5000,
             analysis_cache_entries: 20_000,
+            max_analyzed_bytes: 64 * 1024,
             metrics_top_k: 20,
             n_plus_one_threshold: 5,
             n_plus_one_window_ms: 500,
@@ -130,11 +145,19 @@ pub struct ServerConfig {
     pub startup_timeout_ms: u64,
     pub shutdown_timeout_ms: u64,
     pub max_message_bytes: usize,
+    /// Bytes all clients' large messages (over 64 KiB, buffered whole) may hold at once.
+    pub max_buffered_bytes: usize,
     /// Users allowed into the admin console (database "pgpilot" or "pgbouncer"). Empty: the
     /// upstream URL's user.
     pub admin_users: Vec<String>,
     /// Runtime worker threads; 0 = half the cores (at least one). See docs/BENCHMARKS.md.
     pub worker_threads: usize,
+    /// Key of the SCRAM exchange unknown users get (`secrets::fake_verifier`); unset: random at
+    /// start (an unknown user's salt then changes across restarts while a real one's does not).
+    pub auth_secret: Option<String>,
+    /// Every failed login waits this long before its error (not per peer: in a sidecar every
+    /// client is the same peer), which slows password guessing without costing CPU.
+    pub auth_failure_delay_ms: u64,
 }
 
 impl ServerConfig {
@@ -156,8 +179,11 @@ impl Default for ServerConfig {
             startup_timeout_ms: 10_000,
             shutdown_timeout_ms: 30_000,
             max_message_bytes: 64 << 20,
+            max_buffered_bytes: 256 << 20,
             admin_users: Vec::new(),
             worker_threads: 0,
+            auth_secret: None,
+            auth_failure_delay_ms: 100,
         }
     }
 }
@@ -195,6 +221,12 @@ pub struct PoolConfig {
     pub reset_query: String,
     /// Databases whose pools are opened at start (min_size connections each, for every user).
     pub warm_databases: Vec<String>,
+    /// A client idle inside a transaction for this long is disconnected with 25P03 and its
+    /// server connection closed (the server rolls back); 0 = off, as in PgBouncer.
+    pub idle_transaction_timeout_ms: u64,
+    /// A pool with no client, connection or waiter for this long is dropped (logins to a
+    /// database that does not exist leave no entry behind).
+    pub drop_idle_pool_after_ms: u64,
 }
 
 impl Default for PoolConfig {
@@ -209,6 +241,8 @@ impl Default for PoolConfig {
             health_check_after_ms: 30_000,
             reset_query: "DISCARD ALL".into(),
             warm_databases: Vec::new(),
+            idle_transaction_timeout_ms: 0,
+            drop_idle_pool_after_ms: 60_000,
         }
     }
 }
@@ -307,12 +341,10 @@ impl Config {
         }
         self.users.iter().find(|u| u.name == name).cloned()
     }
+    /// Only users named in `server.admin_users` may change anything through the admin console
+    /// (other users who can log in may run its SHOW commands, like PgBouncer's stats_users).
     pub fn is_admin(&self, user: &str) -> bool {
-        if self.server.admin_users.is_empty() {
-            self.upstream().user == user
-        } else {
-            self.server.admin_users.iter().any(|u| u == user)
-        }
+        self.server.admin_users.iter().any(|u| u == user)
     }
 
     /// Login names that get pools: the configured users, or the upstream user.

@@ -46,6 +46,22 @@ pub fn parse_scram_secret(secret: &str) -> Result<Verifier> {
 
 /// A verifier for a plain password with a fresh random salt; computed once per user because the
 /// 4096 PBKDF2 rounds cost about a millisecond.
+/// The verifier an unknown user's SCRAM exchange runs against: derived from `key` and the name
+/// with HMAC-SHA-256 instead of PBKDF2, so it costs what a known user's stored verifier costs
+/// (a PBKDF2 per attempt was 729 us against 11 us: user enumeration by timing, and 680 attempts/s
+/// took 58% of a core), and it shows the same salt at every attempt, as a real user's does. No
+/// password matches it: its stored key is not the hash of any client key anyone knows.
+pub fn fake_verifier(key: &[u8], user: &str) -> Verifier {
+    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, key);
+    let part = |label: &str| ring::hmac::sign(&key, format!("{label}\0{user}").as_bytes()).as_ref().to_vec();
+    Verifier {
+        salt: part("salt")[..16].to_vec(),
+        iterations: SCRAM_ITERATIONS,
+        stored_key: part("stored"),
+        server_key: part("server"),
+    }
+}
+
 pub fn scram_from_plain(password: &str) -> Verifier {
     let salt: [u8; 16] = rand::random();
     let salted = gen_salted_password(password, &salt, SCRAM_ITERATIONS);

@@ -48,7 +48,9 @@ impl UserConfig {
         Self {
             name: up.user.clone(),
             password: up.password.clone(),
-            auth: if up.password.is_some() { AuthMethod::ScramSha256 } else { AuthMethod::Trust },
+            // Without a password in the URL there is nothing to check a client against: the login
+            // fails (trust must be asked for, in a [[users]] entry).
+            auth: AuthMethod::ScramSha256,
             server_user: None,
             server_password: up.password.clone(),
             pool_size: None,

@@ -16,7 +16,7 @@ use super::statements::Statements;
 use super::tx::TxTracker;
 use crate::backend::cancel::Registration;
 use crate::config::PoolMode;
-use crate::net::frame::{body, Framer, Piece};
+use crate::net::frame::{body, FrameError, Framer, Piece};
 use crate::net::messages::{self, sqlstate};
 use crate::net::stream::ClientStream;
 use crate::pool::{Pool, PooledConn};
@@ -84,6 +84,8 @@ pub struct Session {
     /// When the client's latest bytes arrived.
     pub(super) received: std::time::Instant,
     pub(super) cancel: Registration,
+    /// `pool.idle_transaction_timeout_ms` (None: off).
+    idle_transaction_timeout: Option<std::time::Duration>,
     pub info: ClientInfo,
 }
 
@@ -107,7 +109,7 @@ impl Session {
                 running: Default::default(),
             }),
             mode: cfg.pool.mode,
-            cframer: Framer::new(cfg.server.max_message_bytes),
+            cframer: Framer::with_budget(cfg.server.max_message_bytes, app.buffers.clone()),
             sframer: Framer::new(crate::net::frame::MAX_MESSAGE_LEN),
             clients: app.clients.clone(),
             analyzer: app.analyzer.clone(),
@@ -134,6 +136,9 @@ impl Session {
             statements: Statements::new(cfg.prepared.client_max),
             turn: Turn::default(),
             last_parse: None,
+            idle_transaction_timeout: Some(cfg.pool.idle_transaction_timeout_ms)
+                .filter(|&ms| ms > 0)
+                .map(std::time::Duration::from_millis),
             info,
         }
     }
@@ -143,25 +148,49 @@ impl Session {
     /// write behind `greeting` (the end of the authentication exchange).
     pub async fn start(&mut self, greeting: BytesMut) -> Flow {
         self.cout.extend_from_slice(&greeting);
-        match self.checkout().await {
-            Ok(()) => {}
-            Err(frame) => {
-                let (_, code, msg) = crate::protocol::backend::error_fields(body(&frame));
-                messages::error(&mut self.cout, "FATAL", &code, &msg);
-                let _ = self.client.write_all(&self.cout).await;
-                return Flow::Close;
-            }
-        }
-        let server = self.server.as_mut().expect("checked out");
-        self.backslash_quotes = server.params.get("standard_conforming_strings").is_some_and(|v| v == "off");
-        self.cout.extend_from_slice(&server.parameter_frames());
-        self.told_at_login = server.params.clone();
+        // Transaction mode: a login whose startup settings the pool has seen applied needs no
+        // server connection (see `pool::Login`).
+        let login = match self.known_login() {
+            Some(login) => login,
+            None => match self.checkout().await {
+                Ok(()) => {
+                    let server = self.server.as_mut().expect("checked out");
+                    let login = crate::pool::Login { params: server.params.clone(), frames: server.parameter_frames() };
+                    let but_name = self.state.login_variant().map(|(sig, _)| sig);
+                    self.pool.remember_login(self.state.sig(), but_name, login.clone());
+                    login
+                }
+                Err(frame) => {
+                    let (_, code, msg) = crate::protocol::backend::error_fields(body(&frame));
+                    messages::error(&mut self.cout, "FATAL", &code, &msg);
+                    let _ = self.client.write_all(&self.cout).await;
+                    return Flow::Close;
+                }
+            },
+        };
+        self.backslash_quotes = login.params.get("standard_conforming_strings").is_some_and(|v| v == "off");
+        self.cout.extend_from_slice(&login.frames);
+        self.told_at_login = login.params;
         messages::backend_key_data(&mut self.cout, self.cancel.key.0, self.cancel.key.1);
         messages::ready_for_query(&mut self.cout, b'I');
         if self.mode == PoolMode::Transaction {
             self.release().await;
         }
         self.flush_client().await
+    }
+
+    /// Transaction mode: what the pool already knows to tell this login (its settings seen
+    /// applied before, or the same but for a plain application_name).
+    fn known_login(&self) -> Option<crate::pool::Login> {
+        if self.mode != PoolMode::Transaction {
+            return None;
+        }
+        self.pool.login(self.state.sig()).or_else(|| {
+            let (but_name, name) = self.state.login_variant()?;
+            let login = self.pool.login_like(but_name, name)?;
+            self.pool.remember_login(self.state.sig(), None, login.clone());
+            Some(login)
+        })
     }
 
     /// The session loop; returns when the client leaves, fails, or is told to go at shutdown.
@@ -181,6 +210,9 @@ impl Session {
             }
             // Biased: server bytes first (what the client waits for), then the client's, then the
             // shutdown signal; tokio's random branch order costs a thread-local RNG draw per turn.
+            // Armed only while the client holds a transaction open and nothing is in flight (an
+            // async block: nothing is created or read from the clock while it is off).
+            let idle_limit = self.idle_transaction_timeout.filter(|_| self.idle_in_transaction());
             tokio::select! {
                 biased;
                 r = read_server(&mut self.server) => {
@@ -198,8 +230,36 @@ impl Session {
                     }
                 }
                 _ = &mut stop, if !stopping => stopping = true,
+                _ = async { tokio::time::sleep(idle_limit.unwrap_or_default()).await }, if idle_limit.is_some() => {
+                    tracing::info!(user = %self.info.user, database = %self.info.database,
+                        "client idle in transaction past pool.idle_transaction_timeout_ms: disconnected");
+                    let msg = "terminating connection due to idle-in-transaction timeout (pgpilot)";
+                    messages::error(&mut self.cout, "FATAL", sqlstate::IDLE_IN_TRANSACTION_TIMEOUT, msg);
+                    let _ = self.flush_client().await;
+                    return; // finish() closes the server connection: it is mid-transaction
+                }
             }
         }
+    }
+
+    /// After a large message the read buffer keeps its size (the budget it was counted against
+    /// is given back as the message is delivered): give the memory back too.
+    fn shrink_client_buffer(&mut self) {
+        const KEEP: usize = 64 * 1024;
+        if self.cbuf.capacity() > KEEP && self.cbuf.len() <= KEEP / 8 && !self.cframer.assembling() {
+            let mut fresh = BytesMut::with_capacity(8 * 1024);
+            fresh.extend_from_slice(&self.cbuf);
+            self.cbuf = fresh;
+        }
+    }
+
+    /// Inside a transaction block, waiting for the client: nothing sent is unanswered.
+    fn idle_in_transaction(&self) -> bool {
+        self.server.is_some()
+            && matches!(self.tx.status, b'T' | b'E')
+            && self.pending.is_empty()
+            && !self.tx.in_copy()
+            && !self.cframer.mid_message()
     }
 
     /// The stages, and the context they see: the parts of the session a stage may read or use.
@@ -242,11 +302,14 @@ impl Session {
                 Ok(Some(piece)) => piece,
                 Ok(None) => break,
                 Err(e) => {
-                    let code = if matches!(e, crate::net::frame::FrameError::TooLarge { .. }) {
-                        sqlstate::PROGRAM_LIMIT
-                    } else {
-                        sqlstate::PROTOCOL_VIOLATION
+                    let code = match e {
+                        FrameError::TooLarge { .. } => sqlstate::PROGRAM_LIMIT,
+                        FrameError::OverBudget { .. } => sqlstate::OUT_OF_MEMORY,
+                        FrameError::BadLength(_) => sqlstate::PROTOCOL_VIOLATION,
                     };
+                    if matches!(e, FrameError::OverBudget { .. }) {
+                        tracing::warn!(user = %self.info.user, database = %self.info.database, "client closed: {e}");
+                    }
                     messages::error(&mut self.cout, "FATAL", code, &format!("invalid message from client: {e}"));
                     let _ = self.flush_client().await;
                     return Flow::Close;
@@ -260,6 +323,7 @@ impl Session {
                 return Flow::Close;
             }
         }
+        self.shrink_client_buffer();
         if self.flush_server().await == Flow::Close {
             return Flow::Close;
         }
@@ -288,7 +352,7 @@ impl Session {
         // Decoded once: every stage below reads this view instead of splitting the frame again.
         let msg = ClientMessage::decode(tag, body(frame));
         self.turn = Turn::default();
-        if self.update_statements(&msg) {
+        if self.update_statements(&msg).await {
             return Flow::Continue;
         }
         if self.stages.wants_before_send(self.server.is_some(), self.mode, &msg) {

@@ -11,8 +11,10 @@ use crate::config::PoolMode;
 impl Session {
     /// Scans a Query/Parse text once: what it means for pooling, and its analysis, kept for the
     /// Parse/Query bookkeeping that follows. A Parse of the same text as the last one (drivers
-    /// re-parse unnamed statements) reuses the previous result.
-    pub(super) fn inspect_sql(&mut self, parse: bool, sql: &[u8]) -> Scan {
+    /// re-parse unnamed statements) reuses the previous result. A statement seen before (maybe
+    /// with other literals) is answered from the analysis cache inline; a new one is parsed off
+    /// the I/O threads, and one over `max_analyzed_bytes` not at all.
+    pub(super) async fn inspect_sql(&mut self, parse: bool, sql: &[u8]) -> Scan {
         let found = match &self.last_parse {
             Some((text, found, analyses)) if parse && text[..] == *sql => {
                 self.turn.analyzed = analyses.clone();
@@ -23,13 +25,11 @@ impl Session {
                 if !analyze && !super::sql_scan::may_matter(sql) {
                     return Scan::default();
                 }
-                let text = String::from_utf8_lossy(sql);
-                // With standard_conforming_strings off a backslash escapes in any string, which
-                // the parser (and the shape tokenizer's default) do not assume.
-                let opaque = self.backslash_quotes && memchr::memchr(b'\\', sql).is_some();
-                let shapes = crate::sql::tokens::shapes_with(&text, self.backslash_quotes);
-                self.turn.analyzed = self.analyzer.analyze_shapes(&text, &shapes, opaque);
-                let found = super::sql_scan::from_analyses(&text, &shapes, &self.turn.analyzed);
+                let found = if sql.len() > self.analyzer.max_analyzed() {
+                    self.skip_analysis(sql)
+                } else {
+                    self.analyze(sql).await
+                };
                 if parse {
                     self.last_parse = Some((Bytes::copy_from_slice(sql), found.clone(), self.turn.analyzed.clone()));
                 }
@@ -37,6 +37,39 @@ impl Session {
             }
         };
         self.note_scan(&found);
+        found
+    }
+
+    async fn analyze(&mut self, sql: &[u8]) -> Scan {
+        let text = String::from_utf8_lossy(sql);
+        // With standard_conforming_strings off a backslash escapes in any string, which
+        // the parser (and the shape tokenizer's default) do not assume.
+        let opaque = self.backslash_quotes && memchr::memchr(b'\\', sql).is_some();
+        let shapes = crate::sql::tokens::shapes_with(&text, self.backslash_quotes);
+        let cached = if opaque { None } else { self.analyzer.cached_shapes(&text, &shapes) };
+        self.turn.analyzed = match cached {
+            Some(analyzed) => analyzed,
+            None if opaque => self.analyzer.analyze_shapes(&text, &shapes, true),
+            None => {
+                let (text, shapes): (std::sync::Arc<str>, std::sync::Arc<[_]>) = (text.into(), shapes.into());
+                let analyzed = self.analyzer.analyze_off_thread(text.clone(), shapes.clone()).await;
+                return self.scanned(analyzed, &text, &shapes);
+            }
+        };
+        super::sql_scan::from_analyses(&text, &shapes, &self.turn.analyzed)
+    }
+
+    fn scanned(&mut self, analyzed: crate::sql::Analyzed, text: &str, shapes: &[crate::sql::tokens::Shape]) -> Scan {
+        self.turn.analyzed = analyzed;
+        super::sql_scan::from_analyses(text, shapes, &self.turn.analyzed)
+    }
+
+    /// A text over the analysis cap: one unknown statement.
+    fn skip_analysis(&mut self, sql: &[u8]) -> Scan {
+        let a = crate::sql::parse::unanalyzed(sql);
+        let found = super::sql_scan::unanalyzed(sql, a.kind);
+        crate::metrics::unanalyzed();
+        self.turn.analyzed = vec![(std::sync::Arc::new(a), crate::sql::tokens::fnv1a(sql))];
         found
     }
 

@@ -74,6 +74,19 @@ impl SessionState {
         self.sig
     }
 
+    /// The signature of the startup settings but application_name, with that name, when it is
+    /// one PostgreSQL reports exactly as given (printable ASCII, shorter than NAMEDATALEN): two
+    /// logins that differ only in it are told the same values but that one (`pool::Login`).
+    pub fn login_variant(&self) -> Option<(u64, &str)> {
+        let name = self.startup.get("application_name")?;
+        if name.len() >= 64 || !name.bytes().all(|b| (0x20..0x7f).contains(&b)) {
+            return None;
+        }
+        let mut rest = (*self.startup).clone();
+        rest.remove("application_name");
+        Some((signature(&rest), name))
+    }
+
     /// The startup values a RESET ALL (`all`) or a RESET of `names` returns to.
     pub fn startup_values(&self, all: bool, names: &[String]) -> Vec<(String, String)> {
         self.startup

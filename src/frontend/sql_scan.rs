@@ -73,6 +73,17 @@ fn starts_needle(rest: &[u8]) -> bool {
     words.iter().any(|w| rest.len() >= w.len() && rest[..w.len()].eq_ignore_ascii_case(w))
 }
 
+/// The scan of a text too long to analyze (`insights.max_analyzed_bytes`): nothing when no byte
+/// of it could start what a scan reports (`may_matter`), otherwise the worst case: settings read
+/// back, the session's state unknown (the client is pinned), prepared statements dropped.
+pub fn unanalyzed(sql: &[u8], kind: crate::sql::StatementKind) -> Scan {
+    let ddl = kind == crate::sql::StatementKind::Ddl;
+    if !may_matter(sql) {
+        return Scan { ddl, ..Default::default() };
+    }
+    Scan { changes_session: true, drops_statements: true, unknown_after: Some(true), ddl, ..Default::default() }
+}
+
 /// The scan of a text from its statements' analyses (`shapes` and `analyzed` side by side).
 pub fn from_analyses(sql: &str, shapes: &[Shape], analyzed: &Analyzed) -> Scan {
     let mut out = Scan { deallocate: deallocate_target(shapes), ..Default::default() };

@@ -208,7 +208,7 @@ impl Session {
     /// The statement table and session state for a client message: a Query/Parse text is scanned
     /// (and a Parse opens its name), a Bind or Close reads or takes its entry. True when the
     /// message was a `DEALLOCATE name` answered here.
-    pub(super) fn update_statements(&mut self, msg: &ClientMessage<'_>) -> bool {
+    pub(super) async fn update_statements(&mut self, msg: &ClientMessage<'_>) -> bool {
         let (sql, parse) = match *msg {
             ClientMessage::Query { text } => (text, false),
             ClientMessage::Parse { query, .. } => (query, true),
@@ -217,7 +217,7 @@ impl Session {
                 return false;
             }
         };
-        let found = self.inspect_sql(parse, sql);
+        let found = self.inspect_sql(parse, sql).await;
         self.turn.drops_statements = found.drops_statements;
         if let ClientMessage::Parse { name, query, types } = *msg {
             self.open_statement(name, query, types, &found);

@@ -1,6 +1,7 @@
-//! HTTP endpoints beside the proxy: /health, /health/status, /metrics, /queries and
-//! /insights/n-plus-one, and POST /cache/flush.
+//! HTTP endpoints beside the proxy: /health, /health/status, /metrics (open), /queries and
+//! /insights/n-plus-one, and POST /cache/flush (behind `[http] token`: `access`).
 
+mod access;
 mod insights;
 mod scrape;
 
@@ -24,14 +25,20 @@ pub(crate) struct Http {
 }
 
 pub async fn serve(listener: tokio::net::TcpListener, app: Arc<App>, prometheus: PrometheusHandle) {
+    let loopback = listener.local_addr().is_ok_and(|a| a.ip().is_loopback());
+    let state = Http { app, prometheus };
+    // What names the clients' statements or changes anything: behind the token.
+    let guarded = Router::new()
+        .route("/queries", get(insights::queries))
+        .route("/insights/n-plus-one", get(insights::n_plus_one))
+        .route("/cache/flush", axum::routing::post(cache_flush))
+        .route_layer(axum::middleware::from_fn_with_state((state.clone(), loopback), access::require_token));
     let router = Router::new()
         .route("/health", get(health))
         .route("/health/status", get(status))
         .route("/metrics", get(metrics_text))
-        .route("/queries", get(insights::queries))
-        .route("/insights/n-plus-one", get(insights::n_plus_one))
-        .route("/cache/flush", axum::routing::post(cache_flush))
-        .with_state(Http { app, prometheus });
+        .merge(guarded)
+        .with_state(state);
     if let Err(e) = axum::serve(listener, router).await {
         tracing::error!("http server stopped: {e}");
     }

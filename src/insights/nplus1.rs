@@ -163,8 +163,8 @@ impl Findings {
             return;
         }
         let f = map.entry(Self::key(origin, b)).or_insert_with(|| Finding {
-            source_query: b.source.analysis.normalized.clone(),
-            repeated_query: b.repeated.normalized.clone(),
+            source_query: b.source.analysis.shown.to_string(),
+            repeated_query: b.repeated.shown.to_string(),
             fingerprint: b.repeated.fingerprint_hex(),
             count: 0,
             occurrences: 0,
@@ -201,13 +201,13 @@ fn suggestion(source: &Analysis, repeated: &Analysis) -> String {
     if same_table && q.contains("parent") {
         return format!(
             "walk the hierarchy in one query with WITH RECURSIVE (start from the rows of `{}` and join children on their parent column) instead of one `{}` per row",
-            source.normalized, repeated.normalized
+            source.shown, repeated.shown
         );
     }
     format!(
         "fetch all rows at once: collect the keys from `{}` and run `{}` once with `= ANY($1)` over an array of them (or JOIN it into the first query)",
-        source.normalized,
-        repeated.normalized.replacen("= $1", "= ANY($1)", 1)
+        source.shown,
+        repeated.shown.replacen("= $1", "= ANY($1)", 1)
     )
 }
 
@@ -219,6 +219,7 @@ mod tests {
         Arc::new(Analysis {
             fingerprint: fp,
             normalized: text.into(),
+            shown: text.into(),
             kind: StatementKind::Read,
             tables_read: vec!["work_items".into()],
             tables_written: vec![],

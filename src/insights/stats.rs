@@ -150,7 +150,7 @@ impl QueryStats {
                 let p = |q: f64| e.hist.value_at_quantile(q);
                 QueryRow {
                     fingerprint: e.analysis.fingerprint_hex(),
-                    query: e.analysis.normalized.clone(),
+                    query: e.analysis.shown.to_string(),
                     database: k.database.to_string(),
                     user: k.user.to_string(),
                     kind: e.analysis.kind,
@@ -232,7 +232,9 @@ fn esc(s: &str) -> String {
     s.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
 }
 
-/// Slow-statement threshold check and log line (normalized text only: no literals).
+/// Slow-statement threshold check and log line (normalized text only: no literals). The
+/// threshold is on server time; `proxy_ms` is the rest of what the client waited (pool wait,
+/// statement analysis, pgpilot's own queueing), so a stall in pgpilot is not read as the server's.
 pub fn log_if_slow(origin: &Origin, c: &Completed, threshold: Duration) -> bool {
     let t = c.server_time();
     if t < threshold {
@@ -241,11 +243,12 @@ pub fn log_if_slow(origin: &Origin, c: &Completed, threshold: Duration) -> bool 
     tracing::warn!(
         target: "pgpilot::slow",
         duration_ms = t.as_secs_f64() * 1000.0,
+        proxy_ms = c.client_time.saturating_sub(t).as_secs_f64() * 1000.0,
         database = %origin.database,
         user = %origin.user,
         application_name = %origin.application_name,
         fingerprint = %c.analysis.fingerprint_hex(),
-        query = %c.analysis.normalized,
+        query = %c.analysis.shown,
         "slow query"
     );
     true

@@ -3,7 +3,11 @@
 //! inspect (DataRow, CopyData, Bind) are streamed through in pieces so memory stays bounded by the
 //! read buffer, not by the largest row.
 
+use std::sync::Arc;
+
 use bytes::BytesMut;
+
+use super::budget::Budget;
 
 pub const HEADER_LEN: usize = 5;
 /// PostgreSQL's own ceiling for a message (MaxAllocSize).
@@ -25,19 +29,41 @@ pub enum FrameError {
     BadLength(i32),
     #[error("message of type {tag:?} is {len} bytes, more than the {max} allowed")]
     TooLarge { tag: char, len: usize, max: usize },
+    #[error("message of type {tag:?} is {len} bytes, more than pgpilot can buffer now (server.max_buffered_bytes)")]
+    OverBudget { tag: char, len: usize },
 }
 
 /// Per-direction framing state: whether a streamed message is in progress.
-#[derive(Debug)]
 pub struct Framer {
     /// Largest message that may be buffered whole for inspection.
     max_inspected: usize,
     streaming: Option<(u8, usize)>,
+    /// Where a large message buffered whole takes its bytes from (clients' side only).
+    budget: Option<Arc<Budget>>,
+    /// Bytes taken from it for the message being assembled.
+    held: usize,
 }
 
 impl Framer {
     pub fn new(max_inspected: usize) -> Self {
-        Self { max_inspected, streaming: None }
+        Self { max_inspected, streaming: None, budget: None, held: 0 }
+    }
+
+    /// A framer whose large whole messages count against `budget`.
+    pub fn with_budget(max_inspected: usize, budget: Arc<Budget>) -> Self {
+        Self { budget: Some(budget), ..Self::new(max_inspected) }
+    }
+
+    /// A large message is being assembled (its bytes are counted against the budget).
+    pub fn assembling(&self) -> bool {
+        self.held > 0
+    }
+
+    fn give_back(&mut self) {
+        if let (Some(budget), held @ 1..) = (&self.budget, self.held) {
+            budget.give_back(held);
+            self.held = 0;
+        }
     }
 
     /// True while a streamed message has bytes still to come.
@@ -72,6 +98,7 @@ impl Framer {
             return Err(FrameError::TooLarge { tag: tag as char, len: total - 1, max });
         }
         if buf.len() >= total {
+            self.give_back();
             return Ok(Some(Piece::Whole { tag, frame: buf.split_to(total) }));
         }
         if !whole && total > STREAM_THRESHOLD {
@@ -79,8 +106,22 @@ impl Framer {
             self.streaming = Some((tag, total - bytes.len()));
             return Ok(Some(Piece::Part { tag, bytes, first: true }));
         }
+        if total > STREAM_THRESHOLD && self.held < total {
+            if let Some(budget) = &self.budget {
+                if !budget.take(total - self.held) {
+                    return Err(FrameError::OverBudget { tag: tag as char, len: total - 1 });
+                }
+                self.held = total;
+            }
+        }
         buf.reserve(total - buf.len());
         Ok(None)
+    }
+}
+
+impl Drop for Framer {
+    fn drop(&mut self) {
+        self.give_back();
     }
 }
 
@@ -125,6 +166,28 @@ mod tests {
         assert!(matches!(f.next(&mut buf, |_| true), Err(FrameError::TooLarge { .. })));
         let mut buf = BytesMut::from(&[b'Q', 0x80, 0, 0, 0][..]);
         assert_eq!(f.next(&mut buf, |_| true), Err(FrameError::BadLength(i32::MIN)));
+    }
+
+    #[test]
+    fn large_whole_messages_take_from_the_budget_until_delivered() {
+        let budget = Arc::new(Budget::new(300_000));
+        let (mut a, mut b) =
+            (Framer::with_budget(1 << 20, budget.clone()), Framer::with_budget(1 << 20, budget.clone()));
+        let big = msg(b'Q', &vec![b'x'; 200_000]);
+        let mut buf_a = BytesMut::from(&big[..1000]);
+        assert_eq!(a.next(&mut buf_a, |_| true), Ok(None));
+        assert_eq!(budget.used(), big.len());
+        let mut buf_b = BytesMut::from(&big[..1000]);
+        assert!(matches!(b.next(&mut buf_b, |_| true), Err(FrameError::OverBudget { tag: 'Q', .. })));
+        buf_a.extend_from_slice(&big[1000..]);
+        assert!(matches!(a.next(&mut buf_a, |_| true), Ok(Some(Piece::Whole { tag: b'Q', .. }))));
+        assert_eq!(budget.used(), 0, "given back once whole");
+        assert_eq!(b.next(&mut buf_b, |_| true), Ok(None), "room again");
+        drop(b);
+        assert_eq!(budget.used(), 0, "a framer dropped mid-message gives its share back");
+        let mut small = BytesMut::from(&msg(b'Q', &[b'y'; 1000])[..500]);
+        assert_eq!(a.next(&mut small, |_| true), Ok(None));
+        assert_eq!(budget.used(), 0, "small messages are not counted");
     }
 
     #[test]

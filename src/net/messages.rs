@@ -23,6 +23,9 @@ pub mod sqlstate {
     pub const FEATURE_NOT_SUPPORTED: &str = "0A000";
     pub const ADMIN_SHUTDOWN: &str = "57P01";
     pub const PROGRAM_LIMIT: &str = "54000";
+    pub const IDLE_IN_TRANSACTION_TIMEOUT: &str = "25P03";
+    pub const OUT_OF_MEMORY: &str = "53200";
+    pub const INSUFFICIENT_PRIVILEGE: &str = "42501";
 }
 
 fn encode<M: Message>(m: M, out: &mut BytesMut) {

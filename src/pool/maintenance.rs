@@ -4,7 +4,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::Pool;
-use crate::backend::connect::connect;
 
 impl Pool {
     /// One maintenance pass: expire idle connections, then open up to min_size.
@@ -43,7 +42,7 @@ impl Pool {
                     return;
                 }
             }
-            match connect(&self.target()).await {
+            match self.open().await {
                 Ok(conn) => self.checkin(conn),
                 Err(err) => {
                     self.free_slot();
@@ -63,6 +62,11 @@ pub async fn run(pools: Arc<super::set::PoolSet>) {
         tick.tick().await;
         for pool in pools.all() {
             pool.maintain().await;
+        }
+        let after = Duration::from_millis(pools.config().pool.drop_idle_pool_after_ms);
+        let dropped = pools.drop_unused(after);
+        if dropped > 0 {
+            tracing::debug!(dropped, "dropped pools unused for pool.drop_idle_pool_after_ms");
         }
     }
 }

@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
+use bytes::BytesMut;
 use parking_lot::Mutex;
 use tokio::sync::oneshot;
 
@@ -87,7 +88,42 @@ pub struct Pool {
     state: Mutex<State>,
     pub checkouts: AtomicU64,
     pub wait_timeouts: AtomicU64,
+    /// What logins were told, by the signature of the client's startup settings (see `Login`).
+    logins: Mutex<Logins>,
+    /// The server refused this pool's database or user (3D000, class 28) at this time: further
+    /// connects within `REFUSAL_MEMORY` get the same error without forking a backend.
+    refused: Mutex<Option<(Instant, BytesMut, String)>>,
+    /// Since when the pool has had no client, connection or waiter (ms on `clock`; 0: in use).
+    pub(crate) unused_since_ms: AtomicU64,
 }
+
+/// How long a refusal is remembered: a flood of logins to a database that does not exist forks
+/// one backend per this period, not one per login.
+const REFUSAL_MEMORY: Duration = Duration::from_secs(5);
+
+#[derive(Default)]
+struct Logins {
+    /// What the newest connection reported before any client setting was applied.
+    base: Option<Arc<std::collections::BTreeMap<String, String>>>,
+    by_settings: std::collections::HashMap<u64, Login>,
+    /// The same, by the signature of the settings but application_name (see `login_like`).
+    by_settings_but_name: std::collections::HashMap<u64, Login>,
+}
+
+/// What a client is told at login (ParameterStatus values) for one set of startup settings, as
+/// a server connection of this pool reported them after those settings were applied. Later
+/// logins with the same settings (a service's clients all send the same) are answered from here
+/// without a server connection, so a pool whose connections are all busy (20 clients idle in a
+/// transaction) cannot lock out logins. Forgotten when a new connection of the pool reports
+/// other values than the one before (the server restarted with another configuration or version).
+#[derive(Clone)]
+pub struct Login {
+    pub params: Arc<std::collections::BTreeMap<String, String>>,
+    pub frames: bytes::Bytes,
+}
+
+/// Distinct startup settings remembered per pool (a client cannot grow the map without bound).
+const MAX_LOGINS: usize = 64;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CheckoutError {
@@ -120,7 +156,71 @@ impl Pool {
             state: Mutex::new(State::default()),
             checkouts: AtomicU64::new(0),
             wait_timeouts: AtomicU64::new(0),
+            logins: Mutex::default(),
+            refused: Mutex::default(),
+            unused_since_ms: AtomicU64::new(0),
         })
+    }
+
+    /// What a login with startup settings `sig` is told, when a connection already said.
+    pub fn login(&self, sig: u64) -> Option<Login> {
+        self.logins.lock().by_settings.get(&sig).cloned()
+    }
+
+    /// What a login with settings `but_name` plus application_name `name` is told, from one
+    /// that differed only in the name (PostgreSQL reports a printable name as given).
+    pub fn login_like(&self, but_name: u64, name: &str) -> Option<Login> {
+        let similar = self.logins.lock().by_settings_but_name.get(&but_name)?.clone();
+        let mut params = (*similar.params).clone();
+        params.insert("application_name".into(), name.into());
+        let mut frames = BytesMut::new();
+        for (k, v) in &params {
+            crate::net::messages::parameter_status(&mut frames, k, v);
+        }
+        Some(Login { params: Arc::new(params), frames: frames.freeze() })
+    }
+
+    /// Remembers what a login with settings signature `sig` (and, when it has a plain
+    /// application_name, `but_name`: the signature without it) was told.
+    pub fn remember_login(&self, sig: u64, but_name: Option<u64>, login: Login) {
+        let mut logins = self.logins.lock();
+        if logins.by_settings.len() >= MAX_LOGINS || logins.by_settings_but_name.len() >= MAX_LOGINS {
+            logins.by_settings.clear();
+            logins.by_settings_but_name.clear();
+        }
+        if let Some(but_name) = but_name.filter(|_| login.params.contains_key("application_name")) {
+            logins.by_settings_but_name.insert(but_name, login.clone());
+        }
+        logins.by_settings.insert(sig, login);
+    }
+
+    /// Opens a new server connection (see `Login` for what it may make the pool forget, and
+    /// `refused` for what it remembers).
+    async fn open(&self) -> Result<ServerConn, ServerError> {
+        if let Some((at, frame, msg)) = self.refused.lock().as_ref() {
+            if at.elapsed() < REFUSAL_MEMORY {
+                return Err(ServerError::Server(frame.clone(), msg.clone()));
+            }
+        }
+        let conn = match connect(&self.target()).await {
+            Ok(conn) => conn,
+            Err(ServerError::Server(frame, msg)) => {
+                let (_, code, _) = crate::protocol::backend::error_fields(crate::net::frame::body(&frame));
+                if code == "3D000" || code.starts_with("28") {
+                    *self.refused.lock() = Some((Instant::now(), frame.clone(), msg.clone()));
+                }
+                return Err(ServerError::Server(frame, msg));
+            }
+            Err(e) => return Err(e),
+        };
+        let mut logins = self.logins.lock();
+        if logins.base.as_deref() != Some(&*conn.params) {
+            logins.by_settings.clear();
+            logins.by_settings_but_name.clear();
+            logins.base = Some(conn.params.clone());
+        }
+        drop(logins);
+        Ok(conn)
     }
 
     pub fn max_size(&self) -> usize {
@@ -193,7 +293,7 @@ impl Pool {
                     }
                 }
                 Taken::Slot => {
-                    return connect(&self.target()).await.map_err(|err| {
+                    return self.open().await.map_err(|err| {
                         self.free_slot();
                         err.into()
                     })
@@ -288,6 +388,12 @@ impl Pool {
             }
         }
         st.release();
+    }
+
+    /// No connection, open or being opened, and no waiter.
+    pub fn is_empty(&self) -> bool {
+        let st = self.state.lock();
+        st.total == 0 && st.waiters.is_empty()
     }
 
     /// Backend pid and age of each idle connection (admin console).

@@ -1,6 +1,7 @@
 //! All pools, created on first use of a (database, user) pair.
 
 use std::collections::HashMap;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
@@ -20,6 +21,10 @@ impl PoolSet {
         Self { config, paused: tokio::sync::watch::channel(false).0, pools: RwLock::new(HashMap::new()) }
     }
 
+    pub fn config(&self) -> Arc<Config> {
+        self.config.load_full()
+    }
+
     /// PAUSE / RESUME from the admin console: new checkouts wait while paused.
     pub fn set_paused(&self, paused: bool) {
         self.paused.send_replace(paused);
@@ -35,6 +40,32 @@ impl PoolSet {
             .entry(key.clone())
             .or_insert_with(|| Pool::new(key, self.config.clone(), self.paused.subscribe()))
             .clone()
+    }
+
+    /// Drops the pools nobody has used for `after` (no session, no connection, no waiter: only
+    /// this map holds them), so logins to databases that do not exist, or a pool's last client
+    /// long gone, do not leave an entry each forever. Returns how many went.
+    pub fn drop_unused(&self, after: std::time::Duration) -> usize {
+        let now = crate::clock::now_ms().max(1);
+        let after = after.as_millis() as u64;
+        let mut pools = self.pools.write();
+        let before = pools.len();
+        pools.retain(|_, pool| {
+            let unused = Arc::strong_count(pool) == 1 && pool.is_empty();
+            let since = pool.unused_since_ms.load(Ordering::Relaxed);
+            match (unused, since) {
+                (false, _) => {
+                    pool.unused_since_ms.store(0, Ordering::Relaxed);
+                    true
+                }
+                (true, 0) => {
+                    pool.unused_since_ms.store(now, Ordering::Relaxed);
+                    true
+                }
+                (true, since) => now.saturating_sub(since) < after,
+            }
+        });
+        before - pools.len()
     }
 
     pub fn all(&self) -> Vec<Arc<Pool>> {

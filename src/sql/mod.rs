@@ -28,8 +28,14 @@ pub enum StatementKind {
 pub struct Analysis {
     /// pg_query's fingerprint (or a hash of the token shape when the parser rejects the text).
     pub fingerprint: u64,
-    /// Literals as `$n`, IN lists collapsed: safe to show and to label with.
+    /// Literals as `$n`, IN lists collapsed (for DML; other statements keep what libpg_query
+    /// leaves, literals included): what the analysis reads, never what is shown.
     pub normalized: String,
+    /// What the surfaces show (/queries, SHOW QUERIES, the slow log, N+1 findings): the
+    /// normalized text of a SELECT/INSERT/UPDATE/DELETE/MERGE, whose literals libpg_query
+    /// replaces; for anything else (COMMENT ... IS 'x', PREPARE p AS SELECT 'x', DO, COPY, SET,
+    /// a text the parser rejects) a placeholder naming only the statement's type.
+    pub shown: Arc<str>,
     pub kind: StatementKind,
     pub tables_read: Vec<String>,
     pub tables_written: Vec<String>,
@@ -91,11 +97,63 @@ pub struct Analyzer {
     /// key memory, and a client cannot craft a text whose shape collides with another's).
     cache: Cache<u128, Arc<Analysis>>,
     seed: u64,
+    /// Parses running off the I/O threads at once: libpg_query cannot be interrupted, and a
+    /// flood of new statements must not take every core from the threads that relay bytes.
+    parsers: Arc<tokio::sync::Semaphore>,
+    /// `insights.max_analyzed_bytes` (reloadable).
+    max_analyzed: std::sync::atomic::AtomicUsize,
 }
+
+/// Texts longer than this are not analyzed (`insights.max_analyzed_bytes`).
+pub const DEFAULT_MAX_ANALYZED: usize = 64 * 1024;
 
 impl Analyzer {
     pub fn new(max_entries: u64) -> Self {
-        Self { cache: Cache::new(max_entries), seed: rand::random() }
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let parsers = Arc::new(tokio::sync::Semaphore::new((cores / 2).max(1)));
+        let max_analyzed = DEFAULT_MAX_ANALYZED.into();
+        Self { cache: Cache::new(max_entries), seed: rand::random(), parsers, max_analyzed }
+    }
+
+    /// Texts longer than this many bytes are not analyzed.
+    pub fn max_analyzed(&self) -> usize {
+        self.max_analyzed.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    pub fn set_max_analyzed(&self, bytes: usize) {
+        self.max_analyzed.store(bytes, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    fn key(&self, shape: &tokens::Shape) -> u128 {
+        xxhash_rust::xxh3::xxh3_128_with_seed(shape.text.as_bytes(), self.seed)
+    }
+
+    /// The analyses when every shape's is cached already (a statement seen before, maybe with
+    /// other literals: the common case, answered inline); None when one needs the parser.
+    pub fn cached_shapes(&self, sql: &str, shapes: &[tokens::Shape]) -> Option<Analyzed> {
+        shapes
+            .iter()
+            .map(|shape| {
+                let piece = sql[shape.start..shape.end].trim();
+                Some((self.cache.get(&self.key(shape))?, tokens::fnv1a(piece.as_bytes())))
+            })
+            .collect()
+    }
+
+    /// `analyze_shapes` on a blocking thread, at most `parsers` at once: a statement whose parse
+    /// takes seconds (a 500 KB AND chain) delays only its own client. A parser that panics gives
+    /// the worst-case analysis (may write anything, state unknown) instead.
+    pub async fn analyze_off_thread(self: &Arc<Self>, sql: Arc<str>, shapes: Arc<[tokens::Shape]>) -> Analyzed {
+        let permit = self.parsers.clone().acquire_owned().await;
+        let (me, text, pieces) = (self.clone(), sql.clone(), shapes.clone());
+        let job = tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            me.analyze_shapes(&text, &pieces, false)
+        });
+        job.await.unwrap_or_else(|e| {
+            tracing::error!("statement analysis failed: {e}");
+            self.analyze_shapes(&sql, &shapes, true)
+        })
     }
 
     /// One analysis per statement in `sql` (a simple Query may hold several), each with a hash
@@ -116,8 +174,7 @@ impl Analyzer {
                 let analysis = if opaque {
                     Arc::new(parse::opaque(&shape.text))
                 } else {
-                    let key = xxhash_rust::xxh3::xxh3_128_with_seed(shape.text.as_bytes(), self.seed);
-                    self.cache.get_with(key, || Arc::new(parse::analyze(piece, &shape.text)))
+                    self.cache.get_with(self.key(shape), || Arc::new(parse::analyze(piece, &shape.text)))
                 };
                 (analysis, tokens::fnv1a(piece.as_bytes()))
             })

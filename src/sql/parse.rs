@@ -26,6 +26,7 @@ pub fn analyze(sql: &str, shape: &str) -> Analysis {
             Analysis {
                 fingerprint: fnv1a(shape.as_bytes()),
                 normalized: shape.to_string(),
+                shown: REJECTED.into(),
                 kind,
                 tables_read: Vec::new(),
                 tables_written: Vec::new(),
@@ -56,6 +57,43 @@ pub fn opaque(shape: &str) -> Analysis {
     a.writes = WriteScope::Unknown;
     a.session = SessionEffect { changes: true, unknown: true, ..Default::default() };
     a.cache_effect = CacheEffect::Transaction;
+    a.shown = "/* pgpilot: a statement read with standard_conforming_strings off; text not shown */".into();
+    a
+}
+
+/// What is shown of a statement the parser rejected.
+const REJECTED: &str = "/* pgpilot: a statement the parser rejected; text not shown */";
+
+/// Statement types whose normalized text holds no literal (libpg_query replaces every constant
+/// of a DML statement with a parameter; utility statements keep theirs).
+const SHOWN_TYPES: [&str; 5] = ["SelectStmt", "InsertStmt", "UpdateStmt", "DeleteStmt", "MergeStmt"];
+
+fn shown_text(types: &[&str], normalized: Option<&str>) -> Arc<str> {
+    match normalized {
+        Some(text) if !types.is_empty() && types.iter().all(|t| SHOWN_TYPES.contains(t)) => text.into(),
+        // BEGIN, COMMIT, SAVEPOINT name...: no literal, except the gid of a two-phase commit.
+        Some(text) if types == ["TransactionStmt"] && !text.contains(['\'', '$']) => text.into(),
+        _ if types.is_empty() => "/* pgpilot: an empty statement */".into(),
+        _ => format!("/* pgpilot: {}; text not shown */", types.join(", ")).into(),
+    }
+}
+
+/// A text longer than `insights.max_analyzed_bytes`, not parsed: libpg_query's time grows
+/// faster than the text in some shapes (a 527 KB AND chain took 11.8 s) and cannot be
+/// interrupted, so the cap is what bounds it. Such a text is what pgpilot cannot read: it may
+/// write anything, is never cached, and shows as a fixed placeholder (no literal of it leaves
+/// pgpilot) under a hash of its bytes. Its kind comes from its first word (DDL matters to the
+/// prepared statements); a leading comment counts as DDL, the worst case.
+pub fn unanalyzed(sql: &[u8]) -> Analysis {
+    let text = sql.trim_ascii_start();
+    let word: String =
+        text.iter().take(16).take_while(|c| c.is_ascii_alphabetic()).map(|c| c.to_ascii_lowercase() as char).collect();
+    let mut a = opaque("");
+    a.kind = if word.is_empty() && !text.is_empty() { StatementKind::Ddl } else { kind_from_first_word(&word) };
+    a.fingerprint = xxhash_rust::xxh3::xxh3_64(sql);
+    a.normalized =
+        format!("/* pgpilot: statement of {} bytes, over insights.max_analyzed_bytes, not analyzed */", sql.len());
+    a.shown = a.normalized.as_str().into();
     a
 }
 
@@ -111,7 +149,9 @@ pub fn unqualified(names: &[String]) -> Vec<Arc<str>> {
 fn parsed(sql: &str) -> Option<Analysis> {
     let fp = pg_query::fingerprint(sql, 0, pg_query::FingerprintOptions::FULL_RELNAME).ok()?;
     let summary = pg_query::summary(sql, 0, -1).ok()?;
-    let normalized = collapse_lists(&pg_query::normalize(sql).unwrap_or_else(|_| sql.to_string()));
+    let normal = pg_query::normalize(sql);
+    let normalized_ok = normal.is_ok();
+    let normalized = collapse_lists(&normal.unwrap_or_else(|_| sql.to_string()));
     let mut tables_read = Vec::new();
     let mut tables_written = Vec::new();
     for t in &summary.tables {
@@ -135,8 +175,10 @@ fn parsed(sql: &str) -> Option<Analysis> {
     let kind = kind_from_types(&types, !tables_written.is_empty());
     let functions: Vec<String> = summary.functions.iter().map(|f| f.function_name.to_ascii_lowercase()).collect();
     let writes = write_scope(kind, &types, &functions, !tables_written.is_empty(), &normalized);
+    let shown = shown_text(&types, normalized_ok.then_some(normalized.as_str()));
     Some(Analysis {
         fingerprint: fp.value,
+        shown,
         normalized,
         kind,
         tables_read,

@@ -52,15 +52,20 @@ impl Proxy {
     /// A free port can be taken by another process between probing and binding: a start that
     /// exits at once is tried again on new ports (twice at most).
     pub fn start_with(toml: &str, extra_args: &[&str]) -> Proxy {
+        Self::start_logging(toml, extra_args, None)
+    }
+
+    /// As `start_with`, with the log at `level` written to `log` instead of the test's stderr.
+    pub fn start_logging(toml: &str, extra_args: &[&str], log: Option<(&std::path::Path, &str)>) -> Proxy {
         for _ in 0..2 {
-            if let Some(proxy) = Self::try_start(toml, extra_args) {
+            if let Some(proxy) = Self::try_start(toml, extra_args, log) {
                 return proxy;
             }
         }
-        Self::try_start(toml, extra_args).expect("pgpilot exited during start")
+        Self::try_start(toml, extra_args, log).expect("pgpilot exited during start")
     }
 
-    fn try_start(toml: &str, extra_args: &[&str]) -> Option<Proxy> {
+    fn try_start(toml: &str, extra_args: &[&str], log: Option<(&std::path::Path, &str)>) -> Option<Proxy> {
         let dir = std::env::temp_dir().join(format!("pgpilot-it-{}-{}", std::process::id(), free_port()));
         std::fs::create_dir_all(&dir).unwrap();
         let config_path = dir.join("pgpilot.toml");
@@ -73,11 +78,15 @@ impl Proxy {
         if !extra_args.contains(&"--upstream") {
             cmd.args(["--upstream", &format!("postgres://app:app@127.0.0.1:{}", pg_port())]);
         }
+        let (level, stderr) = match log {
+            Some((path, level)) => (level.to_string(), Stdio::from(std::fs::File::create(path).unwrap())),
+            None => (std::env::var("PGPILOT_LOG").unwrap_or_else(|_| "warn".into()), Stdio::inherit()),
+        };
         let child = cmd
             .args(extra_args)
-            .env("PGPILOT_LOG", std::env::var("PGPILOT_LOG").unwrap_or_else(|_| "warn".into()))
+            .env("PGPILOT_LOG", level)
             .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
+            .stderr(stderr)
             .spawn()
             .expect("starting pgpilot");
         let mut proxy = Proxy { child, port, http_port, config_path, _dir: TempDir(dir) };
