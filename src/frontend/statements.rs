@@ -13,7 +13,7 @@ use foldhash::HashMap;
 
 use super::session::Session;
 use super::sql_scan::Scan;
-use super::stages::cache::{CacheStage, CachedStatement};
+use super::stages::cache::CachedStatement;
 pub use super::statement_versions::ADOPTING;
 use crate::config::PoolMode;
 use crate::prepared::Statement;
@@ -193,7 +193,7 @@ impl Session {
     pub(super) fn open_statement(&mut self, name: &[u8], query: &[u8], types: &[u8], found: &Scan) {
         let analysis = self.turn.analyzed.first().map(|(a, _)| a.clone());
         let cache = match &analysis {
-            Some(a) if self.stages.cache.on => Some(CacheStage::identity(&self.statements, name, a, query, types)),
+            Some(a) if self.stages.cache.on => Some(CachedStatement::identity(&self.statements, name, a, query, types)),
             _ => None,
         };
         let effect = found.lasts().then(|| Arc::new(found.clone()));

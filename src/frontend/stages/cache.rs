@@ -6,8 +6,9 @@
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
 
+pub use super::cache_statement::CachedStatement;
 use super::cache_writes::Writes;
 use super::{Cx, Stage};
 use crate::cache::fill::Fill;
@@ -15,7 +16,6 @@ use crate::cache::policy::{hint, Hint, Policy};
 use crate::cache::{Entry, FillPlan, Key, KeyParts, Lookup, ResultCache};
 use crate::config::{Config, PoolMode};
 use crate::frontend::reply_queue::{Action, Kind};
-use crate::frontend::statements::Statements;
 use crate::net::messages;
 use crate::pool::Pool;
 use crate::prepared::messages as pm;
@@ -23,37 +23,6 @@ use crate::protocol::backend as be;
 use crate::protocol::frontend::{ClientMessage, Target};
 use crate::sql::tokens::fnv1a;
 use crate::sql::{Analysis, StatementKind};
-
-/// A prepared statement as the cache sees it.
-pub struct CachedStatement {
-    pub analysis: Arc<Analysis>,
-    /// Text and parameter types: the statement part of the key.
-    ident: Bytes,
-    /// Its hash, combined with the arguments' for the cache's repeat counting.
-    ident_hash: u64,
-    hint: Hint,
-}
-
-impl CachedStatement {
-    /// The same text and types: a driver's unnamed Parse, repeated for every query.
-    fn is(&self, analysis: &Arc<Analysis>, query: &[u8], types: &[u8]) -> bool {
-        let i = &self.ident;
-        Arc::ptr_eq(&self.analysis, analysis)
-            && i.len() == query.len() + 1 + types.len()
-            && i.starts_with(query)
-            && i.ends_with(types)
-            && i[query.len()] == 0
-    }
-
-    fn new(analysis: Arc<Analysis>, query: &[u8], types: &[u8]) -> Self {
-        let mut ident = BytesMut::with_capacity(query.len() + types.len() + 1);
-        ident.extend_from_slice(query);
-        ident.extend_from_slice(&[0]);
-        ident.extend_from_slice(types);
-        let ident_hash = xxhash_rust::xxh3::xxh3_64(&ident);
-        Self { hint: hint(query), ident: ident.freeze(), ident_hash, analysis }
-    }
-}
 
 /// What the unnamed portal holds, as far as the cache is concerned.
 #[derive(Default)]
@@ -319,22 +288,6 @@ impl CacheStage {
             crate::cache::relations::spawn_load(relations.clone(), self.pool.clone(), db.clone());
         }
         ok
-    }
-
-    /// The cache's identity of a client's Parse; a driver's unnamed Parse repeated with the
-    /// same text and types keeps the one it had.
-    pub fn identity(
-        statements: &Statements,
-        name: &[u8],
-        analysis: &Arc<Analysis>,
-        query: &[u8],
-        types: &[u8],
-    ) -> Arc<CachedStatement> {
-        let previous = statements.get(name).and_then(|e| e.cache.as_ref());
-        match previous {
-            Some(p) if name.is_empty() && p.is(analysis, query, types) => p.clone(),
-            _ => Arc::new(CachedStatement::new(analysis.clone(), query, types)),
-        }
     }
 
     /// A Bind: its statement's writes noted; the key to look up when it binds a cacheable read

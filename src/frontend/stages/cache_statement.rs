@@ -1,0 +1,58 @@
+//! A prepared statement as the result cache knows it: its analysis, the text and parameter types
+//! that are the statement part of a cache key (and their hash), and its cache hint; kept in the
+//! session's statement table so a Bind finds it without a lookup.
+
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+
+use crate::cache::policy::{hint, Hint};
+use crate::frontend::statements::Statements;
+use crate::sql::Analysis;
+
+/// A prepared statement as the cache sees it.
+pub struct CachedStatement {
+    pub analysis: Arc<Analysis>,
+    /// Text and parameter types: the statement part of the key.
+    pub(super) ident: Bytes,
+    /// Its hash, combined with the arguments' for the cache's repeat counting.
+    pub(super) ident_hash: u64,
+    pub(super) hint: Hint,
+}
+
+impl CachedStatement {
+    /// The same text and types: a driver's unnamed Parse, repeated for every query.
+    fn is(&self, analysis: &Arc<Analysis>, query: &[u8], types: &[u8]) -> bool {
+        let i = &self.ident;
+        Arc::ptr_eq(&self.analysis, analysis)
+            && i.len() == query.len() + 1 + types.len()
+            && i.starts_with(query)
+            && i.ends_with(types)
+            && i[query.len()] == 0
+    }
+
+    fn new(analysis: Arc<Analysis>, query: &[u8], types: &[u8]) -> Self {
+        let mut ident = BytesMut::with_capacity(query.len() + types.len() + 1);
+        ident.extend_from_slice(query);
+        ident.extend_from_slice(&[0]);
+        ident.extend_from_slice(types);
+        let ident_hash = xxhash_rust::xxh3::xxh3_64(&ident);
+        Self { hint: hint(query), ident: ident.freeze(), ident_hash, analysis }
+    }
+
+    /// The cache's identity of a client's Parse; a driver's unnamed Parse repeated with the
+    /// same text and types keeps the one it had.
+    pub fn identity(
+        statements: &Statements,
+        name: &[u8],
+        analysis: &Arc<Analysis>,
+        query: &[u8],
+        types: &[u8],
+    ) -> Arc<CachedStatement> {
+        let previous = statements.get(name).and_then(|e| e.cache.as_ref());
+        match previous {
+            Some(p) if name.is_empty() && p.is(analysis, query, types) => p.clone(),
+            _ => Arc::new(CachedStatement::new(analysis.clone(), query, types)),
+        }
+    }
+}
