@@ -210,8 +210,8 @@ impl Session {
             }
             // Biased: server bytes first (what the client waits for), then the client's, then the
             // shutdown signal; tokio's random branch order costs a thread-local RNG draw per turn.
-            // Armed only while the client holds a transaction open and nothing is in flight (an
-            // async block: nothing is created or read from the clock while it is off).
+            // Armed only while the client holds a transaction open and nothing is in flight (off,
+            // the client read is the plain read: no timer, no clock read).
             let idle_limit = self.idle_transaction_timeout.filter(|_| self.idle_in_transaction());
             tokio::select! {
                 biased;
@@ -224,20 +224,20 @@ impl Session {
                         return;
                     }
                 }
-                r = self.client.read_buf(&mut self.cbuf) => {
+                r = read_client(&mut self.client, &mut self.cbuf, idle_limit) => {
+                    let Ok(r) = r else {
+                        tracing::info!(user = %self.info.user, database = %self.info.database,
+                            "client idle in transaction past pool.idle_transaction_timeout_ms: disconnected");
+                        let msg = "terminating connection due to idle-in-transaction timeout (pgpilot)";
+                        messages::error(&mut self.cout, "FATAL", sqlstate::IDLE_IN_TRANSACTION_TIMEOUT, msg);
+                        let _ = self.flush_client().await;
+                        return; // finish() closes the server connection: it is mid-transaction
+                    };
                     if !matches!(r, Ok(n) if n > 0) || self.on_client_bytes().await == Flow::Close {
                         return;
                     }
                 }
                 _ = &mut stop, if !stopping => stopping = true,
-                _ = async { tokio::time::sleep(idle_limit.unwrap_or_default()).await }, if idle_limit.is_some() => {
-                    tracing::info!(user = %self.info.user, database = %self.info.database,
-                        "client idle in transaction past pool.idle_transaction_timeout_ms: disconnected");
-                    let msg = "terminating connection due to idle-in-transaction timeout (pgpilot)";
-                    messages::error(&mut self.cout, "FATAL", sqlstate::IDLE_IN_TRANSACTION_TIMEOUT, msg);
-                    let _ = self.flush_client().await;
-                    return; // finish() closes the server connection: it is mid-transaction
-                }
             }
         }
     }
@@ -352,7 +352,15 @@ impl Session {
         // Decoded once: every stage below reads this view instead of splitting the frame again.
         let msg = ClientMessage::decode(tag, body(frame));
         self.turn = Turn::default();
-        if self.update_statements(&msg).await {
+        // Only a Query or Parse may wait (for its analysis); the others read the table at once.
+        let deallocated = match msg {
+            ClientMessage::Query { .. } | ClientMessage::Parse { .. } => self.update_statements(&msg).await,
+            _ => {
+                self.look_up_statement(&msg);
+                false
+            }
+        };
+        if deallocated {
             return Flow::Continue;
         }
         if self.stages.wants_before_send(self.server.is_some(), self.mode, &msg) {
@@ -482,6 +490,18 @@ fn new_stages(
             insights_handles,
         ),
         replies: Replies::default(),
+    }
+}
+
+/// The client's next bytes; Err(Elapsed) when `idle_limit` passes first.
+async fn read_client(
+    client: &mut ClientStream,
+    buf: &mut BytesMut,
+    idle_limit: Option<std::time::Duration>,
+) -> Result<std::io::Result<usize>, tokio::time::error::Elapsed> {
+    match idle_limit {
+        None => Ok(client.read_buf(buf).await),
+        Some(limit) => tokio::time::timeout(limit, client.read_buf(buf)).await,
     }
 }
 

@@ -52,7 +52,9 @@ impl Session {
             None if opaque => self.analyzer.analyze_shapes(&text, &shapes, true),
             None => {
                 let (text, shapes): (std::sync::Arc<str>, std::sync::Arc<[_]>) = (text.into(), shapes.into());
-                let analyzed = self.analyzer.analyze_off_thread(text.clone(), shapes.clone()).await;
+                // Boxed: the wait's state lives on the heap only while it runs, not in every
+                // message's future.
+                let analyzed = Box::pin(self.analyzer.analyze_off_thread(text.clone(), shapes.clone())).await;
                 return self.scanned(analyzed, &text, &shapes);
             }
         };

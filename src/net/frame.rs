@@ -59,9 +59,12 @@ impl Framer {
         self.held > 0
     }
 
+    #[inline]
     fn give_back(&mut self) {
-        if let (Some(budget), held @ 1..) = (&self.budget, self.held) {
-            budget.give_back(held);
+        if self.held > 0 {
+            if let Some(budget) = &self.budget {
+                budget.give_back(self.held);
+            }
             self.held = 0;
         }
     }
