@@ -88,6 +88,13 @@ async fn idle_transactions_time_out_and_never_lock_out_logins() {
     let told = late.messages_until_ready().await;
     let app_name = told.iter().find(|(tag, body)| *tag == b'S' && body.starts_with(b"application_name\0"));
     assert_eq!(app_name.map(|(_, b)| b.as_slice()), Some(&b"application_name\0late_client\0"[..]));
+    // Settings never seen before (another DateStyle): told from the newest connection's values
+    // with its own, rather than kept waiting for a connection.
+    let mut other = Raw::connect(proxy.port).await;
+    other.send(&raw::startup_packet(&[("user", "trustuser"), ("database", "app"), ("DateStyle", "German")])).await;
+    let told = other.messages_until_ready().await;
+    assert!(t.elapsed() < Duration::from_millis(300), "a login with new settings waited {:?}", t.elapsed());
+    assert!(told.iter().any(|(tag, body)| *tag == b'S' && body.starts_with(b"DateStyle\0German")), "its own DateStyle");
     assert!(t.elapsed() < Duration::from_millis(300), "login waited {:?} for a server connection", t.elapsed());
     late.send(&raw::query("SELECT 1")).await;
     let messages = late.messages_until_ready().await;
@@ -139,16 +146,19 @@ fn rss_kb(pid: u32) -> u64 {
 }
 
 /// Eight clients each start a 10 MB Query and stop mid-way: with server.max_buffered_bytes at
-/// 20 MiB the first two are buffered, the others are refused with 53200 before their bytes are
+/// 25 MiB the first two are buffered, the others are refused with 53200 before their bytes are
 /// read, memory stays bounded, and everyone else goes on.
 #[tokio::test]
 async fn buffered_bytes_are_bounded_across_clients() {
-    let proxy = Proxy::start(&format!("[server]\nmax_buffered_bytes = 20971520\n{TRUST_POOL_OF_TWO}"));
+    let proxy = Proxy::start(&format!("[server]\nmax_buffered_bytes = 26214400\n{TRUST_POOL_OF_TWO}"));
     let before = rss_kb(proxy.child.id());
     let mut hungry = Vec::new();
     for _ in 0..8 {
         let mut r = Raw::login_trust(proxy.port, "trustuser", "app").await;
-        r.send(&unfinished_query(10 << 20, 2 << 20)).await;
+        // The header announces 10 MB; a refused client is closed on it (sending more could meet
+        // the reset of that close).
+        r.send(&unfinished_query(10 << 20, 1024)).await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
         hungry.push(r);
     }
     let mut refused = 0;
@@ -157,8 +167,12 @@ async fn buffered_bytes_are_bounded_across_clients() {
         refused += 1;
     }
     assert_eq!(refused, 6);
+    for r in hungry.iter_mut().take(2) {
+        r.send(&vec![b'x'; 2 << 20]).await; // the two buffered ones go on sending
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
     let grown = rss_kb(proxy.child.id()).saturating_sub(before);
-    assert!(grown < 40 * 1024, "RSS grew {grown} kB for 20 MiB of budget");
+    assert!(grown < 40 * 1024, "RSS grew {grown} kB for 25 MiB of budget");
     let mut by = Raw::login_trust(proxy.port, "trustuser", "app").await;
     by.send(&raw::query("SELECT 1")).await;
     assert!(by.until_ready().await.is_ok(), "others unaffected");

@@ -180,17 +180,19 @@ impl Session {
     }
 
     /// Transaction mode: what the pool already knows to tell this login (its settings seen
-    /// applied before, or the same but for a plain application_name).
+    /// applied before, or the same but for a plain application_name), or, when no connection is
+    /// free to ask, its best account of them (`Pool::login_from_base`, not remembered).
     fn known_login(&self) -> Option<crate::pool::Login> {
         if self.mode != PoolMode::Transaction {
             return None;
         }
-        self.pool.login(self.state.sig()).or_else(|| {
+        let known = self.pool.login(self.state.sig()).or_else(|| {
             let (but_name, name) = self.state.login_variant()?;
             let login = self.pool.login_like(but_name, name)?;
             self.pool.remember_login(self.state.sig(), None, login.clone());
             Some(login)
-        })
+        });
+        known.or_else(|| (!self.pool.has_capacity()).then(|| self.pool.login_from_base(self.state.startup())).flatten())
     }
 
     /// The session loop; returns when the client leaves, fails, or is told to go at shutdown.

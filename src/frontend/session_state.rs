@@ -74,6 +74,11 @@ impl SessionState {
         self.sig
     }
 
+    /// What the startup packet asked for (settings only).
+    pub fn startup(&self) -> &BTreeMap<String, String> {
+        &self.startup
+    }
+
     /// The signature of the startup settings but application_name, with that name, when it is
     /// one PostgreSQL reports exactly as given (printable ASCII, shorter than NAMEDATALEN): two
     /// logins that differ only in it are told the same values but that one (`pool::Login`).

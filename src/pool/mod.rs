@@ -180,6 +180,34 @@ impl Pool {
         Some(Login { params: Arc::new(params), frames: frames.freeze() })
     }
 
+    /// A connection could be had now without waiting (an idle one or a free slot); a hint, it
+    /// may be gone a moment later.
+    pub fn has_capacity(&self) -> bool {
+        let max = self.max_size();
+        let st = self.state.lock();
+        !st.idle.is_empty() || st.total < max
+    }
+
+    /// What a login with never-seen startup `settings` is told while no connection is free:
+    /// the newest connection's values, with the client's own for those it set, as given
+    /// (client_encoding spelled as the server does). PostgreSQL may spell a value differently
+    /// ("iso" is reported as "ISO, MDY"); that is the one inexactness, taken only so that a busy
+    /// pool cannot lock a login out.
+    pub fn login_from_base(&self, settings: &std::collections::BTreeMap<String, String>) -> Option<Login> {
+        let mut params = (**self.logins.lock().base.as_ref()?).clone();
+        for (name, value) in settings {
+            let Some(key) = params.keys().find(|k| k.eq_ignore_ascii_case(name)).cloned() else { continue };
+            let utf8 =
+                key == "client_encoding" && matches!(value.to_ascii_lowercase().as_str(), "utf8" | "utf-8" | "unicode");
+            params.insert(key, if utf8 { "UTF8".into() } else { value.clone() });
+        }
+        let mut frames = BytesMut::new();
+        for (k, v) in &params {
+            crate::net::messages::parameter_status(&mut frames, k, v);
+        }
+        Some(Login { params: Arc::new(params), frames: frames.freeze() })
+    }
+
     /// Remembers what a login with settings signature `sig` (and, when it has a plain
     /// application_name, `but_name`: the signature without it) was told.
     pub fn remember_login(&self, sig: u64, but_name: Option<u64>, login: Login) {
