@@ -9,6 +9,7 @@ pub mod tx;
 
 mod forward;
 mod hold;
+mod login;
 mod relay;
 mod reply_queue;
 mod session_effects;

@@ -143,58 +143,6 @@ impl Session {
         }
     }
 
-    /// Finishes the login: a server connection supplies the ParameterStatus values (after the
-    /// client's own settings are applied to it), then BackendKeyData and ReadyForQuery, sent in one
-    /// write behind `greeting` (the end of the authentication exchange).
-    pub async fn start(&mut self, greeting: BytesMut) -> Flow {
-        self.cout.extend_from_slice(&greeting);
-        // Transaction mode: a login whose startup settings the pool has seen applied needs no
-        // server connection (see `pool::Login`).
-        let login = match self.known_login() {
-            Some(login) => login,
-            None => match self.checkout().await {
-                Ok(()) => {
-                    let server = self.server.as_mut().expect("checked out");
-                    let login = crate::pool::Login { params: server.params.clone(), frames: server.parameter_frames() };
-                    let but_name = self.state.login_variant().map(|(sig, _)| sig);
-                    self.pool.remember_login(self.state.sig(), but_name, login.clone());
-                    login
-                }
-                Err(frame) => {
-                    let (_, code, msg) = crate::protocol::backend::error_fields(body(&frame));
-                    messages::error(&mut self.cout, "FATAL", &code, &msg);
-                    let _ = self.client.write_all(&self.cout).await;
-                    return Flow::Close;
-                }
-            },
-        };
-        self.backslash_quotes = login.params.get("standard_conforming_strings").is_some_and(|v| v == "off");
-        self.cout.extend_from_slice(&login.frames);
-        self.told_at_login = login.params;
-        messages::backend_key_data(&mut self.cout, self.cancel.key.0, self.cancel.key.1);
-        messages::ready_for_query(&mut self.cout, b'I');
-        if self.mode == PoolMode::Transaction {
-            self.release().await;
-        }
-        self.flush_client().await
-    }
-
-    /// Transaction mode: what the pool already knows to tell this login (its settings seen
-    /// applied before, or the same but for a plain application_name), or, when no connection is
-    /// free to ask, its best account of them (`Pool::login_from_base`, not remembered).
-    fn known_login(&self) -> Option<crate::pool::Login> {
-        if self.mode != PoolMode::Transaction {
-            return None;
-        }
-        let known = self.pool.login(self.state.sig()).or_else(|| {
-            let (but_name, name) = self.state.login_variant()?;
-            let login = self.pool.login_like(but_name, name)?;
-            self.pool.remember_login(self.state.sig(), None, login.clone());
-            Some(login)
-        });
-        known.or_else(|| (!self.pool.has_capacity()).then(|| self.pool.login_from_base(self.state.startup())).flatten())
-    }
-
     /// The session loop; returns when the client leaves, fails, or is told to go at shutdown.
     pub async fn run(&mut self) {
         let mut shutdown = self.shutdown.clone();
