@@ -146,11 +146,7 @@ impl ServerConn {
         if let Some(frames) = &self.params_frames {
             return frames.clone();
         }
-        let mut out = BytesMut::new();
-        for (name, value) in self.params.iter() {
-            crate::net::messages::parameter_status(&mut out, name, value);
-        }
-        let frames = out.freeze();
+        let frames = crate::net::messages::parameter_statuses(self.params.iter());
         self.params_frames = Some(frames.clone());
         frames
     }

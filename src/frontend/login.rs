@@ -17,7 +17,7 @@ impl Session {
     pub async fn start(&mut self, greeting: BytesMut) -> Flow {
         self.cout.extend_from_slice(&greeting);
         // Transaction mode: a login whose startup settings the pool has seen applied needs no
-        // server connection (see `pool::Login`).
+        // server connection (see `pool::Logins`).
         let login = match self.known_login() {
             Some(login) => login,
             None => match self.checkout().await {
@@ -25,7 +25,7 @@ impl Session {
                     let server = self.server.as_mut().expect("checked out");
                     let login = crate::pool::Login { params: server.params.clone(), frames: server.parameter_frames() };
                     let but_name = self.state.login_variant().map(|(sig, _)| sig);
-                    self.pool.remember_login(self.state.sig(), but_name, login.clone());
+                    self.pool.logins.remember(self.state.sig(), but_name, login.clone());
                     login
                 }
                 Err(frame) => {
@@ -49,17 +49,18 @@ impl Session {
 
     /// Transaction mode: what the pool already knows to tell this login (its settings seen
     /// applied before, or the same but for a plain application_name), or, when no connection is
-    /// free to ask, its best account of them (`Pool::login_from_base`, not remembered).
+    /// free to ask, its best account of them (`Logins::from_base`, not remembered).
     fn known_login(&self) -> Option<crate::pool::Login> {
         if self.mode != PoolMode::Transaction {
             return None;
         }
-        let known = self.pool.login(self.state.sig()).or_else(|| {
+        let known = self.pool.logins.get(self.state.sig()).or_else(|| {
             let (but_name, name) = self.state.login_variant()?;
-            let login = self.pool.login_like(but_name, name)?;
-            self.pool.remember_login(self.state.sig(), None, login.clone());
+            let login = self.pool.logins.like(but_name, name)?;
+            self.pool.logins.remember(self.state.sig(), None, login.clone());
             Some(login)
         });
-        known.or_else(|| (!self.pool.has_capacity()).then(|| self.pool.login_from_base(self.state.startup())).flatten())
+        known
+            .or_else(|| (!self.pool.has_capacity()).then(|| self.pool.logins.from_base(self.state.startup())).flatten())
     }
 }

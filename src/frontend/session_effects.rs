@@ -50,20 +50,11 @@ impl Session {
         self.turn.analyzed = match cached {
             Some(analyzed) => analyzed,
             None if opaque => self.analyzer.analyze_shapes(&text, &shapes, true),
-            None => {
-                let (text, shapes): (std::sync::Arc<str>, std::sync::Arc<[_]>) = (text.into(), shapes.into());
-                // Boxed: the wait's state lives on the heap only while it runs, not in every
-                // message's future.
-                let analyzed = Box::pin(self.analyzer.analyze_off_thread(text.clone(), shapes.clone())).await;
-                return self.scanned(analyzed, &text, &shapes);
-            }
+            // Boxed: the wait's state lives on the heap only while it runs, not in every
+            // message's future. (The copies are the parser's to own; a parse costs far more.)
+            None => Box::pin(self.analyzer.analyze_off_thread(text.as_ref().into(), shapes.as_slice().into())).await,
         };
         super::sql_scan::from_analyses(&text, &shapes, &self.turn.analyzed)
-    }
-
-    fn scanned(&mut self, analyzed: crate::sql::Analyzed, text: &str, shapes: &[crate::sql::tokens::Shape]) -> Scan {
-        self.turn.analyzed = analyzed;
-        super::sql_scan::from_analyses(text, shapes, &self.turn.analyzed)
     }
 
     /// A text over the analysis cap: one unknown statement.

@@ -81,7 +81,7 @@ impl SessionState {
 
     /// The signature of the startup settings but application_name, with that name, when it is
     /// one PostgreSQL reports exactly as given (printable ASCII, shorter than NAMEDATALEN): two
-    /// logins that differ only in it are told the same values but that one (`pool::Login`).
+    /// logins that differ only in it are told the same values but that one (`pool::Logins`).
     pub fn login_variant(&self) -> Option<(u64, &str)> {
         let name = self.startup.get("application_name")?;
         if name.len() >= 64 || !name.bytes().all(|b| (0x20..0x7f).contains(&b)) {

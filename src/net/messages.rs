@@ -93,6 +93,15 @@ pub fn parameter_status(out: &mut BytesMut, name: &str, value: &str) {
     encode(ParameterStatus::new(name.to_string(), value.to_string()), out);
 }
 
+/// One ParameterStatus per (name, value), in order: what a client is told at login.
+pub fn parameter_statuses<'a>(params: impl IntoIterator<Item = (&'a String, &'a String)>) -> bytes::Bytes {
+    let mut out = BytesMut::new();
+    for (name, value) in params {
+        parameter_status(&mut out, name, value);
+    }
+    out.freeze()
+}
+
 pub fn backend_key_data(out: &mut BytesMut, pid: i32, secret: i32) {
     encode(BackendKeyData::new(pid, SecretKey::I32(secret)), out);
 }

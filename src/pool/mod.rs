@@ -5,6 +5,7 @@
 //! (or its free slot) straight to the longest waiter, so waiting is fair and needs no polling.
 
 pub mod guard;
+pub mod logins;
 pub mod maintenance;
 pub mod set;
 
@@ -19,6 +20,7 @@ use parking_lot::Mutex;
 use tokio::sync::oneshot;
 
 pub use guard::PooledConn;
+pub use logins::Login;
 
 use crate::backend::connect::{connect, Target};
 use crate::backend::{ServerConn, ServerError};
@@ -79,6 +81,8 @@ impl State {
 }
 
 pub struct Pool {
+    /// What logins were told (see `Logins`).
+    pub logins: logins::Logins,
     pub key: PoolKey,
     config: Arc<ArcSwap<Config>>,
     /// PAUSE (admin console): checkouts wait while this is true.
@@ -88,8 +92,6 @@ pub struct Pool {
     state: Mutex<State>,
     pub checkouts: AtomicU64,
     pub wait_timeouts: AtomicU64,
-    /// What logins were told, by the signature of the client's startup settings (see `Login`).
-    logins: Mutex<Logins>,
     /// The server refused this pool's database or user (3D000, class 28) at this time: further
     /// connects within `REFUSAL_MEMORY` get the same error without forking a backend.
     refused: Mutex<Option<(Instant, BytesMut, String)>>,
@@ -100,30 +102,6 @@ pub struct Pool {
 /// How long a refusal is remembered: a flood of logins to a database that does not exist forks
 /// one backend per this period, not one per login.
 const REFUSAL_MEMORY: Duration = Duration::from_secs(5);
-
-#[derive(Default)]
-struct Logins {
-    /// What the newest connection reported before any client setting was applied.
-    base: Option<Arc<std::collections::BTreeMap<String, String>>>,
-    by_settings: std::collections::HashMap<u64, Login>,
-    /// The same, by the signature of the settings but application_name (see `login_like`).
-    by_settings_but_name: std::collections::HashMap<u64, Login>,
-}
-
-/// What a client is told at login (ParameterStatus values) for one set of startup settings, as
-/// a server connection of this pool reported them after those settings were applied. Later
-/// logins with the same settings (a service's clients all send the same) are answered from here
-/// without a server connection, so a pool whose connections are all busy (20 clients idle in a
-/// transaction) cannot lock out logins. Forgotten when a new connection of the pool reports
-/// other values than the one before (the server restarted with another configuration or version).
-#[derive(Clone)]
-pub struct Login {
-    pub params: Arc<std::collections::BTreeMap<String, String>>,
-    pub frames: bytes::Bytes,
-}
-
-/// Distinct startup settings remembered per pool (a client cannot grow the map without bound).
-const MAX_LOGINS: usize = 64;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CheckoutError {
@@ -156,28 +134,10 @@ impl Pool {
             state: Mutex::new(State::default()),
             checkouts: AtomicU64::new(0),
             wait_timeouts: AtomicU64::new(0),
-            logins: Mutex::default(),
+            logins: Default::default(),
             refused: Mutex::default(),
             unused_since_ms: AtomicU64::new(0),
         })
-    }
-
-    /// What a login with startup settings `sig` is told, when a connection already said.
-    pub fn login(&self, sig: u64) -> Option<Login> {
-        self.logins.lock().by_settings.get(&sig).cloned()
-    }
-
-    /// What a login with settings `but_name` plus application_name `name` is told, from one
-    /// that differed only in the name (PostgreSQL reports a printable name as given).
-    pub fn login_like(&self, but_name: u64, name: &str) -> Option<Login> {
-        let similar = self.logins.lock().by_settings_but_name.get(&but_name)?.clone();
-        let mut params = (*similar.params).clone();
-        params.insert("application_name".into(), name.into());
-        let mut frames = BytesMut::new();
-        for (k, v) in &params {
-            crate::net::messages::parameter_status(&mut frames, k, v);
-        }
-        Some(Login { params: Arc::new(params), frames: frames.freeze() })
     }
 
     /// A connection could be had now without waiting (an idle one or a free slot); a hint, it
@@ -188,42 +148,8 @@ impl Pool {
         !st.idle.is_empty() || st.total < max
     }
 
-    /// What a login with never-seen startup `settings` is told while no connection is free:
-    /// the newest connection's values, with the client's own for those it set, as given
-    /// (client_encoding spelled as the server does). PostgreSQL may spell a value differently
-    /// ("iso" is reported as "ISO, MDY"); that is the one inexactness, taken only so that a busy
-    /// pool cannot lock a login out.
-    pub fn login_from_base(&self, settings: &std::collections::BTreeMap<String, String>) -> Option<Login> {
-        let mut params = (**self.logins.lock().base.as_ref()?).clone();
-        for (name, value) in settings {
-            let Some(key) = params.keys().find(|k| k.eq_ignore_ascii_case(name)).cloned() else { continue };
-            let utf8 =
-                key == "client_encoding" && matches!(value.to_ascii_lowercase().as_str(), "utf8" | "utf-8" | "unicode");
-            params.insert(key, if utf8 { "UTF8".into() } else { value.clone() });
-        }
-        let mut frames = BytesMut::new();
-        for (k, v) in &params {
-            crate::net::messages::parameter_status(&mut frames, k, v);
-        }
-        Some(Login { params: Arc::new(params), frames: frames.freeze() })
-    }
-
-    /// Remembers what a login with settings signature `sig` (and, when it has a plain
-    /// application_name, `but_name`: the signature without it) was told.
-    pub fn remember_login(&self, sig: u64, but_name: Option<u64>, login: Login) {
-        let mut logins = self.logins.lock();
-        if logins.by_settings.len() >= MAX_LOGINS || logins.by_settings_but_name.len() >= MAX_LOGINS {
-            logins.by_settings.clear();
-            logins.by_settings_but_name.clear();
-        }
-        if let Some(but_name) = but_name.filter(|_| login.params.contains_key("application_name")) {
-            logins.by_settings_but_name.insert(but_name, login.clone());
-        }
-        logins.by_settings.insert(sig, login);
-    }
-
-    /// Opens a new server connection (see `Login` for what it may make the pool forget, and
-    /// `refused` for what it remembers).
+    /// Opens a new server connection (see `Logins::saw_connection` for what it may make the
+    /// pool forget, and `refused` for what it remembers).
     async fn open(&self) -> Result<ServerConn, ServerError> {
         if let Some((at, frame, msg)) = self.refused.lock().as_ref() {
             if at.elapsed() < REFUSAL_MEMORY {
@@ -241,13 +167,7 @@ impl Pool {
             }
             Err(e) => return Err(e),
         };
-        let mut logins = self.logins.lock();
-        if logins.base.as_deref() != Some(&*conn.params) {
-            logins.by_settings.clear();
-            logins.by_settings_but_name.clear();
-            logins.base = Some(conn.params.clone());
-        }
-        drop(logins);
+        self.logins.saw_connection(&conn.params);
         Ok(conn)
     }
 
