@@ -1,6 +1,12 @@
 //! A result being captured on its way to the client (a miss): the reply frames are copied as
 //! they are relayed, and handed to the cache once the statement completed with nothing unusual
-//! in between (no error, notice, partial fetch or oversized row).
+//! in between (no error, notice or oversized row).
+//!
+//! A row-limited Execute (asyncpg's `fetchrow`/`fetchval` send a limit of 1) ends in
+//! PortalSuspended: the fill is then `suspended` and completes only if pgpilot's own hidden
+//! Execute of the same portal (sent before the client's Sync) brings the rest of the rows. The
+//! entry must hold the whole result, because a later hit may be executed without a limit; its
+//! CommandComplete then counts every row, as the server's would for one unlimited Execute.
 
 use bytes::{Bytes, BytesMut};
 
@@ -15,13 +21,24 @@ pub struct Fill {
     pub body: BytesMut,
     pub rows: u32,
     pub done: bool,
+    /// The client's Execute ended in PortalSuspended; the rest comes with pgpilot's continuation.
+    pub suspended: bool,
     limit: usize,
 }
 
 impl Fill {
     pub fn new(mut plan: Box<FillPlan>, simple: bool, limit: usize) -> Box<Self> {
         plan.sent();
-        Box::new(Self { plan, simple, row_desc: None, body: BytesMut::new(), rows: 0, done: false, limit })
+        Box::new(Self {
+            plan,
+            simple,
+            row_desc: None,
+            body: BytesMut::new(),
+            rows: 0,
+            done: false,
+            suspended: false,
+            limit,
+        })
     }
 
     /// Takes one reply frame of the statement; false when the result cannot be cached after all.
@@ -35,16 +52,94 @@ impl Fill {
                 self.body.extend_from_slice(frame);
                 self.rows += 1;
             }
+            b'C' if self.suspended => {
+                // The continuation's tag counts only its own rows: the entry's counts them all.
+                let Some(whole) = counted(frame, self.rows) else { return false };
+                self.body.extend_from_slice(&whole);
+                self.done = true;
+            }
             b'C' if self.row_desc.is_some() || !self.simple => {
                 self.body.extend_from_slice(frame);
                 self.done = true;
             }
-            _ => return false,
+            b's' if !self.simple && !self.suspended => self.suspended = true,
+            _ => {
+                if self.suspended {
+                    self.plan.key.learned.cut_short.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+                return false;
+            }
         }
         if self.body.len() > self.limit {
             super::CacheStats::bump(&self.plan.stats.too_large);
+            if self.suspended {
+                self.plan.key.learned.cut_short.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
             return false;
         }
         true
+    }
+}
+
+/// The CommandComplete `frame` ("SELECT 0") with its row count replaced by `rows`.
+fn counted(frame: &[u8], rows: u32) -> Option<bytes::Bytes> {
+    let tag = crate::protocol::backend::command_tag(frame.get(5..)?)?;
+    let verb = std::str::from_utf8(tag).ok()?.trim_end_matches(|c: char| c.is_ascii_digit());
+    (verb.len() < tag.len() && verb.ends_with(' '))
+        .then(|| crate::net::messages::command_complete_frame(&format!("{verb}{rows}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cache::{Key, KeyParts, Lookup, ResultCache};
+
+    fn frame(tag: u8, body: &[u8]) -> Vec<u8> {
+        let mut f = vec![tag];
+        f.extend_from_slice(&(body.len() as u32 + 4).to_be_bytes());
+        f.extend_from_slice(body);
+        f
+    }
+
+    async fn plan() -> Box<FillPlan> {
+        let cache = ResultCache::new(&crate::config::CacheConfig::default()).expect("cache");
+        let sql = "SELECT id FROM t WHERE k = $1";
+        let a = crate::sql::parse::analyze(sql, &crate::sql::tokens::shapes(sql)[0].text);
+        let db = std::sync::Arc::from("db");
+        let parts = KeyParts { proto: b'E', db: &db, user: "u", settings: 0, statement: b"s", variant: 0, args: b"" };
+        match cache.lookup(Key::new(parts, &a, std::time::Duration::from_secs(5)), Default::default()).await {
+            Lookup::Miss(plan) => plan,
+            _ => panic!("an empty cache misses"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_suspended_fill_takes_the_continuation_and_counts_every_row() {
+        let mut fill = Fill::new(plan().await, false, 1 << 20);
+        let row = |v: u8| frame(b'D', &[0, 1, 0, 0, 0, 1, v]);
+        assert!(fill.on_frame(b'D', &row(1)));
+        assert!(fill.on_frame(b's', &frame(b's', b"")));
+        assert!(fill.suspended && !fill.done);
+        for v in 2..=3 {
+            assert!(fill.on_frame(b'D', &row(v)));
+        }
+        assert!(fill.on_frame(b'C', &frame(b'C', b"SELECT 2\0")));
+        assert!(fill.done);
+        let mut want: Vec<u8> = [row(1), row(2), row(3)].concat();
+        want.extend_from_slice(&frame(b'C', b"SELECT 3\0"));
+        assert_eq!(&fill.body[..], &want[..], "one unlimited Execute's reply");
+        assert_eq!(fill.rows, 3);
+    }
+
+    #[tokio::test]
+    async fn a_continuation_that_suspends_again_is_not_stored() {
+        let plan = plan().await;
+        let learned = plan.key.learned.clone();
+        let mut fill = Fill::new(plan, false, 1 << 20);
+        assert!(fill.on_frame(b'D', &frame(b'D', &[0, 0])));
+        assert!(fill.on_frame(b's', &frame(b's', b"")));
+        assert!(fill.on_frame(b'D', &frame(b'D', &[0, 0])));
+        assert!(!fill.on_frame(b's', &frame(b's', b"")), "more rows than the continuation fetched");
+        assert_eq!(learned.cut_short.load(std::sync::atomic::Ordering::Relaxed), 1);
     }
 }

@@ -313,6 +313,9 @@ impl ResultCache {
             return;
         }
         tracing::trace!(key = %format!("{:x}", key.hash), ?gens, rows, "cache: stored");
+        if key.learned.cut_short.load(std::sync::atomic::Ordering::Relaxed) > 0 {
+            key.learned.cut_short.store(0, std::sync::atomic::Ordering::Relaxed);
+        }
         let e = Entry {
             key: key.bytes,
             row_desc,

@@ -59,6 +59,8 @@ struct Known {
 #[derive(Default)]
 pub struct Relations {
     dbs: RwLock<HashMap<Arc<str>, Known>>,
+    /// Woken at every finished load (reads waiting for a database's first list).
+    loaded: tokio::sync::Notify,
 }
 
 impl Relations {
@@ -77,6 +79,27 @@ impl Relations {
         (ok, due)
     }
 
+    /// `db`'s list has never been loaded but a load is under way.
+    pub fn first_load_running(&self, db: &str) -> bool {
+        self.dbs.read().get(db).is_some_and(|k| k.loaded_ms == 0 && k.loading)
+    }
+
+    /// Waits (at most `wait`) until `db`'s list has been loaded once; whether it has.
+    pub async fn wait_loaded(&self, db: &str, wait: std::time::Duration) -> bool {
+        let loaded = || self.dbs.read().get(db).is_some_and(|k| k.loaded_ms > 0);
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let mut woken = std::pin::pin!(self.loaded.notified());
+            woken.as_mut().enable(); // registered before the check: a load ending now still wakes it
+            if loaded() {
+                return true;
+            }
+            if tokio::time::timeout_at(deadline, woken).await.is_err() {
+                return loaded();
+            }
+        }
+    }
+
     /// Claims the reload of `db`'s list (false when another task already does it).
     pub fn begin_load(&self, db: &str) -> bool {
         let mut dbs = self.dbs.write();
@@ -86,6 +109,11 @@ impl Relations {
 
     /// Stores the rows of `QUERY` (name, kind, cascade target); `None` when the load failed.
     pub fn finish_load(&self, db: &str, rows: Option<Vec<(String, String, String)>>, now_ms: u64) {
+        self.store_load(db, rows, now_ms);
+        self.loaded.notify_waiters();
+    }
+
+    fn store_load(&self, db: &str, rows: Option<Vec<(String, String, String)>>, now_ms: u64) {
         let mut dbs = self.dbs.write();
         let k = dbs.entry(Arc::from(db)).or_default();
         k.loading = false;

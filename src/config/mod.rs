@@ -271,6 +271,9 @@ pub struct CacheConfig {
     pub coalesce_wait_ms: u64,
     /// How often the list of ordinary tables (only their reads are cached) is re-read.
     pub relations_refresh_s: u64,
+    /// How long a read waits for its database's first table list (loaded at the first login)
+    /// before it goes on uncached: a cold start is not minutes of misses, nor a stall.
+    pub relations_wait_ms: u64,
     /// Look past a statement shape whose results do not repeat often enough to pay for the
     /// lookup (decided per shape every 256 runs from the repeat ratio and the time a miss takes).
     pub skip_unrepeated: bool,
@@ -290,6 +293,7 @@ impl Default for CacheConfig {
             redis_verify_hits: true,
             coalesce_wait_ms: 10_000,
             relations_refresh_s: 60,
+            relations_wait_ms: 50,
             skip_unrepeated: true,
             rules: Vec::new(),
         }

@@ -134,6 +134,9 @@ struct Expect {
     fill: Option<Box<Fill>>,
     /// A Describe of the portal a fill executes: its RowDescription/NoData is kept for the fill.
     capture_desc: bool,
+    /// pgpilot's own Execute of a portal whose fill the entry before it left suspended: the
+    /// fill moves here and takes the rest of the rows (none of this reply reaches the client).
+    continues: bool,
 }
 
 impl Expect {
@@ -233,7 +236,16 @@ impl Pending {
             return;
         }
         let drop = self.poisoned;
-        let e = Expect { kind, action, track: None, drop, error_instead: None, fill: None, capture_desc: false };
+        let e = Expect {
+            kind,
+            action,
+            track: None,
+            drop,
+            error_instead: None,
+            fill: None,
+            capture_desc: false,
+            continues: false,
+        };
         self.q.push_back(e);
         self.last_queued = true;
     }
@@ -270,6 +282,15 @@ impl Pending {
         }
     }
 
+    /// The message just pushed is pgpilot's own Execute continuing a suspended fill: its reply is
+    /// hidden from the client and completes the fill.
+    pub fn continue_fill(&mut self) {
+        if let Some(e) = self.last() {
+            e.drop = true;
+            e.continues = true;
+        }
+    }
+
     /// The message just pushed describes the portal of a cache miss.
     pub fn capture_describe(&mut self) {
         if let Some(e) = self.last() {
@@ -303,6 +324,12 @@ impl Pending {
 
     pub fn is_empty(&self) -> bool {
         self.q.is_empty()
+    }
+
+    /// Nothing queued runs a statement or ends a transaction (Parse, a statement's Describe and
+    /// local replies only).
+    pub fn runs_nothing(&self) -> bool {
+        self.q.iter().all(|e| matches!(e.kind, Kind::Parse | Kind::DescribeStatement | Kind::Local))
     }
 
     pub fn clear(&mut self) {
@@ -378,6 +405,11 @@ impl Pending {
         // Local replies behind this one are emitted by the caller after it has passed this
         // message on (or at the next message), so they land after it.
         let mut done = self.q.pop_front().expect("front exists");
+        if let Some(fill) = done.fill.take_if(|f| f.suspended && !f.done) {
+            if let Some(next) = self.q.front_mut().filter(|e| e.continues) {
+                next.fill = Some(fill);
+            }
+        }
         if let Some(mut fill) = done.fill.take().filter(|f| f.done) {
             if fill.row_desc.is_none() {
                 fill.row_desc = self.described.take();

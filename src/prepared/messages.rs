@@ -29,6 +29,10 @@ pub fn describe_portal(out: &mut BytesMut, name: &[u8]) {
     frame(b'D', &[b"P", name, b"\0"], out);
 }
 
+pub fn execute(out: &mut BytesMut, portal: &[u8], max_rows: u32) {
+    frame(b'E', &[portal, b"\0", &max_rows.to_be_bytes()], out);
+}
+
 pub fn close_statement(out: &mut BytesMut, name: &str) {
     frame(b'C', &[b"S", name.as_bytes(), b"\0"], out);
 }

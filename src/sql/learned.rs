@@ -19,11 +19,20 @@ pub struct Learned {
     pub miss_us: AtomicU32,
     /// The cache looks past this shape (its results do not repeat enough to pay for the lookup).
     pub cache_skipped: AtomicBool,
+    /// Row-limited misses whose rest did not fit an entry (more rows than the continuation
+    /// fetches, or too many bytes) since one was last stored.
+    pub cut_short: AtomicU32,
 }
 
 impl Learned {
     pub fn skipped(&self) -> bool {
         self.cache_skipped.load(Relaxed)
+    }
+
+    /// Whether a row-limited miss of this shape is worth fetching whole for the cache: not
+    /// after three that could not be stored, except one run in 64 (the data may have shrunk).
+    pub fn worth_continuing(&self) -> bool {
+        self.cut_short.load(Relaxed) < 3 || self.runs.load(Relaxed) % 64 == 0
     }
 }
 
@@ -38,5 +47,27 @@ impl Eq for Learned {}
 impl std::fmt::Debug for Learned {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "Learned(runs {}, skipped {})", self.runs.load(Relaxed), self.skipped())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_shape_cut_short_three_times_is_continued_once_in_64_runs() {
+        let l = Learned::default();
+        l.runs.store(5, Relaxed);
+        for _ in 0..2 {
+            l.cut_short.fetch_add(1, Relaxed);
+            assert!(l.worth_continuing());
+        }
+        l.cut_short.fetch_add(1, Relaxed);
+        assert!(!l.worth_continuing());
+        l.runs.store(64, Relaxed);
+        assert!(l.worth_continuing(), "tried again now and then");
+        l.runs.store(65, Relaxed);
+        l.cut_short.store(0, Relaxed);
+        assert!(l.worth_continuing(), "a stored entry resets the count");
     }
 }

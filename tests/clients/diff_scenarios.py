@@ -342,6 +342,31 @@ def portal_suspended(ctx):
 
 
 @scenario()
+def row_limited_reads(ctx):
+    """asyncpg's fetchrow/fetchval: Bind + Execute with a row limit of 1 + Sync (the server answers
+    PortalSuspended). A read that repeats is cached whole by pgpilot and replayed with the client's limit:
+    one row, several rows, no row, a limit above the row count, and a portal continued (Execute again, then
+    unlimited) after the first limited Execute, in every combination of cached and not."""
+    one = f"SELECT id, tenant, note FROM {ctx.t} WHERE id = $1"
+    many = f"SELECT id, amount FROM {ctx.t} WHERE tenant = $1 ORDER BY id"
+    steps = []
+    for _ in range(2):  # the second round may be answered from what the first stored
+        steps += [on(0, w.bind([int4(3)], "lookup", "", (1,)), w.execute("", 1), w.sync()),
+                  on(0, w.bind([int4(999)], "lookup", "", (1,)), w.execute("", 1), w.sync()),
+                  on(0, w.bind(["a"], "page"), w.execute("", 1), w.sync()),
+                  on(0, w.bind(["b"], "page"), w.execute("", 50), w.sync()),
+                  on(0, w.bind(["b"], "page"), w.execute("", 10), w.sync())]
+    steps += [on(0, w.bind(["a"], "page"), w.execute("", 1), w.execute("", 2), w.execute("", 0), w.sync()),
+              on(0, w.bind(["b"], "page"), w.execute("", 3), w.flush(),
+                 until="PortalSuspended|CommandComplete|ErrorResponse"),
+              on(0, w.execute("", 0), w.sync()),
+              on(0, w.bind([int4(3)], "lookup", "", (1,)), w.describe("P"), w.execute("", 0), w.sync())]
+    prepare = on(0, w.parse(one, "lookup", (23,)), w.describe("S", "lookup"), w.parse(many, "page"),
+                 w.describe("S", "page"), w.sync())
+    return [prepare, *steps, bye(0)]
+
+
+@scenario()
 def cursors(ctx):
     """SQL cursors in a transaction: DECLARE, FETCH, MOVE, FETCH BACKWARD (SCROLL), CLOSE, COMMIT, and a
     FETCH after COMMIT (34000)."""

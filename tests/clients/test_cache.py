@@ -162,3 +162,17 @@ def test_mcp_workload_survives_redis_dying(start_proxy, tmp_path):
         assert not c["redis_connected"] and c["hits_redis"] + c["hits_local"] > 0, c
     finally:
         redis.kill()
+
+
+def test_a_cold_start_caches_the_first_reads(start_proxy):
+    """A database pgpilot has not seen: its table list loads at the first login, and a read that comes before
+    it is loaded waits for it (relations_wait_ms), so the first repeated reads already hit instead of the
+    database going uncached until a background load finishes."""
+    proxy = start_proxy(pool_size=4)
+    with psycopg.connect(proxy.dsn("workflow"), autocommit=True) as c:
+        sql = "SELECT id, title FROM work_items WHERE depth = 1 ORDER BY id LIMIT 3"
+        first = c.execute(sql, prepare=False).fetchall()
+        for _ in range(2):
+            assert c.execute(sql, prepare=False).fetchall() == first
+    status = cache(proxy)
+    assert status["stores"] >= 1 and status["hits"] >= 2, status

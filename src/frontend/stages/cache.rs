@@ -31,9 +31,17 @@ pub enum Portal {
     Unknown,
     /// Answered from this entry; `at` is the byte offset of the next DataRow to send.
     Hit { entry: Arc<Entry>, at: usize },
-    /// Forwarded; its result is captured when it is executed.
-    Fill { plan: Box<FillPlan>, described: bool },
+    /// Forwarded; its result is captured when it is executed. `continuable`: nothing before it in
+    /// this Sync's group ran or wrote, so a hidden Execute may fetch what a row limit leaves.
+    Fill { plan: Box<FillPlan>, described: bool, continuable: bool },
+    /// A row-limited Execute of a fill was sent: if the client's Sync comes next, pgpilot's own
+    /// Execute fetches the rest of the result for the fill first.
+    Suspended,
 }
+
+/// The most rows pgpilot's own Execute fetches after a row-limited one, for the cache: a
+/// `fetchrow` of a read that returns many rows costs the server at most this many more.
+const CONTINUATION_ROWS: u32 = 1000;
 
 /// A read worth a lookup, and what a hit stands for (insights count it as a call).
 enum Asked {
@@ -45,6 +53,8 @@ enum Asked {
 pub struct Planned {
     key: Key,
     asked: Asked,
+    /// Its database's table list is being loaded for the first time: wait for it briefly.
+    cold: bool,
 }
 
 /// The session's result cache stage.
@@ -83,6 +93,11 @@ impl CacheStage {
     /// `startup` settings that make snapshots pgpilot cannot see switch the cache off.
     pub fn new(on: bool, state: &crate::frontend::session_state::SessionState, h: Handles) -> Self {
         let isolation = state.get("default_transaction_isolation").is_some_and(|v| !v.starts_with("read"));
+        if on {
+            // The first login to a database starts loading its table list, so its first reads
+            // find it (or wait for it briefly) instead of going uncached until a read asks.
+            preload(&h);
+        }
         Self {
             on,
             off: isolation,
@@ -107,6 +122,11 @@ impl CacheStage {
     /// The unnamed portal's result is being captured (its Describe and Execute attach to it).
     pub fn filling(&self) -> bool {
         matches!(self.portal, Portal::Fill { .. })
+    }
+
+    /// A row-limited Execute of a fill may be continued at the next Sync.
+    pub fn suspended(&self) -> bool {
+        matches!(self.portal, Portal::Suspended)
     }
 
     /// The session's state can no longer be keyed (session mode after SET...): stop caching.
@@ -181,7 +201,7 @@ impl CacheStage {
     }
 
     /// A simple Query: its writes noted; the key to look up when it is a cacheable read worth one.
-    fn plan_query(&mut self, cx: &mut Cx<'_>, text: &[u8]) -> Option<(Key, Asked)> {
+    fn plan_query(&mut self, cx: &mut Cx<'_>, text: &[u8]) -> Option<(Key, Asked, bool)> {
         self.portal = Portal::Unknown;
         self.query_fill = None;
         let analyzed = std::mem::take(&mut cx.turn.analyzed);
@@ -202,13 +222,16 @@ impl CacheStage {
             return None;
         }
         let ttl = self.worth_looking_up(&a, hint(text), || literals)?;
-        let key = self.key(cx, b'Q', &a, ttl, (text, 0, &[]))?;
-        Some((key, Asked::Query { params: fnv1a(text), analysis: a }))
+        let (key, cold) = self.key(cx, b'Q', &a, ttl, (text, 0, &[]))?;
+        Some((key, Asked::Query { params: fnv1a(text), analysis: a }, cold))
     }
 
     /// The lookup itself (the only part that may wait: single flight, Redis) and what its answer
     /// does: a hit answers the client, a miss becomes a fill for the reply it is forwarded for.
-    pub async fn look_up(&mut self, cx: &mut Cx<'_>, Planned { key, asked }: Planned) {
+    pub async fn look_up(&mut self, cx: &mut Cx<'_>, Planned { key, asked, cold }: Planned) {
+        if cold && !self.wait_for_relations(&key.tables).await {
+            return;
+        }
         let found = self.cache.lookup(key, self.coalesce_wait()).await;
         match (found, asked) {
             (Lookup::Hit(e), Asked::Query { analysis, params }) => {
@@ -225,7 +248,11 @@ impl CacheStage {
                 cx.answer(pm::bind_complete());
             }
             (Lookup::Miss(plan), Asked::Query { .. }) => self.query_fill = Some(plan),
-            (Lookup::Miss(plan), Asked::Bind { .. }) => self.portal = Portal::Fill { plan, described: false },
+            (Lookup::Miss(plan), Asked::Bind { analysis, .. }) => {
+                let continuable =
+                    cx.tx.status == b'I' && cx.pending.runs_nothing() && analysis.learned.worth_continuing();
+                self.portal = Portal::Fill { plan, described: false, continuable };
+            }
             (Lookup::Bypass, _) => {}
         }
     }
@@ -246,7 +273,8 @@ impl CacheStage {
         (asked || skipped || self.cache.admit(&a.learned, &params)).then_some(ttl)
     }
 
-    /// The key for a cacheable read, or None when a table it reads is not an ordinary table.
+    /// The key for a cacheable read (and whether it must wait for the first table list), or
+    /// None when a table it reads is not an ordinary table.
     fn key(
         &self,
         cx: &Cx<'_>,
@@ -254,13 +282,21 @@ impl CacheStage {
         a: &Analysis,
         ttl: std::time::Duration,
         (statement, variant, args): (&[u8], u64, &[u8]),
-    ) -> Option<Key> {
-        if !self.relations_known(&a.read_names) {
+    ) -> Option<(Key, bool)> {
+        let cold = !self.relations_known(&a.read_names);
+        if cold && !self.cache.relations.first_load_running(&self.database) {
             return None;
         }
         let (db, user, settings) = (&self.database, &*self.user, cx.settings);
         let parts = KeyParts { proto, db, user, settings, statement, variant, args };
-        Some(Key::new(parts, a, ttl))
+        Some((Key::new(parts, a, ttl), cold))
+    }
+
+    /// A read that came before its database's first table list: waits for the list (at most
+    /// `relations_wait_ms`) and says whether every table it reads is ordinary after all.
+    async fn wait_for_relations(&self, tables: &[Arc<str>]) -> bool {
+        let wait = std::time::Duration::from_millis(self.config.load().cache.relations_wait_ms);
+        self.cache.relations.wait_loaded(&self.database, wait).await && self.relations_known(tables)
     }
 
     /// Which version of the statement `name` the client holds (see `KeyParts::variant`); None
@@ -281,24 +317,21 @@ impl CacheStage {
 
     /// Every table read is an ordinary table (a list loaded in the background).
     fn relations_known(&self, tables: &[Arc<str>]) -> bool {
-        let refresh = self.config.load().cache.relations_refresh_s * 1000;
-        let (db, relations) = (&self.database, &self.cache.relations);
-        let (ok, due) = relations.check(db, tables, crate::clock::now_ms(), refresh);
-        if due && relations.begin_load(db) {
-            crate::cache::relations::spawn_load(relations.clone(), self.pool.clone(), db.clone());
-        }
-        ok
+        relations_known(&self.cache, &self.config, &self.pool, &self.database, tables)
     }
 
     /// A Bind: its statement's writes noted; the key to look up when it binds a cacheable read
     /// worth one to the unnamed portal.
-    fn plan_bind(&mut self, cx: &Cx<'_>, portal: &[u8], name: &[u8], args: &[u8]) -> Option<(Key, Asked)> {
+    fn plan_bind(&mut self, cx: &Cx<'_>, portal: &[u8], name: &[u8], args: &[u8]) -> Option<(Key, Asked, bool)> {
         let stmt = cx.turn.statement.as_ref().and_then(|e| e.cache.as_deref());
         match stmt {
             Some(s) => self.note_writes(&s.analysis),
             None => self.writes.note_unknown(),
         }
         if !portal.is_empty() {
+            if let Portal::Fill { continuable, .. } = &mut self.portal {
+                *continuable = false; // it may run before the fill's Execute
+            }
             return None;
         }
         self.portal = Portal::Unknown;
@@ -309,15 +342,15 @@ impl CacheStage {
         let params = || s.ident_hash ^ xxhash_rust::xxh3::xxh3_64(args);
         let ttl = self.worth_looking_up(&s.analysis, s.hint, params)?;
         let variant = self.statement_variant(cx, name)?;
-        let key = self.key(cx, b'E', &s.analysis, ttl, (&s.ident, variant, args))?;
-        Some((key, Asked::Bind { params: fnv1a(args), analysis: s.analysis.clone() }))
+        let (key, cold) = self.key(cx, b'E', &s.analysis, ttl, (&s.ident, variant, args))?;
+        Some((key, Asked::Bind { params: fnv1a(args), analysis: s.analysis.clone() }, cold))
     }
 
     /// Everything but the lookup, decided without waiting (most reads of a non-repeating shape
     /// end here): the session enters the lookup's state machine only for a read worth one.
     #[inline]
     pub fn plan(&mut self, cx: &mut Cx<'_>, msg: &ClientMessage<'_>) -> Option<Planned> {
-        let (key, asked) = match *msg {
+        let (key, asked, cold) = match *msg {
             ClientMessage::Query { text } => self.plan_query(cx, text),
             ClientMessage::Bind { portal, statement, rest } => self.plan_bind(cx, portal, statement, rest),
             ClientMessage::Describe(Target::Portal(b"")) => {
@@ -340,7 +373,7 @@ impl CacheStage {
             }
             _ => None,
         }?;
-        Some(Planned { key, asked })
+        Some(Planned { key, asked, cold })
     }
 
     /// The server messages `on_server_message` acts on (the session builds a context only for them).
@@ -384,6 +417,40 @@ impl CacheStage {
     }
 }
 
+impl CacheStage {
+    /// Before the client's Sync, after a row-limited Execute of a fill: pgpilot's own Execute of
+    /// the same portal brings the rows the limit left (hidden from the client; if it fails, only
+    /// the fill is lost: nothing in this group wrote, and the Sync ends the implicit transaction
+    /// either way).
+    fn continue_fill(&mut self, cx: &mut Cx<'_>) {
+        pm::execute(cx.sout, b"", CONTINUATION_ROWS);
+        cx.pending.push(Kind::Execute, Action::Suppress);
+        cx.pending.continue_fill();
+        cx.tx.on_client(b'E');
+    }
+}
+
+/// Every table read is an ordinary table; starts a (re)load of the list when one is due.
+fn relations_known(
+    cache: &ResultCache,
+    config: &ArcSwap<Config>,
+    pool: &Arc<Pool>,
+    db: &Arc<str>,
+    tables: &[Arc<str>],
+) -> bool {
+    let refresh = config.load().cache.relations_refresh_s * 1000;
+    let relations = &cache.relations;
+    let (ok, due) = relations.check(db, tables, crate::clock::now_ms(), refresh);
+    if due && relations.begin_load(db) {
+        crate::cache::relations::spawn_load(relations.clone(), pool.clone(), db.clone());
+    }
+    ok
+}
+
+fn preload(h: &Handles) {
+    relations_known(&h.cache, &h.config, &h.pool, &h.database, &[]);
+}
+
 /// A hit still counts as an execution for the insights (calls, N+1), with no server time.
 fn served(cx: &mut Cx<'_>, a: &Arc<Analysis>, params: u64, rows: u32) {
     let now = std::time::Instant::now();
@@ -412,6 +479,13 @@ impl Stage for CacheStage {
     /// Just before an Execute of a filling portal is forwarded: a Describe the client did not
     /// send is injected (its reply hidden) so the entry can answer a later Describe.
     fn on_send(&mut self, cx: &mut Cx<'_>, msg: &ClientMessage<'_>) {
+        if let Portal::Suspended = self.portal {
+            self.portal = Portal::Unknown;
+            if matches!(msg, ClientMessage::Sync) && self.writes.clean() {
+                self.continue_fill(cx);
+            }
+            return;
+        }
         if !matches!(msg, ClientMessage::Execute { portal: b"", .. }) {
             return;
         }
@@ -440,9 +514,12 @@ impl Stage for CacheStage {
                     cx.pending.capture_describe();
                 }
             }
-            ClientMessage::Execute { portal: b"", .. } => {
-                if let Portal::Fill { plan, .. } = std::mem::take(&mut self.portal) {
+            ClientMessage::Execute { portal: b"", max_rows } => {
+                if let Portal::Fill { plan, continuable, .. } = std::mem::take(&mut self.portal) {
                     cx.pending.attach_fill(Fill::new(plan, false, self.cache.max_entry_bytes()));
+                    if *max_rows > 0 && continuable {
+                        self.portal = Portal::Suspended;
+                    }
                 }
             }
             _ => {}

@@ -169,7 +169,9 @@ impl Stages {
     /// extended mode). Each answer mirrors the stages' own first checks.
     #[inline]
     pub fn wants_on_send(&self, msg: &ClientMessage<'_>) -> bool {
-        self.cache.on && self.cache.filling() && matches!(msg, ClientMessage::Execute { portal: b"", .. })
+        self.cache.on
+            && ((self.cache.filling() && matches!(msg, ClientMessage::Execute { portal: b"", .. }))
+                || self.cache.suspended())
     }
 
     #[inline]
