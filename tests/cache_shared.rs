@@ -98,8 +98,57 @@ async fn redis_dying_mid_run_is_invisible_to_clients() {
     let s = cache_status(&proxy);
     assert_eq!(s["redis_connected"], false, "{s}");
     assert!(s["redis_errors"].as_u64().unwrap() >= 1, "{s}");
-    // local-only: still cached
+    // redis_verify_hits (the default): a hit Redis cannot vouch for is not served.
+    let before = hits(&proxy);
+    for _ in 0..5 {
+        assert_eq!(text_rows(&c, read).await, [format!("x{}", n - 1)]);
+    }
+    assert_eq!(hits(&proxy), before, "no unverified hit while Redis is down");
+}
+
+#[tokio::test]
+async fn without_verified_hits_an_outage_is_local_only() {
+    make_table("cache_outage_local", 5).await;
+    let redis = OwnRedis::start();
+    let proxy =
+        Proxy::start(&pool_toml(6, &format!("[cache]\nredis_url = \"{}\"\nredis_verify_hits = false\n", redis.url())));
+    wait_subscribed(&proxy).await;
+    let c = proxy.connect("app").await;
+    let read = "SELECT v FROM cache_outage_local WHERE id = 2";
     until_hit(&proxy, &c, read).await;
+    drop(redis);
+    c.execute("UPDATE cache_outage_local SET v = 'after' WHERE id = 2", &[]).await.unwrap();
+    assert_eq!(text_rows(&c, read).await, ["after"], "its own commits still invalidate");
+    assert_eq!(until_hit(&proxy, &c, read).await, ["after"], "served from the local tier");
+}
+
+/// Redis paused (SIGSTOP: connections stay open, calls time out) while a commit goes through
+/// replica A: B must not serve its older entry once Redis is back, at once (A bumps the shared
+/// epoch as soon as Redis answers, not at its next call), and, with verified hits, not during the
+/// outage either.
+#[tokio::test]
+async fn a_commit_during_a_redis_pause_reaches_the_other_replica_when_it_resumes() {
+    make_table("cache_pause", 5).await;
+    let redis = OwnRedis::start();
+    let (a, b) = (Proxy::start(&with_redis(&redis.url())), Proxy::start(&with_redis(&redis.url())));
+    wait_subscribed(&a).await;
+    wait_subscribed(&b).await;
+    let (ca, cb) = (a.connect("app").await, b.connect("app").await);
+    let read = "SELECT v FROM cache_pause WHERE id = 3";
+    assert_eq!(until_hit(&b, &cb, read).await, ["v3"]);
+    let pid = redis.0.id().to_string();
+    let signal = |sig: &str| assert!(Command::new("kill").args([sig, &pid]).status().unwrap().success());
+    signal("-STOP");
+    ca.execute("UPDATE cache_pause SET v = 'paused' WHERE id = 3", &[]).await.unwrap();
+    assert_eq!(text_rows(&cb, read).await, ["paused"], "B during the pause (unverifiable: not served)");
+    signal("-CONT");
+    let resumed = Instant::now();
+    // B's next reads, from the moment Redis answers again: never the value from before the commit.
+    while resumed.elapsed() < Duration::from_secs(3) {
+        assert_eq!(text_rows(&cb, read).await, ["paused"], "B {:?} after Redis resumed", resumed.elapsed());
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(until_hit(&b, &cb, read).await, ["paused"], "B caches again");
 }
 
 /// A writer commits increasing values through one replica while readers on both replicas (some in

@@ -218,14 +218,24 @@ impl ResultCache {
         loop {
             let gens = self.gens.snapshot(&key.db, &key.tables);
             if let Some(e) = self.local_hit(&key, &gens) {
-                if self.shared_still_valid(&key, &e).await {
-                    tracing::trace!(key = %format!("{:x}", key.hash), ?gens, "cache: local hit");
-                    CacheStats::bump(&self.stats.hits_local);
-                    admission::note_hit(&key.learned);
-                    return Lookup::Hit(e);
+                match self.shared_still_valid(&key, &e).await {
+                    Some(true) => {
+                        tracing::trace!(key = %format!("{:x}", key.hash), ?gens, "cache: local hit");
+                        CacheStats::bump(&self.stats.hits_local);
+                        admission::note_hit(&key.learned);
+                        return Lookup::Hit(e);
+                    }
+                    Some(false) => {
+                        self.local.invalidate(&key.hash);
+                        CacheStats::bump(&self.stats.stale_dropped);
+                    }
+                    None => {
+                        // Redis cannot vouch for it: the server answers (the entry may serve
+                        // again once Redis does).
+                        CacheStats::bump(&self.stats.misses);
+                        return Lookup::Bypass;
+                    }
                 }
-                self.local.invalidate(&key.hash);
-                CacheStats::bump(&self.stats.stale_dropped);
             }
             let guard = match self.flight.begin(key.hash) {
                 Begin::Wait(rx) if !waited => {
@@ -242,14 +252,12 @@ impl ResultCache {
         }
     }
 
-    /// With Redis (and `verify_hits`), a local entry is served only if no replica committed a
-    /// write to its tables since it was filled. Redis unreachable: served (local-only mode).
-    async fn shared_still_valid(&self, key: &Key, e: &Entry) -> bool {
-        let Some(r) = self.redis.as_ref().filter(|_| self.verify_hits) else { return true };
-        match r.generations(&key.db, &key.tables).await {
-            Some(now) => now == e.remote,
-            None => true,
-        }
+    /// With Redis and `verify_hits`, a local entry is served only if no replica committed a
+    /// write to its tables since it was filled; None when Redis cannot tell (unreachable: the
+    /// hit is not served). Without `verify_hits`: always valid here (local-only during an outage).
+    async fn shared_still_valid(&self, key: &Key, e: &Entry) -> Option<bool> {
+        let Some(r) = self.redis.as_ref().filter(|_| self.verify_hits) else { return Some(true) };
+        Some(r.generations(&key.db, &key.tables).await? == e.remote)
     }
 
     async fn remote_lookup(&self, key: Key, gens: Vec<u64>, guard: Option<FillGuard>) -> Lookup {
@@ -311,6 +319,9 @@ impl ResultCache {
         if self.gens.snapshot(&key.db, &key.tables) != gens {
             CacheStats::bump(&self.stats.raced);
             return;
+        }
+        if remote.is_none() && self.verify_hits && self.redis.is_some() {
+            return; // filled while Redis was away: it could never be verified, so never served
         }
         tracing::trace!(key = %format!("{:x}", key.hash), ?gens, rows, "cache: stored");
         if key.learned.cut_short.load(std::sync::atomic::Ordering::Relaxed) > 0 {

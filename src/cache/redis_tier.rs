@@ -31,9 +31,16 @@ pub struct RedisTier {
     /// The invalidation subscription is live.
     pub subscribed: AtomicBool,
     /// An invalidation could not be sent: other replicas may hold entries it should have ended,
-    /// so the shared epoch is bumped as soon as Redis answers again.
+    /// so the shared epoch is bumped as soon as Redis answers again (a task retries it every
+    /// `HEAL_EVERY_MS`, so another replica verifying its hits against Redis learns of it at once,
+    /// not when this replica next happens to call Redis).
     lost: AtomicBool,
+    /// The healing task is running.
+    healing: AtomicBool,
 }
+
+/// How often a replica that lost an invalidation retries bumping the shared epoch.
+const HEAL_EVERY_MS: u64 = 50;
 
 /// What a lookup found: the entry bytes (if any) and the current remote generations.
 pub struct Found {
@@ -63,6 +70,7 @@ impl RedisTier {
             errors: AtomicU64::new(0),
             subscribed: AtomicBool::new(false),
             lost: AtomicBool::new(false),
+            healing: AtomicBool::new(false),
         }))
     }
 
@@ -107,7 +115,16 @@ impl RedisTier {
 
     async fn run<T: redis::FromRedisValue>(&self, what: &str, cmd: &redis::Pipeline) -> Option<T> {
         let conn = self.available()?;
-        let mut conn = (*conn).clone();
+        self.run_on(&conn, what, cmd).await
+    }
+
+    async fn run_on<T: redis::FromRedisValue>(
+        &self,
+        conn: &ConnectionManager,
+        what: &str,
+        cmd: &redis::Pipeline,
+    ) -> Option<T> {
+        let mut conn = conn.clone();
         match tokio::time::timeout(self.timeout, cmd.query_async::<T>(&mut conn)).await {
             Ok(Ok(v)) => Some(v),
             Ok(Err(e)) => {
@@ -182,7 +199,7 @@ impl RedisTier {
 
     /// A commit changed `tables` of `db` (None: anything in it): bump the shared generations and
     /// tell the other replicas. Awaited before the client learns of its commit.
-    pub async fn invalidate(&self, db: &str, tables: Option<&[Arc<str>]>) -> bool {
+    pub async fn invalidate(self: &Arc<Self>, db: &str, tables: Option<&[Arc<str>]>) -> bool {
         let mut p = redis::pipe();
         match tables {
             Some(tables) => {
@@ -199,16 +216,34 @@ impl RedisTier {
         let sent = self.heal().await && self.run::<()>("invalidate", &p).await.is_some();
         if !sent {
             self.lost.store(true, Ordering::Relaxed);
+            self.heal_soon();
         }
         sent
     }
 
+    /// Retries the epoch bump until Redis answers (past the backoff: the point is to be first).
+    fn heal_soon(self: &Arc<Self>) {
+        if self.healing.swap(true, Ordering::Relaxed) {
+            return;
+        }
+        let me = self.clone();
+        tokio::spawn(async move {
+            while me.lost.load(Ordering::Relaxed) {
+                tokio::time::sleep(Duration::from_millis(HEAL_EVERY_MS)).await;
+                let Some(conn) = me.conn.load_full() else { continue };
+                if me.run_on::<()>(&conn, "flush", &flush_command(me.id)).await.is_some() {
+                    me.lost.store(false, Ordering::Relaxed);
+                    me.skip_until.store(0, Ordering::Relaxed);
+                    tracing::info!("cache: Redis reachable again; shared entries from before the outage dropped");
+                }
+            }
+            me.healing.store(false, Ordering::Relaxed);
+        });
+    }
+
     /// Everything cached, on every replica, is invalid.
     pub async fn flush(&self) -> bool {
-        let mut p = redis::pipe();
-        p.cmd("INCR").arg(EPOCH_KEY).ignore();
-        p.cmd("PUBLISH").arg(CHANNEL).arg(format!("{}\x1f*", self.id)).ignore();
-        self.run::<()>("flush", &p).await.is_some()
+        self.run::<()>("flush", &flush_command(self.id)).await.is_some()
     }
 
     async fn subscribe_forever(&self, gens: Arc<Generations>) {
@@ -249,4 +284,12 @@ impl RedisTier {
             _ => {}
         }
     }
+}
+
+/// Ends every shared entry (the epoch) and tells the other replicas to drop their local ones.
+fn flush_command(id: u64) -> redis::Pipeline {
+    let mut p = redis::pipe();
+    p.cmd("INCR").arg(EPOCH_KEY).ignore();
+    p.cmd("PUBLISH").arg(CHANNEL).arg(format!("{id}\x1f*")).ignore();
+    p
 }
