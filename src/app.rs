@@ -45,6 +45,9 @@ pub async fn run(cli: Cli, config: Config) -> Result<()> {
     let app = Arc::new(App::new(cli, config, tls)?);
     tracing::info!(listen = %app.config.load().server.listen, http = %app.config.load().server.http_listen, "pgpilot started");
     app.cache.start();
+    if app.config.load().cache.invalidation == crate::config::Invalidation::Replication {
+        app.cache.start_replication(app.config.clone());
+    }
     tokio::spawn(crate::http::serve(http, app.clone(), prometheus));
     tokio::spawn(crate::pool::maintenance::run(app.pools.clone()));
     warm_up(&app);

@@ -48,7 +48,12 @@ pub fn install() -> anyhow::Result<PrometheusHandle> {
     metrics::describe_counter!("pgpilot_cache_evictions_total", "Entries dropped to stay within cache.max_bytes");
     metrics::describe_counter!(
         "pgpilot_cache_invalidations_total",
-        "Table (or database) invalidations from committed writes"
+        "Table (or database) invalidations from committed writes, by source: seen through pgpilot (proxy), \
+         read from the replication stream (replication), received from another replica (redis)"
+    );
+    metrics::describe_gauge!(
+        "pgpilot_cache_replication_lag_seconds",
+        "How far behind the server a database's invalidation stream is known to be (NaN: not caught up yet)"
     );
     metrics::describe_counter!("pgpilot_cache_redis_errors_total", "Redis calls that failed or timed out");
     metrics::describe_gauge!("pgpilot_cache_bytes", "Bytes held by the in-process cache tier");

@@ -93,7 +93,7 @@ start_pgss_postgres() {
   printf 'local all all trust\nhost all postgres 127.0.0.1/32 trust\nhost all all 127.0.0.1/32 scram-sha-256\n' >"$data/pg_hba.conf"
   as_postgres "$bin/pg_ctl" -D "$data" -l "$HARNESS_DIR/pgss.log" -w start -o "-p $TEST_PGSS_PORT -k $HARNESS_DIR \
     -c listen_addresses=127.0.0.1 -c shared_preload_libraries=pg_stat_statements -c pg_stat_statements.track=all \
-    -c fsync=off -c synchronous_commit=off" >/dev/null
+    -c fsync=off -c synchronous_commit=off -c wal_level=logical -c max_wal_senders=40 -c max_replication_slots=40" >/dev/null
   "$bin/psql" -h 127.0.0.1 -p "$TEST_PGSS_PORT" -U postgres -d postgres -qtAX -v ON_ERROR_STOP=1 \
     -c "SET password_encryption = 'scram-sha-256'" -c "CREATE ROLE app LOGIN PASSWORD 'app'" -c "CREATE DATABASE app OWNER app"
   "$bin/psql" -h 127.0.0.1 -p "$TEST_PGSS_PORT" -U postgres -d app -qtAX -c "CREATE EXTENSION pg_stat_statements"

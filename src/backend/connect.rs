@@ -23,6 +23,9 @@ pub struct Target {
     pub database: String,
     pub timeout: Duration,
     pub prepared_cache: usize,
+    /// A logical replication connection (`replication=database`): replication commands and
+    /// simple queries only.
+    pub replication: bool,
 }
 
 /// Connects, authenticates and reads the startup replies, all within `target.timeout`.
@@ -56,6 +59,9 @@ async fn connect_inner(target: &Target) -> Result<ServerConn, ServerError> {
     startup.protocol_number_minor = 0;
     startup.parameters.insert("user".into(), target.user.clone());
     startup.parameters.insert("database".into(), target.database.clone());
+    if target.replication {
+        startup.parameters.insert("replication".into(), "database".into());
+    }
     let mut out = BytesMut::new();
     startup.encode(&mut out).map_err(|e| ServerError::Protocol(e.to_string()))?;
     conn.send(&out).await?;

@@ -12,7 +12,9 @@ pub mod generations;
 pub mod policy;
 pub mod redis_tier;
 pub mod relations;
+pub mod replication;
 mod stats;
+pub mod wal;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -131,6 +133,8 @@ pub struct ResultCache {
     verify_hits: bool,
     doorkeeper: admission::Doorkeeper,
     skip_unrepeated: bool,
+    /// With `invalidation = "replication"`: each database's stream (set once at start).
+    pub replication: std::sync::OnceLock<Arc<replication::Streams>>,
 }
 
 struct Expiry;
@@ -176,6 +180,7 @@ impl ResultCache {
             verify_hits: cfg.redis_verify_hits,
             doorkeeper: Default::default(),
             skip_unrepeated: cfg.skip_unrepeated,
+            replication: Default::default(),
         })
     }
 
@@ -189,6 +194,18 @@ impl ResultCache {
     /// Largest result kept (bytes): a fill stops capturing past it.
     pub fn max_entry_bytes(&self) -> usize {
         self.max_entry.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// With `invalidation = "replication"`: streams start as databases are first used.
+    pub fn start_replication(&self, config: Arc<ArcSwap<crate::config::Config>>) {
+        let _ = self.replication.set(Arc::new(replication::Streams::new(config)));
+    }
+
+    /// A database's first login: its replication stream starts (when configured).
+    pub fn ensure_stream(self: &Arc<Self>, db: &Arc<str>) {
+        if let Some(streams) = self.replication.get() {
+            streams.ensure(self, db);
+        }
     }
 
     /// Starts the Redis connection and invalidation subscription (needs the runtime).
@@ -214,6 +231,11 @@ impl ResultCache {
 
     /// Local tier, then (after waiting for an identical fill in progress) Redis.
     pub async fn lookup(&self, key: Key, coalesce_wait: Duration) -> Lookup {
+        if self.replication.get().is_some_and(|r| !r.serves_hits(&key.db)) {
+            // Its stream is behind (or down): a hit might predate a commit it has not applied.
+            CacheStats::bump(&self.stats.misses);
+            return Lookup::Bypass;
+        }
         let mut waited = false;
         loop {
             let gens = self.gens.snapshot(&key.db, &key.tables);

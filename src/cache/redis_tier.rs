@@ -28,6 +28,8 @@ pub struct RedisTier {
     /// Clock ms before which calls are skipped.
     skip_until: AtomicU64,
     pub errors: AtomicU64,
+    /// Invalidations received from other replicas.
+    pub received: AtomicU64,
     /// The invalidation subscription is live.
     pub subscribed: AtomicBool,
     /// An invalidation could not be sent: other replicas may hold entries it should have ended,
@@ -68,6 +70,7 @@ impl RedisTier {
             id: rand::random(),
             skip_until: AtomicU64::new(0),
             errors: AtomicU64::new(0),
+            received: AtomicU64::new(0),
             subscribed: AtomicBool::new(false),
             lost: AtomicBool::new(false),
             healing: AtomicBool::new(false),
@@ -277,6 +280,7 @@ impl RedisTier {
         if from == Some(self.id) {
             return;
         }
+        self.received.fetch_add(1, Ordering::Relaxed);
         match (parts.next(), parts.next()) {
             (Some("*"), None) => gens.bump_all(),
             (Some(db), Some(table)) => gens.bump_tables(db, &[Arc::from(table)]),

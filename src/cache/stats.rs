@@ -52,6 +52,43 @@ pub struct Snapshot {
     pub redis_configured: bool,
     pub redis_connected: bool,
     pub redis_errors: u64,
+    /// Of `invalidations`, those the replication streams made; and those other replicas sent
+    /// through Redis (not in `invalidations`).
+    pub invalidations_replication: u64,
+    pub invalidations_redis: u64,
+    /// With `invalidation = "replication"`: each database's stream.
+    pub replication: Vec<StreamStatus>,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct StreamStatus {
+    pub database: String,
+    pub state: &'static str,
+    /// How far behind the server it is known to be (None: not caught up since it started).
+    pub lag_ms: Option<u64>,
+    pub applied_lsn: String,
+    pub invalidations: u64,
+    pub reconnects: u64,
+    pub last_error: Option<String>,
+}
+
+fn streams(c: &super::ResultCache) -> Vec<StreamStatus> {
+    let Some(streams) = c.replication.get() else { return Vec::new() };
+    let mut all: Vec<StreamStatus> = streams
+        .all()
+        .into_iter()
+        .map(|(db, s)| StreamStatus {
+            database: db.to_string(),
+            state: s.state().name(),
+            lag_ms: s.lag().map(|d| d.as_millis() as u64),
+            applied_lsn: super::wal::format_lsn(s.applied_lsn.load(Relaxed)),
+            invalidations: s.invalidations.load(Relaxed),
+            reconnects: s.reconnects.load(Relaxed),
+            last_error: s.last_error.lock().clone(),
+        })
+        .collect();
+    all.sort_by(|a, b| a.database.cmp(&b.database));
+    all
 }
 
 impl Snapshot {
@@ -84,6 +121,12 @@ impl Snapshot {
             redis_configured: redis.is_some(),
             redis_connected: redis.is_some_and(|r| r.subscribed.load(Relaxed)),
             redis_errors: redis.map_or(0, |r| r.errors.load(Relaxed)),
+            invalidations_replication: c
+                .replication
+                .get()
+                .map_or(0, |r| r.all().iter().map(|(_, s)| s.invalidations.load(Relaxed)).sum()),
+            invalidations_redis: redis.map_or(0, |r| r.received.load(Relaxed)),
+            replication: streams(c),
         }
     }
 }

@@ -277,8 +277,24 @@ pub struct CacheConfig {
     /// Look past a statement shape whose results do not repeat often enough to pay for the
     /// lookup (decided per shape every 256 runs from the repeat ratio and the time a miss takes).
     pub skip_unrepeated: bool,
+    /// What invalidates: the writes pgpilot sees ("proxy"), or also every committed write on the
+    /// server, read from a logical replication stream ("replication").
+    pub invalidation: Invalidation,
+    /// The role the replication stream logs in as (needs REPLICATION; default: the upstream's).
+    pub replication_user: Option<String>,
+    pub replication_password: Option<String>,
+    /// With "replication": a database whose stream is further behind the server than this (or
+    /// down) serves no hits until it has caught up.
+    pub max_staleness_ms: u64,
     /// Rules by table or fingerprint; the first that matches decides (ttl_s = 0: never cache).
     pub rules: Vec<CacheRule>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Invalidation {
+    Proxy,
+    Replication,
 }
 
 impl Default for CacheConfig {
@@ -295,6 +311,10 @@ impl Default for CacheConfig {
             relations_refresh_s: 60,
             relations_wait_ms: 50,
             skip_unrepeated: true,
+            invalidation: Invalidation::Proxy,
+            replication_user: None,
+            replication_password: None,
+            max_staleness_ms: 500,
             rules: Vec::new(),
         }
     }

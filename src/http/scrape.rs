@@ -36,7 +36,15 @@ fn cache(app: &App) {
     metrics::counter!("pgpilot_cache_misses_total").absolute(s.misses);
     metrics::counter!("pgpilot_cache_skipped_total").absolute(s.skipped);
     metrics::counter!("pgpilot_cache_evictions_total").absolute(s.evictions);
-    metrics::counter!("pgpilot_cache_invalidations_total").absolute(s.invalidations);
+    let proxy = s.invalidations.saturating_sub(s.invalidations_replication);
+    metrics::counter!("pgpilot_cache_invalidations_total", "source" => "proxy").absolute(proxy);
+    metrics::counter!("pgpilot_cache_invalidations_total", "source" => "replication")
+        .absolute(s.invalidations_replication);
+    metrics::counter!("pgpilot_cache_invalidations_total", "source" => "redis").absolute(s.invalidations_redis);
+    for r in &s.replication {
+        let lag = r.lag_ms.map_or(f64::NAN, |ms| ms as f64 / 1000.0);
+        metrics::gauge!("pgpilot_cache_replication_lag_seconds", "database" => r.database.clone()).set(lag);
+    }
     metrics::counter!("pgpilot_cache_stores_total").absolute(s.stores);
     metrics::counter!("pgpilot_cache_redis_errors_total").absolute(s.redis_errors);
     metrics::gauge!("pgpilot_cache_bytes").set(s.bytes as f64);

@@ -195,6 +195,7 @@ impl Pool {
             database: self.key.database.clone(),
             timeout: cfg.connect_timeout(),
             prepared_cache: cfg.prepared.server_cache_size,
+            replication: false,
         }
     }
 

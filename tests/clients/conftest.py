@@ -83,8 +83,9 @@ def run_async(coro, timeout):
 class Proxy:
     """One pgpilot process. `port` is the client port, `http_port` the /health + /metrics port."""
 
-    def __init__(self, workdir, pool_size=5, mode="transaction", extra_toml=""):
+    def __init__(self, workdir, pool_size=5, mode="transaction", extra_toml="", upstream_port=None):
         self.workdir = Path(workdir)
+        self.upstream = f"postgres://app:app@{pg_host()}:{upstream_port or pg_port()}"
         self.pool_size = pool_size
         self.mode = mode
         self.extra_toml = extra_toml
@@ -105,7 +106,7 @@ class Proxy:
 
     def _config(self):
         return (f"[server]\nshutdown_timeout_ms = 2000\n\n"
-                f"[upstream]\nurl = \"postgres://app:app@{pg_host()}:{pg_port()}\"\n\n"
+                f"[upstream]\nurl = \"{self.upstream}\"\n\n"
                 f"[pool]\nmode = \"{self.mode}\"\nmax_size = {self.pool_size}\n"
                 f"{self.extra_toml}\n")
 
@@ -126,7 +127,7 @@ class Proxy:
                 self.proc = subprocess.Popen(
                     [binary, "--config", str(config), "--listen", f"127.0.0.1:{self.port}",
                      "--http-listen", f"127.0.0.1:{self.http_port}",
-                     "--upstream", f"postgres://app:app@{pg_host()}:{pg_port()}", "--pool-mode", self.mode],
+                     "--upstream", self.upstream, "--pool-mode", self.mode],
                     stdin=subprocess.DEVNULL, stdout=err, stderr=subprocess.STDOUT, env=env)
             deadline = time.monotonic() + STARTUP_TIMEOUT
             while time.monotonic() < deadline:
@@ -285,8 +286,9 @@ def proxy(tmp_path_factory):
 def start_proxy(tmp_path):
     started = []
 
-    def start(pool_size=5, mode="transaction", extra_toml=""):
-        p = Proxy(tempfile.mkdtemp(dir=tmp_path), pool_size=pool_size, mode=mode, extra_toml=extra_toml)
+    def start(pool_size=5, mode="transaction", extra_toml="", upstream_port=None):
+        p = Proxy(tempfile.mkdtemp(dir=tmp_path), pool_size=pool_size, mode=mode, extra_toml=extra_toml,
+                  upstream_port=upstream_port)
         started.append(p)
         return p.start()
 

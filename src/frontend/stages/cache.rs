@@ -449,6 +449,7 @@ fn relations_known(
 
 fn preload(h: &Handles) {
     relations_known(&h.cache, &h.config, &h.pool, &h.database, &[]);
+    h.cache.ensure_stream(&h.database);
 }
 
 /// A hit still counts as an execution for the insights (calls, N+1), with no server time.

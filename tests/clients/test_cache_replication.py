@@ -1,0 +1,192 @@
+"""`[cache] invalidation = "replication"`: writes that never pass through pgpilot (a direct connection, as psql, a
+migration or an unproxied service would make them) invalidate the cache from the server's logical replication stream.
+
+These run against the harness's second cluster (Debian's PostgreSQL 15 with contrib, started with wal_level=logical;
+the pgvector build has no test_decoding) and, for the fallback, against the first (no test_decoding there)."""
+import json
+import os
+import signal
+import statistics
+import subprocess
+import time
+
+import psycopg
+import pytest
+
+from conftest import pg_host, pg_port, require_env, wait_until
+
+REPLICATION = "[cache]\ninvalidation = \"replication\"\n"
+BOUND_MS = 500  # max_staleness_ms's default
+
+
+def pgss_port():
+    return int(require_env("TEST_PGSS_PORT"))
+
+
+def superuser(port):
+    return psycopg.connect(f"postgresql://postgres@{pg_host()}:{port}/app", autocommit=True)
+
+
+@pytest.fixture
+def repl_table():
+    """A table on the logical cluster, app with REPLICATION; yields (name, a direct superuser connection
+    whose commits are flushed at once, as with PostgreSQL's default synchronous_commit)."""
+    name = f"repl_{os.getpid()}_{int(time.time() * 1000) % 10_000_000}"
+    with superuser(pgss_port()) as admin:
+        admin.execute("ALTER ROLE app REPLICATION")
+        admin.execute(f"CREATE TABLE {name} (id int PRIMARY KEY, v text)")
+        admin.execute(f"INSERT INTO {name} SELECT g, 'v' || g FROM generate_series(1, 10) g")
+        admin.execute(f"ALTER TABLE {name} OWNER TO app")
+        admin.execute("SET synchronous_commit = on")
+        yield name, admin
+    with superuser(pgss_port()) as admin:  # a new connection: a test may have restarted the server
+        admin.execute(f"DROP TABLE IF EXISTS {name}")
+
+
+def status(proxy):
+    _, body = proxy.http_get("/health/status")
+    return json.loads(body)["cache"]
+
+
+def stream(proxy, db="app"):
+    return next((s for s in status(proxy)["replication"] if s["database"] == db), None)
+
+
+def live(proxy, db="app"):
+    s = stream(proxy, db)
+    return s is not None and s["state"] == "live" and s["lag_ms"] is not None and s["lag_ms"] < BOUND_MS
+
+
+def start_replicated(start_proxy, extra=""):
+    proxy = start_proxy(pool_size=4, extra_toml=REPLICATION + extra, upstream_port=pgss_port())
+    with psycopg.connect(proxy.dsn(), autocommit=True) as c:  # the first login starts the stream
+        c.execute("SELECT 1")
+    wait_until(lambda: live(proxy), 15, message="the replication stream live and caught up")
+    return proxy
+
+
+def read_until(c, sql, want, timeout_s=5.0):
+    """Reads until `want` comes back; the time that took (ms)."""
+    t0 = time.perf_counter()
+    while True:
+        got = c.execute(sql).fetchone()[0]
+        if got == want:
+            return (time.perf_counter() - t0) * 1000
+        assert time.perf_counter() - t0 < timeout_s, f"still {got!r}, not {want!r}, after {timeout_s}s"
+
+
+def hit_once(proxy, c, sql):
+    wait_until(lambda: (lambda before: c.execute(sql) and status(proxy)["hits"] > before)(status(proxy)["hits"]),
+               10, message="a cache hit")
+
+
+def test_direct_writes_invalidate_within_the_bound(start_proxy, repl_table):
+    table, direct = repl_table
+    proxy = start_replicated(start_proxy)
+    sql = f"SELECT v FROM {table} WHERE id = 1"
+    with psycopg.connect(proxy.dsn(), autocommit=True) as c:
+        hit_once(proxy, c, sql)
+        delays = []
+        for i in range(40):
+            hit_once(proxy, c, sql)  # the old value is cached when the write commits
+            direct.execute(f"UPDATE {table} SET v = %s WHERE id = 1", (f"w{i}",))
+            delays.append(read_until(c, sql, f"w{i}"))
+        delays.sort()
+        p50, p99 = statistics.median(delays), delays[int(len(delays) * 0.99) - 1]
+        print(f"invalidation delay of a direct write: p50 {p50:.1f} ms, p99 {p99:.1f} ms, max {delays[-1]:.1f} ms")
+        assert delays[-1] < BOUND_MS, delays
+        # Another table's writes, a transaction over several tables, TRUNCATE.
+        other = f"SELECT count(*) FROM {table}"
+        hit_once(proxy, c, other)
+        direct.execute(f"BEGIN; INSERT INTO {table} VALUES (100, 'x'); UPDATE {table} SET v = 'y' WHERE id = 2; COMMIT")
+        read_until(c, other, 11)
+        hit_once(proxy, c, other)
+        direct.execute(f"TRUNCATE {table}")
+        read_until(c, other, 0)
+    s = stream(proxy)
+    assert s["invalidations"] >= 42 and s["reconnects"] == 0, s
+    _, metrics = proxy.http_get("/metrics")
+    assert 'pgpilot_cache_invalidations_total{source="replication"}' in metrics
+    assert 'pgpilot_cache_replication_lag_seconds{database="app"}' in metrics
+
+
+def test_a_table_without_replica_identity_is_invalidated_and_still_writable(start_proxy, repl_table):
+    table, direct = repl_table
+    bare = table + "_bare"
+    direct.execute(f"CREATE TABLE {bare} (k int, v text)")
+    direct.execute(f"INSERT INTO {bare} VALUES (1, 'a')")
+    direct.execute(f"ALTER TABLE {bare} OWNER TO app")
+    try:
+        proxy = start_replicated(start_proxy)
+        sql = f"SELECT v FROM {bare} WHERE k = 1"
+        with psycopg.connect(proxy.dsn(), autocommit=True) as c:
+            hit_once(proxy, c, sql)
+            direct.execute(f"UPDATE {bare} SET v = 'b' WHERE k = 1")  # no publication: never 55000
+            read_until(c, sql, "b")
+            c.execute(f"DELETE FROM {bare} WHERE k = 1")  # through pgpilot as well
+    finally:
+        direct.execute(f"DROP TABLE {bare}")
+
+
+def test_stream_killed_and_server_restarted_recover_without_stale_reads(start_proxy, repl_table):
+    table, direct = repl_table
+    proxy = start_replicated(start_proxy)
+    sql = f"SELECT v FROM {table} WHERE id = 3"
+    with psycopg.connect(proxy.dsn(), autocommit=True) as c:
+        hit_once(proxy, c, sql)
+        killed = direct.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                                "WHERE backend_type = 'walsender' AND usename = 'app'").fetchall()
+        assert killed, "no walsender to kill"
+        direct.execute(f"UPDATE {table} SET v = 'after kill' WHERE id = 3")
+        # The commit happened while no stream was connected: the bound still holds.
+        assert read_until(c, sql, "after kill") < BOUND_MS + 200
+        wait_until(lambda: live(proxy) and stream(proxy)["reconnects"] >= 1, 15, message="the stream back")
+        hit_once(proxy, c, sql)
+    data = os.path.join(require_env("HARNESS_DIR"), "pgss")
+    pg_ctl = subprocess.run("ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1", shell=True, capture_output=True,
+                            text=True).stdout.strip() + "/pg_ctl"
+    log = os.path.join(require_env("HARNESS_DIR"), "pgss.log")  # else the postmaster keeps our pipe open
+    subprocess.run(["runuser", "-u", "postgres", "--", pg_ctl, "-D", data, "-l", log, "-m", "fast", "-w", "restart"],
+                   check=True, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=60)
+    with superuser(pgss_port()) as admin:
+        admin.execute("SET synchronous_commit = on")
+        admin.execute(f"UPDATE {table} SET v = 'after restart' WHERE id = 3")
+    with psycopg.connect(proxy.dsn(), autocommit=True) as c:
+        read_until(c, sql, "after restart", timeout_s=10)
+        wait_until(lambda: live(proxy), 20, message="the stream back after the restart")
+        hit_once(proxy, c, sql)
+
+
+def test_no_slot_outlives_pgpilot_even_after_kill_9(start_proxy, repl_table):
+    proxy = start_replicated(start_proxy)
+    _, direct = repl_table
+    slots = "SELECT count(*) FROM pg_replication_slots WHERE slot_name LIKE 'pgpilot_%'"
+    assert direct.execute(slots).fetchone()[0] >= 1
+    os.kill(proxy.proc.pid, signal.SIGKILL)
+    proxy.proc.wait(timeout=10)
+    proxy.proc = None
+    wait_until(lambda: direct.execute(slots).fetchone()[0] == 0, 10, message="the temporary slot dropped")
+    proxy.start()
+    with psycopg.connect(proxy.dsn(), autocommit=True) as c:
+        c.execute("SELECT 1")
+    wait_until(lambda: live(proxy), 15, message="a new stream after the restart")
+
+
+def test_without_logical_decoding_the_database_falls_back_to_proxy_invalidation(start_proxy):
+    """The first harness cluster has no test_decoding (and wal_level replica): a clear reason in /health/status,
+    the cache keeps working on proxy-seen writes and the TTL."""
+    proxy = start_proxy(pool_size=4, extra_toml=REPLICATION + 'replication_user = "postgres"\n')
+    with superuser(pg_port()) as admin:
+        admin.execute("CREATE TABLE IF NOT EXISTS repl_fallback (id int PRIMARY KEY, v text)")
+        admin.execute("INSERT INTO repl_fallback VALUES (1, 'a') ON CONFLICT DO NOTHING")
+        admin.execute("ALTER TABLE repl_fallback OWNER TO app")
+    sql = "SELECT v FROM repl_fallback WHERE id = 1"
+    with psycopg.connect(proxy.dsn(), autocommit=True) as c:
+        c.execute("SELECT 1")
+        wait_until(lambda: (stream(proxy) or {}).get("state") == "unavailable", 15, message="the fallback")
+        reason = stream(proxy)["last_error"]
+        assert "wal_level" in reason or "test_decoding" in reason, reason
+        hit_once(proxy, c, sql)
+        c.execute("UPDATE repl_fallback SET v = 'b' WHERE id = 1")
+        assert c.execute(sql).fetchone()[0] == "b"
+    assert "wal_level" in proxy.stderr_text() or "test_decoding" in proxy.stderr_text()
