@@ -594,8 +594,13 @@ async def others_still_served(proxy, n=10):
         await asyncpg_close_all(conns)
 
 
+# The DDL in these tests is made directly on the server, which the result cache (invalidation = "proxy")
+# cannot see: they test the prepared-statement path, so the cache is off.
+NO_CACHE = "[cache]\nenabled = false\n"
+
+
 def test_ddl_between_executions(start_proxy, pg_admin, ddl_table):
-    proxy = start_proxy(pool_size=POOL)
+    proxy = start_proxy(pool_size=POOL, extra_toml=NO_CACHE)
     sql = f"SELECT * FROM {ddl_table} ORDER BY a"
 
     async def main():
@@ -634,7 +639,7 @@ def test_ddl_then_execution_on_a_server_that_lacks_the_statement(start_proxy, pg
     which never had it, so pgpilot injects a Parse there. The client still holds the old row description, so the
     result must not silently come back in the new shape: it must be the 0A000 PostgreSQL itself would give (or
     asyncpg's transparent re-prepare after it)."""
-    proxy = start_proxy(pool_size=2)
+    proxy = start_proxy(pool_size=2, extra_toml=NO_CACHE)
     sql = f"SELECT * FROM {ddl_table} ORDER BY a"
 
     async def main():
