@@ -63,21 +63,21 @@ impl Fill {
                 self.done = true;
             }
             b's' if !self.simple && !self.suspended => self.suspended = true,
-            _ => {
-                if self.suspended {
-                    self.plan.key.learned.cut_short.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                }
-                return false;
-            }
+            _ => return self.abandoned(),
         }
         if self.body.len() > self.limit {
             super::CacheStats::bump(&self.plan.stats.too_large);
-            if self.suspended {
-                self.plan.key.learned.cut_short.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            }
-            return false;
+            return self.abandoned();
         }
         true
+    }
+
+    /// The result cannot be stored after all; a row-limited one counts against its shape.
+    fn abandoned(&self) -> bool {
+        if self.suspended {
+            self.plan.key.learned.cut_short.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        false
     }
 }
 

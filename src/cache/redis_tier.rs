@@ -146,12 +146,17 @@ impl RedisTier {
         if !self.lost.load(Ordering::Relaxed) {
             return true;
         }
-        if self.flush().await {
-            self.lost.store(false, Ordering::Relaxed);
-            tracing::info!("cache: Redis reachable again; shared entries from before the outage dropped");
-            return true;
+        let flushed = self.flush().await;
+        if flushed {
+            self.healed();
         }
-        false
+        flushed
+    }
+
+    fn healed(&self) {
+        self.lost.store(false, Ordering::Relaxed);
+        self.skip_until.store(0, Ordering::Relaxed);
+        tracing::info!("cache: Redis reachable again; shared entries from before the outage dropped");
     }
 
     /// One round trip: the entry and the generations it must match.
@@ -235,9 +240,7 @@ impl RedisTier {
                 tokio::time::sleep(Duration::from_millis(HEAL_EVERY_MS)).await;
                 let Some(conn) = me.conn.load_full() else { continue };
                 if me.run_on::<()>(&conn, "flush", &flush_command(me.id)).await.is_some() {
-                    me.lost.store(false, Ordering::Relaxed);
-                    me.skip_until.store(0, Ordering::Relaxed);
-                    tracing::info!("cache: Redis reachable again; shared entries from before the outage dropped");
+                    me.healed();
                 }
             }
             me.healing.store(false, Ordering::Relaxed);

@@ -8,7 +8,7 @@
 //! invalidates the whole database before hits are served again.
 //!
 //! Freshness is measured, not assumed: every `PROBE_MS` a plain connection reads the server's WAL
-//! flush position; once the stream has applied up to it, every commit acknowledged before the probe
+//! insert position; once the stream has applied up to it, every commit acknowledged before the probe
 //! was sent is applied. A database whose stream is further behind than `max_staleness_ms` (or down)
 //! serves no hits. When the stream cannot work at all (wal_level below logical, no REPLICATION
 //! privilege) the database falls back to proxy-seen writes and the TTL, with a warning naming the fix.
@@ -196,9 +196,9 @@ async fn stream(streams: &Streams, cache: &ResultCache, db: &Arc<str>, s: &Strea
         Err(e) => return e.into(),
     };
     match repl.run_internal("SHOW wal_level").await {
-        Ok(rows) if rows.first().and_then(|r| r.first().cloned().flatten()).as_deref() == Some("logical") => {}
+        Ok(rows) if first_value(&rows).as_deref() == Some("logical") => {}
         Ok(rows) => {
-            let level = rows.first().and_then(|r| r.first().cloned().flatten()).unwrap_or_default();
+            let level = first_value(&rows).unwrap_or_default();
             return Ended::Unavailable(format!(
                 "wal_level is {level:?}: set wal_level = logical on the server (a restart) to see writes that \
                  bypass pgpilot; until then they are bounded by the TTL"
@@ -241,6 +241,10 @@ async fn stream(streams: &Streams, cache: &ResultCache, db: &Arc<str>, s: &Strea
     }
 }
 
+fn first_value(rows: &[crate::backend::internal::Row]) -> Option<String> {
+    rows.first()?.first().cloned().flatten()
+}
+
 /// What a transaction being decoded has changed so far.
 #[derive(Default)]
 struct Open {
@@ -281,7 +285,7 @@ async fn apply(
             _ = tick.tick() => {
                 let sent = wall_ms();
                 let rows = probe.run_internal("SELECT pg_catalog.pg_current_wal_insert_lsn()::text").await?;
-                let lsn = rows.first().and_then(|r| r.first().cloned().flatten()).and_then(|t| wal::parse_lsn(&t));
+                let lsn = first_value(&rows).and_then(|t| wal::parse_lsn(&t));
                 if let Some(lsn) = lsn {
                     if probes.len() == 64 {
                         probes.pop_front();

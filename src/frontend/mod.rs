@@ -11,6 +11,7 @@ mod forward;
 mod hold;
 mod login;
 mod relay;
+mod reply_events;
 mod reply_queue;
 mod session_effects;
 mod stages;

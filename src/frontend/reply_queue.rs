@@ -15,6 +15,7 @@ use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
 
+pub use super::reply_events::{Event, Replies};
 use crate::cache::fill::Fill;
 use crate::insights::Completed;
 use crate::prepared::Statement;
@@ -163,38 +164,6 @@ impl Expect {
             }
         }
         (self.capture_desc && matches!(tag, be::ROW_DESCRIPTION | be::NO_DATA)).then(|| Bytes::copy_from_slice(frame))
-    }
-}
-
-/// What the prepared-statement bookkeeping must do about a reply, beyond forwarding or dropping it.
-#[derive(Debug)]
-pub enum Event {
-    /// The server rejected a Parse: forget the statement everywhere.
-    ParseFailed { stmt: Arc<Statement>, client_name: Option<Bytes> },
-    /// The server skipped a Parse (an earlier error): it is not prepared there after all.
-    ParseSkipped { stmt: Arc<Statement>, client_name: Option<Bytes>, on_server: bool },
-    /// The server rejected or skipped the client's own Parse: the name holds nothing.
-    ParseUndone { client_name: Bytes },
-    /// A server described the statement (`version` of it); `adopted`: the client now holds it.
-    Described { stmt: Arc<Statement>, version: u64, adopted: bool, client: Bytes },
-    /// An execution showed the server's copy stale (0A000, a type that no longer exists).
-    PlanStale { stmt: Arc<Statement> },
-}
-
-/// The events of one batch of replies, each for its stage.
-#[derive(Debug, Default)]
-pub struct Replies {
-    /// For the prepared-statement bookkeeping.
-    pub statements: Vec<Event>,
-    /// Tracked statements that finished (insights).
-    pub completed: Vec<Completed>,
-    /// Result cache fills that completed.
-    pub filled: Vec<Fill>,
-}
-
-impl Replies {
-    pub fn is_empty(&self) -> bool {
-        self.statements.is_empty() && self.completed.is_empty() && self.filled.is_empty()
     }
 }
 

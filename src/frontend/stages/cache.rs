@@ -6,16 +6,15 @@
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
-use bytes::BytesMut;
 
+use super::cache_portal::Portal;
 pub use super::cache_statement::CachedStatement;
 use super::cache_writes::Writes;
 use super::{Cx, Stage};
 use crate::cache::fill::Fill;
 use crate::cache::policy::{hint, Hint, Policy};
-use crate::cache::{Entry, FillPlan, Key, KeyParts, Lookup, ResultCache};
+use crate::cache::{FillPlan, Key, KeyParts, Lookup, ResultCache};
 use crate::config::{Config, PoolMode};
-use crate::frontend::reply_queue::{Action, Kind};
 use crate::net::messages;
 use crate::pool::Pool;
 use crate::prepared::messages as pm;
@@ -23,25 +22,6 @@ use crate::protocol::backend as be;
 use crate::protocol::frontend::{ClientMessage, Target};
 use crate::sql::tokens::fnv1a;
 use crate::sql::{Analysis, StatementKind};
-
-/// What the unnamed portal holds, as far as the cache is concerned.
-#[derive(Default)]
-pub enum Portal {
-    #[default]
-    Unknown,
-    /// Answered from this entry; `at` is the byte offset of the next DataRow to send.
-    Hit { entry: Arc<Entry>, at: usize },
-    /// Forwarded; its result is captured when it is executed. `continuable`: nothing before it in
-    /// this Sync's group ran or wrote, so a hidden Execute may fetch what a row limit leaves.
-    Fill { plan: Box<FillPlan>, described: bool, continuable: bool },
-    /// A row-limited Execute of a fill was sent: if the client's Sync comes next, pgpilot's own
-    /// Execute fetches the rest of the result for the fill first.
-    Suspended,
-}
-
-/// The most rows pgpilot's own Execute fetches after a row-limited one, for the cache: a
-/// `fetchrow` of a read that returns many rows costs the server at most this many more.
-const CONTINUATION_ROWS: u32 = 1000;
 
 /// A read worth a lookup, and what a hit stands for (insights count it as a call).
 enum Asked {
@@ -354,15 +334,15 @@ impl CacheStage {
             ClientMessage::Query { text } => self.plan_query(cx, text),
             ClientMessage::Bind { portal, statement, rest } => self.plan_bind(cx, portal, statement, rest),
             ClientMessage::Describe(Target::Portal(b"")) => {
-                self.describe(cx);
+                self.portal.describe(cx);
                 None
             }
             ClientMessage::Execute { portal: b"", max_rows } => {
-                self.execute(cx, max_rows as usize);
+                self.portal.execute(cx, max_rows as usize);
                 None
             }
             ClientMessage::Close(target) => {
-                self.close(cx, target);
+                self.portal.close(cx, target);
                 None
             }
             ClientMessage::FunctionCall | ClientMessage::Malformed => {
@@ -384,49 +364,6 @@ impl CacheStage {
             be::COMMAND_COMPLETE => super::cache_writes::ends_transaction(body),
             _ => false,
         }
-    }
-
-    fn describe(&mut self, cx: &mut Cx<'_>) {
-        if let Portal::Hit { entry, .. } = &self.portal {
-            cx.answer(entry.row_desc.clone());
-        }
-    }
-
-    /// Execute of a portal answered from the cache, honouring the row limit (PortalSuspended).
-    fn execute(&mut self, cx: &mut Cx<'_>, max_rows: usize) {
-        let Portal::Hit { entry, at } = &mut self.portal else { return };
-        let (end, rows, more) = entry.split_rows(*at, max_rows);
-        let mut reply = BytesMut::from(&entry.body[*at..end]);
-        if more {
-            reply.extend_from_slice(&pm::portal_suspended());
-        } else if *at == 0 {
-            reply.extend_from_slice(&entry.body[end..]);
-        } else {
-            // After a PortalSuspended, the server's tag counts the rows of this Execute only.
-            reply.extend_from_slice(&messages::command_complete_frame(&format!("SELECT {rows}")));
-        }
-        *at = end;
-        cx.answer(reply.freeze());
-    }
-
-    fn close(&mut self, cx: &mut Cx<'_>, target: Target<'_>) {
-        if target == Target::Portal(b"") && matches!(self.portal, Portal::Hit { .. }) {
-            self.portal = Portal::Unknown;
-            cx.answer(pm::close_complete());
-        }
-    }
-}
-
-impl CacheStage {
-    /// Before the client's Sync, after a row-limited Execute of a fill: pgpilot's own Execute of
-    /// the same portal brings the rows the limit left (hidden from the client; if it fails, only
-    /// the fill is lost: nothing in this group wrote, and the Sync ends the implicit transaction
-    /// either way).
-    fn continue_fill(&mut self, cx: &mut Cx<'_>) {
-        pm::execute(cx.sout, b"", CONTINUATION_ROWS);
-        cx.pending.push(Kind::Execute, Action::Suppress);
-        cx.pending.continue_fill();
-        cx.tx.on_client(b'E');
     }
 }
 
@@ -477,25 +414,11 @@ impl Stage for CacheStage {
         }
     }
 
-    /// Just before an Execute of a filling portal is forwarded: a Describe the client did not
-    /// send is injected (its reply hidden) so the entry can answer a later Describe.
+    /// Just before a message is forwarded: pgpilot's own Describe or Execute of a filling
+    /// portal may go ahead of it (`Portal::on_send`).
     fn on_send(&mut self, cx: &mut Cx<'_>, msg: &ClientMessage<'_>) {
-        if let Portal::Suspended = self.portal {
-            self.portal = Portal::Unknown;
-            if matches!(msg, ClientMessage::Sync) && self.writes.clean() {
-                self.continue_fill(cx);
-            }
-            return;
-        }
-        if !matches!(msg, ClientMessage::Execute { portal: b"", .. }) {
-            return;
-        }
-        if let Portal::Fill { described: false, .. } = self.portal {
-            pm::describe_portal(cx.sout, b"");
-            cx.pending.push(Kind::DescribePortal, Action::Suppress);
-            cx.pending.capture_describe();
-            cx.tx.on_client(b'D');
-        }
+        let clean = self.writes.clean();
+        self.portal.on_send(cx, msg, clean);
     }
 
     /// After a message was forwarded: attach captures to its reply-queue entry.
