@@ -13,6 +13,7 @@ pub mod policy;
 pub mod redis_tier;
 pub mod relations;
 pub mod replication;
+pub mod scopes;
 mod stats;
 pub mod wal;
 
@@ -367,19 +368,61 @@ impl ResultCache {
         CacheStats::bump(&self.stats.stores);
     }
 
-    /// A commit changed these tables of `db` (None: unknown tables, the whole database). Local
-    /// entries are invalid at once; Redis and the other replicas are told before returning.
-    pub async fn invalidate(&self, db: &str, tables: Option<&[Arc<str>]>) {
-        let reached = tables.and_then(|t| self.relations.reach(db, t));
-        let tables = reached.as_deref();
-        match tables {
-            Some(t) => self.gens.bump_tables(db, t),
+    /// A commit changed these tables of `db`, or these keys of them (`scopes::write_name`);
+    /// None: unknown tables, the whole database. Local entries are invalid at once; Redis and
+    /// the other replicas are told before returning.
+    pub async fn invalidate(&self, db: &str, names: Option<&[Arc<str>]>) {
+        let bumped = names.and_then(|n| self.scopes_of(db, n));
+        let scopes = bumped.as_deref();
+        match scopes {
+            Some(s) => self.gens.bump_tables(db, s),
             None => self.gens.bump_database(db),
         }
-        CacheStats::add(&self.stats.invalidations, tables.map_or(1, |t| t.len() as u64));
+        CacheStats::add(&self.stats.invalidations, names.map_or(1, |n| n.len() as u64));
         if let Some(r) = &self.redis {
-            r.invalidate(db, tables).await;
+            r.invalidate(db, scopes).await;
         }
+    }
+
+    /// The generation scopes a commit of these noted names bumps (None: the whole database).
+    /// A key stays a key only where `relations` says the write changed no other row of its
+    /// table; what a write reaches beyond its table (cascades) is table-level; in doubt, tables.
+    fn scopes_of(&self, db: &str, names: &[Arc<str>]) -> Option<Vec<Arc<str>>> {
+        let mut tables: Vec<Arc<str>> = Vec::new();
+        let mut keyed: Vec<(Arc<str>, Arc<str>)> = Vec::new();
+        for n in names {
+            match scopes::resolve(n) {
+                scopes::Noted::Table(_) => tables.push(n.clone()),
+                scopes::Noted::Key { table, kind, scope } if self.relations.keyed_write_ok(db, table, kind) => {
+                    keyed.push((Arc::from(table), scope))
+                }
+                scopes::Noted::Key { table, .. } => tables.push(Arc::from(table)),
+                scopes::Noted::Strange => return None,
+            }
+        }
+        let mut keyed_tables: Vec<Arc<str>> = keyed.iter().map(|(t, _)| t.clone()).collect();
+        keyed_tables.dedup();
+        for t in self.relations.reach(db, &keyed_tables)? {
+            if !keyed_tables.contains(&t) && !tables.contains(&t) {
+                tables.push(t);
+            }
+        }
+        let reached = self.relations.reach(db, &tables)?;
+        let mut out = Vec::with_capacity(2 * reached.len() + 2 * keyed.len());
+        for t in &reached {
+            out.push(t.clone());
+            out.push(scopes::wide(t));
+        }
+        for (t, scope) in keyed {
+            if !reached.contains(&t) {
+                for s in [t, scope] {
+                    if !out.contains(&s) {
+                        out.push(s);
+                    }
+                }
+            }
+        }
+        Some(out)
     }
 
     /// Drops everything, here and (with Redis) on every replica.

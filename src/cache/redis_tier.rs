@@ -278,7 +278,8 @@ impl RedisTier {
 
     fn apply(&self, gens: &Generations, payload: &[u8]) {
         let text = String::from_utf8_lossy(payload);
-        let mut parts = text.split('\x1f');
+        // (at most three parts: a row-level scope name holds the separator itself)
+        let mut parts = text.splitn(3, '\x1f');
         let from = parts.next().and_then(|p| p.parse::<u64>().ok());
         if from == Some(self.id) {
             return;

@@ -11,6 +11,8 @@ use std::sync::Arc;
 
 use parking_lot::RwLock;
 
+use super::scopes;
+
 pub const QUERY: &str = "SELECT c.relname, c.relkind::text, '' FROM pg_catalog.pg_class c \
      JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
      WHERE c.relkind IN ('r', 'p', 'v', 'm', 'f') \
@@ -19,9 +21,9 @@ pub const QUERY: &str = "SELECT c.relname, c.relkind::text, '' FROM pg_catalog.p
      JOIN pg_catalog.pg_class c ON c.oid = t.tgrelid WHERE NOT t.tgisinternal \
      UNION ALL SELECT DISTINCT c.relname, 'trigger', '' FROM pg_catalog.pg_rewrite r \
      JOIN pg_catalog.pg_class c ON c.oid = r.ev_class WHERE c.relkind IN ('r', 'p') AND r.rulename <> '_RETURN' \
-     UNION ALL SELECT p.relname, 'cascade', ch.relname FROM pg_catalog.pg_inherits i \
+     UNION ALL SELECT p.relname, 'inherit', ch.relname FROM pg_catalog.pg_inherits i \
      JOIN pg_catalog.pg_class p ON p.oid = i.inhparent JOIN pg_catalog.pg_class ch ON ch.oid = i.inhrelid \
-     UNION ALL SELECT ch.relname, 'cascade', p.relname FROM pg_catalog.pg_inherits i \
+     UNION ALL SELECT ch.relname, 'inherit', p.relname FROM pg_catalog.pg_inherits i \
      JOIN pg_catalog.pg_class p ON p.oid = i.inhparent JOIN pg_catalog.pg_class ch ON ch.oid = i.inhrelid \
      UNION ALL SELECT current_setting('default_transaction_isolation'), 'isolation', '' \
      UNION ALL SELECT p.relname, 'cascade', ch.relname FROM pg_catalog.pg_constraint k \
@@ -31,7 +33,19 @@ pub const QUERY: &str = "SELECT c.relname, c.relkind::text, '' FROM pg_catalog.p
      JOIN pg_catalog.pg_class c ON c.oid = pol.polrelid JOIN pg_catalog.pg_depend d \
      ON d.classid = 'pg_catalog.pg_policy'::pg_catalog.regclass AND d.objid = pol.oid \
      WHERE (d.refclassid = 'pg_catalog.pg_class'::pg_catalog.regclass AND d.refobjid <> pol.polrelid) \
-     OR (d.refclassid = 'pg_catalog.pg_proc'::pg_catalog.regclass AND d.refobjid >= 16384)";
+     OR (d.refclassid = 'pg_catalog.pg_proc'::pg_catalog.regclass AND d.refobjid >= 16384) \
+     UNION ALL SELECT p.relname, 'ucascade', ch.relname FROM pg_catalog.pg_constraint k \
+     JOIN pg_catalog.pg_class p ON p.oid = k.confrelid JOIN pg_catalog.pg_class ch ON ch.oid = k.conrelid \
+     WHERE k.contype = 'f' AND k.confupdtype IN ('c', 'n', 'd') \
+     UNION ALL SELECT c.relname, 'pkey:' || a.atttypid::text, a.attname FROM pg_catalog.pg_index i \
+     JOIN pg_catalog.pg_class c ON c.oid = i.indrelid \
+     JOIN pg_catalog.pg_attribute a ON a.attrelid = c.oid AND a.attnum = i.indkey[0] \
+     WHERE i.indisprimary AND i.indnkeyatts = 1 AND c.relkind = 'r' AND NOT c.relrowsecurity \
+     AND a.atttypid IN (20, 21, 23, 2950, 25, 1043) \
+     AND (a.attcollation = 0 OR a.attcollation IN \
+       (SELECT oid FROM pg_catalog.pg_collation WHERE collisdeterministic)) \
+     AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_class o WHERE o.relname = c.relname AND o.oid <> c.oid \
+       AND o.relkind IN ('r', 'p', 'v', 'm', 'f'))";
 
 #[derive(Default)]
 struct Known {
@@ -48,6 +62,13 @@ struct Known {
     /// Referenced table -> tables whose rows a write to it changes through a foreign key action;
     /// parent <-> child for partitions and inheritance.
     cascades: HashMap<Box<str>, Vec<Arc<str>>>,
+    /// The same for foreign keys with an ON UPDATE action only (an UPDATE can fire no other).
+    update_cascades: HashMap<Box<str>, Vec<Arc<str>>>,
+    /// Parents and children of inheritance or partitioning: never keyed.
+    inherited: HashSet<Box<str>>,
+    /// Ordinary tables with a one-column primary key of a type `scopes` can compare, no
+    /// row-level security and no same-named relation in another schema: the column and type.
+    keys: HashMap<Box<str>, (Arc<str>, scopes::Family)>,
     /// The database's (and loading role's) default isolation takes a snapshot per transaction:
     /// reads inside transaction blocks neither use nor fill the cache.
     snapshot_default: bool,
@@ -123,6 +144,9 @@ impl Relations {
         k.policy_reads_others.clear();
         k.triggers.clear();
         k.cascades.clear();
+        k.update_cascades.clear();
+        k.inherited.clear();
+        k.keys.clear();
         k.snapshot_default = false;
         for (name, kind, target) in rows {
             match kind.as_str() {
@@ -130,6 +154,17 @@ impl Relations {
                 "trigger" => drop(k.triggers.insert(name.into())),
                 "policy" => drop(k.policy_reads_others.insert(name.into())),
                 "cascade" => k.cascades.entry(name.into()).or_default().push(target.into()),
+                "ucascade" => k.update_cascades.entry(name.into()).or_default().push(target.into()),
+                "inherit" => {
+                    k.cascades.entry(name.as_str().into()).or_default().push(target.into());
+                    k.inherited.insert(name.into());
+                }
+                _ if kind.starts_with("pkey:") => {
+                    let family = kind[5..].parse().ok().and_then(scopes::Family::of);
+                    if let Some(f) = family {
+                        k.keys.insert(name.into(), (target.into(), f));
+                    }
+                }
                 "isolation" => k.snapshot_default = !name.starts_with("read "),
                 _ => drop(k.other.insert(name.into())),
             }
@@ -165,11 +200,48 @@ impl Relations {
         Some(out)
     }
 
+    /// The column (and its type) a read or write of `table` may be keyed on: its primary key,
+    /// when the table is plain (no inheritance, triggers, rules or view of that name).
+    pub fn key_column(&self, db: &str, table: &str) -> Option<(Arc<str>, scopes::Family)> {
+        let dbs = self.dbs.read();
+        let k = dbs.get(db)?;
+        let plain = !k.inherited.contains(table) && !k.triggers.contains(table) && !k.other.contains(table);
+        k.keys.get(table).filter(|_| plain && k.loaded_ms > 0).cloned()
+    }
+
+    /// Whether a committed write of known keys to `table` changed no other row of it: a DELETE
+    /// may cascade, an UPDATE (which never assigns the key) only through ON UPDATE actions; a
+    /// foreign-key path back to the table itself would change rows of other keys.
+    pub fn keyed_write_ok(&self, db: &str, table: &str, kind: scopes::WriteKind) -> bool {
+        let dbs = self.dbs.read();
+        let Some(k) = dbs.get(db) else { return false };
+        let edges = match kind {
+            scopes::WriteKind::Insert => return k.keys.contains_key(table),
+            scopes::WriteKind::Delete => &k.cascades,
+            scopes::WriteKind::Update => &k.update_cascades,
+        };
+        let mut seen: Vec<&str> = vec![table];
+        let mut i = 0;
+        while i < seen.len() {
+            for next in edges.get(seen[i]).into_iter().flatten() {
+                if &**next == table {
+                    return false;
+                }
+                if !seen.contains(&&**next) {
+                    seen.push(next);
+                }
+            }
+            i += 1;
+        }
+        k.keys.contains_key(table)
+    }
+
     /// DDL went through: the list may be out of date (a table may now be a view).
     pub fn mark_stale(&self, db: &str) {
         if let Some(k) = self.dbs.write().get_mut(db) {
             k.stale = true;
             k.ordinary.clear();
+            k.keys.clear();
         }
     }
 }

@@ -22,8 +22,10 @@ use arc_swap::ArcSwap;
 use bytes::BytesMut;
 use parking_lot::{Mutex, RwLock};
 
+use super::relations::Relations;
+use super::scopes;
 use super::wal::{self, Change, StreamMessage};
-use super::{wall_ms, ResultCache};
+use super::ResultCache;
 use crate::backend::connect::{connect, Target};
 use crate::backend::{ServerConn, ServerError};
 use crate::config::Config;
@@ -53,7 +55,7 @@ impl State {
 pub struct Stream {
     state: AtomicU8,
     /// Wall-clock ms up to which every acknowledged commit has been applied (0: not yet).
-    fresh_as_of_ms: AtomicU64,
+    fresh_as_of_us: AtomicU64,
     pub applied_lsn: AtomicU64,
     /// Tables (or whole databases) the stream invalidated.
     pub invalidations: AtomicU64,
@@ -77,8 +79,8 @@ impl Stream {
 
     /// How far behind the server the stream is known to be (None: never caught up).
     pub fn lag(&self) -> Option<Duration> {
-        let fresh = self.fresh_as_of_ms.load(Relaxed);
-        (fresh > 0).then(|| Duration::from_millis(wall_ms().saturating_sub(fresh)))
+        let fresh = self.fresh_as_of_us.load(Relaxed);
+        (fresh > 0).then(|| Duration::from_micros(wall_us().saturating_sub(fresh)))
     }
 }
 
@@ -105,7 +107,7 @@ impl Streams {
             }
             let s = Arc::new(Stream {
                 state: AtomicU8::new(State::Connecting as u8),
-                fresh_as_of_ms: AtomicU64::new(0),
+                fresh_as_of_us: AtomicU64::new(0),
                 applied_lsn: AtomicU64::new(0),
                 invalidations: AtomicU64::new(0),
                 reconnects: AtomicU64::new(0),
@@ -126,7 +128,8 @@ impl Streams {
             return true;
         }
         let bound = self.config.load().cache.max_staleness_ms;
-        s.lag().is_some_and(|lag| lag.as_millis() as u64 <= bound)
+        // In microseconds: a read made just past the bound after a commit must not round into it.
+        s.lag().is_some_and(|lag| lag < Duration::from_millis(bound))
     }
 
     pub fn all(&self) -> Vec<(Arc<str>, Arc<Stream>)> {
@@ -241,6 +244,18 @@ async fn stream(streams: &Streams, cache: &ResultCache, db: &Arc<str>, s: &Strea
     }
 }
 
+/// A row change of `table` as the keys it wrote (`scopes::write_name`), when the table is keyed
+/// and the line gives every key value; None: the table.
+fn keyed_names(relations: &Relations, db: &str, table: &Arc<str>, what: &[u8]) -> Option<Vec<Arc<str>>> {
+    let (column, family) = relations.key_column(db, table)?;
+    let (kind, values) = wal::row_keys(what, &column)?;
+    values.iter().map(|v| Some(scopes::write_name(table, kind, &scopes::canonical_text(family, v)?))).collect()
+}
+
+fn wall_us() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_micros() as u64)
+}
+
 fn first_value(rows: &[crate::backend::internal::Row]) -> Option<String> {
     rows.first()?.first().cloned().flatten()
 }
@@ -283,7 +298,7 @@ async fn apply(
                 }
             }
             _ = tick.tick() => {
-                let sent = wall_ms();
+                let sent = wall_us();
                 let rows = probe.run_internal("SELECT pg_catalog.pg_current_wal_insert_lsn()::text").await?;
                 let lsn = first_value(&rows).and_then(|t| wal::parse_lsn(&t));
                 if let Some(lsn) = lsn {
@@ -301,7 +316,7 @@ async fn apply(
             if lsn > applied {
                 break;
             }
-            s.fresh_as_of_ms.fetch_max(sent, Relaxed);
+            s.fresh_as_of_us.fetch_max(sent, Relaxed);
             probes.pop_front();
         }
     }
@@ -330,11 +345,13 @@ async fn on_data(
         StreamMessage::Data { start, line } => {
             match wal::change(line) {
                 Change::Begin => *tx = Open { open: true, ..Open::default() },
-                Change::Tables(names) => {
-                    for t in names {
-                        if !tx.tables.contains(&t) {
-                            tx.tables.push(t);
-                        }
+                Change::Tables(names, what) => {
+                    let keys = match names.as_slice() {
+                        [t] => keyed_names(&cache.relations, db, t, what),
+                        _ => None,
+                    };
+                    for name in keys.unwrap_or(names) {
+                        scopes::add(&mut tx.tables, name);
                     }
                 }
                 Change::Unknown => tx.all = true,

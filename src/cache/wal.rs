@@ -11,6 +11,8 @@
 
 use std::sync::Arc;
 
+use super::scopes::WriteKind;
+
 /// One CopyData payload of a logical replication stream.
 #[derive(Debug, PartialEq, Eq)]
 pub enum StreamMessage<'a> {
@@ -62,12 +64,13 @@ pub fn format_lsn(lsn: u64) -> String {
 
 /// What one test_decoding line says.
 #[derive(Debug, PartialEq, Eq)]
-pub enum Change {
+pub enum Change<'a> {
     Begin,
     Commit,
     /// A row of this table (unqualified, unquoted name) was inserted, updated or deleted, or
-    /// these tables were truncated (one TRUNCATE names them all).
-    Tables(Vec<Arc<str>>),
+    /// these tables were truncated (one TRUNCATE names them all); then what the line says of it
+    /// ("UPDATE: id[integer]:1 ...", read by `row_keys`).
+    Tables(Vec<Arc<str>>, &'a [u8]),
     /// A logical decoding message (pg_logical_emit_message) or anything else: changes no table.
     Other,
     /// A line this parser cannot read: the transaction may have changed anything.
@@ -76,7 +79,7 @@ pub enum Change {
 
 /// Reads one line: "BEGIN", "COMMIT" (with include-xids off), "table public.t: UPDATE: ...",
 /// "message: ...".
-pub fn change(line: &[u8]) -> Change {
+pub fn change(line: &[u8]) -> Change<'_> {
     if line == b"BEGIN" || line.starts_with(b"BEGIN ") {
         return Change::Begin;
     }
@@ -92,9 +95,94 @@ pub fn change(line: &[u8]) -> Change {
         let Some((name, after)) = qualified_name(rest) else { return Change::Unknown };
         tables.push(name.into());
         match after {
-            [b':', ..] => return Change::Tables(tables),
+            [b':', b' ', what @ ..] => return Change::Tables(tables, what),
+            [b':', ..] => return Change::Tables(tables, &[]),
             [b',', b' ', more @ ..] => rest = more,
             _ => return Change::Unknown,
+        }
+    }
+}
+
+/// The values of `column` a row change names, as text (unquoted): the new row's for an INSERT,
+/// the old key's for a DELETE, the new row's and (when the key changed, or with REPLICA
+/// IDENTITY FULL) the old key's for an UPDATE. None when the line does not give them all (no
+/// replica identity, a NULL or unchanged TOAST value, anything unexpected).
+pub fn row_keys(what: &[u8], column: &str) -> Option<(WriteKind, Vec<String>)> {
+    let (kind, mut rest) = if let Some(r) = what.strip_prefix(b"INSERT: ") {
+        (WriteKind::Insert, r)
+    } else if let Some(r) = what.strip_prefix(b"UPDATE: ") {
+        (WriteKind::Update, r)
+    } else {
+        (WriteKind::Delete, what.strip_prefix(b"DELETE: ")?)
+    };
+    let mut out = Vec::with_capacity(2);
+    if let Some(r) = rest.strip_prefix(b"old-key: ") {
+        let (value, after) = tuple_value(r, column, b"new-tuple: ")?;
+        out.push(value?);
+        rest = after;
+    }
+    if kind == WriteKind::Delete && !out.is_empty() {
+        return None; // (a DELETE's tuple is its key: never labelled)
+    }
+    let (value, _) = tuple_value(rest, column, b"")?;
+    out.push(value?);
+    Some((kind, out))
+}
+
+/// Reads `name[type]:value` items up to `stop` (or the end): `column`'s value (None for NULL or
+/// unchanged TOAST, or when absent) and what follows the stop.
+#[allow(clippy::type_complexity)]
+fn tuple_value<'a>(mut s: &'a [u8], column: &str, stop: &[u8]) -> Option<(Option<String>, &'a [u8])> {
+    let mut found = None;
+    loop {
+        if s.is_empty() && stop.is_empty() {
+            return Some((found, s));
+        }
+        if !stop.is_empty() && s.starts_with(stop) {
+            return Some((found, &s[stop.len()..]));
+        }
+        let (name, rest) = if s.first() == Some(&b'"') {
+            quoted(s, b'"')?
+        } else {
+            let end = s.iter().position(|&c| c == b'[')?;
+            (String::from_utf8(s[..end].to_vec()).ok()?, &s[end..])
+        };
+        let rest = rest.strip_prefix(b"[")?;
+        let type_end = rest.windows(2).position(|w| w == b"]:")?;
+        let rest = &rest[type_end + 2..];
+        let (value, rest) = match rest.first() {
+            Some(b'\'') => {
+                let (v, r) = quoted(rest, b'\'')?;
+                (Some(v), r)
+            }
+            _ => {
+                let end = rest.iter().position(|&c| c == b' ').unwrap_or(rest.len());
+                let v = std::str::from_utf8(&rest[..end]).ok()?;
+                ((!matches!(v, "null" | "unchanged-toast-datum")).then(|| v.to_string()), &rest[end..])
+            }
+        };
+        if name == column {
+            found = value;
+        }
+        s = rest.strip_prefix(b" ").unwrap_or(rest);
+    }
+}
+
+/// A `q`-quoted text with doubled quotes inside: the text and what follows.
+fn quoted(s: &[u8], q: u8) -> Option<(String, &[u8])> {
+    let mut out = Vec::new();
+    let mut i = 1;
+    loop {
+        match (*s.get(i)?, s.get(i + 1)) {
+            (c, Some(&n)) if c == q && n == q => {
+                out.push(q);
+                i += 2;
+            }
+            (c, _) if c == q => return Some((String::from_utf8(out).ok()?, &s[i + 1..])),
+            (c, _) => {
+                out.push(c);
+                i += 1;
+            }
         }
     }
 }
@@ -138,17 +226,45 @@ mod tests {
         assert_eq!(change(b"BEGIN"), Change::Begin);
         assert_eq!(change(b"COMMIT"), Change::Commit);
         assert_eq!(change(b"BEGIN 731"), Change::Begin);
-        let t = |n: &str| Change::Tables(vec![n.into()]);
-        assert_eq!(change(b"table public.work_items: UPDATE: id[uuid]:'a' title[text]:'x: y'"), t("work_items"));
-        assert_eq!(change(b"table public.t: TRUNCATE: (no-flags)"), t("t"));
-        assert_eq!(change(br#"table "My Schema"."a.b:""c": INSERT: x[integer]:1"#), t(r#"a.b:"c"#));
-        let both = Change::Tables(vec!["a".into(), "b".into()]);
+        let t = |n: &str, w: &'static [u8]| Change::Tables(vec![n.into()], w);
+        let u = b"UPDATE: id[uuid]:'a' title[text]:'x: y'";
+        assert_eq!(change(b"table public.work_items: UPDATE: id[uuid]:'a' title[text]:'x: y'"), t("work_items", u));
+        assert_eq!(change(b"table public.t: TRUNCATE: (no-flags)"), t("t", b"TRUNCATE: (no-flags)"));
+        assert_eq!(
+            change(br#"table "My Schema"."a.b:""c": INSERT: x[integer]:1"#),
+            t(r#"a.b:"c"#, b"INSERT: x[integer]:1")
+        );
+        let both = Change::Tables(vec!["a".into(), "b".into()], b"TRUNCATE: restart_seqs cascade");
         assert_eq!(change(b"table public.a, s.b: TRUNCATE: restart_seqs cascade"), both);
         assert_eq!(change(b"message: transactional: 1 prefix: p, sz: 1 content:x"), Change::Other);
         assert_eq!(change(b"table t: INSERT"), Change::Unknown, "always schema-qualified");
         assert_eq!(change(b"table public.\"open"), Change::Unknown);
         assert_eq!(change(b"something else"), Change::Unknown);
         assert_eq!(change(b""), Change::Unknown);
+    }
+
+    #[test]
+    fn row_keys_of_each_change() {
+        let keys =
+            |w: &[u8], c: &str| row_keys(w, c).map(|(k, v)| (k, v.iter().map(|s| s.to_string()).collect::<Vec<_>>()));
+        let ins = b"INSERT: k[text]:'it''s a ]: key' v[bigint]:5 \"odd [col]\"[integer[]]:'{1,2}'";
+        assert_eq!(keys(ins, "k"), Some((WriteKind::Insert, vec!["it's a ]: key".into()])));
+        assert_eq!(keys(ins, "v"), Some((WriteKind::Insert, vec!["5".into()])));
+        assert_eq!(keys(ins, "odd [col]"), Some((WriteKind::Insert, vec!["{1,2}".into()])));
+        assert_eq!(keys(ins, "missing"), None);
+        let upd = b"UPDATE: old-key: id[integer]:1 new-tuple: id[integer]:2 t[text]:null";
+        assert_eq!(keys(upd, "id"), Some((WriteKind::Update, vec!["1".into(), "2".into()])));
+        assert_eq!(keys(upd, "t"), None, "NULL");
+        assert_eq!(
+            keys(b"UPDATE: id[integer]:7 b[text]:unchanged-toast-datum", "id"),
+            Some((WriteKind::Update, vec!["7".into()]))
+        );
+        assert_eq!(keys(b"DELETE: id[integer]:3", "id"), Some((WriteKind::Delete, vec!["3".into()])));
+        assert_eq!(keys(b"DELETE: (no-tuple-data)", "id"), None);
+        assert_eq!(keys(b"TRUNCATE: (no-flags)", "id"), None);
+        for cut in 0..ins.len() {
+            let _ = row_keys(&ins[..cut], "k"); // never panics on a cut line
+        }
     }
 
     #[test]

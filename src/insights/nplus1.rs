@@ -233,6 +233,7 @@ mod tests {
             written_names: Arc::from([]),
             cache_effect: crate::sql::CacheEffect::None,
             session: Default::default(),
+            keyed: None,
             learned: Default::default(),
         })
     }

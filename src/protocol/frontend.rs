@@ -117,6 +117,45 @@ impl<'a> ClientMessage<'a> {
     }
 }
 
+/// Parameter `index` (0-based) of a Bind's `rest`: its format code (0 text, 1 binary) and value;
+/// None for a NULL, a missing parameter or a malformed body (every length is checked).
+pub fn bind_parameter(rest: &[u8], index: usize) -> Option<(i16, &[u8])> {
+    let i16_at = |at: usize| Some(i16::from_be_bytes(rest.get(at..at + 2)?.try_into().ok()?));
+    let formats = usize::try_from(i16_at(0)?).ok()?;
+    let format = match formats {
+        0 => 0,
+        1 => i16_at(2)?,
+        _ if index < formats => i16_at(2 + 2 * index)?,
+        _ => return None,
+    };
+    let mut at = 2 + 2 * formats;
+    let params = usize::try_from(i16_at(at)?).ok()?;
+    if index >= params {
+        return None;
+    }
+    at += 2;
+    for i in 0..=index {
+        let len = i32::from_be_bytes(rest.get(at..at + 4)?.try_into().ok()?);
+        at += 4;
+        let len = usize::try_from(len).ok(); // -1: NULL
+        if i == index {
+            return rest.get(at..at + len?).map(|v| (format, v));
+        }
+        at += len.unwrap_or(0);
+    }
+    None
+}
+
+/// The type OID a Parse declared for parameter `index` (its types part: count, then OIDs); 0
+/// when it declared none.
+pub fn declared_type(types: &[u8], index: usize) -> u32 {
+    let count = types.get(..2).map_or(0, |c| i16::from_be_bytes([c[0], c[1]]).max(0) as usize);
+    if index >= count {
+        return 0;
+    }
+    types.get(2 + 4 * index..6 + 4 * index).map_or(0, |b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+}
+
 /// Describe / Close body: 'S' or 'P', then a name.
 pub fn target(body: &[u8]) -> Option<Target<'_>> {
     let (&kind, rest) = body.split_first()?;
@@ -131,6 +170,30 @@ pub fn target(body: &[u8]) -> Option<Target<'_>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bind_parameters_are_found_and_bounded() {
+        // formats: 2 (text, binary); params: "42", NULL, 4 bytes; result formats: 0
+        let mut b = vec![0, 2, 0, 0, 0, 1, 0, 3];
+        b.extend_from_slice(&2i32.to_be_bytes());
+        b.extend_from_slice(b"42");
+        b.extend_from_slice(&(-1i32).to_be_bytes());
+        b.extend_from_slice(&4i32.to_be_bytes());
+        b.extend_from_slice(&7i32.to_be_bytes());
+        b.extend_from_slice(&[0, 0]);
+        assert_eq!(bind_parameter(&b, 0), Some((0, &b"42"[..])));
+        assert_eq!(bind_parameter(&b, 1), None, "NULL");
+        assert_eq!(bind_parameter(&b, 2), None, "no format for it: two formats, three values");
+        assert_eq!(bind_parameter(&b, 3), None);
+        for cut in 0..b.len() {
+            let _ = bind_parameter(&b[..cut], 0); // never panics on a cut body
+        }
+        let one_format = [0, 1, 0, 1, 0, 1, 0, 0, 0, 2, 0, 9];
+        assert_eq!(bind_parameter(&one_format, 0), Some((1, &[0, 9][..])));
+        assert_eq!(declared_type(&[0, 2, 0, 0, 0, 23, 0, 0, 0, 25], 1), 25);
+        assert_eq!(declared_type(&[0, 1, 0, 0, 0, 23], 1), 0);
+        assert_eq!(declared_type(&[], 0), 0);
+    }
 
     #[test]
     fn decodes_what_pgpilot_inspects() {

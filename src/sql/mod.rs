@@ -5,6 +5,7 @@
 
 pub mod builtins;
 pub mod functions;
+pub mod keyed;
 pub mod learned;
 pub mod parse;
 pub mod session_effect;
@@ -57,6 +58,9 @@ pub struct Analysis {
     pub cache_effect: CacheEffect,
     /// What it does to the server session (settings, role, pins), from the parse tree.
     pub session: session_effect::SessionEffect,
+    /// The one table and the parameters that name the rows it reads or writes, when the text
+    /// says so (`keyed`): the result cache's row-level invalidation starts here.
+    pub keyed: Option<Arc<keyed::Keyed>>,
     /// What runs of this shape taught (shared by every session holding this analysis).
     pub learned: Arc<learned::Learned>,
 }

@@ -40,6 +40,7 @@ pub fn analyze(sql: &str, shape: &str) -> Analysis {
                 written_names: Arc::from([]),
                 cache_effect: CacheEffect::None,
                 session: from_words(&words),
+                keyed: None,
                 learned: Default::default(),
             }
         }
@@ -134,7 +135,22 @@ fn with_cache_facts(mut a: Analysis) -> Analysis {
     if text.starts_with("truncate") && text.contains("cascade") {
         a.writes = WriteScope::Unknown; // it empties tables pgpilot cannot name
     }
+    a.keyed = keyed_shape(&a, &text);
     a
+}
+
+/// The statement's keyed shape (see `keyed`), for a parsed read or write of one table.
+fn keyed_shape(a: &Analysis, lower: &str) -> Option<Arc<super::keyed::Keyed>> {
+    let one = match a.kind {
+        StatementKind::Read => a.read_names.len() == 1,
+        StatementKind::Write => a.written_names.len() == 1 && a.writes == WriteScope::Tables,
+        _ => false,
+    };
+    if !a.parsed || !one || !lower.contains('$') {
+        return None;
+    }
+    let selects = lower.split(|c: char| !c.is_ascii_alphanumeric() && c != '_').filter(|w| *w == "select").count();
+    super::keyed::of(&a.normalized, selects).map(Arc::new)
 }
 
 /// Table names as the generation counters and the relation list know them: unqualified (a
@@ -193,6 +209,7 @@ fn parsed(sql: &str) -> Option<Analysis> {
         written_names: Arc::from([]),
         cache_effect: CacheEffect::None,
         session: SessionEffect::default(),
+        keyed: None,
         learned: Default::default(),
     })
 }

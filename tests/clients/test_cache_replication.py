@@ -3,6 +3,7 @@ migration or an unproxied service would make them) invalidate the cache from the
 
 These run against the harness's second cluster (Debian's PostgreSQL 15 with contrib, started with wal_level=logical;
 the pgvector build has no test_decoding) and, for the fallback, against the first (no test_decoding there)."""
+import asyncio
 import json
 import os
 import signal
@@ -10,10 +11,12 @@ import statistics
 import subprocess
 import time
 
+import asyncpg
 import psycopg
 import pytest
 
-from conftest import pg_host, pg_port, require_env, wait_until
+from conftest import pg_host, pg_port, require_env, run_async, wait_until
+from test_cache_row_level import staleness_run
 
 REPLICATION = "[cache]\ninvalidation = \"replication\"\n"
 BOUND_MS = 500  # max_staleness_ms's default
@@ -190,3 +193,43 @@ def test_without_logical_decoding_the_database_falls_back_to_proxy_invalidation(
         c.execute("UPDATE repl_fallback SET v = 'b' WHERE id = 1")
         assert c.execute(sql).fetchone()[0] == "b"
     assert "wal_level" in proxy.stderr_text() or "test_decoding" in proxy.stderr_text()
+
+
+def test_direct_writes_invalidate_only_their_keys_and_are_never_stale(start_proxy, repl_table):
+    """Row-level invalidation from the stream: a direct UPDATE of key 1 leaves keys 2 and 3 hitting; a direct
+    key-changing UPDATE invalidates both keys; then the staleness checker, writers straight to the server (single
+    keys and ranges) and readers through pgpilot, finds no read older than the bound."""
+    name, admin = repl_table
+    proxy = start_replicated(start_proxy, "skip_unrepeated = false\n")
+    read = f"SELECT v FROM {name} WHERE id = $1"
+
+    async def until(c, key, want):
+        for _ in range(500):
+            if await c.fetchval(read, key) == want:
+                return
+            await asyncio.sleep(0.01)
+        raise AssertionError(f"key {key} still not {want!r} after 5 s")
+
+    async def main():
+        c = await asyncpg.connect(proxy.dsn())
+        try:
+            for _ in range(2):
+                assert [await c.fetchval(read, k) for k in (1, 2, 3)] == ["v1", "v2", "v3"]
+            admin.execute(f"UPDATE {name} SET v = 'direct' WHERE id = 1")
+            await until(c, 1, "direct")
+            before = status(proxy)["hits"]
+            assert [await c.fetchval(read, k) for k in (2, 3)] == ["v2", "v3"]
+            assert status(proxy)["hits"] - before == 2, "keys the direct write did not touch still hit"
+            assert await c.fetchval(read, 50) is None
+            admin.execute(f"UPDATE {name} SET id = 50 WHERE id = 3")
+            await until(c, 50, "v3")
+            assert await c.fetchval(read, 3) is None
+        finally:
+            await c.close()
+        direct = f"postgresql://postgres@{pg_host()}:{pgss_port()}/app"
+        writer = lambda: asyncpg.connect(direct, server_settings={"synchronous_commit": "on"})  # noqa: E731
+        keys = [k for k in range(1, 11) if k != 3] + [50]  # (3 moved to 50 above)
+        return await staleness_run(proxy.dsn(), writer, name, keys, 6, BOUND_MS / 1000)
+
+    stale, checked = run_async(main(), 90)
+    assert checked > 40 and stale == 0, f"{stale} stale of {checked}"

@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 
+use super::cache_keys;
 use super::cache_portal::Portal;
 pub use super::cache_statement::CachedStatement;
 use super::cache_writes::Writes;
@@ -27,6 +28,15 @@ use crate::sql::{Analysis, StatementKind};
 enum Asked {
     Query { analysis: Arc<Analysis>, params: u64 },
     Bind { analysis: Arc<Analysis>, params: u64 },
+}
+
+impl Asked {
+    /// The tables it reads.
+    fn tables(&self) -> &[Arc<str>] {
+        match self {
+            Asked::Query { analysis, .. } | Asked::Bind { analysis, .. } => &analysis.read_names,
+        }
+    }
 }
 
 /// A read worth a lookup: its key and what a hit stands for.
@@ -156,8 +166,8 @@ impl CacheStage {
     }
 
     /// A statement is being sent: note what it may write and what it does to later reads.
-    fn note_writes(&mut self, a: &Analysis) {
-        if self.writes.note_statement(a) {
+    fn note_writes(&mut self, a: &Analysis, keys: Option<Vec<Arc<str>>>) {
+        if self.writes.note_statement(a, keys) {
             self.off = true;
         }
         if a.kind == StatementKind::Ddl {
@@ -190,7 +200,7 @@ impl CacheStage {
             self.writes.note_unknown();
         }
         for (a, _) in &analyzed {
-            self.note_writes(a);
+            self.note_writes(a, None);
         }
         let single = match analyzed.as_slice() {
             [(a, literals)] => Some((a.clone(), *literals)),
@@ -209,7 +219,7 @@ impl CacheStage {
     /// The lookup itself (the only part that may wait: single flight, Redis) and what its answer
     /// does: a hit answers the client, a miss becomes a fill for the reply it is forwarded for.
     pub async fn look_up(&mut self, cx: &mut Cx<'_>, Planned { key, asked, cold }: Planned) {
-        if cold && !self.wait_for_relations(&key.tables).await {
+        if cold && !self.wait_for_relations(asked.tables()).await {
             return;
         }
         let found = self.cache.lookup(key, self.coalesce_wait()).await;
@@ -305,7 +315,11 @@ impl CacheStage {
     fn plan_bind(&mut self, cx: &Cx<'_>, portal: &[u8], name: &[u8], args: &[u8]) -> Option<(Key, Asked, bool)> {
         let stmt = cx.turn.statement.as_ref().and_then(|e| e.cache.as_deref());
         match stmt {
-            Some(s) => self.note_writes(&s.analysis),
+            Some(s) => {
+                let (keyed, types) = (s.analysis.keyed.as_deref(), s.declared_types());
+                let keys = cache_keys::write_names(&self.cache.relations, &self.database, keyed, types, args);
+                self.note_writes(&s.analysis, keys)
+            }
             None => self.writes.note_unknown(),
         }
         if !portal.is_empty() {
@@ -322,7 +336,11 @@ impl CacheStage {
         let params = || s.ident_hash ^ xxhash_rust::xxh3::xxh3_64(args);
         let ttl = self.worth_looking_up(&s.analysis, s.hint, params)?;
         let variant = self.statement_variant(cx, name)?;
-        let (key, cold) = self.key(cx, b'E', &s.analysis, ttl, (&s.ident, variant, args))?;
+        let (mut key, cold) = self.key(cx, b'E', &s.analysis, ttl, (&s.ident, variant, args))?;
+        let (keyed, types) = (s.analysis.keyed.as_deref(), s.declared_types());
+        if let Some(scopes) = cache_keys::read_scopes(&self.cache.relations, &self.database, keyed, types, args) {
+            key.tables = Arc::from(scopes); // keyed on its primary key: other keys' writes keep it
+        }
         Some((key, Asked::Bind { params: fnv1a(args), analysis: s.analysis.clone() }, cold))
     }
 

@@ -31,6 +31,11 @@ impl CachedStatement {
             && i[query.len()] == 0
     }
 
+    /// The parameter types its Parse declared (count, then OIDs).
+    pub(super) fn declared_types(&self) -> &[u8] {
+        self.ident.iter().position(|&b| b == 0).map_or(&[][..], |nul| &self.ident[nul + 1..])
+    }
+
     fn new(analysis: Arc<Analysis>, query: &[u8], types: &[u8]) -> Self {
         let mut ident = BytesMut::with_capacity(query.len() + types.len() + 1);
         ident.extend_from_slice(query);

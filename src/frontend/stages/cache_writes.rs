@@ -6,6 +6,7 @@
 
 use std::sync::Arc;
 
+use crate::cache::scopes;
 use crate::sql::{Analysis, CacheEffect, WriteScope};
 
 /// Tables a group of statements may write (`all`: any table of the database), and whether it
@@ -26,9 +27,7 @@ impl Segment {
         self.all |= other.all;
         self.strict |= other.strict;
         for t in &other.tables {
-            if !self.tables.contains(t) {
-                self.tables.push(t.clone());
-            }
+            scopes::add(&mut self.tables, t.clone());
         }
     }
 }
@@ -75,11 +74,10 @@ impl Writes {
         self.building.all = true;
     }
 
+    /// Tables (or keys of them: `scopes::write_name`) a statement being sent may write.
     fn note(&mut self, tables: &[Arc<str>]) {
         for t in tables {
-            if !self.building.tables.contains(t) {
-                self.building.tables.push(t.clone());
-            }
+            scopes::add(&mut self.building.tables, t.clone());
         }
     }
 
@@ -174,11 +172,13 @@ pub fn ends_transaction(tag: &[u8]) -> bool {
 impl Writes {
     /// A statement is being sent: note what it may write and what it does to later reads.
     /// True when it changes how the whole session reads (caching must stop for it).
-    pub fn note_statement(&mut self, a: &Analysis) -> bool {
-        match a.writes {
-            WriteScope::Nothing => {}
-            WriteScope::Unknown => self.building.all = true,
-            WriteScope::Tables => self.note(&a.written_names),
+    /// `keys`: the keys of its one table it writes, when known (then only they are invalidated).
+    pub fn note_statement(&mut self, a: &Analysis, keys: Option<Vec<Arc<str>>>) -> bool {
+        match (a.writes, keys) {
+            (WriteScope::Nothing, _) => {}
+            (WriteScope::Unknown, _) => self.building.all = true,
+            (WriteScope::Tables, Some(keys)) => self.note(&keys),
+            (WriteScope::Tables, None) => self.note(&a.written_names),
         }
         match a.cache_effect {
             CacheEffect::None => false,

@@ -11,6 +11,7 @@
 //! rewrites statement names), then insights (sees every message, answered or not).
 
 pub mod cache;
+mod cache_keys;
 mod cache_portal;
 mod cache_statement;
 mod cache_writes;

@@ -1,0 +1,241 @@
+//! Row-level invalidation as generation scopes. Every table has three kinds of counter, all
+//! named strings so that the local generations, Redis and the pub/sub channel carry them
+//! unchanged:
+//! - `t`: bumped by every committed write to t; what a read that is not keyed depends on;
+//! - `t\x1fw` ("wide"): bumped by writes whose keys are not known (and DDL, TRUNCATE, cascades);
+//! - `t\x1fk<slot>`: bumped by a write whose primary-key values are known, one per value's slot.
+//!
+//! A read keyed on its primary key depends on `t\x1fw` and its key's slot only, so a write to
+//! another key leaves it valid. Keys hash into `SLOTS` slots per table: two keys sharing a slot
+//! only cost a miss. Keys are compared in a canonical form decided by the column's type, so the
+//! same row named by a binary parameter, a text parameter or the replication stream's text
+//! lands in the same slot.
+
+use std::sync::Arc;
+
+use crate::sql::keyed::Cast;
+
+pub const SEP: char = '\x1f';
+/// Slots per table: bounds the counters a table can have (locally and in Redis).
+const SLOTS: u64 = 1024;
+/// Keyed names one transaction may carry before its writes count as table-level.
+pub const MAX_KEYS: usize = 64;
+
+/// The key types whose equality pgpilot can decide from bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Family {
+    Int,
+    Uuid,
+    Text,
+}
+
+impl Family {
+    /// By type OID: int2, int4, int8; uuid; text, varchar.
+    pub fn of(oid: u32) -> Option<Family> {
+        match oid {
+            20 | 21 | 23 => Some(Family::Int),
+            2950 => Some(Family::Uuid),
+            25 | 1043 => Some(Family::Text),
+            _ => None,
+        }
+    }
+
+    fn of_cast(cast: Cast) -> Option<Family> {
+        match cast {
+            Cast::None => None,
+            Cast::Int => Some(Family::Int),
+            Cast::Uuid => Some(Family::Uuid),
+            Cast::Text => Some(Family::Text),
+        }
+    }
+}
+
+/// What a write does to its keys (`Op` of the statement), for the checks `relations` makes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WriteKind {
+    Update,
+    Delete,
+    Insert,
+}
+
+impl WriteKind {
+    fn tag(self) -> char {
+        match self {
+            WriteKind::Update => 'u',
+            WriteKind::Delete => 'd',
+            WriteKind::Insert => 'i',
+        }
+    }
+}
+
+fn slot(canonical: &[u8]) -> u64 {
+    xxhash_rust::xxh3::xxh3_64(canonical) % SLOTS
+}
+
+/// The scopes a read keyed on `canonical` depends on.
+pub fn read_scopes(table: &str, canonical: &[u8]) -> [Arc<str>; 2] {
+    [wide(table), format!("{table}{SEP}k{}", slot(canonical)).into()]
+}
+
+pub fn wide(table: &str) -> Arc<str> {
+    format!("{table}{SEP}w").into()
+}
+
+/// What a session or the stream notes for a write of a known key; `resolve` turns it into the
+/// key scope once the table is checked (the kind decides which checks).
+pub fn write_name(table: &str, kind: WriteKind, canonical: &[u8]) -> Arc<str> {
+    format!("{table}{SEP}{}{}", kind.tag(), slot(canonical)).into()
+}
+
+/// A noted name: a plain table, or (table, kind, key scope).
+pub enum Noted<'a> {
+    Table(&'a str),
+    Key {
+        table: &'a str,
+        kind: WriteKind,
+        scope: Arc<str>,
+    },
+    /// A name pgpilot never writes (a table whose own name holds the separator).
+    Strange,
+}
+
+pub fn resolve(name: &str) -> Noted<'_> {
+    let Some((table, rest)) = name.split_once(SEP) else { return Noted::Table(name) };
+    let kind = match rest.as_bytes().first() {
+        Some(b'u') => WriteKind::Update,
+        Some(b'd') => WriteKind::Delete,
+        Some(b'i') => WriteKind::Insert,
+        _ => return Noted::Strange,
+    };
+    match rest[1..].parse::<u64>() {
+        Ok(n) if n < SLOTS && !table.contains(SEP) => {
+            Noted::Key { table, kind, scope: format!("{table}{SEP}k{n}").into() }
+        }
+        _ => Noted::Strange,
+    }
+}
+
+/// The table a noted name is about.
+pub fn table_of(name: &str) -> &str {
+    name.split(SEP).next().unwrap_or(name)
+}
+
+/// Adds `name` to a transaction's list (no duplicates); past `MAX_KEYS` keyed names, each keyed
+/// name becomes its table (bounded memory and Redis calls for a transaction writing many rows).
+pub fn add(list: &mut Vec<Arc<str>>, name: Arc<str>) {
+    let table_noted = name.contains(SEP) && list.iter().any(|n| **n == *table_of(&name));
+    if table_noted || list.contains(&name) {
+        return; // (a table-level write already covers every key of it)
+    }
+    list.push(name);
+    if list.iter().filter(|n| n.contains(SEP)).count() > MAX_KEYS {
+        let mut tables: Vec<Arc<str>> = Vec::new();
+        for n in list.drain(..) {
+            let t: Arc<str> = if n.contains(SEP) { Arc::from(table_of(&n)) } else { n };
+            if !tables.contains(&t) {
+                tables.push(t);
+            }
+        }
+        *list = tables;
+    }
+}
+
+/// A key given as a bound parameter, in canonical form. `declared`: the type the client gave
+/// the parameter in its Parse (0: none); `cast`: a cast in the statement; `format`: 0 text, 1
+/// binary. None whenever the bytes could mean another value to the server.
+pub fn canonical_param(column: Family, declared: u32, cast: Cast, format: i16, value: &[u8]) -> Option<Vec<u8>> {
+    let as_type = match (Family::of_cast(cast), declared) {
+        (Some(f), _) => f,
+        (None, 0) => column, // the server infers the column's type for `column = $n`
+        (None, oid) => Family::of(oid)?,
+    };
+    if as_type != column {
+        return None;
+    }
+    match (column, format) {
+        (_, 0) => canonical_text(column, std::str::from_utf8(value).ok()?),
+        (Family::Int, 1) => {
+            let n = match value.len() {
+                2 => i16::from_be_bytes(value.try_into().ok()?) as i64,
+                4 => i32::from_be_bytes(value.try_into().ok()?) as i64,
+                8 => i64::from_be_bytes(value.try_into().ok()?),
+                _ => return None,
+            };
+            Some(n.to_string().into_bytes())
+        }
+        (Family::Uuid, 1) if value.len() == 16 => {
+            Some(value.iter().map(|b| format!("{b:02x}")).collect::<String>().into())
+        }
+        (Family::Text, 1) => canonical_text(column, std::str::from_utf8(value).ok()?),
+        _ => None,
+    }
+}
+
+/// A key in its text form (a text parameter, or the replication stream's value unquoted).
+/// Only plain forms are accepted: anything PostgreSQL might read differently (spaces, a `+`,
+/// non-ASCII text whose bytes depend on the client encoding) is None.
+pub fn canonical_text(column: Family, text: &str) -> Option<Vec<u8>> {
+    match column {
+        Family::Int => {
+            let digits = text.strip_prefix('-').unwrap_or(text);
+            if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+                return None;
+            }
+            Some(text.parse::<i64>().ok()?.to_string().into_bytes())
+        }
+        Family::Uuid => {
+            let hex: String = text.chars().filter(|&c| c != '-').collect();
+            let b = text.as_bytes();
+            let dashes_ok = b.len() == 32 || (b.len() == 36 && [8, 13, 18, 23].iter().all(|&i| b[i] == b'-'));
+            (hex.len() == 32 && dashes_ok && hex.bytes().all(|b| b.is_ascii_hexdigit()))
+                .then(|| hex.to_ascii_lowercase().into_bytes())
+        }
+        Family::Text => text.is_ascii().then(|| text.as_bytes().to_vec()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_row_named_three_ways_is_one_key() {
+        let bin = canonical_param(Family::Int, 0, Cast::None, 1, &42i32.to_be_bytes()).unwrap();
+        assert_eq!(canonical_param(Family::Int, 20, Cast::None, 1, &42i64.to_be_bytes()).unwrap(), bin);
+        assert_eq!(canonical_param(Family::Int, 0, Cast::Int, 0, b"42").unwrap(), bin);
+        assert_eq!(canonical_text(Family::Int, "42").unwrap(), bin);
+        assert_eq!(canonical_text(Family::Int, "042").unwrap(), bin, "the value, not the spelling");
+        assert_eq!(canonical_text(Family::Int, " 42"), None);
+        assert_eq!(canonical_text(Family::Int, "+42"), None);
+        assert_eq!(canonical_param(Family::Int, 700, Cast::None, 1, &1f32.to_be_bytes()), None, "a float4 parameter");
+        assert_eq!(canonical_param(Family::Int, 0, Cast::Text, 0, b"42"), None, "cast to another family");
+        let u = "3F2504E0-4F89-11D3-9A0C-0305E82C3301";
+        let raw: Vec<u8> =
+            (0..16).map(|i| u8::from_str_radix(&u.replace('-', "")[i * 2..i * 2 + 2], 16).unwrap()).collect();
+        assert_eq!(canonical_param(Family::Uuid, 2950, Cast::None, 1, &raw), canonical_text(Family::Uuid, u));
+        assert_eq!(canonical_text(Family::Uuid, &u.to_lowercase()), canonical_text(Family::Uuid, u));
+        assert_eq!(canonical_text(Family::Uuid, "{3f2504e0-4f89-11d3-9a0c-0305e82c3301}"), None);
+        assert_eq!(canonical_text(Family::Text, "k1"), Some(b"k1".to_vec()));
+        assert_eq!(canonical_text(Family::Text, "é"), None);
+    }
+
+    #[test]
+    fn names_resolve_and_collapse_past_the_bound() {
+        let w = write_name("t", WriteKind::Update, b"1");
+        let Noted::Key { table, kind, scope } = resolve(&w) else { panic!() };
+        assert_eq!((table, kind), ("t", WriteKind::Update));
+        assert_eq!(scope, read_scopes("t", b"1")[1]);
+        assert!(matches!(resolve("t"), Noted::Table("t")));
+        assert!(matches!(resolve("t\x1fx"), Noted::Strange));
+        let mut list = vec![Arc::from("a")];
+        add(&mut list, write_name("u", WriteKind::Delete, b"x"));
+        for i in 0..(MAX_KEYS - 1) {
+            add(&mut list, write_name("t", WriteKind::Delete, &[i as u8]));
+        }
+        assert!(list.len() > 2 && list.len() <= MAX_KEYS + 1, "keyed names kept up to the bound");
+        for i in 0..(4 * MAX_KEYS) {
+            add(&mut list, write_name("t", WriteKind::Delete, i.to_string().as_bytes()));
+        }
+        assert_eq!(list, [Arc::from("a"), Arc::from("u"), Arc::from("t")], "then their tables");
+    }
+}

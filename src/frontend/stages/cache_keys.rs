@@ -1,0 +1,76 @@
+//! The rows a bound statement reads or writes, as result-cache scopes (`cache::scopes`): a read
+//! keyed on its table's primary key depends on that key only, and a write of known keys
+//! invalidates only them. Anything not recognised here stays table-level.
+
+use std::sync::Arc;
+
+use crate::cache::relations::Relations;
+use crate::cache::scopes::{self, Family, WriteKind};
+use crate::protocol::frontend::{bind_parameter, declared_type};
+use crate::sql::keyed::{Keyed, Op};
+
+/// The scopes a keyed read depends on instead of its table, or None (table-level).
+/// (`types`: what the statement's Parse declared; `args`: the Bind after the statement name.)
+pub fn read_scopes(
+    relations: &Relations,
+    db: &str,
+    k: Option<&Keyed>,
+    types: &[u8],
+    args: &[u8],
+) -> Option<[Arc<str>; 2]> {
+    let k = k.filter(|k| k.op == Op::Read)?;
+    let (column, family) = relations.key_column(db, &k.table)?;
+    let [value] = values(k, &column, family, types, args)?.try_into().ok()?;
+    Some(scopes::read_scopes(&k.table, &value))
+}
+
+/// The names a keyed write notes instead of its table, or None (table-level).
+pub fn write_names(
+    relations: &Relations,
+    db: &str,
+    k: Option<&Keyed>,
+    types: &[u8],
+    args: &[u8],
+) -> Option<Vec<Arc<str>>> {
+    let k = k.filter(|k| k.op != Op::Read)?;
+    let (column, family) = relations.key_column(db, &k.table)?;
+    let kind = match k.op {
+        Op::Read => return None, // (filtered above)
+        // An UPDATE that assigns the key moves rows to keys the text does not give.
+        Op::Update if k.sets.contains(&column) => return None,
+        Op::Update => WriteKind::Update,
+        Op::Delete => WriteKind::Delete,
+        Op::Insert if !insert_keeps_keys(k, &column) => return None,
+        Op::Insert => WriteKind::Insert,
+    };
+    let keys = values(k, &column, family, types, args)?;
+    let expected = if k.op == Op::Insert { k.rows } else { 1 };
+    (keys.len() == expected).then(|| keys.iter().map(|v| scopes::write_name(&k.table, kind, v)).collect())
+}
+
+/// An INSERT touches only the keys it gives: no conflict clause, DO NOTHING, or DO UPDATE on
+/// the key itself without assigning it.
+fn insert_keeps_keys(k: &Keyed, column: &Arc<str>) -> bool {
+    !k.opaque_conflict
+        && match &k.conflict {
+            None => true,
+            Some(target) => target.len() == 1 && target[0] == *column && !k.sets.contains(column),
+        }
+}
+
+/// The canonical values the statement gives `column` (one per conjunct or VALUES row); None
+/// when one of them cannot be read (then nothing is keyed).
+fn values(k: &Keyed, column: &Arc<str>, family: Family, types: &[u8], args: &[u8]) -> Option<Vec<Vec<u8>>> {
+    let mut out = Vec::new();
+    for b in k.bound.iter().filter(|b| b.column == *column) {
+        let index = usize::from(b.param).checked_sub(1)?;
+        let (format, value) = bind_parameter(args, index)?;
+        let declared = declared_type(types, index);
+        out.push(scopes::canonical_param(family, declared, b.cast, format, value)?);
+    }
+    if k.op != Op::Insert {
+        // `k = $1 AND k = $2`: both must match one row; keyed on the first, which is enough.
+        out.truncate(1);
+    }
+    Some(out)
+}

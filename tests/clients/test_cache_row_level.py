@@ -1,0 +1,162 @@
+"""Row-level invalidation: a cached read whose only key predicate is its table's primary key (`WHERE id = $1`)
+depends on that key alone, so a committed write to another key (through pgpilot, or with `invalidation =
+"replication"` straight to the server) leaves it hitting. Writes whose keys pgpilot cannot tell (another predicate,
+a key-changing UPDATE, a range) invalidate the whole table, as before. Keys are compared by value: asyncpg sends
+int and uuid parameters in binary, psycopg in text, the replication stream prints them; all name the same row.
+The staleness checkers run writers on single keys and on ranges against readers that keep every key cached."""
+import asyncio
+import random
+import uuid
+
+import asyncpg
+import pytest
+
+from conftest import cache_status, run_async, wait_cache_ready
+
+NO_ADMISSION = "[cache]\nskip_unrepeated = false\n"
+
+
+def hits(proxy):
+    return cache_status(proxy)["hits"]
+
+
+@pytest.fixture
+def keyed_tables(pg_admin, admin_cleanup):
+    """Three tables keyed by int, uuid and text primary keys (rows 1..20), owned by app."""
+    tag = uuid.uuid4().hex[:8]
+    names = {"int": f"rl_int_{tag}", "uuid": f"rl_uuid_{tag}", "text": f"rl_text_{tag}"}
+    keys = {"int": list(range(1, 21)), "uuid": [uuid.UUID(int=i) for i in range(1, 21)],
+            "text": [f"k{i}" for i in range(1, 21)]}
+    types = {"int": "int", "uuid": "uuid", "text": "text"}
+    for kind, name in names.items():
+        pg_admin.execute(f"CREATE TABLE {name} (id {types[kind]} PRIMARY KEY, v text)")
+        for k in keys[kind]:
+            pg_admin.execute(f"INSERT INTO {name} VALUES (%s, %s)", (k, f"v-{k}"))
+        pg_admin.execute(f"ALTER TABLE {name} OWNER TO app")
+        admin_cleanup(f"DROP TABLE IF EXISTS {name}")
+    return names, keys
+
+
+def test_a_write_to_one_key_leaves_the_others_hitting(keyed_tables, cached_proxy):
+    names, keys = keyed_tables
+    proxy = cached_proxy("transaction", 4, NO_ADMISSION)
+    wait_cache_ready(proxy, names["int"])
+
+    async def main():
+        c = await asyncpg.connect(proxy.dsn())
+        try:
+            for kind, table in names.items():
+                read = f"SELECT v FROM {table} WHERE id = $1"
+                ks = keys[kind][:5]
+                for _ in range(2):
+                    assert [await c.fetchval(read, k) for k in ks] == [f"v-{k}" for k in ks]
+                await c.execute(f"UPDATE {table} SET v = $1 WHERE id = $2", "new", ks[0])
+                before = hits(proxy)
+                got = [await c.fetchval(read, k) for k in ks]
+                assert got == ["new"] + [f"v-{k}" for k in ks[1:]], kind
+                assert hits(proxy) - before == 4, f"{kind}: the four other keys still hit"
+                # A write whose keys pgpilot cannot tell invalidates the table.
+                await c.execute(f"UPDATE {table} SET v = $1 WHERE v = $2", "by-value", f"v-{ks[1]}")
+                before = hits(proxy)
+                got = [await c.fetchval(read, k) for k in ks]
+                assert got == ["new", "by-value"] + [f"v-{k}" for k in ks[2:]], kind
+                assert hits(proxy) == before, f"{kind}: a table-level write leaves no hit"
+        finally:
+            await c.close()
+
+    run_async(main(), 60)
+
+
+def test_inserts_deletes_upserts_and_key_changes_are_never_stale(keyed_tables, cached_proxy):
+    names, _ = keyed_tables
+    table = names["int"]
+    proxy = cached_proxy("transaction", 4, NO_ADMISSION)
+    wait_cache_ready(proxy, table)
+    read = f"SELECT v FROM {table} WHERE id = $1"
+
+    async def main():
+        c = await asyncpg.connect(proxy.dsn())
+        try:
+            async def twice(k):
+                first = await c.fetchval(read, k)
+                assert await c.fetchval(read, k) == first
+                return first
+
+            assert await twice(100) is None  # a cached empty result for a key not there yet
+            await c.execute(f"INSERT INTO {table} (id, v) VALUES ($1, $2)", 100, "inserted")
+            assert await twice(100) == "inserted"
+            await c.execute(f"INSERT INTO {table} (id, v) VALUES ($1, $2) ON CONFLICT (id) DO UPDATE SET v = "
+                            "EXCLUDED.v", 100, "upserted")
+            assert await twice(100) == "upserted"
+            await c.execute(f"DELETE FROM {table} WHERE id = $1", 100)
+            assert await twice(100) is None
+            assert (await twice(3), await twice(50)) == ("v-3", None)
+            await c.execute(f"UPDATE {table} SET id = $1 WHERE id = $2", 50, 3)  # moves a row to another key
+            assert (await twice(3), await twice(50)) == (None, "v-3")
+            await c.executemany(f"INSERT INTO {table} (id, v) VALUES ($1, $2)", [(201, "a"), (202, "b")])
+            async with c.transaction():  # two keys in one transaction, committed together
+                await c.execute(f"UPDATE {table} SET v = $1 WHERE id = $2", "tx", 4)
+                await c.execute(f"DELETE FROM {table} WHERE id = $1", 5)
+            assert [await twice(k) for k in (4, 5, 201, 202)] == ["tx", None, "a", "b"]
+        finally:
+            await c.close()
+
+    run_async(main(), 60)
+
+
+async def staleness_run(proxy_dsn, connect_writer, table, keys, seconds, settle_s):
+    """Writers own disjoint keys and write them one at a time or as a range, then read them back through the
+    proxy (after `settle_s` when the writes bypass it); readers keep every key cached meanwhile. Returns
+    (stale reads, reads checked)."""
+    stale, checked = 0, 0
+    expected = {}
+    deadline = asyncio.get_running_loop().time() + seconds
+    owners = [keys[i::4] for i in range(4)]
+
+    async def writer(mine):
+        nonlocal stale, checked
+        w = await connect_writer()
+        r = await asyncpg.connect(proxy_dsn)
+        try:
+            while asyncio.get_running_loop().time() < deadline:
+                value = uuid.uuid4().hex
+                if random.random() < 0.7:
+                    targets = [random.choice(mine)]
+                    await w.execute(f"UPDATE {table} SET v = $1 WHERE id = $2", value, targets[0])
+                else:
+                    lo = random.choice(mine)
+                    targets = [k for k in mine if lo <= k <= lo + 12]
+                    await w.execute(f"UPDATE {table} SET v = $1 WHERE id = ANY($2::int[])", value, targets)
+                for k in targets:
+                    expected[k] = value
+                if settle_s:
+                    await asyncio.sleep(settle_s)
+                for k in targets:
+                    checked += 1
+                    if await r.fetchval(f"SELECT v FROM {table} WHERE id = $1", k) != value:
+                        stale += 1
+        finally:
+            await w.close()
+            await r.close()
+
+    async def reader():
+        r = await asyncpg.connect(proxy_dsn)
+        try:
+            while asyncio.get_running_loop().time() < deadline:
+                await r.fetchval(f"SELECT v FROM {table} WHERE id = $1", random.choice(keys))
+        finally:
+            await r.close()
+
+    await asyncio.gather(*(writer(m) for m in owners), *(reader() for _ in range(4)))
+    return stale, checked
+
+
+def test_staleness_checker_with_single_key_and_range_writers(keyed_tables, cached_proxy):
+    names, keys = keyed_tables
+    proxy = cached_proxy("transaction", 6, NO_ADMISSION)
+    wait_cache_ready(proxy, names["int"])
+    before = hits(proxy)
+    writer = lambda: asyncpg.connect(proxy.dsn())  # noqa: E731
+    stale, checked = run_async(staleness_run(proxy.dsn(), writer, names["int"], keys["int"], 6, 0), 60)
+    assert checked > 200 and stale == 0, f"{stale} stale of {checked}"
+    assert hits(proxy) - before > 100, "the readers' keys kept hitting between writes"
