@@ -64,11 +64,7 @@ fn warm_up(app: &Arc<App>) {
         for user in cfg.user_names() {
             let pool = app.pools.get(database, &user);
             if cfg.cache.enabled && app.cache.relations.begin_load(database) {
-                crate::cache::relations::spawn_load(
-                    app.cache.relations.clone(),
-                    pool.clone(),
-                    Arc::from(database.as_str()),
-                );
+                crate::cache::relations::spawn_load(app.cache.clone(), pool.clone(), Arc::from(database.as_str()));
             }
             let min = cfg.pool.min_size;
             tokio::spawn(async move { pool.warm_up(min).await });

@@ -15,6 +15,7 @@ pub mod relations;
 pub mod replication;
 pub mod scopes;
 mod stats;
+pub mod visibility;
 pub mod wal;
 
 use std::sync::Arc;

@@ -45,7 +45,21 @@ pub const QUERY: &str = "SELECT c.relname, c.relkind::text, '' FROM pg_catalog.p
      AND (a.attcollation = 0 OR a.attcollation IN \
        (SELECT oid FROM pg_catalog.pg_collation WHERE collisdeterministic)) \
      AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_class o WHERE o.relname = c.relname AND o.oid <> c.oid \
-       AND o.relkind IN ('r', 'p', 'v', 'm', 'f'))";
+       AND o.relkind IN ('r', 'p', 'v', 'm', 'f')) \
+     UNION ALL SELECT c.relname, 'shape', md5(string_agg(concat_ws('|', c.relacl::text, c.relrowsecurity::text, \
+       c.relforcerowsecurity::text, (SELECT string_agg(concat_ws(':', a.attname, a.atttypid::text, \
+       a.atttypmod::text, a.attcollation::text, a.attacl::text), ',' ORDER BY a.attnum) \
+       FROM pg_catalog.pg_attribute a WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped), \
+       (SELECT string_agg(concat_ws(':', p.polname, p.polcmd::text, p.polpermissive::text, p.polroles::text, \
+       pg_catalog.pg_get_expr(p.polqual, p.polrelid), pg_catalog.pg_get_expr(p.polwithcheck, p.polrelid)), \
+       ',' ORDER BY p.polname) FROM pg_catalog.pg_policy p WHERE p.polrelid = c.oid)), ';' ORDER BY n.nspname)) \
+     FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+     WHERE c.relkind IN ('r', 'p') AND n.nspname NOT IN ('pg_catalog', 'information_schema') \
+     AND n.nspname NOT LIKE 'pg\\_%' GROUP BY c.relname \
+     UNION ALL SELECT '', 'roles', md5(concat_ws('|', (SELECT string_agg(concat_ws(':', m.roleid::text, \
+       m.member::text), ',' ORDER BY m.roleid, m.member) FROM pg_catalog.pg_auth_members m), \
+       (SELECT string_agg(concat_ws(':', r.oid::text, r.rolsuper::text, r.rolbypassrls::text, r.rolinherit::text), \
+       ',' ORDER BY r.oid) FROM pg_catalog.pg_roles r)))";
 
 #[derive(Default)]
 struct Known {
@@ -69,6 +83,10 @@ struct Known {
     /// Ordinary tables with a one-column primary key of a type `scopes` can compare, no
     /// row-level security and no same-named relation in another schema: the column and type.
     keys: HashMap<Box<str>, (Arc<str>, scopes::Family)>,
+    /// A hash of each table's columns, types, ACLs and policies (and, under "", of role
+    /// memberships and attributes): a change made outside pgpilot (DDL, GRANT, REVOKE, a policy)
+    /// is found by comparing one load with the next, and invalidates what it may have changed.
+    shapes: HashMap<Box<str>, Box<str>>,
     /// The database's (and loading role's) default isolation takes a snapshot per transaction:
     /// reads inside transaction blocks neither use nor fill the cache.
     snapshot_default: bool,
@@ -129,16 +147,20 @@ impl Relations {
     }
 
     /// Stores the rows of `QUERY` (name, kind, cascade target); `None` when the load failed.
-    pub fn finish_load(&self, db: &str, rows: Option<Vec<(String, String, String)>>, now_ms: u64) {
-        self.store_load(db, rows, now_ms);
+    /// What changed since the previous load: tables whose shape changed or that are gone, or
+    /// None for the whole database (role memberships changed).
+    pub fn finish_load(&self, db: &str, rows: Option<Vec<(String, String, String)>>, now_ms: u64) -> Changed {
+        let changed = self.store_load(db, rows, now_ms);
         self.loaded.notify_waiters();
+        changed
     }
 
-    fn store_load(&self, db: &str, rows: Option<Vec<(String, String, String)>>, now_ms: u64) {
+    fn store_load(&self, db: &str, rows: Option<Vec<(String, String, String)>>, now_ms: u64) -> Changed {
         let mut dbs = self.dbs.write();
         let k = dbs.entry(Arc::from(db)).or_default();
         k.loading = false;
-        let Some(rows) = rows else { return };
+        let Some(rows) = rows else { return Changed::Tables(Vec::new()) };
+        let before = std::mem::take(&mut k.shapes);
         k.ordinary.clear();
         k.other.clear();
         k.policy_reads_others.clear();
@@ -159,6 +181,7 @@ impl Relations {
                     k.cascades.entry(name.as_str().into()).or_default().push(target.into());
                     k.inherited.insert(name.into());
                 }
+                "shape" | "roles" => drop(k.shapes.insert(name.into(), target.into())),
                 _ if kind.starts_with("pkey:") => {
                     let family = kind[5..].parse().ok().and_then(scopes::Family::of);
                     if let Some(f) = family {
@@ -171,6 +194,14 @@ impl Relations {
         }
         k.loaded_ms = now_ms.max(1);
         k.stale = false;
+        if before.is_empty() {
+            return Changed::Tables(Vec::new()); // a first load: nothing was cached under another shape
+        }
+        if before.get("") != k.shapes.get("") {
+            return Changed::Database;
+        }
+        let gone_or_changed = before.iter().filter(|(name, shape)| k.shapes.get(*name) != Some(*shape));
+        Changed::Tables(gone_or_changed.map(|(name, _)| Arc::from(&**name)).collect())
     }
 
     /// Transactions in `db` default to REPEATABLE READ or SERIALIZABLE.
@@ -246,8 +277,18 @@ impl Relations {
     }
 }
 
-/// Loads `db`'s relation list on a pooled connection, in the background.
-pub fn spawn_load(relations: Arc<Relations>, pool: Arc<crate::pool::Pool>, db: Arc<str>) {
+/// What a reload found changed behind pgpilot's back.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Changed {
+    Tables(Vec<Arc<str>>),
+    Database,
+}
+
+/// Loads `db`'s relation list on a pooled connection, in the background; what changed since the
+/// last load is invalidated (so DDL, GRANT/REVOKE and policies changed outside pgpilot are
+/// bounded by `relations_refresh_s`).
+pub fn spawn_load(cache: Arc<super::ResultCache>, pool: Arc<crate::pool::Pool>, db: Arc<str>) {
+    let relations = cache.relations.clone();
     tokio::spawn(async move {
         let rows = match pool.checkout().await {
             Ok(mut conn) => match conn.run_internal(QUERY).await {
@@ -270,7 +311,17 @@ pub fn spawn_load(relations: Arc<Relations>, pool: Arc<crate::pool::Pool>, db: A
                 None
             }
         };
-        relations.finish_load(&db, rows, crate::clock::now_ms());
+        match relations.finish_load(&db, rows, crate::clock::now_ms()) {
+            Changed::Tables(t) if t.is_empty() => {}
+            Changed::Tables(t) => {
+                tracing::info!(database = %db, tables = ?t, "cache: tables changed outside pgpilot; invalidated");
+                cache.invalidate(&db, Some(&t)).await;
+            }
+            Changed::Database => {
+                tracing::info!(database = %db, "cache: roles changed outside pgpilot; database invalidated");
+                cache.invalidate(&db, None).await;
+            }
+        }
     });
 }
 
@@ -295,6 +346,23 @@ mod tests {
         assert!(r.check("db", &t(&["a"]), 2000, 1000).1, "refresh due");
         r.mark_stale("db");
         assert_eq!(r.check("db", &t(&["a"]), 20, 1000), (false, true));
+    }
+
+    #[test]
+    fn shapes_changed_between_loads_are_reported() {
+        let r = Relations::default();
+        let row = |a: &str, b: &str, c: &str| (a.to_string(), b.to_string(), c.to_string());
+        let load = |t: &str, roles: &str| vec![row("a", "shape", "1"), row("b", "shape", t), row("", "roles", roles)];
+        assert_eq!(r.finish_load("db", Some(load("2", "r")), 10), Changed::Tables(vec![]), "a first load");
+        assert_eq!(r.finish_load("db", Some(load("2", "r")), 20), Changed::Tables(vec![]));
+        assert_eq!(r.finish_load("db", Some(load("3", "r")), 30), Changed::Tables(vec![Arc::from("b")]));
+        assert_eq!(
+            r.finish_load("db", Some(vec![row("b", "shape", "3"), row("", "roles", "r")]), 40),
+            Changed::Tables(vec![Arc::from("a")]),
+            "gone"
+        );
+        assert_eq!(r.finish_load("db", Some(load("3", "r2")), 50), Changed::Database, "role memberships");
+        assert_eq!(r.finish_load("db", None, 60), Changed::Tables(vec![]), "a failed load changes nothing");
     }
 
     #[test]

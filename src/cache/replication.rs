@@ -24,6 +24,7 @@ use parking_lot::{Mutex, RwLock};
 
 use super::relations::Relations;
 use super::scopes;
+use super::visibility::{self, Rebumps};
 use super::wal::{self, Change, StreamMessage};
 use super::ResultCache;
 use crate::backend::connect::{connect, Target};
@@ -222,7 +223,7 @@ async fn stream(streams: &Streams, cache: &ResultCache, db: &Arc<str>, s: &Strea
     cache.invalidate(db, None).await;
     s.invalidations.fetch_add(1, Relaxed);
     let start = format!(
-        "START_REPLICATION SLOT {slot} LOGICAL 0/0 (\"skip-empty-xacts\" '1', \"include-xids\" '0', \
+        "START_REPLICATION SLOT {slot} LOGICAL 0/0 (\"skip-empty-xacts\" '1', \"include-xids\" '1', \
          \"include-timestamp\" '0')"
     );
     let mut out = BytesMut::new();
@@ -252,6 +253,9 @@ fn keyed_names(relations: &Relations, db: &str, table: &Arc<str>, what: &[u8]) -
     values.iter().map(|v| Some(scopes::write_name(table, kind, &scopes::canonical_text(family, v)?))).collect()
 }
 
+/// The server's WAL insert position and a snapshot (which transactions are still in progress).
+const PROBE: &str = "SELECT pg_catalog.pg_current_wal_insert_lsn()::text, pg_catalog.txid_current_snapshot()::text";
+
 fn wall_us() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_micros() as u64)
 }
@@ -276,6 +280,7 @@ async fn apply(
     probe: &mut ServerConn,
 ) -> Result<(), ServerError> {
     let mut tx = Open::default();
+    let mut rebumps = Rebumps::default();
     // (time sent, WAL flush position then): fresh as of that time once applied up to it.
     let mut probes: VecDeque<(u64, u64)> = VecDeque::new();
     let mut tick = tokio::time::interval(Duration::from_millis(PROBE_MS));
@@ -286,7 +291,8 @@ async fn apply(
                 let (tag, frame) = read?;
                 match tag {
                     b'd' => {
-                        let reply = on_data(cache, db, s, &mut tx, crate::net::frame::body(&frame)).await?;
+                        let body = crate::net::frame::body(&frame);
+                        let reply = on_data(cache, db, s, (&mut tx, &mut rebumps), body).await?;
                         if reply {
                             repl.send(&wal::status_update(s.applied_lsn.load(Relaxed), false)).await?;
                         }
@@ -299,8 +305,14 @@ async fn apply(
             }
             _ = tick.tick() => {
                 let sent = wall_us();
-                let rows = probe.run_internal("SELECT pg_catalog.pg_current_wal_insert_lsn()::text").await?;
+                let rows = probe.run_internal(PROBE).await?;
                 let lsn = first_value(&rows).and_then(|t| wal::parse_lsn(&t));
+                let snapshot = rows.first().and_then(|r| r.get(1).cloned().flatten());
+                if let Some(snapshot) = snapshot.as_deref().and_then(visibility::parse_snapshot) {
+                    for names in rebumps.visible(&snapshot) {
+                        cache.invalidate(db, names.as_deref()).await;
+                    }
+                }
                 if let Some(lsn) = lsn {
                     if probes.len() == 64 {
                         probes.pop_front();
@@ -312,8 +324,10 @@ async fn apply(
             }
         }
         let applied = s.applied_lsn.load(Relaxed);
+        // Fresh up to a probe once every commit before it is applied, and applied again visible.
+        let visible_to = rebumps.oldest().map_or(u64::MAX, |lsn| lsn.saturating_sub(1));
         while let Some(&(sent, lsn)) = probes.front() {
-            if lsn > applied {
+            if lsn > applied || lsn > visible_to {
                 break;
             }
             s.fresh_as_of_us.fetch_max(sent, Relaxed);
@@ -327,7 +341,7 @@ async fn on_data(
     cache: &ResultCache,
     db: &Arc<str>,
     s: &Stream,
-    tx: &mut Open,
+    (tx, rebumps): (&mut Open, &mut Rebumps),
     body: &[u8],
 ) -> Result<bool, ServerError> {
     let Some(msg) = wal::stream_message(body) else {
@@ -356,14 +370,17 @@ async fn on_data(
                 }
                 Change::Unknown => tx.all = true,
                 Change::Other => {}
-                Change::Commit => {
+                Change::Commit(xid) => {
                     let done = std::mem::take(tx);
-                    if done.all {
-                        cache.invalidate(db, None).await;
-                        s.invalidations.fetch_add(1, Relaxed);
-                    } else if !done.tables.is_empty() {
-                        cache.invalidate(db, Some(&done.tables)).await;
-                        s.invalidations.fetch_add(done.tables.len() as u64, Relaxed);
+                    let names = match (done.all, done.tables.is_empty()) {
+                        (true, _) => Some(None),
+                        (false, false) => Some(Some(done.tables)),
+                        (false, true) => None,
+                    };
+                    if let Some(names) = names {
+                        cache.invalidate(db, names.as_deref()).await;
+                        s.invalidations.fetch_add(names.as_ref().map_or(1, |n| n.len() as u64), Relaxed);
+                        rebumps.push(start, xid, names); // and again once it is visible
                     }
                     s.applied_lsn.fetch_max(start, Relaxed);
                 }

@@ -66,7 +66,8 @@ pub fn format_lsn(lsn: u64) -> String {
 #[derive(Debug, PartialEq, Eq)]
 pub enum Change<'a> {
     Begin,
-    Commit,
+    /// With the transaction id when the stream includes them.
+    Commit(Option<u32>),
     /// A row of this table (unqualified, unquoted name) was inserted, updated or deleted, or
     /// these tables were truncated (one TRUNCATE names them all); then what the line says of it
     /// ("UPDATE: id[integer]:1 ...", read by `row_keys`).
@@ -77,14 +78,17 @@ pub enum Change<'a> {
     Unknown,
 }
 
-/// Reads one line: "BEGIN", "COMMIT" (with include-xids off), "table public.t: UPDATE: ...",
-/// "message: ...".
+/// Reads one line: "BEGIN 731", "COMMIT 731" (the id with include-xids on), "table public.t:
+/// UPDATE: ...", "message: ...".
 pub fn change(line: &[u8]) -> Change<'_> {
     if line == b"BEGIN" || line.starts_with(b"BEGIN ") {
         return Change::Begin;
     }
-    if line == b"COMMIT" || line.starts_with(b"COMMIT ") {
-        return Change::Commit;
+    if line == b"COMMIT" {
+        return Change::Commit(None);
+    }
+    if let Some(xid) = line.strip_prefix(b"COMMIT ") {
+        return Change::Commit(std::str::from_utf8(xid).ok().and_then(|x| x.trim().parse().ok()));
     }
     if line.starts_with(b"message:") {
         return Change::Other;
@@ -224,7 +228,8 @@ mod tests {
     #[test]
     fn lines_of_test_decoding() {
         assert_eq!(change(b"BEGIN"), Change::Begin);
-        assert_eq!(change(b"COMMIT"), Change::Commit);
+        assert_eq!(change(b"COMMIT"), Change::Commit(None));
+        assert_eq!(change(b"COMMIT 731"), Change::Commit(Some(731)));
         assert_eq!(change(b"BEGIN 731"), Change::Begin);
         let t = |n: &str, w: &'static [u8]| Change::Tables(vec![n.into()], w);
         let u = b"UPDATE: id[uuid]:'a' title[text]:'x: y'";

@@ -117,8 +117,9 @@ class Proxy:
                         pytrace=False)
         config = self.workdir / "pgpilot.toml"
         config.write_text(self._config())
-        # Only the flags and the file configure the instance: drop PGPILOT_* / DATABASE_URL from the environment.
-        env = {k: v for k, v in os.environ.items() if not k.startswith("PGPILOT_") and k != "DATABASE_URL"}
+        # Only the flags and the file configure the instance: drop PGPILOT_* / DATABASE_URL from the environment
+        # (but PGPILOT_LOG, the log filter, passes: `PGPILOT_LOG=pgpilot::cache=trace pytest ...` to debug).
+        env = {k: v for k, v in os.environ.items() if (not k.startswith("PGPILOT_") or k == "PGPILOT_LOG") and k != "DATABASE_URL"}
         env.setdefault("RUST_LOG", "info")
         for attempt in range(3):  # a free port can be taken between probing and binding: retry on new ports
             self.port, self.http_port = free_port(), free_port()

@@ -7,6 +7,7 @@ import random
 import subprocess
 import sys
 import time
+import uuid
 
 import asyncpg
 import psycopg
@@ -15,7 +16,8 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.pool import NullPool
 
-from conftest import ALL_BUT_READBACK, MCP_LOAD, SEARCH_SQL, free_port, pg_host, pg_port, run_async, run_mcp_load, wait_until
+from conftest import (ALL_BUT_READBACK, MCP_LOAD, SEARCH_SQL, free_port, pg_host, pg_port, run_async, run_mcp_load,
+                      wait_cache_ready, wait_until)
 
 
 
@@ -176,3 +178,34 @@ def test_a_cold_start_caches_the_first_reads(start_proxy):
             assert c.execute(sql, prepare=False).fetchall() == first
     status = cache(proxy)
     assert status["stores"] >= 1 and status["hits"] >= 2, status
+
+
+def test_ddl_and_revoke_outside_pgpilot_are_seen_within_the_refresh_interval(start_proxy, pg_admin, admin_cleanup):
+    """A column added and a privilege revoked straight on the server (not through pgpilot, so no write it sees)
+    end the cached results of that table at the next table-list refresh (`relations_refresh_s`), not at the TTL."""
+    table = f"ddl_out_{uuid.uuid4().hex[:8]}"
+    pg_admin.execute(f"CREATE TABLE {table} (id int PRIMARY KEY, v text)")
+    pg_admin.execute(f"INSERT INTO {table} VALUES (1, 'a')")
+    pg_admin.execute(f"ALTER TABLE {table} OWNER TO postgres")
+    pg_admin.execute(f"GRANT SELECT ON {table} TO app")
+    admin_cleanup(f"DROP TABLE IF EXISTS {table}")
+    proxy = start_proxy(pool_size=4, extra_toml="[cache]\nrelations_refresh_s = 1\nskip_unrepeated = false\n")
+    wait_cache_ready(proxy, table)
+    with psycopg.connect(proxy.dsn(), autocommit=True) as c:
+        read = f"SELECT * FROM {table} WHERE id = %s"
+        assert c.execute(read, (1,)).fetchall() == [(1, "a")]
+        before = cache(proxy)["hits"]
+        assert c.execute(read, (1,)).fetchall() == [(1, "a")]
+        assert cache(proxy)["hits"] == before + 1, "cached"
+        pg_admin.execute(f"ALTER TABLE {table} ADD COLUMN x int DEFAULT 7")
+        wait_until(lambda: c.execute(read, (1,)).fetchall() == [(1, "a", 7)], 5, message="the new column seen")
+        assert c.execute(read, (1,)).fetchall() == [(1, "a", 7)]
+        pg_admin.execute(f"REVOKE SELECT ON {table} FROM app")
+
+        def refused():
+            try:
+                c.execute(read, (1,))
+            except psycopg.errors.InsufficientPrivilege:
+                return True
+            return False
+        wait_until(refused, 5, message="the revoked privilege enforced")

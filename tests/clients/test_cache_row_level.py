@@ -104,19 +104,19 @@ def test_inserts_deletes_upserts_and_key_changes_are_never_stale(keyed_tables, c
     run_async(main(), 60)
 
 
-async def staleness_run(proxy_dsn, connect_writer, table, keys, seconds, settle_s):
-    """Writers own disjoint keys and write them one at a time or as a range, then read them back through the
-    proxy (after `settle_s` when the writes bypass it); readers keep every key cached meanwhile. Returns
-    (stale reads, reads checked)."""
+async def staleness_run(proxy_dsns, connect_writer, table, keys, seconds, settle_s):
+    """Writers own disjoint keys and write them one at a time or as a range, then read them back through a
+    proxy (after `settle_s` when the writes bypass it); readers keep every key cached meanwhile, spread over
+    `proxy_dsns` (replicas). Returns (stale reads, reads checked)."""
     stale, checked = 0, 0
-    expected = {}
+    expected, seen = {}, []
     deadline = asyncio.get_running_loop().time() + seconds
     owners = [keys[i::4] for i in range(4)]
 
-    async def writer(mine):
+    async def writer(i, mine):
         nonlocal stale, checked
         w = await connect_writer()
-        r = await asyncpg.connect(proxy_dsn)
+        r = await asyncpg.connect(proxy_dsns[(i + 1) % len(proxy_dsns)])
         try:
             while asyncio.get_running_loop().time() < deadline:
                 value = uuid.uuid4().hex
@@ -127,28 +127,32 @@ async def staleness_run(proxy_dsn, connect_writer, table, keys, seconds, settle_
                     lo = random.choice(mine)
                     targets = [k for k in mine if lo <= k <= lo + 12]
                     await w.execute(f"UPDATE {table} SET v = $1 WHERE id = ANY($2::int[])", value, targets)
+                wrote = asyncio.get_running_loop().time()
                 for k in targets:
                     expected[k] = value
                 if settle_s:
                     await asyncio.sleep(settle_s)
                 for k in targets:
                     checked += 1
-                    if await r.fetchval(f"SELECT v FROM {table} WHERE id = $1", k) != value:
+                    got = await r.fetchval(f"SELECT v FROM {table} WHERE id = $1", k)
+                    if got != value:
                         stale += 1
+                        late = asyncio.get_running_loop().time() - wrote
+                        seen.append(f"key {k} of {len(targets)}: {got!r}, not {value!r}, {late * 1000:.1f} ms after")
         finally:
             await w.close()
             await r.close()
 
-    async def reader():
-        r = await asyncpg.connect(proxy_dsn)
+    async def reader(i):
+        r = await asyncpg.connect(proxy_dsns[i % len(proxy_dsns)])
         try:
             while asyncio.get_running_loop().time() < deadline:
                 await r.fetchval(f"SELECT v FROM {table} WHERE id = $1", random.choice(keys))
         finally:
             await r.close()
 
-    await asyncio.gather(*(writer(m) for m in owners), *(reader() for _ in range(4)))
-    return stale, checked
+    await asyncio.gather(*(writer(i, m) for i, m in enumerate(owners)), *(reader(i) for i in range(4)))
+    return stale, checked, seen
 
 
 def test_staleness_checker_with_single_key_and_range_writers(keyed_tables, cached_proxy):
@@ -157,6 +161,6 @@ def test_staleness_checker_with_single_key_and_range_writers(keyed_tables, cache
     wait_cache_ready(proxy, names["int"])
     before = hits(proxy)
     writer = lambda: asyncpg.connect(proxy.dsn())  # noqa: E731
-    stale, checked = run_async(staleness_run(proxy.dsn(), writer, names["int"], keys["int"], 6, 0), 60)
-    assert checked > 200 and stale == 0, f"{stale} stale of {checked}"
+    stale, checked, seen = run_async(staleness_run([proxy.dsn()], writer, names["int"], keys["int"], 6, 0), 60)
+    assert checked > 200 and stale == 0, f"{stale} stale of {checked}: {seen[:5]}"
     assert hits(proxy) - before > 100, "the readers' keys kept hitting between writes"

@@ -387,7 +387,7 @@ impl CacheStage {
 
 /// Every table read is an ordinary table; starts a (re)load of the list when one is due.
 fn relations_known(
-    cache: &ResultCache,
+    cache: &Arc<ResultCache>,
     config: &ArcSwap<Config>,
     pool: &Arc<Pool>,
     db: &Arc<str>,
@@ -397,7 +397,7 @@ fn relations_known(
     let relations = &cache.relations;
     let (ok, due) = relations.check(db, tables, crate::clock::now_ms(), refresh);
     if due && relations.begin_load(db) {
-        crate::cache::relations::spawn_load(relations.clone(), pool.clone(), db.clone());
+        crate::cache::relations::spawn_load(cache.clone(), pool.clone(), db.clone());
     }
     ok
 }
