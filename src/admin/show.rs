@@ -198,8 +198,20 @@ pub fn cache(app: &App) -> ResultSet {
     let fields: Vec<(String, String)> =
         value.as_object().map(|o| o.iter().map(|(k, v)| (k.clone(), v.to_string())).collect()).unwrap_or_default();
     let mut r = ResultSet::new(&["name", "value"]);
-    for (k, v) in fields {
+    for (k, v) in fields.into_iter().filter(|(k, _)| k != "replication") {
         r.row(vec![k, v]);
+    }
+    // One row per replication stream, readable in psql (not one JSON array).
+    for s in &snap.replication {
+        let lag = s.lag_ms.map_or("unknown".to_string(), |ms| format!("{ms} ms"));
+        let mut v = format!(
+            "{}, lag {lag}, applied {}, {} invalidations, {} reconnects",
+            s.state, s.applied_lsn, s.invalidations, s.reconnects
+        );
+        if let Some(e) = &s.last_error {
+            v.push_str(&format!(", last error: {e}"));
+        }
+        r.row(vec![format!("replication {}", s.database), v]);
     }
     r
 }

@@ -202,6 +202,9 @@ def test_direct_writes_invalidate_only_their_keys_and_are_never_stale(start_prox
     name, admin = repl_table
     proxy = start_replicated(start_proxy, "skip_unrepeated = false\n")
     read = f"SELECT v FROM {name} WHERE id = $1"
+    with psycopg.connect(proxy.dsn("pgpilot"), autocommit=True) as console:
+        rows = dict(console.execute("SHOW CACHE").fetchall())
+    assert rows["replication app"].startswith("live, lag "), rows
 
     async def until(c, key, want):
         for _ in range(500):
