@@ -316,7 +316,7 @@ impl CacheStage {
         let stmt = cx.turn.statement.as_ref().and_then(|e| e.cache.as_deref());
         match stmt {
             Some(s) => {
-                let (keyed, types) = (s.analysis.keyed.as_deref(), s.declared_types());
+                let (keyed, types) = (s.analysis.keyed.as_deref(), || s.declared_types());
                 let keys = cache_keys::write_names(&self.cache.relations, &self.database, keyed, types, args);
                 self.note_writes(&s.analysis, keys)
             }
@@ -337,7 +337,7 @@ impl CacheStage {
         let ttl = self.worth_looking_up(&s.analysis, s.hint, params)?;
         let variant = self.statement_variant(cx, name)?;
         let (mut key, cold) = self.key(cx, b'E', &s.analysis, ttl, (&s.ident, variant, args))?;
-        let (keyed, types) = (s.analysis.keyed.as_deref(), s.declared_types());
+        let (keyed, types) = (s.analysis.keyed.as_deref(), || s.declared_types());
         if let Some(scopes) = cache_keys::read_scopes(&self.cache.relations, &self.database, keyed, types, args) {
             key.tables = Arc::from(scopes); // keyed on its primary key: other keys' writes keep it
         }

@@ -10,26 +10,27 @@ use crate::protocol::frontend::{bind_parameter, declared_type};
 use crate::sql::keyed::{Keyed, Op};
 
 /// The scopes a keyed read depends on instead of its table, or None (table-level).
-/// (`types`: what the statement's Parse declared; `args`: the Bind after the statement name.)
-pub fn read_scopes(
+/// (`types`: what the statement's Parse declared, found only for a keyed statement: every Bind
+/// passes here; `args`: the Bind after the statement name.)
+pub fn read_scopes<'a>(
     relations: &Relations,
     db: &str,
     k: Option<&Keyed>,
-    types: &[u8],
+    types: impl FnOnce() -> &'a [u8],
     args: &[u8],
 ) -> Option<[Arc<str>; 2]> {
     let k = k.filter(|k| k.op == Op::Read)?;
     let (column, family) = relations.key_column(db, &k.table)?;
-    let [value] = values(k, &column, family, types, args)?.try_into().ok()?;
+    let [value] = values(k, &column, family, types(), args)?.try_into().ok()?;
     Some(scopes::read_scopes(&k.table, &value))
 }
 
 /// The names a keyed write notes instead of its table, or None (table-level).
-pub fn write_names(
+pub fn write_names<'a>(
     relations: &Relations,
     db: &str,
     k: Option<&Keyed>,
-    types: &[u8],
+    types: impl FnOnce() -> &'a [u8],
     args: &[u8],
 ) -> Option<Vec<Arc<str>>> {
     let k = k.filter(|k| k.op != Op::Read)?;
@@ -43,7 +44,7 @@ pub fn write_names(
         Op::Insert if !insert_keeps_keys(k, &column) => return None,
         Op::Insert => WriteKind::Insert,
     };
-    let keys = values(k, &column, family, types, args)?;
+    let keys = values(k, &column, family, types(), args)?;
     let expected = if k.op == Op::Insert { k.rows } else { 1 };
     (keys.len() == expected).then(|| keys.iter().map(|v| scopes::write_name(&k.table, kind, v)).collect())
 }
