@@ -85,6 +85,17 @@ def hit_once(proxy, c, sql):
 
 def test_direct_writes_invalidate_within_the_bound(start_proxy, repl_table):
     table, direct = repl_table
+    second = f"{table}_b"
+    direct.execute(f"CREATE TABLE {second} (id int PRIMARY KEY, v text)")
+    direct.execute(f"INSERT INTO {second} VALUES (1, 'a')")
+    direct.execute(f"ALTER TABLE {second} OWNER TO app")
+    try:
+        direct_writes_within_the_bound(start_proxy, table, second, direct)
+    finally:
+        direct.execute(f"DROP TABLE {second}")
+
+
+def direct_writes_within_the_bound(start_proxy, table, second, direct):
     proxy = start_replicated(start_proxy)
     sql = f"SELECT v FROM {table} WHERE id = 1"
     with psycopg.connect(proxy.dsn(), autocommit=True) as c:
@@ -103,6 +114,13 @@ def test_direct_writes_invalidate_within_the_bound(start_proxy, repl_table):
         hit_once(proxy, c, other)
         direct.execute(f"BEGIN; INSERT INTO {table} VALUES (100, 'x'); UPDATE {table} SET v = 'y' WHERE id = 2; COMMIT")
         read_until(c, other, 11)
+        # One transaction over two tables invalidates both.
+        hit_once(proxy, c, other)
+        in_second = f"SELECT v FROM {second} WHERE id = 1"
+        hit_once(proxy, c, in_second)
+        direct.execute(f"BEGIN; UPDATE {second} SET v = 'b' WHERE id = 1; DELETE FROM {table} WHERE id = 100; COMMIT")
+        read_until(c, in_second, "b")
+        read_until(c, other, 10)
         hit_once(proxy, c, other)
         direct.execute(f"TRUNCATE {table}")
         read_until(c, other, 0)
