@@ -21,6 +21,10 @@ pub fn install() -> anyhow::Result<PrometheusHandle> {
     metrics::describe_histogram!(POOL_WAIT, metrics::Unit::Seconds, "Time clients waited for a server connection");
     metrics::describe_gauge!("pgpilot_pool_connections", "Server connections per pool by state");
     metrics::describe_gauge!("pgpilot_pool_size", "Configured maximum server connections per pool");
+    metrics::describe_gauge!(
+        "pgpilot_pool_target",
+        "Adaptive target of server connections per pool (src/pool/sizing.rs)"
+    );
     metrics::describe_gauge!("pgpilot_clients", "Client connections by state");
     metrics::describe_gauge!("pgpilot_prepared_statements", "Distinct prepared statements in the global registry");
     metrics::describe_counter!(

@@ -26,6 +26,8 @@ pub fn pools(app: &App) -> ResultSet {
         "sv_total",
         "pool_size",
         "pool_mode",
+        "pool_target",
+        "sizing",
     ]);
     for pool in app.pools.all() {
         let s = pool.snapshot();
@@ -40,6 +42,8 @@ pub fn pools(app: &App) -> ResultSet {
             s.size.to_string(),
             s.max_size.to_string(),
             mode.clone(),
+            s.target.to_string(),
+            s.decision.map_or(String::new(), |d| d.reason),
         ]);
     }
     r

@@ -227,6 +227,9 @@ pub struct PoolConfig {
     /// A pool with no client, connection or waiter for this long is dropped (logins to a
     /// database that does not exist leave no entry behind).
     pub drop_idle_pool_after_ms: u64,
+    /// Each pool sizes itself between min_size and max_size from its measured load
+    /// (src/pool/sizing.rs); false: every pool may always grow to max_size.
+    pub adaptive: bool,
 }
 
 impl Default for PoolConfig {
@@ -243,6 +246,7 @@ impl Default for PoolConfig {
             warm_databases: Vec::new(),
             idle_transaction_timeout_ms: 0,
             drop_idle_pool_after_ms: 60_000,
+            adaptive: true,
         }
     }
 }

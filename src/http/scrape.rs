@@ -12,7 +12,8 @@ pub fn refresh(app: &App) {
             metrics::gauge!("pgpilot_pool_connections", "database" => db.clone(), "user" => user.clone(), "state" => state)
                 .set(v as f64);
         }
-        metrics::gauge!("pgpilot_pool_size", "database" => db, "user" => user).set(p.max_size as f64);
+        metrics::gauge!("pgpilot_pool_size", "database" => db.clone(), "user" => user.clone()).set(p.max_size as f64);
+        metrics::gauge!("pgpilot_pool_target", "database" => db, "user" => user).set(p.target as f64);
     }
     use std::sync::atomic::Ordering::Relaxed;
     let st = &crate::prepared::STATS;

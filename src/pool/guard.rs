@@ -10,16 +10,19 @@ use crate::backend::ServerConn;
 pub struct PooledConn {
     conn: Option<ServerConn>,
     pool: Arc<Pool>,
+    /// When it was checked out (coarse clock ms): the pool's sizing measures time held.
+    since_ms: u64,
 }
 
 impl PooledConn {
     pub(super) fn new(conn: ServerConn, pool: Arc<Pool>) -> Self {
-        Self { conn: Some(conn), pool }
+        Self { conn: Some(conn), pool, since_ms: crate::clock::now_ms() }
     }
 
     /// Hands a connection that is idle at a protocol boundary back to the pool.
     pub fn release(mut self) {
         if let Some(conn) = self.conn.take() {
+            self.pool.note_held(self.since_ms);
             self.pool.checkin(conn);
         }
     }
@@ -63,6 +66,7 @@ impl Drop for PooledConn {
         if let Some(conn) = self.conn.take() {
             tracing::debug!(server = conn.id, database = %self.pool.key.database, "closing server connection");
             drop(conn);
+            self.pool.note_held(self.since_ms);
             self.pool.free_slot();
         }
     }

@@ -1,9 +1,10 @@
 //! Background upkeep: close idle connections past idle_timeout or lifetime, keep min_size warm.
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::Pool;
+use super::{sizing, Pool};
 
 impl Pool {
     /// One maintenance pass: expire idle connections, then open up to min_size.
@@ -12,13 +13,16 @@ impl Pool {
         let idle_timeout = Duration::from_millis(cfg.pool.idle_timeout_ms);
         let lifetime = Duration::from_millis(cfg.pool.lifetime_ms);
         let min = cfg.pool.min_size.min(self.max_size());
+        self.resize(&cfg);
+        let limit = self.limit();
         let expired = {
             let mut st = self.state.lock();
             let mut expired = Vec::new();
             for conn in std::mem::take(&mut st.idle) {
                 let old = crate::clock::since(conn.created_ms) >= lifetime;
                 let unused = crate::clock::since(conn.last_used_ms) >= idle_timeout && st.total > min;
-                if old || unused || conn.looks_broken() {
+                let above_target = st.total > limit;
+                if old || unused || above_target || conn.looks_broken() {
                     st.release();
                     expired.push(conn);
                 } else {
@@ -32,6 +36,50 @@ impl Pool {
         }
         drop(expired);
         self.warm_up(min).await;
+    }
+
+    /// One sizing tick (`sizing`): what the pool measured since the last one becomes its target.
+    fn resize(&self, cfg: &crate::config::Config) {
+        if !cfg.pool.adaptive {
+            return;
+        }
+        let now = crate::clock::now_ms();
+        let (checkouts, waited, held) = (
+            self.checkouts.load(Ordering::Relaxed),
+            self.waited.load(Ordering::Relaxed),
+            self.held_ms.load(Ordering::Relaxed),
+        );
+        let (size, waiting) = {
+            let st = self.state.lock();
+            (st.total, st.waiters.iter().filter(|w| !w.is_closed()).count())
+        };
+        let sample = {
+            let mut last = self.last_tick.lock();
+            let s = sizing::Sample {
+                tick_ms: now.saturating_sub(last.0) as f64,
+                checkouts: checkouts.saturating_sub(last.1),
+                waited: waited.saturating_sub(last.2),
+                held_ms: held.saturating_sub(last.3) as f64,
+                size,
+                waiting,
+            };
+            *last = (now, checkouts, waited, held);
+            s
+        };
+        if sample.tick_ms <= 0.0 {
+            return;
+        }
+        let max = cfg.pool_max_for(&self.key.user);
+        let mut c = self.sizing.lock();
+        let before = c.target();
+        let d = c.tick(&sample, cfg.pool.min_size.min(max), max);
+        self.target.store(d.target, Ordering::Relaxed);
+        drop(c);
+        if d.target != before {
+            tracing::debug!(database = %self.key.database, user = %self.key.user, from = before, to = d.target,
+                reason = %d.reason, "pool target");
+        }
+        *self.decision.lock() = Some(d);
     }
 
     /// Opens connections until the pool holds `min` (used at start and by maintenance).

@@ -8,6 +8,7 @@ pub mod guard;
 pub mod logins;
 pub mod maintenance;
 pub mod set;
+pub mod sizing;
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -97,6 +98,17 @@ pub struct Pool {
     refused: Mutex<Option<(Instant, BytesMut, String)>>,
     /// Since when the pool has had no client, connection or waiter (ms on `clock`; 0: in use).
     pub(crate) unused_since_ms: AtomicU64,
+    /// Adaptive sizing (`sizing`): the controller, its current target (read without the lock by
+    /// every checkout), the last decision, and what it measures.
+    sizing: Mutex<sizing::Controller>,
+    target: std::sync::atomic::AtomicUsize,
+    decision: Mutex<Option<sizing::Decision>>,
+    /// Checkouts that had to wait, and the time connections were held by clients (ms on the
+    /// coarse clock: unbiased over many checkouts).
+    pub waited: AtomicU64,
+    pub(crate) held_ms: AtomicU64,
+    /// (clock ms, checkouts, waited, held ms) at the last sizing tick.
+    last_tick: Mutex<(u64, u64, u64, u64)>,
 }
 
 /// How long a refusal is remembered: a flood of logins to a database that does not exist forks
@@ -122,10 +134,21 @@ pub struct PoolSnapshot {
     pub size: usize,
     pub max_size: usize,
     pub pool_utilization: f64,
+    /// The adaptive target (the configured maximum with `pool.adaptive = false`).
+    pub target: usize,
+    /// The last sizing decision and its reason, and the seed's pool size for the measured load.
+    pub decision: Option<sizing::Decision>,
+    pub recommendation: Option<sizing::Recommendation>,
 }
 
 impl Pool {
     pub fn new(key: PoolKey, config: Arc<ArcSwap<Config>>, paused: tokio::sync::watch::Receiver<bool>) -> Arc<Self> {
+        // Adaptive pools start at min_size and grow with their checkouts (a waiting checkout
+        // raises the target at once), so a start costs no more connections than demand.
+        let max_start = {
+            let cfg = config.load();
+            cfg.pool.min_size.min(cfg.pool_max_for(&key.user))
+        };
         Arc::new(Self {
             key,
             config,
@@ -137,13 +160,19 @@ impl Pool {
             logins: Default::default(),
             refused: Mutex::default(),
             unused_since_ms: AtomicU64::new(0),
+            sizing: Mutex::new(sizing::Controller::new(max_start)),
+            target: max_start.into(),
+            decision: Mutex::new(None),
+            waited: AtomicU64::new(0),
+            held_ms: AtomicU64::new(0),
+            last_tick: Mutex::new((crate::clock::now_ms(), 0, 0, 0)),
         })
     }
 
     /// A connection could be had now without waiting (an idle one or a free slot); a hint, it
     /// may be gone a moment later.
     pub fn has_capacity(&self) -> bool {
-        let max = self.max_size();
+        let max = self.limit();
         let st = self.state.lock();
         !st.idle.is_empty() || st.total < max
     }
@@ -173,6 +202,36 @@ impl Pool {
 
     pub fn max_size(&self) -> usize {
         self.config.load().pool_max_for(&self.key.user)
+    }
+
+    /// The connections this pool may hold now: the adaptive target within [min_size, max_size],
+    /// or max_size with `pool.adaptive = false`.
+    pub fn limit(&self) -> usize {
+        let cfg = self.config.load();
+        let max = cfg.pool_max_for(&self.key.user);
+        if !cfg.pool.adaptive {
+            return max;
+        }
+        self.target.load(Ordering::Relaxed).clamp(cfg.pool.min_size.min(max), max)
+    }
+
+    /// A checkout would wait: the target grows by one now (not at the next tick) unless the
+    /// controller found the server contended. Whether it grew.
+    fn grow_for_waiter(&self) -> bool {
+        let cfg = self.config.load();
+        if !cfg.pool.adaptive {
+            return false;
+        }
+        let max = cfg.pool_max_for(&self.key.user);
+        let mut c = self.sizing.lock();
+        let grew = c.grow_for_waiter(max);
+        self.target.store(c.target(), Ordering::Relaxed);
+        grew
+    }
+
+    /// A checked-out connection came back (or was closed) after `since_ms` on the clock.
+    pub(crate) fn note_held(&self, since_ms: u64) {
+        self.held_ms.fetch_add(crate::clock::now_ms().saturating_sub(since_ms), Ordering::Relaxed);
     }
 
     /// What a connection runs before it is reused after a session that may have changed it.
@@ -230,10 +289,14 @@ impl Pool {
         loop {
             let grant = match taken.take().or_else(|| self.try_take()) {
                 Some(grant) => grant,
-                None => match self.wait(deadline).await {
-                    Some(grant) => grant.into(),
-                    None => return Err(self.timeout_error(timeout)),
-                },
+                None if self.grow_for_waiter() => continue,
+                None => {
+                    self.waited.fetch_add(1, Ordering::Relaxed);
+                    match self.wait(deadline).await {
+                        Some(grant) => grant.into(),
+                        None => return Err(self.timeout_error(timeout)),
+                    }
+                }
             };
             match grant {
                 Taken::Conn(conn) => {
@@ -263,7 +326,7 @@ impl Pool {
     }
 
     fn try_take(&self) -> Option<Taken> {
-        let max = self.max_size();
+        let max = self.limit();
         let mut st = self.state.lock();
         if let Some(conn) = st.idle.pop() {
             return Some(Taken::Conn(conn));
@@ -306,9 +369,10 @@ impl Pool {
     /// Returns a clean, idle connection: to the first live waiter, else to the idle list.
     pub(crate) fn checkin(&self, mut conn: ServerConn) {
         conn.last_used_ms = crate::clock::now_ms();
+        let limit = self.limit();
         let mut st = self.state.lock();
-        if st.total > self.max_size() {
-            st.release();
+        if st.total > limit {
+            st.release(); // above the target (or a reload lowered max_size): closed
             return;
         }
         if st.waiters.is_empty() {
@@ -328,8 +392,9 @@ impl Pool {
 
     /// A connection was closed: its slot goes to the first live waiter, or back to the pool.
     pub(crate) fn free_slot(&self) {
+        let limit = self.limit();
         let mut st = self.state.lock();
-        if st.total <= self.max_size() {
+        if st.total <= limit {
             while let Some(tx) = st.waiters.pop_front() {
                 if tx.send(Grant::Slot).is_ok() {
                     return;
@@ -356,7 +421,9 @@ impl Pool {
     }
 
     pub fn snapshot(&self) -> PoolSnapshot {
-        let max = self.max_size();
+        let (max, target) = (self.max_size(), self.limit());
+        let decision = self.decision.lock().clone();
+        let recommendation = self.sizing.lock().recommendation();
         let mut st = self.state.lock();
         st.waiters.retain(|w| !w.is_closed());
         let (size, idle) = (st.total, st.idle.len());
@@ -369,6 +436,9 @@ impl Pool {
             size,
             max_size: max,
             pool_utilization: (size - idle) as f64 / max.max(1) as f64,
+            target,
+            decision,
+            recommendation,
         }
     }
 }
