@@ -25,6 +25,7 @@ for config in $configs; do
   case "$config" in
     default) printf '[pool]\nmax_size = 20\n' >"$cfg" ;;
     cache-off) printf '[pool]\nmax_size = 20\n[cache]\nenabled = false\n' >"$cfg" ;;
+    static-pool) printf '[pool]\nmax_size = 20\nadaptive = false\n' >"$cfg" ;;
     insights-off) printf '[pool]\nmax_size = 20\n[cache]\nenabled = false\n[insights]\nenabled = false\n' >"$cfg" ;;
     *) echo "unknown config $config" >&2; exit 2 ;;
   esac

@@ -43,7 +43,7 @@ pub fn pools(app: &App) -> ResultSet {
             s.max_size.to_string(),
             mode.clone(),
             s.target.to_string(),
-            s.decision.map_or(String::new(), |d| d.reason),
+            s.decision.map_or(String::new(), |d| d.reason.to_string()),
         ]);
     }
     r

@@ -10,19 +10,20 @@ use crate::backend::ServerConn;
 pub struct PooledConn {
     conn: Option<ServerConn>,
     pool: Arc<Pool>,
-    /// When it was checked out (coarse clock ms): the pool's sizing measures time held.
-    since_ms: u64,
 }
 
 impl PooledConn {
     pub(super) fn new(conn: ServerConn, pool: Arc<Pool>) -> Self {
-        Self { conn: Some(conn), pool, since_ms: crate::clock::now_ms() }
+        // While checked out, `last_used_ms` is when it was taken: the pool's sizing measures the
+        // time held from it (no field of its own: the guard is moved on every checkout).
+        let mut conn = conn;
+        conn.last_used_ms = crate::clock::now_ms();
+        Self { conn: Some(conn), pool }
     }
 
     /// Hands a connection that is idle at a protocol boundary back to the pool.
     pub fn release(mut self) {
         if let Some(conn) = self.conn.take() {
-            self.pool.note_held(self.since_ms);
             self.pool.checkin(conn);
         }
     }
@@ -65,8 +66,8 @@ impl Drop for PooledConn {
     fn drop(&mut self) {
         if let Some(conn) = self.conn.take() {
             tracing::debug!(server = conn.id, database = %self.pool.key.database, "closing server connection");
+            self.pool.note_held(conn.last_used_ms);
             drop(conn);
-            self.pool.note_held(self.since_ms);
             self.pool.free_slot();
         }
     }

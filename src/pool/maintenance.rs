@@ -41,6 +41,8 @@ impl Pool {
     /// One sizing tick (`sizing`): what the pool measured since the last one becomes its target.
     fn resize(&self, cfg: &crate::config::Config) {
         if !cfg.pool.adaptive {
+            // Static: the limit is max_size (a reload that changes it applies at this tick).
+            self.target.store(cfg.pool_max_for(&self.key.user), Ordering::Relaxed);
             return;
         }
         let now = crate::clock::now_ms();

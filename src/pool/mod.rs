@@ -147,7 +147,12 @@ impl Pool {
         // raises the target at once), so a start costs no more connections than demand.
         let max_start = {
             let cfg = config.load();
-            cfg.pool.min_size.min(cfg.pool_max_for(&key.user))
+            let max = cfg.pool_max_for(&key.user);
+            if cfg.pool.adaptive {
+                cfg.pool.min_size.min(max)
+            } else {
+                max
+            }
         };
         Arc::new(Self {
             key,
@@ -204,15 +209,11 @@ impl Pool {
         self.config.load().pool_max_for(&self.key.user)
     }
 
-    /// The connections this pool may hold now: the adaptive target within [min_size, max_size],
-    /// or max_size with `pool.adaptive = false`.
+    /// The connections this pool may hold now: the adaptive target (within [min_size, max_size]),
+    /// or max_size with `pool.adaptive = false`. Kept in an atomic by the sizing tick and by
+    /// checkouts that grow it, so a checkout reads no configuration.
     pub fn limit(&self) -> usize {
-        let cfg = self.config.load();
-        let max = cfg.pool_max_for(&self.key.user);
-        if !cfg.pool.adaptive {
-            return max;
-        }
-        self.target.load(Ordering::Relaxed).clamp(cfg.pool.min_size.min(max), max)
+        self.target.load(Ordering::Relaxed)
     }
 
     /// A checkout would wait: the target grows by one now (not at the next tick) unless the
@@ -368,6 +369,7 @@ impl Pool {
 
     /// Returns a clean, idle connection: to the first live waiter, else to the idle list.
     pub(crate) fn checkin(&self, mut conn: ServerConn) {
+        self.note_held(conn.last_used_ms); // (set at checkout: see `PooledConn::new`)
         conn.last_used_ms = crate::clock::now_ms();
         let limit = self.limit();
         let mut st = self.state.lock();

@@ -44,12 +44,48 @@ pub struct Sample {
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Decision {
     pub target: usize,
-    pub reason: String,
+    pub reason: Reason,
     /// Connections in use on average in the tick (Little's law), and the arrival rate.
     pub in_use: f64,
     pub checkouts_per_s: f64,
     /// Mean time a checkout held its connection (ms).
     pub mean_hold_ms: f64,
+}
+
+/// Why a tick decided what it did (rendered only when shown: a tick costs no formatting).
+#[derive(Debug, Clone, Copy)]
+pub enum Reason {
+    Contended { waited: u64, hold_ms: f64 },
+    Growing { in_use: f64, waited: u64 },
+    Shrinking { busiest: f64 },
+    Quiet { busiest: f64 },
+    Steady,
+}
+
+impl std::fmt::Display for Reason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match *self {
+            Reason::Contended { waited, hold_ms } => write!(
+                f,
+                "{waited} checkouts waited, but hold time {hold_ms:.1} ms is over {GRADIENT}x the recent low: not growing"
+            ),
+            Reason::Growing { in_use, waited } => {
+                write!(f, "{in_use:.1} connections in use, {waited} checkouts waited: growing")
+            }
+            Reason::Shrinking { busiest } => write!(f, "at most {busiest:.1} connections in use recently: shrinking"),
+            Reason::Quiet { busiest } => write!(
+                f,
+                "at most {busiest:.1} connections in use recently: shrinking after {SHRINK_AFTER} quiet ticks"
+            ),
+            Reason::Steady => f.write_str("steady"),
+        }
+    }
+}
+
+impl serde::Serialize for Reason {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
 }
 
 /// The seed's `calculate_optimal_pool_size` from measured rate and mean time: what an
@@ -135,33 +171,22 @@ impl Controller {
         let waited = s.waited.max(s.waiting as u64);
         let (target, reason) = if waited > 0 && contended {
             self.quiet = 0;
-            let why = format!(
-                "{waited} checkouts waited, but hold time {mean_hold:.1} ms is over {GRADIENT}x the recent low"
-            );
-            (self.target, format!("{why}: not growing"))
+            (self.target, Reason::Contended { waited, hold_ms: mean_hold })
         } else if waited > 0 || (wanted > self.target && !contended) {
             self.quiet = 0;
             let grown = self.target.max(wanted).max(self.target + usize::from(waited > 0));
-            (grown, format!("{in_use:.1} connections in use, {waited} checkouts waited: growing"))
+            (grown, Reason::Growing { in_use, waited })
         } else if wanted < self.target {
             self.quiet += 1;
             if self.quiet >= SHRINK_AFTER {
                 let step = (self.target / 10).max(1);
-                (
-                    self.target.saturating_sub(step).max(wanted),
-                    format!("at most {busiest:.1} connections in use recently: shrinking"),
-                )
+                (self.target.saturating_sub(step).max(wanted), Reason::Shrinking { busiest })
             } else {
-                (
-                    self.target,
-                    format!(
-                        "at most {busiest:.1} connections in use recently: shrinking after {SHRINK_AFTER} quiet ticks"
-                    ),
-                )
+                (self.target, Reason::Quiet { busiest })
             }
         } else {
             self.quiet = 0;
-            (self.target, "steady".to_string())
+            (self.target, Reason::Steady)
         };
         self.target = target.clamp(min.min(max), max);
         let checkouts_per_s = if s.tick_ms > 0.0 { s.checkouts as f64 * 1000.0 / s.tick_ms } else { 0.0 };
@@ -218,6 +243,6 @@ mod tests {
         c.tick(&sample(1000, 5_000.0, 0, 10), 2, 100);
         let d = c.tick(&sample(500, 10_000.0, 50, 10), 2, 100);
         assert_eq!(d.target, 10, "{d:?}");
-        assert!(d.reason.contains("not growing"), "{}", d.reason);
+        assert!(d.reason.to_string().contains("not growing"), "{}", d.reason);
     }
 }

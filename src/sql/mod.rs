@@ -7,6 +7,7 @@ pub mod builtins;
 pub mod functions;
 pub mod keyed;
 pub mod learned;
+pub mod literal_key;
 pub mod parse;
 pub mod session_effect;
 pub mod tokens;

@@ -9,6 +9,7 @@ import random
 import uuid
 
 import asyncpg
+import psycopg
 import pytest
 
 from conftest import cache_status, run_async, wait_cache_ready
@@ -164,3 +165,28 @@ def test_staleness_checker_with_single_key_and_range_writers(keyed_tables, cache
     stale, checked, seen = run_async(staleness_run([proxy.dsn()], writer, names["int"], keys["int"], 6, 0), 60)
     assert checked > 200 and stale == 0, f"{stale} stale of {checked}: {seen[:5]}"
     assert hits(proxy) - before > 100, "the readers' keys kept hitting between writes"
+
+
+def test_literal_keys_in_the_simple_protocol(keyed_tables, cached_proxy):
+    """psql, pgbench -M simple and drivers that inline values send the key as a literal: read from the text, it keys
+    the read and the write the same way a bound parameter does (psycopg sends a text without parameters as a simple
+    Query)."""
+    names, keys = keyed_tables
+    proxy = cached_proxy("transaction", 4, NO_ADMISSION)
+    wait_cache_ready(proxy, names["int"])
+    with psycopg.connect(proxy.dsn(), autocommit=True) as c:
+        for kind, quote in (("int", ""), ("text", "'")):
+            table, ks = names[kind], keys[kind][:5]
+            read = lambda k: c.execute(f"SELECT v FROM {table} WHERE id = {quote}{k}{quote}").fetchone()[0]  # noqa: E731
+            for _ in range(2):
+                assert [read(k) for k in ks] == [f"v-{k}" for k in ks]
+            c.execute(f"UPDATE {table} SET v = 'lit' WHERE id = {quote}{ks[0]}{quote}")
+            before = hits(proxy)
+            assert [read(k) for k in ks] == ["lit"] + [f"v-{k}" for k in ks[1:]], kind
+            assert hits(proxy) - before == 4, f"{kind}: the other keys still hit"
+            # Two keys in one statement: not read as a key, the table is invalidated.
+            c.execute(f"DELETE FROM {table} WHERE id = {quote}{ks[1]}{quote} OR id = {quote}{ks[2]}{quote}")
+            before = hits(proxy)
+            assert [read(k) for k in ks[3:]] == [f"v-{k}" for k in ks[3:]]
+            assert hits(proxy) == before, f"{kind}: a table-level write"
+            assert c.execute(f"SELECT v FROM {table} WHERE id = {quote}{ks[1]}{quote}").fetchone() is None

@@ -199,8 +199,11 @@ impl CacheStage {
             // Text the analysis could not split into statements: it may write anything.
             self.writes.note_unknown();
         }
+        let one = analyzed.len() == 1; // (a literal key is read from the text of a single statement)
         for (a, _) in &analyzed {
-            self.note_writes(a, None);
+            let keyed = a.keyed.as_deref().filter(|_| one);
+            let keys = cache_keys::literal_write_names(&self.cache.relations, &self.database, keyed, text);
+            self.note_writes(a, keys);
         }
         let single = match analyzed.as_slice() {
             [(a, literals)] => Some((a.clone(), *literals)),
@@ -212,7 +215,11 @@ impl CacheStage {
             return None;
         }
         let ttl = self.worth_looking_up(&a, hint(text), || literals)?;
-        let (key, cold) = self.key(cx, b'Q', &a, ttl, (text, 0, &[]))?;
+        let (mut key, cold) = self.key(cx, b'Q', &a, ttl, (text, 0, &[]))?;
+        let keyed = a.keyed.as_deref();
+        if let Some(scopes) = cache_keys::literal_read_scopes(&self.cache.relations, &self.database, keyed, text) {
+            key.tables = Arc::from(scopes);
+        }
         Some((key, Asked::Query { params: fnv1a(text), analysis: a }, cold))
     }
 

@@ -8,6 +8,7 @@ use crate::cache::relations::Relations;
 use crate::cache::scopes::{self, Family, WriteKind};
 use crate::protocol::frontend::{bind_parameter, declared_type};
 use crate::sql::keyed::{Keyed, Op};
+use crate::sql::literal_key;
 
 /// The scopes a keyed read depends on instead of its table, or None (table-level).
 /// (`types`: what the statement's Parse declared, found only for a keyed statement: every Bind
@@ -47,6 +48,37 @@ pub fn write_names<'a>(
     let keys = values(k, &column, family, types(), args)?;
     let expected = if k.op == Op::Insert { k.rows } else { 1 };
     (keys.len() == expected).then(|| keys.iter().map(|v| scopes::write_name(&k.table, kind, v)).collect())
+}
+
+/// A simple Query's keyed read (its key a literal in `text`): the scopes it depends on, or None.
+pub fn literal_read_scopes(relations: &Relations, db: &str, k: Option<&Keyed>, text: &[u8]) -> Option<[Arc<str>; 2]> {
+    let k = k.filter(|k| k.op == Op::Read)?;
+    let value = literal_value(relations, db, k, text)?;
+    Some(scopes::read_scopes(&k.table, &value))
+}
+
+/// A simple Query's UPDATE or DELETE of one key given as a literal: the name it notes, or None.
+pub fn literal_write_names(relations: &Relations, db: &str, k: Option<&Keyed>, text: &[u8]) -> Option<Vec<Arc<str>>> {
+    let k = k?;
+    let kind = match k.op {
+        Op::Update => WriteKind::Update,
+        Op::Delete => WriteKind::Delete,
+        Op::Read | Op::Insert => return None,
+    };
+    if k.op == Op::Update && k.sets.iter().any(|c| relations.key_column(db, &k.table).is_some_and(|(pk, _)| pk == *c)) {
+        return None;
+    }
+    let value = literal_value(relations, db, k, text)?;
+    Some(vec![scopes::write_name(&k.table, kind, &value)])
+}
+
+/// The canonical key value a statement's text gives its primary key: the analysis must have
+/// exactly one `pk = constant` conjunct, and the text exactly one `pk = literal` (`literal_key`).
+fn literal_value(relations: &Relations, db: &str, k: &Keyed, text: &[u8]) -> Option<Vec<u8>> {
+    let (column, family) = relations.key_column(db, &k.table)?;
+    let [bound] = k.bound.iter().filter(|b| b.column == column).collect::<Vec<_>>().try_into().ok()?;
+    let literal = literal_key::key_literal(std::str::from_utf8(text).ok()?, &column)?;
+    scopes::canonical_param(family, 0, bound.cast, 0, literal.as_bytes())
 }
 
 /// An INSERT touches only the keys it gives: no conflict clause, DO NOTHING, or DO UPDATE on
