@@ -230,6 +230,11 @@ pub struct PoolConfig {
     /// Each pool sizes itself between min_size and max_size from its measured load
     /// (src/pool/sizing.rs); false: every pool may always grow to max_size.
     pub adaptive: bool,
+    /// Server connections all pools together may hold (per pgpilot replica); 0: derived from the
+    /// server at the first connection (src/pool/budget.rs).
+    pub max_server_connections: usize,
+    /// pgpilot replicas sharing the server: the derived budget is divided among them.
+    pub replicas: usize,
 }
 
 impl Default for PoolConfig {
@@ -247,6 +252,8 @@ impl Default for PoolConfig {
             idle_transaction_timeout_ms: 0,
             drop_idle_pool_after_ms: 60_000,
             adaptive: true,
+            max_server_connections: 0,
+            replicas: 1,
         }
     }
 }

@@ -65,12 +65,15 @@ async fn status(State(h): State<Http>) -> Json<serde_json::Value> {
         (sum(|p| p.active), sum(|p| p.idle), sum(|p| p.waiting), sum(|p| p.size), sum(|p| p.max_size));
     let cfg = h.app.config.load();
     let clients = h.app.clients.snapshot();
+    // (limit 0: not read from the server yet, no budget)
+    let (budget_limit, budget_used) = h.app.pools.budget.snapshot();
     Json(json!({
         "status": "ok",
         "pool_mode": format!("{:?}", cfg.pool.mode).to_lowercase(),
         "connection_pool": {
             "pool_utilization": if max == 0 { 0.0 } else { active as f64 / max as f64 },
             "active": active, "idle": idle, "waiting": waiting, "size": size, "max_size": max,
+            "server_budget": { "limit": budget_limit, "used": budget_used },
         },
         "pools": pools,
         "clients": clients,

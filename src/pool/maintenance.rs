@@ -23,7 +23,7 @@ impl Pool {
                 let unused = crate::clock::since(conn.last_used_ms) >= idle_timeout && st.total > min;
                 let above_target = st.total > limit;
                 if old || unused || above_target || conn.looks_broken() {
-                    st.release();
+                    st.release(&self.budget);
                     expired.push(conn);
                 } else {
                     st.idle.push(conn);
@@ -88,7 +88,7 @@ impl Pool {
     pub async fn warm_up(self: &Arc<Self>, min: usize) {
         loop {
             {
-                if !self.state.lock().reserve(min.min(self.max_size())) {
+                if !self.state.lock().reserve(min.min(self.max_size()), &self.budget) {
                     return;
                 }
             }
@@ -113,10 +113,27 @@ pub async fn run(pools: Arc<super::set::PoolSet>) {
         for pool in pools.all() {
             pool.maintain().await;
         }
+        rebalance(&pools.all(), &pools.budget);
         let after = Duration::from_millis(pools.config().pool.drop_idle_pool_after_ms);
         let dropped = pools.drop_unused(after);
         if dropped > 0 {
             tracing::debug!(dropped, "dropped pools unused for pool.drop_idle_pool_after_ms");
+        }
+    }
+}
+
+/// With the server budget used up, a pool whose checkouts wait gets a connection that another
+/// pool holds idle (closed, its budget handed over): no pool keeps idle what another is waiting
+/// for. Once a tick; a pool's own connections coming back serve its waiters first.
+fn rebalance(pools: &[Arc<Pool>], budget: &super::budget::Budget) {
+    if !budget.exhausted() {
+        return;
+    }
+    for hungry in pools.iter().filter(|p| p.has_waiters()) {
+        let donor = pools.iter().find(|p| !Arc::ptr_eq(p, hungry) && p.close_one_idle());
+        if donor.is_some() {
+            tracing::debug!(database = %hungry.key.database, user = %hungry.key.user, "pool: budget handed over");
+            hungry.offer_slot();
         }
     }
 }

@@ -4,6 +4,7 @@
 //! or one checked out behind a `PooledConn` guard. Returning or discarding a connection hands it
 //! (or its free slot) straight to the longest waiter, so waiting is fair and needs no polling.
 
+pub mod budget;
 pub mod guard;
 pub mod logins;
 pub mod maintenance;
@@ -68,16 +69,20 @@ struct State {
 }
 
 impl State {
-    /// Takes a slot for a connection about to be opened, if fewer than `limit` are taken.
-    fn reserve(&mut self, limit: usize) -> bool {
-        let free = self.total < limit;
+    /// Takes a slot for a connection about to be opened, if fewer than `limit` are taken and
+    /// the server-wide budget has room.
+    fn reserve(&mut self, limit: usize, budget: &budget::Budget) -> bool {
+        let free = self.total < limit && budget.try_take();
         self.total += usize::from(free);
         free
     }
 
     /// A connection (or a reserved slot) is gone for good.
-    fn release(&mut self) {
-        self.total = self.total.saturating_sub(1);
+    fn release(&mut self, budget: &budget::Budget) {
+        if self.total > 0 {
+            self.total -= 1;
+            budget.give_back();
+        }
     }
 }
 
@@ -109,6 +114,8 @@ pub struct Pool {
     pub(crate) held_ms: AtomicU64,
     /// (clock ms, checkouts, waited, held ms) at the last sizing tick.
     last_tick: Mutex<(u64, u64, u64, u64)>,
+    /// Server connections all pools may hold, shared (`budget`).
+    budget: Arc<budget::Budget>,
 }
 
 /// How long a refusal is remembered: a flood of logins to a database that does not exist forks
@@ -142,7 +149,12 @@ pub struct PoolSnapshot {
 }
 
 impl Pool {
-    pub fn new(key: PoolKey, config: Arc<ArcSwap<Config>>, paused: tokio::sync::watch::Receiver<bool>) -> Arc<Self> {
+    pub fn new(
+        key: PoolKey,
+        config: Arc<ArcSwap<Config>>,
+        paused: tokio::sync::watch::Receiver<bool>,
+        budget: Arc<budget::Budget>,
+    ) -> Arc<Self> {
         // Adaptive pools start at min_size and grow with their checkouts (a waiting checkout
         // raises the target at once), so a start costs no more connections than demand.
         let max_start = {
@@ -171,6 +183,7 @@ impl Pool {
             waited: AtomicU64::new(0),
             held_ms: AtomicU64::new(0),
             last_tick: Mutex::new((crate::clock::now_ms(), 0, 0, 0)),
+            budget,
         })
     }
 
@@ -202,7 +215,27 @@ impl Pool {
             Err(e) => return Err(e),
         };
         self.logins.saw_connection(&conn.params);
+        let mut conn = conn;
+        if self.budget.claim_derivation() {
+            self.derive_budget(&mut conn).await;
+        }
         Ok(conn)
+    }
+
+    /// The first connection reads what the server allows (`budget::derive`).
+    async fn derive_budget(&self, conn: &mut ServerConn) {
+        let rows = conn.run_internal(budget::QUERY).await;
+        let row = rows.ok().and_then(|r| r.into_iter().next());
+        let n = |i: usize| row.as_ref().and_then(|r| r.get(i).cloned().flatten()).and_then(|v| v.parse::<usize>().ok());
+        let replicas = self.config.load().pool.replicas;
+        match (n(0), n(1), n(2)) {
+            (Some(max), Some(superuser), Some(reserved)) => {
+                let limit = budget::derive(max, superuser + reserved, replicas);
+                tracing::info!(limit, max_connections = max, replicas, "pool: server connection budget");
+                self.budget.set_derived(limit);
+            }
+            _ => tracing::warn!("pool: could not read max_connections; no server connection budget"),
+        }
     }
 
     pub fn max_size(&self) -> usize {
@@ -220,7 +253,7 @@ impl Pool {
     /// controller found the server contended. Whether it grew.
     fn grow_for_waiter(&self) -> bool {
         let cfg = self.config.load();
-        if !cfg.pool.adaptive {
+        if !cfg.pool.adaptive || self.budget.exhausted() {
             return false;
         }
         let max = cfg.pool_max_for(&self.key.user);
@@ -332,7 +365,7 @@ impl Pool {
         if let Some(conn) = st.idle.pop() {
             return Some(Taken::Conn(conn));
         }
-        st.reserve(max).then_some(Taken::Slot)
+        st.reserve(max, &self.budget).then_some(Taken::Slot)
     }
 
     async fn wait(&self, deadline: tokio::time::Instant) -> Option<Grant> {
@@ -374,7 +407,7 @@ impl Pool {
         let limit = self.limit();
         let mut st = self.state.lock();
         if st.total > limit {
-            st.release(); // above the target (or a reload lowered max_size): closed
+            st.release(&self.budget); // above the target (or a reload lowered max_size): closed
             return;
         }
         if st.waiters.is_empty() {
@@ -403,7 +436,42 @@ impl Pool {
                 }
             }
         }
-        st.release();
+        st.release(&self.budget);
+    }
+
+    /// Checkouts are waiting.
+    pub fn has_waiters(&self) -> bool {
+        let mut st = self.state.lock();
+        st.waiters.retain(|w| !w.is_closed());
+        !st.waiters.is_empty()
+    }
+
+    /// Closes one idle connection (its budget goes back); whether there was one.
+    pub fn close_one_idle(&self) -> bool {
+        let conn = {
+            let mut st = self.state.lock();
+            let conn = st.idle.pop();
+            if conn.is_some() {
+                st.release(&self.budget);
+            }
+            conn
+        };
+        conn.is_some()
+    }
+
+    /// Budget came free elsewhere: a slot for the first waiter, if the pool may open one.
+    pub fn offer_slot(&self) {
+        let limit = self.limit();
+        let mut st = self.state.lock();
+        if st.waiters.is_empty() || !st.reserve(limit, &self.budget) {
+            return;
+        }
+        while let Some(tx) = st.waiters.pop_front() {
+            if tx.send(Grant::Slot).is_ok() {
+                return;
+            }
+        }
+        st.release(&self.budget);
     }
 
     /// No connection, open or being opened, and no waiter.

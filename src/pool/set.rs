@@ -14,11 +14,15 @@ pub struct PoolSet {
     config: Arc<ArcSwap<Config>>,
     paused: tokio::sync::watch::Sender<bool>,
     pools: RwLock<HashMap<PoolKey, Arc<Pool>>>,
+    /// Server connections all pools together may hold.
+    pub budget: Arc<super::budget::Budget>,
 }
 
 impl PoolSet {
     pub fn new(config: Arc<ArcSwap<Config>>) -> Self {
-        Self { config, paused: tokio::sync::watch::channel(false).0, pools: RwLock::new(HashMap::new()) }
+        let budget = Arc::new(super::budget::Budget::default());
+        budget.configure(config.load().pool.max_server_connections);
+        Self { config, paused: tokio::sync::watch::channel(false).0, pools: RwLock::new(HashMap::new()), budget }
     }
 
     pub fn config(&self) -> Arc<Config> {
@@ -38,7 +42,7 @@ impl PoolSet {
         self.pools
             .write()
             .entry(key.clone())
-            .or_insert_with(|| Pool::new(key, self.config.clone(), self.paused.subscribe()))
+            .or_insert_with(|| Pool::new(key, self.config.clone(), self.paused.subscribe(), self.budget.clone()))
             .clone()
     }
 

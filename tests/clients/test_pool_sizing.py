@@ -58,3 +58,50 @@ def test_a_step_load_grows_the_target_and_it_shrinks_after(start_proxy):
     assert int(row["pool_target"]) == pool_status(proxy)["target"] and "shrinking" in row["sizing"], row
     _, metrics = proxy.http_get("/metrics")
     assert 'pgpilot_pool_target{database="app",user="app"}' in metrics
+
+
+def test_two_pools_share_the_server_budget(start_proxy, pg_admin):
+    """pool.max_server_connections bounds the server connections of all pools together: two databases' pools, each
+    allowed 10, with 8 busy clients each, never hold more than the budget of 6 (pg_stat_activity sampled
+    throughout), and both make progress without a checkout timing out."""
+    proxy = start_proxy(pool_size=10, extra_toml="max_server_connections = 6\n")  # (in [pool])
+    done = {"app": 0, "bench": 0}
+    peak = 0
+
+    async def client(db, seconds):
+        c = await asyncpg.connect(proxy.dsn(db), statement_cache_size=0)
+        try:
+            end = time.monotonic() + seconds
+            while time.monotonic() < end:
+                await c.execute("SELECT pg_sleep(0.03)")
+                done[db] += 1
+        finally:
+            await c.close()
+
+    async def sample(seconds):
+        nonlocal peak
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            n = pg_admin.scalar("SELECT count(*) FROM pg_stat_activity WHERE usename = 'app' "
+                                "AND datname IN ('app', 'bench')")
+            peak = max(peak, n)
+            await asyncio.sleep(0.05)
+
+    async def main():
+        await asyncio.gather(*(client(db, 4) for db in ("app", "bench") for _ in range(8)), sample(4.5))
+    run_async(main(), 60)
+    assert peak <= 6, f"{peak} server connections with a budget of 6"
+    assert done["app"] > 20 and done["bench"] > 20, done
+    _, body = proxy.http_get("/health/status")
+    assert json.loads(body)["connection_pool"]["server_budget"]["limit"] == 6
+
+
+def test_the_budget_is_derived_from_the_server(start_proxy):
+    proxy = start_proxy(pool_size=4)
+    with psycopg.connect(proxy.dsn(), autocommit=True) as c:
+        c.execute("SELECT 1")
+        max_conn = int(c.execute("SHOW max_connections").fetchone()[0])
+        reserved = int(c.execute("SHOW superuser_reserved_connections").fetchone()[0])
+    _, body = proxy.http_get("/health/status")
+    budget = json.loads(body)["connection_pool"]["server_budget"]
+    assert budget["limit"] == int((max_conn - reserved) * 0.9) and budget["used"] >= 1, budget
