@@ -12,7 +12,9 @@ use common::{free_port, Proxy};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
-const CONFIG: &str = "[pool]\nmax_size = 1\ncheckout_timeout_ms = 5000\n[cache]\nenabled = false\n\n\
+// (A configured server budget: the fake does not answer the derivation's query.)
+const CONFIG: &str =
+    "[pool]\nmax_size = 1\ncheckout_timeout_ms = 5000\nmax_server_connections = 100\n[cache]\nenabled = false\n\n\
     [[users]]\nname = \"trustuser\"\nauth = \"trust\"\n";
 
 struct Fake {
@@ -20,7 +22,7 @@ struct Fake {
 }
 
 /// The same with the result cache on (its table list is read through the pool, from the fake).
-const CACHE_CONFIG: &str = "[pool]\nmax_size = 1\ncheckout_timeout_ms = 5000\n\n\
+const CACHE_CONFIG: &str = "[pool]\nmax_size = 1\ncheckout_timeout_ms = 5000\nmax_server_connections = 100\n\n\
     [[users]]\nname = \"trustuser\"\nauth = \"trust\"\n";
 
 impl Fake {
@@ -364,7 +366,8 @@ async fn named(server: &mut Raw, n: usize) -> Vec<(char, String)> {
 /// the client holds, and bind it: the client sees only its own BindComplete and rows.
 #[tokio::test]
 async fn a_statement_evicted_from_the_server_is_prepared_again_unseen() {
-    let config = "[pool]\nmax_size = 1\ncheckout_timeout_ms = 5000\n[cache]\nenabled = false\n\
+    let config =
+        "[pool]\nmax_size = 1\ncheckout_timeout_ms = 5000\nmax_server_connections = 100\n[cache]\nenabled = false\n\
         [prepared]\nserver_cache_size = 1\n\n[[users]]\nname = \"trustuser\"\nauth = \"trust\"\n";
     let (fake, proxy) = Fake::start_with(config).await;
     let (mut a, mut server) = fake.login(&proxy).await;
@@ -424,4 +427,31 @@ async fn a_statement_evicted_from_the_server_is_prepared_again_unseen() {
     reply.extend(done("SELECT 1", b'I'));
     server.send(&reply).await;
     assert_eq!(String::from_utf8_lossy(&a.until_ready().await.unwrap()), "2DCZ");
+}
+
+/// A pool growing fast opens at most `pool.max_parallel_connects` server connections at once: with
+/// two connects pending (the fake holds their logins), a third client's checkout does not start a
+/// third until one of them completes.
+#[tokio::test]
+async fn connects_are_bounded_by_max_parallel_connects() {
+    let config = "[pool]\nmax_size = 10\ncheckout_timeout_ms = 5000\nmax_server_connections = 100\n\
+        max_parallel_connects = 2\n[cache]\nenabled = false\n\n[[users]]\nname = \"trustuser\"\nauth = \"trust\"\n";
+    let (fake, proxy) = Fake::start_with(config).await;
+    let (mut a, mut server_a) = fake.login(&proxy).await;
+    a.send(&raw::query("SELECT 1")).await; // holds the one connection (never answered here)
+    assert_eq!(tags(&mut server_a, 1).await, "Q");
+    let mut waiting = Vec::new();
+    for _ in 0..3 {
+        waiting.push(tokio::spawn(waiting_query(proxy.port)));
+    }
+    // Two connects start; their logins are held unanswered.
+    let mut pending = Vec::new();
+    for _ in 0..2 {
+        let (s, _) = tokio::time::timeout(Duration::from_secs(10), fake.listener.accept()).await.unwrap().unwrap();
+        pending.push(s);
+    }
+    assert!(fake.no_new_connection(Duration::from_millis(400)).await, "a third connect while two are pending");
+    drop(pending.pop()); // one fails (the server closed it): its permit is free again
+    let third = tokio::time::timeout(Duration::from_secs(5), fake.listener.accept()).await;
+    assert!(third.is_ok(), "the next connect starts once one has ended");
 }

@@ -235,6 +235,8 @@ pub struct PoolConfig {
     pub max_server_connections: usize,
     /// pgpilot replicas sharing the server: the derived budget is divided among them.
     pub replicas: usize,
+    /// Server connections a pool opens at once (fixed when the pool is created).
+    pub max_parallel_connects: usize,
 }
 
 impl Default for PoolConfig {
@@ -254,6 +256,7 @@ impl Default for PoolConfig {
             adaptive: true,
             max_server_connections: 0,
             replicas: 1,
+            max_parallel_connects: 2,
         }
     }
 }

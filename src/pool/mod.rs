@@ -116,6 +116,9 @@ pub struct Pool {
     last_tick: Mutex<(u64, u64, u64, u64)>,
     /// Server connections all pools may hold, shared (`budget`).
     budget: Arc<budget::Budget>,
+    /// Connects in progress at once (`pool.max_parallel_connects`): a pool growing fast does not
+    /// fork a burst of backends (and SCRAM handshakes) on the server.
+    connects: tokio::sync::Semaphore,
 }
 
 /// How long a refusal is remembered: a flood of logins to a database that does not exist forks
@@ -157,6 +160,7 @@ impl Pool {
     ) -> Arc<Self> {
         // Adaptive pools start at min_size and grow with their checkouts (a waiting checkout
         // raises the target at once), so a start costs no more connections than demand.
+        let parallel = config.load().pool.max_parallel_connects.max(1);
         let max_start = {
             let cfg = config.load();
             let max = cfg.pool_max_for(&key.user);
@@ -184,6 +188,7 @@ impl Pool {
             held_ms: AtomicU64::new(0),
             last_tick: Mutex::new((crate::clock::now_ms(), 0, 0, 0)),
             budget,
+            connects: tokio::sync::Semaphore::new(parallel),
         })
     }
 
@@ -203,6 +208,7 @@ impl Pool {
                 return Err(ServerError::Server(frame.clone(), msg.clone()));
             }
         }
+        let permit = self.connects.acquire().await;
         let conn = match connect(&self.target()).await {
             Ok(conn) => conn,
             Err(ServerError::Server(frame, msg)) => {
@@ -214,6 +220,7 @@ impl Pool {
             }
             Err(e) => return Err(e),
         };
+        drop(permit);
         self.logins.saw_connection(&conn.params);
         let mut conn = conn;
         if self.budget.claim_derivation() {
