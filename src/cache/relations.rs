@@ -366,6 +366,36 @@ mod tests {
     }
 
     #[test]
+    fn keys_only_where_a_write_cannot_change_another_row() {
+        use scopes::{Family, WriteKind};
+        let r = Relations::default();
+        let row = |a: &str, b: &str, c: &str| (a.to_string(), b.to_string(), c.to_string());
+        let rows = vec![
+            row("items", "r", ""),
+            row("items", "pkey:2950", "id"),
+            row("items", "cascade", "items"), // ON DELETE SET NULL on its own parent_id
+            row("files", "pkey:23", "id"),
+            row("files", "cascade", "chunks"),
+            row("audited", "pkey:20", "id"),
+            row("audited", "trigger", ""),
+            row("parts", "pkey:20", "id"),
+            row("parts", "inherit", "parts_1"),
+            row("odd", "pkey:700", "id"), // float4: not comparable as bytes
+        ];
+        r.finish_load("db", Some(rows), 10);
+        assert_eq!(r.key_column("db", "items"), Some((Arc::from("id"), Family::Uuid)));
+        assert!(r.keyed_write_ok("db", "items", WriteKind::Update), "no ON UPDATE action");
+        assert!(!r.keyed_write_ok("db", "items", WriteKind::Delete), "a delete cascades to other items");
+        assert!(r.keyed_write_ok("db", "files", WriteKind::Delete), "cascades leave the table (handled table-level)");
+        assert_eq!(r.key_column("db", "audited"), None, "a trigger may change anything");
+        assert_eq!(r.key_column("db", "parts"), None, "inheritance");
+        assert_eq!(r.key_column("db", "odd"), None);
+        assert!(!r.keyed_write_ok("db", "nope", WriteKind::Insert));
+        r.mark_stale("db");
+        assert_eq!(r.key_column("db", "items"), None, "DDL seen: keys forgotten until the reload");
+    }
+
+    #[test]
     fn writes_reach_through_cascades_and_triggers() {
         let r = Relations::default();
         let t = |names: &[&str]| names.iter().map(|n| Arc::<str>::from(*n)).collect::<Vec<_>>();
