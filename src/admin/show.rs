@@ -50,7 +50,7 @@ pub fn pools(app: &App) -> ResultSet {
 }
 
 pub fn stats(app: &App) -> ResultSet {
-    let queries = app.query_stats.rows();
+    let queries = app.query_stats.rows(app.config.load().cache.enabled);
     let mut r = ResultSet::new(&[
         "database",
         "user",
@@ -159,7 +159,7 @@ fn flatten(prefix: &str, v: &serde_json::Value, out: &mut Vec<(String, String)>)
 }
 
 pub fn queries(app: &App) -> ResultSet {
-    let mut rows: Vec<QueryRow> = app.query_stats.rows();
+    let mut rows: Vec<QueryRow> = app.query_stats.rows(app.config.load().cache.enabled);
     crate::insights::stats::sort_rows(&mut rows, "total_ms");
     let mut r = ResultSet::new(&[
         "fingerprint",
@@ -174,6 +174,8 @@ pub fn queries(app: &App) -> ResultSet {
         "p95_ms",
         "p99_ms",
         "query",
+        "strategy",
+        "strategy_reason",
     ]);
     for q in rows {
         let f = |v: f64| format!("{v:.3}");
@@ -190,6 +192,8 @@ pub fn queries(app: &App) -> ResultSet {
             f(q.p95_ms),
             f(q.p99_ms),
             q.query,
+            q.strategy.to_string(),
+            q.strategy_reason.to_string(),
         ]);
     }
     r

@@ -92,7 +92,10 @@ fn decide(learned: &Learned) {
     let miss_us = learned.miss_us.load(Relaxed);
     // An unmeasured miss time (no fill completed yet) is no reason to skip.
     let cheap = miss_us > 0 && miss_us < CHEAP_MISS_US;
-    learned.cache_skipped.store(cheap && repeats * MIN_REPEAT_SHARE < WINDOW, Relaxed);
+    let skip = cheap && repeats * MIN_REPEAT_SHARE < WINDOW;
+    if learned.cache_skipped.swap(skip, Relaxed) != skip {
+        learned.skipped_changed_ms.store(super::wall_ms(), Relaxed);
+    }
 }
 
 pub fn note_hit(learned: &Learned) {

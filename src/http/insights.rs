@@ -14,7 +14,7 @@ pub(super) struct QueriesParams {
 }
 
 pub(super) async fn queries(State(h): State<Http>, Query(p): Query<QueriesParams>) -> Json<Vec<QueryRow>> {
-    let mut rows = h.app.query_stats.rows();
+    let mut rows = h.app.query_stats.rows(h.app.config.load().cache.enabled);
     crate::insights::stats::sort_rows(&mut rows, p.sort.as_deref().unwrap_or("total_ms"));
     rows.truncate(p.limit.unwrap_or(usize::MAX));
     Json(rows)

@@ -32,6 +32,8 @@ struct Entry {
     last_params: u64,
     repeated_identical: u64,
     cache_hits: u64,
+    /// Wall-clock ms of its first call.
+    first_ms: u64,
 }
 
 impl Entry {
@@ -49,6 +51,7 @@ impl Entry {
             last_params: 0,
             repeated_identical: 0,
             cache_hits: 0,
+            first_ms: wall_ms(),
         }
     }
 }
@@ -93,7 +96,11 @@ pub struct QueryRow {
     pub client_mean_ms: f64,
     pub cache_hits: u64,
     pub repeated_identical: u64,
+    /// What pgpilot does with this fingerprint (`cache` | `pass-through`), why, and since when
+    /// (wall-clock ms). Server-prepared and slow-lane strategies are not built yet (issue 13).
     pub strategy: &'static str,
+    pub strategy_reason: &'static str,
+    pub since: u64,
     #[serde(skip)]
     pub p_us: [u64; 3],
 }
@@ -142,12 +149,14 @@ impl QueryStats {
         all.1 += us;
     }
 
-    pub fn rows(&self) -> Vec<QueryRow> {
+    /// `cache_on`: the result cache is enabled (else every fingerprint passes through).
+    pub fn rows(&self, cache_on: bool) -> Vec<QueryRow> {
         let map = self.map.lock();
         map.iter()
             .map(|(k, e)| {
                 let ms = |us: u64| us as f64 / 1000.0;
                 let p = |q: f64| e.hist.value_at_quantile(q);
+                let strategy = strategy(&e.analysis, cache_on);
                 QueryRow {
                     fingerprint: e.analysis.fingerprint_hex(),
                     query: e.analysis.shown.to_string(),
@@ -167,7 +176,11 @@ impl QueryStats {
                     client_mean_ms: ms(e.client_total_us) / e.calls.max(1) as f64,
                     cache_hits: e.cache_hits,
                     repeated_identical: e.repeated_identical,
-                    strategy: "pass-through",
+                    strategy: strategy.0,
+                    strategy_reason: strategy.1,
+                    since: e
+                        .first_ms
+                        .max(e.analysis.learned.skipped_changed_ms.load(std::sync::atomic::Ordering::Relaxed)),
                     p_us: [p(0.5), p(0.95), p(0.99)],
                 }
             })
@@ -252,4 +265,28 @@ pub fn log_if_slow(origin: &Origin, c: &Completed, threshold: Duration) -> bool 
         "slow query"
     );
     true
+}
+
+/// The strategy a fingerprint gets now and why: the result cache looks it up (a cacheable read
+/// whose results repeat, or not measured yet), or it goes straight to the server.
+fn strategy(a: &Analysis, cache_on: bool) -> (&'static str, &'static str) {
+    use crate::sql::{StatementKind, WriteScope};
+    let reason = if !cache_on {
+        "the result cache is off"
+    } else if a.kind != StatementKind::Read || a.writes != WriteScope::Nothing {
+        "not a read: it invalidates what it writes"
+    } else if !a.parsed || a.volatile || !a.functions_stable || a.locks_rows {
+        "its result may change without a write (volatile or unknown function, row locks) or was not parsed"
+    } else if a.read_names.is_empty() {
+        "reads no table"
+    } else if a.learned.skipped() {
+        "its results rarely repeat: the cache looks past it (admission)"
+    } else {
+        return ("cache", "a read whose results repeat (or not measured yet): looked up in the result cache");
+    };
+    ("pass-through", reason)
+}
+
+fn wall_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }

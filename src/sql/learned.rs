@@ -2,7 +2,7 @@
 //! runs it: what per-shape decisions learn from without a lookup of their own. They are not part
 //! of what the analysis says about the text, so two analyses compare equal whatever they count.
 
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering::Relaxed};
 
 /// Updated with relaxed atomics by many sessions at once: a repeat counted just as a window
 /// closes may land in the next one, which no decision here is sensitive to.
@@ -19,6 +19,8 @@ pub struct Learned {
     pub miss_us: AtomicU32,
     /// The cache looks past this shape (its results do not repeat enough to pay for the lookup).
     pub cache_skipped: AtomicBool,
+    /// Wall-clock ms when `cache_skipped` last changed (0: never): /queries' `since`.
+    pub skipped_changed_ms: AtomicU64,
     /// Row-limited misses whose rest did not fit an entry (more rows than the continuation
     /// fetches, or too many bytes) since one was last stored.
     pub cut_short: AtomicU32,

@@ -209,3 +209,35 @@ def test_ddl_and_revoke_outside_pgpilot_are_seen_within_the_refresh_interval(sta
                 return True
             return False
         wait_until(refused, 5, message="the revoked privilege enforced")
+
+
+def test_queries_show_each_fingerprints_strategy(start_proxy):
+    """/queries and SHOW QUERIES say what pgpilot does with each fingerprint and why: a cheap lookup whose
+    parameters never repeat passes through (the cache's admission looks past it), a repeating read is cached, a
+    write passes through."""
+    proxy = start_proxy(pool_size=4)
+    wait_cache_ready(proxy, "pgbench_branches", db="bench")
+
+    async def main():
+        c = await asyncpg.connect(proxy.dsn("bench"))
+        try:
+            for _ in range(700):
+                await c.fetchval("SELECT abalance FROM pgbench_accounts WHERE aid = $1", random.randint(1, 200000))
+            for _ in range(20):
+                await c.fetchval("SELECT count(*) FROM pgbench_branches")
+            await c.execute("UPDATE pgbench_tellers SET tbalance = tbalance WHERE tid = $1", 1)
+        finally:
+            await c.close()
+    run_async(main(), 60)
+    _, body = proxy.http_get("/queries?limit=50")
+    rows = json.loads(body)
+    by = lambda text: next(r for r in rows if text in r["query"])  # noqa: E731
+    lookup, count, write = by("FROM pgbench_accounts"), by("FROM pgbench_branches"), by("UPDATE pgbench_tellers")
+    assert (lookup["strategy"], count["strategy"], write["strategy"]) == ("pass-through", "cache", "pass-through")
+    assert "rarely repeat" in lookup["strategy_reason"] and "not a read" in write["strategy_reason"]
+    assert count["since"] <= time.time() * 1000 and lookup["since"] > 0
+    with psycopg.connect(proxy.dsn("pgpilot"), autocommit=True) as console:
+        cur = console.execute("SHOW QUERIES")
+        cols = [d.name for d in cur.description]
+        shown = [dict(zip(cols, r)) for r in cur.fetchall()]
+    assert any(r["strategy"] == "cache" and "pgbench_branches" in r["query"] for r in shown), shown
