@@ -19,6 +19,11 @@ pub fn since(ms: u64) -> Duration {
     Duration::from_millis(now_ms().saturating_sub(ms))
 }
 
+/// Milliseconds since the Unix epoch (what is shown to people: `since` in /queries).
+pub fn wall_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
 fn tick() {
     let origin = ORIGIN.get_or_init(Instant::now);
     NOW_MS.store(origin.elapsed().as_millis() as u64, Ordering::Relaxed);

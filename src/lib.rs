@@ -2,7 +2,7 @@
 //!
 //! The module tree follows the data path: `net` (sockets, framing, TLS) -> `frontend` (client
 //! startup and session loop) -> `pool` -> `backend` (server connections), with the feature state
-//! (`prepared`, `insights`, `cache`) between, `shared` holding what every part shares, and
+//! (`prepared`, `insights`, `cache`, `strategy`) between, `shared` holding what every part shares, and
 //! `admin` / `http` reading it. Who may import whom: docs/ARCHITECTURE.md, "Layers" (checked by
 //! tests/layering.rs).
 
@@ -23,3 +23,4 @@ pub mod prepared;
 pub mod protocol;
 pub mod shared;
 pub mod sql;
+pub mod strategy;

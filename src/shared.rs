@@ -102,7 +102,7 @@ impl App {
             buffers: Arc::new(crate::net::budget::Budget::new(cfg.server.max_buffered_bytes)),
             query_stats: Arc::new(crate::insights::stats::QueryStats::new(cfg.insights.max_fingerprints)),
             findings: Default::default(),
-            cache: Arc::new(crate::cache::ResultCache::new(&cfg.cache)?),
+            cache: Arc::new(crate::cache::ResultCache::new(&cfg.cache, &cfg.strategy)?),
             tls,
             cli,
             shutdown: watch::channel(false).0,

@@ -72,7 +72,8 @@ async fn pause_holds_new_transactions_until_resume() {
     let proxy = Proxy::start(USERS);
     let c = proxy.connect("app").await;
     let admin = proxy.connect("pgpilot").await;
-    c.simple_query("BEGIN").await.unwrap();
+    // (A BEGIN alone holds no connection: pgpilot sends it with the first statement.)
+    c.simple_query("BEGIN; SELECT 1").await.unwrap();
     let pausing = tokio::spawn(async move {
         admin.simple_query("PAUSE").await.unwrap();
         admin

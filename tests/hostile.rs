@@ -79,7 +79,7 @@ async fn bad_messages_mid_session() {
     assert_eq!(r.error_codes_until_close().await, ["54000"]);
     // A message cut off mid-transaction: the server connection must not come back dirty.
     let mut r = Raw::login_trust(proxy.port, "trustuser", "app").await;
-    r.send(&raw::query("BEGIN")).await;
+    r.send(&raw::query("BEGIN; SELECT 1")).await;
     r.until_ready().await.unwrap();
     let q = raw::query("SELECT 42");
     r.send(&q[..q.len() - 4]).await;

@@ -13,7 +13,7 @@ async fn sighup_reload_changes_pool_size_without_dropping_clients() {
     let proxy = Proxy::start("[pool]\nmax_size = 1\ncheckout_timeout_ms = 300\n");
     let a = proxy.connect("app").await;
     let b = proxy.connect("app").await;
-    a.simple_query("BEGIN").await.unwrap();
+    a.simple_query("BEGIN; SELECT 1").await.unwrap();
     assert_eq!(b.simple_query("SELECT 1").await.unwrap_err().code().unwrap().code(), "53300");
     proxy.rewrite_config("[pool]\nmax_size = 3\ncheckout_timeout_ms = 300\n");
     proxy.signal("HUP");

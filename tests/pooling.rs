@@ -25,7 +25,7 @@ async fn checkout_timeout_names_the_pool_and_the_client_recovers() {
     let proxy = Proxy::start("[pool]\nmax_size = 1\ncheckout_timeout_ms = 300\n");
     let holder = proxy.connect("app").await;
     let waiter = proxy.connect("app").await;
-    holder.simple_query("BEGIN").await.unwrap();
+    holder.simple_query("BEGIN; SELECT 1").await.unwrap();
     let err = waiter.simple_query("SELECT 1").await.unwrap_err();
     let db = err.as_db_error().expect("a server-style error");
     assert_eq!(db.code().code(), "53300");

@@ -28,6 +28,8 @@ pub fn pools(app: &App) -> ResultSet {
         "pool_mode",
         "pool_target",
         "sizing",
+        "slow_lane_active",
+        "slow_lane_waited",
     ]);
     for pool in app.pools.all() {
         let s = pool.snapshot();
@@ -44,6 +46,8 @@ pub fn pools(app: &App) -> ResultSet {
             mode.clone(),
             s.target.to_string(),
             s.decision.map_or(String::new(), |d| d.reason.to_string()),
+            s.slow_lane_active.to_string(),
+            s.slow_lane_waited.to_string(),
         ]);
     }
     r

@@ -102,7 +102,7 @@ mod tests {
     }
 
     async fn plan() -> Box<FillPlan> {
-        let cache = ResultCache::new(&crate::config::CacheConfig::default()).expect("cache");
+        let cache = ResultCache::new(&crate::config::CacheConfig::default(), &Default::default()).expect("cache");
         let sql = "SELECT id FROM t WHERE k = $1";
         let a = crate::sql::parse::analyze(sql, &crate::sql::tokens::shapes(sql)[0].text);
         let db = std::sync::Arc::from("db");

@@ -17,6 +17,7 @@ pub mod scopes;
 mod stats;
 pub mod visibility;
 pub mod wal;
+pub mod write_rate;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -135,6 +136,11 @@ pub struct ResultCache {
     verify_hits: bool,
     doorkeeper: admission::Doorkeeper,
     skip_unrepeated: bool,
+    admission: admission::Params,
+    /// Mean intervals between writes per table, and how many of them an entry lives
+    /// (`strategy.cache_ttl_write_intervals`; 0: the configured TTL only).
+    write_rates: write_rate::WriteRates,
+    ttl_write_intervals: u32,
     /// With `invalidation = "replication"`: each database's stream (set once at start).
     pub replication: std::sync::OnceLock<Arc<replication::Streams>>,
 }
@@ -152,7 +158,7 @@ pub fn wall_ms() -> u64 {
 }
 
 impl ResultCache {
-    pub fn new(cfg: &crate::config::CacheConfig) -> anyhow::Result<Self> {
+    pub fn new(cfg: &crate::config::CacheConfig, strategy: &crate::config::StrategyConfig) -> anyhow::Result<Self> {
         let stats = Arc::new(CacheStats::default());
         let evicted = stats.clone();
         let local = moka::sync::Cache::builder()
@@ -181,7 +187,10 @@ impl ResultCache {
             max_bytes: cfg.max_bytes,
             verify_hits: cfg.redis_verify_hits,
             doorkeeper: Default::default(),
-            skip_unrepeated: cfg.skip_unrepeated,
+            skip_unrepeated: cfg.skip_unrepeated && strategy.enabled,
+            admission: admission::Params::new(strategy),
+            write_rates: Default::default(),
+            ttl_write_intervals: if strategy.enabled { strategy.cache_ttl_write_intervals } else { 0 },
             replication: Default::default(),
         })
     }
@@ -322,9 +331,10 @@ impl ResultCache {
     /// (`params` is computed only for the runs the doorkeeper checks.)
     pub fn admit(&self, learned: &Learned, params: impl FnOnce() -> u64) -> bool {
         if !self.skip_unrepeated {
-            return true;
+            // The adaptive layer is off; an operator's pass-through pin still holds.
+            return learned.pinned() != Some(crate::sql::learned::Pinned::PassThrough);
         }
-        let admitted = admission::admit(learned, || self.doorkeeper.seen(params()));
+        let admitted = admission::admit(learned, &self.admission, || self.doorkeeper.seen(params()));
         if !admitted {
             CacheStats::bump(&self.stats.skipped);
         }
@@ -351,6 +361,8 @@ impl ResultCache {
         if key.learned.cut_short.load(std::sync::atomic::Ordering::Relaxed) > 0 {
             key.learned.cut_short.store(0, std::sync::atomic::Ordering::Relaxed);
         }
+        let now = wall_ms();
+        let ttl = self.write_rates.bound(&key.db, &key.tables, key.ttl, self.ttl_write_intervals, now);
         let e = Entry {
             key: key.bytes,
             row_desc,
@@ -360,10 +372,10 @@ impl ResultCache {
             tables: key.tables,
             gens,
             remote: remote.clone().unwrap_or_default(),
-            expires_ms: wall_ms() + key.ttl.as_millis() as u64,
+            expires_ms: now + ttl.as_millis() as u64,
         };
         if let (Some(r), Some(_)) = (&self.redis, remote) {
-            r.store(key.hash, e.encode(), key.ttl);
+            r.store(key.hash, e.encode(), ttl);
         }
         self.local.insert(key.hash, Arc::new(e));
         CacheStats::bump(&self.stats.stores);
@@ -373,6 +385,9 @@ impl ResultCache {
     /// None: unknown tables, the whole database. Local entries are invalid at once; Redis and
     /// the other replicas are told before returning.
     pub async fn invalidate(&self, db: &str, names: Option<&[Arc<str>]>) {
+        if let Some(n) = names {
+            self.write_rates.note(db, n, wall_ms());
+        }
         let bumped = names.and_then(|n| self.scopes_of(db, n));
         let scopes = bumped.as_deref();
         match scopes {

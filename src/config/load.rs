@@ -63,6 +63,7 @@ fn validate(config: &Config) -> Result<()> {
     if config.server.max_message_bytes < 1024 {
         bail!("server.max_message_bytes must be at least 1024");
     }
+    config.strategy.check().map_err(anyhow::Error::msg)?;
     for rule in &config.cache.rules {
         if rule.table.is_some() == rule.fingerprint.is_some() {
             bail!("each [[cache.rules]] names exactly one of table or fingerprint");

@@ -5,6 +5,7 @@
 
 pub mod load;
 pub mod secrets;
+pub mod strategy;
 pub mod users;
 
 use std::path::PathBuf;
@@ -13,6 +14,7 @@ use std::time::Duration;
 use clap::Parser;
 use serde::Deserialize;
 
+pub use strategy::{PinnedStrategy, StrategyConfig};
 pub use users::{AuthMethod, UserConfig};
 
 /// Command line: the interface contract in DESIGN.md section 3.
@@ -62,6 +64,7 @@ pub struct Config {
     pub prepared: PreparedConfig,
     pub insights: InsightsConfig,
     pub http: HttpConfig,
+    pub strategy: StrategyConfig,
     pub users: Vec<UserConfig>,
     /// `upstream.url` parsed once (it is read at every login): the URL it was parsed from, so a
     /// changed URL is parsed anew.

@@ -19,7 +19,8 @@ impl Session {
             // Nothing is in progress: answer a lone Sync here, drop Flush and stray COPY data
             // (the server ignores CopyData/CopyDone/CopyFail outside COPY, after a failed COPY).
             b'S' => {
-                messages::ready_for_query(&mut self.cout, b'I');
+                let status = self.status_without_server();
+                messages::ready_for_query(&mut self.cout, status);
                 return false;
             }
             b'H' | b'd' | b'c' | b'f' => return false,
@@ -29,8 +30,11 @@ impl Session {
         self.stages.cache.forget_fills();
         self.unsent(msg);
         self.cout.extend_from_slice(&frame);
+        // Inside a deferred transaction the failure fails the transaction, as on the server.
+        self.deferred_failed = self.deferred_begin.is_some();
         if tag == b'Q' {
-            messages::ready_for_query(&mut self.cout, b'I');
+            let status = self.status_without_server();
+            messages::ready_for_query(&mut self.cout, status);
         } else {
             self.skip_until_sync = true;
         }
@@ -41,7 +45,10 @@ impl Session {
     /// ErrorResponse (severity ERROR) to give the client.
     pub(super) async fn checkout(&mut self) -> Result<(), BytesMut> {
         self.clients.waiting_add(1);
-        let result = self.pool.checkout().await;
+        let result = match self.slow_lane_share.filter(|_| self.runs_slow()) {
+            Some(share) => self.pool.checkout_slow_lane(share).await,
+            None => self.pool.checkout().await,
+        };
         self.clients.waiting_add(-1);
         let mut conn = match result {
             Ok(conn) => conn,
@@ -58,7 +65,18 @@ impl Session {
             Some(ServerKey { addr: conn.addr, pid: conn.pid, secret: conn.secret, gate: conn.cancel_gate.clone() });
         self.clients.active_add(1);
         self.server = Some(conn);
+        self.send_deferred_begin();
         Ok(())
+    }
+
+    /// The message in hand runs a statement the strategy put in the slow lane.
+    fn runs_slow(&self) -> bool {
+        let slow = |a: &crate::sql::Analysis| {
+            a.learned.slow_lane.load(std::sync::atomic::Ordering::Relaxed)
+                || a.learned.pinned() == Some(crate::sql::learned::Pinned::SlowLane)
+        };
+        self.turn.analyzed.iter().any(|(a, _)| slow(a))
+            || self.turn.statement.as_ref().and_then(|s| s.analysis.as_deref()).is_some_and(slow)
     }
 
     pub(super) async fn server_lost(&mut self, why: &str) {

@@ -7,6 +7,7 @@ pub mod sql_scan;
 pub mod startup;
 pub mod tx;
 
+mod begin;
 mod forward;
 mod hold;
 mod login;

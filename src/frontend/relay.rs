@@ -28,12 +28,15 @@ impl Session {
             match piece {
                 Piece::Whole { tag: be::READY_FOR_QUERY, frame } => {
                     let status = be::ready_status(body(&frame)).unwrap_or(b'I');
-                    self.pending.on_server(be::READY_FOR_QUERY, &frame, &mut self.cout, &mut self.stages.replies);
+                    let shown =
+                        self.pending.on_server(be::READY_FOR_QUERY, &frame, &mut self.cout, &mut self.stages.replies);
                     if self.stages.hears_server() {
                         let (stages, mut cx) = self.split();
                         stages.at_ready(&mut cx, status).await;
                     }
-                    self.cout.extend_from_slice(&frame);
+                    if shown {
+                        self.cout.extend_from_slice(&frame);
+                    }
                     self.pending.emit_local(&mut self.cout);
                     self.deliver_replies();
                     let boundary = self.tx.on_ready(status);

@@ -368,7 +368,10 @@ impl Pending {
         };
         if !completes {
             // Replies to pgpilot's own injected Describe (its ParameterDescription) stay here.
-            let hidden = front.drop || matches!(front.action, Action::Describe { suppress: true, .. });
+            // So are those to its own Query (a deferred BEGIN), errors excepted.
+            let hidden = front.drop
+                || matches!(front.action, Action::Describe { suppress: true, .. })
+                || (matches!(front.action, Action::Suppress) && tag != be::ERROR_RESPONSE);
             return !hidden || matches!(tag, be::NOTICE_RESPONSE | be::PARAMETER_STATUS | be::NOTIFICATION_RESPONSE);
         }
         // Local replies behind this one are emitted by the caller after it has passed this
@@ -391,7 +394,8 @@ impl Pending {
             out.extend_from_slice(&err);
             return false;
         }
-        let show = !done.drop;
+        // A ReadyForQuery is the client's unless it answers pgpilot's own Query.
+        let show = !done.drop || tag == be::READY_FOR_QUERY;
         match done.action {
             Action::Suppress | Action::Parse { suppress: true, .. } => false,
             Action::Parse { stmt, .. } => {

@@ -84,6 +84,13 @@ pub struct Session {
     /// When the client's latest bytes arrived.
     pub(super) received: std::time::Instant,
     pub(super) cancel: Registration,
+    /// `strategy.slow_lane_share` when slow-lane statements are kept to it (transaction mode).
+    pub(super) slow_lane_share: Option<f64>,
+    /// `strategy.defer_begin` (transaction mode), the plain BEGIN answered here and not yet sent
+    /// (`begin`), and whether that transaction failed before reaching a server.
+    defer_begin: bool,
+    pub(super) deferred_begin: Option<Bytes>,
+    pub(super) deferred_failed: bool,
     /// `pool.idle_transaction_timeout_ms` (None: off).
     idle_transaction_timeout: Option<std::time::Duration>,
     pub info: ClientInfo,
@@ -125,6 +132,11 @@ impl Session {
             state,
             state_dirty: false,
             pin: None,
+            slow_lane_share: (cfg.pool.mode == PoolMode::Transaction && cfg.strategy.enabled && cfg.strategy.slow_lane)
+                .then_some(cfg.strategy.slow_lane_share),
+            defer_begin: cfg.pool.mode == PoolMode::Transaction && cfg.strategy.enabled && cfg.strategy.defer_begin,
+            deferred_begin: None,
+            deferred_failed: false,
             state_unknown: false,
             backslash_quotes: false,
             restoring: Vec::new(),
@@ -301,6 +313,15 @@ impl Session {
         }
         // Decoded once: every stage below reads this view instead of splitting the frame again.
         let msg = ClientMessage::decode(tag, body(frame));
+        if self.defer_begin && self.server.is_none() {
+            let answered = match msg {
+                ClientMessage::Query { text } => self.answer_deferred(text, frame),
+                _ => self.refuse_in_failed(tag),
+            };
+            if answered {
+                return Flow::Continue;
+            }
+        }
         self.turn = Turn::default();
         // Only a Query or Parse may wait (for its analysis); the others read the table at once.
         let deallocated = match msg {
@@ -311,6 +332,11 @@ impl Session {
             }
         };
         if deallocated {
+            return Flow::Continue;
+        }
+        // A deferred transaction's first statement: its connection (and the BEGIN) first, so
+        // every stage sees it inside the transaction, as without the deferral.
+        if self.deferred_begin.is_some() && !matches!(tag, b'S' | b'H') && !self.hold_server(tag, &msg).await {
             return Flow::Continue;
         }
         if self.stages.wants_before_send(self.server.is_some(), self.mode, &msg) {

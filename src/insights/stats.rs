@@ -29,6 +29,9 @@ struct Entry {
     client_total_us: u64,
     /// Server time per call, microseconds, 2 significant digits (about 2 KiB per fingerprint).
     hist: Histogram<u64>,
+    /// The same since the strategy last started it over (1 significant digit: what a lane
+    /// decision needs, in a few hundred bytes).
+    recent: Histogram<u64>,
     last_params: u64,
     repeated_identical: u64,
     cache_hits: u64,
@@ -48,6 +51,7 @@ impl Entry {
             max_us: 0,
             client_total_us: 0,
             hist: Histogram::new_with_bounds(1, 3_600_000_000, 2).expect("valid histogram bounds"),
+            recent: Histogram::new_with_bounds(1, 3_600_000_000, 1).expect("valid histogram bounds"),
             last_params: 0,
             repeated_identical: 0,
             cache_hits: 0,
@@ -96,13 +100,22 @@ pub struct QueryRow {
     pub client_mean_ms: f64,
     pub cache_hits: u64,
     pub repeated_identical: u64,
-    /// What pgpilot does with this fingerprint (`cache` | `pass-through`), why, and since when
-    /// (wall-clock ms). Server-prepared and slow-lane strategies are not built yet (issue 13).
+    /// What pgpilot does with this fingerprint (`cache` | `slow-lane` | `pass-through`), why,
+    /// and since when (wall-clock ms). The server-prepared strategy is not built yet (issue 13).
     pub strategy: &'static str,
     pub strategy_reason: &'static str,
     pub since: u64,
     #[serde(skip)]
     pub p_us: [u64; 3],
+}
+
+/// One fingerprint as the strategy sees it (`lane_inputs`).
+pub struct LaneInput {
+    pub database: Arc<str>,
+    pub user: Arc<str>,
+    pub analysis: Arc<Analysis>,
+    pub calls: u64,
+    pub p95_us: u64,
 }
 
 pub struct QueryStats {
@@ -139,6 +152,7 @@ impl QueryStats {
             e.max_us = e.max_us.max(us);
             e.client_total_us += c.client_time.as_micros() as u64;
             let _ = e.hist.record(us);
+            let _ = e.recent.record(us);
             if e.calls > 1 && c.params == e.last_params && c.analysis.kind == StatementKind::Read {
                 e.repeated_identical += 1;
             }
@@ -151,6 +165,7 @@ impl QueryStats {
 
     /// `cache_on`: the result cache is enabled (else every fingerprint passes through).
     pub fn rows(&self, cache_on: bool) -> Vec<QueryRow> {
+        use std::sync::atomic::Ordering::Relaxed;
         let map = self.map.lock();
         map.iter()
             .map(|(k, e)| {
@@ -180,8 +195,32 @@ impl QueryStats {
                     strategy_reason: strategy.1,
                     since: e
                         .first_ms
-                        .max(e.analysis.learned.skipped_changed_ms.load(std::sync::atomic::Ordering::Relaxed)),
+                        .max(e.analysis.learned.skipped_changed_ms.load(Relaxed))
+                        .max(e.analysis.learned.lane_changed_ms.load(Relaxed)),
                     p_us: [p(0.5), p(0.95), p(0.99)],
+                }
+            })
+            .collect()
+    }
+
+    /// What the strategy decides lanes from: per fingerprint its calls and p95 (µs) of its recent
+    /// calls when there are `min_recent` of them, else of all; `restart` starts the recent ones over.
+    pub fn lane_inputs(&self, min_recent: u64, restart: bool) -> Vec<LaneInput> {
+        let mut map = self.map.lock();
+        map.iter_mut()
+            .map(|(k, e)| {
+                let recent = e.recent.len() >= min_recent.max(1);
+                let p95_us = if recent { e.recent.value_at_quantile(0.95) } else { e.hist.value_at_quantile(0.95) };
+                let calls = if recent { e.recent.len() } else { e.calls };
+                if restart {
+                    e.recent.reset();
+                }
+                LaneInput {
+                    database: k.database.clone(),
+                    user: k.user.clone(),
+                    analysis: e.analysis.clone(),
+                    calls,
+                    p95_us,
                 }
             })
             .collect()
@@ -267,24 +306,50 @@ pub fn log_if_slow(origin: &Origin, c: &Completed, threshold: Duration) -> bool 
     true
 }
 
-/// The strategy a fingerprint gets now and why: the result cache looks it up (a cacheable read
-/// whose results repeat, or not measured yet), or it goes straight to the server.
+/// The strategy a fingerprint gets now and why: an operator's pin, the slow lane, the result
+/// cache (a cacheable read whose results repeat, or not measured yet), or straight to the server.
 fn strategy(a: &Analysis, cache_on: bool) -> (&'static str, &'static str) {
-    use crate::sql::{StatementKind, WriteScope};
+    use crate::sql::learned::Pinned;
+    use std::sync::atomic::Ordering::Relaxed;
+    match a.learned.pinned() {
+        Some(Pinned::Cache) if cache_on && cacheable(a).is_ok() => {
+            return ("cache", "pinned by [[strategy.pins]]: always looked up in the result cache")
+        }
+        Some(Pinned::PassThrough) => return ("pass-through", "pinned by [[strategy.pins]]"),
+        Some(Pinned::SlowLane) => return ("slow-lane", "pinned by [[strategy.pins]]"),
+        _ => {}
+    }
+    if a.learned.slow_lane.load(Relaxed) {
+        return (
+            "slow-lane",
+            "its p95 is above strategy.slow_lane_factor times its pool's median p95: it holds at most \
+             strategy.slow_lane_share of the pool's connections (cache lookups as for any read)",
+        );
+    }
     let reason = if !cache_on {
         "the result cache is off"
-    } else if a.kind != StatementKind::Read || a.writes != WriteScope::Nothing {
-        "not a read: it invalidates what it writes"
-    } else if !a.parsed || a.volatile || !a.functions_stable || a.locks_rows {
-        "its result may change without a write (volatile or unknown function, row locks) or was not parsed"
-    } else if a.read_names.is_empty() {
-        "reads no table"
+    } else if let Err(why) = cacheable(a) {
+        why
     } else if a.learned.skipped() {
         "its results rarely repeat: the cache looks past it (admission)"
     } else {
         return ("cache", "a read whose results repeat (or not measured yet): looked up in the result cache");
     };
     ("pass-through", reason)
+}
+
+/// Whether the analysis allows caching at all, or why not.
+fn cacheable(a: &Analysis) -> Result<(), &'static str> {
+    use crate::sql::{StatementKind, WriteScope};
+    if a.kind != StatementKind::Read || a.writes != WriteScope::Nothing {
+        Err("not a read: it invalidates what it writes")
+    } else if !a.parsed || a.volatile || !a.functions_stable || a.locks_rows {
+        Err("its result may change without a write (volatile or unknown function, row locks) or was not parsed")
+    } else if a.read_names.is_empty() {
+        Err("reads no table")
+    } else {
+        Ok(())
+    }
 }
 
 fn wall_ms() -> u64 {

@@ -10,6 +10,8 @@ use crate::backend::ServerConn;
 pub struct PooledConn {
     conn: Option<ServerConn>,
     pool: Arc<Pool>,
+    /// A slow-lane checkout's place in the lane: it goes back with the connection.
+    pub(super) ticket: Option<super::lane::Ticket>,
 }
 
 impl PooledConn {
@@ -18,7 +20,7 @@ impl PooledConn {
         // time held from it (no field of its own: the guard is moved on every checkout).
         let mut conn = conn;
         conn.last_used_ms = crate::clock::now_ms();
-        Self { conn: Some(conn), pool }
+        Self { conn: Some(conn), pool, ticket: None }
     }
 
     /// Hands a connection that is idle at a protocol boundary back to the pool.

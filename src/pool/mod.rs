@@ -6,9 +6,12 @@
 
 pub mod budget;
 pub mod guard;
+pub mod lane;
 pub mod logins;
 pub mod maintenance;
 pub mod set;
+pub mod snapshot;
+pub use snapshot::PoolSnapshot;
 pub mod sizing;
 
 use std::collections::VecDeque;
@@ -119,6 +122,8 @@ pub struct Pool {
     /// Connects in progress at once (`pool.max_parallel_connects`): a pool growing fast does not
     /// fork a burst of backends (and SCRAM handshakes) on the server.
     connects: tokio::sync::Semaphore,
+    /// The slow lane's tickets (`lane`).
+    pub lane: Arc<lane::Lane>,
 }
 
 /// How long a refusal is remembered: a flood of logins to a database that does not exist forks
@@ -131,24 +136,6 @@ pub enum CheckoutError {
     Timeout { database: String, user: String, ms: u64, max: usize },
     #[error(transparent)]
     Connect(#[from] ServerError),
-}
-
-/// Point-in-time numbers for /health/status and /metrics.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct PoolSnapshot {
-    pub database: String,
-    pub user: String,
-    pub active: usize,
-    pub idle: usize,
-    pub waiting: usize,
-    pub size: usize,
-    pub max_size: usize,
-    pub pool_utilization: f64,
-    /// The adaptive target (the configured maximum with `pool.adaptive = false`).
-    pub target: usize,
-    /// The last sizing decision and its reason, and the seed's pool size for the measured load.
-    pub decision: Option<sizing::Decision>,
-    pub recommendation: Option<sizing::Recommendation>,
 }
 
 impl Pool {
@@ -189,6 +176,7 @@ impl Pool {
             last_tick: Mutex::new((crate::clock::now_ms(), 0, 0, 0)),
             budget,
             connects: tokio::sync::Semaphore::new(parallel),
+            lane: Default::default(),
         })
     }
 
@@ -301,6 +289,14 @@ impl Pool {
 
     /// Gets a server connection, waiting up to the configured checkout timeout.
     pub async fn checkout(self: &Arc<Self>) -> Result<PooledConn, CheckoutError> {
+        self.checkout_within(None).await
+    }
+
+    /// `timeout`: None for the configured one (read only when the checkout has to wait).
+    pub(super) async fn checkout_within(
+        self: &Arc<Self>,
+        timeout: Option<Duration>,
+    ) -> Result<PooledConn, CheckoutError> {
         if *self.paused.borrow() {
             let mut paused = self.paused.clone();
             let _ = paused.wait_for(|p| !*p).await;
@@ -318,14 +314,18 @@ impl Pool {
             }
         }
         let started = Instant::now();
-        let result = self.checkout_slow(taken).await;
+        let result = self.checkout_slow(taken, timeout).await;
         crate::metrics::pool_wait(started.elapsed());
         result.map(|conn| PooledConn::new(conn, self.clone()))
     }
 
     /// Waiting for a connection or a slot, and connecting.
-    async fn checkout_slow(self: &Arc<Self>, mut taken: Option<Taken>) -> Result<ServerConn, CheckoutError> {
-        let timeout = self.config.load().checkout_timeout();
+    async fn checkout_slow(
+        self: &Arc<Self>,
+        mut taken: Option<Taken>,
+        timeout: Option<Duration>,
+    ) -> Result<ServerConn, CheckoutError> {
+        let timeout = timeout.unwrap_or_else(|| self.config.load().checkout_timeout());
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
             let grant = match taken.take().or_else(|| self.try_take()) {
@@ -355,7 +355,7 @@ impl Pool {
         }
     }
 
-    fn timeout_error(&self, timeout: Duration) -> CheckoutError {
+    pub(super) fn timeout_error(&self, timeout: Duration) -> CheckoutError {
         self.wait_timeouts.fetch_add(1, Ordering::Relaxed);
         tracing::warn!(database = %self.key.database, user = %self.key.user, "pool exhausted: checkout timed out");
         CheckoutError::Timeout {
@@ -495,27 +495,5 @@ impl Pool {
             .iter()
             .map(|c| (c.pid, (c.addr, crate::clock::since(c.created_ms), crate::clock::since(c.last_used_ms))))
             .collect()
-    }
-
-    pub fn snapshot(&self) -> PoolSnapshot {
-        let (max, target) = (self.max_size(), self.limit());
-        let decision = self.decision.lock().clone();
-        let recommendation = self.sizing.lock().recommendation();
-        let mut st = self.state.lock();
-        st.waiters.retain(|w| !w.is_closed());
-        let (size, idle) = (st.total, st.idle.len());
-        PoolSnapshot {
-            database: self.key.database.clone(),
-            user: self.key.user.clone(),
-            active: size - idle,
-            idle,
-            waiting: st.waiters.len(),
-            size,
-            max_size: max,
-            pool_utilization: (size - idle) as f64 / max.max(1) as f64,
-            target,
-            decision,
-            recommendation,
-        }
     }
 }

@@ -2,7 +2,18 @@
 //! runs it: what per-shape decisions learn from without a lookup of their own. They are not part
 //! of what the analysis says about the text, so two analyses compare equal whatever they count.
 
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, Ordering::Relaxed};
+
+/// A strategy an operator pinned on a shape (`[[strategy.pins]]`, set by the strategy tick).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pinned {
+    /// Always looked up in the result cache.
+    Cache,
+    /// Never looked up, never in the slow lane.
+    PassThrough,
+    /// Always in the slow lane.
+    SlowLane,
+}
 
 /// Updated with relaxed atomics by many sessions at once: a repeat counted just as a window
 /// closes may land in the next one, which no decision here is sensitive to.
@@ -24,11 +35,46 @@ pub struct Learned {
     /// Row-limited misses whose rest did not fit an entry (more rows than the continuation
     /// fetches, or too many bytes) since one was last stored.
     pub cut_short: AtomicU32,
+    /// `[[strategy.pins]]` over this shape (0: none; else 1 + the pinned strategy's index), set
+    /// by the strategy tick.
+    pinned: AtomicU8,
+    /// The shape runs long against its pool's others: it takes its connection in the slow lane.
+    pub slow_lane: AtomicBool,
+    /// Wall-clock ms when `slow_lane` last changed (0: never).
+    pub lane_changed_ms: AtomicU64,
 }
 
 impl Learned {
     pub fn skipped(&self) -> bool {
         self.cache_skipped.load(Relaxed)
+    }
+
+    pub fn pinned(&self) -> Option<Pinned> {
+        match self.pinned.load(Relaxed) {
+            1 => Some(Pinned::Cache),
+            2 => Some(Pinned::PassThrough),
+            3 => Some(Pinned::SlowLane),
+            _ => None,
+        }
+    }
+
+    /// Sets (or clears) the operator's pin; a pinned pass-through is also skipped by the cache's
+    /// first check, so it costs nothing there.
+    pub fn pin(&self, pin: Option<Pinned>) {
+        let code = match pin {
+            None => 0,
+            Some(Pinned::Cache) => 1,
+            Some(Pinned::PassThrough) => 2,
+            Some(Pinned::SlowLane) => 3,
+        };
+        if self.pinned.swap(code, Relaxed) == code {
+            return;
+        }
+        match pin {
+            Some(Pinned::PassThrough) => self.cache_skipped.store(true, Relaxed),
+            Some(Pinned::Cache) => self.cache_skipped.store(false, Relaxed),
+            _ => {}
+        }
     }
 
     /// Whether a row-limited miss of this shape is worth fetching whole for the cache: not

@@ -1,0 +1,130 @@
+//! How often each table is written (commits pgpilot saw or read from the replication stream):
+//! the TTL of a result is a few of its tables' mean intervals between writes, bounded by the
+//! configured TTL. A table written every second keeps its results for seconds, not the 300 s
+//! default: an entry there would be invalidated soon anyway, so a long TTL only bounds what a
+//! write pgpilot does not see (another writer) could leave stale, and holds memory for nothing.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+
+use super::scopes::table_of;
+
+/// Tables tracked; past this the map starts over (a database with more tables than this gets
+/// the configured TTL for those not written lately).
+const MAX_TABLES: usize = 10_000;
+/// Writes closer than this count as one: a transaction's statements, and the replication
+/// stream's second invalidation of the same commit (`visibility`), are one write to a table.
+const BURST_MS: u64 = 100;
+/// Below this a TTL gains nothing (the cache's own lookups take longer to pay back).
+const MIN_TTL: Duration = Duration::from_secs(1);
+
+#[derive(Clone, Copy)]
+struct Rate {
+    last_ms: u64,
+    /// Smoothed interval between writes (1/4 weight to the newest), ms; 0 until a second write.
+    interval_ms: u64,
+}
+
+/// (database, table).
+type TableKey = (Arc<str>, Arc<str>);
+
+#[derive(Default)]
+pub struct WriteRates {
+    tables: Mutex<HashMap<TableKey, Rate>>,
+}
+
+impl WriteRates {
+    /// Committed writes to these noted names (tables or keyed scopes) of `db` at `now_ms`.
+    pub fn note(&self, db: &str, names: &[Arc<str>], now_ms: u64) {
+        let mut map = self.tables.lock();
+        if map.len() >= MAX_TABLES {
+            map.clear();
+        }
+        let db: Arc<str> = Arc::from(db);
+        for name in names {
+            let table: Arc<str> = Arc::from(table_of(name));
+            let rate = map.entry((db.clone(), table)).or_insert(Rate { last_ms: now_ms, interval_ms: 0 });
+            let gap = now_ms.saturating_sub(rate.last_ms);
+            if gap >= BURST_MS {
+                rate.interval_ms = match rate.interval_ms {
+                    0 => gap,
+                    old => old - old / 4 + gap / 4,
+                };
+                rate.last_ms = now_ms;
+            }
+        }
+    }
+
+    /// `ttl` shortened to `intervals` mean write intervals of the most written of `tables` (at
+    /// least `MIN_TTL`). A table quiet for longer than its interval counts its quiet time: writes
+    /// that stop do not keep its TTL short.
+    pub fn bound(&self, db: &str, tables: &[Arc<str>], ttl: Duration, intervals: u32, now_ms: u64) -> Duration {
+        if intervals == 0 || tables.is_empty() {
+            return ttl;
+        }
+        let map = self.tables.lock();
+        let shortest = tables
+            .iter()
+            .filter_map(|t| map.get(&(Arc::from(db), Arc::from(table_of(t)))))
+            .filter(|r| r.interval_ms > 0)
+            .map(|r| r.interval_ms.max(now_ms.saturating_sub(r.last_ms)))
+            .min();
+        match shortest {
+            Some(ms) => ttl.min(Duration::from_millis(ms.saturating_mul(intervals as u64)).max(MIN_TTL)),
+            None => ttl,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names(n: &[&str]) -> Vec<Arc<str>> {
+        n.iter().map(|s| Arc::from(*s)).collect()
+    }
+
+    #[test]
+    fn a_table_written_every_second_gets_a_ttl_of_ten_seconds() {
+        let w = WriteRates::default();
+        for i in 0..20 {
+            w.note("db", &names(&["items"]), 1_000_000 + i * 1000);
+        }
+        let ttl = w.bound("db", &names(&["items", "quiet"]), Duration::from_secs(300), 10, 1_019_500);
+        assert_eq!(ttl, Duration::from_secs(10));
+    }
+
+    #[test]
+    fn unwritten_tables_keep_the_configured_ttl_and_quiet_ones_get_longer() {
+        let w = WriteRates::default();
+        assert_eq!(w.bound("db", &names(&["t"]), Duration::from_secs(300), 10, 5), Duration::from_secs(300));
+        w.note("db", &names(&["t"]), 1000);
+        assert_eq!(w.bound("db", &names(&["t"]), Duration::from_secs(300), 10, 1500), Duration::from_secs(300));
+        w.note("db", &names(&["t"]), 1050);
+        assert_eq!(
+            w.bound("db", &names(&["t"]), Duration::from_secs(300), 10, 1060),
+            Duration::from_secs(300),
+            "one burst"
+        );
+        w.note("db", &names(&["t"]), 1100);
+        assert_eq!(w.bound("db", &names(&["t"]), Duration::from_secs(300), 10, 1200), MIN_TTL, "at least 1 s");
+        let later = w.bound("db", &names(&["t"]), Duration::from_secs(300), 10, 61_100);
+        assert_eq!(later, Duration::from_secs(300), "quiet for a minute: the configured TTL again");
+        assert_eq!(w.bound("other", &names(&["t"]), Duration::from_secs(300), 10, 1200), Duration::from_secs(300));
+    }
+
+    #[test]
+    fn keyed_writes_count_for_their_table() {
+        let w = WriteRates::default();
+        w.note("db", &names(&["t\u{1f}u7"]), 0);
+        w.note("db", &names(&["t"]), 2000);
+        assert_eq!(w.bound("db", &names(&["t"]), Duration::from_secs(300), 10, 2000), Duration::from_secs(20));
+        assert_eq!(
+            w.bound("db", &names(&["t", "t\u{1f}k3"]), Duration::from_secs(300), 0, 2000),
+            Duration::from_secs(300)
+        );
+    }
+}

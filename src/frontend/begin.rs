@@ -1,0 +1,176 @@
+//! A deferred BEGIN (`strategy.defer_begin`, transaction mode): a transaction's connection would
+//! be taken at its BEGIN, before pgpilot knows what it runs, so a 3 ms lookup and a 300 ms
+//! search would take it the same way. A plain BEGIN is answered here instead and sent, in one
+//! write, ahead of the transaction's first statement; the checkout for that statement picks
+//! the lane. An empty transaction (BEGIN then COMMIT or ROLLBACK) never takes a connection.
+//! Only BEGINs that cannot fail on the server are deferred (no isolation level that changes
+//! what the cache may serve, no unknown words): the client's view of the protocol is the same.
+
+use bytes::Bytes;
+
+use super::reply_queue::{Action, Kind};
+use super::session::Session;
+use crate::net::messages;
+
+impl Session {
+    /// A simple Query with no server held: answered here when it is a plain BEGIN (or ends a
+    /// deferred one). True when answered.
+    pub(super) fn answer_deferred(&mut self, text: &[u8], frame: &[u8]) -> bool {
+        let sql = match std::str::from_utf8(text) {
+            Ok(sql) => sql,
+            Err(_) => return false,
+        };
+        if self.deferred_begin.is_none() {
+            if !plain_begin(sql) {
+                return false;
+            }
+            self.deferred_begin = Some(Bytes::copy_from_slice(frame));
+            messages::command_complete(&mut self.cout, "BEGIN");
+            messages::ready_for_query(&mut self.cout, b'T');
+            return true;
+        }
+        let Some(tag) = plain_end(sql) else { return self.refuse_in_failed(b'Q') };
+        self.deferred_begin = None;
+        // COMMIT of a failed transaction rolls it back, and says so.
+        let tag = if std::mem::take(&mut self.deferred_failed) { "ROLLBACK" } else { tag };
+        messages::command_complete(&mut self.cout, tag);
+        messages::ready_for_query(&mut self.cout, b'I');
+        true
+    }
+
+    /// The deferred transaction failed (no connection could be had for its first statement):
+    /// as on the server, everything up to its end gets 25P02. True when refused.
+    pub(super) fn refuse_in_failed(&mut self, tag: u8) -> bool {
+        if !self.deferred_failed || matches!(tag, b'S' | b'H') {
+            return false;
+        }
+        let msg = "current transaction is aborted, commands ignored until end of transaction block";
+        messages::error(&mut self.cout, "ERROR", "25P02", msg);
+        if tag == b'Q' {
+            messages::ready_for_query(&mut self.cout, b'E');
+        } else {
+            self.skip_until_sync = true;
+        }
+        true
+    }
+
+    /// The ReadyForQuery status of a reply given here with no server held.
+    pub(super) fn status_without_server(&self) -> u8 {
+        match (&self.deferred_begin, self.deferred_failed) {
+            (None, _) => b'I',
+            (Some(_), false) => b'T',
+            (Some(_), true) => b'E',
+        }
+    }
+
+    /// A server connection was just taken: the deferred BEGIN goes first, its replies kept
+    /// from the client (who was answered already), errors excepted.
+    pub(super) fn send_deferred_begin(&mut self) {
+        let Some(frame) = self.deferred_begin.take() else { return };
+        self.pending.begin_message();
+        self.pending.push(Kind::Query, Action::Suppress);
+        self.tx.on_client(b'Q');
+        self.tx.status = b'T';
+        self.sout.extend_from_slice(&frame);
+    }
+}
+
+/// `BEGIN`, `BEGIN WORK|TRANSACTION`, `START TRANSACTION`, optionally with `ISOLATION LEVEL READ
+/// COMMITTED` and `READ ONLY|WRITE` (what asyncpg and SQLAlchemy send), and a final `;`.
+pub fn plain_begin(sql: &str) -> bool {
+    let words = words(sql);
+    let mut rest: &[String] = match words.as_slice() {
+        [first, second, rest @ ..] if first == "start" && second == "transaction" => rest,
+        [first, rest @ ..] if first == "begin" => match rest {
+            [w, more @ ..] if w == "work" || w == "transaction" => more,
+            _ => rest,
+        },
+        _ => return false,
+    };
+    while !rest.is_empty() {
+        rest = match rest {
+            [a, b, c, d, more @ ..] if a == "isolation" && b == "level" && c == "read" && d == "committed" => more,
+            [a, b, more @ ..] if a == "read" && (b == "only" || b == "write") => more,
+            [a, more @ ..] if a == "," => more,
+            _ => return false,
+        };
+    }
+    true
+}
+
+/// The command tag of a plain `COMMIT`/`END` or `ROLLBACK`/`ABORT` (with `WORK|TRANSACTION`).
+pub fn plain_end(sql: &str) -> Option<&'static str> {
+    let words = words(sql);
+    let (first, rest) = words.split_first()?;
+    let tag = match first.as_str() {
+        "commit" | "end" => "COMMIT",
+        "rollback" | "abort" => "ROLLBACK",
+        _ => return None,
+    };
+    match rest {
+        [] => Some(tag),
+        [w] if w == "work" || w == "transaction" => Some(tag),
+        _ => None,
+    }
+}
+
+/// Lower-cased words of a short statement with one optional final `;`; commas are words. A
+/// comment or a quote makes it not plain (empty).
+fn words(sql: &str) -> Vec<String> {
+    let sql = sql.trim();
+    let sql = sql.strip_suffix(';').unwrap_or(sql).trim_end();
+    if sql.len() > 120 || sql.contains(['-', '/', '\'', '"', ';', '$']) {
+        return Vec::new();
+    }
+    sql.replace(',', " , ").split_ascii_whitespace().map(str::to_ascii_lowercase).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn what_drivers_send_is_plain() {
+        for sql in [
+            "BEGIN",
+            "begin;",
+            "BEGIN ISOLATION LEVEL READ COMMITTED;",
+            "BEGIN READ ONLY",
+            "START TRANSACTION READ WRITE",
+            "BEGIN TRANSACTION ISOLATION LEVEL READ COMMITTED, READ ONLY",
+            "  BEGIN WORK ; ",
+        ] {
+            assert!(plain_begin(sql), "{sql}");
+        }
+    }
+
+    #[test]
+    fn anything_that_changes_the_snapshot_or_may_fail_is_not() {
+        for sql in [
+            "BEGIN ISOLATION LEVEL SERIALIZABLE",
+            "BEGIN ISOLATION LEVEL REPEATABLE READ",
+            "BEGIN; SELECT 1",
+            "BEGIN DEFERRABLE",
+            "BEGIN /* x */",
+            "BEGIN -- x",
+            "BEGIN READ",
+            "BEGIN WORK WORK",
+            "START",
+            "SELECT 1",
+            "",
+        ] {
+            assert!(!plain_begin(sql), "{sql}");
+        }
+    }
+
+    #[test]
+    fn ends() {
+        assert_eq!(plain_end("COMMIT"), Some("COMMIT"));
+        assert_eq!(plain_end("end transaction;"), Some("COMMIT"));
+        assert_eq!(plain_end("ROLLBACK"), Some("ROLLBACK"));
+        assert_eq!(plain_end("abort work"), Some("ROLLBACK"));
+        assert_eq!(plain_end("COMMIT AND CHAIN"), None);
+        assert_eq!(plain_end("ROLLBACK TO SAVEPOINT a"), None);
+        assert_eq!(plain_end("COMMIT PREPARED 'x'"), None);
+    }
+}

@@ -1,0 +1,52 @@
+//! What a pool looks like at one moment, for /health/status, /metrics and the admin console.
+
+use std::sync::atomic::Ordering;
+
+use super::{sizing, Pool};
+
+/// Point-in-time numbers for /health/status and /metrics.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct PoolSnapshot {
+    pub database: String,
+    pub user: String,
+    pub active: usize,
+    pub idle: usize,
+    pub waiting: usize,
+    pub size: usize,
+    pub max_size: usize,
+    pub pool_utilization: f64,
+    /// The adaptive target (the configured maximum with `pool.adaptive = false`).
+    pub target: usize,
+    /// The last sizing decision and its reason, and the seed's pool size for the measured load.
+    pub decision: Option<sizing::Decision>,
+    pub recommendation: Option<sizing::Recommendation>,
+    /// Connections held by slow-lane statements now, and slow checkouts that waited for the lane.
+    pub slow_lane_active: usize,
+    pub slow_lane_waited: u64,
+}
+
+impl Pool {
+    pub fn snapshot(&self) -> PoolSnapshot {
+        let (max, target) = (self.max_size(), self.limit());
+        let decision = self.decision.lock().clone();
+        let recommendation = self.sizing.lock().recommendation();
+        let mut st = self.state.lock();
+        st.waiters.retain(|w| !w.is_closed());
+        let (size, idle) = (st.total, st.idle.len());
+        PoolSnapshot {
+            database: self.key.database.clone(),
+            user: self.key.user.clone(),
+            active: size - idle,
+            idle,
+            waiting: st.waiters.len(),
+            size,
+            max_size: max,
+            pool_utilization: (size - idle) as f64 / max.max(1) as f64,
+            target,
+            decision,
+            recommendation,
+            slow_lane_active: self.lane.held(),
+            slow_lane_waited: self.lane.waited.load(Ordering::Relaxed),
+        }
+    }
+}

@@ -1,0 +1,196 @@
+"""The per-fingerprint strategy (src/strategy, src/pool/lane.rs, src/frontend/begin.rs) against real PostgreSQL
+and asyncpg: a flood of slow statements with the slow lane on leaves fast ones fast (and with the strategy off it
+does not), a deferred BEGIN behaves as the server's own, and [[strategy.pins]] override what is measured."""
+import asyncio
+import json
+import time
+
+import asyncpg
+import psycopg
+import pytest
+
+from conftest import run_async, wait_cache_ready, wait_until
+
+SLOW = "SELECT pg_sleep(0.3)"
+FAST = "SELECT $1::int + 1"
+LANE_TOML = "adaptive = false\ncheckout_timeout_ms = 10000\n[strategy]\nslow_lane_min_calls = 5\n"
+
+
+def query_row(proxy, text):
+    _, body = proxy.http_get("/queries?limit=100")
+    return next((r for r in json.loads(body) if text in r["query"]), None)
+
+
+def p95(samples):
+    s = sorted(samples)
+    return s[int(len(s) * 0.95) - 1]
+
+
+async def flood_and_measure(dsn, seconds=3.0):
+    """8 clients looping the slow statement (half of them inside transactions) over a pool of 4, and one client
+    timing fast statements: the fast one's latencies."""
+    stop = time.monotonic() + seconds
+
+    async def slow(i):
+        c = await asyncpg.connect(dsn)
+        try:
+            while time.monotonic() < stop:
+                if i % 2:
+                    async with c.transaction():
+                        await c.execute(SLOW)
+                else:
+                    await c.execute(SLOW)
+        finally:
+            await c.close()
+
+    async def fast():
+        c = await asyncpg.connect(dsn)
+        took = []
+        try:
+            await asyncio.sleep(0.3)  # the flood holds its connections first
+            while time.monotonic() < stop:
+                t = time.monotonic()
+                await c.fetchval(FAST, 1)
+                took.append(time.monotonic() - t)
+                await asyncio.sleep(0.01)
+        finally:
+            await c.close()
+        return took
+    *_, took = await asyncio.gather(*(slow(i) for i in range(8)), fast())
+    return took
+
+
+async def warm(dsn):
+    c = await asyncpg.connect(dsn)
+    try:
+        for _ in range(30):
+            await c.fetchval(FAST, 1)
+        for _ in range(6):
+            await c.execute(SLOW)
+    finally:
+        await c.close()
+
+
+def test_the_slow_lane_keeps_fast_statements_fast_under_a_flood_of_slow_ones(start_proxy):
+    on = start_proxy(pool_size=4, extra_toml=LANE_TOML)
+    run_async(warm(on.dsn()), 30)
+    row = wait_until(lambda: (r := query_row(on, "pg_sleep")) and r["strategy"] == "slow-lane" and r, 5,
+                     message="pg_sleep in the slow lane")
+    assert "median p95" in row["strategy_reason"] and row["since"] > 0, row
+    assert query_row(on, "$1::int")["strategy"] == "pass-through"
+    with_lane = run_async(flood_and_measure(on.dsn()), 60)
+    _, body = on.http_get("/health/status")
+    pool = next(p for p in json.loads(body)["pools"] if p["database"] == "app")
+    assert pool["slow_lane_waited"] > 0, pool
+
+    off = start_proxy(pool_size=4, extra_toml=LANE_TOML + "enabled = false\n")
+    run_async(warm(off.dsn()), 30)
+    without = run_async(flood_and_measure(off.dsn()), 60)
+    assert query_row(off, "pg_sleep")["strategy"] == "pass-through"
+    assert len(with_lane) > 50, len(with_lane)
+    # Two of four connections stay free of slow statements: fast ones do not queue behind 300 ms sleeps.
+    assert p95(with_lane) < 0.05, f"fast p95 with the lane {p95(with_lane):.3f}s"
+    assert p95(without) > 0.1, f"fast p95 without it {p95(without):.3f}s (the flood should have queued it)"
+
+
+def checkouts(proxy):
+    with psycopg.connect(proxy.dsn("pgpilot"), autocommit=True) as console:
+        cur = console.execute("SHOW STATS")
+        cols = [d.name for d in cur.description]
+        row = dict(zip(cols, next(r for r in cur.fetchall() if r[0] == "app")))
+    return int(row["total_xact_count"])
+
+
+def test_a_deferred_begin_is_the_servers_transaction(start_proxy, table):
+    proxy = start_proxy(pool_size=2)
+
+    async def main():
+        c = await asyncpg.connect(proxy.dsn())
+        try:
+            await c.execute("SELECT 1")
+            before = checkouts(proxy)
+            for _ in range(5):
+                async with c.transaction():
+                    pass
+            assert checkouts(proxy) == before, "empty transactions took no connection"
+            async with c.transaction():
+                xids = [await c.fetchval("SELECT txid_current()") for _ in range(3)]
+                assert await c.fetchval("SELECT now() = statement_timestamp()") is False
+            assert len(set(xids)) == 1, xids
+            tx = c.transaction()
+            await tx.start()
+            await c.execute(f"INSERT INTO {table} (task, seq, note) VALUES (77, 1, 'x')")
+            await tx.rollback()
+            assert await c.fetchval(f"SELECT count(*) FROM {table} WHERE task = 77") == 0
+            async with c.transaction():
+                await c.execute(f"INSERT INTO {table} (task, seq, note) VALUES (77, 2, 'y')")
+            assert await c.fetchval(f"SELECT count(*) FROM {table} WHERE task = 77") == 1
+            # What the server says of a second BEGIN inside one, and of an error inside one, is unchanged.
+            await c.execute("BEGIN")
+            with pytest.raises(asyncpg.DivisionByZeroError):
+                await c.execute("SELECT 1/0")
+            with pytest.raises(asyncpg.InFailedSQLTransactionError):
+                await c.execute("SELECT 1")
+            await c.execute("ROLLBACK")
+            assert await c.fetchval("SELECT 2") == 2
+        finally:
+            await c.close()
+    run_async(main(), 60)
+
+
+def test_a_deferred_transaction_that_gets_no_connection_fails_as_a_transaction(start_proxy):
+    proxy = start_proxy(pool_size=1, extra_toml="adaptive = false\ncheckout_timeout_ms = 300\n")
+
+    async def main():
+        holder = await asyncpg.connect(proxy.dsn(), statement_cache_size=0)
+        late = await asyncpg.connect(proxy.dsn(), statement_cache_size=0)
+        try:
+            await holder.execute("BEGIN")
+            await holder.execute("SELECT 1")  # holds the only connection
+            await late.execute("BEGIN")  # answered by pgpilot
+            with pytest.raises(asyncpg.TooManyConnectionsError):
+                await late.execute("SELECT 1")
+            with pytest.raises(asyncpg.InFailedSQLTransactionError):
+                await late.execute("SELECT 2")
+            await late.execute("COMMIT")  # ends the failed transaction, as on the server
+            await holder.execute("COMMIT")
+            assert await late.fetchval("SELECT 3") == 3
+            async with late.transaction():
+                assert await late.fetchval("SELECT 4") == 4
+        finally:
+            await holder.close()
+            await late.close()
+    run_async(main(), 30)
+
+
+def test_pins_override_the_measured_strategy(start_proxy):
+    pins = ("[strategy]\n"
+            "[[strategy.pins]]\ntable = \"pgbench_accounts\"\nstrategy = \"cache\"\n"
+            "[[strategy.pins]]\ntable = \"pgbench_branches\"\nstrategy = \"pass-through\"\n")
+    proxy = start_proxy(pool_size=4, extra_toml=pins)
+    wait_cache_ready(proxy, "pgbench_branches", db="bench")
+    before = {}
+
+    async def main():
+        c = await asyncpg.connect(proxy.dsn("bench"))
+        try:
+            # Warm the strategy tick: it applies pins to what it has measured.
+            await c.fetchval("SELECT abalance FROM pgbench_accounts WHERE aid = $1", 1)
+            await c.fetchval("SELECT count(*) FROM pgbench_branches")
+            await asyncio.sleep(1.5)
+            before.update(query_row(proxy, "FROM pgbench_branches"))
+            for i in range(600):
+                await c.fetchval("SELECT abalance FROM pgbench_accounts WHERE aid = $1", 1 + (i * 7919) % 100000)
+            for _ in range(600):  # repeats: 1 in 1000 never
+                await c.fetchval("SELECT abalance FROM pgbench_accounts WHERE aid = $1", 42)
+            for _ in range(20):
+                await c.fetchval("SELECT count(*) FROM pgbench_branches")
+        finally:
+            await c.close()
+    run_async(main(), 60)
+    accounts, branches = query_row(proxy, "FROM pgbench_accounts"), query_row(proxy, "FROM pgbench_branches")
+    assert accounts["strategy"] == "cache" and "pinned" in accounts["strategy_reason"], accounts
+    assert accounts["cache_hits"] >= 590, accounts
+    assert branches["strategy"] == "pass-through" and "pinned" in branches["strategy_reason"], branches
+    # Pins apply from the strategy's first tick after a fingerprint is seen (within a second).
+    assert branches["calls"] == before["calls"] + 20 and branches["cache_hits"] == before["cache_hits"], branches
