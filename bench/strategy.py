@@ -14,6 +14,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 
@@ -21,7 +22,7 @@ import asyncpg
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 LOAD = os.path.join(HERE, "..", "..", "shared", "workload", "mcp_load.py")
-FLOOD_SQL = "SELECT pg_sleep(0.3), count(*) FROM code_files WHERE id = $1"
+FLOOD_SQL = "SELECT pg_sleep(0.3), count(*) FROM code_files WHERE size_bytes = $1"
 
 
 def free_port():
@@ -134,13 +135,20 @@ def part_a(binary, upstream, args):
         print(f"A p95 {op:<9} static {st:8.1f} ms  adaptive {ad:8.1f} ms  static/adaptive {st / max(ad, 1e-9):5.1f}x")
 
 
-def wait_p95(metrics):
-    """p95 of pgpilot_pool_wait_time_seconds from its buckets (linear inside a bucket, as histogram_quantile)."""
-    buckets = []
+def wait_buckets(metrics):
+    out = []
     for line in metrics.splitlines():
         if line.startswith("pgpilot_pool_wait_time_seconds_bucket"):
             le = line.split('le="')[1].split('"')[0]
-            buckets.append((float("inf") if le == "+Inf" else float(le), float(line.rsplit(" ", 1)[1])))
+            out.append((float("inf") if le == "+Inf" else float(le), float(line.rsplit(" ", 1)[1])))
+    return out
+
+
+def wait_p95(metrics, since=""):
+    """p95 of pgpilot_pool_wait_time_seconds from its buckets (linear inside a bucket, as histogram_quantile),
+    over what happened after the `since` scrape."""
+    old = dict(wait_buckets(since))
+    buckets = [(le, n - old.get(le, 0.0)) for le, n in wait_buckets(metrics)]
     total = buckets[-1][1]
     rank, prev_le, prev_n = 0.95 * total, 0.0, 0.0
     for le, n in buckets:
@@ -156,23 +164,35 @@ def part_b(binary, upstream, args):
     budget = 2 * args.pool
     configs = {f"static-{n}": f"[pool]\nmax_size = {n}\nadaptive = false\nmax_server_connections = {budget}\n"
                for n in args.static_sizes}
-    configs["adaptive"] = f"[pool]\nmax_size = {args.pool}\nmax_server_connections = {budget}\n"
+    # The adaptive pool may grow as far as the largest static one: what it holds is its own choice.
+    ceiling = args.adaptive_max or max(args.static_sizes)
+    configs["adaptive"] = f"[pool]\nmax_size = {ceiling}\nmax_server_connections = {budget}\n"
     rows = {}
     for name, toml in configs.items():
         p = Proxy(binary, upstream, toml)
         samples, stop = [], []
 
+        timeline = []
+
         def sample():
+            t0 = time.monotonic()
             while not stop:
-                s = json.loads(p.get("/health/status"))["connection_pool"]
-                samples.append(s["size"])
+                status = json.loads(p.get("/health/status"))
+                samples.append(status["connection_pool"]["size"])
+                timeline.append((time.monotonic() - t0, [(q["size"], q["target"]) for q in status["pools"]]))
                 time.sleep(0.25)
-        import threading
+
         t = threading.Thread(target=sample)
         t.start()
         ops = 0.0
+        # A service's pools have seen a peak before (a static pool keeps what it opened): one burst
+        # first, not measured, then few -> many -> few.
+        mcp_load(p.port, args.high, args.warm_s, tempfile.mktemp(suffix=".json"), pool_max=args.high)
+        samples.clear()
+        timeline.clear()
+        before = p.get("/metrics")
         try:
-            for clients, seconds in ((args.low, args.step), (args.high, args.step), (args.low, args.step)):
+            for clients, seconds in ((args.low, args.low_s), (args.high, args.high_s), (args.low, args.low_s)):
                 out = tempfile.mktemp(suffix=".json")
                 s = mcp_load(p.port, clients, seconds, out, pool_max=clients)
                 ops += s["ok"]
@@ -181,7 +201,10 @@ def part_b(binary, upstream, args):
             t.join()
             metrics = p.get("/metrics")
             p.stop()
-        rows[name] = (wait_p95(metrics), sum(samples) / max(len(samples), 1), ops / (3 * args.step))
+        rows[name] = (wait_p95(metrics, before), sum(samples) / max(len(samples), 1), ops / (2 * args.low_s + args.high_s))
+        if args.trace:
+            for t, pools in timeline[::4]:
+                print(f"  {t:5.1f}s  (size, target) per pool: {pools}")
         print(f"B {name}: checkout wait p95 {rows[name][0] * 1000:.2f} ms, server connections on average "
               f"{rows[name][1]:.1f}, {rows[name][2]:.0f} ops/s", flush=True)
     best = min((r for n, r in rows.items() if n != "adaptive"), key=lambda r: r[0])
@@ -200,10 +223,14 @@ def main():
     a.add_argument("--duration", type=int, default=15)
     a.add_argument("--repeat", type=int, default=2)
     a.add_argument("--static-sizes", type=lambda s: [int(x) for x in s.split(",")], default=[4, 8, 16])
-    a.add_argument("--low", type=int, default=4)
-    a.add_argument("--high", type=int, default=40)
-    a.add_argument("--step", type=int, default=8)
+    a.add_argument("--low", type=int, default=5)
+    a.add_argument("--high", type=int, default=50)
+    a.add_argument("--low-s", type=int, default=15)
+    a.add_argument("--high-s", type=int, default=10)
     a.add_argument("--parts", default="AB")
+    a.add_argument("--warm-s", type=int, default=5)
+    a.add_argument("--adaptive-max", type=int, default=0, help="part B: the adaptive pool's max_size (0: largest static)")
+    a.add_argument("--trace", action="store_true", help="part B: print each pool's size and target every second")
     args = a.parse_args()
     upstream = f"postgres://app:app@127.0.0.1:{args.pg_port}"
     if "A" in args.parts:

@@ -13,7 +13,9 @@ fn main() -> ExitCode {
         }
     };
     if cli.check {
-        println!("pgpilot: configuration is valid");
+        // The effective configuration (file < environment < flags), secrets masked.
+        print!("{}", pgpilot::config::env::masked(&config));
+        eprintln!("pgpilot: configuration is valid");
         return ExitCode::SUCCESS;
     }
     pgpilot::app::init_logging();

@@ -128,6 +128,44 @@ fn check_flag_validates_config() {
     let _ = std::fs::remove_dir_all(dir);
 }
 
+/// Containers configure by environment alone: `PGPILOT_<SECTION>_<KEY>` for every scalar key,
+/// `PGPILOT_USERS_FILE` for the users, `DATABASE_URL` for the upstream; `--check` prints the
+/// effective configuration with every secret masked, and a misspelt variable is an error.
+#[test]
+fn environment_alone_configures_and_check_prints_it_masked() {
+    let bin = env!("CARGO_BIN_EXE_pgpilot");
+    let users = std::env::temp_dir().join(format!("pgpilot-users-{}.toml", std::process::id()));
+    std::fs::write(&users, "[[users]]\nname = \"mcp\"\npassword = \"userpw-secret\"\n").unwrap();
+    let out = Command::new(bin)
+        .arg("--check")
+        .env("DATABASE_URL", "postgres://app:upstream-secret@db.internal:5433")
+        .env("PGPILOT_POOL_MAX_SIZE", "37")
+        .env("PGPILOT_CACHE_REDIS_URL", "redis://:redis-secret@redis:6379")
+        .env("PGPILOT_STRATEGY_SLOW_LANE_SHARE", "0.4")
+        .env("PGPILOT_SERVER_ADMIN_USERS", "ops,mcp")
+        .env("PGPILOT_HTTP_TOKEN", "token-secret")
+        .env("PGPILOT_USERS_FILE", &users)
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_file(&users);
+    let shown = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    for want in [
+        "max_size = 37",
+        "slow_lane_share = 0.4",
+        "admin_users = [\"ops\", \"mcp\"]",
+        "url = \"postgres://app:********@db.internal:5433\"",
+        "redis_url = \"redis://:********@redis:6379\"",
+        "name = \"mcp\"",
+    ] {
+        assert!(shown.contains(want), "{want} in\n{shown}");
+    }
+    assert!(!shown.contains("secret"), "a secret printed:\n{shown}");
+    let typo = Command::new(bin).arg("--check").env("PGPILOT_POOL_MAX_SISE", "5").output().unwrap();
+    assert_eq!(typo.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&typo.stderr).contains("max_sise"));
+}
+
 #[tokio::test]
 async fn tls_when_a_certificate_is_configured() {
     let dir = std::env::temp_dir().join(format!("pgpilot-tls-{}", std::process::id()));

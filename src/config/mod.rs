@@ -3,6 +3,7 @@
 //! Loaded once at start and again on SIGHUP (`load`); readers take a snapshot from an `ArcSwap`
 //! so a reload never blocks or tears a session.
 
+pub mod env;
 pub mod load;
 pub mod secrets;
 pub mod strategy;

@@ -30,6 +30,9 @@ pub struct StrategyConfig {
     pub slow_lane_min_calls: u64,
     pub slow_lane_min_p95_ms: f64,
     pub slow_lane_share: f64,
+    /// Serve a repeated unnamed statement from one prepared on the server where that measures
+    /// faster (`prepared::adaptive`), as `prepared.reuse_unnamed` does for every statement.
+    pub server_prepared: bool,
     /// A plain BEGIN is answered here and sent with the transaction's first statement, so the
     /// connection (and its lane) is chosen by what the transaction runs.
     pub defer_begin: bool,
@@ -51,6 +54,7 @@ impl Default for StrategyConfig {
             slow_lane_min_calls: 20,
             slow_lane_min_p95_ms: 20.0,
             slow_lane_share: 0.5,
+            server_prepared: true,
             defer_begin: true,
             pins: Vec::new(),
         }

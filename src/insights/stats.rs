@@ -1,6 +1,7 @@
 //! Statistics per (database, user, fingerprint): calls, errors, rows, times and a latency
 //! histogram (p50/p95/p99), bounded by an LRU over fingerprints.
 
+use std::borrow::Cow;
 use std::num::NonZeroUsize;
 use std::sync::Arc;
 use std::time::Duration;
@@ -100,10 +101,10 @@ pub struct QueryRow {
     pub client_mean_ms: f64,
     pub cache_hits: u64,
     pub repeated_identical: u64,
-    /// What pgpilot does with this fingerprint (`cache` | `slow-lane` | `pass-through`), why,
-    /// and since when (wall-clock ms). The server-prepared strategy is not built yet (issue 13).
+    /// What pgpilot does with this fingerprint (`cache` | `slow-lane` | `server-prepared` |
+    /// `pass-through`), why, and since when (wall-clock ms).
     pub strategy: &'static str,
-    pub strategy_reason: &'static str,
+    pub strategy_reason: std::borrow::Cow<'static, str>,
     pub since: u64,
     #[serde(skip)]
     pub p_us: [u64; 3],
@@ -307,23 +308,25 @@ pub fn log_if_slow(origin: &Origin, c: &Completed, threshold: Duration) -> bool 
 }
 
 /// The strategy a fingerprint gets now and why: an operator's pin, the slow lane, the result
-/// cache (a cacheable read whose results repeat, or not measured yet), or straight to the server.
-fn strategy(a: &Analysis, cache_on: bool) -> (&'static str, &'static str) {
-    use crate::sql::learned::Pinned;
+/// cache (a cacheable read whose results repeat, or not measured yet), a server-prepared statement
+/// (measured faster), or straight to the server.
+fn strategy(a: &Analysis, cache_on: bool) -> (&'static str, Cow<'static, str>) {
+    use crate::sql::learned::{Pinned, PreparedPhase};
     use std::sync::atomic::Ordering::Relaxed;
     match a.learned.pinned() {
         Some(Pinned::Cache) if cache_on && cacheable(a).is_ok() => {
-            return ("cache", "pinned by [[strategy.pins]]: always looked up in the result cache")
+            return ("cache", "pinned by [[strategy.pins]]: always looked up in the result cache".into())
         }
-        Some(Pinned::PassThrough) => return ("pass-through", "pinned by [[strategy.pins]]"),
-        Some(Pinned::SlowLane) => return ("slow-lane", "pinned by [[strategy.pins]]"),
+        Some(Pinned::PassThrough) => return ("pass-through", "pinned by [[strategy.pins]]".into()),
+        Some(Pinned::SlowLane) => return ("slow-lane", "pinned by [[strategy.pins]]".into()),
         _ => {}
     }
     if a.learned.slow_lane.load(Relaxed) {
         return (
             "slow-lane",
             "its p95 is above strategy.slow_lane_factor times its pool's median p95: it holds at most \
-             strategy.slow_lane_share of the pool's connections (cache lookups as for any read)",
+             strategy.slow_lane_share of the pool's connections (cache lookups as for any read)"
+                .into(),
         );
     }
     let reason = if !cache_on {
@@ -333,9 +336,24 @@ fn strategy(a: &Analysis, cache_on: bool) -> (&'static str, &'static str) {
     } else if a.learned.skipped() {
         "its results rarely repeat: the cache looks past it (admission)"
     } else {
-        return ("cache", "a read whose results repeat (or not measured yet): looked up in the result cache");
+        return ("cache", "a read whose results repeat (or not measured yet): looked up in the result cache".into());
     };
-    ("pass-through", reason)
+    if a.learned.unnamed.load(Relaxed) {
+        let (unnamed, prepared) = crate::prepared::adaptive::means(&a.learned);
+        let (ms, pms) = (unnamed / 1000.0, prepared / 1000.0);
+        match a.learned.prepared_phase() {
+            PreparedPhase::Kept => {
+                let why = format!("server-prepared measured faster: {pms:.3} ms against {ms:.3} ms as sent unnamed");
+                return ("server-prepared", why.into());
+            }
+            PreparedPhase::Dropped => {
+                let why = format!("{reason}; server-prepared measured no faster ({pms:.3} ms against {ms:.3} ms)");
+                return ("pass-through", why.into());
+            }
+            PreparedPhase::Measuring | PreparedPhase::Trying => {}
+        }
+    }
+    ("pass-through", reason.into())
 }
 
 /// Whether the analysis allows caching at all, or why not.

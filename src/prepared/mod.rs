@@ -8,6 +8,7 @@
 //! reply stream and the client's expected replies aligned while messages are added, dropped or
 //! answered locally.
 
+pub mod adaptive;
 pub mod messages;
 pub mod registry;
 

@@ -4,6 +4,19 @@
 
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, Ordering::Relaxed};
 
+/// Where a shape's server-prepared trial stands (`prepared::adaptive`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PreparedPhase {
+    /// Runs as the client sent them (unnamed) are being timed.
+    Measuring,
+    /// Runs served from a server-prepared statement are being timed.
+    Trying,
+    /// Server-prepared was faster: repeated unnamed Parses are served from it.
+    Kept,
+    /// It was not: they go to the server as sent.
+    Dropped,
+}
+
 /// A strategy an operator pinned on a shape (`[[strategy.pins]]`, set by the strategy tick).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Pinned {
@@ -42,11 +55,34 @@ pub struct Learned {
     pub slow_lane: AtomicBool,
     /// Wall-clock ms when `slow_lane` last changed (0: never).
     pub lane_changed_ms: AtomicU64,
+    /// The shape arrives in unnamed Parses (what the server-prepared strategy is about).
+    pub unnamed: AtomicBool,
+    /// The server-prepared trial (`prepared::adaptive`): phase, runs timed in it, the summed
+    /// server time of each phase (µs), and when the phase last changed (wall-clock ms).
+    prepared_phase: AtomicU8,
+    pub prepared_runs: AtomicU32,
+    pub prepared_unnamed_us: AtomicU64,
+    pub prepared_trial_us: AtomicU64,
+    pub prepared_changed_ms: AtomicU64,
 }
 
 impl Learned {
     pub fn skipped(&self) -> bool {
         self.cache_skipped.load(Relaxed)
+    }
+
+    pub fn prepared_phase(&self) -> PreparedPhase {
+        match self.prepared_phase.load(Relaxed) {
+            1 => PreparedPhase::Trying,
+            2 => PreparedPhase::Kept,
+            3 => PreparedPhase::Dropped,
+            _ => PreparedPhase::Measuring,
+        }
+    }
+
+    pub fn set_prepared_phase(&self, phase: PreparedPhase, now_ms: u64) {
+        self.prepared_phase.store(phase as u8, Relaxed);
+        self.prepared_changed_ms.store(now_ms, Relaxed);
     }
 
     pub fn pinned(&self) -> Option<Pinned> {

@@ -194,3 +194,50 @@ def test_pins_override_the_measured_strategy(start_proxy):
     assert branches["strategy"] == "pass-through" and "pinned" in branches["strategy_reason"], branches
     # Pins apply from the strategy's first tick after a fingerprint is seen (within a second).
     assert branches["calls"] == before["calls"] + 20 and branches["cache_hits"] == before["cache_hits"], branches
+
+
+def test_server_prepared_is_kept_where_it_measures_faster_and_dropped_where_not(start_proxy, pg_admin):
+    """Repeated unnamed statements (asyncpg without its statement cache): a ten-way join whose planning dominates
+    is served from a server-prepared statement once that measures faster; a statement whose time is all execution
+    gains nothing measurable and stays as sent."""
+    pg_admin.execute("DROP TABLE IF EXISTS pgpilot_sp")
+    pg_admin.execute("CREATE TABLE pgpilot_sp (id int PRIMARY KEY, v int)")
+    pg_admin.execute("INSERT INTO pgpilot_sp SELECT g, g FROM generate_series(1, 1000) g")
+    pg_admin.execute("ALTER TABLE pgpilot_sp OWNER TO app")
+    joins = " ".join(f"JOIN pgpilot_sp t{i} ON t{i}.id = t{i - 1}.id" for i in range(2, 11))
+    # random() keeps it out of the result cache; planning ten joins costs milliseconds, running them microseconds.
+    plan_heavy = f"SELECT t10.v FROM pgpilot_sp t1 {joins} WHERE t1.id = $1 AND random() >= 0"
+    run_heavy = "SELECT pg_sleep(0.004), $1::int"
+    proxy = start_proxy(pool_size=2)
+    try:
+        async def main():
+            c = await asyncpg.connect(proxy.dsn(), statement_cache_size=0)
+            try:
+                for i in range(130):
+                    assert await c.fetchval(plan_heavy, 1 + i % 1000) == 1 + i % 1000
+                for i in range(130):
+                    await c.fetchval(run_heavy, i)
+            finally:
+                await c.close()
+        run_async(main(), 60)
+        heavy, sleepy = query_row(proxy, "JOIN pgpilot_sp t10"), query_row(proxy, "pg_sleep")
+        assert heavy["strategy"] == "server-prepared" and "measured faster" in heavy["strategy_reason"], heavy
+        assert sleepy["strategy"] == "pass-through" and "no faster" in sleepy["strategy_reason"], sleepy
+
+        async def after_ddl():
+            c = await asyncpg.connect(proxy.dsn(), statement_cache_size=0)
+            try:
+                # DDL through pgpilot that changes the result type: the server-prepared copies are
+                # prepared again before their next use; the client never sees 0A000.
+                await c.execute("ALTER TABLE pgpilot_sp ALTER COLUMN v TYPE bigint")
+                others = [await asyncpg.connect(proxy.dsn(), statement_cache_size=0) for _ in range(2)]
+                for i in range(10):
+                    got = await asyncio.gather(*(o.fetchval(plan_heavy, 7 + i) for o in others))
+                    assert got == [7 + i, 7 + i]
+                for o in others:
+                    await o.close()
+            finally:
+                await c.close()
+        run_async(after_ddl(), 60)
+    finally:
+        pg_admin.execute("DROP TABLE IF EXISTS pgpilot_sp")

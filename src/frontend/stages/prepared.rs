@@ -16,6 +16,7 @@ use crate::config::{Config, PoolMode};
 use crate::frontend::reply_queue::{Action, Check, Event, Kind, Pending};
 use crate::frontend::statements::{Opened, ADOPTING};
 use crate::net::messages::{self, sqlstate};
+use crate::prepared::adaptive;
 use crate::prepared::messages as pm;
 use crate::prepared::{bump, Registry, Statement, STATS};
 use crate::protocol::frontend::{ClientMessage, Target};
@@ -247,9 +248,23 @@ impl PreparedStage {
         cx.statements.set_version(&key, Some((stmt.id, ADOPTING)));
     }
 
-    /// Unnamed Parse: passed through, or with `reuse_unnamed` mapped to a registry statement.
+    /// Unnamed Parse: passed through, or mapped to a registry statement (with `reuse_unnamed`,
+    /// or where the server-prepared strategy measured it faster, or is trying it).
     fn unnamed_parse(&mut self, cx: &mut Cx<'_>, query: &[u8], types: &[u8]) -> bool {
-        if !self.config.load().prepared.reuse_unnamed || !cx.held() {
+        if !cx.held() {
+            return false;
+        }
+        let cfg = self.config.load();
+        let learned = cx.turn.analyzed.first().map(|(a, _)| &a.learned);
+        if let Some(l) = learned.filter(|_| cfg.strategy.enabled && cfg.strategy.server_prepared) {
+            if !l.unnamed.load(std::sync::atomic::Ordering::Relaxed) {
+                l.unnamed.store(true, std::sync::atomic::Ordering::Relaxed);
+            }
+        }
+        let adaptive = cfg.strategy.enabled
+            && cfg.strategy.server_prepared
+            && learned.is_some_and(|l| adaptive::wants_server_prepared(l, crate::clock::wall_ms()));
+        if !cfg.prepared.reuse_unnamed && !adaptive {
             return false;
         }
         let Ok(stmt) = self.registry.get_or_insert(query, types, self.scope(cx)) else { return false };

@@ -1,0 +1,170 @@
+"""The deployment files (deploy/) and the configuration reference, checked without a Docker engine: every manifest
+parses, every file one references exists, every variable a container is given is valid configuration for the real
+binary and documented in docs/CONFIG.md, the container healthcheck works against a live pgpilot, and every series the
+Grafana dashboard draws exists in a live pgpilot's /metrics. `docker compose config` runs where docker is present."""
+import asyncio
+import configparser
+import json
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+import asyncpg
+import pytest
+import yaml
+
+import config_md
+from conftest import require_env, run_async, wait_cache_ready
+
+ROOT = Path(__file__).resolve().parents[2]
+DEPLOY = ROOT / "deploy"
+COMPOSE = DEPLOY / "docker-compose.yml"
+
+
+def compose():
+    return yaml.safe_load(COMPOSE.read_text())
+
+
+def k8s_docs():
+    return [d for f in sorted((DEPLOY / "k8s").glob("*.yaml")) for d in yaml.safe_load_all(f.read_text()) if d]
+
+
+def test_the_configuration_reference_is_generated_from_the_example():
+    assert config_md.render() == (ROOT / "docs" / "CONFIG.md").read_text(), \
+        "docs/CONFIG.md is stale: python3 tests/clients/config_md.py > docs/CONFIG.md"
+
+
+def test_manifests_parse_and_every_file_they_reference_exists():
+    c = compose()
+    assert {"postgres", "redis", "pgpilot", "prometheus", "grafana", "codebase-mcp", "workflow-mcp"} <= set(c["services"])
+    for name, svc in c["services"].items():
+        for vol in svc.get("volumes", []):
+            src = vol.split(":")[0]
+            if src.startswith("."):
+                assert (DEPLOY / src).exists(), f"{name}: {src}"
+        build = svc.get("build")
+        if build:
+            context = (DEPLOY / build["context"]).resolve()
+            dockerfile = context / build["dockerfile"]
+            assert dockerfile.exists()
+            for line in dockerfile.read_text().splitlines():
+                if line.startswith("COPY ") and "--from" not in line:
+                    for src in line.split()[1:-1]:
+                        assert (context / src).exists(), f"Dockerfile copies {src}"
+    # Healthchecks on /health and the order they give.
+    assert c["services"]["pgpilot"]["healthcheck"]["test"] == ["CMD", "pgpilot-health"]
+    for mcp in ("codebase-mcp", "workflow-mcp"):
+        env = c["services"][mcp]["environment"]
+        assert env["DB_HOST"] == "pgpilot" and env["DB_PORT"] == "6432"
+        assert env["DATABASE_URL"].startswith("postgresql+asyncpg://") and "@pgpilot:6432/" in env["DATABASE_URL"]
+        assert c["services"][mcp]["depends_on"]["pgpilot"]["condition"] == "service_healthy"
+    assert c["services"]["pgpilot"]["depends_on"]["redis"]["condition"] == "service_healthy"
+    prom = yaml.safe_load((DEPLOY / "prometheus" / "prometheus.yml").read_text())
+    assert prom["scrape_configs"][0]["static_configs"][0]["targets"] == ["pgpilot:9930"]
+    for f in (DEPLOY / "grafana" / "provisioning").rglob("*.yml"):
+        assert yaml.safe_load(f.read_text())["apiVersion"] == 1, f
+    kinds = {d["kind"]: d for d in k8s_docs()}
+    assert {"Deployment", "ConfigMap", "Secret"} <= set(kinds)
+    sidecar = next(c for c in kinds["Deployment"]["spec"]["template"]["spec"]["containers"] if c["name"] == "pgpilot")
+    assert sidecar["readinessProbe"]["httpGet"]["path"] == "/health"
+    assert sidecar["livenessProbe"]["httpGet"]["path"] == "/health"
+    assert sidecar["lifecycle"]["preStop"]["exec"]["command"]
+    unit = configparser.ConfigParser(strict=False, interpolation=None)
+    unit.read_string((DEPLOY / "systemd" / "pgpilot.service").read_text())
+    assert unit["Service"]["ExecReload"].endswith("-HUP $MAINPID") and unit["Service"]["KillSignal"] == "SIGTERM"
+
+
+def container_envs():
+    """(where, {variable: value}) for every container pgpilot runs in, as the manifests give them."""
+    out = [("compose", dict(compose()["services"]["pgpilot"]["environment"]))]
+    docs = k8s_docs()
+    secret = next(d for d in docs if d["kind"] == "Secret")["stringData"]
+    deployment = next(d for d in docs if d["kind"] == "Deployment")
+    sidecar = next(c for c in deployment["spec"]["template"]["spec"]["containers"] if c["name"] == "pgpilot")
+    env = {}
+    for e in sidecar["env"]:
+        env[e["name"]] = e["value"] if "value" in e else secret[e["valueFrom"]["secretKeyRef"]["key"]]
+    out.append(("k8s", env))
+    return out, secret
+
+
+def test_every_variable_a_container_gets_is_valid_and_documented(tmp_path):
+    binary = require_env("PGPILOT_BIN")
+    documented = (ROOT / "docs" / "CONFIG.md").read_text()
+    envs, secret = container_envs()
+    configmap = next(d for d in k8s_docs() if d["kind"] == "ConfigMap")["data"]["pgpilot.toml"]
+    (tmp_path / "pgpilot.toml").write_text(configmap)
+    (tmp_path / "users.toml").write_text(secret["users.toml"])
+    for where, env in envs:
+        for name in env:
+            assert name in documented, f"{where}: {name} is not in docs/CONFIG.md"
+        run_env = {k: v for k, v in os.environ.items() if not k.startswith("PGPILOT_") and k != "DATABASE_URL"}
+        run_env.update({k: str(v) for k, v in env.items()})
+        if "PGPILOT_USERS_FILE" in run_env:
+            run_env["PGPILOT_USERS_FILE"] = str(tmp_path / "users.toml")
+        args = [binary, "--check"] + (["--config", str(tmp_path / "pgpilot.toml")] if where == "k8s" else [])
+        r = subprocess.run(args, env=run_env, capture_output=True, text=True)
+        assert r.returncode == 0, f"{where}: {r.stderr}"
+        assert "change-me" not in r.stdout and "app:app@" not in r.stdout, "secrets masked"
+    # The systemd unit's command line with the example configuration.
+    unit = (DEPLOY / "systemd" / "pgpilot.service").read_text()
+    exec_start = re.search(r"^ExecStart=(\S+) (.*)$", unit, re.M).group(2).split()
+    exec_start[exec_start.index("--config") + 1] = str(ROOT / "config" / "pgpilot.toml")
+    r = subprocess.run([binary, "--check", *exec_start], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+
+
+def test_the_container_healthcheck_follows_health(start_proxy):
+    proxy = start_proxy()
+    script = str(DEPLOY / "pgpilot-health")
+    ok = subprocess.run([script], env={**os.environ, "PGPILOT_HEALTH_PORT": str(proxy.http_port)})
+    assert ok.returncode == 0
+    closed = subprocess.run([script], env={**os.environ, "PGPILOT_HEALTH_PORT": "1"}, stderr=subprocess.DEVNULL)
+    assert closed.returncode != 0
+
+
+@pytest.mark.skipif(shutil.which("docker") is None, reason="no docker client here")
+def test_docker_compose_config():
+    probe = subprocess.run(["docker", "compose", "version"], capture_output=True)
+    if probe.returncode != 0:
+        pytest.skip("docker compose is not installed")
+    r = subprocess.run(["docker", "compose", "-f", str(COMPOSE), "config", "-q"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+
+
+def dashboard_series():
+    dash = json.loads((DEPLOY / "grafana" / "dashboards" / "pgpilot.json").read_text())
+    names = set()
+    for panel in dash["panels"]:
+        assert panel["targets"], panel["title"]
+        for t in panel["targets"]:
+            names |= set(re.findall(r"pgpilot_[a-z0-9_]+", t["expr"]))
+    return names
+
+
+def test_every_series_the_dashboard_draws_exists_on_a_live_pgpilot(start_proxy):
+    toml = "[insights]\nslow_query_ms = 1\nn_plus_one_min_total_ms = 0\n"
+    proxy = start_proxy(pool_size=4, extra_toml=toml)
+    wait_cache_ready(proxy, "pgbench_branches", db="bench")
+
+    async def load():
+        c = await asyncpg.connect(proxy.dsn("bench"))
+        try:
+            for _ in range(3):
+                await c.fetchval("SELECT count(*) FROM pgbench_branches")  # a miss, then hits
+            await c.execute("SELECT pg_sleep(0.01)")  # slow
+            tellers = await c.fetch("SELECT tid FROM pgbench_tellers ORDER BY tid LIMIT 8")
+            for t in tellers:  # N+1
+                await c.fetchval("SELECT tbalance FROM pgbench_tellers WHERE tid = $1", t["tid"])
+            await c.execute("UPDATE pgbench_branches SET bbalance = bbalance WHERE bid = 1")  # invalidates
+            await c.fetchval("SELECT count(*) FROM pgbench_branches")
+        finally:
+            await c.close()
+    run_async(load(), 30)
+    _, metrics = proxy.http_get("/metrics")
+    present = {line.split("{")[0].split(" ")[0] for line in metrics.splitlines() if line.startswith("pgpilot_")}
+    missing = sorted(n for n in dashboard_series() if n not in present)
+    assert not missing, f"series the dashboard draws that /metrics lacks: {missing}"
