@@ -160,6 +160,46 @@ def wait_p95(metrics, since=""):
     return prev_le
 
 
+def step_run(binary, upstream, toml, args):
+    """One step load on a fresh pgpilot: (checkout wait p95 s, mean server connections, ops/s)."""
+    p = Proxy(binary, upstream, toml)
+    samples, stop = [], []
+    timeline = []
+
+    def sample():
+        t0 = time.monotonic()
+        while not stop:
+            status = json.loads(p.get("/health/status"))
+            samples.append(status["connection_pool"]["size"])
+            timeline.append((time.monotonic() - t0, [(q["size"], q["target"]) for q in status["pools"]]))
+            time.sleep(0.25)
+
+    t = threading.Thread(target=sample)
+    t.start()
+    ops = 0.0
+    # A service's pools have seen a peak before (a static pool keeps what it opened): one burst
+    # first, not measured, then few -> many -> few.
+    mcp_load(p.port, args.high, args.warm_s, tempfile.mktemp(suffix=".json"), pool_max=args.high)
+    samples.clear()
+    timeline.clear()
+    before = p.get("/metrics")
+    try:
+        for clients, seconds in ((args.low, args.low_s), (args.high, args.high_s), (args.low, args.low_s)):
+            out = tempfile.mktemp(suffix=".json")
+            s = mcp_load(p.port, clients, seconds, out, pool_max=clients)
+            ops += s["ok"]
+    finally:
+        stop.append(1)
+        t.join()
+        metrics = p.get("/metrics")
+        p.stop()
+    row = (wait_p95(metrics, before), sum(samples) / max(len(samples), 1), ops / (2 * args.low_s + args.high_s))
+    if args.trace:
+        for at, pools in timeline[::4]:
+            print(f"  {at:5.1f}s  (size, target) per pool: {pools}")
+    return row
+
+
 def part_b(binary, upstream, args):
     budget = 2 * args.pool
     configs = {f"static-{n}": f"[pool]\nmax_size = {n}\nadaptive = false\nmax_server_connections = {budget}\n"
@@ -167,46 +207,20 @@ def part_b(binary, upstream, args):
     # The adaptive pool may grow as far as the largest static one: what it holds is its own choice.
     ceiling = args.adaptive_max or max(args.static_sizes)
     configs["adaptive"] = f"[pool]\nmax_size = {ceiling}\nmax_server_connections = {budget}\n"
-    rows = {}
-    for name, toml in configs.items():
-        p = Proxy(binary, upstream, toml)
-        samples, stop = [], []
+    runs = {name: [] for name in configs}
+    for rep in range(args.repeat):
+        for name, toml in configs.items():  # interleaved: one step of each per repetition
+            row = step_run(binary, upstream, toml, args)
+            runs[name].append(row)
+            print(f"B {name} rep {rep}: checkout wait p95 {row[0] * 1000:.2f} ms, server connections on average "
+                  f"{row[1]:.1f}, {row[2]:.0f} ops/s", flush=True)
 
-        timeline = []
-
-        def sample():
-            t0 = time.monotonic()
-            while not stop:
-                status = json.loads(p.get("/health/status"))
-                samples.append(status["connection_pool"]["size"])
-                timeline.append((time.monotonic() - t0, [(q["size"], q["target"]) for q in status["pools"]]))
-                time.sleep(0.25)
-
-        t = threading.Thread(target=sample)
-        t.start()
-        ops = 0.0
-        # A service's pools have seen a peak before (a static pool keeps what it opened): one burst
-        # first, not measured, then few -> many -> few.
-        mcp_load(p.port, args.high, args.warm_s, tempfile.mktemp(suffix=".json"), pool_max=args.high)
-        samples.clear()
-        timeline.clear()
-        before = p.get("/metrics")
-        try:
-            for clients, seconds in ((args.low, args.low_s), (args.high, args.high_s), (args.low, args.low_s)):
-                out = tempfile.mktemp(suffix=".json")
-                s = mcp_load(p.port, clients, seconds, out, pool_max=clients)
-                ops += s["ok"]
-        finally:
-            stop.append(1)
-            t.join()
-            metrics = p.get("/metrics")
-            p.stop()
-        rows[name] = (wait_p95(metrics, before), sum(samples) / max(len(samples), 1), ops / (2 * args.low_s + args.high_s))
-        if args.trace:
-            for t, pools in timeline[::4]:
-                print(f"  {t:5.1f}s  (size, target) per pool: {pools}")
-        print(f"B {name}: checkout wait p95 {rows[name][0] * 1000:.2f} ms, server connections on average "
-              f"{rows[name][1]:.1f}, {rows[name][2]:.0f} ops/s", flush=True)
+    def median(xs):
+        xs = sorted(xs)
+        return xs[len(xs) // 2]
+    rows = {n: tuple(median([r[i] for r in rs]) for i in range(3)) for n, rs in runs.items()}
+    for n, r in rows.items():
+        print(f"B {n} (median of {args.repeat}): wait p95 {r[0] * 1000:.2f} ms, connections {r[1]:.1f}, {r[2]:.0f} ops/s")
     best = min((r for n, r in rows.items() if n != "adaptive"), key=lambda r: r[0])
     ad = rows["adaptive"]
     print(f"B adaptive vs best static (wait p95 {best[0] * 1000:.2f} ms): wait p95 {ad[0] / max(best[0], 1e-9):.2f}x, "

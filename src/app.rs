@@ -77,6 +77,7 @@ async fn accept_until_signal(app: &Arc<App>, listener: TcpListener) -> Result<()
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
+    let mut admin_shutdown = app.shutdown_signal();
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -93,6 +94,7 @@ async fn accept_until_signal(app: &Arc<App>, listener: TcpListener) -> Result<()
             },
             _ = term.recv() => break,
             _ = int.recv() => break,
+            _ = admin_shutdown.changed() => break, // SHUTDOWN in the admin console
         }
     }
     Ok(())

@@ -5,6 +5,21 @@ use pgpilot::config::{load::load, Cli};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Some(ini) = &cli.from_pgbouncer {
+        return match pgpilot::config::pgbouncer::convert_file(ini) {
+            Ok(out) => {
+                print!("{}", out.toml);
+                for d in &out.dropped {
+                    eprintln!("pgpilot: not carried over: {d}");
+                }
+                ExitCode::SUCCESS
+            }
+            Err(err) => {
+                eprintln!("pgpilot: {err:#}");
+                ExitCode::from(2)
+            }
+        };
+    }
     let config = match load(&cli) {
         Ok(config) => config,
         Err(err) => {

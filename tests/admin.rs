@@ -30,10 +30,14 @@ async fn show_commands_describe_pools_clients_servers_and_queries() {
     let r = rows(&pools);
     assert_eq!((r[0][0].as_str(), r[0][1].as_str(), r[0][2].as_str()), ("app", "app", "1"));
     let clients = rows(&admin.simple_query("SHOW CLIENTS").await.unwrap());
-    assert!(clients.iter().any(|r| r[0] == "app" && r[1] == "app"), "{clients:?}");
+    // (PgBouncer's columns: type, user, database, ...)
+    assert!(clients.iter().any(|r| r[0] == "C" && r[1] == "app" && r[2] == "app"), "{clients:?}");
     let servers = rows(&admin.simple_query("SHOW SERVERS").await.unwrap());
     // The client's connection, and possibly the one the cache's table list was read on at its login.
-    assert!((1..=2).contains(&servers.len()) && servers.iter().all(|r| r[0] == "app" && r[1] == "app"), "{servers:?}");
+    assert!(
+        (1..=2).contains(&servers.len()) && servers.iter().all(|r| r[0] == "S" && r[1] == "app" && r[2] == "app"),
+        "{servers:?}"
+    );
     let queries = admin.simple_query("SHOW QUERIES").await.unwrap();
     // (query, then strategy and its reason: a read of no table passes through)
     let found = rows(&queries).iter().any(|r| r[11] == "SELECT $1 + $2" && r[12] == "pass-through");

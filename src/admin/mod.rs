@@ -4,6 +4,8 @@
 
 mod result;
 mod show;
+mod show_config;
+mod show_sockets;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -67,8 +69,8 @@ pub async fn serve(app: Arc<App>, mut stream: ClientStream, mut rbuf: BytesMut, 
     }
 }
 
-const HELP: &str =
-    "SHOW POOLS|STATS|CLIENTS|SERVERS|CONFIG|QUERIES|CACHE|VERSION|HELP; PAUSE; RESUME; RELOAD; FLUSH CACHE";
+const HELP: &str = "SHOW POOLS|STATS|STATS_TOTALS|CLIENTS|SERVERS|DATABASES|LISTS|CONFIG|VERSION|QUERIES|CACHE|\
+N_PLUS_ONE|HELP; PAUSE; RESUME; RELOAD; FLUSH CACHE; KILL_CLIENT id; SHUTDOWN";
 
 async fn run(app: &Arc<App>, command: &str, out: &mut BytesMut, admin: bool) -> Result<(), (&'static str, String)> {
     let words: Vec<String> = command.split_whitespace().map(|w| w.to_ascii_uppercase()).collect();
@@ -83,11 +85,15 @@ async fn run(app: &Arc<App>, command: &str, out: &mut BytesMut, admin: bool) -> 
             let set = match *what {
                 "POOLS" => show::pools(app),
                 "STATS" => show::stats(app),
-                "CLIENTS" => show::clients(app),
-                "SERVERS" => show::servers(app),
-                "CONFIG" => show::config(app),
+                "STATS_TOTALS" => show::stats_totals(app),
+                "CLIENTS" => show_sockets::clients(app),
+                "SERVERS" => show_sockets::servers(app),
+                "DATABASES" => show::databases(app),
+                "LISTS" => show::lists(app),
+                "CONFIG" => show_config::config(app),
                 "QUERIES" => show::queries(app),
                 "CACHE" => show::cache(app),
+                "N_PLUS_ONE" => show::n_plus_one(app),
                 "VERSION" => single("version", concat!("pgpilot ", env!("CARGO_PKG_VERSION"))),
                 "HELP" => single("help", HELP),
                 _ => return Err(unknown(format!("unknown SHOW item {what:?}; try {HELP}"))),
@@ -106,6 +112,19 @@ async fn run(app: &Arc<App>, command: &str, out: &mut BytesMut, admin: bool) -> 
         ["FLUSH", "CACHE"] => {
             app.cache.flush().await;
             messages::command_complete(out, "FLUSH");
+        }
+        ["KILL_CLIENT", id] => {
+            let id: u64 =
+                id.parse().map_err(|_| unknown(format!("KILL_CLIENT takes a client id (SHOW CLIENTS), not {id:?}")))?;
+            if !app.cancels.kill(id) {
+                return Err((sqlstate::UNDEFINED_OBJECT, format!("no client with id {id}")));
+            }
+            messages::command_complete(out, "KILL_CLIENT");
+        }
+        ["SHUTDOWN"] => {
+            tracing::info!("SHUTDOWN from the admin console");
+            app.begin_shutdown();
+            messages::command_complete(out, "SHUTDOWN");
         }
         ["RELOAD"] => {
             app.reload().map_err(|e| unknown(format!("reload failed: {e:#}")))?;

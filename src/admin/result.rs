@@ -1,19 +1,38 @@
-//! Result sets of the admin console: text columns, encoded with pgwire's message types.
+//! Result sets of the admin console, encoded with pgwire's message types. Columns carry the type
+//! PgBouncer declares for the same column (text, int4, int8, numeric; values always in text
+//! format), so tools written against PgBouncer (pgbouncer_exporter through lib/pq) read them alike.
 
 use bytes::{BufMut, BytesMut};
 use pgwire::messages::data::{DataRow, FieldDescription, RowDescription};
 use pgwire::messages::Message;
 
-const TEXT_OID: u32 = 25;
+/// A column's declared type (PostgreSQL type OIDs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ty {
+    Text = 25,
+    Int4 = 23,
+    Int8 = 20,
+    Numeric = 1700,
+}
 
 pub struct ResultSet {
-    pub columns: Vec<&'static str>,
+    pub columns: Vec<(&'static str, Ty)>,
     pub rows: Vec<Vec<Option<String>>>,
 }
 
 impl ResultSet {
+    /// Text columns.
     pub fn new(columns: &[&'static str]) -> Self {
+        Self { columns: columns.iter().map(|c| (*c, Ty::Text)).collect(), rows: Vec::new() }
+    }
+
+    pub fn typed(columns: &[(&'static str, Ty)]) -> Self {
         Self { columns: columns.to_vec(), rows: Vec::new() }
+    }
+
+    /// A row with NULLs where values are None.
+    pub fn row_opt(&mut self, values: Vec<Option<String>>) {
+        self.rows.push(values);
     }
 
     pub fn row(&mut self, values: Vec<String>) {
@@ -22,8 +41,18 @@ impl ResultSet {
 
     /// RowDescription, DataRows and CommandComplete ("SHOW").
     pub fn encode(&self, out: &mut BytesMut) {
-        let fields =
-            self.columns.iter().map(|c| FieldDescription::new(c.to_string(), 0, 0, TEXT_OID, -1, -1, 0)).collect();
+        let fields = self
+            .columns
+            .iter()
+            .map(|(name, ty)| {
+                let len = match ty {
+                    Ty::Int4 => 4,
+                    Ty::Int8 => 8,
+                    Ty::Text | Ty::Numeric => -1,
+                };
+                FieldDescription::new(name.to_string(), 0, 0, *ty as u32, len, -1, 0)
+            })
+            .collect();
         RowDescription::new(fields).encode(out).expect("encoding RowDescription");
         for row in &self.rows {
             let mut data = BytesMut::new();

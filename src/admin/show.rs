@@ -1,165 +1,284 @@
-//! The SHOW commands, with PgBouncer's column names where PgBouncer has the command.
+//! The SHOW commands. Where PgBouncer 1.24 has the command, its columns come first, with its names,
+//! order and types (read from PgBouncer 1.24.1's src/admin.c and src/stats.c; pgbouncer_exporter
+//! reads them by name), and pgpilot's own columns follow. A PgBouncer column pgpilot has no
+//! counterpart for is 0 (cancel-request states, login/tested servers, bytes), never missing.
 
-use std::time::{Duration, SystemTime};
-
-use super::result::ResultSet;
+use super::result::{ResultSet, Ty};
 use crate::insights::stats::QueryRow;
 use crate::shared::App;
 
-fn secs(d: Duration) -> String {
-    d.as_secs().to_string()
-}
-
-fn unix(t: SystemTime) -> String {
-    t.duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0).to_string()
-}
+use Ty::{Int4, Int8, Numeric, Text};
 
 pub fn pools(app: &App) -> ResultSet {
-    let mode = format!("{:?}", app.config.load().pool.mode).to_lowercase();
-    let mut r = ResultSet::new(&[
-        "database",
-        "user",
-        "cl_active",
-        "cl_waiting",
-        "sv_active",
-        "sv_idle",
-        "sv_total",
-        "pool_size",
-        "pool_mode",
-        "pool_target",
-        "sizing",
-        "slow_lane_active",
-        "slow_lane_waited",
+    let mode = super::show_config::pool_mode(app);
+    let mut r = ResultSet::typed(&[
+        ("database", Text),
+        ("user", Text),
+        ("cl_active", Int4),
+        ("cl_waiting", Int4),
+        ("cl_active_cancel_req", Int4),
+        ("cl_waiting_cancel_req", Int4),
+        ("sv_active", Int4),
+        ("sv_active_cancel", Int4),
+        ("sv_being_canceled", Int4),
+        ("sv_idle", Int4),
+        ("sv_used", Int4),
+        ("sv_tested", Int4),
+        ("sv_login", Int4),
+        ("maxwait", Int4),
+        ("maxwait_us", Int4),
+        ("pool_mode", Text),
+        ("load_balance_hosts", Text),
+        // pgpilot's
+        ("sv_total", Int4),
+        ("pool_size", Int4),
+        ("pool_target", Int4),
+        ("sizing", Text),
+        ("slow_lane_active", Int4),
+        ("slow_lane_waited", Int8),
     ]);
     for pool in app.pools.all() {
         let s = pool.snapshot();
         let clients = pool.clients.load(std::sync::atomic::Ordering::Relaxed).max(0) as usize;
-        r.row(vec![
-            s.database,
-            s.user,
-            clients.saturating_sub(s.waiting).to_string(),
-            s.waiting.to_string(),
-            s.active.to_string(),
-            s.idle.to_string(),
-            s.size.to_string(),
-            s.max_size.to_string(),
-            mode.clone(),
-            s.target.to_string(),
-            s.decision.map_or(String::new(), |d| d.reason.to_string()),
-            s.slow_lane_active.to_string(),
-            s.slow_lane_waited.to_string(),
+        let n = |v: usize| Some(v.to_string());
+        r.row_opt(vec![
+            Some(s.database),
+            Some(s.user),
+            n(clients.saturating_sub(s.waiting)),
+            n(s.waiting),
+            n(0),
+            n(0),
+            n(s.active),
+            n(0),
+            n(0),
+            n(s.idle),
+            n(0),
+            n(0),
+            n(0),
+            Some((s.max_wait_us / 1_000_000).to_string()),
+            Some((s.max_wait_us % 1_000_000).to_string()),
+            Some(mode.clone()),
+            None,
+            n(s.size),
+            n(s.max_size),
+            n(s.target),
+            Some(s.decision.map_or(String::new(), |d| d.reason.to_string())),
+            n(s.slow_lane_active),
+            Some(s.slow_lane_waited.to_string()),
         ]);
     }
     r
+}
+
+/// Per database, PgBouncer's counters since start; what pgpilot does not count is 0 (bytes,
+/// parse and bind counts, the per-second averages of the last stats period).
+struct Totals {
+    assignments: u64,
+    xacts: u64,
+    queries: u64,
+    xact_us: u64,
+    query_us: u64,
+    wait_timeouts: u64,
+}
+
+fn totals(app: &App) -> Vec<(String, Totals)> {
+    let queries = app.query_stats.rows(app.config.load().cache.enabled);
+    let mut out: Vec<(String, Totals)> = Vec::new();
+    for pool in app.pools.all() {
+        let db = pool.key.database.clone();
+        let mine = queries.iter().filter(|q| q.database == db && q.user == pool.key.user);
+        let (count, time_us) = mine.fold((0u64, 0f64), |(c, t), q| (c + q.calls, t + q.total_ms * 1000.0));
+        let checkouts = pool.checkouts.load(std::sync::atomic::Ordering::Relaxed);
+        let t = Totals {
+            assignments: checkouts,
+            xacts: checkouts,
+            queries: count,
+            xact_us: pool.held_ms.load(std::sync::atomic::Ordering::Relaxed) * 1000,
+            query_us: time_us as u64,
+            wait_timeouts: pool.wait_timeouts.load(std::sync::atomic::Ordering::Relaxed),
+        };
+        match out.iter_mut().find(|(d, _)| *d == db) {
+            Some((_, sum)) => {
+                sum.assignments += t.assignments;
+                sum.xacts += t.xacts;
+                sum.queries += t.queries;
+                sum.xact_us += t.xact_us;
+                sum.query_us += t.query_us;
+                sum.wait_timeouts += t.wait_timeouts;
+            }
+            None => out.push((db, t)),
+        }
+    }
+    out
+}
+
+const STATS_COUNTERS: [&str; 11] = [
+    "server_assignment_count",
+    "xact_count",
+    "query_count",
+    "received",
+    "sent",
+    "xact_time",
+    "query_time",
+    "wait_time",
+    "client_parse_count",
+    "server_parse_count",
+    "bind_count",
+];
+
+fn counters(t: &Totals) -> [u64; 11] {
+    [t.assignments, t.xacts, t.queries, 0, 0, t.xact_us, t.query_us, 0, 0, 0, 0]
 }
 
 pub fn stats(app: &App) -> ResultSet {
-    let queries = app.query_stats.rows(app.config.load().cache.enabled);
-    let mut r = ResultSet::new(&[
-        "database",
-        "user",
+    // PgBouncer 1.24: total_<counter> for each, then avg_<counter> (avg_recv, avg_sent for bytes).
+    let mut cols: Vec<(&'static str, Ty)> = vec![("database", Text)];
+    const TOTAL: [&str; 11] = [
+        "total_server_assignment_count",
         "total_xact_count",
         "total_query_count",
+        "total_received",
+        "total_sent",
+        "total_xact_time",
         "total_query_time",
-        "total_wait_timeouts",
+        "total_wait_time",
+        "total_client_parse_count",
+        "total_server_parse_count",
+        "total_bind_count",
+    ];
+    const AVG: [&str; 11] = [
+        "avg_server_assignment_count",
+        "avg_xact_count",
+        "avg_query_count",
+        "avg_recv",
+        "avg_sent",
+        "avg_xact_time",
+        "avg_query_time",
+        "avg_wait_time",
+        "avg_client_parse_count",
+        "avg_server_parse_count",
+        "avg_bind_count",
+    ];
+    cols.extend(TOTAL.iter().chain(AVG.iter()).map(|c| (*c, Numeric)));
+    cols.push(("total_wait_timeouts", Int8));
+    let mut r = ResultSet::typed(&cols);
+    for (db, t) in totals(app) {
+        let mut row = vec![db];
+        row.extend(counters(&t).iter().map(u64::to_string));
+        row.extend(std::iter::repeat_n("0".to_string(), 11));
+        row.push(t.wait_timeouts.to_string());
+        r.row(row);
+    }
+    r
+}
+
+/// SHOW STATS_TOTALS: what pgbouncer_exporter scrapes.
+pub fn stats_totals(app: &App) -> ResultSet {
+    let mut cols: Vec<(&'static str, Ty)> = vec![("database", Text)];
+    cols.extend(STATS_COUNTERS.iter().map(|c| {
+        let name: &'static str = match *c {
+            "received" => "bytes_received",
+            "sent" => "bytes_sent",
+            other => other,
+        };
+        (name, Numeric)
+    }));
+    let mut r = ResultSet::typed(&cols);
+    for (db, t) in totals(app) {
+        let mut row = vec![db];
+        row.extend(counters(&t).iter().map(u64::to_string));
+        r.row(row);
+    }
+    r
+}
+
+/// One row per database pgpilot has a pool for (all on the one upstream server).
+pub fn databases(app: &App) -> ResultSet {
+    let cfg = app.config.load();
+    let up = cfg.upstream();
+    let mut r = ResultSet::typed(&[
+        ("name", Text),
+        ("host", Text),
+        ("port", Int4),
+        ("database", Text),
+        ("force_user", Text),
+        ("pool_size", Int4),
+        ("min_pool_size", Int4),
+        ("reserve_pool_size", Int4),
+        ("server_lifetime", Int4),
+        ("pool_mode", Text),
+        ("load_balance_hosts", Text),
+        ("max_connections", Int4),
+        ("current_connections", Int4),
+        ("max_client_connections", Int4),
+        ("current_client_connections", Int4),
+        ("paused", Int4),
+        ("disabled", Int4),
     ]);
-    for pool in app.pools.all() {
-        let mine = queries.iter().filter(|q| q.database == pool.key.database && q.user == pool.key.user);
-        let (count, time_us) = mine.fold((0u64, 0f64), |(c, t), q| (c + q.calls, t + q.total_ms * 1000.0));
-        r.row(vec![
-            pool.key.database.clone(),
-            pool.key.user.clone(),
-            pool.checkouts.load(std::sync::atomic::Ordering::Relaxed).to_string(),
-            count.to_string(),
-            format!("{}", time_us as u64),
-            pool.wait_timeouts.load(std::sync::atomic::Ordering::Relaxed).to_string(),
+    let paused = app.pools.is_paused();
+    let mut names: Vec<String> = app.pools.all().iter().map(|p| p.key.database.clone()).collect();
+    names.sort();
+    names.dedup();
+    for db in names {
+        let pools: Vec<_> = app.pools.all().into_iter().filter(|p| p.key.database == db).collect();
+        let conns: usize = pools.iter().map(|p| p.snapshot().size).sum();
+        let clients: i64 = pools.iter().map(|p| p.clients.load(std::sync::atomic::Ordering::Relaxed).max(0)).sum();
+        r.row_opt(vec![
+            Some(db.clone()),
+            Some(up.host.clone()),
+            Some(up.port.to_string()),
+            Some(db),
+            None,
+            Some(cfg.pool.max_size.to_string()),
+            Some(cfg.pool.min_size.to_string()),
+            Some("0".into()),
+            Some((cfg.pool.lifetime_ms / 1000).to_string()),
+            Some(super::show_config::pool_mode(app)),
+            None,
+            Some(cfg.pool.max_server_connections.to_string()),
+            Some(conns.to_string()),
+            Some("0".into()),
+            Some(clients.to_string()),
+            Some(u8::from(paused).to_string()),
+            Some("0".into()),
         ]);
     }
     r
 }
 
-pub fn clients(app: &App) -> ResultSet {
-    let mut r =
-        ResultSet::new(&["user", "database", "state", "addr", "connect_time", "application_name", "server_pid"]);
-    for c in app.cancels.clients() {
-        let server = c.server.lock().clone();
-        r.row(vec![
-            c.user.clone(),
-            c.database.clone(),
-            if server.is_some() { "active" } else { "idle" }.into(),
-            c.peer.clone(),
-            unix(c.connected),
-            c.application_name.clone(),
-            server.map(|s| s.pid.to_string()).unwrap_or_default(),
-        ]);
+/// PgBouncer's internal lists, with the counts pgpilot has (the rest 0; the exporter reads each).
+pub fn lists(app: &App) -> ResultSet {
+    let pools = app.pools.all();
+    let mut dbs: Vec<&str> = pools.iter().map(|p| p.key.database.as_str()).collect();
+    dbs.sort();
+    dbs.dedup();
+    let mut users: Vec<&str> = pools.iter().map(|p| p.key.user.as_str()).collect();
+    users.sort();
+    users.dedup();
+    let snaps: Vec<_> = pools.iter().map(|p| p.snapshot()).collect();
+    let (used, free) = snaps.iter().fold((0, 0), |(u, f), s| (u + s.active, f + s.idle));
+    let clients = app.cancels.clients().len();
+    let mut r = ResultSet::typed(&[("list", Text), ("items", Int4)]);
+    let rows: [(&str, usize); 14] = [
+        ("databases", dbs.len()),
+        ("users", users.len()),
+        ("peers", 0),
+        ("pools", pools.len()),
+        ("peer_pools", 0),
+        ("free_clients", 0),
+        ("used_clients", clients),
+        ("login_clients", 0),
+        ("free_servers", free),
+        ("used_servers", used),
+        ("dns_names", 0),
+        ("dns_zones", 0),
+        ("dns_queries", 0),
+        ("dns_pending", 0),
+    ];
+    for (name, n) in rows {
+        r.row(vec![name.to_string(), n.to_string()]);
     }
     r
-}
-
-pub fn servers(app: &App) -> ResultSet {
-    let mut r = ResultSet::new(&["user", "database", "state", "addr", "pid", "age_s", "idle_s", "client"]);
-    for c in app.cancels.clients() {
-        if let Some(s) = c.server.lock().clone() {
-            let row = vec![c.user.clone(), c.database.clone(), "active".into(), s.addr.to_string(), s.pid.to_string()];
-            r.row(row.into_iter().chain([String::new(), "0".into(), c.peer.clone()]).collect());
-        }
-    }
-    for pool in app.pools.all() {
-        for (pid, (addr, age, idle)) in pool.idle_servers() {
-            let (user, db) = (pool.key.user.clone(), pool.key.database.clone());
-            r.row(vec![
-                user,
-                db,
-                "idle".into(),
-                addr.to_string(),
-                pid.to_string(),
-                secs(age),
-                secs(idle),
-                String::new(),
-            ]);
-        }
-    }
-    r
-}
-
-/// Every setting as key = value (passwords masked), flattened from the configuration.
-pub fn config(app: &App) -> ResultSet {
-    let mut r = ResultSet::new(&["key", "value"]);
-    let value = serde_json::to_value(&**app.config.load()).unwrap_or_default();
-    let mut flat = Vec::new();
-    flatten("", &value, &mut flat);
-    for (k, v) in flat {
-        let masked =
-            k.contains("password") || k.contains("secret") || (k.starts_with("upstream.url") && v.contains('@'));
-        r.row(vec![k, if masked { mask(&v) } else { v }]);
-    }
-    r
-}
-
-fn mask(v: &str) -> String {
-    match v.split_once("://").and_then(|(s, rest)| rest.split_once('@').map(|(cred, host)| (s, cred, host))) {
-        Some((scheme, cred, host)) => format!("{scheme}://{}:********@{host}", cred.split(':').next().unwrap_or("")),
-        None => "********".into(),
-    }
-}
-
-fn flatten(prefix: &str, v: &serde_json::Value, out: &mut Vec<(String, String)>) {
-    match v {
-        serde_json::Value::Object(m) => {
-            for (k, v) in m {
-                let key = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
-                flatten(&key, v, out);
-            }
-        }
-        serde_json::Value::Array(a) if a.iter().any(|x| x.is_object()) => {
-            for (i, v) in a.iter().enumerate() {
-                flatten(&format!("{prefix}[{i}]"), v, out);
-            }
-        }
-        serde_json::Value::String(s) => out.push((prefix.to_string(), s.clone())),
-        serde_json::Value::Null => out.push((prefix.to_string(), String::new())),
-        other => out.push((prefix.to_string(), other.to_string())),
-    }
 }
 
 pub fn queries(app: &App) -> ResultSet {
@@ -224,6 +343,35 @@ pub fn cache(app: &App) -> ResultSet {
             v.push_str(&format!(", last error: {e}"));
         }
         r.row(vec![format!("replication {}", s.database), v]);
+    }
+    r
+}
+
+/// SHOW N_PLUS_ONE: the findings of GET /insights/n-plus-one.
+pub fn n_plus_one(app: &App) -> ResultSet {
+    let mut r = ResultSet::typed(&[
+        ("database", Text),
+        ("user", Text),
+        ("application_name", Text),
+        ("source_query", Text),
+        ("repeated_query", Text),
+        ("count", Int8),
+        ("occurrences", Int8),
+        ("total_ms", Numeric),
+        ("suggestion", Text),
+    ]);
+    for f in app.findings.list() {
+        r.row(vec![
+            f.database,
+            f.user,
+            f.application_name,
+            f.source_query,
+            f.repeated_query,
+            f.count.to_string(),
+            f.occurrences.to_string(),
+            format!("{:.3}", f.total_ms),
+            f.suggestion,
+        ]);
     }
     r
 }

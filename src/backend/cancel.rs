@@ -33,6 +33,10 @@ pub struct ServerKey {
 /// One client session as the rest of pgpilot may see it.
 #[derive(Debug)]
 pub struct ClientMeta {
+    /// Given by the registry: SHOW CLIENTS' `id`, what KILL_CLIENT names.
+    pub id: u64,
+    /// KILL_CLIENT: the session ends (FATAL 57P01) at its next turn.
+    pub kill: tokio::sync::Notify,
     pub user: String,
     pub database: String,
     pub application_name: String,
@@ -47,6 +51,7 @@ pub struct ClientMeta {
 #[derive(Default)]
 pub struct CancelRegistry {
     map: Mutex<HashMap<(i32, i32), Arc<ClientMeta>>>,
+    next_id: std::sync::atomic::AtomicU64,
 }
 
 /// Removes the registration when the session ends.
@@ -63,7 +68,8 @@ impl Drop for Registration {
 }
 
 impl CancelRegistry {
-    pub fn register(self: &Arc<Self>, meta: ClientMeta) -> Registration {
+    pub fn register(self: &Arc<Self>, mut meta: ClientMeta) -> Registration {
+        meta.id = self.next_id.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
         let meta = Arc::new(meta);
         let mut map = self.map.lock();
         let key = loop {
@@ -77,6 +83,14 @@ impl CancelRegistry {
     }
 
     /// Every live client session.
+    /// KILL_CLIENT: tells the session with this id to end; whether there was one.
+    pub fn kill(&self, id: u64) -> bool {
+        let map = self.map.lock();
+        let Some(meta) = map.values().find(|m| m.id == id) else { return false };
+        meta.kill.notify_one();
+        true
+    }
+
     pub fn clients(&self) -> Vec<Arc<ClientMeta>> {
         let mut v: Vec<_> = self.map.lock().values().cloned().collect();
         v.sort_by_key(|m| m.connected);

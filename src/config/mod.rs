@@ -5,6 +5,7 @@
 
 pub mod env;
 pub mod load;
+pub mod pgbouncer;
 pub mod secrets;
 pub mod strategy;
 pub mod users;
@@ -41,9 +42,13 @@ pub struct Cli {
     /// Redis for the shared result cache tier.
     #[arg(long, env = "PGPILOT_REDIS_URL")]
     pub redis_url: Option<String>,
-    /// Validate the configuration and exit (0 valid, 2 invalid).
+    /// Validate the configuration, print it (secrets masked) and exit (0 valid, 2 invalid).
     #[arg(long)]
     pub check: bool,
+    /// Print the pgpilot configuration equivalent to this PgBouncer configuration (and its
+    /// auth_file), naming every setting that does not carry over, and exit.
+    #[arg(long, value_name = "PGBOUNCER_INI")]
+    pub from_pgbouncer: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize, clap::ValueEnum, Default)]

@@ -107,6 +107,8 @@ impl Session {
             stages,
             received: std::time::Instant::now(),
             cancel: app.cancels.register(crate::backend::cancel::ClientMeta {
+                id: 0,
+                kill: Default::default(),
                 user: info.user.clone(),
                 database: info.database.clone(),
                 application_name: info.application_name.clone(),
@@ -164,6 +166,8 @@ impl Session {
         let mut stop = std::pin::pin!(async move {
             let _ = shutdown.changed().await;
         });
+        let meta = self.cancel.meta.clone();
+        let mut killed = std::pin::pin!(async move { meta.kill.notified().await });
         loop {
             if stopping && self.at_rest() {
                 messages::error(&mut self.cout, "FATAL", sqlstate::ADMIN_SHUTDOWN, "pgpilot is shutting down");
@@ -200,6 +204,13 @@ impl Session {
                     }
                 }
                 _ = &mut stop, if !stopping => stopping = true,
+                _ = &mut killed => {
+                    tracing::info!(user = %self.info.user, database = %self.info.database, "client killed (KILL_CLIENT)");
+                    let msg = "terminating connection due to administrator command (KILL_CLIENT)";
+                    messages::error(&mut self.cout, "FATAL", sqlstate::ADMIN_SHUTDOWN, msg);
+                    let _ = self.flush_client().await;
+                    return; // a held server connection mid-transaction is closed, not reused
+                }
             }
         }
     }

@@ -1,7 +1,7 @@
 //! Who may read the insights and change the cache over HTTP. The statement list names every
 //! query shape the clients run and POST /cache/flush costs every cached result, so with
 //! `[http] token` set they need it (`Authorization: Bearer TOKEN`, or the cookie
-//! `pgpilot_token` a page keeps). Without a token they are served on a loopback listener only: a
+//! `pgpilot_token` the page keeps, or `?token=` on the page's first visit). Without a token they are served on a loopback listener only: a
 //! listener bound wider (a container's 0.0.0.0) answers 403 until a token is configured, while
 //! /metrics and /health stay open there for Prometheus and probes (they hold no statement text).
 
@@ -28,15 +28,22 @@ pub(super) async fn require_token(State((h, loopback)): State<(Http, bool)>, req
     (StatusCode::UNAUTHORIZED, [(header::WWW_AUTHENTICATE, "Bearer")], "pgpilot: token required").into_response()
 }
 
-/// The token in the Authorization header or the cookie.
+/// The token in the Authorization header, the cookie, or (the page's first visit) `?token=`.
 fn presented(req: &Request) -> Option<&str> {
     let headers = req.headers();
     let bearer =
         headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
-    bearer.or_else(|| {
-        let cookies = headers.get(header::COOKIE)?.to_str().ok()?;
-        cookies.split(';').find_map(|c| c.trim().strip_prefix("pgpilot_token="))
-    })
+    bearer
+        .or_else(|| {
+            let cookies = headers.get(header::COOKIE)?.to_str().ok()?;
+            cookies.split(';').find_map(|c| c.trim().strip_prefix("pgpilot_token="))
+        })
+        .or_else(|| req.uri().query().and_then(token_in_query))
+}
+
+/// `token=...` of a query string (taken as it is written: a token meant for a URL is URL-safe).
+pub(super) fn token_in_query(query: &str) -> Option<&str> {
+    query.split('&').find_map(|kv| kv.strip_prefix("token="))
 }
 
 /// Compares in time independent of where the first difference is.

@@ -1,8 +1,9 @@
-//! HTTP endpoints beside the proxy: /health, /health/status, /metrics (open), /queries and
-//! /insights/n-plus-one, and POST /cache/flush (behind `[http] token`: `access`).
+//! HTTP endpoints beside the proxy: /health, /health/status, /metrics (open), the page at /,
+//! /queries and /insights/n-plus-one, and POST /cache/flush (behind `[http] token`: `access`).
 
 mod access;
 mod insights;
+mod page;
 mod scrape;
 
 use std::sync::Arc;
@@ -29,6 +30,7 @@ pub async fn serve(listener: tokio::net::TcpListener, app: Arc<App>, prometheus:
     let state = Http { app, prometheus };
     // What names the clients' statements or changes anything: behind the token.
     let guarded = Router::new()
+        .route("/", get(page::page))
         .route("/queries", get(insights::queries))
         .route("/insights/n-plus-one", get(insights::n_plus_one))
         .route("/cache/flush", axum::routing::post(cache_flush))

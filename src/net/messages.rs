@@ -26,6 +26,7 @@ pub mod sqlstate {
     pub const IDLE_IN_TRANSACTION_TIMEOUT: &str = "25P03";
     pub const OUT_OF_MEMORY: &str = "53200";
     pub const INSUFFICIENT_PRIVILEGE: &str = "42501";
+    pub const UNDEFINED_OBJECT: &str = "42704";
 }
 
 fn encode<M: Message>(m: M, out: &mut BytesMut) {

@@ -53,7 +53,7 @@ impl Pool {
         );
         let (size, waiting) = {
             let st = self.state.lock();
-            (st.total, st.waiters.iter().filter(|w| !w.is_closed()).count())
+            (st.total, st.waiters.iter().filter(|w| !w.tx.is_closed()).count())
         };
         let sample = {
             let mut last = self.last_tick.lock();

@@ -68,7 +68,13 @@ struct State {
     idle: Vec<ServerConn>,
     /// Changed only by `reserve` and `release`: every slot taken is given back exactly once.
     total: usize,
-    waiters: VecDeque<oneshot::Sender<Grant>>,
+    waiters: VecDeque<Waiter>,
+}
+
+/// A checkout waiting, and since when (SHOW POOLS' maxwait).
+struct Waiter {
+    since: Instant,
+    tx: oneshot::Sender<Grant>,
 }
 
 impl State {
@@ -383,7 +389,7 @@ impl Pool {
                 return Some(Grant::Conn(Box::new(conn)));
             }
             let (tx, rx) = oneshot::channel();
-            st.waiters.push_back(tx);
+            st.waiters.push_back(Waiter { since: Instant::now(), tx });
             rx
         };
         tokio::time::timeout_at(deadline, rx).await.ok().and_then(Result::ok)
@@ -422,7 +428,7 @@ impl Pool {
             return;
         }
         let mut conn = Box::new(conn);
-        while let Some(tx) = st.waiters.pop_front() {
+        while let Some(Waiter { tx, .. }) = st.waiters.pop_front() {
             match tx.send(Grant::Conn(conn)) {
                 Ok(()) => return,
                 Err(Grant::Conn(back)) => conn = back,
@@ -437,7 +443,7 @@ impl Pool {
         let limit = self.limit();
         let mut st = self.state.lock();
         if st.total <= limit {
-            while let Some(tx) = st.waiters.pop_front() {
+            while let Some(Waiter { tx, .. }) = st.waiters.pop_front() {
                 if tx.send(Grant::Slot).is_ok() {
                     return;
                 }
@@ -449,7 +455,7 @@ impl Pool {
     /// Checkouts are waiting.
     pub fn has_waiters(&self) -> bool {
         let mut st = self.state.lock();
-        st.waiters.retain(|w| !w.is_closed());
+        st.waiters.retain(|w| !w.tx.is_closed());
         !st.waiters.is_empty()
     }
 
@@ -473,7 +479,7 @@ impl Pool {
         if st.waiters.is_empty() || !st.reserve(limit, &self.budget) {
             return;
         }
-        while let Some(tx) = st.waiters.pop_front() {
+        while let Some(Waiter { tx, .. }) = st.waiters.pop_front() {
             if tx.send(Grant::Slot).is_ok() {
                 return;
             }

@@ -34,6 +34,11 @@ impl PoolSet {
         self.paused.send_replace(paused);
     }
 
+    /// PAUSE is in effect (SHOW DATABASES' `paused`).
+    pub fn is_paused(&self) -> bool {
+        *self.paused.borrow()
+    }
+
     pub fn get(&self, database: &str, user: &str) -> Arc<Pool> {
         let key = PoolKey { database: database.to_string(), user: user.to_string() };
         if let Some(pool) = self.pools.read().get(&key) {

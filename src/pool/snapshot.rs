@@ -12,6 +12,8 @@ pub struct PoolSnapshot {
     pub active: usize,
     pub idle: usize,
     pub waiting: usize,
+    /// How long the oldest waiting checkout has waited (µs; 0: none waits).
+    pub max_wait_us: u64,
     pub size: usize,
     pub max_size: usize,
     pub pool_utilization: f64,
@@ -31,7 +33,8 @@ impl Pool {
         let decision = self.decision.lock().clone();
         let recommendation = self.sizing.lock().recommendation();
         let mut st = self.state.lock();
-        st.waiters.retain(|w| !w.is_closed());
+        st.waiters.retain(|w| !w.tx.is_closed());
+        let max_wait_us = st.waiters.front().map_or(0, |w| w.since.elapsed().as_micros() as u64);
         let (size, idle) = (st.total, st.idle.len());
         PoolSnapshot {
             database: self.key.database.clone(),
@@ -39,6 +42,7 @@ impl Pool {
             active: size - idle,
             idle,
             waiting: st.waiters.len(),
+            max_wait_us,
             size,
             max_size: max,
             pool_utilization: (size - idle) as f64 / max.max(1) as f64,

@@ -1,0 +1,347 @@
+//! `pgpilot --from-pgbouncer pgbouncer.ini`: an existing PgBouncer configuration (and its
+//! `auth_file`) as the equivalent pgpilot TOML, with every setting that cannot be carried over
+//! named. The INI dialect is PgBouncer's own (sections, `key = value`, `;`/`#` comments, values
+//! of `[databases]` in libpq's `key=value` form), small enough that a general INI crate would add a
+//! dependency and still not parse the connection strings.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+
+use super::{AuthMethod, Config, PoolMode, UserConfig};
+
+/// The result: the TOML to write, and what did not carry over (one line each, with why).
+pub struct Converted {
+    pub toml: String,
+    pub dropped: Vec<String>,
+}
+
+type Section = BTreeMap<String, String>;
+
+/// Reads `path` (and the `auth_file` it names, relative to it) and converts.
+pub fn convert_file(path: &Path) -> Result<Converted> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let ini = parse_ini(&text)?;
+    let auth_file = ini.get("pgbouncer").and_then(|s| s.get("auth_file")).map(|f| {
+        let f = PathBuf::from(f);
+        if f.is_relative() {
+            path.parent().unwrap_or(Path::new(".")).join(f)
+        } else {
+            f
+        }
+    });
+    let (userlist, unread) = match auth_file.map(|f| (std::fs::read_to_string(&f), f)) {
+        Some((Ok(text), _)) => (Some(text), None),
+        Some((Err(e), f)) => {
+            (None, Some(format!("auth_file = {}: not readable ({e}): no users carried over", f.display())))
+        }
+        None => (None, None),
+    };
+    let mut out = convert(&ini, userlist.as_deref())?;
+    if let Some(note) = unread {
+        out.toml = format!("# not carried over: {note}\n{}", out.toml);
+        out.dropped.push(note);
+    }
+    Ok(out)
+}
+
+pub fn convert(ini: &BTreeMap<String, Section>, userlist: Option<&str>) -> Result<Converted> {
+    let mut c = Config::default();
+    let mut dropped = Vec::new();
+    let empty = Section::new();
+    let pgb = ini.get("pgbouncer").unwrap_or(&empty);
+    for (key, value) in pgb {
+        if let Err(why) = setting(&mut c, key, value) {
+            dropped.push(format!("[pgbouncer] {key} = {value}: {why}"));
+        }
+    }
+    databases(&mut c, ini.get("databases").unwrap_or(&empty), &mut dropped)?;
+    for (name, value) in ini.get("users").unwrap_or(&empty) {
+        dropped.push(format!("[users] {name} = {value}: per-user pool settings other than pool_size are not carried; set [[users]] pool_size"));
+    }
+    if let Some(list) = userlist {
+        let auth = pgb.get("auth_type").map(String::as_str).unwrap_or("md5");
+        c.users = users(list, auth, &mut dropped)?;
+    }
+    for section in ini.keys().filter(|s| !matches!(s.as_str(), "pgbouncer" | "databases" | "users")) {
+        dropped.push(format!("[{section}]: no pgpilot equivalent"));
+    }
+    let mut toml = String::from("# Converted from a PgBouncer configuration by pgpilot --from-pgbouncer.\n");
+    for d in &dropped {
+        toml.push_str(&format!("# not carried over: {d}\n"));
+    }
+    toml.push_str(&toml::to_string(&c).context("writing the configuration")?);
+    Ok(Converted { toml, dropped })
+}
+
+/// One `[pgbouncer]` setting onto `c`, or why it has no place there.
+fn setting(c: &mut Config, key: &str, v: &str) -> Result<(), String> {
+    let num = |v: &str| v.trim().parse::<u64>().map_err(|_| format!("{v:?} is not a number"));
+    // PgBouncer's times are seconds (fractions allowed); pgpilot's are milliseconds.
+    let ms = |v: &str| v.trim().parse::<f64>().map(|s| (s * 1000.0) as u64).map_err(|_| format!("{v:?} is not a time"));
+    match key {
+        "listen_addr" => {
+            let addr = if v == "*" || v == "0.0.0.0" { "0.0.0.0" } else { v.split(',').next().unwrap_or(v).trim() };
+            let addr = if addr == "localhost" { "127.0.0.1" } else { addr };
+            let port = c.server.listen.rsplit(':').next().unwrap_or("6432").to_string();
+            c.server.listen = format!("{addr}:{port}");
+        }
+        "listen_port" => {
+            let host = c.server.listen.rsplit_once(':').map_or("127.0.0.1", |(h, _)| h).to_string();
+            c.server.listen = format!("{host}:{}", num(v)?);
+        }
+        "pool_mode" => {
+            c.pool.mode = match v {
+                "session" => PoolMode::Session,
+                "transaction" => PoolMode::Transaction,
+                _ => return Err("statement pooling is not supported (transaction mode is the closest)".into()),
+            }
+        }
+        "max_client_conn" => c.server.max_client_conn = num(v)? as usize,
+        "default_pool_size" => c.pool.max_size = num(v)?.max(1) as usize,
+        "min_pool_size" => c.pool.min_size = num(v)? as usize,
+        "server_idle_timeout" => c.pool.idle_timeout_ms = ms(v)?,
+        "server_lifetime" => c.pool.lifetime_ms = ms(v)?,
+        "query_wait_timeout" => c.pool.checkout_timeout_ms = ms(v)?,
+        "idle_transaction_timeout" => c.pool.idle_transaction_timeout_ms = ms(v)?,
+        "query_timeout" => return Err("pgpilot has no query timeout yet (use statement_timeout on the server)".into()),
+        "server_check_delay" => c.pool.health_check_after_ms = ms(v)?,
+        "server_connect_timeout" => c.upstream.connect_timeout_ms = ms(v)?,
+        "client_login_timeout" => c.server.startup_timeout_ms = ms(v)?,
+        "server_reset_query" => c.pool.reset_query = v.to_string(),
+        "max_prepared_statements" => match num(v)? {
+            0 => return Err("0 turns prepared statements off in PgBouncer; pgpilot always keeps them working".into()),
+            n => c.prepared.server_cache_size = n as usize,
+        },
+        "admin_users" => c.server.admin_users = list(v),
+        "stats_users" => return Err("every user who can log in may run pgpilot's read-only SHOW commands".into()),
+        "max_db_connections" | "max_user_connections" => {
+            c.pool.max_server_connections = num(v)? as usize;
+            return Err(
+                "carried as pool.max_server_connections (one budget for all pools, not per database or user)".into()
+            );
+        }
+        "client_tls_cert_file" => c.tls.cert = Some(v.into()),
+        "client_tls_key_file" => c.tls.key = Some(v.into()),
+        "auth_type" | "auth_file" | "client_tls_sslmode" => {} // read with the users / implied by tls
+        "logfile" | "pidfile" | "unix_socket_dir" | "unix_socket_mode" | "unix_socket_group" | "user" | "syslog"
+        | "syslog_facility" | "syslog_ident" | "log_connections" | "log_disconnections" | "log_pooler_errors"
+        | "log_stats" | "stats_period" | "verbose" => {
+            return Err("pgpilot logs to stderr (PGPILOT_LOG) and listens on TCP only".into())
+        }
+        "ignore_startup_parameters" => return Err("not needed: pgpilot tracks startup parameters per client".into()),
+        "reserve_pool_size" | "reserve_pool_timeout" => {
+            return Err("no reserve pool: pools size themselves between min_size and max_size (pool.adaptive)".into())
+        }
+        _ => return Err("no pgpilot equivalent".into()),
+    }
+    Ok(())
+}
+
+/// `[databases]`: pgpilot has one upstream server; entries that point elsewhere, rename the
+/// database or carry their own pool settings are named.
+fn databases(c: &mut Config, dbs: &Section, dropped: &mut Vec<String>) -> Result<()> {
+    let mut server: Option<(String, String, Option<String>, Option<String>)> = None;
+    for (name, value) in dbs {
+        let kv = connstring(value);
+        let get = |k: &str| kv.get(k).cloned();
+        let here = (
+            get("host").unwrap_or_else(|| "127.0.0.1".into()),
+            get("port").unwrap_or_else(|| "5432".into()),
+            get("user"),
+            get("password"),
+        );
+        match &server {
+            None => server = Some(here.clone()),
+            Some(s) if s.0 != here.0 || s.1 != here.1 => {
+                dropped.push(format!(
+                    "[databases] {name}: on {}:{}, another server than the first entry's",
+                    here.0, here.1
+                ));
+                continue;
+            }
+            _ => {}
+        }
+        if let Some(db) = get("dbname").filter(|d| d != name && name != "*") {
+            dropped.push(format!(
+                "[databases] {name}: dbname={db} (aliases are not supported: clients use the real name)"
+            ));
+        }
+        for k in kv.keys().filter(|k| !matches!(k.as_str(), "host" | "port" | "user" | "password" | "dbname")) {
+            dropped.push(format!("[databases] {name}: {k} (per-database settings are not carried)"));
+        }
+    }
+    if let Some((host, port, user, password)) = server {
+        let host = if host.starts_with('/') { "127.0.0.1".to_string() } else { host };
+        let auth = match (user, password) {
+            (Some(u), Some(p)) => format!("{u}:{p}@"),
+            (Some(u), None) => format!("{u}@"),
+            _ => String::new(),
+        };
+        c.upstream.url = format!("postgres://{auth}{host}:{port}");
+        if auth.is_empty() {
+            dropped.push("[databases]: no user= on the server entry: set upstream.url's user and password".into());
+        }
+    }
+    Ok(())
+}
+
+/// `auth_file` lines `"name" "secret"` as users (a SCRAM secret logs in by SCRAM, an md5 hash by
+/// md5, a plain password by what auth_type says).
+fn users(list: &str, auth_type: &str, dropped: &mut Vec<String>) -> Result<Vec<UserConfig>> {
+    let plain_auth = match auth_type {
+        "md5" => AuthMethod::Md5,
+        "scram-sha-256" | "plain" => AuthMethod::ScramSha256,
+        "trust" | "any" => AuthMethod::Trust,
+        other => {
+            dropped.push(format!(
+                "auth_type = {other}: not supported (scram-sha-256, md5 and trust are); users use scram-sha-256"
+            ));
+            AuthMethod::ScramSha256
+        }
+    };
+    let mut out = Vec::new();
+    for (n, line) in list.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with(';') || line.starts_with('#') {
+            continue;
+        }
+        let fields = quoted(line);
+        let [name, secret] = fields.as_slice() else { bail!("auth_file line {}: expected \"user\" \"secret\"", n + 1) };
+        let auth = if plain_auth == AuthMethod::Trust {
+            AuthMethod::Trust
+        } else if secret.starts_with("SCRAM-SHA-256$") {
+            AuthMethod::ScramSha256
+        } else if secret.len() == 35 && secret.starts_with("md5") {
+            AuthMethod::Md5
+        } else {
+            plain_auth
+        };
+        let password = (!secret.is_empty()).then(|| secret.clone());
+        out.push(UserConfig {
+            name: name.clone(),
+            password,
+            auth,
+            server_user: None,
+            server_password: None,
+            pool_size: None,
+        });
+    }
+    Ok(out)
+}
+
+/// Double-quoted fields of a userlist line (`""` inside a field is one quote).
+fn quoted(line: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut chars = line.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c != '"' {
+            continue;
+        }
+        let mut field = String::new();
+        while let Some(c) = chars.next() {
+            match c {
+                '"' if chars.peek() == Some(&'"') => {
+                    chars.next();
+                    field.push('"');
+                }
+                '"' => break,
+                c => field.push(c),
+            }
+        }
+        out.push(field);
+    }
+    out
+}
+
+/// libpq's `key=value key='quoted value'` form.
+fn connstring(s: &str) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    let mut rest = s.trim();
+    while let Some((key, after)) = rest.split_once('=') {
+        let after = after.trim_start();
+        let (value, next) = match after.strip_prefix('\'') {
+            Some(q) => q.split_once('\'').unwrap_or((q, "")),
+            None => after.split_once(char::is_whitespace).unwrap_or((after, "")),
+        };
+        out.insert(key.trim().to_ascii_lowercase(), value.to_string());
+        rest = next.trim();
+    }
+    out
+}
+
+fn list(v: &str) -> Vec<String> {
+    v.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect()
+}
+
+/// PgBouncer's INI: `[section]`, `key = value`, comments from `;` or `#` at a line's start.
+pub fn parse_ini(text: &str) -> Result<BTreeMap<String, Section>> {
+    let mut out: BTreeMap<String, Section> = BTreeMap::new();
+    let mut section: Option<String> = None;
+    for (n, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with(';') || line.starts_with('#') {
+            continue;
+        }
+        if let Some(name) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+            section = Some(name.trim().to_ascii_lowercase());
+            out.entry(name.trim().to_ascii_lowercase()).or_default();
+            continue;
+        }
+        let Some((k, v)) = line.split_once('=') else { bail!("line {}: expected key = value", n + 1) };
+        let Some(s) = &section else { bail!("line {}: a setting before any [section]", n + 1) };
+        out.entry(s.clone()).or_default().insert(k.trim().to_string(), v.trim().to_string());
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const INI: &str = "[databases]\n\
+        codebase = host=db.internal port=5433 user=app password=s3cret\n\
+        workflow = host=db.internal port=5433 dbname=workflow pool_size=40\n\
+        legacy = host=other port=5432 dbname=old\n\
+        [pgbouncer]\n\
+        listen_addr = *\nlisten_port = 6543\npool_mode = transaction\nmax_client_conn = 500\n\
+        default_pool_size = 25\nmin_pool_size = 2\nreserve_pool_size = 5\nserver_idle_timeout = 300\n\
+        query_wait_timeout = 60\nmax_prepared_statements = 100\nadmin_users = ops, root\n\
+        logfile = /var/log/pgbouncer.log\nauth_type = scram-sha-256\n\
+        [peers]\n1 = host=peer\n";
+
+    #[test]
+    fn settings_carry_over_and_the_rest_is_named() {
+        let ini = parse_ini(INI).unwrap();
+        let users = "\"app\" \"SCRAM-SHA-256$4096:c2FsdA==$a2V5:c2Vydg==\"\n\"legacy\" \"md5d41d8cd98f00b204e9800998ecf8427e\"\n\"plain\" \"pw\"\n";
+        let out = convert(&ini, Some(users)).unwrap();
+        let c: Config = toml::from_str(&out.toml).unwrap();
+        assert_eq!(c.server.listen, "0.0.0.0:6543");
+        assert_eq!((c.pool.max_size, c.pool.min_size, c.server.max_client_conn), (25, 2, 500));
+        assert_eq!((c.pool.idle_timeout_ms, c.pool.checkout_timeout_ms), (300_000, 60_000));
+        assert_eq!(c.prepared.server_cache_size, 100);
+        assert_eq!(c.server.admin_users, ["ops", "root"]);
+        assert_eq!(c.upstream.url, "postgres://app:s3cret@db.internal:5433");
+        let auths: Vec<_> = c.users.iter().map(|u| (u.name.as_str(), u.auth)).collect();
+        assert_eq!(
+            auths,
+            [("app", AuthMethod::ScramSha256), ("legacy", AuthMethod::Md5), ("plain", AuthMethod::ScramSha256)]
+        );
+        let named = out.dropped.join("\n");
+        for what in ["reserve_pool_size", "logfile", "legacy: on other:5432", "pool_size (per-database", "[peers]"] {
+            assert!(named.contains(what), "{what} not named in:\n{named}");
+        }
+        assert!(out.toml.contains("# not carried over: [pgbouncer] reserve_pool_size"));
+    }
+
+    #[test]
+    fn statement_mode_and_bad_lines_are_reported() {
+        let out = convert(&parse_ini("[pgbouncer]\npool_mode = statement\n").unwrap(), None).unwrap();
+        assert!(out.dropped[0].contains("statement pooling"));
+        assert!(parse_ini("no section = 1\n").is_err());
+        assert!(users("\"onlyname\"\n", "md5", &mut Vec::new()).is_err());
+        assert_eq!(quoted(r#""a""b" "c d""#), ["a\"b", "c d"]);
+        assert_eq!(connstring("host=h port=1 password='a b'")["password"], "a b");
+    }
+}

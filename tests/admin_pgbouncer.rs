@@ -1,0 +1,194 @@
+//! The admin console as PgBouncer users and their tools see it: PgBouncer 1.24.1's columns, in its
+//! order and with its declared types, first in SHOW POOLS, STATS, STATS_TOTALS, CLIENTS, SERVERS,
+//! DATABASES, LISTS, CONFIG and VERSION (the lists below were read from PgBouncer 1.24.1's
+//! src/admin.c and src/stats.c, tag pgbouncer_1_24_1); what pgbouncer_exporter needs of them
+//! (LISTS' two columns and parseable counts, CONFIG's max_client_conn, VERSION's one column);
+//! KILL_CLIENT and SHUTDOWN.
+
+mod common;
+
+use std::time::Duration;
+
+use common::raw::{self, Raw};
+use common::Proxy;
+
+const TEXT: u32 = 25;
+const INT4: u32 = 23;
+const INT8: u32 = 20;
+const NUMERIC: u32 = 1700;
+
+const CONFIG: &str = "[pool]\nmax_size = 3\n[server]\nadmin_users = [\"admin\"]\n\n\
+    [[users]]\nname = \"admin\"\nauth = \"trust\"\n\n[[users]]\nname = \"trustuser\"\nauth = \"trust\"\n";
+
+/// (name, type oid) of a RowDescription body.
+fn fields(body: &[u8]) -> Vec<(String, u32)> {
+    let n = i16::from_be_bytes([body[0], body[1]]) as usize;
+    let mut at = 2;
+    let mut out = Vec::new();
+    for _ in 0..n {
+        let end = at + body[at..].iter().position(|&b| b == 0).unwrap();
+        let name = String::from_utf8_lossy(&body[at..end]).to_string();
+        at = end + 1;
+        let oid = u32::from_be_bytes(body[at + 6..at + 10].try_into().unwrap());
+        at += 18;
+        out.push((name, oid));
+    }
+    out
+}
+
+/// Text values of a DataRow body (NULL as None).
+fn values(body: &[u8]) -> Vec<Option<String>> {
+    let n = i16::from_be_bytes([body[0], body[1]]) as usize;
+    let mut at = 2;
+    (0..n)
+        .map(|_| {
+            let len = i32::from_be_bytes(body[at..at + 4].try_into().unwrap());
+            at += 4;
+            if len < 0 {
+                return None;
+            }
+            let v = String::from_utf8_lossy(&body[at..at + len as usize]).to_string();
+            at += len as usize;
+            Some(v)
+        })
+        .collect()
+}
+
+async fn show(admin: &mut Raw, what: &str) -> (Vec<(String, u32)>, Vec<Vec<Option<String>>>) {
+    admin.send(&raw::query(&format!("SHOW {what}"))).await;
+    let msgs = admin.messages_until_ready().await;
+    let desc =
+        msgs.iter().find(|(t, _)| *t == b'T').map(|(_, b)| fields(b)).unwrap_or_else(|| panic!("{what}: {msgs:?}"));
+    let rows = msgs.iter().filter(|(t, _)| *t == b'D').map(|(_, b)| values(b)).collect();
+    (desc, rows)
+}
+
+fn expect(got: &[(String, u32)], want: &[(&str, u32)], what: &str) {
+    let got: Vec<(&str, u32)> = got.iter().take(want.len()).map(|(n, t)| (n.as_str(), *t)).collect();
+    assert_eq!(got, want, "SHOW {what}: PgBouncer 1.24's columns first");
+}
+
+const SOCKET: [(&str, u32); 21] = [
+    ("type", TEXT),
+    ("user", TEXT),
+    ("database", TEXT),
+    ("replication", TEXT),
+    ("state", TEXT),
+    ("addr", TEXT),
+    ("port", INT4),
+    ("local_addr", TEXT),
+    ("local_port", INT4),
+    ("connect_time", TEXT),
+    ("request_time", TEXT),
+    ("wait", INT4),
+    ("wait_us", INT4),
+    ("close_needed", INT4),
+    ("ptr", TEXT),
+    ("link", TEXT),
+    ("remote_pid", INT4),
+    ("tls", TEXT),
+    ("application_name", TEXT),
+    ("prepared_statements", INT4),
+    ("id", INT8),
+];
+
+#[tokio::test]
+async fn pgbouncer_124_columns_come_first() {
+    let proxy = Proxy::start(CONFIG);
+    let mut client = Raw::login_trust(proxy.port, "trustuser", "app").await;
+    client.send(&raw::query("SELECT 1")).await;
+    client.until_ready().await.unwrap();
+    let mut admin = Raw::login_trust(proxy.port, "admin", "pgbouncer").await;
+
+    let (cols, rows) = show(&mut admin, "POOLS").await;
+    let mut pools = vec![("database", TEXT), ("user", TEXT)];
+    for c in ["cl_active", "cl_waiting", "cl_active_cancel_req", "cl_waiting_cancel_req", "sv_active"] {
+        pools.push((c, INT4));
+    }
+    for c in ["sv_active_cancel", "sv_being_canceled", "sv_idle", "sv_used", "sv_tested", "sv_login", "maxwait"] {
+        pools.push((c, INT4));
+    }
+    pools.extend([("maxwait_us", INT4), ("pool_mode", TEXT), ("load_balance_hosts", TEXT)]);
+    expect(&cols, &pools, "POOLS");
+    let app = rows.iter().find(|r| r[0].as_deref() == Some("app")).expect("the app pool");
+    assert_eq!((app[2].as_deref(), app[15].as_deref(), app[16].as_deref()), (Some("1"), Some("transaction"), None));
+
+    let (cols, rows) = show(&mut admin, "STATS").await;
+    assert_eq!(cols.len(), 24);
+    assert_eq!(cols[0], ("database".into(), TEXT));
+    assert_eq!((cols[2].0.as_str(), cols[2].1), ("total_xact_count", NUMERIC));
+    assert_eq!((cols[12].0.as_str(), cols[22].0.as_str()), ("avg_server_assignment_count", "avg_bind_count"));
+    assert!(rows.iter().any(|r| r[0].as_deref() == Some("app") && r[3].as_deref() != Some("0")), "query count");
+
+    let (cols, _) = show(&mut admin, "STATS_TOTALS").await;
+    let totals: Vec<&str> = cols.iter().map(|c| c.0.as_str()).collect();
+    assert_eq!(totals[..5], ["database", "server_assignment_count", "xact_count", "query_count", "bytes_received"]);
+    assert!(cols[1..].iter().all(|c| c.1 == NUMERIC) && cols.len() == 12);
+
+    for what in ["CLIENTS", "SERVERS"] {
+        let (cols, rows) = show(&mut admin, what).await;
+        expect(&cols, &SOCKET, what);
+        assert!(rows.iter().all(|r| r[0].as_deref() == Some(&what[..1])), "type C / S");
+    }
+
+    let (cols, rows) = show(&mut admin, "DATABASES").await;
+    let names: Vec<&str> = cols.iter().map(|c| c.0.as_str()).collect();
+    assert_eq!(names[..6], ["name", "host", "port", "database", "force_user", "pool_size"]);
+    assert_eq!((names[16], cols[2].1, cols[16].1), ("disabled", INT4, INT4));
+    assert!(rows.iter().any(|r| r[0].as_deref() == Some("app") && r[4].is_none()));
+
+    let (cols, rows) = show(&mut admin, "LISTS").await;
+    assert_eq!(cols, [("list".to_string(), TEXT), ("items".to_string(), INT4)]);
+    let lists: Vec<&str> = rows.iter().map(|r| r[0].as_deref().unwrap()).collect();
+    assert_eq!(lists[..4], ["databases", "users", "peers", "pools"]);
+    assert!(rows.iter().all(|r| r[1].as_deref().unwrap().parse::<u64>().is_ok()), "counts parse");
+
+    let (cols, rows) = show(&mut admin, "CONFIG").await;
+    let names: Vec<&str> = cols.iter().map(|c| c.0.as_str()).collect();
+    assert_eq!(names, ["key", "value", "default", "changeable"]);
+    let max = rows.iter().find(|r| r[0].as_deref() == Some("max_client_conn")).expect("PgBouncer's name");
+    assert!(max[1].as_deref().unwrap().parse::<f64>().is_ok());
+    assert!(rows.iter().all(|r| matches!(r[3].as_deref(), Some("yes" | "no"))));
+
+    let (cols, rows) = show(&mut admin, "VERSION").await;
+    assert_eq!(cols, [("version".to_string(), TEXT)]);
+    assert!(rows[0][0].as_deref().unwrap().starts_with("pgpilot "));
+}
+
+#[tokio::test]
+async fn kill_client_ends_that_client_and_shutdown_stops_pgpilot() {
+    let mut proxy = Proxy::start(CONFIG);
+    let mut victim = Raw::login_trust(proxy.port, "trustuser", "app").await;
+    let mut bystander = Raw::login_trust(proxy.port, "trustuser", "app").await;
+    let mut admin = Raw::login_trust(proxy.port, "admin", "pgbouncer").await;
+    victim.send(&raw::query("SELECT 'victim'")).await;
+    victim.until_ready().await.unwrap();
+    let (_, rows) = show(&mut admin, "CLIENTS").await;
+    let mine = rows.iter().filter(|r| r[2].as_deref() == Some("app")).collect::<Vec<_>>();
+    assert_eq!(mine.len(), 2);
+    // The oldest of the two app clients is the victim (rows come in connection order).
+    let id = mine[0][20].clone().unwrap();
+    admin.send(&raw::query(&format!("KILL_CLIENT {id}"))).await;
+    let reply = admin.messages_until_ready().await;
+    assert!(reply.iter().any(|(t, b)| *t == b'C' && b.starts_with(b"KILL_CLIENT")), "{reply:?}");
+    assert_eq!(victim.error_codes_until_close().await, ["57P01"]);
+    bystander.send(&raw::query("SELECT 'still here'")).await;
+    assert!(bystander.until_ready().await.is_ok());
+    admin.send(&raw::query("KILL_CLIENT 999999")).await;
+    let reply = admin.messages_until_ready().await;
+    assert!(reply.iter().any(|(t, _)| *t == b'E'), "an unknown id is an error");
+
+    drop(bystander);
+    admin.send(&raw::query("SHUTDOWN")).await;
+    let _ = admin.messages_until_ready().await;
+    drop(admin);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(status) = proxy.child.try_wait().unwrap() {
+            assert!(status.success(), "{status}");
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "pgpilot still running after SHUTDOWN");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
