@@ -15,6 +15,7 @@ pub mod clock;
 pub mod config;
 pub mod frontend;
 pub mod http;
+pub mod index_usage;
 pub mod insights;
 pub mod metrics;
 pub mod net;

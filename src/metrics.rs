@@ -26,6 +26,10 @@ pub fn install() -> anyhow::Result<PrometheusHandle> {
         "Adaptive target of server connections per pool (src/pool/sizing.rs)"
     );
     metrics::describe_gauge!("pgpilot_clients", "Client connections by state");
+    metrics::describe_counter!(
+        "pgpilot_table_scans_total",
+        "Sequential and index scans per table (pg_stat_user_tables, read every insights.index_usage_interval_s)"
+    );
     metrics::describe_gauge!("pgpilot_prepared_statements", "Distinct prepared statements in the global registry");
     metrics::describe_counter!(
         "pgpilot_prepared_cache_hits_total",

@@ -71,6 +71,8 @@ pub struct App {
     pub buffers: Arc<crate::net::budget::Budget>,
     pub query_stats: Arc<crate::insights::stats::QueryStats>,
     pub findings: Arc<crate::insights::nplus1::Findings>,
+    /// Table and index usage per database (`index_usage`), read by its own task.
+    pub index_usage: Arc<crate::index_usage::IndexUsage>,
     pub cache: Arc<crate::cache::ResultCache>,
     tls: Option<TlsAcceptor>,
     cli: Cli,
@@ -102,6 +104,7 @@ impl App {
             buffers: Arc::new(crate::net::budget::Budget::new(cfg.server.max_buffered_bytes)),
             query_stats: Arc::new(crate::insights::stats::QueryStats::new(cfg.insights.max_fingerprints)),
             findings: Default::default(),
+            index_usage: Default::default(),
             cache: Arc::new(crate::cache::ResultCache::new(&cfg.cache, &cfg.strategy)?),
             tls,
             cli,

@@ -106,6 +106,8 @@ pub struct InsightsConfig {
     pub n_plus_one_threshold: usize,
     pub n_plus_one_window_ms: u64,
     pub n_plus_one_min_total_ms: u64,
+    /// How often table and index usage is read from each database (`index_usage`; 0: never).
+    pub index_usage_interval_s: u64,
 }
 
 impl Default for InsightsConfig {
@@ -120,6 +122,7 @@ impl Default for InsightsConfig {
             n_plus_one_threshold: 5,
             n_plus_one_window_ms: 500,
             n_plus_one_min_total_ms: 50,
+            index_usage_interval_s: 60,
         }
     }
 }

@@ -80,6 +80,7 @@ async fn status(State(h): State<Http>) -> Json<serde_json::Value> {
         "pools": pools,
         "clients": clients,
         "cache": cache_status(&h.app),
+        "index_usage": h.app.index_usage.tables(),
     }))
 }
 

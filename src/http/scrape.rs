@@ -6,6 +6,13 @@ use crate::shared::App;
 
 /// Sets the pool and client gauges from the current state.
 pub fn refresh(app: &App) {
+    for t in app.index_usage.tables() {
+        for (kind, n) in [("seq", t.seq_scans), ("index", t.idx_scans)] {
+            let (db, table) = (t.database.clone(), t.table.clone());
+            metrics::counter!("pgpilot_table_scans_total", "database" => db, "table" => table, "kind" => kind)
+                .absolute(n.max(0) as u64);
+        }
+    }
     for p in app.pools.snapshots() {
         let (db, user) = (p.database.clone(), p.user.clone());
         for (state, v) in [("active", p.active), ("idle", p.idle), ("total", p.size), ("waiting", p.waiting)] {

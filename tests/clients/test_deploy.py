@@ -17,7 +17,7 @@ import pytest
 import yaml
 
 import config_md
-from conftest import require_env, run_async, wait_cache_ready
+from conftest import require_env, run_async, wait_cache_ready, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
@@ -146,7 +146,7 @@ def dashboard_series():
 
 
 def test_every_series_the_dashboard_draws_exists_on_a_live_pgpilot(start_proxy):
-    toml = "[insights]\nslow_query_ms = 1\nn_plus_one_min_total_ms = 0\n"
+    toml = "[insights]\nslow_query_ms = 1\nn_plus_one_min_total_ms = 0\nindex_usage_interval_s = 1\n"
     proxy = start_proxy(pool_size=4, extra_toml=toml)
     wait_cache_ready(proxy, "pgbench_branches", db="bench")
 
@@ -164,6 +164,12 @@ def test_every_series_the_dashboard_draws_exists_on_a_live_pgpilot(start_proxy):
         finally:
             await c.close()
     run_async(load(), 30)
+
+    def index_usage():
+        _, body = proxy.http_get("/health/status")
+        return json.loads(body)["index_usage"]
+    usage = wait_until(index_usage, 10, interval=0.2, message="index usage read")
+    assert any(t["database"] == "bench" and t["table"] == "pgbench_accounts" for t in usage), usage
     _, metrics = proxy.http_get("/metrics")
     present = {line.split("{")[0].split(" ")[0] for line in metrics.splitlines() if line.startswith("pgpilot_")}
     missing = sorted(n for n in dashboard_series() if n not in present)
