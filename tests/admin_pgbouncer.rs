@@ -192,3 +192,28 @@ async fn kill_client_ends_that_client_and_shutdown_stops_pgpilot() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+#[tokio::test]
+async fn pause_of_one_database_holds_only_its_pools() {
+    let proxy = Proxy::start(CONFIG);
+    let mut on_app = Raw::login_trust(proxy.port, "trustuser", "app").await;
+    let mut on_bench = Raw::login_trust(proxy.port, "trustuser", "bench").await;
+    let mut admin = Raw::login_trust(proxy.port, "admin", "pgbouncer").await;
+    admin.send(&raw::query("PAUSE bench")).await;
+    let reply = admin.messages_until_ready().await;
+    assert!(reply.iter().any(|(t, b)| *t == b'C' && b.starts_with(b"PAUSE")), "{reply:?}");
+    let (_, rows) = show(&mut admin, "DATABASES").await;
+    on_bench.send(&raw::query("SELECT 'bench'")).await;
+    on_app.send(&raw::query("SELECT 'app'")).await;
+    assert!(on_app.until_ready().await.is_ok(), "another database is not paused");
+    assert!(
+        tokio::time::timeout(Duration::from_millis(400), on_bench.until_ready()).await.is_err(),
+        "the paused database's query waits"
+    );
+    admin.send(&raw::query("RESUME bench")).await;
+    let _ = admin.messages_until_ready().await;
+    assert!(tokio::time::timeout(Duration::from_secs(5), on_bench.until_ready()).await.unwrap().is_ok());
+    // SHOW DATABASES said which one was paused (rows for the pools that existed then).
+    let paused: Vec<_> = rows.iter().map(|r| (r[0].clone().unwrap(), r[15].clone().unwrap())).collect();
+    assert!(paused.contains(&("app".to_string(), "0".to_string())), "{paused:?}");
+}

@@ -70,7 +70,7 @@ pub async fn serve(app: Arc<App>, mut stream: ClientStream, mut rbuf: BytesMut, 
 }
 
 const HELP: &str = "SHOW POOLS|STATS|STATS_TOTALS|CLIENTS|SERVERS|DATABASES|LISTS|CONFIG|VERSION|QUERIES|CACHE|\
-N_PLUS_ONE|HELP; PAUSE; RESUME; RELOAD; FLUSH CACHE; KILL_CLIENT id; SHUTDOWN";
+N_PLUS_ONE|HELP; PAUSE [db]; RESUME [db]; RELOAD; FLUSH CACHE; KILL_CLIENT id; SHUTDOWN";
 
 async fn run(app: &Arc<App>, command: &str, out: &mut BytesMut, admin: bool) -> Result<(), (&'static str, String)> {
     let words: Vec<String> = command.split_whitespace().map(|w| w.to_ascii_uppercase()).collect();
@@ -100,13 +100,14 @@ async fn run(app: &Arc<App>, command: &str, out: &mut BytesMut, admin: bool) -> 
             };
             set.encode(out);
         }
-        ["PAUSE"] => {
-            app.pools.set_paused(true);
-            wait_idle(app).await;
+        ["PAUSE"] | ["PAUSE", _] => {
+            let db = database_argument(command);
+            app.pools.set_paused(db.as_deref(), true).map_err(unknown)?;
+            wait_idle(app, db.as_deref()).await;
             messages::command_complete(out, "PAUSE");
         }
-        ["RESUME"] => {
-            app.pools.set_paused(false);
+        ["RESUME"] | ["RESUME", _] => {
+            app.pools.set_paused(database_argument(command).as_deref(), false).map_err(unknown)?;
             messages::command_complete(out, "RESUME");
         }
         ["FLUSH", "CACHE"] => {
@@ -141,12 +142,18 @@ fn single(column: &'static str, value: &str) -> result::ResultSet {
     r
 }
 
-/// PAUSE returns once no server connection is in use (transactions in flight have finished),
-/// or after the shutdown timeout.
-async fn wait_idle(app: &App) {
+/// The database a PAUSE or RESUME names, as written (command words are matched uppercased).
+fn database_argument(command: &str) -> Option<String> {
+    command.split_whitespace().nth(1).map(|d| d.trim_matches('"').to_string())
+}
+
+/// PAUSE returns once no server connection of the pools it covers is in use (transactions in
+/// flight have finished), or after the shutdown timeout.
+async fn wait_idle(app: &App, database: Option<&str>) {
     let limit = Duration::from_millis(app.config.load().server.shutdown_timeout_ms);
     let deadline = tokio::time::Instant::now() + limit;
-    while app.pools.snapshots().iter().any(|p| p.active > 0) && tokio::time::Instant::now() < deadline {
+    let busy = || app.pools.snapshots().iter().any(|p| p.active > 0 && database.is_none_or(|d| d == p.database));
+    while busy() && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }

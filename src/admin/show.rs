@@ -215,11 +215,11 @@ pub fn databases(app: &App) -> ResultSet {
         ("paused", Int4),
         ("disabled", Int4),
     ]);
-    let paused = app.pools.is_paused();
     let mut names: Vec<String> = app.pools.all().iter().map(|p| p.key.database.clone()).collect();
     names.sort();
     names.dedup();
     for db in names {
+        let paused = u8::from(app.pools.is_paused(&db));
         let pools: Vec<_> = app.pools.all().into_iter().filter(|p| p.key.database == db).collect();
         let conns: usize = pools.iter().map(|p| p.snapshot().size).sum();
         let clients: i64 = pools.iter().map(|p| p.clients.load(std::sync::atomic::Ordering::Relaxed).max(0)).sum();
@@ -239,7 +239,7 @@ pub fn databases(app: &App) -> ResultSet {
             Some(conns.to_string()),
             Some("0".into()),
             Some(clients.to_string()),
-            Some(u8::from(paused).to_string()),
+            Some(paused.to_string()),
             Some("0".into()),
         ]);
     }

@@ -16,6 +16,16 @@ impl Session {
     /// A simple Query with no server held: answered here when it is a plain BEGIN (or ends a
     /// deferred one). True when answered.
     pub(super) fn answer_deferred(&mut self, text: &[u8], frame: &[u8]) -> bool {
+        // Most queries fail this on their first word, before any scan of the text.
+        let first = text.trim_ascii_start();
+        let word = |w: &[u8]| first.len() >= w.len() && first[..w.len()].eq_ignore_ascii_case(w);
+        let candidate = match self.deferred_begin {
+            None => word(b"begin") || word(b"start"),
+            Some(_) => self.deferred_failed || word(b"commit") || word(b"end") || word(b"rollback") || word(b"abort"),
+        };
+        if !candidate || text.len() > 160 {
+            return self.deferred_begin.is_some() && self.refuse_in_failed(b'Q');
+        }
         let sql = match std::str::from_utf8(text) {
             Ok(sql) => sql,
             Err(_) => return false,

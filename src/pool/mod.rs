@@ -101,7 +101,7 @@ pub struct Pool {
     pub key: PoolKey,
     config: Arc<ArcSwap<Config>>,
     /// PAUSE (admin console): checkouts wait while this is true.
-    paused: tokio::sync::watch::Receiver<bool>,
+    paused: tokio::sync::watch::Receiver<set::Paused>,
     /// Client sessions using this pool.
     pub clients: std::sync::atomic::AtomicI64,
     state: Mutex<State>,
@@ -148,7 +148,7 @@ impl Pool {
     pub fn new(
         key: PoolKey,
         config: Arc<ArcSwap<Config>>,
-        paused: tokio::sync::watch::Receiver<bool>,
+        paused: tokio::sync::watch::Receiver<set::Paused>,
         budget: Arc<budget::Budget>,
     ) -> Arc<Self> {
         // Adaptive pools start at min_size and grow with their checkouts (a waiting checkout
@@ -303,9 +303,9 @@ impl Pool {
         self: &Arc<Self>,
         timeout: Option<Duration>,
     ) -> Result<PooledConn, CheckoutError> {
-        if *self.paused.borrow() {
+        if self.paused.borrow().covers(&self.key.database) {
             let mut paused = self.paused.clone();
-            let _ = paused.wait_for(|p| !*p).await;
+            let _ = paused.wait_for(|p| !p.covers(&self.key.database)).await;
         }
         self.checkouts.fetch_add(1, Ordering::Relaxed);
         // Fast path: an idle connection that passes its check, with no clock read.

@@ -10,9 +10,22 @@ use parking_lot::RwLock;
 use super::{Pool, PoolKey, PoolSnapshot};
 use crate::config::Config;
 
+/// What PAUSE covers: every pool, or the pools of these databases.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Paused {
+    pub all: bool,
+    pub databases: std::collections::BTreeSet<String>,
+}
+
+impl Paused {
+    pub fn covers(&self, database: &str) -> bool {
+        self.all || (!self.databases.is_empty() && self.databases.contains(database))
+    }
+}
+
 pub struct PoolSet {
     config: Arc<ArcSwap<Config>>,
-    paused: tokio::sync::watch::Sender<bool>,
+    paused: tokio::sync::watch::Sender<Paused>,
     pools: RwLock<HashMap<PoolKey, Arc<Pool>>>,
     /// Server connections all pools together may hold.
     pub budget: Arc<super::budget::Budget>,
@@ -22,21 +35,40 @@ impl PoolSet {
     pub fn new(config: Arc<ArcSwap<Config>>) -> Self {
         let budget = Arc::new(super::budget::Budget::default());
         budget.configure(config.load().pool.max_server_connections);
-        Self { config, paused: tokio::sync::watch::channel(false).0, pools: RwLock::new(HashMap::new()), budget }
+        Self {
+            config,
+            paused: tokio::sync::watch::channel(Paused::default()).0,
+            pools: RwLock::new(HashMap::new()),
+            budget,
+        }
     }
 
     pub fn config(&self) -> Arc<Config> {
         self.config.load_full()
     }
 
-    /// PAUSE / RESUME from the admin console: new checkouts wait while paused.
-    pub fn set_paused(&self, paused: bool) {
-        self.paused.send_replace(paused);
+    /// PAUSE / RESUME [database] from the admin console: new checkouts of the pools it covers
+    /// wait while paused. RESUME without a database resumes everything; RESUME of one database
+    /// while everything is paused is refused (Err), as PgBouncer does.
+    pub fn set_paused(&self, database: Option<&str>, paused: bool) -> Result<(), String> {
+        let mut result = Ok(());
+        self.paused.send_modify(|p| match (database, paused) {
+            (None, true) => p.all = true,
+            (None, false) => *p = Paused::default(),
+            (Some(db), true) => {
+                p.databases.insert(db.to_string());
+            }
+            (Some(_), false) if p.all => result = Err("everything is paused: RESUME without a database".into()),
+            (Some(db), false) => {
+                p.databases.remove(db);
+            }
+        });
+        result
     }
 
-    /// PAUSE is in effect (SHOW DATABASES' `paused`).
-    pub fn is_paused(&self) -> bool {
-        *self.paused.borrow()
+    /// PAUSE covers this database (SHOW DATABASES' `paused`).
+    pub fn is_paused(&self, database: &str) -> bool {
+        self.paused.borrow().covers(database)
     }
 
     pub fn get(&self, database: &str, user: &str) -> Arc<Pool> {

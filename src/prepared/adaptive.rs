@@ -21,25 +21,24 @@ const REMEASURE_MS: u64 = 10 * 60 * 1000;
 
 /// Whether this run of the shape's unnamed Parse should be served from a server-prepared
 /// statement (a trial, or a kept decision).
-pub fn wants_server_prepared(l: &Learned, now_ms: u64) -> bool {
+/// (`now_ms` is read only for a decided shape: a run being measured needs no clock.)
+pub fn wants_server_prepared(l: &Learned, now_ms: impl Fn() -> u64) -> bool {
     match l.prepared_phase() {
-        PreparedPhase::Trying | PreparedPhase::Kept => {
-            if l.prepared_phase() == PreparedPhase::Kept && stale(l, now_ms) {
-                restart(l, now_ms);
+        PreparedPhase::Measuring => false,
+        PreparedPhase::Trying => true,
+        phase => {
+            let now = now_ms();
+            if stale(l, now) {
+                restart(l, now);
                 return false;
             }
-            true
+            phase == PreparedPhase::Kept
         }
-        PreparedPhase::Dropped if stale(l, now_ms) => {
-            restart(l, now_ms);
-            false
-        }
-        _ => false,
     }
 }
 
 /// A completed run of the shape (server time `us`), not pipelined, not from the cache.
-pub fn note_run(l: &Learned, us: u64, now_ms: u64) {
+pub fn note_run(l: &Learned, us: u64, now_ms: impl Fn() -> u64) {
     let phase = l.prepared_phase();
     let sum = match phase {
         PreparedPhase::Measuring => &l.prepared_unnamed_us,
@@ -52,6 +51,7 @@ pub fn note_run(l: &Learned, us: u64, now_ms: u64) {
         return;
     }
     l.prepared_runs.store(0, Relaxed);
+    let now_ms = now_ms();
     match phase {
         PreparedPhase::Measuring => l.set_prepared_phase(PreparedPhase::Trying, now_ms),
         _ => {
@@ -86,27 +86,27 @@ mod tests {
 
     fn phase_runs(l: &Learned, us: u64, now: u64) {
         for _ in 0..RUNS {
-            note_run(l, us, now);
+            note_run(l, us, || now);
         }
     }
 
     #[test]
     fn kept_where_faster_dropped_where_slower() {
         let faster = Learned::default();
-        assert!(!wants_server_prepared(&faster, 1), "measured as sent first");
+        assert!(!wants_server_prepared(&faster, || 1), "measured as sent first");
         phase_runs(&faster, 500, 1);
-        assert!(wants_server_prepared(&faster, 2), "then tried");
+        assert!(wants_server_prepared(&faster, || 2), "then tried");
         phase_runs(&faster, 300, 2);
         assert_eq!(faster.prepared_phase(), PreparedPhase::Kept);
-        assert!(wants_server_prepared(&faster, 3));
+        assert!(wants_server_prepared(&faster, || 3));
         assert_eq!(means(&faster), (500.0, 300.0));
 
         let slower = Learned::default();
         phase_runs(&slower, 500, 1);
         phase_runs(&slower, 490, 2); // a generic plan no better than the custom one
         assert_eq!(slower.prepared_phase(), PreparedPhase::Dropped);
-        assert!(!wants_server_prepared(&slower, 3));
-        note_run(&slower, 1, 4);
+        assert!(!wants_server_prepared(&slower, || 3));
+        note_run(&slower, 1, || 4);
         assert_eq!(slower.prepared_phase(), PreparedPhase::Dropped, "a decision is not moved by later runs");
     }
 
@@ -116,7 +116,7 @@ mod tests {
         phase_runs(&l, 500, 1);
         phase_runs(&l, 900, 2);
         assert_eq!(l.prepared_phase(), PreparedPhase::Dropped);
-        assert!(!wants_server_prepared(&l, 2 + REMEASURE_MS));
+        assert!(!wants_server_prepared(&l, || 2 + REMEASURE_MS));
         assert_eq!(l.prepared_phase(), PreparedPhase::Measuring);
         phase_runs(&l, 900, 3);
         phase_runs(&l, 400, 4);

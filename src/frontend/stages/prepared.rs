@@ -263,7 +263,7 @@ impl PreparedStage {
         }
         let adaptive = cfg.strategy.enabled
             && cfg.strategy.server_prepared
-            && learned.is_some_and(|l| adaptive::wants_server_prepared(l, crate::clock::wall_ms()));
+            && learned.is_some_and(|l| adaptive::wants_server_prepared(l, crate::clock::wall_ms));
         if !cfg.prepared.reuse_unnamed && !adaptive {
             return false;
         }
