@@ -30,9 +30,9 @@ struct Entry {
     client_total_us: u64,
     /// Server time per call, microseconds, 2 significant digits (about 2 KiB per fingerprint).
     hist: Histogram<u64>,
-    /// The same since the strategy last started it over (1 significant digit: what a lane
-    /// decision needs, in a few hundred bytes).
-    recent: Histogram<u64>,
+    /// `hist` as it was when the strategy last started its recent window: recent calls are
+    /// `hist - recent_base`, computed at the strategy's tick, never on the statement's path.
+    recent_base: Histogram<u64>,
     last_params: u64,
     repeated_identical: u64,
     cache_hits: u64,
@@ -52,7 +52,7 @@ impl Entry {
             max_us: 0,
             client_total_us: 0,
             hist: Histogram::new_with_bounds(1, 3_600_000_000, 2).expect("valid histogram bounds"),
-            recent: Histogram::new_with_bounds(1, 3_600_000_000, 1).expect("valid histogram bounds"),
+            recent_base: Histogram::new_with_bounds(1, 3_600_000_000, 2).expect("valid histogram bounds"),
             last_params: 0,
             repeated_identical: 0,
             cache_hits: 0,
@@ -153,7 +153,6 @@ impl QueryStats {
             e.max_us = e.max_us.max(us);
             e.client_total_us += c.client_time.as_micros() as u64;
             let _ = e.hist.record(us);
-            let _ = e.recent.record(us);
             if e.calls > 1 && c.params == e.last_params && c.analysis.kind == StatementKind::Read {
                 e.repeated_identical += 1;
             }
@@ -210,11 +209,19 @@ impl QueryStats {
         let mut map = self.map.lock();
         map.iter_mut()
             .map(|(k, e)| {
-                let recent = e.recent.len() >= min_recent.max(1);
-                let p95_us = if recent { e.recent.value_at_quantile(0.95) } else { e.hist.value_at_quantile(0.95) };
-                let calls = if recent { e.recent.len() } else { e.calls };
+                let recent_calls = e.hist.len().saturating_sub(e.recent_base.len());
+                let recent = (recent_calls >= min_recent.max(1))
+                    .then(|| {
+                        let mut h = e.hist.clone();
+                        h.subtract(&e.recent_base).ok().map(|_| h.value_at_quantile(0.95))
+                    })
+                    .flatten();
+                let (p95_us, calls) = match recent {
+                    Some(p95) => (p95, recent_calls),
+                    None => (e.hist.value_at_quantile(0.95), e.calls),
+                };
                 if restart {
-                    e.recent.reset();
+                    e.recent_base = e.hist.clone();
                 }
                 LaneInput {
                     database: k.database.clone(),

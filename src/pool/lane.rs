@@ -61,15 +61,15 @@ impl Drop for Ticket {
 
 impl Pool {
     /// A connection for a statement in the slow lane: first a place among at most `share` of
-    /// the pool's maximum size, then a connection; both within one checkout timeout.
+    /// the pool's maximum size (within the checkout timeout), then a connection as any other
+    /// checkout (within the checkout timeout again: a slow statement may wait up to twice it).
     pub async fn checkout_slow_lane(self: &Arc<Self>, share: f64) -> Result<PooledConn, CheckoutError> {
         let timeout = self.config.load().checkout_timeout();
         let cap = (self.max_size() as f64 * share).floor() as usize;
-        let started = tokio::time::Instant::now();
-        let Some(ticket) = self.lane.enter(cap, started + timeout).await else {
+        let Some(ticket) = self.lane.enter(cap, tokio::time::Instant::now() + timeout).await else {
             return Err(self.timeout_error(timeout));
         };
-        let mut conn = self.checkout_within(Some(timeout.saturating_sub(started.elapsed()))).await?;
+        let mut conn = self.checkout().await?;
         conn.ticket = Some(ticket);
         Ok(conn)
     }

@@ -295,14 +295,6 @@ impl Pool {
 
     /// Gets a server connection, waiting up to the configured checkout timeout.
     pub async fn checkout(self: &Arc<Self>) -> Result<PooledConn, CheckoutError> {
-        self.checkout_within(None).await
-    }
-
-    /// `timeout`: None for the configured one (read only when the checkout has to wait).
-    pub(super) async fn checkout_within(
-        self: &Arc<Self>,
-        timeout: Option<Duration>,
-    ) -> Result<PooledConn, CheckoutError> {
         if self.paused.borrow().covers(&self.key.database) {
             let mut paused = self.paused.clone();
             let _ = paused.wait_for(|p| !p.covers(&self.key.database)).await;
@@ -320,18 +312,14 @@ impl Pool {
             }
         }
         let started = Instant::now();
-        let result = self.checkout_slow(taken, timeout).await;
+        let result = self.checkout_slow(taken).await;
         crate::metrics::pool_wait(started.elapsed());
         result.map(|conn| PooledConn::new(conn, self.clone()))
     }
 
     /// Waiting for a connection or a slot, and connecting.
-    async fn checkout_slow(
-        self: &Arc<Self>,
-        mut taken: Option<Taken>,
-        timeout: Option<Duration>,
-    ) -> Result<ServerConn, CheckoutError> {
-        let timeout = timeout.unwrap_or_else(|| self.config.load().checkout_timeout());
+    async fn checkout_slow(self: &Arc<Self>, mut taken: Option<Taken>) -> Result<ServerConn, CheckoutError> {
+        let timeout = self.config.load().checkout_timeout();
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
             let grant = match taken.take().or_else(|| self.try_take()) {
