@@ -44,6 +44,7 @@ pub async fn run(cli: Cli, config: Config) -> Result<()> {
     let tls = crate::net::tls::acceptor(&config.tls)?;
     let app = Arc::new(App::new(cli, config, tls)?);
     tracing::info!(listen = %app.config.load().server.listen, http = %app.config.load().server.http_listen, "pgpilot started");
+    tracing::info!("{}", where_clients_connect(&app.config.load()));
     app.cache.start();
     if app.config.load().cache.invalidation == crate::config::Invalidation::Replication {
         app.cache.start_replication(app.config.clone());
@@ -177,4 +178,19 @@ async fn serve_client(slot: ClientSlot, tcp: TcpStream, peer: String) {
     }
     session.finish().await;
     tracing::debug!(peer = %session.info.peer, "client disconnected");
+}
+
+/// The start-up line a new user reads: where clients connect, and as whom.
+fn where_clients_connect(cfg: &crate::config::Config) -> String {
+    let up = cfg.upstream();
+    let who = match (cfg.users.is_empty(), up.password.is_some()) {
+        (true, true) => format!("as {} with the upstream URL's password", up.user),
+        (true, false) => format!("as {}: no password in the upstream URL, so no client can log in", up.user),
+        (false, _) => format!("as one of the {} configured [[users]]", cfg.users.len()),
+    };
+    let user = if cfg.users.is_empty() { up.user.as_str() } else { "USER" };
+    format!(
+        "clients connect to postgres://{user}:PASSWORD@{}/DATABASE {who} (upstream {}:{})",
+        cfg.server.listen, up.host, up.port
+    )
 }
