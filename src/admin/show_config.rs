@@ -1,5 +1,5 @@
 //! SHOW CONFIG: PgBouncer's four columns (key, value, default, changeable) over pgpilot's settings
-//! (dotted names, secrets masked), then the PgBouncer names of the settings that have one, so a
+//! (dotted names, secrets masked as `--check` masks them), then the PgBouncer names of the settings that have one, so a
 //! tool that reads `max_client_conn` (pgbouncer_exporter) finds it.
 
 use super::result::ResultSet;
@@ -36,11 +36,10 @@ pub fn config(app: &App) -> ResultSet {
     let mut r = ResultSet::new(&["key", "value", "default", "changeable"]);
     let cfg = app.config.load();
     let defaults: std::collections::HashMap<String, String> = flat(&Config::default()).into_iter().collect();
-    for (k, v) in flat(&cfg) {
-        let masked = is_secret(&k, &v);
+    for (k, v) in flat(&crate::config::env::masked_config(&cfg)) {
         let default = defaults.get(&k).cloned().unwrap_or_default();
         let changeable = if RESTART.contains(&k.as_str()) { "no" } else { "yes" };
-        r.row(vec![k, if masked { mask(&v) } else { v }, default, changeable.into()]);
+        r.row(vec![k, v, default, changeable.into()]);
     }
     let pgbouncer = [
         ("max_client_conn", cfg.server.max_client_conn.to_string(), "1000"),
@@ -62,17 +61,6 @@ fn flat(cfg: &Config) -> Vec<(String, String)> {
     let mut out = Vec::new();
     flatten("", &value, &mut out);
     out
-}
-
-fn is_secret(k: &str, v: &str) -> bool {
-    k.contains("password") || k.contains("secret") || k.ends_with("token") || (k.ends_with("url") && v.contains('@'))
-}
-
-fn mask(v: &str) -> String {
-    match v.split_once("://").and_then(|(s, rest)| rest.split_once('@').map(|(cred, host)| (s, cred, host))) {
-        Some((scheme, cred, host)) => format!("{scheme}://{}:********@{host}", cred.split(':').next().unwrap_or("")),
-        None => "********".into(),
-    }
 }
 
 fn flatten(prefix: &str, v: &serde_json::Value, out: &mut Vec<(String, String)>) {

@@ -153,9 +153,7 @@ impl moka::Expiry<u128, Arc<Entry>> for Expiry {
     }
 }
 
-pub fn wall_ms() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
-}
+pub use crate::clock::wall_ms;
 
 impl ResultCache {
     pub fn new(cfg: &crate::config::CacheConfig, strategy: &crate::config::StrategyConfig) -> anyhow::Result<Self> {

@@ -28,25 +28,38 @@ struct Rate {
     interval_ms: u64,
 }
 
-/// (database, table).
-type TableKey = (Arc<str>, Arc<str>);
+/// A database's tables.
+type Tables = HashMap<Arc<str>, Rate>;
 
+/// Per database, per table: looked up by `&str`, so a store allocates nothing.
 #[derive(Default)]
 pub struct WriteRates {
-    tables: Mutex<HashMap<TableKey, Rate>>,
+    tables: Mutex<HashMap<Arc<str>, Tables>>,
+    count: std::sync::atomic::AtomicUsize,
 }
 
 impl WriteRates {
     /// Committed writes to these noted names (tables or keyed scopes) of `db` at `now_ms`.
     pub fn note(&self, db: &str, names: &[Arc<str>], now_ms: u64) {
+        use std::sync::atomic::Ordering::Relaxed;
         let mut map = self.tables.lock();
-        if map.len() >= MAX_TABLES {
+        if self.count.load(Relaxed) >= MAX_TABLES {
             map.clear();
+            self.count.store(0, Relaxed);
         }
-        let db: Arc<str> = Arc::from(db);
+        if !map.contains_key(db) {
+            map.insert(Arc::from(db), HashMap::new());
+        }
+        let tables = map.get_mut(db).expect("inserted above");
         for name in names {
-            let table: Arc<str> = Arc::from(table_of(name));
-            let rate = map.entry((db.clone(), table)).or_insert(Rate { last_ms: now_ms, interval_ms: 0 });
+            let table = table_of(name);
+            let rate = match tables.get_mut(table) {
+                Some(rate) => rate,
+                None => {
+                    self.count.fetch_add(1, Relaxed);
+                    tables.entry(Arc::from(table)).or_insert(Rate { last_ms: now_ms, interval_ms: 0 })
+                }
+            };
             let gap = now_ms.saturating_sub(rate.last_ms);
             if gap >= BURST_MS {
                 rate.interval_ms = match rate.interval_ms {
@@ -66,9 +79,10 @@ impl WriteRates {
             return ttl;
         }
         let map = self.tables.lock();
+        let Some(known) = map.get(db) else { return ttl };
         let shortest = tables
             .iter()
-            .filter_map(|t| map.get(&(Arc::from(db), Arc::from(table_of(t)))))
+            .filter_map(|t| known.get(table_of(t)))
             .filter(|r| r.interval_ms > 0)
             .map(|r| r.interval_ms.max(now_ms.saturating_sub(r.last_ms)))
             .min();

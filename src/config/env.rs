@@ -103,6 +103,12 @@ fn read_users(path: &str) -> Result<Vec<UserConfig>> {
 
 /// The effective configuration as TOML with every secret replaced (`--check`).
 pub fn masked(config: &Config) -> String {
+    toml::to_string(&masked_config(config)).unwrap_or_else(|e| format!("# cannot print the configuration: {e}\n"))
+}
+
+/// The configuration with every secret replaced: URL passwords, user passwords, tokens, keys
+/// (what `--check` and the admin console's SHOW CONFIG show).
+pub fn masked_config(config: &Config) -> Config {
     let mut c = config.clone();
     c.upstream.url = mask_url(&c.upstream.url);
     c.cache.redis_url = c.cache.redis_url.as_deref().map(mask_url);
@@ -113,7 +119,7 @@ pub fn masked(config: &Config) -> String {
         mask(&mut u.password);
         mask(&mut u.server_password);
     }
-    toml::to_string(&c).unwrap_or_else(|e| format!("# cannot print the configuration: {e}\n"))
+    c
 }
 
 fn mask(secret: &mut Option<String>) {

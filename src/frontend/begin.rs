@@ -11,8 +11,18 @@ use bytes::Bytes;
 use super::reply_queue::{Action, Kind};
 use super::session::Session;
 use crate::net::messages;
+use crate::protocol::frontend::ClientMessage;
 
 impl Session {
+    /// A message with no server held while deferral is on: answered here (a plain BEGIN, the
+    /// end of an empty transaction, or 25P02 in a failed one)?
+    pub(super) fn answered_while_deferring(&mut self, tag: u8, msg: &ClientMessage<'_>, frame: &[u8]) -> bool {
+        match *msg {
+            ClientMessage::Query { text } => self.answer_deferred(text, frame),
+            _ => self.refuse_in_failed(tag),
+        }
+    }
+
     /// A simple Query with no server held: answered here when it is a plain BEGIN (or ends a
     /// deferred one). True when answered.
     pub(super) fn answer_deferred(&mut self, text: &[u8], frame: &[u8]) -> bool {

@@ -92,6 +92,15 @@ impl Session {
         let _ = self.flush_client().await;
     }
 
+    /// KILL_CLIENT: FATAL 57P01 and the end of the session (a held server connection
+    /// mid-transaction is closed with it, never reused).
+    pub(super) async fn killed(&mut self) {
+        tracing::info!(user = %self.info.user, database = %self.info.database, "client killed (KILL_CLIENT)");
+        let msg = "terminating connection due to administrator command (KILL_CLIENT)";
+        messages::error(&mut self.cout, "FATAL", sqlstate::ADMIN_SHUTDOWN, msg);
+        let _ = self.flush_client().await;
+    }
+
     /// The held server connection is no longer this client's to cancel on.
     pub(super) fn detach(&mut self) {
         let mut server = self.cancel.meta.server.lock();

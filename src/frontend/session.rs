@@ -204,13 +204,7 @@ impl Session {
                     }
                 }
                 _ = &mut stop, if !stopping => stopping = true,
-                _ = &mut killed => {
-                    tracing::info!(user = %self.info.user, database = %self.info.database, "client killed (KILL_CLIENT)");
-                    let msg = "terminating connection due to administrator command (KILL_CLIENT)";
-                    messages::error(&mut self.cout, "FATAL", sqlstate::ADMIN_SHUTDOWN, msg);
-                    let _ = self.flush_client().await;
-                    return; // a held server connection mid-transaction is closed, not reused
-                }
+                _ = &mut killed => return self.killed().await,
             }
         }
     }
@@ -324,14 +318,8 @@ impl Session {
         }
         // Decoded once: every stage below reads this view instead of splitting the frame again.
         let msg = ClientMessage::decode(tag, body(frame));
-        if self.defer_begin && self.server.is_none() {
-            let answered = match msg {
-                ClientMessage::Query { text } => self.answer_deferred(text, frame),
-                _ => self.refuse_in_failed(tag),
-            };
-            if answered {
-                return Flow::Continue;
-            }
+        if self.defer_begin && self.server.is_none() && self.answered_while_deferring(tag, &msg, frame) {
+            return Flow::Continue;
         }
         self.turn = Turn::default();
         // Only a Query or Parse may wait (for its analysis); the others read the table at once.

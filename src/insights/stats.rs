@@ -56,7 +56,7 @@ impl Entry {
             last_params: 0,
             repeated_identical: 0,
             cache_hits: 0,
-            first_ms: wall_ms(),
+            first_ms: crate::clock::wall_ms(),
         }
     }
 }
@@ -375,8 +375,4 @@ fn cacheable(a: &Analysis) -> Result<(), &'static str> {
     } else {
         Ok(())
     }
-}
-
-fn wall_ms() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }

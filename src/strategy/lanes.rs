@@ -17,8 +17,12 @@ pub fn decide(inputs: &[LaneInput], cfg: &StrategyConfig, now_ms: u64) {
     let medians = medians(inputs, cfg.slow_lane_min_calls);
     for input in inputs {
         let a = &input.analysis;
-        let tables: Vec<&str> = a.read_names.iter().chain(a.written_names.iter()).map(|t| &**t).collect();
-        let pin = cfg.pin_for(&a.fingerprint_hex(), &tables);
+        let pin = (!cfg.pins.is_empty())
+            .then(|| {
+                let tables: Vec<&str> = a.read_names.iter().chain(a.written_names.iter()).map(|t| &**t).collect();
+                cfg.pin_for(&a.fingerprint_hex(), &tables)
+            })
+            .flatten();
         a.learned.pin(pin.map(pinned));
         let slow = match pin {
             Some(PinnedStrategy::SlowLane) => true,

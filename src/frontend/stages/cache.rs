@@ -9,6 +9,7 @@ use arc_swap::ArcSwap;
 
 use super::cache_keys;
 use super::cache_portal::Portal;
+use super::cache_relations::relations_known;
 pub use super::cache_statement::CachedStatement;
 use super::cache_writes::Writes;
 use super::{Cx, Stage};
@@ -390,23 +391,6 @@ impl CacheStage {
             _ => false,
         }
     }
-}
-
-/// Every table read is an ordinary table; starts a (re)load of the list when one is due.
-fn relations_known(
-    cache: &Arc<ResultCache>,
-    config: &ArcSwap<Config>,
-    pool: &Arc<Pool>,
-    db: &Arc<str>,
-    tables: &[Arc<str>],
-) -> bool {
-    let refresh = config.load().cache.relations_refresh_s * 1000;
-    let relations = &cache.relations;
-    let (ok, due) = relations.check(db, tables, crate::clock::now_ms(), refresh);
-    if due && relations.begin_load(db) {
-        crate::cache::relations::spawn_load(cache.clone(), pool.clone(), db.clone());
-    }
-    ok
 }
 
 fn preload(h: &Handles) {

@@ -13,6 +13,7 @@
 pub mod cache;
 mod cache_keys;
 mod cache_portal;
+mod cache_relations;
 mod cache_statement;
 mod cache_writes;
 pub mod insights;
