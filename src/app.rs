@@ -42,6 +42,7 @@ pub async fn run(cli: Cli, config: Config) -> Result<()> {
         .await
         .with_context(|| format!("listening on {}", config.server.http_listen))?;
     let tls = crate::net::tls::acceptor(&config.tls)?;
+    crate::net::upstream_tls::for_config(&config.upstream)?;
     let app = Arc::new(App::new(cli, config, tls)?);
     tracing::info!(listen = %app.config.load().server.listen, http = %app.config.load().server.http_listen, "pgpilot started");
     tracing::info!("{}", where_clients_connect(&app.config.load()));

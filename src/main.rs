@@ -20,7 +20,7 @@ fn main() -> ExitCode {
             }
         };
     }
-    let config = match load(&cli) {
+    let config = match load(&cli).and_then(|c| pgpilot::net::upstream_tls::for_config(&c.upstream).map(|_| c)) {
         Ok(config) => config,
         Err(err) => {
             eprintln!("pgpilot: configuration error: {err:#}");

@@ -126,6 +126,7 @@ impl App {
     /// Re-reads the configuration (SIGHUP, admin RELOAD); the old one stays if the new is invalid.
     pub fn reload(&self) -> Result<()> {
         let new = crate::config::load::load(&self.cli)?;
+        crate::net::upstream_tls::for_config(&new.upstream)?;
         self.cache.reconfigure(&new.cache);
         self.analyzer.set_max_analyzed(new.insights.max_analyzed_bytes);
         self.buffers.set_limit(new.server.max_buffered_bytes);

@@ -44,9 +44,16 @@ impl Fake {
             .await
             .expect("pgpilot connects to the server")
             .unwrap();
-        let len = s.read_i32().await.unwrap();
+        let mut len = s.read_i32().await.unwrap();
         let mut startup = vec![0u8; len as usize - 4];
         s.read_exact(&mut startup).await.unwrap();
+        if len == 8 && startup[..] == 80877103i32.to_be_bytes() {
+            // SSLRequest (upstream.sslmode = prefer): no TLS here, as a server with ssl = off answers.
+            s.write_all(b"N").await.unwrap();
+            len = s.read_i32().await.unwrap();
+            startup = vec![0u8; len as usize - 4];
+            s.read_exact(&mut startup).await.unwrap();
+        }
         let mut out = msg(b'R', &0i32.to_be_bytes());
         for (k, v) in [("server_version", "16.4"), ("standard_conforming_strings", "on"), ("client_encoding", "UTF8")] {
             out.extend(msg(b'S', format!("{k}\0{v}\0").as_bytes()));

@@ -113,7 +113,7 @@ fn check_flag_validates_config() {
     let dir = std::env::temp_dir().join(format!("pgpilot-check-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let good = dir.join("good.toml");
-    std::fs::write(&good, "[pool]\nmax_size = 5\n").unwrap();
+    std::fs::write(&good, "[upstream]\nurl = \"postgres://app:pw@127.0.0.1:5432\"\n[pool]\nmax_size = 5\n").unwrap();
     let bad = dir.join("bad.toml");
     std::fs::write(&bad, "[pool]\nmax_size = 0\n").unwrap();
     let typo = dir.join("typo.toml");
@@ -125,6 +125,22 @@ fn check_flag_validates_config() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("max_size"));
     assert_eq!(run(&typo).status.code(), Some(2));
+    // With no upstream from a flag, the file or the environment: one line saying what to pass.
+    let bare = dir.join("bare.toml");
+    std::fs::write(&bare, "[pool]\nmax_size = 5\n").unwrap();
+    for args in [vec!["--check"], vec!["--check", "--config", bare.to_str().unwrap()], vec![]] {
+        let out = Command::new(bin)
+            .args(&args)
+            .env_remove("DATABASE_URL")
+            .env_remove("PGPILOT_UPSTREAM")
+            .env_remove("PGPILOT_UPSTREAM_URL")
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert_eq!(err.lines().count(), 1, "one line: {err}");
+        assert!(err.contains("--upstream") && err.contains("DATABASE_URL"), "{err}");
+    }
     let _ = std::fs::remove_dir_all(dir);
 }
 

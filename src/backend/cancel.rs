@@ -126,6 +126,12 @@ impl CancelRegistry {
     }
 }
 
+/// Cancels what `t`'s backend runs (pgpilot's own decision, e.g. query_timeout), waiting at most
+/// as long as a client's cancel.
+pub async fn cancel_backend(t: &ServerKey) {
+    let _ = tokio::time::timeout(CANCEL_WAIT, forward(t)).await;
+}
+
 /// Sends the CancelRequest with the server's own key and waits for the server to close the
 /// connection, which it does after signalling the backend.
 async fn forward(t: &ServerKey) {

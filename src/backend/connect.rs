@@ -1,15 +1,19 @@
 //! Opening a server connection: TCP, StartupMessage, authentication, and the startup replies.
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::BytesMut;
 use pgwire::messages::startup::Startup;
 use pgwire::messages::Message;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::{ServerConn, ServerError};
 use crate::net::frame::body;
+use crate::net::stream::ServerStream;
+use crate::net::upstream_tls::UpstreamTls;
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
@@ -26,6 +30,41 @@ pub struct Target {
     /// A logical replication connection (`replication=database`): replication commands and
     /// simple queries only.
     pub replication: bool,
+    pub link: Link,
+}
+
+/// How the socket to the server is set up: TLS and the TCP options that notice a dead server.
+#[derive(Debug, Clone)]
+pub struct Link {
+    /// None: plain (sslmode = disable); Err: the TLS settings cannot be built (named at connect).
+    pub tls: Result<Option<Arc<UpstreamTls>>, Arc<str>>,
+    pub tcp_user_timeout_ms: u64,
+    pub tcp_keepalive_s: u64,
+}
+
+impl Link {
+    pub fn from_config(cfg: &crate::config::Config) -> Link {
+        Link {
+            tls: crate::net::upstream_tls::for_config(&cfg.upstream).map_err(|e| format!("{e:#}").into()),
+            tcp_user_timeout_ms: cfg.server.tcp_user_timeout_ms,
+            tcp_keepalive_s: cfg.server.tcp_keepalive_s,
+        }
+    }
+
+    fn apply(&self, stream: &TcpStream) -> std::io::Result<()> {
+        stream.set_nodelay(true)?;
+        let sock = socket2::SockRef::from(stream);
+        if self.tcp_keepalive_s > 0 {
+            let idle = Duration::from_secs(self.tcp_keepalive_s);
+            let ka =
+                socket2::TcpKeepalive::new().with_time(idle).with_interval(Duration::from_secs(10)).with_retries(3);
+            sock.set_tcp_keepalive(&ka)?;
+        }
+        if self.tcp_user_timeout_ms > 0 {
+            sock.set_tcp_user_timeout(Some(Duration::from_millis(self.tcp_user_timeout_ms)))?;
+        }
+        Ok(())
+    }
 }
 
 /// Connects, authenticates and reads the startup replies, all within `target.timeout`.
@@ -34,9 +73,14 @@ pub async fn connect(target: &Target) -> Result<ServerConn, ServerError> {
 }
 
 async fn connect_inner(target: &Target) -> Result<ServerConn, ServerError> {
+    let tls = target.link.tls.clone().map_err(|e| ServerError::Tls(e.to_string()))?;
     let stream = TcpStream::connect((target.host.as_str(), target.port)).await?;
-    stream.set_nodelay(true)?;
+    target.link.apply(&stream)?;
     let addr = stream.peer_addr()?;
+    let stream = match tls {
+        None => ServerStream::Plain(stream),
+        Some(tls) => negotiate_tls(stream, &tls, &target.host).await?,
+    };
     let mut conn = ServerConn {
         stream,
         rbuf: BytesMut::with_capacity(16 * 1024),
@@ -68,6 +112,24 @@ async fn connect_inner(target: &Target) -> Result<ServerConn, ServerError> {
     super::login::login(&mut conn, &target.user, target.password.as_deref()).await?;
     read_startup_replies(&mut conn).await?;
     Ok(conn)
+}
+
+/// SSLRequest, then the handshake after 'S'; after 'N', plain where the mode allows it.
+async fn negotiate_tls(mut stream: TcpStream, tls: &UpstreamTls, host: &str) -> Result<ServerStream, ServerError> {
+    let mut request = [0u8; 8];
+    request[..4].copy_from_slice(&8i32.to_be_bytes());
+    request[4..].copy_from_slice(&crate::net::messages::SSL_REQUEST.to_be_bytes());
+    stream.write_all(&request).await?;
+    match stream.read_u8().await? {
+        b'S' => {
+            let name = crate::net::upstream_tls::server_name(host).map_err(ServerError::Tls)?;
+            let tls = tls.connector.connect(name, stream).await.map_err(|e| ServerError::Tls(e.to_string()))?;
+            Ok(ServerStream::Tls(Box::new(tls)))
+        }
+        b'N' if !tls.required() => Ok(ServerStream::Plain(stream)),
+        b'N' => Err(ServerError::Tls(format!("the server does not accept TLS, and upstream.sslmode = {:?}", tls.mode))),
+        other => Err(ServerError::Protocol(format!("{:?} in answer to SSLRequest", other as char))),
+    }
 }
 
 /// After AuthenticationOk: ParameterStatus*, BackendKeyData, then ReadyForQuery.

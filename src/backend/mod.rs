@@ -7,11 +7,11 @@ pub mod internal;
 pub mod login;
 
 use std::collections::BTreeMap;
+use std::future::Future;
 use std::net::SocketAddr;
 
 use bytes::BytesMut;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
 use crate::net::frame::{FrameError, Framer, Piece};
 
@@ -20,7 +20,7 @@ const INTERNAL_MAX: usize = 64 << 20;
 
 /// One authenticated connection to the upstream server.
 pub struct ServerConn {
-    pub stream: TcpStream,
+    pub stream: crate::net::stream::ServerStream,
     pub rbuf: BytesMut,
     /// ParameterStatus values, kept current from every ParameterStatus the server sends (shared:
     /// a session keeps the values it told its client at login without copying them).
@@ -93,6 +93,8 @@ pub enum ServerError {
     Server(BytesMut, String),
     #[error("authentication with the server: {0}")]
     Auth(String),
+    #[error("TLS with the server: {0}")]
+    Tls(String),
 }
 
 impl From<FrameError> for ServerError {
@@ -152,11 +154,12 @@ impl ServerConn {
     }
 
     /// Whether the socket is closed or has unsolicited bytes (a dead or dirty idle connection).
+    /// Peeks, never reads: under TLS a byte taken from the socket would break the record stream.
     pub fn looks_broken(&self) -> bool {
         let mut probe = [0u8; 1];
-        match self.stream.try_read(&mut probe) {
-            Ok(_) => true,
-            Err(e) => e.kind() != std::io::ErrorKind::WouldBlock,
-        }
+        let peek = std::pin::pin!(self.stream.tcp().peek(&mut probe));
+        let waker = std::task::Waker::noop();
+        // Ready: bytes nobody asked for, end of stream, or an error.
+        peek.poll(&mut std::task::Context::from_waker(waker)).is_ready()
     }
 }

@@ -149,6 +149,7 @@ impl Streams {
             timeout: cfg.connect_timeout(),
             prepared_cache: 1,
             replication,
+            link: crate::backend::connect::Link::from_config(&cfg),
         }
     }
 }

@@ -6,19 +6,30 @@ use super::{Cli, Config, Upstream};
 
 /// Loads and validates the configuration the way `--check` and SIGHUP see it.
 pub fn load(cli: &Cli) -> Result<Config> {
+    let mut upstream_given = cli.upstream.is_some();
     let config = match &cli.config {
         Some(path) => {
             let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+            let tree = toml::from_str::<toml::Table>(&text).with_context(|| format!("parsing {}", path.display()))?;
+            upstream_given |= tree.get("upstream").and_then(|u| u.get("url")).is_some();
             toml::from_str::<Config>(&text).with_context(|| format!("parsing {}", path.display()))?
         }
         None => Config::default(),
     };
     let vars: Vec<(String, String)> = std::env::vars().collect();
+    upstream_given |= vars.iter().any(|(k, _)| UPSTREAM_VARS.contains(&k.as_str()));
     let mut config = super::env::apply(config, &vars)?;
     apply_flags(&mut config, cli);
     validate(&config)?;
+    if !upstream_given {
+        // A default server would only fail later with an authentication error that names nothing.
+        bail!("no upstream server: pass --upstream postgres://USER:PASSWORD@HOST:PORT or set DATABASE_URL");
+    }
     Ok(config)
 }
+
+/// The environment variables that name the upstream server.
+const UPSTREAM_VARS: [&str; 3] = ["DATABASE_URL", "PGPILOT_UPSTREAM", "PGPILOT_UPSTREAM_URL"];
 
 fn apply_flags(config: &mut Config, cli: &Cli) {
     if let Some(v) = &cli.listen {

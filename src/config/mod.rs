@@ -170,6 +170,12 @@ pub struct ServerConfig {
     /// Every failed login waits this long before its error (not per peer: in a sidecar every
     /// client is the same peer), which slows password guessing without costing CPU.
     pub auth_failure_delay_ms: u64,
+    /// TCP_USER_TIMEOUT on server sockets: a server that leaves sent data unacknowledged this long
+    /// (a dead host, a blackholed network) fails the connection; 0 = the kernel's default.
+    pub tcp_user_timeout_ms: u64,
+    /// TCP keepalive on server sockets: first probe after this many idle seconds (then every 10 s,
+    /// 3 probes), so a silent dead server is noticed; 0 = off.
+    pub tcp_keepalive_s: u64,
 }
 
 impl ServerConfig {
@@ -196,6 +202,8 @@ impl Default for ServerConfig {
             worker_threads: 0,
             auth_secret: None,
             auth_failure_delay_ms: 100,
+            tcp_user_timeout_ms: 0,
+            tcp_keepalive_s: 60,
         }
     }
 }
@@ -212,12 +220,42 @@ pub struct TlsConfig {
 pub struct UpstreamConfig {
     pub url: String,
     pub connect_timeout_ms: u64,
+    /// TLS toward the server, as libpq's sslmode (net/upstream_tls.rs).
+    pub sslmode: SslMode,
+    /// The CA certificates (PEM) verify-ca and verify-full check the server's certificate against.
+    pub sslrootcert: Option<PathBuf>,
+    /// A client certificate and its key (PEM), for servers that ask for one.
+    pub sslcert: Option<PathBuf>,
+    pub sslkey: Option<PathBuf>,
 }
 
 impl Default for UpstreamConfig {
     fn default() -> Self {
-        Self { url: "postgres://postgres@127.0.0.1:5432".into(), connect_timeout_ms: 5_000 }
+        Self {
+            url: "postgres://postgres@127.0.0.1:5432".into(),
+            connect_timeout_ms: 5_000,
+            sslmode: SslMode::Prefer,
+            sslrootcert: None,
+            sslcert: None,
+            sslkey: None,
+        }
     }
+}
+
+/// libpq's sslmode values for the upstream connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SslMode {
+    /// Plain TCP.
+    Disable,
+    /// TLS when the server offers it, without checking its certificate; plain otherwise.
+    Prefer,
+    /// TLS or no connection; the certificate is not checked (as libpq without a root certificate).
+    Require,
+    /// TLS with a certificate signed by `sslrootcert`, whatever host name it names.
+    VerifyCa,
+    /// As verify-ca, and the certificate names the host of the upstream URL.
+    VerifyFull,
 }
 
 #[derive(Debug, Clone, Deserialize, serde::Serialize)]
@@ -236,6 +274,10 @@ pub struct PoolConfig {
     /// A client idle inside a transaction for this long is disconnected with 25P03 and its
     /// server connection closed (the server rolls back); 0 = off, as in PgBouncer.
     pub idle_transaction_timeout_ms: u64,
+    /// A statement (a round trip to the server) still unanswered after this long is canceled on
+    /// the server, its connection closed and the client disconnected with 57014, as PgBouncer's
+    /// query_timeout; 0 = off. Prefer statement_timeout where the server can be told.
+    pub query_timeout_ms: u64,
     /// A pool with no client, connection or waiter for this long is dropped (logins to a
     /// database that does not exist leave no entry behind).
     pub drop_idle_pool_after_ms: u64,
@@ -264,6 +306,7 @@ impl Default for PoolConfig {
             reset_query: "DISCARD ALL".into(),
             warm_databases: Vec::new(),
             idle_transaction_timeout_ms: 0,
+            query_timeout_ms: 0,
             drop_idle_pool_after_ms: 60_000,
             adaptive: true,
             max_server_connections: 0,

@@ -75,6 +75,21 @@ pub fn convert(ini: &BTreeMap<String, Section>, userlist: Option<&str>) -> Resul
     Ok(Converted { toml, dropped })
 }
 
+/// PgBouncer's server_tls_sslmode (libpq's names; `allow` has no pgpilot equivalent).
+fn sslmode(v: &str) -> Result<super::SslMode, String> {
+    use super::SslMode::*;
+    Ok(match v.trim() {
+        "disable" => Disable,
+        "prefer" => Prefer,
+        "require" => Require,
+        "verify-ca" => VerifyCa,
+        "verify-full" => VerifyFull,
+        other => {
+            return Err(format!("sslmode {other:?}: pgpilot has disable, prefer, require, verify-ca, verify-full"))
+        }
+    })
+}
+
 /// One `[pgbouncer]` setting onto `c`, or why it has no place there.
 fn setting(c: &mut Config, key: &str, v: &str) -> Result<(), String> {
     let num = |v: &str| v.trim().parse::<u64>().map_err(|_| format!("{v:?} is not a number"));
@@ -105,7 +120,13 @@ fn setting(c: &mut Config, key: &str, v: &str) -> Result<(), String> {
         "server_lifetime" => c.pool.lifetime_ms = ms(v)?,
         "query_wait_timeout" => c.pool.checkout_timeout_ms = ms(v)?,
         "idle_transaction_timeout" => c.pool.idle_transaction_timeout_ms = ms(v)?,
-        "query_timeout" => return Err("pgpilot has no query timeout yet (use statement_timeout on the server)".into()),
+        "query_timeout" => c.pool.query_timeout_ms = ms(v)?,
+        "tcp_user_timeout" => c.server.tcp_user_timeout_ms = num(v)?,
+        "tcp_keepidle" => c.server.tcp_keepalive_s = num(v)?,
+        "server_tls_sslmode" => c.upstream.sslmode = sslmode(v)?,
+        "server_tls_ca_file" => c.upstream.sslrootcert = Some(v.into()),
+        "server_tls_cert_file" => c.upstream.sslcert = Some(v.into()),
+        "server_tls_key_file" => c.upstream.sslkey = Some(v.into()),
         "server_check_delay" => c.pool.health_check_after_ms = ms(v)?,
         "server_connect_timeout" => c.upstream.connect_timeout_ms = ms(v)?,
         "client_login_timeout" => c.server.startup_timeout_ms = ms(v)?,

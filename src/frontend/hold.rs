@@ -80,15 +80,20 @@ impl Session {
     }
 
     pub(super) async fn server_lost(&mut self, why: &str) {
+        let msg = format!("pgpilot: {why}; the session cannot continue");
+        self.server_lost_with(sqlstate::CONNECTION_FAILURE, &msg).await;
+    }
+
+    /// As `server_lost`, with the SQLSTATE and message the client gets.
+    async fn server_lost_with(&mut self, code: &str, msg: &str) {
         self.pending.clear();
         self.stages.on_server_lost().await;
         if let Some(conn) = self.server.take() {
-            tracing::warn!(server = conn.id, database = %self.info.database, "server connection lost: {why}");
+            tracing::warn!(server = conn.id, database = %self.info.database, "server connection closed: {msg}");
             self.detach();
             drop(conn);
         }
-        let msg = format!("pgpilot: {why}; the session cannot continue");
-        messages::error(&mut self.cout, "FATAL", sqlstate::CONNECTION_FAILURE, &msg);
+        messages::error(&mut self.cout, "FATAL", code, msg);
         let _ = self.flush_client().await;
     }
 
@@ -101,11 +106,28 @@ impl Session {
         let _ = self.flush_client().await;
     }
 
+    /// pool.query_timeout_ms passed with the round trip unanswered: as PgBouncer's query_timeout,
+    /// the statement is canceled on the server (so the backend stops working), that connection is
+    /// closed (whatever state it is in), and the client is told why and disconnected.
+    pub(super) async fn query_timed_out(&mut self) {
+        let ms = self.query_timeout.map_or(0, |t| t.as_millis());
+        tracing::warn!(user = %self.info.user, database = %self.info.database, "query ran past pool.query_timeout_ms ({ms} ms): canceled, client disconnected");
+        if let Some(key) = self.cancel.meta.server.lock().clone() {
+            tokio::spawn(async move { crate::backend::cancel::cancel_backend(&key).await });
+        }
+        self.server_lost_with(
+            sqlstate::QUERY_CANCELED,
+            &format!("canceling statement due to query timeout (pool.query_timeout_ms = {ms})"),
+        )
+        .await;
+    }
+
     /// The held server connection is no longer this client's to cancel on.
     pub(super) fn detach(&mut self) {
         let mut server = self.cancel.meta.server.lock();
         *server = None;
         self.cancel.meta.running.store(false, std::sync::atomic::Ordering::Release);
+        self.query_deadline = None;
         drop(server);
         self.clients.active_add(-1);
     }

@@ -43,6 +43,7 @@ impl Session {
                     if boundary {
                         // Nothing of the client's runs now (Flush pipelines are not at a boundary).
                         self.cancel.meta.running.store(false, std::sync::atomic::Ordering::Release);
+                        self.query_deadline = None;
                     }
                     if boundary && status == b'I' && !self.restoring.is_empty() && !self.restore_startup().await {
                         return Flow::Close;

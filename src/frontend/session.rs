@@ -91,8 +91,11 @@ pub struct Session {
     defer_begin: bool,
     pub(super) deferred_begin: Option<Bytes>,
     pub(super) deferred_failed: bool,
-    /// `pool.idle_transaction_timeout_ms` (None: off).
+    /// `pool.idle_transaction_timeout_ms` and `pool.query_timeout_ms` (None: off), and when the
+    /// round trip in flight passes the latter (set at its first write, cleared at its end).
     idle_transaction_timeout: Option<std::time::Duration>,
+    pub(super) query_timeout: Option<std::time::Duration>,
+    pub(super) query_deadline: Option<tokio::time::Instant>,
     pub info: ClientInfo,
 }
 
@@ -153,6 +156,8 @@ impl Session {
             idle_transaction_timeout: Some(cfg.pool.idle_transaction_timeout_ms)
                 .filter(|&ms| ms > 0)
                 .map(std::time::Duration::from_millis),
+            query_timeout: Some(cfg.pool.query_timeout_ms).filter(|&ms| ms > 0).map(std::time::Duration::from_millis),
+            query_deadline: None,
             info,
         }
     }
@@ -181,7 +186,8 @@ impl Session {
             let idle_limit = self.idle_transaction_timeout.filter(|_| self.idle_in_transaction());
             tokio::select! {
                 biased;
-                r = read_server(&mut self.server) => {
+                r = read_server(&mut self.server, self.query_deadline) => {
+                    let Ok(r) = r else { return self.query_timed_out().await };
                     if !matches!(r, Ok(n) if n > 0) {
                         self.server_lost("the server closed the connection").await;
                         return;
@@ -420,6 +426,9 @@ impl Session {
             return Flow::Continue;
         };
         self.cancel.meta.running.store(true, std::sync::atomic::Ordering::Release);
+        if self.query_deadline.is_none() {
+            self.query_deadline = self.query_timeout.map(|t| tokio::time::Instant::now() + t);
+        }
         let r = server.stream.write_all(&self.sout).await;
         self.sout.clear();
         if r.is_err() {
@@ -480,12 +489,16 @@ async fn read_client(
     }
 }
 
-async fn read_server(server: &mut Option<PooledConn>) -> std::io::Result<usize> {
-    match server {
-        Some(conn) => {
-            let conn = &mut **conn;
-            conn.stream.read_buf(&mut conn.rbuf).await
-        }
-        None => std::future::pending().await,
+/// The server's next bytes; Err(Elapsed) when `deadline` (pool.query_timeout_ms) passes first.
+async fn read_server(
+    server: &mut Option<PooledConn>,
+    deadline: Option<tokio::time::Instant>,
+) -> Result<std::io::Result<usize>, tokio::time::error::Elapsed> {
+    let Some(conn) = server else { return std::future::pending().await };
+    let conn = &mut **conn;
+    let read = conn.stream.read_buf(&mut conn.rbuf);
+    match deadline {
+        None => Ok(read.await),
+        Some(at) => tokio::time::timeout_at(at, read).await,
     }
 }

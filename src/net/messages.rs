@@ -19,6 +19,7 @@ pub mod sqlstate {
     pub const UNKNOWN_DATABASE: &str = "3D000";
     pub const PROTOCOL_VIOLATION: &str = "08P01";
     pub const CONNECTION_FAILURE: &str = "08006";
+    pub const QUERY_CANCELED: &str = "57014";
     pub const CANNOT_CONNECT: &str = "08001";
     pub const FEATURE_NOT_SUPPORTED: &str = "0A000";
     pub const ADMIN_SHUTDOWN: &str = "57P01";

@@ -1,5 +1,5 @@
-//! Bytes on the wire: framing by header, the few messages pgpilot writes itself, TLS, and the
-//! client stream type that hides whether TLS is in use.
+//! Bytes on the wire: framing by header, the few messages pgpilot writes itself, TLS both ways,
+//! and the stream types that hide whether TLS is in use.
 
 pub mod budget;
 pub mod client_io;
@@ -7,3 +7,4 @@ pub mod frame;
 pub mod messages;
 pub mod stream;
 pub mod tls;
+pub mod upstream_tls;

@@ -290,6 +290,7 @@ impl Pool {
             timeout: cfg.connect_timeout(),
             prepared_cache: cfg.prepared.server_cache_size,
             replication: false,
+            link: crate::backend::connect::Link::from_config(&cfg),
         }
     }
 

@@ -7,7 +7,8 @@ Environment (exported by tests/run.sh via tests/harness.sh):
 
 Fixtures:
   proxy        module-scoped pgpilot, pool max_size 5, transaction mode
-  start_proxy  factory: start_proxy(pool_size=5, mode="transaction", extra_toml="") -> Proxy, stopped after the test
+  start_proxy  factory: start_proxy(pool_size=5, mode="transaction", extra_toml="", upstream_port=None,
+               upstream=None, upstream_toml="") -> Proxy, stopped after the test
   pg_admin     helper opening direct psycopg connections to PostgreSQL as the superuser (bypassing pgpilot)
   table        a fresh table (task, seq, note) in database app owned by app, dropped afterwards
 A proxy that dies, panics, ignores SIGTERM or exits non-zero after it is reported as an error at teardown.
@@ -89,6 +90,7 @@ class Proxy:
         self.pool_size = pool_size
         self.mode = mode
         self.extra_toml = extra_toml
+        self.upstream_toml = ""  # more [upstream] keys (sslmode, ...)
         self.host = "127.0.0.1"
         self.port = self.http_port = None
         self.proc = None
@@ -106,7 +108,7 @@ class Proxy:
 
     def _config(self):
         return (f"[server]\nshutdown_timeout_ms = 2000\n\n"
-                f"[upstream]\nurl = \"{self.upstream}\"\n\n"
+                f"[upstream]\nurl = \"{self.upstream}\"\n{self.upstream_toml}\n\n"
                 f"[pool]\nmode = \"{self.mode}\"\nmax_size = {self.pool_size}\n"
                 f"{self.extra_toml}\n")
 
@@ -287,9 +289,12 @@ def proxy(tmp_path_factory):
 def start_proxy(tmp_path):
     started = []
 
-    def start(pool_size=5, mode="transaction", extra_toml="", upstream_port=None):
+    def start(pool_size=5, mode="transaction", extra_toml="", upstream_port=None, upstream=None, upstream_toml=""):
         p = Proxy(tempfile.mkdtemp(dir=tmp_path), pool_size=pool_size, mode=mode, extra_toml=extra_toml,
                   upstream_port=upstream_port)
+        if upstream:  # a whole URL: another host name or user (the TLS tests)
+            p.upstream = upstream
+        p.upstream_toml = upstream_toml
         started.append(p)
         return p.start()
 

@@ -1,0 +1,200 @@
+//! TLS toward the upstream server, as libpq's sslmode: PostgreSQL starts plain, so the client
+//! sends SSLRequest and upgrades only after the server's 'S'. Managed PostgreSQL services ask for
+//! require or verify-full; a local sidecar upstream usually answers 'N', and prefer then stays
+//! plain at no cost.
+//!
+//! Built once per distinct (mode, files) and kept: a pooled connect must not read PEM files. A
+//! RELOAD with other files or another mode builds anew; the same paths with rotated contents need
+//! a restart (the configuration names files, not their contents).
+
+use std::sync::Arc;
+
+use anyhow::{bail, Context, Result};
+use parking_lot::Mutex;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::client::WebPkiServerVerifier;
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{CertificateError, DigitallySignedStruct, SignatureScheme};
+
+use crate::config::{SslMode, UpstreamConfig};
+
+/// What a server connection needs to negotiate TLS.
+pub struct UpstreamTls {
+    pub mode: SslMode,
+    pub connector: tokio_rustls::TlsConnector,
+}
+
+impl std::fmt::Debug for UpstreamTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "UpstreamTls({:?})", self.mode)
+    }
+}
+
+impl UpstreamTls {
+    /// Whether a server that answers 'N' must be refused.
+    pub fn required(&self) -> bool {
+        !matches!(self.mode, SslMode::Prefer)
+    }
+}
+
+type Key = (SslMode, Option<std::path::PathBuf>, Option<std::path::PathBuf>, Option<std::path::PathBuf>);
+static BUILT: Mutex<Option<(Key, Option<Arc<UpstreamTls>>)>> = Mutex::new(None);
+
+/// The TLS settings of `cfg` (None for sslmode = disable), built on first use and kept.
+pub fn for_config(cfg: &UpstreamConfig) -> Result<Option<Arc<UpstreamTls>>> {
+    let key: Key = (cfg.sslmode, cfg.sslrootcert.clone(), cfg.sslcert.clone(), cfg.sslkey.clone());
+    let mut built = BUILT.lock();
+    if let Some((k, tls)) = built.as_ref() {
+        if *k == key {
+            return Ok(tls.clone());
+        }
+    }
+    let tls = build(cfg)?.map(Arc::new);
+    *built = Some((key, tls.clone()));
+    Ok(tls)
+}
+
+fn build(cfg: &UpstreamConfig) -> Result<Option<UpstreamTls>> {
+    if cfg.sslmode == SslMode::Disable {
+        return Ok(None);
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let verifier: Arc<dyn ServerCertVerifier> = match cfg.sslmode {
+        SslMode::VerifyCa | SslMode::VerifyFull => {
+            let Some(path) = &cfg.sslrootcert else {
+                bail!("upstream.sslmode = {:?} needs upstream.sslrootcert (the CA certificates, PEM)", cfg.sslmode);
+            };
+            let mut roots = rustls::RootCertStore::empty();
+            for cert in read_certs(path)? {
+                roots.add(cert).with_context(|| format!("upstream.sslrootcert {}", path.display()))?;
+            }
+            let webpki = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+                .build()
+                .context("upstream.sslrootcert")?;
+            match cfg.sslmode {
+                SslMode::VerifyFull => webpki,
+                _ => Arc::new(AnyName(webpki)),
+            }
+        }
+        _ => Arc::new(Unchecked(provider.clone())),
+    };
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .context("TLS protocol versions")?
+        .dangerous()
+        .with_custom_certificate_verifier(verifier);
+    let config = match (&cfg.sslcert, &cfg.sslkey) {
+        (Some(cert), Some(key)) => {
+            let certs = read_certs(cert)?;
+            let key = rustls_pemfile::private_key(&mut std::io::BufReader::new(
+                std::fs::File::open(key).with_context(|| format!("upstream.sslkey {}", key.display()))?,
+            ))
+            .with_context(|| format!("upstream.sslkey {}", key.display()))?
+            .with_context(|| format!("upstream.sslkey {}: no private key in it", key.display()))?;
+            builder.with_client_auth_cert(certs, key).context("upstream.sslcert / sslkey")?
+        }
+        (None, None) => builder.with_no_client_auth(),
+        _ => bail!("upstream.sslcert and upstream.sslkey must be set together"),
+    };
+    Ok(Some(UpstreamTls { mode: cfg.sslmode, connector: tokio_rustls::TlsConnector::from(Arc::new(config)) }))
+}
+
+fn read_certs(path: &std::path::Path) -> Result<Vec<CertificateDer<'static>>> {
+    let file = std::fs::File::open(path).with_context(|| format!("reading {}", path.display()))?;
+    let certs = rustls_pemfile::certs(&mut std::io::BufReader::new(file))
+        .collect::<Result<Vec<_>, _>>()
+        .with_context(|| format!("{}: not PEM certificates", path.display()))?;
+    if certs.is_empty() {
+        bail!("{}: no certificate in it", path.display());
+    }
+    Ok(certs)
+}
+
+/// The name `ServerName` of the upstream host (a DNS name or an IP address).
+pub fn server_name(host: &str) -> Result<ServerName<'static>, String> {
+    ServerName::try_from(host.to_string()).map_err(|e| format!("{host:?} is not a host name TLS can check: {e}"))
+}
+
+/// prefer / require: encrypted, unauthenticated (libpq without a root certificate does the same).
+/// Handshake signatures are still checked, so the peer holds the key of the certificate it sent.
+#[derive(Debug)]
+struct Unchecked(Arc<rustls::crypto::CryptoProvider>);
+
+impl ServerCertVerifier for Unchecked {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+/// verify-ca: the chain must lead to a configured CA; the name in the certificate is not checked.
+#[derive(Debug)]
+struct AnyName(Arc<WebPkiServerVerifier>);
+
+impl ServerCertVerifier for AnyName {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        match self.0.verify_server_cert(end_entity, intermediates, server_name, ocsp, now) {
+            Err(rustls::Error::InvalidCertificate(
+                CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
+            )) => Ok(ServerCertVerified::assertion()),
+            other => other,
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.0.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.0.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.supported_verify_schemes()
+    }
+}
