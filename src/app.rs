@@ -56,6 +56,7 @@ pub async fn run(cli: Cli, config: Config) -> Result<()> {
     tokio::spawn(crate::index_usage::run(app.index_usage.clone(), app.pools.clone(), app.config.clone()));
     warm_up(&app);
     tokio::spawn(reload_on_sighup(app.clone()));
+    tokio::spawn(give_memory_back(app.clone()));
     accept_until_signal(&app, listener).await?;
     drain(&app).await;
     Ok(())
@@ -115,6 +116,35 @@ async fn drain(app: &Arc<App>) {
     }
     tracing::info!(remaining = app.clients.total(), "shutdown complete");
 }
+
+/// Every 10 s: idle sessions drop their buffers (`nudge_idle`), and when many clients left since
+/// the last time, glibc is asked to return its free pages (it keeps freed memory in its arenas
+/// otherwise: after 10,000 clients come and go, RSS would stay at its peak).
+async fn give_memory_back(app: Arc<App>) {
+    const EVERY: Duration = Duration::from_secs(10);
+    let (mut peak, mut idle_at_trim) = (0usize, 0usize);
+    loop {
+        tokio::time::sleep(EVERY).await;
+        let clients = app.cancels.len();
+        let idle = app.cancels.nudge_idle();
+        peak = peak.max(clients);
+        // Many clients gone, or many more gone idle (their buffers released), since the last trim.
+        if peak >= clients + 500 || idle >= idle_at_trim + 1000 {
+            tokio::time::sleep(Duration::from_millis(200)).await; // the nudged sessions run first
+            trim_heap();
+            (peak, idle_at_trim) = (clients, idle);
+        }
+    }
+}
+
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn trim_heap() {
+    // SAFETY: malloc_trim only walks and releases the allocator's own free lists.
+    unsafe { libc::malloc_trim(0) };
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn trim_heap() {}
 
 async fn reload_on_sighup(app: Arc<App>) {
     use tokio::signal::unix::{signal, SignalKind};

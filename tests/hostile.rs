@@ -154,3 +154,45 @@ async fn an_upstream_that_never_answers_hits_the_connect_timeout() {
     assert!(started.elapsed() < Duration::from_secs(5));
     drop(silent);
 }
+
+/// SCRAM with malformed messages: a wrong mechanism, a SASLInitialResponse cut short, garbage as the
+/// client-first message, a client-final message with a forged or missing proof, a password message
+/// where SCRAM is expected: each gets 28P01 (or a clean close), never a panic, and the proxy serves on.
+#[tokio::test]
+async fn malformed_scram_messages() {
+    let proxy = Proxy::start("[pool]\nmax_size = 2\n");
+    let first = b"n,,n=app,r=abcdefghijklmnopqrstuvwx".to_vec();
+    let initial = |mech: &str, data: &[u8], declared: i32| {
+        let mut b = mech.as_bytes().to_vec();
+        b.push(0);
+        b.extend_from_slice(&declared.to_be_bytes());
+        b.extend_from_slice(data);
+        raw::msg(b'p', &b)
+    };
+    let cases: Vec<(&str, Vec<u8>, Option<Vec<u8>>)> = vec![
+        ("wrong mechanism", initial("SCRAM-SHA-1", &first, first.len() as i32), None),
+        ("cut short", raw::msg(b'p', b"SCRAM-SHA-256\0\0\0"), None),
+        ("garbage first", initial("SCRAM-SHA-256", b"\xff\xfe=,,", 5), None),
+        ("no nonce", initial("SCRAM-SHA-256", b"n,,n=app", 8), None),
+        ("plain password", raw::msg(b'p', b"app\0"), None),
+        ("forged proof", initial("SCRAM-SHA-256", &first, first.len() as i32), Some(b"c=biws,r=x,p=AAAA".to_vec())),
+        ("garbage final", initial("SCRAM-SHA-256", &first, first.len() as i32), Some(vec![0xff; 300])),
+    ];
+    for (what, m1, m2) in cases {
+        let mut r = Raw::connect(proxy.port).await;
+        r.send(&startup_packet(&[("user", "app"), ("database", "app")])).await;
+        let (tag, _) = r.next().await.expect("an authentication request");
+        assert_eq!(tag, b'R', "{what}");
+        r.send(&m1).await;
+        if let Some(m2) = m2 {
+            match r.next().await {
+                Some((b'R', _)) => r.send(&raw::msg(b'p', &m2)).await, // SASLContinue: now the final message
+                other => panic!("{what}: expected SASLContinue, got {other:?}"),
+            }
+        }
+        let codes = r.error_codes_until_close().await;
+        assert!(codes.iter().all(|c| c == "28P01") && codes.len() <= 1, "{what}: {codes:?}");
+    }
+    let client = proxy.connect("app").await; // a real login still works
+    assert_eq!(client.query_one("SELECT 1", &[]).await.unwrap().get::<_, i32>(0), 1);
+}

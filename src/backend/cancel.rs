@@ -35,8 +35,10 @@ pub struct ServerKey {
 pub struct ClientMeta {
     /// Given by the registry: SHOW CLIENTS' `id`, what KILL_CLIENT names.
     pub id: u64,
-    /// KILL_CLIENT: the session ends (FATAL 57P01) at its next turn.
+    /// Wakes the session from outside: to end it (KILL_CLIENT: `killed` set, FATAL 57P01) or,
+    /// idle, to give its buffers back (`nudge_idle`).
     pub kill: tokio::sync::Notify,
+    pub killed: std::sync::atomic::AtomicBool,
     pub user: String,
     pub database: String,
     pub application_name: String,
@@ -87,8 +89,25 @@ impl CancelRegistry {
     pub fn kill(&self, id: u64) -> bool {
         let map = self.map.lock();
         let Some(meta) = map.values().find(|m| m.id == id) else { return false };
+        meta.killed.store(true, std::sync::atomic::Ordering::Release);
         meta.kill.notify_one();
         true
+    }
+
+    /// Wakes every session that holds no server connection, so an idle one gives its buffers
+    /// back (an idle client then costs its socket and a few hundred bytes of state). How many.
+    pub fn nudge_idle(&self) -> usize {
+        let map = self.map.lock();
+        let idle = map.values().filter(|m| m.server.lock().is_none());
+        idle.map(|m| m.kill.notify_one()).count()
+    }
+
+    pub fn len(&self) -> usize {
+        self.map.lock().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 
     pub fn clients(&self) -> Vec<Arc<ClientMeta>> {

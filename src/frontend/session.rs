@@ -112,6 +112,7 @@ impl Session {
             cancel: app.cancels.register(crate::backend::cancel::ClientMeta {
                 id: 0,
                 kill: Default::default(),
+                killed: Default::default(),
                 user: info.user.clone(),
                 database: info.database.clone(),
                 application_name: info.application_name.clone(),
@@ -128,10 +129,10 @@ impl Session {
             registry: app.registry.clone(),
             shutdown: app.shutdown_signal(),
             client,
-            cbuf,
-            cout: BytesMut::with_capacity(16 * 1024),
+            cbuf: if cbuf.is_empty() { BytesMut::new() } else { cbuf },
+            cout: BytesMut::new(), // taken at the first read (read_client): an idle client holds none
             server: None,
-            sout: BytesMut::with_capacity(16 * 1024),
+            sout: BytesMut::new(),
             pool,
             tx: TxTracker::default(),
             state,
@@ -172,7 +173,7 @@ impl Session {
             let _ = shutdown.changed().await;
         });
         let meta = self.cancel.meta.clone();
-        let mut killed = std::pin::pin!(async move { meta.kill.notified().await });
+        let mut nudged = std::pin::pin!(meta.kill.notified());
         loop {
             if stopping && self.at_rest() {
                 messages::error(&mut self.cout, "FATAL", sqlstate::ADMIN_SHUTDOWN, "pgpilot is shutting down");
@@ -205,12 +206,22 @@ impl Session {
                         let _ = self.flush_client().await;
                         return; // finish() closes the server connection: it is mid-transaction
                     };
+                    if self.cout.capacity() == 0 {
+                        self.cout.reserve(16 * 1024);
+                        self.sout.reserve(16 * 1024);
+                    }
                     if !matches!(r, Ok(n) if n > 0) || self.on_client_bytes().await == Flow::Close {
                         return;
                     }
                 }
                 _ = &mut stop, if !stopping => stopping = true,
-                _ = &mut killed => return self.killed().await,
+                _ = &mut nudged => {
+                    if meta.killed.load(std::sync::atomic::Ordering::Acquire) {
+                        return self.killed().await;
+                    }
+                    self.release_idle_buffers();
+                    nudged.set(meta.kill.notified());
+                }
             }
         }
     }
@@ -483,6 +494,15 @@ async fn read_client(
     buf: &mut BytesMut,
     idle_limit: Option<std::time::Duration>,
 ) -> Result<std::io::Result<usize>, tokio::time::error::Elapsed> {
+    if buf.capacity() == 0 {
+        // Released while idle (or used up): a buffer is taken only once there is something to read.
+        if let crate::net::stream::MaybeTls::Plain(tcp) = client {
+            if let Err(e) = tcp.readable().await {
+                return Ok(Err(e));
+            }
+        }
+        buf.reserve(8 * 1024);
+    }
     match idle_limit {
         None => Ok(client.read_buf(buf).await),
         Some(limit) => tokio::time::timeout(limit, client.read_buf(buf)).await,

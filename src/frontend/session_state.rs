@@ -120,7 +120,8 @@ impl SessionState {
         if conn.state_sig == self.sig {
             return Ok(());
         }
-        conn.run_internal(&self.replay_sql()).await?;
+        // Boxed: a rare path whose future would otherwise sit in every idle session's state.
+        Box::pin(conn.run_internal(&self.replay_sql())).await?;
         conn.state_sig = self.sig;
         Ok(())
     }

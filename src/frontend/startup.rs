@@ -110,7 +110,7 @@ async fn startup(mut stream: ClientStream, minor: i32, rest: &[u8]) -> Opening {
 }
 
 /// name\0value\0 ... \0
-fn parse_params(mut b: &[u8]) -> Option<BTreeMap<String, String>> {
+pub fn parse_params(mut b: &[u8]) -> Option<BTreeMap<String, String>> {
     let mut params = BTreeMap::new();
     loop {
         let (name, rest) = crate::net::frame::cstr(b)?;

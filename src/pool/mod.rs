@@ -313,7 +313,9 @@ impl Pool {
             }
         }
         let started = Instant::now();
-        let result = self.checkout_slow(taken).await;
+        // Boxed: waiting and connecting (TCP, TLS, SCRAM) make a large future that every session's
+        // state would otherwise carry for its whole life, idle or not (docs/RELIABILITY.md).
+        let result = Box::pin(self.checkout_slow(taken)).await;
         crate::metrics::pool_wait(started.elapsed());
         result.map(|conn| PooledConn::new(conn, self.clone()))
     }
@@ -392,7 +394,9 @@ impl Pool {
         let healthy = !too_old
             && (idle_for < Duration::from_millis(50) || !conn.looks_broken())
             && (idle_for < Duration::from_millis(cfg.pool.health_check_after_ms)
-                || tokio::time::timeout(cfg.connect_timeout(), conn.run_internal("")).await.is_ok_and(|r| r.is_ok()));
+                || Box::pin(tokio::time::timeout(cfg.connect_timeout(), conn.run_internal("")))
+                    .await
+                    .is_ok_and(|r| r.is_ok()));
         if healthy {
             return Some(conn);
         }
