@@ -50,13 +50,14 @@ pub async fn run(cli: Cli, config: Config) -> Result<()> {
     if app.config.load().cache.invalidation == crate::config::Invalidation::Replication {
         app.cache.start_replication(app.config.clone());
     }
-    tokio::spawn(crate::http::serve(http, app.clone(), prometheus));
+    tokio::spawn(crate::http::serve(http, app.clone(), prometheus.clone()));
     tokio::spawn(crate::pool::maintenance::run(app.pools.clone()));
     tokio::spawn(crate::strategy::run(app.query_stats.clone(), app.config.clone()));
     tokio::spawn(crate::index_usage::run(app.index_usage.clone(), app.pools.clone(), app.config.clone()));
     warm_up(&app);
     tokio::spawn(reload_on_sighup(app.clone()));
     tokio::spawn(give_memory_back(app.clone()));
+    tokio::spawn(metrics_upkeep(prometheus.clone()));
     accept_until_signal(&app, listener).await?;
     drain(&app).await;
     Ok(())
@@ -115,6 +116,16 @@ async fn drain(app: &Arc<App>) {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     tracing::info!(remaining = app.clients.total(), "shutdown complete");
+}
+
+/// The Prometheus recorder keeps every histogram sample until an upkeep folds it into the buckets:
+/// a scrape does one, but with nobody scraping they grew without bound (the soak found ~1 MB per
+/// 100,000 checkouts in pgpilot_pool_wait_seconds).
+async fn metrics_upkeep(prometheus: metrics_exporter_prometheus::PrometheusHandle) {
+    loop {
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        prometheus.run_upkeep();
+    }
 }
 
 /// Every 10 s: idle sessions drop their buffers (`nudge_idle`), and when many clients left since

@@ -169,7 +169,9 @@ async fn malformed_scram_messages() {
         b.extend_from_slice(data);
         raw::msg(b'p', &b)
     };
-    let cases: Vec<(&str, Vec<u8>, Option<Vec<u8>>)> = vec![
+    // (what, SASLInitialResponse or another first message, client-final message to send after SASLContinue)
+    type Case = (&'static str, Vec<u8>, Option<Vec<u8>>);
+    let cases: Vec<Case> = vec![
         ("wrong mechanism", initial("SCRAM-SHA-1", &first, first.len() as i32), None),
         ("cut short", raw::msg(b'p', b"SCRAM-SHA-256\0\0\0"), None),
         ("garbage first", initial("SCRAM-SHA-256", b"\xff\xfe=,,", 5), None),

@@ -18,3 +18,4 @@ mod session_effects;
 mod stages;
 mod statement_versions;
 mod statements;
+mod waits;

@@ -6,7 +6,7 @@ use foldhash::HashMap;
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 
 use super::reply_queue::{Pending, Replies};
 use super::session_state::SessionState;
@@ -14,6 +14,7 @@ use super::sql_scan::Scan;
 use super::stages::{Cx, Stages, Turn};
 use super::statements::Statements;
 use super::tx::TxTracker;
+use super::waits::{read_client, read_server};
 use crate::backend::cancel::Registration;
 use crate::config::PoolMode;
 use crate::net::frame::{body, FrameError, Framer, Piece};
@@ -485,40 +486,5 @@ fn new_stages(
             insights_handles,
         ),
         replies: Replies::default(),
-    }
-}
-
-/// The client's next bytes; Err(Elapsed) when `idle_limit` passes first.
-async fn read_client(
-    client: &mut ClientStream,
-    buf: &mut BytesMut,
-    idle_limit: Option<std::time::Duration>,
-) -> Result<std::io::Result<usize>, tokio::time::error::Elapsed> {
-    if buf.capacity() == 0 {
-        // Released while idle (or used up): a buffer is taken only once there is something to read.
-        if let crate::net::stream::MaybeTls::Plain(tcp) = client {
-            if let Err(e) = tcp.readable().await {
-                return Ok(Err(e));
-            }
-        }
-        buf.reserve(8 * 1024);
-    }
-    match idle_limit {
-        None => Ok(client.read_buf(buf).await),
-        Some(limit) => tokio::time::timeout(limit, client.read_buf(buf)).await,
-    }
-}
-
-/// The server's next bytes; Err(Elapsed) when `deadline` (pool.query_timeout_ms) passes first.
-async fn read_server(
-    server: &mut Option<PooledConn>,
-    deadline: Option<tokio::time::Instant>,
-) -> Result<std::io::Result<usize>, tokio::time::error::Elapsed> {
-    let Some(conn) = server else { return std::future::pending().await };
-    let conn = &mut **conn;
-    let read = conn.stream.read_buf(&mut conn.rbuf);
-    match deadline {
-        None => Ok(read.await),
-        Some(at) => tokio::time::timeout_at(at, read).await,
     }
 }

@@ -8,7 +8,7 @@ Environment (exported by tests/run.sh via tests/harness.sh):
 Fixtures:
   proxy        module-scoped pgpilot, pool max_size 5, transaction mode
   start_proxy  factory: start_proxy(pool_size=5, mode="transaction", extra_toml="", upstream_port=None,
-               upstream=None, upstream_toml="") -> Proxy, stopped after the test
+               upstream=None, upstream_toml="", server_toml="") -> Proxy, stopped after the test
   pg_admin     helper opening direct psycopg connections to PostgreSQL as the superuser (bypassing pgpilot)
   table        a fresh table (task, seq, note) in database app owned by app, dropped afterwards
 A proxy that dies, panics, ignores SIGTERM or exits non-zero after it is reported as an error at teardown.
@@ -91,6 +91,7 @@ class Proxy:
         self.mode = mode
         self.extra_toml = extra_toml
         self.upstream_toml = ""  # more [upstream] keys (sslmode, ...)
+        self.server_toml = ""  # more [server] keys (tcp_user_timeout_ms, ...)
         self.host = "127.0.0.1"
         self.port = self.http_port = None
         self.proc = None
@@ -107,7 +108,7 @@ class Proxy:
             return ""
 
     def _config(self):
-        return (f"[server]\nshutdown_timeout_ms = 2000\n\n"
+        return (f"[server]\nshutdown_timeout_ms = 2000\n{self.server_toml}\n\n"
                 f"[upstream]\nurl = \"{self.upstream}\"\n{self.upstream_toml}\n\n"
                 f"[pool]\nmode = \"{self.mode}\"\nmax_size = {self.pool_size}\n"
                 f"{self.extra_toml}\n")
@@ -289,12 +290,13 @@ def proxy(tmp_path_factory):
 def start_proxy(tmp_path):
     started = []
 
-    def start(pool_size=5, mode="transaction", extra_toml="", upstream_port=None, upstream=None, upstream_toml=""):
+    def start(pool_size=5, mode="transaction", extra_toml="", upstream_port=None, upstream=None, upstream_toml="",
+              server_toml=""):
         p = Proxy(tempfile.mkdtemp(dir=tmp_path), pool_size=pool_size, mode=mode, extra_toml=extra_toml,
                   upstream_port=upstream_port)
         if upstream:  # a whole URL: another host name or user (the TLS tests)
             p.upstream = upstream
-        p.upstream_toml = upstream_toml
+        p.upstream_toml, p.server_toml = upstream_toml, server_toml
         started.append(p)
         return p.start()
 

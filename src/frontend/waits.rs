@@ -1,0 +1,43 @@
+//! What the session loop waits on: the client's next bytes and the server's, each with the timer
+//! that may cut the wait short (idle in transaction, query timeout).
+
+use bytes::BytesMut;
+use tokio::io::AsyncReadExt;
+
+use crate::net::stream::ClientStream;
+use crate::pool::PooledConn;
+
+/// The client's next bytes; Err(Elapsed) when `idle_limit` passes first.
+pub(super) async fn read_client(
+    client: &mut ClientStream,
+    buf: &mut BytesMut,
+    idle_limit: Option<std::time::Duration>,
+) -> Result<std::io::Result<usize>, tokio::time::error::Elapsed> {
+    if buf.capacity() == 0 {
+        // Released while idle (or used up): a buffer is taken only once there is something to read.
+        if let crate::net::stream::MaybeTls::Plain(tcp) = client {
+            if let Err(e) = tcp.readable().await {
+                return Ok(Err(e));
+            }
+        }
+        buf.reserve(8 * 1024);
+    }
+    match idle_limit {
+        None => Ok(client.read_buf(buf).await),
+        Some(limit) => tokio::time::timeout(limit, client.read_buf(buf)).await,
+    }
+}
+
+/// The server's next bytes; Err(Elapsed) when `deadline` (pool.query_timeout_ms) passes first.
+pub(super) async fn read_server(
+    server: &mut Option<PooledConn>,
+    deadline: Option<tokio::time::Instant>,
+) -> Result<std::io::Result<usize>, tokio::time::error::Elapsed> {
+    let Some(conn) = server else { return std::future::pending().await };
+    let conn = &mut **conn;
+    let read = conn.stream.read_buf(&mut conn.rbuf);
+    match deadline {
+        None => Ok(read.await),
+        Some(at) => tokio::time::timeout_at(at, read).await,
+    }
+}
