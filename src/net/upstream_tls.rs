@@ -59,7 +59,7 @@ fn build(cfg: &UpstreamConfig) -> Result<Option<UpstreamTls>> {
         return Ok(None);
     }
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let verifier: Arc<dyn ServerCertVerifier> = match cfg.sslmode {
+    let chain = match cfg.sslmode {
         SslMode::VerifyCa | SslMode::VerifyFull => {
             let Some(path) = &cfg.sslrootcert else {
                 bail!("upstream.sslmode = {:?} needs upstream.sslrootcert (the CA certificates, PEM)", cfg.sslmode);
@@ -71,13 +71,12 @@ fn build(cfg: &UpstreamConfig) -> Result<Option<UpstreamTls>> {
             let webpki = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone())
                 .build()
                 .context("upstream.sslrootcert")?;
-            match cfg.sslmode {
-                SslMode::VerifyFull => webpki,
-                _ => Arc::new(AnyName(webpki)),
-            }
+            Some(webpki)
         }
-        _ => Arc::new(Unchecked(provider.clone())),
+        _ => None,
     };
+    let name_checked = cfg.sslmode == SslMode::VerifyFull;
+    let verifier = Arc::new(Check { provider: provider.clone(), chain, name_checked });
     let builder = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .context("TLS protocol versions")?
@@ -115,51 +114,19 @@ pub fn server_name(host: &str) -> Result<ServerName<'static>, String> {
     ServerName::try_from(host.to_string()).map_err(|e| format!("{host:?} is not a host name TLS can check: {e}"))
 }
 
-/// prefer / require: encrypted, unauthenticated (libpq without a root certificate does the same).
-/// Handshake signatures are still checked, so the peer holds the key of the certificate it sent.
+/// The server-certificate check of each mode. prefer / require: none (encrypted, unauthenticated,
+/// as libpq without a root certificate); verify-ca: the chain must lead to a configured CA, the
+/// name is not checked; verify-full: webpki's own check, name included. Handshake signatures are
+/// checked in every mode, so the peer holds the key of the certificate it sent.
 #[derive(Debug)]
-struct Unchecked(Arc<rustls::crypto::CryptoProvider>);
-
-impl ServerCertVerifier for Unchecked {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
-    }
+struct Check {
+    provider: Arc<rustls::crypto::CryptoProvider>,
+    /// None: prefer / require.
+    chain: Option<Arc<WebPkiServerVerifier>>,
+    name_checked: bool,
 }
 
-/// verify-ca: the chain must lead to a configured CA; the name in the certificate is not checked.
-#[derive(Debug)]
-struct AnyName(Arc<WebPkiServerVerifier>);
-
-impl ServerCertVerifier for AnyName {
+impl ServerCertVerifier for Check {
     fn verify_server_cert(
         &self,
         end_entity: &CertificateDer<'_>,
@@ -168,10 +135,11 @@ impl ServerCertVerifier for AnyName {
         ocsp: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        match self.0.verify_server_cert(end_entity, intermediates, server_name, ocsp, now) {
+        let Some(chain) = &self.chain else { return Ok(ServerCertVerified::assertion()) };
+        match chain.verify_server_cert(end_entity, intermediates, server_name, ocsp, now) {
             Err(rustls::Error::InvalidCertificate(
                 CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
-            )) => Ok(ServerCertVerified::assertion()),
+            )) if !self.name_checked => Ok(ServerCertVerified::assertion()),
             other => other,
         }
     }
@@ -182,7 +150,7 @@ impl ServerCertVerifier for AnyName {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.0.verify_tls12_signature(message, cert, dss)
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
     }
 
     fn verify_tls13_signature(
@@ -191,10 +159,10 @@ impl ServerCertVerifier for AnyName {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.0.verify_tls13_signature(message, cert, dss)
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.supported_verify_schemes()
+        self.provider.signature_verification_algorithms.supported_schemes()
     }
 }
