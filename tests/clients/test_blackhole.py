@@ -9,6 +9,7 @@ Needs root (ip netns), as CI has; elsewhere the module is skipped, saying why.
 """
 import os
 import shutil
+import signal
 import subprocess
 import time
 
@@ -44,23 +45,40 @@ def path():
         sh("ip", "netns", "exec", ns, "ip", "link", "set", ns_if, "up")
         sh("ip", "netns", "exec", ns, "ip", "link", "set", "lo", "up")
         hop = free_port()
+        # Own process groups: socat forks a child per connection, and a half-open connection left by the
+        # blackhole keeps its child (and the PostgreSQL backend behind it) alive until the group is killed.
         procs.append(subprocess.Popen(["socat", f"TCP-LISTEN:{hop},bind={host_ip},fork,reuseaddr",
-                                       f"TCP:127.0.0.1:{pg_port()}"], stderr=subprocess.DEVNULL))
+                                       f"TCP:127.0.0.1:{pg_port()}"], stderr=subprocess.DEVNULL,
+                                      start_new_session=True))
         procs.append(subprocess.Popen(["ip", "netns", "exec", ns, "socat", "TCP-LISTEN:5432,fork,reuseaddr",
-                                       f"TCP:{host_ip}:{hop}"], stderr=subprocess.DEVNULL))
+                                       f"TCP:{host_ip}:{hop}"], stderr=subprocess.DEVNULL, start_new_session=True))
         time.sleep(0.5)
         # The namespace's end goes down: the host's end loses its carrier and drops what it is given, with no
         # error to the sender (tc netem would do the same; this kernel has no netem module).
         link = lambda state: sh("ip", "netns", "exec", ns, "ip", "link", "set", ns_if, state)  # noqa: E731
-        yield {"host": ns_ip, "port": 5432, "drop": lambda: link("down"), "heal": lambda: link("up")}
+
+        def heal():
+            link("up")
+            sh("ip", "neigh", "flush", "dev", host_if, check=False)  # neighbour entries that failed while down
+
+        yield {"host": ns_ip, "port": 5432, "drop": lambda: link("down"), "heal": heal,
+               "close": lambda: _kill_groups(procs)}
     finally:
-        for p in procs:
-            p.kill()
+        _kill_groups(procs)
         sh("ip", "link", "del", host_if, check=False)
         sh("ip", "netns", "del", ns, check=False)
 
 
-def test_tcp_user_timeout_ends_a_statement_sent_into_a_blackhole(start_proxy, path):
+def _kill_groups(procs):
+    for p in procs:
+        try:
+            os.killpg(p.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        p.wait(timeout=5)
+
+
+def test_tcp_user_timeout_ends_a_statement_sent_into_a_blackhole(start_proxy, path, pg_admin):
     proxy = start_proxy(pool_size=2, upstream=f"postgres://app:app@{path['host']}:{path['port']}",
                         upstream_toml="sslmode = \"disable\"",
                         server_toml=f"tcp_user_timeout_ms = {USER_TIMEOUT_MS}", extra_toml="[cache]\nenabled = false\n")
@@ -77,7 +95,21 @@ def test_tcp_user_timeout_ends_a_statement_sent_into_a_blackhole(start_proxy, pa
             path["heal"]()
     assert err.value.sqlstate == "08006", (err.value.sqlstate, str(err.value))
     assert USER_TIMEOUT_MS / 1000 - 0.5 <= took < USER_TIMEOUT_MS / 1000 + 8, took
-    # The path is back: new statements get a fresh server connection.
-    with psycopg.connect(proxy.dsn(), autocommit=True, connect_timeout=10) as c:
-        assert c.execute("SELECT 3").fetchone()[0] == 3
+    # The path is back (once the link's neighbour entries are relearnt): new statements get a fresh server
+    # connection; until then each attempt fails with a clear error.
+    def works():
+        try:
+            with psycopg.connect(proxy.dsn(), autocommit=True, connect_timeout=10) as c:
+                return c.execute("SELECT 3").fetchone()[0] == 3
+        except psycopg.OperationalError as e:
+            assert e.sqlstate == "08001", (e.sqlstate, str(e))
+            return False
+    wait_until(works, 15, interval=0.5, message="statements through the healed path")
     wait_until(lambda: proxy.pool_status()["active"] == 0, 10, message="pool back to no active connection")
+    # The blackholed connection's backend hangs on behind the relays' half-open connection (the network lost
+    # pgpilot's close): gone with them, so no server connection stays in its transaction.
+    path["close"]()
+    wait_until(lambda: pg_admin.scalar("SELECT count(*) FROM pg_stat_activity WHERE usename = 'app' AND"
+                                       " backend_start >= %s AND state LIKE 'idle in transaction%%'",
+                                       (proxy.started_at,), db="postgres") == 0, 15,
+               message="no server connection left in a transaction")

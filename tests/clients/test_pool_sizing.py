@@ -83,7 +83,7 @@ def test_two_pools_share_the_server_budget(start_proxy, pg_admin):
         end = time.monotonic() + seconds
         while time.monotonic() < end:
             n = pg_admin.scalar("SELECT count(*) FROM pg_stat_activity WHERE usename = 'app' "
-                                "AND datname IN ('app', 'bench')")
+                                "AND datname IN ('app', 'bench') AND backend_start >= %s", (proxy.started_at,))
             peak = max(peak, n)
             await asyncio.sleep(0.05)
 
