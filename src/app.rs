@@ -136,7 +136,7 @@ async fn give_memory_back(app: Arc<App>) {
     let (mut peak, mut idle_at_trim) = (0usize, 0usize);
     loop {
         tokio::time::sleep(EVERY).await;
-        let clients = app.cancels.len();
+        let clients = app.clients.total().max(0) as usize;
         let idle = app.cancels.nudge_idle();
         peak = peak.max(clients);
         // Many clients gone, or many more gone idle (their buffers released), since the last trim.

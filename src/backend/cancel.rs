@@ -37,7 +37,7 @@ pub struct ClientMeta {
     pub id: u64,
     /// Wakes the session from outside: to end it (KILL_CLIENT: `killed` set, FATAL 57P01) or,
     /// idle, to give its buffers back (`nudge_idle`).
-    pub kill: tokio::sync::Notify,
+    pub wake: tokio::sync::Notify,
     pub killed: std::sync::atomic::AtomicBool,
     pub user: String,
     pub database: String,
@@ -90,7 +90,7 @@ impl CancelRegistry {
         let map = self.map.lock();
         let Some(meta) = map.values().find(|m| m.id == id) else { return false };
         meta.killed.store(true, std::sync::atomic::Ordering::Release);
-        meta.kill.notify_one();
+        meta.wake.notify_one();
         true
     }
 
@@ -99,15 +99,7 @@ impl CancelRegistry {
     pub fn nudge_idle(&self) -> usize {
         let map = self.map.lock();
         let idle = map.values().filter(|m| m.server.lock().is_none());
-        idle.map(|m| m.kill.notify_one()).count()
-    }
-
-    pub fn len(&self) -> usize {
-        self.map.lock().len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
+        idle.map(|m| m.wake.notify_one()).count()
     }
 
     pub fn clients(&self) -> Vec<Arc<ClientMeta>> {

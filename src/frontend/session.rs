@@ -112,7 +112,7 @@ impl Session {
             received: std::time::Instant::now(),
             cancel: app.cancels.register(crate::backend::cancel::ClientMeta {
                 id: 0,
-                kill: Default::default(),
+                wake: Default::default(),
                 killed: Default::default(),
                 user: info.user.clone(),
                 database: info.database.clone(),
@@ -174,7 +174,7 @@ impl Session {
             let _ = shutdown.changed().await;
         });
         let meta = self.cancel.meta.clone();
-        let mut nudged = std::pin::pin!(meta.kill.notified());
+        let mut nudged = std::pin::pin!(meta.wake.notified());
         loop {
             if stopping && self.at_rest() {
                 messages::error(&mut self.cout, "FATAL", sqlstate::ADMIN_SHUTDOWN, "pgpilot is shutting down");
@@ -221,7 +221,7 @@ impl Session {
                         return self.killed().await;
                     }
                     self.release_idle_buffers();
-                    nudged.set(meta.kill.notified());
+                    nudged.set(meta.wake.notified());
                 }
             }
         }
