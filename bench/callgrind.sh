@@ -2,7 +2,7 @@
 # Instructions per transaction, repeatable on a noisy machine: pgpilot under valgrind's callgrind
 # while pgbench -S runs through it, once per protocol mode and configuration.
 # usage: bench/callgrind.sh [MODES] [CONFIGS]   defaults: "simple extended prepared" "default cache-off"
-#        (CONFIGS: default cache-off static-pool strategy-off insights-off; MODES may include "churn": a new connection per transaction; TXNS=500 WARMUP=100 suit it)
+#        (CONFIGS: default cache-off static-pool strategy-off insights-off reuse-unnamed as-sent; MODES may include "churn": a new connection per transaction; TXNS=500 WARMUP=100 suit it)
 # env: BIN (a pgpilot binary to measure instead of building this checkout's, e.g. a copy built at
 # another commit for a before/after), PG_PORT (5432), CLIENTS (1: two clients make the count depend on how their wake-ups interleave), TXNS (4000), WARMUP (1000), OUT (/tmp/pgpilot-callgrind)
 # Counts only the measured run (dumped before shutdown): start-up, logins, the pool's first connections, the first parse of
@@ -28,6 +28,9 @@ for config in $configs; do
     static-pool) printf '[pool]\nmax_size = 20\nadaptive = false\n' >"$cfg" ;;
     strategy-off) printf '[pool]\nmax_size = 20\n[strategy]\nenabled = false\n' >"$cfg" ;;
     insights-off) printf '[pool]\nmax_size = 20\n[cache]\nenabled = false\n[insights]\nenabled = false\n' >"$cfg" ;;
+    # The server-prepared strategy's choice depends on timing: these two pin either side of it.
+    reuse-unnamed) printf '[pool]\nmax_size = 20\n[cache]\nenabled = false\n[prepared]\nreuse_unnamed = true\n' >"$cfg" ;;
+    as-sent) printf '[pool]\nmax_size = 20\n[cache]\nenabled = false\n[strategy]\nserver_prepared = false\n' >"$cfg" ;;
     *) echo "unknown config $config" >&2; exit 2 ;;
   esac
   for mode in $modes; do

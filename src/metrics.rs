@@ -47,6 +47,10 @@ pub fn install() -> anyhow::Result<PrometheusHandle> {
         "pgpilot_prepared_reparses_total",
         "Parse injected before Bind/Describe on a server lacking the statement"
     );
+    metrics::describe_counter!(
+        "pgpilot_prepared_stale_retries_total",
+        "Runs sent again on a freshly prepared copy after the server's copy proved stale (DDL outside pgpilot)"
+    );
     metrics::describe_counter!("pgpilot_cache_hits_total", "Reads answered from the result cache, by tier");
     metrics::describe_counter!("pgpilot_cache_misses_total", "Cacheable reads sent to the server");
     metrics::describe_counter!(

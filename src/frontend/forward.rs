@@ -38,6 +38,9 @@ impl Session {
         }
         self.tx.on_client(tag);
         self.sout.extend_from_slice(frame);
+        if tag == b'S' {
+            self.pending.sync_sent(&self.sout);
+        }
     }
 
     /// Which reply completes a forwarded message (None: it gets no reply of its own).

@@ -26,6 +26,7 @@ impl Session {
                     }
                 };
             match piece {
+                Piece::Whole { tag: be::READY_FOR_QUERY, .. } if self.pending.swallows_ready() => {}
                 Piece::Whole { tag: be::READY_FOR_QUERY, frame } => {
                     let status = be::ready_status(body(&frame)).unwrap_or(b'I');
                     let shown =
@@ -56,6 +57,11 @@ impl Session {
                         break;
                     }
                 }
+                Piece::Whole { tag: be::ERROR_RESPONSE, frame } => {
+                    if self.on_server_error(&frame).await == Flow::Close {
+                        return Flow::Close;
+                    }
+                }
                 Piece::Whole { tag, frame } => {
                     self.on_server_tag(tag, body(&frame));
                     if self.pending.on_server(tag, &frame, &mut self.cout, &mut self.stages.replies) {
@@ -81,6 +87,22 @@ impl Session {
             }
         }
         self.flush_client().await
+    }
+
+    /// An ErrorResponse: the client's and the stages' to see, unless its run failed only on a
+    /// stale copy of a statement and goes to the server again at once (`reply_retry.rs`).
+    async fn on_server_error(&mut self, frame: &[u8]) -> Flow {
+        if self.pending.on_server(be::ERROR_RESPONSE, frame, &mut self.cout, &mut self.stages.replies) {
+            self.cout.extend_from_slice(frame);
+        }
+        self.pending.emit_local(&mut self.cout);
+        let Some(run) = self.pending.take_resend() else {
+            self.on_server_tag(be::ERROR_RESPONSE, body(frame));
+            return Flow::Continue;
+        };
+        tracing::debug!("a statement's server copy was stale (DDL outside pgpilot): run sent again");
+        self.sout.extend_from_slice(&run);
+        self.flush_server().await
     }
 
     fn on_server_tag(&mut self, tag: u8, body: &[u8]) {

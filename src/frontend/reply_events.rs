@@ -23,6 +23,9 @@ pub enum Event {
     Described { stmt: Arc<Statement>, version: u64, adopted: bool, client: Bytes },
     /// An execution showed the server's copy stale (0A000, a type that no longer exists).
     PlanStale { stmt: Arc<Statement> },
+    /// A copy proved stale and the run is sent again on a fresh one (`reply_retry.rs`); the
+    /// client's name for the statement is `client`.
+    Retried { stmt: Arc<Statement>, client: Bytes },
 }
 
 /// The events of one batch of replies, each for its stage.

@@ -141,6 +141,10 @@ struct Expect {
 }
 
 impl Expect {
+    fn new(kind: Kind, action: Action, drop: bool) -> Self {
+        Self { kind, action, track: None, drop, error_instead: None, fill: None, capture_desc: false, continues: false }
+    }
+
     /// What each stage registered on this entry sees of one reply message: insights count rows
     /// and completions, the prepared stage keeps its Describe's reply, the cache its fill. Returns
     /// the RowDescription/NoData when this entry describes the portal of a fill.
@@ -190,6 +194,10 @@ pub struct Pending {
     last_queued: bool,
     /// The RowDescription/NoData captured for the next fill.
     described: Option<Bytes>,
+    /// The run that may be sent again if its copy of a statement proves stale (`reply_retry.rs`),
+    /// and its bytes (a buffer kept for reuse).
+    retry: Retry,
+    retry_bytes: BytesMut,
 }
 
 impl Pending {
@@ -204,18 +212,7 @@ impl Pending {
             self.last_queued = false;
             return;
         }
-        let drop = self.poisoned;
-        let e = Expect {
-            kind,
-            action,
-            track: None,
-            drop,
-            error_instead: None,
-            fill: None,
-            capture_desc: false,
-            continues: false,
-        };
-        self.q.push_back(e);
+        self.q.push_back(Expect::new(kind, action, self.poisoned));
         self.last_queued = true;
     }
 
@@ -305,6 +302,7 @@ impl Pending {
         self.q.clear();
         self.skipping = false;
         self.poisoned = false;
+        self.retry.off();
     }
 
     /// Emits local replies that have reached the front.
@@ -377,6 +375,9 @@ impl Pending {
         // Local replies behind this one are emitted by the caller after it has passed this
         // message on (or at the next message), so they land after it.
         let mut done = self.q.pop_front().expect("front exists");
+        if done.kind == Kind::Sync {
+            self.run_ended();
+        }
         if let Some(fill) = done.fill.take_if(|f| f.suspended && !f.done) {
             if let Some(next) = self.q.front_mut().filter(|e| e.continues) {
                 next.fill = Some(fill);
@@ -447,6 +448,11 @@ impl Pending {
     }
 
     fn on_error(&mut self, body: &[u8], r: &mut Replies) -> bool {
+        if let Some(Action::Bind { stmt }) = self.q.front().map(|e| &e.action) {
+            if is_stale_plan(body) && self.retry_stale(&stmt.clone(), r) {
+                return false;
+            }
+        }
         let mut failed = self.q.pop_front().expect("front exists");
         if let Some(track) = failed.track.as_mut() {
             r.completed.extend(track.complete(Some(0), true));
@@ -484,14 +490,9 @@ fn undo_skipped(action: Action, events: &mut Vec<Event>) {
     }
 }
 
-/// An error that shows the server's prepared statement is stale: 0A000 with PostgreSQL's message
-/// for a plan whose result type changed, or XX000 "cache lookup failed" (a type or function it
-/// was planned with was dropped).
-fn is_stale_plan(body: &[u8]) -> bool {
-    let (_, code, msg) = crate::protocol::backend::error_fields(body);
-    (code == "0A000" && msg.contains("cached plan must not change result type"))
-        || (code == "XX000" && msg.starts_with("cache lookup failed"))
-}
+#[path = "reply_retry.rs"]
+mod retry;
+use retry::{is_stale_plan, Retry};
 
 #[cfg(test)]
 #[path = "reply_queue_tests.rs"]

@@ -82,3 +82,73 @@ fn what_a_stage_attaches_goes_to_the_entry_just_pushed_or_nowhere() {
     assert_eq!(r.completed.len(), 1);
     assert_eq!(r.completed[0].rows, 1);
 }
+
+/// A Bind of a copy that proved stale, queued as the session queues it; returns the server buffer.
+fn stale_copy_run(p: &mut Pending, stmt: &std::sync::Arc<Statement>, before: Option<Kind>) -> BytesMut {
+    let mut sout = BytesMut::new();
+    if let Some(kind) = before {
+        p.push(kind, Action::Forward);
+        sout.extend_from_slice(b"x\0\0\0\x04");
+    }
+    p.push_local(crate::prepared::messages::parse_complete()); // the client's Parse, answered here
+    let at = sout.len();
+    crate::prepared::messages::bind(&mut sout, b"", &stmt.server_name, b"\0\0\0\0\0\0");
+    p.push(Kind::Bind, Action::Bind { stmt: stmt.clone() });
+    p.arm_retry(at, Bytes::new());
+    sout.extend_from_slice(b"E\0\0\0\x09\0\0\0\0\0");
+    p.push(Kind::Execute, Action::Forward);
+    sout.extend_from_slice(b"S\0\0\0\x04");
+    p.push(Kind::Sync, Action::Forward);
+    p.sync_sent(&sout);
+    sout
+}
+
+#[test]
+fn a_run_on_a_stale_copy_is_sent_again_unseen() {
+    let registry = crate::prepared::Registry::new(10);
+    let stmt = registry.get_or_insert(b"SELECT 1", b"\0\0", 0).unwrap();
+    let mut p = Pending::default();
+    let sout = stale_copy_run(&mut p, &stmt, None);
+    let mut out = BytesMut::new();
+    p.emit_local(&mut out);
+    assert_eq!(&out[..], b"1\0\0\0\x04", "the ParseComplete answered here went out");
+    out.clear();
+    let mut r = Replies::default();
+    let err = crate::net::messages::stale_plan_error();
+    assert!(!p.on_server(b'E', &err, &mut out, &mut r), "the 0A000 is not the client's");
+    assert!(matches!(r.statements.as_slice(), [Event::Retried { .. }]), "{:?}", r.statements);
+    let resend = p.take_resend().expect("the run is sent again");
+    assert!(resend.starts_with(b"C") && resend.ends_with(&sout), "Close, Parse, Describe, then the run as sent");
+    assert!(p.swallows_ready(), "the failed run's ReadyForQuery is not the client's");
+    assert!(!p.swallows_ready());
+    // The second run: CloseComplete, ParseComplete, the Describe's two replies hidden.
+    let (seen, out) = replies(&mut p, b"31tT2DCZ");
+    assert_eq!(seen, "2DCZ");
+    assert!(out.is_empty() && p.is_empty());
+}
+
+#[test]
+fn no_retry_after_a_statement_ran_in_the_run_or_when_the_run_was_written_out_in_parts() {
+    let registry = crate::prepared::Registry::new(10);
+    let stmt = registry.get_or_insert(b"SELECT 1", b"\0\0", 0).unwrap();
+    let err = crate::net::messages::stale_plan_error();
+    // An Execute before it in the same run: its replies reached the client and would come twice.
+    let mut p = Pending::default();
+    stale_copy_run(&mut p, &stmt, Some(Kind::Execute));
+    assert_eq!(replies(&mut p, b"C").0, "C");
+    let mut r = Replies::default();
+    assert!(p.on_server(b'E', &err, &mut BytesMut::new(), &mut r), "PostgreSQL's 0A000 reaches the client");
+    assert!(p.take_resend().is_none() && matches!(r.statements.as_slice(), [Event::PlanStale { .. }]));
+    assert_eq!(replies(&mut p, b"Z").0, "Z");
+    // The Bind went out before its Sync arrived: its bytes were not kept.
+    let mut p = Pending::default();
+    p.push_local(crate::prepared::messages::parse_complete());
+    p.push(Kind::Bind, Action::Bind { stmt: stmt.clone() });
+    p.arm_retry(0, Bytes::new());
+    p.server_flushed();
+    p.push(Kind::Sync, Action::Forward);
+    p.sync_sent(b"S\0\0\0\x04");
+    p.emit_local(&mut BytesMut::new());
+    assert!(p.on_server(b'E', &err, &mut BytesMut::new(), &mut Replies::default()));
+    assert!(p.take_resend().is_none());
+}

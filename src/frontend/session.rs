@@ -429,10 +429,11 @@ impl Session {
         }
     }
 
-    async fn flush_server(&mut self) -> Flow {
+    pub(super) async fn flush_server(&mut self) -> Flow {
         if self.sout.is_empty() {
             return Flow::Continue;
         }
+        self.pending.server_flushed();
         let Some(server) = self.server.as_mut() else {
             self.sout.clear();
             return Flow::Continue;

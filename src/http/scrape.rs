@@ -29,6 +29,7 @@ pub fn refresh(app: &App) {
     metrics::counter!("pgpilot_prepared_cache_misses_total").absolute(st.misses.load(Relaxed));
     metrics::counter!("pgpilot_prepared_cache_evictions_total").absolute(st.evictions.load(Relaxed));
     metrics::counter!("pgpilot_prepared_reparses_total").absolute(st.reparses.load(Relaxed));
+    metrics::counter!("pgpilot_prepared_stale_retries_total").absolute(st.stale_retries.load(Relaxed));
     cache(app);
     let c = app.clients.snapshot();
     for (state, v) in [("active", c.active), ("waiting", c.waiting), ("idle", c.idle), ("total", c.total)] {

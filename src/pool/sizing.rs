@@ -9,7 +9,7 @@
 //! (checkouts that had to wait raise it even between ticks, `Pool::grow_for_waiters`); shrinking
 //! starts after `SHRINK_AFTER` quiet ticks and closes half the gap to the demand a tick (at least
 //! 10% of the target): a pool sized for a step of 50 clients is back near its new demand within
-//! ~6 s of the step's end, where a 10%-a-tick decay held twice the connections for half a minute
+//! ~4 s of the step's end, where a 10%-a-tick decay held twice the connections for half a minute
 //! (measured: bench/strategy.sh, part B). Only idle connections above the target are closed.
 //! Growth stops when the time a connection is held rises with concurrency while the work done does
 //! not (a gradient limit, as in Netflix's concurrency-limits and TCP Vegas: at twice the lowest
@@ -25,9 +25,9 @@ pub const TARGET_UTILIZATION: f64 = 0.75;
 /// Ticks of history the gradient's baseline (lowest mean hold time) is taken over.
 const WINDOW: usize = 10;
 /// Ticks the demand is taken over (the busiest of them).
-const DEMAND_WINDOW: usize = 3;
+const DEMAND_WINDOW: usize = 2;
 /// Quiet ticks (demand below the target) before the target shrinks.
-const SHRINK_AFTER: u32 = 3;
+const SHRINK_AFTER: u32 = 2;
 /// Hold time this many times the recent lowest, with the pool full: latency rises with concurrency.
 const GRADIENT: f64 = 2.0;
 /// ... and checkouts per second at most this much above that tick's: the extra concurrency bought
@@ -168,7 +168,9 @@ impl Controller {
         }
         let rate = if s.tick_ms > 0.0 { s.checkouts as f64 * 1000.0 / s.tick_ms } else { 0.0 };
         self.history.push_back((in_use, mean_hold, rate));
-        let busiest = self.history.iter().rev().take(DEMAND_WINDOW).map(|h| h.0).fold(in_use, f64::max);
+        // Checkouts waiting now are demand the tick's hold time has not seen yet.
+        let busiest =
+            self.history.iter().rev().take(DEMAND_WINDOW).map(|h| h.0).fold(in_use, f64::max) + s.waiting as f64;
         let wanted = ((busiest / TARGET_UTILIZATION).ceil() as usize).max(1);
         // The baseline: the lowest mean hold time of recent ticks with clearly fewer connections in
         // use (a change of workload at the same concurrency is not contention).

@@ -23,6 +23,8 @@ pub struct Stats {
     pub misses: AtomicU64,
     pub evictions: AtomicU64,
     pub reparses: AtomicU64,
+    /// Runs sent again after a server copy proved stale (DDL that bypassed pgpilot).
+    pub stale_retries: AtomicU64,
 }
 
 pub static STATS: Stats = Stats {
@@ -30,6 +32,7 @@ pub static STATS: Stats = Stats {
     misses: AtomicU64::new(0),
     evictions: AtomicU64::new(0),
     reparses: AtomicU64::new(0),
+    stale_retries: AtomicU64::new(0),
 };
 
 pub fn bump(counter: &AtomicU64) {

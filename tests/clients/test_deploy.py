@@ -117,6 +117,24 @@ def test_every_variable_a_container_gets_is_valid_and_documented(tmp_path):
     assert r.returncode == 0, r.stderr
 
 
+def test_every_flag_the_docs_give_pgpilot_exists():
+    """Each `pgpilot --flag` / `./run --flag` written in README.md, docs/ and deploy/ is one the binary accepts (a
+    renamed flag would leave the docs telling users to run a command that fails)."""
+    binary = require_env("PGPILOT_BIN")
+    accepted = set(re.findall(r"(?<![\w-])(--[a-z][a-z-]*)", subprocess.run([binary, "--help"], capture_output=True,
+                                                                     text=True, check=True).stdout))
+    files = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md")), *sorted(p for p in DEPLOY.rglob("*") if p.is_file())]
+    written = {}
+    for f in files:
+        for cmd in re.findall(r"(?:\bpgpilot|\./run|cargo run --release --)((?: +--[a-z][a-z-]*(?:[ =][^ `|\n]+)?)+)",
+                              f.read_text(errors="replace")):
+            for flag in re.findall(r"(--[a-z][a-z-]*)", cmd):
+                written.setdefault(flag, f.relative_to(ROOT).as_posix())
+    assert {"--upstream", "--config", "--check", "--from-pgbouncer"} <= set(written), written
+    unknown = {flag: where for flag, where in written.items() if flag not in accepted}
+    assert not unknown, f"flags the docs give that pgpilot does not accept: {unknown}"
+
+
 def test_the_container_healthcheck_follows_health(start_proxy):
     proxy = start_proxy()
     script = str(DEPLOY / "pgpilot-health")

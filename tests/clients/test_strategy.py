@@ -239,5 +239,32 @@ def test_server_prepared_is_kept_where_it_measures_faster_and_dropped_where_not(
             finally:
                 await c.close()
         run_async(after_ddl(), 60)
+
+        # DDL that bypasses pgpilot (straight to the server) changes the result type under the kept
+        # copies. A client that sends Parse, Bind and Execute together (psycopg without named
+        # statements, pgbench -M extended) would never see 0A000 on a direct connection: its run is
+        # retried on a freshly prepared copy, on every server connection, and it gets the new type.
+        pg_admin.execute("ALTER TABLE pgpilot_sp ALTER COLUMN v TYPE int")
+        conns = [psycopg.connect(proxy.dsn(), autocommit=True, prepare_threshold=None) for _ in range(2)]
+        try:
+            errors = []
+            for i in range(12):
+                if i == 6:
+                    pg_admin.execute("ALTER TABLE pgpilot_sp ALTER COLUMN v TYPE bigint")
+                for c in conns:
+                    try:
+                        assert c.execute(plan_heavy.replace("$1", "%s"), (1 + i,)).fetchone() == (1 + i,)
+                    except psycopg.Error as e:
+                        errors.append((i, e.sqlstate, str(e)))
+            assert errors == [], errors
+        finally:
+            for c in conns:
+                c.close()
+        assert query_row(proxy, "JOIN pgpilot_sp t10")["strategy"] == "server-prepared"
+        _, metrics = proxy.http_get("/metrics")
+        retries = [ln for ln in metrics.splitlines() if ln.startswith("pgpilot_prepared_stale_retries_total")]
+        # One retry for the DDL: it clears the statement's version, so the other connection's copy
+        # is prepared again before its next use instead of failing too.
+        assert retries and float(retries[0].split()[-1]) >= 1, retries
     finally:
         pg_admin.execute("DROP TABLE IF EXISTS pgpilot_sp")

@@ -18,6 +18,7 @@ mod cache_statement;
 mod cache_writes;
 pub mod insights;
 pub mod prepared;
+mod prepared_copies;
 
 use std::time::Instant;
 

@@ -10,10 +10,11 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 use bytes::{Bytes, BytesMut};
 
+use super::prepared_copies::{inject_describe, prepare_on_server};
 use super::{Cx, Stage};
-use crate::backend::{ServerConn, ServerCopy};
+use crate::backend::ServerCopy;
 use crate::config::{Config, PoolMode};
-use crate::frontend::reply_queue::{Action, Check, Event, Kind, Pending};
+use crate::frontend::reply_queue::{Action, Check, Event, Kind};
 use crate::frontend::statements::{Opened, ADOPTING};
 use crate::net::messages::{self, sqlstate};
 use crate::prepared::adaptive;
@@ -31,45 +32,10 @@ pub struct PreparedStage {
     /// The unnamed statement / portal is a `DEALLOCATE name` answered here (psycopg pipelines).
     local_stmt: bool,
     local_portal: bool,
-}
-
-/// Prepares `stmt` on `server` afresh (closing a copy of an older version, evicting the least
-/// recently used statement when full). The ParseComplete reaches the client only when the
-/// client's own Parse asked for it (`reply`).
-fn prepare_on_server(
-    server: &mut ServerConn,
-    sout: &mut BytesMut,
-    pending: &mut Pending,
-    stmt: &Arc<Statement>,
-    (client_name, reply): (Option<Bytes>, bool),
-    epoch: u64,
-) {
-    if pending.skipping() {
-        // The server skips everything up to Sync: a Close or Parse sent now would not run, so
-        // leave the server's statements as they are; a client's own Parse is undone as skipped.
-        if let Some(client_name) = client_name {
-            pending.push(Kind::Local, Action::LocalParse { stmt: stmt.clone(), client_name });
-        }
-        return;
-    }
-    for name in server.stale.drain(..) {
-        pm::close_statement(sout, &name);
-        pending.push(Kind::Close, Action::Suppress);
-    }
-    if server.prepared.pop(&stmt.id).is_some() {
-        pm::close_statement(sout, &stmt.server_name);
-        pending.push(Kind::Close, Action::Suppress);
-    } else if server.prepared.len() >= server.prepared.cap().get() {
-        if let Some((_, old)) = server.prepared.pop_lru() {
-            pm::close_statement(sout, &old.stmt.server_name);
-            pending.push(Kind::Close, Action::Suppress);
-            bump(&STATS.evictions);
-        }
-    }
-    pm::parse(sout, &stmt.server_name, &stmt.query, &stmt.types);
-    pending.push(Kind::Parse, Action::Parse { stmt: stmt.clone(), client_name, suppress: !reply });
-    let copy = ServerCopy { stmt: stmt.clone(), epoch, version: ServerCopy::FRESH };
-    server.prepared.put(stmt.id, copy);
+    /// The client's last Parse, answered here from a copy the server already had, whose
+    /// description the client was not given since: its Bind may be retried if that copy proves
+    /// stale (`frontend/reply_retry.rs`). (client name, registry id)
+    parsed_here: Option<(Bytes, u64)>,
 }
 
 /// A simple Query (or FunctionCall) destroys the unnamed statement on a real server.
@@ -85,7 +51,15 @@ fn answer(cx: &mut Cx<'_>, reply: Bytes) -> bool {
 
 impl PreparedStage {
     pub fn new(registry: Arc<Registry>, config: Arc<ArcSwap<Config>>, pool_scope: u64) -> Self {
-        Self { registry, config, pool_scope, unnamed_parse: None, local_stmt: false, local_portal: false }
+        Self {
+            registry,
+            config,
+            pool_scope,
+            unnamed_parse: None,
+            local_stmt: false,
+            local_portal: false,
+            parsed_here: None,
+        }
     }
 
     /// Which registry entries this client may share: same settings, and the same pool.
@@ -226,13 +200,16 @@ impl PreparedStage {
         let epoch = self.registry.epoch();
         let key = client_name.clone().unwrap_or_default();
         let holds = cx.statements.held_version(&key, stmt).is_some();
+        self.parsed_here = None;
         let Some(server) = cx.server.as_deref_mut() else {
             bump(&STATS.hits);
             cx.cout.extend_from_slice(&pm::parse_complete());
+            self.parsed_here = Some((key, stmt.id));
             return;
         };
         if holds && server.prepared.get(&stmt.id).is_some_and(|c| c.current(epoch)) {
             bump(&STATS.hits);
+            self.parsed_here = Some((key.clone(), stmt.id));
             match client_name {
                 Some(client_name) => {
                     cx.pending.push(Kind::Local, Action::LocalParse { stmt: stmt.clone(), client_name })
@@ -313,8 +290,13 @@ impl PreparedStage {
         // Unknown names go through unchanged: the server's 26000 names the client's statement.
         let Some(stmt) = cx.statements.registry(name) else { return false };
         self.ensure_prepared(cx, name, &stmt, true);
+        let at = cx.sout.len();
         pm::bind(cx.sout, portal, &stmt.server_name, rest);
+        let parsed = self.parsed_here.take().filter(|(n, id)| *id == stmt.id && same_name(n, name));
         cx.pending.push(Kind::Bind, Action::Bind { stmt });
+        if let Some((client, _)) = parsed.filter(|_| cx.tx.status == b'I') {
+            cx.pending.arm_retry(at, client);
+        }
         cx.tx.on_client(b'B');
         true
     }
@@ -331,6 +313,9 @@ impl PreparedStage {
         }
         let Target::Statement(name) = target else { return false };
         let Some(stmt) = cx.statements.registry(name) else { return false };
+        if self.parsed_here.as_ref().is_some_and(|(n, _)| same_name(n, name)) {
+            self.parsed_here = None; // the client is given a description: a Bind is its own
+        }
         if let Some(description) = cx.statements.description_held(name, &stmt) {
             return answer(cx, description);
         }
@@ -379,12 +364,10 @@ impl PreparedStage {
     }
 }
 
-/// Describes `stmt` on the held server for pgpilot's own bookkeeping (reply not shown).
-fn inject_describe(cx: &mut Cx<'_>, stmt: &Arc<Statement>, check: Check, client: Bytes) {
-    pm::describe_statement(cx.sout, &stmt.server_name);
-    let action = Action::Describe { stmt: stmt.clone(), check, suppress: true, client, reply: BytesMut::new() };
-    cx.pending.push(Kind::DescribeStatement, action);
-    cx.tx.on_client(b'D');
+/// Statement names compared without a call for the common unnamed one.
+#[inline]
+fn same_name(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && (a.is_empty() || a == b)
 }
 
 /// An error pgpilot raises in the extended protocol: it takes the place of the message's reply
@@ -467,6 +450,15 @@ impl Stage for PreparedStage {
                 if let Some(copy) = cx.server.as_deref_mut().and_then(|s| s.prepared.peek_mut(&stmt.id)) {
                     copy.version = version;
                 }
+            }
+            Event::Retried { stmt, client } => {
+                bump(&STATS.stale_retries);
+                stmt.went_stale();
+                let copy = ServerCopy { stmt: stmt.clone(), epoch: self.registry.epoch(), version: ServerCopy::FRESH };
+                if let Some(server) = cx.server.as_deref_mut() {
+                    server.prepared.put(stmt.id, copy);
+                }
+                cx.statements.set_version(&client, Some((stmt.id, ADOPTING)));
             }
             Event::PlanStale { stmt } => {
                 stmt.went_stale();

@@ -1,0 +1,59 @@
+//! The prepared-statement stage's writes of a registry statement to the held server: a copy
+//! prepared afresh (making room, closing an older version) and pgpilot's own Describe of it.
+
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+
+use super::Cx;
+use crate::backend::{ServerConn, ServerCopy};
+use crate::frontend::reply_queue::{Action, Check, Kind, Pending};
+use crate::prepared::messages as pm;
+use crate::prepared::{bump, Statement, STATS};
+
+/// Prepares `stmt` on `server` afresh (closing a copy of an older version, evicting the least
+/// recently used statement when full). The ParseComplete reaches the client only when the
+/// client's own Parse asked for it (`reply`).
+pub(super) fn prepare_on_server(
+    server: &mut ServerConn,
+    sout: &mut BytesMut,
+    pending: &mut Pending,
+    stmt: &Arc<Statement>,
+    (client_name, reply): (Option<Bytes>, bool),
+    epoch: u64,
+) {
+    if pending.skipping() {
+        // The server skips everything up to Sync: a Close or Parse sent now would not run, so
+        // leave the server's statements as they are; a client's own Parse is undone as skipped.
+        if let Some(client_name) = client_name {
+            pending.push(Kind::Local, Action::LocalParse { stmt: stmt.clone(), client_name });
+        }
+        return;
+    }
+    for name in server.stale.drain(..) {
+        pm::close_statement(sout, &name);
+        pending.push(Kind::Close, Action::Suppress);
+    }
+    if server.prepared.pop(&stmt.id).is_some() {
+        pm::close_statement(sout, &stmt.server_name);
+        pending.push(Kind::Close, Action::Suppress);
+    } else if server.prepared.len() >= server.prepared.cap().get() {
+        if let Some((_, old)) = server.prepared.pop_lru() {
+            pm::close_statement(sout, &old.stmt.server_name);
+            pending.push(Kind::Close, Action::Suppress);
+            bump(&STATS.evictions);
+        }
+    }
+    pm::parse(sout, &stmt.server_name, &stmt.query, &stmt.types);
+    pending.push(Kind::Parse, Action::Parse { stmt: stmt.clone(), client_name, suppress: !reply });
+    let copy = ServerCopy { stmt: stmt.clone(), epoch, version: ServerCopy::FRESH };
+    server.prepared.put(stmt.id, copy);
+}
+
+/// Describes `stmt` on the held server for pgpilot's own bookkeeping (reply not shown).
+pub(super) fn inject_describe(cx: &mut Cx<'_>, stmt: &Arc<Statement>, check: Check, client: Bytes) {
+    pm::describe_statement(cx.sout, &stmt.server_name);
+    let action = Action::Describe { stmt: stmt.clone(), check, suppress: true, client, reply: BytesMut::new() };
+    cx.pending.push(Kind::DescribeStatement, action);
+    cx.tx.on_client(b'D');
+}
