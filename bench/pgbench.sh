@@ -33,11 +33,14 @@ cfg="$(mktemp)"; cfg_off="$(mktemp)"
 # bench/cache.sh measures the cache's hits (hit cost, fill overhead, workload).
 printf '[pool]\nmax_size = %s\n[server]\nmax_client_conn = 2000\n' "$POOL" >"$cfg"
 printf '[pool]\nmax_size = %s\n[server]\nmax_client_conn = 2000\n[cache]\nenabled = false\n' "$POOL" >"$cfg_off"
-PGPILOT_LOG=warn target/release/pgpilot --config "$cfg" --listen 127.0.0.1:6433 --http-listen 127.0.0.1:9933 \
+# setsid: each proxy in its own session, as a service or a daemonized PgBouncer is. Started in this
+# script's session, pgpilot shared pgbench's CPU share under the kernel's autogroup scheduling
+# (kernel.sched_autogroup_enabled = 1 here) and its clients saw 100-600 ms stalls PgBouncer's did not.
+PGPILOT_LOG=warn setsid target/release/pgpilot --config "$cfg" --listen 127.0.0.1:6433 --http-listen 127.0.0.1:9933 \
   --upstream postgres://app:app@127.0.0.1:5432 &
 pilot=$!
 # The same proxy with the result cache off.
-PGPILOT_LOG=warn target/release/pgpilot --config "$cfg_off" --listen 127.0.0.1:6434 --http-listen 127.0.0.1:9934 \
+PGPILOT_LOG=warn setsid target/release/pgpilot --config "$cfg_off" --listen 127.0.0.1:6434 --http-listen 127.0.0.1:9934 \
   --upstream postgres://app:app@127.0.0.1:5432 &
 pilot_off=$!
 trap 'kill $pilot $pilot_off 2>/dev/null; kill "$(cat /tmp/pgbouncer-bench/pgbouncer.pid)" 2>/dev/null; rm -f "$cfg" "$cfg_off"' EXIT
