@@ -8,7 +8,7 @@ use crate::backend::cancel::ServerKey;
 use crate::backend::ServerError;
 use crate::net::frame::body;
 use crate::net::messages::{self, sqlstate};
-use crate::pool::CheckoutError;
+use crate::pool::{CheckoutError, PooledConn};
 use crate::protocol::frontend::ClientMessage;
 
 impl Session {
@@ -44,29 +44,51 @@ impl Session {
     /// Checks out a server connection carrying this client's settings. On failure returns the
     /// ErrorResponse (severity ERROR) to give the client.
     pub(super) async fn checkout(&mut self) -> Result<(), BytesMut> {
-        self.clients.waiting_add(1);
-        let result = match self.slow_lane_share.filter(|_| self.runs_slow()) {
-            Some(share) => self.pool.checkout_slow_lane(share).await,
-            None => self.pool.checkout().await,
-        };
-        self.clients.waiting_add(-1);
-        let mut conn = match result {
-            Ok(conn) => conn,
-            Err(e @ CheckoutError::Timeout { .. }) => {
-                return Err(messages::error_frame("ERROR", sqlstate::TOO_MANY_CONNECTIONS, &format!("pgpilot: {e}")));
+        // A backend can die between the pool's check and its use here (terminated a moment ago,
+        // or during its login): such a connection is closed and another taken, a few times,
+        // before the client is told.
+        let mut attempts = 3;
+        let conn = loop {
+            attempts -= 1;
+            let mut conn = match self.checkout_once().await {
+                Ok(conn) => conn,
+                Err(CheckoutError::Connect(e)) if attempts > 0 && went_away(&e) => continue,
+                Err(e @ CheckoutError::Timeout { .. }) => {
+                    let msg = format!("pgpilot: {e}");
+                    return Err(messages::error_frame("ERROR", sqlstate::TOO_MANY_CONNECTIONS, &msg));
+                }
+                Err(CheckoutError::Connect(e)) => return Err(server_error_frame(e)),
+            };
+            match self.state.apply(&mut conn).await {
+                Ok(()) => break conn,
+                Err(e) if attempts > 0 && went_away(&e) => {
+                    tracing::debug!("server connection lost while its settings were replayed: {e}");
+                    drop(conn); // closed, slot freed
+                }
+                Err(e) => {
+                    if matches!(e, ServerError::Server(..)) {
+                        conn.release();
+                    }
+                    return Err(server_error_frame(e));
+                }
             }
-            Err(CheckoutError::Connect(e)) => return Err(server_error_frame(e)),
         };
-        if let Err(e) = self.state.apply(&mut conn).await {
-            conn.release();
-            return Err(server_error_frame(e));
-        }
         *self.cancel.meta.server.lock() =
             Some(ServerKey { addr: conn.addr, pid: conn.pid, secret: conn.secret, gate: conn.cancel_gate.clone() });
         self.clients.active_add(1);
         self.server = Some(conn);
         self.send_deferred_begin();
         Ok(())
+    }
+
+    async fn checkout_once(&mut self) -> Result<PooledConn, CheckoutError> {
+        self.clients.waiting_add(1);
+        let result = match self.slow_lane_share.filter(|_| self.runs_slow()) {
+            Some(share) => self.pool.checkout_slow_lane(share).await,
+            None => self.pool.checkout().await,
+        };
+        self.clients.waiting_add(-1);
+        result
     }
 
     /// The message in hand runs a statement the strategy put in the slow lane.
@@ -142,6 +164,12 @@ impl Session {
         drop(server);
         self.clients.active_add(-1);
     }
+}
+
+/// The server closed the connection under pgpilot (not refused, not timed out): worth another.
+fn went_away(e: &ServerError) -> bool {
+    use std::io::ErrorKind::*;
+    matches!(e, ServerError::Io(io) if matches!(io.kind(), UnexpectedEof | ConnectionReset | BrokenPipe | ConnectionAborted))
 }
 
 /// A server-side failure as an ERROR for the client; server errors keep their SQLSTATE and text.
