@@ -52,6 +52,12 @@ pub async fn run(cli: Cli, config: Config) -> Result<()> {
     }
     tokio::spawn(crate::http::serve(http, app.clone(), prometheus.clone()));
     tokio::spawn(crate::pool::maintenance::run(app.pools.clone()));
+    tokio::spawn(crate::pool_stats::run(
+        app.stats_periods.clone(),
+        app.pools.clone(),
+        app.query_stats.clone(),
+        app.config.clone(),
+    ));
     tokio::spawn(crate::strategy::run(app.query_stats.clone(), app.config.clone()));
     tokio::spawn(crate::index_usage::run(app.index_usage.clone(), app.pools.clone(), app.config.clone()));
     warm_up(&app);

@@ -20,6 +20,7 @@ pub mod insights;
 pub mod metrics;
 pub mod net;
 pub mod pool;
+pub mod pool_stats;
 pub mod prepared;
 pub mod protocol;
 pub mod shared;

@@ -73,6 +73,8 @@ pub struct App {
     pub findings: Arc<crate::insights::nplus1::Findings>,
     /// Table and index usage per database (`index_usage`), read by its own task.
     pub index_usage: Arc<crate::index_usage::IndexUsage>,
+    /// SHOW STATS' averages of the last stats period, rolled by their own task.
+    pub stats_periods: Arc<crate::pool_stats::Periods>,
     pub cache: Arc<crate::cache::ResultCache>,
     tls: Option<TlsAcceptor>,
     cli: Cli,
@@ -105,6 +107,7 @@ impl App {
             query_stats: Arc::new(crate::insights::stats::QueryStats::new(cfg.insights.max_fingerprints)),
             findings: Default::default(),
             index_usage: Default::default(),
+            stats_periods: Default::default(),
             cache: Arc::new(crate::cache::ResultCache::new(&cfg.cache, &cfg.strategy)?),
             tls,
             cli,

@@ -217,3 +217,77 @@ async fn pause_of_one_database_holds_only_its_pools() {
     let paused: Vec<_> = rows.iter().map(|r| (r[0].clone().unwrap(), r[15].clone().unwrap())).collect();
     assert!(paused.contains(&("app".to_string(), "0".to_string())), "{paused:?}");
 }
+
+/// SHOW STATS' app row as numbers, by column name.
+async fn stats_row(admin: &mut Raw) -> std::collections::HashMap<String, u64> {
+    let (cols, rows) = show(admin, "STATS").await;
+    let row = rows.iter().find(|r| r[0].as_deref() == Some("app")).expect("the app database");
+    cols.iter().zip(row).skip(1).map(|((name, _), v)| (name.clone(), v.as_deref().unwrap().parse().unwrap())).collect()
+}
+
+/// Polls SHOW STATS until `done` holds for the app row (a session hands its counts to the pool
+/// just after its client got ReadyForQuery), or 3 s.
+async fn stats_when(
+    admin: &mut Raw,
+    done: impl Fn(&std::collections::HashMap<String, u64>) -> bool,
+) -> std::collections::HashMap<String, u64> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(3);
+    loop {
+        let s = stats_row(admin).await;
+        if done(&s) || std::time::Instant::now() > deadline {
+            return s;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// What pgbouncer_exporter turns into pgbouncer_stats_{received,sent}_bytes_total,
+/// client_wait_seconds_total and the parse/bind counters: counted, to the byte, not 0.
+#[tokio::test]
+async fn show_stats_counts_bytes_parses_binds_waits_and_averages_them() {
+    let cfg = "[pool]\nmax_size = 1\nadaptive = false\n[server]\nadmin_users = [\"admin\"]\nstats_period_s = 1\n\n\
+        [[users]]\nname = \"admin\"\nauth = \"trust\"\n\n[[users]]\nname = \"trustuser\"\nauth = \"trust\"\n";
+    let proxy = Proxy::start(cfg);
+    let mut client = Raw::login_trust(proxy.port, "trustuser", "app").await;
+    client.send(&raw::query("SELECT 1")).await;
+    client.until_ready().await.unwrap();
+    let mut admin = Raw::login_trust(proxy.port, "admin", "pgbouncer").await;
+    let before = stats_when(&mut admin, |s| s["total_xact_count"] >= 1).await;
+
+    let mut sent = raw::parse("s1", "SELECT 42");
+    sent.extend(raw::bind("", "s1"));
+    sent.extend(raw::execute(""));
+    sent.extend(raw::sync());
+    sent.extend(raw::query("SELECT 'x'"));
+    client.send(&sent).await;
+    let mut replied = client.messages_until_ready().await;
+    replied.extend(client.messages_until_ready().await);
+    let reply_bytes: usize = replied.iter().map(|(_, body)| 5 + body.len()).sum();
+    let delta = |s: &std::collections::HashMap<String, u64>, k: &str| s[k] - before[k];
+    let after = stats_when(&mut admin, |s| s["total_received"] - before["total_received"] >= sent.len() as u64).await;
+    assert_eq!(delta(&after, "total_received"), sent.len() as u64, "bytes from the client");
+    assert_eq!(delta(&after, "total_sent"), reply_bytes as u64, "bytes to the client");
+    assert_eq!(delta(&after, "total_client_parse_count"), 1);
+    assert_eq!(delta(&after, "total_bind_count"), 1);
+    assert_eq!(delta(&after, "total_server_parse_count"), 1, "the named statement prepared on the server once");
+
+    // One connection: a second client waits while the first holds it in a transaction.
+    client.send(&raw::query("BEGIN; SELECT 1")).await;
+    client.until_ready().await.unwrap();
+    let mut waiter = Raw::login_trust(proxy.port, "trustuser", "app").await;
+    waiter.send(&raw::query("SELECT 2")).await;
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    client.send(&raw::query("COMMIT")).await;
+    client.until_ready().await.unwrap();
+    waiter.until_ready().await.unwrap();
+    let waited = stats_when(&mut admin, |s| s["total_wait_time"] - after["total_wait_time"] >= 300_000).await;
+    let wait_us = waited["total_wait_time"] - after["total_wait_time"];
+    assert!((300_000..5_000_000).contains(&wait_us), "the second client's wait: {wait_us} us");
+
+    // The period that held this traffic ends within a second; its averages are rates.
+    let avg = stats_when(&mut admin, |s| s["avg_xact_count"] > 0 && s["avg_recv"] > 0).await;
+    assert!(avg["avg_xact_count"] > 0 && avg["avg_recv"] > 0 && avg["avg_sent"] > 0, "{avg:?}");
+    let (cols, rows) = show(&mut admin, "STATS_AVERAGES").await;
+    assert_eq!(cols.len(), 12);
+    assert!(rows.iter().any(|r| r[0].as_deref() == Some("app")));
+}

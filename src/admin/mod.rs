@@ -69,7 +69,8 @@ pub async fn serve(app: Arc<App>, mut stream: ClientStream, mut rbuf: BytesMut, 
     }
 }
 
-const HELP: &str = "SHOW POOLS|STATS|STATS_TOTALS|CLIENTS|SERVERS|DATABASES|LISTS|CONFIG|VERSION|QUERIES|CACHE|\
+const HELP: &str =
+    "SHOW POOLS|STATS|STATS_TOTALS|STATS_AVERAGES|CLIENTS|SERVERS|DATABASES|LISTS|CONFIG|VERSION|QUERIES|CACHE|\
 N_PLUS_ONE|HELP; PAUSE [db]; RESUME [db]; RELOAD; FLUSH CACHE; KILL_CLIENT id; SHUTDOWN";
 
 async fn run(app: &Arc<App>, command: &str, out: &mut BytesMut, admin: bool) -> Result<(), (&'static str, String)> {
@@ -86,6 +87,7 @@ async fn run(app: &Arc<App>, command: &str, out: &mut BytesMut, admin: bool) -> 
                 "POOLS" => show::pools(app),
                 "STATS" => show::stats(app),
                 "STATS_TOTALS" => show::stats_totals(app),
+                "STATS_AVERAGES" => show::stats_averages(app),
                 "CLIENTS" => show_sockets::clients(app),
                 "SERVERS" => show_sockets::servers(app),
                 "DATABASES" => show::databases(app),

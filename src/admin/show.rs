@@ -1,10 +1,11 @@
 //! The SHOW commands. Where PgBouncer 1.24 has the command, its columns come first, with its names,
 //! order and types (read from PgBouncer 1.24.1's src/admin.c and src/stats.c; pgbouncer_exporter
 //! reads them by name), and pgpilot's own columns follow. A PgBouncer column pgpilot has no
-//! counterpart for is 0 (cancel-request states, login/tested servers, bytes), never missing.
+//! counterpart for is 0 (cancel-request states, login/tested servers), never missing.
 
 use super::result::{ResultSet, Ty};
 use crate::insights::stats::QueryRow;
+use crate::pool_stats::{self, Totals};
 use crate::shared::App;
 
 use Ty::{Int4, Int8, Numeric, Text};
@@ -70,68 +71,13 @@ pub fn pools(app: &App) -> ResultSet {
     r
 }
 
-/// Per database, PgBouncer's counters since start; what pgpilot does not count is 0 (bytes,
-/// parse and bind counts, the per-second averages of the last stats period).
-struct Totals {
-    assignments: u64,
-    xacts: u64,
-    queries: u64,
-    xact_us: u64,
-    query_us: u64,
-    wait_timeouts: u64,
+fn stats_totals_now(app: &App) -> Vec<(String, Totals)> {
+    pool_stats::totals(&app.pools, &app.query_stats, app.config.load().cache.enabled)
 }
 
-fn totals(app: &App) -> Vec<(String, Totals)> {
-    let queries = app.query_stats.rows(app.config.load().cache.enabled);
-    let mut out: Vec<(String, Totals)> = Vec::new();
-    for pool in app.pools.all() {
-        let db = pool.key.database.clone();
-        let mine = queries.iter().filter(|q| q.database == db && q.user == pool.key.user);
-        let (count, time_us) = mine.fold((0u64, 0f64), |(c, t), q| (c + q.calls, t + q.total_ms * 1000.0));
-        let checkouts = pool.checkouts.load(std::sync::atomic::Ordering::Relaxed);
-        let t = Totals {
-            assignments: checkouts,
-            xacts: checkouts,
-            queries: count,
-            xact_us: pool.held_ms.load(std::sync::atomic::Ordering::Relaxed) * 1000,
-            query_us: time_us as u64,
-            wait_timeouts: pool.wait_timeouts.load(std::sync::atomic::Ordering::Relaxed),
-        };
-        match out.iter_mut().find(|(d, _)| *d == db) {
-            Some((_, sum)) => {
-                sum.assignments += t.assignments;
-                sum.xacts += t.xacts;
-                sum.queries += t.queries;
-                sum.xact_us += t.xact_us;
-                sum.query_us += t.query_us;
-                sum.wait_timeouts += t.wait_timeouts;
-            }
-            None => out.push((db, t)),
-        }
-    }
-    out
-}
-
-const STATS_COUNTERS: [&str; 11] = [
-    "server_assignment_count",
-    "xact_count",
-    "query_count",
-    "received",
-    "sent",
-    "xact_time",
-    "query_time",
-    "wait_time",
-    "client_parse_count",
-    "server_parse_count",
-    "bind_count",
-];
-
-fn counters(t: &Totals) -> [u64; 11] {
-    [t.assignments, t.xacts, t.queries, 0, 0, t.xact_us, t.query_us, 0, 0, 0, 0]
-}
-
+/// SHOW STATS: PgBouncer 1.24's total_<counter> for each counter, then avg_<counter> (avg_recv,
+/// avg_sent for bytes) over the last completed stats period (zeros before the first one ends).
 pub fn stats(app: &App) -> ResultSet {
-    // PgBouncer 1.24: total_<counter> for each, then avg_<counter> (avg_recv, avg_sent for bytes).
     let mut cols: Vec<(&'static str, Ty)> = vec![("database", Text)];
     const TOTAL: [&str; 11] = [
         "total_server_assignment_count",
@@ -162,20 +108,21 @@ pub fn stats(app: &App) -> ResultSet {
     cols.extend(TOTAL.iter().chain(AVG.iter()).map(|c| (*c, Numeric)));
     cols.push(("total_wait_timeouts", Int8));
     let mut r = ResultSet::typed(&cols);
-    for (db, t) in totals(app) {
+    for (db, t) in stats_totals_now(app) {
+        let avg = app.stats_periods.averages(&db);
         let mut row = vec![db];
-        row.extend(counters(&t).iter().map(u64::to_string));
-        row.extend(std::iter::repeat_n("0".to_string(), 11));
+        row.extend(t.counters.iter().chain(avg.iter()).map(u64::to_string));
         row.push(t.wait_timeouts.to_string());
         r.row(row);
     }
     r
 }
 
-/// SHOW STATS_TOTALS: what pgbouncer_exporter scrapes.
-pub fn stats_totals(app: &App) -> ResultSet {
+/// SHOW STATS_TOTALS and SHOW STATS_AVERAGES: the counters without prefixes (bytes_received,
+/// bytes_sent), totals or the last stats period's averages; what pgbouncer_exporter 0.11+ scrapes.
+fn stats_by_counter(app: &App, averages: bool) -> ResultSet {
     let mut cols: Vec<(&'static str, Ty)> = vec![("database", Text)];
-    cols.extend(STATS_COUNTERS.iter().map(|c| {
+    cols.extend(pool_stats::COUNTERS.iter().map(|c| {
         let name: &'static str = match *c {
             "received" => "bytes_received",
             "sent" => "bytes_sent",
@@ -184,12 +131,21 @@ pub fn stats_totals(app: &App) -> ResultSet {
         (name, Numeric)
     }));
     let mut r = ResultSet::typed(&cols);
-    for (db, t) in totals(app) {
+    for (db, t) in stats_totals_now(app) {
+        let values = if averages { app.stats_periods.averages(&db) } else { t.counters };
         let mut row = vec![db];
-        row.extend(counters(&t).iter().map(u64::to_string));
+        row.extend(values.iter().map(u64::to_string));
         r.row(row);
     }
     r
+}
+
+pub fn stats_totals(app: &App) -> ResultSet {
+    stats_by_counter(app, false)
+}
+
+pub fn stats_averages(app: &App) -> ResultSet {
+    stats_by_counter(app, true)
 }
 
 /// One row per database pgpilot has a pool for (all on the one upstream server).

@@ -176,6 +176,9 @@ pub struct ServerConfig {
     /// TCP keepalive on server sockets: first probe after this many idle seconds (then every 10 s,
     /// 3 probes), so a silent dead server is noticed; 0 = off.
     pub tcp_keepalive_s: u64,
+    /// SHOW STATS' avg_* columns average over periods of this many seconds (PgBouncer's
+    /// stats_period).
+    pub stats_period_s: u64,
 }
 
 impl ServerConfig {
@@ -204,6 +207,7 @@ impl Default for ServerConfig {
             auth_failure_delay_ms: 100,
             tcp_user_timeout_ms: 0,
             tcp_keepalive_s: 60,
+            stats_period_s: 60,
         }
     }
 }

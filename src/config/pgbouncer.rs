@@ -123,6 +123,7 @@ fn setting(c: &mut Config, key: &str, v: &str) -> Result<(), String> {
         "query_timeout" => c.pool.query_timeout_ms = ms(v)?,
         "tcp_user_timeout" => c.server.tcp_user_timeout_ms = num(v)?,
         "tcp_keepidle" => c.server.tcp_keepalive_s = num(v)?,
+        "stats_period" => c.server.stats_period_s = num(v)?,
         "server_tls_sslmode" => c.upstream.sslmode = sslmode(v)?,
         "server_tls_ca_file" => c.upstream.sslrootcert = Some(v.into()),
         "server_tls_cert_file" => c.upstream.sslcert = Some(v.into()),
@@ -148,9 +149,7 @@ fn setting(c: &mut Config, key: &str, v: &str) -> Result<(), String> {
         "auth_type" | "auth_file" | "client_tls_sslmode" => {} // read with the users / implied by tls
         "logfile" | "pidfile" | "unix_socket_dir" | "unix_socket_mode" | "unix_socket_group" | "user" | "syslog"
         | "syslog_facility" | "syslog_ident" | "log_connections" | "log_disconnections" | "log_pooler_errors"
-        | "log_stats" | "stats_period" | "verbose" => {
-            return Err("pgpilot logs to stderr (PGPILOT_LOG) and listens on TCP only".into())
-        }
+        | "log_stats" | "verbose" => return Err("pgpilot logs to stderr (PGPILOT_LOG) and listens on TCP only".into()),
         "ignore_startup_parameters" => return Err("not needed: pgpilot tracks startup parameters per client".into()),
         "reserve_pool_size" | "reserve_pool_timeout" => {
             return Err("no reserve pool: pools size themselves between min_size and max_size (pool.adaptive)".into())

@@ -129,6 +129,7 @@ impl Session {
                 self.restoring.clear(); // the RESET's transaction will not commit
             }
             be::COMMAND_COMPLETE if body.starts_with(b"ROLLBACK") => self.restoring.clear(),
+            be::PARSE_COMPLETE => self.counts.server_parses += 1,
             _ => {}
         }
     }
@@ -188,6 +189,7 @@ impl Session {
     /// Returns the server connection to the pool, first re-reading the session's settings if the
     /// client changed them in the transaction that just ended.
     pub(super) async fn release(&mut self) {
+        self.pool.traffic.take(&mut self.counts);
         let Some(mut conn) = self.server.take() else { return };
         self.detach();
         // A cancel forwarded for this client's last query must reach the backend first.
@@ -205,6 +207,7 @@ impl Session {
     /// the middle of anything is closed (the server rolls back whatever was open).
     pub async fn finish(&mut self) {
         self.stages.at_end();
+        self.pool.traffic.take(&mut self.counts);
         let Some(mut conn) = self.server.take() else { return };
         self.detach();
         let _cancels_done = conn.cancel_gate.clone().write_owned().await;

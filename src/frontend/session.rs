@@ -78,6 +78,8 @@ pub struct Session {
     pub(super) statements: Statements,
     /// What was learned of the client message in hand, for every stage that looks at it.
     pub(super) turn: Turn,
+    /// Bytes and Parse/Bind counts for SHOW STATS, handed to the pool at each release.
+    pub(super) counts: crate::pool::traffic::Counts,
     /// The last Parse text with its scan and analysis (repeated unnamed Parses cost a compare).
     pub(super) last_parse: Option<(Bytes, Scan, crate::sql::Analyzed)>,
     /// The feature stages (result cache, prepared statements, insights) behind the `Stage` trait.
@@ -154,6 +156,7 @@ impl Session {
             pending: Pending::default(),
             statements: Statements::new(cfg.prepared.client_max),
             turn: Turn::default(),
+            counts: Default::default(),
             last_parse: None,
             idle_transaction_timeout: Some(cfg.pool.idle_transaction_timeout_ms)
                 .filter(|&ms| ms > 0)
@@ -211,7 +214,12 @@ impl Session {
                         self.cout.reserve(16 * 1024);
                         self.sout.reserve(16 * 1024);
                     }
-                    if !matches!(r, Ok(n) if n > 0) || self.on_client_bytes().await == Flow::Close {
+                    let n = match r {
+                        Ok(n) if n > 0 => n,
+                        _ => return,
+                    };
+                    self.counts.received += n as u64;
+                    if self.on_client_bytes().await == Flow::Close {
                         return;
                     }
                 }
@@ -325,8 +333,11 @@ impl Session {
             let _ = self.flush_client().await;
             return Flow::Close;
         }
-        if tag == b'X' {
-            return Flow::Close;
+        match tag {
+            b'X' => return Flow::Close,
+            b'P' => self.counts.client_parses += 1,
+            b'B' => self.counts.binds += 1,
+            _ => {}
         }
         if self.skip_until_sync {
             if tag != b'S' {
@@ -390,6 +401,7 @@ impl Session {
             if !CLIENT_TAGS.contains(&tag) || tag == b'X' {
                 return self.on_client_message(tag, bytes).await;
             }
+            self.counts.binds += u64::from(tag == b'B');
             self.skip_stream = self.skip_until_sync;
             if !self.skip_stream && self.server.is_none() {
                 if matches!(tag, b'd' | b'c' | b'f') {
@@ -420,6 +432,7 @@ impl Session {
         if self.cout.is_empty() {
             return Flow::Continue;
         }
+        self.counts.sent += self.cout.len() as u64;
         let r = self.client.write_all(&self.cout).await;
         self.cout.clear();
         if r.is_err() {

@@ -11,6 +11,7 @@ pub mod logins;
 pub mod maintenance;
 pub mod set;
 pub mod snapshot;
+pub mod traffic;
 pub use snapshot::PoolSnapshot;
 pub mod sizing;
 
@@ -121,6 +122,8 @@ pub struct Pool {
     /// coarse clock: unbiased over many checkouts).
     pub waited: AtomicU64,
     pub(crate) held_ms: AtomicU64,
+    /// SHOW STATS' bytes, Parse/Bind counts and wait time (`traffic`).
+    pub traffic: traffic::Traffic,
     /// (clock ms, checkouts, waited, held ms) at the last sizing tick.
     last_tick: Mutex<(u64, u64, u64, u64)>,
     /// Server connections all pools may hold, shared (`budget`).
@@ -179,6 +182,7 @@ impl Pool {
             decision: Mutex::new(None),
             waited: AtomicU64::new(0),
             held_ms: AtomicU64::new(0),
+            traffic: traffic::Traffic::default(),
             last_tick: Mutex::new((crate::clock::now_ms(), 0, 0, 0)),
             budget,
             connects: tokio::sync::Semaphore::new(parallel),
@@ -316,7 +320,9 @@ impl Pool {
         // Boxed: waiting and connecting (TCP, TLS, SCRAM) make a large future that every session's
         // state would otherwise carry for its whole life, idle or not (docs/RELIABILITY.md).
         let result = Box::pin(self.checkout_slow(taken)).await;
-        crate::metrics::pool_wait(started.elapsed());
+        let waited = started.elapsed();
+        crate::metrics::pool_wait(waited);
+        self.traffic.waited(waited.as_micros() as u64);
         result.map(|conn| PooledConn::new(conn, self.clone()))
     }
 
