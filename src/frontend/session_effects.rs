@@ -41,7 +41,12 @@ impl Session {
     }
 
     async fn analyze(&mut self, sql: &[u8]) -> Scan {
-        let text = String::from_utf8_lossy(sql);
+        // Valid UTF-8 (nearly always) is borrowed after the fast check; only invalid text pays
+        // for the lossy copy.
+        let text = match std::str::from_utf8(sql) {
+            Ok(s) => std::borrow::Cow::Borrowed(s),
+            Err(_) => String::from_utf8_lossy(sql),
+        };
         // With standard_conforming_strings off a backslash escapes in any string, which
         // the parser (and the shape tokenizer's default) do not assume.
         let opaque = self.backslash_quotes && memchr::memchr(b'\\', sql).is_some();

@@ -127,6 +127,9 @@ pub fn deallocate_of(sql: &str) -> Option<String> {
 /// `DEALLOCATE [PREPARE] name` as the whole text.
 fn deallocate_target(shapes: &[Shape]) -> Option<String> {
     let [only] = shapes else { return None };
+    if !only.text.starts_with("deallocate ") {
+        return None; // every Query's text comes here: no split for the others
+    }
     let words: Vec<&str> = only.text.split(' ').collect();
     let target = match words.as_slice() {
         ["deallocate", "prepare", name] => Some(*name),

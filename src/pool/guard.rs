@@ -8,14 +8,14 @@ use super::Pool;
 use crate::backend::ServerConn;
 
 pub struct PooledConn {
-    conn: Option<ServerConn>,
+    conn: Option<Box<ServerConn>>,
     pool: Arc<Pool>,
     /// A slow-lane checkout's place in the lane: it goes back with the connection.
     pub(super) ticket: Option<super::lane::Ticket>,
 }
 
 impl PooledConn {
-    pub(super) fn new(conn: ServerConn, pool: Arc<Pool>) -> Self {
+    pub(super) fn new(conn: Box<ServerConn>, pool: Arc<Pool>) -> Self {
         // While checked out, `last_used_ms` is when it was taken: the pool's sizing measures the
         // time held from it (no field of its own: the guard is moved on every checkout).
         let mut conn = conn;

@@ -41,32 +41,22 @@ pub struct PoolKey {
     pub user: String,
 }
 
-/// What a waiter is handed: a connection, or a free slot to open one in. (Boxed: the waiter
-/// path is the slow path and a ServerConn is large.)
+/// What a checkout is handed: a connection, or a free slot to open one in. A connection is boxed
+/// from its open to its close: a checkout and a release then move a pointer, not the ~300-byte
+/// ServerConn (which was copied ~20 times per transaction through the futures and the guard:
+/// ~6% of pgpilot's instructions per transaction on pgbench -S, docs/BENCHMARKS.md).
 enum Grant {
     Conn(Box<ServerConn>),
     Slot,
 }
 
-/// The fast path's result: moved once, never stored, so its size does not matter.
-#[allow(clippy::large_enum_variant)]
-enum Taken {
-    Conn(ServerConn),
-    Slot,
-}
-
-impl From<Grant> for Taken {
-    fn from(g: Grant) -> Self {
-        match g {
-            Grant::Conn(c) => Taken::Conn(*c),
-            Grant::Slot => Taken::Slot,
-        }
-    }
-}
+type Taken = Grant;
 
 #[derive(Default)]
 struct State {
-    idle: Vec<ServerConn>,
+    /// Boxed on purpose (see `Grant`): a connection moves between the list and its checkouts.
+    #[allow(clippy::vec_box)]
+    idle: Vec<Box<ServerConn>>,
     /// Changed only by `reserve` and `release`: every slot taken is given back exactly once.
     total: usize,
     waiters: VecDeque<Waiter>,
@@ -200,7 +190,7 @@ impl Pool {
 
     /// Opens a new server connection (see `Logins::saw_connection` for what it may make the
     /// pool forget, and `refused` for what it remembers).
-    async fn open(&self) -> Result<ServerConn, ServerError> {
+    async fn open(&self) -> Result<Box<ServerConn>, ServerError> {
         if let Some((at, frame, msg)) = self.refused.lock().as_ref() {
             if at.elapsed() < REFUSAL_MEMORY {
                 return Err(ServerError::Server(frame.clone(), msg.clone()));
@@ -220,7 +210,7 @@ impl Pool {
         };
         drop(permit);
         self.logins.saw_connection(&conn.params);
-        let mut conn = conn;
+        let mut conn = Box::new(conn);
         if self.budget.claim_derivation() {
             self.derive_budget(&mut conn).await;
         }
@@ -327,7 +317,7 @@ impl Pool {
     }
 
     /// Waiting for a connection or a slot, and connecting.
-    async fn checkout_slow(self: &Arc<Self>, mut taken: Option<Taken>) -> Result<ServerConn, CheckoutError> {
+    async fn checkout_slow(self: &Arc<Self>, mut taken: Option<Taken>) -> Result<Box<ServerConn>, CheckoutError> {
         let timeout = self.config.load().checkout_timeout();
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
@@ -337,7 +327,7 @@ impl Pool {
                 None => {
                     self.waited.fetch_add(1, Ordering::Relaxed);
                     match self.wait(deadline).await {
-                        Some(grant) => grant.into(),
+                        Some(grant) => grant,
                         None => return Err(self.timeout_error(timeout)),
                     }
                 }
@@ -383,7 +373,7 @@ impl Pool {
             let mut st = self.state.lock();
             // Re-check under the lock: a connection may have come back since try_take.
             if let Some(conn) = st.idle.pop() {
-                return Some(Grant::Conn(Box::new(conn)));
+                return Some(Grant::Conn(conn));
             }
             let (tx, rx) = oneshot::channel();
             st.waiters.push_back(Waiter { since: Instant::now(), tx });
@@ -393,7 +383,7 @@ impl Pool {
     }
 
     /// Checks an idle connection before handing it out; broken ones are dropped (slot freed).
-    async fn validate(&self, mut conn: ServerConn) -> Option<ServerConn> {
+    async fn validate(&self, mut conn: Box<ServerConn>) -> Option<Box<ServerConn>> {
         let cfg = self.config.load();
         let idle_for = crate::clock::since(conn.last_used_ms);
         let too_old = crate::clock::since(conn.created_ms) >= Duration::from_millis(cfg.pool.lifetime_ms);
@@ -413,7 +403,7 @@ impl Pool {
     }
 
     /// Returns a clean, idle connection: to the first live waiter, else to the idle list.
-    pub(crate) fn checkin(&self, mut conn: ServerConn) {
+    pub(crate) fn checkin(&self, mut conn: Box<ServerConn>) {
         self.note_held(conn.last_used_ms); // (set at checkout: see `PooledConn::new`)
         conn.last_used_ms = crate::clock::now_ms();
         let limit = self.limit();
@@ -426,7 +416,6 @@ impl Pool {
             st.idle.push(conn);
             return;
         }
-        let mut conn = Box::new(conn);
         while let Some(Waiter { tx, .. }) = st.waiters.pop_front() {
             match tx.send(Grant::Conn(conn)) {
                 Ok(()) => return,
@@ -434,7 +423,7 @@ impl Pool {
                 Err(Grant::Slot) => unreachable!("sent a connection"),
             }
         }
-        st.idle.push(*conn);
+        st.idle.push(conn);
     }
 
     /// A connection was closed: its slot goes to the first live waiter, or back to the pool.

@@ -76,7 +76,10 @@ pub fn shapes_with(sql: &str, backslash_quotes: bool) -> Vec<Shape> {
                     i = skip_quoted(b, i, b'\'', escapes);
                     space_then(&mut cur, "?");
                 } else {
-                    space_then(&mut cur, &sql[s..i].to_ascii_lowercase());
+                    // Lower-cased in place: no String per word (this runs on every new text).
+                    space_then(&mut cur, &sql[s..i]);
+                    let at = cur.len() - (i - s);
+                    cur[at..].make_ascii_lowercase();
                 }
             }
             c if c.is_ascii_whitespace() => i += 1,
