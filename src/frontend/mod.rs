@@ -12,6 +12,7 @@ mod forward;
 mod hold;
 mod login;
 mod relay;
+mod reply_actions;
 mod reply_events;
 mod reply_queue;
 mod session_effects;

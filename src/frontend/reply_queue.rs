@@ -11,7 +11,6 @@
 
 use std::collections::VecDeque;
 use std::sync::Arc;
-use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
 
@@ -20,107 +19,8 @@ use crate::cache::fill::Fill;
 use crate::insights::Completed;
 use crate::prepared::Statement;
 use crate::protocol::backend as be;
-use crate::sql::Analysis;
 
-/// The statements an Execute (one) or a simple Query (one per statement) runs, for insights.
-#[derive(Debug)]
-pub struct Track {
-    pub statements: Vec<(Arc<Analysis>, u64)>,
-    pub next: usize,
-    /// DataRows relayed for the running statement (a PortalSuspended reply carries no count).
-    pub rows_seen: u64,
-    pub sent: Instant,
-    pub received: Instant,
-    pub pipelined: bool,
-}
-
-impl Track {
-    fn complete(&mut self, rows: Option<u64>, error: bool) -> Option<Completed> {
-        let (analysis, params) = self.statements.get(self.next)?.clone();
-        self.next += 1;
-        let rows = rows.unwrap_or(self.rows_seen);
-        self.rows_seen = 0;
-        let done = Instant::now();
-        let c = Completed {
-            analysis,
-            params,
-            sent: self.sent,
-            done,
-            client_time: done.saturating_duration_since(self.received),
-            rows,
-            error,
-            pipelined: self.pipelined,
-            cached: false,
-        };
-        // Statements of one simple Query run back to back: the next one starts now.
-        self.sent = done;
-        Some(c)
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
-    Parse,
-    Bind,
-    DescribeStatement,
-    DescribePortal,
-    Execute,
-    Close,
-    Sync,
-    /// Simple Query or FunctionCall: answered up to its own ReadyForQuery.
-    Query,
-    /// A reply pgpilot gives itself, emitted in its turn.
-    Local,
-}
-
-#[derive(Debug)]
-pub enum Action {
-    Forward,
-    /// Injected by pgpilot: the reply is dropped (errors still reach the client).
-    Suppress,
-    Local(Bytes),
-    /// A ParseComplete given here for the client's Parse of a statement the server already has;
-    /// if the server skips to Sync before it, the client's name is forgotten again.
-    LocalParse {
-        stmt: Arc<Statement>,
-        client_name: Bytes,
-    },
-    /// The client's own Parse, forwarded as sent, that opened `client_name` in the session's
-    /// statement table (undone if the server rejects or skips it).
-    ClientParse {
-        client_name: Bytes,
-    },
-    /// Forwarded or injected Parse of a registry statement; `client_name` is set when the client's
-    /// own Parse created the mapping (undone if the server rejects or skips it).
-    Parse {
-        stmt: Arc<Statement>,
-        client_name: Option<Bytes>,
-        suppress: bool,
-    },
-    /// Bind of a registry statement (to detect a stale cached plan).
-    Bind {
-        stmt: Arc<Statement>,
-    },
-    /// Describe of a registry statement prepared afresh: what the reply means (`Check`).
-    Describe {
-        stmt: Arc<Statement>,
-        check: Check,
-        suppress: bool,
-        /// The client's name for the statement (empty: its unnamed one).
-        client: Bytes,
-        reply: BytesMut,
-    },
-}
-
-/// What a Describe of a freshly prepared registry statement is for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Check {
-    /// The client gets (or gets to use) this description now: it becomes the current one.
-    Adopt,
-    /// The client holds the description of this version: a different reply means the statement
-    /// changed under it (DDL), so it gets PostgreSQL's 0A000 as a backend with a stale plan would.
-    Compare(u64),
-}
+pub use super::reply_actions::{Action, Check, DescribeWait, Kind, Track};
 
 #[derive(Debug)]
 struct Expect {
@@ -129,8 +29,8 @@ struct Expect {
     track: Option<Box<Track>>,
     /// The server's reply is not for the client (the statement's shape changed under it).
     drop: bool,
-    /// Sent instead of the server's reply.
-    error_instead: Option<Bytes>,
+    /// Sent instead of the server's reply (boxed: rare).
+    error_instead: Option<Box<Bytes>>,
     /// A result cache miss being captured (Execute or simple Query).
     fill: Option<Box<Fill>>,
     /// A Describe of the portal a fill executes: its RowDescription/NoData is kept for the fill.
@@ -157,10 +57,10 @@ impl Expect {
             }
             _ => {}
         }
-        if let (be::PARAMETER_DESCRIPTION | be::ROW_DESCRIPTION | be::NO_DATA, Action::Describe { reply, .. }) =
+        if let (be::PARAMETER_DESCRIPTION | be::ROW_DESCRIPTION | be::NO_DATA, Action::Describe(d)) =
             (tag, &mut self.action)
         {
-            reply.extend_from_slice(frame);
+            d.reply.extend_from_slice(frame);
         }
         if let Some(fill) = self.fill.as_mut() {
             if !fill.on_frame(tag, frame) {
@@ -368,7 +268,7 @@ impl Pending {
             // Replies to pgpilot's own injected Describe (its ParameterDescription) stay here.
             // So are those to its own Query (a deferred BEGIN), errors excepted.
             let hidden = front.drop
-                || matches!(front.action, Action::Describe { suppress: true, .. })
+                || matches!(&front.action, Action::Describe(d) if d.suppress)
                 || (matches!(front.action, Action::Suppress) && tag != be::ERROR_RESPONSE);
             return !hidden || matches!(tag, be::NOTICE_RESPONSE | be::PARAMETER_STATUS | be::NOTIFICATION_RESPONSE);
         }
@@ -403,7 +303,8 @@ impl Pending {
                 stmt.validated.store(true, std::sync::atomic::Ordering::Relaxed);
                 show
             }
-            Action::Describe { stmt, check, suppress, client, reply } => {
+            Action::Describe(wait) => {
+                let DescribeWait { stmt, check, suppress, client, reply } = *wait;
                 let d = Described { stmt, check, suppress: suppress || !show, client, reply: reply.freeze() };
                 self.describe_done(d, out, &mut r.statements)
             }
@@ -437,7 +338,7 @@ impl Pending {
                 break;
             }
             if !replaced && e.kind == Kind::Bind {
-                e.error_instead = Some(err.clone());
+                e.error_instead = Some(Box::new(err.clone()));
                 replaced = true;
             } else {
                 e.drop = true;

@@ -132,13 +132,7 @@ impl Pending {
         pm::parse(&mut out, &stmt.server_name, &stmt.query, &stmt.types);
         pm::describe_statement(&mut out, &stmt.server_name);
         out.extend_from_slice(&self.retry_bytes);
-        let describe = Action::Describe {
-            stmt: stmt.clone(),
-            check: Check::Adopt,
-            suppress: true,
-            client: client.clone(),
-            reply: BytesMut::new(),
-        };
+        let describe = Action::describe(stmt.clone(), Check::Adopt, true, client.clone());
         self.q.push_front(Expect::new(Kind::DescribeStatement, describe, false));
         let parse = Action::Parse { stmt: stmt.clone(), client_name: None, suppress: true };
         self.q.push_front(Expect::new(Kind::Parse, parse, false));

@@ -65,7 +65,7 @@ pub fn shapes_with(sql: &str, backslash_quotes: bool) -> Vec<Shape> {
             }
             c if c.is_ascii_alphabetic() || c == b'_' || c >= 0x80 => {
                 let s = i;
-                while i < b.len() && (b[i].is_ascii_alphanumeric() || b[i] == b'_' || b[i] == b'$' || b[i] >= 0x80) {
+                while i < b.len() && IDENT_REST[b[i] as usize] {
                     i += 1;
                 }
                 // E'..', B'..', X'..', N'..' prefixes belong to the literal (U&'..' is U, &,
@@ -93,6 +93,20 @@ pub fn shapes_with(sql: &str, backslash_quotes: bool) -> Vec<Shape> {
     push(&mut cur, &mut out, start, b.len());
     out
 }
+
+/// Bytes that continue an identifier or keyword (letters, digits, `_`, `$`, any non-ASCII byte):
+/// one table load per byte where the tests were a chain of comparisons (every new text is
+/// tokenized on the hot path).
+const IDENT_REST: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut i = 0;
+    while i < 256 {
+        let c = i as u8;
+        t[i] = c.is_ascii_alphanumeric() || c == b'_' || c == b'$' || c >= 0x80;
+        i += 1;
+    }
+    t
+};
 
 fn space_then(cur: &mut String, tok: &str) {
     if !cur.is_empty() {

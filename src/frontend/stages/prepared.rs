@@ -326,7 +326,7 @@ impl PreparedStage {
         let check = cx.statements.describe_check(name, &stmt);
         pm::describe_statement(cx.sout, &stmt.server_name);
         let client = Bytes::copy_from_slice(name);
-        let action = Action::Describe { stmt, check, suppress: false, client, reply: BytesMut::new() };
+        let action = Action::describe(stmt, check, false, client);
         cx.pending.push(Kind::DescribeStatement, action);
         cx.tx.on_client(b'D');
         true

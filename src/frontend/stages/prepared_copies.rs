@@ -53,7 +53,7 @@ pub(super) fn prepare_on_server(
 /// Describes `stmt` on the held server for pgpilot's own bookkeeping (reply not shown).
 pub(super) fn inject_describe(cx: &mut Cx<'_>, stmt: &Arc<Statement>, check: Check, client: Bytes) {
     pm::describe_statement(cx.sout, &stmt.server_name);
-    let action = Action::Describe { stmt: stmt.clone(), check, suppress: true, client, reply: BytesMut::new() };
+    let action = Action::describe(stmt.clone(), check, true, client);
     cx.pending.push(Kind::DescribeStatement, action);
     cx.tx.on_client(b'D');
 }
