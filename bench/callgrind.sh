@@ -2,7 +2,8 @@
 # Instructions per transaction, repeatable on a noisy machine: pgpilot under valgrind's callgrind
 # while pgbench -S runs through it, once per protocol mode and configuration.
 # usage: bench/callgrind.sh [MODES] [CONFIGS]   defaults: "simple extended prepared" "default cache-off"
-#        (CONFIGS: default cache-off static-pool strategy-off insights-off reuse-unnamed as-sent; MODES may include "churn": a new connection per transaction; TXNS=500 WARMUP=100 suit it)
+#        (CONFIGS: default cache-off static-pool strategy-off insights-off reuse-unnamed as-sent; MODES may include "churn": a new connection per transaction, and "tpcb": pgbench's default
+#        TPC-B-like script (7 statements, writes), -M simple; TXNS=500 WARMUP=100 suit both)
 # env: BIN (a pgpilot binary to measure instead of building this checkout's, e.g. a copy built at
 # another commit for a before/after), PG_PORT (5432), CLIENTS (1: two clients make the count depend on how their wake-ups interleave), TXNS (4000), WARMUP (1000), OUT (/tmp/pgpilot-callgrind)
 # Counts only the measured run (dumped before shutdown): start-up, logins, the pool's first connections, the first parse of
@@ -42,9 +43,10 @@ for config in $configs; do
     for _ in $(seq 100); do pg_isready -q -h 127.0.0.1 -p 6499 && break; sleep 0.2; done
     # Mode "churn": a new connection (SCRAM login) per transaction, -M simple: instructions per connection.
     run() {
-      local m="$mode" c=()
-      [ "$mode" = churn ] && m=simple c=(-C)
-      PGPASSWORD=app pgbench -n -S -M "$m" "${c[@]}" -c "${CLIENTS:-1}" -j 1 -t "$1" -h 127.0.0.1 -p 6499 -U app bench >/dev/null
+      local m="$mode" c=(-S)
+      [ "$mode" = churn ] && m=simple c=(-S -C)
+      [ "$mode" = tpcb ] && m=simple c=()
+      PGPASSWORD=app pgbench -n -M "$m" "${c[@]}" -c "${CLIENTS:-1}" -j 1 -t "$1" -h 127.0.0.1 -p 6499 -U app bench >/dev/null
     }
     run "$WARMUP"
     callgrind_control --zero "$pid" >/dev/null

@@ -4,7 +4,7 @@
 //! fills racing a commit (the snapshot is taken before the query is sent) without scanning the
 //! cache, which moka's lazy `invalidate_entries_if` could not promise.
 
-use std::collections::HashMap;
+use foldhash::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 

@@ -6,7 +6,7 @@
 //! re-read periodically and after DDL seen through pgpilot; until a database's list is known its
 //! reads are simply not cached.
 
-use std::collections::{HashMap, HashSet};
+use foldhash::{HashMap, HashSet};
 use std::sync::Arc;
 
 use parking_lot::RwLock;

@@ -72,19 +72,42 @@ fn slot(canonical: &[u8]) -> u64 {
     xxhash_rust::xxh3::xxh3_64(canonical) % SLOTS
 }
 
+/// `table SEP tag [n]`, built without the formatting machinery (a transaction's writes and every
+/// keyed read name a few of these; `format!` cost ~10x more).
+fn scope_name(table: &str, tag: char, n: Option<u64>) -> Arc<str> {
+    let mut s = String::with_capacity(table.len() + 8);
+    s.push_str(table);
+    s.push(SEP);
+    s.push(tag);
+    if let Some(mut n) = n {
+        let mut digits = [0u8; 20];
+        let mut at = digits.len();
+        loop {
+            at -= 1;
+            digits[at] = b'0' + (n % 10) as u8;
+            n /= 10;
+            if n == 0 {
+                break;
+            }
+        }
+        s.extend(digits[at..].iter().map(|&d| d as char));
+    }
+    s.into()
+}
+
 /// The scopes a read keyed on `canonical` depends on.
 pub fn read_scopes(table: &str, canonical: &[u8]) -> [Arc<str>; 2] {
-    [wide(table), format!("{table}{SEP}k{}", slot(canonical)).into()]
+    [wide(table), scope_name(table, 'k', Some(slot(canonical)))]
 }
 
 pub fn wide(table: &str) -> Arc<str> {
-    format!("{table}{SEP}w").into()
+    scope_name(table, 'w', None)
 }
 
 /// What a session or the stream notes for a write of a known key; `resolve` turns it into the
 /// key scope once the table is checked (the kind decides which checks).
 pub fn write_name(table: &str, kind: WriteKind, canonical: &[u8]) -> Arc<str> {
-    format!("{table}{SEP}{}{}", kind.tag(), slot(canonical)).into()
+    scope_name(table, kind.tag(), Some(slot(canonical)))
 }
 
 /// A noted name: a plain table, or (table, kind, key scope).
@@ -99,8 +122,15 @@ pub enum Noted<'a> {
     Strange,
 }
 
+/// Where `name`'s table ends (SEP is one ASCII byte: a byte search, not a char pattern; these run
+/// for every write a transaction notes).
+fn sep_at(name: &str) -> Option<usize> {
+    memchr::memchr(SEP as u8, name.as_bytes())
+}
+
 pub fn resolve(name: &str) -> Noted<'_> {
-    let Some((table, rest)) = name.split_once(SEP) else { return Noted::Table(name) };
+    let Some(at) = sep_at(name) else { return Noted::Table(name) };
+    let (table, rest) = (&name[..at], &name[at + 1..]);
     let kind = match rest.as_bytes().first() {
         Some(b'u') => WriteKind::Update,
         Some(b'd') => WriteKind::Delete,
@@ -108,8 +138,8 @@ pub fn resolve(name: &str) -> Noted<'_> {
         _ => return Noted::Strange,
     };
     match rest[1..].parse::<u64>() {
-        Ok(n) if n < SLOTS && !table.contains(SEP) => {
-            Noted::Key { table, kind, scope: format!("{table}{SEP}k{n}").into() }
+        Ok(n) if n < SLOTS && sep_at(table).is_none() => {
+            Noted::Key { table, kind, scope: scope_name(table, 'k', Some(n)) }
         }
         _ => Noted::Strange,
     }
@@ -117,21 +147,21 @@ pub fn resolve(name: &str) -> Noted<'_> {
 
 /// The table a noted name is about.
 pub fn table_of(name: &str) -> &str {
-    name.split(SEP).next().unwrap_or(name)
+    sep_at(name).map_or(name, |at| &name[..at])
 }
 
 /// Adds `name` to a transaction's list (no duplicates); past `MAX_KEYS` keyed names, each keyed
 /// name becomes its table (bounded memory and Redis calls for a transaction writing many rows).
 pub fn add(list: &mut Vec<Arc<str>>, name: Arc<str>) {
-    let table_noted = name.contains(SEP) && list.iter().any(|n| **n == *table_of(&name));
+    let table_noted = sep_at(&name).is_some() && list.iter().any(|n| **n == *table_of(&name));
     if table_noted || list.contains(&name) {
         return; // (a table-level write already covers every key of it)
     }
     list.push(name);
-    if list.iter().filter(|n| n.contains(SEP)).count() > MAX_KEYS {
+    if list.len() > MAX_KEYS && list.iter().filter(|n| sep_at(n).is_some()).count() > MAX_KEYS {
         let mut tables: Vec<Arc<str>> = Vec::new();
         for n in list.drain(..) {
-            let t: Arc<str> = if n.contains(SEP) { Arc::from(table_of(&n)) } else { n };
+            let t: Arc<str> = if sep_at(&n).is_some() { Arc::from(table_of(&n)) } else { n };
             if !tables.contains(&t) {
                 tables.push(t);
             }
@@ -197,6 +227,18 @@ pub fn canonical_text(column: Family, text: &str) -> Option<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn scope_names_are_the_formatted_ones() {
+        assert_eq!(&*scope_name("t", 'k', Some(0)), "t\x1fk0");
+        assert_eq!(&*scope_name("public.t", 'u', Some(1023)), "public.t\x1fu1023");
+        assert_eq!(&*scope_name("t", 'k', Some(u64::MAX)), format!("t\x1fk{}", u64::MAX));
+        assert_eq!(&*wide("t"), "t\x1fw");
+        assert!(matches!(
+            resolve(&write_name("t", WriteKind::Delete, b"7")),
+            Noted::Key { kind: WriteKind::Delete, .. }
+        ));
+    }
 
     #[test]
     fn one_row_named_three_ways_is_one_key() {

@@ -4,7 +4,7 @@
 //! default: an entry there would be invalidated soon anyway, so a long TTL only bounds what a
 //! write pgpilot does not see (another writer) could leave stale, and holds memory for nothing.
 
-use std::collections::HashMap;
+use foldhash::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -48,7 +48,7 @@ impl WriteRates {
             self.count.store(0, Relaxed);
         }
         if !map.contains_key(db) {
-            map.insert(Arc::from(db), HashMap::new());
+            map.insert(Arc::from(db), HashMap::default());
         }
         let tables = map.get_mut(db).expect("inserted above");
         for name in names {

@@ -4,27 +4,46 @@
 //! (a plain number or a '...' string), and no other comparison of that column. Anything else is
 //! None, and the statement stays table-level.
 
-/// A token as far as this needs: the column's name, `=`, a literal, or anything else.
+use std::borrow::Cow;
+
+/// A token as far as this needs: the column's name, `=`, a literal, or anything else. Borrowed
+/// from the text (owned only for a quoted text with doubled quotes): this runs for every
+/// simple-protocol write and keyed read, several per transaction.
 #[derive(Debug, PartialEq, Eq)]
 enum Tok<'a> {
-    /// An identifier: unquoted (folded to lower case, as PostgreSQL does) or quoted (exact).
-    Ident(String),
+    /// An identifier: unquoted (compared folded to lower case, as PostgreSQL folds ASCII) or
+    /// quoted (exact).
+    Ident {
+        text: Cow<'a, str>,
+        quoted: bool,
+    },
     Equals,
     /// A plain number or the value of a '...' string.
-    Literal(String),
+    Literal(Cow<'a, str>),
     /// An operator other than `=` (a literal followed by one is part of an expression).
     Operator,
-    Other(&'a str),
+    Other,
+}
+
+impl Tok<'_> {
+    fn names(&self, column: &str) -> bool {
+        match self {
+            Tok::Ident { text, quoted: true } => text == column,
+            Tok::Ident { text, quoted: false } => {
+                text.len() == column.len() && text.bytes().zip(column.bytes()).all(|(a, b)| a.to_ascii_lowercase() == b)
+            }
+            _ => false,
+        }
+    }
 }
 
 /// The one literal `column = literal` gives in `sql`; None when there is none or more than one,
 /// when the column is also compared another way, or when the text is not read here.
 pub fn key_literal(sql: &str, column: &str) -> Option<String> {
     let toks = lex(sql)?;
-    let is_col = |t: &Tok<'_>| matches!(t, Tok::Ident(name) if name == column);
-    let mut found = None;
+    let mut found: Option<&Cow<'_, str>> = None;
     for (i, t) in toks.iter().enumerate() {
-        if !is_col(t) {
+        if !t.names(column) {
             continue;
         }
         let before_eq = i > 0 && toks[i - 1] == Tok::Equals;
@@ -37,16 +56,16 @@ pub fn key_literal(sql: &str, column: &str) -> Option<String> {
             _ => None,
         };
         // Two: which one is the conjunct is not known here.
-        if plain.is_some_and(|v| found.replace(v.clone()).is_some()) {
+        if plain.is_some_and(|v| found.replace(v).is_some()) {
             return None;
         }
     }
-    found
+    found.map(|v| v.to_string())
 }
 
 fn lex(sql: &str) -> Option<Vec<Tok<'_>>> {
     let b = sql.as_bytes();
-    let mut out = Vec::new();
+    let mut out = Vec::with_capacity(24);
     let mut i = 0;
     while i < b.len() {
         let c = b[i];
@@ -58,13 +77,13 @@ fn lex(sql: &str) -> Option<Vec<Tok<'_>>> {
             }
             b'/' if b.get(i + 1) == Some(&b'*') => i = block_comment_end(b, i)?,
             b'\'' => {
-                let (value, end) = quoted(b, i, b'\'')?;
+                let (value, end) = quoted(sql, i, b'\'')?;
                 out.push(Tok::Literal(value));
                 i = end;
             }
             b'"' => {
-                let (name, end) = quoted(b, i, b'"')?;
-                out.push(Tok::Ident(name));
+                let (text, end) = quoted(sql, i, b'"')?;
+                out.push(Tok::Ident { text, quoted: true });
                 i = end;
             }
             b'$' => return None, // a parameter or a dollar-quoted string: not read here
@@ -74,46 +93,76 @@ fn lex(sql: &str) -> Option<Vec<Tok<'_>>> {
                 }
                 let text = &sql[start..i];
                 let plain = text.bytes().all(|c| c.is_ascii_digit());
-                out.push(if plain { Tok::Literal(text.to_string()) } else { Tok::Other(text) });
+                out.push(if plain { Tok::Literal(Cow::Borrowed(text)) } else { Tok::Other });
             }
             _ if c.is_ascii_alphabetic() || c == b'_' || c >= 0x80 => {
                 while i < b.len() && (b[i].is_ascii_alphanumeric() || matches!(b[i], b'_' | b'$') || b[i] >= 0x80) {
                     i += 1;
                 }
-                out.push(Tok::Ident(sql[start..i].to_lowercase()));
+                out.push(Tok::Ident { text: Cow::Borrowed(&sql[start..i]), quoted: false });
             }
-            _ if b"+-*/<>=~!@#%^&|`?".contains(&c) => {
-                while i < b.len() && b"+-*/<>=~!@#%^&|`?".contains(&b[i]) {
+            _ if is_operator(c) => {
+                while i < b.len() && is_operator(b[i]) {
                     i += 1;
                 }
-                out.push(if &sql[start..i] == "=" { Tok::Equals } else { Tok::Operator });
+                out.push(if i - start == 1 && c == b'=' { Tok::Equals } else { Tok::Operator });
             }
             _ => {
                 i += 1;
-                out.push(Tok::Other(sql.get(start..i)?));
+                sql.get(start..i)?; // (a byte inside a character: not read here)
+                out.push(Tok::Other);
             }
         }
     }
     Some(out)
 }
 
-/// A `q`-quoted text with doubled quotes inside: its value and the index after it.
-fn quoted(b: &[u8], at: usize, q: u8) -> Option<(String, usize)> {
-    let mut value = Vec::new();
+fn is_operator(c: u8) -> bool {
+    matches!(
+        c,
+        b'+' | b'-'
+            | b'*'
+            | b'/'
+            | b'<'
+            | b'>'
+            | b'='
+            | b'~'
+            | b'!'
+            | b'@'
+            | b'#'
+            | b'%'
+            | b'^'
+            | b'&'
+            | b'|'
+            | b'`'
+            | b'?'
+    )
+}
+
+/// A `q`-quoted text with doubled quotes inside: its value (borrowed unless a quote was doubled)
+/// and the index after it.
+fn quoted(sql: &str, at: usize, q: u8) -> Option<(Cow<'_, str>, usize)> {
+    let b = sql.as_bytes();
     let mut i = at + 1;
+    let mut doubled = false;
     loop {
         match (*b.get(i)?, b.get(i + 1)) {
             (c, Some(&n)) if c == q && n == q => {
-                value.push(q);
+                doubled = true;
                 i += 2;
             }
-            (c, _) if c == q => return Some((String::from_utf8(value).ok()?, i + 1)),
-            (c, _) => {
-                value.push(c);
-                i += 1;
-            }
+            (c, _) if c == q => break,
+            _ => i += 1,
         }
     }
+    let inner = &sql[at + 1..i];
+    let value = if doubled {
+        let pair = [q as char, q as char].iter().collect::<String>();
+        Cow::Owned(inner.replace(&pair, &(q as char).to_string()))
+    } else {
+        Cow::Borrowed(inner)
+    };
+    Some((value, i + 1))
 }
 
 fn block_comment_end(b: &[u8], at: usize) -> Option<usize> {

@@ -53,7 +53,7 @@ pub fn write_names<'a>(
 /// A simple Query's keyed read (its key a literal in `text`): the scopes it depends on, or None.
 pub fn literal_read_scopes(relations: &Relations, db: &str, k: Option<&Keyed>, text: &[u8]) -> Option<[Arc<str>; 2]> {
     let k = k.filter(|k| k.op == Op::Read)?;
-    let value = literal_value(relations, db, k, text)?;
+    let value = literal_value(relations.key_column(db, &k.table)?, k, text)?;
     Some(scopes::read_scopes(&k.table, &value))
 }
 
@@ -65,17 +65,17 @@ pub fn literal_write_names(relations: &Relations, db: &str, k: Option<&Keyed>, t
         Op::Delete => WriteKind::Delete,
         Op::Read | Op::Insert => return None,
     };
-    if k.op == Op::Update && k.sets.iter().any(|c| relations.key_column(db, &k.table).is_some_and(|(pk, _)| pk == *c)) {
-        return None;
+    let key = relations.key_column(db, &k.table)?;
+    if k.op == Op::Update && k.sets.contains(&key.0) {
+        return None; // an UPDATE that assigns the key moves rows to keys the text does not give
     }
-    let value = literal_value(relations, db, k, text)?;
+    let value = literal_value(key, k, text)?;
     Some(vec![scopes::write_name(&k.table, kind, &value)])
 }
 
 /// The canonical key value a statement's text gives its primary key: the analysis must have
 /// exactly one `pk = constant` conjunct, and the text exactly one `pk = literal` (`literal_key`).
-fn literal_value(relations: &Relations, db: &str, k: &Keyed, text: &[u8]) -> Option<Vec<u8>> {
-    let (column, family) = relations.key_column(db, &k.table)?;
+fn literal_value((column, family): (Arc<str>, Family), k: &Keyed, text: &[u8]) -> Option<Vec<u8>> {
     let [bound] = k.bound.iter().filter(|b| b.column == column).collect::<Vec<_>>().try_into().ok()?;
     let literal = literal_key::key_literal(std::str::from_utf8(text).ok()?, &column)?;
     scopes::canonical_param(family, 0, bound.cast, 0, literal.as_bytes())
