@@ -214,10 +214,7 @@ impl Session {
                         self.cout.reserve(16 * 1024);
                         self.sout.reserve(16 * 1024);
                     }
-                    let n = match r {
-                        Ok(n) if n > 0 => n,
-                        _ => return,
-                    };
+                    let Ok(n @ 1..) = r else { return };
                     self.counts.received += n as u64;
                     if self.on_client_bytes().await == Flow::Close {
                         return;
@@ -333,12 +330,11 @@ impl Session {
             let _ = self.flush_client().await;
             return Flow::Close;
         }
-        match tag {
-            b'X' => return Flow::Close,
-            b'P' => self.counts.client_parses += 1,
-            b'B' => self.counts.binds += 1,
-            _ => {}
+        if tag == b'X' {
+            return Flow::Close;
         }
+        self.counts.client_parses += u64::from(tag == b'P');
+        self.counts.binds += u64::from(tag == b'B');
         if self.skip_until_sync {
             if tag != b'S' {
                 return Flow::Continue;
