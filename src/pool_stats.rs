@@ -88,7 +88,7 @@ pub fn average(old: &Totals, new: &Totals, period: Duration) -> [u64; 11] {
     if us == 0 {
         return avg;
     }
-    let delta: Vec<u64> = new.counters.iter().zip(old.counters).map(|(n, o)| n.saturating_sub(o)).collect();
+    let delta: [u64; 11] = std::array::from_fn(|i| new.counters[i].saturating_sub(old.counters[i]));
     for (i, d) in delta.iter().enumerate() {
         avg[i] = match i {
             XACT_TIME => per(*d, delta[XACTS]),

@@ -73,24 +73,15 @@ fn slot(canonical: &[u8]) -> u64 {
 }
 
 /// `table SEP tag [n]`, built without the formatting machinery (a transaction's writes and every
-/// keyed read name a few of these; `format!` cost ~10x more).
+/// keyed read name a few of these; `format!` and its second copy cost several times more).
 fn scope_name(table: &str, tag: char, n: Option<u64>) -> Arc<str> {
     let mut s = String::with_capacity(table.len() + 8);
     s.push_str(table);
     s.push(SEP);
     s.push(tag);
-    if let Some(mut n) = n {
-        let mut digits = [0u8; 20];
-        let mut at = digits.len();
-        loop {
-            at -= 1;
-            digits[at] = b'0' + (n % 10) as u8;
-            n /= 10;
-            if n == 0 {
-                break;
-            }
-        }
-        s.extend(digits[at..].iter().map(|&d| d as char));
+    if let Some(n) = n {
+        use std::fmt::Write;
+        let _ = write!(s, "{n}"); // (into a String: cannot fail)
     }
     s.into()
 }

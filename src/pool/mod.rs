@@ -50,8 +50,6 @@ enum Grant {
     Slot,
 }
 
-type Taken = Grant;
-
 #[derive(Default)]
 struct State {
     /// Boxed on purpose (see `Grant`): a connection moves between the list and its checkouts.
@@ -297,7 +295,7 @@ impl Pool {
         self.checkouts.fetch_add(1, Ordering::Relaxed);
         // Fast path: an idle connection that passes its check, with no clock read.
         let mut taken = self.try_take();
-        if let Some(Taken::Conn(conn)) = taken {
+        if let Some(Grant::Conn(conn)) = taken {
             match self.validate(conn).await {
                 Some(conn) => {
                     crate::metrics::pool_wait(Duration::ZERO);
@@ -317,7 +315,7 @@ impl Pool {
     }
 
     /// Waiting for a connection or a slot, and connecting.
-    async fn checkout_slow(self: &Arc<Self>, mut taken: Option<Taken>) -> Result<Box<ServerConn>, CheckoutError> {
+    async fn checkout_slow(self: &Arc<Self>, mut taken: Option<Grant>) -> Result<Box<ServerConn>, CheckoutError> {
         let timeout = self.config.load().checkout_timeout();
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
@@ -333,12 +331,12 @@ impl Pool {
                 }
             };
             match grant {
-                Taken::Conn(conn) => {
+                Grant::Conn(conn) => {
                     if let Some(conn) = self.validate(conn).await {
                         return Ok(conn);
                     }
                 }
-                Taken::Slot => {
+                Grant::Slot => {
                     return self.open().await.map_err(|err| {
                         self.free_slot();
                         err.into()
@@ -359,13 +357,13 @@ impl Pool {
         }
     }
 
-    fn try_take(&self) -> Option<Taken> {
+    fn try_take(&self) -> Option<Grant> {
         let max = self.limit();
         let mut st = self.state.lock();
         if let Some(conn) = st.idle.pop() {
-            return Some(Taken::Conn(conn));
+            return Some(Grant::Conn(conn));
         }
-        st.reserve(max, &self.budget).then_some(Taken::Slot)
+        st.reserve(max, &self.budget).then_some(Grant::Slot)
     }
 
     async fn wait(&self, deadline: tokio::time::Instant) -> Option<Grant> {

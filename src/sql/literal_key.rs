@@ -96,7 +96,7 @@ fn lex(sql: &str) -> Option<Vec<Tok<'_>>> {
                 out.push(if plain { Tok::Literal(Cow::Borrowed(text)) } else { Tok::Other });
             }
             _ if c.is_ascii_alphabetic() || c == b'_' || c >= 0x80 => {
-                while i < b.len() && (b[i].is_ascii_alphanumeric() || matches!(b[i], b'_' | b'$') || b[i] >= 0x80) {
+                while i < b.len() && super::tokens::IDENT_REST[b[i] as usize] {
                     i += 1;
                 }
                 out.push(Tok::Ident { text: Cow::Borrowed(&sql[start..i]), quoted: false });
@@ -157,8 +157,8 @@ fn quoted(sql: &str, at: usize, q: u8) -> Option<(Cow<'_, str>, usize)> {
     }
     let inner = &sql[at + 1..i];
     let value = if doubled {
-        let pair = [q as char, q as char].iter().collect::<String>();
-        Cow::Owned(inner.replace(&pair, &(q as char).to_string()))
+        let q = q as char;
+        Cow::Owned(inner.replace(&format!("{q}{q}"), &q.to_string()))
     } else {
         Cow::Borrowed(inner)
     };

@@ -97,7 +97,7 @@ pub fn shapes_with(sql: &str, backslash_quotes: bool) -> Vec<Shape> {
 /// Bytes that continue an identifier or keyword (letters, digits, `_`, `$`, any non-ASCII byte):
 /// one table load per byte where the tests were a chain of comparisons (every new text is
 /// tokenized on the hot path).
-const IDENT_REST: [bool; 256] = {
+pub(crate) const IDENT_REST: [bool; 256] = {
     let mut t = [false; 256];
     let mut i = 0;
     while i < 256 {
