@@ -124,6 +124,8 @@ impl App {
     /// Tells every session the proxy is shutting down.
     pub fn begin_shutdown(&self) {
         let _ = self.shutdown.send(true);
+        // Sessions watch their own wake-up, not the channel (one wake source per session loop).
+        self.cancels.wake_all();
     }
 
     /// Re-reads the configuration (SIGHUP, admin RELOAD); the old one stays if the new is invalid.

@@ -43,7 +43,7 @@ pub struct ClientInfo {
 pub struct Session {
     /// Client counts (waiting, active) for /metrics and /health/status.
     pub(super) clients: Arc<crate::shared::ClientCounters>,
-    pub(super) analyzer: Arc<crate::sql::Analyzer>,
+    pub(super) analyzer: crate::sql::recent::LocalAnalyzer,
     pub(super) registry: Arc<crate::prepared::Registry>,
     shutdown: tokio::sync::watch::Receiver<bool>,
     pub(super) client: ClientStream,
@@ -128,7 +128,7 @@ impl Session {
             cframer: Framer::with_budget(cfg.server.max_message_bytes, app.buffers.clone()),
             sframer: Framer::new(crate::net::frame::MAX_MESSAGE_LEN),
             clients: app.clients.clone(),
-            analyzer: app.analyzer.clone(),
+            analyzer: crate::sql::recent::LocalAnalyzer::new(app.analyzer.clone()),
             registry: app.registry.clone(),
             shutdown: app.shutdown_signal(),
             client,
@@ -169,15 +169,8 @@ impl Session {
 
     /// The session loop; returns when the client leaves, fails, or is told to go at shutdown.
     pub async fn run(&mut self) {
-        let mut shutdown = self.shutdown.clone();
-        let mut stopping = *shutdown.borrow();
-        // Created once: a fresh `changed()` per loop turn would register and unregister a waiter
-        // on the shutdown channel for every message.
-        let mut stop = std::pin::pin!(async move {
-            let _ = shutdown.changed().await;
-        });
+        let mut stopping = *self.shutdown.borrow();
         let meta = self.cancel.meta.clone();
-        let mut nudged = std::pin::pin!(meta.wake.notified());
         loop {
             if stopping && self.at_rest() {
                 messages::error(&mut self.cout, "FATAL", sqlstate::ADMIN_SHUTDOWN, "pgpilot is shutting down");
@@ -220,13 +213,13 @@ impl Session {
                         return;
                     }
                 }
-                _ = &mut stop, if !stopping => stopping = true,
-                _ = &mut nudged => {
+                // KILL_CLIENT, shutdown (begin_shutdown wakes every session) or an idle nudge.
+                _ = std::future::poll_fn(|cx| meta.wake.poll_woken(cx)) => {
                     if meta.killed.load(std::sync::atomic::Ordering::Acquire) {
                         return self.killed().await;
                     }
+                    stopping |= *self.shutdown.borrow();
                     self.release_idle_buffers();
-                    nudged.set(meta.wake.notified());
                 }
             }
         }

@@ -25,7 +25,7 @@ impl Session {
                 if !analyze && !super::sql_scan::may_matter(sql) {
                     return Scan::default();
                 }
-                let found = if sql.len() > self.analyzer.max_analyzed() {
+                let found = if sql.len() > self.analyzer.shared().max_analyzed() {
                     self.skip_analysis(sql)
                 } else {
                     self.analyze(sql).await
@@ -54,10 +54,13 @@ impl Session {
         let cached = if opaque { None } else { self.analyzer.cached_shapes(&text, &shapes) };
         self.turn.analyzed = match cached {
             Some(analyzed) => analyzed,
-            None if opaque => self.analyzer.analyze_shapes(&text, &shapes, true),
+            None if opaque => self.analyzer.shared().analyze_shapes(&text, &shapes, true),
             // Boxed: the wait's state lives on the heap only while it runs, not in every
             // message's future. (The copies are the parser's to own; a parse costs far more.)
-            None => Box::pin(self.analyzer.analyze_off_thread(text.as_ref().into(), shapes.as_slice().into())).await,
+            None => {
+                Box::pin(self.analyzer.shared().analyze_off_thread(text.as_ref().into(), shapes.as_slice().into()))
+                    .await
+            }
         };
         super::sql_scan::from_analyses(&text, &shapes, &self.turn.analyzed)
     }

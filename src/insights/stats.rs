@@ -120,7 +120,8 @@ pub struct LaneInput {
 }
 
 pub struct QueryStats {
-    map: Mutex<lru::LruCache<Key, Entry>>,
+    /// foldhash (seeded per process), not SipHash: hashed once per statement run.
+    map: Mutex<lru::LruCache<Key, Entry, foldhash::fast::RandomState>>,
     /// All statements together (with their summed time in µs), for the "other" series.
     all: Mutex<(Histogram<u64>, u64)>,
 }
@@ -132,7 +133,7 @@ impl QueryStats {
     pub fn new(max_fingerprints: usize) -> Self {
         let cap = NonZeroUsize::new(max_fingerprints.max(1)).expect("non-zero");
         Self {
-            map: Mutex::new(lru::LruCache::new(cap)),
+            map: Mutex::new(lru::LruCache::with_hasher(cap, foldhash::fast::RandomState::default())),
             all: Mutex::new((Histogram::new_with_bounds(1, 3_600_000_000, 2).expect("valid histogram bounds"), 0)),
         }
     }

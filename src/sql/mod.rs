@@ -9,6 +9,7 @@ pub mod keyed;
 pub mod learned;
 pub mod literal_key;
 pub mod parse;
+pub mod recent;
 pub mod session_effect;
 pub mod tokens;
 
@@ -129,20 +130,8 @@ impl Analyzer {
         self.max_analyzed.store(bytes, std::sync::atomic::Ordering::Relaxed);
     }
 
-    fn key(&self, shape: &tokens::Shape) -> u128 {
+    pub(crate) fn key(&self, shape: &tokens::Shape) -> u128 {
         xxhash_rust::xxh3::xxh3_128_with_seed(shape.text.as_bytes(), self.seed)
-    }
-
-    /// The analyses when every shape's is cached already (a statement seen before, maybe with
-    /// other literals: the common case, answered inline); None when one needs the parser.
-    pub fn cached_shapes(&self, sql: &str, shapes: &[tokens::Shape]) -> Option<Analyzed> {
-        shapes
-            .iter()
-            .map(|shape| {
-                let piece = sql[shape.start..shape.end].trim();
-                Some((self.cache.get(&self.key(shape))?, tokens::fnv1a(piece.as_bytes())))
-            })
-            .collect()
     }
 
     /// `analyze_shapes` on a blocking thread, at most `parsers` at once: a statement whose parse

@@ -24,74 +24,129 @@ pub fn shapes(sql: &str) -> Vec<Shape> {
 /// exactly PostgreSQL's: two texts with one shape share one analysis.
 pub fn shapes_with(sql: &str, backslash_quotes: bool) -> Vec<Shape> {
     let b = sql.as_bytes();
-    let mut out = Vec::new();
-    let mut cur = String::with_capacity(sql.len().min(4096));
+    let mut out = Vec::with_capacity(1);
+    // Bytes, not a String: tokens are copied (and identifiers lower-cased) in one pass each.
+    let mut cur: Vec<u8> = Vec::with_capacity(b.len().min(4096));
     let mut start = 0;
     let mut i = 0;
-    let push = |cur: &mut String, out: &mut Vec<Shape>, start: usize, end: usize| {
-        let text = cur.trim().to_string();
-        if !text.is_empty() {
-            out.push(Shape { text, start, end });
-        }
-        cur.clear();
-    };
     while i < b.len() {
         let c = b[i];
-        match c {
-            b';' => {
-                push(&mut cur, &mut out, start, i);
-                i += 1;
-                start = i;
-            }
-            b'-' if b.get(i + 1) == Some(&b'-') => i = skip_to(b, i, b"\n"),
-            b'/' if b.get(i + 1) == Some(&b'*') => i = skip_block_comment(b, i),
-            b'\'' => {
-                i = skip_quoted(b, i, b'\'', backslash_quotes);
-                space_then(&mut cur, "?");
-            }
-            b'"' => {
-                let end = skip_quoted(b, i, b'"', false);
-                space_then(&mut cur, &sql[i..end]);
-                i = end;
-            }
-            b'$' => {
-                let (end, literal) = dollar(b, i);
-                space_then(&mut cur, if literal { "?" } else { &sql[i..end] });
-                i = end;
-            }
-            c if c.is_ascii_digit() || (c == b'.' && b.get(i + 1).is_some_and(u8::is_ascii_digit)) => {
-                i = skip_number(b, i);
-                space_then(&mut cur, "?");
-            }
-            c if c.is_ascii_alphabetic() || c == b'_' || c >= 0x80 => {
+        // One table load picks the arm: this loop runs over every new simple-protocol text.
+        match CLASS[c as usize] {
+            Class::Space => i += 1,
+            Class::Ident => {
                 let s = i;
+                i += 1;
                 while i < b.len() && IDENT_REST[b[i] as usize] {
                     i += 1;
                 }
                 // E'..', B'..', X'..', N'..' prefixes belong to the literal (U&'..' is U, &,
                 // then a plain string); only E'..' takes backslash escapes.
-                let prefix = i - s == 1 && matches!(b[s].to_ascii_lowercase(), b'e' | b'b' | b'x' | b'n');
-                if i < b.len() && b[i] == b'\'' && prefix {
-                    let escapes = backslash_quotes || b[s].eq_ignore_ascii_case(&b'e');
+                let prefix = i - s == 1 && matches!(c.to_ascii_lowercase(), b'e' | b'b' | b'x' | b'n');
+                if prefix && b.get(i) == Some(&b'\'') {
+                    let escapes = backslash_quotes || c.eq_ignore_ascii_case(&b'e');
                     i = skip_quoted(b, i, b'\'', escapes);
-                    space_then(&mut cur, "?");
+                    token(&mut cur, b"?");
                 } else {
-                    // Lower-cased in place: no String per word (this runs on every new text).
-                    space_then(&mut cur, &sql[s..i]);
+                    token(&mut cur, &b[s..i]);
                     let at = cur.len() - (i - s);
                     cur[at..].make_ascii_lowercase();
                 }
             }
-            c if c.is_ascii_whitespace() => i += 1,
-            _ => {
-                // ASCII punctuation (bytes >= 0x80 went to the identifier arm above).
-                space_then(&mut cur, &sql[i..i + 1]);
+            Class::Digit => {
+                i = skip_number(b, i);
+                token(&mut cur, b"?");
+            }
+            Class::Semicolon => {
+                finish(&mut cur, &mut out, start, i);
                 i += 1;
+                start = i;
+            }
+            Class::Quote => {
+                i = skip_quoted(b, i, b'\'', backslash_quotes);
+                token(&mut cur, b"?");
+            }
+            Class::DoubleQuote => {
+                let end = skip_quoted(b, i, b'"', false);
+                token(&mut cur, &b[i..end]);
+                i = end;
+            }
+            Class::Dollar => {
+                let (end, literal) = dollar(b, i);
+                token(&mut cur, if literal { b"?" } else { &b[i..end] });
+                i = end;
+            }
+            Class::Punct => {
+                if c == b'-' && b.get(i + 1) == Some(&b'-') {
+                    i = skip_to(b, i, b"\n");
+                } else if c == b'/' && b.get(i + 1) == Some(&b'*') {
+                    i = skip_block_comment(b, i);
+                } else if c == b'.' && b.get(i + 1).is_some_and(u8::is_ascii_digit) {
+                    i = skip_number(b, i);
+                    token(&mut cur, b"?");
+                } else {
+                    token(&mut cur, &b[i..i + 1]);
+                    i += 1;
+                }
             }
         }
     }
-    push(&mut cur, &mut out, start, b.len());
+    finish(&mut cur, &mut out, start, b.len());
     out
+}
+
+/// What the first byte of a token says it is.
+#[derive(Clone, Copy)]
+enum Class {
+    Space,
+    /// Letters, `_`, any byte >= 0x80 (multi-byte characters are identifier characters).
+    Ident,
+    Digit,
+    Semicolon,
+    Quote,
+    DoubleQuote,
+    Dollar,
+    /// Other ASCII: an operator character, or the start of a comment or of `.5`.
+    Punct,
+}
+
+const CLASS: [Class; 256] = {
+    let mut t = [Class::Punct; 256];
+    let mut i = 0;
+    while i < 256 {
+        let c = i as u8;
+        t[i] = match c {
+            b';' => Class::Semicolon,
+            b'\'' => Class::Quote,
+            b'"' => Class::DoubleQuote,
+            b'$' => Class::Dollar,
+            b'0'..=b'9' => Class::Digit,
+            b'a'..=b'z' | b'A'..=b'Z' | b'_' | 0x80..=0xff => Class::Ident,
+            b' ' | b'\t' | b'\n' | b'\r' | 0x0c => Class::Space,
+            _ => Class::Punct,
+        };
+        i += 1;
+    }
+    t
+};
+
+/// Appends one token, a space before it unless it is the statement's first.
+fn token(cur: &mut Vec<u8>, tok: &[u8]) {
+    if !cur.is_empty() {
+        cur.push(b' ');
+    }
+    cur.extend_from_slice(tok);
+}
+
+/// Ends a statement: its shape moves out (no copy; a next statement grows a new buffer).
+fn finish(cur: &mut Vec<u8>, out: &mut Vec<Shape>, start: usize, end: usize) {
+    if cur.is_empty() {
+        return;
+    }
+    let bytes = std::mem::take(cur);
+    // Tokens are whole characters of valid UTF-8 cut at ASCII bytes, so this never copies.
+    let text = String::from_utf8(bytes).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
+    out.push(Shape { text, start, end });
 }
 
 /// Bytes that continue an identifier or keyword (letters, digits, `_`, `$`, any non-ASCII byte):
@@ -107,13 +162,6 @@ pub(crate) const IDENT_REST: [bool; 256] = {
     }
     t
 };
-
-fn space_then(cur: &mut String, tok: &str) {
-    if !cur.is_empty() {
-        cur.push(' ');
-    }
-    cur.push_str(tok);
-}
 
 fn skip_to(b: &[u8], from: usize, pat: &[u8]) -> usize {
     b[from..].windows(pat.len()).position(|w| w == pat).map_or(b.len(), |p| from + p + pat.len())
