@@ -52,7 +52,10 @@ impl Session {
             attempts -= 1;
             let mut conn = match self.checkout_once().await {
                 Ok(conn) => conn,
-                Err(CheckoutError::Connect(e)) if attempts > 0 && went_away(&e) => continue,
+                Err(CheckoutError::Connect(e)) if attempts > 0 && went_away(&e) => {
+                    self.pool.went_away();
+                    continue;
+                }
                 Err(e @ CheckoutError::Timeout { .. }) => {
                     let msg = format!("pgpilot: {e}");
                     return Err(messages::error_frame("ERROR", sqlstate::TOO_MANY_CONNECTIONS, &msg));
@@ -62,6 +65,7 @@ impl Session {
             match self.state.apply(&mut conn).await {
                 Ok(()) => break conn,
                 Err(e) if attempts > 0 && went_away(&e) => {
+                    self.pool.went_away();
                     tracing::debug!("server connection lost while its settings were replayed: {e}");
                     drop(conn); // closed, slot freed
                 }

@@ -34,6 +34,7 @@ impl Track {
             params,
             sent: self.sent,
             done,
+            server_time: done.saturating_duration_since(self.sent),
             client_time: done.saturating_duration_since(self.received),
             rows,
             error,

@@ -18,6 +18,8 @@ pub struct Completed {
     pub params: u64,
     pub sent: Instant,
     pub done: Instant,
+    /// `done - sent`, computed once (the statistics, the slow log and the metrics each read it).
+    pub server_time: Duration,
     /// From the client's message arriving (so including any pool wait) to completion.
     pub client_time: Duration,
     pub rows: u64,
@@ -30,7 +32,7 @@ pub struct Completed {
 
 impl Completed {
     pub fn server_time(&self) -> Duration {
-        self.done.saturating_duration_since(self.sent)
+        self.server_time
     }
 }
 

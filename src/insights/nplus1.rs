@@ -249,6 +249,7 @@ mod tests {
                 params,
                 sent,
                 done,
+                server_time: Duration::from_millis(ms),
                 client_time: Duration::from_millis(ms),
                 rows,
                 error: false,

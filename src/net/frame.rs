@@ -74,6 +74,20 @@ impl Framer {
         self.streaming.is_some()
     }
 
+    /// The tag and length of the whole message at the start of `buf`, when one is there and no
+    /// streamed message is in progress: the caller reads it in place and advances `buf` past it
+    /// (no handle per message). None for anything else, including an invalid length, which
+    /// `next` then reports.
+    #[inline]
+    pub fn whole_at(&self, buf: &[u8]) -> Option<(u8, usize)> {
+        if self.streaming.is_some() || buf.len() < HEADER_LEN {
+            return None;
+        }
+        let len = i32::from_be_bytes([buf[1], buf[2], buf[3], buf[4]]);
+        let total = usize::try_from(len).ok().filter(|&l| (4..=MAX_MESSAGE_LEN).contains(&l))? + 1;
+        (buf.len() >= total).then_some((buf[0], total))
+    }
+
     /// Takes the next piece from `buf`, or `None` when more bytes are needed (capacity for the
     /// pending message is then reserved). `inspect(tag)` says which messages must arrive whole.
     pub fn next(&mut self, buf: &mut BytesMut, inspect: impl Fn(u8) -> bool) -> Result<Option<Piece>, FrameError> {
@@ -145,6 +159,22 @@ mod tests {
         v.extend_from_slice(&((body.len() + 4) as i32).to_be_bytes());
         v.extend_from_slice(body);
         v
+    }
+
+    #[test]
+    fn whole_at_sees_only_complete_valid_messages() {
+        let f = Framer::new(1024);
+        let two = [msg(b'D', b"row"), msg(b'C', b"SELECT 1\0")].concat();
+        assert_eq!(f.whole_at(&two), Some((b'D', 8)));
+        assert_eq!(f.whole_at(&two[8..]), Some((b'C', 14)));
+        assert_eq!(f.whole_at(&two[8..20]), None, "incomplete");
+        assert_eq!(f.whole_at(&two[..4]), None, "no header yet");
+        assert_eq!(f.whole_at(&[b'D', 0, 0, 0, 3]), None, "a length under 4 is next's error to report");
+        assert_eq!(f.whole_at(&[b'D', 0xff, 0xff, 0xff, 0xff]), None);
+        let mut streaming = Framer::new(1024);
+        let mut big = BytesMut::from(&msg(b'D', &vec![0; STREAM_THRESHOLD + 10])[..STREAM_THRESHOLD])[..].into();
+        assert!(matches!(streaming.next(&mut big, |_| false), Ok(Some(Piece::Part { first: true, .. }))));
+        assert_eq!(streaming.whole_at(&two), None, "mid-message: the rest of the streamed one comes first");
     }
 
     #[test]

@@ -121,6 +121,9 @@ pub struct Pool {
     connects: tokio::sync::Semaphore,
     /// The slow lane's tickets (`lane`).
     pub lane: Arc<lane::Lane>,
+    /// Until then (clock ms) every idle connection's socket is checked before use, however
+    /// recently used: one of this pool's went away, and backends are terminated in batches.
+    suspect_until_ms: AtomicU64,
 }
 
 /// How long a refusal is remembered: a flood of logins to a database that does not exist forks
@@ -175,6 +178,7 @@ impl Pool {
             budget,
             connects: tokio::sync::Semaphore::new(parallel),
             lane: Default::default(),
+            suspect_until_ms: AtomicU64::new(0),
         })
     }
 
@@ -385,8 +389,9 @@ impl Pool {
         let cfg = self.config.load();
         let idle_for = crate::clock::since(conn.last_used_ms);
         let too_old = crate::clock::since(conn.created_ms) >= Duration::from_millis(cfg.pool.lifetime_ms);
+        let suspect = crate::clock::now_ms() < self.suspect_until_ms.load(Ordering::Relaxed);
         let healthy = !too_old
-            && (idle_for < Duration::from_millis(50) || !conn.looks_broken())
+            && ((idle_for < Duration::from_millis(50) && !suspect) || !conn.looks_broken())
             && (idle_for < Duration::from_millis(cfg.pool.health_check_after_ms)
                 || Box::pin(tokio::time::timeout(cfg.connect_timeout(), conn.run_internal("")))
                     .await
@@ -398,6 +403,12 @@ impl Pool {
         drop(conn);
         self.free_slot();
         None
+    }
+
+    /// A connection of this pool turned out dead at its first use: check the others' sockets
+    /// for a second.
+    pub fn went_away(&self) {
+        self.suspect_until_ms.store(crate::clock::now_ms() + 1000, Ordering::Relaxed);
     }
 
     /// Returns a clean, idle connection: to the first live waiter, else to the idle list.

@@ -221,3 +221,38 @@ def test_many_clients_over_a_small_pool_while_connections_die(start_proxy, pg_ad
     print(f"200 clients, pool of 5, connections killed every 0.3 s: {ok} ok, {len(failed)} failed")
     assert len(failed) < ok / 10, (len(failed), ok)
     assert_recovered(proxy, pg_admin, ctx)
+
+
+def test_first_statement_after_the_pools_connections_were_terminated(start_proxy, pg_admin):
+    """Every idle server connection terminated a moment after its last use (backends are killed in batches): a
+    client whose settings pgpilot must replay first gets a live connection, not the dead ones one after
+    another until its retries run out (connections used in the last 50 ms skip the socket check, so the
+    first dead one makes the pool check the others)."""
+    proxy = start_proxy(pool_size=5, extra_toml="[cache]\nenabled = false\n")
+
+    async def body():
+        held = [await asyncpg.connect(proxy.dsn(), statement_cache_size=0) for _ in range(5)]
+        failures = []
+        for round_ in range(15):
+            await asyncio.gather(*(c.fetchval("SELECT pg_sleep(0.02)") for c in held))  # five server connections
+            killed = pg_admin.scalar("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE usename ="
+                                     " 'app' AND backend_start >= %s", (proxy.started_at,), "postgres")
+            assert killed >= 1, killed
+            # A new application_name: its checkout replays it on the connection before the statement.
+            fresh = await asyncpg.connect(proxy.dsn(), statement_cache_size=0,
+                                          server_settings={"application_name": f"after_kill_{round_}"})
+            try:
+                assert await fresh.fetchval("SELECT current_setting('application_name')") == f"after_kill_{round_}"
+            except (asyncpg.PostgresError, asyncpg.InterfaceError, ConnectionError) as e:
+                failures.append(f"round {round_}: {type(e).__name__} {getattr(e, 'sqlstate', '')} {e}")
+            finally:
+                await fresh.close()
+            for i, c in enumerate(held):  # the held clients' own sessions may have lost their statement
+                if c.is_closed():
+                    held[i] = await asyncpg.connect(proxy.dsn(), statement_cache_size=0)
+        for c in held:
+            await c.close()
+        return failures
+
+    failures = run_async(body(), 60)
+    assert not failures, failures

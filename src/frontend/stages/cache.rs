@@ -201,7 +201,7 @@ impl CacheStage {
             self.writes.note_unknown();
         }
         let one = analyzed.len() == 1; // (a literal key is read from the text of a single statement)
-        for (a, _) in &analyzed {
+        for (a, _) in analyzed.iter().filter(|(a, _)| noted(a)) {
             let keyed = a.keyed.as_deref().filter(|_| one);
             let keys = cache_keys::literal_write_names(&self.cache.relations, &self.database, keyed, text);
             self.note_writes(a, keys);
@@ -393,6 +393,14 @@ impl CacheStage {
     }
 }
 
+/// Whether a statement is any of the write bookkeeping's business: a plain read is not (the
+/// common case, which skips the literal-key scan and the bookkeeping calls).
+fn noted(a: &Analysis) -> bool {
+    a.writes != crate::sql::WriteScope::Nothing
+        || a.cache_effect != crate::sql::CacheEffect::None
+        || a.kind == StatementKind::Ddl
+}
+
 fn preload(h: &Handles) {
     relations_known(&h.cache, &h.config, &h.pool, &h.database, &[]);
     h.cache.ensure_stream(&h.database);
@@ -406,6 +414,7 @@ fn served(cx: &mut Cx<'_>, a: &Arc<Analysis>, params: u64, rows: u32) {
         params,
         sent: now,
         done: now,
+        server_time: std::time::Duration::ZERO,
         client_time: now.saturating_duration_since(cx.received),
         rows: rows as u64,
         error: false,
