@@ -56,6 +56,10 @@ impl Session {
                     self.pool.went_away();
                     continue;
                 }
+                Err(CheckoutError::Connect(e)) if went_away(&e) => {
+                    self.pool.went_away(); // (out of retries: the next checkout still checks)
+                    return Err(server_error_frame(e));
+                }
                 Err(e @ CheckoutError::Timeout { .. }) => {
                     let msg = format!("pgpilot: {e}");
                     return Err(messages::error_frame("ERROR", sqlstate::TOO_MANY_CONNECTIONS, &msg));
@@ -70,6 +74,9 @@ impl Session {
                     drop(conn); // closed, slot freed
                 }
                 Err(e) => {
+                    if went_away(&e) {
+                        self.pool.went_away();
+                    }
                     if matches!(e, ServerError::Server(..)) {
                         conn.release();
                     }

@@ -187,6 +187,7 @@ impl Session {
                 r = read_server(&mut self.server, self.query_deadline) => {
                     let Ok(r) = r else { return self.query_timed_out().await };
                     if !matches!(r, Ok(n) if n > 0) {
+                        self.pool.went_away(); // (terminated backends come in batches)
                         self.server_lost("the server closed the connection").await;
                         return;
                     }

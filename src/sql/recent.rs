@@ -3,8 +3,10 @@
 //! instructions per lookup (callgrind, pgbench -S simple: 5% of a transaction); a session mostly
 //! repeats a handful of statement shapes, so a small direct-mapped table answers first.
 //!
-//! Shapes answered here are not counted as reads by the shared cache: under pressure it may
-//! evict a shape that sessions keep using; they keep their copy, and a new session parses it once.
+//! One hit in `RECHECK` per slot still goes to the shared cache: its eviction policy keeps seeing
+//! that the shape is used, and a session holding an analysis the shared cache lost (evicted, then
+//! parsed again by another session) converges on one copy, so every session's runs of a shape
+//! share one `Learned` (pins, slow lane, admission counts).
 
 use std::sync::Arc;
 
@@ -12,10 +14,13 @@ use super::{tokens, Analysis, Analyzed, Analyzer};
 
 /// Slots of the table (the key is a seeded 128-bit hash, so its low bits pick the slot).
 const SLOTS: usize = 8;
+/// Every this many hits on a slot, the shared cache is asked again.
+const RECHECK: u8 = 64;
 
 pub struct LocalAnalyzer {
     shared: Arc<Analyzer>,
-    recent: [Option<(u128, Arc<Analysis>)>; SLOTS],
+    /// (shape key, analysis, hits since the shared cache was last asked)
+    recent: [Option<(u128, Arc<Analysis>, u8)>; SLOTS],
 }
 
 impl LocalAnalyzer {
@@ -35,10 +40,21 @@ impl LocalAnalyzer {
                 let key = self.shared.key(shape);
                 let slot = &mut self.recent[key as usize % SLOTS];
                 let analysis = match slot {
-                    Some((k, a)) if *k == key => a.clone(),
+                    Some((k, a, hits)) if *k == key && *hits < RECHECK => {
+                        *hits += 1;
+                        a.clone()
+                    }
+                    Some((k, a, hits)) if *k == key => {
+                        *hits = 0;
+                        match self.shared.cache.get(&key) {
+                            Some(shared) => *a = shared,
+                            None => self.shared.cache.insert(key, a.clone()),
+                        }
+                        a.clone()
+                    }
                     _ => {
                         let a = self.shared.cache.get(&key)?;
-                        *slot = Some((key, a.clone()));
+                        *slot = Some((key, a.clone(), 0));
                         a
                     }
                 };
@@ -72,5 +88,29 @@ mod tests {
         assert_ne!(again[0].1, first[0].1, "the literal text's hash is this text's");
         let other = "SELECT w FROM u";
         assert!(local.cached_shapes(other, &shapes(other)).is_none());
+    }
+
+    #[test]
+    fn a_shape_the_shared_cache_lost_is_given_back_and_a_reparsed_one_adopted() {
+        let shared = Arc::new(Analyzer::new(100));
+        let mut local = LocalAnalyzer::new(shared.clone());
+        let a = "SELECT v FROM t WHERE k = 1";
+        let parsed = shared.analyze_all(a)[0].0.clone();
+        local.cached_shapes(a, &shapes(a)).expect("in the shared cache");
+        shared.cache.invalidate_all();
+        for _ in 0..=super::RECHECK {
+            local.cached_shapes(a, &shapes(a)).expect("this session's");
+        }
+        let back = shared.cache.get(&shared.key(&shapes(a)[0])).expect("given back to the shared cache");
+        assert!(Arc::ptr_eq(&back, &parsed), "the session's copy, with its Learned");
+        // Another session parsed the shape again after an eviction: this one adopts that copy.
+        shared.cache.invalidate_all();
+        let reparsed = shared.analyze_all(a)[0].0.clone();
+        assert!(!Arc::ptr_eq(&reparsed, &parsed));
+        let mut seen = Vec::new();
+        for _ in 0..=super::RECHECK {
+            seen.push(local.cached_shapes(a, &shapes(a)).expect("answered")[0].0.clone());
+        }
+        assert!(Arc::ptr_eq(seen.last().unwrap(), &reparsed), "converged on the shared copy");
     }
 }

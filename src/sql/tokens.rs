@@ -313,6 +313,15 @@ mod tests {
         }
     }
 
+    /// U+00A0 (and every byte >= 0x80) is an identifier character to PostgreSQL's lexer: `t\u{a0}`
+    /// is another table than `t`, so another shape (the tokenizer once trimmed Unicode
+    /// whitespace off a statement's ends and gave both one analysis).
+    #[test]
+    fn non_ascii_characters_at_the_ends_stay_in_the_shape() {
+        assert_eq!(one("DELETE FROM t\u{a0}"), "delete from t\u{a0}");
+        assert_ne!(one("DELETE FROM t\u{a0}"), one("DELETE FROM t"));
+    }
+
     #[test]
     fn statements_split_at_top_level_semicolons() {
         let s = shapes("BEGIN; SELECT ';'; COMMIT;;");
