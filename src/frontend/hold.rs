@@ -52,31 +52,20 @@ impl Session {
             attempts -= 1;
             let mut conn = match self.checkout_once().await {
                 Ok(conn) => conn,
-                Err(CheckoutError::Connect(e)) if attempts > 0 && went_away(&e) => {
-                    self.pool.went_away();
-                    continue;
-                }
-                Err(CheckoutError::Connect(e)) if went_away(&e) => {
-                    self.pool.went_away(); // (out of retries: the next checkout still checks)
-                    return Err(server_error_frame(e));
-                }
                 Err(e @ CheckoutError::Timeout { .. }) => {
                     let msg = format!("pgpilot: {e}");
                     return Err(messages::error_frame("ERROR", sqlstate::TOO_MANY_CONNECTIONS, &msg));
                 }
+                Err(CheckoutError::Connect(e)) if self.gone(&e) && attempts > 0 => continue,
                 Err(CheckoutError::Connect(e)) => return Err(server_error_frame(e)),
             };
             match self.state.apply(&mut conn).await {
                 Ok(()) => break conn,
-                Err(e) if attempts > 0 && went_away(&e) => {
-                    self.pool.went_away();
+                Err(e) if self.gone(&e) && attempts > 0 => {
                     tracing::debug!("server connection lost while its settings were replayed: {e}");
                     drop(conn); // closed, slot freed
                 }
                 Err(e) => {
-                    if went_away(&e) {
-                        self.pool.went_away();
-                    }
                     if matches!(e, ServerError::Server(..)) {
                         conn.release();
                     }
@@ -90,6 +79,16 @@ impl Session {
         self.server = Some(conn);
         self.send_deferred_begin();
         Ok(())
+    }
+
+    /// Whether the server connection went away; if so, the pool checks its other idle sockets for
+    /// a while (backends are terminated in batches), retried or not.
+    fn gone(&self, e: &ServerError) -> bool {
+        let gone = went_away(e);
+        if gone {
+            self.pool.went_away();
+        }
+        gone
     }
 
     async fn checkout_once(&mut self) -> Result<PooledConn, CheckoutError> {

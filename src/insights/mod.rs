@@ -30,12 +30,6 @@ pub struct Completed {
     pub cached: bool,
 }
 
-impl Completed {
-    pub fn server_time(&self) -> Duration {
-        self.server_time
-    }
-}
-
 /// Who ran it (labels for stats and findings).
 #[derive(Debug, Clone)]
 pub struct Origin {

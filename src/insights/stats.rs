@@ -139,7 +139,7 @@ impl QueryStats {
     }
 
     pub fn record(&self, origin: &Origin, c: &Completed) {
-        let us = (c.server_time().as_micros() as u64).max(1);
+        let us = (c.server_time.as_micros() as u64).max(1);
         let key =
             Key { database: origin.database.clone(), user: origin.user.clone(), fingerprint: c.analysis.fingerprint };
         {
@@ -297,7 +297,7 @@ fn esc(s: &str) -> String {
 /// threshold is on server time; `proxy_ms` is the rest of what the client waited (pool wait,
 /// statement analysis, pgpilot's own queueing), so a stall in pgpilot is not read as the server's.
 pub fn log_if_slow(origin: &Origin, c: &Completed, threshold: Duration) -> bool {
-    let t = c.server_time();
+    let t = c.server_time;
     if t < threshold {
         return false;
     }

@@ -80,12 +80,12 @@ impl Framer {
     /// `next` then reports.
     #[inline]
     pub fn whole_at(&self, buf: &[u8]) -> Option<(u8, usize)> {
-        if self.streaming.is_some() || buf.len() < HEADER_LEN {
+        if self.streaming.is_some() {
             return None;
         }
-        let len = i32::from_be_bytes([buf[1], buf[2], buf[3], buf[4]]);
+        let (tag, len) = header(buf)?;
         let total = usize::try_from(len).ok().filter(|&l| (4..=MAX_MESSAGE_LEN).contains(&l))? + 1;
-        (buf.len() >= total).then_some((buf[0], total))
+        (buf.len() >= total).then_some((tag, total))
     }
 
     /// Takes the next piece from `buf`, or `None` when more bytes are needed (capacity for the
@@ -100,11 +100,7 @@ impl Framer {
             self.streaming = (remaining > n).then_some((tag, remaining - n));
             return Ok(Some(Piece::Part { tag, bytes, first: false }));
         }
-        if buf.len() < HEADER_LEN {
-            return Ok(None);
-        }
-        let tag = buf[0];
-        let len = i32::from_be_bytes([buf[1], buf[2], buf[3], buf[4]]);
+        let Some((tag, len)) = header(buf) else { return Ok(None) };
         if len < 4 {
             return Err(FrameError::BadLength(len));
         }
@@ -140,6 +136,13 @@ impl Drop for Framer {
     fn drop(&mut self) {
         self.give_back();
     }
+}
+
+/// The tag and declared length at the start of `buf`, once its 5 header bytes are there.
+#[inline]
+fn header(buf: &[u8]) -> Option<(u8, i32)> {
+    let h: &[u8; HEADER_LEN] = buf.get(..HEADER_LEN)?.try_into().ok()?;
+    Some((h[0], i32::from_be_bytes([h[1], h[2], h[3], h[4]])))
 }
 
 /// Body of a whole frame (after tag and length).

@@ -121,8 +121,7 @@ pub struct Pool {
     connects: tokio::sync::Semaphore,
     /// The slow lane's tickets (`lane`).
     pub lane: Arc<lane::Lane>,
-    /// Until then (clock ms) every idle connection's socket is checked before use, however
-    /// recently used: one of this pool's went away, and backends are terminated in batches.
+    /// Until then (clock ms) every idle socket is checked before use, however recently used.
     suspect_until_ms: AtomicU64,
 }
 
@@ -405,8 +404,7 @@ impl Pool {
         None
     }
 
-    /// A connection of this pool turned out dead at its first use: check the others' sockets
-    /// for a second.
+    /// One of this pool's connections turned out dead: check the others' sockets for a second.
     pub fn went_away(&self) {
         self.suspect_until_ms.store(crate::clock::now_ms() + 1000, Ordering::Relaxed);
     }

@@ -100,7 +100,7 @@ impl Stage for InsightsStage {
         // time includes the statements before it).
         let learned = &c.analysis.learned;
         if !c.cached && !c.error && !c.pipelined && learned.unnamed.load(std::sync::atomic::Ordering::Relaxed) {
-            let us = c.server_time().as_micros().min(u64::MAX as u128) as u64;
+            let us = c.server_time.as_micros().min(u64::MAX as u128) as u64;
             crate::prepared::adaptive::note_run(learned, us, crate::clock::wall_ms);
         }
         if log_if_slow(&self.origin, &c, self.slow) {
