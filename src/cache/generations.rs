@@ -44,13 +44,19 @@ impl Generations {
     /// Committed writes to `tables` of `db`.
     pub fn bump_tables(&self, db: &str, tables: &[Arc<str>]) {
         let mut dbs = self.dbs.write();
-        let d = dbs.entry(Arc::from(db)).or_default();
+        if !dbs.contains_key(db) {
+            dbs.insert(Arc::from(db), Db::default());
+        }
+        let d = dbs.get_mut(db).expect("inserted above");
         for t in tables {
             if d.tables.len() >= MAX_TABLES && !d.tables.contains_key(&**t) {
                 d.generation += 1;
                 continue;
             }
-            *d.tables.entry(t.clone()).or_insert(0) += 1;
+            match d.tables.get_mut(&**t) {
+                Some(g) => *g += 1,
+                None => drop(d.tables.insert(t.clone(), 1)),
+            }
         }
     }
 

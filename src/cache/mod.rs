@@ -403,37 +403,33 @@ impl ResultCache {
     /// table; what a write reaches beyond its table (cascades) is table-level; in doubt, tables.
     fn scopes_of(&self, db: &str, names: &[Arc<str>]) -> Option<Vec<Arc<str>>> {
         let mut tables: Vec<Arc<str>> = Vec::new();
-        let mut keyed: Vec<(Arc<str>, Arc<str>)> = Vec::new();
+        let mut keyed: Vec<(&str, scopes::WriteKind, Arc<str>)> = Vec::new();
         for n in names {
             match scopes::resolve(n) {
                 scopes::Noted::Table(_) => tables.push(n.clone()),
                 scopes::Noted::Key { table, kind, scope } if self.relations.keyed_write_ok(db, table, kind) => {
-                    keyed.push((Arc::from(table), scope))
+                    keyed.push((table, kind, scope))
                 }
+                scopes::Noted::Key { table, .. } if tables.iter().any(|t| **t == *table) => {}
                 scopes::Noted::Key { table, .. } => tables.push(Arc::from(table)),
                 scopes::Noted::Strange => return None,
             }
         }
-        let mut keyed_tables: Vec<Arc<str>> = keyed.iter().map(|(t, _)| t.clone()).collect();
-        keyed_tables.dedup();
-        for t in self.relations.reach(db, &keyed_tables)? {
-            if !keyed_tables.contains(&t) && !tables.contains(&t) {
-                tables.push(t);
-            }
-        }
-        let reached = self.relations.reach(db, &tables)?;
+        let reached = self.relations.reach(db, keyed.iter().map(|(t, kind, _)| (*t, *kind)), tables)?;
         let mut out = Vec::with_capacity(2 * reached.len() + 2 * keyed.len());
         for t in &reached {
             out.push(t.clone());
             out.push(scopes::wide(t));
         }
-        for (t, scope) in keyed {
-            if !reached.contains(&t) {
-                for s in [t, scope] {
-                    if !out.contains(&s) {
-                        out.push(s);
-                    }
-                }
+        for (t, _, scope) in keyed {
+            if reached.iter().any(|r| **r == *t) {
+                continue; // written as a whole (a cascade from another keyed write, or by name)
+            }
+            if !out.iter().any(|s| **s == *t) {
+                out.push(Arc::from(t));
+            }
+            if !out.contains(&scope) {
+                out.push(scope);
             }
         }
         Some(out)

@@ -209,12 +209,36 @@ impl Relations {
         self.dbs.read().get(db).is_some_and(|k| k.snapshot_default)
     }
 
-    /// The tables a committed write to `tables` may have changed: with foreign-key actions
-    /// followed; None when a trigger or rule means it may have changed anything.
-    pub fn reach(&self, db: &str, tables: &[Arc<str>]) -> Option<Vec<Arc<str>>> {
+    /// The tables a committed write to `tables` (and writes of known keys to `keyed`) may have
+    /// changed as a whole: `tables` with foreign-key actions followed, and what the keyed writes'
+    /// own actions reach beyond their tables (rows of keys nobody named, even in a table another
+    /// keyed write of the commit names); None when a trigger or rule means anything may have
+    /// changed. One lock and one list: this runs at every commit that wrote.
+    pub fn reach<'a>(
+        &self,
+        db: &str,
+        keyed: impl IntoIterator<Item = (&'a str, scopes::WriteKind)>,
+        tables: Vec<Arc<str>>,
+    ) -> Option<Vec<Arc<str>>> {
         let dbs = self.dbs.read();
-        let Some(k) = dbs.get(db) else { return Some(tables.to_vec()) };
-        let mut out: Vec<Arc<str>> = tables.to_vec();
+        let Some(k) = dbs.get(db) else { return Some(tables) };
+        let mut out = tables;
+        for (table, kind) in keyed {
+            if k.triggers.contains(table) || k.other.contains(table) {
+                return None;
+            }
+            // (An INSERT fires no foreign-key action; an UPDATE that keeps its key only ON UPDATE ones.)
+            let edges = match kind {
+                scopes::WriteKind::Insert => continue,
+                scopes::WriteKind::Update => &k.update_cascades,
+                scopes::WriteKind::Delete => &k.cascades,
+            };
+            for next in edges.get(table).into_iter().flatten() {
+                if !out.contains(next) {
+                    out.push(next.clone());
+                }
+            }
+        }
         let mut i = 0;
         while i < out.len() {
             // Triggers and rules may write anywhere; a view (or other non-table) writes its base.
@@ -246,11 +270,17 @@ impl Relations {
     pub fn keyed_write_ok(&self, db: &str, table: &str, kind: scopes::WriteKind) -> bool {
         let dbs = self.dbs.read();
         let Some(k) = dbs.get(db) else { return false };
+        if k.inherited.contains(table) {
+            return false; // (as `key_column` says; the list may have reloaded since the write)
+        }
         let edges = match kind {
             scopes::WriteKind::Insert => return k.keys.contains_key(table),
             scopes::WriteKind::Delete => &k.cascades,
             scopes::WriteKind::Update => &k.update_cascades,
         };
+        if !edges.contains_key(table) {
+            return k.keys.contains_key(table); // (the common case: nothing to walk)
+        }
         let mut seen: Vec<&str> = vec![table];
         let mut i = 0;
         while i < seen.len() {
@@ -403,11 +433,17 @@ mod tests {
         let rows =
             vec![row("files", "cascade", "chunks"), row("chunks", "cascade", "notes"), row("audited", "trigger", "")];
         r.finish_load("db", Some(rows), 10);
-        assert_eq!(r.reach("db", &t(&["files"])), Some(t(&["files", "chunks", "notes"])));
-        assert_eq!(r.reach("db", &t(&["notes"])), Some(t(&["notes"])));
-        assert_eq!(r.reach("db", &t(&["audited"])), None);
+        let none = || std::iter::empty();
+        assert_eq!(r.reach("db", none(), t(&["files"])), Some(t(&["files", "chunks", "notes"])));
+        assert_eq!(r.reach("db", none(), t(&["notes"])), Some(t(&["notes"])));
+        assert_eq!(r.reach("db", none(), t(&["audited"])), None);
+        use scopes::WriteKind::{Delete, Insert, Update};
+        assert_eq!(r.reach("db", [("files", Delete)], t(&[])), Some(t(&["chunks", "notes"])), "beyond a key");
+        assert_eq!(r.reach("db", [("files", Update), ("files", Insert)], t(&[])), Some(t(&[])), "no ON UPDATE action");
+        assert_eq!(r.reach("db", [("files", Delete), ("chunks", Update)], t(&[])), Some(t(&["chunks", "notes"])));
+        assert_eq!(r.reach("db", [("audited", Update)], t(&[])), None);
         r.finish_load("db", Some(vec![row("v", "v", ""), row("read committed", "isolation", "")]), 20);
-        assert_eq!(r.reach("db", &t(&["v"])), None, "a write through a view");
+        assert_eq!(r.reach("db", none(), t(&["v"])), None, "a write through a view");
         assert!(!r.snapshot_default("db"));
     }
 }

@@ -72,18 +72,44 @@ fn slot(canonical: &[u8]) -> u64 {
     xxhash_rust::xxh3::xxh3_64(canonical) % SLOTS
 }
 
-/// `table SEP tag [n]`, built without the formatting machinery (a transaction's writes and every
-/// keyed read name a few of these; `format!` and its second copy cost several times more).
+/// `table SEP tag [n]`, built on the stack and allocated once (a transaction's writes and every
+/// keyed read name a few of these; `format!` and a String's copy into the Arc cost several
+/// times more).
 fn scope_name(table: &str, tag: char, n: Option<u64>) -> Arc<str> {
-    let mut s = String::with_capacity(table.len() + 8);
-    s.push_str(table);
-    s.push(SEP);
-    s.push(tag);
-    if let Some(n) = n {
-        use std::fmt::Write;
-        let _ = write!(s, "{n}"); // (into a String: cannot fail)
+    let mut buf = [0u8; 96];
+    // (Room for the separator, the tag and u64::MAX's 20 digits after the table.)
+    if table.len() > buf.len() - 22 {
+        return long_scope_name(table, tag, n);
     }
-    s.into()
+    buf[..table.len()].copy_from_slice(table.as_bytes());
+    let mut len = table.len();
+    for b in [SEP as u8, tag as u8] {
+        buf[len] = b;
+        len += 1;
+    }
+    if let Some(n) = n {
+        let mut digits = [0u8; 20];
+        let mut at = digits.len();
+        let mut n = n;
+        loop {
+            at -= 1;
+            digits[at] = b'0' + (n % 10) as u8;
+            n /= 10;
+            if n == 0 {
+                break;
+            }
+        }
+        buf[len..len + digits.len() - at].copy_from_slice(&digits[at..]);
+        len += digits.len() - at;
+    }
+    // (A str followed by ASCII: always valid.)
+    std::str::from_utf8(&buf[..len]).map_or_else(|_| long_scope_name(table, tag, n), Arc::from)
+}
+
+/// `scope_name` for a table name too long for its buffer.
+fn long_scope_name(table: &str, tag: char, n: Option<u64>) -> Arc<str> {
+    let digits = n.map(|n| n.to_string()).unwrap_or_default();
+    Arc::from(format!("{table}{SEP}{tag}{digits}"))
 }
 
 /// The scopes a read keyed on `canonical` depends on.
@@ -113,10 +139,10 @@ pub enum Noted<'a> {
     Strange,
 }
 
-/// Where `name`'s table ends (SEP is one ASCII byte: a byte search, not a char pattern; these run
-/// for every write a transaction notes).
+/// Where `name`'s table ends (SEP is one ASCII byte: a byte search; these run for every write a
+/// transaction notes, several times).
 fn sep_at(name: &str) -> Option<usize> {
-    memchr::memchr(SEP as u8, name.as_bytes())
+    name.bytes().position(|c| c == SEP as u8) // (names are short: a plain loop beats memchr's set-up)
 }
 
 pub fn resolve(name: &str) -> Noted<'_> {
@@ -144,7 +170,7 @@ pub fn table_of(name: &str) -> &str {
 /// Adds `name` to a transaction's list (no duplicates); past `MAX_KEYS` keyed names, each keyed
 /// name becomes its table (bounded memory and Redis calls for a transaction writing many rows).
 pub fn add(list: &mut Vec<Arc<str>>, name: Arc<str>) {
-    let table_noted = sep_at(&name).is_some() && list.iter().any(|n| **n == *table_of(&name));
+    let table_noted = sep_at(&name).is_some_and(|at| list.iter().any(|n| **n == name[..at]));
     if table_noted || list.contains(&name) {
         return; // (a table-level write already covers every key of it)
     }
@@ -225,6 +251,11 @@ mod tests {
         assert_eq!(&*scope_name("public.t", 'u', Some(1023)), "public.t\x1fu1023");
         assert_eq!(&*scope_name("t", 'k', Some(u64::MAX)), format!("t\x1fk{}", u64::MAX));
         assert_eq!(&*wide("t"), "t\x1fw");
+        for len in [73, 74, 75, 200] {
+            let t = "é".repeat(len / 2) + &"t".repeat(len % 2);
+            assert_eq!(&*scope_name(&t, 'k', Some(u64::MAX)), format!("{t}\x1fk{}", u64::MAX), "{len}");
+            assert_eq!(&*scope_name(&t, 'w', None), format!("{t}\x1fw"), "{len}");
+        }
         assert!(matches!(
             resolve(&write_name("t", WriteKind::Delete, b"7")),
             Noted::Key { kind: WriteKind::Delete, .. }

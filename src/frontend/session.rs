@@ -78,6 +78,9 @@ pub struct Session {
     pub(super) statements: Statements,
     /// What was learned of the client message in hand, for every stage that looks at it.
     pub(super) turn: Turn,
+    /// A Query of one statement: where its literals are in the text (for a literal key). Beside
+    /// the `Turn`, not in it: a fresh `Turn` per message would copy it every time.
+    pub(super) literals: crate::sql::tokens::Literals,
     /// Bytes and Parse/Bind counts for SHOW STATS, handed to the pool at each release.
     pub(super) counts: crate::pool::traffic::Counts,
     /// The last Parse text with its scan and analysis (repeated unnamed Parses cost a compare).
@@ -156,6 +159,7 @@ impl Session {
             pending: Pending::default(),
             statements: Statements::new(cfg.prepared.client_max),
             turn: Turn::default(),
+            literals: Default::default(),
             counts: Default::default(),
             last_parse: None,
             idle_transaction_timeout: Some(cfg.pool.idle_transaction_timeout_ms)
@@ -251,6 +255,7 @@ impl Session {
     pub(super) fn split(&mut self) -> (&mut Stages, Cx<'_>) {
         let cx = Cx {
             turn: &mut self.turn,
+            literals: &self.literals,
             statements: &mut self.statements,
             server: self.server.as_deref_mut(),
             pending: &mut self.pending,
@@ -341,6 +346,7 @@ impl Session {
             return Flow::Continue;
         }
         self.turn = Turn::default();
+        self.literals.clear();
         // Only a Query or Parse may wait (for its analysis); the others read the table at once.
         let deallocated = match msg {
             ClientMessage::Query { .. } | ClientMessage::Parse { .. } => self.update_statements(&msg).await,

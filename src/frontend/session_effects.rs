@@ -51,6 +51,9 @@ impl Session {
         // the parser (and the shape tokenizer's default) do not assume.
         let opaque = self.backslash_quotes && memchr::memchr(b'\\', sql).is_some();
         let shapes = crate::sql::tokens::shapes_with(&text, self.backslash_quotes);
+        if let ([one], std::borrow::Cow::Borrowed(_)) = (shapes.as_slice(), &text) {
+            self.literals = one.literals;
+        }
         let cached = if opaque { None } else { self.analyzer.cached_shapes(&text, &shapes) };
         self.turn.analyzed = match cached {
             Some(analyzed) => analyzed,

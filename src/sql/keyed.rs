@@ -4,8 +4,10 @@
 //! once it knows the column is the table's primary key (`cache::scopes`); anything this module
 //! does not recognise is simply not keyed, so invalidation stays table-level.
 //!
-//! Only bound parameters are read: literals are normalized away in the shape-cached analysis,
-//! and the drivers the MCP servers use (asyncpg, psycopg 3, SQLAlchemy) bind their values.
+//! Only bound parameters are read here: literals are normalized away in the shape-cached
+//! analysis (the drivers the MCP servers use, asyncpg, psycopg 3, SQLAlchemy, bind their values);
+//! a simple Query's literal key is found in its text by `literal_key`, at the position each
+//! `Bound` keeps.
 
 use std::sync::Arc;
 
@@ -37,6 +39,8 @@ pub struct Bound {
     /// 1-based parameter number.
     pub param: u16,
     pub cast: Cast,
+    /// In a simple Query: which literal of the text gives this column (`literal_key`).
+    pub literal: Option<super::literal_key::Position>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -118,7 +122,7 @@ fn insert(i: &pb::InsertStmt) -> Option<Keyed> {
         }
         for (column, item) in columns.iter().zip(&list.items) {
             if let Some((param, cast)) = parameter(item) {
-                bound.push(Bound { column: column.clone(), param, cast });
+                bound.push(Bound { column: column.clone(), param, cast, literal: None });
             }
         }
     }
@@ -159,7 +163,7 @@ fn conjuncts(w: Option<&pb::Node>) -> Option<Vec<Bound>> {
                     _ => None,
                 };
                 if let Some((column, param, cast)) = found {
-                    out.push(Bound { column, param, cast });
+                    out.push(Bound { column, param, cast, literal: None });
                 }
             }
             _ => {}

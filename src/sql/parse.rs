@@ -45,7 +45,14 @@ pub fn analyze(sql: &str, shape: &str) -> Analysis {
             }
         }
     };
-    with_cache_facts(a)
+    let mut a = with_cache_facts(a);
+    if let Some(k) = a.keyed.as_mut() {
+        // (Just built: not shared yet, so this does not copy.)
+        for b in &mut Arc::make_mut(k).bound {
+            b.literal = super::literal_key::position(shape, &b.column);
+        }
+    }
+    a
 }
 
 /// A statement pgpilot cannot read as the server will: it may write anything, is never cached,

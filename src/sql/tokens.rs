@@ -11,6 +11,49 @@ pub struct Shape {
     /// The original text of this statement (for the parser).
     pub start: usize,
     pub end: usize,
+    /// Where its literals (each `?` of the shape that is one) are in the text.
+    pub literals: Literals,
+}
+
+/// Where a statement's literals are in its text, in order: the first `KEPT` of them within the
+/// text's first 64 KiB, and how many there were. A simple Query's key value is read from here
+/// (`literal_key`) instead of lexing the text a second time; small and inline, so that recording
+/// them allocates nothing and every message's fresh `Turn` stays cheap to build.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Literals {
+    spans: [(u16, u16); Literals::KEPT],
+    count: u16,
+}
+
+impl Literals {
+    const KEPT: usize = 8;
+
+    fn push(&mut self, start: usize, end: usize) {
+        if let Some(span) = self.spans.get_mut(usize::from(self.count)) {
+            // (Past 64 KiB: an empty span, which no key is.)
+            *span = match (u16::try_from(start), u16::try_from(end)) {
+                (Ok(s), Ok(e)) => (s, e),
+                _ => (0, 0),
+            };
+        }
+        self.count = self.count.saturating_add(1);
+    }
+
+    /// Forgets them (the spans are read only up to the count).
+    pub fn clear(&mut self) {
+        self.count = 0;
+    }
+
+    /// How many literals the statement has (the shape's `?` placeholders that are literals).
+    pub fn count(&self) -> usize {
+        usize::from(self.count)
+    }
+
+    /// The `i`th literal's byte range in the text, when it is among the first `KEPT`.
+    pub fn get(&self, i: usize) -> Option<std::ops::Range<usize>> {
+        let (start, end) = *self.spans[..self.count().min(Self::KEPT)].get(i)?;
+        Some(usize::from(start)..usize::from(end))
+    }
 }
 
 /// Splits `sql` into statement shapes (empty statements dropped), reading strings as PostgreSQL
@@ -28,6 +71,7 @@ pub fn shapes_with(sql: &str, backslash_quotes: bool) -> Vec<Shape> {
     // Bytes, not a String: tokens are copied (and identifiers lower-cased) in one pass each.
     let mut cur: Vec<u8> = Vec::with_capacity(b.len().min(4096));
     let mut start = 0;
+    let mut literals = Literals::default();
     let mut i = 0;
     while i < b.len() {
         let c = b[i];
@@ -47,6 +91,7 @@ pub fn shapes_with(sql: &str, backslash_quotes: bool) -> Vec<Shape> {
                     let escapes = backslash_quotes || c.eq_ignore_ascii_case(&b'e');
                     i = skip_quoted(b, i, b'\'', escapes);
                     token(&mut cur, b"?");
+                    literals.push(s, i);
                 } else {
                     token(&mut cur, &b[s..i]);
                     let at = cur.len() - (i - s);
@@ -54,17 +99,21 @@ pub fn shapes_with(sql: &str, backslash_quotes: bool) -> Vec<Shape> {
                 }
             }
             Class::Digit => {
+                let s = i;
                 i = skip_number(b, i);
                 token(&mut cur, b"?");
+                literals.push(s, i);
             }
             Class::Semicolon => {
-                finish(&mut cur, &mut out, start, i);
+                finish(&mut cur, &mut out, start, i, std::mem::take(&mut literals));
                 i += 1;
                 start = i;
             }
             Class::Quote => {
+                let s = i;
                 i = skip_quoted(b, i, b'\'', backslash_quotes);
                 token(&mut cur, b"?");
+                literals.push(s, i);
             }
             Class::DoubleQuote => {
                 let end = skip_quoted(b, i, b'"', false);
@@ -74,6 +123,9 @@ pub fn shapes_with(sql: &str, backslash_quotes: bool) -> Vec<Shape> {
             Class::Dollar => {
                 let (end, literal) = dollar(b, i);
                 token(&mut cur, if literal { b"?" } else { &b[i..end] });
+                if literal {
+                    literals.push(i, end);
+                }
                 i = end;
             }
             Class::Punct => {
@@ -82,8 +134,10 @@ pub fn shapes_with(sql: &str, backslash_quotes: bool) -> Vec<Shape> {
                 } else if c == b'/' && b.get(i + 1) == Some(&b'*') {
                     i = skip_block_comment(b, i);
                 } else if c == b'.' && b.get(i + 1).is_some_and(u8::is_ascii_digit) {
+                    let s = i;
                     i = skip_number(b, i);
                     token(&mut cur, b"?");
+                    literals.push(s, i);
                 } else {
                     token(&mut cur, &b[i..i + 1]);
                     i += 1;
@@ -91,7 +145,7 @@ pub fn shapes_with(sql: &str, backslash_quotes: bool) -> Vec<Shape> {
             }
         }
     }
-    finish(&mut cur, &mut out, start, b.len());
+    finish(&mut cur, &mut out, start, b.len(), literals);
     out
 }
 
@@ -139,14 +193,14 @@ fn token(cur: &mut Vec<u8>, tok: &[u8]) {
 }
 
 /// Ends a statement: its shape moves out (no copy; a next statement grows a new buffer).
-fn finish(cur: &mut Vec<u8>, out: &mut Vec<Shape>, start: usize, end: usize) {
+fn finish(cur: &mut Vec<u8>, out: &mut Vec<Shape>, start: usize, end: usize, literals: Literals) {
     if cur.is_empty() {
         return;
     }
     let bytes = std::mem::take(cur);
     // Tokens are whole characters of valid UTF-8 cut at ASCII bytes, so this never copies.
     let text = String::from_utf8(bytes).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
-    out.push(Shape { text, start, end });
+    out.push(Shape { text, start, end, literals });
 }
 
 /// Bytes that continue an identifier or keyword (letters, digits, `_`, `$`, any non-ASCII byte):

@@ -190,3 +190,41 @@ def test_literal_keys_in_the_simple_protocol(keyed_tables, cached_proxy):
             assert [read(k) for k in ks[3:]] == [f"v-{k}" for k in ks[3:]]
             assert hits(proxy) == before, f"{kind}: a table-level write"
             assert c.execute(f"SELECT v FROM {table} WHERE id = {quote}{ks[1]}{quote}").fetchone() is None
+
+
+def test_a_cascade_from_one_keyed_write_reaches_rows_of_another_keyed_table(pg_admin, admin_cleanup, cached_proxy):
+    """One commit deletes a parent by key (ON DELETE CASCADE removes its children) and updates one child by key: the
+    cascade changed children nobody named, so the child table is invalidated as a whole, not only at the updated key.
+    An UPDATE of a parent that keeps its key fires no ON DELETE action: the children's keys keep hitting."""
+    tag = uuid.uuid4().hex[:8]
+    parent, child = f"rl_par_{tag}", f"rl_ch_{tag}"
+    pg_admin.execute(f"CREATE TABLE {parent} (id int PRIMARY KEY, v text)")
+    pg_admin.execute(f"CREATE TABLE {child} (id int PRIMARY KEY, "
+                     f"parent_id int REFERENCES {parent} ON DELETE CASCADE, v text)")
+    pg_admin.execute(f"INSERT INTO {parent} VALUES (1, 'p1'), (2, 'p2')")
+    pg_admin.execute(f"INSERT INTO {child} VALUES (10, 1, 'c10'), (11, 2, 'c11'), (12, 2, 'c12')")
+    for t in (parent, child):
+        pg_admin.execute(f"ALTER TABLE {t} OWNER TO app")
+    admin_cleanup(f"DROP TABLE IF EXISTS {child}, {parent}")
+    proxy = cached_proxy("transaction", 4, NO_ADMISSION)
+    wait_cache_ready(proxy, child)
+    read = f"SELECT v FROM {child} WHERE id = $1"
+
+    async def main():
+        c = await asyncpg.connect(proxy.dsn())
+        try:
+            for _ in range(2):
+                assert [await c.fetchval(read, k) for k in (10, 12)] == ["c10", "c12"]
+            await c.execute(f"UPDATE {parent} SET v = $1 WHERE id = $2", "p2b", 2)
+            before = hits(proxy)
+            assert [await c.fetchval(read, k) for k in (10, 12)] == ["c10", "c12"]
+            assert hits(proxy) - before == 2, "a parent's UPDATE keeping its key leaves the children cached"
+            async with c.transaction():
+                await c.execute(f"DELETE FROM {parent} WHERE id = $1", 1)
+                await c.execute(f"UPDATE {child} SET v = $1 WHERE id = $2", "c11b", 11)
+            assert await c.fetchval(read, 10) is None, "child 10 went with its parent (not served from the cache)"
+            assert await c.fetchval(read, 12) == "c12"
+        finally:
+            await c.close()
+
+    run_async(main(), 60)

@@ -203,7 +203,7 @@ impl CacheStage {
         let one = analyzed.len() == 1; // (a literal key is read from the text of a single statement)
         for (a, _) in analyzed.iter().filter(|(a, _)| noted(a)) {
             let keyed = a.keyed.as_deref().filter(|_| one);
-            let keys = cache_keys::literal_write_names(&self.cache.relations, &self.database, keyed, text);
+            let keys = cache_keys::literal_write_names(&self.cache.relations, &self.database, keyed, text, cx.literals);
             self.note_writes(a, keys);
         }
         let single = match analyzed.as_slice() {
@@ -218,7 +218,9 @@ impl CacheStage {
         let ttl = self.worth_looking_up(&a, hint(text), || literals)?;
         let (mut key, cold) = self.key(cx, b'Q', &a, ttl, (text, 0, &[]))?;
         let keyed = a.keyed.as_deref();
-        if let Some(scopes) = cache_keys::literal_read_scopes(&self.cache.relations, &self.database, keyed, text) {
+        if let Some(scopes) =
+            cache_keys::literal_read_scopes(&self.cache.relations, &self.database, keyed, text, cx.literals)
+        {
             key.tables = Arc::from(scopes);
         }
         Some((key, Asked::Query { params: fnv1a(text), analysis: a }, cold))

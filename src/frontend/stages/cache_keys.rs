@@ -9,6 +9,7 @@ use crate::cache::scopes::{self, Family, WriteKind};
 use crate::protocol::frontend::{bind_parameter, declared_type};
 use crate::sql::keyed::{Keyed, Op};
 use crate::sql::literal_key;
+use crate::sql::tokens::Literals;
 
 /// The scopes a keyed read depends on instead of its table, or None (table-level).
 /// (`types`: what the statement's Parse declared, found only for a keyed statement: every Bind
@@ -50,15 +51,28 @@ pub fn write_names<'a>(
     (keys.len() == expected).then(|| keys.iter().map(|v| scopes::write_name(&k.table, kind, v)).collect())
 }
 
-/// A simple Query's keyed read (its key a literal in `text`): the scopes it depends on, or None.
-pub fn literal_read_scopes(relations: &Relations, db: &str, k: Option<&Keyed>, text: &[u8]) -> Option<[Arc<str>; 2]> {
+/// A simple Query's keyed read (its key a literal in `text`, found at `literals`): the scopes it
+/// depends on, or None.
+pub fn literal_read_scopes(
+    relations: &Relations,
+    db: &str,
+    k: Option<&Keyed>,
+    text: &[u8],
+    literals: &Literals,
+) -> Option<[Arc<str>; 2]> {
     let k = k.filter(|k| k.op == Op::Read)?;
-    let value = literal_value(relations.key_column(db, &k.table)?, k, text)?;
+    let value = literal_value(relations.key_column(db, &k.table)?, k, text, literals)?;
     Some(scopes::read_scopes(&k.table, &value))
 }
 
 /// A simple Query's UPDATE or DELETE of one key given as a literal: the name it notes, or None.
-pub fn literal_write_names(relations: &Relations, db: &str, k: Option<&Keyed>, text: &[u8]) -> Option<Vec<Arc<str>>> {
+pub fn literal_write_names(
+    relations: &Relations,
+    db: &str,
+    k: Option<&Keyed>,
+    text: &[u8],
+    literals: &Literals,
+) -> Option<Vec<Arc<str>>> {
     let k = k?;
     let kind = match k.op {
         Op::Update => WriteKind::Update,
@@ -69,16 +83,17 @@ pub fn literal_write_names(relations: &Relations, db: &str, k: Option<&Keyed>, t
     if k.op == Op::Update && k.sets.contains(&key.0) {
         return None; // an UPDATE that assigns the key moves rows to keys the text does not give
     }
-    let value = literal_value(key, k, text)?;
+    let value = literal_value(key, k, text, literals)?;
     Some(vec![scopes::write_name(&k.table, kind, &value)])
 }
 
 /// The canonical key value a statement's text gives its primary key: the analysis must have
-/// exactly one `pk = constant` conjunct, and the text exactly one `pk = literal` (`literal_key`).
-fn literal_value((column, family): (Arc<str>, Family), k: &Keyed, text: &[u8]) -> Option<Vec<u8>> {
-    let [bound] = k.bound.iter().filter(|b| b.column == column).collect::<Vec<_>>().try_into().ok()?;
-    let literal = literal_key::key_literal(std::str::from_utf8(text).ok()?, &column)?;
-    scopes::canonical_param(family, 0, bound.cast, 0, literal.as_bytes())
+/// exactly one `pk = constant` conjunct, and the shape exactly one `pk = literal` (`literal_key`).
+fn literal_value((column, family): (Arc<str>, Family), k: &Keyed, text: &[u8], at: &Literals) -> Option<Vec<u8>> {
+    let mut on_key = k.bound.iter().filter(|b| b.column == column);
+    let bound = on_key.next().filter(|_| on_key.next().is_none())?;
+    let literal = literal_key::value(text, at, bound.literal?)?;
+    scopes::canonical_param(family, 0, bound.cast, 0, &literal)
 }
 
 /// An INSERT touches only the keys it gives: no conflict clause, DO NOTHING, or DO UPDATE on

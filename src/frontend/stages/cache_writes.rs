@@ -23,11 +23,17 @@ impl Segment {
         self.tables.is_empty() && !self.all && !self.strict
     }
 
-    fn absorb(&mut self, other: &Segment) {
+    /// Takes `other`'s writes in (into an empty list they move: each statement of a
+    /// transaction block passes through here, and one commit twice).
+    fn absorb(&mut self, other: Segment) {
         self.all |= other.all;
         self.strict |= other.strict;
-        for t in &other.tables {
-            scopes::add(&mut self.tables, t.clone());
+        if self.tables.is_empty() {
+            self.tables = other.tables;
+            return;
+        }
+        for t in other.tables {
+            scopes::add(&mut self.tables, t);
         }
     }
 }
@@ -95,7 +101,7 @@ impl Writes {
     pub fn reopen(&mut self, syncs: u32) {
         for _ in 0..syncs {
             match self.sent.pop_back() {
-                Some(g) => self.building.absorb(&g),
+                Some(g) => self.building.absorb(g),
                 None if self.quiet > 0 => self.quiet -= 1,
                 None => break,
             }
@@ -111,7 +117,7 @@ impl Writes {
                 // The group's writes before the COMMIT are in it; later ones are counted again
                 // when their own transaction ends (a second invalidation costs only a miss).
                 let group = self.oldest().map(|g| Segment { tables: g.tables.clone(), all: g.all, strict: false });
-                self.commit(&group.unwrap_or_default());
+                self.commit(group.unwrap_or_default());
             }
             b'C' if body.starts_with(b"ROLLBACK") => self.ended = Some(false),
             _ => {}
@@ -143,20 +149,20 @@ impl Writes {
             // group in no transaction block commits nothing: the common case skips the merge.)
             let wrote = !group.is_empty() || !self.in_tx.is_empty();
             if !self.error && wrote {
-                self.commit(&group);
+                self.commit(group);
             }
             self.in_tx = Segment::default();
         } else {
-            self.in_tx.absorb(&group);
+            self.in_tx.absorb(group);
         }
         self.error = false;
         self.ended = None;
         !self.committed.is_empty()
     }
 
-    fn commit(&mut self, group: &Segment) {
+    fn commit(&mut self, group: Segment) {
         let in_tx = std::mem::take(&mut self.in_tx);
-        self.committed.absorb(&in_tx);
+        self.committed.absorb(in_tx);
         self.committed.absorb(group);
         self.committed.strict = false;
     }
@@ -199,9 +205,9 @@ impl Writes {
         let mut all = std::mem::take(&mut self.building);
         self.quiet = 0;
         for g in std::mem::take(&mut self.sent) {
-            all.absorb(&g);
+            all.absorb(g);
         }
-        self.commit(&all);
+        self.commit(all);
     }
 
     /// Committed writes awaiting invalidation: (any table of the database, the tables).

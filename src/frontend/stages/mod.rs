@@ -54,6 +54,8 @@ pub struct Turn {
 /// The session as a stage sees it while it handles one message or reply.
 pub struct Cx<'a> {
     pub turn: &'a mut Turn,
+    /// A Query of one statement: where its literals are in the text (for a literal key).
+    pub literals: &'a crate::sql::tokens::Literals,
     pub statements: &'a mut Statements,
     /// The server connection held, if any (its prepared statements, its unnamed statement).
     pub server: Option<&'a mut ServerConn>,
