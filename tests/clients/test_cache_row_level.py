@@ -228,3 +228,19 @@ def test_a_cascade_from_one_keyed_write_reaches_rows_of_another_keyed_table(pg_a
             await c.close()
 
     run_async(main(), 60)
+
+
+def test_a_literal_key_is_the_top_level_comparison_not_another_mention(keyed_tables, cached_proxy):
+    """`(id) = 5 AND (id = 7 OR ...)` writes row 5: the only `id = literal` the text shows is 7, inside an OR. Reading
+    the key from the text alone would invalidate key 7 and leave row 5's cached read stale."""
+    names, _ = keyed_tables
+    table = names["int"]
+    proxy = cached_proxy("transaction", 4, NO_ADMISSION)
+    wait_cache_ready(proxy, table)
+    with psycopg.connect(proxy.dsn(), autocommit=True) as c:
+        read = lambda k: c.execute(f"SELECT v FROM {table} WHERE id = {k}").fetchone()[0]  # noqa: E731
+        for _ in range(2):
+            assert [read(5), read(7)] == ["v-5", "v-7"]
+        c.execute(f"UPDATE {table} SET v = 'hidden' WHERE (id) = 5 AND (id = 7 OR v IS NOT NULL)")
+        assert read(5) == "hidden", "row 5 was written: its cached read must not be served"
+        assert read(7) == "v-7"
