@@ -208,7 +208,7 @@ pub fn canonical_param(column: Family, declared: u32, cast: Cast, format: i16, v
                 8 => i64::from_be_bytes(value.try_into().ok()?),
                 _ => return None,
             };
-            Some(n.to_string().into_bytes())
+            Some(decimal(n))
         }
         (Family::Uuid, 1) if value.len() == 16 => {
             Some(value.iter().map(|b| format!("{b:02x}")).collect::<String>().into())
@@ -216,6 +216,28 @@ pub fn canonical_param(column: Family, declared: u32, cast: Cast, format: i16, v
         (Family::Text, 1) => canonical_text(column, std::str::from_utf8(value).ok()?),
         _ => None,
     }
+}
+
+/// `n` in decimal, as `to_string` writes it, without the formatting machinery (every keyed
+/// statement's key passes here).
+fn decimal(n: i64) -> Vec<u8> {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    let mut m = n.unsigned_abs();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (m % 10) as u8;
+        m /= 10;
+        if m == 0 {
+            break;
+        }
+    }
+    let mut out = Vec::with_capacity(digits.len() - at + 1);
+    if n < 0 {
+        out.push(b'-');
+    }
+    out.extend_from_slice(&digits[at..]);
+    out
 }
 
 /// A key in its text form (a text parameter, or the replication stream's value unquoted).
@@ -228,7 +250,7 @@ pub fn canonical_text(column: Family, text: &str) -> Option<Vec<u8>> {
             if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
                 return None;
             }
-            Some(text.parse::<i64>().ok()?.to_string().into_bytes())
+            Some(decimal(text.parse::<i64>().ok()?))
         }
         Family::Uuid => {
             let hex: String = text.chars().filter(|&c| c != '-').collect();
@@ -271,6 +293,10 @@ mod tests {
         assert_eq!(canonical_text(Family::Int, "042").unwrap(), bin, "the value, not the spelling");
         assert_eq!(canonical_text(Family::Int, " 42"), None);
         assert_eq!(canonical_text(Family::Int, "+42"), None);
+        for n in [0, 7, -7, 10, i64::MAX, i64::MIN] {
+            assert_eq!(decimal(n), n.to_string().into_bytes(), "{n}");
+        }
+        assert_eq!(canonical_text(Family::Int, "-0").unwrap(), b"0");
         assert_eq!(canonical_param(Family::Int, 700, Cast::None, 1, &1f32.to_be_bytes()), None, "a float4 parameter");
         assert_eq!(canonical_param(Family::Int, 0, Cast::Text, 0, b"42"), None, "cast to another family");
         let u = "3F2504E0-4F89-11D3-9A0C-0305E82C3301";
