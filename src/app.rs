@@ -96,7 +96,10 @@ async fn accept_until_signal(app: &Arc<App>, listener: TcpListener) -> Result<()
                     let _ = tcp.set_nodelay(true);
                     app.clients.joined();
                     let slot = ClientSlot(app.clone());
-                    tokio::spawn(async move { serve_client(slot, tcp, peer.to_string()).await });
+                    // Boxed: the task cell then holds a pointer, not the ~5 KB session future that
+                    // tokio's spawn and each state change would copy (a new connection per transaction
+                    // is a common pattern: SQLAlchemy's NullPool, serverless functions).
+                    tokio::spawn(Box::pin(serve_client(slot, tcp, peer.to_string())));
                 }
                 Err(e) => {
                     tracing::warn!("accept failed: {e}");
