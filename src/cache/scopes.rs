@@ -88,19 +88,10 @@ fn scope_name(table: &str, tag: char, n: Option<u64>) -> Arc<str> {
         len += 1;
     }
     if let Some(n) = n {
-        let mut digits = [0u8; 20];
-        let mut at = digits.len();
-        let mut n = n;
-        loop {
-            at -= 1;
-            digits[at] = b'0' + (n % 10) as u8;
-            n /= 10;
-            if n == 0 {
-                break;
-            }
-        }
-        buf[len..len + digits.len() - at].copy_from_slice(&digits[at..]);
-        len += digits.len() - at;
+        let mut room = [0u8; 20];
+        let digits = digits(n, &mut room);
+        buf[len..len + digits.len()].copy_from_slice(digits);
+        len += digits.len();
     }
     // (A str followed by ASCII: always valid.)
     std::str::from_utf8(&buf[..len]).map_or_else(|_| long_scope_name(table, tag, n), Arc::from)
@@ -221,23 +212,27 @@ pub fn canonical_param(column: Family, declared: u32, cast: Cast, format: i16, v
 /// `n` in decimal, as `to_string` writes it, without the formatting machinery (every keyed
 /// statement's key passes here).
 fn decimal(n: i64) -> Vec<u8> {
-    let mut digits = [0u8; 20];
-    let mut at = digits.len();
-    let mut m = n.unsigned_abs();
-    loop {
-        at -= 1;
-        digits[at] = b'0' + (m % 10) as u8;
-        m /= 10;
-        if m == 0 {
-            break;
-        }
-    }
-    let mut out = Vec::with_capacity(digits.len() - at + 1);
+    let mut room = [0u8; 20];
+    let digits = digits(n.unsigned_abs(), &mut room);
+    let mut out = Vec::with_capacity(digits.len() + 1);
     if n < 0 {
         out.push(b'-');
     }
-    out.extend_from_slice(&digits[at..]);
+    out.extend_from_slice(digits);
     out
+}
+
+/// `n`'s decimal digits, written at the end of `room` (u64::MAX has 20).
+fn digits(mut n: u64, room: &mut [u8; 20]) -> &[u8] {
+    let mut at = room.len();
+    loop {
+        at -= 1;
+        room[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            return &room[at..];
+        }
+    }
 }
 
 /// A key in its text form (a text parameter, or the replication stream's value unquoted).
