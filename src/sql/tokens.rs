@@ -18,7 +18,7 @@ pub struct Shape {
 /// Where a statement's literals are in its text, in order: the first `KEPT` of them within the
 /// text's first 64 KiB, and how many there were. A simple Query's key value is read from here
 /// (`literal_key`) instead of lexing the text a second time; small and inline, so that recording
-/// them allocates nothing and every message's fresh `Turn` stays cheap to build.
+/// them allocates nothing and the session can keep one beside each message it handles.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Literals {
     spans: [(u16, u16); Literals::KEPT],
@@ -90,8 +90,7 @@ pub fn shapes_with(sql: &str, backslash_quotes: bool) -> Vec<Shape> {
                 if prefix && b.get(i) == Some(&b'\'') {
                     let escapes = backslash_quotes || c.eq_ignore_ascii_case(&b'e');
                     i = skip_quoted(b, i, b'\'', escapes);
-                    token(&mut cur, b"?");
-                    literals.push(s, i);
+                    literal(&mut cur, &mut literals, s, i);
                 } else {
                     token(&mut cur, &b[s..i]);
                     let at = cur.len() - (i - s);
@@ -101,8 +100,7 @@ pub fn shapes_with(sql: &str, backslash_quotes: bool) -> Vec<Shape> {
             Class::Digit => {
                 let s = i;
                 i = skip_number(b, i);
-                token(&mut cur, b"?");
-                literals.push(s, i);
+                literal(&mut cur, &mut literals, s, i);
             }
             Class::Semicolon => {
                 finish(&mut cur, &mut out, start, i, std::mem::take(&mut literals));
@@ -112,8 +110,7 @@ pub fn shapes_with(sql: &str, backslash_quotes: bool) -> Vec<Shape> {
             Class::Quote => {
                 let s = i;
                 i = skip_quoted(b, i, b'\'', backslash_quotes);
-                token(&mut cur, b"?");
-                literals.push(s, i);
+                literal(&mut cur, &mut literals, s, i);
             }
             Class::DoubleQuote => {
                 let end = skip_quoted(b, i, b'"', false);
@@ -121,10 +118,11 @@ pub fn shapes_with(sql: &str, backslash_quotes: bool) -> Vec<Shape> {
                 i = end;
             }
             Class::Dollar => {
-                let (end, literal) = dollar(b, i);
-                token(&mut cur, if literal { b"?" } else { &b[i..end] });
-                if literal {
-                    literals.push(i, end);
+                let (end, is_literal) = dollar(b, i);
+                if is_literal {
+                    literal(&mut cur, &mut literals, i, end);
+                } else {
+                    token(&mut cur, &b[i..end]);
                 }
                 i = end;
             }
@@ -136,8 +134,7 @@ pub fn shapes_with(sql: &str, backslash_quotes: bool) -> Vec<Shape> {
                 } else if c == b'.' && b.get(i + 1).is_some_and(u8::is_ascii_digit) {
                     let s = i;
                     i = skip_number(b, i);
-                    token(&mut cur, b"?");
-                    literals.push(s, i);
+                    literal(&mut cur, &mut literals, s, i);
                 } else {
                     token(&mut cur, &b[i..i + 1]);
                     i += 1;
@@ -190,6 +187,12 @@ fn token(cur: &mut Vec<u8>, tok: &[u8]) {
         cur.push(b' ');
     }
     cur.extend_from_slice(tok);
+}
+
+/// A literal: `?` in the shape, and where it stood in the text.
+fn literal(cur: &mut Vec<u8>, literals: &mut Literals, start: usize, end: usize) {
+    token(cur, b"?");
+    literals.push(start, end);
 }
 
 /// Ends a statement: its shape moves out (no copy; a next statement grows a new buffer).

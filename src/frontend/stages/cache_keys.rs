@@ -88,7 +88,8 @@ pub fn literal_write_names(
 }
 
 /// The canonical key value a statement's text gives its primary key: the analysis must have
-/// exactly one `pk = constant` conjunct, and the shape exactly one `pk = literal` (`literal_key`).
+/// exactly one `pk = constant` conjunct, and the shape must name the column once, as `pk =
+/// literal` (`literal_key::position`, kept in the conjunct's `Bound`).
 fn literal_value((column, family): (Arc<str>, Family), k: &Keyed, text: &[u8], at: &Literals) -> Option<Vec<u8>> {
     let mut on_key = k.bound.iter().filter(|b| b.column == column);
     let bound = on_key.next().filter(|_| on_key.next().is_none())?;
