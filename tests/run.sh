@@ -9,5 +9,5 @@ cargo build --release --bins
 start_services
 export PGPILOT_BIN="$PWD/target/release/pgpilot"
 VENV="${PGPILOT_VENV:-$PWD/target/venv}"
-cargo test --release -- --test-threads=2
+cargo test --profile ci-test -- --test-threads=2
 "$VENV/bin/python" -m pytest -q -p no:cacheprovider tests/clients
