@@ -103,7 +103,7 @@ async fn accept_until_signal(app: &Arc<App>, listener: TcpListener) -> Result<()
                 }
                 Err(e) => {
                     tracing::warn!("accept failed: {e}");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    crate::timers::sleep(Duration::from_millis(50)).await;
                 }
             },
             _ = term.recv() => break,
@@ -122,7 +122,7 @@ async fn drain(app: &Arc<App>) {
     app.begin_shutdown();
     let deadline = tokio::time::Instant::now() + timeout;
     while app.clients.total() > 0 && tokio::time::Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        crate::timers::sleep(Duration::from_millis(20)).await;
     }
     tracing::info!(remaining = app.clients.total(), "shutdown complete");
 }
@@ -132,7 +132,7 @@ async fn drain(app: &Arc<App>) {
 /// 100,000 checkouts in pgpilot_pool_wait_seconds).
 async fn metrics_upkeep(prometheus: metrics_exporter_prometheus::PrometheusHandle) {
     loop {
-        tokio::time::sleep(Duration::from_secs(5)).await;
+        crate::timers::sleep(Duration::from_secs(5)).await;
         prometheus.run_upkeep();
     }
 }
@@ -144,13 +144,13 @@ async fn give_memory_back(app: Arc<App>) {
     const EVERY: Duration = Duration::from_secs(10);
     let (mut peak, mut idle_at_trim) = (0usize, 0usize);
     loop {
-        tokio::time::sleep(EVERY).await;
+        crate::timers::sleep(EVERY).await;
         let clients = app.clients.total().max(0) as usize;
         let idle = app.cancels.nudge_idle();
         peak = peak.max(clients);
         // Many clients gone, or many more gone idle (their buffers released), since the last trim.
         if peak >= clients + 500 || idle >= idle_at_trim + 1000 {
-            tokio::time::sleep(Duration::from_millis(200)).await; // the nudged sessions run first
+            crate::timers::sleep(Duration::from_millis(200)).await; // the nudged sessions run first
             trim_heap();
             (peak, idle_at_trim) = (clients, idle);
         }
@@ -180,7 +180,7 @@ async fn serve_client(slot: ClientSlot, tcp: TcpStream, peer: String) {
     let app = slot.0.clone();
     let cfg = app.config.load_full();
     tracing::debug!(%peer, "client connected");
-    let opened = tokio::time::timeout(cfg.startup_timeout(), negotiate(tcp, app.tls())).await;
+    let opened = crate::timers::timeout(cfg.startup_timeout(), negotiate(tcp, app.tls())).await;
     let (mut stream, params) = match opened {
         Ok(Opening::Startup { stream, params }) => (stream, params),
         Ok(Opening::Cancel { pid, secret, stream }) => {
@@ -198,10 +198,10 @@ async fn serve_client(slot: ClientSlot, tcp: TcpStream, peer: String) {
     let database = params.get("database").filter(|d| !d.is_empty()).cloned().unwrap_or_else(|| user.clone());
     let mut rbuf = BytesMut::with_capacity(8 * 1024);
     let check = Check::for_user(cfg.find_user(&user).as_ref(), |u| app.scram_verifier(u), || app.fake_verifier(&user));
-    let authed = tokio::time::timeout(cfg.startup_timeout(), authenticate(&mut stream, &mut rbuf, check)).await;
+    let authed = crate::timers::timeout(cfg.startup_timeout(), authenticate(&mut stream, &mut rbuf, check)).await;
     let Ok(Ok(greeting)) = authed else {
         tracing::info!(%peer, %user, "authentication failed");
-        tokio::time::sleep(std::time::Duration::from_millis(cfg.server.auth_failure_delay_ms)).await;
+        crate::timers::sleep(std::time::Duration::from_millis(cfg.server.auth_failure_delay_ms)).await;
         return fail(
             &mut stream,
             sqlstate::INVALID_PASSWORD,

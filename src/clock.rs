@@ -1,6 +1,6 @@
 //! A coarse clock for pool bookkeeping (idle times, lifetimes): one atomic load instead of a
-//! clock read per checkout and check-in. Ticks every 20 ms once `start` runs (each tick wakes the
-//! runtime, so it is kept slow; the pool only needs tens-of-milliseconds precision).
+//! clock read per checkout and check-in. Ticks every 20 ms once `start` runs, on its own thread (the
+//! pool only needs tens-of-milliseconds precision).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
@@ -29,15 +29,20 @@ fn tick() {
     NOW_MS.store(origin.elapsed().as_millis() as u64, Ordering::Relaxed);
 }
 
-/// Starts the ticker (inside the runtime).
+/// Starts the ticker: a thread of its own, so that its 50 wake-ups a second never park or wake
+/// the runtime that relays messages (as a task there, each tick was a whole park and wake-up).
 pub fn start() {
+    static STARTED: std::sync::Once = std::sync::Once::new();
+    STARTED.call_once(start_thread);
+}
+
+fn start_thread() {
     tick();
-    tokio::spawn(async {
-        let mut every = tokio::time::interval(Duration::from_millis(20));
-        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-        loop {
-            every.tick().await;
-            tick();
-        }
+    let spawned = std::thread::Builder::new().name("pgpilot-clock".into()).spawn(|| loop {
+        std::thread::sleep(Duration::from_millis(20));
+        tick();
     });
+    if let Err(e) = spawned {
+        tracing::error!("clock thread not started, pool idle times will not advance: {e}");
+    }
 }

@@ -59,12 +59,12 @@ impl IndexUsage {
 /// Runs for the life of the process (reads the interval at each turn: a reload can turn it on).
 pub async fn run(store: Arc<IndexUsage>, pools: Arc<PoolSet>, config: Arc<ArcSwap<Config>>) {
     // The first reading soon after start (the pools' first logins), then every interval.
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    crate::timers::sleep(Duration::from_secs(1)).await;
     loop {
         let secs = config.load().insights.index_usage_interval_s;
         if secs == 0 {
             store.tables.lock().clear();
-            tokio::time::sleep(Duration::from_secs(5)).await;
+            crate::timers::sleep(Duration::from_secs(5)).await;
             continue;
         }
         let mut all = Vec::new();
@@ -84,7 +84,7 @@ pub async fn run(store: Arc<IndexUsage>, pools: Arc<PoolSet>, config: Arc<ArcSwa
             }
         }
         *store.tables.lock() = all;
-        tokio::time::sleep(Duration::from_secs(secs)).await;
+        crate::timers::sleep(Duration::from_secs(secs)).await;
     }
 }
 

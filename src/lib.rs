@@ -26,3 +26,4 @@ pub mod protocol;
 pub mod shared;
 pub mod sql;
 pub mod strategy;
+pub mod timers;

@@ -35,6 +35,11 @@ fn main() -> ExitCode {
     }
     pgpilot::app::init_logging();
     // One worker: a current-thread runtime (no work-stealing machinery), as PgBouncer's one loop.
+    // Timers on their own thread, so the data runtime's parks skip the time driver's work.
+    if let Err(err) = pgpilot::timers::start() {
+        eprintln!("pgpilot: cannot start the timer thread: {err}");
+        return ExitCode::FAILURE;
+    }
     let workers = config.server.worker_threads();
     let mut builder = if workers == 1 {
         tokio::runtime::Builder::new_current_thread()

@@ -148,7 +148,7 @@ pub async fn run(periods: Arc<Periods>, pools: Arc<PoolSet>, queries: Arc<QueryS
     loop {
         let cfg = config.load_full();
         periods.roll(totals(&pools, &queries, cfg.cache.enabled), Instant::now());
-        tokio::time::sleep(Duration::from_secs(cfg.server.stats_period_s.max(1))).await;
+        crate::timers::sleep(Duration::from_secs(cfg.server.stats_period_s.max(1))).await;
     }
 }
 

@@ -129,3 +129,24 @@ fn stages_name_neither_the_session_nor_each_other() {
     }
     assert!(wrong.is_empty(), "stages reaching past their interface:\n{}", wrong.join("\n"));
 }
+
+/// Timers are made through `crate::timers` (on the timer runtime), never on the data runtime's own
+/// wheel: one timer there makes every park of that runtime read the clock and scan the wheel.
+#[test]
+fn timers_are_made_on_the_timer_runtime() {
+    let mut files = Vec::new();
+    rust_files(Path::new("src"), &mut files);
+    let forbidden = ["time::sleep", "time::timeout", "time::interval", "time::sleep_until", "time::timeout_at"];
+    let mut wrong = Vec::new();
+    for file in files.iter().filter(|f| !f.ends_with("timers.rs")) {
+        let text = std::fs::read_to_string(file).unwrap();
+        for f in forbidden.iter().filter(|f| text.contains(&format!("tokio::{f}"))) {
+            wrong.push(format!("{} makes a timer with tokio::{f}", file.display()));
+        }
+        if text.contains("use tokio::time::{") || text.contains("use tokio::time::sleep") {
+            wrong.push(format!("{} imports tokio's timer functions", file.display()));
+        }
+    }
+    assert!(!files.is_empty());
+    assert!(wrong.is_empty(), "use crate::timers instead:\n{}", wrong.join("\n"));
+}

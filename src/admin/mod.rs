@@ -156,6 +156,6 @@ async fn wait_idle(app: &App, database: Option<&str>) {
     let deadline = tokio::time::Instant::now() + limit;
     let busy = || app.pools.snapshots().iter().any(|p| p.active > 0 && database.is_none_or(|d| d == p.database));
     while busy() && tokio::time::Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(10)).await;
+        crate::timers::sleep(Duration::from_millis(10)).await;
     }
 }

@@ -168,7 +168,7 @@ impl CancelRegistry {
             tracing::debug!("cancel request for an idle client ignored");
             return;
         };
-        if tokio::time::timeout(CANCEL_WAIT, forward(&target)).await.is_err() {
+        if crate::timers::timeout(CANCEL_WAIT, forward(&target)).await.is_err() {
             tracing::warn!("a forwarded cancel request to {} took over {CANCEL_WAIT:?}", target.addr);
         }
     }
@@ -177,7 +177,7 @@ impl CancelRegistry {
 /// Cancels what `t`'s backend runs (pgpilot's own decision, e.g. query_timeout), waiting at most
 /// as long as a client's cancel.
 pub async fn cancel_backend(t: &ServerKey) {
-    let _ = tokio::time::timeout(CANCEL_WAIT, forward(t)).await;
+    let _ = crate::timers::timeout(CANCEL_WAIT, forward(t)).await;
 }
 
 /// Sends the CancelRequest with the server's own key and waits for the server to close the

@@ -69,7 +69,7 @@ impl Link {
 
 /// Connects, authenticates and reads the startup replies, all within `target.timeout`.
 pub async fn connect(target: &Target) -> Result<ServerConn, ServerError> {
-    tokio::time::timeout(target.timeout, connect_inner(target)).await.map_err(|_| ServerError::Timeout)?
+    crate::timers::timeout(target.timeout, connect_inner(target)).await.map_err(|_| ServerError::Timeout)?
 }
 
 async fn connect_inner(target: &Target) -> Result<ServerConn, ServerError> {

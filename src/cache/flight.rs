@@ -68,7 +68,7 @@ impl Flight {
 
 /// Waits until the fill ends (its guard is dropped) or `timeout` passes.
 pub async fn wait(mut rx: watch::Receiver<()>, timeout: std::time::Duration) {
-    let _ = tokio::time::timeout(timeout, async { while rx.changed().await.is_ok() {} }).await;
+    let _ = crate::timers::timeout(timeout, async { while rx.changed().await.is_ok() {} }).await;
 }
 
 #[cfg(test)]
@@ -84,7 +84,7 @@ mod tests {
         let Begin::Wait(rx) = f.begin(7) else { panic!("second waits") };
         assert!(matches!(f.begin(8), Begin::Fill(_)), "other keys are independent");
         let waiter = tokio::spawn(wait(rx, std::time::Duration::from_secs(5)));
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        crate::timers::sleep(std::time::Duration::from_millis(20)).await;
         assert!(!waiter.is_finished());
         drop(guard);
         waiter.await.expect("woken");

@@ -93,7 +93,7 @@ impl RedisTier {
                     }
                     Err(e) => tracing::warn!("cache: Redis unreachable, local-only for now: {e}"),
                 }
-                tokio::time::sleep(Duration::from_secs(1)).await;
+                crate::timers::sleep(Duration::from_secs(1)).await;
             }
         });
         let me = self.clone();
@@ -128,7 +128,7 @@ impl RedisTier {
         cmd: &redis::Pipeline,
     ) -> Option<T> {
         let mut conn = conn.clone();
-        match tokio::time::timeout(self.timeout, cmd.query_async::<T>(&mut conn)).await {
+        match crate::timers::timeout(self.timeout, cmd.query_async::<T>(&mut conn)).await {
             Ok(Ok(v)) => Some(v),
             Ok(Err(e)) => {
                 self.failed(what, e);
@@ -237,7 +237,7 @@ impl RedisTier {
         let me = self.clone();
         tokio::spawn(async move {
             while me.lost.load(Ordering::Relaxed) {
-                tokio::time::sleep(Duration::from_millis(HEAL_EVERY_MS)).await;
+                crate::timers::sleep(Duration::from_millis(HEAL_EVERY_MS)).await;
                 let Some(conn) = me.conn.load_full() else { continue };
                 if me.run_on::<()>(&conn, "flush", &flush_command(me.id)).await.is_some() {
                     me.healed();
@@ -254,7 +254,7 @@ impl RedisTier {
 
     async fn subscribe_forever(&self, gens: Arc<Generations>) {
         loop {
-            let connected = tokio::time::timeout(Duration::from_secs(2), async {
+            let connected = crate::timers::timeout(Duration::from_secs(2), async {
                 let mut ps = self.client.get_async_pubsub().await?;
                 ps.subscribe(CHANNEL).await?;
                 Ok::<_, redis::RedisError>(ps)
@@ -272,7 +272,7 @@ impl RedisTier {
                 gens.bump_all();
                 tracing::warn!("cache: Redis invalidation subscription lost; local entries dropped");
             }
-            tokio::time::sleep(Duration::from_secs(1)).await;
+            crate::timers::sleep(Duration::from_secs(1)).await;
         }
     }
 

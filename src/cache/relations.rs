@@ -133,7 +133,7 @@ impl Relations {
             if loaded() {
                 return true;
             }
-            if tokio::time::timeout_at(deadline, woken).await.is_err() {
+            if crate::timers::timeout_at(deadline, woken).await.is_err() {
                 return loaded();
             }
         }

@@ -189,7 +189,7 @@ async fn run(streams: Arc<Streams>, cache: Arc<ResultCache>, db: Arc<str>, s: Ar
             warned = true;
         }
         *s.last_error.lock() = Some(text);
-        tokio::time::sleep(pause).await;
+        crate::timers::sleep(pause).await;
     }
 }
 
@@ -284,8 +284,7 @@ async fn apply(
     let mut rebumps = Rebumps::default();
     // (time sent, WAL flush position then): fresh as of that time once applied up to it.
     let mut probes: VecDeque<(u64, u64)> = VecDeque::new();
-    let mut tick = tokio::time::interval(Duration::from_millis(PROBE_MS));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut tick = crate::timers::interval(Duration::from_millis(PROBE_MS));
     loop {
         tokio::select! {
             read = repl.read_message() => {

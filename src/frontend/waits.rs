@@ -24,7 +24,7 @@ pub(super) async fn read_client(
     }
     match idle_limit {
         None => Ok(client.read_buf(buf).await),
-        Some(limit) => tokio::time::timeout(limit, client.read_buf(buf)).await,
+        Some(limit) => crate::timers::timeout(limit, client.read_buf(buf)).await,
     }
 }
 
@@ -38,6 +38,6 @@ pub(super) async fn read_server(
     let read = conn.stream.read_buf(&mut conn.rbuf);
     match deadline {
         None => Ok(read.await),
-        Some(at) => tokio::time::timeout_at(at, read).await,
+        Some(at) => crate::timers::timeout_at(at, read).await,
     }
 }

@@ -50,7 +50,7 @@ pub async fn serve(listener: tokio::net::TcpListener, app: Arc<App>, prometheus:
 async fn health(State(h): State<Http>) -> Response {
     let up = h.app.config.load().upstream();
     let reachable =
-        tokio::time::timeout(Duration::from_secs(2), tokio::net::TcpStream::connect((up.host.as_str(), up.port)))
+        crate::timers::timeout(Duration::from_secs(2), tokio::net::TcpStream::connect((up.host.as_str(), up.port)))
             .await
             .is_ok_and(|r| r.is_ok());
     let accepting = !*h.app.shutdown_signal().borrow();

@@ -40,7 +40,7 @@ impl Lane {
                 self.waited.fetch_add(1, Ordering::Relaxed);
                 counted = true;
             }
-            if tokio::time::timeout_at(deadline, freed).await.is_err() {
+            if crate::timers::timeout_at(deadline, freed).await.is_err() {
                 return None;
             }
         }
@@ -94,7 +94,7 @@ mod tests {
                 async move { lane.enter(2, tokio::time::Instant::now() + Duration::from_secs(5)).await.is_some() },
             )
         };
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        crate::timers::sleep(Duration::from_millis(20)).await;
         drop(a);
         assert!(waiter.await.unwrap(), "woken by the returned ticket");
         assert_eq!(lane.held(), 1, "the waiter's ticket went back with its task");

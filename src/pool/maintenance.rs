@@ -106,8 +106,7 @@ impl Pool {
 
 /// Runs maintenance on every pool once a second until the process ends.
 pub async fn run(pools: Arc<super::set::PoolSet>) {
-    let mut tick = tokio::time::interval(Duration::from_secs(1));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut tick = crate::timers::interval(Duration::from_secs(1));
     loop {
         tick.tick().await;
         for pool in pools.all() {

@@ -380,7 +380,7 @@ impl Pool {
             st.waiters.push_back(Waiter { since: Instant::now(), tx });
             rx
         };
-        tokio::time::timeout_at(deadline, rx).await.ok().and_then(Result::ok)
+        crate::timers::timeout_at(deadline, rx).await.ok().and_then(Result::ok)
     }
 
     /// Checks an idle connection before handing it out; broken ones are dropped (slot freed).
@@ -392,7 +392,7 @@ impl Pool {
         let healthy = !too_old
             && ((idle_for < Duration::from_millis(50) && !suspect) || !conn.looks_broken())
             && (idle_for < Duration::from_millis(cfg.pool.health_check_after_ms)
-                || Box::pin(tokio::time::timeout(cfg.connect_timeout(), conn.run_internal("")))
+                || Box::pin(crate::timers::timeout(cfg.connect_timeout(), conn.run_internal("")))
                     .await
                     .is_ok_and(|r| r.is_ok()));
         if healthy {

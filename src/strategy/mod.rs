@@ -22,8 +22,7 @@ const RECENT_TICKS: u32 = 30;
 
 /// Runs for the life of the process.
 pub async fn run(stats: Arc<QueryStats>, config: Arc<ArcSwap<Config>>) {
-    let mut interval = tokio::time::interval(TICK);
-    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut interval = crate::timers::interval(TICK);
     let mut ticks = 0u32;
     loop {
         interval.tick().await;
