@@ -38,8 +38,8 @@ pub async fn run(cli: Cli, config: Config) -> Result<()> {
     let listener = TcpListener::bind(&config.server.listen)
         .await
         .with_context(|| format!("listening on {}", config.server.listen))?;
-    let http = TcpListener::bind(&config.server.http_listen)
-        .await
+    let http = std::net::TcpListener::bind(&config.server.http_listen)
+        .and_then(|l| l.set_nonblocking(true).map(|()| l))
         .with_context(|| format!("listening on {}", config.server.http_listen))?;
     let tls = crate::net::tls::acceptor(&config.tls)?;
     crate::net::upstream_tls::for_config(&config.upstream)?;
@@ -50,7 +50,8 @@ pub async fn run(cli: Cli, config: Config) -> Result<()> {
     if app.config.load().cache.invalidation == crate::config::Invalidation::Replication {
         app.cache.start_replication(app.config.clone());
     }
-    tokio::spawn(crate::http::serve(http, app.clone(), prometheus.clone()));
+    // On the timer runtime, whose reactor the listener joins there: hyper and axum make timers.
+    crate::timers::spawn(crate::http::serve(http, app.clone(), prometheus.clone()));
     tokio::spawn(crate::pool::maintenance::run(app.pools.clone()));
     tokio::spawn(crate::pool_stats::run(
         app.stats_periods.clone(),

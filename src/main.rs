@@ -34,21 +34,12 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     pgpilot::app::init_logging();
-    // One worker: a current-thread runtime (no work-stealing machinery), as PgBouncer's one loop.
     // Timers on their own thread, so the data runtime's parks skip the time driver's work.
     if let Err(err) = pgpilot::timers::start() {
         eprintln!("pgpilot: cannot start the timer thread: {err}");
         return ExitCode::FAILURE;
     }
-    let workers = config.server.worker_threads();
-    let mut builder = if workers == 1 {
-        tokio::runtime::Builder::new_current_thread()
-    } else {
-        let mut b = tokio::runtime::Builder::new_multi_thread();
-        b.worker_threads(workers);
-        b
-    };
-    let runtime = match builder.enable_all().build() {
+    let runtime = match data_runtime(&config) {
         Ok(rt) => rt,
         Err(err) => {
             eprintln!("pgpilot: cannot start the runtime: {err}");
@@ -62,4 +53,25 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// The runtime that relays messages. One worker: a current-thread runtime (no work-stealing
+/// machinery), as PgBouncer's one loop. No time driver (pgpilot's timers live on the timer thread):
+/// its parks then skip the clock read and the expiry pass. The Redis client makes tokio timers
+/// itself wherever it runs, so with a Redis tier the data runtime keeps one.
+fn data_runtime(config: &pgpilot::config::Config) -> std::io::Result<tokio::runtime::Runtime> {
+    let workers = config.server.worker_threads();
+    let mut builder = if workers == 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut b = tokio::runtime::Builder::new_multi_thread();
+        b.worker_threads(workers);
+        b
+    };
+    if config.cache.redis().is_some() {
+        builder.enable_all();
+    } else {
+        builder.enable_io();
+    }
+    builder.build()
 }

@@ -11,8 +11,10 @@
 //! A `Sleep` keeps the runtime handle it was created under (tokio's `TimerEntry`), so creating it
 //! inside `Handle::enter` is all it takes; polling and dropping it may happen anywhere. Before
 //! `start` (unit tests, tools) the helpers use the current runtime's timers as plain tokio does.
-//! Libraries that make their own timers (the Redis client, hyper) still use the data runtime's
-//! wheel, which only holds them while such work is in flight.
+//! The data runtime is built without a time driver at all (main.rs), so a timer made there panics:
+//! pgpilot's code makes none (tests/layering.rs), the HTTP server runs here (`spawn`), and the Redis
+//! client, which makes its own timeouts and reconnect back-offs wherever it runs, is the one reason
+//! the data runtime gets a time driver (only when a Redis tier is configured).
 
 use std::future::IntoFuture;
 use std::sync::OnceLock;
@@ -22,13 +24,16 @@ use tokio::runtime::Handle;
 use tokio::time::{Instant, Interval, Sleep, Timeout};
 
 static TIMERS: OnceLock<Handle> = OnceLock::new();
+static STARTING: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 /// Starts the timer thread (once; later calls do nothing).
 pub fn start() -> std::io::Result<()> {
+    let _one_at_a_time = STARTING.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
     if TIMERS.get().is_some() {
         return Ok(());
     }
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_time().build()?;
+    // I/O too: the HTTP server runs here (axum sleeps after an accept error, a timer of its own).
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let handle = runtime.handle().clone();
     std::thread::Builder::new()
         .name("pgpilot-timers".into())
@@ -45,6 +50,18 @@ fn on_timer_runtime<T>(make: impl FnOnce() -> T) -> T {
             make()
         }
         None => make(),
+    }
+}
+
+/// Runs `future` on the timer runtime: for work whose libraries make tokio timers themselves.
+pub fn spawn<F>(future: F) -> tokio::task::JoinHandle<F::Output>
+where
+    F: std::future::Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    match TIMERS.get() {
+        Some(handle) => handle.spawn(future),
+        None => tokio::spawn(future),
     }
 }
 

@@ -169,7 +169,7 @@ impl ResultCache {
                 }
             })
             .build();
-        let redis = match cfg.redis_url.as_deref().filter(|u| !u.is_empty()) {
+        let redis = match cfg.redis() {
             Some(url) => Some(RedisTier::new(url, Duration::from_millis(cfg.redis_timeout_ms))?),
             None => None,
         };

@@ -370,6 +370,13 @@ pub enum Invalidation {
     Replication,
 }
 
+impl CacheConfig {
+    /// The Redis URL when a shared tier is configured (an empty one means local only).
+    pub fn redis(&self) -> Option<&str> {
+        self.redis_url.as_deref().filter(|u| !u.is_empty())
+    }
+}
+
 impl Default for CacheConfig {
     fn default() -> Self {
         Self {

@@ -25,7 +25,14 @@ pub(crate) struct Http {
     prometheus: PrometheusHandle,
 }
 
-pub async fn serve(listener: tokio::net::TcpListener, app: Arc<App>, prometheus: PrometheusHandle) {
+pub async fn serve(listener: std::net::TcpListener, app: Arc<App>, prometheus: PrometheusHandle) {
+    let listener = match tokio::net::TcpListener::from_std(listener) {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::error!("http server not started: {e}");
+            return;
+        }
+    };
     let loopback = listener.local_addr().is_ok_and(|a| a.ip().is_loopback());
     let state = Http { app, prometheus };
     // What names the clients' statements or changes anything: behind the token.
