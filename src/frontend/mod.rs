@@ -10,6 +10,7 @@ pub mod tx;
 mod begin;
 mod forward;
 mod hold;
+mod known_texts;
 mod login;
 mod relay;
 mod reply_actions;

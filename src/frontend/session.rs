@@ -10,7 +10,6 @@ use tokio::io::AsyncWriteExt;
 
 use super::reply_queue::{Pending, Replies};
 use super::session_state::SessionState;
-use super::sql_scan::Scan;
 use super::stages::{Cx, Stages, Turn};
 use super::statements::Statements;
 use super::tx::TxTracker;
@@ -83,8 +82,9 @@ pub struct Session {
     pub(super) literals: crate::sql::tokens::Literals,
     /// Bytes and Parse/Bind counts for SHOW STATS, handed to the pool at each release.
     pub(super) counts: crate::pool::traffic::Counts,
-    /// The last Parse text with its scan and analysis (repeated unnamed Parses cost a compare).
-    pub(super) last_parse: Option<(Bytes, Scan, crate::sql::Analyzed)>,
+    /// Texts read lately with their scans and analyses (a repeat, maybe with other literals, costs
+    /// a compare).
+    pub(super) known_texts: super::known_texts::KnownTexts,
     /// The feature stages (result cache, prepared statements, insights) behind the `Stage` trait.
     pub(super) stages: Stages,
     /// When the client's latest bytes arrived.
@@ -161,7 +161,7 @@ impl Session {
             turn: Turn::default(),
             literals: Default::default(),
             counts: Default::default(),
-            last_parse: None,
+            known_texts: Default::default(),
             idle_transaction_timeout: Some(cfg.pool.idle_transaction_timeout_ms)
                 .filter(|&ms| ms > 0)
                 .map(std::time::Duration::from_millis),

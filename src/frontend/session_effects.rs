@@ -2,56 +2,55 @@
 //! scanned once (from its statements' parse-tree analyses), its effects on settings, role, pins and
 //! prepared statements applied, and the effects of prepared statements applied again at each Bind.
 
-use bytes::Bytes;
-
 use super::session::Session;
 use super::sql_scan::Scan;
 use crate::config::PoolMode;
 
 impl Session {
     /// Scans a Query/Parse text once: what it means for pooling, and its analysis, kept for the
-    /// Parse/Query bookkeeping that follows. A Parse of the same text as the last one (drivers
-    /// re-parse unnamed statements) reuses the previous result. A statement seen before (maybe
-    /// with other literals) is answered from the analysis cache inline; a new one is parsed off
-    /// the I/O threads, and one over `max_analyzed_bytes` not at all.
-    pub(super) async fn inspect_sql(&mut self, parse: bool, sql: &[u8]) -> Scan {
-        let found = match &self.last_parse {
-            Some((text, found, analyses)) if parse && text[..] == *sql => {
-                self.turn.analyzed = analyses.clone();
-                found.clone()
-            }
-            _ => {
-                let analyze = self.stages.insights.enabled || self.stages.cache.on;
-                if !analyze && !super::sql_scan::may_matter(sql) {
-                    return Scan::default();
-                }
-                let found = if sql.len() > self.analyzer.shared().max_analyzed() {
-                    self.skip_analysis(sql)
-                } else {
-                    self.analyze(sql).await
-                };
-                if parse {
-                    self.last_parse = Some((Bytes::copy_from_slice(sql), found.clone(), self.turn.analyzed.clone()));
-                }
-                found
-            }
+    /// Parse/Query bookkeeping that follows. A text read lately, maybe with other literal values
+    /// (drivers re-parse unnamed statements; pgbench's simple protocol sends new literals), reuses
+    /// that reading. A statement seen before is answered from the analysis cache inline; a new one
+    /// is parsed off the I/O threads, and one over `max_analyzed_bytes` not at all.
+    pub(super) async fn inspect_sql(&mut self, sql: &[u8]) -> Scan {
+        let analyze = self.stages.insights.enabled || self.stages.cache.on;
+        if !analyze && !super::sql_scan::may_matter(sql) {
+            return Scan::default();
+        }
+        let found = if sql.len() > self.analyzer.shared().max_analyzed() {
+            self.skip_analysis(sql)
+        } else if let Some(known) = self.known_reading(sql) {
+            known
+        } else {
+            self.analyze(sql).await
         };
         self.note_scan(&found);
         found
     }
 
+    /// The scan of a text read lately, maybe with other literal values (none while a backslash
+    /// may escape in any string: such a text is read as opaque).
+    fn known_reading(&mut self, sql: &[u8]) -> Option<Scan> {
+        if self.backslash_quotes && memchr::memchr(b'\\', sql).is_some() {
+            return None;
+        }
+        let out = (&mut self.turn.analyzed, &mut self.literals);
+        self.known_texts.find(sql, self.backslash_quotes, &self.analyzer, out)
+    }
+
     async fn analyze(&mut self, sql: &[u8]) -> Scan {
+        // With standard_conforming_strings off a backslash escapes in any string, which
+        // the parser (and the shape tokenizer's default) do not assume.
+        let opaque = self.backslash_quotes && memchr::memchr(b'\\', sql).is_some();
         // Valid UTF-8 (nearly always) is borrowed after the fast check; only invalid text pays
         // for the lossy copy.
         let text = match std::str::from_utf8(sql) {
             Ok(s) => std::borrow::Cow::Borrowed(s),
             Err(_) => String::from_utf8_lossy(sql),
         };
-        // With standard_conforming_strings off a backslash escapes in any string, which
-        // the parser (and the shape tokenizer's default) do not assume.
-        let opaque = self.backslash_quotes && memchr::memchr(b'\\', sql).is_some();
+        let readable = matches!(text, std::borrow::Cow::Borrowed(_)) && !opaque;
         let shapes = crate::sql::tokens::shapes_with(&text, self.backslash_quotes);
-        if let ([one], std::borrow::Cow::Borrowed(_)) = (shapes.as_slice(), &text) {
+        if let ([one], true) = (shapes.as_slice(), readable) {
             self.literals = one.literals;
         }
         let cached = if opaque { None } else { self.analyzer.cached_shapes(&text, &shapes) };
@@ -65,7 +64,12 @@ impl Session {
                     .await
             }
         };
-        super::sql_scan::from_analyses(&text, &shapes, &self.turn.analyzed)
+        let found = super::sql_scan::from_analyses(&text, &shapes, &self.turn.analyzed);
+        if readable {
+            let read = (&self.turn.analyzed, &found);
+            self.known_texts.remember(&text, &shapes, read, self.backslash_quotes, &self.analyzer);
+        }
+        found
     }
 
     /// A text over the analysis cap: one unknown statement.

@@ -217,7 +217,7 @@ impl Session {
                 return false;
             }
         };
-        let found = self.inspect_sql(parse, sql).await;
+        let found = self.inspect_sql(sql).await;
         self.turn.drops_statements = found.drops_statements;
         if let ClientMessage::Parse { name, query, types } = *msg {
             self.open_statement(name, query, types, &found);

@@ -10,6 +10,7 @@ pub mod learned;
 pub mod literal_key;
 pub mod parse;
 pub mod recent;
+pub mod rematch;
 pub mod session_effect;
 pub mod tokens;
 

@@ -32,6 +32,15 @@ impl LocalAnalyzer {
         &self.shared
     }
 
+    /// Asks the shared cache again for a shape this session holds the analysis of (what a slot
+    /// does every `RECHECK` hits), for a holder that skips the slots (`frontend::known_texts`).
+    pub fn refresh(&self, key: u128, analysis: &mut Arc<Analysis>) {
+        match self.shared.cache.get(&key) {
+            Some(shared) => *analysis = shared,
+            None => self.shared.cache.insert(key, analysis.clone()),
+        }
+    }
+
     /// As `Analyzer::cached_shapes`, this session's recent shapes first.
     pub fn cached_shapes(&mut self, sql: &str, shapes: &[tokens::Shape]) -> Option<Analyzed> {
         // A plain loop into an exact-size list (an Option-collecting iterator costs ~70 more).

@@ -26,9 +26,9 @@ pub struct Literals {
 }
 
 impl Literals {
-    const KEPT: usize = 8;
+    pub(crate) const KEPT: usize = 8;
 
-    fn push(&mut self, start: usize, end: usize) {
+    pub(crate) fn push(&mut self, start: usize, end: usize) {
         if let Some(span) = self.spans.get_mut(usize::from(self.count)) {
             // (Past 64 KiB: an empty span, which no key is.)
             *span = match (u16::try_from(start), u16::try_from(end)) {
@@ -144,6 +144,28 @@ pub fn shapes_with(sql: &str, backslash_quotes: bool) -> Vec<Shape> {
     }
     finish(&mut cur, &mut out, start, b.len(), literals);
     out
+}
+
+/// Where the literal that starts at `i` ends, when the token pass, standing at a token start at
+/// `i`, would read a literal there: the same decisions as `shapes_with`'s arms (a number, a
+/// quoted string with its E/B/X/N prefix, a dollar-quoted string, `.5`), for `rematch`, which
+/// must cut literals exactly where the token pass does.
+pub(crate) fn literal_at(b: &[u8], i: usize, backslash_quotes: bool) -> Option<usize> {
+    let c = *b.get(i)?;
+    match CLASS[c as usize] {
+        Class::Digit => Some(skip_number(b, i)),
+        Class::Quote => Some(skip_quoted(b, i, b'\'', backslash_quotes)),
+        // A one-letter prefix: the identifier run ends at the quote (not an IDENT_REST byte).
+        Class::Ident if matches!(c.to_ascii_lowercase(), b'e' | b'b' | b'x' | b'n') && b.get(i + 1) == Some(&b'\'') => {
+            Some(skip_quoted(b, i + 1, b'\'', backslash_quotes || c.eq_ignore_ascii_case(&b'e')))
+        }
+        Class::Dollar => match dollar(b, i) {
+            (end, true) => Some(end),
+            _ => None,
+        },
+        Class::Punct if c == b'.' && b.get(i + 1).is_some_and(u8::is_ascii_digit) => Some(skip_number(b, i)),
+        _ => None,
+    }
 }
 
 /// What the first byte of a token says it is.
