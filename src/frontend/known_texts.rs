@@ -10,7 +10,7 @@
 use super::sql_scan::Scan;
 use crate::sql::recent::LocalAnalyzer;
 use crate::sql::rematch::{all_literals, rematch, shift};
-use crate::sql::tokens::{fnv1a, Literals, Shape};
+use crate::sql::tokens::{params_hash, Literals, Shape};
 use crate::sql::Analyzed;
 
 const SLOTS: usize = 16;
@@ -158,7 +158,7 @@ impl Known {
             let statements = self.statements.iter().zip(&self.analyzed);
             analyzed.clear();
             analyzed.extend(statements.map(|(&(start, end, _), (analysis, _))| {
-                (analysis.clone(), fnv1a(text.get(at(start)..at(end)).unwrap_or_default()))
+                (analysis.clone(), params_hash(text.get(at(start)..at(end)).unwrap_or_default()))
             }));
         }
         if self.statements.len() == 1 {

@@ -77,7 +77,7 @@ impl Session {
         let a = crate::sql::parse::unanalyzed(sql);
         let found = super::sql_scan::unanalyzed(sql, a.kind);
         crate::metrics::unanalyzed();
-        self.turn.analyzed = vec![(std::sync::Arc::new(a), crate::sql::tokens::fnv1a(sql))];
+        self.turn.analyzed = vec![(std::sync::Arc::new(a), crate::sql::tokens::params_hash(sql))];
         found
     }
 

@@ -171,7 +171,7 @@ impl Analyzer {
                 } else {
                     self.cache.get_with(self.key(shape), || Arc::new(parse::analyze(piece, &shape.text)))
                 };
-                (analysis, tokens::fnv1a(piece.as_bytes()))
+                (analysis, tokens::params_hash(piece.as_bytes()))
             })
             .collect()
     }

@@ -68,7 +68,7 @@ impl LocalAnalyzer {
                 }
             };
             let piece = sql[shape.start..shape.end].trim();
-            out.push((analysis, tokens::fnv1a(piece.as_bytes())));
+            out.push((analysis, tokens::params_hash(piece.as_bytes())));
         }
         Some(out)
     }

@@ -36,7 +36,10 @@ pub fn rematch(old: &[u8], old_literals: &Literals, new: &[u8], backslash_quotes
         let end = literal_at(new, n, backslash_quotes)?;
         // The bytes between literals are the old text's, cut at ASCII bytes: the new text is
         // valid UTF-8 when its literals are.
-        std::str::from_utf8(&new[n..end]).ok()?;
+        let literal = &new[n..end];
+        if !literal.is_ascii() {
+            std::str::from_utf8(literal).ok()?;
+        }
         found.push(n, end);
         (o, n) = (span.end, end);
     }

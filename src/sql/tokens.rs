@@ -316,6 +316,13 @@ fn skip_number(b: &[u8], start: usize) -> usize {
     i
 }
 
+/// A hash of a statement's literal text or a Bind's parameter bytes, compared only within this
+/// process (has a read repeated?): xxh3, several bytes per instruction where FNV-1a takes four
+/// instructions a byte, on every Query and Bind.
+pub fn params_hash(bytes: &[u8]) -> u64 {
+    xxhash_rust::xxh3::xxh3_64(bytes)
+}
+
 /// FNV-1a: a stable 64-bit hash (the fallback fingerprint must not change between runs).
 pub fn fnv1a(bytes: &[u8]) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;

@@ -22,7 +22,7 @@ use crate::pool::Pool;
 use crate::prepared::messages as pm;
 use crate::protocol::backend as be;
 use crate::protocol::frontend::{ClientMessage, Target};
-use crate::sql::tokens::fnv1a;
+use crate::sql::tokens::params_hash;
 use crate::sql::{Analysis, StatementKind};
 
 /// A read worth a lookup, and what a hit stands for (insights count it as a call).
@@ -223,7 +223,7 @@ impl CacheStage {
         {
             key.tables = Arc::from(scopes);
         }
-        Some((key, Asked::Query { params: fnv1a(text), analysis: a }, cold))
+        Some((key, Asked::Query { params: params_hash(text), analysis: a }, cold))
     }
 
     /// The lookup itself (the only part that may wait: single flight, Redis) and what its answer
@@ -351,7 +351,7 @@ impl CacheStage {
         if let Some(scopes) = cache_keys::read_scopes(&self.cache.relations, &self.database, keyed, types, args) {
             key.tables = Arc::from(scopes); // keyed on its primary key: other keys' writes keep it
         }
-        Some((key, Asked::Bind { params: fnv1a(args), analysis: s.analysis.clone() }, cold))
+        Some((key, Asked::Bind { params: params_hash(args), analysis: s.analysis.clone() }, cold))
     }
 
     /// Everything but the lookup, decided without waiting (most reads of a non-repeating shape

@@ -12,7 +12,7 @@ use crate::insights::nplus1::{Detector, Findings, Rules};
 use crate::insights::stats::{log_if_slow, QueryStats};
 use crate::insights::{Completed, Origin};
 use crate::protocol::frontend::{ClientMessage, Target};
-use crate::sql::tokens::fnv1a;
+use crate::sql::tokens::params_hash;
 
 pub struct InsightsStage {
     pub enabled: bool,
@@ -75,7 +75,7 @@ impl Stage for InsightsStage {
         match *msg {
             ClientMessage::Bind { portal, rest, .. } => {
                 let analysis = cx.turn.statement.as_ref().and_then(|e| e.analysis.clone());
-                self.portals.bind(portal, analysis.map(|a| (a, fnv1a(rest))));
+                self.portals.bind(portal, analysis.map(|a| (a, params_hash(rest))));
             }
             ClientMessage::Close(Target::Portal(name)) => self.portals.close(name),
             _ => {}
