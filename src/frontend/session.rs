@@ -20,11 +20,8 @@ use crate::net::frame::{body, FrameError, Framer, Piece};
 use crate::net::messages::{self, sqlstate};
 use crate::net::stream::ClientStream;
 use crate::pool::{Pool, PooledConn};
-use crate::protocol::frontend::ClientMessage;
+use crate::protocol::frontend::{is_session_tag, ClientMessage};
 use crate::shared::App;
-
-/// Message types a client may send once the session has started.
-const CLIENT_TAGS: &[u8] = crate::protocol::frontend::SESSION_TAGS;
 
 #[derive(Debug, PartialEq, Eq)]
 pub enum Flow {
@@ -323,7 +320,7 @@ impl Session {
     }
 
     async fn on_client_message(&mut self, tag: u8, frame: &[u8]) -> Flow {
-        if !CLIENT_TAGS.contains(&tag) {
+        if !is_session_tag(tag) {
             let msg = format!("invalid frontend message type {}", tag);
             messages::error(&mut self.cout, "FATAL", sqlstate::PROTOCOL_VIOLATION, &msg);
             let _ = self.flush_client().await;
@@ -394,7 +391,7 @@ impl Session {
             self.stages.cache.on_part(tag);
         }
         if first {
-            if !CLIENT_TAGS.contains(&tag) || tag == b'X' {
+            if !is_session_tag(tag) || tag == b'X' {
                 return self.on_client_message(tag, bytes).await;
             }
             self.counts.binds += u64::from(tag == b'B');

@@ -80,9 +80,24 @@ pub enum ClientMessage<'a> {
     Unknown(u8),
 }
 
+/// Whether a client may send `tag` once its session runs: one table load (a slice's `contains`
+/// is a library call, and this runs for every client message).
+pub fn is_session_tag(tag: u8) -> bool {
+    const TABLE: [bool; 256] = {
+        let mut t = [false; 256];
+        let mut i = 0;
+        while i < SESSION_TAGS.len() {
+            t[SESSION_TAGS[i] as usize] = true;
+            i += 1;
+        }
+        t
+    };
+    TABLE[tag as usize]
+}
+
 impl<'a> ClientMessage<'a> {
     pub fn decode(tag: u8, body: &'a [u8]) -> Self {
-        Self::read(tag, body).unwrap_or(if SESSION_TAGS.contains(&tag) { Self::Malformed } else { Self::Unknown(tag) })
+        Self::read(tag, body).unwrap_or(if is_session_tag(tag) { Self::Malformed } else { Self::Unknown(tag) })
     }
 
     fn read(tag: u8, body: &'a [u8]) -> Option<Self> {
