@@ -214,6 +214,16 @@ impl Pending {
         }
     }
 
+    /// Whether the server still owes a ReadyForQuery the client will see (its Sync or simple
+    /// Query, forwarded): replies pgpilot gives itself ahead of it can wait to go out with the
+    /// server's, as PostgreSQL sends a run's replies together at Sync (one write, one wake-up of
+    /// the client, not two).
+    pub fn client_ready_owed(&self) -> bool {
+        self.q
+            .iter()
+            .any(|e| matches!(e.kind, Kind::Sync | Kind::Query) && matches!(e.action, Action::Forward) && !e.drop)
+    }
+
     fn emit_locals(&mut self, out: &mut BytesMut) {
         while self.q.front().is_some_and(|e| e.kind == Kind::Local) {
             let e = self.q.pop_front().expect("front exists");

@@ -33,6 +33,26 @@ fn local_replies_keep_their_place() {
     assert!(p.is_empty());
 }
 
+/// A local reply waits for the client's ReadyForQuery from the server only when one is owed:
+/// pgpilot's own Sync (suppressed) or none at all means it must go out now.
+#[test]
+fn a_ready_for_query_is_owed_only_for_a_forwarded_sync_or_query() {
+    let mut p = Pending::default();
+    p.push_local(crate::prepared::messages::parse_complete());
+    assert!(!p.client_ready_owed(), "nothing will come from the server");
+    p.push(Kind::Bind, Action::Forward);
+    p.push(Kind::Sync, Action::Suppress);
+    assert!(!p.client_ready_owed(), "pgpilot's own Sync: its ReadyForQuery is not relayed");
+    p.push(Kind::Sync, Action::Forward);
+    assert!(p.client_ready_owed());
+    let mut out = BytesMut::new();
+    p.emit_local(&mut out);
+    assert_eq!(replies(&mut p, b"2ZZ").0, "2Z");
+    assert!(!p.client_ready_owed(), "its ReadyForQuery came");
+    p.push(Kind::Query, Action::Forward);
+    assert!(p.client_ready_owed());
+}
+
 #[test]
 fn suppressed_replies_are_dropped_and_errors_skip_to_sync() {
     let mut p = Pending::default();
