@@ -94,10 +94,19 @@ impl KnownTexts {
         if text.len() > BUDGET || text.len() > usize::from(u16::MAX) || shapes.len() != analyzed.len() {
             return;
         }
+        let statements: Vec<_> =
+            shapes.iter().map(|s| trimmed(text, s.start, s.end, analyzer.shared().key(s))).collect();
+        // A trimmed bound inside a literal (an unterminated string ending in spaces) would not
+        // move with it.
+        let inside =
+            |pos: usize| (0..literals.count()).filter_map(|k| literals.get(k)).any(|l| l.start < pos && pos < l.end);
+        if statements.iter().any(|&(start, end, _)| inside(start) || inside(end)) {
+            return;
+        }
         let known = Known {
             text: text.as_bytes().into(),
             literals,
-            statements: shapes.iter().map(|s| trimmed(text, s.start, s.end, analyzer.shared().key(s))).collect(),
+            statements,
             analyzed: analyzed.clone(),
             scan: scan.clone(),
             exact_only: analyzed.iter().any(|(a, _)| a.session.set_config),
@@ -123,6 +132,17 @@ fn trimmed(text: &str, start: usize, end: usize, key: u128) -> (usize, usize, u1
     let piece = &text[start..end];
     let lead = piece.len() - piece.trim_start().len();
     (start + lead, start + lead + piece.trim().len(), key)
+}
+
+/// `str::trim_end` of a piece whose last literal may end in whitespace (an unterminated string
+/// in the new text): the kept bound then falls short of it. Valid UTF-8 (`rematch` checked).
+fn trim_end(piece: &[u8]) -> &[u8] {
+    match piece.last() {
+        Some(&c) if c.is_ascii_whitespace() || c >= 0x80 => {
+            std::str::from_utf8(piece).map_or(piece, |s| s.trim_end().as_bytes())
+        }
+        _ => piece,
+    }
 }
 
 impl Known {
@@ -158,7 +178,7 @@ impl Known {
             let statements = self.statements.iter().zip(&self.analyzed);
             analyzed.clear();
             analyzed.extend(statements.map(|(&(start, end, _), (analysis, _))| {
-                (analysis.clone(), params_hash(text.get(at(start)..at(end)).unwrap_or_default()))
+                (analysis.clone(), params_hash(trim_end(text.get(at(start)..at(end)).unwrap_or_default())))
             }));
         }
         if self.statements.len() == 1 {
@@ -237,6 +257,20 @@ mod tests {
         assert!(find(&mut known, &analyzer, text).is_none());
         known.remember(text, &shapes, (&analyzed, &scan), false, &analyzer);
         assert!(find(&mut known, &analyzer, "SELECT b FROM a WHERE c = 2").is_some());
+    }
+
+    /// A statement's trimmed end inside a literal (unterminated, ending in spaces) is not kept;
+    /// a new text whose literal ends so is hashed as the analyzer trims it.
+    #[test]
+    fn trailing_whitespace_inside_a_literal_is_trimmed_as_the_analyzer_does() {
+        let analyzer = LocalAnalyzer::new(Arc::new(Analyzer::new(100)));
+        let mut known = KnownTexts::default();
+        read(&mut known, &analyzer, "SELECT 'abcdefgh  ");
+        assert!(find(&mut known, &analyzer, "SELECT 'x").is_none());
+        read(&mut known, &analyzer, "SELECT 'a'");
+        let (mut analyzed, mut literals) = (Vec::new(), Default::default());
+        known.find(b"SELECT 'x \n", false, &analyzer, (&mut analyzed, &mut literals)).expect("the same shape");
+        assert_eq!(analyzed[0].1, analyzer.shared().analyze_all("SELECT 'x \n")[0].1);
     }
 
     /// set_config's setting name is read off the literal: the scan holds only for the same bytes.

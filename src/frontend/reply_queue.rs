@@ -94,6 +94,9 @@ pub struct Pending {
     last_queued: bool,
     /// The RowDescription/NoData captured for the next fill.
     described: Option<Bytes>,
+    /// A local reply ended a run (a ReadyForQuery: a cache hit, a Sync answered here) since
+    /// `take_ready_emitted` last asked: the client may be waiting for it now.
+    ready_emitted: bool,
     /// The run that may be sent again if its copy of a statement proves stale (`reply_retry.rs`),
     /// and its bytes (a buffer kept for reuse).
     retry: Retry,
@@ -218,7 +221,11 @@ impl Pending {
     /// Query, forwarded): replies pgpilot gives itself ahead of it can wait to go out with the
     /// server's, as PostgreSQL sends a run's replies together at Sync (one write, one wake-up of
     /// the client, not two).
-    pub fn client_ready_owed(&self) -> bool {
+    pub fn client_ready_owed(&mut self) -> bool {
+        if std::mem::take(&mut self.ready_emitted) {
+            // A run answered here is complete: PostgreSQL would have flushed at its ReadyForQuery.
+            return false;
+        }
         self.q
             .iter()
             .any(|e| matches!(e.kind, Kind::Sync | Kind::Query) && matches!(e.action, Action::Forward) && !e.drop)
@@ -231,7 +238,10 @@ impl Pending {
                 continue;
             }
             match e.action {
-                Action::Local(reply) => out.extend_from_slice(&reply),
+                Action::Local(reply) => {
+                    self.ready_emitted |= ends_run(&reply);
+                    out.extend_from_slice(&reply);
+                }
                 Action::LocalParse { .. } => out.extend_from_slice(&crate::prepared::messages::parse_complete()),
                 _ => {}
             }
@@ -416,3 +426,8 @@ use retry::{is_stale_plan, Retry};
 #[cfg(test)]
 #[path = "reply_queue_tests.rs"]
 mod tests;
+
+/// Whether a reply ends with a ReadyForQuery (`Z`, length 5, status).
+fn ends_run(reply: &[u8]) -> bool {
+    reply.len() >= 6 && reply[reply.len() - 6..reply.len() - 1] == [b'Z', 0, 0, 0, 5]
+}

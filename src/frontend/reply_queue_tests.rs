@@ -51,6 +51,13 @@ fn a_ready_for_query_is_owed_only_for_a_forwarded_sync_or_query() {
     assert!(!p.client_ready_owed(), "its ReadyForQuery came");
     p.push(Kind::Query, Action::Forward);
     assert!(p.client_ready_owed());
+    // A run answered here (a cache hit's ReadyForQuery) goes out at once, whatever follows it.
+    let mut p = Pending::default();
+    p.push_local(bytes::Bytes::from_static(b"C\0\0\0\x0dSELECT 1\0Z\0\0\0\x05I"));
+    p.push(Kind::Query, Action::Forward);
+    p.emit_local(&mut out);
+    assert!(!p.client_ready_owed(), "the client may be waiting for the run it sent first");
+    assert!(p.client_ready_owed(), "asked once per emission");
 }
 
 #[test]

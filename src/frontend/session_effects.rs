@@ -54,6 +54,9 @@ impl Session {
             self.literals = one.literals;
         }
         let cached = if opaque { None } else { self.analyzer.cached_shapes(&text, &shapes) };
+        // Kept only when answered from the analysis cache: a fresh parse (or the worst-case
+        // analysis a parser panic leaves, which the shared cache never holds) is not.
+        let keep = readable && cached.is_some();
         self.turn.analyzed = match cached {
             Some(analyzed) => analyzed,
             None if opaque => self.analyzer.shared().analyze_shapes(&text, &shapes, true),
@@ -65,7 +68,7 @@ impl Session {
             }
         };
         let found = super::sql_scan::from_analyses(&text, &shapes, &self.turn.analyzed);
-        if readable {
+        if keep {
             let read = (&self.turn.analyzed, &found);
             self.known_texts.remember(&text, &shapes, read, self.backslash_quotes, &self.analyzer);
         }
