@@ -316,12 +316,10 @@ impl Session {
         self.pending.emit_local(&mut self.cout);
         self.pending.take_events(&mut self.stages.replies);
         self.deliver_replies();
-        // Local replies (a ParseComplete given here) go out with the server's, which end in a flush.
         if self.pending.client_ready_owed() {
-            Flow::Continue
-        } else {
-            self.flush_client().await
+            return Flow::Continue;
         }
+        self.flush_client().await
     }
 
     async fn on_client_message(&mut self, tag: u8, frame: &[u8]) -> Flow {

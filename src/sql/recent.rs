@@ -35,10 +35,7 @@ impl LocalAnalyzer {
     /// Asks the shared cache again for a shape this session holds the analysis of (what a slot
     /// does every `RECHECK` hits), for a holder that skips the slots (`frontend::known_texts`).
     pub fn refresh(&self, key: u128, analysis: &mut Arc<Analysis>) {
-        match self.shared.cache.get(&key) {
-            Some(shared) => *analysis = shared,
-            None => self.shared.cache.insert(key, analysis.clone()),
-        }
+        refresh_in(&self.shared, key, analysis);
     }
 
     /// As `Analyzer::cached_shapes`, this session's recent shapes first.
@@ -55,10 +52,7 @@ impl LocalAnalyzer {
                 }
                 Some((k, a, hits)) if *k == key => {
                     *hits = 0;
-                    match self.shared.cache.get(&key) {
-                        Some(shared) => *a = shared,
-                        None => self.shared.cache.insert(key, a.clone()),
-                    }
+                    refresh_in(&self.shared, key, a);
                     a.clone()
                 }
                 _ => {
@@ -71,6 +65,14 @@ impl LocalAnalyzer {
             out.push((analysis, tokens::params_hash(piece.as_bytes())));
         }
         Some(out)
+    }
+}
+
+/// The shared cache's copy of a shape's analysis, or this one given back to it.
+fn refresh_in(shared: &Analyzer, key: u128, analysis: &mut Arc<Analysis>) {
+    match shared.cache.get(&key) {
+        Some(theirs) => *analysis = theirs,
+        None => shared.cache.insert(key, analysis.clone()),
     }
 }
 
