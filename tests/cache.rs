@@ -137,6 +137,32 @@ async fn commits_invalidate_rollbacks_do_not() {
     assert!(counter(&proxy, "invalidations") >= 5);
 }
 
+/// A write to a table nothing cached depends on bumps no counter (`generations`' watch), so a
+/// fill must mark its tables before its query leaves: a commit landing while the fill runs has
+/// to find the table watched, or the fill would store the old row and serve it.
+#[tokio::test]
+async fn a_fill_in_flight_is_not_stored_past_a_commit_to_a_table_nothing_cached_yet() {
+    make_table("cache_watch", 3000).await;
+    let proxy = Proxy::start(&pool_toml(4, ""));
+    let reader = proxy.connect("app").await;
+    let writer = proxy.connect("app").await;
+    // Slow (a count over a self-join) but cacheable; the table is new to this pgpilot.
+    let read = "SELECT v FROM cache_watch WHERE id = 1 AND (SELECT count(*) FROM cache_watch a, cache_watch b) > 0";
+    let raced0 = counter(&proxy, "fills_discarded_by_commit");
+    let fill = tokio::spawn(async move {
+        let started = std::time::Instant::now();
+        (text_rows(&reader, read).await, started.elapsed(), reader)
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    writer.batch_execute("UPDATE cache_watch SET v = 'two' WHERE id = 1").await.unwrap();
+    let (rows, took, reader) = fill.await.unwrap();
+    assert!(took > std::time::Duration::from_millis(150), "the commit landed while the read ran ({took:?})");
+    assert_eq!(rows, ["v1"], "the read began before the commit");
+    assert_eq!(counter(&proxy, "fills_discarded_by_commit"), raced0 + 1, "the commit found the table watched");
+    assert_eq!(text_rows(&reader, read).await, ["two"], "never the row the fill read");
+    assert_eq!(until_hit(&proxy, &reader, read).await, ["two"]);
+}
+
 #[tokio::test]
 async fn volatile_locking_catalog_and_view_reads_are_never_cached() {
     make_table("cache_never", 5).await;

@@ -3,12 +3,20 @@
 //! generations it was filled under and is valid only while they are unchanged. This catches
 //! fills racing a commit (the snapshot is taken before the query is sent) without scanning the
 //! cache, which moka's lazy `invalidate_entries_if` could not promise.
+//!
+//! Tables are also *watched*: a lookup or a store marks each table it depends on until a
+//! deadline (the end of a fill, the end of an entry's life), and a write to a table nobody
+//! watches needs no counter (nothing cached or being filled can depend on it). Without Redis
+//! (whose replicas may watch it) such a write then costs no key scopes and no bump: a
+//! TPC-B-like transaction writes three tables it never reads through the cache.
 
 use foldhash::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use parking_lot::RwLock;
+
+use super::scopes::table_of;
 
 /// Tables tracked per database before writes fall back to the database-wide generation.
 const MAX_TABLES: usize = 100_000;
@@ -17,6 +25,8 @@ const MAX_TABLES: usize = 100_000;
 struct Db {
     generation: u64,
     tables: HashMap<Arc<str>, u64>,
+    /// Per table: until when (`clock::now_ms`) an entry or a fill may depend on it.
+    watched: HashMap<Arc<str>, AtomicU64>,
 }
 
 #[derive(Default)]
@@ -27,27 +37,54 @@ pub struct Generations {
 
 impl Generations {
     /// [epoch, database generation, one per table]: what an entry must still match to be served.
-    pub fn snapshot(&self, db: &str, tables: &[Arc<str>]) -> Vec<u64> {
+    /// Marks each table watched until `watch_until` first (under the same lock, before the
+    /// counters are read: a write that then finds the table unwatched committed before this).
+    pub fn snapshot(&self, db: &str, tables: &[Arc<str>], watch_until: u64) -> Vec<u64> {
         let mut out = Vec::with_capacity(tables.len() + 2);
         out.push(self.epoch.load(Ordering::Acquire));
         let dbs = self.dbs.read();
-        match dbs.get(db) {
-            Some(d) => {
-                out.push(d.generation);
-                out.extend(tables.iter().map(|t| d.tables.get(&**t).copied().unwrap_or(0)));
-            }
-            None => out.extend(std::iter::repeat_n(0, tables.len() + 1)),
+        if let Some(d) = dbs.get(db).filter(|d| d.mark(tables, watch_until)) {
+            out.push(d.generation);
+            out.extend(tables.iter().map(|t| d.tables.get(&**t).copied().unwrap_or(0)));
+            return out;
         }
+        drop(dbs);
+        // A table (or database) seen for the first time: its mark needs the write lock.
+        let mut dbs = self.dbs.write();
+        let d = Self::db_mut(&mut dbs, db);
+        for t in tables {
+            let table = table_of(t);
+            if !d.watched.contains_key(table) && d.watched.len() < MAX_TABLES {
+                d.watched.insert(Arc::from(table), AtomicU64::new(0));
+            }
+        }
+        d.mark(tables, watch_until);
+        out.push(d.generation);
+        out.extend(tables.iter().map(|t| d.tables.get(&**t).copied().unwrap_or(0)));
         out
+    }
+
+    /// Whether a committed write to `table` may leave something cached or being filled stale.
+    pub fn watched(&self, db: &str, table: &str, now_ms: u64) -> bool {
+        let dbs = self.dbs.read();
+        let Some(d) = dbs.get(db) else { return false };
+        match d.watched.get(table) {
+            Some(until) => until.load(Ordering::Acquire) >= now_ms,
+            None => d.watched.len() >= MAX_TABLES, // (past the bound, every table counts)
+        }
+    }
+
+    fn db_mut<'a>(dbs: &'a mut HashMap<Arc<str>, Db>, db: &str) -> &'a mut Db {
+        if !dbs.contains_key(db) {
+            dbs.insert(Arc::from(db), Db::default());
+        }
+        dbs.get_mut(db).expect("inserted above")
     }
 
     /// Committed writes to `tables` of `db`.
     pub fn bump_tables(&self, db: &str, tables: &[Arc<str>]) {
         let mut dbs = self.dbs.write();
-        if !dbs.contains_key(db) {
-            dbs.insert(Arc::from(db), Db::default());
-        }
-        let d = dbs.get_mut(db).expect("inserted above");
+        let d = Self::db_mut(&mut dbs, db);
         for t in tables {
             if d.tables.len() >= MAX_TABLES && !d.tables.contains_key(&**t) {
                 d.generation += 1;
@@ -72,6 +109,24 @@ impl Generations {
     }
 }
 
+impl Db {
+    /// Marks `names`' tables watched until `until`; false when one has no mark yet (past the
+    /// bound a table is not marked: `watched` counts it anyway).
+    fn mark(&self, names: &[Arc<str>], until: u64) -> bool {
+        let full = self.watched.len() >= MAX_TABLES;
+        names.iter().all(|n| match self.watched.get(table_of(n)) {
+            Some(w) => {
+                // (Read first: every lookup of a hot table passes here, the deadline moves once a tick.)
+                if w.load(Ordering::Acquire) < until {
+                    w.fetch_max(until, Ordering::AcqRel);
+                }
+                true
+            }
+            None => full,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -80,17 +135,31 @@ mod tests {
     fn snapshots_move_with_their_tables_only() {
         let g = Generations::default();
         let t: Vec<Arc<str>> = vec!["a".into(), "b".into()];
-        let s0 = g.snapshot("db", &t);
+        let s0 = g.snapshot("db", &t, 0);
         g.bump_tables("db", &["c".into()]);
         g.bump_tables("other", &["a".into()]);
-        assert_eq!(g.snapshot("db", &t), s0, "other tables and databases do not matter");
+        assert_eq!(g.snapshot("db", &t, 0), s0, "other tables and databases do not matter");
         g.bump_tables("db", &["b".into()]);
-        let s1 = g.snapshot("db", &t);
+        let s1 = g.snapshot("db", &t, 0);
         assert_ne!(s1, s0);
         g.bump_database("db");
-        assert_ne!(g.snapshot("db", &t), s1);
-        let s2 = g.snapshot("db", &t);
+        assert_ne!(g.snapshot("db", &t, 0), s1);
+        let s2 = g.snapshot("db", &t, 0);
         g.bump_all();
-        assert_ne!(g.snapshot("db", &t), s2);
+        assert_ne!(g.snapshot("db", &t, 0), s2);
+    }
+
+    #[test]
+    fn a_table_is_watched_until_its_deadline() {
+        let g = Generations::default();
+        assert!(!g.watched("db", "a", 5), "nothing looked up yet");
+        g.snapshot("db", &["a\x1fw".into(), "a\x1fk7".into()], 100);
+        assert!(g.watched("db", "a", 100), "a keyed read watches its table");
+        assert!(!g.watched("db", "a", 101), "until its deadline");
+        assert!(!g.watched("db", "b", 5) && !g.watched("other", "a", 5));
+        g.snapshot("db", &["a".into()], 50);
+        assert!(g.watched("db", "a", 100), "an earlier deadline does not shorten a later one");
+        g.snapshot("db", &["a".into()], 300);
+        assert!(g.watched("db", "a", 300));
     }
 }

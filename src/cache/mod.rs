@@ -153,7 +153,16 @@ impl moka::Expiry<u128, Arc<Entry>> for Expiry {
     }
 }
 
+use crate::clock::now_ms;
 pub use crate::clock::wall_ms;
+
+/// How long a lookup keeps its tables watched (`generations`): the longest a fill may take.
+const FILL_WATCH_MS: u64 = 300_000;
+/// A fill that took longer is not stored (its marks may have lapsed), with room for the coarse
+/// clock and the two clocks a fill's age and the marks are read from.
+const FILL_LIMIT: Duration = Duration::from_secs(280);
+/// Added to an entry's life in its tables' marks (the coarse clock lags by up to a tick).
+const CLOCK_SLACK_MS: u64 = 1_000;
 
 impl ResultCache {
     pub fn new(cfg: &crate::config::CacheConfig, strategy: &crate::config::StrategyConfig) -> anyhow::Result<Self> {
@@ -247,7 +256,7 @@ impl ResultCache {
         }
         let mut waited = false;
         loop {
-            let gens = self.gens.snapshot(&key.db, &key.tables);
+            let gens = self.gens.snapshot(&key.db, &key.tables, now_ms() + FILL_WATCH_MS);
             if let Some(e) = self.local_hit(&key, &gens) {
                 match self.shared_still_valid(&key, &e).await {
                     Some(true) => {
@@ -304,7 +313,8 @@ impl ResultCache {
         if let Some(mut e) = entry.filter(|e| e.key == key.bytes && e.remote == found.gens && e.expires_ms > wall_ms())
         {
             // A local commit during the round trip may not be reflected in what Redis answered.
-            if self.gens.snapshot(&key.db, &key.tables) != gens {
+            let life = e.expires_ms.saturating_sub(wall_ms());
+            if self.gens.snapshot(&key.db, &key.tables, now_ms() + life + CLOCK_SLACK_MS) != gens {
                 CacheStats::bump(&self.stats.misses);
                 return Lookup::Bypass;
             }
@@ -348,7 +358,14 @@ impl ResultCache {
             CacheStats::bump(&self.stats.too_large);
             return;
         }
-        if self.gens.snapshot(&key.db, &key.tables) != gens {
+        if started.elapsed() > FILL_LIMIT {
+            CacheStats::bump(&self.stats.raced); // its tables' marks may have lapsed: a write may have skipped them
+            return;
+        }
+        let now = wall_ms();
+        let ttl = self.write_rates.bound(&key.db, &key.tables, key.ttl, self.ttl_write_intervals, now);
+        let life = ttl.as_millis() as u64 + CLOCK_SLACK_MS;
+        if self.gens.snapshot(&key.db, &key.tables, now_ms() + life) != gens {
             CacheStats::bump(&self.stats.raced);
             return;
         }
@@ -359,8 +376,6 @@ impl ResultCache {
         if key.learned.cut_short.load(std::sync::atomic::Ordering::Relaxed) > 0 {
             key.learned.cut_short.store(0, std::sync::atomic::Ordering::Relaxed);
         }
-        let now = wall_ms();
-        let ttl = self.write_rates.bound(&key.db, &key.tables, key.ttl, self.ttl_write_intervals, now);
         let e = Entry {
             key: key.bytes,
             row_desc,
@@ -383,12 +398,18 @@ impl ResultCache {
     /// None: unknown tables, the whole database. Local entries are invalid at once; Redis and
     /// the other replicas are told before returning.
     pub async fn invalidate(&self, db: &str, names: Option<&[Arc<str>]>) {
-        if let Some(n) = names {
-            self.write_rates.note(db, n, wall_ms());
-        }
         let bumped = names.and_then(|n| self.scopes_of(db, n));
         let scopes = bumped.as_deref();
+        // Rates matter only for what may be cached: the watched tables (the plain names).
+        match (scopes, names) {
+            (Some(s), _) => {
+                self.write_rates.note(db, s.iter().filter(|n| scopes::table_of(n).len() == n.len()), wall_ms())
+            }
+            (None, Some(n)) => self.write_rates.note(db, n, wall_ms()),
+            (None, None) => {}
+        }
         match scopes {
+            Some([]) => {} // (nothing watched was written)
             Some(s) => self.gens.bump_tables(db, s),
             None => self.gens.bump_database(db),
         }
@@ -401,14 +422,15 @@ impl ResultCache {
     /// The generation scopes a commit of these noted names bumps (None: the whole database).
     /// A key stays a key only where `relations` says the write changed no other row of its
     /// table; what a write reaches beyond its table (cascades) is table-level; in doubt, tables.
+    /// A table nothing watches bumps nothing (`generations`).
     fn scopes_of(&self, db: &str, names: &[Arc<str>]) -> Option<Vec<Arc<str>>> {
         let mut tables: Vec<Arc<str>> = Vec::new();
-        let mut keyed: Vec<(&str, scopes::WriteKind, Arc<str>)> = Vec::new();
+        let mut keyed: Vec<(&str, scopes::WriteKind, u64)> = Vec::new();
         for n in names {
             match scopes::resolve(n) {
                 scopes::Noted::Table(_) => tables.push(n.clone()),
-                scopes::Noted::Key { table, kind, scope } if self.relations.keyed_write_ok(db, table, kind) => {
-                    keyed.push((table, kind, scope))
+                scopes::Noted::Key { table, kind, slot } if self.relations.keyed_write_ok(db, table, kind) => {
+                    keyed.push((table, kind, slot))
                 }
                 scopes::Noted::Key { table, .. } if tables.iter().any(|t| **t == *table) => {}
                 scopes::Noted::Key { table, .. } => tables.push(Arc::from(table)),
@@ -417,22 +439,29 @@ impl ResultCache {
         }
         let reached = self.relations.reach(db, keyed.iter().map(|(t, kind, _)| (*t, *kind)), tables)?;
         let mut out = Vec::with_capacity(2 * reached.len() + 2 * keyed.len());
-        for t in &reached {
+        for t in reached.iter().filter(|t| self.watched(db, t)) {
             out.push(t.clone());
             out.push(scopes::wide(t));
         }
-        for (t, _, scope) in keyed {
-            if reached.iter().any(|r| **r == *t) {
+        for (t, _, slot) in keyed {
+            if reached.iter().any(|r| **r == *t) || !self.watched(db, t) {
                 continue; // written as a whole (a cascade from another keyed write, or by name)
             }
             if !out.iter().any(|s| **s == *t) {
                 out.push(Arc::from(t));
             }
+            let scope = scopes::key_scope(t, slot);
             if !out.contains(&scope) {
                 out.push(scope);
             }
         }
         Some(out)
+    }
+
+    /// Whether a committed write to `table` must bump its counters: something here may depend
+    /// on it, or (with Redis) another replica may.
+    pub fn watched(&self, db: &str, table: &str) -> bool {
+        self.redis.is_some() || self.gens.watched(db, table, now_ms())
     }
 
     /// Drops everything, here and (with Redis) on every replica.

@@ -255,6 +255,12 @@ impl Relations {
         Some(out)
     }
 
+    /// Whether a write to `table` may change other tables (foreign-key actions lead from it).
+    pub fn reaches_beyond(&self, db: &str, table: &str) -> bool {
+        let dbs = self.dbs.read();
+        dbs.get(db).is_some_and(|k| k.cascades.contains_key(table) || k.update_cascades.contains_key(table))
+    }
+
     /// The column (and its type) a read or write of `table` may be keyed on: its primary key,
     /// when the table is plain (no inheritance, triggers, rules or view of that name).
     pub fn key_column(&self, db: &str, table: &str) -> Option<(Arc<str>, scopes::Family)> {

@@ -103,6 +103,11 @@ fn long_scope_name(table: &str, tag: char, n: Option<u64>) -> Arc<str> {
     Arc::from(format!("{table}{SEP}{tag}{digits}"))
 }
 
+/// The scope of a key's slot (what `resolve` gives a noted write), as `read_scopes` names it.
+pub fn key_scope(table: &str, slot: u64) -> Arc<str> {
+    scope_name(table, 'k', Some(slot))
+}
+
 /// The scopes a read keyed on `canonical` depends on.
 pub fn read_scopes(table: &str, canonical: &[u8]) -> [Arc<str>; 2] {
     [wide(table), scope_name(table, 'k', Some(slot(canonical)))]
@@ -124,7 +129,7 @@ pub enum Noted<'a> {
     Key {
         table: &'a str,
         kind: WriteKind,
-        scope: Arc<str>,
+        slot: u64,
     },
     /// A name pgpilot never writes (a table whose own name holds the separator).
     Strange,
@@ -146,9 +151,7 @@ pub fn resolve(name: &str) -> Noted<'_> {
         _ => return Noted::Strange,
     };
     match rest[1..].parse::<u64>() {
-        Ok(n) if n < SLOTS && sep_at(table).is_none() => {
-            Noted::Key { table, kind, scope: scope_name(table, 'k', Some(n)) }
-        }
+        Ok(slot) if slot < SLOTS && sep_at(table).is_none() => Noted::Key { table, kind, slot },
         _ => Noted::Strange,
     }
 }
@@ -307,9 +310,9 @@ mod tests {
     #[test]
     fn names_resolve_and_collapse_past_the_bound() {
         let w = write_name("t", WriteKind::Update, b"1");
-        let Noted::Key { table, kind, scope } = resolve(&w) else { panic!() };
+        let Noted::Key { table, kind, slot } = resolve(&w) else { panic!() };
         assert_eq!((table, kind), ("t", WriteKind::Update));
-        assert_eq!(scope, read_scopes("t", b"1")[1]);
+        assert_eq!(key_scope(table, slot), read_scopes("t", b"1")[1]);
         assert!(matches!(resolve("t"), Noted::Table("t")));
         assert!(matches!(resolve("t\x1fx"), Noted::Strange));
         let mut list = vec![Arc::from("a")];

@@ -1,4 +1,5 @@
-//! How often each table is written (commits pgpilot saw or read from the replication stream):
+//! How often each watched table (`generations`: one a cached result may depend on) is written
+//! (commits pgpilot saw or read from the replication stream):
 //! the TTL of a result is a few of its tables' mean intervals between writes, bounded by the
 //! configured TTL. A table written every second keeps its results for seconds, not the 300 s
 //! default: an entry there would be invalidated soon anyway, so a long TTL only bounds what a
@@ -40,7 +41,7 @@ pub struct WriteRates {
 
 impl WriteRates {
     /// Committed writes to these noted names (tables or keyed scopes) of `db` at `now_ms`.
-    pub fn note(&self, db: &str, names: &[Arc<str>], now_ms: u64) {
+    pub fn note<'a>(&self, db: &str, names: impl IntoIterator<Item = &'a Arc<str>>, now_ms: u64) {
         use std::sync::atomic::Ordering::Relaxed;
         let mut map = self.tables.lock();
         if self.count.load(Relaxed) >= MAX_TABLES {

@@ -1,11 +1,16 @@
 //! The rows a bound statement reads or writes, as result-cache scopes (`cache::scopes`): a read
 //! keyed on its table's primary key depends on that key only, and a write of known keys
-//! invalidates only them. Anything not recognised here stays table-level.
+//! invalidates only them. Anything not recognised here stays table-level, and so does a write
+//! to a table nothing watches (`cache::generations`) whose writes reach no other table: a key
+//! costs a catalog lookup and a name, and such a commit bumps nothing unless the table is
+//! watched by then (then all of it). (Where foreign-key actions lead elsewhere, the key tells
+//! which actions fire: an UPDATE keeping its key fires no ON DELETE.)
 
 use std::sync::Arc;
 
 use crate::cache::relations::Relations;
 use crate::cache::scopes::{self, Family, WriteKind};
+use crate::cache::ResultCache;
 use crate::protocol::frontend::{bind_parameter, declared_type};
 use crate::sql::keyed::{Keyed, Op};
 use crate::sql::literal_key;
@@ -29,14 +34,14 @@ pub fn read_scopes<'a>(
 
 /// The names a keyed write notes instead of its table, or None (table-level).
 pub fn write_names<'a>(
-    relations: &Relations,
+    cache: &ResultCache,
     db: &str,
     k: Option<&Keyed>,
     types: impl FnOnce() -> &'a [u8],
     args: &[u8],
 ) -> Option<Vec<Arc<str>>> {
-    let k = k.filter(|k| k.op != Op::Read)?;
-    let (column, family) = relations.key_column(db, &k.table)?;
+    let k = k.filter(|k| worth_keys(cache, db, k))?;
+    let (column, family) = cache.relations.key_column(db, &k.table)?;
     let kind = match k.op {
         Op::Read => return None, // (filtered above)
         // An UPDATE that assigns the key moves rows to keys the text does not give.
@@ -49,6 +54,10 @@ pub fn write_names<'a>(
     let keys = values(k, &column, family, types(), args)?;
     let expected = if k.op == Op::Insert { k.rows } else { 1 };
     (keys.len() == expected).then(|| keys.iter().map(|v| scopes::write_name(&k.table, kind, v)).collect())
+}
+
+fn worth_keys(cache: &ResultCache, db: &str, k: &Keyed) -> bool {
+    k.op != Op::Read && (cache.watched(db, &k.table) || cache.relations.reaches_beyond(db, &k.table))
 }
 
 /// A simple Query's keyed read (its key a literal in `text`, found at `literals`): the scopes it
@@ -67,19 +76,19 @@ pub fn literal_read_scopes(
 
 /// A simple Query's UPDATE or DELETE of one key given as a literal: the name it notes, or None.
 pub fn literal_write_names(
-    relations: &Relations,
+    cache: &ResultCache,
     db: &str,
     k: Option<&Keyed>,
     text: &[u8],
     literals: &Literals,
 ) -> Option<Vec<Arc<str>>> {
-    let k = k?;
+    let k = k.filter(|k| worth_keys(cache, db, k))?;
     let kind = match k.op {
         Op::Update => WriteKind::Update,
         Op::Delete => WriteKind::Delete,
         Op::Read | Op::Insert => return None,
     };
-    let key = relations.key_column(db, &k.table)?;
+    let key = cache.relations.key_column(db, &k.table)?;
     if k.op == Op::Update && k.sets.contains(&key.0) {
         return None; // an UPDATE that assigns the key moves rows to keys the text does not give
     }
