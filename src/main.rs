@@ -3,6 +3,12 @@ use std::process::ExitCode;
 use clap::Parser;
 use pgpilot::config::{load::load, Cli};
 
+/// mimalloc instead of glibc's malloc: every connection and every message allocates small,
+/// short-lived buffers and state, where glibc's bins and consolidation cost measurably more
+/// (docs/BENCHMARKS.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     if let Some(ini) = &cli.from_pgbouncer {
