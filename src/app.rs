@@ -139,8 +139,8 @@ async fn metrics_upkeep(prometheus: metrics_exporter_prometheus::PrometheusHandl
 }
 
 /// Every 10 s: idle sessions drop their buffers (`nudge_idle`), and when many clients left since
-/// the last time, glibc is asked to return its free pages (it keeps freed memory in its arenas
-/// otherwise: after 10,000 clients come and go, RSS would stay at its peak).
+/// the last time, glibc is asked to return its free pages: Rust's allocations go to mimalloc,
+/// which returns its own, but libpg_query's parse trees are glibc's, kept in its arenas otherwise.
 async fn give_memory_back(app: Arc<App>) {
     const EVERY: Duration = Duration::from_secs(10);
     let (mut peak, mut idle_at_trim) = (0usize, 0usize);

@@ -226,8 +226,10 @@ impl Pending {
             // A run answered here is complete: PostgreSQL would have flushed at its ReadyForQuery.
             return false;
         }
+        // (From the back: in a pipeline the latest Sync is the one most often there.)
         self.q
             .iter()
+            .rev()
             .any(|e| matches!(e.kind, Kind::Sync | Kind::Query) && matches!(e.action, Action::Forward) && !e.drop)
     }
 
