@@ -158,14 +158,21 @@ async fn give_memory_back(app: Arc<App>) {
     }
 }
 
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
 fn trim_heap() {
+    // SAFETY: mi_collect only frees and returns pages of mimalloc's own heap (this thread's: the
+    // data runtime's, where sessions allocate) and its abandoned segments.
+    unsafe { libmimalloc_sys::mi_collect(true) };
+    glibc_trim();
+}
+
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn glibc_trim() {
     // SAFETY: malloc_trim only walks and releases the allocator's own free lists.
     unsafe { libc::malloc_trim(0) };
 }
 
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
-fn trim_heap() {}
+fn glibc_trim() {}
 
 async fn reload_on_sighup(app: Arc<App>) {
     use tokio::signal::unix::{signal, SignalKind};
