@@ -102,6 +102,9 @@ pub struct FillPlan {
     pub(crate) stats: Arc<CacheStats>,
     /// When its query was sent: the miss time admission learns from runs from here to the store.
     started: std::time::Instant,
+    /// Until when (`clock::now_ms`) its lookup marked its tables watched: a commit after that may
+    /// have bumped nothing for them, so a store later than this (less a margin) is refused.
+    watched_until: u64,
 }
 
 impl FillPlan {
@@ -158,11 +161,12 @@ pub use crate::clock::wall_ms;
 
 /// How long a lookup keeps its tables watched (`generations`): the longest a fill may take.
 const FILL_WATCH_MS: u64 = 300_000;
-/// A fill that took longer is not stored (its marks may have lapsed), with room for the coarse
-/// clock and the two clocks a fill's age and the marks are read from.
-const FILL_LIMIT: Duration = Duration::from_secs(280);
-/// Added to an entry's life in its tables' marks (the coarse clock lags by up to a tick).
-const CLOCK_SLACK_MS: u64 = 1_000;
+/// A fill stored later than its lookup's marks less this is refused (they may have lapsed; the
+/// time from the lookup counts, not from the send: a Bind's portal may wait for its Execute).
+const FILL_MARGIN_MS: u64 = 20_000;
+/// Added to an entry's life in its tables' marks (the coarse clock lags by a tick, more if its
+/// thread is starved).
+const CLOCK_SLACK_MS: u64 = 5_000;
 
 impl ResultCache {
     pub fn new(cfg: &crate::config::CacheConfig, strategy: &crate::config::StrategyConfig) -> anyhow::Result<Self> {
@@ -256,7 +260,8 @@ impl ResultCache {
         }
         let mut waited = false;
         loop {
-            let gens = self.gens.snapshot(&key.db, &key.tables, now_ms() + FILL_WATCH_MS);
+            let until = now_ms() + FILL_WATCH_MS;
+            let gens = self.gens.snapshot(&key.db, &key.tables, until);
             if let Some(e) = self.local_hit(&key, &gens) {
                 match self.shared_still_valid(&key, &e).await {
                     Some(true) => {
@@ -288,7 +293,7 @@ impl ResultCache {
                 Begin::Wait(_) | Begin::Busy => None,
                 Begin::Fill(guard) => Some(guard),
             };
-            return self.remote_lookup(key, gens, guard).await;
+            return self.remote_lookup(key, (gens, until), guard).await;
         }
     }
 
@@ -300,14 +305,14 @@ impl ResultCache {
         Some(r.generations(&key.db, &key.tables).await? == e.remote)
     }
 
-    async fn remote_lookup(&self, key: Key, gens: Vec<u64>, guard: Option<FillGuard>) -> Lookup {
+    async fn remote_lookup(&self, key: Key, (gens, until): (Vec<u64>, u64), guard: Option<FillGuard>) -> Lookup {
         let found = match (&self.redis, &guard) {
             (Some(r), Some(_)) => r.lookup(key.hash, &key.db, &key.tables).await,
             _ => None,
         };
         let Some(found) = found else {
             CacheStats::bump(&self.stats.misses);
-            return Lookup::Miss(self.plan(key, gens, None, guard));
+            return Lookup::Miss(self.plan(key, (gens, until), None, guard));
         };
         let entry = found.entry.as_deref().and_then(Entry::decode);
         if let Some(mut e) = entry.filter(|e| e.key == key.bytes && e.remote == found.gens && e.expires_ms > wall_ms())
@@ -326,12 +331,18 @@ impl ResultCache {
             return Lookup::Hit(e);
         }
         CacheStats::bump(&self.stats.misses);
-        Lookup::Miss(self.plan(key, gens, Some(found.gens), guard))
+        Lookup::Miss(self.plan(key, (gens, until), Some(found.gens), guard))
     }
 
-    fn plan(&self, key: Key, gens: Vec<u64>, remote: Option<Vec<i64>>, guard: Option<FillGuard>) -> Box<FillPlan> {
-        let stats = self.stats.clone();
-        Box::new(FillPlan { key, gens, remote, guard, stats, started: std::time::Instant::now() })
+    fn plan(
+        &self,
+        key: Key,
+        (gens, until): (Vec<u64>, u64),
+        remote: Option<Vec<i64>>,
+        guard: Option<FillGuard>,
+    ) -> Box<FillPlan> {
+        let (stats, started) = (self.stats.clone(), std::time::Instant::now());
+        Box::new(FillPlan { key, gens, remote, guard, stats, started, watched_until: until })
     }
 
     /// Whether a run of a cacheable read should be looked up at all (see `admission`); `params`
@@ -352,13 +363,13 @@ impl ResultCache {
     /// A fill completed: stored unless too large or a commit touched its tables meanwhile.
     pub fn store(&self, plan: FillPlan, row_desc: Bytes, body: Bytes, rows: u32) {
         // The single-flight guard lives to the end: waiters wake once the entry is in.
-        let FillPlan { key, gens, remote, guard: _flight, started, .. } = plan;
+        let FillPlan { key, gens, remote, guard: _flight, started, watched_until, .. } = plan;
         admission::note_miss_time(&key.learned, started.elapsed());
         if row_desc.len() + body.len() + key.bytes.len() > self.max_entry_bytes() {
             CacheStats::bump(&self.stats.too_large);
             return;
         }
-        if started.elapsed() > FILL_LIMIT {
+        if now_ms() + FILL_MARGIN_MS > watched_until {
             CacheStats::bump(&self.stats.raced); // its tables' marks may have lapsed: a write may have skipped them
             return;
         }
