@@ -413,9 +413,7 @@ impl ResultCache {
         let scopes = bumped.as_deref();
         // Rates matter only for what may be cached: the watched tables (the plain names).
         match (scopes, names) {
-            (Some(s), _) => {
-                self.write_rates.note(db, s.iter().filter(|n| scopes::table_of(n).len() == n.len()), wall_ms())
-            }
+            (Some(s), _) => self.write_rates.note(db, s.iter().filter(|n| !n.contains(scopes::SEP)), wall_ms()),
             (None, Some(n)) => self.write_rates.note(db, n, wall_ms()),
             (None, None) => {}
         }
@@ -456,7 +454,7 @@ impl ResultCache {
         }
         for (t, _, slot) in keyed {
             if reached.iter().any(|r| **r == *t) || !self.watched(db, t) {
-                continue; // written as a whole (a cascade from another keyed write, or by name)
+                continue; // written as a whole (a cascade from another keyed write, or by name), or unwatched
             }
             if !out.iter().any(|s| **s == *t) {
                 out.push(Arc::from(t));
