@@ -1,13 +1,17 @@
 #!/usr/bin/env bash
 # The whole test suite: throwaway PostgreSQL + Redis, Rust integration tests, Python driver tests.
-# Needs: cargo, PostgreSQL 15 server binaries + pgvector, pgbench, psql, redis-server, python3 (.ci/run installs them).
+# Needs: cargo, libclang, PostgreSQL 15 server binaries (+ pgvector, or the pgserver wheel's), psql/pgbench,
+# redis-server, python3 with venv, chromium: scripts/prereqs.sh checks them first (as root on Debian it
+# installs what is missing, otherwise it names the packages) and fills the venv in target/venv.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source scripts/prereqs.sh
+export PGPILOT_VENV="${PGPILOT_VENV:-$PWD/target/venv}"
+build_prereqs "tests/run.sh" && test_prereqs "tests/run.sh" || exit 1
 source tests/harness.sh
 trap stop_services EXIT
 cargo build --release --bins
 start_services
 export PGPILOT_BIN="$PWD/target/release/pgpilot"
-VENV="${PGPILOT_VENV:-$PWD/target/venv}"
 cargo test --profile ci-test -- --test-threads=2
-"$VENV/bin/python" -m pytest -q -p no:cacheprovider tests/clients
+"$PGPILOT_VENV/bin/python" -m pytest -q -p no:cacheprovider tests/clients

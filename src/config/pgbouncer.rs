@@ -57,14 +57,16 @@ pub fn convert(ini: &BTreeMap<String, Section>, userlist: Option<&str>) -> Resul
         }
     }
     databases(&mut c, ini.get("databases").unwrap_or(&empty), &mut dropped)?;
-    for (name, value) in ini.get("users").unwrap_or(&empty) {
-        dropped.push(format!("[users] {name} = {value}: per-user pool settings other than pool_size are not carried; set [[users]] pool_size"));
-    }
     if let Some(list) = userlist {
         let auth = pgb.get("auth_type").map(String::as_str).unwrap_or("md5");
         c.users = users(list, auth, &mut dropped)?;
+        server_logins(&c.users, &c.upstream().user, &mut dropped);
     }
-    for section in ini.keys().filter(|s| !matches!(s.as_str(), "pgbouncer" | "databases" | "users")) {
+    user_settings(&mut c.users, ini.get("users").unwrap_or(&empty), &mut dropped);
+    for file in ini.get(INCLUDES).into_iter().flat_map(|s| s.keys()) {
+        dropped.push(format!("%include {file}: not followed (convert that file on its own and merge)"));
+    }
+    for section in ini.keys().filter(|s| !matches!(s.as_str(), "pgbouncer" | "databases" | "users" | INCLUDES)) {
         dropped.push(format!("[{section}]: no pgpilot equivalent"));
     }
     let mut toml = String::from("# Converted from a PgBouncer configuration by pgpilot --from-pgbouncer.\n");
@@ -73,6 +75,38 @@ pub fn convert(ini: &BTreeMap<String, Section>, userlist: Option<&str>) -> Resul
     }
     toml.push_str(&toml::to_string(&c).context("writing the configuration")?);
     Ok(Converted { toml, dropped })
+}
+
+/// `[users]` lines (`name = pool_size=N pool_mode=...`): pool_size goes to the user's entry; the
+/// rest, and users the auth_file does not list (an entry needs their secret), are named.
+fn user_settings(users: &mut [UserConfig], section: &Section, dropped: &mut Vec<String>) {
+    for (name, value) in section {
+        for (k, v) in connstring(value) {
+            let entry = users.iter_mut().find(|u| &u.name == name);
+            match (k.as_str(), entry, v.parse::<usize>()) {
+                ("pool_size", Some(u), Ok(n)) => u.pool_size = Some(n.max(1)),
+                ("pool_size", None, _) => dropped.push(format!(
+                    "[users] {name}: pool_size={v} (no auth_file entry for {name}: add a [[users]] entry with pool_size)"
+                )),
+                _ => dropped.push(format!("[users] {name}: {k}={v} (per-user settings other than pool_size are not carried)")),
+            }
+        }
+    }
+}
+
+/// An auth_file secret that is a hash logs clients in, but pgpilot cannot log in to the server
+/// with it (PgBouncer re-uses the client's SCRAM proof or the md5 hash): such users other than the
+/// upstream URL's need a `server_password` (the URL's user falls back to the URL's password).
+fn server_logins(users: &[UserConfig], upstream_user: &str, dropped: &mut Vec<String>) {
+    for u in users.iter().filter(|u| u.name != upstream_user && u.auth != AuthMethod::Trust) {
+        if !matches!(u.secret(), Some(super::users::Secret::Plain(_)) | None) {
+            dropped.push(format!(
+                "auth_file {}: its secret is a hash, which checks clients but cannot log pgpilot in to the server: \
+                 set server_password (or server_user) in its [[users]] entry",
+                u.name
+            ));
+        }
+    }
 }
 
 /// PgBouncer's server_tls_sslmode (libpq's names; `allow` has no pgpilot equivalent).
@@ -192,6 +226,9 @@ fn databases(c: &mut Config, dbs: &Section, dropped: &mut Vec<String>) -> Result
             dropped.push(format!("[databases] {name}: {k} (per-database settings are not carried)"));
         }
     }
+    if server.is_none() {
+        dropped.push("[databases]: no entry: set upstream.url (or DATABASE_URL / --upstream) to the server".into());
+    }
     if let Some((host, port, user, password)) = server {
         let host = if host.starts_with('/') { "127.0.0.1".to_string() } else { host };
         let auth = match (user, password) {
@@ -295,6 +332,9 @@ fn list(v: &str) -> Vec<String> {
     v.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect()
 }
 
+/// The pseudo-section holding `%include` lines' files (not followed).
+const INCLUDES: &str = "%include";
+
 /// PgBouncer's INI: `[section]`, `key = value`, comments from `;` or `#` at a line's start.
 pub fn parse_ini(text: &str) -> Result<BTreeMap<String, Section>> {
     let mut out: BTreeMap<String, Section> = BTreeMap::new();
@@ -302,6 +342,10 @@ pub fn parse_ini(text: &str) -> Result<BTreeMap<String, Section>> {
     for (n, line) in text.lines().enumerate() {
         let line = line.trim();
         if line.is_empty() || line.starts_with(';') || line.starts_with('#') {
+            continue;
+        }
+        if let Some(file) = line.strip_prefix("%include") {
+            out.entry(INCLUDES.into()).or_default().insert(file.trim().to_string(), String::new());
             continue;
         }
         if let Some(name) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
@@ -353,6 +397,26 @@ mod tests {
             assert!(named.contains(what), "{what} not named in:\n{named}");
         }
         assert!(out.toml.contains("# not carried over: [pgbouncer] reserve_pool_size"));
+        // `legacy` logs in with an md5 hash: its server login is named; `plain` needs nothing.
+        assert!(named.contains("auth_file legacy: its secret is a hash"), "{named}");
+        assert!(!named.contains("auth_file plain") && !named.contains("auth_file app"), "{named}");
+    }
+
+    #[test]
+    fn users_pool_size_carries_and_includes_and_a_missing_server_are_named() {
+        let ini = parse_ini("%include /etc/pgbouncer/extra.ini\n[pgbouncer]\n[users]\nplain = pool_size=7 pool_mode=session\nghost = pool_size=3\n").unwrap();
+        let out = convert(&ini, Some("\"plain\" \"pw\"\n")).unwrap();
+        let c: Config = toml::from_str(&out.toml).unwrap();
+        assert_eq!(c.users[0].pool_size, Some(7));
+        let named = out.dropped.join("\n");
+        for what in [
+            "%include /etc/pgbouncer/extra.ini: not followed",
+            "[users] plain: pool_mode=session",
+            "[users] ghost: pool_size=3 (no auth_file entry",
+            "[databases]: no entry",
+        ] {
+            assert!(named.contains(what), "{what} not named in:\n{named}");
+        }
     }
 
     #[test]
