@@ -95,3 +95,35 @@ async fn pause_holds_new_transactions_until_resume() {
     assert!(waited >= Duration::from_millis(300));
     admin.simple_query("RELOAD").await.unwrap();
 }
+
+/// RELOAD re-reads the configuration file: what SHOW CONFIG reports changes with it.
+#[tokio::test]
+async fn reload_applies_the_rewritten_configuration_file() {
+    let proxy = Proxy::start(USERS);
+    let admin = proxy.connect("pgpilot").await;
+    let max_size = |msgs: Vec<SimpleQueryMessage>| {
+        rows(&msgs).into_iter().find(|r| r[0] == "pool.max_size").map(|r| r[1].clone()).unwrap()
+    };
+    assert_eq!(max_size(admin.simple_query("SHOW CONFIG").await.unwrap()), "2");
+    proxy.rewrite_config(&USERS.replace("max_size = 2", "max_size = 4"));
+    admin.simple_query("RELOAD").await.unwrap();
+    assert_eq!(max_size(admin.simple_query("SHOW CONFIG").await.unwrap()), "4");
+}
+
+/// SHOW N_PLUS_ONE: a loop of lookups over a read's rows is listed with its suggested rewrite.
+#[tokio::test]
+async fn show_n_plus_one_lists_a_loop_of_lookups() {
+    let proxy = Proxy::start(&format!("{USERS}\n[insights]\nn_plus_one_min_total_ms = 0\n"));
+    let c = proxy.connect("app").await;
+    let source = c.query("SELECT oid::int4 AS id FROM pg_class ORDER BY oid LIMIT $1", &[&8i64]).await.unwrap();
+    for row in &source {
+        let id: i32 = row.get(0);
+        c.query("SELECT relname FROM pg_class WHERE oid = $1::int4::oid", &[&id]).await.unwrap();
+    }
+    c.simple_query("SELECT 1").await.unwrap(); // another statement ends the burst: it is judged
+    let admin = proxy.connect("pgpilot").await;
+    let found = rows(&admin.simple_query("SHOW N_PLUS_ONE").await.unwrap());
+    let row = found.iter().find(|r| r[4].contains("FROM pg_class WHERE oid")).unwrap_or_else(|| panic!("{found:?}"));
+    assert_eq!((row[0].as_str(), row[1].as_str(), row[5].as_str()), ("app", "app", "8"), "{row:?}");
+    assert!(row[3].contains("LIMIT") && !row[8].is_empty(), "source and suggestion: {row:?}");
+}
