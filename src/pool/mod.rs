@@ -5,6 +5,7 @@
 //! (or its free slot) straight to the longest waiter, so waiting is fair and needs no polling.
 
 pub mod budget;
+mod connect_gate;
 pub mod guard;
 pub mod lane;
 pub mod logins;
@@ -116,9 +117,9 @@ pub struct Pool {
     last_tick: Mutex<(u64, u64, u64, u64)>,
     /// Server connections all pools may hold, shared (`budget`).
     budget: Arc<budget::Budget>,
-    /// Connects in progress at once (`pool.max_parallel_connects`): a pool growing fast does not
-    /// fork a burst of backends (and SCRAM handshakes) on the server.
-    connects: tokio::sync::Semaphore,
+    /// Connects in progress at once (`pool.max_parallel_connects`, reloadable): a pool growing
+    /// fast does not fork a burst of backends (and SCRAM handshakes) on the server.
+    connects: connect_gate::ConnectGate,
     /// The slow lane's tickets (`lane`).
     pub lane: Arc<lane::Lane>,
     /// Until then (clock ms) every idle socket is checked before use, however recently used.
@@ -146,7 +147,6 @@ impl Pool {
     ) -> Arc<Self> {
         // Adaptive pools start at min_size and grow with their checkouts (a waiting checkout
         // raises the target at once), so a start costs no more connections than demand.
-        let parallel = config.load().pool.max_parallel_connects.max(1);
         let max_start = {
             let cfg = config.load();
             let max = cfg.pool_max_for(&key.user);
@@ -158,6 +158,7 @@ impl Pool {
         };
         Arc::new(Self {
             key,
+            connects: connect_gate::ConnectGate::new(config.load().pool.max_parallel_connects),
             config,
             paused,
             clients: Default::default(),
@@ -175,7 +176,6 @@ impl Pool {
             traffic: traffic::Traffic::default(),
             last_tick: Mutex::new((crate::clock::now_ms(), 0, 0, 0)),
             budget,
-            connects: tokio::sync::Semaphore::new(parallel),
             lane: Default::default(),
             suspect_until_ms: AtomicU64::new(0),
         })
@@ -197,7 +197,7 @@ impl Pool {
                 return Err(ServerError::Server(frame.clone(), msg.clone()));
             }
         }
-        let permit = self.connects.acquire().await;
+        let permit = self.connects.enter(self.config.load().pool.max_parallel_connects).await;
         let conn = match connect(&self.target()).await {
             Ok(conn) => conn,
             Err(ServerError::Server(frame, msg)) => {
