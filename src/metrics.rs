@@ -25,6 +25,13 @@ pub fn install() -> anyhow::Result<PrometheusHandle> {
         "pgpilot_pool_target",
         "Adaptive target of server connections per pool (src/pool/sizing.rs)"
     );
+    metrics::describe_counter!(
+        "pgpilot_pool_resizes_total",
+        "Sizing decisions that moved a pool's target, by direction"
+    );
+    metrics::describe_counter!("pgpilot_index_scans_total", "Index scans per index (pg_stat_user_indexes)");
+    metrics::describe_gauge!("pgpilot_index_size_bytes", "Index size (the 50 largest per database)");
+    metrics::describe_gauge!("pgpilot_index_bloat_percent", "Estimated btree index bloat (src/index_usage/indexes.rs)");
     metrics::describe_gauge!("pgpilot_clients", "Client connections by state");
     metrics::describe_counter!(
         "pgpilot_table_scans_total",

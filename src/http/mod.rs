@@ -88,6 +88,7 @@ async fn status(State(h): State<Http>) -> Json<serde_json::Value> {
         "clients": clients,
         "cache": cache_status(&h.app),
         "index_usage": h.app.index_usage.tables(),
+        "indexes": h.app.index_usage.indexes(),
     }))
 }
 

@@ -13,6 +13,14 @@ pub fn refresh(app: &App) {
                 .absolute(n.max(0) as u64);
         }
     }
+    for i in app.index_usage.indexes() {
+        let labels = [("database", i.database), ("table", i.table), ("index", i.index)];
+        metrics::counter!("pgpilot_index_scans_total", &labels).absolute(i.idx_scans.max(0) as u64);
+        metrics::gauge!("pgpilot_index_size_bytes", &labels).set(i.size_bytes as f64);
+        if let Some(b) = i.bloat_percent {
+            metrics::gauge!("pgpilot_index_bloat_percent", &labels).set(b);
+        }
+    }
     for p in app.pools.snapshots() {
         let (db, user) = (p.database.clone(), p.user.clone());
         for (state, v) in [("active", p.active), ("idle", p.idle), ("total", p.size), ("waiting", p.waiting)] {
@@ -20,7 +28,11 @@ pub fn refresh(app: &App) {
                 .set(v as f64);
         }
         metrics::gauge!("pgpilot_pool_size", "database" => db.clone(), "user" => user.clone()).set(p.max_size as f64);
-        metrics::gauge!("pgpilot_pool_target", "database" => db, "user" => user).set(p.target as f64);
+        metrics::gauge!("pgpilot_pool_target", "database" => db.clone(), "user" => user.clone()).set(p.target as f64);
+        for (direction, n) in [("grow", p.grows), ("shrink", p.shrinks)] {
+            let labels = [("database", db.clone()), ("user", user.clone()), ("direction", direction.to_string())];
+            metrics::counter!("pgpilot_pool_resizes_total", &labels).absolute(n);
+        }
     }
     use std::sync::atomic::Ordering::Relaxed;
     let st = &crate::prepared::STATS;

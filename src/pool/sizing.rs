@@ -125,6 +125,9 @@ pub struct Controller {
     /// Smoothed checkouts per second and mean hold time (ms), for the recommendation.
     rate: f64,
     hold: f64,
+    /// Decisions that moved the target up and down so far (`pgpilot_pool_resizes_total`).
+    grows: u64,
+    shrinks: u64,
 }
 
 impl Controller {
@@ -136,11 +139,27 @@ impl Controller {
             contended: false,
             rate: 0.0,
             hold: 0.0,
+            grows: 0,
+            shrinks: 0,
         }
     }
 
     pub fn target(&self) -> usize {
         self.target
+    }
+
+    /// (grows, shrinks): how often a decision moved the target, for the dashboard.
+    pub fn resizes(&self) -> (u64, u64) {
+        (self.grows, self.shrinks)
+    }
+
+    fn set_target(&mut self, target: usize) {
+        match target.cmp(&self.target) {
+            std::cmp::Ordering::Greater => self.grows += 1,
+            std::cmp::Ordering::Less => self.shrinks += 1,
+            std::cmp::Ordering::Equal => {}
+        }
+        self.target = target;
     }
 
     /// The seed's sizing for the load measured so far (None before any checkout).
@@ -154,7 +173,7 @@ impl Controller {
         if self.contended || self.target >= max {
             return false;
         }
-        self.target += 1;
+        self.set_target(self.target + 1);
         self.quiet = 0;
         true
     }
@@ -209,7 +228,7 @@ impl Controller {
             self.quiet = 0;
             (self.target, Reason::Steady)
         };
-        self.target = target.clamp(min.min(max), max);
+        self.set_target(target.clamp(min.min(max), max));
         let checkouts_per_s = rate;
         // Smoothed over ~10 ticks; a tick without checkouts leaves the hold time as it was.
         self.rate += 0.1 * (checkouts_per_s - self.rate);

@@ -22,6 +22,9 @@ pub struct PoolSnapshot {
     /// The last sizing decision and its reason, and the seed's pool size for the measured load.
     pub decision: Option<sizing::Decision>,
     pub recommendation: Option<sizing::Recommendation>,
+    /// How often the target grew and shrank so far.
+    pub grows: u64,
+    pub shrinks: u64,
     /// Connections held by slow-lane statements now, and slow checkouts that waited for the lane.
     pub slow_lane_active: usize,
     pub slow_lane_waited: u64,
@@ -31,7 +34,10 @@ impl Pool {
     pub fn snapshot(&self) -> PoolSnapshot {
         let (max, target) = (self.max_size(), self.limit());
         let decision = self.decision.lock().clone();
-        let recommendation = self.sizing.lock().recommendation();
+        let (recommendation, (grows, shrinks)) = {
+            let sizing = self.sizing.lock();
+            (sizing.recommendation(), sizing.resizes())
+        };
         let mut st = self.state.lock();
         st.waiters.retain(|w| !w.tx.is_closed());
         let max_wait_us = st.waiters.front().map_or(0, |w| w.since.elapsed().as_micros() as u64);
@@ -49,6 +55,8 @@ impl Pool {
             target,
             decision,
             recommendation,
+            grows,
+            shrinks,
             slow_lane_active: self.lane.held(),
             slow_lane_waited: self.lane.waited.load(Ordering::Relaxed),
         }

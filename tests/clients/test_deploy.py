@@ -206,6 +206,9 @@ def test_every_series_the_dashboard_draws_exists_on_a_live_pgpilot(start_proxy):
         return json.loads(body)["index_usage"]
     usage = wait_until(index_usage, 10, interval=0.2, message="index usage read")
     assert any(t["database"] == "bench" and t["table"] == "pgbench_accounts" for t in usage), usage
+    _, body = proxy.http_get("/health/status")
+    pkey = next(i for i in json.loads(body)["indexes"] if i["index"] == "pgbench_accounts_pkey")
+    assert pkey["bloat_percent"] is not None and pkey["bloat_percent"] < 20, pkey  # fresh from pgbench -i
     _, metrics = proxy.http_get("/metrics")
     present = {line.split("{")[0].split(" ")[0] for line in metrics.splitlines() if line.startswith("pgpilot_")}
     missing = sorted(n for n in dashboard_series() if n not in present)

@@ -34,3 +34,37 @@ def test_a_vector_column_without_an_index_gets_advice_until_it_has_one(start_pro
                    message="the advice gone once the index exists")
     finally:
         pg_admin.execute("DROP TABLE IF EXISTS pgpilot_vec")
+
+
+def index(proxy, name):
+    _, body = proxy.http_get("/health/status")
+    return next((i for i in json.loads(body)["indexes"] if i["index"] == name), None)
+
+
+def test_a_btree_emptied_by_deletes_shows_its_bloat_and_the_seeds_reindex_advice(start_proxy, pg_admin):
+    """100,000 keys, 90% deleted and vacuumed: the index keeps its pages (~2.2 MB) for a tenth of the tuples. A
+    fresh index of the same table reads near 0% (the estimate is within 1% of a fresh pgbench_accounts_pkey)."""
+    pg_admin.execute("DROP TABLE IF EXISTS pgpilot_bloat")
+    pg_admin.execute("CREATE TABLE pgpilot_bloat (id int PRIMARY KEY, v text)")
+    pg_admin.execute("INSERT INTO pgpilot_bloat SELECT g, 'x' FROM generate_series(1, 100000) g")
+    pg_admin.execute("CREATE INDEX pgpilot_bloat_fresh ON pgpilot_bloat (id)")
+    pg_admin.execute("DELETE FROM pgpilot_bloat WHERE id % 10 <> 0")
+    pg_admin.execute("VACUUM ANALYZE pgpilot_bloat")
+    pg_admin.execute("REINDEX INDEX pgpilot_bloat_fresh")
+    pg_admin.execute("ALTER TABLE pgpilot_bloat OWNER TO app")
+    try:
+        proxy = start_proxy(extra_toml="[insights]\nindex_usage_interval_s = 1\n")
+        with psycopg.connect(proxy.dsn(), autocommit=True) as c:
+            c.execute("SELECT v FROM pgpilot_bloat WHERE id = 10").fetchall()
+        bloated = wait_until(lambda: index(proxy, "pgpilot_bloat_pkey"), 10, interval=0.2, message="indexes read")
+        assert bloated["method"] == "btree" and bloated["bloat_percent"] > 80, bloated
+        assert "REINDEX INDEX CONCURRENTLY pgpilot_bloat_pkey" in bloated["advice"][0], bloated
+        fresh = index(proxy, "pgpilot_bloat_fresh")
+        assert fresh["size_bytes"] < 300_000 and (fresh["bloat_percent"] is None or fresh["bloat_percent"] < 20), fresh
+        assert not fresh["advice"], fresh
+        _, metrics = proxy.http_get("/metrics")
+        line = next(l for l in metrics.splitlines()
+                    if l.startswith("pgpilot_index_bloat_percent{") and 'index="pgpilot_bloat_pkey"' in l)
+        assert float(line.rsplit(" ", 1)[1]) > 80, line
+    finally:
+        pg_admin.execute("DROP TABLE IF EXISTS pgpilot_bloat")

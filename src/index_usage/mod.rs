@@ -5,6 +5,8 @@
 //! mostly by sequential scans, a vector column without an HNSW or ivfflat index, an ivfflat index
 //! whose `lists` is far from sqrt(rows). Shown in /health/status `.index_usage` and as
 //! `pgpilot_table_scans_total{database,table,kind}` (the 50 busiest tables per database).
+//! The same reading takes pg_stat_user_indexes (`indexes`: scans, size and an estimated btree
+//! bloat, the seed's `index_bloat_percent`) into `.indexes` and `pgpilot_index_*`.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,6 +16,9 @@ use parking_lot::Mutex;
 
 use crate::config::Config;
 use crate::pool::set::PoolSet;
+
+mod indexes;
+pub use indexes::IndexRow;
 
 /// Tables kept per database (the busiest by scans): bounds the metric series.
 const TOP_TABLES: usize = 50;
@@ -48,11 +53,16 @@ pub struct TableUsage {
 #[derive(Default)]
 pub struct IndexUsage {
     tables: Mutex<Vec<TableUsage>>,
+    indexes: Mutex<Vec<IndexRow>>,
 }
 
 impl IndexUsage {
     pub fn tables(&self) -> Vec<TableUsage> {
         self.tables.lock().clone()
+    }
+
+    pub fn indexes(&self) -> Vec<IndexRow> {
+        self.indexes.lock().clone()
     }
 }
 
@@ -64,10 +74,11 @@ pub async fn run(store: Arc<IndexUsage>, pools: Arc<PoolSet>, config: Arc<ArcSwa
         let secs = config.load().insights.index_usage_interval_s;
         if secs == 0 {
             store.tables.lock().clear();
+            store.indexes.lock().clear();
             crate::timers::sleep(Duration::from_secs(5)).await;
             continue;
         }
-        let mut all = Vec::new();
+        let (mut all, mut all_indexes) = (Vec::new(), Vec::new());
         let mut seen = Vec::new();
         for pool in pools.all() {
             if seen.contains(&pool.key.database) {
@@ -75,15 +86,24 @@ pub async fn run(store: Arc<IndexUsage>, pools: Arc<PoolSet>, config: Arc<ArcSwa
             }
             seen.push(pool.key.database.clone());
             let Ok(mut conn) = pool.checkout().await else { continue };
+            let db = &pool.key.database;
             match conn.run_internal(QUERY).await {
+                Ok(rows) => all.extend(rows.iter().filter_map(|r| table(db, r)).take(TOP_TABLES)),
+                Err(e) => {
+                    tracing::debug!(database = %db, "index usage not read: {e}");
+                    continue; // the connection is dropped, not returned
+                }
+            }
+            match conn.run_internal(indexes::QUERY).await {
                 Ok(rows) => {
-                    all.extend(rows.iter().filter_map(|r| table(&pool.key.database, r)).take(TOP_TABLES));
+                    all_indexes.extend(rows.iter().filter_map(|r| indexes::row(db, r)));
                     conn.release();
                 }
-                Err(e) => tracing::debug!(database = %pool.key.database, "index usage not read: {e}"),
+                Err(e) => tracing::debug!(database = %db, "index sizes not read: {e}"),
             }
         }
         *store.tables.lock() = all;
+        *store.indexes.lock() = all_indexes;
         crate::timers::sleep(Duration::from_secs(secs)).await;
     }
 }
