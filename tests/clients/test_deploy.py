@@ -10,6 +10,8 @@ import re
 import shutil
 import subprocess
 import tempfile
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import asyncpg
@@ -17,7 +19,7 @@ import pytest
 import yaml
 
 import config_md
-from conftest import require_env, run_async, wait_cache_ready, wait_until
+from conftest import free_port, pg_host, pg_port, require_env, run_async, wait_cache_ready, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
@@ -79,7 +81,9 @@ def test_manifests_parse_and_every_file_they_reference_exists():
 
 def container_envs():
     """(where, {variable: value}) for every container pgpilot runs in, as the manifests give them."""
-    out = [("compose", dict(compose()["services"]["pgpilot"]["environment"]))]
+    # `${NAME:-default}`: what compose gives the container when NAME is not set.
+    unset = lambda v: re.sub(r"\$\{[A-Z_]+:-([^}]*)\}", r"\1", v) if isinstance(v, str) else v
+    out = [("compose", {k: unset(v) for k, v in compose()["services"]["pgpilot"]["environment"].items()})]
     docs = k8s_docs()
     secret = next(d for d in docs if d["kind"] == "Secret")["stringData"]
     deployment = next(d for d in docs if d["kind"] == "Deployment")
@@ -115,6 +119,44 @@ def test_every_variable_a_container_gets_is_valid_and_documented(tmp_path):
     exec_start[exec_start.index("--config") + 1] = str(ROOT / "config" / "pgpilot.toml")
     r = subprocess.run([binary, "--check", *exec_start], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
+
+
+def test_the_compose_page_opens_with_its_token_on_the_wide_bind(tmp_path):
+    """The sidecar's HTTP port is bound to 0.0.0.0 in the container: the page and /queries need the compose file's
+    token (the URL its comment gives), /metrics and /health do not."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PGPILOT_") and k != "DATABASE_URL"}
+    env.update(container_envs()[0][0][1])
+    env.pop("PGPILOT_CACHE_REDIS_URL")
+    env["DATABASE_URL"] = f"postgres://app:app@{pg_host()}:{pg_port()}"
+    token = env["PGPILOT_HTTP_TOKEN"]
+    assert f"http://localhost:9930/?token={token}" in COMPOSE.read_text()
+    http = free_port()
+    proc = subprocess.Popen([require_env("PGPILOT_BIN"), "--listen", f"127.0.0.1:{free_port()}",
+                             "--http-listen", f"0.0.0.0:{http}"], env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+
+    def get(path):
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{http}{path}", timeout=5) as r:
+                return r.status, r.read().decode()
+        except urllib.error.HTTPError as e:
+            return e.code, ""
+    try:
+        wait_until(lambda: get_or_none(get, "/health"), 10, message="pgpilot's HTTP port")
+        status, page = get(f"/?token={token}")
+        assert status == 200 and "<html" in page.lower(), status
+        assert get("/")[0] == 401 and get("/queries")[0] == 401
+        assert get("/metrics")[0] == 200
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def get_or_none(get, path):
+    try:
+        return get(path)[0] == 200
+    except OSError:
+        return False
 
 
 def test_every_flag_the_docs_give_pgpilot_exists():
