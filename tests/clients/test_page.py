@@ -1,8 +1,9 @@
-"""The page at GET / in a real browser (Debian's headless Chromium) against a pgpilot under load: live pools, top
-queries with their strategy and an N+1 finding with its suggested rewrite appear, the page loads nothing from
+"""The page at GET / in a real browser (Debian's headless Chromium) against a pgpilot under load: live pools and
+utilization, the cache hit ratio, top queries with their p50/p95/p99 and strategy and an N+1 finding with its suggested rewrite appear, the page loads nothing from
 elsewhere and logs no console error, and without the token it is refused. A screenshot is kept in
 target/page.png (a CI artifact)."""
 import asyncio
+import re
 import shutil
 import subprocess
 import threading
@@ -60,6 +61,15 @@ def test_the_page_shows_live_numbers_in_a_real_browser(start_proxy):
     assert "<td>app</td>" in dom and "<td>bench</td>" in dom, "the pool row"
     assert "pgbench_tellers WHERE tid = $1" in dom, "the top queries"
     assert "pgbench_branches" in dom and ("cache" in dom or "pass-through" in dom), "strategies shown"
+    # Live numbers, not placeholders: the cards and the child lookup's row (calls, p50 <= p95 <= p99).
+    util, conns, hit = (re.search(p, dom) for p in (r'id="util">(\d+\.\d)%<', r'id="conns">(\d+) / (\d+)<',
+                                                     r'id="hit">(\d+\.\d)%<'))
+    assert util and conns and hit, re.findall(r'<div class="card">.*?</div>', dom)
+    assert 1 <= int(conns.group(1)) <= int(conns.group(2)) == 4 and float(hit.group(1)) > 0, (conns.groups(), hit[1])
+    row = re.search(re.escape(CHILD) + r'</code></td><td class="n">(\d+)</td>' + r'<td class="n">([\d.]+)</td>' * 3, dom)
+    assert row, dom.split(CHILD)[1][:300]
+    calls, p50, p95, p99 = int(row[1]), float(row[2]), float(row[3]), float(row[4])
+    assert calls >= 8 and 0 <= p50 <= p95 <= p99 and p99 > 0, row.groups()  # mostly cache hits: p50 ~0
     assert "JOIN" in dom or "ANY" in dom, "the N+1 finding's suggested rewrite"
     console = [line for line in run.stderr.splitlines() if "CONSOLE" in line or "Uncaught" in line]
     assert not console, "console messages:\n" + "\n".join(console)
