@@ -29,7 +29,9 @@ impl Drop for ClientSlot {
 pub fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("PGPILOT_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    // Colours only on a terminal: a log file or journal gets plain text (greppable as written).
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi).init();
 }
 
 pub async fn run(cli: Cli, config: Config) -> Result<()> {
