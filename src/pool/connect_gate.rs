@@ -41,14 +41,17 @@ mod tests {
     async fn the_limit_follows_the_configuration_both_ways() {
         let gate = ConnectGate::new(1);
         let a = gate.enter(1).await;
-        assert!(tokio::time::timeout(std::time::Duration::from_millis(20), gate.enter(1)).await.is_err(), "1 at once");
-        let b = tokio::time::timeout(std::time::Duration::from_secs(1), gate.enter(2))
+        assert!(
+            crate::timers::timeout(std::time::Duration::from_millis(20), gate.enter(1)).await.is_err(),
+            "1 at once"
+        );
+        let b = crate::timers::timeout(std::time::Duration::from_secs(1), gate.enter(2))
             .await
             .expect("raised: a second connect goes at once");
         assert!(a.is_some() && b.is_some());
         drop((a, b));
         let c = gate.enter(1).await; // lowered: one of the two free permits withdrawn
-        assert!(tokio::time::timeout(std::time::Duration::from_millis(20), gate.enter(1)).await.is_err(), "1 again");
+        assert!(crate::timers::timeout(std::time::Duration::from_millis(20), gate.enter(1)).await.is_err(), "1 again");
         drop(c);
     }
 }
