@@ -54,14 +54,33 @@ TEST_TOOLS=(
 )
 TEST_PYTHON_PACKAGES=(asyncpg 'psycopg[binary]' 'sqlalchemy[asyncio]' greenlet pytest pgserver pyyaml)
 
-# The services' binaries, the tools the driver tests call, and the Python venv with the drivers.
+# A command on PATH or in the sbin directories (Debian puts pgbouncer there, off a user's PATH).
+prereq_have() { command -v "$1" >/dev/null || [ -x "/usr/sbin/$1" ] || [ -x "/sbin/$1" ]; }
+
+# Where the test venv goes: PGPILOT_VENV, else target/venv; when the checkout is not reachable by
+# user postgres (a root checkout under /root), somewhere it is: the harness runs the pgserver wheel's
+# initdb and postgres from the venv as that user.
+test_venv() {
+  if [ -n "${PGPILOT_VENV:-}" ]; then echo "$PGPILOT_VENV"; return; fi
+  if [ "$(id -u)" = 0 ] && id postgres >/dev/null 2>&1 && ! runuser -u postgres -- test -x "$PWD" 2>/dev/null; then
+    echo /opt/pgpilot-ci/venv
+  else
+    echo "$PWD/target/venv"
+  fi
+}
+
+# The services' binaries, the tools the driver tests call, and the Python venv with the drivers
+# (exported as PGPILOT_VENV).
 test_prereqs() {
   local who="$1" pair missing=()
   for pair in "${TEST_TOOLS[@]}"; do
-    command -v "${pair%% *}" >/dev/null || missing+=("${pair#* }")
+    prereq_have "${pair%% *}" || missing+=("${pair#* }")
   done
   ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing+=(postgresql-15)
-  command -v python3 >/dev/null && ! python3 -c 'import ensurepip, venv' 2>/dev/null && missing+=(python3-venv)
+  # Debian's python3 has no ensurepip without python3-venv (python3 -m venv fails).
+  if ! command -v python3 >/dev/null || ! python3 -c 'import ensurepip, venv' 2>/dev/null; then
+    missing+=(python3-venv)
+  fi
   if [ "${#missing[@]}" -gt 0 ]; then
     # shellcheck disable=SC2046 # one word per package, duplicates folded
     prereq_install "$who" "the tests need" $(printf '%s\n' "${missing[@]}" | sort -u) || return 1
@@ -70,7 +89,9 @@ test_prereqs() {
   if prereq_can_install && ! prereq_installed postgresql-15-pgvector; then
     apt-get install -y -qq --no-install-recommends postgresql-15-pgvector >/dev/null 2>&1 || true
   fi
-  local venv="${PGPILOT_VENV:-$PWD/target/venv}"
+  local venv
+  venv="$(test_venv)"
+  export PGPILOT_VENV="$venv"
   [ -x "$venv/bin/python" ] || python3 -m venv "$venv" || { echo "$who: python3 -m venv $venv failed" >&2; return 1; }
   if ! "$venv/bin/python" -c 'import asyncpg, psycopg, sqlalchemy, greenlet, pytest, pgserver, yaml' 2>/dev/null; then
     echo "$who: installing the Python test packages into $venv" >&2

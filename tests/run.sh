@@ -6,8 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/prereqs.sh
-export PGPILOT_VENV="${PGPILOT_VENV:-$PWD/target/venv}"
-build_prereqs "tests/run.sh" && test_prereqs "tests/run.sh" || exit 1
+build_prereqs "tests/run.sh" && test_prereqs "tests/run.sh" || exit 1  # exports PGPILOT_VENV
 source tests/harness.sh
 trap stop_services EXIT
 cargo build --release --bins

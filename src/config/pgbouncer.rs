@@ -60,7 +60,10 @@ pub fn convert(ini: &BTreeMap<String, Section>, userlist: Option<&str>) -> Resul
     if let Some(list) = userlist {
         let auth = pgb.get("auth_type").map(String::as_str).unwrap_or("md5");
         c.users = users(list, auth, &mut dropped)?;
-        server_logins(&c.users, &c.upstream().user, &mut dropped);
+        // (A server entry without user= gives a URL without one: no user then has the URL's password.)
+        let upstream = super::load::parse_upstream(&c.upstream.url).ok();
+        let url_login = upstream.as_ref().and_then(|u| u.password.is_some().then_some(u.user.as_str()));
+        server_logins(&c.users, url_login, &mut dropped);
     }
     user_settings(&mut c.users, ini.get("users").unwrap_or(&empty), &mut dropped);
     for file in ini.get(INCLUDES).into_iter().flat_map(|s| s.keys()) {
@@ -95,10 +98,10 @@ fn user_settings(users: &mut [UserConfig], section: &Section, dropped: &mut Vec<
 }
 
 /// An auth_file secret that is a hash logs clients in, but pgpilot cannot log in to the server
-/// with it (PgBouncer re-uses the client's SCRAM proof or the md5 hash): such users other than the
-/// upstream URL's need a `server_password` (the URL's user falls back to the URL's password).
-fn server_logins(users: &[UserConfig], upstream_user: &str, dropped: &mut Vec<String>) {
-    for u in users.iter().filter(|u| u.name != upstream_user && u.auth != AuthMethod::Trust) {
+/// with it (PgBouncer re-uses the client's SCRAM proof or the md5 hash): such users need a
+/// `server_password`, except the upstream URL's user when the URL has a password (`url_login`).
+fn server_logins(users: &[UserConfig], url_login: Option<&str>, dropped: &mut Vec<String>) {
+    for u in users.iter().filter(|u| Some(u.name.as_str()) != url_login) {
         if !matches!(u.secret(), Some(super::users::Secret::Plain(_)) | None) {
             dropped.push(format!(
                 "auth_file {}: its secret is a hash, which checks clients but cannot log pgpilot in to the server: \
@@ -400,6 +403,17 @@ mod tests {
         // `legacy` logs in with an md5 hash: its server login is named; `plain` needs nothing.
         assert!(named.contains("auth_file legacy: its secret is a hash"), "{named}");
         assert!(!named.contains("auth_file plain") && !named.contains("auth_file app"), "{named}");
+    }
+
+    #[test]
+    fn a_server_entry_without_user_still_converts_and_names_every_hashed_login() {
+        let ini = parse_ini("[databases]\nmydb = host=db dbname=mydb\n[pgbouncer]\nauth_type = md5\n").unwrap();
+        let out = convert(&ini, Some("\"app\" \"md5d41d8cd98f00b204e9800998ecf8427e\"\n")).unwrap();
+        let named = out.dropped.join("\n");
+        assert!(
+            named.contains("no user= on the server entry") && named.contains("auth_file app: its secret"),
+            "{named}"
+        );
     }
 
     #[test]

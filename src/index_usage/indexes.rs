@@ -8,10 +8,10 @@
 /// The 50 largest indexes per database (bounds the metric series).
 pub const QUERY: &str = "SELECT s.relname, s.indexrelname, coalesce(s.idx_scan, 0), \
     pg_catalog.pg_relation_size(s.indexrelid), am.amname, c.reltuples::int8, \
-    (SELECT sum(st.avg_width) FROM pg_catalog.pg_attribute a JOIN pg_catalog.pg_stats st \
-      ON st.schemaname = s.schemaname AND st.tablename = s.relname AND st.attname = a.attname \
-      WHERE a.attrelid = s.indexrelid AND a.attnum > 0), \
-    (SELECT count(*) FROM pg_catalog.pg_attribute a WHERE a.attrelid = s.indexrelid AND a.attnum > 0) \
+    (SELECT CASE WHEN count(st.avg_width) = count(*) THEN sum(st.avg_width) END \
+      FROM pg_catalog.pg_attribute a LEFT JOIN pg_catalog.pg_stats st ON st.schemaname = s.schemaname \
+      AND st.tablename = s.relname AND st.attname = a.attname AND NOT st.inherited \
+      WHERE a.attrelid = s.indexrelid AND a.attnum > 0) \
     FROM pg_catalog.pg_stat_user_indexes s JOIN pg_catalog.pg_class c ON c.oid = s.indexrelid \
     JOIN pg_catalog.pg_am am ON am.oid = c.relam \
     ORDER BY pg_catalog.pg_relation_size(s.indexrelid) DESC LIMIT 50";
@@ -43,8 +43,8 @@ pub fn row(database: &str, r: &[Option<String>]) -> Option<IndexRow> {
     let n = |i: usize| text(i).and_then(|v| v.parse::<i64>().ok());
     let (table, index, method) = (text(0)?, text(1)?, text(4)?);
     let size = n(3).unwrap_or(0);
-    // All of the index's columns need a width (an expression index's column has none).
-    let width = n(6).filter(|_| n(7).is_some_and(|cols| cols > 0));
+    // NULL unless every one of the index's columns has a width (an expression's column has none).
+    let width = n(6);
     let bloat = if method == "btree" { btree_bloat(size, n(5).unwrap_or(-1), width) } else { None };
     let advice = bloat
         .filter(|b| *b >= ADVICE_PERCENT && size >= ADVICE_BYTES)
@@ -103,7 +103,7 @@ mod tests {
     #[test]
     fn advice_for_a_large_bloated_btree_only() {
         let r = |size: i64, method: &str| {
-            let v = ["t", "t_pkey", "7", &size.to_string(), method, "100000", "4", "1"];
+            let v = ["t", "t_pkey", "7", &size.to_string(), method, "100000", "4"];
             row("db", &v.map(|s| Some(s.to_string()))).unwrap()
         };
         let bloated = r(1224 * 8192, "btree");
