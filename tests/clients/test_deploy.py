@@ -70,7 +70,11 @@ def test_manifests_parse_and_every_file_they_reference_exists():
         assert yaml.safe_load(f.read_text())["apiVersion"] == 1, f
     kinds = {d["kind"]: d for d in k8s_docs()}
     assert {"Deployment", "ConfigMap", "Secret"} <= set(kinds)
-    sidecar = next(c for c in kinds["Deployment"]["spec"]["template"]["spec"]["containers"] if c["name"] == "pgpilot")
+    pod = kinds["Deployment"]["spec"]["template"]["spec"]
+    # A native sidecar: started before the application (once its startup probe passes), stopped after it.
+    sidecar = next(c for c in pod["initContainers"] if c["name"] == "pgpilot")
+    assert sidecar["restartPolicy"] == "Always" and sidecar["startupProbe"]["httpGet"]["path"] == "/health"
+    assert all(c["name"] != "pgpilot" for c in pod["containers"])
     assert sidecar["readinessProbe"]["httpGet"]["path"] == "/health"
     assert sidecar["livenessProbe"]["httpGet"]["path"] == "/health"
     assert sidecar["lifecycle"]["preStop"]["exec"]["command"]
@@ -87,7 +91,7 @@ def container_envs():
     docs = k8s_docs()
     secret = next(d for d in docs if d["kind"] == "Secret")["stringData"]
     deployment = next(d for d in docs if d["kind"] == "Deployment")
-    sidecar = next(c for c in deployment["spec"]["template"]["spec"]["containers"] if c["name"] == "pgpilot")
+    sidecar = next(c for c in deployment["spec"]["template"]["spec"]["initContainers"] if c["name"] == "pgpilot")
     env = {}
     for e in sidecar["env"]:
         env[e["name"]] = e["value"] if "value" in e else secret[e["valueFrom"]["secretKeyRef"]["key"]]
