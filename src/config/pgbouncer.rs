@@ -84,9 +84,9 @@ pub fn convert(ini: &BTreeMap<String, Section>, userlist: Option<&str>) -> Resul
 /// rest, and users the auth_file does not list (an entry needs their secret), are named.
 fn user_settings(users: &mut [UserConfig], section: &Section, dropped: &mut Vec<String>) {
     for (name, value) in section {
+        let mut entry = users.iter_mut().find(|u| &u.name == name);
         for (k, v) in connstring(value) {
-            let entry = users.iter_mut().find(|u| &u.name == name);
-            match (k.as_str(), entry, v.parse::<usize>()) {
+            match (k.as_str(), entry.as_deref_mut(), v.parse::<usize>()) {
                 ("pool_size", Some(u), Ok(n)) => u.pool_size = Some(n.max(1)),
                 ("pool_size", None, _) => dropped.push(format!(
                     "[users] {name}: pool_size={v} (no auth_file entry for {name}: add a [[users]] entry with pool_size)"
@@ -229,20 +229,19 @@ fn databases(c: &mut Config, dbs: &Section, dropped: &mut Vec<String>) -> Result
             dropped.push(format!("[databases] {name}: {k} (per-database settings are not carried)"));
         }
     }
-    if server.is_none() {
+    let Some((host, port, user, password)) = server else {
         dropped.push("[databases]: no entry: set upstream.url (or DATABASE_URL / --upstream) to the server".into());
-    }
-    if let Some((host, port, user, password)) = server {
-        let host = if host.starts_with('/') { "127.0.0.1".to_string() } else { host };
-        let auth = match (user, password) {
-            (Some(u), Some(p)) => format!("{u}:{p}@"),
-            (Some(u), None) => format!("{u}@"),
-            _ => String::new(),
-        };
-        c.upstream.url = format!("postgres://{auth}{host}:{port}");
-        if auth.is_empty() {
-            dropped.push("[databases]: no user= on the server entry: set upstream.url's user and password".into());
-        }
+        return Ok(());
+    };
+    let host = if host.starts_with('/') { "127.0.0.1".to_string() } else { host };
+    let auth = match (user, password) {
+        (Some(u), Some(p)) => format!("{u}:{p}@"),
+        (Some(u), None) => format!("{u}@"),
+        _ => String::new(),
+    };
+    c.upstream.url = format!("postgres://{auth}{host}:{port}");
+    if auth.is_empty() {
+        dropped.push("[databases]: no user= on the server entry: set upstream.url's user and password".into());
     }
     Ok(())
 }

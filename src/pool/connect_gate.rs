@@ -15,7 +15,7 @@ pub struct ConnectGate {
 
 impl ConnectGate {
     pub fn new(limit: usize) -> Self {
-        let limit = limit.max(1);
+        let limit = limit.clamp(1, MAX_LIMIT);
         Self { permits: Semaphore::new(limit), limit: Mutex::new(limit) }
     }
 
