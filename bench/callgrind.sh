@@ -2,7 +2,7 @@
 # Instructions per transaction, repeatable on a noisy machine: pgpilot under valgrind's callgrind
 # while pgbench -S runs through it, once per protocol mode and configuration.
 # usage: bench/callgrind.sh [MODES] [CONFIGS]   defaults: "simple extended prepared" "default cache-off"
-#        (CONFIGS: default cache-off static-pool strategy-off insights-off reuse-unnamed as-sent; MODES may include "churn": a new connection per transaction, and "tpcb": pgbench's default
+#        (CONFIGS: default cache-off static-pool strategy-off insights-off reuse-unnamed as-sent cache-as-sent; MODES may include "churn": a new connection per transaction, and "tpcb": pgbench's default
 #        TPC-B-like script (7 statements, writes), -M simple; TXNS=500 WARMUP=100 suit both)
 # env: BIN (a pgpilot binary to measure instead of building this checkout's, e.g. a copy built at
 # another commit for a before/after), PG_PORT (5432), CLIENTS (1: two clients make the count depend on how their wake-ups interleave), TXNS (4000), WARMUP (1000), OUT (/tmp/pgpilot-callgrind)
@@ -32,6 +32,8 @@ for config in $configs; do
     # The server-prepared strategy's choice depends on timing: these two pin either side of it.
     reuse-unnamed) printf '[pool]\nmax_size = 20\n[cache]\nenabled = false\n[prepared]\nreuse_unnamed = true\n' >"$cfg" ;;
     as-sent) printf '[pool]\nmax_size = 20\n[cache]\nenabled = false\n[strategy]\nserver_prepared = false\n' >"$cfg" ;;
+    # The defaults with that choice pinned to as-sent: against as-sent, the cache's own miss cost.
+    cache-as-sent) printf '[pool]\nmax_size = 20\n[strategy]\nserver_prepared = false\n' >"$cfg" ;;
     *) echo "unknown config $config" >&2; exit 2 ;;
   esac
   for mode in $modes; do

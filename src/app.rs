@@ -40,6 +40,9 @@ pub async fn run(cli: Cli, config: Config) -> Result<()> {
     let listener = TcpListener::bind(&config.server.listen)
         .await
         .with_context(|| format!("listening on {}", config.server.listen))?;
+    if let Err(e) = crate::net::listen::defer_accept(&listener, config.server.tcp_defer_accept_s) {
+        tracing::warn!("server.tcp_defer_accept_s not applied: {e}");
+    }
     let http = std::net::TcpListener::bind(&config.server.http_listen)
         .and_then(|l| l.set_nonblocking(true).map(|()| l))
         .with_context(|| format!("listening on {}", config.server.http_listen))?;

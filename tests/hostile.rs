@@ -127,14 +127,36 @@ async fn ssl_and_gss_requests_are_declined_without_tls() {
     assert!(r.until_ready().await.unwrap().contains(&b'K'));
 }
 
+/// A slow client: part of a startup packet, then nothing (a connection that sends nothing at all
+/// is not even accepted: see the next test).
 #[tokio::test]
 async fn a_client_that_never_finishes_startup_is_disconnected() {
     let proxy = Proxy::start(&format!("[server]\nstartup_timeout_ms = 300\n\n{TRUST}"));
     let mut idle = Raw::connect(proxy.port).await;
+    idle.send(&startup_packet(&[("user", "trustuser")])[..6]).await;
     let started = std::time::Instant::now();
     assert!(idle.error_codes_until_close().await.is_empty());
     assert!(started.elapsed() < Duration::from_secs(5), "closed after {:?}", started.elapsed());
     still_serves(&proxy).await;
+}
+
+/// TCP_DEFER_ACCEPT (server.tcp_defer_accept_s, on by default as in PgBouncer): a connection
+/// that has sent nothing stays with the kernel, holding no session and no client slot, and is
+/// served as usual once its startup packet arrives.
+#[tokio::test]
+async fn a_connection_that_sends_nothing_holds_no_session() {
+    let proxy = Proxy::start(TRUST);
+    let clients = |proxy: &Proxy| {
+        let (_, m) = proxy.http_get("/metrics");
+        let line = m.lines().find(|l| l.starts_with("pgpilot_clients{state=\"total\"}")).map(str::to_owned);
+        line.and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok()).expect("pgpilot_clients total")
+    };
+    let mut silent = Raw::connect(proxy.port).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(clients(&proxy), 0.0, "a silent connection was accepted");
+    silent.send(&startup_packet(&[("user", "trustuser"), ("database", "app")])).await;
+    assert!(silent.until_ready().await.unwrap().contains(&b'K'));
+    assert_eq!(clients(&proxy), 1.0);
 }
 
 #[tokio::test]

@@ -176,6 +176,9 @@ pub struct ServerConfig {
     /// TCP keepalive on server sockets: first probe after this many idle seconds (then every 10 s,
     /// 3 probes), so a silent dead server is noticed; 0 = off.
     pub tcp_keepalive_s: u64,
+    /// TCP_DEFER_ACCEPT on the client listener: a connection is accepted once its first bytes
+    /// arrive (one wake-up fewer per connection), waiting at most this long; 0 = off.
+    pub tcp_defer_accept_s: u64,
     /// SHOW STATS' avg_* columns average over periods of this many seconds (PgBouncer's
     /// stats_period).
     pub stats_period_s: u64,
@@ -207,6 +210,7 @@ impl Default for ServerConfig {
             auth_failure_delay_ms: 100,
             tcp_user_timeout_ms: 0,
             tcp_keepalive_s: 60,
+            tcp_defer_accept_s: 45,
             stats_period_s: 60,
         }
     }

@@ -160,6 +160,8 @@ fn setting(c: &mut Config, key: &str, v: &str) -> Result<(), String> {
         "query_timeout" => c.pool.query_timeout_ms = ms(v)?,
         "tcp_user_timeout" => c.server.tcp_user_timeout_ms = num(v)?,
         "tcp_keepidle" => c.server.tcp_keepalive_s = num(v)?,
+        // PgBouncer's is a switch whose "on" is 45 s.
+        "tcp_defer_accept" => c.server.tcp_defer_accept_s = if num(v)? > 0 { 45 } else { 0 },
         "stats_period" => c.server.stats_period_s = num(v)?,
         "server_tls_sslmode" => c.upstream.sslmode = sslmode(v)?,
         "server_tls_ca_file" => c.upstream.sslrootcert = Some(v.into()),
@@ -374,7 +376,7 @@ mod tests {
         listen_addr = *\nlisten_port = 6543\npool_mode = transaction\nmax_client_conn = 500\n\
         default_pool_size = 25\nmin_pool_size = 2\nreserve_pool_size = 5\nserver_idle_timeout = 300\n\
         query_wait_timeout = 60\nmax_prepared_statements = 100\nadmin_users = ops, root\n\
-        logfile = /var/log/pgbouncer.log\nauth_type = scram-sha-256\n\
+        logfile = /var/log/pgbouncer.log\nauth_type = scram-sha-256\ntcp_defer_accept = 0\n\
         [peers]\n1 = host=peer\n";
 
     #[test]
@@ -387,6 +389,7 @@ mod tests {
         assert_eq!((c.pool.max_size, c.pool.min_size, c.server.max_client_conn), (25, 2, 500));
         assert_eq!((c.pool.idle_timeout_ms, c.pool.checkout_timeout_ms), (300_000, 60_000));
         assert_eq!(c.prepared.server_cache_size, 100);
+        assert_eq!(c.server.tcp_defer_accept_s, 0);
         assert_eq!(c.server.admin_users, ["ops", "root"]);
         assert_eq!(c.upstream.url, "postgres://app:s3cret@db.internal:5433");
         let auths: Vec<_> = c.users.iter().map(|u| (u.name.as_str(), u.auth)).collect();

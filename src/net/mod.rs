@@ -4,6 +4,7 @@
 pub mod budget;
 pub mod client_io;
 pub mod frame;
+pub mod listen;
 pub mod messages;
 pub mod stream;
 pub mod tls;

@@ -19,6 +19,9 @@ pub struct Statement {
     pub settings: u64,
     /// A server accepted it once: later Parses can be answered without a server.
     pub validated: AtomicBool,
+    /// Dropped from the registry (`Registry::remove`): a session that kept it aside must look
+    /// the text up again.
+    retired: AtomicBool,
     /// The current description with its hash (the statement's *version*: content-addressed, so
     /// a DDL undone brings the old version back, as PostgreSQL's plan revalidation would).
     description: Mutex<Option<(Bytes, u64)>>,
@@ -27,6 +30,14 @@ pub struct Statement {
 impl Statement {
     pub fn is_validated(&self) -> bool {
         self.validated.load(Ordering::Relaxed)
+    }
+
+    /// Whether `get_or_insert(query, types, settings)` would return this very entry now.
+    pub fn is_entry_for(&self, query: &[u8], types: &[u8], settings: u64) -> bool {
+        self.settings == settings
+            && *self.query == *query
+            && *self.types == *types
+            && !self.retired.load(Ordering::Acquire)
     }
 
     /// The hash of the current description; 0 while none is known.
@@ -113,6 +124,7 @@ impl Registry {
             types: key.1.clone(),
             settings,
             validated: AtomicBool::new(false),
+            retired: AtomicBool::new(false),
             description: Mutex::new(None),
         });
         map.insert(key, stmt.clone());
@@ -126,6 +138,7 @@ impl Registry {
         let key: Key = (stmt.query.clone(), stmt.types.clone(), stmt.settings);
         if map.get(&key).is_some_and(|s| Arc::ptr_eq(s, stmt)) {
             map.remove(&key);
+            stmt.retired.store(true, Ordering::Release);
         }
     }
 
@@ -150,9 +163,15 @@ mod tests {
         let c = r.get_or_insert(b"select 1", b"\0\x01\0\0\0\x17", 0).unwrap();
         assert!(Arc::ptr_eq(&a, &b));
         assert_ne!(a.id, c.id);
+        assert!(a.is_entry_for(b"select 1", b"\0\0", 0));
+        assert!(!a.is_entry_for(b"select 1", b"\0\0", 1));
+        assert!(!a.is_entry_for(b"select 2", b"\0\0", 0));
+        assert!(!c.is_entry_for(b"select 1", b"\0\0", 0));
         r.remove(&a);
+        assert!(!a.is_entry_for(b"select 1", b"\0\0", 0), "a removed entry is no longer the text's");
         let d = r.get_or_insert(b"select 1", b"\0\0", 0).unwrap();
         assert_ne!(a.id, d.id);
+        assert!(d.is_entry_for(b"select 1", b"\0\0", 0));
     }
 
     #[test]
