@@ -143,6 +143,7 @@ async fn a_client_that_never_finishes_startup_is_disconnected() {
 /// TCP_DEFER_ACCEPT (server.tcp_defer_accept_s, on by default as in PgBouncer): a connection
 /// that has sent nothing stays with the kernel, holding no session and no client slot, and is
 /// served as usual once its startup packet arrives.
+#[cfg(target_os = "linux")]
 #[tokio::test]
 async fn a_connection_that_sends_nothing_holds_no_session() {
     let proxy = Proxy::start(TRUST);

@@ -104,7 +104,13 @@ async fn min_size_is_opened_at_start_for_warm_databases() {
 async fn health_is_503_when_upstream_is_unreachable() {
     let port = common::free_port();
     let proxy = Proxy::start_with("", &["--upstream", &format!("postgres://app:app@127.0.0.1:{port}")]);
-    assert_eq!(proxy.http_get("/health").0, 503);
+    let (code, body) = proxy.http_get("/health");
+    assert_eq!(code, 503, "{body}");
+    assert!(body.contains("\"upstream_reachable\":false"), "{body}");
+    // The liveness form does not ask the upstream: a database outage is no reason to restart.
+    let (code, body) = proxy.http_get("/health?live");
+    assert_eq!(code, 200, "{body}");
+    assert!(body.contains("\"upstream_reachable\":null"), "{body}");
 }
 
 #[test]

@@ -206,4 +206,18 @@ async fn reuse_unnamed_serves_repeated_unnamed_parses_from_the_server_cache() {
     // A simple query in between drops the mapping, as it drops the unnamed statement upstream.
     a.simple_query("SELECT 1").await.unwrap();
     assert_eq!(a.query_typed("SELECT 7", &[]).await.unwrap()[0].get::<_, i32>(0), 7);
+    // The same text failing, then valid once its table exists: the failed registry entry (which
+    // the session also remembers as its last unnamed text) is not reused; a fresh one is made.
+    a.batch_execute("DROP TABLE IF EXISTS memo_t").await.unwrap();
+    let lookup = "SELECT count(*)::int FROM memo_t";
+    let err = a.query_typed(lookup, &[]).await.unwrap_err();
+    assert_eq!(err.code().unwrap().code(), "42P01");
+    a.batch_execute("CREATE TABLE memo_t (x int); INSERT INTO memo_t VALUES (1), (2)").await.unwrap();
+    let before = metric(&proxy.http_get("/metrics").1, "pgpilot_prepared_statements");
+    for _ in 0..3 {
+        assert_eq!(a.query_typed(lookup, &[]).await.unwrap()[0].get::<_, i32>(0), 2);
+    }
+    let after = metric(&proxy.http_get("/metrics").1, "pgpilot_prepared_statements");
+    assert_eq!(after, before + 1.0, "the text runs under a new registry entry");
+    a.batch_execute("DROP TABLE memo_t").await.unwrap();
 }

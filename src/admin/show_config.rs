@@ -7,9 +7,10 @@ use crate::config::Config;
 use crate::shared::App;
 
 /// Settings a reload does not change (docs/CONFIG.md's "restart").
-const RESTART: [&str; 18] = [
+const RESTART: [&str; 19] = [
     "server.listen",
     "server.http_listen",
+    "server.tcp_defer_accept_s",
     "server.worker_threads",
     "server.auth_secret",
     "tls.cert",

@@ -17,7 +17,7 @@ impl Session {
     async fn relay_server_messages(&mut self) -> Flow {
         while self.server.is_some() {
             if self.relay_plain_messages() {
-                if self.flush_replies().await == Flow::Close {
+                if self.flush_client().await == Flow::Close {
                     return Flow::Close;
                 }
                 continue;
@@ -89,18 +89,10 @@ impl Session {
                     self.cout.extend_from_slice(&bytes);
                 }
             }
-            if self.cout.len() >= STREAM_THRESHOLD && self.flush_replies().await == Flow::Close {
+            if self.cout.len() >= STREAM_THRESHOLD && self.flush_client().await == Flow::Close {
                 return Flow::Close;
             }
         }
-        self.flush_replies().await
-    }
-
-    /// Stages see what the replies revealed before the client does: a client that reads an
-    /// ErrorResponse for a Parse (tokio-postgres returns before ReadyForQuery arrives) and then
-    /// looks at the registry or the metrics finds the statement already gone.
-    async fn flush_replies(&mut self) -> Flow {
-        self.deliver_replies();
         self.flush_client().await
     }
 

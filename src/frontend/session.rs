@@ -424,7 +424,11 @@ impl Session {
         Flow::Continue
     }
 
+    /// Stages see what the replies revealed before the client does: a client that reads an
+    /// ErrorResponse for a Parse (tokio-postgres returns before ReadyForQuery arrives) and then
+    /// looks at the registry or the metrics finds the statement already gone.
     pub(super) async fn flush_client(&mut self) -> Flow {
+        self.deliver_replies();
         if self.cout.is_empty() {
             return Flow::Continue;
         }

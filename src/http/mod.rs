@@ -54,17 +54,25 @@ pub async fn serve(listener: std::net::TcpListener, app: Arc<App>, prometheus: P
 }
 
 /// 200 when pgpilot can serve: accepting clients and the upstream server reachable.
-async fn health(State(h): State<Http>) -> Response {
-    let up = h.app.config.load().upstream();
-    let reachable =
-        crate::timers::timeout(Duration::from_secs(2), tokio::net::TcpStream::connect((up.host.as_str(), up.port)))
-            .await
-            .is_ok_and(|r| r.is_ok());
+/// `/health?live` is the liveness form: the upstream is not asked, so a database outage marks a
+/// sidecar unready (readiness on /health) without the kubelet restarting it, which would only
+/// drop its clients and its cache while the database is away.
+async fn health(State(h): State<Http>, uri: axum::http::Uri) -> Response {
+    let live = uri.query().is_some_and(|q| q.split('&').any(|p| p == "live" || p.starts_with("live=")));
+    // (None: not asked)
+    let reachable = if live { None } else { Some(upstream_reachable(&h).await) };
     let accepting = !*h.app.shutdown_signal().borrow();
-    let ok = reachable && accepting;
+    let ok = reachable != Some(false) && accepting;
     let code = if ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     let body = json!({ "status": if ok { "ok" } else { "unavailable" }, "upstream_reachable": reachable, "accepting": accepting });
     (code, Json(body)).into_response()
+}
+
+async fn upstream_reachable(h: &Http) -> bool {
+    let up = h.app.config.load().upstream();
+    crate::timers::timeout(Duration::from_secs(2), tokio::net::TcpStream::connect((up.host.as_str(), up.port)))
+        .await
+        .is_ok_and(|r| r.is_ok())
 }
 
 async fn status(State(h): State<Http>) -> Json<serde_json::Value> {

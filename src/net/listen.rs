@@ -5,8 +5,9 @@ use tokio::net::TcpListener;
 /// TCP_DEFER_ACCEPT: the kernel hands a connection to `accept` only once its first bytes (the
 /// startup packet or SSLRequest) have arrived, so accepting and reading them take one wake-up
 /// instead of two, and a peer that connects and sends nothing holds no session (PgBouncer's
-/// `tcp_defer_accept`, on by default on Linux). `secs` bounds how long the kernel waits for
-/// those bytes before handing the connection over anyway; 0 leaves the option off.
+/// `tcp_defer_accept`, on by default on Linux). After about `secs` (Linux rounds up to its
+/// SYN-ACK retransmissions: 45 becomes ~63 s) a still-silent connection is handed over anyway
+/// and `startup_timeout_ms` applies from there; 0 leaves the option off.
 pub fn defer_accept(listener: &TcpListener, secs: u64) -> std::io::Result<()> {
     #[cfg(target_os = "linux")]
     if secs > 0 {
@@ -32,7 +33,7 @@ pub fn defer_accept(listener: &TcpListener, secs: u64) -> std::io::Result<()> {
     Ok(())
 }
 
-#[cfg(test)]
+#[cfg(all(test, target_os = "linux"))]
 mod tests {
     use super::*;
 

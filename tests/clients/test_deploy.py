@@ -76,7 +76,7 @@ def test_manifests_parse_and_every_file_they_reference_exists():
     assert sidecar["restartPolicy"] == "Always" and sidecar["startupProbe"]["httpGet"]["path"] == "/health"
     assert all(c["name"] != "pgpilot" for c in pod["containers"])
     assert sidecar["readinessProbe"]["httpGet"]["path"] == "/health"
-    assert sidecar["livenessProbe"]["httpGet"]["path"] == "/health"
+    assert sidecar["livenessProbe"]["httpGet"]["path"] == "/health?live"  # not restarted for a database outage
     assert sidecar["lifecycle"]["preStop"]["exec"]["command"]
     unit = configparser.ConfigParser(strict=False, interpolation=None)
     unit.read_string((DEPLOY / "systemd" / "pgpilot.service").read_text())

@@ -452,6 +452,9 @@ impl Stage for PreparedStage {
         match event {
             Event::ParseFailed { stmt, client_name } => {
                 self.registry.remove(&stmt);
+                if self.last_unnamed.as_ref().is_some_and(|s| Arc::ptr_eq(s, &stmt)) {
+                    self.last_unnamed = None;
+                }
                 Self::unprepare(cx, &stmt, client_name, true);
             }
             Event::ParseSkipped { stmt, client_name, on_server } => Self::unprepare(cx, &stmt, client_name, on_server),
