@@ -182,13 +182,14 @@ async fn run(streams: Arc<Streams>, cache: Arc<ResultCache>, db: Arc<str>, s: Ar
             Ended::Unavailable(t) => (State::Unavailable, t, Duration::from_secs(60)),
             Ended::Lost(t) => (State::Down, t, Duration::from_secs(1)),
         };
-        s.set(state);
-        s.reconnects.fetch_add(1, Relaxed);
         if !warned || state == State::Unavailable {
             tracing::warn!(database = %db, "cache: replication stream {}: {text}", state.name());
             warned = true;
         }
+        // The reason first: whoever sees the new state finds its reason beside it.
         *s.last_error.lock() = Some(text);
+        s.reconnects.fetch_add(1, Relaxed);
+        s.set(state);
         crate::timers::sleep(pause).await;
     }
 }

@@ -5,6 +5,8 @@ import os
 import subprocess
 from pathlib import Path
 
+from conftest import wait_until
+
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -70,4 +72,5 @@ def test_first_log_line_says_where_clients_connect(start_proxy):
     proxy = start_proxy()
     want = (f"clients connect to postgres://app:PASSWORD@127.0.0.1:{proxy.port}/DATABASE as app with the upstream"
             f" URL's password (upstream {proxy.upstream.rsplit('@', 1)[1]})")
-    assert want in proxy.stderr_text(), proxy.stderr_text()
+    # (the proxy listens a moment before it logs the line: the fixture returns at the first connect)
+    wait_until(lambda: want in proxy.stderr_text(), 5, message="the start line in pgpilot's log")
