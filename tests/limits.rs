@@ -255,7 +255,7 @@ async fn no_trust_without_asking_for_it() {
 /// forever).
 #[tokio::test]
 async fn logins_to_missing_databases_fork_little_and_leave_nothing() {
-    let proxy = Proxy::start("[pool]\nmax_size = 2\ndrop_idle_pool_after_ms = 300\n");
+    let proxy = Proxy::start("[pool]\nmax_size = 2\ndrop_idle_pool_after_ms = 3000\n");
     let log = std::path::Path::new(&std::env::var("HARNESS_DIR").expect("HARNESS_DIR (tests/harness.sh)"))
         .join("postgres.log");
     let db = format!("nosuchdb_{}", std::process::id());
@@ -275,8 +275,9 @@ async fn logins_to_missing_databases_fork_little_and_leave_nothing() {
         let status: serde_json::Value = serde_json::from_str(&body).unwrap();
         status["pools"].as_array().unwrap().len()
     };
-    assert!(pools() >= 21, "a pool per database tried");
-    let deadline = Instant::now() + Duration::from_secs(10);
+    // (the first database's pool may be gone already if the machine is slow: it has been idle longest)
+    assert!(pools() >= 20, "a pool per database tried");
+    let deadline = Instant::now() + Duration::from_secs(15);
     while pools() > 0 && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
