@@ -8,6 +8,7 @@ pub mod startup;
 pub mod tx;
 
 mod begin;
+mod flush;
 mod forward;
 mod hold;
 mod known_texts;

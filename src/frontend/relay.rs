@@ -8,13 +8,9 @@ use crate::protocol::backend as be;
 use super::session::{Flow, Session};
 
 impl Session {
+    /// Relays what the server sent; the reply events it raises reach the stages before the
+    /// client sees the bytes (`flush_client`), so nothing is left to deliver afterwards.
     pub(super) async fn on_server_bytes(&mut self) -> Flow {
-        let flow = self.relay_server_messages().await;
-        self.deliver_replies();
-        flow
-    }
-
-    async fn relay_server_messages(&mut self) -> Flow {
         while self.server.is_some() {
             if self.relay_plain_messages() {
                 if self.flush_client().await == Flow::Close {

@@ -6,7 +6,6 @@ use foldhash::HashMap;
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
-use tokio::io::AsyncWriteExt;
 
 use super::reply_queue::{Pending, Replies};
 use super::session_state::SessionState;
@@ -420,46 +419,6 @@ impl Session {
             if self.sout.len() >= crate::net::frame::STREAM_THRESHOLD {
                 return self.flush_server().await;
             }
-        }
-        Flow::Continue
-    }
-
-    /// Stages see what the replies revealed before the client does: a client that reads an
-    /// ErrorResponse for a Parse (tokio-postgres returns before ReadyForQuery arrives) and then
-    /// looks at the registry or the metrics finds the statement already gone.
-    pub(super) async fn flush_client(&mut self) -> Flow {
-        self.deliver_replies();
-        if self.cout.is_empty() {
-            return Flow::Continue;
-        }
-        self.counts.sent += self.cout.len() as u64;
-        let r = self.client.write_all(&self.cout).await;
-        self.cout.clear();
-        if r.is_err() {
-            Flow::Close
-        } else {
-            Flow::Continue
-        }
-    }
-
-    pub(super) async fn flush_server(&mut self) -> Flow {
-        if self.sout.is_empty() {
-            return Flow::Continue;
-        }
-        self.pending.server_flushed();
-        let Some(server) = self.server.as_mut() else {
-            self.sout.clear();
-            return Flow::Continue;
-        };
-        self.cancel.meta.running.store(true, std::sync::atomic::Ordering::Release);
-        if self.query_deadline.is_none() {
-            self.query_deadline = self.query_timeout.map(|t| tokio::time::Instant::now() + t);
-        }
-        let r = server.stream.write_all(&self.sout).await;
-        self.sout.clear();
-        if r.is_err() {
-            self.server_lost("writing to the server failed").await;
-            return Flow::Close;
         }
         Flow::Continue
     }
