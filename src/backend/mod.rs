@@ -57,6 +57,9 @@ pub struct ServerCopy {
     /// The statement version (description hash) it was described as; `FRESH` until its first
     /// Describe answers.
     pub version: u64,
+    /// Binds served from this copy: PostgreSQL plans its first five afresh, so the
+    /// server-prepared strategy times only later runs (`prepared::adaptive`).
+    pub runs: u32,
 }
 
 impl ServerCopy {

@@ -20,6 +20,8 @@ pub struct Track {
     pub sent: Instant,
     pub received: Instant,
     pub pipelined: bool,
+    /// Runs of the server-prepared copy it executes (None: as the client sent it).
+    pub copy_runs: Option<u32>,
 }
 
 impl Track {
@@ -40,6 +42,7 @@ impl Track {
             error,
             pipelined: self.pipelined,
             cached: false,
+            copy_runs: self.copy_runs,
         };
         // Statements of one simple Query run back to back: the next one starts now.
         self.sent = done;

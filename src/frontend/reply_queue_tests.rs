@@ -89,7 +89,15 @@ fn describe_statement_spans_two_replies_and_queries_end_at_ready() {
 fn track() -> Box<Track> {
     let a = std::sync::Arc::new(crate::sql::parse::opaque("SELECT 1"));
     let now = Instant::now();
-    Box::new(Track { statements: vec![(a, 0)], next: 0, rows_seen: 0, sent: now, received: now, pipelined: false })
+    Box::new(Track {
+        statements: vec![(a, 0)],
+        next: 0,
+        rows_seen: 0,
+        sent: now,
+        received: now,
+        pipelined: false,
+        copy_runs: None,
+    })
 }
 
 #[test]

@@ -28,6 +28,8 @@ pub struct Completed {
     pub pipelined: bool,
     /// Answered from the result cache (no server time).
     pub cached: bool,
+    /// Served from a server-prepared copy that has run this many times (None: as sent).
+    pub copy_runs: Option<u32>,
 }
 
 /// Who ran it (labels for stats and findings).

@@ -347,7 +347,7 @@ fn strategy(a: &Analysis, cache_on: bool) -> (&'static str, Cow<'static, str>) {
         return ("cache", "a read whose results repeat (or not measured yet): looked up in the result cache".into());
     };
     if a.learned.unnamed.load(Relaxed) {
-        let (unnamed, prepared) = crate::prepared::adaptive::means(&a.learned);
+        let (unnamed, prepared) = crate::prepared::adaptive::typical(&a.learned);
         let (ms, pms) = (unnamed / 1000.0, prepared / 1000.0);
         match a.learned.prepared_phase() {
             PreparedPhase::Kept => {
@@ -358,7 +358,7 @@ fn strategy(a: &Analysis, cache_on: bool) -> (&'static str, Cow<'static, str>) {
                 let why = format!("{reason}; server-prepared measured no faster ({pms:.3} ms against {ms:.3} ms)");
                 return ("pass-through", why.into());
             }
-            PreparedPhase::Measuring | PreparedPhase::Trying => {}
+            PreparedPhase::Measuring => {}
         }
     }
     ("pass-through", reason.into())

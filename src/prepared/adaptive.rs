@@ -2,30 +2,52 @@
 //! served from a statement prepared on the server (`prepared.reuse_unnamed`'s mechanism: no parse
 //! and no plan upstream per run), but PostgreSQL then switches it to a generic plan after five
 //! runs, which can be slower than the custom plan an unnamed statement gets each time. So it is
-//! measured, not assumed: per statement shape, `RUNS` runs as the client sent them, then `RUNS`
-//! served server-prepared, and the faster is kept (server-prepared only when at least
-//! `KEEP_BELOW` of the unnamed mean); the choice is measured again every `REMEASURE_MS`.
-//! Runs are attributed to the phase current when they complete (a run in flight across a phase
-//! change counts for the next phase: noise of one run in `RUNS`).
+//! measured, not assumed: per statement shape, runs alternate between as the client sent them and
+//! served server-prepared until each side has `RUNS` timed runs, and the faster is kept
+//! (server-prepared only when its low quantile is below `KEEP_BELOW` of the unnamed one); the
+//! choice is measured again every `REMEASURE_MS`.
+//!
+//! Three things make the comparison fair (before them the choice flipped between identical
+//! pgbench runs, 7 kept of 10): the sides alternate, so both see the same load; each side is read
+//! at its 10th percentile, not its mean: waiting (for a core, for the proxy's loop, for the
+//! server) only ever adds to a run's time, so the fast end of each side is its service time, which
+//! is what parsing and planning change, while one run stalled behind a busy core (hundreds of
+//! milliseconds against a typical fraction of one) would move a mean of fifty by more than the
+//! difference sought; and a server-prepared run counts only once its copy on that server
+//! connection has run `CUSTOM_PLAN_RUNS` times: the first runs of each copy pay its Parse and
+//! PostgreSQL's custom plans, and what is being decided is the plan it settles on.
 
 use std::sync::atomic::Ordering::Relaxed;
 
-use crate::sql::learned::{Learned, PreparedPhase};
+use crate::sql::learned::{Learned, PreparedPhase, PreparedSamples};
 
-/// Runs measured per phase.
-pub const RUNS: u32 = 50;
-/// Server-prepared is kept when its mean is below this share of the unnamed mean.
+/// Timed runs per side.
+pub const RUNS: usize = 100;
+/// Server-prepared is kept when its low quantile is below this share of the unnamed one.
 const KEEP_BELOW: f64 = 0.95;
 /// A decision is measured again after this long.
 const REMEASURE_MS: u64 = 10 * 60 * 1000;
+/// PostgreSQL plans a prepared statement's first five executions afresh (custom plans) before it
+/// may switch to a generic one (plancache.c, `choose_custom_plan`).
+pub const CUSTOM_PLAN_RUNS: u32 = 5;
+
+/// How a timed run reached the server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Served {
+    /// As the client sent it (an unnamed Parse passed through).
+    AsSent,
+    /// From a server-prepared copy; the number of runs that copy has had, this one included.
+    Prepared(u32),
+}
 
 /// Whether this run of the shape's unnamed Parse should be served from a server-prepared
-/// statement (a trial, or a kept decision).
+/// statement (every other completed run while measuring, or a kept decision).
 /// (`now_ms` is read only for a decided shape: a run being measured needs no clock.)
 pub fn wants_server_prepared(l: &Learned, now_ms: impl Fn() -> u64) -> bool {
     match l.prepared_phase() {
-        PreparedPhase::Measuring => false,
-        PreparedPhase::Trying => true,
+        // The side flips with each completed run, not each Parse: a driver may parse one run's
+        // text twice (asyncpg without its statement cache), and both must take the same side.
+        PreparedPhase::Measuring => l.prepared_turn.load(Relaxed) % 2 == 1,
         phase => {
             let now = now_ms();
             if stale(l, now) {
@@ -38,35 +60,47 @@ pub fn wants_server_prepared(l: &Learned, now_ms: impl Fn() -> u64) -> bool {
 }
 
 /// A completed run of the shape (server time `us`), not pipelined, not from the cache.
-pub fn note_run(l: &Learned, us: u64, now_ms: impl Fn() -> u64) {
-    let phase = l.prepared_phase();
-    let sum = match phase {
-        PreparedPhase::Measuring => &l.prepared_unnamed_us,
-        PreparedPhase::Trying => &l.prepared_trial_us,
-        PreparedPhase::Kept | PreparedPhase::Dropped => return,
-    };
-    sum.fetch_add(us, Relaxed);
-    // Exactly one completion sees the count reach RUNS.
-    if l.prepared_runs.fetch_add(1, Relaxed) + 1 != RUNS {
+pub fn note_run(l: &Learned, us: u64, served: Served, now_ms: impl Fn() -> u64) {
+    if l.prepared_phase() != PreparedPhase::Measuring {
         return;
     }
-    l.prepared_runs.store(0, Relaxed);
-    let now_ms = now_ms();
-    match phase {
-        PreparedPhase::Measuring => l.set_prepared_phase(PreparedPhase::Trying, now_ms),
-        _ => {
-            let (unnamed, trial) = means(l);
-            let keep = trial < unnamed * KEEP_BELOW;
-            l.set_prepared_phase(if keep { PreparedPhase::Kept } else { PreparedPhase::Dropped }, now_ms);
-            tracing::debug!(unnamed_us = unnamed, prepared_us = trial, keep, "strategy: server-prepared measured");
-        }
+    l.prepared_turn.fetch_add(1, Relaxed);
+    if matches!(served, Served::Prepared(runs) if runs <= CUSTOM_PLAN_RUNS) {
+        return;
     }
+    let mut samples = l.prepared_samples.lock().unwrap_or_else(|e| e.into_inner());
+    let side = match served {
+        Served::AsSent => &mut samples.as_sent,
+        Served::Prepared(_) => &mut samples.prepared,
+    };
+    // Each side keeps its latest runs, so the two compared are close in time whichever fills first.
+    if side.len() == RUNS {
+        side.pop_front();
+    }
+    side.push_back(u32::try_from(us).unwrap_or(u32::MAX));
+    if samples.as_sent.len() < RUNS || samples.prepared.len() < RUNS || l.prepared_phase() != PreparedPhase::Measuring {
+        return;
+    }
+    let (unnamed, trial) = (low_quantile(&samples.as_sent), low_quantile(&samples.prepared));
+    *samples = PreparedSamples::default();
+    l.prepared_unnamed_us.store(unnamed, Relaxed);
+    l.prepared_trial_us.store(trial, Relaxed);
+    let keep = (trial as f64) < unnamed as f64 * KEEP_BELOW;
+    l.set_prepared_phase(if keep { PreparedPhase::Kept } else { PreparedPhase::Dropped }, now_ms());
+    tracing::debug!(unnamed_us = unnamed, prepared_us = trial, keep, "strategy: server-prepared measured");
 }
 
-/// Mean server time (µs) of the last measurement: (as sent unnamed, served server-prepared).
-pub fn means(l: &Learned) -> (f64, f64) {
-    let mean = |sum: &std::sync::atomic::AtomicU64| sum.load(Relaxed) as f64 / RUNS as f64;
-    (mean(&l.prepared_unnamed_us), mean(&l.prepared_trial_us))
+/// Each side's server time (µs) at the last decision, its 10th percentile: (as sent unnamed,
+/// served server-prepared).
+pub fn typical(l: &Learned) -> (f64, f64) {
+    (l.prepared_unnamed_us.load(Relaxed) as f64, l.prepared_trial_us.load(Relaxed) as f64)
+}
+
+fn low_quantile(side: &std::collections::VecDeque<u32>) -> u64 {
+    let mut v: Vec<u32> = side.iter().copied().collect();
+    let at = v.len() / 10;
+    let (_, m, _) = v.select_nth_unstable(at);
+    u64::from(*m)
 }
 
 fn stale(l: &Learned, now_ms: u64) -> bool {
@@ -74,9 +108,7 @@ fn stale(l: &Learned, now_ms: u64) -> bool {
 }
 
 fn restart(l: &Learned, now_ms: u64) {
-    l.prepared_runs.store(0, Relaxed);
-    l.prepared_unnamed_us.store(0, Relaxed);
-    l.prepared_trial_us.store(0, Relaxed);
+    *l.prepared_samples.lock().unwrap_or_else(|e| e.into_inner()) = PreparedSamples::default();
     l.set_prepared_phase(PreparedPhase::Measuring, now_ms);
 }
 
@@ -84,42 +116,91 @@ fn restart(l: &Learned, now_ms: u64) {
 mod tests {
     use super::*;
 
-    fn phase_runs(l: &Learned, us: u64, now: u64) {
-        for _ in 0..RUNS {
-            note_run(l, us, || now);
+    /// `n` runs of each side, the server-prepared ones on copies past their custom plans.
+    fn runs(l: &Learned, as_sent: u64, prepared: u64, n: usize, now: u64) {
+        for _ in 0..n {
+            note_run(l, as_sent, Served::AsSent, || now);
+            note_run(l, prepared, Served::Prepared(CUSTOM_PLAN_RUNS + 1), || now);
         }
     }
 
     #[test]
     fn kept_where_faster_dropped_where_slower() {
         let faster = Learned::default();
-        assert!(!wants_server_prepared(&faster, || 1), "measured as sent first");
-        phase_runs(&faster, 500, 1);
-        assert!(wants_server_prepared(&faster, || 2), "then tried");
-        phase_runs(&faster, 300, 2);
+        let turns: Vec<bool> = (0..4)
+            .map(|_| {
+                let twice = [wants_server_prepared(&faster, || 1), wants_server_prepared(&faster, || 1)];
+                note_run(&faster, 500, Served::AsSent, || 1);
+                assert_eq!(twice[0], twice[1], "one run's Parses take one side");
+                twice[0]
+            })
+            .collect();
+        assert_eq!(turns, [false, true, false, true], "the two sides alternate while measured");
+        *faster.prepared_samples.lock().unwrap() = PreparedSamples::default();
+        runs(&faster, 500, 300, RUNS - 1, 1);
+        assert_eq!(faster.prepared_phase(), PreparedPhase::Measuring, "{} runs a side decide", RUNS);
+        runs(&faster, 500, 300, 1, 2);
         assert_eq!(faster.prepared_phase(), PreparedPhase::Kept);
-        assert!(wants_server_prepared(&faster, || 3));
-        assert_eq!(means(&faster), (500.0, 300.0));
+        assert!(wants_server_prepared(&faster, || 3) && wants_server_prepared(&faster, || 3));
+        assert_eq!(typical(&faster), (500.0, 300.0));
 
         let slower = Learned::default();
-        phase_runs(&slower, 500, 1);
-        phase_runs(&slower, 490, 2); // a generic plan no better than the custom one
+        runs(&slower, 500, 490, RUNS, 1); // a generic plan no better than the custom one
         assert_eq!(slower.prepared_phase(), PreparedPhase::Dropped);
-        assert!(!wants_server_prepared(&slower, || 3));
-        note_run(&slower, 1, || 4);
+        assert!(!wants_server_prepared(&slower, || 3) && !wants_server_prepared(&slower, || 3));
+        note_run(&slower, 1, Served::Prepared(100), || 4);
         assert_eq!(slower.prepared_phase(), PreparedPhase::Dropped, "a decision is not moved by later runs");
+    }
+
+    #[test]
+    fn a_few_stalled_runs_do_not_decide() {
+        // A run stalled behind a busy core takes hundreds of milliseconds: ten of them on the
+        // faster side would have made its mean the slower.
+        let l = Learned::default();
+        for i in 0..RUNS {
+            note_run(&l, 500, Served::AsSent, || 1);
+            let us = if i % 5 == 0 { 300_000 } else { 300 };
+            note_run(&l, us, Served::Prepared(10), || 1);
+        }
+        assert_eq!(l.prepared_phase(), PreparedPhase::Kept);
+        assert_eq!(typical(&l), (500.0, 300.0));
+    }
+
+    #[test]
+    fn a_copys_first_runs_are_not_timed() {
+        // Each server connection's copy pays its Parse and five custom plans first: those runs say
+        // nothing of the plan it settles on.
+        let l = Learned::default();
+        for copy_runs in 1..=CUSTOM_PLAN_RUNS {
+            for _ in 0..RUNS {
+                note_run(&l, 5_000, Served::Prepared(copy_runs), || 1);
+            }
+        }
+        runs(&l, 500, 300, RUNS, 1);
+        assert_eq!(l.prepared_phase(), PreparedPhase::Kept);
+        assert_eq!(typical(&l), (500.0, 300.0));
+    }
+
+    #[test]
+    fn each_side_keeps_its_latest_runs() {
+        // Unnamed runs timed long before the server-prepared side filled are replaced by later
+        // ones: the two medians compare the same stretch of load.
+        let l = Learned::default();
+        for _ in 0..3 * RUNS {
+            note_run(&l, 900, Served::AsSent, || 1);
+        }
+        runs(&l, 400, 300, RUNS, 1);
+        assert_eq!(typical(&l), (400.0, 300.0));
     }
 
     #[test]
     fn a_decision_is_measured_again_after_a_while() {
         let l = Learned::default();
-        phase_runs(&l, 500, 1);
-        phase_runs(&l, 900, 2);
+        runs(&l, 500, 900, RUNS, 1);
         assert_eq!(l.prepared_phase(), PreparedPhase::Dropped);
         assert!(!wants_server_prepared(&l, || 2 + REMEASURE_MS));
         assert_eq!(l.prepared_phase(), PreparedPhase::Measuring);
-        phase_runs(&l, 900, 3);
-        phase_runs(&l, 400, 4);
+        runs(&l, 900, 400, RUNS, 3);
         assert_eq!(l.prepared_phase(), PreparedPhase::Kept, "the data changed: now it pays");
     }
 }

@@ -7,14 +7,21 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, Ordering::Re
 /// Where a shape's server-prepared trial stands (`prepared::adaptive`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PreparedPhase {
-    /// Runs as the client sent them (unnamed) are being timed.
-    Measuring,
-    /// Runs served from a server-prepared statement are being timed.
-    Trying,
+    /// Runs alternate between as the client sent them (unnamed) and served from a
+    /// server-prepared statement, and both are timed.
+    Measuring = 0,
     /// Server-prepared was faster: repeated unnamed Parses are served from it.
-    Kept,
+    Kept = 2,
     /// It was not: they go to the server as sent.
-    Dropped,
+    Dropped = 3,
+}
+
+/// The latest server times (µs) of a shape's runs on each side of the server-prepared trial,
+/// each side a ring of its most recent samples (`prepared::adaptive` fills and reads them).
+#[derive(Debug, Default)]
+pub struct PreparedSamples {
+    pub as_sent: std::collections::VecDeque<u32>,
+    pub prepared: std::collections::VecDeque<u32>,
 }
 
 /// A strategy an operator pinned on a shape (`[[strategy.pins]]`, set by the strategy tick).
@@ -57,10 +64,13 @@ pub struct Learned {
     pub lane_changed_ms: AtomicU64,
     /// The shape arrives in unnamed Parses (what the server-prepared strategy is about).
     pub unnamed: AtomicBool,
-    /// The server-prepared trial (`prepared::adaptive`): phase, runs timed in it, the summed
-    /// server time of each phase (µs), and when the phase last changed (wall-clock ms).
+    /// The server-prepared trial (`prepared::adaptive`): phase, the alternation's turn, the
+    /// samples being gathered, the median server time (µs) of each side at the last decision,
+    /// and when the phase last changed (wall-clock ms).
     prepared_phase: AtomicU8,
-    pub prepared_runs: AtomicU32,
+    pub prepared_turn: AtomicU32,
+    /// Locked only while the shape is measured (a few hundred runs every ten minutes).
+    pub prepared_samples: std::sync::Mutex<PreparedSamples>,
     pub prepared_unnamed_us: AtomicU64,
     pub prepared_trial_us: AtomicU64,
     pub prepared_changed_ms: AtomicU64,
@@ -73,7 +83,6 @@ impl Learned {
 
     pub fn prepared_phase(&self) -> PreparedPhase {
         match self.prepared_phase.load(Relaxed) {
-            1 => PreparedPhase::Trying,
             2 => PreparedPhase::Kept,
             3 => PreparedPhase::Dropped,
             _ => PreparedPhase::Measuring,

@@ -49,6 +49,8 @@ pub struct Turn {
     pub skip_to_sync: bool,
     /// DISCARD ALL / DEALLOCATE ALL: the server forgets every prepared statement.
     pub drops_statements: bool,
+    /// Execute of a portal bound to a server-prepared copy: that copy's runs so far.
+    pub copy_runs: Option<u32>,
 }
 
 /// The session as a stage sees it while it handles one message or reply.

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 use bytes::{Bytes, BytesMut};
 
-use super::prepared_copies::{inject_describe, prepare_on_server};
+use super::prepared_copies::{count_run, inject_describe, prepare_on_server};
 use super::{Cx, Stage};
 use crate::backend::ServerCopy;
 use crate::config::{Config, PoolMode};
@@ -40,6 +40,9 @@ pub struct PreparedStage {
     /// (an ORM's lookup, pgbench -M extended) finds it again without the registry's lock, hash
     /// and key copies (~500 instructions a Parse under callgrind).
     last_unnamed: Option<Arc<Statement>>,
+    /// The unnamed portal was bound to a server-prepared copy: its runs, this Bind's included
+    /// (handed to insights at Execute for the server-prepared strategy's timing).
+    unnamed_portal_runs: Option<u32>,
 }
 
 /// A simple Query (or FunctionCall) destroys the unnamed statement on a real server.
@@ -64,6 +67,7 @@ impl PreparedStage {
             local_portal: false,
             parsed_here: None,
             last_unnamed: None,
+            unnamed_portal_runs: None,
         }
     }
 
@@ -295,6 +299,7 @@ impl PreparedStage {
 
     fn bind(&mut self, cx: &mut Cx<'_>, portal: &[u8], name: &[u8], rest: &[u8]) -> bool {
         if portal.is_empty() {
+            self.unnamed_portal_runs = None;
             self.local_portal = name.is_empty() && self.local_stmt;
             if self.local_portal {
                 return answer(cx, pm::bind_complete());
@@ -303,6 +308,8 @@ impl PreparedStage {
         // Unknown names go through unchanged: the server's 26000 names the client's statement.
         let Some(stmt) = cx.statements.registry(name) else { return false };
         self.ensure_prepared(cx, name, &stmt, true);
+        let runs = cx.server.as_deref_mut().and_then(|server| count_run(server, stmt.id));
+        self.unnamed_portal_runs = if portal.is_empty() { runs } else { self.unnamed_portal_runs };
         let at = cx.sout.len();
         pm::bind(cx.sout, portal, &stmt.server_name, rest);
         let parsed = self.parsed_here.take().filter(|(n, id)| *id == stmt.id && same_name(n, name));
@@ -418,7 +425,10 @@ impl Stage for PreparedStage {
             ClientMessage::Bind { portal, statement, rest } => self.bind(cx, portal, statement, rest),
             ClientMessage::Describe(target) => self.describe(cx, target),
             ClientMessage::Close(target) => self.close(cx, target),
-            ClientMessage::Execute { portal, .. } => self.execute_local(cx, portal),
+            ClientMessage::Execute { portal, .. } => {
+                cx.turn.copy_runs = self.unnamed_portal_runs.filter(|_| portal.is_empty());
+                self.execute_local(cx, portal)
+            }
             _ => false,
         };
         if handled {
@@ -426,6 +436,7 @@ impl Stage for PreparedStage {
         }
         if replaces_unnamed(frame[0]) {
             self.unnamed_parse = None;
+            self.unnamed_portal_runs = None;
             self.local_stmt = false;
             self.local_portal = false;
             if let Some(server) = cx.server.as_deref_mut() {
@@ -470,7 +481,12 @@ impl Stage for PreparedStage {
             Event::Retried { stmt, client } => {
                 bump(&STATS.stale_retries);
                 stmt.went_stale();
-                let copy = ServerCopy { stmt: stmt.clone(), epoch: self.registry.epoch(), version: ServerCopy::FRESH };
+                let copy = ServerCopy {
+                    stmt: stmt.clone(),
+                    epoch: self.registry.epoch(),
+                    version: ServerCopy::FRESH,
+                    runs: 0,
+                };
                 if let Some(server) = cx.server.as_deref_mut() {
                     server.prepared.put(stmt.id, copy);
                 }

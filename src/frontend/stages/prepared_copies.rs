@@ -46,7 +46,7 @@ pub(super) fn prepare_on_server(
     }
     pm::parse(sout, &stmt.server_name, &stmt.query, &stmt.types);
     pending.push(Kind::Parse, Action::Parse { stmt: stmt.clone(), client_name, suppress: !reply });
-    let copy = ServerCopy { stmt: stmt.clone(), epoch, version: ServerCopy::FRESH };
+    let copy = ServerCopy { stmt: stmt.clone(), epoch, version: ServerCopy::FRESH, runs: 0 };
     server.prepared.put(stmt.id, copy);
 }
 
@@ -56,4 +56,11 @@ pub(super) fn inject_describe(cx: &mut Cx<'_>, stmt: &Arc<Statement>, check: Che
     let action = Action::describe(stmt.clone(), check, true, client);
     cx.pending.push(Kind::DescribeStatement, action);
     cx.tx.on_client(b'D');
+}
+
+/// A Bind is served from `stmt`'s copy on `server`: the copy's runs, this one included.
+pub(super) fn count_run(server: &mut ServerConn, stmt: u64) -> Option<u32> {
+    let copy = server.prepared.peek_mut(&stmt)?;
+    copy.runs = copy.runs.saturating_add(1);
+    Some(copy.runs)
 }
