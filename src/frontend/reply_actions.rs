@@ -20,8 +20,8 @@ pub struct Track {
     pub sent: Instant,
     pub received: Instant,
     pub pipelined: bool,
-    /// Runs of the server-prepared copy it executes (None: as the client sent it).
-    pub copy_runs: Option<u32>,
+    /// How the statement it runs reached the server (the server-prepared strategy's timing).
+    pub run_via: crate::prepared::adaptive::Served,
 }
 
 impl Track {
@@ -42,7 +42,7 @@ impl Track {
             error,
             pipelined: self.pipelined,
             cached: false,
-            copy_runs: self.copy_runs,
+            run_via: self.run_via,
         };
         // Statements of one simple Query run back to back: the next one starts now.
         self.sent = done;

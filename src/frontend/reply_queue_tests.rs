@@ -96,7 +96,7 @@ fn track() -> Box<Track> {
         sent: now,
         received: now,
         pipelined: false,
-        copy_runs: None,
+        run_via: Default::default(),
     })
 }
 

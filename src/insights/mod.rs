@@ -28,8 +28,8 @@ pub struct Completed {
     pub pipelined: bool,
     /// Answered from the result cache (no server time).
     pub cached: bool,
-    /// Served from a server-prepared copy that has run this many times (None: as sent).
-    pub copy_runs: Option<u32>,
+    /// How it reached the server, for the server-prepared strategy's timing.
+    pub run_via: crate::prepared::adaptive::Served,
 }
 
 /// Who ran it (labels for stats and findings).

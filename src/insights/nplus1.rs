@@ -255,7 +255,7 @@ mod tests {
                 error: false,
                 pipelined,
                 cached: false,
-                copy_runs: None,
+                run_via: Default::default(),
             }
         }
     }

@@ -30,10 +30,17 @@ const REMEASURE_MS: u64 = 10 * 60 * 1000;
 /// PostgreSQL plans a prepared statement's first five executions afresh (custom plans) before it
 /// may switch to a generic one (plancache.c, `choose_custom_plan`).
 pub const CUSTOM_PLAN_RUNS: u32 = 5;
+/// Timed runs as sent before the alternation starts: a shape run only a few times is never
+/// prepared on the server (a copy per server connection and a registry entry for nothing).
+const AS_SENT_FIRST: u32 = 50;
 
-/// How a timed run reached the server.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// How a run reached the server, as far as the strategy's timing goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Served {
+    /// Not a run of an unnamed Parse in transaction mode (a simple Query, a named portal, session
+    /// mode): it tells neither side anything.
+    #[default]
+    Untimed,
     /// As the client sent it (an unnamed Parse passed through).
     AsSent,
     /// From a server-prepared copy; the number of runs that copy has had, this one included.
@@ -41,13 +48,20 @@ pub enum Served {
 }
 
 /// Whether this run of the shape's unnamed Parse should be served from a server-prepared
-/// statement (every other completed run while measuring, or a kept decision).
-/// (`now_ms` is read only for a decided shape: a run being measured needs no clock.)
+/// statement (while measuring: after `AS_SENT_FIRST` runs as sent, every other completed run;
+/// then as decided).
 pub fn wants_server_prepared(l: &Learned, now_ms: impl Fn() -> u64) -> bool {
     match l.prepared_phase() {
-        // The side flips with each completed run, not each Parse: a driver may parse one run's
-        // text twice (asyncpg without its statement cache), and both must take the same side.
-        PreparedPhase::Measuring => l.prepared_turn.load(Relaxed) % 2 == 1,
+        PreparedPhase::Measuring => {
+            if gave_up(l, now_ms()) {
+                return false;
+            }
+            // The side flips with each completed run, not each Parse: asyncpg without its
+            // statement cache parses one run's text twice, and flipping per Parse would land
+            // every Bind on the server-prepared side.
+            let turn = l.prepared_turn.load(Relaxed);
+            turn >= AS_SENT_FIRST && turn % 2 == 1
+        }
         phase => {
             let now = now_ms();
             if stale(l, now) {
@@ -61,7 +75,7 @@ pub fn wants_server_prepared(l: &Learned, now_ms: impl Fn() -> u64) -> bool {
 
 /// A completed run of the shape (server time `us`), not pipelined, not from the cache.
 pub fn note_run(l: &Learned, us: u64, served: Served, now_ms: impl Fn() -> u64) {
-    if l.prepared_phase() != PreparedPhase::Measuring {
+    if served == Served::Untimed || l.prepared_phase() != PreparedPhase::Measuring {
         return;
     }
     l.prepared_turn.fetch_add(1, Relaxed);
@@ -69,10 +83,7 @@ pub fn note_run(l: &Learned, us: u64, served: Served, now_ms: impl Fn() -> u64) 
         return;
     }
     let mut samples = l.prepared_samples.lock().unwrap_or_else(|e| e.into_inner());
-    let side = match served {
-        Served::AsSent => &mut samples.as_sent,
-        Served::Prepared(_) => &mut samples.prepared,
-    };
+    let side = if served == Served::AsSent { &mut samples.as_sent } else { &mut samples.prepared };
     // Each side keeps its latest runs, so the two compared are close in time whichever fills first.
     if side.len() == RUNS {
         side.pop_front();
@@ -109,7 +120,25 @@ fn stale(l: &Learned, now_ms: u64) -> bool {
 
 fn restart(l: &Learned, now_ms: u64) {
     *l.prepared_samples.lock().unwrap_or_else(|e| e.into_inner()) = PreparedSamples::default();
+    l.prepared_turn.store(0, Relaxed);
     l.set_prepared_phase(PreparedPhase::Measuring, now_ms);
+}
+
+/// A measurement that has not decided within `REMEASURE_MS` of its start (copies that never get
+/// past their custom plans, `prepared.reuse_unnamed` leaving no run as sent) ends as Dropped, to
+/// be tried again after as long; it starts at the shape's first Parse seen measuring.
+fn gave_up(l: &Learned, now_ms: u64) -> bool {
+    let since = l.prepared_changed_ms.load(Relaxed);
+    if since == 0 {
+        l.prepared_changed_ms.store(now_ms.max(1), Relaxed);
+        return false;
+    }
+    if now_ms.saturating_sub(since) < REMEASURE_MS {
+        return false;
+    }
+    *l.prepared_samples.lock().unwrap_or_else(|e| e.into_inner()) = PreparedSamples::default();
+    l.set_prepared_phase(PreparedPhase::Dropped, now_ms);
+    true
 }
 
 #[cfg(test)]
@@ -125,18 +154,26 @@ mod tests {
     }
 
     #[test]
+    fn as_sent_first_then_the_sides_alternate_by_completed_run() {
+        let l = Learned::default();
+        for _ in 0..AS_SENT_FIRST {
+            assert!(!wants_server_prepared(&l, || 1), "a shape run a few times is never prepared");
+            note_run(&l, 500, Served::AsSent, || 1);
+        }
+        let mut sides = Vec::new();
+        for _ in 0..4 {
+            sides.push(wants_server_prepared(&l, || 1));
+            sides.push(wants_server_prepared(&l, || 1)); // the same run's second Parse
+            note_run(&l, 500, Served::AsSent, || 1);
+        }
+        assert_eq!(sides, [false, false, true, true, false, false, true, true]);
+        note_run(&l, 500, Served::Untimed, || 1);
+        assert!(!wants_server_prepared(&l, || 1), "a run that is not timed does not flip the side");
+    }
+
+    #[test]
     fn kept_where_faster_dropped_where_slower() {
         let faster = Learned::default();
-        let turns: Vec<bool> = (0..4)
-            .map(|_| {
-                let twice = [wants_server_prepared(&faster, || 1), wants_server_prepared(&faster, || 1)];
-                note_run(&faster, 500, Served::AsSent, || 1);
-                assert_eq!(twice[0], twice[1], "one run's Parses take one side");
-                twice[0]
-            })
-            .collect();
-        assert_eq!(turns, [false, true, false, true], "the two sides alternate while measured");
-        *faster.prepared_samples.lock().unwrap() = PreparedSamples::default();
         runs(&faster, 500, 300, RUNS - 1, 1);
         assert_eq!(faster.prepared_phase(), PreparedPhase::Measuring, "{} runs a side decide", RUNS);
         runs(&faster, 500, 300, 1, 2);
@@ -154,7 +191,7 @@ mod tests {
 
     #[test]
     fn a_few_stalled_runs_do_not_decide() {
-        // A run stalled behind a busy core takes hundreds of milliseconds: ten of them on the
+        // A run stalled behind a busy core takes hundreds of milliseconds: twenty of them on the
         // faster side would have made its mean the slower.
         let l = Learned::default();
         for i in 0..RUNS {
@@ -169,13 +206,17 @@ mod tests {
     #[test]
     fn a_copys_first_runs_are_not_timed() {
         // Each server connection's copy pays its Parse and five custom plans first: those runs say
-        // nothing of the plan it settles on.
+        // nothing of the plan it settles on, and do not fill the server-prepared side.
         let l = Learned::default();
+        for _ in 0..RUNS {
+            note_run(&l, 500, Served::AsSent, || 1);
+        }
         for copy_runs in 1..=CUSTOM_PLAN_RUNS {
             for _ in 0..RUNS {
                 note_run(&l, 5_000, Served::Prepared(copy_runs), || 1);
             }
         }
+        assert_eq!(l.prepared_phase(), PreparedPhase::Measuring);
         runs(&l, 500, 300, RUNS, 1);
         assert_eq!(l.prepared_phase(), PreparedPhase::Kept);
         assert_eq!(typical(&l), (500.0, 300.0));
@@ -184,13 +225,14 @@ mod tests {
     #[test]
     fn each_side_keeps_its_latest_runs() {
         // Unnamed runs timed long before the server-prepared side filled are replaced by later
-        // ones: the two medians compare the same stretch of load.
+        // ones: the two sides compare the same stretch of load.
         let l = Learned::default();
         for _ in 0..3 * RUNS {
-            note_run(&l, 900, Served::AsSent, || 1);
+            note_run(&l, 100, Served::AsSent, || 1);
         }
         runs(&l, 400, 300, RUNS, 1);
         assert_eq!(typical(&l), (400.0, 300.0));
+        assert_eq!(l.prepared_phase(), PreparedPhase::Kept, "the early fast runs would have dropped it");
     }
 
     #[test]
@@ -202,5 +244,21 @@ mod tests {
         assert_eq!(l.prepared_phase(), PreparedPhase::Measuring);
         runs(&l, 900, 400, RUNS, 3);
         assert_eq!(l.prepared_phase(), PreparedPhase::Kept, "the data changed: now it pays");
+    }
+
+    #[test]
+    fn a_measurement_that_cannot_decide_gives_up() {
+        // Only runs as sent (`prepared.reuse_unnamed` maps the rest), or copies that never get
+        // past their custom plans: after as long as a decision lasts, it stops trying.
+        let l = Learned::default();
+        assert!(!wants_server_prepared(&l, || 1_000));
+        for _ in 0..3 * RUNS {
+            note_run(&l, 500, Served::AsSent, || 1_000);
+            note_run(&l, 500, Served::Prepared(1), || 1_000);
+        }
+        assert!(!wants_server_prepared(&l, || 1_000 + REMEASURE_MS - 1));
+        assert_eq!(l.prepared_phase(), PreparedPhase::Measuring);
+        assert!(!wants_server_prepared(&l, || 1_000 + REMEASURE_MS));
+        assert_eq!(l.prepared_phase(), PreparedPhase::Dropped);
     }
 }

@@ -65,7 +65,7 @@ pub struct Learned {
     /// The shape arrives in unnamed Parses (what the server-prepared strategy is about).
     pub unnamed: AtomicBool,
     /// The server-prepared trial (`prepared::adaptive`): phase, the alternation's turn, the
-    /// samples being gathered, the median server time (µs) of each side at the last decision,
+    /// samples being gathered, each side's typical server time (µs) at the last decision,
     /// and when the phase last changed (wall-clock ms).
     prepared_phase: AtomicU8,
     pub prepared_turn: AtomicU32,

@@ -422,7 +422,7 @@ fn served(cx: &mut Cx<'_>, a: &Arc<Analysis>, params: u64, rows: u32) {
         error: false,
         pipelined: false,
         cached: true,
-        copy_runs: None,
+        run_via: Default::default(),
     });
 }
 

@@ -59,7 +59,7 @@ impl InsightsStage {
             sent: Instant::now(),
             received: cx.received,
             pipelined: cx.pending.running(),
-            copy_runs: cx.turn.copy_runs,
+            run_via: cx.turn.run_via,
         }))
     }
 }
@@ -101,10 +101,8 @@ impl Stage for InsightsStage {
         // time includes the statements before it).
         let learned = &c.analysis.learned;
         if !c.cached && !c.error && !c.pipelined && learned.unnamed.load(std::sync::atomic::Ordering::Relaxed) {
-            use crate::prepared::adaptive::{note_run, Served};
             let us = c.server_time.as_micros().min(u64::MAX as u128) as u64;
-            let served = c.copy_runs.map_or(Served::AsSent, Served::Prepared);
-            note_run(learned, us, served, crate::clock::wall_ms);
+            crate::prepared::adaptive::note_run(learned, us, c.run_via, crate::clock::wall_ms);
         }
         if log_if_slow(&self.origin, &c, self.slow) {
             crate::metrics::slow_query();

@@ -49,8 +49,9 @@ pub struct Turn {
     pub skip_to_sync: bool,
     /// DISCARD ALL / DEALLOCATE ALL: the server forgets every prepared statement.
     pub drops_statements: bool,
-    /// Execute of a portal bound to a server-prepared copy: that copy's runs so far.
-    pub copy_runs: Option<u32>,
+    /// Execute: how the statement its portal runs reached the server (as sent, or a
+    /// server-prepared copy with its runs so far).
+    pub run_via: crate::prepared::adaptive::Served,
 }
 
 /// The session as a stage sees it while it handles one message or reply.

@@ -17,7 +17,7 @@ use crate::config::{Config, PoolMode};
 use crate::frontend::reply_queue::{Action, Check, Event, Kind};
 use crate::frontend::statements::{Opened, ADOPTING};
 use crate::net::messages::{self, sqlstate};
-use crate::prepared::adaptive;
+use crate::prepared::adaptive::{self, Served};
 use crate::prepared::messages as pm;
 use crate::prepared::{bump, Registry, Statement, STATS};
 use crate::protocol::frontend::{ClientMessage, Target};
@@ -40,9 +40,9 @@ pub struct PreparedStage {
     /// (an ORM's lookup, pgbench -M extended) finds it again without the registry's lock, hash
     /// and key copies (~500 instructions a Parse under callgrind).
     last_unnamed: Option<Arc<Statement>>,
-    /// The unnamed portal was bound to a server-prepared copy: its runs, this Bind's included
-    /// (handed to insights at Execute for the server-prepared strategy's timing).
-    unnamed_portal_runs: Option<u32>,
+    /// How the unnamed portal's statement reached the server (a server-prepared copy with its
+    /// runs, this Bind's included): handed to insights at Execute for the strategy's timing.
+    unnamed_portal: Served,
 }
 
 /// A simple Query (or FunctionCall) destroys the unnamed statement on a real server.
@@ -67,7 +67,7 @@ impl PreparedStage {
             local_portal: false,
             parsed_here: None,
             last_unnamed: None,
-            unnamed_portal_runs: None,
+            unnamed_portal: Served::Untimed,
         }
     }
 
@@ -299,17 +299,24 @@ impl PreparedStage {
 
     fn bind(&mut self, cx: &mut Cx<'_>, portal: &[u8], name: &[u8], rest: &[u8]) -> bool {
         if portal.is_empty() {
-            self.unnamed_portal_runs = None;
+            self.unnamed_portal = Served::Untimed;
             self.local_portal = name.is_empty() && self.local_stmt;
             if self.local_portal {
                 return answer(cx, pm::bind_complete());
             }
         }
         // Unknown names go through unchanged: the server's 26000 names the client's statement.
-        let Some(stmt) = cx.statements.registry(name) else { return false };
+        let Some(stmt) = cx.statements.registry(name) else {
+            if portal.is_empty() && name.is_empty() {
+                self.unnamed_portal = Served::AsSent; // the unnamed statement passed through
+            }
+            return false;
+        };
         self.ensure_prepared(cx, name, &stmt, true);
         let runs = cx.server.as_deref_mut().and_then(|server| count_run(server, stmt.id));
-        self.unnamed_portal_runs = if portal.is_empty() { runs } else { self.unnamed_portal_runs };
+        if let Some(runs) = runs.filter(|_| portal.is_empty()) {
+            self.unnamed_portal = Served::Prepared(runs);
+        }
         let at = cx.sout.len();
         pm::bind(cx.sout, portal, &stmt.server_name, rest);
         let parsed = self.parsed_here.take().filter(|(n, id)| *id == stmt.id && same_name(n, name));
@@ -426,7 +433,7 @@ impl Stage for PreparedStage {
             ClientMessage::Describe(target) => self.describe(cx, target),
             ClientMessage::Close(target) => self.close(cx, target),
             ClientMessage::Execute { portal, .. } => {
-                cx.turn.copy_runs = self.unnamed_portal_runs.filter(|_| portal.is_empty());
+                cx.turn.run_via = if portal.is_empty() { self.unnamed_portal } else { Served::Untimed };
                 self.execute_local(cx, portal)
             }
             _ => false,
@@ -436,7 +443,7 @@ impl Stage for PreparedStage {
         }
         if replaces_unnamed(frame[0]) {
             self.unnamed_parse = None;
-            self.unnamed_portal_runs = None;
+            self.unnamed_portal = Served::Untimed;
             self.local_stmt = false;
             self.local_portal = false;
             if let Some(server) = cx.server.as_deref_mut() {
@@ -485,7 +492,7 @@ impl Stage for PreparedStage {
                     stmt: stmt.clone(),
                     epoch: self.registry.epoch(),
                     version: ServerCopy::FRESH,
-                    runs: 0,
+                    runs: 1, // the retried run
                 };
                 if let Some(server) = cx.server.as_deref_mut() {
                     server.prepared.put(stmt.id, copy);
