@@ -354,6 +354,11 @@ fn strategy(a: &Analysis, cache_on: bool) -> (&'static str, Cow<'static, str>) {
                 let why = format!("server-prepared measured faster: {pms:.3} ms against {ms:.3} ms as sent unnamed");
                 return ("server-prepared", why.into());
             }
+            PreparedPhase::Dropped if unnamed == 0.0 => {
+                let why =
+                    format!("{reason}; server-prepared not decided within 10 minutes of measuring (tried again later)");
+                return ("pass-through", why.into());
+            }
             PreparedPhase::Dropped => {
                 let why = format!("{reason}; server-prepared measured no faster ({pms:.3} ms against {ms:.3} ms)");
                 return ("pass-through", why.into());

@@ -48,19 +48,17 @@ pub enum Served {
 }
 
 /// Whether this run of the shape's unnamed Parse should be served from a server-prepared
-/// statement (while measuring: after `AS_SENT_FIRST` runs as sent, every other completed run;
-/// then as decided).
-pub fn wants_server_prepared(l: &Learned, now_ms: impl Fn() -> u64) -> bool {
+/// statement: while measuring, after `AS_SENT_FIRST` runs as sent, the side of the session's
+/// alternation (`session_side`, flipped by the session at each timed Execute: a shared counter
+/// would tie the sides to clients that run in lockstep, and flipping per Parse would land every
+/// asyncpg Bind, which follows two Parses of its text, on one side); then as decided.
+pub fn wants_server_prepared(l: &Learned, session_side: bool, now_ms: impl Fn() -> u64) -> bool {
     match l.prepared_phase() {
         PreparedPhase::Measuring => {
-            if gave_up(l, now_ms()) {
+            if l.prepared_turn.load(Relaxed) < AS_SENT_FIRST {
                 return false;
             }
-            // The side flips with each completed run, not each Parse: asyncpg without its
-            // statement cache parses one run's text twice, and flipping per Parse would land
-            // every Bind on the server-prepared side.
-            let turn = l.prepared_turn.load(Relaxed);
-            turn >= AS_SENT_FIRST && turn % 2 == 1
+            !gave_up(l, now_ms()) && session_side
         }
         phase => {
             let now = now_ms();
@@ -78,7 +76,9 @@ pub fn note_run(l: &Learned, us: u64, served: Served, now_ms: impl Fn() -> u64) 
     if served == Served::Untimed || l.prepared_phase() != PreparedPhase::Measuring {
         return;
     }
-    l.prepared_turn.fetch_add(1, Relaxed);
+    if l.prepared_turn.fetch_add(1, Relaxed) + 1 == AS_SENT_FIRST {
+        l.prepared_changed_ms.store(now_ms().max(1), Relaxed); // the alternation starts: so does its time limit
+    }
     if matches!(served, Served::Prepared(runs) if runs <= CUSTOM_PLAN_RUNS) {
         return;
     }
@@ -124,19 +124,15 @@ fn restart(l: &Learned, now_ms: u64) {
     l.set_prepared_phase(PreparedPhase::Measuring, now_ms);
 }
 
-/// A measurement that has not decided within `REMEASURE_MS` of its start (copies that never get
-/// past their custom plans, `prepared.reuse_unnamed` leaving no run as sent) ends as Dropped, to
-/// be tried again after as long; it starts at the shape's first Parse seen measuring.
+/// An alternation that has not decided within `REMEASURE_MS` of its start (copies that never get
+/// past their custom plans, `prepared.reuse_unnamed` leaving no run as sent) ends as not kept,
+/// with no times (/queries says it did not decide), to be tried again after as long.
 fn gave_up(l: &Learned, now_ms: u64) -> bool {
-    let since = l.prepared_changed_ms.load(Relaxed);
-    if since == 0 {
-        l.prepared_changed_ms.store(now_ms.max(1), Relaxed);
+    if now_ms.saturating_sub(l.prepared_changed_ms.load(Relaxed)) < REMEASURE_MS {
         return false;
     }
-    if now_ms.saturating_sub(since) < REMEASURE_MS {
-        return false;
-    }
-    *l.prepared_samples.lock().unwrap_or_else(|e| e.into_inner()) = PreparedSamples::default();
+    l.prepared_unnamed_us.store(0, Relaxed);
+    l.prepared_trial_us.store(0, Relaxed);
     l.set_prepared_phase(PreparedPhase::Dropped, now_ms);
     true
 }
@@ -154,21 +150,16 @@ mod tests {
     }
 
     #[test]
-    fn as_sent_first_then_the_sides_alternate_by_completed_run() {
+    fn as_sent_first_then_the_sessions_side() {
         let l = Learned::default();
         for _ in 0..AS_SENT_FIRST {
-            assert!(!wants_server_prepared(&l, || 1), "a shape run a few times is never prepared");
+            assert!(!wants_server_prepared(&l, true, || 1), "a shape run a few times is never prepared");
+            note_run(&l, 500, Served::Untimed, || 1);
             note_run(&l, 500, Served::AsSent, || 1);
         }
-        let mut sides = Vec::new();
-        for _ in 0..4 {
-            sides.push(wants_server_prepared(&l, || 1));
-            sides.push(wants_server_prepared(&l, || 1)); // the same run's second Parse
-            note_run(&l, 500, Served::AsSent, || 1);
-        }
-        assert_eq!(sides, [false, false, true, true, false, false, true, true]);
-        note_run(&l, 500, Served::Untimed, || 1);
-        assert!(!wants_server_prepared(&l, || 1), "a run that is not timed does not flip the side");
+        assert!(wants_server_prepared(&l, true, || 1) && !wants_server_prepared(&l, false, || 1));
+        assert!(wants_server_prepared(&l, true, || 1 + REMEASURE_MS - 1), "within its time limit");
+        assert!(!wants_server_prepared(&l, true, || 1 + REMEASURE_MS), "the time limit counts from here");
     }
 
     #[test]
@@ -178,14 +169,14 @@ mod tests {
         assert_eq!(faster.prepared_phase(), PreparedPhase::Measuring, "{} runs a side decide", RUNS);
         runs(&faster, 500, 300, 1, 2);
         assert_eq!(faster.prepared_phase(), PreparedPhase::Kept);
-        assert!(wants_server_prepared(&faster, || 3) && wants_server_prepared(&faster, || 3));
+        assert!(wants_server_prepared(&faster, true, || 3) && wants_server_prepared(&faster, true, || 3));
         assert_eq!(typical(&faster), (500.0, 300.0));
 
         let slower = Learned::default();
         runs(&slower, 500, 490, RUNS, 1); // a generic plan no better than the custom one
         assert_eq!(slower.prepared_phase(), PreparedPhase::Dropped);
-        assert!(!wants_server_prepared(&slower, || 3) && !wants_server_prepared(&slower, || 3));
-        note_run(&slower, 1, Served::Prepared(100), || 4);
+        assert!(!wants_server_prepared(&slower, true, || 3) && !wants_server_prepared(&slower, true, || 3));
+        runs(&slower, 500, 1, RUNS, 4);
         assert_eq!(slower.prepared_phase(), PreparedPhase::Dropped, "a decision is not moved by later runs");
     }
 
@@ -240,25 +231,26 @@ mod tests {
         let l = Learned::default();
         runs(&l, 500, 900, RUNS, 1);
         assert_eq!(l.prepared_phase(), PreparedPhase::Dropped);
-        assert!(!wants_server_prepared(&l, || 2 + REMEASURE_MS));
+        assert!(!wants_server_prepared(&l, true, || 2 + REMEASURE_MS));
         assert_eq!(l.prepared_phase(), PreparedPhase::Measuring);
+        assert!(!wants_server_prepared(&l, true, || 3 + REMEASURE_MS), "as sent first again");
         runs(&l, 900, 400, RUNS, 3);
         assert_eq!(l.prepared_phase(), PreparedPhase::Kept, "the data changed: now it pays");
     }
 
     #[test]
     fn a_measurement_that_cannot_decide_gives_up() {
-        // Only runs as sent (`prepared.reuse_unnamed` maps the rest), or copies that never get
-        // past their custom plans: after as long as a decision lasts, it stops trying.
+        // Copies that never get past their custom plans (or `prepared.reuse_unnamed` leaving no
+        // run as sent): after as long as a decision lasts, it stops trying.
         let l = Learned::default();
-        assert!(!wants_server_prepared(&l, || 1_000));
         for _ in 0..3 * RUNS {
             note_run(&l, 500, Served::AsSent, || 1_000);
             note_run(&l, 500, Served::Prepared(1), || 1_000);
         }
-        assert!(!wants_server_prepared(&l, || 1_000 + REMEASURE_MS - 1));
+        assert!(wants_server_prepared(&l, true, || 1_000 + REMEASURE_MS - 1));
         assert_eq!(l.prepared_phase(), PreparedPhase::Measuring);
-        assert!(!wants_server_prepared(&l, || 1_000 + REMEASURE_MS));
+        assert!(!wants_server_prepared(&l, true, || 1_000 + REMEASURE_MS));
         assert_eq!(l.prepared_phase(), PreparedPhase::Dropped);
+        assert_eq!(typical(&l), (0.0, 0.0), "no times: it did not decide");
     }
 }

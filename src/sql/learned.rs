@@ -82,7 +82,7 @@ impl Learned {
     }
 
     pub fn prepared_phase(&self) -> PreparedPhase {
-        match self.prepared_phase.load(Relaxed) {
+        match self.prepared_phase.load(std::sync::atomic::Ordering::Acquire) {
             2 => PreparedPhase::Kept,
             3 => PreparedPhase::Dropped,
             _ => PreparedPhase::Measuring,
@@ -90,8 +90,9 @@ impl Learned {
     }
 
     pub fn set_prepared_phase(&self, phase: PreparedPhase, now_ms: u64) {
-        self.prepared_phase.store(phase as u8, Relaxed);
+        // The time first: a reader that sees the new phase must not pair it with the old time.
         self.prepared_changed_ms.store(now_ms, Relaxed);
+        self.prepared_phase.store(phase as u8, std::sync::atomic::Ordering::Release);
     }
 
     pub fn pinned(&self) -> Option<Pinned> {

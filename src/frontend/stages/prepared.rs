@@ -10,9 +10,8 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 use bytes::{Bytes, BytesMut};
 
-use super::prepared_copies::{count_run, inject_describe, prepare_on_server};
+use super::prepared_copies::{count_run, described, inject_describe, plan_stale, prepare_on_server, retried};
 use super::{Cx, Stage};
-use crate::backend::ServerCopy;
 use crate::config::{Config, PoolMode};
 use crate::frontend::reply_queue::{Action, Check, Event, Kind};
 use crate::frontend::statements::{Opened, ADOPTING};
@@ -43,6 +42,8 @@ pub struct PreparedStage {
     /// How the unnamed portal's statement reached the server (a server-prepared copy with its
     /// runs, this Bind's included): handed to insights at Execute for the strategy's timing.
     unnamed_portal: Served,
+    /// This session's side of the server-prepared strategy's alternation (`adaptive`).
+    measure_side: bool,
 }
 
 /// A simple Query (or FunctionCall) destroys the unnamed statement on a real server.
@@ -68,6 +69,7 @@ impl PreparedStage {
             parsed_here: None,
             last_unnamed: None,
             unnamed_portal: Served::Untimed,
+            measure_side: false,
         }
     }
 
@@ -249,7 +251,7 @@ impl PreparedStage {
         }
         let adaptive = cfg.strategy.enabled
             && cfg.strategy.server_prepared
-            && learned.is_some_and(|l| adaptive::wants_server_prepared(l, crate::clock::wall_ms));
+            && learned.is_some_and(|l| adaptive::wants_server_prepared(l, self.measure_side, crate::clock::wall_ms));
         if !cfg.prepared.reuse_unnamed && !adaptive {
             return false;
         }
@@ -314,7 +316,7 @@ impl PreparedStage {
         };
         self.ensure_prepared(cx, name, &stmt, true);
         let runs = cx.server.as_deref_mut().and_then(|server| count_run(server, stmt.id));
-        if let Some(runs) = runs.filter(|_| portal.is_empty()) {
+        if let Some(runs) = runs.filter(|_| portal.is_empty() && name.is_empty()) {
             self.unnamed_portal = Served::Prepared(runs);
         }
         let at = cx.sout.len();
@@ -434,6 +436,7 @@ impl Stage for PreparedStage {
             ClientMessage::Close(target) => self.close(cx, target),
             ClientMessage::Execute { portal, .. } => {
                 cx.turn.run_via = if portal.is_empty() { self.unnamed_portal } else { Served::Untimed };
+                self.measure_side ^= cx.turn.run_via != Served::Untimed;
                 self.execute_local(cx, portal)
             }
             _ => false,
@@ -481,32 +484,13 @@ impl Stage for PreparedStage {
                 if adopted {
                     cx.statements.set_version(&client, Some((stmt.id, version)));
                 }
-                if let Some(copy) = cx.server.as_deref_mut().and_then(|s| s.prepared.peek_mut(&stmt.id)) {
-                    copy.version = version;
-                }
+                described(cx.server.as_deref_mut(), stmt.id, version);
             }
             Event::Retried { stmt, client } => {
-                bump(&STATS.stale_retries);
-                stmt.went_stale();
-                let copy = ServerCopy {
-                    stmt: stmt.clone(),
-                    epoch: self.registry.epoch(),
-                    version: ServerCopy::FRESH,
-                    runs: 1, // the retried run
-                };
-                if let Some(server) = cx.server.as_deref_mut() {
-                    server.prepared.put(stmt.id, copy);
-                }
+                retried(cx.server.as_deref_mut(), &stmt, self.registry.epoch());
                 cx.statements.set_version(&client, Some((stmt.id, ADOPTING)));
             }
-            Event::PlanStale { stmt } => {
-                stmt.went_stale();
-                if let Some(server) = cx.server.as_deref_mut() {
-                    if server.prepared.pop(&stmt.id).is_some() {
-                        server.stale.push(stmt.server_name.clone());
-                    }
-                }
-            }
+            Event::PlanStale { stmt } => plan_stale(cx.server.as_deref_mut(), &stmt),
         }
     }
 }

@@ -64,3 +64,31 @@ pub(super) fn count_run(server: &mut ServerConn, stmt: u64) -> Option<u32> {
     copy.runs = copy.runs.saturating_add(1);
     Some(copy.runs)
 }
+
+/// The server described `stmt`'s copy: the version it is current as.
+pub(super) fn described(server: Option<&mut ServerConn>, stmt: u64, version: u64) {
+    if let Some(copy) = server.and_then(|s| s.prepared.peek_mut(&stmt)) {
+        copy.version = version;
+    }
+}
+
+/// A run that failed on a stale copy was sent again on a fresh one (`frontend/reply_retry.rs`),
+/// which has had that run.
+pub(super) fn retried(server: Option<&mut ServerConn>, stmt: &Arc<Statement>, epoch: u64) {
+    bump(&STATS.stale_retries);
+    stmt.went_stale();
+    let copy = ServerCopy { stmt: stmt.clone(), epoch, version: ServerCopy::FRESH, runs: 1 };
+    if let Some(server) = server {
+        server.prepared.put(stmt.id, copy);
+    }
+}
+
+/// The server's copy can no longer run (its plan is stale): closed before the next use.
+pub(super) fn plan_stale(server: Option<&mut ServerConn>, stmt: &Arc<Statement>) {
+    stmt.went_stale();
+    if let Some(server) = server {
+        if server.prepared.pop(&stmt.id).is_some() {
+            server.stale.push(stmt.server_name.clone());
+        }
+    }
+}
