@@ -32,6 +32,27 @@ pub struct Completed {
     pub run_via: crate::prepared::adaptive::Served,
 }
 
+impl Completed {
+    /// An answer from the result cache: a call with no server time (`received`: when the
+    /// client's message arrived).
+    pub fn from_cache(analysis: Arc<Analysis>, params: u64, rows: u64, received: Instant) -> Self {
+        let now = Instant::now();
+        Self {
+            analysis,
+            params,
+            sent: now,
+            done: now,
+            server_time: Duration::ZERO,
+            client_time: now.saturating_duration_since(received),
+            rows,
+            error: false,
+            pipelined: false,
+            cached: true,
+            run_via: Default::default(),
+        }
+    }
+}
+
 /// Who ran it (labels for stats and findings).
 #[derive(Debug, Clone)]
 pub struct Origin {

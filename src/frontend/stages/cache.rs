@@ -410,20 +410,7 @@ fn preload(h: &Handles) {
 
 /// A hit still counts as an execution for the insights (calls, N+1), with no server time.
 fn served(cx: &mut Cx<'_>, a: &Arc<Analysis>, params: u64, rows: u32) {
-    let now = std::time::Instant::now();
-    cx.turn.served = Some(crate::insights::Completed {
-        analysis: a.clone(),
-        params,
-        sent: now,
-        done: now,
-        server_time: std::time::Duration::ZERO,
-        client_time: now.saturating_duration_since(cx.received),
-        rows: rows as u64,
-        error: false,
-        pipelined: false,
-        cached: true,
-        run_via: Default::default(),
-    });
+    cx.turn.served = Some(crate::insights::Completed::from_cache(a.clone(), params, rows.into(), cx.received));
 }
 
 impl Stage for CacheStage {

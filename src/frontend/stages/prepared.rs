@@ -274,29 +274,32 @@ impl PreparedStage {
     /// Makes sure the held server has a current copy of `stmt` for a Bind/Describe: a copy from
     /// before a DDL seen here, or of another version than the client holds, is prepared again
     /// and compared with what the client holds; a client that never got it described here gets
-    /// it prepared afresh (`describe`: and described, unless the caller forwards the client's own
-    /// Describe with `describe_check`).
-    fn ensure_prepared(&mut self, cx: &mut Cx<'_>, name: &[u8], stmt: &Arc<Statement>, describe: bool) {
+    /// it prepared afresh (`bind`: for a Bind, which gets it described and runs it: the copy's
+    /// runs, this one included, are counted and returned for the server-prepared strategy; else
+    /// for the client's own Describe, forwarded with `describe_check`).
+    fn ensure_prepared(&mut self, cx: &mut Cx<'_>, name: &[u8], stmt: &Arc<Statement>, bind: bool) -> Option<u32> {
         let epoch = self.registry.epoch();
         // One lookup and one read of the version on this per-Bind path.
         let version = stmt.version();
         let held = cx.statements.version(name).filter(|(id, _)| *id == stmt.id).map(|(_, v)| v);
         let usable = held.is_some_and(|v| v == ADOPTING || (v != 0 && v == version));
         let server = cx.server.as_deref_mut().expect("forward needs a server");
-        let current = server.prepared.get(&stmt.id).is_some_and(|c| c.current_as(epoch, version));
-        if current && usable {
+        if let Some(copy) = server.prepared.get_mut(&stmt.id).filter(|c| usable && c.current_as(epoch, version)) {
             bump(&STATS.hits);
-            return;
+            copy.runs = copy.runs.saturating_add(u32::from(bind));
+            return bind.then_some(copy.runs);
         }
         bump(&STATS.reparses);
         prepare_on_server(server, cx.sout, cx.pending, stmt, (None, false), epoch);
+        let runs = if bind { count_run(server, stmt.id) } else { None };
         cx.tx.on_client(b'P');
-        if describe {
+        if bind {
             let check = cx.statements.describe_check(name, stmt);
             inject_describe(cx, stmt, check, Bytes::copy_from_slice(name));
         } else if cx.statements.held(name, stmt).is_none() {
             cx.statements.set_version(name, Some((stmt.id, ADOPTING)));
         }
+        runs
     }
 
     fn bind(&mut self, cx: &mut Cx<'_>, portal: &[u8], name: &[u8], rest: &[u8]) -> bool {
@@ -314,8 +317,7 @@ impl PreparedStage {
             }
             return false;
         };
-        self.ensure_prepared(cx, name, &stmt, true);
-        let runs = cx.server.as_deref_mut().and_then(|server| count_run(server, stmt.id));
+        let runs = self.ensure_prepared(cx, name, &stmt, true);
         if let Some(runs) = runs.filter(|_| portal.is_empty() && name.is_empty()) {
             self.unnamed_portal = Served::Prepared(runs);
         }
