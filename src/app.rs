@@ -210,7 +210,8 @@ async fn serve_client(slot: ClientSlot, tcp: TcpStream, peer: String) {
     let user = params.get("user").cloned().unwrap_or_default();
     let database = params.get("database").filter(|d| !d.is_empty()).cloned().unwrap_or_else(|| user.clone());
     let mut rbuf = BytesMut::with_capacity(8 * 1024);
-    let check = Check::for_user(cfg.find_user(&user).as_ref(), |u| app.scram_verifier(u), || app.fake_verifier(&user));
+    let check =
+        Check::for_user(cfg.find_user(&user).as_deref(), |u| app.scram_verifier(u), || app.fake_verifier(&user));
     let authed = crate::timers::timeout(cfg.startup_timeout(), authenticate(&mut stream, &mut rbuf, check)).await;
     let Ok(Ok(greeting)) = authed else {
         tracing::info!(%peer, %user, "authentication failed");

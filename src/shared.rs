@@ -2,7 +2,6 @@
 //! snapshot, pools, cancel routing, client counts, the statement registry, the analyzer, insights
 //! and the result cache, with the few operations that span them (reload, snapshots).
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 
@@ -79,8 +78,9 @@ pub struct App {
     tls: Option<TlsAcceptor>,
     cli: Cli,
     shutdown: watch::Sender<bool>,
-    /// SCRAM verifiers for plain passwords, keyed by user and password (PBKDF2 once per password).
-    scram_cache: Mutex<HashMap<(String, String), Verifier>>,
+    /// SCRAM verifiers for plain passwords, by user, with the password they were made from
+    /// (PBKDF2 once per password; looked up without allocating at every login).
+    scram_cache: Mutex<foldhash::HashMap<String, (String, Verifier)>>,
 }
 
 impl App {
@@ -112,7 +112,7 @@ impl App {
             tls,
             cli,
             shutdown: watch::channel(false).0,
-            scram_cache: Mutex::new(HashMap::new()),
+            scram_cache: Mutex::default(),
         })
     }
 
@@ -163,8 +163,15 @@ impl App {
         match user.secret()? {
             Secret::Scram(s) => parse_scram_secret(s).ok(),
             Secret::Plain(p) => {
-                let key = (user.name.clone(), p.to_string());
-                Some(self.scram_cache.lock().entry(key).or_insert_with(|| scram_from_plain(p)).clone())
+                let mut cache = self.scram_cache.lock();
+                match cache.get(&*user.name) {
+                    Some((from, v)) if from == p => Some(v.clone()),
+                    _ => {
+                        let v = scram_from_plain(p);
+                        cache.insert(user.name.clone(), (p.to_string(), v.clone()));
+                        Some(v)
+                    }
+                }
             }
             Secret::Md5Hash(_) => None,
         }

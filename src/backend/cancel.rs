@@ -9,7 +9,7 @@
 //! connection: so a cancel can never land on the next query, another client's or its own. The
 //! same entries describe clients and their servers to the admin console.
 
-use std::collections::HashMap;
+use foldhash::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::SystemTime;

@@ -15,6 +15,7 @@ pub mod relations;
 pub mod replication;
 pub mod scopes;
 mod stats;
+mod table_facts;
 pub mod visibility;
 pub mod wal;
 pub mod write_rate;
@@ -32,6 +33,7 @@ use generations::Generations;
 use policy::Policy;
 use redis_tier::RedisTier;
 use relations::Relations;
+pub use scopes::Written;
 pub use stats::{CacheStats, Snapshot};
 
 use crate::sql::learned::Learned;
@@ -405,16 +407,15 @@ impl ResultCache {
         CacheStats::bump(&self.stats.stores);
     }
 
-    /// A commit changed these tables of `db`, or these keys of them (`scopes::write_name`);
-    /// None: unknown tables, the whole database. Local entries are invalid at once; Redis and
-    /// the other replicas are told before returning.
-    pub async fn invalidate(&self, db: &str, names: Option<&[Arc<str>]>) {
-        let bumped = names.and_then(|n| self.scopes_of(db, n));
+    /// A commit made these writes to `db`; None: unknown tables, the whole database. Local
+    /// entries are invalid at once; Redis and the other replicas are told before returning.
+    pub async fn invalidate(&self, db: &str, written: Option<&[Written]>) {
+        let bumped = written.and_then(|w| self.scopes_of(db, w));
         let scopes = bumped.as_deref();
         // Rates matter only for what may be cached: the watched tables (the plain names).
-        match (scopes, names) {
+        match (scopes, written) {
             (Some(s), _) => self.write_rates.note(db, s.iter().filter(|n| !n.contains(scopes::SEP)), wall_ms()),
-            (None, Some(n)) => self.write_rates.note(db, n, wall_ms()),
+            (None, Some(w)) => self.write_rates.note(db, w.iter().map(|w| &w.table), wall_ms()),
             (None, None) => {}
         }
         match scopes {
@@ -422,44 +423,46 @@ impl ResultCache {
             Some(s) => self.gens.bump_tables(db, s),
             None => self.gens.bump_database(db),
         }
-        CacheStats::add(&self.stats.invalidations, names.map_or(1, |n| n.len() as u64));
+        CacheStats::add(&self.stats.invalidations, written.map_or(1, |w| w.len() as u64));
         if let Some(r) = &self.redis {
             r.invalidate(db, scopes).await;
         }
     }
 
-    /// The generation scopes a commit of these noted names bumps (None: the whole database).
-    /// A key stays a key only where `relations` says the write changed no other row of its
-    /// table; what a write reaches beyond its table (cascades) is table-level; in doubt, tables.
-    /// A table nothing watches bumps nothing (`generations`).
-    fn scopes_of(&self, db: &str, names: &[Arc<str>]) -> Option<Vec<Arc<str>>> {
+    /// The generation scopes a commit of these writes bumps (None: the whole database). A key
+    /// stays a key only where `relations` says the write changed no other row of its table;
+    /// what a write reaches beyond its table (cascades) is table-level; in doubt, tables. A
+    /// table nothing watches bumps nothing (`generations`).
+    fn scopes_of(&self, db: &str, written: &[Written]) -> Option<Vec<Arc<str>>> {
         let mut tables: Vec<Arc<str>> = Vec::new();
-        let mut keyed: Vec<(&str, scopes::WriteKind, u64)> = Vec::new();
-        for n in names {
-            match scopes::resolve(n) {
-                scopes::Noted::Table(_) => tables.push(n.clone()),
-                scopes::Noted::Key { table, kind, slot } if self.relations.keyed_write_ok(db, table, kind) => {
-                    keyed.push((table, kind, slot))
+        let mut keyed: Vec<(&Arc<str>, scopes::WriteKind, u16)> = Vec::new();
+        for w in written {
+            if w.table.contains(scopes::SEP) {
+                return None; // (its scopes could be another table's)
+            }
+            match w.key {
+                None => tables.push(w.table.clone()),
+                Some((kind, slot)) if self.relations.keyed_write_ok(db, &w.table, kind) => {
+                    keyed.push((&w.table, kind, slot))
                 }
-                scopes::Noted::Key { table, .. } if tables.iter().any(|t| **t == *table) => {}
-                scopes::Noted::Key { table, .. } => tables.push(Arc::from(table)),
-                scopes::Noted::Strange => return None,
+                Some(_) if tables.contains(&w.table) => {}
+                Some(_) => tables.push(w.table.clone()),
             }
         }
-        let reached = self.relations.reach(db, keyed.iter().map(|(t, kind, _)| (*t, *kind)), tables)?;
+        let reached = self.relations.reach(db, keyed.iter().map(|(t, kind, _)| (&***t, *kind)), tables)?;
         let mut out = Vec::with_capacity(2 * reached.len() + 2 * keyed.len());
         for t in reached.iter().filter(|t| self.watched(db, t)) {
             out.push(t.clone());
             out.push(scopes::wide(t));
         }
         for (t, _, slot) in keyed {
-            if reached.iter().any(|r| **r == *t) || !self.watched(db, t) {
+            if reached.contains(t) || !self.watched(db, t) {
                 continue; // written as a whole (a cascade from another keyed write, or by name), or unwatched
             }
-            if !out.iter().any(|s| **s == *t) {
-                out.push(Arc::from(t));
+            if !out.contains(t) {
+                out.push(t.clone());
             }
-            let scope = scopes::key_scope(t, slot);
+            let scope = scopes::key_scope(t, slot.into());
             if !out.contains(&scope) {
                 out.push(scope);
             }

@@ -6,12 +6,13 @@
 //! re-read periodically and after DDL seen through pgpilot; until a database's list is known its
 //! reads are simply not cached.
 
-use foldhash::{HashMap, HashSet};
+use foldhash::HashMap;
 use std::sync::Arc;
 
 use parking_lot::RwLock;
 
 use super::scopes;
+use super::table_facts::Known;
 
 pub const QUERY: &str = "SELECT c.relname, c.relkind::text, '' FROM pg_catalog.pg_class c \
      JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
@@ -62,40 +63,6 @@ pub const QUERY: &str = "SELECT c.relname, c.relkind::text, '' FROM pg_catalog.p
        ',' ORDER BY r.oid) FROM pg_catalog.pg_roles r)))";
 
 #[derive(Default)]
-struct Known {
-    ordinary: HashSet<Box<str>>,
-    /// Views and the like: a name that is one of these in any schema is never cached.
-    other: HashSet<Box<str>>,
-    /// Tables under a row-level security policy that reads another table or calls a user
-    /// function: a write there changes what a cached read of this table may show without
-    /// touching it, so its reads are never cached (policies that read only the table itself,
-    /// the user and settings are covered by the key and the table's own invalidation).
-    policy_reads_others: HashSet<Box<str>>,
-    /// Tables with user triggers or rules: a write to one may change any table.
-    triggers: HashSet<Box<str>>,
-    /// Referenced table -> tables whose rows a write to it changes through a foreign key action;
-    /// parent <-> child for partitions and inheritance.
-    cascades: HashMap<Box<str>, Vec<Arc<str>>>,
-    /// The same for foreign keys with an ON UPDATE action only (an UPDATE can fire no other).
-    update_cascades: HashMap<Box<str>, Vec<Arc<str>>>,
-    /// Parents and children of inheritance or partitioning: never keyed.
-    inherited: HashSet<Box<str>>,
-    /// Ordinary tables with a one-column primary key of a type `scopes` can compare, no
-    /// row-level security and no same-named relation in another schema: the column and type.
-    keys: HashMap<Box<str>, (Arc<str>, scopes::Family)>,
-    /// A hash of each table's columns, types, ACLs and policies (and, under "", of role
-    /// memberships and attributes): a change made outside pgpilot (DDL, GRANT, REVOKE, a policy)
-    /// is found by comparing one load with the next, and invalidates what it may have changed.
-    shapes: HashMap<Box<str>, Box<str>>,
-    /// The database's (and loading role's) default isolation takes a snapshot per transaction:
-    /// reads inside transaction blocks neither use nor fill the cache.
-    snapshot_default: bool,
-    loaded_ms: u64,
-    loading: bool,
-    stale: bool,
-}
-
-#[derive(Default)]
 pub struct Relations {
     dbs: RwLock<HashMap<Arc<str>, Known>>,
     /// Woken at every finished load (reads waiting for a database's first list).
@@ -110,10 +77,8 @@ impl Relations {
         let due = !k.loading && (k.stale || now_ms.saturating_sub(k.loaded_ms) >= refresh_ms);
         let ok = k.loaded_ms > 0
             && tables.iter().all(|t| {
-                k.ordinary.contains(&**t)
-                    && !k.other.contains(&**t)
-                    && !k.policy_reads_others.contains(&**t)
-                    && !t.starts_with("pg_")
+                let f = k.facts(t);
+                f.ordinary && !f.other && !f.policy_reads_others && !t.starts_with("pg_")
             });
         (ok, due)
     }
@@ -161,37 +126,12 @@ impl Relations {
         k.loading = false;
         let Some(rows) = rows else { return Changed::Tables(Vec::new()) };
         let before = std::mem::take(&mut k.shapes);
-        k.ordinary.clear();
-        k.other.clear();
-        k.policy_reads_others.clear();
-        k.triggers.clear();
-        k.cascades.clear();
-        k.update_cascades.clear();
-        k.inherited.clear();
-        k.keys.clear();
+        k.tables.clear();
         k.snapshot_default = false;
         for (name, kind, target) in rows {
-            match kind.as_str() {
-                "r" | "p" => drop(k.ordinary.insert(name.into())),
-                "trigger" => drop(k.triggers.insert(name.into())),
-                "policy" => drop(k.policy_reads_others.insert(name.into())),
-                "cascade" => k.cascades.entry(name.into()).or_default().push(target.into()),
-                "ucascade" => k.update_cascades.entry(name.into()).or_default().push(target.into()),
-                "inherit" => {
-                    k.cascades.entry(name.as_str().into()).or_default().push(target.into());
-                    k.inherited.insert(name.into());
-                }
-                "shape" | "roles" => drop(k.shapes.insert(name.into(), target.into())),
-                _ if kind.starts_with("pkey:") => {
-                    let family = kind[5..].parse().ok().and_then(scopes::Family::of);
-                    if let Some(f) = family {
-                        k.keys.insert(name.into(), (target.into(), f));
-                    }
-                }
-                "isolation" => k.snapshot_default = !name.starts_with("read "),
-                _ => drop(k.other.insert(name.into())),
-            }
+            k.note_row(name, &kind, target);
         }
+        k.find_loops();
         k.loaded_ms = now_ms.max(1);
         k.stale = false;
         if before.is_empty() {
@@ -224,16 +164,17 @@ impl Relations {
         let Some(k) = dbs.get(db) else { return Some(tables) };
         let mut out = tables;
         for (table, kind) in keyed {
-            if k.triggers.contains(table) || k.other.contains(table) {
+            let f = k.facts(table);
+            if f.triggers || f.other {
                 return None;
             }
             // (An INSERT fires no foreign-key action; an UPDATE that keeps its key only ON UPDATE ones.)
             let edges = match kind {
                 scopes::WriteKind::Insert => continue,
-                scopes::WriteKind::Update => &k.update_cascades,
-                scopes::WriteKind::Delete => &k.cascades,
+                scopes::WriteKind::Update => &f.update_cascades,
+                scopes::WriteKind::Delete => &f.cascades,
             };
-            for next in edges.get(table).into_iter().flatten() {
+            for next in edges {
                 if !out.contains(next) {
                     out.push(next.clone());
                 }
@@ -242,10 +183,11 @@ impl Relations {
         let mut i = 0;
         while i < out.len() {
             // Triggers and rules may write anywhere; a view (or other non-table) writes its base.
-            if k.triggers.contains(&*out[i]) || k.other.contains(&*out[i]) {
+            let f = k.facts(&out[i]);
+            if f.triggers || f.other {
                 return None;
             }
-            for next in k.cascades.get(&*out[i]).into_iter().flatten() {
+            for next in &f.cascades {
                 if !out.contains(next) {
                     out.push(next.clone());
                 }
@@ -258,7 +200,10 @@ impl Relations {
     /// Whether a write to `table` may change other tables (foreign-key actions lead from it).
     pub fn reaches_beyond(&self, db: &str, table: &str) -> bool {
         let dbs = self.dbs.read();
-        dbs.get(db).is_some_and(|k| k.cascades.contains_key(table) || k.update_cascades.contains_key(table))
+        dbs.get(db).is_some_and(|k| {
+            let f = k.facts(table);
+            !(f.cascades.is_empty() && f.update_cascades.is_empty())
+        })
     }
 
     /// The column (and its type) a read or write of `table` may be keyed on: its primary key,
@@ -266,8 +211,9 @@ impl Relations {
     pub fn key_column(&self, db: &str, table: &str) -> Option<(Arc<str>, scopes::Family)> {
         let dbs = self.dbs.read();
         let k = dbs.get(db)?;
-        let plain = !k.inherited.contains(table) && !k.triggers.contains(table) && !k.other.contains(table);
-        k.keys.get(table).filter(|_| plain && k.loaded_ms > 0).cloned()
+        let f = k.facts(table);
+        let plain = !f.inherited && !f.triggers && !f.other;
+        f.key.clone().filter(|_| plain && k.loaded_ms > 0)
     }
 
     /// Whether a committed write of known keys to `table` changed no other row of it: a DELETE
@@ -276,39 +222,25 @@ impl Relations {
     pub fn keyed_write_ok(&self, db: &str, table: &str, kind: scopes::WriteKind) -> bool {
         let dbs = self.dbs.read();
         let Some(k) = dbs.get(db) else { return false };
-        if k.inherited.contains(table) {
-            return false; // (as `key_column` says; the list may have reloaded since the write)
-        }
-        let edges = match kind {
-            scopes::WriteKind::Insert => return k.keys.contains_key(table),
-            scopes::WriteKind::Delete => &k.cascades,
-            scopes::WriteKind::Update => &k.update_cascades,
-        };
-        if !edges.contains_key(table) {
-            return k.keys.contains_key(table); // (the common case: nothing to walk)
-        }
-        let mut seen: Vec<&str> = vec![table];
-        let mut i = 0;
-        while i < seen.len() {
-            for next in edges.get(seen[i]).into_iter().flatten() {
-                if &**next == table {
-                    return false;
-                }
-                if !seen.contains(&&**next) {
-                    seen.push(next);
-                }
+        let f = k.facts(table);
+        // (`inherited`: as `key_column` says; the list may have reloaded since the write.)
+        f.key.is_some()
+            && !f.inherited
+            && match kind {
+                scopes::WriteKind::Insert => true,
+                scopes::WriteKind::Delete => !f.loops[0],
+                scopes::WriteKind::Update => !f.loops[1],
             }
-            i += 1;
-        }
-        k.keys.contains_key(table)
     }
 
     /// DDL went through: the list may be out of date (a table may now be a view).
     pub fn mark_stale(&self, db: &str) {
         if let Some(k) = self.dbs.write().get_mut(db) {
             k.stale = true;
-            k.ordinary.clear();
-            k.keys.clear();
+            for f in k.tables.values_mut() {
+                f.ordinary = false;
+                f.key = None;
+            }
         }
     }
 }
@@ -351,7 +283,8 @@ pub fn spawn_load(cache: Arc<super::ResultCache>, pool: Arc<crate::pool::Pool>, 
             Changed::Tables(t) if t.is_empty() => {}
             Changed::Tables(t) => {
                 tracing::info!(database = %db, tables = ?t, "cache: tables changed outside pgpilot; invalidated");
-                cache.invalidate(&db, Some(&t)).await;
+                let written: Vec<super::Written> = t.into_iter().map(super::Written::table).collect();
+                cache.invalidate(&db, Some(&written)).await;
             }
             Changed::Database => {
                 tracing::info!(database = %db, "cache: roles changed outside pgpilot; database invalidated");

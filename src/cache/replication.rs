@@ -23,7 +23,7 @@ use bytes::BytesMut;
 use parking_lot::{Mutex, RwLock};
 
 use super::relations::Relations;
-use super::scopes;
+use super::scopes::{self, Written};
 use super::visibility::{self, Rebumps};
 use super::wal::{self, Change, StreamMessage};
 use super::ResultCache;
@@ -247,12 +247,12 @@ async fn stream(streams: &Streams, cache: &ResultCache, db: &Arc<str>, s: &Strea
     }
 }
 
-/// A row change of `table` as the keys it wrote (`scopes::write_name`), when the table is keyed
-/// and the line gives every key value; None: the table.
-fn keyed_names(relations: &Relations, db: &str, table: &Arc<str>, what: &[u8]) -> Option<Vec<Arc<str>>> {
+/// A row change of `table` as the keys it wrote, when the table is keyed and the line gives
+/// every key value; None: the table.
+fn keyed_writes(relations: &Relations, db: &str, table: &Arc<str>, what: &[u8]) -> Option<Vec<Written>> {
     let (column, family) = relations.key_column(db, table)?;
     let (kind, values) = wal::row_keys(what, &column)?;
-    values.iter().map(|v| Some(scopes::write_name(table, kind, &scopes::canonical_text(family, v)?))).collect()
+    values.iter().map(|v| Some(Written::key(table, kind, &scopes::canonical_text(family, v)?))).collect()
 }
 
 /// The server's WAL insert position and a snapshot (which transactions are still in progress).
@@ -269,7 +269,7 @@ fn first_value(rows: &[crate::backend::internal::Row]) -> Option<String> {
 /// What a transaction being decoded has changed so far.
 #[derive(Default)]
 struct Open {
-    tables: Vec<Arc<str>>,
+    tables: Vec<Written>,
     all: bool,
     open: bool,
 }
@@ -362,11 +362,12 @@ async fn on_data(
                 Change::Begin => *tx = Open { open: true, ..Open::default() },
                 Change::Tables(names, what) => {
                     let keys = match names.as_slice() {
-                        [t] => keyed_names(&cache.relations, db, t, what),
+                        [t] => keyed_writes(&cache.relations, db, t, what),
                         _ => None,
                     };
-                    for name in keys.unwrap_or(names) {
-                        scopes::add(&mut tx.tables, name);
+                    let written = keys.unwrap_or_else(|| names.into_iter().map(Written::table).collect());
+                    for w in written {
+                        scopes::add(&mut tx.tables, w);
                     }
                 }
                 Change::Unknown => tx.all = true,

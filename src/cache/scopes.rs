@@ -58,16 +58,6 @@ pub enum WriteKind {
     Insert,
 }
 
-impl WriteKind {
-    fn tag(self) -> char {
-        match self {
-            WriteKind::Update => 'u',
-            WriteKind::Delete => 'd',
-            WriteKind::Insert => 'i',
-        }
-    }
-}
-
 fn slot(canonical: &[u8]) -> u64 {
     xxhash_rust::xxh3::xxh3_64(canonical) % SLOTS
 }
@@ -117,64 +107,51 @@ pub fn wide(table: &str) -> Arc<str> {
     scope_name(table, 'w', None)
 }
 
-/// What a session or the stream notes for a write of a known key; `resolve` turns it into the
-/// key scope once the table is checked (the kind decides which checks).
-pub fn write_name(table: &str, kind: WriteKind, canonical: &[u8]) -> Arc<str> {
-    scope_name(table, kind.tag(), Some(slot(canonical)))
+/// A write a commit made, as a session or the replication stream notes it: a whole table, or
+/// one known key of it (what the statement did to the key, and the key's slot). Kept typed until
+/// the commit turns it into generation scopes (`ResultCache::invalidate`): comparing and
+/// merging a transaction's writes is then a pointer or length check, not a scan of a name.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Written {
+    pub table: Arc<str>,
+    pub key: Option<(WriteKind, u16)>,
 }
 
-/// A noted name: a plain table, or (table, kind, key scope).
-pub enum Noted<'a> {
-    Table(&'a str),
-    Key {
-        table: &'a str,
-        kind: WriteKind,
-        slot: u64,
-    },
-    /// A name pgpilot never writes (a table whose own name holds the separator).
-    Strange,
-}
+impl Written {
+    pub fn table(table: Arc<str>) -> Written {
+        Written { table, key: None }
+    }
 
-/// Where `name`'s table ends (SEP is one ASCII byte: a byte search; these run for every write a
-/// transaction notes, several times).
-fn sep_at(name: &str) -> Option<usize> {
-    name.bytes().position(|c| c == SEP as u8) // (names are short: a plain loop beats memchr's set-up)
-}
+    /// A write of the key whose canonical form is `canonical`.
+    pub fn key(table: &Arc<str>, kind: WriteKind, canonical: &[u8]) -> Written {
+        // (SLOTS fits in a u16.)
+        Written { table: table.clone(), key: Some((kind, slot(canonical) as u16)) }
+    }
 
-pub fn resolve(name: &str) -> Noted<'_> {
-    let Some(at) = sep_at(name) else { return Noted::Table(name) };
-    let (table, rest) = (&name[..at], &name[at + 1..]);
-    let kind = match rest.as_bytes().first() {
-        Some(b'u') => WriteKind::Update,
-        Some(b'd') => WriteKind::Delete,
-        Some(b'i') => WriteKind::Insert,
-        _ => return Noted::Strange,
-    };
-    match rest[1..].parse::<u64>() {
-        Ok(slot) if slot < SLOTS && sep_at(table).is_none() => Noted::Key { table, kind, slot },
-        _ => Noted::Strange,
+    fn same_table(&self, other: &Written) -> bool {
+        Arc::ptr_eq(&self.table, &other.table) || self.table == other.table
     }
 }
 
-/// The table a noted name is about.
+/// The table a generation scope is about (the name up to SEP, one ASCII byte: a plain loop
+/// beats memchr's set-up on names this short).
 pub fn table_of(name: &str) -> &str {
-    sep_at(name).map_or(name, |at| &name[..at])
+    name.bytes().position(|c| c == SEP as u8).map_or(name, |at| &name[..at])
 }
 
-/// Adds `name` to a transaction's list (no duplicates); past `MAX_KEYS` keyed names, each keyed
-/// name becomes its table (bounded memory and Redis calls for a transaction writing many rows).
-pub fn add(list: &mut Vec<Arc<str>>, name: Arc<str>) {
-    let table_noted = sep_at(&name).is_some_and(|at| list.iter().any(|n| **n == name[..at]));
-    if table_noted || list.contains(&name) {
-        return; // (a table-level write already covers every key of it)
+/// Adds `w` to a transaction's list (no duplicates; a table-level write covers every key of
+/// its table); past `MAX_KEYS` keyed writes, each becomes its table (bounded memory and Redis
+/// calls for a transaction writing many rows).
+pub fn add(list: &mut Vec<Written>, w: Written) {
+    if list.iter().any(|n| n.same_table(&w) && (n.key.is_none() || n.key == w.key)) {
+        return;
     }
-    list.push(name);
-    if list.len() > MAX_KEYS && list.iter().filter(|n| sep_at(n).is_some()).count() > MAX_KEYS {
-        let mut tables: Vec<Arc<str>> = Vec::new();
+    list.push(w);
+    if list.len() > MAX_KEYS && list.iter().filter(|n| n.key.is_some()).count() > MAX_KEYS {
+        let mut tables: Vec<Written> = Vec::new();
         for n in list.drain(..) {
-            let t: Arc<str> = if sep_at(&n).is_some() { Arc::from(table_of(&n)) } else { n };
-            if !tables.contains(&t) {
-                tables.push(t);
+            if !tables.iter().any(|t| t.same_table(&n)) {
+                tables.push(Written::table(n.table));
             }
         }
         *list = tables;
@@ -276,10 +253,6 @@ mod tests {
             assert_eq!(&*scope_name(&t, 'k', Some(u64::MAX)), format!("{t}\x1fk{}", u64::MAX), "{len}");
             assert_eq!(&*scope_name(&t, 'w', None), format!("{t}\x1fw"), "{len}");
         }
-        assert!(matches!(
-            resolve(&write_name("t", WriteKind::Delete, b"7")),
-            Noted::Key { kind: WriteKind::Delete, .. }
-        ));
     }
 
     #[test]
@@ -308,22 +281,25 @@ mod tests {
     }
 
     #[test]
-    fn names_resolve_and_collapse_past_the_bound() {
-        let w = write_name("t", WriteKind::Update, b"1");
-        let Noted::Key { table, kind, slot } = resolve(&w) else { panic!() };
-        assert_eq!((table, kind), ("t", WriteKind::Update));
-        assert_eq!(key_scope(table, slot), read_scopes("t", b"1")[1]);
-        assert!(matches!(resolve("t"), Noted::Table("t")));
-        assert!(matches!(resolve("t\x1fx"), Noted::Strange));
-        let mut list = vec![Arc::from("a")];
-        add(&mut list, write_name("u", WriteKind::Delete, b"x"));
-        for i in 0..(MAX_KEYS - 1) {
-            add(&mut list, write_name("t", WriteKind::Delete, &[i as u8]));
-        }
-        assert!(list.len() > 2 && list.len() <= MAX_KEYS + 1, "keyed names kept up to the bound");
+    fn writes_merge_and_collapse_past_the_bound() {
+        let (t, u): (Arc<str>, Arc<str>) = (Arc::from("t"), Arc::from("u"));
+        let w = Written::key(&t, WriteKind::Update, b"1");
+        let (_, slot) = w.key.unwrap();
+        assert_eq!(key_scope("t", slot.into()), read_scopes("t", b"1")[1], "a write's slot is the read's");
+        let mut list = vec![Written::table(Arc::from("a"))];
+        add(&mut list, w.clone());
+        add(&mut list, Written::key(&Arc::from("t"), WriteKind::Update, b"1"));
+        assert_eq!(list.len(), 2, "the same key of the same table (another Arc) once");
+        add(&mut list, Written::key(&t, WriteKind::Delete, b"1"));
+        assert_eq!(list.len(), 3, "another kind of write is another entry");
+        add(&mut list, Written::key(&Arc::from("a"), WriteKind::Delete, b"9"));
+        assert_eq!(list.len(), 3, "covered by the table-level write");
+        add(&mut list, Written::key(&u, WriteKind::Delete, b"x"));
         for i in 0..(4 * MAX_KEYS) {
-            add(&mut list, write_name("t", WriteKind::Delete, i.to_string().as_bytes()));
+            add(&mut list, Written::key(&t, WriteKind::Delete, i.to_string().as_bytes()));
+            assert!(list.len() <= MAX_KEYS + 1, "keyed writes kept up to the bound");
         }
-        assert_eq!(list, [Arc::from("a"), Arc::from("u"), Arc::from("t")], "then their tables");
+        let names: Vec<(&str, bool)> = list.iter().map(|w| (&*w.table, w.key.is_some())).collect();
+        assert_eq!(names, [("a", false), ("t", false), ("u", false)], "then their tables");
     }
 }

@@ -6,8 +6,8 @@
 //! its transaction no longer in progress: entries filled in the window are ended then, and the
 //! stream counts as fresh only up to commits applied twice.
 
+use super::scopes::Written;
 use std::collections::VecDeque;
-use std::sync::Arc;
 
 /// Commits awaiting their second invalidation, beyond which they are merged into one that
 /// invalidates the whole database (a stream far ahead of visibility, or a flood of commits).
@@ -50,7 +50,7 @@ impl Snapshot {
 struct Pending {
     lsn: u64,
     xids: Vec<u32>,
-    names: Option<Vec<Arc<str>>>,
+    names: Option<Vec<Written>>,
 }
 
 #[derive(Default)]
@@ -60,7 +60,7 @@ pub struct Rebumps {
 
 impl Rebumps {
     /// A commit applied once (`xid` None: unknown, applied again at the next probe).
-    pub fn push(&mut self, lsn: u64, xid: Option<u32>, names: Option<Vec<Arc<str>>>) {
+    pub fn push(&mut self, lsn: u64, xid: Option<u32>, names: Option<Vec<Written>>) {
         if self.pending.len() >= MAX_PENDING {
             let xids = self.pending.drain(..).flat_map(|p| p.xids).collect();
             self.pending.push_back(Pending { lsn, xids, names: None });
@@ -70,7 +70,7 @@ impl Rebumps {
     }
 
     /// The commits `snapshot` shows visible, removed: what to invalidate again (in order).
-    pub fn visible(&mut self, snapshot: &Snapshot) -> Vec<Option<Vec<Arc<str>>>> {
+    pub fn visible(&mut self, snapshot: &Snapshot) -> Vec<Option<Vec<Written>>> {
         let mut out = Vec::new();
         self.pending.retain_mut(|p| {
             let seen = p.xids.iter().all(|&x| snapshot.sees(x));
@@ -109,7 +109,7 @@ mod tests {
     #[test]
     fn commits_wait_for_their_snapshot_in_any_order() {
         let mut r = Rebumps::default();
-        let t = |n: &str| Some(vec![Arc::<str>::from(n)]);
+        let t = |n: &str| Some(vec![Written::table(std::sync::Arc::from(n))]);
         r.push(10, Some(5), t("a"));
         r.push(20, Some(6), t("b"));
         r.push(30, None, None);

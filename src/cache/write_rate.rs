@@ -40,7 +40,7 @@ pub struct WriteRates {
 }
 
 impl WriteRates {
-    /// Committed writes to these noted names (tables or keyed scopes) of `db` at `now_ms`.
+    /// Committed writes to these tables (or generation scopes of them) of `db` at `now_ms`.
     pub fn note<'a>(&self, db: &str, names: impl IntoIterator<Item = &'a Arc<str>>, now_ms: u64) {
         use std::sync::atomic::Ordering::Relaxed;
         let mut map = self.tables.lock();

@@ -73,9 +73,9 @@ pub struct Config {
     pub strategy: StrategyConfig,
     pub users: Vec<UserConfig>,
     /// `upstream.url` parsed once (it is read at every login): the URL it was parsed from, so a
-    /// changed URL is parsed anew.
+    /// changed URL is parsed anew, and the user entry it gives when no users are configured.
     #[serde(skip)]
-    parsed_upstream: std::sync::OnceLock<(String, Upstream)>,
+    parsed_upstream: std::sync::OnceLock<(String, Upstream, UserConfig)>,
 }
 
 /// The HTTP listener's access (see src/http).
@@ -434,20 +434,38 @@ impl Config {
         Duration::from_millis(self.pool.checkout_timeout_ms)
     }
     pub fn upstream(&self) -> Upstream {
-        let url = &self.upstream.url;
-        let parse = || load::parse_upstream(url).expect("validated at load");
-        match self.parsed_upstream.get_or_init(|| (url.clone(), parse())) {
-            (from, parsed) if from == url => parsed.clone(),
-            _ => parse(),
-        }
+        self.parsed().map_or_else(|| self.parse_upstream(), |(up, _)| up.clone())
     }
-    /// The user entry for a login name; `None` means the login is refused.
-    pub fn find_user(&self, name: &str) -> Option<UserConfig> {
+
+    /// The parsed URL and its user entry, unless the URL changed since they were parsed.
+    fn parsed(&self) -> Option<(&Upstream, &UserConfig)> {
+        let url = &self.upstream.url;
+        let (from, up, user) = self.parsed_upstream.get_or_init(|| {
+            let up = self.parse_upstream();
+            let user = UserConfig::from_upstream(&up);
+            (url.clone(), up, user)
+        });
+        (from == url).then_some((up, user))
+    }
+
+    fn parse_upstream(&self) -> Upstream {
+        load::parse_upstream(&self.upstream.url).expect("validated at load")
+    }
+
+    /// The user entry for a login name; `None` means the login is refused. (Borrowed: it is
+    /// read at every login.)
+    pub fn find_user(&self, name: &str) -> Option<std::borrow::Cow<'_, UserConfig>> {
+        use std::borrow::Cow;
         if self.users.is_empty() {
-            let up = self.upstream();
-            return (up.user == name).then(|| UserConfig::from_upstream(&up));
+            return match self.parsed() {
+                Some((up, user)) => (up.user == name).then_some(Cow::Borrowed(user)),
+                None => {
+                    let up = self.parse_upstream();
+                    (up.user == name).then(|| Cow::Owned(UserConfig::from_upstream(&up)))
+                }
+            };
         }
-        self.users.iter().find(|u| u.name == name).cloned()
+        self.users.iter().find(|u| u.name == name).map(Cow::Borrowed)
     }
     /// Only users named in `server.admin_users` may change anything through the admin console
     /// (other users who can log in may run its SHOW commands, like PgBouncer's stats_users).

@@ -31,6 +31,9 @@ pub mod sqlstate {
 }
 
 fn encode<M: Message>(m: M, out: &mut BytesMut) {
+    // Room first: pgwire writes field by field, and an empty buffer grew up to ten times per
+    // message (a login's messages cost ~2,000 instructions of reallocation before this).
+    out.reserve(1 + m.message_length());
     // Encoding into a BytesMut cannot fail for these fixed-shape messages.
     m.encode(out).expect("encoding a pgpilot message");
 }

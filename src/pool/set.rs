@@ -1,6 +1,6 @@
 //! All pools, created on first use of a (database, user) pair.
 
-use std::collections::HashMap;
+use foldhash::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
@@ -38,7 +38,7 @@ impl PoolSet {
         Self {
             config,
             paused: tokio::sync::watch::channel(Paused::default()).0,
-            pools: RwLock::new(HashMap::new()),
+            pools: RwLock::new(HashMap::default()),
             budget,
         }
     }

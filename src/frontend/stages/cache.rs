@@ -167,7 +167,7 @@ impl CacheStage {
     }
 
     /// A statement is being sent: note what it may write and what it does to later reads.
-    fn note_writes(&mut self, a: &Analysis, keys: Option<Vec<Arc<str>>>) {
+    fn note_writes(&mut self, a: &Analysis, keys: Option<Vec<crate::cache::Written>>) {
         if self.writes.note_statement(a, keys) {
             self.off = true;
         }
@@ -203,7 +203,7 @@ impl CacheStage {
         let one = analyzed.len() == 1; // (a literal key is read from the text of a single statement)
         for (a, _) in analyzed.iter().filter(|(a, _)| noted(a)) {
             let keyed = a.keyed.as_deref().filter(|_| one);
-            let keys = cache_keys::literal_write_names(&self.cache, &self.database, keyed, text, cx.literals);
+            let keys = cache_keys::literal_keyed_writes(&self.cache, &self.database, keyed, text, cx.literals);
             self.note_writes(a, keys);
         }
         let single = match analyzed.as_slice() {
@@ -327,7 +327,7 @@ impl CacheStage {
         match stmt {
             Some(s) => {
                 let (keyed, types) = (s.analysis.keyed.as_deref(), || s.declared_types());
-                let keys = cache_keys::write_names(&self.cache, &self.database, keyed, types, args);
+                let keys = cache_keys::keyed_writes(&self.cache, &self.database, keyed, types, args);
                 self.note_writes(&s.analysis, keys)
             }
             None => self.writes.note_unknown(),

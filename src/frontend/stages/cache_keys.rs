@@ -9,7 +9,7 @@
 use std::sync::Arc;
 
 use crate::cache::relations::Relations;
-use crate::cache::scopes::{self, Family, WriteKind};
+use crate::cache::scopes::{self, Family, WriteKind, Written};
 use crate::cache::ResultCache;
 use crate::protocol::frontend::{bind_parameter, declared_type};
 use crate::sql::keyed::{Keyed, Op};
@@ -32,14 +32,14 @@ pub fn read_scopes<'a>(
     Some(scopes::read_scopes(&k.table, &value))
 }
 
-/// The names a keyed write notes instead of its table, or None (table-level).
-pub fn write_names<'a>(
+/// The keys a keyed write notes instead of its table, or None (table-level).
+pub fn keyed_writes<'a>(
     cache: &ResultCache,
     db: &str,
     k: Option<&Keyed>,
     types: impl FnOnce() -> &'a [u8],
     args: &[u8],
-) -> Option<Vec<Arc<str>>> {
+) -> Option<Vec<Written>> {
     let k = k.filter(|k| worth_keys(cache, db, k))?;
     let (column, family) = cache.relations.key_column(db, &k.table)?;
     let kind = match k.op {
@@ -53,7 +53,7 @@ pub fn write_names<'a>(
     };
     let keys = values(k, &column, family, types(), args)?;
     let expected = if k.op == Op::Insert { k.rows } else { 1 };
-    (keys.len() == expected).then(|| keys.iter().map(|v| scopes::write_name(&k.table, kind, v)).collect())
+    (keys.len() == expected).then(|| keys.iter().map(|v| Written::key(&k.table, kind, v)).collect())
 }
 
 fn worth_keys(cache: &ResultCache, db: &str, k: &Keyed) -> bool {
@@ -74,14 +74,14 @@ pub fn literal_read_scopes(
     Some(scopes::read_scopes(&k.table, &value))
 }
 
-/// A simple Query's UPDATE or DELETE of one key given as a literal: the name it notes, or None.
-pub fn literal_write_names(
+/// A simple Query's UPDATE or DELETE of one key given as a literal: the write it notes, or None.
+pub fn literal_keyed_writes(
     cache: &ResultCache,
     db: &str,
     k: Option<&Keyed>,
     text: &[u8],
     literals: &Literals,
-) -> Option<Vec<Arc<str>>> {
+) -> Option<Vec<Written>> {
     let k = k.filter(|k| worth_keys(cache, db, k))?;
     let kind = match k.op {
         Op::Update => WriteKind::Update,
@@ -93,7 +93,7 @@ pub fn literal_write_names(
         return None; // an UPDATE that assigns the key moves rows to keys the text does not give
     }
     let value = literal_value(key, k, text, literals)?;
-    Some(vec![scopes::write_name(&k.table, kind, &value)])
+    Some(vec![Written::key(&k.table, kind, &value)])
 }
 
 /// The canonical key value a statement's text gives its primary key: the analysis must have

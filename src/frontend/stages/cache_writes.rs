@@ -4,16 +4,14 @@
 //! a rollback invalidates nothing. The invalidation is applied, and Redis told, before the
 //! client sees the ReadyForQuery that tells it its commit happened.
 
-use std::sync::Arc;
-
-use crate::cache::scopes;
+use crate::cache::scopes::{self, Written};
 use crate::sql::{Analysis, CacheEffect, WriteScope};
 
 /// Tables a group of statements may write (`all`: any table of the database), and whether it
 /// opened a snapshot transaction (REPEATABLE READ / SERIALIZABLE: no cache inside).
 #[derive(Default, Debug)]
 struct Segment {
-    tables: Vec<Arc<str>>,
+    tables: Vec<Written>,
     all: bool,
     strict: bool,
 }
@@ -80,10 +78,10 @@ impl Writes {
         self.building.all = true;
     }
 
-    /// Tables (or keys of them: `scopes::write_name`) a statement being sent may write.
-    fn note(&mut self, tables: &[Arc<str>]) {
-        for t in tables {
-            scopes::add(&mut self.building.tables, t.clone());
+    /// Tables (or keys of them) a statement being sent may write.
+    fn note(&mut self, written: impl IntoIterator<Item = Written>) {
+        for w in written {
+            scopes::add(&mut self.building.tables, w);
         }
     }
 
@@ -179,12 +177,12 @@ impl Writes {
     /// A statement is being sent: note what it may write and what it does to later reads.
     /// True when it changes how the whole session reads (caching must stop for it).
     /// `keys`: the keys of its one table it writes, when known (then only they are invalidated).
-    pub fn note_statement(&mut self, a: &Analysis, keys: Option<Vec<Arc<str>>>) -> bool {
+    pub fn note_statement(&mut self, a: &Analysis, keys: Option<Vec<Written>>) -> bool {
         match (a.writes, keys) {
             (WriteScope::Nothing, _) => {}
             (WriteScope::Unknown, _) => self.building.all = true,
-            (WriteScope::Tables, Some(keys)) => self.note(&keys),
-            (WriteScope::Tables, None) => self.note(&a.written_names),
+            (WriteScope::Tables, Some(keys)) => self.note(keys),
+            (WriteScope::Tables, None) => self.note(a.written_names.iter().cloned().map(Written::table)),
         }
         match a.cache_effect {
             CacheEffect::None => false,
@@ -211,7 +209,7 @@ impl Writes {
     }
 
     /// Committed writes awaiting invalidation: (any table of the database, the tables).
-    pub fn take_committed(&mut self) -> Option<(bool, Vec<Arc<str>>)> {
+    pub fn take_committed(&mut self) -> Option<(bool, Vec<Written>)> {
         if self.committed.is_empty() {
             return None;
         }
@@ -224,20 +222,20 @@ impl Writes {
 mod tests {
     use super::*;
 
-    fn t(name: &str) -> Vec<Arc<str>> {
-        vec![Arc::from(name)]
+    fn t(name: &str) -> [Written; 1] {
+        [Written::table(std::sync::Arc::from(name))]
     }
 
     fn committed(w: &mut Writes) -> Vec<String> {
-        std::mem::take(&mut w.committed).tables.iter().map(|t| t.to_string()).collect()
+        std::mem::take(&mut w.committed).tables.iter().map(|w| w.table.to_string()).collect()
     }
 
     #[test]
     fn a_pipelined_query_is_not_settled_by_the_previous_ready() {
         let mut w = Writes::default();
-        w.note(&t("a"));
+        w.note(t("a"));
         w.close_group(); // UPDATE a; SELECT 1/0
-        w.note(&t("b"));
+        w.note(t("b"));
         w.close_group(); // BEGIN; UPDATE b; COMMIT, sent before the first ReadyForQuery
         w.on_tag(b'E', b"");
         assert!(!w.on_ready(b'I'), "the failed implicit transaction commits nothing");
@@ -254,7 +252,7 @@ mod tests {
         let mut w = Writes::default();
         w.close_group();
         w.close_group(); // two read-only Syncs in flight
-        w.note(&t("a"));
+        w.note(t("a"));
         w.close_group(); // then a write
         w.close_group(); // and a read behind it
         assert!(!w.on_ready(b'I'), "the first read's ReadyForQuery");
@@ -265,7 +263,7 @@ mod tests {
         assert!(!w.on_ready(b'I'));
         assert!(w.clean());
         w.close_group();
-        w.note(&t("b"));
+        w.note(t("b"));
         w.close_group();
         w.reopen(1); // the second Sync went into a COPY: b is being built again, after the quiet group
         assert!(!w.on_ready(b'I') && w.committed.is_empty() && !w.clean());
@@ -276,7 +274,7 @@ mod tests {
         let mut w = Writes::default();
         w.close_group(); // BEGIN
         assert!(!w.on_ready(b'T'));
-        w.note(&t("a"));
+        w.note(t("a"));
         w.close_group();
         assert!(!w.on_ready(b'T'));
         assert!(!w.clean(), "reads after a write in the block bypass the cache");
@@ -287,14 +285,14 @@ mod tests {
         w.on_tag(b'C', b"COMMIT\0");
         assert!(w.on_ready(b'I'));
         assert_eq!(committed(&mut w), ["a"]);
-        w.note(&t("c"));
+        w.note(t("c"));
         w.close_group();
         w.on_tag(b'E', b"");
         assert!(!w.on_ready(b'E'), "the block failed");
         w.close_group();
         w.on_tag(b'C', b"ROLLBACK\0"); // COMMIT of a failed block answers ROLLBACK
         assert!(!w.on_ready(b'I'));
-        w.note(&t("d"));
+        w.note(t("d"));
         w.close_group(); // BEGIN; UPDATE d; ROLLBACK; UPDATE e in one Query: counted, not lost
         w.on_tag(b'C', b"ROLLBACK\0");
         assert!(w.on_ready(b'I'));

@@ -1,0 +1,136 @@
+//! The catalog's answers about one database's tables, as `relations` loads them: one record per
+//! name, so that a commit asks one lookup per table whatever it needs to know (trigger, view,
+//! foreign-key actions, inheritance, primary key), and what needs a walk of the foreign-key graph
+//! (a path back to the table itself) is found once per load, not at every write.
+
+use foldhash::HashMap;
+use std::sync::Arc;
+
+use super::scopes;
+
+/// What the catalog says about one name: every question a write or a read asks of a table is
+/// answered by one lookup (a tpcb-like commit asks several per table).
+#[derive(Default)]
+pub(super) struct Facts {
+    /// An ordinary or partitioned table (only their reads are cached).
+    pub(super) ordinary: bool,
+    /// A view or the like of this name in some schema: its reads are never cached, and a write
+    /// through it writes a base table pgpilot does not know.
+    pub(super) other: bool,
+    /// Under a row-level security policy that reads another table or calls a user function: a
+    /// write there changes what a cached read of this table may show without touching it, so its
+    /// reads are never cached (policies that read only the table itself, the user and settings
+    /// are covered by the key and the table's own invalidation).
+    pub(super) policy_reads_others: bool,
+    /// User triggers or rules: a write may change any table.
+    pub(super) triggers: bool,
+    /// Parent or child of inheritance or partitioning: never keyed.
+    pub(super) inherited: bool,
+    /// Tables whose rows a write here changes through a foreign-key action; parent <-> child for
+    /// partitions and inheritance.
+    pub(super) cascades: Vec<Arc<str>>,
+    /// The same for foreign keys with an ON UPDATE action only (an UPDATE can fire no other).
+    pub(super) update_cascades: Vec<Arc<str>>,
+    /// An ordinary table's one-column primary key of a type `scopes` can compare, without
+    /// row-level security and with no same-named relation in another schema: column and type.
+    pub(super) key: Option<(Arc<str>, scopes::Family)>,
+    /// A foreign-key path from the table back to itself through `cascades` (DELETE) and
+    /// `update_cascades` (UPDATE): a write of known keys changes rows of other keys. Found once
+    /// per load.
+    pub(super) loops: [bool; 2],
+}
+
+/// A name the catalog does not list.
+static UNLISTED: Facts = Facts {
+    ordinary: false,
+    other: false,
+    policy_reads_others: false,
+    triggers: false,
+    inherited: false,
+    cascades: Vec::new(),
+    update_cascades: Vec::new(),
+    key: None,
+    loops: [false; 2],
+};
+
+#[derive(Default)]
+pub(super) struct Known {
+    pub(super) tables: HashMap<Box<str>, Facts>,
+    /// A hash of each table's columns, types, ACLs and policies (and, under "", of role
+    /// memberships and attributes): a change made outside pgpilot (DDL, GRANT, REVOKE, a policy)
+    /// is found by comparing one load with the next, and invalidates what it may have changed.
+    pub(super) shapes: HashMap<Box<str>, Box<str>>,
+    /// The database's (and loading role's) default isolation takes a snapshot per transaction:
+    /// reads inside transaction blocks neither use nor fill the cache.
+    pub(super) snapshot_default: bool,
+    pub(super) loaded_ms: u64,
+    pub(super) loading: bool,
+    pub(super) stale: bool,
+}
+
+impl Known {
+    pub(super) fn facts(&self, name: &str) -> &Facts {
+        self.tables.get(name).unwrap_or(&UNLISTED)
+    }
+
+    fn facts_mut(&mut self, name: String) -> &mut Facts {
+        self.tables.entry(name.into_boxed_str()).or_default()
+    }
+
+    /// Stores one row of `QUERY`.
+    pub(super) fn note_row(&mut self, name: String, kind: &str, target: String) {
+        match kind {
+            "r" | "p" => self.facts_mut(name).ordinary = true,
+            "trigger" => self.facts_mut(name).triggers = true,
+            "policy" => self.facts_mut(name).policy_reads_others = true,
+            "cascade" => self.facts_mut(name).cascades.push(target.into()),
+            "ucascade" => self.facts_mut(name).update_cascades.push(target.into()),
+            "inherit" => {
+                let f = self.facts_mut(name);
+                f.cascades.push(target.into());
+                f.inherited = true;
+            }
+            "shape" | "roles" => drop(self.shapes.insert(name.into(), target.into())),
+            _ if kind.starts_with("pkey:") => {
+                if let Some(f) = kind[5..].parse().ok().and_then(scopes::Family::of) {
+                    self.facts_mut(name).key = Some((target.into(), f));
+                }
+            }
+            "isolation" => self.snapshot_default = !name.starts_with("read "),
+            _ => self.facts_mut(name).other = true,
+        }
+    }
+
+    /// Which keyed tables a foreign-key path leads back to (`Facts::loops`).
+    pub(super) fn find_loops(&mut self) {
+        let loops: Vec<(Box<str>, [bool; 2])> = (self.tables.iter())
+            .filter(|(_, f)| f.key.is_some() && !(f.cascades.is_empty() && f.update_cascades.is_empty()))
+            .map(|(t, _)| {
+                let on = |edges: fn(&Facts) -> &[Arc<str>]| self.leads_back(t, edges);
+                (t.clone(), [on(|f| &f.cascades), on(|f| &f.update_cascades)])
+            })
+            .collect();
+        for (t, l) in loops {
+            if let Some(f) = self.tables.get_mut(&t) {
+                f.loops = l;
+            }
+        }
+    }
+
+    fn leads_back(&self, table: &str, edges: fn(&Facts) -> &[Arc<str>]) -> bool {
+        let mut seen: Vec<&str> = vec![table];
+        let mut i = 0;
+        while i < seen.len() {
+            for next in edges(self.facts(seen[i])) {
+                if &**next == table {
+                    return true;
+                }
+                if !seen.contains(&&**next) {
+                    seen.push(next);
+                }
+            }
+            i += 1;
+        }
+        false
+    }
+}
