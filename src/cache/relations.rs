@@ -121,17 +121,14 @@ impl Relations {
     }
 
     fn store_load(&self, db: &str, rows: Option<Vec<(String, String, String)>>, now_ms: u64) -> Changed {
+        let fresh = rows.map(Known::from_rows);
         let mut dbs = self.dbs.write();
         let k = dbs.entry(Arc::from(db)).or_default();
         k.loading = false;
-        let Some(rows) = rows else { return Changed::Tables(Vec::new()) };
-        let before = std::mem::take(&mut k.shapes);
-        k.tables.clear();
-        k.snapshot_default = false;
-        for (name, kind, target) in rows {
-            k.note_row(name, &kind, target);
-        }
-        k.find_loops();
+        let Some(fresh) = fresh else { return Changed::Tables(Vec::new()) };
+        let before = std::mem::replace(&mut k.shapes, fresh.shapes);
+        k.tables = fresh.tables;
+        k.snapshot_default = fresh.snapshot_default;
         k.loaded_ms = now_ms.max(1);
         k.stale = false;
         if before.is_empty() {
@@ -228,8 +225,8 @@ impl Relations {
             && !f.inherited
             && match kind {
                 scopes::WriteKind::Insert => true,
-                scopes::WriteKind::Delete => !f.loops[0],
-                scopes::WriteKind::Update => !f.loops[1],
+                scopes::WriteKind::Delete => !f.loops_on_delete,
+                scopes::WriteKind::Update => !f.loops_on_update,
             }
     }
 
@@ -362,6 +359,50 @@ mod tests {
         assert!(!r.keyed_write_ok("db", "nope", WriteKind::Insert));
         r.mark_stale("db");
         assert_eq!(r.key_column("db", "items"), None, "DDL seen: keys forgotten until the reload");
+    }
+
+    #[test]
+    fn loops_through_other_tables_partitions_and_update_actions_found_at_each_load() {
+        use scopes::WriteKind::{Delete, Insert, Update};
+        let r = Relations::default();
+        let row = |a: &str, b: &str, c: &str| (a.to_string(), b.to_string(), c.to_string());
+        let mut rows = vec![
+            row("a", "pkey:20", "id"),
+            row("a", "cascade", "b"),
+            row("b", "cascade", "a"), // a -> b -> a: a DELETE of a's keys deletes other a rows
+            row("u", "pkey:20", "id"),
+            row("u", "cascade", "v"), // ON UPDATE CASCADE both ways (listed as both kinds)
+            row("u", "ucascade", "v"),
+            row("v", "cascade", "u"),
+            row("v", "ucascade", "u"),
+            row("k", "pkey:20", "id"),
+            row("k", "cascade", "p"),
+            row("p", "inherit", "p1"),
+            row("p1", "inherit", "p"),
+            row("p1", "cascade", "k"), // k -> p -> (partition) p1 -> k
+        ];
+        r.finish_load("db", Some(rows.clone()), 10);
+        assert!(!r.keyed_write_ok("db", "a", Delete), "a loop through another table");
+        assert!(r.keyed_write_ok("db", "a", Update), "no ON UPDATE action on the way");
+        assert!(r.keyed_write_ok("db", "a", Insert));
+        assert!(!r.keyed_write_ok("db", "u", Update), "a loop of ON UPDATE actions");
+        assert!(!r.keyed_write_ok("db", "k", Delete), "a loop through a partition");
+        rows.retain(|(name, kind, _)| !(name == "b" && kind == "cascade"));
+        r.finish_load("db", Some(rows), 20);
+        assert!(r.keyed_write_ok("db", "a", Delete), "the loop is gone after the reload");
+    }
+
+    #[test]
+    fn a_name_holding_the_scope_separator_is_never_cached_and_its_writes_reach_everything() {
+        let r = Relations::default();
+        let t = |names: &[&str]| names.iter().map(|n| Arc::<str>::from(*n)).collect::<Vec<_>>();
+        let row = |a: &str, b: &str, c: &str| (a.to_string(), b.to_string(), c.to_string());
+        let odd = "x\x1fk5";
+        let rows = vec![row("x", "r", ""), row(odd, "r", ""), row("files", "r", ""), row("files", "cascade", odd)];
+        r.finish_load("db", Some(rows), 10);
+        assert!(r.check("db", &t(&["x"]), 20, 1000).0);
+        assert!(!r.check("db", &t(&[odd]), 20, 1000).0, "its scopes could be x's");
+        assert_eq!(r.reach("db", std::iter::empty(), t(&["files"])), None, "a write reaching it");
     }
 
     #[test]

@@ -18,7 +18,7 @@ use crate::sql::keyed::Cast;
 pub const SEP: char = '\x1f';
 /// Slots per table: bounds the counters a table can have (locally and in Redis).
 const SLOTS: u64 = 1024;
-/// Keyed names one transaction may carry before its writes count as table-level.
+/// Keyed writes one transaction may carry before they count as table-level.
 pub const MAX_KEYS: usize = 64;
 
 /// The key types whose equality pgpilot can decide from bytes.
@@ -93,7 +93,7 @@ fn long_scope_name(table: &str, tag: char, n: Option<u64>) -> Arc<str> {
     Arc::from(format!("{table}{SEP}{tag}{digits}"))
 }
 
-/// The scope of a key's slot (what `resolve` gives a noted write), as `read_scopes` names it.
+/// The scope of a key's slot (what a `Written` key becomes at commit), as `read_scopes` names it.
 pub fn key_scope(table: &str, slot: u64) -> Arc<str> {
     scope_name(table, 'k', Some(slot))
 }
@@ -245,7 +245,7 @@ mod tests {
     #[test]
     fn scope_names_are_the_formatted_ones() {
         assert_eq!(&*scope_name("t", 'k', Some(0)), "t\x1fk0");
-        assert_eq!(&*scope_name("public.t", 'u', Some(1023)), "public.t\x1fu1023");
+        assert_eq!(&*scope_name("public.t", 'k', Some(1023)), "public.t\x1fk1023");
         assert_eq!(&*scope_name("t", 'k', Some(u64::MAX)), format!("t\x1fk{}", u64::MAX));
         assert_eq!(&*wide("t"), "t\x1fw");
         for len in [73, 74, 75, 200] {

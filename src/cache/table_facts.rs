@@ -3,7 +3,7 @@
 //! foreign-key actions, inheritance, primary key), and what needs a walk of the foreign-key graph
 //! (a path back to the table itself) is found once per load, not at every write.
 
-use foldhash::HashMap;
+use foldhash::{HashMap, HashSet};
 use std::sync::Arc;
 
 use super::scopes;
@@ -34,10 +34,11 @@ pub(super) struct Facts {
     /// An ordinary table's one-column primary key of a type `scopes` can compare, without
     /// row-level security and with no same-named relation in another schema: column and type.
     pub(super) key: Option<(Arc<str>, scopes::Family)>,
-    /// A foreign-key path from the table back to itself through `cascades` (DELETE) and
-    /// `update_cascades` (UPDATE): a write of known keys changes rows of other keys. Found once
-    /// per load.
-    pub(super) loops: [bool; 2],
+    /// A foreign-key path from the table back to itself through `cascades`: a DELETE of known
+    /// keys changes rows of other keys. Found once per load.
+    pub(super) loops_on_delete: bool,
+    /// The same through `update_cascades`, for an UPDATE.
+    pub(super) loops_on_update: bool,
 }
 
 /// A name the catalog does not list.
@@ -50,7 +51,8 @@ static UNLISTED: Facts = Facts {
     cascades: Vec::new(),
     update_cascades: Vec::new(),
     key: None,
-    loops: [false; 2],
+    loops_on_delete: false,
+    loops_on_update: false,
 };
 
 #[derive(Default)]
@@ -77,8 +79,25 @@ impl Known {
         self.tables.entry(name.into_boxed_str()).or_default()
     }
 
+    /// The facts of one load of `QUERY`'s rows, foreign-key loops included (built before the
+    /// lock is taken: a large catalog's walk never holds up reads).
+    pub(super) fn from_rows(rows: Vec<(String, String, String)>) -> Known {
+        let mut k = Known::default();
+        for (name, kind, target) in rows {
+            k.note_row(name, &kind, target);
+        }
+        k.find_loops();
+        k
+    }
+
     /// Stores one row of `QUERY`.
-    pub(super) fn note_row(&mut self, name: String, kind: &str, target: String) {
+    fn note_row(&mut self, name: String, kind: &str, target: String) {
+        if name.contains(scopes::SEP) {
+            // Its generation scopes could be another table's (`scopes`): never cached, and a
+            // write that reaches it invalidates the whole database, as one through a view does.
+            self.facts_mut(name).other = true;
+            return;
+        }
         match kind {
             "r" | "p" => self.facts_mut(name).ordinary = true,
             "trigger" => self.facts_mut(name).triggers = true,
@@ -101,35 +120,32 @@ impl Known {
         }
     }
 
-    /// Which keyed tables a foreign-key path leads back to (`Facts::loops`).
-    pub(super) fn find_loops(&mut self) {
-        let loops: Vec<(Box<str>, [bool; 2])> = (self.tables.iter())
+    /// Which keyed tables a foreign-key path leads back to (`Facts::loops_on_*`).
+    fn find_loops(&mut self) {
+        let loops: Vec<(Box<str>, bool, bool)> = (self.tables.iter())
             .filter(|(_, f)| f.key.is_some() && !(f.cascades.is_empty() && f.update_cascades.is_empty()))
-            .map(|(t, _)| {
-                let on = |edges: fn(&Facts) -> &[Arc<str>]| self.leads_back(t, edges);
-                (t.clone(), [on(|f| &f.cascades), on(|f| &f.update_cascades)])
-            })
+            .map(|(t, _)| (t.clone(), self.leads_back(t, |f| &f.cascades), self.leads_back(t, |f| &f.update_cascades)))
             .collect();
-        for (t, l) in loops {
+        for (t, on_delete, on_update) in loops {
             if let Some(f) = self.tables.get_mut(&t) {
-                f.loops = l;
+                (f.loops_on_delete, f.loops_on_update) = (on_delete, on_update);
             }
         }
     }
 
+    /// Whether `edges` lead from `table` back to it (each table visited once).
     fn leads_back(&self, table: &str, edges: fn(&Facts) -> &[Arc<str>]) -> bool {
-        let mut seen: Vec<&str> = vec![table];
-        let mut i = 0;
-        while i < seen.len() {
-            for next in edges(self.facts(seen[i])) {
+        let mut seen: HashSet<&str> = HashSet::default();
+        let mut todo: Vec<&str> = vec![table];
+        while let Some(at) = todo.pop() {
+            for next in edges(self.facts(at)) {
                 if &**next == table {
                     return true;
                 }
-                if !seen.contains(&&**next) {
-                    seen.push(next);
+                if seen.insert(next) {
+                    todo.push(next);
                 }
             }
-            i += 1;
         }
         false
     }

@@ -152,6 +152,13 @@ mod tests {
         cfg.upstream.url = "postgres://other@10.0.0.1:6000".into();
         let u = cfg.clone().upstream();
         assert_eq!((u.user.as_str(), u.host.as_str(), u.port), ("other", "10.0.0.1", 6000));
+        // The login's user entry follows the URL too: borrowed while it is the parsed one.
+        assert!(matches!(cfg.find_user("other"), Some(std::borrow::Cow::Owned(_))), "parsed anew");
+        assert!(cfg.find_user("postgres").is_none(), "the old URL's user");
+        let fresh = cfg.clone();
+        let fresh = Config { parsed_upstream: Default::default(), ..fresh };
+        assert!(matches!(fresh.find_user("other"), Some(std::borrow::Cow::Borrowed(_))));
+        assert!(fresh.find_user("postgres").is_none());
     }
 
     #[test]
