@@ -192,10 +192,12 @@ impl CacheStage {
     }
 
     /// A simple Query: its writes noted; the key to look up when it is a cacheable read worth one.
-    fn plan_query(&mut self, cx: &mut Cx<'_>, text: &[u8]) -> Option<(Key, Asked, bool)> {
+    fn plan_query(&mut self, cx: &Cx<'_>, text: &[u8]) -> Option<(Key, Asked, bool)> {
         self.portal = Portal::Unknown;
         self.query_fill = None;
-        let analyzed = std::mem::take(&mut cx.turn.analyzed);
+        // Borrowed, not taken and put back: a read that is not looked up (most runs of a
+        // non-repeating one) then costs no reference count and no move of the list.
+        let analyzed = &cx.turn.analyzed;
         if analyzed.is_empty() && text.iter().any(u8::is_ascii_alphanumeric) {
             // Text the analysis could not split into statements: it may write anything.
             self.writes.note_unknown();
@@ -206,24 +208,19 @@ impl CacheStage {
             let keys = cache_keys::literal_keyed_writes(&self.cache, &self.database, keyed, text, cx.literals);
             self.note_writes(a, keys);
         }
-        let single = match analyzed.as_slice() {
-            [(a, literals)] => Some((a.clone(), *literals)),
-            _ => None,
-        };
-        cx.turn.analyzed = analyzed;
-        let (a, literals) = single?;
+        let [(a, literals)] = analyzed.as_slice() else { return None };
         if !cx.pending.is_empty() || !self.usable(cx) {
             return None;
         }
-        let ttl = self.worth_looking_up(&a, hint(text), || literals)?;
-        let (mut key, cold) = self.key(cx, b'Q', &a, ttl, (text, 0, &[]))?;
+        let ttl = self.worth_looking_up(a, hint(text), || *literals)?;
+        let (mut key, cold) = self.key(cx, b'Q', a, ttl, (text, 0, &[]))?;
         let keyed = a.keyed.as_deref();
         if let Some(scopes) =
             cache_keys::literal_read_scopes(&self.cache.relations, &self.database, keyed, text, cx.literals)
         {
             key.tables = Arc::from(scopes);
         }
-        Some((key, Asked::Query { params: params_hash(text), analysis: a }, cold))
+        Some((key, Asked::Query { params: params_hash(text), analysis: a.clone() }, cold))
     }
 
     /// The lookup itself (the only part that may wait: single flight, Redis) and what its answer
