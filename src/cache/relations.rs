@@ -295,6 +295,11 @@ pub fn spawn_load(cache: Arc<super::ResultCache>, pool: Arc<crate::pool::Pool>, 
 mod tests {
     use super::*;
 
+    /// One row of `QUERY`: name, kind, target.
+    fn row(name: &str, kind: &str, target: &str) -> (String, String, String) {
+        (name.to_string(), kind.to_string(), target.to_string())
+    }
+
     #[test]
     fn only_known_ordinary_tables_pass() {
         let r = Relations::default();
@@ -302,7 +307,6 @@ mod tests {
         assert_eq!(r.check("db", &t(&["a"]), 10, 1000), (false, true), "unknown database: load it");
         assert!(r.begin_load("db"));
         assert!(!r.begin_load("db"), "one loader at a time");
-        let row = |a: &str, b: &str, c: &str| (a.to_string(), b.to_string(), c.to_string());
         let rows = vec![row("a", "r", ""), row("v", "v", ""), row("s", "r", ""), row("s", "m", "")];
         r.finish_load("db", Some(rows), 10);
         assert_eq!(r.check("db", &t(&["a"]), 20, 1000), (true, false));
@@ -317,7 +321,6 @@ mod tests {
     #[test]
     fn shapes_changed_between_loads_are_reported() {
         let r = Relations::default();
-        let row = |a: &str, b: &str, c: &str| (a.to_string(), b.to_string(), c.to_string());
         let load = |t: &str, roles: &str| vec![row("a", "shape", "1"), row("b", "shape", t), row("", "roles", roles)];
         assert_eq!(r.finish_load("db", Some(load("2", "r")), 10), Changed::Tables(vec![]), "a first load");
         assert_eq!(r.finish_load("db", Some(load("2", "r")), 20), Changed::Tables(vec![]));
@@ -335,7 +338,6 @@ mod tests {
     fn keys_only_where_a_write_cannot_change_another_row() {
         use scopes::{Family, WriteKind};
         let r = Relations::default();
-        let row = |a: &str, b: &str, c: &str| (a.to_string(), b.to_string(), c.to_string());
         let rows = vec![
             row("items", "r", ""),
             row("items", "pkey:2950", "id"),
@@ -365,7 +367,6 @@ mod tests {
     fn loops_through_other_tables_partitions_and_update_actions_found_at_each_load() {
         use scopes::WriteKind::{Delete, Insert, Update};
         let r = Relations::default();
-        let row = |a: &str, b: &str, c: &str| (a.to_string(), b.to_string(), c.to_string());
         let mut rows = vec![
             row("a", "pkey:20", "id"),
             row("a", "cascade", "b"),
@@ -396,7 +397,6 @@ mod tests {
     fn a_name_holding_the_scope_separator_is_never_cached_and_its_writes_reach_everything() {
         let r = Relations::default();
         let t = |names: &[&str]| names.iter().map(|n| Arc::<str>::from(*n)).collect::<Vec<_>>();
-        let row = |a: &str, b: &str, c: &str| (a.to_string(), b.to_string(), c.to_string());
         let odd = "x\x1fk5";
         let rows = vec![row("x", "r", ""), row(odd, "r", ""), row("files", "r", ""), row("files", "cascade", odd)];
         r.finish_load("db", Some(rows), 10);
@@ -409,7 +409,6 @@ mod tests {
     fn writes_reach_through_cascades_and_triggers() {
         let r = Relations::default();
         let t = |names: &[&str]| names.iter().map(|n| Arc::<str>::from(*n)).collect::<Vec<_>>();
-        let row = |a: &str, b: &str, c: &str| (a.to_string(), b.to_string(), c.to_string());
         let rows =
             vec![row("files", "cascade", "chunks"), row("chunks", "cascade", "notes"), row("audited", "trigger", "")];
         r.finish_load("db", Some(rows), 10);
