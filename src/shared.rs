@@ -80,7 +80,7 @@ pub struct App {
     shutdown: watch::Sender<bool>,
     /// SCRAM verifiers for plain passwords, by user, with the password they were made from
     /// (PBKDF2 once per password; looked up without allocating at every login).
-    scram_cache: Mutex<foldhash::HashMap<String, (String, Verifier)>>,
+    scram_cache: Mutex<foldhash::HashMap<String, (String, Arc<Verifier>)>>,
 }
 
 impl App {
@@ -159,15 +159,15 @@ impl App {
         crate::config::secrets::fake_verifier(&self.auth_key, user)
     }
 
-    pub fn scram_verifier(&self, user: &UserConfig) -> Option<Verifier> {
+    pub fn scram_verifier(&self, user: &UserConfig) -> Option<Arc<Verifier>> {
         match user.secret()? {
-            Secret::Scram(s) => parse_scram_secret(s).ok(),
+            Secret::Scram(s) => parse_scram_secret(s).ok().map(Arc::new),
             Secret::Plain(p) => {
                 let mut cache = self.scram_cache.lock();
                 match cache.get(&*user.name) {
                     Some((from, v)) if from == p => Some(v.clone()),
                     _ => {
-                        let v = scram_from_plain(p);
+                        let v = Arc::new(scram_from_plain(p));
                         cache.insert(user.name.clone(), (p.to_string(), v.clone()));
                         Some(v)
                     }

@@ -21,7 +21,8 @@ pub enum Check {
     Md5 {
         stored: String,
     },
-    Scram(Verifier),
+    /// (Shared with the cache of verifiers: a login copies the secret once, into pgwire's form.)
+    Scram(std::sync::Arc<Verifier>),
     /// Unknown user (or one with no usable secret): a SCRAM exchange that always fails, against
     /// a verifier derived for the name (`secrets::fake_verifier`).
     Refuse(Verifier),
@@ -30,7 +31,7 @@ pub enum Check {
 impl Check {
     pub fn for_user(
         user: Option<&UserConfig>,
-        scram: impl FnOnce(&UserConfig) -> Option<Verifier>,
+        scram: impl FnOnce(&UserConfig) -> Option<std::sync::Arc<Verifier>>,
         fake: impl FnOnce() -> Verifier,
     ) -> Check {
         let Some(user) = user else { return Check::Refuse(fake()) };
@@ -52,9 +53,9 @@ pub async fn authenticate(stream: &mut ClientStream, rbuf: &mut BytesMut, check:
     let ok = match check {
         Check::Trust => true,
         Check::Md5 { stored } => md5(stream, rbuf, &stored).await.unwrap_or(false),
-        Check::Scram(v) => scram(stream, rbuf, v, &mut out).await.unwrap_or(false),
+        Check::Scram(v) => scram(stream, rbuf, &v, &mut out).await.unwrap_or(false),
         Check::Refuse(v) => {
-            let _ = scram(stream, rbuf, v, &mut out).await;
+            let _ = scram(stream, rbuf, &v, &mut out).await;
             false
         }
     };
@@ -89,7 +90,7 @@ async fn md5(stream: &mut ClientStream, rbuf: &mut BytesMut, stored: &str) -> st
 async fn scram(
     stream: &mut ClientStream,
     rbuf: &mut BytesMut,
-    secret: Verifier,
+    secret: &Verifier,
     last: &mut BytesMut,
 ) -> std::io::Result<bool> {
     send(stream, Authentication::SASL(vec!["SCRAM-SHA-256".into()])).await?;

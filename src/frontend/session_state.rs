@@ -35,8 +35,9 @@ pub const UNKNOWN_STATE: u64 = 2;
 pub struct SessionState {
     /// What the startup packet asked for: what RESET returns to, as on a direct connection.
     startup: std::sync::Arc<BTreeMap<String, String>>,
-    /// The effective settings: startup values overlaid with the session's own changes.
-    settings: BTreeMap<String, String>,
+    /// The effective settings: startup values overlaid with the session's own changes (the
+    /// startup map itself until the first capture: a login copies nothing).
+    settings: std::sync::Arc<BTreeMap<String, String>>,
     /// Custom (dotted) settings the client set or reset by name: read back by name.
     custom: BTreeSet<String>,
     /// The login user: a session authorization equal to it is the default, not state.
@@ -58,7 +59,8 @@ impl SessionState {
         }
         let custom = settings.keys().filter(|k| k.contains('.')).map(|k| k.to_ascii_lowercase()).collect();
         let login = params.get("user").map_or("", String::as_str).into();
-        Self { sig: signature(&settings), startup: std::sync::Arc::new(settings.clone()), settings, custom, login }
+        let settings = std::sync::Arc::new(settings);
+        Self { sig: signature(&settings), startup: settings.clone(), settings, custom, login }
     }
 
     /// Custom settings the client named in a statement: read back at the next capture.
@@ -191,7 +193,7 @@ impl SessionState {
         let server_matches = settings.is_empty();
         settings.extend(changed);
         self.sig = signature(&settings);
-        self.settings = settings;
+        self.settings = std::sync::Arc::new(settings);
         conn.state_sig = if server_matches { self.sig } else { UNKNOWN_STATE };
         Ok(())
     }
