@@ -193,9 +193,11 @@ async fn serve_client(slot: ClientSlot, tcp: TcpStream, peer: String) {
     let app = slot.0.clone();
     let cfg = app.config.load_full();
     tracing::debug!(%peer, "client connected");
-    // The start-up's futures boxed: moved whole into each timeout wrapper and into this future,
-    // their kilobytes were copied several times per connection (boxed: ~500 instructions less).
-    let opened = crate::timers::timeout(cfg.startup_timeout(), Box::pin(negotiate(tcp, app.tls()))).await;
+    // One deadline for startup and authentication together (`startup_timeout_ms`, as PgBouncer's
+    // client_login_timeout). The start-up's futures boxed: moved whole into each timeout wrapper
+    // and into this future, their kilobytes were copied several times per connection.
+    let deadline = tokio::time::Instant::now() + cfg.startup_timeout();
+    let opened = crate::timers::timeout_at(deadline, Box::pin(negotiate(tcp, app.tls()))).await;
     let (mut stream, params) = match opened {
         Ok(Opening::Startup { stream, params }) => (stream, params),
         Ok(Opening::Cancel { pid, secret, stream }) => {
@@ -214,8 +216,7 @@ async fn serve_client(slot: ClientSlot, tcp: TcpStream, peer: String) {
     let mut rbuf = BytesMut::with_capacity(8 * 1024);
     let check =
         Check::for_user(cfg.find_user(&user).as_deref(), |u| app.scram_verifier(u), || app.fake_verifier(&user));
-    let authed =
-        crate::timers::timeout(cfg.startup_timeout(), Box::pin(authenticate(&mut stream, &mut rbuf, check))).await;
+    let authed = crate::timers::timeout_at(deadline, Box::pin(authenticate(&mut stream, &mut rbuf, check))).await;
     let Ok(Ok(greeting)) = authed else {
         tracing::info!(%peer, %user, "authentication failed");
         crate::timers::sleep(std::time::Duration::from_millis(cfg.server.auth_failure_delay_ms)).await;

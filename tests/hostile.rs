@@ -140,6 +140,27 @@ async fn a_client_that_never_finishes_startup_is_disconnected() {
     still_serves(&proxy).await;
 }
 
+/// Startup and authentication share one deadline, `startup_timeout_ms` from acceptance (as
+/// PgBouncer's client_login_timeout): a client slow in both is closed when it runs out, not given
+/// the whole time again for its password.
+#[tokio::test]
+async fn startup_and_authentication_share_one_deadline() {
+    let proxy =
+        Proxy::start("[server]\nstartup_timeout_ms = 1500\nauth_failure_delay_ms = 0\n\n[pool]\nmax_size = 2\n");
+    let mut slow = Raw::connect(proxy.port).await;
+    let packet = startup_packet(&[("user", "app"), ("database", "app")]);
+    slow.send(&packet[..6]).await; // (accepted once bytes arrive: TCP_DEFER_ACCEPT)
+    let started = std::time::Instant::now();
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    slow.send(&packet[6..]).await; // startup done; the SASL request is never answered
+    assert_eq!(slow.error_codes_until_close().await, ["28P01"]);
+    let took = started.elapsed();
+    // One deadline closes it at ~1.5 s; a fresh one for authentication would at ~2.5 s.
+    assert!(took < Duration::from_millis(2200), "closed after {took:?}");
+    assert!(took >= Duration::from_millis(1300), "closed after {took:?}");
+    proxy.connect_as("app", "app", "app").await.expect("a prompt client still logs in");
+}
+
 /// TCP_DEFER_ACCEPT (server.tcp_defer_accept_s, on by default as in PgBouncer): a connection
 /// that has sent nothing stays with the kernel, holding no session and no client slot, and is
 /// served as usual once its startup packet arrives.

@@ -5,8 +5,8 @@ use base64::{engine::general_purpose::STANDARD, Engine};
 use md5::{Digest, Md5};
 use pgwire::api::auth::sasl::scram::{gen_salted_password, ScramSecret, SCRAM_ITERATIONS};
 
-/// A SCRAM verifier that can be handed to each login (pgwire's `ScramSecret` is not `Clone`).
-#[derive(Clone)]
+/// A SCRAM verifier, shared by the logins of a user (`Arc`) and copied into pgwire's
+/// `ScramSecret`, which each exchange takes by value, once per login (`to_secret`).
 pub struct Verifier {
     salt: Vec<u8>,
     iterations: usize,
@@ -44,8 +44,6 @@ pub fn parse_scram_secret(secret: &str) -> Result<Verifier> {
     })
 }
 
-/// A verifier for a plain password with a fresh random salt; computed once per user because the
-/// 4096 PBKDF2 rounds cost about a millisecond.
 /// The verifier an unknown user's SCRAM exchange runs against: derived from `key` and the name
 /// with HMAC-SHA-256 instead of PBKDF2, so it costs what a known user's stored verifier costs
 /// (a PBKDF2 per attempt was 729 us against 11 us: user enumeration by timing, and 680 attempts/s
@@ -62,6 +60,8 @@ pub fn fake_verifier(key: &[u8], user: &str) -> Verifier {
     }
 }
 
+/// A verifier for a plain password with a fresh random salt; computed once per user because the
+/// 4096 PBKDF2 rounds cost about a millisecond.
 pub fn scram_from_plain(password: &str) -> Verifier {
     let salt: [u8; 16] = rand::random();
     let salted = gen_salted_password(password, &salt, SCRAM_ITERATIONS);
