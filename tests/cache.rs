@@ -186,6 +186,9 @@ async fn volatile_locking_catalog_and_view_reads_are_never_cached() {
         "SELECT v FROM cache_never_v WHERE id = 1",
         "SELECT cache_never_f(id) FROM cache_never WHERE id = 1",
         "SELECT v FROM cache_never WHERE id = 1 /* pgpilot:nocache */",
+        // The same text with other literals: the session reuses its first reading, hint included.
+        "SELECT v FROM cache_never WHERE id = 2 /* pgpilot:nocache */",
+        "SELECT v FROM cache_never WHERE id = 3 -- pgpilot:nocache",
         "SELECT 1",
     ];
     let before = (hits(&proxy), counter(&proxy, "stores"));
@@ -240,6 +243,9 @@ async fn rules_hints_ttl_and_size_limits() {
     assert_eq!(counter(&proxy, "stores"), before, "a rule with ttl 0, and results over max_entry_bytes");
     assert!(counter(&proxy, "too_large") >= 1);
     // A hint's TTL: served while fresh, refilled after it expires.
+    // A marker in a string literal is data, not a hint.
+    let literal = "SELECT v FROM cache_rules WHERE v <> '/* pgpilot:nocache */' AND id = 3";
+    assert_eq!(until_hit(&proxy, &c, literal).await, ["v3"]);
     let sql = "SELECT v FROM cache_rules WHERE id = 7 /* pgpilot:cache ttl=1 */";
     until_hit(&proxy, &c, sql).await;
     tokio::time::sleep(std::time::Duration::from_millis(1300)).await;

@@ -1,44 +1,13 @@
 //! Which reads may be cached and for how long: structural conditions from the analysis (a read
 //! of tables, no volatile or unknown function, no row lock), then the first of: a comment hint in
-//! the statement, a fingerprint rule, a table rule, the default TTL.
+//! the statement (`sql::hint`), a fingerprint rule, a table rule, the default TTL.
 
 use std::collections::HashMap;
 use std::time::Duration;
 
 use crate::config::CacheConfig;
+pub use crate::sql::hint::Hint;
 use crate::sql::{Analysis, StatementKind};
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Hint {
-    None,
-    NoCache,
-    Ttl(u64),
-}
-
-/// `/* pgpilot:nocache */` or `/* pgpilot:cache ttl=N */` (seconds; `cache` alone: the default).
-pub fn hint(sql: &[u8]) -> Hint {
-    // Runs on every Parse and Query: a text with no '/' or '-' has no comment (a vectorised byte
-    // search), so the marker is looked for only in texts that may hold one.
-    if memchr::memchr2(b'/', b'-', sql).is_none() {
-        return Hint::None;
-    }
-    let Some(at) = memchr::memmem::find(sql, b"pgpilot:") else { return Hint::None };
-    let rest = &sql[at + 8..];
-    if rest.starts_with(b"nocache") {
-        return Hint::NoCache;
-    }
-    if !rest.starts_with(b"cache") {
-        return Hint::None;
-    }
-    let rest = rest[5..].trim_ascii_start();
-    match rest.strip_prefix(b"ttl=") {
-        Some(n) => {
-            let digits = n.iter().take_while(|c| c.is_ascii_digit()).count();
-            std::str::from_utf8(&n[..digits]).ok().and_then(|d| d.parse().ok()).map_or(Hint::None, Hint::Ttl)
-        }
-        None => Hint::Ttl(0),
-    }
-}
 
 pub struct Policy {
     default_ttl: u64,
@@ -112,17 +81,6 @@ mod tests {
 
     fn analysis(sql: &str) -> Analysis {
         crate::sql::parse::analyze(sql, &crate::sql::tokens::shapes(sql)[0].text)
-    }
-
-    #[test]
-    fn hints() {
-        assert_eq!(hint(b"SELECT 1 /* pgpilot:nocache */"), Hint::NoCache);
-        assert_eq!(hint(b"/* pgpilot:cache ttl=60 */ SELECT 1"), Hint::Ttl(60));
-        assert_eq!(hint(b"/* pgpilot:cache */ SELECT 1"), Hint::Ttl(0));
-        assert_eq!(hint(b"SELECT 1"), Hint::None);
-        assert_eq!(hint(b"/* pgpilot:cache ttl=x */"), Hint::None);
-        assert_eq!(hint(b"SELECT 1 -- pgpilot:nocache"), Hint::NoCache);
-        assert_eq!(hint(b"SELECT 'pgpilot:nocache'"), Hint::None, "no comment, no hint");
     }
 
     #[test]

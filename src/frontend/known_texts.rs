@@ -7,6 +7,8 @@
 //! number is another shape: `+ -5` reads `+ - ?`). An exact repeat (drivers re-parse unnamed
 //! statements) is the case of a text with no literals, or whose scan read a literal.
 
+use std::sync::Arc;
+
 use super::sql_scan::Scan;
 use crate::sql::recent::LocalAnalyzer;
 use crate::sql::rematch::{all_literals, rematch, shift};
@@ -30,7 +32,8 @@ struct Known {
     /// first or last the trim stops at it, so the same bounds, shifted, hold for a new text.
     statements: Vec<(usize, usize, u128)>,
     analyzed: Analyzed,
-    scan: Scan,
+    /// Shared, not copied, with every reuse (a scan holds lists; most hold nothing).
+    scan: Arc<Scan>,
     /// The scan read literal text (set_config's setting names): only the same bytes reuse it.
     exact_only: bool,
     backslash_quotes: bool,
@@ -61,7 +64,7 @@ impl KnownTexts {
         backslash_quotes: bool,
         analyzer: &LocalAnalyzer,
         out: (&mut Analyzed, &mut Literals),
-    ) -> Option<Scan> {
+    ) -> Option<Arc<Scan>> {
         let n = self.slots.len();
         for step in 0..n {
             let at = if self.last + step < n { self.last + step } else { self.last + step - n };
@@ -82,7 +85,7 @@ impl KnownTexts {
         &mut self,
         text: &str,
         shapes: &[Shape],
-        read: (&Analyzed, &Scan),
+        read: (&Analyzed, &Arc<Scan>),
         backslash_quotes: bool,
         analyzer: &LocalAnalyzer,
     ) {
@@ -162,7 +165,7 @@ impl Known {
         found: (Literals, bool),
         analyzer: &LocalAnalyzer,
         out: (&mut Analyzed, &mut Literals),
-    ) -> Scan {
+    ) -> Arc<Scan> {
         let ((literals, exact), (analyzed, one)) = (found, out);
         self.reuses += 1;
         if self.reuses >= RECHECK {
@@ -199,7 +202,7 @@ mod tests {
     use crate::sql::tokens::shapes;
     use crate::sql::Analyzer;
 
-    fn find(known: &mut KnownTexts, analyzer: &LocalAnalyzer, text: &str) -> Option<Scan> {
+    fn find(known: &mut KnownTexts, analyzer: &LocalAnalyzer, text: &str) -> Option<Arc<Scan>> {
         known.find(text.as_bytes(), false, analyzer, (&mut Vec::new(), &mut Default::default()))
     }
 
@@ -207,7 +210,7 @@ mod tests {
         known.read_one = true;
         let shapes = shapes(text);
         let analyzed = analyzer.shared().analyze_shapes(text, &shapes, false);
-        let scan = super::super::sql_scan::from_analyses(text, &shapes, &analyzed);
+        let scan = Arc::new(super::super::sql_scan::from_analyses(text, &shapes, &analyzed));
         known.remember(text, &shapes, (&analyzed, &scan), false, analyzer);
     }
 
@@ -252,7 +255,7 @@ mod tests {
         let text = "SELECT b FROM a WHERE c = 1";
         let shapes = shapes(text);
         let analyzed = analyzer.shared().analyze_shapes(text, &shapes, false);
-        let scan = super::super::sql_scan::from_analyses(text, &shapes, &analyzed);
+        let scan = Arc::new(super::super::sql_scan::from_analyses(text, &shapes, &analyzed));
         known.remember(text, &shapes, (&analyzed, &scan), false, &analyzer);
         assert!(find(&mut known, &analyzer, text).is_none());
         known.remember(text, &shapes, (&analyzed, &scan), false, &analyzer);

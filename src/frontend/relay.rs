@@ -35,8 +35,7 @@ impl Session {
                     let shown =
                         self.pending.on_server(be::READY_FOR_QUERY, &frame, &mut self.cout, &mut self.stages.replies);
                     if self.stages.hears_server() {
-                        let (stages, mut cx) = self.split();
-                        stages.at_ready(&mut cx, status).await;
+                        self.stages.at_ready(status).await;
                     }
                     if shown {
                         self.cout.extend_from_slice(&frame);

@@ -2,6 +2,8 @@
 //! scanned once (from its statements' parse-tree analyses), its effects on settings, role, pins and
 //! prepared statements applied, and the effects of prepared statements applied again at each Bind.
 
+use std::sync::Arc;
+
 use super::session::Session;
 use super::sql_scan::Scan;
 use crate::config::PoolMode;
@@ -12,10 +14,10 @@ impl Session {
     /// (drivers re-parse unnamed statements; pgbench's simple protocol sends new literals), reuses
     /// that reading. A statement seen before is answered from the analysis cache inline; a new one
     /// is parsed off the I/O threads, and one over `max_analyzed_bytes` not at all.
-    pub(super) async fn inspect_sql(&mut self, sql: &[u8]) -> Scan {
+    pub(super) async fn inspect_sql(&mut self, sql: &[u8]) -> Arc<Scan> {
         let analyze = self.stages.insights.enabled || self.stages.cache.on;
         if !analyze && !super::sql_scan::may_matter(sql) {
-            return Scan::default();
+            return super::sql_scan::nothing();
         }
         let found = if sql.len() > self.analyzer.shared().max_analyzed() {
             self.skip_analysis(sql)
@@ -30,7 +32,7 @@ impl Session {
 
     /// The scan of a text read lately, maybe with other literal values (none while a backslash
     /// may escape in any string: such a text is read as opaque).
-    fn known_reading(&mut self, sql: &[u8]) -> Option<Scan> {
+    fn known_reading(&mut self, sql: &[u8]) -> Option<Arc<Scan>> {
         if self.backslash_quotes && memchr::memchr(b'\\', sql).is_some() {
             return None;
         }
@@ -38,7 +40,7 @@ impl Session {
         self.known_texts.find(sql, self.backslash_quotes, &self.analyzer, out)
     }
 
-    async fn analyze(&mut self, sql: &[u8]) -> Scan {
+    async fn analyze(&mut self, sql: &[u8]) -> Arc<Scan> {
         // With standard_conforming_strings off a backslash escapes in any string, which
         // the parser (and the shape tokenizer's default) do not assume.
         let opaque = self.backslash_quotes && memchr::memchr(b'\\', sql).is_some();
@@ -67,7 +69,7 @@ impl Session {
                     .await
             }
         };
-        let found = super::sql_scan::from_analyses(&text, &shapes, &self.turn.analyzed);
+        let found = Arc::new(super::sql_scan::from_analyses(&text, &shapes, &self.turn.analyzed));
         if keep {
             let read = (&self.turn.analyzed, &found);
             self.known_texts.remember(&text, &shapes, read, self.backslash_quotes, &self.analyzer);
@@ -76,12 +78,12 @@ impl Session {
     }
 
     /// A text over the analysis cap: one unknown statement.
-    fn skip_analysis(&mut self, sql: &[u8]) -> Scan {
+    fn skip_analysis(&mut self, sql: &[u8]) -> Arc<Scan> {
         let a = crate::sql::parse::unanalyzed(sql);
         let found = super::sql_scan::unanalyzed(sql, a.kind);
         crate::metrics::unanalyzed();
-        self.turn.analyzed = vec![(std::sync::Arc::new(a), crate::sql::tokens::params_hash(sql))];
-        found
+        self.turn.analyzed = vec![(Arc::new(a), crate::sql::tokens::params_hash(sql))];
+        Arc::new(found)
     }
 
     /// What a scanned text does to the session's pooling state.

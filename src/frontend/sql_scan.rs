@@ -4,6 +4,7 @@
 //! client's next server), state pgpilot cannot read back (the client is pinned), and statements
 //! whose effects outlive a transaction on that one server (pinned too).
 
+use crate::sql::hint::{self, Hint};
 use crate::sql::session_effect::set_config_names;
 use crate::sql::tokens::Shape;
 use crate::sql::Analyzed;
@@ -27,6 +28,15 @@ pub struct Scan {
     /// After the text the session's state is unknown (`Some(true)`), known again after DISCARD
     /// ALL (`Some(false)`: RESET ALL leaves temp tables, locks and LISTENs), or as before (`None`).
     pub unknown_after: Option<bool>,
+    /// A `pgpilot:` cache directive in a comment: read once per new text, kept with its scan.
+    pub hint: Hint,
+}
+
+/// The scan of a text nothing was looked for in (analysis off, no byte that could matter):
+/// one shared value, not an allocation per message.
+pub fn nothing() -> std::sync::Arc<Scan> {
+    static NOTHING: std::sync::LazyLock<std::sync::Arc<Scan>> = std::sync::LazyLock::new(Default::default);
+    NOTHING.clone()
 }
 
 impl Scan {
@@ -77,16 +87,17 @@ fn starts_needle(rest: &[u8]) -> bool {
 /// of it could start what a scan reports (`may_matter`), otherwise the worst case: settings read
 /// back, the session's state unknown (the client is pinned), prepared statements dropped.
 pub fn unanalyzed(sql: &[u8], kind: crate::sql::StatementKind) -> Scan {
-    let ddl = kind == crate::sql::StatementKind::Ddl;
+    let (ddl, hint) = (kind == crate::sql::StatementKind::Ddl, hint::find(sql));
     if !may_matter(sql) {
-        return Scan { ddl, ..Default::default() };
+        return Scan { ddl, hint, ..Default::default() };
     }
-    Scan { changes_session: true, drops_statements: true, unknown_after: Some(true), ddl, ..Default::default() }
+    Scan { changes_session: true, drops_statements: true, unknown_after: Some(true), ddl, hint, ..Default::default() }
 }
 
 /// The scan of a text from its statements' analyses (`shapes` and `analyzed` side by side).
 pub fn from_analyses(sql: &str, shapes: &[Shape], analyzed: &Analyzed) -> Scan {
-    let mut out = Scan { deallocate: deallocate_target(shapes), ..Default::default() };
+    let mut out =
+        Scan { deallocate: deallocate_target(shapes), hint: hint::find(sql.as_bytes()), ..Default::default() };
     for (shape, (analysis, _)) in shapes.iter().zip(analyzed) {
         let e = &analysis.session;
         out.ddl |= analysis.kind == crate::sql::StatementKind::Ddl;

@@ -190,13 +190,15 @@ impl Portals {
 
 impl Session {
     /// The client's Parse: one entry that every stage reads (analysis, cache identity, effect).
-    pub(super) fn open_statement(&mut self, name: &[u8], query: &[u8], types: &[u8], found: &Scan) {
+    pub(super) fn open_statement(&mut self, name: &[u8], query: &[u8], types: &[u8], found: &Arc<Scan>) {
         let analysis = self.turn.analyzed.first().map(|(a, _)| a.clone());
         let cache = match &analysis {
-            Some(a) if self.stages.cache.on => Some(CachedStatement::identity(&self.statements, name, a, query, types)),
+            Some(a) if self.stages.cache.on => {
+                Some(CachedStatement::identity(&self.statements, name, a, (query, types), found.hint))
+            }
             _ => None,
         };
-        let effect = found.lasts().then(|| Arc::new(found.clone()));
+        let effect = found.lasts().then(|| found.clone());
         let lasting = effect.is_some();
         let opened = self.statements.open(name, ClientStatement { analysis, cache, effect, ..Default::default() });
         if opened == Opened::Full && lasting {
@@ -219,6 +221,7 @@ impl Session {
         };
         let found = self.inspect_sql(sql).await;
         self.turn.drops_statements = found.drops_statements;
+        self.turn.hint = found.hint;
         if let ClientMessage::Parse { name, query, types } = *msg {
             self.open_statement(name, query, types, &found);
         }

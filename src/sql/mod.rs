@@ -5,6 +5,7 @@
 
 pub mod builtins;
 pub mod functions;
+pub mod hint;
 pub mod keyed;
 pub mod learned;
 pub mod literal_key;

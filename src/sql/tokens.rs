@@ -242,11 +242,11 @@ pub(crate) const IDENT_REST: [bool; 256] = {
     t
 };
 
-fn skip_to(b: &[u8], from: usize, pat: &[u8]) -> usize {
+pub(crate) fn skip_to(b: &[u8], from: usize, pat: &[u8]) -> usize {
     b[from..].windows(pat.len()).position(|w| w == pat).map_or(b.len(), |p| from + p + pat.len())
 }
 
-fn skip_block_comment(b: &[u8], start: usize) -> usize {
+pub(crate) fn skip_block_comment(b: &[u8], start: usize) -> usize {
     let mut depth = 0;
     let mut i = start;
     while i + 1 < b.len() {
@@ -266,7 +266,7 @@ fn skip_block_comment(b: &[u8], start: usize) -> usize {
     b.len()
 }
 
-fn skip_quoted(b: &[u8], start: usize, q: u8, backslash: bool) -> usize {
+pub(crate) fn skip_quoted(b: &[u8], start: usize, q: u8, backslash: bool) -> usize {
     let mut i = start + 1;
     while i < b.len() {
         if b[i] == q {
@@ -285,7 +285,7 @@ fn skip_quoted(b: &[u8], start: usize, q: u8, backslash: bool) -> usize {
 }
 
 /// `$1` is a parameter (kept); `$tag$...$tag$` is a literal.
-fn dollar(b: &[u8], start: usize) -> (usize, bool) {
+pub(crate) fn dollar(b: &[u8], start: usize) -> (usize, bool) {
     let mut j = start + 1;
     if j < b.len() && b[j].is_ascii_digit() {
         while j < b.len() && b[j].is_ascii_digit() {

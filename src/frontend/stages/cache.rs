@@ -14,7 +14,7 @@ pub use super::cache_statement::CachedStatement;
 use super::cache_writes::Writes;
 use super::{Cx, Stage};
 use crate::cache::fill::Fill;
-use crate::cache::policy::{hint, Hint, Policy};
+use crate::cache::policy::{Hint, Policy};
 use crate::cache::{FillPlan, Key, KeyParts, Lookup, ResultCache};
 use crate::config::{Config, PoolMode};
 use crate::net::messages;
@@ -209,10 +209,11 @@ impl CacheStage {
             self.note_writes(a, keys);
         }
         let [(a, literals)] = analyzed.as_slice() else { return None };
+        let skipped = self.past_admission(a, cx.turn.hint, || *literals)?;
         if !cx.pending.is_empty() || !self.usable(cx) {
             return None;
         }
-        let ttl = self.worth_looking_up(a, hint(text), || *literals)?;
+        let ttl = self.worth_looking_up(a, cx.turn.hint, skipped, || *literals)?;
         let (mut key, cold) = self.key(cx, b'Q', a, ttl, (text, 0, &[]))?;
         let keyed = a.keyed.as_deref();
         if let Some(scopes) =
@@ -254,20 +255,26 @@ impl CacheStage {
         }
     }
 
+    /// A run of a shape the admission skips (no hint or rule can ask for it) goes on only when
+    /// the admission picks it: asked first, before the session's state or the policy (most runs
+    /// of a non-repeating read end here). `Some(skipped)` when the run goes on.
+    fn past_admission(&mut self, a: &Analysis, hint: Hint, params: impl Fn() -> u64) -> Option<bool> {
+        let skipped = hint == Hint::None && a.learned.skipped() && !self.policy.load().has_rules();
+        (!skipped || self.cache.admit(&a.learned, params)).then_some(skipped)
+    }
+
     /// The TTL of a read that may be cached and is worth looking up (`params`: a hash of what
-    /// tells this run's result from the shape's other runs): a hint or rule always is, others as
-    /// the shape's admission decides. Checked before anything costly.
-    fn worth_looking_up(&mut self, a: &Analysis, hint: Hint, params: impl Fn() -> u64) -> Option<std::time::Duration> {
-        let policy = self.policy.load();
-        // Only a cacheable shape is ever skipped, and with no hint or rule nothing else can ask
-        // for it: the admission alone decides, before the policy's checks (most runs of a
-        // non-repeating read end here).
-        let skipped = hint == Hint::None && !policy.has_rules() && a.learned.skipped();
-        if skipped && !self.cache.admit(&a.learned, &params) {
-            return None;
-        }
-        let (ttl, asked) = policy.decide(a, hint)?;
-        (asked || skipped || self.cache.admit(&a.learned, &params)).then_some(ttl)
+    /// tells this run's result from the shape's other runs): a hint or rule always is, a
+    /// skipped shape's run the admission let through is, others as the admission decides.
+    fn worth_looking_up(
+        &mut self,
+        a: &Analysis,
+        hint: Hint,
+        skipped: bool,
+        params: impl Fn() -> u64,
+    ) -> Option<std::time::Duration> {
+        let (ttl, asked) = self.policy.load().decide(a, hint)?;
+        (asked || skipped || self.cache.admit(&a.learned, params)).then_some(ttl)
     }
 
     /// The key for a cacheable read (and whether it must wait for the first table list), or
@@ -337,11 +344,12 @@ impl CacheStage {
         }
         self.portal = Portal::Unknown;
         let s = stmt?;
+        let params = || s.ident_hash ^ xxhash_rust::xxh3::xxh3_64(args);
+        let skipped = self.past_admission(&s.analysis, s.hint, params)?;
         if !self.usable(cx) {
             return None;
         }
-        let params = || s.ident_hash ^ xxhash_rust::xxh3::xxh3_64(args);
-        let ttl = self.worth_looking_up(&s.analysis, s.hint, params)?;
+        let ttl = self.worth_looking_up(&s.analysis, s.hint, skipped, params)?;
         let variant = self.statement_variant(cx, name)?;
         let (mut key, cold) = self.key(cx, b'E', &s.analysis, ttl, (&s.ident, variant, args))?;
         let (keyed, types) = (s.analysis.keyed.as_deref(), || s.declared_types());
@@ -466,7 +474,7 @@ impl Stage for CacheStage {
     }
 
     /// ReadyForQuery, before it is passed on: committed writes invalidate now.
-    async fn at_ready(&mut self, _cx: &mut Cx<'_>, status: u8) {
+    async fn at_ready(&mut self, status: u8) {
         if self.writes.on_ready(status) {
             self.invalidate().await;
         }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 
-use crate::cache::policy::{hint, Hint};
+use crate::cache::policy::Hint;
 use crate::frontend::statements::Statements;
 use crate::sql::Analysis;
 
@@ -36,13 +36,13 @@ impl CachedStatement {
         self.ident.iter().position(|&b| b == 0).map_or(&[][..], |nul| &self.ident[nul + 1..])
     }
 
-    fn new(analysis: Arc<Analysis>, query: &[u8], types: &[u8]) -> Self {
+    fn new(analysis: Arc<Analysis>, query: &[u8], types: &[u8], hint: Hint) -> Self {
         let mut ident = BytesMut::with_capacity(query.len() + types.len() + 1);
         ident.extend_from_slice(query);
         ident.extend_from_slice(&[0]);
         ident.extend_from_slice(types);
         let ident_hash = xxhash_rust::xxh3::xxh3_64(&ident);
-        Self { hint: hint(query), ident: ident.freeze(), ident_hash, analysis }
+        Self { hint, ident: ident.freeze(), ident_hash, analysis }
     }
 
     /// The cache's identity of a client's Parse; a driver's unnamed Parse repeated with the
@@ -51,13 +51,13 @@ impl CachedStatement {
         statements: &Statements,
         name: &[u8],
         analysis: &Arc<Analysis>,
-        query: &[u8],
-        types: &[u8],
+        (query, types): (&[u8], &[u8]),
+        hint: Hint,
     ) -> Arc<CachedStatement> {
         let previous = statements.get(name).and_then(|e| e.cache.as_ref());
         match previous {
             Some(p) if name.is_empty() && p.is(analysis, query, types) => p.clone(),
-            _ => Arc::new(CachedStatement::new(analysis.clone(), query, types)),
+            _ => Arc::new(CachedStatement::new(analysis.clone(), query, types, hint)),
         }
     }
 }

@@ -170,7 +170,9 @@ impl Writes {
 /// only ones `on_tag` reads.
 #[inline]
 pub fn ends_transaction(tag: &[u8]) -> bool {
-    tag.starts_with(b"COMMIT") || tag.starts_with(b"ROLLBACK") || tag.starts_with(b"PREPARE TRANSACTION")
+    // Every CommandComplete is asked: one byte rules out SELECT, INSERT, UPDATE...
+    matches!(tag.first(), Some(b'C' | b'R' | b'P'))
+        && (tag.starts_with(b"COMMIT") || tag.starts_with(b"ROLLBACK") || tag.starts_with(b"PREPARE TRANSACTION"))
 }
 
 impl Writes {

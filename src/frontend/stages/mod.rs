@@ -36,6 +36,8 @@ use crate::protocol::frontend::{ClientMessage, Target};
 pub struct Turn {
     /// Analyses of its SQL (Query: one per statement; Parse: of its statement).
     pub analyzed: crate::sql::Analyzed,
+    /// Query, Parse: the text's cache directive (from its scan).
+    pub hint: crate::sql::hint::Hint,
     /// Parse: what it did to the statement table.
     pub opened: Opened,
     /// Bind: the entry of the statement it binds; Close: the entry it closed.
@@ -139,8 +141,9 @@ pub trait Stage {
     /// CopyInResponse), before the client sees it.
     fn on_server_message(&mut self, _cx: &mut Cx<'_>, _tag: u8, _body: &[u8]) {}
 
-    /// A ReadyForQuery, before the client sees it.
-    async fn at_ready(&mut self, _cx: &mut Cx<'_>, _status: u8) {}
+    /// A ReadyForQuery, before the client sees it (no context: the session builds none for
+    /// the one message every round trip ends with).
+    async fn at_ready(&mut self, _status: u8) {}
 
     /// One of this stage's events from the reply queue.
     fn on_reply(&mut self, _cx: &mut Cx<'_>, _event: Self::Event) {}
@@ -268,9 +271,9 @@ impl Stages {
     }
 
     #[inline]
-    pub async fn at_ready(&mut self, cx: &mut Cx<'_>, status: u8) {
+    pub async fn at_ready(&mut self, status: u8) {
         if self.cache.on {
-            self.cache.at_ready(cx, status).await;
+            self.cache.at_ready(status).await;
         }
     }
 
