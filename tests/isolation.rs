@@ -29,3 +29,18 @@ async fn backslash_strings_are_opaque_while_standard_conforming_strings_is_off()
     let on: Vec<String> = text_rows(&c2, "SHOW standard_conforming_strings").await;
     assert_eq!(on, ["on"], "the setting stayed with its client");
 }
+
+/// PostgreSQL ends a `--` comment at a carriage return as at a line feed: a statement after
+/// `\r` is a statement, and its effect on the session stays with its client (the token pass once
+/// read it as comment, so the text shared the shape, and the cached analysis, of `SELECT 1`).
+#[tokio::test]
+async fn a_statement_behind_a_carriage_return_is_seen() {
+    let proxy = Proxy::start(&pool_toml(1, ""));
+    let a = proxy.connect("app").await;
+    a.simple_query("SELECT 1").await.unwrap();
+    a.simple_query("SELECT 1 -- note\r; SET app.tenant = 'a'").await.unwrap();
+    let b = proxy.connect("app").await;
+    let tenant = "SELECT coalesce(current_setting('app.tenant', true), '')";
+    assert_eq!(text_rows(&b, tenant).await, [""], "another client's setting leaked");
+    assert_eq!(text_rows(&a, tenant).await, ["a"], "the setting stayed with its client");
+}

@@ -87,11 +87,12 @@ fn starts_needle(rest: &[u8]) -> bool {
 /// of it could start what a scan reports (`may_matter`), otherwise the worst case: settings read
 /// back, the session's state unknown (the client is pinned), prepared statements dropped.
 pub fn unanalyzed(sql: &[u8], kind: crate::sql::StatementKind) -> Scan {
-    let (ddl, hint) = (kind == crate::sql::StatementKind::Ddl, hint::find(sql));
+    // (No hint: an unanalyzed statement is never cached, and the text may be megabytes.)
+    let ddl = kind == crate::sql::StatementKind::Ddl;
     if !may_matter(sql) {
-        return Scan { ddl, hint, ..Default::default() };
+        return Scan { ddl, ..Default::default() };
     }
-    Scan { changes_session: true, drops_statements: true, unknown_after: Some(true), ddl, hint, ..Default::default() }
+    Scan { changes_session: true, drops_statements: true, unknown_after: Some(true), ddl, ..Default::default() }
 }
 
 /// The scan of a text from its statements' analyses (`shapes` and `analyzed` side by side).

@@ -4,7 +4,7 @@
 //! literals costs nothing here), and only from comments: a string literal holding the marker is
 //! data, and literals are what a known text's later runs may change.
 
-use super::tokens::{dollar, skip_block_comment, skip_quoted, skip_to, IDENT_REST};
+use super::tokens::{dollar, skip_block_comment, skip_line_comment, skip_quoted, IDENT_REST};
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum Hint {
@@ -14,8 +14,10 @@ pub enum Hint {
     Ttl(u64),
 }
 
-/// The first directive in a comment of `sql` (strings read with standard_conforming_strings on,
-/// as the token pass reads them).
+/// The first directive in a comment of `sql`. Comments and strings end where the token pass
+/// ends them (its own functions; strings read with standard_conforming_strings on: a text with a
+/// backslash is opaque when it is off, and never cached); the bytes between are stepped one by
+/// one, which reads a few texts PostgreSQL rejects (`1$$x$$`) differently, never a valid one.
 pub fn find(sql: &[u8]) -> Hint {
     // Nearly every text has no marker at all: one vectorised search rules it out.
     if memchr::memmem::find(sql, MARKER).is_none() {
@@ -25,7 +27,7 @@ pub fn find(sql: &[u8]) -> Hint {
     while i < sql.len() {
         let (c, next) = (sql[i], sql.get(i + 1).copied());
         let end = match (c, next) {
-            (b'-', Some(b'-')) => skip_to(sql, i, b"\n"),
+            (b'-', Some(b'-')) => skip_line_comment(sql, i),
             (b'/', Some(b'*')) => skip_block_comment(sql, i),
             (b'\'', _) => {
                 i = skip_quoted(sql, i, b'\'', false);
@@ -89,6 +91,8 @@ mod tests {
         assert_eq!(find(b"SELECT 1 -- pgpilot:nocache"), Hint::NoCache);
         assert_eq!(find(b"SELECT 1 /* outer /* pgpilot:cache ttl=5 */ */"), Hint::Ttl(5), "nested");
         assert_eq!(find(b"/* other */ SELECT 1 -- pgpilot:cache ttl=7\n"), Hint::Ttl(7), "the one that has it");
+        // A line comment ends at a carriage return too: what follows is a literal again.
+        assert_eq!(find(b"SELECT 1 -- x\r AND s <> '/* pgpilot:cache ttl=9 */'"), Hint::None);
     }
 
     #[test]

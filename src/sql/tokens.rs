@@ -128,7 +128,7 @@ pub fn shapes_with(sql: &str, backslash_quotes: bool) -> Vec<Shape> {
             }
             Class::Punct => {
                 if c == b'-' && b.get(i + 1) == Some(&b'-') {
-                    i = skip_to(b, i, b"\n");
+                    i = skip_line_comment(b, i);
                 } else if c == b'/' && b.get(i + 1) == Some(&b'*') {
                     i = skip_block_comment(b, i);
                 } else if c == b'.' && b.get(i + 1).is_some_and(u8::is_ascii_digit) {
@@ -242,7 +242,14 @@ pub(crate) const IDENT_REST: [bool; 256] = {
     t
 };
 
-pub(crate) fn skip_to(b: &[u8], from: usize, pat: &[u8]) -> usize {
+/// A `--` comment ends at a line feed or a carriage return, as in PostgreSQL's scan.l
+/// (`newline [\n\r]`): a text that hid a statement behind `\r` would otherwise share the
+/// shape (and the cached analysis) of the text before it.
+pub(crate) fn skip_line_comment(b: &[u8], from: usize) -> usize {
+    memchr::memchr2(b'\n', b'\r', &b[from..]).map_or(b.len(), |p| from + p + 1)
+}
+
+fn skip_to(b: &[u8], from: usize, pat: &[u8]) -> usize {
     b[from..].windows(pat.len()).position(|w| w == pat).map_or(b.len(), |p| from + p + pat.len())
 }
 
@@ -381,6 +388,8 @@ mod tests {
             "SELECT U&'d\\0061t' FROM t",
             "SELECT U&'x' FROM t",
             "SELECT 1 -- ' comment\n, 2 FROM t",
+            "SELECT 1 -- comment\r, 2 FROM t",
+            "SELECT 1",
             "SELECT 1, 2 FROM t",
             "SELECT e'\\\\' , 'b''c' FROM t",
             "SELECT 'x', 'y' FROM t",

@@ -209,10 +209,10 @@ impl CacheStage {
             self.note_writes(a, keys);
         }
         let [(a, literals)] = analyzed.as_slice() else { return None };
-        let skipped = self.past_admission(a, cx.turn.hint, || *literals)?;
         if !cx.pending.is_empty() || !self.usable(cx) {
             return None;
         }
+        let skipped = self.past_admission(a, cx.turn.hint, || *literals)?;
         let ttl = self.worth_looking_up(a, cx.turn.hint, skipped, || *literals)?;
         let (mut key, cold) = self.key(cx, b'Q', a, ttl, (text, 0, &[]))?;
         let keyed = a.keyed.as_deref();
@@ -256,8 +256,10 @@ impl CacheStage {
     }
 
     /// A run of a shape the admission skips (no hint or rule can ask for it) goes on only when
-    /// the admission picks it: asked first, before the session's state or the policy (most runs
-    /// of a non-repeating read end here). `Some(skipped)` when the run goes on.
+    /// the admission picks it: asked before the policy (most runs of a non-repeating read end
+    /// here), after `usable` (the admission counts only runs the cache could have answered: its
+    /// one probe run per window must not go to a session that cannot fill). `Some(skipped)` when
+    /// the run goes on.
     fn past_admission(&mut self, a: &Analysis, hint: Hint, params: impl Fn() -> u64) -> Option<bool> {
         let skipped = hint == Hint::None && a.learned.skipped() && !self.policy.load().has_rules();
         (!skipped || self.cache.admit(&a.learned, params)).then_some(skipped)
@@ -344,11 +346,11 @@ impl CacheStage {
         }
         self.portal = Portal::Unknown;
         let s = stmt?;
-        let params = || s.ident_hash ^ xxhash_rust::xxh3::xxh3_64(args);
-        let skipped = self.past_admission(&s.analysis, s.hint, params)?;
         if !self.usable(cx) {
             return None;
         }
+        let params = || s.ident_hash ^ xxhash_rust::xxh3::xxh3_64(args);
+        let skipped = self.past_admission(&s.analysis, s.hint, params)?;
         let ttl = self.worth_looking_up(&s.analysis, s.hint, skipped, params)?;
         let variant = self.statement_variant(cx, name)?;
         let (mut key, cold) = self.key(cx, b'E', &s.analysis, ttl, (&s.ident, variant, args))?;
