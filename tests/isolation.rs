@@ -44,3 +44,26 @@ async fn a_statement_behind_a_carriage_return_is_seen() {
     assert_eq!(text_rows(&b, tenant).await, [""], "another client's setting leaked");
     assert_eq!(text_rows(&a, tenant).await, ["a"], "the setting stayed with its client");
 }
+
+/// In a client encoding other than UTF8 the server lexes the converted text: in SJIS the bytes
+/// `95 5C` are one character, where a UTF-8 reading sees a backslash that escapes the quote
+/// after it (and so read the SET below as part of a string: unseen, the setting was lost to its
+/// client when the connection went to another, or kept for the next). Such a text is read as
+/// opaque: its session effects unknown, the client pinned to its connection.
+#[tokio::test]
+async fn a_statement_hidden_by_a_client_encoding_is_not_missed() {
+    let proxy = Proxy::start("[pool]\nmax_size = 1\ncheckout_timeout_ms = 300\n");
+    let a = proxy.connect("app").await;
+    a.batch_execute("SET client_encoding = 'SJIS'").await.unwrap();
+    a.batch_execute("SELECT 1").await.unwrap();
+    // C3 (a one-byte katakana in SJIS), then 95 5C (one SJIS character): valid UTF-8 as sent.
+    a.batch_execute("SELECT E'\u{d5}\\' ; SET app.tenant TO evil -- '").await.unwrap();
+    let tenant = "SELECT coalesce(current_setting('app.tenant', true), '')";
+    let b = proxy.connect("app").await;
+    match b.simple_query(tenant).await {
+        // The pool's one connection stays with the pinned client.
+        Err(e) => assert_eq!(e.code(), Some(&tokio_postgres::error::SqlState::TOO_MANY_CONNECTIONS), "{e}"),
+        Ok(rows) => assert_eq!(common::rows(&rows), [[""]], "another client's setting leaked"),
+    }
+    assert_eq!(text_rows(&a, tenant).await, ["evil"], "the statement ran, for its own client");
+}

@@ -147,6 +147,8 @@ impl Session {
                     server.note_parameter(body);
                     if body.starts_with(b"standard_conforming_strings\0") {
                         self.backslash_quotes = body.ends_with(b"off\0");
+                    } else if let Some(value) = body.strip_prefix(b"client_encoding\0") {
+                        self.foreign_encoding = value != b"UTF8\0";
                     }
                 }
             }

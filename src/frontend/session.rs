@@ -65,6 +65,9 @@ pub struct Session {
     pub(super) told: HashMap<String, String>,
     /// The server's standard_conforming_strings is off: backslashes escape in plain strings.
     pub(super) backslash_quotes: bool,
+    /// The client_encoding is not UTF8: the server converts a text before lexing it, and in
+    /// SJIS, BIG5, GBK... a character's second byte may be a backslash or a quote.
+    pub(super) foreign_encoding: bool,
     pub(super) skip_until_sync: bool,
     skip_stream: bool,
     /// Replies expected from the server, in order (transaction mode).
@@ -147,6 +150,7 @@ impl Session {
             deferred_failed: false,
             state_unknown: false,
             backslash_quotes: false,
+            foreign_encoding: false,
             restoring: Vec::new(),
             told_at_login: Arc::default(),
             told: HashMap::default(),

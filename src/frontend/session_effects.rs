@@ -30,10 +30,18 @@ impl Session {
         found
     }
 
-    /// The scan of a text read lately, maybe with other literal values (none while a backslash
-    /// may escape in any string: such a text is read as opaque).
+    /// A text pgpilot cannot lex as the server will, read as opaque: a backslash while
+    /// standard_conforming_strings is off (it escapes in any string, which the parser does not
+    /// assume), a byte past ASCII in another client encoding than UTF8 (the server lexes the
+    /// text converted), invalid UTF-8 (what the parser would read is a lossy copy).
+    fn unreadable(&self, sql: &[u8]) -> bool {
+        (self.backslash_quotes && memchr::memchr(b'\\', sql).is_some()) || (self.foreign_encoding && !sql.is_ascii())
+    }
+
+    /// The scan of a text read lately, maybe with other literal values (none for an unreadable
+    /// text; invalid UTF-8 never matches a remembered text, whose literals are checked).
     fn known_reading(&mut self, sql: &[u8]) -> Option<Arc<Scan>> {
-        if self.backslash_quotes && memchr::memchr(b'\\', sql).is_some() {
+        if self.unreadable(sql) {
             return None;
         }
         let out = (&mut self.turn.analyzed, &mut self.literals);
@@ -41,16 +49,14 @@ impl Session {
     }
 
     async fn analyze(&mut self, sql: &[u8]) -> Arc<Scan> {
-        // With standard_conforming_strings off a backslash escapes in any string, which
-        // the parser (and the shape tokenizer's default) do not assume.
-        let opaque = self.backslash_quotes && memchr::memchr(b'\\', sql).is_some();
         // Valid UTF-8 (nearly always) is borrowed after the fast check; only invalid text pays
         // for the lossy copy.
         let text = match std::str::from_utf8(sql) {
             Ok(s) => std::borrow::Cow::Borrowed(s),
             Err(_) => String::from_utf8_lossy(sql),
         };
-        let readable = matches!(text, std::borrow::Cow::Borrowed(_)) && !opaque;
+        let opaque = self.unreadable(sql) || matches!(text, std::borrow::Cow::Owned(_));
+        let readable = !opaque;
         let shapes = crate::sql::tokens::shapes_with(&text, self.backslash_quotes);
         if let ([one], true) = (shapes.as_slice(), readable) {
             self.literals = one.literals;

@@ -65,7 +65,7 @@ pub fn opaque(shape: &str) -> Analysis {
     a.writes = WriteScope::Unknown;
     a.session = SessionEffect { changes: true, unknown: true, ..Default::default() };
     a.cache_effect = CacheEffect::Transaction;
-    a.shown = "/* pgpilot: a statement read with standard_conforming_strings off; text not shown */".into();
+    a.shown = "/* pgpilot: a statement not read as the server reads it (standard_conforming_strings off, a client encoding other than UTF8, or invalid UTF-8); text not shown */".into();
     a
 }
 

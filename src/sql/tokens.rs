@@ -281,7 +281,14 @@ pub(crate) fn skip_quoted(b: &[u8], start: usize, q: u8, backslash: bool) -> usi
                 i += 2;
                 continue;
             }
-            return i + 1;
+            // An escape string goes on past a quote followed by whitespace that holds a newline
+            // and another quote (scan.l's quotecontinue), its next part still taking escapes:
+            // read as a new plain string, `E'x'<newline>'\'' ; SET ... -- '` hid the SET.
+            match continuation(b, i + 1).filter(|_| backslash && q == b'\'') {
+                Some(next) => i = next + 1,
+                None => return i + 1,
+            }
+            continue;
         }
         if b[i] == b'\\' && backslash {
             i += 1;
@@ -289,6 +296,23 @@ pub(crate) fn skip_quoted(b: &[u8], start: usize, q: u8, backslash: bool) -> usi
         i += 1;
     }
     b.len()
+}
+
+/// Where a string's next part starts (its quote) when the bytes from `from` are whitespace
+/// holding a newline, `--` comments included, then a quote. A vertical tab counts as space (it
+/// does in newer servers; older ones reject a text with one there).
+fn continuation(b: &[u8], mut j: usize) -> Option<usize> {
+    let mut newline = false;
+    loop {
+        match *b.get(j)? {
+            b' ' | b'\t' | 0x0b | 0x0c => j += 1,
+            b'\n' | b'\r' => (newline, j) = (true, j + 1),
+            // (A comment ends at a newline, consumed with it; one cut by the text's end finds nothing after.)
+            b'-' if b.get(j + 1) == Some(&b'-') => (newline, j) = (true, skip_line_comment(b, j)),
+            b'\'' if newline => return Some(j),
+            _ => return None,
+        }
+    }
 }
 
 /// `$1` is a parameter (kept); `$tag$...$tag$` is a literal.
@@ -314,8 +338,11 @@ pub(crate) fn dollar(b: &[u8], start: usize) -> (usize, bool) {
 fn skip_number(b: &[u8], start: usize) -> usize {
     let mut i = start;
     while i < b.len() && (b[i].is_ascii_alphanumeric() || b[i] == b'.' || b[i] == b'_') {
-        // exponent sign: 1e-5
-        if (b[i] == b'e' || b[i] == b'E') && matches!(b.get(i + 1), Some(b'+') | Some(b'-')) {
+        // exponent sign: 1e-5 (only before a digit: in `0x1e--` the `--` starts a comment)
+        if (b[i] == b'e' || b[i] == b'E')
+            && matches!(b.get(i + 1), Some(b'+') | Some(b'-'))
+            && b.get(i + 2).is_some_and(u8::is_ascii_digit)
+        {
             i += 1;
         }
         i += 1;
@@ -348,6 +375,26 @@ mod tests {
         let s = shapes(sql);
         assert_eq!(s.len(), 1, "{s:?}");
         s[0].text.clone()
+    }
+
+    /// Statements PostgreSQL runs that a misread string, number or comment would hide inside
+    /// another statement's shape (each text is two statements to the server).
+    #[test]
+    fn no_statement_hides_in_a_misread_token() {
+        for text in [
+            "SELECT 1 -- note\r; SET app.tenant TO evil",
+            "SELECT E'x'\n'\\'' ; SET app.tenant TO evil -- '",
+            "SELECT E'x' -- c\n  '\\'' ; SET app.tenant TO evil -- '",
+            "SELECT e'x'\r\n\t'\\'' ; SET app.tenant TO evil -- '",
+            "SELECT 0x1e--'\n; SET app.tenant TO evil --'",
+        ] {
+            let found: Vec<String> = super::shapes(text).into_iter().map(|s| s.text).collect();
+            assert_eq!(found.len(), 2, "{text:?} -> {found:?}");
+            assert!(found[1].starts_with("set app"), "{text:?} -> {found:?}");
+        }
+        // Without a newline between them the parts are separate strings (no continuation).
+        assert_eq!(super::shapes("SELECT E'x' '\\'' ; SELECT 2 -- '").len(), 1);
+        assert_eq!(super::shapes("SELECT 1e-5, 2").len(), 1);
     }
 
     #[test]
