@@ -52,18 +52,33 @@ async fn a_statement_behind_a_carriage_return_is_seen() {
 /// opaque: its session effects unknown, the client pinned to its connection.
 #[tokio::test]
 async fn a_statement_hidden_by_a_client_encoding_is_not_missed() {
+    for pipelined in [false, true] {
+        hidden_by_sjis(pipelined).await;
+    }
+}
+
+/// `pipelined`: the SET of the encoding and the text go in one write, the text read before the
+/// SET's ParameterStatus arrives.
+async fn hidden_by_sjis(pipelined: bool) {
     let proxy = Proxy::start("[pool]\nmax_size = 1\ncheckout_timeout_ms = 300\n");
     let a = proxy.connect("app").await;
-    a.batch_execute("SET client_encoding = 'SJIS'").await.unwrap();
     a.batch_execute("SELECT 1").await.unwrap();
     // C3 (a one-byte katakana in SJIS), then 95 5C (one SJIS character): valid UTF-8 as sent.
-    a.batch_execute("SELECT E'\u{d5}\\' ; SET app.tenant TO evil -- '").await.unwrap();
+    let (set, hidden) = ("SET client_encoding = 'SJIS'", "SELECT E'\u{d5}\\' ; SET app.tenant TO evil -- '");
+    if pipelined {
+        let (x, y) = tokio::join!(a.batch_execute(set), a.batch_execute(hidden));
+        x.unwrap();
+        y.unwrap();
+    } else {
+        a.batch_execute(set).await.unwrap();
+        a.batch_execute(hidden).await.unwrap();
+    }
     let tenant = "SELECT coalesce(current_setting('app.tenant', true), '')";
     let b = proxy.connect("app").await;
     match b.simple_query(tenant).await {
         // The pool's one connection stays with the pinned client.
         Err(e) => assert_eq!(e.code(), Some(&tokio_postgres::error::SqlState::TOO_MANY_CONNECTIONS), "{e}"),
-        Ok(rows) => assert_eq!(common::rows(&rows), [[""]], "another client's setting leaked"),
+        Ok(rows) => assert_eq!(common::rows(&rows), [[""]], "another client's setting leaked (pipelined: {pipelined})"),
     }
     assert_eq!(text_rows(&a, tenant).await, ["evil"], "the statement ran, for its own client");
 }

@@ -34,6 +34,7 @@ impl Session {
                     let status = be::ready_status(body(&frame)).unwrap_or(b'I');
                     let shown =
                         self.pending.on_server(be::READY_FOR_QUERY, &frame, &mut self.cout, &mut self.stages.replies);
+                    self.lexing_unsure &= !self.pending.is_empty();
                     if self.stages.hears_server() {
                         self.stages.at_ready(status).await;
                     }
@@ -145,10 +146,15 @@ impl Session {
             be::PARAMETER_STATUS => {
                 if let Some(server) = self.server.as_mut() {
                     server.note_parameter(body);
+                    // As reported, or as at login: a RESET or DISCARD ALL returns to the login's
+                    // value by an internal query whose ParameterStatus the relay never sees.
+                    let at_login = |name: &str| self.told_at_login.get(name).map(|v| v.as_bytes());
                     if body.starts_with(b"standard_conforming_strings\0") {
-                        self.backslash_quotes = body.ends_with(b"off\0");
+                        self.backslash_quotes =
+                            body.ends_with(b"off\0") || at_login("standard_conforming_strings") == Some(b"off");
                     } else if let Some(value) = body.strip_prefix(b"client_encoding\0") {
-                        self.foreign_encoding = value != b"UTF8\0";
+                        self.foreign_encoding = !super::login::utf8_name(value)
+                            || at_login("client_encoding").is_some_and(|v| !super::login::utf8_name(v));
                     }
                 }
             }

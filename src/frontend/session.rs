@@ -68,6 +68,10 @@ pub struct Session {
     /// The client_encoding is not UTF8: the server converts a text before lexing it, and in
     /// SJIS, BIG5, GBK... a character's second byte may be a backslash or a quote.
     pub(super) foreign_encoding: bool,
+    /// A statement that changes the session's state has not been answered yet: a text read
+    /// meanwhile (pipelined) may be lexed by the server under a client_encoding or
+    /// standard_conforming_strings pgpilot has not been told of.
+    pub(super) lexing_unsure: bool,
     pub(super) skip_until_sync: bool,
     skip_stream: bool,
     /// Replies expected from the server, in order (transaction mode).
@@ -151,6 +155,7 @@ impl Session {
             state_unknown: false,
             backslash_quotes: false,
             foreign_encoding: false,
+            lexing_unsure: false,
             restoring: Vec::new(),
             told_at_login: Arc::default(),
             told: HashMap::default(),

@@ -34,8 +34,11 @@ impl Session {
     /// standard_conforming_strings is off (it escapes in any string, which the parser does not
     /// assume), a byte past ASCII in another client encoding than UTF8 (the server lexes the
     /// text converted), invalid UTF-8 (what the parser would read is a lossy copy).
+    /// While a statement changing the session is unanswered, either setting may already differ.
     fn unreadable(&self, sql: &[u8]) -> bool {
-        (self.backslash_quotes && memchr::memchr(b'\\', sql).is_some()) || (self.foreign_encoding && !sql.is_ascii())
+        let backslash = || memchr::memchr(b'\\', sql).is_some();
+        ((self.backslash_quotes || self.lexing_unsure) && backslash())
+            || ((self.foreign_encoding || self.lexing_unsure) && !sql.is_ascii())
     }
 
     /// The scan of a text read lately, maybe with other literal values (none for an unreadable
@@ -95,6 +98,8 @@ impl Session {
     /// What a scanned text does to the session's pooling state.
     pub(super) fn note_scan(&mut self, found: &Scan) {
         self.state_dirty |= found.changes_session;
+        self.lexing_unsure |=
+            found.changes_session || found.unknown_after.is_some() || found.restores || !found.resets.is_empty();
         if found.ddl {
             self.registry.ddl_seen();
         }

@@ -160,7 +160,8 @@ impl Analyzer {
 
     /// As `analyze_all`, for shapes the caller already computed from `sql`. `opaque`: the text
     /// cannot be read as PostgreSQL will read it (backslash escapes in plain strings while
-    /// standard_conforming_strings is off: the parser assumes it on), so every statement gets
+    /// standard_conforming_strings is off: the parser assumes it on; bytes past ASCII in another
+    /// client encoding than UTF8: the server lexes the converted text), so every statement gets
     /// the analysis that assumes the worst.
     pub fn analyze_shapes(&self, sql: &str, shapes: &[tokens::Shape], opaque: bool) -> Analyzed {
         shapes

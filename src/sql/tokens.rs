@@ -284,7 +284,9 @@ pub(crate) fn skip_quoted(b: &[u8], start: usize, q: u8, backslash: bool) -> usi
             // An escape string goes on past a quote followed by whitespace that holds a newline
             // and another quote (scan.l's quotecontinue), its next part still taking escapes:
             // read as a new plain string, `E'x'<newline>'\'' ; SET ... -- '` hid the SET.
-            match continuation(b, i + 1).filter(|_| backslash && q == b'\'') {
+            // (Plain, B, X and U& strings continue too, but without escapes their parts end
+            // where separate strings would.)
+            match (backslash && q == b'\'').then(|| continuation(b, i + 1)).flatten() {
                 Some(next) => i = next + 1,
                 None => return i + 1,
             }
