@@ -256,7 +256,10 @@ async fn identical_misses_run_once() {
         .await
         .unwrap()
         .get(0);
-    assert_eq!(runs, 1, "one server connection ran it (its last query), none of the others");
+    // The connection that ran it shows it as its last query unless pgpilot's own background
+    // work (the table list's refresh, a validation) has used it since, as happened once under a
+    // loaded CI: at most one, and the eight others were answered by the single flight above.
+    assert!(runs <= 1, "{runs} server connections ran it: only one may");
 }
 
 #[tokio::test]
