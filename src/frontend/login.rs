@@ -37,7 +37,8 @@ impl Session {
             },
         };
         self.backslash_quotes = login.params.get("standard_conforming_strings").is_some_and(|v| v == "off");
-        self.foreign_encoding = login.params.get("client_encoding").is_some_and(|v| !utf8_name(v.as_bytes()));
+        self.foreign_encoding =
+            login.params.get("client_encoding").is_some_and(|v| !crate::protocol::utf8_encoding(v.as_bytes()));
         self.cout.extend_from_slice(&login.frames);
         self.told_at_login = login.params;
         messages::backend_key_data(&mut self.cout, self.cancel.key.0, self.cancel.key.1);
@@ -64,10 +65,4 @@ impl Session {
         known
             .or_else(|| (!self.pool.has_capacity()).then(|| self.pool.logins.from_base(self.state.startup())).flatten())
     }
-}
-
-/// PostgreSQL reports UTF8, but keeps UNICODE as a client sent it (old JDBC drivers).
-pub(super) fn utf8_name(value: &[u8]) -> bool {
-    let v = value.strip_suffix(b"\0").unwrap_or(value);
-    v.eq_ignore_ascii_case(b"UTF8") || v.eq_ignore_ascii_case(b"UNICODE")
 }

@@ -153,8 +153,8 @@ impl Session {
                         self.backslash_quotes =
                             body.ends_with(b"off\0") || at_login("standard_conforming_strings") == Some(b"off");
                     } else if let Some(value) = body.strip_prefix(b"client_encoding\0") {
-                        self.foreign_encoding = !super::login::utf8_name(value)
-                            || at_login("client_encoding").is_some_and(|v| !super::login::utf8_name(v));
+                        self.foreign_encoding = !crate::protocol::utf8_encoding(value)
+                            || at_login("client_encoding").is_some_and(|v| !crate::protocol::utf8_encoding(v));
                     }
                 }
             }

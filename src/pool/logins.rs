@@ -64,7 +64,7 @@ impl Logins {
         for (name, value) in settings {
             let Some(key) = params.keys().find(|k| k.eq_ignore_ascii_case(name)).cloned() else { continue };
             let utf8 =
-                key == "client_encoding" && matches!(value.to_ascii_lowercase().as_str(), "utf8" | "utf-8" | "unicode");
+                key == "client_encoding" && value != "UNICODE" && crate::protocol::utf8_encoding(value.as_bytes());
             params.insert(key, if utf8 { "UTF8".into() } else { value.clone() });
         }
         Some(Login::new(params))

@@ -413,3 +413,50 @@ def test_prepared_set_config_changes_state_each_time_it_runs(mode, cached_proxy)
     assert rebound_story(direct_dsn()) == expected
     proxy = cached_proxy(mode, sessions_pool(mode))
     assert rebound_story(proxy.dsn()) == expected
+
+
+# --- a client encoding given at login, back after RESET --------------------------------------------------------
+
+# In SJIS, C3 is one character and 95 5C another (a backslash as its second byte): the server's string ends at
+# the quote after them. Read as UTF-8 the same bytes are "Õ\", whose backslash escapes that quote, so a proxy
+# lexing in UTF-8 would take the SET for part of the string.
+HIDDEN_IN_SJIS = b"SELECT E'\xc3\x95\x5c' ; SET app.tenant TO evil -- '"
+
+ENCODING_RESETS = {
+    "reset": "RESET client_encoding",
+    "reset_all": "RESET ALL",
+    "discard_all": "DISCARD ALL",
+}
+
+
+def login_encoding_story(dsn, reset):
+    """A client logged in with client_encoding SJIS switches to UTF8 and back by `reset`, then sends a text
+    whose second statement only SJIS shows (raw bytes, simple Query)."""
+    probe = "SELECT coalesce(current_setting('app.tenant', true), '')"
+    seen = {}
+    with psycopg.connect(dsn, autocommit=True, connect_timeout=10, client_encoding="SJIS") as a:
+        a.execute("SET client_encoding = 'UTF8'")
+        with connect(dsn) as other:  # the server connection may change hands in between
+            other.execute("SELECT 1")
+        a.execute(reset)
+        seen["a's encoding"] = a.execute("SHOW client_encoding").fetchone()[0]
+        result = a.pgconn.exec_(HIDDEN_IN_SJIS)
+        seen["ran"] = result.status == psycopg.pq.ExecStatus.COMMAND_OK
+        with connect(dsn) as b:
+            seen["b"] = b.execute(probe).fetchone()[0]
+        seen["a"] = a.execute(probe).fetchone()[0]
+    with connect(dsn) as c:
+        seen["new client"] = c.execute(probe).fetchone()[0]
+    return seen
+
+
+@pytest.mark.parametrize("reset", list(ENCODING_RESETS))
+@pytest.mark.parametrize("mode", MODES)
+def test_login_encoding_after_reset_hides_no_statement(mode, reset, cached_proxy):
+    """A client encoding given at login holds again after RESET or DISCARD ALL (restored by the server, not
+    reported to every relay): pgpilot keeps lexing that client's texts as possibly SJIS, so a SET that only SJIS
+    shows still counts, and its setting stays with its client, as direct."""
+    expected = {"a's encoding": "SJIS", "ran": True, "b": "", "a": "evil", "new client": ""}
+    assert login_encoding_story(direct_dsn(), ENCODING_RESETS[reset]) == expected, "direct PostgreSQL"
+    proxy = cached_proxy(mode, sessions_pool(mode))
+    assert login_encoding_story(proxy.dsn(), ENCODING_RESETS[reset]) == expected
