@@ -105,7 +105,7 @@ async fn accept_until_signal(app: &Arc<App>, listener: TcpListener) -> Result<()
                     // Boxed: the task cell then holds a pointer, not the ~5 KB session future that
                     // tokio's spawn and each state change would copy (a new connection per transaction
                     // is a common pattern: SQLAlchemy's NullPool, serverless functions).
-                    tokio::spawn(Box::pin(serve_client(slot, tcp, peer.to_string())));
+                    tokio::spawn(Box::pin(serve_client(slot, tcp, peer)));
                 }
                 Err(e) => {
                     tracing::warn!("accept failed: {e}");
@@ -189,7 +189,7 @@ async fn reload_on_sighup(app: Arc<App>) {
     }
 }
 
-async fn serve_client(slot: ClientSlot, tcp: TcpStream, peer: String) {
+async fn serve_client(slot: ClientSlot, tcp: TcpStream, peer: std::net::SocketAddr) {
     let app = slot.0.clone();
     let cfg = app.config.load_full();
     tracing::debug!(%peer, "client connected");
@@ -235,9 +235,9 @@ async fn serve_client(slot: ClientSlot, tcp: TcpStream, peer: String) {
         return crate::admin::serve(app, stream, rbuf, admin).await;
     }
     let info = ClientInfo {
-        application_name: params.get("application_name").cloned().unwrap_or_default(),
-        user,
-        database,
+        application_name: params.get("application_name").map_or_else(|| Arc::from(""), |a| Arc::from(a.as_str())),
+        user: user.into(),
+        database: database.into(),
         peer,
     };
     let state = SessionState::from_startup(&params);

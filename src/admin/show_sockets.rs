@@ -72,13 +72,13 @@ pub fn clients(app: &App) -> ResultSet {
     let (local_addr, local_port) = listen(app);
     for c in app.cancels.clients() {
         let server = c.server.lock().clone();
-        let (addr, port) = split_addr(&c.peer);
+        let (addr, port) = (c.peer.ip().to_string(), c.peer.port().to_string());
         let pid = server.as_ref().map(|s| s.pid.to_string());
         let state = if server.is_some() { "active" } else { "idle" };
         r.row_opt(vec![
             Some("C".into()),
-            Some(c.user.clone()),
-            Some(c.database.clone()),
+            Some(c.user.to_string()),
+            Some(c.database.to_string()),
             Some("none".into()),
             Some(state.into()),
             Some(addr),
@@ -94,7 +94,7 @@ pub fn clients(app: &App) -> ResultSet {
             pid.as_ref().map(|p| format!("s{p}")),
             Some("0".into()),
             Some(String::new()),
-            Some(c.application_name.clone()),
+            Some(c.application_name.to_string()),
             Some("0".into()),
             Some(c.id.to_string()),
             pid,

@@ -39,10 +39,10 @@ pub struct ClientMeta {
     /// shutdown (`wake_all`), or, idle, to give its buffers back (`nudge_idle`).
     pub wake: Wake,
     pub killed: std::sync::atomic::AtomicBool,
-    pub user: String,
-    pub database: String,
-    pub application_name: String,
-    pub peer: String,
+    pub user: Arc<str>,
+    pub database: Arc<str>,
+    pub application_name: Arc<str>,
+    pub peer: std::net::SocketAddr,
     pub connected: SystemTime,
     /// The server connection held right now, if any.
     pub server: Mutex<Option<ServerKey>>,

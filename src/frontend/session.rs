@@ -28,11 +28,13 @@ pub enum Flow {
     Close,
 }
 
+/// Who the client is. The names are shared (`Arc`) with the cancel registry, the stages and
+/// insights, which each kept a copy; the address is formatted only when shown.
 pub struct ClientInfo {
-    pub user: String,
-    pub database: String,
-    pub application_name: String,
-    pub peer: String,
+    pub user: Arc<str>,
+    pub database: Arc<str>,
+    pub application_name: Arc<str>,
+    pub peer: std::net::SocketAddr,
 }
 
 pub struct Session {
@@ -125,7 +127,7 @@ impl Session {
                 user: info.user.clone(),
                 database: info.database.clone(),
                 application_name: info.application_name.clone(),
-                peer: info.peer.clone(),
+                peer: info.peer,
                 connected: std::time::SystemTime::now(),
                 server: Default::default(),
                 running: Default::default(),
@@ -447,7 +449,7 @@ fn new_stages(
     pool: &Arc<Pool>,
     state: &SessionState,
 ) -> Stages {
-    let (database, user): (Arc<str>, Arc<str>) = (info.database.as_str().into(), info.user.as_str().into());
+    let (database, user) = (info.database.clone(), info.user.clone());
     let handles = super::stages::cache::Handles {
         cache: app.cache.clone(),
         config: app.config.clone(),
@@ -455,9 +457,13 @@ fn new_stages(
         database: database.clone(),
         user: user.clone(),
     };
-    let origin = crate::insights::Origin { database, user, application_name: info.application_name.as_str().into() };
+    let origin = crate::insights::Origin { database, user, application_name: info.application_name.clone() };
     let insights_handles = (app.query_stats.clone(), app.findings.clone());
-    let pool_scope = xxhash_rust::xxh3::xxh3_64(format!("{}\0{}", info.database, info.user).as_bytes());
+    let mut scope = xxhash_rust::xxh3::Xxh3::new();
+    for part in [info.database.as_bytes(), b"\0", info.user.as_bytes()] {
+        scope.update(part);
+    }
+    let pool_scope = scope.digest();
     Stages {
         cache: super::stages::cache::CacheStage::new(cfg.cache.enabled, state, handles),
         prepared: super::stages::prepared::PreparedStage::new(app.registry.clone(), app.config.clone(), pool_scope),
