@@ -235,7 +235,7 @@ async fn serve_client(slot: ClientSlot, tcp: TcpStream, peer: std::net::SocketAd
         return crate::admin::serve(app, stream, rbuf, admin).await;
     }
     let info = ClientInfo {
-        application_name: params.get("application_name").map_or_else(|| Arc::from(""), |a| Arc::from(a.as_str())),
+        application_name: params.get("application_name").map_or("", String::as_str).into(),
         user: user.into(),
         database: database.into(),
         peer,

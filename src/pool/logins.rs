@@ -55,10 +55,11 @@ impl Logins {
     }
 
     /// What a login with never-seen startup `settings` is told while no connection is free:
-    /// the newest connection's values, with the client's own for those it set, as given
-    /// (client_encoding spelled as the server does). PostgreSQL may spell a value differently
-    /// ("iso" is reported as "ISO, MDY"); that is the one inexactness, taken only so that a busy
-    /// pool cannot lock a login out.
+    /// the newest connection's values, with the client's own for those it set, as given (a
+    /// UTF8 client_encoding spelled as the server reports it). PostgreSQL may spell other values
+    /// differently ("iso" is reported as "ISO, MDY", "sjis" as "SJIS"); that inexactness is
+    /// taken only so that a busy pool cannot lock a login out (every name but UTF8's counts as a
+    /// foreign encoding for lexing, however spelled).
     pub fn from_base(&self, settings: &BTreeMap<String, String>) -> Option<Login> {
         let mut params = (**self.0.lock().base.as_ref()?).clone();
         for (name, value) in settings {

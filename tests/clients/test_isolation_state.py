@@ -442,6 +442,8 @@ def login_encoding_story(dsn, reset):
         seen["a's encoding"] = a.execute("SHOW client_encoding").fetchone()[0]
         result = a.pgconn.exec_(HIDDEN_IN_SJIS)
         seen["ran"] = result.status == psycopg.pq.ExecStatus.COMMAND_OK
+        # What catches a missed SET: pgpilot would have left the setting on the connection `a` ran
+        # it on, the most recently used one, which `b` then gets (transaction mode).
         with connect(dsn) as b:
             seen["b"] = b.execute(probe).fetchone()[0]
         seen["a"] = a.execute(probe).fetchone()[0]
@@ -453,9 +455,10 @@ def login_encoding_story(dsn, reset):
 @pytest.mark.parametrize("reset", list(ENCODING_RESETS))
 @pytest.mark.parametrize("mode", MODES)
 def test_login_encoding_after_reset_hides_no_statement(mode, reset, cached_proxy):
-    """A client encoding given at login holds again after RESET or DISCARD ALL (restored by the server, not
-    reported to every relay): pgpilot keeps lexing that client's texts as possibly SJIS, so a SET that only SJIS
-    shows still counts, and its setting stays with its client, as direct."""
+    """A client encoding given at login holds again after RESET, RESET ALL or DISCARD ALL. On a pooled server
+    connection the server goes back to its own default and pgpilot puts the login's value back by a query the
+    relay never sees: pgpilot keeps lexing that client's texts as possibly SJIS, so a SET that only SJIS shows
+    still counts, and its setting stays with its client, as direct."""
     expected = {"a's encoding": "SJIS", "ran": True, "b": "", "a": "evil", "new client": ""}
     assert login_encoding_story(direct_dsn(), ENCODING_RESETS[reset]) == expected, "direct PostgreSQL"
     proxy = cached_proxy(mode, sessions_pool(mode))
