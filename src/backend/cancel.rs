@@ -26,8 +26,8 @@ pub struct ServerKey {
     pub addr: SocketAddr,
     pub pid: i32,
     pub secret: i32,
-    /// Read-held by a cancel in flight; the session takes it for writing before check-in.
-    pub gate: Arc<tokio::sync::RwLock<()>>,
+    /// Counts the cancels in flight; the session waits for none before check-in.
+    pub gate: Arc<super::cancel_gate::CancelGate>,
 }
 
 /// One client session as the rest of pgpilot may see it.
@@ -156,11 +156,9 @@ impl CancelRegistry {
             };
             let server = meta.server.lock();
             match server.as_ref() {
-                // The session detaches under this lock before it waits on the gate for writing,
-                // so a read lock taken here always precedes that wait.
-                Some(t) if meta.running.load(std::sync::atomic::Ordering::Acquire) => {
-                    t.gate.clone().try_read_owned().ok().map(|g| (t.clone(), g))
-                }
+                // The session detaches under this lock before it waits on the gate, so a cancel
+                // counted in here always precedes that wait.
+                Some(t) if meta.running.load(std::sync::atomic::Ordering::Acquire) => Some((t.clone(), t.gate.enter())),
                 _ => None,
             }
         };

@@ -2,6 +2,7 @@
 //! pgpilot runs on them itself (reset, health check, session-state replay).
 
 pub mod cancel;
+pub mod cancel_gate;
 pub mod connect;
 pub mod internal;
 pub mod login;
@@ -43,9 +44,9 @@ pub struct ServerConn {
     /// Which client Parse the server's unnamed statement holds (`next_unnamed_token`), 0 when
     /// none or unknown: pgpilot's own queries and simple Queries destroy it.
     pub unnamed: u64,
-    /// Read-held while a client's cancel forwarded to this backend is in flight: the connection
-    /// is checked in only after that (see backend::cancel).
-    pub cancel_gate: std::sync::Arc<tokio::sync::RwLock<()>>,
+    /// Counts a client's cancels forwarded to this backend while in flight: the connection is
+    /// checked in only after them (see backend::cancel_gate).
+    pub cancel_gate: std::sync::Arc<cancel_gate::CancelGate>,
 }
 
 /// A registry statement as prepared on one server connection.

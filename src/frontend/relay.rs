@@ -231,7 +231,7 @@ impl Session {
         let Some(mut conn) = self.server.take() else { return };
         self.detach();
         // A cancel forwarded for this client's last query must reach the backend first.
-        let _cancels_done = conn.cancel_gate.clone().write_owned().await;
+        conn.cancel_gate.settled().await;
         if std::mem::take(&mut self.state_dirty) {
             if let Err(e) = self.state.capture(&mut conn).await {
                 tracing::warn!(server = conn.id, "could not read session settings back: {e}");
@@ -248,7 +248,7 @@ impl Session {
         self.pool.traffic.take(&mut self.counts);
         let Some(mut conn) = self.server.take() else { return };
         self.detach();
-        let _cancels_done = conn.cancel_gate.clone().write_owned().await;
+        conn.cancel_gate.settled().await;
         if !(self.tx.idle() && !self.sframer.mid_message() && conn.rbuf.is_empty()) {
             return;
         }

@@ -1,0 +1,77 @@
+//! Cancels in flight on one server connection. A session returning the connection first waits
+//! until none is, so that a cancel meant for its last query cannot reach the next client's. A
+//! cancel is counted in only while the client holds the connection: under the client's `server`
+//! lock, which the session's `detach` takes before it waits, so once the count reads zero after a
+//! detach no cancel of that client can follow.
+//!
+//! An atomic count with a `Notify` for the rare wait: the check at every return is one load,
+//! where a tokio `RwLock` write lock (an `Arc` clone, an acquire future, and the semaphore's
+//! mutex on release) was taken and dropped per transaction. It also closes a window of the lock:
+//! the returning session held its write guard until after the connection was back in the pool,
+//! so a cancel of the connection's next client could find it taken and be dropped.
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+
+use tokio::sync::Notify;
+
+#[derive(Debug, Default)]
+pub struct CancelGate {
+    in_flight: AtomicU32,
+    settled: Notify,
+}
+
+/// A cancel in flight: counted until dropped.
+#[derive(Debug)]
+pub struct InFlight(Arc<CancelGate>);
+
+impl CancelGate {
+    pub fn enter(self: &Arc<Self>) -> InFlight {
+        self.in_flight.fetch_add(1, Ordering::AcqRel);
+        InFlight(self.clone())
+    }
+
+    /// Returns once no cancel is in flight.
+    pub async fn settled(&self) {
+        while self.in_flight.load(Ordering::Acquire) > 0 {
+            let notified = self.settled.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable(); // registered before the re-check: no wake-up is lost
+            if self.in_flight.load(Ordering::Acquire) == 0 {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        if self.0.in_flight.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.settled.notify_waiters();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[tokio::test]
+    async fn the_return_waits_for_every_cancel_in_flight() {
+        let gate = Arc::new(CancelGate::default());
+        gate.settled().await; // none in flight: at once
+        let (a, b) = (gate.enter(), gate.enter());
+        let waiting = crate::timers::timeout(Duration::from_millis(20), gate.settled()).await;
+        assert!(waiting.is_err(), "two cancels in flight");
+        drop(a);
+        let waiting = crate::timers::timeout(Duration::from_millis(20), gate.settled()).await;
+        assert!(waiting.is_err(), "one cancel still in flight");
+        let g = gate.clone();
+        let waiter = tokio::spawn(async move { g.settled().await });
+        tokio::task::yield_now().await;
+        drop(b);
+        crate::timers::timeout(Duration::from_secs(1), waiter).await.expect("woken").unwrap();
+    }
+}
