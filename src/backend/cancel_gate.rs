@@ -6,9 +6,10 @@
 //!
 //! An atomic count with a `Notify` for the rare wait: the check at every return is one load,
 //! where a tokio `RwLock` write lock (an `Arc` clone, an acquire future, and the semaphore's
-//! mutex on release) was taken and dropped per transaction. It also closes a window of the lock:
-//! the returning session held its write guard until after the connection was back in the pool,
-//! so a cancel of the connection's next client could find it taken and be dropped.
+//! mutex on release) was taken and dropped per transaction. The lock's guard also outlived the
+//! check-in by a few instructions: on a multi-thread data runtime a cancel of the connection's
+//! next client could in theory have found it taken and been dropped (never observed; on a
+//! current-thread runtime there is no such window).
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
