@@ -459,11 +459,10 @@ fn new_stages(
     };
     let origin = crate::insights::Origin { database, user, application_name: info.application_name.clone() };
     let insights_handles = (app.query_stats.clone(), app.findings.clone());
-    let mut scope = xxhash_rust::xxh3::Xxh3::new();
-    for part in [info.database.as_bytes(), b"\0", info.user.as_bytes()] {
-        scope.update(part);
-    }
-    let pool_scope = scope.digest();
+    let pool_scope = xxhash_rust::xxh3::xxh3_64_with_seed(
+        info.user.as_bytes(),
+        xxhash_rust::xxh3::xxh3_64(info.database.as_bytes()),
+    );
     Stages {
         cache: super::stages::cache::CacheStage::new(cfg.cache.enabled, state, handles),
         prepared: super::stages::prepared::PreparedStage::new(app.registry.clone(), app.config.clone(), pool_scope),

@@ -59,15 +59,14 @@ impl Session {
             Err(_) => String::from_utf8_lossy(sql),
         };
         let opaque = self.unreadable(sql) || matches!(text, std::borrow::Cow::Owned(_));
-        let readable = !opaque;
         let shapes = crate::sql::tokens::shapes_with(&text, self.backslash_quotes);
-        if let ([one], true) = (shapes.as_slice(), readable) {
+        if let ([one], false) = (shapes.as_slice(), opaque) {
             self.literals = one.literals;
         }
         let cached = if opaque { None } else { self.analyzer.cached_shapes(&text, &shapes) };
         // Kept only when answered from the analysis cache: a fresh parse (or the worst-case
         // analysis a parser panic leaves, which the shared cache never holds) is not.
-        let keep = readable && cached.is_some();
+        let keep = !opaque && cached.is_some();
         self.turn.analyzed = match cached {
             Some(analyzed) => analyzed,
             None if opaque => self.analyzer.shared().analyze_shapes(&text, &shapes, true),
