@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use bytes::BytesMut;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 
 use crate::auth::client::{authenticate, Check};
 use crate::config::{Cli, Config};
@@ -14,7 +14,10 @@ use crate::frontend::session::{ClientInfo, Flow, Session};
 use crate::frontend::session_state::SessionState;
 use crate::frontend::startup::{negotiate, Opening};
 use crate::net::client_io::fail;
+use crate::net::endpoint::PeerName;
+use crate::net::listen::UnixSocket;
 use crate::net::messages::sqlstate;
+use crate::net::stream::ClientStream;
 use crate::shared::App;
 use tokio::io::AsyncWriteExt;
 
@@ -43,6 +46,14 @@ pub async fn run(cli: Cli, config: Config) -> Result<()> {
     if let Err(e) = crate::net::listen::defer_accept(&listener, config.server.tcp_defer_accept_s) {
         tracing::warn!("server.tcp_defer_accept_s not applied: {e}");
     }
+    // After the TCP port: a second pgpilot on the same address stops there, before the socket.
+    let unix = match config.server.unix_socket_dir.as_str() {
+        "" => None,
+        dir => Some(
+            UnixSocket::bind(dir, listener.local_addr()?.port())
+                .with_context(|| format!("server.unix_socket_dir {dir:?}"))?,
+        ),
+    };
     let http = std::net::TcpListener::bind(&config.server.http_listen)
         .and_then(|l| l.set_nonblocking(true).map(|()| l))
         .with_context(|| format!("listening on {}", config.server.http_listen))?;
@@ -70,7 +81,7 @@ pub async fn run(cli: Cli, config: Config) -> Result<()> {
     tokio::spawn(reload_on_sighup(app.clone()));
     tokio::spawn(give_memory_back(app.clone()));
     tokio::spawn(metrics_upkeep(prometheus.clone()));
-    accept_until_signal(&app, listener).await?;
+    accept_until_signal(&app, listener, unix).await?;
     drain(&app).await;
     Ok(())
 }
@@ -90,7 +101,7 @@ fn warm_up(app: &Arc<App>) {
     }
 }
 
-async fn accept_until_signal(app: &Arc<App>, listener: TcpListener) -> Result<()> {
+async fn accept_until_signal(app: &Arc<App>, listener: TcpListener, unix: Option<UnixSocket>) -> Result<()> {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
@@ -100,17 +111,13 @@ async fn accept_until_signal(app: &Arc<App>, listener: TcpListener) -> Result<()
             accepted = listener.accept() => match accepted {
                 Ok((tcp, peer)) => {
                     let _ = tcp.set_nodelay(true);
-                    app.clients.joined();
-                    let slot = ClientSlot(app.clone());
-                    // Boxed: the task cell then holds a pointer, not the ~5 KB session future that
-                    // tokio's spawn and each state change would copy (a new connection per transaction
-                    // is a common pattern: SQLAlchemy's NullPool, serverless functions).
-                    tokio::spawn(Box::pin(serve_client(slot, tcp, peer)));
+                    spawn_client(app, ClientStream::Plain(tcp), Some(peer));
                 }
-                Err(e) => {
-                    tracing::warn!("accept failed: {e}");
-                    crate::timers::sleep(Duration::from_millis(50)).await;
-                }
+                Err(e) => accept_failed(e).await,
+            },
+            accepted = accept_unix(unix.as_ref()) => match accepted {
+                Ok(socket) => spawn_client(app, ClientStream::Unix(socket), None),
+                Err(e) => accept_failed(e).await,
             },
             _ = term.recv() => break,
             _ = int.recv() => break,
@@ -118,6 +125,28 @@ async fn accept_until_signal(app: &Arc<App>, listener: TcpListener) -> Result<()
         }
     }
     Ok(())
+}
+
+fn spawn_client(app: &Arc<App>, stream: ClientStream, peer: Option<std::net::SocketAddr>) {
+    app.clients.joined();
+    let slot = ClientSlot(app.clone());
+    // Boxed: the task cell then holds a pointer, not the ~5 KB session future that tokio's spawn
+    // and each state change would copy (a new connection per transaction is a common pattern:
+    // SQLAlchemy's NullPool, serverless functions).
+    tokio::spawn(Box::pin(serve_client(slot, stream, peer)));
+}
+
+async fn accept_unix(unix: Option<&UnixSocket>) -> std::io::Result<tokio::net::UnixStream> {
+    match unix {
+        Some(u) => u.listener.accept().await.map(|(socket, _)| socket),
+        None => std::future::pending().await,
+    }
+}
+
+/// Out of descriptors, most often: a pause instead of a busy loop.
+async fn accept_failed(e: std::io::Error) {
+    tracing::warn!("accept failed: {e}");
+    crate::timers::sleep(Duration::from_millis(50)).await;
 }
 
 /// Stops accepting (the listener is already dropped), lets sessions finish their transactions,
@@ -189,15 +218,16 @@ async fn reload_on_sighup(app: Arc<App>) {
     }
 }
 
-async fn serve_client(slot: ClientSlot, tcp: TcpStream, peer: std::net::SocketAddr) {
+/// `peer`: None for a client on the Unix-domain socket.
+async fn serve_client(slot: ClientSlot, stream: ClientStream, peer: Option<std::net::SocketAddr>) {
     let app = slot.0.clone();
     let cfg = app.config.load_full();
-    tracing::debug!(%peer, "client connected");
+    tracing::debug!(peer = %PeerName(peer), "client connected");
     // One deadline for startup and authentication together (`startup_timeout_ms`, as PgBouncer's
     // client_login_timeout). The start-up's futures boxed: moved whole into each timeout wrapper
     // and into this future, their kilobytes were copied several times per connection.
     let deadline = tokio::time::Instant::now() + cfg.startup_timeout();
-    let opened = crate::timers::timeout_at(deadline, Box::pin(negotiate(tcp, app.tls()))).await;
+    let opened = crate::timers::timeout_at(deadline, Box::pin(negotiate(stream, app.tls()))).await;
     let (mut stream, params) = match opened {
         Ok(Opening::Startup { stream, params }) => (stream, params),
         Ok(Opening::Cancel { pid, secret, stream }) => {
@@ -218,7 +248,7 @@ async fn serve_client(slot: ClientSlot, tcp: TcpStream, peer: std::net::SocketAd
         Check::for_user(cfg.find_user(&user).as_deref(), |u| app.scram_verifier(u), || app.fake_verifier(&user));
     let authed = crate::timers::timeout_at(deadline, Box::pin(authenticate(&mut stream, &mut rbuf, check))).await;
     let Ok(Ok(greeting)) = authed else {
-        tracing::info!(%peer, %user, "authentication failed");
+        tracing::info!(peer = %PeerName(peer), %user, "authentication failed");
         crate::timers::sleep(std::time::Duration::from_millis(cfg.server.auth_failure_delay_ms)).await;
         return fail(
             &mut stream,
@@ -246,7 +276,7 @@ async fn serve_client(slot: ClientSlot, tcp: TcpStream, peer: std::net::SocketAd
         session.run().await;
     }
     session.finish().await;
-    tracing::debug!(peer = %session.info.peer, "client disconnected");
+    tracing::debug!(peer = %PeerName(session.info.peer), "client disconnected");
 }
 
 /// The start-up line a new user reads: where clients connect, and as whom.

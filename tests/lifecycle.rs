@@ -113,6 +113,89 @@ async fn health_is_503_when_upstream_is_unreachable() {
     assert!(body.contains("\"upstream_reachable\":null"), "{body}");
 }
 
+/// A server on the same machine by its Unix-domain socket (libpq's `%2Fdir` host): queries, a
+/// forwarded cancel, SHOW SERVERS, /health, and an idle connection the server closed (found by the
+/// peek below the stream) all work as over TCP.
+#[tokio::test]
+async fn upstream_by_unix_domain_socket() {
+    let dir = std::env::var("HARNESS_DIR").expect("HARNESS_DIR: run through tests/run.sh");
+    let upstream = format!("postgres://app:app@{}:{}", dir.replace('/', "%2F"), common::pg_port());
+    let toml = "[pool]\nmax_size = 2\n[server]\nadmin_users = [\"app\"]\n";
+    let proxy = Proxy::start_with(toml, &["--upstream", &upstream]);
+    let c = proxy.connect("app").await;
+    // inet_server_addr() is NULL on a Unix-domain socket, 127.0.0.1 over TCP.
+    let row = c.query_one("SELECT inet_server_addr() IS NULL, pg_backend_pid()", &[]).await.unwrap();
+    assert!(row.get::<_, bool>(0), "the server connection is not the Unix-domain socket");
+    let admin = proxy.connect("pgbouncer").await;
+    let servers = common::rows(&admin.simple_query("SHOW SERVERS").await.unwrap());
+    assert!(!servers.is_empty() && servers.iter().all(|r| r[5] == "unix" && r[6] == common::pg_port().to_string()));
+    let (code, body) = proxy.http_get("/health");
+    assert_eq!(code, 200, "{body}");
+
+    let token = c.cancel_token();
+    let started = Instant::now();
+    let cancel = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        token.cancel_query(tokio_postgres::NoTls).await
+    });
+    let err = c.simple_query("SELECT pg_sleep(20)").await.expect_err("the cancel reaches the server");
+    cancel.await.unwrap().unwrap();
+    assert_eq!(err.code(), Some(&tokio_postgres::error::SqlState::QUERY_CANCELED), "{err}");
+    assert!(started.elapsed() < Duration::from_secs(10));
+
+    // The server ends every idle connection; the next checkout peeks, finds them closed, opens anew.
+    let direct = common::direct("postgres").await;
+    let killed =
+        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE usename = 'app' AND state = 'idle'";
+    assert!(direct.query_one(killed, &[]).await.unwrap().get::<_, i64>(0) >= 1);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let again = c.query_one("SELECT inet_server_addr() IS NULL", &[]).await.expect("a fresh server connection");
+    assert!(again.get::<_, bool>(0));
+}
+
+/// Clients on the Unix-domain socket (`server.unix_socket_dir`): a login, SHOW CLIENTS' `unix`,
+/// a cancel that arrives on the socket, SSLRequest answered 'N', and the file gone after SIGTERM.
+#[tokio::test]
+async fn clients_on_the_unix_domain_socket() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dir = common::TempDir(std::env::temp_dir().join(format!("pgpilot-listen-{}", common::free_port())));
+    std::fs::create_dir_all(&dir.0).unwrap();
+    let d = dir.0.to_str().unwrap();
+    let mut proxy = Proxy::start(&format!("[server]\nadmin_users = [\"app\"]\nunix_socket_dir = \"{d}\"\n"));
+    let url = format!("host={d} port={} user=app password=app dbname=app", proxy.port);
+    let (c, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.expect("a login on the socket");
+    tokio::spawn(conn);
+    assert_eq!(c.query_one("SELECT 6 * 7", &[]).await.unwrap().get::<_, i32>(0), 42);
+    let tcp = proxy.connect("app").await;
+    let admin = proxy.connect("pgbouncer").await;
+    let clients = common::rows(&admin.simple_query("SHOW CLIENTS").await.unwrap());
+    let port = proxy.port.to_string();
+    assert!(clients.iter().any(|r| r[5] == "unix" && r[6] == port), "{clients:?}");
+    assert!(clients.iter().any(|r| r[5] == "127.0.0.1" && r[6] != port), "a TCP client beside it: {clients:?}");
+
+    let token = c.cancel_token();
+    let cancel = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        token.cancel_query(tokio_postgres::NoTls).await
+    });
+    let err = c.simple_query("SELECT pg_sleep(20)").await.expect_err("cancelled through the socket");
+    cancel.await.unwrap().unwrap();
+    assert_eq!(err.code(), Some(&tokio_postgres::error::SqlState::QUERY_CANCELED), "{err}");
+
+    let path = dir.0.join(format!(".s.PGSQL.{}", proxy.port));
+    let mut raw = tokio::net::UnixStream::connect(&path).await.unwrap();
+    raw.write_all(&[0, 0, 0, 8, 4, 210, 22, 47]).await.unwrap(); // SSLRequest
+    assert_eq!(raw.read_u8().await.unwrap(), b'N');
+    drop((raw, c, tcp, admin));
+    proxy.signal("TERM");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while proxy.child.try_wait().unwrap().is_none() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(proxy.child.try_wait().unwrap().is_some(), "exited after SIGTERM");
+    assert!(!path.exists(), "the socket file is removed at shutdown");
+}
+
 #[test]
 fn check_flag_validates_config() {
     let bin = env!("CARGO_BIN_EXE_pgpilot");

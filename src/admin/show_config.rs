@@ -7,10 +7,11 @@ use crate::config::Config;
 use crate::shared::App;
 
 /// Settings a reload does not change (docs/CONFIG.md's "restart").
-const RESTART: [&str; 19] = [
+const RESTART: [&str; 20] = [
     "server.listen",
     "server.http_listen",
     "server.tcp_defer_accept_s",
+    "server.unix_socket_dir",
     "server.worker_threads",
     "server.auth_secret",
     "tls.cert",

@@ -72,7 +72,11 @@ pub fn clients(app: &App) -> ResultSet {
     let (local_addr, local_port) = listen(app);
     for c in app.cancels.clients() {
         let server = c.server.lock().clone();
-        let (addr, port) = (c.peer.ip().to_string(), c.peer.port().to_string());
+        // PgBouncer's spelling for a Unix-domain socket client: addr `unix`, its own port.
+        let (addr, port) = match c.peer {
+            Some(p) => (p.ip().to_string(), p.port().to_string()),
+            None => ("unix".into(), local_port.clone()),
+        };
         let pid = server.as_ref().map(|s| s.pid.to_string());
         let state = if server.is_some() { "active" } else { "idle" };
         r.row_opt(vec![
@@ -111,19 +115,20 @@ pub fn servers(app: &App) -> ResultSet {
     let row = |user: &str,
                db: &str,
                state: &str,
-               addr: std::net::SocketAddr,
+               addr: &crate::net::endpoint::Endpoint,
                pid: i32,
                link: Option<String>,
                age: Duration,
                idle: Duration| {
+        let (ip, port) = addr.addr_and_port();
         vec![
             Some("S".into()),
             Some(user.to_string()),
             Some(db.to_string()),
             Some("none".into()),
             Some(state.to_string()),
-            Some(addr.ip().to_string()),
-            Some(addr.port().to_string()),
+            Some(ip),
+            Some(port.to_string()),
             Some(String::new()),
             Some("0".into()),
             Some(time(now - age)),
@@ -145,12 +150,12 @@ pub fn servers(app: &App) -> ResultSet {
     for c in app.cancels.clients() {
         if let Some(s) = c.server.lock().clone() {
             let link = Some(format!("c{:x}", c.id));
-            r.row_opt(row(&c.user, &c.database, "active", s.addr, s.pid, link, Duration::ZERO, Duration::ZERO));
+            r.row_opt(row(&c.user, &c.database, "active", &s.addr, s.pid, link, Duration::ZERO, Duration::ZERO));
         }
     }
     for pool in app.pools.all() {
         for (pid, (addr, age, idle)) in pool.idle_servers() {
-            r.row_opt(row(&pool.key.user, &pool.key.database, "idle", addr, pid, None, age, idle));
+            r.row_opt(row(&pool.key.user, &pool.key.database, "idle", &addr, pid, None, age, idle));
         }
     }
     r

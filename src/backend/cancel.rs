@@ -10,7 +10,6 @@
 //! same entries describe clients and their servers to the admin console.
 
 use foldhash::HashMap;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -23,7 +22,7 @@ const CANCEL_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 /// A held server connection as cancel routing sees it.
 #[derive(Debug, Clone)]
 pub struct ServerKey {
-    pub addr: SocketAddr,
+    pub addr: crate::net::endpoint::Endpoint,
     pub pid: i32,
     pub secret: i32,
     /// Counts the cancels in flight; the session waits for none before check-in.
@@ -42,7 +41,8 @@ pub struct ClientMeta {
     pub user: Arc<str>,
     pub database: Arc<str>,
     pub application_name: Arc<str>,
-    pub peer: std::net::SocketAddr,
+    /// None: a client on the Unix-domain socket.
+    pub peer: Option<std::net::SocketAddr>,
     pub connected: SystemTime,
     /// The server connection held right now, if any.
     pub server: Mutex<Option<ServerKey>>,
@@ -186,13 +186,18 @@ async fn forward(t: &ServerKey) {
     packet.extend_from_slice(&crate::net::messages::CANCEL_REQUEST.to_be_bytes());
     packet.extend_from_slice(&t.pid.to_be_bytes());
     packet.extend_from_slice(&t.secret.to_be_bytes());
-    match tokio::net::TcpStream::connect(t.addr).await {
-        Ok(mut s) => {
-            if s.write_all(&packet).await.is_ok() {
-                let mut sink = [0u8; 64];
-                while matches!(s.read(&mut sink).await, Ok(n) if n > 0) {}
-            }
-        }
+    use crate::net::endpoint::Socket;
+    match t.addr.connect().await {
+        Ok(Socket::Tcp(s)) => exchange(s, &packet).await,
+        Ok(Socket::Unix(s)) => exchange(s, &packet).await,
         Err(e) => tracing::warn!("could not forward a cancel request to {}: {e}", t.addr),
+    }
+}
+
+/// Writes the request and reads until the server closes the connection.
+async fn exchange<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(mut s: S, packet: &[u8]) {
+    if s.write_all(packet).await.is_ok() {
+        let mut sink = [0u8; 64];
+        while matches!(s.read(&mut sink).await, Ok(n) if n > 0) {}
     }
 }

@@ -11,6 +11,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::{ServerConn, ServerError};
+use crate::net::endpoint::Socket;
 use crate::net::frame::body;
 use crate::net::stream::ServerStream;
 use crate::net::upstream_tls::UpstreamTls;
@@ -74,12 +75,17 @@ pub async fn connect(target: &Target) -> Result<ServerConn, ServerError> {
 
 async fn connect_inner(target: &Target) -> Result<ServerConn, ServerError> {
     let tls = target.link.tls.clone().map_err(|e| ServerError::Tls(e.to_string()))?;
-    let stream = TcpStream::connect((target.host.as_str(), target.port)).await?;
-    target.link.apply(&stream)?;
-    let addr = stream.peer_addr()?;
-    let stream = match tls {
-        None => ServerStream::Plain(stream),
-        Some(tls) => negotiate_tls(stream, &tls, &target.host).await?,
+    let (socket, addr) = crate::net::endpoint::connect(&target.host, target.port).await?;
+    let stream = match socket {
+        // libpq's rule: sslmode does not apply to a Unix-domain socket.
+        Socket::Unix(s) => ServerStream::Unix(s),
+        Socket::Tcp(s) => {
+            target.link.apply(&s)?;
+            match tls {
+                None => ServerStream::Plain(s),
+                Some(tls) => negotiate_tls(s, &tls, &target.host).await?,
+            }
+        }
     };
     let mut conn = ServerConn {
         stream,

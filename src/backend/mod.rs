@@ -8,8 +8,6 @@ pub mod internal;
 pub mod login;
 
 use std::collections::BTreeMap;
-use std::future::Future;
-use std::net::SocketAddr;
 
 use bytes::BytesMut;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -30,7 +28,7 @@ pub struct ServerConn {
     pub params_frames: Option<bytes::Bytes>,
     pub pid: i32,
     pub secret: i32,
-    pub addr: SocketAddr,
+    pub addr: crate::net::endpoint::Endpoint,
     pub id: u64,
     /// Coarse-clock milliseconds (crate::clock) when opened and when last returned to the pool.
     pub created_ms: u64,
@@ -160,10 +158,9 @@ impl ServerConn {
     /// Whether the socket is closed or has unsolicited bytes (a dead or dirty idle connection).
     /// Peeks, never reads: under TLS a byte taken from the socket would break the record stream.
     pub fn looks_broken(&self) -> bool {
-        let mut probe = [0u8; 1];
-        let peek = std::pin::pin!(self.stream.tcp().peek(&mut probe));
-        let waker = std::task::Waker::noop();
-        // Ready: bytes nobody asked for, end of stream, or an error.
-        peek.poll(&mut std::task::Context::from_waker(waker)).is_ready()
+        let mut probe = [std::mem::MaybeUninit::<u8>::uninit(); 1];
+        // The socket is non-blocking: WouldBlock is the one answer of a clean idle connection;
+        // anything else is bytes nobody asked for, end of stream, or an error.
+        !matches!(self.stream.socket().peek(&mut probe), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
     }
 }

@@ -89,25 +89,57 @@ fn validate(config: &Config) -> Result<()> {
     Ok(())
 }
 
-/// Parses `postgres://USER[:PASSWORD]@HOST[:PORT][/ignored]`; the database part is ignored because
-/// clients choose their database.
+/// Parses `postgres://USER[:PASSWORD]@HOST[:PORT][/ignored][?host=H&port=P]`; the database part
+/// is ignored because clients choose their database. As in libpq, a host that starts with `/`
+/// (percent-encoded in the authority, `%2Fvar%2Frun%2Fpostgresql`, or in a `host` parameter) is
+/// the directory of the server's Unix-domain socket, and the parameters win over the authority.
 pub fn parse_upstream(text: &str) -> Result<Upstream> {
-    let url = url::Url::parse(text).with_context(|| format!("{text:?} is not a URL"))?;
+    // libpq leaves the authority's host empty when a parameter names it (`app@/db?host=/dir`),
+    // which a URL parser refuses: a stand-in host that only a `host` parameter may replace.
+    let (url, stand_in) = match url::Url::parse(text) {
+        Err(url::ParseError::EmptyHost) => (url::Url::parse(&with_host(text, "_")), true),
+        parsed => (parsed, false),
+    };
+    let url = url.with_context(|| format!("{text:?} is not a URL"))?;
     if !matches!(url.scheme(), "postgres" | "postgresql") {
         bail!("upstream url must start with postgres://");
     }
-    let host = url.host_str().filter(|h| !h.is_empty()).context("upstream url has no host")?;
-    let decode = |s: &str| percent_decode(s);
-    let user = decode(url.username());
+    let param = |k: &str| url.query_pairs().find(|(n, _)| n == k).map(|(_, v)| v.into_owned());
+    let authority_host = if stand_in { String::new() } else { percent_decode(url.host_str().unwrap_or_default()) };
+    let host = param("host").unwrap_or(authority_host);
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    if host.is_empty() {
+        bail!("upstream url has no host");
+    }
+    let port = match param("port") {
+        Some(p) => p.parse().with_context(|| format!("upstream url: port={p:?} is not a port number"))?,
+        None => url.port().unwrap_or(5432),
+    };
+    let user = percent_decode(url.username());
     if user.is_empty() {
         bail!("upstream url has no user (postgres://USER:PASSWORD@HOST:PORT)");
     }
-    Ok(Upstream {
-        host: host.trim_start_matches('[').trim_end_matches(']').to_string(),
-        port: url.port().unwrap_or(5432),
-        user,
-        password: url.password().map(decode),
-    })
+    Ok(Upstream { host: host.to_string(), port, user, password: url.password().map(percent_decode) })
+}
+
+/// `text` with `host` written where its authority's host is empty (after the userinfo).
+fn with_host(text: &str, host: &str) -> String {
+    let Some(start) = text.find("://").map(|i| i + 3) else { return text.to_string() };
+    let end = text[start..].find(['/', '?', '#']).map_or(text.len(), |i| start + i);
+    let at = text[start..end].rfind('@').map_or(start, |i| start + i + 1);
+    format!("{}{host}{}", &text[..at], &text[at..])
+}
+
+/// `s` as one part of a URL: unreserved characters kept, every other byte `%XX`.
+pub fn percent_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => out.push(b as char),
+            _ => out.push_str(&format!("%{b:02X}")),
+        }
+    }
+    out
 }
 
 fn percent_decode(s: &str) -> String {
@@ -142,6 +174,20 @@ mod tests {
         let u = parse_upstream("postgresql://app@127.0.0.1").unwrap();
         assert_eq!((u.port, u.password), (5432, None));
         assert!(parse_upstream("mysql://a@b").is_err());
+        // Unix-domain sockets, as libpq writes them: an encoded directory, or a host parameter.
+        let u = parse_upstream("postgres://app:pw@%2Fvar%2Frun%2Fpostgresql:5433/db").unwrap();
+        assert_eq!((u.host.as_str(), u.port, u.password.as_deref()), ("/var/run/postgresql", 5433, Some("pw")));
+        let u = parse_upstream("postgresql://app@/db?host=/tmp/pg%20sock&port=6000").unwrap();
+        assert_eq!((u.host.as_str(), u.port), ("/tmp/pg sock", 6000));
+        let u = parse_upstream("postgres://app@[::1]:7000").unwrap();
+        assert_eq!((u.host.as_str(), u.port), ("::1", 7000));
+        let encoded = format!("postgres://{}@{}:5432", percent_encode("a@b"), percent_encode("/run/x y"));
+        let u = parse_upstream(&encoded).unwrap();
+        assert_eq!((u.user.as_str(), u.host.as_str()), ("a@b", "/run/x y"));
+        let u = parse_upstream("postgres://app:pw@:5433/?host=%2Frun").unwrap();
+        assert_eq!((u.host.as_str(), u.port, u.password.as_deref()), ("/run", 5433, Some("pw")));
+        assert!(parse_upstream("postgres://app@/db").is_err(), "no host at all");
+        assert!(parse_upstream("postgres://app@h/db?port=x").is_err());
         assert!(parse_upstream("postgres://127.0.0.1:5432").is_err());
     }
 

@@ -179,6 +179,9 @@ pub struct ServerConfig {
     /// TCP_DEFER_ACCEPT on the client listener: a connection is accepted once its first bytes
     /// arrive (one wake-up fewer per connection), waiting at most this long; 0 = off.
     pub tcp_defer_accept_s: u64,
+    /// Directory of a Unix-domain socket clients on this machine may use besides `listen`
+    /// (`.s.PGSQL.<listen port>`, as libpq names it; PgBouncer's unix_socket_dir); empty: none.
+    pub unix_socket_dir: String,
     /// SHOW STATS' avg_* columns average over periods of this many seconds (PgBouncer's
     /// stats_period).
     pub stats_period_s: u64,
@@ -211,6 +214,7 @@ impl Default for ServerConfig {
             tcp_user_timeout_ms: 0,
             tcp_keepalive_s: 60,
             tcp_defer_accept_s: 45,
+            unix_socket_dir: String::new(),
             stats_period_s: 60,
         }
     }

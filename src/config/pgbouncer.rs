@@ -186,9 +186,14 @@ fn setting(c: &mut Config, key: &str, v: &str) -> Result<(), String> {
         "client_tls_cert_file" => c.tls.cert = Some(v.into()),
         "client_tls_key_file" => c.tls.key = Some(v.into()),
         "auth_type" | "auth_file" | "client_tls_sslmode" => {} // read with the users / implied by tls
-        "logfile" | "pidfile" | "unix_socket_dir" | "unix_socket_mode" | "unix_socket_group" | "user" | "syslog"
-        | "syslog_facility" | "syslog_ident" | "log_connections" | "log_disconnections" | "log_pooler_errors"
-        | "log_stats" | "verbose" => return Err("pgpilot logs to stderr (PGPILOT_LOG) and listens on TCP only".into()),
+        "unix_socket_dir" => c.server.unix_socket_dir = v.into(),
+        "unix_socket_mode" | "unix_socket_group" => {
+            return Err("pgpilot's socket is mode 0777 (every login is still authenticated)".into())
+        }
+        "logfile" | "pidfile" | "user" | "syslog" | "syslog_facility" | "syslog_ident" | "log_connections"
+        | "log_disconnections" | "log_pooler_errors" | "log_stats" | "verbose" => {
+            return Err("pgpilot logs to stderr (PGPILOT_LOG) and runs as its service manager starts it".into())
+        }
         "ignore_startup_parameters" => return Err("not needed: pgpilot tracks startup parameters per client".into()),
         "reserve_pool_size" | "reserve_pool_timeout" => {
             return Err("no reserve pool: pools size themselves between min_size and max_size (pool.adaptive)".into())
@@ -235,10 +240,12 @@ fn databases(c: &mut Config, dbs: &Section, dropped: &mut Vec<String>) -> Result
         dropped.push("[databases]: no entry: set upstream.url (or DATABASE_URL / --upstream) to the server".into());
         return Ok(());
     };
-    let host = if host.starts_with('/') { "127.0.0.1".to_string() } else { host };
+    let enc = super::load::percent_encode;
+    // An address with colons is IPv6 and goes in brackets; a name or a socket directory encoded.
+    let host = if host.contains(':') { format!("[{host}]") } else { enc(&host) };
     let auth = match (user, password) {
-        (Some(u), Some(p)) => format!("{u}:{p}@"),
-        (Some(u), None) => format!("{u}@"),
+        (Some(u), Some(p)) => format!("{}:{}@", enc(&u), enc(&p)),
+        (Some(u), None) => format!("{}@", enc(&u)),
         _ => String::new(),
     };
     c.upstream.url = format!("postgres://{auth}{host}:{port}");
@@ -377,6 +384,7 @@ mod tests {
         default_pool_size = 25\nmin_pool_size = 2\nreserve_pool_size = 5\nserver_idle_timeout = 300\n\
         query_wait_timeout = 60\nmax_prepared_statements = 100\nadmin_users = ops, root\n\
         logfile = /var/log/pgbouncer.log\nauth_type = scram-sha-256\ntcp_defer_accept = 0\n\
+        unix_socket_dir = /var/run/postgresql\nunix_socket_mode = 0700\n\
         [peers]\n1 = host=peer\n";
 
     #[test]
@@ -390,6 +398,8 @@ mod tests {
         assert_eq!((c.pool.idle_timeout_ms, c.pool.checkout_timeout_ms), (300_000, 60_000));
         assert_eq!(c.prepared.server_cache_size, 100);
         assert_eq!(c.server.tcp_defer_accept_s, 0);
+        assert_eq!(c.server.unix_socket_dir, "/var/run/postgresql");
+        assert!(out.toml.contains("# not carried over: [pgbouncer] unix_socket_mode"), "{}", out.toml);
         assert_eq!(c.server.admin_users, ["ops", "root"]);
         assert_eq!(c.upstream.url, "postgres://app:s3cret@db.internal:5433");
         let auths: Vec<_> = c.users.iter().map(|u| (u.name.as_str(), u.auth)).collect();
@@ -415,6 +425,21 @@ mod tests {
         assert!(
             named.contains("no user= on the server entry") && named.contains("auth_file app: its secret"),
             "{named}"
+        );
+    }
+
+    #[test]
+    fn a_socket_directory_host_stays_a_unix_socket() {
+        // PgBouncer's `host=/dir` is the server's Unix-domain socket directory (it once became
+        // 127.0.0.1, which a server listening only on its socket refuses); odd credentials survive.
+        let ini =
+            parse_ini("[databases]\nmydb = host=/var/run/postgresql port=5433 user=app password='p@s:s/'\n").unwrap();
+        let out = convert(&ini, None).unwrap();
+        let cfg: crate::config::Config = toml::from_str(&out.toml).unwrap();
+        let up = super::super::load::parse_upstream(&cfg.upstream.url).unwrap();
+        assert_eq!(
+            (up.host.as_str(), up.port, up.user.as_str(), up.password.as_deref()),
+            ("/var/run/postgresql", 5433, "app", Some("p@s:s/"))
         );
     }
 

@@ -73,8 +73,12 @@ impl Session {
                 }
             }
         };
-        *self.cancel.meta.server.lock() =
-            Some(ServerKey { addr: conn.addr, pid: conn.pid, secret: conn.secret, gate: conn.cancel_gate.clone() });
+        *self.cancel.meta.server.lock() = Some(ServerKey {
+            addr: conn.addr.clone(),
+            pid: conn.pid,
+            secret: conn.secret,
+            gate: conn.cancel_gate.clone(),
+        });
         self.clients.active_add(1);
         self.server = Some(conn);
         self.send_deferred_begin();

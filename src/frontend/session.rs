@@ -34,7 +34,8 @@ pub struct ClientInfo {
     pub user: Arc<str>,
     pub database: Arc<str>,
     pub application_name: Arc<str>,
-    pub peer: std::net::SocketAddr,
+    /// None: a client on the Unix-domain socket.
+    pub peer: Option<std::net::SocketAddr>,
 }
 
 pub struct Session {

@@ -4,7 +4,6 @@
 use std::collections::BTreeMap;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio_rustls::TlsAcceptor;
 
 use crate::net::client_io::{fail, AUTH_MESSAGE_MAX};
@@ -29,8 +28,7 @@ pub enum Opening {
 }
 
 /// Reads packets until a StartupMessage or CancelRequest, upgrading to TLS when asked and able.
-pub async fn negotiate(tcp: TcpStream, tls: Option<&TlsAcceptor>) -> Opening {
-    let mut stream = ClientStream::Plain(tcp);
+pub async fn negotiate(mut stream: ClientStream, tls: Option<&TlsAcceptor>) -> Opening {
     let mut negotiated_ssl = false;
     loop {
         let packet = match read_packet(&mut stream).await {
@@ -46,25 +44,23 @@ pub async fn negotiate(tcp: TcpStream, tls: Option<&TlsAcceptor>) -> Opening {
         match code {
             SSL_REQUEST if !negotiated_ssl => {
                 negotiated_ssl = true;
-                let ClientStream::Plain(mut tcp) = stream else { return Opening::Closed };
-                match tls {
-                    Some(acceptor) => {
-                        if tcp.write_all(b"S").await.is_err() {
-                            return Opening::Closed;
-                        }
-                        match acceptor.accept(tcp).await {
-                            Ok(t) => stream = ClientStream::Tls(Box::new(t)),
-                            Err(e) => {
-                                tracing::debug!("TLS handshake failed: {e}");
-                                return Opening::Closed;
-                            }
-                        }
+                // TLS when configured, never on the Unix-domain socket (PostgreSQL's rule too).
+                let acceptor = tls.filter(|_| matches!(stream, ClientStream::Plain(_)));
+                let Some(acceptor) = acceptor else {
+                    if stream.write_all(b"N").await.is_err() {
+                        return Opening::Closed;
                     }
-                    None => {
-                        if tcp.write_all(b"N").await.is_err() {
-                            return Opening::Closed;
-                        }
-                        stream = ClientStream::Plain(tcp);
+                    continue;
+                };
+                let ClientStream::Plain(mut tcp) = stream else { return Opening::Closed };
+                if tcp.write_all(b"S").await.is_err() {
+                    return Opening::Closed;
+                }
+                match acceptor.accept(tcp).await {
+                    Ok(t) => stream = ClientStream::Tls(Box::new(t)),
+                    Err(e) => {
+                        tracing::debug!("TLS handshake failed: {e}");
+                        return Opening::Closed;
                     }
                 }
             }

@@ -15,10 +15,13 @@ pub(super) async fn read_client(
 ) -> Result<std::io::Result<usize>, tokio::time::error::Elapsed> {
     if buf.capacity() == 0 {
         // Released while idle (or used up): a buffer is taken only once there is something to read.
-        if let crate::net::stream::MaybeTls::Plain(tcp) = client {
-            if let Err(e) = tcp.readable().await {
-                return Ok(Err(e));
-            }
+        let readable = match client {
+            crate::net::stream::MaybeTls::Plain(tcp) => tcp.readable().await,
+            crate::net::stream::MaybeTls::Unix(socket) => socket.readable().await,
+            crate::net::stream::MaybeTls::Tls(_) => Ok(()),
+        };
+        if let Err(e) = readable {
+            return Ok(Err(e));
         }
         buf.reserve(8 * 1024);
     }

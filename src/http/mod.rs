@@ -70,7 +70,7 @@ async fn health(State(h): State<Http>, uri: axum::http::Uri) -> Response {
 
 async fn upstream_reachable(h: &Http) -> bool {
     let up = h.app.config.load().upstream();
-    crate::timers::timeout(Duration::from_secs(2), tokio::net::TcpStream::connect((up.host.as_str(), up.port)))
+    crate::timers::timeout(Duration::from_secs(2), crate::net::endpoint::connect(&up.host, up.port))
         .await
         .is_ok_and(|r| r.is_ok())
 }

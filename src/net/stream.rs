@@ -1,4 +1,4 @@
-//! A socket, plain or TLS, behind one type so the session loop and the server reads are written
+//! A socket, plain, Unix-domain or TLS, behind one type so the session loop and the server reads are written
 //! once: toward clients (`ClientStream`, TLS accepted by pgpilot) and toward the server
 //! (`ServerStream`, TLS negotiated by pgpilot).
 
@@ -7,23 +7,26 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::TcpStream;
+use tokio::net::{TcpStream, UnixStream};
 
-/// TCP, or TLS over TCP (boxed: a TLS session is ~1 KB the plain case should not carry).
+/// TCP, TLS over TCP (boxed: a TLS session is ~1 KB the plain case should not carry), or a
+/// Unix-domain socket (never TLS: libpq does not negotiate it there either).
 pub enum MaybeTls<T> {
     Plain(TcpStream),
     Tls(Box<T>),
+    Unix(UnixStream),
 }
 
 pub type ClientStream = MaybeTls<tokio_rustls::server::TlsStream<TcpStream>>;
 pub type ServerStream = MaybeTls<tokio_rustls::client::TlsStream<TcpStream>>;
 
 impl ServerStream {
-    /// The TCP socket underneath (socket options, peeking).
-    pub fn tcp(&self) -> &TcpStream {
+    /// The socket underneath, for a peek below any TLS.
+    pub fn socket(&self) -> socket2::SockRef<'_> {
         match self {
-            MaybeTls::Plain(s) => s,
-            MaybeTls::Tls(s) => s.get_ref().0,
+            MaybeTls::Plain(s) => socket2::SockRef::from(s),
+            MaybeTls::Tls(s) => socket2::SockRef::from(s.get_ref().0),
+            MaybeTls::Unix(s) => socket2::SockRef::from(s),
         }
     }
 }
@@ -33,6 +36,7 @@ impl<T: AsyncRead + Unpin> AsyncRead for MaybeTls<T> {
         match self.get_mut() {
             MaybeTls::Plain(s) => Pin::new(s).poll_read(cx, buf),
             MaybeTls::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+            MaybeTls::Unix(s) => Pin::new(s).poll_read(cx, buf),
         }
     }
 }
@@ -42,18 +46,21 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for MaybeTls<T> {
         match self.get_mut() {
             MaybeTls::Plain(s) => Pin::new(s).poll_write(cx, buf),
             MaybeTls::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+            MaybeTls::Unix(s) => Pin::new(s).poll_write(cx, buf),
         }
     }
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
             MaybeTls::Plain(s) => Pin::new(s).poll_flush(cx),
             MaybeTls::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+            MaybeTls::Unix(s) => Pin::new(s).poll_flush(cx),
         }
     }
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
             MaybeTls::Plain(s) => Pin::new(s).poll_shutdown(cx),
             MaybeTls::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+            MaybeTls::Unix(s) => Pin::new(s).poll_shutdown(cx),
         }
     }
 }

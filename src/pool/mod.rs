@@ -34,7 +34,7 @@ use crate::backend::{ServerConn, ServerError};
 use crate::config::Config;
 
 /// Address, age and idle time of a server connection.
-pub type SocketAddrAge = (std::net::SocketAddr, Duration, Duration);
+pub type SocketAddrAge = (crate::net::endpoint::Endpoint, Duration, Duration);
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct PoolKey {
@@ -494,7 +494,7 @@ impl Pool {
             .lock()
             .idle
             .iter()
-            .map(|c| (c.pid, (c.addr, crate::clock::since(c.created_ms), crate::clock::since(c.last_used_ms))))
+            .map(|c| (c.pid, (c.addr.clone(), crate::clock::since(c.created_ms), crate::clock::since(c.last_used_ms))))
             .collect()
     }
 }

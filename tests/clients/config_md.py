@@ -9,7 +9,7 @@ ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..")
 
 def render():
     src = open(os.path.join(ROOT, "config", "pgpilot.toml")).read().splitlines()
-    RESTART = {"server.listen", "server.http_listen", "server.tcp_defer_accept_s", "server.worker_threads", "server.auth_secret", "tls.cert", "tls.key",
+    RESTART = {"server.listen", "server.http_listen", "server.tcp_defer_accept_s", "server.unix_socket_dir", "server.worker_threads", "server.auth_secret", "tls.cert", "tls.key",
                "cache.max_bytes", "cache.redis_url", "cache.redis_timeout_ms", "cache.redis_verify_hits", "cache.invalidation",
                "cache.skip_unrepeated", "cache.replication_user", "cache.replication_password",
                "insights.max_fingerprints", "insights.analysis_cache_entries", "prepared.registry_max",
