@@ -4,6 +4,8 @@
 # usage: bench/pgbench.sh            (env: DURATION, REPEAT, TESTS, POOL, as in pgbench-matrix.sh)
 #        PGBOUNCER_DIR=/path/to/dir   a directory holding a newer pgbouncer binary (built outside this
 #                                     repo from its public repository; apt's 1.18 cannot run -M prepared)
+#        UPSTREAM_SOCKET=/var/run/postgresql   PgBouncer and pgpilot reach PostgreSQL by its Unix-domain
+#                                     socket in this directory instead of 127.0.0.1 (clients still use TCP)
 # Targets: direct PostgreSQL, PgBouncer, pgpilot at its defaults (cache and insights on) and pgpilot
 # with the result cache off.
 # Results: bench-results-*/results.md; copy the summary into docs/BENCHMARKS.md.
@@ -27,7 +29,15 @@ if ! PORT=6432 POOL="$POOL" bash "$shared/bench/start-pgbouncer.sh" >/dev/null 2
   su postgres -s /bin/sh -c "pgbouncer -d /tmp/pgbouncer-bench/pgbouncer.ini"
   sleep 0.5
 fi
-echo "pgbouncer: $(pgbouncer --version | head -1)" >&2
+if [ -n "${UPSTREAM_SOCKET:-}" ]; then
+  pid="$(cat /tmp/pgbouncer-bench/pgbouncer.pid)"; kill "$pid"
+  while kill -0 "$pid" 2>/dev/null; do sleep 0.1; done
+  sed -i "s|^\* = host=127.0.0.1 |* = host=$UPSTREAM_SOCKET |" /tmp/pgbouncer-bench/pgbouncer.ini
+  su postgres -s /bin/sh -c "pgbouncer -d /tmp/pgbouncer-bench/pgbouncer.ini"; sleep 0.5
+fi
+upstream="postgres://app:app@127.0.0.1:5432"
+[ -n "${UPSTREAM_SOCKET:-}" ] && upstream="postgres://app:app@${UPSTREAM_SOCKET//\//%2F}:5432"
+echo "pgbouncer: $(pgbouncer --version | head -1); upstream $upstream" >&2
 cfg="$(mktemp)"; cfg_off="$(mktemp)"
 # pgpilot at its defaults, and with the result cache off (pooling alone, as PgBouncer has no cache);
 # bench/cache.sh measures the cache's hits (hit cost, fill overhead, workload).
@@ -37,11 +47,11 @@ printf '[pool]\nmax_size = %s\n[server]\nmax_client_conn = 2000\n[cache]\nenable
 # script's session, pgpilot shared pgbench's CPU share under the kernel's autogroup scheduling
 # (kernel.sched_autogroup_enabled = 1 here) and its clients saw 100-600 ms stalls PgBouncer's did not.
 PGPILOT_LOG=warn setsid target/release/pgpilot --config "$cfg" --listen 127.0.0.1:6433 --http-listen 127.0.0.1:9933 \
-  --upstream postgres://app:app@127.0.0.1:5432 &
+  --upstream "$upstream" &
 pilot=$!
 # The same proxy with the result cache off.
 PGPILOT_LOG=warn setsid target/release/pgpilot --config "$cfg_off" --listen 127.0.0.1:6434 --http-listen 127.0.0.1:9934 \
-  --upstream postgres://app:app@127.0.0.1:5432 &
+  --upstream "$upstream" &
 pilot_off=$!
 trap 'kill $pilot $pilot_off 2>/dev/null; kill "$(cat /tmp/pgbouncer-bench/pgbouncer.pid)" 2>/dev/null; rm -f "$cfg" "$cfg_off"' EXIT
 sleep 0.5

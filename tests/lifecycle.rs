@@ -153,15 +153,30 @@ async fn upstream_by_unix_domain_socket() {
     assert!(again.get::<_, bool>(0));
 }
 
+/// A `[tls]` section with a new self-signed certificate written in `dir`.
+fn tls_toml(dir: &std::path::Path) -> String {
+    std::fs::create_dir_all(dir).unwrap();
+    let (crt, key) = (dir.join("server.crt"), dir.join("server.key"));
+    let ok = Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=localhost"])
+        .args(["-keyout", key.to_str().unwrap(), "-out", crt.to_str().unwrap()])
+        .output()
+        .expect("openssl is needed for the TLS tests");
+    assert!(ok.status.success());
+    format!("[tls]\ncert = {crt:?}\nkey = {key:?}\n")
+}
+
 /// Clients on the Unix-domain socket (`server.unix_socket_dir`): a login, SHOW CLIENTS' `unix`,
-/// a cancel that arrives on the socket, SSLRequest answered 'N', and the file gone after SIGTERM.
+/// a cancel that arrives on the socket, SSLRequest answered 'N' there (TLS is configured and TCP
+/// says 'S'), and the file gone after SIGTERM.
 #[tokio::test]
 async fn clients_on_the_unix_domain_socket() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let dir = common::TempDir(std::env::temp_dir().join(format!("pgpilot-listen-{}", common::free_port())));
     std::fs::create_dir_all(&dir.0).unwrap();
     let d = dir.0.to_str().unwrap();
-    let mut proxy = Proxy::start(&format!("[server]\nadmin_users = [\"app\"]\nunix_socket_dir = \"{d}\"\n"));
+    let tls = tls_toml(&dir.0.join("tls"));
+    let mut proxy = Proxy::start(&format!("{tls}[server]\nadmin_users = [\"app\"]\nunix_socket_dir = \"{d}\"\n"));
     let url = format!("host={d} port={} user=app password=app dbname=app", proxy.port);
     let (c, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.expect("a login on the socket");
     tokio::spawn(conn);
@@ -183,10 +198,14 @@ async fn clients_on_the_unix_domain_socket() {
     assert_eq!(err.code(), Some(&tokio_postgres::error::SqlState::QUERY_CANCELED), "{err}");
 
     let path = dir.0.join(format!(".s.PGSQL.{}", proxy.port));
+    const SSL_REQUEST: [u8; 8] = [0, 0, 0, 8, 4, 210, 22, 47];
     let mut raw = tokio::net::UnixStream::connect(&path).await.unwrap();
-    raw.write_all(&[0, 0, 0, 8, 4, 210, 22, 47]).await.unwrap(); // SSLRequest
+    raw.write_all(&SSL_REQUEST).await.unwrap();
     assert_eq!(raw.read_u8().await.unwrap(), b'N');
-    drop((raw, c, tcp, admin));
+    let mut over_tcp = tokio::net::TcpStream::connect(("127.0.0.1", proxy.port)).await.unwrap();
+    over_tcp.write_all(&SSL_REQUEST).await.unwrap();
+    assert_eq!(over_tcp.read_u8().await.unwrap(), b'S');
+    drop((raw, over_tcp, c, tcp, admin));
     proxy.signal("TERM");
     let deadline = Instant::now() + Duration::from_secs(20);
     while proxy.child.try_wait().unwrap().is_none() && Instant::now() < deadline {
@@ -274,15 +293,7 @@ fn environment_alone_configures_and_check_prints_it_masked() {
 #[tokio::test]
 async fn tls_when_a_certificate_is_configured() {
     let dir = std::env::temp_dir().join(format!("pgpilot-tls-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let (crt, key) = (dir.join("server.crt"), dir.join("server.key"));
-    let ok = Command::new("openssl")
-        .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=localhost"])
-        .args(["-keyout", key.to_str().unwrap(), "-out", crt.to_str().unwrap()])
-        .output()
-        .expect("openssl is needed for the TLS test");
-    assert!(ok.status.success());
-    let proxy = Proxy::start(&format!("[tls]\ncert = {:?}\nkey = {:?}\n", crt, key));
+    let proxy = Proxy::start(&tls_toml(&dir));
     // The distribution's psql: it is built with OpenSSL (the pgserver build used for the server is not).
     let out = Command::new("psql")
         .arg(format!("host=127.0.0.1 port={} user=app dbname=app sslmode=require", proxy.port))

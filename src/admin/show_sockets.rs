@@ -73,9 +73,9 @@ pub fn clients(app: &App) -> ResultSet {
     for c in app.cancels.clients() {
         let server = c.server.lock().clone();
         // PgBouncer's spelling for a Unix-domain socket client: addr `unix`, its own port.
-        let (addr, port) = match c.peer {
-            Some(p) => (p.ip().to_string(), p.port().to_string()),
-            None => ("unix".into(), local_port.clone()),
+        let (addr, port, local) = match c.peer {
+            Some(p) => (p.ip().to_string(), p.port().to_string(), local_addr.clone()),
+            None => ("unix".to_string(), local_port.clone(), "unix".to_string()),
         };
         let pid = server.as_ref().map(|s| s.pid.to_string());
         let state = if server.is_some() { "active" } else { "idle" };
@@ -87,7 +87,7 @@ pub fn clients(app: &App) -> ResultSet {
             Some(state.into()),
             Some(addr),
             Some(port),
-            Some(local_addr.clone()),
+            Some(local),
             Some(local_port.clone()),
             Some(time(c.connected)),
             Some(time(c.connected)),

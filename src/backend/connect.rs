@@ -74,14 +74,13 @@ pub async fn connect(target: &Target) -> Result<ServerConn, ServerError> {
 }
 
 async fn connect_inner(target: &Target) -> Result<ServerConn, ServerError> {
-    let tls = target.link.tls.clone().map_err(|e| ServerError::Tls(e.to_string()))?;
     let (socket, addr) = crate::net::endpoint::connect(&target.host, target.port).await?;
     let stream = match socket {
-        // libpq's rule: sslmode does not apply to a Unix-domain socket.
+        // libpq's rule: the TLS settings (sslmode, certificates) do not apply to a Unix-domain socket.
         Socket::Unix(s) => ServerStream::Unix(s),
         Socket::Tcp(s) => {
             target.link.apply(&s)?;
-            match tls {
+            match target.link.tls.clone().map_err(|e| ServerError::Tls(e.to_string()))? {
                 None => ServerStream::Plain(s),
                 Some(tls) => negotiate_tls(s, &tls, &target.host).await?,
             }

@@ -20,6 +20,7 @@ pub fn load(cli: &Cli) -> Result<Config> {
     upstream_given |= vars.iter().any(|(k, _)| UPSTREAM_VARS.contains(&k.as_str()));
     let mut config = super::env::apply(config, &vars)?;
     apply_flags(&mut config, cli);
+    url_options(&mut config)?;
     validate(&config)?;
     if !upstream_given {
         // A default server would only fail later with an authentication error that names nothing.
@@ -47,6 +48,37 @@ fn apply_flags(config: &mut Config, cli: &Cli) {
     if let Some(v) = &cli.redis_url {
         config.cache.redis_url = Some(v.clone());
     }
+}
+
+/// The upstream URL's own libpq parameters: `sslmode` wins over `[upstream] sslmode` (a
+/// DATABASE_URL's `?sslmode=verify-full` must not quietly become `prefer`); `host` and `port` are
+/// read by `parse_upstream`; any other is named, as pgpilot does not apply it.
+fn url_options(config: &mut Config) -> Result<()> {
+    for (key, value) in url_params(&config.upstream.url) {
+        match key.as_str() {
+            "host" | "port" => {}
+            "sslmode" => {
+                config.upstream.sslmode = match value.as_str() {
+                    "disable" => super::SslMode::Disable,
+                    "prefer" => super::SslMode::Prefer,
+                    "require" => super::SslMode::Require,
+                    "verify-ca" => super::SslMode::VerifyCa,
+                    "verify-full" => super::SslMode::VerifyFull,
+                    _ => bail!("upstream url: sslmode={value:?} (disable, prefer, require, verify-ca, verify-full)"),
+                }
+            }
+            _ => tracing::warn!("upstream url: the parameter {key}={value:?} is not applied by pgpilot"),
+        }
+    }
+    Ok(())
+}
+
+/// The URL's query parameters, decoded as libpq decodes them (`%XX` only: a `+` stays a `+`).
+fn url_params(text: &str) -> Vec<(String, String)> {
+    let Some((_, query)) = text.split_once('?') else { return Vec::new() };
+    let query = query.split('#').next().unwrap_or_default();
+    let pair = |p: &str| p.split_once('=').map(|(k, v)| (percent_decode(k), percent_decode(v)));
+    query.split('&').filter_map(pair).collect()
 }
 
 fn validate(config: &Config) -> Result<()> {
@@ -104,7 +136,9 @@ pub fn parse_upstream(text: &str) -> Result<Upstream> {
     if !matches!(url.scheme(), "postgres" | "postgresql") {
         bail!("upstream url must start with postgres://");
     }
-    let param = |k: &str| url.query_pairs().find(|(n, _)| n == k).map(|(_, v)| v.into_owned());
+    // (the last of a repeated parameter wins, as in libpq)
+    let params = url_params(text);
+    let param = |k: &str| params.iter().rev().find(|(n, _)| n == k).map(|(_, v)| v.clone());
     let authority_host = if stand_in { String::new() } else { percent_decode(url.host_str().unwrap_or_default()) };
     let host = param("host").unwrap_or(authority_host);
     let host = host.trim_start_matches('[').trim_end_matches(']');
@@ -148,7 +182,9 @@ fn percent_decode(s: &str) -> String {
     let mut i = 0;
     while i < bytes.len() {
         if bytes[i] == b'%' && i + 2 < bytes.len() {
-            if let Ok(v) = u8::from_str_radix(&s[i + 1..i + 3], 16) {
+            // (bytes, not a str slice: a multi-byte character after '%' is no boundary)
+            let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).ok();
+            if let Some(v) = hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
                 out.push(v);
                 i += 3;
                 continue;
@@ -186,7 +222,16 @@ mod tests {
         assert_eq!((u.user.as_str(), u.host.as_str()), ("a@b", "/run/x y"));
         let u = parse_upstream("postgres://app:pw@:5433/?host=%2Frun").unwrap();
         assert_eq!((u.host.as_str(), u.port, u.password.as_deref()), ("/run", 5433, Some("pw")));
+        let u = parse_upstream("postgres://app@h/db?host=/one&host=/t+wo&sslmode=disable").unwrap();
+        assert_eq!(u.host, "/t+wo", "the last one, and + is not a space");
         assert!(parse_upstream("postgres://app@/db").is_err(), "no host at all");
+        assert_eq!(percent_decode("%é%4"), "%é%4", "left as written, no panic");
+        let mut cfg = Config::default();
+        cfg.upstream.url = "postgres://app@h/db?sslmode=verify-full&application_name=x".into();
+        url_options(&mut cfg).unwrap();
+        assert_eq!(cfg.upstream.sslmode, super::super::SslMode::VerifyFull, "the URL's sslmode wins");
+        cfg.upstream.url = "postgres://app@h/db?sslmode=allow".into();
+        assert!(url_options(&mut cfg).is_err());
         assert!(parse_upstream("postgres://app@h/db?port=x").is_err());
         assert!(parse_upstream("postgres://127.0.0.1:5432").is_err());
     }

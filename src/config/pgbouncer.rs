@@ -188,7 +188,7 @@ fn setting(c: &mut Config, key: &str, v: &str) -> Result<(), String> {
         "auth_type" | "auth_file" | "client_tls_sslmode" => {} // read with the users / implied by tls
         "unix_socket_dir" => c.server.unix_socket_dir = v.into(),
         "unix_socket_mode" | "unix_socket_group" => {
-            return Err("pgpilot's socket is mode 0777 (every login is still authenticated)".into())
+            return Err("pgpilot's socket is mode 0777 (logins on it are authenticated as on TCP)".into())
         }
         "logfile" | "pidfile" | "user" | "syslog" | "syslog_facility" | "syslog_ident" | "log_connections"
         | "log_disconnections" | "log_pooler_errors" | "log_stats" | "verbose" => {
@@ -217,6 +217,13 @@ fn databases(c: &mut Config, dbs: &Section, dropped: &mut Vec<String>) -> Result
             get("password"),
         );
         match &server {
+            None if !kv.contains_key("host") => {
+                dropped.push(format!(
+                    "[databases] {name}: no host= (PgBouncer's default Unix-domain socket): 127.0.0.1 is used; \
+                     for the socket, set upstream.url's host to its directory (%2Fvar%2Frun%2Fpostgresql)"
+                ));
+                server = Some(here.clone());
+            }
             None => server = Some(here.clone()),
             Some(s) if s.0 != here.0 || s.1 != here.1 => {
                 dropped.push(format!(
@@ -441,6 +448,9 @@ mod tests {
             (up.host.as_str(), up.port, up.user.as_str(), up.password.as_deref()),
             ("/var/run/postgresql", 5433, "app", Some("p@s:s/"))
         );
+        // No host at all: PgBouncer's default socket, which pgpilot cannot guess: named.
+        let out = convert(&parse_ini("[databases]\nmydb = port=5433 user=app\n").unwrap(), None).unwrap();
+        assert!(out.dropped.join("\n").contains("mydb: no host="), "{:?}", out.dropped);
     }
 
     #[test]

@@ -45,25 +45,39 @@ pub struct UnixSocket {
 }
 
 impl UnixSocket {
-    /// Binds `.s.PGSQL.<port>` in `dir`. A file there that nobody answers on (left by a process
-    /// that died, or by a pgpilot draining after its listeners closed) is replaced; one that
-    /// answers is an error, as in PgBouncer: its owner may be a PostgreSQL on the same port.
+    /// Binds `.s.PGSQL.<port>` in `dir`. A socket there that refuses connections (left by a
+    /// process that died, or by a pgpilot draining after its listeners closed) is replaced; one
+    /// that answers, one this user may not reach, or a file that is no socket is an error, as in
+    /// PgBouncer: its owner may be a PostgreSQL or a PgBouncer on the same port.
     pub fn bind(dir: &str, port: u16) -> std::io::Result<UnixSocket> {
-        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        use std::io::{Error, ErrorKind};
+        use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
         let path = Path::new(dir).join(format!(".s.PGSQL.{port}"));
-        if std::os::unix::net::UnixStream::connect(&path).is_ok() {
-            let msg = format!("{} is in use by another process", path.display());
-            return Err(std::io::Error::new(std::io::ErrorKind::AddrInUse, msg));
-        }
-        match std::fs::remove_file(&path) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
-            _ => {}
+        if let Ok(meta) = std::fs::symlink_metadata(&path) {
+            if !meta.file_type().is_socket() {
+                return Err(Error::new(ErrorKind::AlreadyExists, format!("{} is not a socket", path.display())));
+            }
+            match answers(&path) {
+                Err(e) if e.kind() == ErrorKind::ConnectionRefused => std::fs::remove_file(&path)?,
+                Ok(()) => return Err(Error::new(ErrorKind::AddrInUse, format!("{} is in use", path.display()))),
+                Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                    return Err(Error::new(ErrorKind::AddrInUse, format!("{} is in use (busy)", path.display())))
+                }
+                Err(e) => return Err(Error::new(e.kind(), format!("{}: {e}", path.display()))),
+            }
         }
         let listener = UnixListener::bind(&path)?;
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o777))?;
         let inode = std::fs::metadata(&path)?.ino();
         Ok(UnixSocket { listener, path, inode })
     }
+}
+
+/// A non-blocking connect, so a live owner with a full backlog (WouldBlock) cannot hang the start.
+fn answers(path: &Path) -> std::io::Result<()> {
+    let socket = socket2::Socket::new(socket2::Domain::UNIX, socket2::Type::STREAM, None)?;
+    socket.set_nonblocking(true)?;
+    socket.connect(&socket2::SockAddr::unix(path)?)
 }
 
 impl Drop for UnixSocket {
@@ -90,6 +104,10 @@ mod tests {
         assert!(path.exists());
         let refused = UnixSocket::bind(d, 7).err().expect("a live socket is not taken over");
         assert_eq!(refused.kind(), std::io::ErrorKind::AddrInUse);
+        let file = dir.join(".s.PGSQL.8");
+        std::fs::write(&file, b"not a socket").unwrap();
+        assert!(UnixSocket::bind(d, 8).is_err(), "a regular file is left alone");
+        assert!(file.exists());
         drop(first);
         assert!(!path.exists(), "removed with its listener");
         drop(std::os::unix::net::UnixListener::bind(&path).unwrap()); // a file nobody answers on
