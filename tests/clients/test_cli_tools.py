@@ -1,12 +1,14 @@
-"""psql and pgbench (libpq) through pgpilot in transaction mode with a 5-connection pool."""
+"""psql and pgbench (libpq) through pgpilot in transaction mode with a 5-connection pool, over TCP and Unix-domain
+sockets."""
 import os
 import re
 import subprocess
 from pathlib import Path
 
+import asyncpg
 import pytest
 
-from conftest import BackendSampler, require_env
+from conftest import BackendSampler, pg_port, require_env, run_async
 
 
 def tool(name):
@@ -89,3 +91,28 @@ def test_pgbench(proxy, pg_admin, script, mode):
     history = pg_admin.scalar("SELECT count(*) FROM pgbench_history", db="bench") - before
     # tpcb-like inserts one history row per committed transaction; select-only writes nothing.
     assert history == (processed if script == "tpcb-like" else 0), (history, processed)
+
+
+def test_unix_domain_sockets_both_ways(start_proxy, tmp_path):
+    """A same-machine setup: pgpilot reaches PostgreSQL by its socket (libpq's %2F host) and listens on its own
+    (server.unix_socket_dir); psql, pgbench -M prepared and asyncpg connect by the directory, as with PostgreSQL."""
+    sockets = tmp_path / "sock"
+    sockets.mkdir()
+    upstream = f"postgres://app:app@{require_env('HARNESS_DIR').replace('/', '%2F')}:{pg_port()}"
+    proxy = start_proxy(upstream=upstream, server_toml=f'unix_socket_dir = "{sockets}"')
+    by_socket = ["-h", str(sockets), "-p", str(proxy.port), "-U", "app"]
+    # Both sides at once: the client on pgpilot's socket, the server connection on PostgreSQL's
+    # (inet_server_addr() is NULL there).
+    r = run([tool("psql"), "-X", "-qtA", *by_socket, "-d", "app", "-c", "SELECT inet_server_addr() IS NULL"])
+    assert (r.returncode, r.stdout.strip()) == (0, "t"), r.stderr
+    r = run([tool("pgbench"), "-n", "-S", "-M", "prepared", "-t", "200", "-c", "4", "-j", "2", *by_socket, "bench"])
+    assert r.returncode == 0 and "number of transactions actually processed: 800" in r.stdout, r.stdout + r.stderr
+
+    async def over_asyncpg():
+        conn = await asyncpg.connect(host=str(sockets), port=proxy.port, user="app", password="app", database="app")
+        try:
+            return await conn.fetchval("SELECT $1::int * 2", 21)
+        finally:
+            await conn.close()
+
+    assert run_async(over_asyncpg(), 30) == 42
