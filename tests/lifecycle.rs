@@ -113,6 +113,20 @@ async fn health_is_503_when_upstream_is_unreachable() {
     assert!(body.contains("\"upstream_reachable\":null"), "{body}");
 }
 
+/// A 20 s sleep canceled by the client's CancelRequest after 300 ms: 57014 well before it ends.
+async fn cancel_a_sleep(c: &tokio_postgres::Client) {
+    let token = c.cancel_token();
+    let started = Instant::now();
+    let cancel = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        token.cancel_query(tokio_postgres::NoTls).await
+    });
+    let err = c.simple_query("SELECT pg_sleep(20)").await.expect_err("the cancel reaches the server");
+    cancel.await.unwrap().unwrap();
+    assert_eq!(err.code(), Some(&tokio_postgres::error::SqlState::QUERY_CANCELED), "{err}");
+    assert!(started.elapsed() < Duration::from_secs(10));
+}
+
 /// A server on the same machine by its Unix-domain socket (libpq's `%2Fdir` host): queries, a
 /// forwarded cancel, SHOW SERVERS, /health, and an idle connection the server closed (found by the
 /// peek below the stream) all work as over TCP.
@@ -132,16 +146,7 @@ async fn upstream_by_unix_domain_socket() {
     let (code, body) = proxy.http_get("/health");
     assert_eq!(code, 200, "{body}");
 
-    let token = c.cancel_token();
-    let started = Instant::now();
-    let cancel = tokio::spawn(async move {
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        token.cancel_query(tokio_postgres::NoTls).await
-    });
-    let err = c.simple_query("SELECT pg_sleep(20)").await.expect_err("the cancel reaches the server");
-    cancel.await.unwrap().unwrap();
-    assert_eq!(err.code(), Some(&tokio_postgres::error::SqlState::QUERY_CANCELED), "{err}");
-    assert!(started.elapsed() < Duration::from_secs(10));
+    cancel_a_sleep(&c).await;
 
     // The server ends every idle connection; the next checkout peeks, finds them closed, opens anew.
     let direct = common::direct("postgres").await;
@@ -188,14 +193,7 @@ async fn clients_on_the_unix_domain_socket() {
     assert!(clients.iter().any(|r| r[5] == "unix" && r[6] == port), "{clients:?}");
     assert!(clients.iter().any(|r| r[5] == "127.0.0.1" && r[6] != port), "a TCP client beside it: {clients:?}");
 
-    let token = c.cancel_token();
-    let cancel = tokio::spawn(async move {
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        token.cancel_query(tokio_postgres::NoTls).await
-    });
-    let err = c.simple_query("SELECT pg_sleep(20)").await.expect_err("cancelled through the socket");
-    cancel.await.unwrap().unwrap();
-    assert_eq!(err.code(), Some(&tokio_postgres::error::SqlState::QUERY_CANCELED), "{err}");
+    cancel_a_sleep(&c).await;
 
     let path = dir.0.join(format!(".s.PGSQL.{}", proxy.port));
     const SSL_REQUEST: [u8; 8] = [0, 0, 0, 8, 4, 210, 22, 47];
