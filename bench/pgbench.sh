@@ -33,6 +33,7 @@ if [ -n "${UPSTREAM_SOCKET:-}" ]; then
   pid="$(cat /tmp/pgbouncer-bench/pgbouncer.pid)"; kill "$pid"
   while kill -0 "$pid" 2>/dev/null; do sleep 0.1; done
   sed -i "s|^\* = host=127.0.0.1 |* = host=$UPSTREAM_SOCKET |" /tmp/pgbouncer-bench/pgbouncer.ini
+  grep -q "^\* = host=$UPSTREAM_SOCKET " /tmp/pgbouncer-bench/pgbouncer.ini || { echo "pgbouncer.ini: no socket host" >&2; exit 1; }
   su postgres -s /bin/sh -c "pgbouncer -d /tmp/pgbouncer-bench/pgbouncer.ini"; sleep 0.5
 fi
 upstream="postgres://app:app@127.0.0.1:5432"

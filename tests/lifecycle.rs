@@ -190,7 +190,7 @@ async fn clients_on_the_unix_domain_socket() {
     let admin = proxy.connect("pgbouncer").await;
     let clients = common::rows(&admin.simple_query("SHOW CLIENTS").await.unwrap());
     let port = proxy.port.to_string();
-    assert!(clients.iter().any(|r| r[5] == "unix" && r[6] == port), "{clients:?}");
+    assert!(clients.iter().any(|r| r[5] == "unix" && r[6] == port && r[7] == "unix"), "{clients:?}");
     assert!(clients.iter().any(|r| r[5] == "127.0.0.1" && r[6] != port), "a TCP client beside it: {clients:?}");
 
     cancel_a_sleep(&c).await;

@@ -20,8 +20,8 @@ pub fn load(cli: &Cli) -> Result<Config> {
     upstream_given |= vars.iter().any(|(k, _)| UPSTREAM_VARS.contains(&k.as_str()));
     let mut config = super::env::apply(config, &vars)?;
     apply_flags(&mut config, cli);
-    url_options(&mut config)?;
     validate(&config)?;
+    url_sslmode(&mut config)?;
     if !upstream_given {
         // A default server would only fail later with an authentication error that names nothing.
         bail!("no upstream server: pass --upstream postgres://USER:PASSWORD@HOST:PORT or set DATABASE_URL");
@@ -52,33 +52,36 @@ fn apply_flags(config: &mut Config, cli: &Cli) {
 
 /// The upstream URL's own libpq parameters: `sslmode` wins over `[upstream] sslmode` (a
 /// DATABASE_URL's `?sslmode=verify-full` must not quietly become `prefer`); `host` and `port` are
-/// read by `parse_upstream`; any other is named, as pgpilot does not apply it.
-fn url_options(config: &mut Config) -> Result<()> {
-    for (key, value) in url_params(&config.upstream.url) {
-        match key.as_str() {
-            "host" | "port" => {}
-            "sslmode" => {
-                config.upstream.sslmode = match value.as_str() {
-                    "disable" => super::SslMode::Disable,
-                    "prefer" => super::SslMode::Prefer,
-                    "require" => super::SslMode::Require,
-                    "verify-ca" => super::SslMode::VerifyCa,
-                    "verify-full" => super::SslMode::VerifyFull,
-                    _ => bail!("upstream url: sslmode={value:?} (disable, prefer, require, verify-ca, verify-full)"),
-                }
-            }
-            _ => tracing::warn!("upstream url: the parameter {key}={value:?} is not applied by pgpilot"),
-        }
-    }
+/// read by `parse_upstream`; the others (application_name, connect_timeout, ...) are libpq's
+/// client-side options and are not applied. Of the URL's sslmode and `[upstream] sslmode` the
+/// stricter applies: a DATABASE_URL's `?sslmode=verify-full` must not quietly become `prefer`,
+/// and a provider's `?sslmode=require` must not weaken a configured `verify-full`.
+fn url_sslmode(config: &mut Config) -> Result<()> {
+    use super::SslMode;
+    let params = url_params(&config.upstream.url)?;
+    let Some((_, value)) = params.iter().rev().find(|(k, _)| k == "sslmode") else { return Ok(()) };
+    let mode = match value.as_str() {
+        // (allow tries plain first: no stricter than disable for this rule)
+        "disable" | "allow" => SslMode::Disable,
+        "prefer" => SslMode::Prefer,
+        "require" => SslMode::Require,
+        "verify-ca" => SslMode::VerifyCa,
+        "verify-full" => SslMode::VerifyFull,
+        _ => bail!("upstream url: sslmode={value:?} (disable, allow, prefer, require, verify-ca, verify-full)"),
+    };
+    config.upstream.sslmode = config.upstream.sslmode.max(mode);
     Ok(())
 }
 
-/// The URL's query parameters, decoded as libpq decodes them (`%XX` only: a `+` stays a `+`).
-fn url_params(text: &str) -> Vec<(String, String)> {
-    let Some((_, query)) = text.split_once('?') else { return Vec::new() };
-    let query = query.split('#').next().unwrap_or_default();
-    let pair = |p: &str| p.split_once('=').map(|(k, v)| (percent_decode(k), percent_decode(v)));
-    query.split('&').filter_map(pair).collect()
+/// The URL's query parameters, decoded as libpq decodes them (`%XX` only: a `+` stays a `+`, a
+/// `#` is a character); a parameter without `=` is an error, as in libpq.
+fn url_params(text: &str) -> Result<Vec<(String, String)>> {
+    let Some((_, query)) = text.split_once('?') else { return Ok(Vec::new()) };
+    let pair = |p: &str| match p.split_once('=') {
+        Some((k, v)) => Ok((percent_decode(k), percent_decode(v))),
+        None => bail!("upstream url: the parameter {:?} has no value", percent_decode(p)),
+    };
+    query.split('&').filter(|p| !p.is_empty()).map(pair).collect()
 }
 
 fn validate(config: &Config) -> Result<()> {
@@ -137,7 +140,7 @@ pub fn parse_upstream(text: &str) -> Result<Upstream> {
         bail!("upstream url must start with postgres://");
     }
     // (the last of a repeated parameter wins, as in libpq)
-    let params = url_params(text);
+    let params = url_params(text)?;
     let param = |k: &str| params.iter().rev().find(|(n, _)| n == k).map(|(_, v)| v.clone());
     let authority_host = if stand_in { String::new() } else { percent_decode(url.host_str().unwrap_or_default()) };
     let host = param("host").unwrap_or(authority_host);
@@ -225,13 +228,21 @@ mod tests {
         let u = parse_upstream("postgres://app@h/db?host=/one&host=/t+wo&sslmode=disable").unwrap();
         assert_eq!(u.host, "/t+wo", "the last one, and + is not a space");
         assert!(parse_upstream("postgres://app@/db").is_err(), "no host at all");
-        assert_eq!(percent_decode("%é%4"), "%é%4", "left as written, no panic");
+        assert_eq!(percent_decode("%€x%4"), "%€x%4", "left as written, no panic");
+        assert!(parse_upstream("postgres://app@h/db?sslmode").is_err(), "a parameter without a value");
+        use super::super::SslMode;
         let mut cfg = Config::default();
         cfg.upstream.url = "postgres://app@h/db?sslmode=verify-full&application_name=x".into();
-        url_options(&mut cfg).unwrap();
-        assert_eq!(cfg.upstream.sslmode, super::super::SslMode::VerifyFull, "the URL's sslmode wins");
+        url_sslmode(&mut cfg).unwrap();
+        assert_eq!(cfg.upstream.sslmode, SslMode::VerifyFull, "stricter than the default prefer");
+        cfg.upstream.url = "postgres://app@h/db?sslmode=require".into();
+        url_sslmode(&mut cfg).unwrap();
+        assert_eq!(cfg.upstream.sslmode, SslMode::VerifyFull, "the configured verify-full is kept");
         cfg.upstream.url = "postgres://app@h/db?sslmode=allow".into();
-        assert!(url_options(&mut cfg).is_err());
+        url_sslmode(&mut cfg).unwrap();
+        assert_eq!(cfg.upstream.sslmode, SslMode::VerifyFull);
+        cfg.upstream.url = "postgres://app@h/db?sslmode=sometimes".into();
+        assert!(url_sslmode(&mut cfg).is_err());
         assert!(parse_upstream("postgres://app@h/db?port=x").is_err());
         assert!(parse_upstream("postgres://127.0.0.1:5432").is_err());
     }

@@ -254,8 +254,8 @@ impl Default for UpstreamConfig {
     }
 }
 
-/// libpq's sslmode values for the upstream connection.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, serde::Serialize)]
+/// libpq's sslmode values for the upstream connection, weakest first (`Ord`: the stricter of two).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize, serde::Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum SslMode {
     /// Plain TCP.

@@ -46,7 +46,7 @@ pub struct UnixSocket {
 
 impl UnixSocket {
     /// Binds `.s.PGSQL.<port>` in `dir`. A socket there that refuses connections (left by a
-    /// process that died, or by a pgpilot draining after its listeners closed) is replaced; one
+    /// process killed before it could remove it) is replaced; one
     /// that answers, one this user may not reach, or a file that is no socket is an error, as in
     /// PgBouncer: its owner may be a PostgreSQL or a PgBouncer on the same port.
     pub fn bind(dir: &str, port: u16) -> std::io::Result<UnixSocket> {

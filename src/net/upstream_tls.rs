@@ -42,6 +42,10 @@ static BUILT: Mutex<Option<(Key, Option<Arc<UpstreamTls>>)>> = Mutex::new(None);
 
 /// The TLS settings of `cfg` (None for sslmode = disable), built on first use and kept.
 pub fn for_config(cfg: &UpstreamConfig) -> Result<Option<Arc<UpstreamTls>>> {
+    // libpq's rule: no TLS on a Unix-domain socket, so its settings are not even checked there.
+    if crate::config::load::parse_upstream(&cfg.url).is_ok_and(|u| u.host.starts_with('/')) {
+        return Ok(None);
+    }
     let key: Key = (cfg.sslmode, cfg.sslrootcert.clone(), cfg.sslcert.clone(), cfg.sslkey.clone());
     let mut built = BUILT.lock();
     if let Some((k, tls)) = built.as_ref() {
@@ -164,5 +168,21 @@ impl ServerCertVerifier for Check {
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
         self.provider.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// libpq ignores the TLS settings on a Unix-domain socket: verify-full without its CA
+    /// certificates is an error over TCP only.
+    #[test]
+    fn tls_settings_are_not_checked_for_a_socket() {
+        let mut cfg = UpstreamConfig { sslmode: SslMode::VerifyFull, ..Default::default() };
+        cfg.url = "postgres://app@%2Fvar%2Frun%2Fpostgresql:5432".into();
+        assert!(for_config(&cfg).unwrap().is_none());
+        cfg.url = "postgres://app@127.0.0.1:5432".into();
+        assert!(for_config(&cfg).is_err(), "verify-full needs sslrootcert");
     }
 }
