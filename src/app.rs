@@ -67,7 +67,7 @@ pub async fn run(cli: Cli, config: Config) -> Result<()> {
         app.cache.start_replication(app.config.clone());
     }
     // On the timer runtime, whose reactor the listener joins there: hyper and axum make timers.
-    crate::timers::spawn(crate::http::serve(http, app.clone(), prometheus.clone()));
+    crate::timers::spawn(crate::http::serve(http, app.clone(), prometheus));
     tokio::spawn(crate::pool::maintenance::run(app.pools.clone()));
     tokio::spawn(crate::pool_stats::run(
         app.stats_periods.clone(),
@@ -80,7 +80,6 @@ pub async fn run(cli: Cli, config: Config) -> Result<()> {
     warm_up(&app);
     tokio::spawn(reload_on_sighup(app.clone()));
     tokio::spawn(give_memory_back(app.clone()));
-    tokio::spawn(metrics_upkeep(prometheus.clone()));
     accept_until_signal(&app, listener, unix).await?;
     drain(&app).await;
     Ok(())
@@ -160,16 +159,6 @@ async fn drain(app: &Arc<App>) {
         crate::timers::sleep(Duration::from_millis(20)).await;
     }
     tracing::info!(remaining = app.clients.total(), "shutdown complete");
-}
-
-/// The Prometheus recorder keeps every histogram sample until an upkeep folds it into the buckets:
-/// a scrape does one, but with nobody scraping they grew without bound (the soak found ~1 MB per
-/// 100,000 checkouts in pgpilot_pool_wait_seconds).
-async fn metrics_upkeep(prometheus: metrics_exporter_prometheus::PrometheusHandle) {
-    loop {
-        crate::timers::sleep(Duration::from_secs(5)).await;
-        prometheus.run_upkeep();
-    }
 }
 
 /// Every 10 s: idle sessions drop their buffers (`nudge_idle`), and when many clients left since

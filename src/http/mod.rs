@@ -115,6 +115,7 @@ async fn metrics_text(State(h): State<Http>) -> Response {
     scrape::refresh(&h.app);
     h.prometheus.run_upkeep();
     let mut text = h.prometheus.render();
+    crate::metrics::render_pool_wait(&mut text);
     let top_k = h.app.config.load().insights.metrics_top_k;
     h.app.query_stats.render_prometheus(top_k, &mut text);
     ([("content-type", "text/plain; version=0.0.4")], text).into_response()

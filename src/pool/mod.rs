@@ -299,7 +299,8 @@ impl Pool {
         // Fast path: an idle connection that passes its check, with no clock read.
         let mut taken = self.try_take();
         if let Some(Grant::Conn(conn)) = taken {
-            match self.validate(conn).await {
+            let checked = if self.fresh(&conn) { Some(conn) } else { self.validate(conn).await };
+            match checked {
                 Some(conn) => {
                     crate::metrics::pool_wait(Duration::ZERO);
                     return Ok(PooledConn::new(conn, self.clone()));
@@ -381,6 +382,21 @@ impl Pool {
             rx
         };
         crate::timers::timeout_at(deadline, rx).await.ok().and_then(Result::ok)
+    }
+
+    /// Returned moments ago, young enough, and no connection of the pool died lately: nothing to
+    /// check (`validate` would pass it without a system call). Most checkouts under load; decided
+    /// without building `validate`'s future.
+    fn fresh(&self, conn: &ServerConn) -> bool {
+        let idle_for = crate::clock::since(conn.last_used_ms);
+        if idle_for >= Duration::from_millis(50)
+            || crate::clock::now_ms() < self.suspect_until_ms.load(Ordering::Relaxed)
+        {
+            return false;
+        }
+        let cfg = self.config.load();
+        crate::clock::since(conn.created_ms) < Duration::from_millis(cfg.pool.lifetime_ms)
+            && idle_for < Duration::from_millis(cfg.pool.health_check_after_ms)
     }
 
     /// Checks an idle connection before handing it out; broken ones are dropped (slot freed).
