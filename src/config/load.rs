@@ -50,11 +50,9 @@ fn apply_flags(config: &mut Config, cli: &Cli) {
     }
 }
 
-/// The upstream URL's own libpq parameters: `sslmode` wins over `[upstream] sslmode` (a
-/// DATABASE_URL's `?sslmode=verify-full` must not quietly become `prefer`); `host` and `port` are
-/// read by `parse_upstream`; the others (application_name, connect_timeout, ...) are libpq's
-/// client-side options and are not applied. Of the URL's sslmode and `[upstream] sslmode` the
-/// stricter applies: a DATABASE_URL's `?sslmode=verify-full` must not quietly become `prefer`,
+/// The upstream URL's `sslmode` parameter (`host` and `port` are read by `parse_upstream`; the
+/// others, application_name, connect_timeout, ..., are libpq's client-side options and are not
+/// applied). Of the URL's sslmode and `[upstream] sslmode` the stricter applies: a DATABASE_URL's `?sslmode=verify-full` must not quietly become `prefer`,
 /// and a provider's `?sslmode=require` must not weaken a configured `verify-full`.
 fn url_sslmode(config: &mut Config) -> Result<()> {
     use super::SslMode;

@@ -216,14 +216,13 @@ fn databases(c: &mut Config, dbs: &Section, dropped: &mut Vec<String>) -> Result
             get("user"),
             get("password"),
         );
+        if server.is_none() && !kv.contains_key("host") {
+            dropped.push(format!(
+                "[databases] {name}: no host= (PgBouncer's default Unix-domain socket): 127.0.0.1 is used; \
+                 for the socket, set upstream.url's host to its directory (%2Fvar%2Frun%2Fpostgresql)"
+            ));
+        }
         match &server {
-            None if !kv.contains_key("host") => {
-                dropped.push(format!(
-                    "[databases] {name}: no host= (PgBouncer's default Unix-domain socket): 127.0.0.1 is used; \
-                     for the socket, set upstream.url's host to its directory (%2Fvar%2Frun%2Fpostgresql)"
-                ));
-                server = Some(here.clone());
-            }
             None => server = Some(here.clone()),
             Some(s) if s.0 != here.0 || s.1 != here.1 => {
                 dropped.push(format!(
