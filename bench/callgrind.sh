@@ -3,7 +3,8 @@
 # while pgbench -S runs through it, once per protocol mode and configuration.
 # usage: bench/callgrind.sh [MODES] [CONFIGS]   defaults: "simple extended prepared" "default cache-off"
 #        (CONFIGS: default cache-off static-pool strategy-off insights-off reuse-unnamed as-sent cache-as-sent; MODES may include "churn": a new connection per transaction, and "tpcb": pgbench's default
-#        TPC-B-like script (7 statements, writes), -M simple; TXNS=500 WARMUP=100 suit both)
+#        TPC-B-like script (7 statements, writes), -M simple; TXNS=500 WARMUP=100 suit both; and "rows":
+#        a read of 50 rows of pgbench_accounts by range, -M prepared, what a search result looks like)
 # env: BIN (a pgpilot binary to measure instead of building this checkout's, e.g. a copy built at
 # another commit for a before/after), PG_PORT (5432), CLIENTS (1: two clients make the count depend on how their wake-ups interleave), TXNS (4000), WARMUP (1000), OUT (/tmp/pgpilot-callgrind)
 # Counts only the measured run (dumped before shutdown): start-up, logins, the pool's first connections, the first parse of
@@ -16,6 +17,7 @@ modes="${1:-simple extended prepared}"
 configs="${2:-default cache-off}"
 PG_PORT="${PG_PORT:-5432}" TXNS="${TXNS:-4000}" WARMUP="${WARMUP:-1000}" OUT="${OUT:-/tmp/pgpilot-callgrind}"
 mkdir -p "$OUT"
+printf '\\set aid random(1, 100000 * :scale - 50)\nSELECT aid, abalance, filler FROM pgbench_accounts WHERE aid BETWEEN :aid AND :aid + 49;\n' >"$OUT/rows.sql"
 BIN="${BIN:-}"
 if [ -z "$BIN" ]; then
   cargo build --release --bin pgpilot >&2
@@ -48,6 +50,7 @@ for config in $configs; do
       local m="$mode" c=(-S)
       [ "$mode" = churn ] && m=simple c=(-S -C)
       [ "$mode" = tpcb ] && m=simple c=()
+      [ "$mode" = rows ] && m=prepared c=(-f "$OUT/rows.sql")
       PGPASSWORD=app pgbench -n -M "$m" "${c[@]}" -c "${CLIENTS:-1}" -j 1 -t "$1" -h 127.0.0.1 -p 6499 -U app bench >/dev/null
     }
     run "$WARMUP"

@@ -72,6 +72,21 @@ impl Fill {
         true
     }
 
+    /// A run of `n` whole DataRows back to back: what `on_frame` does for each (the limit
+    /// checked before the copy: the same outcome, without holding the run past it).
+    pub fn on_rows(&mut self, run: &[u8], n: u64) -> bool {
+        if self.done || (self.simple && self.row_desc.is_none()) {
+            return self.on_frame(b'D', run);
+        }
+        if self.body.len() + run.len() > self.limit {
+            super::CacheStats::bump(&self.plan.stats.too_large);
+            return self.abandoned();
+        }
+        self.body.extend_from_slice(run);
+        self.rows = self.rows.saturating_add(u32::try_from(n).unwrap_or(u32::MAX));
+        true
+    }
+
     /// The result cannot be stored after all; a row-limited one counts against its shape.
     fn abandoned(&self) -> bool {
         if self.suspended {
@@ -129,6 +144,27 @@ mod tests {
         want.extend_from_slice(&frame(b'C', b"SELECT 3\0"));
         assert_eq!(&fill.body[..], &want[..], "one unlimited Execute's reply");
         assert_eq!(fill.rows, 3);
+    }
+
+    #[tokio::test]
+    async fn a_run_of_rows_is_taken_as_its_rows_one_by_one() {
+        let row = |v: u8| frame(b'D', &[0, 1, 0, 0, 0, 1, v]);
+        let run: Vec<u8> = [row(1), row(2), row(3)].concat();
+        let (mut by_run, mut by_row) =
+            (Fill::new(plan().await, false, 1 << 20), Fill::new(plan().await, false, 1 << 20));
+        assert!(by_run.on_rows(&run, 3));
+        for v in 1..=3 {
+            assert!(by_row.on_frame(b'D', &row(v)));
+        }
+        assert_eq!((&by_run.body[..], by_run.rows), (&by_row.body[..], by_row.rows));
+        let mut small = Fill::new(plan().await, false, run.len() - 1);
+        assert!(!small.on_rows(&run, 3), "over the entry limit: not cached");
+        assert!(small.body.is_empty(), "nothing copied past the limit");
+        let mut simple = Fill::new(plan().await, true, 1 << 20);
+        assert!(!simple.on_rows(&run, 3), "rows before a simple Query's RowDescription");
+        let mut done = Fill::new(plan().await, false, 1 << 20);
+        done.done = true;
+        assert!(!done.on_rows(&run, 3), "rows after the completion");
     }
 
     #[tokio::test]

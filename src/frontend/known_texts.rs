@@ -203,7 +203,7 @@ mod tests {
     use crate::sql::Analyzer;
 
     fn find(known: &mut KnownTexts, analyzer: &LocalAnalyzer, text: &str) -> Option<Arc<Scan>> {
-        known.find(text.as_bytes(), false, analyzer, (&mut Vec::new(), &mut Default::default()))
+        known.find(text.as_bytes(), false, analyzer, (&mut Default::default(), &mut Default::default()))
     }
 
     fn read(known: &mut KnownTexts, analyzer: &LocalAnalyzer, text: &str) {
@@ -231,7 +231,7 @@ mod tests {
         for round in 0..3 {
             for text in script {
                 let new = text.replace(" 1 ", &format!(" {round}{round} ")).replace(" 1;", &format!(" 1{round}0;"));
-                let (mut analyzed, mut literals) = (Vec::new(), Default::default());
+                let (mut analyzed, mut literals) = (crate::sql::Analyzed::new(), Default::default());
                 known.find(new.as_bytes(), false, &analyzer, (&mut analyzed, &mut literals)).expect("remembered");
                 // The analyses and literal hashes the analyzer gives the new text.
                 assert_eq!(analyzed, analyzer.shared().analyze_all(&new), "{new:?}");
@@ -242,7 +242,7 @@ mod tests {
         assert!(find(&mut known, &analyzer, "SELECT b FROM a WHERE c = 'x';").is_none(), "another kind of literal");
         assert!(
             known
-                .find(b"SELECT b FROM a WHERE c = 1;", true, &analyzer, (&mut Vec::new(), &mut Default::default()))
+                .find(b"SELECT b FROM a WHERE c = 1;", true, &analyzer, (&mut Default::default(), &mut Default::default()))
                 .is_none(),
             "read another way"
         );
@@ -271,7 +271,7 @@ mod tests {
         read(&mut known, &analyzer, "SELECT 'abcdefgh  ");
         assert!(find(&mut known, &analyzer, "SELECT 'x").is_none());
         read(&mut known, &analyzer, "SELECT 'a'");
-        let (mut analyzed, mut literals) = (Vec::new(), Default::default());
+        let (mut analyzed, mut literals) = (crate::sql::Analyzed::new(), Default::default());
         known.find(b"SELECT 'x \n", false, &analyzer, (&mut analyzed, &mut literals)).expect("the same shape");
         assert_eq!(analyzed[0].1, analyzer.shared().analyze_all("SELECT 'x \n")[0].1);
     }

@@ -101,6 +101,21 @@ impl Session {
         let mut at = 0;
         let mut full = false;
         while let Some((tag, total)) = self.sframer.whole_at(&server.rbuf[at..]) {
+            if tag == be::DATA_ROW {
+                // A result's rows: one account and one copy for the run of them in the buffer.
+                let limit = STREAM_THRESHOLD.saturating_sub(self.cout.len());
+                let (n, len) = self.sframer.run_of(be::DATA_ROW, &server.rbuf[at..], limit);
+                let run = &server.rbuf[at..at + len];
+                if self.pending.on_rows(run, n, &mut self.cout, &mut self.stages.replies) {
+                    self.cout.extend_from_slice(run);
+                }
+                at += len;
+                if self.cout.len() >= STREAM_THRESHOLD {
+                    full = true;
+                    break;
+                }
+                continue;
+            }
             let frame = &server.rbuf[at..at + total];
             if !plain(tag, body(frame)) || self.stages.hears(tag, body(frame)) {
                 break;

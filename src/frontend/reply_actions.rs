@@ -1,24 +1,23 @@
 //! What one reply-queue entry expects back: the kind of reply that completes it, the
 //! prepared-statement stage's `Action` on it and insights' `Track` of the statements it runs.
 
+use crate::clock::Stamp;
 use std::sync::Arc;
-use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
 
 use crate::insights::Completed;
 use crate::prepared::Statement;
-use crate::sql::Analysis;
 
 /// The statements an Execute (one) or a simple Query (one per statement) runs, for insights.
 #[derive(Debug)]
 pub struct Track {
-    pub statements: Vec<(Arc<Analysis>, u64)>,
+    pub statements: crate::sql::Analyzed,
     pub next: usize,
     /// DataRows relayed for the running statement (a PortalSuspended reply carries no count).
     pub rows_seen: u64,
-    pub sent: Instant,
-    pub received: Instant,
+    pub sent: Stamp,
+    pub received: Stamp,
     pub pipelined: bool,
     /// How the statement it runs reached the server (the server-prepared strategy's timing).
     pub run_via: crate::prepared::adaptive::Served,
@@ -30,7 +29,7 @@ impl Track {
         self.next += 1;
         let rows = rows.unwrap_or(self.rows_seen);
         self.rows_seen = 0;
-        let done = Instant::now();
+        let done = Stamp::now();
         let c = Completed {
             analysis,
             params,

@@ -41,6 +41,15 @@ struct Expect {
 }
 
 impl Expect {
+    /// A reply to this entry that does not complete it stays here: replies to pgpilot's own
+    /// injected Describe (its ParameterDescription), to its own Query (a deferred BEGIN; errors
+    /// excepted), or to a statement whose shape changed.
+    fn hides(&self, tag: u8) -> bool {
+        self.drop
+            || matches!(&self.action, Action::Describe(d) if d.suppress)
+            || (matches!(self.action, Action::Suppress) && tag != be::ERROR_RESPONSE)
+    }
+
     fn new(kind: Kind, action: Action, drop: bool) -> Self {
         Self { kind, action, track: None, drop, error_instead: None, fill: None, capture_desc: false, continues: false }
     }
@@ -267,7 +276,9 @@ impl Pending {
     /// the client should see it.
     pub fn on_server(&mut self, tag: u8, frame: &[u8], out: &mut BytesMut, r: &mut Replies) -> bool {
         self.emit_local(out);
-        r.statements.append(&mut self.events);
+        if !self.events.is_empty() {
+            r.statements.append(&mut self.events);
+        }
         let Some(front) = self.q.front_mut() else { return true };
         let body = frame.get(5..).unwrap_or(&[]);
         if let Some(desc) = front.feed(tag, frame, body, &mut r.completed) {
@@ -295,12 +306,8 @@ impl Pending {
             _ => false,
         };
         if !completes {
-            // Replies to pgpilot's own injected Describe (its ParameterDescription) stay here.
-            // So are those to its own Query (a deferred BEGIN), errors excepted.
-            let hidden = front.drop
-                || matches!(&front.action, Action::Describe(d) if d.suppress)
-                || (matches!(front.action, Action::Suppress) && tag != be::ERROR_RESPONSE);
-            return !hidden || matches!(tag, be::NOTICE_RESPONSE | be::PARAMETER_STATUS | be::NOTIFICATION_RESPONSE);
+            return !front.hides(tag)
+                || matches!(tag, be::NOTICE_RESPONSE | be::PARAMETER_STATUS | be::NOTIFICATION_RESPONSE);
         }
         // Local replies behind this one are emitted by the caller after it has passed this
         // message on (or at the next message), so they land after it.
@@ -340,6 +347,24 @@ impl Pending {
             }
             _ => show,
         }
+    }
+
+    /// A run of `n` whole DataRows back to back (`run`): what `on_server` does for each of them,
+    /// once (a row never completes an entry, so one entry takes them all): insights count them,
+    /// a fill copies them. Returns whether the client sees them.
+    pub fn on_rows(&mut self, run: &[u8], n: u64, out: &mut BytesMut, r: &mut Replies) -> bool {
+        self.emit_local(out);
+        if !self.events.is_empty() {
+            r.statements.append(&mut self.events);
+        }
+        let Some(front) = self.q.front_mut() else { return true };
+        if let Some(track) = front.track.as_mut() {
+            track.rows_seen += n;
+        }
+        if front.fill.as_mut().is_some_and(|fill| !fill.on_rows(run, n)) {
+            front.fill = None;
+        }
+        !front.hides(be::DATA_ROW)
     }
 
     /// Records a fresh description. Under `Compare` a different one than the client holds means

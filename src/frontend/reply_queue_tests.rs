@@ -1,6 +1,5 @@
 //! Unit tests of the reply queue: local replies in order, suppression, errors skipping to Sync.
 use super::*;
-use std::time::Instant;
 
 fn replies(p: &mut Pending, tags: &[u8]) -> (String, BytesMut) {
     let mut out = BytesMut::new();
@@ -88,9 +87,9 @@ fn describe_statement_spans_two_replies_and_queries_end_at_ready() {
 
 fn track() -> Box<Track> {
     let a = std::sync::Arc::new(crate::sql::parse::opaque("SELECT 1"));
-    let now = Instant::now();
+    let now = crate::clock::Stamp::now();
     Box::new(Track {
-        statements: vec![(a, 0)],
+        statements: smallvec::smallvec![(a, 0)],
         next: 0,
         rows_seen: 0,
         sent: now,
@@ -194,4 +193,26 @@ fn no_retry_after_a_statement_ran_in_the_run_or_when_the_run_was_written_out_in_
 #[test]
 fn a_queue_entry_stays_small() {
     assert!(std::mem::size_of::<super::Expect>() <= 96, "{}", std::mem::size_of::<super::Expect>());
+}
+
+/// A run of rows taken at once is what its rows one by one would be: counted for insights,
+/// shown unless the entry hides its replies, and the entry still open for its completion.
+#[test]
+fn a_run_of_rows_counts_and_shows_as_its_rows_would() {
+    let run: Vec<u8> = [*b"D\0\0\0\x04", *b"D\0\0\0\x04", *b"D\0\0\0\x04"].concat();
+    let (mut out, mut r) = (BytesMut::new(), Replies::default());
+    let mut p = Pending::default();
+    p.push(Kind::Execute, Action::Forward);
+    p.attach_track(track());
+    assert!(p.on_rows(&run, 3, &mut out, &mut r), "the client's rows");
+    assert!(p.on_rows(&run[..5], 1, &mut out, &mut r));
+    p.on_server(b'C', b"C\0\0\0\x0bSELECT\0", &mut out, &mut r);
+    assert_eq!(r.completed.len(), 1, "the rows did not complete the entry; the CommandComplete did");
+    assert_eq!(r.completed[0].rows, 4, "a tag without a count: the rows seen");
+    assert!(p.is_empty());
+
+    p.push(Kind::Query, Action::Suppress); // pgpilot's own Query: its rows are not the client's
+    assert!(!p.on_rows(&run, 3, &mut out, &mut r));
+    assert!(out.is_empty());
+    assert!(Pending::default().on_rows(&run, 3, &mut out, &mut r), "nothing expected: relayed as on_server does");
 }

@@ -90,7 +90,7 @@ impl Session {
         let a = crate::sql::parse::unanalyzed(sql);
         let found = super::sql_scan::unanalyzed(sql, a.kind);
         crate::metrics::unanalyzed();
-        self.turn.analyzed = vec![(Arc::new(a), crate::sql::tokens::params_hash(sql))];
+        self.turn.analyzed = smallvec::smallvec![(Arc::new(a), crate::sql::tokens::params_hash(sql))];
         Arc::new(found)
     }
 

@@ -6,7 +6,9 @@ pub mod nplus1;
 pub mod stats;
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use crate::clock::Stamp;
 
 use crate::sql::Analysis;
 
@@ -16,8 +18,8 @@ pub struct Completed {
     pub analysis: Arc<Analysis>,
     /// Hash of the parameter values (Bind) or of the literal text (simple Query).
     pub params: u64,
-    pub sent: Instant,
-    pub done: Instant,
+    pub sent: Stamp,
+    pub done: Stamp,
     /// `done - sent`, computed once (the statistics, the slow log and the metrics each read it).
     pub server_time: Duration,
     /// From the client's message arriving (so including any pool wait) to completion.
@@ -35,8 +37,8 @@ pub struct Completed {
 impl Completed {
     /// An answer from the result cache: a call with no server time (`received`: when the
     /// client's message arrived).
-    pub fn from_cache(analysis: Arc<Analysis>, params: u64, rows: u64, received: Instant) -> Self {
-        let now = Instant::now();
+    pub fn from_cache(analysis: Arc<Analysis>, params: u64, rows: u64, received: Stamp) -> Self {
+        let now = Stamp::now();
         Self {
             analysis,
             params,

@@ -11,6 +11,8 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::clock::Stamp;
+
 use parking_lot::Mutex;
 
 use super::{Completed, Origin};
@@ -42,7 +44,7 @@ impl Default for Rules {
 struct Source {
     analysis: Arc<Analysis>,
     rows: u64,
-    done: Instant,
+    done: Stamp,
 }
 
 struct Burst {
@@ -50,8 +52,8 @@ struct Burst {
     repeated: Arc<Analysis>,
     count: usize,
     params: HashSet<u64>,
-    first_sent: Instant,
-    last_done: Instant,
+    first_sent: Stamp,
+    last_done: Stamp,
 }
 
 /// Per-session detector state.
@@ -238,7 +240,7 @@ mod tests {
         })
     }
 
-    struct Clock(Instant);
+    struct Clock(Stamp);
     impl Clock {
         fn run(&mut self, a: &Arc<Analysis>, params: u64, rows: u64, ms: u64, pipelined: bool) -> Completed {
             let sent = self.0 + Duration::from_millis(1);
@@ -267,7 +269,7 @@ mod tests {
     fn run(seq: &[(u64, u64, u64, bool)], paginated_child: bool) -> Vec<Finding> {
         let src = analysis(1, "SELECT id FROM work_items WHERE parent_id IS NULL LIMIT $1", true);
         let child = analysis(2, "SELECT * FROM work_items WHERE parent_id = $1", paginated_child);
-        let (mut d, f, mut clock) = (Detector::default(), Findings::default(), Clock(Instant::now()));
+        let (mut d, f, mut clock) = (Detector::default(), Findings::default(), Clock(Stamp::now()));
         for &(which, params, rows, pipelined) in seq {
             let a = if which == 1 { &src } else { &child };
             let c = clock.run(a, params, rows, 12, pipelined);

@@ -88,6 +88,34 @@ impl Framer {
         (buf.len() >= total).then_some((tag, total))
     }
 
+    /// The whole message at the start of `buf` when `next` would hand it out whole: the caller
+    /// reads it in place and advances `buf` past it. None: `next` decides (parts, errors, more
+    /// bytes).
+    #[inline]
+    pub fn whole_in_place(&mut self, buf: &[u8], inspect: impl Fn(u8) -> bool) -> Option<(u8, usize)> {
+        let (tag, total) = self.whole_at(buf)?;
+        if inspect(tag) && total - 1 > self.max_inspected {
+            return None;
+        }
+        self.give_back();
+        Some((tag, total))
+    }
+
+    /// The run of whole `tag` messages back to back at the start of `buf` (a result's rows), up
+    /// to the first that ends at or past `limit` bytes: their count and total length. Lets the
+    /// relay account for and copy a whole run at once instead of message by message.
+    #[inline]
+    pub fn run_of(&self, tag: u8, buf: &[u8], limit: usize) -> (u64, usize) {
+        let (mut n, mut len) = (0, 0);
+        while len < limit.max(1) {
+            match self.whole_at(&buf[len..]) {
+                Some((t, total)) if t == tag => (n, len) = (n + 1, len + total),
+                _ => break,
+            }
+        }
+        (n, len)
+    }
+
     /// Takes the next piece from `buf`, or `None` when more bytes are needed (capacity for the
     /// pending message is then reserved). `inspect(tag)` says which messages must arrive whole.
     pub fn next(&mut self, buf: &mut BytesMut, inspect: impl Fn(u8) -> bool) -> Result<Option<Piece>, FrameError> {
@@ -178,6 +206,41 @@ mod tests {
         let mut big = BytesMut::from(&msg(b'D', &vec![0; STREAM_THRESHOLD + 10])[..STREAM_THRESHOLD])[..].into();
         assert!(matches!(streaming.next(&mut big, |_| false), Ok(Some(Piece::Part { first: true, .. }))));
         assert_eq!(streaming.whole_at(&two), None, "mid-message: the rest of the streamed one comes first");
+    }
+
+    #[test]
+    fn whole_in_place_is_what_next_hands_out_whole() {
+        let mut f = Framer::new(12); // (a length counts itself: "select\0" is 11)
+        let cases: [(&[u8], bool); 5] = [
+            (&msg(b'Q', b"select\0"), true),
+            (&msg(b'Q', b"select 1\0"), false), // inspected, over the limit: next's TooLarge
+            (&msg(b'd', &[0; 20]), true),       // not inspected: up to MAX_MESSAGE_LEN
+            (&msg(b'Q', b"sel")[..6], false),   // incomplete
+            (&[b'Q', 0, 0, 0, 3], false),       // a bad length: next's error
+        ];
+        for (buf, whole) in cases {
+            let got = f.whole_in_place(buf, |t| t == b'Q');
+            assert_eq!(got.is_some(), whole, "{buf:?}");
+            let mut b = BytesMut::from(buf);
+            let next = f.next(&mut b, |t| t == b'Q');
+            assert_eq!(matches!(next, Ok(Some(Piece::Whole { .. }))), whole, "{buf:?}");
+            if let (Some((tag, total)), Ok(Some(Piece::Whole { tag: t, frame }))) = (got, next) {
+                assert_eq!((tag, &buf[..total]), (t, &frame[..]));
+            }
+        }
+    }
+
+    #[test]
+    fn run_of_counts_whole_messages_of_one_tag() {
+        let f = Framer::new(1024);
+        let rows = [msg(b'D', b"row"), msg(b'D', b"row2"), msg(b'D', b"r3")].concat();
+        let buf = [rows.clone(), msg(b'C', b"SELECT 3\0")].concat();
+        assert_eq!(f.run_of(b'D', &buf, usize::MAX), (3, rows.len()), "stops at another tag");
+        assert_eq!(f.run_of(b'D', &buf, 1), (1, 8), "at least one, then the limit");
+        assert_eq!(f.run_of(b'D', &buf, 9), (2, 17), "the one that crosses the limit is in");
+        assert_eq!(f.run_of(b'D', &buf[..20], usize::MAX), (2, 17), "stops at an incomplete one");
+        assert_eq!(f.run_of(b'C', &buf, usize::MAX), (0, 0));
+        assert_eq!(f.run_of(b'D', &[], usize::MAX), (0, 0));
     }
 
     #[test]

@@ -31,18 +31,22 @@ pub fn ready_status(body: &[u8]) -> Option<u8> {
 }
 
 /// CommandComplete's tag ("SELECT 5", "INSERT 0 1").
+/// (A plain scan: a tag is a few bytes, under what a vectorised search needs to pay off, and this
+/// runs at every statement's completion.)
 pub fn command_tag(body: &[u8]) -> Option<&[u8]> {
-    cstr(body).map(|(tag, _)| tag)
+    body.iter().position(|&b| b == 0).map(|end| &body[..end])
 }
 
-/// The rows a CommandComplete reports (the last number of its tag), when it reports any.
+/// The rows a CommandComplete reports (the number its tag ends with, after a space), when it
+/// reports any: "BEGIN", "SET" report none.
 pub fn command_rows(body: &[u8]) -> Option<u64> {
     let tag = command_tag(body)?;
-    let last = tag.rsplit(|&c| c == b' ').next()?;
-    if tag.len() == last.len() {
-        return None; // "BEGIN", "SET": no count
+    let digits = tag.iter().rev().take_while(|c| c.is_ascii_digit()).count();
+    let (head, number) = tag.split_at(tag.len() - digits);
+    if digits == 0 || !head.ends_with(b" ") {
+        return None;
     }
-    std::str::from_utf8(last).ok()?.parse().ok()
+    number.iter().try_fold(0u64, |n, &d| n.checked_mul(10)?.checked_add(u64::from(d - b'0')))
 }
 
 /// ParameterStatus: name and value.
@@ -86,6 +90,12 @@ mod tests {
         assert_eq!(command_rows(b"SELECT 12\0"), Some(12));
         assert_eq!(command_rows(b"INSERT 0 3\0"), Some(3));
         assert_eq!(command_rows(b"BEGIN\0"), None);
+        assert_eq!(command_rows(b"SELECT 12"), None, "unterminated");
+        assert_eq!(command_rows(b"SELECT \0"), None);
+        assert_eq!(command_rows(b"SELECT12\0"), None, "a count follows a space");
+        assert_eq!(command_rows(b"SELECT 99999999999999999999\0"), None, "past u64: no count, no panic");
+        assert_eq!(command_rows(b"COPY 7\0junk"), Some(7), "up to the first NUL");
+        assert_eq!(command_tag(b"MERGE 2\0"), Some(&b"MERGE 2"[..]));
         assert_eq!(parameter_status(b"TimeZone\0UTC\0"), Some((&b"TimeZone"[..], &b"UTC"[..])));
         let err = b"SERROR\0C42P01\0Mno such table\0\0";
         assert_eq!(field(err, b'C'), Some(&b"42P01"[..]));

@@ -97,7 +97,7 @@ impl Analysis {
 }
 
 /// Each statement of a text with a hash of its own literal text.
-pub type Analyzed = Vec<(Arc<Analysis>, u64)>;
+pub type Analyzed = smallvec::SmallVec<[(Arc<Analysis>, u64); 1]>;
 
 /// The shared analyzer with its shape-keyed cache.
 pub struct Analyzer {

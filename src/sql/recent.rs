@@ -41,7 +41,7 @@ impl LocalAnalyzer {
     /// As `Analyzer::cached_shapes`, this session's recent shapes first.
     pub fn cached_shapes(&mut self, sql: &str, shapes: &[tokens::Shape]) -> Option<Analyzed> {
         // A plain loop into an exact-size list (an Option-collecting iterator costs ~70 more).
-        let mut out = Vec::with_capacity(shapes.len());
+        let mut out = Analyzed::with_capacity(shapes.len());
         for shape in shapes {
             let key = self.shared.key(shape);
             let slot = &mut self.recent[key as usize % SLOTS];

@@ -3,7 +3,6 @@
 //! lines and N+1 findings.
 
 use std::sync::Arc;
-use std::time::Instant;
 
 use super::{Cx, Stage};
 use crate::frontend::reply_queue::Track;
@@ -48,7 +47,7 @@ impl InsightsStage {
     /// The statements an Execute or a simple Query runs, for its reply-queue entry.
     fn track_for(&mut self, cx: &mut Cx<'_>, msg: &ClientMessage<'_>) -> Option<Box<Track>> {
         let statements = match *msg {
-            ClientMessage::Execute { portal, .. } => vec![self.portals.run(portal)?],
+            ClientMessage::Execute { portal, .. } => smallvec::smallvec![self.portals.run(portal)?],
             ClientMessage::Query { .. } => std::mem::take(&mut cx.turn.analyzed),
             _ => return None,
         };
@@ -56,7 +55,7 @@ impl InsightsStage {
             statements,
             next: 0,
             rows_seen: 0,
-            sent: Instant::now(),
+            sent: crate::clock::Stamp::now(),
             received: cx.received,
             pipelined: cx.pending.running(),
             run_via: cx.turn.run_via,

@@ -277,11 +277,12 @@ impl PreparedStage {
     /// it prepared afresh (`bind`: for a Bind, which gets it described and runs it: the copy's
     /// runs, this one included, are counted and returned for the server-prepared strategy; else
     /// for the client's own Describe, forwarded with `describe_check`).
-    fn ensure_prepared(&mut self, cx: &mut Cx<'_>, name: &[u8], stmt: &Arc<Statement>, bind: bool) -> Option<u32> {
+    fn ensure_prepared(&mut self, cx: &mut Cx<'_>, named: Named<'_>, stmt: &Arc<Statement>, bind: bool) -> Option<u32> {
+        let Named { name, held } = named;
         let epoch = self.registry.epoch();
-        // One lookup and one read of the version on this per-Bind path.
+        // One read of the version on this per-Bind path (and no lookup: the caller's entry).
         let version = stmt.version();
-        let held = cx.statements.version(name).filter(|(id, _)| *id == stmt.id).map(|(_, v)| v);
+        let held = held.filter(|(id, _)| *id == stmt.id).map(|(_, v)| v);
         let usable = held.is_some_and(|v| v == ADOPTING || (v != 0 && v == version));
         let server = cx.server.as_deref_mut().expect("forward needs a server");
         if let Some(copy) = server.prepared.get_mut(&stmt.id).filter(|c| usable && c.current_as(epoch, version)) {
@@ -311,13 +312,15 @@ impl PreparedStage {
             }
         }
         // Unknown names go through unchanged: the server's 26000 names the client's statement.
-        let Some(stmt) = cx.statements.registry(name) else {
+        // One lookup of the client's entry: its registry statement and the version it holds.
+        let entry = cx.statements.get(name).and_then(|e| Some((e.registry.clone()?, e.version)));
+        let Some((stmt, held)) = entry else {
             if portal.is_empty() && name.is_empty() {
                 self.unnamed_portal = Served::AsSent; // the unnamed statement passed through
             }
             return false;
         };
-        let runs = self.ensure_prepared(cx, name, &stmt, true);
+        let runs = self.ensure_prepared(cx, Named { name, held }, &stmt, true);
         if let Some(runs) = runs.filter(|_| portal.is_empty() && name.is_empty()) {
             self.unnamed_portal = Served::Prepared(runs);
         }
@@ -353,7 +356,8 @@ impl PreparedStage {
         if !cx.held() {
             return false; // another session changed the description meanwhile: ask a server
         }
-        self.ensure_prepared(cx, name, &stmt, false);
+        let held = cx.statements.version(name);
+        self.ensure_prepared(cx, Named { name, held }, &stmt, false);
         let check = cx.statements.describe_check(name, &stmt);
         pm::describe_statement(cx.sout, &stmt.server_name);
         let client = Bytes::copy_from_slice(name);
@@ -393,6 +397,13 @@ impl PreparedStage {
             }
         }
     }
+}
+
+/// A client's statement name and the (registry id, version) its entry holds, read in the same
+/// lookup as its registry statement.
+struct Named<'a> {
+    name: &'a [u8],
+    held: Option<(u64, u64)>,
 }
 
 /// Statement names compared without a call for the common unnamed one.
