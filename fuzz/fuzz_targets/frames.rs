@@ -1,5 +1,5 @@
-//! Hostile bytes on a socket: framed by header as the session frames them (any chunking the first byte
-//! picks), every whole message decoded as the typed client view, and the backend views read over it.
+//! Hostile bytes on a socket: framed by header as the session frames them (in place, runs of rows, or
+//! by the framer's pieces; any chunking the first byte picks), every whole message decoded as the typed client view, and the backend views read over it.
 #![no_main]
 use bytes::BytesMut;
 use libfuzzer_sys::fuzz_target;
@@ -14,6 +14,14 @@ fuzz_target!(|data: &[u8]| {
     for part in data.chunks(chunk) {
         buf.extend_from_slice(part);
         loop {
+            // The session's in-place path first, as it reads client and server bytes.
+            if let Some((tag, total)) = framer.whole_in_place(&buf, |t| t != b'D') {
+                let (_rows, run) = framer.run_of(b'D', &buf, 4096);
+                assert!(run <= buf.len());
+                inspect(tag, body(&buf[..total]));
+                bytes::Buf::advance(&mut buf, total);
+                continue;
+            }
             match framer.next(&mut buf, |t| t != b'D') {
                 Ok(Some(Piece::Whole { tag, frame })) => inspect(tag, body(&frame)),
                 Ok(Some(Piece::Part { .. })) => {}

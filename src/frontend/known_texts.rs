@@ -242,7 +242,12 @@ mod tests {
         assert!(find(&mut known, &analyzer, "SELECT b FROM a WHERE c = 'x';").is_none(), "another kind of literal");
         assert!(
             known
-                .find(b"SELECT b FROM a WHERE c = 1;", true, &analyzer, (&mut Default::default(), &mut Default::default()))
+                .find(
+                    b"SELECT b FROM a WHERE c = 1;",
+                    true,
+                    &analyzer,
+                    (&mut Default::default(), &mut Default::default())
+                )
                 .is_none(),
             "read another way"
         );

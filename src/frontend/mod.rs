@@ -8,6 +8,7 @@ pub mod startup;
 pub mod tx;
 
 mod begin;
+mod client_bytes;
 mod flush;
 mod forward;
 mod hold;

@@ -102,7 +102,9 @@ impl Session {
         let mut full = false;
         while let Some((tag, total)) = self.sframer.whole_at(&server.rbuf[at..]) {
             if tag == be::DATA_ROW {
-                // A result's rows: one account and one copy for the run of them in the buffer.
+                // A result's rows: one account and one copy for the run of them in the buffer
+                // (local replies due ahead of them first, so the limit counts them).
+                self.pending.emit_local(&mut self.cout);
                 let limit = STREAM_THRESHOLD.saturating_sub(self.cout.len());
                 let (n, len) = self.sframer.run_of(be::DATA_ROW, &server.rbuf[at..], limit);
                 let run = &server.rbuf[at..at + len];

@@ -43,7 +43,8 @@ struct Expect {
 impl Expect {
     /// A reply to this entry that does not complete it stays here: replies to pgpilot's own
     /// injected Describe (its ParameterDescription), to its own Query (a deferred BEGIN; errors
-    /// excepted), or to a statement whose shape changed.
+    /// excepted), to its own Execute continuing a fill (`continue_fill`), or to a statement
+    /// whose shape changed.
     fn hides(&self, tag: u8) -> bool {
         self.drop
             || matches!(&self.action, Action::Describe(d) if d.suppress)

@@ -216,3 +216,52 @@ fn a_run_of_rows_counts_and_shows_as_its_rows_would() {
     assert!(out.is_empty());
     assert!(Pending::default().on_rows(&run, 3, &mut out, &mut r), "nothing expected: relayed as on_server does");
 }
+
+/// `on_rows` against `on_server` row by row, for each kind of entry a row may reach: the same
+/// bytes for the client (local replies ahead included), the same completion.
+#[test]
+fn a_run_of_rows_is_what_its_rows_one_by_one_are() {
+    type Setup = fn(&mut Pending);
+    let setups: [(&str, Setup); 5] = [
+        ("forwarded", |p| p.push(Kind::Execute, Action::Forward)),
+        ("tracked", |p| {
+            p.push(Kind::Execute, Action::Forward);
+            p.attach_track(track());
+        }),
+        ("a local reply ahead", |p| {
+            p.push_local(crate::prepared::messages::parse_complete());
+            p.push(Kind::Execute, Action::Forward);
+        }),
+        ("pgpilot's own Query", |p| p.push(Kind::Query, Action::Suppress)),
+        ("a fill's continuation", |p| {
+            p.push(Kind::Execute, Action::Forward);
+            p.continue_fill();
+        }),
+    ];
+    let run: Vec<u8> = [*b"D\0\0\0\x06ab", *b"D\0\0\0\x06cd", *b"D\0\0\0\x06ef"].concat();
+    let done = b"C\0\0\0\x0bSELECT\0";
+    for (name, setup) in setups {
+        let ways = [true, false].map(|by_run| {
+            let (mut p, mut out, mut r) = (Pending::default(), BytesMut::new(), Replies::default());
+            setup(&mut p);
+            if by_run {
+                if p.on_rows(&run, 3, &mut out, &mut r) {
+                    out.extend_from_slice(&run);
+                }
+            } else {
+                for frame in run.chunks(7) {
+                    if p.on_server(b'D', frame, &mut out, &mut r) {
+                        out.extend_from_slice(frame);
+                    }
+                }
+            }
+            p.emit_local(&mut out);
+            if p.on_server(b'C', done, &mut out, &mut r) {
+                out.extend_from_slice(done);
+            }
+            let rows: Vec<u64> = r.completed.iter().map(|c| c.rows).collect();
+            (out, rows, p.is_empty())
+        });
+        assert_eq!(ways[0], ways[1], "{name}");
+    }
+}

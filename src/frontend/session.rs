@@ -15,7 +15,7 @@ use super::tx::TxTracker;
 use super::waits::{read_client, read_server};
 use crate::backend::cancel::Registration;
 use crate::config::PoolMode;
-use crate::net::frame::{body, FrameError, Framer, Piece};
+use crate::net::frame::{body, Framer};
 use crate::net::messages::{self, sqlstate};
 use crate::net::stream::ClientStream;
 use crate::pool::{Pool, PooledConn};
@@ -238,17 +238,6 @@ impl Session {
         }
     }
 
-    /// After a large message the read buffer keeps its size (the budget it was counted against
-    /// is given back as the message is delivered): give the memory back too.
-    fn shrink_client_buffer(&mut self) {
-        const KEEP: usize = 64 * 1024;
-        if self.cbuf.capacity() > KEEP && self.cbuf.len() <= KEEP / 8 && !self.cframer.assembling() {
-            let mut fresh = BytesMut::with_capacity(8 * 1024);
-            fresh.extend_from_slice(&self.cbuf);
-            self.cbuf = fresh;
-        }
-    }
-
     /// Inside a transaction block, waiting for the client: nothing sent is unanswered.
     fn idle_in_transaction(&self) -> bool {
         self.server.is_some()
@@ -290,77 +279,7 @@ impl Session {
         self.server.is_none() || (self.mode == PoolMode::Session && self.tx.idle() && !self.sframer.mid_message())
     }
 
-    async fn on_client_bytes(&mut self) -> Flow {
-        self.received = crate::clock::Stamp::now();
-        // Out of `self` while its messages are handled: they are read in place from it.
-        let mut buf = std::mem::take(&mut self.cbuf);
-        let flow = self.on_client_messages(&mut buf).await;
-        self.cbuf = buf;
-        if flow == Flow::Close {
-            return Flow::Close;
-        }
-        self.shrink_client_buffer();
-        if self.flush_server().await == Flow::Close {
-            return Flow::Close;
-        }
-        self.pending.emit_local(&mut self.cout);
-        self.pending.take_events(&mut self.stages.replies);
-        self.deliver_replies();
-        if self.pending.client_ready_owed() {
-            return Flow::Continue;
-        }
-        self.flush_client().await
-    }
-
-    /// Every whole message in `buf` is handled where it lies (no buffer handle per message: a
-    /// split and its drop were ~90 instructions a message); the framer hands out the rest
-    /// (streamed parts, errors).
-    async fn on_client_messages(&mut self, buf: &mut BytesMut) -> Flow {
-        // Bind is read whole in transaction mode so its statement name can be rewritten.
-        let rewrite = self.mode == PoolMode::Transaction;
-        let inspect = |t| t == b'Q' || t == b'P' || (rewrite && t == b'B');
-        loop {
-            let mut at = 0;
-            while let Some((tag, total)) = self.cframer.whole_in_place(&buf[at..], inspect) {
-                let flow = self.on_client_message(tag, &buf[at..at + total]).await;
-                at += total;
-                if flow == Flow::Close {
-                    return Flow::Close;
-                }
-            }
-            if at == buf.len() {
-                buf.clear(); // (the common end: every message was whole)
-                return Flow::Continue;
-            }
-            bytes::Buf::advance(buf, at);
-            let piece = match self.cframer.next(buf, inspect) {
-                Ok(Some(piece)) => piece,
-                Ok(None) => return Flow::Continue,
-                Err(e) => {
-                    let code = match e {
-                        FrameError::TooLarge { .. } => sqlstate::PROGRAM_LIMIT,
-                        FrameError::OverBudget { .. } => sqlstate::OUT_OF_MEMORY,
-                        FrameError::BadLength(_) => sqlstate::PROTOCOL_VIOLATION,
-                    };
-                    if matches!(e, FrameError::OverBudget { .. }) {
-                        tracing::warn!(user = %self.info.user, database = %self.info.database, "client closed: {e}");
-                    }
-                    messages::error(&mut self.cout, "FATAL", code, &format!("invalid message from client: {e}"));
-                    let _ = self.flush_client().await;
-                    return Flow::Close;
-                }
-            };
-            let flow = match piece {
-                Piece::Whole { tag, frame } => self.on_client_message(tag, &frame).await,
-                Piece::Part { tag, bytes, first } => self.on_client_part(tag, &bytes, first).await,
-            };
-            if flow == Flow::Close {
-                return Flow::Close;
-            }
-        }
-    }
-
-    async fn on_client_message(&mut self, tag: u8, frame: &[u8]) -> Flow {
+    pub(super) async fn on_client_message(&mut self, tag: u8, frame: &[u8]) -> Flow {
         if !is_session_tag(tag) {
             let msg = format!("invalid frontend message type {}", tag);
             messages::error(&mut self.cout, "FATAL", sqlstate::PROTOCOL_VIOLATION, &msg);
@@ -427,7 +346,7 @@ impl Session {
     }
 
     /// A large message streamed through in parts (Bind with big parameters, CopyData).
-    async fn on_client_part(&mut self, tag: u8, bytes: &[u8], first: bool) -> Flow {
+    pub(super) async fn on_client_part(&mut self, tag: u8, bytes: &[u8], first: bool) -> Flow {
         if first && self.stages.cache.on {
             self.stages.cache.on_part(tag);
         }

@@ -290,6 +290,20 @@ mod tests {
     }
 
     #[test]
+    fn whole_in_place_gives_the_budget_back() {
+        let budget = Arc::new(Budget::new(300_000));
+        let mut f = Framer::with_budget(1 << 20, budget.clone());
+        let big = msg(b'Q', &vec![b'x'; 200_000]);
+        let mut buf = BytesMut::from(&big[..1000]);
+        assert_eq!(f.whole_in_place(&buf, |_| true), None, "incomplete: the framer's to wait for");
+        assert_eq!(f.next(&mut buf, |_| true), Ok(None));
+        assert_eq!(budget.used(), big.len());
+        buf.extend_from_slice(&big[1000..]);
+        assert_eq!(f.whole_in_place(&buf, |_| true), Some((b'Q', big.len())));
+        assert_eq!(budget.used(), 0, "given back once whole, read in place");
+    }
+
+    #[test]
     fn streams_large_uninspected_messages() {
         let mut f = Framer::new(1024);
         let big = msg(b'D', &vec![7u8; 200_000]);

@@ -10,7 +10,9 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 use bytes::{Bytes, BytesMut};
 
-use super::prepared_copies::{count_run, described, inject_describe, plan_stale, prepare_on_server, retried};
+use super::prepared_copies::{
+    described, ensure_prepared, inject_describe, plan_stale, prepare_on_server, retried, Named,
+};
 use super::{Cx, Stage};
 use crate::config::{Config, PoolMode};
 use crate::frontend::reply_queue::{Action, Check, Event, Kind};
@@ -271,38 +273,6 @@ impl PreparedStage {
         true
     }
 
-    /// Makes sure the held server has a current copy of `stmt` for a Bind/Describe: a copy from
-    /// before a DDL seen here, or of another version than the client holds, is prepared again
-    /// and compared with what the client holds; a client that never got it described here gets
-    /// it prepared afresh (`bind`: for a Bind, which gets it described and runs it: the copy's
-    /// runs, this one included, are counted and returned for the server-prepared strategy; else
-    /// for the client's own Describe, forwarded with `describe_check`).
-    fn ensure_prepared(&mut self, cx: &mut Cx<'_>, named: Named<'_>, stmt: &Arc<Statement>, bind: bool) -> Option<u32> {
-        let Named { name, held } = named;
-        let epoch = self.registry.epoch();
-        // One read of the version on this per-Bind path (and no lookup: the caller's entry).
-        let version = stmt.version();
-        let held = held.filter(|(id, _)| *id == stmt.id).map(|(_, v)| v);
-        let usable = held.is_some_and(|v| v == ADOPTING || (v != 0 && v == version));
-        let server = cx.server.as_deref_mut().expect("forward needs a server");
-        if let Some(copy) = server.prepared.get_mut(&stmt.id).filter(|c| usable && c.current_as(epoch, version)) {
-            bump(&STATS.hits);
-            copy.runs = copy.runs.saturating_add(u32::from(bind));
-            return bind.then_some(copy.runs);
-        }
-        bump(&STATS.reparses);
-        prepare_on_server(server, cx.sout, cx.pending, stmt, (None, false), epoch);
-        let runs = if bind { count_run(server, stmt.id) } else { None };
-        cx.tx.on_client(b'P');
-        if bind {
-            let check = cx.statements.describe_check(name, stmt);
-            inject_describe(cx, stmt, check, Bytes::copy_from_slice(name));
-        } else if cx.statements.held(name, stmt).is_none() {
-            cx.statements.set_version(name, Some((stmt.id, ADOPTING)));
-        }
-        runs
-    }
-
     fn bind(&mut self, cx: &mut Cx<'_>, portal: &[u8], name: &[u8], rest: &[u8]) -> bool {
         if portal.is_empty() {
             self.unnamed_portal = Served::Untimed;
@@ -320,7 +290,7 @@ impl PreparedStage {
             }
             return false;
         };
-        let runs = self.ensure_prepared(cx, Named { name, held }, &stmt, true);
+        let runs = ensure_prepared(cx, self.registry.epoch(), Named { name, held }, &stmt, true);
         if let Some(runs) = runs.filter(|_| portal.is_empty() && name.is_empty()) {
             self.unnamed_portal = Served::Prepared(runs);
         }
@@ -357,7 +327,7 @@ impl PreparedStage {
             return false; // another session changed the description meanwhile: ask a server
         }
         let held = cx.statements.version(name);
-        self.ensure_prepared(cx, Named { name, held }, &stmt, false);
+        ensure_prepared(cx, self.registry.epoch(), Named { name, held }, &stmt, false);
         let check = cx.statements.describe_check(name, &stmt);
         pm::describe_statement(cx.sout, &stmt.server_name);
         let client = Bytes::copy_from_slice(name);
@@ -397,13 +367,6 @@ impl PreparedStage {
             }
         }
     }
-}
-
-/// A client's statement name and the (registry id, version) its entry holds, read in the same
-/// lookup as its registry statement.
-struct Named<'a> {
-    name: &'a [u8],
-    held: Option<(u64, u64)>,
 }
 
 /// Statement names compared without a call for the common unnamed one.

@@ -8,8 +8,52 @@ use bytes::{Bytes, BytesMut};
 use super::Cx;
 use crate::backend::{ServerConn, ServerCopy};
 use crate::frontend::reply_queue::{Action, Check, Kind, Pending};
+use crate::frontend::statements::ADOPTING;
 use crate::prepared::messages as pm;
 use crate::prepared::{bump, Statement, STATS};
+
+/// A client's statement name and the (registry id, version) its entry holds: a Bind reads both
+/// in the lookup that finds its registry statement.
+pub(super) struct Named<'a> {
+    pub name: &'a [u8],
+    pub held: Option<(u64, u64)>,
+}
+
+/// Makes sure the held server has a current copy of `stmt` for a Bind/Describe: a copy from
+/// before a DDL seen here, or of another version than the client holds, is prepared again
+/// and compared with what the client holds; a client that never got it described here gets
+/// it prepared afresh (`bind`: for a Bind, which gets it described and runs it: the copy's
+/// runs, this one included, are counted and returned for the server-prepared strategy; else
+/// for the client's own Describe, forwarded with `describe_check`).
+pub(super) fn ensure_prepared(
+    cx: &mut Cx<'_>,
+    epoch: u64,
+    Named { name, held }: Named<'_>,
+    stmt: &Arc<Statement>,
+    bind: bool,
+) -> Option<u32> {
+    // One read of the version on this per-Bind path (and no lookup: the caller's entry).
+    let version = stmt.version();
+    let held = held.filter(|(id, _)| *id == stmt.id).map(|(_, v)| v);
+    let usable = held.is_some_and(|v| v == ADOPTING || (v != 0 && v == version));
+    let server = cx.server.as_deref_mut().expect("forward needs a server");
+    if let Some(copy) = server.prepared.get_mut(&stmt.id).filter(|c| usable && c.current_as(epoch, version)) {
+        bump(&STATS.hits);
+        copy.runs = copy.runs.saturating_add(u32::from(bind));
+        return bind.then_some(copy.runs);
+    }
+    bump(&STATS.reparses);
+    prepare_on_server(server, cx.sout, cx.pending, stmt, (None, false), epoch);
+    let runs = if bind { count_run(server, stmt.id) } else { None };
+    cx.tx.on_client(b'P');
+    if bind {
+        let check = cx.statements.describe_check(name, stmt);
+        inject_describe(cx, stmt, check, Bytes::copy_from_slice(name));
+    } else if cx.statements.held(name, stmt).is_none() {
+        cx.statements.set_version(name, Some((stmt.id, ADOPTING)));
+    }
+    runs
+}
 
 /// Prepares `stmt` on `server` afresh (closing a copy of an older version, evicting the least
 /// recently used statement when full). The ParseComplete reaches the client only when the
