@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Instructions per transaction, repeatable on a noisy machine: pgpilot under valgrind's callgrind
-# while pgbench -S runs through it, once per protocol mode and configuration.
+# while pgbench runs through it, once per protocol mode and configuration.
 # usage: bench/callgrind.sh [MODES] [CONFIGS]   defaults: "simple extended prepared" "default cache-off"
 #        (CONFIGS: default cache-off static-pool strategy-off insights-off reuse-unnamed as-sent cache-as-sent; MODES may include "churn": a new connection per transaction, and "tpcb": pgbench's default
 #        TPC-B-like script (7 statements, writes), -M simple; TXNS=500 WARMUP=100 suit both; and "rows":
-#        a read of 50 rows of pgbench_accounts by range, -M prepared, what a search result looks like)
+#        a read of 50 rows of pgbench_accounts by range, -M prepared, what a search result looks like;
+#        pgbench sets :scale to 1 for a custom script: the ranges fall in the first 100,000 rows)
 # env: BIN (a pgpilot binary to measure instead of building this checkout's, e.g. a copy built at
 # another commit for a before/after), PG_PORT (5432), CLIENTS (1: two clients make the count depend on how their wake-ups interleave), TXNS (4000), WARMUP (1000), OUT (/tmp/pgpilot-callgrind)
 # Counts only the measured run (dumped before shutdown): start-up, logins, the pool's first connections, the first parse of
