@@ -18,6 +18,7 @@ use crate::net::endpoint::PeerName;
 use crate::net::listen::UnixSocket;
 use crate::net::messages::sqlstate;
 use crate::net::stream::ClientStream;
+use crate::shared::console::Console;
 use crate::shared::App;
 use tokio::io::AsyncWriteExt;
 
@@ -67,7 +68,7 @@ pub async fn run(cli: Cli, config: Config) -> Result<()> {
         app.cache.start_replication(app.config.clone());
     }
     // On the timer runtime, whose reactor the listener joins there: hyper and axum make timers.
-    crate::timers::spawn(crate::http::serve(http, app.clone(), prometheus));
+    crate::timers::spawn(crate::http::serve(http, Console::new(app.clone()), prometheus));
     tokio::spawn(crate::pool::maintenance::run(app.pools.clone()));
     tokio::spawn(crate::pool_stats::run(
         app.stats_periods.clone(),
@@ -251,7 +252,7 @@ async fn serve_client(slot: ClientSlot, stream: ClientStream, peer: Option<std::
             return;
         }
         let admin = cfg.is_admin(&user);
-        return crate::admin::serve(app, stream, rbuf, admin).await;
+        return crate::admin::serve(Console::new(app), stream, rbuf, admin).await;
     }
     let info = ClientInfo {
         application_name: params.get("application_name").map_or("", String::as_str).into(),

@@ -2,6 +2,8 @@
 //! snapshot, pools, cancel routing, client counts, the statement registry, the analyzer, insights
 //! and the result cache, with the few operations that span them (reload, snapshots).
 
+pub mod console;
+
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 

@@ -154,3 +154,29 @@ fn timers_are_made_on_the_timer_runtime() {
     assert!(!files.is_empty());
     assert!(wrong.is_empty(), "use crate::timers instead:\n{}", wrong.join("\n"));
 }
+
+/// Whether `text` names the type `App` (a whole word, not `AppName` or `app`).
+fn names_app(text: &str) -> bool {
+    let word = |c: Option<char>| c.is_some_and(|c| c.is_alphanumeric() || c == '_');
+    text.match_indices("App").any(|(i, _)| !word(text[..i].chars().next_back()) && !word(text[i + 3..].chars().next()))
+}
+
+/// The admin console and the HTTP endpoints see the shared state only through
+/// `shared::console::Console` (reads and named operations), never `App` whole: a SHOW or an
+/// endpoint cannot write a field of the shared state or reach the secrets, TLS or the shutdown
+/// sender.
+#[test]
+fn admin_and_http_see_the_shared_state_through_the_console() {
+    let mut files = Vec::new();
+    rust_files(Path::new("src/admin"), &mut files);
+    rust_files(Path::new("src/http"), &mut files);
+    assert!(files.len() >= 4, "admin and http sources expected");
+    let wrong: Vec<String> = files
+        .iter()
+        .filter(|f| names_app(&std::fs::read_to_string(f).unwrap()))
+        .map(|f| f.display().to_string())
+        .collect();
+    assert!(wrong.is_empty(), "these name shared::App; use shared::console::Console:\n{}", wrong.join("\n"));
+    assert!(names_app("use crate::shared::App;") && names_app("fn f(a: Arc<App>)"));
+    assert!(!names_app("let app = AppName::new(); // apps") && !names_app("MyApp"));
+}

@@ -7,7 +7,6 @@ mod show;
 mod show_config;
 mod show_sockets;
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::BytesMut;
@@ -17,7 +16,7 @@ use crate::net::client_io::read_message;
 use crate::net::frame::{body, cstr};
 use crate::net::messages::{self, sqlstate};
 use crate::net::stream::ClientStream;
-use crate::shared::App;
+use crate::shared::console::Console;
 
 pub fn is_admin_database(db: &str) -> bool {
     db == "pgpilot" || db == "pgbouncer"
@@ -25,7 +24,7 @@ pub fn is_admin_database(db: &str) -> bool {
 
 /// Serves admin commands until the client leaves. `admin`: the user is in `server.admin_users`;
 /// anyone else who logged in may run the SHOW commands only.
-pub async fn serve(app: Arc<App>, mut stream: ClientStream, mut rbuf: BytesMut, admin: bool) {
+pub async fn serve(app: Console, mut stream: ClientStream, mut rbuf: BytesMut, admin: bool) {
     let mut out = BytesMut::new();
     for (k, v) in [
         ("server_version", "15.0 (pgpilot)"),
@@ -73,7 +72,7 @@ const HELP: &str =
     "SHOW POOLS|STATS|STATS_TOTALS|STATS_AVERAGES|CLIENTS|SERVERS|DATABASES|LISTS|CONFIG|VERSION|QUERIES|CACHE|\
 N_PLUS_ONE|HELP; PAUSE [db]; RESUME [db]; RELOAD; FLUSH CACHE; KILL_CLIENT id; SHUTDOWN";
 
-async fn run(app: &Arc<App>, command: &str, out: &mut BytesMut, admin: bool) -> Result<(), (&'static str, String)> {
+async fn run(app: &Console, command: &str, out: &mut BytesMut, admin: bool) -> Result<(), (&'static str, String)> {
     let words: Vec<String> = command.split_whitespace().map(|w| w.to_ascii_uppercase()).collect();
     let words: Vec<&str> = words.iter().map(String::as_str).collect();
     let unknown = |what: String| (sqlstate::FEATURE_NOT_SUPPORTED, what);
@@ -104,29 +103,29 @@ async fn run(app: &Arc<App>, command: &str, out: &mut BytesMut, admin: bool) -> 
         }
         ["PAUSE"] | ["PAUSE", _] => {
             let db = database_argument(command);
-            app.pools.set_paused(db.as_deref(), true).map_err(unknown)?;
+            app.set_paused(db.as_deref(), true).map_err(unknown)?;
             wait_idle(app, db.as_deref()).await;
             messages::command_complete(out, "PAUSE");
         }
         ["RESUME"] | ["RESUME", _] => {
-            app.pools.set_paused(database_argument(command).as_deref(), false).map_err(unknown)?;
+            app.set_paused(database_argument(command).as_deref(), false).map_err(unknown)?;
             messages::command_complete(out, "RESUME");
         }
         ["FLUSH", "CACHE"] => {
-            app.cache.flush().await;
+            app.flush_cache().await;
             messages::command_complete(out, "FLUSH");
         }
         ["KILL_CLIENT", id] => {
             let id: u64 =
                 id.parse().map_err(|_| unknown(format!("KILL_CLIENT takes a client id (SHOW CLIENTS), not {id:?}")))?;
-            if !app.cancels.kill(id) {
+            if !app.kill_client(id) {
                 return Err((sqlstate::UNDEFINED_OBJECT, format!("no client with id {id}")));
             }
             messages::command_complete(out, "KILL_CLIENT");
         }
         ["SHUTDOWN"] => {
             tracing::info!("SHUTDOWN from the admin console");
-            app.begin_shutdown();
+            app.shutdown();
             messages::command_complete(out, "SHUTDOWN");
         }
         ["RELOAD"] => {
@@ -151,10 +150,10 @@ fn database_argument(command: &str) -> Option<String> {
 
 /// PAUSE returns once no server connection of the pools it covers is in use (transactions in
 /// flight have finished), or after the shutdown timeout.
-async fn wait_idle(app: &App, database: Option<&str>) {
-    let limit = Duration::from_millis(app.config.load().server.shutdown_timeout_ms);
+async fn wait_idle(app: &Console, database: Option<&str>) {
+    let limit = Duration::from_millis(app.config().server.shutdown_timeout_ms);
     let deadline = tokio::time::Instant::now() + limit;
-    let busy = || app.pools.snapshots().iter().any(|p| p.active > 0 && database.is_none_or(|d| d == p.database));
+    let busy = || app.pool_snapshots().iter().any(|p| p.active > 0 && database.is_none_or(|d| d == p.database));
     while busy() && tokio::time::Instant::now() < deadline {
         crate::timers::sleep(Duration::from_millis(10)).await;
     }

@@ -6,11 +6,11 @@
 use super::result::{ResultSet, Ty};
 use crate::insights::stats::QueryRow;
 use crate::pool_stats::{self, Totals};
-use crate::shared::App;
+use crate::shared::console::Console;
 
 use Ty::{Int4, Int8, Numeric, Text};
 
-pub fn pools(app: &App) -> ResultSet {
+pub fn pools(app: &Console) -> ResultSet {
     let mode = super::show_config::pool_mode(app);
     let mut r = ResultSet::typed(&[
         ("database", Text),
@@ -38,7 +38,7 @@ pub fn pools(app: &App) -> ResultSet {
         ("slow_lane_active", Int4),
         ("slow_lane_waited", Int8),
     ]);
-    for pool in app.pools.all() {
+    for pool in app.pools() {
         let s = pool.snapshot();
         let clients = pool.clients.load(std::sync::atomic::Ordering::Relaxed).max(0) as usize;
         let n = |v: usize| Some(v.to_string());
@@ -71,13 +71,13 @@ pub fn pools(app: &App) -> ResultSet {
     r
 }
 
-fn stats_totals_now(app: &App) -> Vec<(String, Totals)> {
-    pool_stats::totals(&app.pools, &app.query_stats, app.config.load().cache.enabled)
+fn stats_totals_now(app: &Console) -> Vec<(String, Totals)> {
+    app.stats_totals()
 }
 
 /// SHOW STATS: PgBouncer 1.24's total_<counter> for each counter, then avg_<counter> (avg_recv,
 /// avg_sent for bytes) over the last completed stats period (zeros before the first one ends).
-pub fn stats(app: &App) -> ResultSet {
+pub fn stats(app: &Console) -> ResultSet {
     let mut cols: Vec<(&'static str, Ty)> = vec![("database", Text)];
     const TOTAL: [&str; 11] = [
         "total_server_assignment_count",
@@ -109,7 +109,7 @@ pub fn stats(app: &App) -> ResultSet {
     cols.push(("total_wait_timeouts", Int8));
     let mut r = ResultSet::typed(&cols);
     for (db, t) in stats_totals_now(app) {
-        let avg = app.stats_periods.averages(&db);
+        let avg = app.stats_averages(&db);
         let mut row = vec![db];
         row.extend(t.counters.iter().chain(avg.iter()).map(u64::to_string));
         row.push(t.wait_timeouts.to_string());
@@ -120,7 +120,7 @@ pub fn stats(app: &App) -> ResultSet {
 
 /// SHOW STATS_TOTALS and SHOW STATS_AVERAGES: the counters without prefixes (bytes_received,
 /// bytes_sent), totals or the last stats period's averages; what pgbouncer_exporter 0.11+ scrapes.
-fn stats_by_counter(app: &App, averages: bool) -> ResultSet {
+fn stats_by_counter(app: &Console, averages: bool) -> ResultSet {
     let mut cols: Vec<(&'static str, Ty)> = vec![("database", Text)];
     cols.extend(pool_stats::COUNTERS.iter().map(|c| {
         let name: &'static str = match *c {
@@ -132,7 +132,7 @@ fn stats_by_counter(app: &App, averages: bool) -> ResultSet {
     }));
     let mut r = ResultSet::typed(&cols);
     for (db, t) in stats_totals_now(app) {
-        let values = if averages { app.stats_periods.averages(&db) } else { t.counters };
+        let values = if averages { app.stats_averages(&db) } else { t.counters };
         let mut row = vec![db];
         row.extend(values.iter().map(u64::to_string));
         r.row(row);
@@ -140,17 +140,17 @@ fn stats_by_counter(app: &App, averages: bool) -> ResultSet {
     r
 }
 
-pub fn stats_totals(app: &App) -> ResultSet {
+pub fn stats_totals(app: &Console) -> ResultSet {
     stats_by_counter(app, false)
 }
 
-pub fn stats_averages(app: &App) -> ResultSet {
+pub fn stats_averages(app: &Console) -> ResultSet {
     stats_by_counter(app, true)
 }
 
 /// One row per database pgpilot has a pool for (all on the one upstream server).
-pub fn databases(app: &App) -> ResultSet {
-    let cfg = app.config.load();
+pub fn databases(app: &Console) -> ResultSet {
+    let cfg = app.config();
     let up = cfg.upstream();
     let mut r = ResultSet::typed(&[
         ("name", Text),
@@ -171,12 +171,12 @@ pub fn databases(app: &App) -> ResultSet {
         ("paused", Int4),
         ("disabled", Int4),
     ]);
-    let mut names: Vec<String> = app.pools.all().iter().map(|p| p.key.database.clone()).collect();
+    let mut names: Vec<String> = app.pools().iter().map(|p| p.key.database.clone()).collect();
     names.sort();
     names.dedup();
     for db in names {
-        let paused = u8::from(app.pools.is_paused(&db));
-        let pools: Vec<_> = app.pools.all().into_iter().filter(|p| p.key.database == db).collect();
+        let paused = u8::from(app.is_paused(&db));
+        let pools: Vec<_> = app.pools().into_iter().filter(|p| p.key.database == db).collect();
         let conns: usize = pools.iter().map(|p| p.snapshot().size).sum();
         let clients: i64 = pools.iter().map(|p| p.clients.load(std::sync::atomic::Ordering::Relaxed).max(0)).sum();
         r.row_opt(vec![
@@ -203,8 +203,8 @@ pub fn databases(app: &App) -> ResultSet {
 }
 
 /// PgBouncer's internal lists, with the counts pgpilot has (the rest 0; the exporter reads each).
-pub fn lists(app: &App) -> ResultSet {
-    let pools = app.pools.all();
+pub fn lists(app: &Console) -> ResultSet {
+    let pools = app.pools();
     let mut dbs: Vec<&str> = pools.iter().map(|p| p.key.database.as_str()).collect();
     dbs.sort();
     dbs.dedup();
@@ -213,7 +213,7 @@ pub fn lists(app: &App) -> ResultSet {
     users.dedup();
     let snaps: Vec<_> = pools.iter().map(|p| p.snapshot()).collect();
     let (used, free) = snaps.iter().fold((0, 0), |(u, f), s| (u + s.active, f + s.idle));
-    let clients = app.cancels.clients().len();
+    let clients = app.clients().len();
     let mut r = ResultSet::typed(&[("list", Text), ("items", Int4)]);
     let rows: [(&str, usize); 14] = [
         ("databases", dbs.len()),
@@ -237,8 +237,8 @@ pub fn lists(app: &App) -> ResultSet {
     r
 }
 
-pub fn queries(app: &App) -> ResultSet {
-    let mut rows: Vec<QueryRow> = app.query_stats.rows(app.config.load().cache.enabled);
+pub fn queries(app: &Console) -> ResultSet {
+    let mut rows: Vec<QueryRow> = app.queries();
     crate::insights::stats::sort_rows(&mut rows, "total_ms");
     let mut r = ResultSet::new(&[
         "fingerprint",
@@ -279,8 +279,8 @@ pub fn queries(app: &App) -> ResultSet {
 }
 
 /// One row of cache counters (the same numbers as /health/status `.cache`).
-pub fn cache(app: &App) -> ResultSet {
-    let snap = app.cache_snapshot();
+pub fn cache(app: &Console) -> ResultSet {
+    let snap = app.cache();
     let value = serde_json::to_value(&snap).unwrap_or_default();
     let fields: Vec<(String, String)> =
         value.as_object().map(|o| o.iter().map(|(k, v)| (k.clone(), v.to_string())).collect()).unwrap_or_default();
@@ -304,7 +304,7 @@ pub fn cache(app: &App) -> ResultSet {
 }
 
 /// SHOW N_PLUS_ONE: the findings of GET /insights/n-plus-one.
-pub fn n_plus_one(app: &App) -> ResultSet {
+pub fn n_plus_one(app: &Console) -> ResultSet {
     let mut r = ResultSet::typed(&[
         ("database", Text),
         ("user", Text),
@@ -316,7 +316,7 @@ pub fn n_plus_one(app: &App) -> ResultSet {
         ("total_ms", Numeric),
         ("suggestion", Text),
     ]);
-    for f in app.findings.list() {
+    for f in app.n_plus_one() {
         r.row(vec![
             f.database,
             f.user,

@@ -4,7 +4,7 @@
 
 use super::result::ResultSet;
 use crate::config::Config;
-use crate::shared::App;
+use crate::shared::console::Console;
 
 /// Settings a reload does not change (docs/CONFIG.md's "restart").
 const RESTART: [&str; 20] = [
@@ -30,13 +30,13 @@ const RESTART: [&str; 20] = [
     "strategy.cache_min_hit_ratio",
 ];
 
-pub fn pool_mode(app: &App) -> String {
-    format!("{:?}", app.config.load().pool.mode).to_lowercase()
+pub fn pool_mode(app: &Console) -> String {
+    format!("{:?}", app.config().pool.mode).to_lowercase()
 }
 
-pub fn config(app: &App) -> ResultSet {
+pub fn config(app: &Console) -> ResultSet {
     let mut r = ResultSet::new(&["key", "value", "default", "changeable"]);
-    let cfg = app.config.load();
+    let cfg = app.config();
     let defaults: std::collections::HashMap<String, String> = flat(&Config::default()).into_iter().collect();
     for (k, v) in flat(&crate::config::env::masked_config(&cfg)) {
         let default = defaults.get(&k).cloned().unwrap_or_default();

@@ -5,7 +5,7 @@
 use std::time::{Duration, SystemTime};
 
 use super::result::{ResultSet, Ty};
-use crate::shared::App;
+use crate::shared::console::Console;
 
 use Ty::{Int4, Int8, Text};
 
@@ -61,16 +61,16 @@ fn split_addr(peer: &str) -> (String, String) {
     }
 }
 
-fn listen(app: &App) -> (String, String) {
-    split_addr(&app.config.load().server.listen)
+fn listen(app: &Console) -> (String, String) {
+    split_addr(&app.config().server.listen)
 }
 
-pub fn clients(app: &App) -> ResultSet {
+pub fn clients(app: &Console) -> ResultSet {
     let mut cols = SOCKET_COLUMNS.to_vec();
     cols.push(("server_pid", Int4));
     let mut r = ResultSet::typed(&cols);
     let (local_addr, local_port) = listen(app);
-    for c in app.cancels.clients() {
+    for c in app.clients() {
         let server = c.server.lock().clone();
         // PgBouncer's spelling for a Unix-domain socket client: addr `unix`, its own port.
         let (addr, port, local) = match c.peer {
@@ -107,7 +107,7 @@ pub fn clients(app: &App) -> ResultSet {
     r
 }
 
-pub fn servers(app: &App) -> ResultSet {
+pub fn servers(app: &Console) -> ResultSet {
     let mut cols = SOCKET_COLUMNS.to_vec();
     cols.extend([("age_s", Int8), ("idle_s", Int8)]);
     let mut r = ResultSet::typed(&cols);
@@ -147,13 +147,13 @@ pub fn servers(app: &App) -> ResultSet {
             Some(idle.as_secs().to_string()),
         ]
     };
-    for c in app.cancels.clients() {
+    for c in app.clients() {
         if let Some(s) = c.server.lock().clone() {
             let link = Some(format!("c{:x}", c.id));
             r.row_opt(row(&c.user, &c.database, "active", &s.addr, s.pid, link, Duration::ZERO, Duration::ZERO));
         }
     }
-    for pool in app.pools.all() {
+    for pool in app.pools() {
         for (pid, (addr, age, idle)) in pool.idle_servers() {
             r.row_opt(row(&pool.key.user, &pool.key.database, "idle", &addr, pid, None, age, idle));
         }

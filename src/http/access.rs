@@ -13,7 +13,7 @@ use axum::response::{IntoResponse, Response};
 use super::Http;
 
 pub(super) async fn require_token(State((h, loopback)): State<(Http, bool)>, req: Request, next: Next) -> Response {
-    let token = h.app.config.load().http.token.clone();
+    let token = h.app.config().http.token.clone();
     let allowed = match token.as_deref() {
         Some(expected) => presented(&req).is_some_and(|given| same(given.as_bytes(), expected.as_bytes())),
         None if loopback => true,

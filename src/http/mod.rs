@@ -6,7 +6,6 @@ mod insights;
 mod page;
 mod scrape;
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::State;
@@ -17,15 +16,15 @@ use axum::{Json, Router};
 use metrics_exporter_prometheus::PrometheusHandle;
 use serde_json::json;
 
-use crate::shared::App;
+use crate::shared::console::Console;
 
 #[derive(Clone)]
 pub(crate) struct Http {
-    app: Arc<App>,
+    app: Console,
     prometheus: PrometheusHandle,
 }
 
-pub async fn serve(listener: std::net::TcpListener, app: Arc<App>, prometheus: PrometheusHandle) {
+pub async fn serve(listener: std::net::TcpListener, app: Console, prometheus: PrometheusHandle) {
     let listener = match tokio::net::TcpListener::from_std(listener) {
         Ok(l) => l,
         Err(e) => {
@@ -61,7 +60,7 @@ async fn health(State(h): State<Http>, uri: axum::http::Uri) -> Response {
     let live = uri.query().is_some_and(|q| q.split('&').any(|p| p == "live" || p.starts_with("live=")));
     // (None: not asked)
     let reachable = if live { None } else { Some(upstream_reachable(&h).await) };
-    let accepting = !*h.app.shutdown_signal().borrow();
+    let accepting = h.app.accepting();
     let ok = reachable != Some(false) && accepting;
     let code = if ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     let body = json!({ "status": if ok { "ok" } else { "unavailable" }, "upstream_reachable": reachable, "accepting": accepting });
@@ -69,21 +68,21 @@ async fn health(State(h): State<Http>, uri: axum::http::Uri) -> Response {
 }
 
 async fn upstream_reachable(h: &Http) -> bool {
-    let up = h.app.config.load().upstream();
+    let up = h.app.config().upstream();
     crate::timers::timeout(Duration::from_secs(2), crate::net::endpoint::connect(&up.host, up.port))
         .await
         .is_ok_and(|r| r.is_ok())
 }
 
 async fn status(State(h): State<Http>) -> Json<serde_json::Value> {
-    let pools = h.app.pools.snapshots();
+    let pools = h.app.pool_snapshots();
     let sum = |f: fn(&crate::pool::PoolSnapshot) -> usize| pools.iter().map(f).sum::<usize>();
     let (active, idle, waiting, size, max) =
         (sum(|p| p.active), sum(|p| p.idle), sum(|p| p.waiting), sum(|p| p.size), sum(|p| p.max_size));
-    let cfg = h.app.config.load();
-    let clients = h.app.clients.snapshot();
+    let cfg = h.app.config();
+    let clients = h.app.client_counts();
     // (limit 0: not read from the server yet, no budget)
-    let (budget_limit, budget_used) = h.app.pools.budget.snapshot();
+    let (budget_limit, budget_used) = h.app.server_budget();
     Json(json!({
         "status": "ok",
         "pool_mode": format!("{:?}", cfg.pool.mode).to_lowercase(),
@@ -94,20 +93,15 @@ async fn status(State(h): State<Http>) -> Json<serde_json::Value> {
         },
         "pools": pools,
         "clients": clients,
-        "cache": cache_status(&h.app),
-        "index_usage": h.app.index_usage.tables(),
-        "indexes": h.app.index_usage.indexes(),
+        "cache": serde_json::to_value(h.app.cache()).unwrap_or_default(),
+        "index_usage": h.app.table_usage(),
+        "indexes": h.app.index_usage(),
     }))
-}
-
-fn cache_status(app: &App) -> serde_json::Value {
-    let snap = app.cache_snapshot();
-    serde_json::to_value(snap).unwrap_or_default()
 }
 
 /// POST /cache/flush: drops every cached result (on every replica when Redis is shared).
 async fn cache_flush(State(h): State<Http>) -> Response {
-    let shared = h.app.cache.flush().await;
+    let shared = h.app.flush_cache().await;
     Json(json!({ "flushed": true, "redis_told": shared })).into_response()
 }
 
@@ -116,7 +110,6 @@ async fn metrics_text(State(h): State<Http>) -> Response {
     h.prometheus.run_upkeep();
     let mut text = h.prometheus.render();
     crate::metrics::render_pool_wait(&mut text);
-    let top_k = h.app.config.load().insights.metrics_top_k;
-    h.app.query_stats.render_prometheus(top_k, &mut text);
+    h.app.render_query_metrics(&mut text);
     ([("content-type", "text/plain; version=0.0.4")], text).into_response()
 }

@@ -331,6 +331,8 @@ impl CacheStage {
     fn plan_bind(&mut self, cx: &Cx<'_>, portal: &[u8], name: &[u8], args: &[u8]) -> Option<(Key, Asked, bool)> {
         let stmt = cx.turn.statement.as_ref().and_then(|e| e.cache.as_deref());
         match stmt {
+            // A plain read is none of the write bookkeeping's business (most Binds).
+            Some(s) if !noted(&s.analysis) => {}
             Some(s) => {
                 let (keyed, types) = (s.analysis.keyed.as_deref(), || s.declared_types());
                 let keys = cache_keys::keyed_writes(&self.cache, &self.database, keyed, types, args);

@@ -1,0 +1,131 @@
+//! What the admin console and the HTTP endpoints may see and do. They read snapshots of the
+//! shared state and change it only through the operations named here (pause, resume, reload,
+//! flush, kill, shutdown); the rest of `App` (the live configuration's store, TLS, secrets, the
+//! analyzer, buffers, the shutdown sender) is out of their reach, so a new SHOW or endpoint
+//! cannot grow a write to shared state by accident.
+
+use std::sync::Arc;
+
+use arc_swap::Guard;
+
+use super::{App, ClientSnapshot};
+use crate::backend::cancel::ClientMeta;
+use crate::config::Config;
+use crate::pool::{Pool, PoolSnapshot};
+
+#[derive(Clone)]
+pub struct Console {
+    app: Arc<App>,
+}
+
+impl Console {
+    pub fn new(app: Arc<App>) -> Self {
+        Self { app }
+    }
+
+    // Reads.
+
+    /// The configuration in force (a snapshot: a reload later does not change it).
+    pub fn config(&self) -> Guard<Arc<Config>> {
+        self.app.config.load()
+    }
+
+    /// Every pool, for the SHOWs that list their servers and counters.
+    pub fn pools(&self) -> Vec<Arc<Pool>> {
+        self.app.pools.all()
+    }
+
+    pub fn pool_snapshots(&self) -> Vec<PoolSnapshot> {
+        self.app.pools.snapshots()
+    }
+
+    pub fn is_paused(&self, database: &str) -> bool {
+        self.app.pools.is_paused(database)
+    }
+
+    /// The server-connection budget: (limit, used); limit 0 until read from the server.
+    pub fn server_budget(&self) -> (usize, usize) {
+        self.app.pools.budget.snapshot()
+    }
+
+    /// Connected clients, oldest first.
+    pub fn clients(&self) -> Vec<Arc<ClientMeta>> {
+        self.app.cancels.clients()
+    }
+
+    pub fn client_counts(&self) -> ClientSnapshot {
+        self.app.clients.snapshot()
+    }
+
+    /// Per-fingerprint statistics, with each one's strategy.
+    pub fn queries(&self) -> Vec<crate::insights::stats::QueryRow> {
+        self.app.query_stats.rows(self.config().cache.enabled)
+    }
+
+    /// The per-fingerprint series of /metrics (the `top_k` slowest by total time).
+    pub fn render_query_metrics(&self, out: &mut String) {
+        let top_k = self.config().insights.metrics_top_k;
+        self.app.query_stats.render_prometheus(top_k, out);
+    }
+
+    /// SHOW STATS' totals per database since start.
+    pub fn stats_totals(&self) -> Vec<(String, crate::pool_stats::Totals)> {
+        crate::pool_stats::totals(&self.app.pools, &self.app.query_stats, self.config().cache.enabled)
+    }
+
+    /// SHOW STATS' averages of the last stats period.
+    pub fn stats_averages(&self, database: &str) -> [u64; 11] {
+        self.app.stats_periods.averages(database)
+    }
+
+    pub fn n_plus_one(&self) -> Vec<crate::insights::nplus1::Finding> {
+        self.app.findings.list()
+    }
+
+    pub fn table_usage(&self) -> Vec<crate::index_usage::TableUsage> {
+        self.app.index_usage.tables()
+    }
+
+    pub fn index_usage(&self) -> Vec<crate::index_usage::IndexRow> {
+        self.app.index_usage.indexes()
+    }
+
+    pub fn cache(&self) -> crate::cache::Snapshot {
+        self.app.cache_snapshot()
+    }
+
+    /// Statements in the prepared-statement registry.
+    pub fn prepared_statements(&self) -> usize {
+        self.app.registry.len()
+    }
+
+    /// New clients are accepted (no shutdown begun).
+    pub fn accepting(&self) -> bool {
+        !*self.app.shutdown_signal().borrow()
+    }
+
+    // Operations.
+
+    /// PAUSE / RESUME (`database` None: every pool); an unknown database is an error.
+    pub fn set_paused(&self, database: Option<&str>, paused: bool) -> Result<(), String> {
+        self.app.pools.set_paused(database, paused)
+    }
+
+    /// Drops every cached result; says whether Redis was told (other replicas flush too).
+    pub async fn flush_cache(&self) -> bool {
+        self.app.cache.flush().await
+    }
+
+    /// KILL_CLIENT: false when no client has that id.
+    pub fn kill_client(&self, id: u64) -> bool {
+        self.app.cancels.kill(id)
+    }
+
+    pub fn reload(&self) -> anyhow::Result<()> {
+        self.app.reload()
+    }
+
+    pub fn shutdown(&self) {
+        self.app.begin_shutdown();
+    }
+}
