@@ -147,11 +147,6 @@ impl App {
         self.cache.snapshot(self.config.load().cache.enabled)
     }
 
-    /// How long a cache miss waits for an identical query already running.
-    pub fn coalesce_wait(&self) -> std::time::Duration {
-        std::time::Duration::from_millis(self.config.load().cache.coalesce_wait_ms)
-    }
-
     pub fn shutdown_signal(&self) -> watch::Receiver<bool> {
         self.shutdown.subscribe()
     }

@@ -176,7 +176,12 @@ fn admin_and_http_see_the_shared_state_through_the_console() {
         .filter(|f| names_app(&std::fs::read_to_string(f).unwrap()))
         .map(|f| f.display().to_string())
         .collect();
-    assert!(wrong.is_empty(), "these name shared::App; use shared::console::Console:\n{}", wrong.join("\n"));
+    assert!(
+        wrong.is_empty(),
+        "these name shared::App (comments count too); use shared::console::Console:\n{}",
+        wrong.join("\n")
+    );
     assert!(names_app("use crate::shared::App;") && names_app("fn f(a: Arc<App>)"));
+    assert!(names_app("use crate::shared::{App, ClientSnapshot};"));
     assert!(!names_app("let app = AppName::new(); // apps") && !names_app("MyApp"));
 }

@@ -82,24 +82,7 @@ async fn run(app: &Console, command: &str, out: &mut BytesMut, admin: bool) -> R
     }
     match words.as_slice() {
         ["SHOW", what] => {
-            let set = match *what {
-                "POOLS" => show::pools(app),
-                "STATS" => show::stats(app),
-                "STATS_TOTALS" => show::stats_totals(app),
-                "STATS_AVERAGES" => show::stats_averages(app),
-                "CLIENTS" => show_sockets::clients(app),
-                "SERVERS" => show_sockets::servers(app),
-                "DATABASES" => show::databases(app),
-                "LISTS" => show::lists(app),
-                "CONFIG" => show_config::config(app),
-                "QUERIES" => show::queries(app),
-                "CACHE" => show::cache(app),
-                "N_PLUS_ONE" => show::n_plus_one(app),
-                "VERSION" => single("version", concat!("pgpilot ", env!("CARGO_PKG_VERSION"))),
-                "HELP" => single("help", HELP),
-                _ => return Err(unknown(format!("unknown SHOW item {what:?}; try {HELP}"))),
-            };
-            set.encode(out);
+            show_item(app, what).ok_or_else(|| unknown(format!("unknown SHOW item {what:?}; try {HELP}")))?.encode(out)
         }
         ["PAUSE"] | ["PAUSE", _] => {
             let db = database_argument(command);
@@ -135,6 +118,26 @@ async fn run(app: &Console, command: &str, out: &mut BytesMut, admin: bool) -> R
         _ => return Err(unknown(format!("unknown command {command:?}; try {HELP}"))),
     }
     Ok(())
+}
+
+fn show_item(app: &Console, what: &str) -> Option<result::ResultSet> {
+    Some(match what {
+        "POOLS" => show::pools(app),
+        "STATS" => show::stats(app),
+        "STATS_TOTALS" => show::stats_totals(app),
+        "STATS_AVERAGES" => show::stats_averages(app),
+        "CLIENTS" => show_sockets::clients(app),
+        "SERVERS" => show_sockets::servers(app),
+        "DATABASES" => show::databases(app),
+        "LISTS" => show::lists(app),
+        "CONFIG" => show_config::config(app),
+        "QUERIES" => show::queries(app),
+        "CACHE" => show::cache(app),
+        "N_PLUS_ONE" => show::n_plus_one(app),
+        "VERSION" => single("version", concat!("pgpilot ", env!("CARGO_PKG_VERSION"))),
+        "HELP" => single("help", HELP),
+        _ => return None,
+    })
 }
 
 fn single(column: &'static str, value: &str) -> result::ResultSet {

@@ -5,7 +5,7 @@
 
 use super::result::{ResultSet, Ty};
 use crate::insights::stats::QueryRow;
-use crate::pool_stats::{self, Totals};
+use crate::pool_stats;
 use crate::shared::console::Console;
 
 use Ty::{Int4, Int8, Numeric, Text};
@@ -39,8 +39,7 @@ pub fn pools(app: &Console) -> ResultSet {
         ("slow_lane_waited", Int8),
     ]);
     for pool in app.pools() {
-        let s = pool.snapshot();
-        let clients = pool.clients.load(std::sync::atomic::Ordering::Relaxed).max(0) as usize;
+        let (s, clients) = (pool.snapshot, pool.clients);
         let n = |v: usize| Some(v.to_string());
         r.row_opt(vec![
             Some(s.database),
@@ -69,10 +68,6 @@ pub fn pools(app: &Console) -> ResultSet {
         ]);
     }
     r
-}
-
-fn stats_totals_now(app: &Console) -> Vec<(String, Totals)> {
-    app.stats_totals()
 }
 
 /// SHOW STATS: PgBouncer 1.24's total_<counter> for each counter, then avg_<counter> (avg_recv,
@@ -108,7 +103,7 @@ pub fn stats(app: &Console) -> ResultSet {
     cols.extend(TOTAL.iter().chain(AVG.iter()).map(|c| (*c, Numeric)));
     cols.push(("total_wait_timeouts", Int8));
     let mut r = ResultSet::typed(&cols);
-    for (db, t) in stats_totals_now(app) {
+    for (db, t) in app.stats_totals() {
         let avg = app.stats_averages(&db);
         let mut row = vec![db];
         row.extend(t.counters.iter().chain(avg.iter()).map(u64::to_string));
@@ -131,7 +126,7 @@ fn stats_by_counter(app: &Console, averages: bool) -> ResultSet {
         (name, Numeric)
     }));
     let mut r = ResultSet::typed(&cols);
-    for (db, t) in stats_totals_now(app) {
+    for (db, t) in app.stats_totals() {
         let values = if averages { app.stats_averages(&db) } else { t.counters };
         let mut row = vec![db];
         row.extend(values.iter().map(u64::to_string));
@@ -171,14 +166,15 @@ pub fn databases(app: &Console) -> ResultSet {
         ("paused", Int4),
         ("disabled", Int4),
     ]);
-    let mut names: Vec<String> = app.pools().iter().map(|p| p.key.database.clone()).collect();
+    let all = app.pools();
+    let mut names: Vec<String> = all.iter().map(|p| p.snapshot.database.clone()).collect();
     names.sort();
     names.dedup();
     for db in names {
         let paused = u8::from(app.is_paused(&db));
-        let pools: Vec<_> = app.pools().into_iter().filter(|p| p.key.database == db).collect();
-        let conns: usize = pools.iter().map(|p| p.snapshot().size).sum();
-        let clients: i64 = pools.iter().map(|p| p.clients.load(std::sync::atomic::Ordering::Relaxed).max(0)).sum();
+        let pools: Vec<_> = all.iter().filter(|p| p.snapshot.database == db).collect();
+        let conns: usize = pools.iter().map(|p| p.snapshot.size).sum();
+        let clients: usize = pools.iter().map(|p| p.clients).sum();
         r.row_opt(vec![
             Some(db.clone()),
             Some(up.host.clone()),
@@ -205,14 +201,13 @@ pub fn databases(app: &Console) -> ResultSet {
 /// PgBouncer's internal lists, with the counts pgpilot has (the rest 0; the exporter reads each).
 pub fn lists(app: &Console) -> ResultSet {
     let pools = app.pools();
-    let mut dbs: Vec<&str> = pools.iter().map(|p| p.key.database.as_str()).collect();
+    let mut dbs: Vec<&str> = pools.iter().map(|p| p.snapshot.database.as_str()).collect();
     dbs.sort();
     dbs.dedup();
-    let mut users: Vec<&str> = pools.iter().map(|p| p.key.user.as_str()).collect();
+    let mut users: Vec<&str> = pools.iter().map(|p| p.snapshot.user.as_str()).collect();
     users.sort();
     users.dedup();
-    let snaps: Vec<_> = pools.iter().map(|p| p.snapshot()).collect();
-    let (used, free) = snaps.iter().fold((0, 0), |(u, f), s| (u + s.active, f + s.idle));
+    let (used, free) = pools.iter().fold((0, 0), |(u, f), p| (u + p.snapshot.active, f + p.snapshot.idle));
     let clients = app.clients().len();
     let mut r = ResultSet::typed(&[("list", Text), ("items", Int4)]);
     let rows: [(&str, usize); 14] = [

@@ -71,13 +71,13 @@ pub fn clients(app: &Console) -> ResultSet {
     let mut r = ResultSet::typed(&cols);
     let (local_addr, local_port) = listen(app);
     for c in app.clients() {
-        let server = c.server.lock().clone();
+        let server = &c.server;
         // PgBouncer's spelling for a Unix-domain socket client: addr `unix`, its own port.
         let (addr, port, local) = match c.peer {
             Some(p) => (p.ip().to_string(), p.port().to_string(), local_addr.clone()),
             None => ("unix".to_string(), local_port.clone(), "unix".to_string()),
         };
-        let pid = server.as_ref().map(|s| s.pid.to_string());
+        let pid = server.as_ref().map(|(_, pid)| pid.to_string());
         let state = if server.is_some() { "active" } else { "idle" };
         r.row_opt(vec![
             Some("C".into()),
@@ -148,14 +148,14 @@ pub fn servers(app: &Console) -> ResultSet {
         ]
     };
     for c in app.clients() {
-        if let Some(s) = c.server.lock().clone() {
+        if let Some((addr, pid)) = &c.server {
             let link = Some(format!("c{:x}", c.id));
-            r.row_opt(row(&c.user, &c.database, "active", &s.addr, s.pid, link, Duration::ZERO, Duration::ZERO));
+            r.row_opt(row(&c.user, &c.database, "active", addr, *pid, link, Duration::ZERO, Duration::ZERO));
         }
     }
     for pool in app.pools() {
-        for (pid, (addr, age, idle)) in pool.idle_servers() {
-            r.row_opt(row(&pool.key.user, &pool.key.database, "idle", &addr, pid, None, age, idle));
+        for (pid, (addr, age, idle)) in &pool.idle_servers {
+            r.row_opt(row(&pool.snapshot.user, &pool.snapshot.database, "idle", addr, *pid, None, *age, *idle));
         }
     }
     r

@@ -276,10 +276,7 @@ impl Pending {
     /// Accounts for one whole server message (or the first part of a large one); returns whether
     /// the client should see it.
     pub fn on_server(&mut self, tag: u8, frame: &[u8], out: &mut BytesMut, r: &mut Replies) -> bool {
-        self.emit_local(out);
-        if !self.events.is_empty() {
-            r.statements.append(&mut self.events);
-        }
+        self.before_reply(out, r);
         let Some(front) = self.q.front_mut() else { return true };
         let body = frame.get(5..).unwrap_or(&[]);
         if let Some(desc) = front.feed(tag, frame, body, &mut r.completed) {
@@ -354,10 +351,7 @@ impl Pending {
     /// once (a row never completes an entry, so one entry takes them all): insights count them,
     /// a fill copies them. Returns whether the client sees them.
     pub fn on_rows(&mut self, run: &[u8], n: u64, out: &mut BytesMut, r: &mut Replies) -> bool {
-        self.emit_local(out);
-        if !self.events.is_empty() {
-            r.statements.append(&mut self.events);
-        }
+        self.before_reply(out, r);
         let Some(front) = self.q.front_mut() else { return true };
         if let Some(track) = front.track.as_mut() {
             track.rows_seen += n;
@@ -366,6 +360,16 @@ impl Pending {
             front.fill = None;
         }
         !front.hides(be::DATA_ROW)
+    }
+
+    /// What precedes any server reply: local replies due ahead of it go out first, and the
+    /// events of skipped messages reach their stages before the reply's own.
+    #[inline]
+    fn before_reply(&mut self, out: &mut BytesMut, r: &mut Replies) {
+        self.emit_local(out);
+        if !self.events.is_empty() {
+            r.statements.append(&mut self.events);
+        }
     }
 
     /// Records a fresh description. Under `Compare` a different one than the client holds means

@@ -1,17 +1,43 @@
-//! What the admin console and the HTTP endpoints may see and do. They read snapshots of the
-//! shared state and change it only through the operations named here (pause, resume, reload,
-//! flush, kill, shutdown); the rest of `App` (the live configuration's store, TLS, secrets, the
-//! analyzer, buffers, the shutdown sender) is out of their reach, so a new SHOW or endpoint
-//! cannot grow a write to shared state by accident.
+//! What the admin console and the HTTP endpoints may see and do. They read copies of the shared
+//! state (snapshots and rows, no live handle to a pool or a session) and change it only through
+//! the operations named here (pause, resume, reload, flush, kill, shutdown); the rest of `App`
+//! (the configuration's store, TLS, secrets, the analyzer, buffers, the shutdown sender) is out of
+//! their reach, so a new SHOW or endpoint cannot grow a write to shared state by accident.
 
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
+use std::time::SystemTime;
 
 use arc_swap::Guard;
 
 use super::{App, ClientSnapshot};
-use crate::backend::cancel::ClientMeta;
 use crate::config::Config;
-use crate::pool::{Pool, PoolSnapshot};
+use crate::net::endpoint::Endpoint;
+use crate::pool::{PoolSnapshot, SocketAddrAge};
+
+/// A pool as the console shows it, copied out.
+pub struct PoolRow {
+    pub snapshot: PoolSnapshot,
+    /// Clients bound to the pool's (database, user).
+    pub clients: usize,
+    /// Idle server connections: backend pid, address, age, time idle.
+    pub idle_servers: Vec<(i32, SocketAddrAge)>,
+}
+
+/// A client session as the console shows it, copied out.
+pub struct ClientRow {
+    /// What KILL_CLIENT names.
+    pub id: u64,
+    pub user: Arc<str>,
+    pub database: Arc<str>,
+    pub application_name: Arc<str>,
+    /// None: a client on the Unix-domain socket.
+    pub peer: Option<SocketAddr>,
+    pub connected: SystemTime,
+    /// The server connection it holds now: address and backend pid.
+    pub server: Option<(Endpoint, i32)>,
+}
 
 #[derive(Clone)]
 pub struct Console {
@@ -31,8 +57,13 @@ impl Console {
     }
 
     /// Every pool, for the SHOWs that list their servers and counters.
-    pub fn pools(&self) -> Vec<Arc<Pool>> {
-        self.app.pools.all()
+    pub fn pools(&self) -> Vec<PoolRow> {
+        let row = |p: Arc<crate::pool::Pool>| PoolRow {
+            snapshot: p.snapshot(),
+            clients: p.clients.load(Relaxed).max(0) as usize,
+            idle_servers: p.idle_servers(),
+        };
+        self.app.pools.all().into_iter().map(row).collect()
     }
 
     pub fn pool_snapshots(&self) -> Vec<PoolSnapshot> {
@@ -49,8 +80,17 @@ impl Console {
     }
 
     /// Connected clients, oldest first.
-    pub fn clients(&self) -> Vec<Arc<ClientMeta>> {
-        self.app.cancels.clients()
+    pub fn clients(&self) -> Vec<ClientRow> {
+        let row = |c: Arc<crate::backend::cancel::ClientMeta>| ClientRow {
+            id: c.id,
+            user: c.user.clone(),
+            database: c.database.clone(),
+            application_name: c.application_name.clone(),
+            peer: c.peer,
+            connected: c.connected,
+            server: c.server.lock().as_ref().map(|s| (s.addr.clone(), s.pid)),
+        };
+        self.app.cancels.clients().into_iter().map(row).collect()
     }
 
     pub fn client_counts(&self) -> ClientSnapshot {
@@ -101,7 +141,7 @@ impl Console {
 
     /// New clients are accepted (no shutdown begun).
     pub fn accepting(&self) -> bool {
-        !*self.app.shutdown_signal().borrow()
+        !*self.app.shutdown.borrow()
     }
 
     // Operations.
@@ -121,10 +161,12 @@ impl Console {
         self.app.cancels.kill(id)
     }
 
+    /// RELOAD: re-reads the configuration as SIGHUP does (the old one stays if the new is invalid).
     pub fn reload(&self) -> anyhow::Result<()> {
         self.app.reload()
     }
 
+    /// SHUTDOWN: begins the drain, as SIGTERM does.
     pub fn shutdown(&self) {
         self.app.begin_shutdown();
     }
