@@ -109,3 +109,29 @@ async fn queries_endpoint_sorting_slow_counter_and_histogram_series() {
     assert!(m.contains("fingerprint=\"other\",le=\"+Inf\"}"), "{m}");
     assert!(!m.contains("SELECT"), "no query text in metric labels");
 }
+
+/// A routine body in the SQL-standard form is one statement: its inner semicolons do not split
+/// it, so the server's one CommandComplete is its own and no fragment (its `END`, the body's
+/// SELECT) shows up as a statement of its own.
+#[tokio::test]
+async fn a_standard_routine_body_counts_as_one_statement() {
+    let proxy = Proxy::start("[pool]\nmax_size = 2\n");
+    let c = proxy.connect("app").await;
+    let create = "CREATE OR REPLACE FUNCTION pgpilot_atomic_body(a int) RETURNS int LANGUAGE sql \
+                  BEGIN ATOMIC SELECT a + 1; END";
+    let replies = c.simple_query(&format!("{create}; SELECT pgpilot_atomic_body(41) AS answer")).await.unwrap();
+    let answer = replies.iter().find_map(|m| match m {
+        tokio_postgres::SimpleQueryMessage::Row(r) => r.get("answer").map(str::to_string),
+        _ => None,
+    });
+    assert_eq!(answer.as_deref(), Some("42"));
+    let rows = queries(&proxy);
+    let texts: Vec<&str> = rows.iter().filter_map(|r| r["query"].as_str()).collect();
+    assert_eq!(texts.len(), 2, "the CREATE FUNCTION and the SELECT, no fragment: {texts:?}");
+    // (DDL is listed by its statement type, its text not shown.)
+    let routine = rows.iter().find(|r| r["query"].as_str().is_some_and(|q| q.contains("CreateFunctionStmt")));
+    assert_eq!(routine.map(|r| r["calls"].clone()), Some(serde_json::json!(1)), "{texts:?}");
+    let call = rows.iter().find(|r| r["query"].as_str().is_some_and(|q| q.starts_with("SELECT pgpilot_atomic_body(")));
+    assert_eq!(call.map(|r| r["calls"].clone()), Some(serde_json::json!(1)), "{texts:?}");
+    c.simple_query("DROP FUNCTION pgpilot_atomic_body(int)").await.unwrap();
+}

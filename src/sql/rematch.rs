@@ -5,7 +5,8 @@
 //! the earlier text's analysis, scan and statement bounds stay valid.
 //!
 //! Why a match means "same shape": the token pass is a left-to-right scan whose state between
-//! tokens is always the same. Where the bytes before a literal are identical, it reaches the
+//! tokens depends only on the tokens before, never on a literal's value (its statement nesting
+//! included). Where the bytes before a literal are identical, it reaches the
 //! literal's start in the same state; a literal whose first byte is of the same kind (a digit for a
 //! digit, else the same byte) makes every look-ahead of the token before it decide alike; the new
 //! literal is cut by the same function the token pass uses (`tokens::literal_at`), and the bytes

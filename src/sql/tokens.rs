@@ -1,5 +1,5 @@
 //! A fast token pass over SQL text: literals replaced by `?`, comments dropped, whitespace folded,
-//! keywords lower-cased, statements split at top-level semicolons. Texts that differ only in
+//! keywords lower-cased, statements split at top-level semicolons (`nesting`). Texts that differ only in
 //! literal values get the same shape, so the parser runs once per shape, not once per text
 //! (pgbench -M simple sends a new literal every time). Also the fallback fingerprint source when
 //! the parser rejects a text.
@@ -72,6 +72,7 @@ pub fn shapes_with(sql: &str, backslash_quotes: bool) -> Vec<Shape> {
     let mut cur: Vec<u8> = Vec::with_capacity(b.len().min(4096));
     let mut start = 0;
     let mut literals = Literals::default();
+    let mut nesting = super::nesting::Nesting::default();
     let mut i = 0;
     while i < b.len() {
         let c = b[i];
@@ -95,6 +96,7 @@ pub fn shapes_with(sql: &str, backslash_quotes: bool) -> Vec<Shape> {
                     token(&mut cur, &b[s..i]);
                     let at = cur.len() - (i - s);
                     cur[at..].make_ascii_lowercase();
+                    nesting.ident(&cur[at..]);
                 }
             }
             Class::Digit => {
@@ -102,8 +104,13 @@ pub fn shapes_with(sql: &str, backslash_quotes: bool) -> Vec<Shape> {
                 i = skip_number(b, i);
                 literal(&mut cur, &mut literals, s, i);
             }
+            Class::Semicolon if !nesting.at_top() => {
+                token(&mut cur, b";"); // inside a rule's action list or a routine's body
+                i += 1;
+            }
             Class::Semicolon => {
                 finish(&mut cur, &mut out, start, i, std::mem::take(&mut literals));
+                nesting.reset();
                 i += 1;
                 start = i;
             }
@@ -137,6 +144,7 @@ pub fn shapes_with(sql: &str, backslash_quotes: bool) -> Vec<Shape> {
                     literal(&mut cur, &mut literals, s, i);
                 } else {
                     token(&mut cur, &b[i..i + 1]);
+                    nesting.punct(c);
                     i += 1;
                 }
             }

@@ -1,0 +1,113 @@
+//! Whether a semicolon ends a statement. PostgreSQL's grammar reads two places where it does not:
+//! inside parentheses (a rule's action list, `CREATE RULE r AS ON INSERT TO t DO ALSO (INSERT
+//! ..; UPDATE ..)`) and inside a routine body in the SQL-standard form (`CREATE FUNCTION f()
+//! RETURNS int LANGUAGE sql BEGIN ATOMIC ..; ..; END`). Split there, one statement became
+//! several: insights counted fragments (an `end` among them) as statements and attributed the
+//! server's single CommandComplete to the first. The token pass has no grammar, so for the
+//! second it follows the heuristic psql's own splitter uses: in a statement that starts `CREATE
+//! [OR REPLACE] FUNCTION|PROCEDURE`, outside parentheses, `begin` opens a block, `case` opens one
+//! inside a block (it also ends with `end`), `end` closes one. It depends on tokens only, never
+//! on literal values, so texts that differ in literals still split alike (`rematch` relies on it).
+
+/// The nesting of the statement being read.
+#[derive(Debug, Default)]
+pub(crate) struct Nesting {
+    parens: u32,
+    blocks: u32,
+    /// Its head so far: 1 after `create`, 2 after `create or`, 3 after `create or replace`;
+    /// `ROUTINE` once it reads `create [or replace] function|procedure`, `OTHER` otherwise.
+    head: u8,
+}
+
+const ROUTINE: u8 = 4;
+const OTHER: u8 = 5;
+
+impl Nesting {
+    /// A semicolon here ends the statement.
+    #[inline]
+    pub fn at_top(&self) -> bool {
+        self.parens == 0 && self.blocks == 0
+    }
+
+    #[inline]
+    pub fn punct(&mut self, c: u8) {
+        match c {
+            b'(' => self.parens = self.parens.saturating_add(1),
+            b')' => self.parens = self.parens.saturating_sub(1),
+            _ => {}
+        }
+    }
+
+    /// An identifier or keyword, lower-cased.
+    #[inline]
+    pub fn ident(&mut self, word: &[u8]) {
+        if self.head == OTHER {
+            return; // (most statements: one test per word)
+        }
+        if self.head != ROUTINE {
+            self.head = match (self.head, word) {
+                (0, b"create") => 1,
+                (1, b"or") => 2,
+                (2, b"replace") => 3,
+                (1 | 3, b"function" | b"procedure") => ROUTINE,
+                _ => OTHER,
+            };
+            return;
+        }
+        if self.parens > 0 {
+            return;
+        }
+        match word {
+            b"begin" => self.blocks = self.blocks.saturating_add(1),
+            b"case" if self.blocks > 0 => self.blocks = self.blocks.saturating_add(1),
+            b"end" => self.blocks = self.blocks.saturating_sub(1),
+            _ => {}
+        }
+    }
+
+    /// The statement ended: the next one starts at the top.
+    pub fn reset(&mut self) {
+        *self = Self::default();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::sql::tokens::shapes;
+
+    fn texts(sql: &str) -> Vec<String> {
+        shapes(sql).into_iter().map(|s| s.text).collect()
+    }
+
+    #[test]
+    fn a_standard_routine_body_is_one_statement() {
+        let sql = "CREATE OR REPLACE FUNCTION f(a int) RETURNS int LANGUAGE sql BEGIN ATOMIC \
+                   SELECT CASE WHEN a > 0 THEN 1 ELSE 2 END; SELECT a; END; SELECT 3";
+        let got = shapes(sql);
+        assert_eq!(got.len(), 2, "{got:?}");
+        assert!(got[0].text.starts_with("create or replace function f") && got[0].text.ends_with("select a ; end"));
+        assert_eq!(&sql[got[0].start..got[0].end], &sql[..sql.find("; SELECT 3").unwrap()]);
+        assert_eq!(got[1].text, "select ?");
+        let p = texts("CREATE PROCEDURE p() BEGIN ATOMIC INSERT INTO t VALUES (1); INSERT INTO t VALUES (2); END;");
+        assert_eq!(p.len(), 1, "{p:?}");
+    }
+
+    #[test]
+    fn a_rule_action_list_is_one_statement() {
+        let got =
+            texts("CREATE RULE r AS ON INSERT TO t DO ALSO (INSERT INTO a VALUES (1); UPDATE b SET x = 1); SELECT 1");
+        assert_eq!(got.len(), 2, "{got:?}");
+        assert!(got[0].ends_with("update b set x = ? )"), "{got:?}");
+    }
+
+    #[test]
+    fn other_statements_split_as_before() {
+        // `begin`/`end` outside a routine's head are transaction control; parentheses close.
+        assert_eq!(texts("BEGIN; SELECT (1); END; COMMIT").len(), 4);
+        assert_eq!(texts("SELECT CASE WHEN true THEN 1 END; SELECT 2").len(), 2);
+        assert_eq!(texts("CREATE TABLE begin_end (a int); SELECT 1").len(), 2);
+        // A routine body in quotes holds no tokens; an unbalanced `)` does not nest negatively.
+        assert_eq!(texts("CREATE FUNCTION f() RETURNS int AS $$ begin; $$ LANGUAGE sql; SELECT 1").len(), 2);
+        assert_eq!(texts("SELECT 1); SELECT 2").len(), 2);
+    }
+}
