@@ -4,10 +4,13 @@
 //! RETURNS int LANGUAGE sql BEGIN ATOMIC ..; ..; END`). Split there, one statement became
 //! several: insights counted fragments (an `end` among them) as statements and attributed the
 //! server's single CommandComplete to the first. The token pass has no grammar, so for the
-//! second it follows the heuristic psql's own splitter uses: in a statement that starts `CREATE
-//! [OR REPLACE] FUNCTION|PROCEDURE`, outside parentheses, `begin` opens a block, `case` opens one
-//! inside a block (it also ends with `end`), `end` closes one. It depends on tokens only, never
-//! on literal values, so texts that differ in literals still split alike (`rematch` relies on it).
+//! second it follows the rule psql's own splitter uses, tightened: in a statement that starts
+//! `CREATE [OR REPLACE] FUNCTION|PROCEDURE`, outside parentheses, `begin atomic` opens the body,
+//! `case` opens a block inside it (it also ends with `end`), `end` closes one; a word after `.`
+//! or `as` is a name, not a keyword. A name can still fool it (`begin atomic` is never a name,
+//! but a column called `end` without `as` is), and a piece it joins wrongly is found by the parser
+//! (`parse::joined`) and analysed as writing anything. It depends on tokens only, never on literal
+//! values, so texts that differ in literals still split alike (`rematch` relies on it).
 
 /// The nesting of the statement being read.
 #[derive(Debug, Default)]
@@ -17,6 +20,10 @@ pub(crate) struct Nesting {
     /// Its head so far: 1 after `create`, 2 after `create or`, 3 after `create or replace`;
     /// `ROUTINE` once it reads `create [or replace] function|procedure`, `OTHER` otherwise.
     head: u8,
+    /// The last token was `begin` (a body opens if `atomic` follows).
+    after_begin: bool,
+    /// The next word is a name: it follows `.` or `as`.
+    name_next: bool,
 }
 
 const ROUTINE: u8 = 4;
@@ -31,6 +38,8 @@ impl Nesting {
 
     #[inline]
     pub fn punct(&mut self, c: u8) {
+        self.after_begin = false;
+        self.name_next = c == b'.';
         match c {
             b'(' => self.parens = self.parens.saturating_add(1),
             b')' => self.parens = self.parens.saturating_sub(1),
@@ -54,13 +63,16 @@ impl Nesting {
             };
             return;
         }
-        if self.parens > 0 {
+        let (after_begin, name) = (std::mem::take(&mut self.after_begin), std::mem::take(&mut self.name_next));
+        if self.parens > 0 || name {
             return;
         }
         match word {
-            b"begin" => self.blocks = self.blocks.saturating_add(1),
+            b"begin" if self.blocks == 0 => self.after_begin = true,
+            b"atomic" if after_begin => self.blocks = 1,
             b"case" if self.blocks > 0 => self.blocks = self.blocks.saturating_add(1),
             b"end" => self.blocks = self.blocks.saturating_sub(1),
+            b"as" => self.name_next = true,
             _ => {}
         }
     }
@@ -101,11 +113,37 @@ mod tests {
     }
 
     #[test]
+    fn a_piece_of_several_statements_is_analysed_as_writing_anything() {
+        use crate::sql::{CacheEffect, StatementKind, WriteScope};
+        // What a wrongly joined piece would be: two statements to the grammar.
+        let a = crate::sql::parse::analyze("SELECT 1; UPDATE t SET v = 0", "select ? ; update t set v = ?");
+        assert_eq!((a.kind, a.writes, a.cache_effect), (StatementKind::Ddl, WriteScope::Unknown, CacheEffect::Session));
+        // A rule's action list is one statement, and DDL.
+        let rule = "CREATE RULE r AS ON INSERT TO t DO ALSO (INSERT INTO a VALUES (1); UPDATE b SET x = 1)";
+        let a = crate::sql::parse::analyze(rule, &texts(rule)[0]);
+        assert_eq!((a.kind, a.cache_effect), (StatementKind::Ddl, CacheEffect::None));
+    }
+
+    #[test]
     fn other_statements_split_as_before() {
         // `begin`/`end` outside a routine's head are transaction control; parentheses close.
         assert_eq!(texts("BEGIN; SELECT (1); END; COMMIT").len(), 4);
         assert_eq!(texts("SELECT CASE WHEN true THEN 1 END; SELECT 2").len(), 2);
-        assert_eq!(texts("CREATE TABLE begin_end (a int); SELECT 1").len(), 2);
+        assert_eq!(texts("CREATE FUNCTION f(begin int) RETURNS int LANGUAGE sql RETURN 1; SELECT 1").len(), 2);
+        assert_eq!(
+            texts("CREATE FUNCTION f() RETURNS int LANGUAGE sql RETURN CASE WHEN true THEN 1 END; SELECT 1").len(),
+            2
+        );
+        // `begin` as a name opens nothing: what follows is split as the server splits it.
+        assert_eq!(
+            texts("CREATE FUNCTION pg_temp.begin() RETURNS int LANGUAGE sql AS 'SELECT 1'; COMMIT; UPDATE t SET v = 0")
+                .len(),
+            3
+        );
+        // Names after `.` and `as` inside a body do not close it.
+        let body =
+            "CREATE FUNCTION f() RETURNS int LANGUAGE sql BEGIN ATOMIC SELECT t.end AS end FROM t; END; SELECT 2";
+        assert_eq!(texts(body).len(), 2, "{:?}", texts(body));
         // A routine body in quotes holds no tokens; an unbalanced `)` does not nest negatively.
         assert_eq!(texts("CREATE FUNCTION f() RETURNS int AS $$ begin; $$ LANGUAGE sql; SELECT 1").len(), 2);
         assert_eq!(texts("SELECT 1); SELECT 2").len(), 2);

@@ -46,6 +46,15 @@ pub fn analyze(sql: &str, shape: &str) -> Analysis {
         }
     };
     let mut a = with_cache_facts(a);
+    if joined(sql) {
+        // The token pass kept several statements together (`nesting`'s heuristic can join
+        // what follows a `begin` used as a name): anything may be written, DDL included, and
+        // the session's reads are no longer keyed by what pgpilot knows of its state.
+        a.kind = StatementKind::Ddl;
+        a.writes = WriteScope::Unknown;
+        a.cache_effect = CacheEffect::Session;
+        a.keyed = None;
+    }
     if let Some(k) = a.keyed.as_mut() {
         // (Just built: not shared yet, so this does not copy.)
         for b in &mut Arc::make_mut(k).bound {
@@ -124,6 +133,13 @@ fn from_words(words: &[&str]) -> SessionEffect {
 
 /// The result cache's view of a statement, derived once per shape: unqualified table names and
 /// what it does to the reads that follow it.
+/// Whether one piece of the token pass's split is several statements to the server's grammar
+/// (only a piece holding a semicolon can be; parsed again only then, once per shape).
+fn joined(sql: &str) -> bool {
+    sql.contains(';')
+        && pg_query::split_with_parser(sql).is_ok_and(|s| s.iter().filter(|t| !t.trim().is_empty()).count() > 1)
+}
+
 fn with_cache_facts(mut a: Analysis) -> Analysis {
     a.read_names = unqualified(&a.tables_read).into();
     a.written_names = unqualified(&a.tables_written).into();
@@ -261,7 +277,11 @@ fn kind_from_types(types: &[&str], writes: bool) -> StatementKind {
     if any(&["TransactionStmt"]) {
         StatementKind::Transaction
     } else if writes || any(&["InsertStmt", "UpdateStmt", "DeleteStmt", "MergeStmt", "TruncateStmt", "CopyStmt"]) {
-        if types.iter().any(|t| t.starts_with("Create") || t.starts_with("Alter") || t.starts_with("Drop")) {
+        // (A rule is DDL whose summary names its table as written.)
+        if types
+            .iter()
+            .any(|t| t.starts_with("Create") || t.starts_with("Alter") || t.starts_with("Drop") || *t == "RuleStmt")
+        {
             StatementKind::Ddl
         } else {
             StatementKind::Write
