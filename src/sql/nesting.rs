@@ -7,9 +7,9 @@
 //! second it follows the rule psql's own splitter uses, tightened: in a statement that starts
 //! `CREATE [OR REPLACE] FUNCTION|PROCEDURE`, outside parentheses, `begin atomic` opens the body,
 //! `case` opens a block inside it (it also ends with `end`), `end` closes one; a word after `.`
-//! or `as` is a name, not a keyword. A name can still fool it (`begin atomic` is never a name,
-//! but a column called `end` without `as` is), and a piece it joins wrongly is found by the parser
-//! (`parse::joined`) and analysed as writing anything. It depends on tokens only, never on literal
+//! or `as` is a name, not a keyword (a quoted name or a literal there is the name itself). A
+//! name can still fool it (a column called `end` without `as`), and a piece it joins wrongly is
+//! found by the parser (`parse::joined`) and analysed as writing anything. It depends on tokens only, never on literal
 //! values, so texts that differ in literals still split alike (`rematch` relies on it).
 
 /// The nesting of the statement being read.
@@ -77,6 +77,14 @@ impl Nesting {
         }
     }
 
+    /// Any other token (a literal, a quoted name, a `;` inside a body): what follows it is
+    /// neither `atomic` after `begin` nor the name after `.` or `as`.
+    #[inline]
+    pub fn other(&mut self) {
+        self.after_begin = false;
+        self.name_next = false;
+    }
+
     /// The statement ended: the next one starts at the top.
     pub fn reset(&mut self) {
         *self = Self::default();
@@ -116,8 +124,10 @@ mod tests {
     fn a_piece_of_several_statements_is_analysed_as_writing_anything() {
         use crate::sql::{CacheEffect, StatementKind, WriteScope};
         // What a wrongly joined piece would be: two statements to the grammar.
-        let a = crate::sql::parse::analyze("SELECT 1; UPDATE t SET v = 0", "select ? ; update t set v = ?");
+        let sql = "UPDATE t SET v = 0 WHERE id = 1; SELECT 1";
+        let a = crate::sql::parse::analyze(sql, "update t set v = ? where id = ? ; select ?");
         assert_eq!((a.kind, a.writes, a.cache_effect), (StatementKind::Ddl, WriteScope::Unknown, CacheEffect::Session));
+        assert!(a.keyed.is_none(), "no row-level key for a piece of several statements");
         // A rule's action list is one statement, and DDL.
         let rule = "CREATE RULE r AS ON INSERT TO t DO ALSO (INSERT INTO a VALUES (1); UPDATE b SET x = 1)";
         let a = crate::sql::parse::analyze(rule, &texts(rule)[0]);
@@ -144,6 +154,16 @@ mod tests {
         let body =
             "CREATE FUNCTION f() RETURNS int LANGUAGE sql BEGIN ATOMIC SELECT t.end AS end FROM t; END; SELECT 2";
         assert_eq!(texts(body).len(), 2, "{:?}", texts(body));
+        // A quoted name is the name: the next word is read again.
+        for body in [
+            "CREATE FUNCTION f() RETURNS int LANGUAGE sql BEGIN ATOMIC SELECT 1 AS \"x\"; END; SELECT 2",
+            "CREATE FUNCTION f() RETURNS int LANGUAGE sql BEGIN ATOMIC SELECT a FROM t ORDER BY t.\"Id\"; END; SELECT 2",
+        ] {
+            assert_eq!(texts(body).len(), 2, "{:?}", texts(body));
+        }
+        let quoted =
+            texts("CREATE FUNCTION f() RETURNS SETOF s.\"T\" LANGUAGE sql BEGIN ATOMIC SELECT 1; SELECT 2; END");
+        assert_eq!(quoted.len(), 1, "{quoted:?}");
         // A routine body in quotes holds no tokens; an unbalanced `)` does not nest negatively.
         assert_eq!(texts("CREATE FUNCTION f() RETURNS int AS $$ begin; $$ LANGUAGE sql; SELECT 1").len(), 2);
         assert_eq!(texts("SELECT 1); SELECT 2").len(), 2);

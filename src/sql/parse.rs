@@ -47,9 +47,9 @@ pub fn analyze(sql: &str, shape: &str) -> Analysis {
     };
     let mut a = with_cache_facts(a);
     if joined(sql) {
-        // The token pass kept several statements together (`nesting`'s heuristic can join
-        // what follows a `begin` used as a name): anything may be written, DDL included, and
-        // the session's reads are no longer keyed by what pgpilot knows of its state.
+        // The token pass kept several statements together (a name `nesting` misread kept a
+        // routine body open past its end): anything may be written, DDL included, and the
+        // session's reads are no longer keyed by what pgpilot knows of its state.
         a.kind = StatementKind::Ddl;
         a.writes = WriteScope::Unknown;
         a.cache_effect = CacheEffect::Session;
@@ -131,14 +131,15 @@ fn from_words(words: &[&str]) -> SessionEffect {
     e
 }
 
-/// The result cache's view of a statement, derived once per shape: unqualified table names and
-/// what it does to the reads that follow it.
 /// Whether one piece of the token pass's split is several statements to the server's grammar
 /// (only a piece holding a semicolon can be; parsed again only then, once per shape).
 fn joined(sql: &str) -> bool {
     sql.contains(';')
         && pg_query::split_with_parser(sql).is_ok_and(|s| s.iter().filter(|t| !t.trim().is_empty()).count() > 1)
 }
+
+/// The result cache's view of a statement, derived once per shape: unqualified table names and
+/// what it does to the reads that follow it.
 
 fn with_cache_facts(mut a: Analysis) -> Analysis {
     a.read_names = unqualified(&a.tables_read).into();

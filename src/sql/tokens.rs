@@ -77,7 +77,11 @@ pub fn shapes_with(sql: &str, backslash_quotes: bool) -> Vec<Shape> {
     while i < b.len() {
         let c = b[i];
         // One table load picks the arm: this loop runs over every new simple-protocol text.
-        match CLASS[c as usize] {
+        let class = CLASS[c as usize];
+        if !matches!(class, Class::Space | Class::Ident | Class::Punct) {
+            nesting.other(); // a literal, a quoted name or a `;`
+        }
+        match class {
             Class::Space => i += 1,
             Class::Ident => {
                 let s = i;
