@@ -140,7 +140,6 @@ fn joined(sql: &str) -> bool {
 
 /// The result cache's view of a statement, derived once per shape: unqualified table names and
 /// what it does to the reads that follow it.
-
 fn with_cache_facts(mut a: Analysis) -> Analysis {
     a.read_names = unqualified(&a.tables_read).into();
     a.written_names = unqualified(&a.tables_written).into();
