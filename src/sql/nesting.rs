@@ -9,8 +9,9 @@
 //! `case` opens a block inside it (it also ends with `end`), `end` closes one; a word after `.`
 //! or `as` is a name, not a keyword (a quoted name or a literal there is the name itself). A
 //! name can still fool it (a column called `end` without `as`), and a piece it joins wrongly is
-//! found by the parser (`parse::joined`) and analysed as writing anything. It depends on tokens only, never on literal
-//! values, so texts that differ in literals still split alike (`rematch` relies on it).
+//! found by the parser (`parse::joined`) and analysed as writing anything. It depends on tokens
+//! only, never on literal values, so texts that differ in literals still split alike (`rematch`
+//! relies on it).
 
 /// The nesting of the statement being read.
 #[derive(Debug, Default)]
