@@ -133,16 +133,7 @@ fn setting(c: &mut Config, key: &str, v: &str) -> Result<(), String> {
     // PgBouncer's times are seconds (fractions allowed); pgpilot's are milliseconds.
     let ms = |v: &str| v.trim().parse::<f64>().map(|s| (s * 1000.0) as u64).map_err(|_| format!("{v:?} is not a time"));
     match key {
-        "listen_addr" => {
-            let addr = if v == "*" || v == "0.0.0.0" { "0.0.0.0" } else { v.split(',').next().unwrap_or(v).trim() };
-            let addr = if addr == "localhost" { "127.0.0.1" } else { addr };
-            let port = c.server.listen.rsplit(':').next().unwrap_or("6432").to_string();
-            c.server.listen = format!("{addr}:{port}");
-        }
-        "listen_port" => {
-            let host = c.server.listen.rsplit_once(':').map_or("127.0.0.1", |(h, _)| h).to_string();
-            c.server.listen = format!("{host}:{}", num(v)?);
-        }
+        "listen_addr" | "listen_port" => listen(c, key, v)?,
         "pool_mode" => {
             c.pool.mode = match v {
                 "session" => PoolMode::Session,
@@ -176,7 +167,6 @@ fn setting(c: &mut Config, key: &str, v: &str) -> Result<(), String> {
             n => c.prepared.server_cache_size = n as usize,
         },
         "admin_users" => c.server.admin_users = list(v),
-        "stats_users" => return Err("every user who can log in may run pgpilot's read-only SHOW commands".into()),
         "max_db_connections" | "max_user_connections" => {
             c.pool.max_server_connections = num(v)? as usize;
             return Err(
@@ -187,20 +177,43 @@ fn setting(c: &mut Config, key: &str, v: &str) -> Result<(), String> {
         "client_tls_key_file" => c.tls.key = Some(v.into()),
         "auth_type" | "auth_file" | "client_tls_sslmode" => {} // read with the users / implied by tls
         "unix_socket_dir" => c.server.unix_socket_dir = v.into(),
+        _ => return Err(unsupported(key).into()),
+    }
+    Ok(())
+}
+
+/// `listen_addr` or `listen_port` onto `server.listen` (which holds both).
+fn listen(c: &mut Config, key: &str, v: &str) -> Result<(), String> {
+    if key == "listen_port" {
+        let port = v.trim().parse::<u16>().map_err(|_| format!("{v:?} is not a port"))?;
+        let host = c.server.listen.rsplit_once(':').map_or("127.0.0.1", |(h, _)| h).to_string();
+        c.server.listen = format!("{host}:{port}");
+        return Ok(());
+    }
+    let addr = if v == "*" || v == "0.0.0.0" { "0.0.0.0" } else { v.split(',').next().unwrap_or(v).trim() };
+    let addr = if addr == "localhost" { "127.0.0.1" } else { addr };
+    let port = c.server.listen.rsplit(':').next().unwrap_or("6432").to_string();
+    c.server.listen = format!("{addr}:{port}");
+    Ok(())
+}
+
+/// Why a PgBouncer setting pgpilot does not carry has no place in it.
+fn unsupported(key: &str) -> &'static str {
+    match key {
+        "stats_users" => "every user who can log in may run pgpilot's read-only SHOW commands",
         "unix_socket_mode" | "unix_socket_group" => {
-            return Err("pgpilot's socket is mode 0777 (logins on it are authenticated as on TCP)".into())
+            "pgpilot's socket is mode 0777 (logins on it are authenticated as on TCP)"
         }
         "logfile" | "pidfile" | "user" | "syslog" | "syslog_facility" | "syslog_ident" | "log_connections"
         | "log_disconnections" | "log_pooler_errors" | "log_stats" | "verbose" => {
-            return Err("pgpilot logs to stderr (PGPILOT_LOG) and runs as its service manager starts it".into())
+            "pgpilot logs to stderr (PGPILOT_LOG) and runs as its service manager starts it"
         }
-        "ignore_startup_parameters" => return Err("not needed: pgpilot tracks startup parameters per client".into()),
+        "ignore_startup_parameters" => "not needed: pgpilot tracks startup parameters per client",
         "reserve_pool_size" | "reserve_pool_timeout" => {
-            return Err("no reserve pool: pools size themselves between min_size and max_size (pool.adaptive)".into())
+            "no reserve pool: pools size themselves between min_size and max_size (pool.adaptive)"
         }
-        _ => return Err("no pgpilot equivalent".into()),
+        _ => "no pgpilot equivalent",
     }
-    Ok(())
 }
 
 /// `[databases]`: pgpilot has one upstream server; entries that point elsewhere, rename the

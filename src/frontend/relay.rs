@@ -30,36 +30,11 @@ impl Session {
                 };
             match piece {
                 Piece::Whole { tag: be::READY_FOR_QUERY, .. } if self.pending.swallows_ready() => {}
-                Piece::Whole { tag: be::READY_FOR_QUERY, frame } => {
-                    let status = be::ready_status(body(&frame)).unwrap_or(b'I');
-                    let shown =
-                        self.pending.on_server(be::READY_FOR_QUERY, &frame, &mut self.cout, &mut self.stages.replies);
-                    self.lexing_unsure &= !self.pending.is_empty();
-                    if self.stages.hears_server() {
-                        self.stages.at_ready(status).await;
-                    }
-                    if shown {
-                        self.cout.extend_from_slice(&frame);
-                    }
-                    self.pending.emit_local(&mut self.cout);
-                    self.deliver_replies();
-                    let boundary = self.tx.on_ready(status);
-                    if boundary {
-                        // Nothing of the client's runs now (Flush pipelines are not at a boundary).
-                        self.cancel.meta.running.store(false, std::sync::atomic::Ordering::Release);
-                        self.query_deadline = None;
-                    }
-                    if boundary && status == b'I' && !self.restoring.is_empty() && !self.restore_startup().await {
-                        return Flow::Close;
-                    }
-                    if boundary && self.may_release() {
-                        if self.flush_client().await == Flow::Close {
-                            return Flow::Close;
-                        }
-                        self.release().await;
-                        break;
-                    }
-                }
+                Piece::Whole { tag: be::READY_FOR_QUERY, frame } => match self.on_ready_for_query(&frame).await {
+                    Some(Flow::Close) => return Flow::Close,
+                    Some(_) => break, // the connection went back to its pool
+                    None => {}
+                },
                 Piece::Whole { tag: be::ERROR_RESPONSE, frame } => {
                     if self.on_server_error(&frame).await == Flow::Close {
                         return Flow::Close;
@@ -92,6 +67,40 @@ impl Session {
         self.flush_client().await
     }
 
+    /// A ReadyForQuery the client is owed: the stages settle what it ends, the client gets it,
+    /// and at a transaction boundary the connection may go back to its pool. Some(flow) when
+    /// the relay stops here (released, or the session closes).
+    async fn on_ready_for_query(&mut self, frame: &[u8]) -> Option<Flow> {
+        let status = be::ready_status(body(frame)).unwrap_or(b'I');
+        let shown = self.pending.on_server(be::READY_FOR_QUERY, frame, &mut self.cout, &mut self.stages.replies);
+        self.lexing_unsure &= !self.pending.is_empty();
+        if self.stages.hears_server() {
+            self.stages.at_ready(status).await;
+        }
+        if shown {
+            self.cout.extend_from_slice(frame);
+        }
+        self.pending.emit_local(&mut self.cout);
+        self.deliver_replies();
+        if !self.tx.on_ready(status) {
+            return None;
+        }
+        // A boundary: nothing of the client's runs now (Flush pipelines are not at one).
+        self.cancel.meta.running.store(false, std::sync::atomic::Ordering::Release);
+        self.query_deadline = None;
+        if status == b'I' && !self.restoring.is_empty() && !self.restore_startup().await {
+            return Some(Flow::Close);
+        }
+        if !self.may_release() {
+            return None;
+        }
+        if self.flush_client().await == Flow::Close {
+            return Some(Flow::Close);
+        }
+        self.release().await;
+        Some(Flow::Continue)
+    }
+
     /// The messages nothing but the reply queue looks at (rows, descriptions, completions),
     /// relayed from the read buffer in place: no buffer handle per message (a split and its
     /// drop were ~90 instructions a message). Stops at anything else, or at an incomplete
@@ -119,7 +128,8 @@ impl Session {
                 continue;
             }
             let frame = &server.rbuf[at..at + total];
-            if !plain(tag, body(frame)) || self.stages.hears(tag, body(frame)) {
+            // Of the plain messages only a CommandComplete (COMMIT...) may be a stage's business.
+            if !plain(tag, body(frame)) || (tag == be::COMMAND_COMPLETE && self.stages.hears(tag, body(frame))) {
                 break;
             }
             self.counts.server_parses += u64::from(tag == be::PARSE_COMPLETE);

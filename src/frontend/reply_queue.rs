@@ -307,9 +307,15 @@ impl Pending {
             return !front.hides(tag)
                 || matches!(tag, be::NOTICE_RESPONSE | be::PARAMETER_STATUS | be::NOTIFICATION_RESPONSE);
         }
+        self.complete_front(tag, out, r)
+    }
+
+    /// The oldest entry got its last reply (`tag`): its fill goes to the cache (or on to the
+    /// Execute that continues it), its action is done. Returns whether the client sees the reply.
+    fn complete_front(&mut self, tag: u8, out: &mut BytesMut, r: &mut Replies) -> bool {
         // Local replies behind this one are emitted by the caller after it has passed this
         // message on (or at the next message), so they land after it.
-        let mut done = self.q.pop_front().expect("front exists");
+        let Some(mut done) = self.q.pop_front() else { return true };
         if done.kind == Kind::Sync {
             self.run_ended();
         }

@@ -341,6 +341,9 @@ impl Session {
             let (stages, mut cx) = self.split();
             stages.after_send(&mut cx, &msg, in_copy);
         }
+        if matches!(msg, ClientMessage::Sync | ClientMessage::Query { .. } | ClientMessage::FunctionCall) {
+            self.stages.at_boundary(&msg, in_copy);
+        }
         self.skip_until_sync |= self.turn.skip_to_sync;
         Flow::Continue
     }

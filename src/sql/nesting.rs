@@ -18,17 +18,28 @@
 pub(crate) struct Nesting {
     parens: u32,
     blocks: u32,
-    /// Its head so far: 1 after `create`, 2 after `create or`, 3 after `create or replace`;
-    /// `ROUTINE` once it reads `create [or replace] function|procedure`, `OTHER` otherwise.
-    head: u8,
+    /// Its head so far.
+    head: Head,
     /// The last token was `begin` (a body opens if `atomic` follows).
     after_begin: bool,
     /// The next word is a name: it follows `.` or `as`.
     name_next: bool,
 }
 
-const ROUTINE: u8 = 4;
-const OTHER: u8 = 5;
+/// How a statement starts, as far as routine bodies are concerned.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+enum Head {
+    /// No word read yet.
+    #[default]
+    Start,
+    Create,
+    CreateOr,
+    CreateOrReplace,
+    /// `create [or replace] function|procedure`: its body may hold semicolons.
+    Routine,
+    /// Anything else (most statements): no body to follow.
+    Other,
+}
 
 impl Nesting {
     /// A semicolon here ends the statement.
@@ -51,16 +62,16 @@ impl Nesting {
     /// An identifier or keyword, lower-cased.
     #[inline]
     pub fn ident(&mut self, word: &[u8]) {
-        if self.head == OTHER {
+        if self.head == Head::Other {
             return; // (most statements: one test per word)
         }
-        if self.head != ROUTINE {
+        if self.head != Head::Routine {
             self.head = match (self.head, word) {
-                (0, b"create") => 1,
-                (1, b"or") => 2,
-                (2, b"replace") => 3,
-                (1 | 3, b"function" | b"procedure") => ROUTINE,
-                _ => OTHER,
+                (Head::Start, b"create") => Head::Create,
+                (Head::Create, b"or") => Head::CreateOr,
+                (Head::CreateOr, b"replace") => Head::CreateOrReplace,
+                (Head::Create | Head::CreateOrReplace, b"function" | b"procedure") => Head::Routine,
+                _ => Head::Other,
             };
             return;
         }

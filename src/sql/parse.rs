@@ -46,7 +46,7 @@ pub fn analyze(sql: &str, shape: &str) -> Analysis {
         }
     };
     let mut a = with_cache_facts(a);
-    if joined(sql) {
+    if joined(sql, shape) {
         // The token pass kept several statements together (a name `nesting` misread kept a
         // routine body open past its end): anything may be written, DDL included, and the
         // session's reads are no longer keyed by what pgpilot knows of its state.
@@ -132,9 +132,10 @@ fn from_words(words: &[&str]) -> SessionEffect {
 }
 
 /// Whether one piece of the token pass's split is several statements to the server's grammar
-/// (only a piece holding a semicolon can be; parsed again only then, once per shape).
-fn joined(sql: &str) -> bool {
-    sql.contains(';')
+/// (only a piece whose shape kept a semicolon can be: one inside a string literal is not in the
+/// shape; parsed again only then, once per shape).
+fn joined(sql: &str, shape: &str) -> bool {
+    shape.contains(';')
         && pg_query::split_with_parser(sql).is_ok_and(|s| s.iter().filter(|t| !t.trim().is_empty()).count() > 1)
 }
 

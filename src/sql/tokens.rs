@@ -67,95 +67,132 @@ pub fn shapes(sql: &str) -> Vec<Shape> {
 /// exactly PostgreSQL's: two texts with one shape share one analysis.
 pub fn shapes_with(sql: &str, backslash_quotes: bool) -> Vec<Shape> {
     let b = sql.as_bytes();
-    let mut out = Vec::with_capacity(1);
-    // Bytes, not a String: tokens are copied (and identifiers lower-cased) in one pass each.
-    let mut cur: Vec<u8> = Vec::with_capacity(b.len().min(4096));
-    let mut start = 0;
-    let mut literals = Literals::default();
-    let mut nesting = super::nesting::Nesting::default();
+    let mut scan = Scan {
+        b,
+        backslash_quotes,
+        out: Vec::with_capacity(1),
+        // Bytes, not a String: tokens are copied (and identifiers lower-cased) in one pass each.
+        cur: Vec::with_capacity(b.len().min(4096)),
+        start: 0,
+        literals: Literals::default(),
+        nesting: super::nesting::Nesting::default(),
+    };
     let mut i = 0;
     while i < b.len() {
-        let c = b[i];
         // One table load picks the arm: this loop runs over every new simple-protocol text.
-        let class = CLASS[c as usize];
+        let class = CLASS[b[i] as usize];
         if !matches!(class, Class::Space | Class::Ident | Class::Punct) {
-            nesting.other(); // a literal, a quoted name or a `;`
+            scan.nesting.other(); // a literal, a quoted name or a `;`
         }
-        match class {
-            Class::Space => i += 1,
-            Class::Ident => {
-                let s = i;
-                i += 1;
-                while i < b.len() && IDENT_REST[b[i] as usize] {
-                    i += 1;
-                }
-                // E'..', B'..', X'..', N'..' prefixes belong to the literal (U&'..' is U, &,
-                // then a plain string); only E'..' takes backslash escapes.
-                let prefix = i - s == 1 && matches!(c.to_ascii_lowercase(), b'e' | b'b' | b'x' | b'n');
-                if prefix && b.get(i) == Some(&b'\'') {
-                    let escapes = backslash_quotes || c.eq_ignore_ascii_case(&b'e');
-                    i = skip_quoted(b, i, b'\'', escapes);
-                    literal(&mut cur, &mut literals, s, i);
-                } else {
-                    token(&mut cur, &b[s..i]);
-                    let at = cur.len() - (i - s);
-                    cur[at..].make_ascii_lowercase();
-                    nesting.ident(&cur[at..]);
-                }
-            }
-            Class::Digit => {
-                let s = i;
-                i = skip_number(b, i);
-                literal(&mut cur, &mut literals, s, i);
-            }
-            Class::Semicolon if !nesting.at_top() => {
-                token(&mut cur, b";"); // inside a rule's action list or a routine's body
-                i += 1;
-            }
-            Class::Semicolon => {
-                finish(&mut cur, &mut out, start, i, std::mem::take(&mut literals));
-                nesting.reset();
-                i += 1;
-                start = i;
-            }
-            Class::Quote => {
-                let s = i;
-                i = skip_quoted(b, i, b'\'', backslash_quotes);
-                literal(&mut cur, &mut literals, s, i);
-            }
-            Class::DoubleQuote => {
-                let end = skip_quoted(b, i, b'"', false);
-                token(&mut cur, &b[i..end]);
-                i = end;
-            }
-            Class::Dollar => {
-                let (end, is_literal) = dollar(b, i);
-                if is_literal {
-                    literal(&mut cur, &mut literals, i, end);
-                } else {
-                    token(&mut cur, &b[i..end]);
-                }
-                i = end;
-            }
-            Class::Punct => {
-                if c == b'-' && b.get(i + 1) == Some(&b'-') {
-                    i = skip_line_comment(b, i);
-                } else if c == b'/' && b.get(i + 1) == Some(&b'*') {
-                    i = skip_block_comment(b, i);
-                } else if c == b'.' && b.get(i + 1).is_some_and(u8::is_ascii_digit) {
-                    let s = i;
-                    i = skip_number(b, i);
-                    literal(&mut cur, &mut literals, s, i);
-                } else {
-                    token(&mut cur, &b[i..i + 1]);
-                    nesting.punct(c);
-                    i += 1;
-                }
+        i = match class {
+            Class::Space => i + 1,
+            Class::Ident => scan.ident(i),
+            Class::Digit => scan.literal_to(i, skip_number(b, i)),
+            Class::Semicolon => scan.semicolon(i),
+            Class::Quote => scan.literal_to(i, skip_quoted(b, i, b'\'', backslash_quotes)),
+            Class::DoubleQuote => scan.token_to(i, skip_quoted(b, i, b'"', false)),
+            Class::Dollar => match dollar(b, i) {
+                (end, true) => scan.literal_to(i, end),
+                (end, false) => scan.token_to(i, end),
+            },
+            Class::Punct => scan.punct(i),
+        };
+    }
+    scan.finish(b.len());
+    scan.out
+}
+
+/// The token pass's state over one text: the shapes so far and the statement being read.
+struct Scan<'a> {
+    b: &'a [u8],
+    backslash_quotes: bool,
+    out: Vec<Shape>,
+    cur: Vec<u8>,
+    /// Where the statement being read starts in the text.
+    start: usize,
+    literals: Literals,
+    nesting: super::nesting::Nesting,
+}
+
+impl Scan<'_> {
+    /// An identifier or keyword at `s` (lower-cased), or a literal with its one-letter prefix:
+    /// E'..', B'..', X'..', N'..' (U&'..' is U, &, then a plain string); only E'..' takes
+    /// backslash escapes. Returns where the token ends.
+    #[inline]
+    fn ident(&mut self, s: usize) -> usize {
+        let (b, c) = (self.b, self.b[s]);
+        let mut i = s + 1;
+        while i < b.len() && IDENT_REST[b[i] as usize] {
+            i += 1;
+        }
+        let prefix = i - s == 1 && matches!(c.to_ascii_lowercase(), b'e' | b'b' | b'x' | b'n');
+        if prefix && b.get(i) == Some(&b'\'') {
+            let escapes = self.backslash_quotes || c.eq_ignore_ascii_case(&b'e');
+            return self.literal_to(s, skip_quoted(b, i, b'\'', escapes));
+        }
+        token(&mut self.cur, &b[s..i]);
+        let at = self.cur.len() - (i - s);
+        self.cur[at..].make_ascii_lowercase();
+        self.nesting.ident(&self.cur[at..]);
+        i
+    }
+
+    /// A comment, a number written `.5`, or an operator character.
+    #[inline]
+    fn punct(&mut self, i: usize) -> usize {
+        let (b, c) = (self.b, self.b[i]);
+        match (c, b.get(i + 1)) {
+            (b'-', Some(b'-')) => skip_line_comment(b, i),
+            (b'/', Some(b'*')) => skip_block_comment(b, i),
+            (b'.', Some(d)) if d.is_ascii_digit() => self.literal_to(i, skip_number(b, i)),
+            _ => {
+                token(&mut self.cur, &b[i..i + 1]);
+                self.nesting.punct(c);
+                i + 1
             }
         }
     }
-    finish(&mut cur, &mut out, start, b.len(), literals);
-    out
+
+    /// A `;` ends the statement, except inside a rule's action list or a routine's body.
+    #[inline]
+    fn semicolon(&mut self, i: usize) -> usize {
+        if self.nesting.at_top() {
+            self.finish(i);
+            self.nesting.reset();
+            self.start = i + 1;
+        } else {
+            token(&mut self.cur, b";");
+        }
+        i + 1
+    }
+
+    /// A literal from `s` to `end`: `?` in the shape, and where it stood in the text.
+    #[inline]
+    fn literal_to(&mut self, s: usize, end: usize) -> usize {
+        token(&mut self.cur, b"?");
+        self.literals.push(s, end);
+        end
+    }
+
+    /// A token copied as written (a quoted name, a `$name` that opens no string).
+    #[inline]
+    fn token_to(&mut self, s: usize, end: usize) -> usize {
+        token(&mut self.cur, &self.b[s..end]);
+        end
+    }
+
+    /// Ends a statement at `end`: its shape moves out (no copy; a next statement grows a new
+    /// buffer).
+    fn finish(&mut self, end: usize) {
+        let literals = std::mem::take(&mut self.literals);
+        if self.cur.is_empty() {
+            return;
+        }
+        let bytes = std::mem::take(&mut self.cur);
+        // Tokens are whole characters of valid UTF-8 cut at ASCII bytes, so this never copies.
+        let text = String::from_utf8(bytes).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
+        self.out.push(Shape { text, start: self.start, end, literals });
+    }
 }
 
 /// Where the literal that starts at `i` ends, when the token pass, standing at a token start at
@@ -221,23 +258,6 @@ fn token(cur: &mut Vec<u8>, tok: &[u8]) {
         cur.push(b' ');
     }
     cur.extend_from_slice(tok);
-}
-
-/// A literal: `?` in the shape, and where it stood in the text.
-fn literal(cur: &mut Vec<u8>, literals: &mut Literals, start: usize, end: usize) {
-    token(cur, b"?");
-    literals.push(start, end);
-}
-
-/// Ends a statement: its shape moves out (no copy; a next statement grows a new buffer).
-fn finish(cur: &mut Vec<u8>, out: &mut Vec<Shape>, start: usize, end: usize, literals: Literals) {
-    if cur.is_empty() {
-        return;
-    }
-    let bytes = std::mem::take(cur);
-    // Tokens are whole characters of valid UTF-8 cut at ASCII bytes, so this never copies.
-    let text = String::from_utf8(bytes).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
-    out.push(Shape { text, start, end, literals });
 }
 
 /// Bytes that continue an identifier or keyword (letters, digits, `_`, `$`, any non-ASCII byte):

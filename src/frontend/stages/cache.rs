@@ -115,6 +115,25 @@ impl CacheStage {
         matches!(self.portal, Portal::Fill { .. })
     }
 
+    /// The unnamed portal is neither answered nor captured (most of the time): no hook of the
+    /// cache needs a message for its sake.
+    #[inline]
+    pub fn portal_idle(&self) -> bool {
+        matches!(self.portal, Portal::Unknown)
+    }
+
+    /// A simple Query's miss waits to be attached to its reply-queue entry.
+    #[inline]
+    pub fn query_filling(&self) -> bool {
+        self.query_fill.is_some()
+    }
+
+    /// A capture is being prepared (a simple Query's, or the unnamed portal's).
+    #[inline]
+    pub fn capturing(&self) -> bool {
+        self.query_fill.is_some() || matches!(self.portal, Portal::Fill { .. })
+    }
+
     /// A row-limited Execute of a fill may be continued at the next Sync.
     pub fn suspended(&self) -> bool {
         matches!(self.portal, Portal::Suspended)
@@ -439,12 +458,9 @@ impl Stage for CacheStage {
     }
 
     /// After a message was forwarded: attach captures to its reply-queue entry.
-    fn after_send(&mut self, cx: &mut Cx<'_>, msg: &ClientMessage<'_>, in_copy: bool) {
+    fn after_send(&mut self, cx: &mut Cx<'_>, msg: &ClientMessage<'_>, _in_copy: bool) {
         match msg {
-            ClientMessage::Sync if !in_copy => self.writes.close_group(),
-            ClientMessage::FunctionCall => self.writes.close_group(),
             ClientMessage::Query { .. } => {
-                self.writes.close_group();
                 if let Some(plan) = self.query_fill.take() {
                     cx.pending.attach_fill(Fill::new(plan, true, self.cache.max_entry_bytes()));
                 }
@@ -462,6 +478,18 @@ impl Stage for CacheStage {
                         self.portal = Portal::Suspended;
                     }
                 }
+            }
+            _ => {}
+        }
+    }
+
+    /// What was sent since the last boundary is one group of writes (a Sync sent into COPY IN
+    /// is ignored by the server: its group stays open).
+    fn at_boundary(&mut self, msg: &ClientMessage<'_>, in_copy: bool) {
+        match msg {
+            ClientMessage::Sync if in_copy => {}
+            ClientMessage::Sync | ClientMessage::FunctionCall | ClientMessage::Query { .. } => {
+                self.writes.close_group()
             }
             _ => {}
         }

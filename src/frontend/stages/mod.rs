@@ -165,6 +165,10 @@ pub trait Stage {
     /// the one message every round trip ends with).
     async fn at_ready(&mut self, _status: u8) {}
 
+    /// A Sync, Query or FunctionCall was written (after `after_send`): a group of statements
+    /// ends, which the next ReadyForQuery settles. `in_copy`: it was sent into COPY IN.
+    fn at_boundary(&mut self, _msg: &ClientMessage<'_>, _in_copy: bool) {}
+
     /// One of this stage's events from the reply queue.
     fn on_reply(&mut self, _cx: &mut Cx<'_>, _event: Self::Event) {}
 
@@ -201,7 +205,9 @@ impl Stages {
     /// extended mode). Each answer mirrors the stages' own first checks.
     #[inline]
     pub fn wants_on_send(&self, msg: &ClientMessage<'_>) -> bool {
+        // The portal's state first: one compare rules out the common case (no capture running).
         self.cache.on
+            && !self.cache.portal_idle()
             && ((self.cache.filling() && matches!(msg, ClientMessage::Execute { portal: b"", .. }))
                 || self.cache.suspended())
     }
@@ -237,17 +243,22 @@ impl Stages {
 
     #[inline]
     pub fn wants_after_send(&self, msg: &ClientMessage<'_>, turn: &Turn) -> bool {
-        let cache = self.cache.on
-            && match msg {
-                ClientMessage::Sync | ClientMessage::FunctionCall | ClientMessage::Query { .. } => true,
-                ClientMessage::Describe(Target::Portal(b"")) | ClientMessage::Execute { portal: b"", .. } => {
-                    self.cache.filling()
-                }
-                _ => false,
-            };
         let insights =
             self.insights.enabled && matches!(msg, ClientMessage::Execute { .. } | ClientMessage::Query { .. });
-        cache || insights || turn.drops_statements
+        // Only a capture needs the context (a Query's fill, a filling portal's Describe and
+        // Execute; the end of a group is `at_boundary`'s): asked first whether one is running.
+        let cache = || {
+            self.cache.on
+                && self.cache.capturing()
+                && match msg {
+                    ClientMessage::Query { .. } => self.cache.query_filling(),
+                    ClientMessage::Describe(Target::Portal(b"")) | ClientMessage::Execute { portal: b"", .. } => {
+                        self.cache.filling()
+                    }
+                    _ => false,
+                }
+        };
+        insights || turn.drops_statements || cache()
     }
 
     /// `at_ready`.
@@ -281,6 +292,15 @@ impl Stages {
         }
         self.prepared.after_send(cx, msg, in_copy);
         self.insights.after_send(cx, msg, in_copy);
+    }
+
+    /// A Sync, Query or FunctionCall was forwarded: the end of a group of statements, which its
+    /// ReadyForQuery settles (no context: most of them need nothing else from the session).
+    #[inline]
+    pub fn at_boundary(&mut self, msg: &ClientMessage<'_>, in_copy: bool) {
+        if self.cache.on {
+            self.cache.at_boundary(msg, in_copy);
+        }
     }
 
     #[inline]
