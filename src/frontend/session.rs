@@ -350,9 +350,6 @@ impl Session {
 
     /// A large message streamed through in parts (Bind with big parameters, CopyData).
     pub(super) async fn on_client_part(&mut self, tag: u8, bytes: &[u8], first: bool) -> Flow {
-        if first && self.stages.cache.on {
-            self.stages.cache.on_part(tag);
-        }
         if first {
             if !is_session_tag(tag) || tag == b'X' {
                 return self.on_client_message(tag, bytes).await;
@@ -369,6 +366,11 @@ impl Session {
                 }
             }
             if !self.skip_stream {
+                // Only a message that goes to a server ends a group of writes (a FunctionCall):
+                // a skipped one gets no ReadyForQuery to settle it.
+                if self.stages.cache.on {
+                    self.stages.cache.on_part(tag);
+                }
                 if let Some(kind) = self.reply_kind(tag, &[]) {
                     self.pending.push(kind, super::reply_queue::Action::Forward);
                 }
