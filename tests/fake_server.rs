@@ -463,3 +463,64 @@ async fn connects_are_bounded_by_max_parallel_connects() {
     let third = tokio::time::timeout(Duration::from_secs(5), fake.listener.accept()).await;
     assert!(third.is_ok(), "the next connect starts once one has ended");
 }
+
+/// A large FunctionCall (streamed through in parts) that pgpilot skips after a local error
+/// before Sync never reaches a server, so it gets no ReadyForQuery: it must not open a group of
+/// writes the cache waits for. (It did: every later read bypassed the cache, and the groups after
+/// it were settled by the wrong ReadyForQuery.)
+#[tokio::test]
+async fn a_skipped_streamed_function_call_leaves_the_cache_usable() {
+    let (fake, proxy) = Fake::start_with(CACHE_CONFIG).await;
+    let (mut a, mut server) = fake.login(&proxy).await;
+    answer_table_list(&mut server).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+
+    let mut prepare = raw::parse("s1", "SELECT 1");
+    prepare.extend(raw::sync());
+    a.send(&prepare).await;
+    assert_eq!(tags(&mut server, 3).await, "PDS", "pgpilot describes the statement for its registry");
+    let mut reply = msg(b'1', b"");
+    reply.extend(param_description());
+    reply.extend(row_description(&["one"]));
+    reply.extend(ready(b'I'));
+    server.send(&reply).await;
+    assert_eq!(String::from_utf8_lossy(&a.until_ready().await.unwrap()), "1Z");
+
+    // The same name again fails here (42P05); the FunctionCall after it, past the streaming
+    // threshold, is skipped up to the Sync.
+    let mut batch = raw::parse("s1", "SELECT 1");
+    let mut call = 1i32.to_be_bytes().to_vec(); // function oid
+    call.extend(0i16.to_be_bytes()); // argument formats
+    call.extend(1i16.to_be_bytes()); // one argument
+    call.extend(70_000i32.to_be_bytes());
+    call.extend(vec![b'x'; 70_000]);
+    call.extend(0i16.to_be_bytes()); // result format
+    batch.extend(msg(b'F', &call));
+    batch.extend(raw::sync());
+    a.send(&batch).await;
+    let got = a.messages_until_ready().await;
+    assert_eq!(got.iter().map(|(t, _)| *t as char).collect::<String>(), "EZ");
+    assert_eq!(raw::sqlstate(&got[0].1), "42P05");
+    assert!(quiet(&mut server, Duration::from_millis(200)).await, "nothing of it reached the server");
+
+    // A cacheable read: the first run is a miss captured for the cache, the second a hit.
+    let read = "SELECT v FROM t";
+    a.send(&extended(read, true)).await;
+    assert_eq!(tags(&mut server, 5).await, "PBDES");
+    let mut miss = msg(b'1', b"");
+    miss.extend(msg(b'2', b""));
+    miss.extend(row_description(&["v"]));
+    miss.extend(data_row("cached"));
+    miss.extend(done("SELECT 1", b'I'));
+    server.send(&miss).await;
+    assert_eq!(String::from_utf8_lossy(&a.until_ready().await.unwrap()), "12DCZ");
+    a.send(&extended(read, true)).await;
+    // A hit: only the Parse (and the Sync after it) reach the server; Bind and Execute do not.
+    assert_eq!(tags(&mut server, 2).await, "PS", "the second run's Bind and Execute are answered here");
+    let mut parsed = msg(b'1', b"");
+    parsed.extend(ready(b'I'));
+    server.send(&parsed).await;
+    let got = a.messages_until_ready().await;
+    assert_eq!(got.iter().map(|(t, _)| *t as char).collect::<String>(), "12DCZ");
+    assert!(String::from_utf8_lossy(&got[2].1).contains("cached"), "the rows from the cache");
+}

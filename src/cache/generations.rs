@@ -66,12 +66,14 @@ impl Generations {
 
     /// Whether a committed write to `table` may leave something cached or being filled stale.
     pub fn watched(&self, db: &str, table: &str, now_ms: u64) -> bool {
-        let dbs = self.dbs.read();
-        let Some(d) = dbs.get(db) else { return false };
-        match d.watched.get(table) {
-            Some(until) => until.load(Ordering::Acquire) >= now_ms,
-            None => d.watched.len() >= MAX_TABLES, // (past the bound, every table counts)
-        }
+        self.watching(db, now_ms).watched(table)
+    }
+
+    /// `watched` for several tables of `db` under one lock and one lookup of the database (a
+    /// commit asks for each table it wrote).
+    pub fn watching(&self, db: &str, now_ms: u64) -> Watching<'_> {
+        let db = parking_lot::RwLockReadGuard::try_map(self.dbs.read(), |dbs| dbs.get(db)).ok();
+        Watching { db, now_ms }
     }
 
     fn db_mut<'a>(dbs: &'a mut HashMap<Arc<str>, Db>, db: &str) -> &'a mut Db {
@@ -81,7 +83,7 @@ impl Generations {
         dbs.get_mut(db).expect("inserted above")
     }
 
-    /// Committed writes to `tables` of `db`.
+    /// Committed writes to `tables` of `db` (take no `Watching` of the same cache meanwhile).
     pub fn bump_tables(&self, db: &str, tables: &[Arc<str>]) {
         let mut dbs = self.dbs.write();
         let d = Self::db_mut(&mut dbs, db);
@@ -124,6 +126,22 @@ impl Db {
             }
             None => full,
         })
+    }
+}
+
+/// The watch list of one database, read-locked (see `Generations::watching`).
+pub struct Watching<'a> {
+    db: Option<parking_lot::MappedRwLockReadGuard<'a, Db>>,
+    now_ms: u64,
+}
+
+impl Watching<'_> {
+    pub fn watched(&self, table: &str) -> bool {
+        let Some(d) = self.db.as_deref() else { return false };
+        match d.watched.get(table) {
+            Some(until) => until.load(Ordering::Acquire) >= self.now_ms,
+            None => d.watched.len() >= MAX_TABLES, // (past the bound, every table counts)
+        }
     }
 }
 

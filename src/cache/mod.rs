@@ -451,12 +451,14 @@ impl ResultCache {
         }
         let reached = self.relations.reach(db, keyed.iter().map(|(t, kind, _)| (&***t, *kind)), tables)?;
         let mut out = Vec::with_capacity(2 * reached.len() + 2 * keyed.len());
-        for t in reached.iter().filter(|t| self.watched(db, t)) {
+        let watching = self.gens.watching(db, now_ms());
+        let watched = |t: &str| self.redis.is_some() || watching.watched(t);
+        for t in reached.iter().filter(|t| watched(t)) {
             out.push(t.clone());
             out.push(scopes::wide(t));
         }
         for (t, _, slot) in keyed {
-            if reached.contains(t) || !self.watched(db, t) {
+            if reached.contains(t) || !watched(t) {
                 continue; // written as a whole (a cascade from another keyed write, or by name), or unwatched
             }
             if !out.contains(t) {

@@ -194,23 +194,21 @@ impl Relations {
         Some(out)
     }
 
-    /// Whether a write to `table` may change other tables (foreign-key actions lead from it).
-    pub fn reaches_beyond(&self, db: &str, table: &str) -> bool {
-        let dbs = self.dbs.read();
-        dbs.get(db).is_some_and(|k| {
-            let f = k.facts(table);
-            !(f.cascades.is_empty() && f.update_cascades.is_empty())
-        })
-    }
-
     /// The column (and its type) a read or write of `table` may be keyed on: its primary key,
     /// when the table is plain (no inheritance, triggers, rules or view of that name).
     pub fn key_column(&self, db: &str, table: &str) -> Option<(Arc<str>, scopes::Family)> {
         let dbs = self.dbs.read();
         let k = dbs.get(db)?;
+        key_of(k, k.facts(table))
+    }
+
+    /// Of a written table, in one lookup (each write statement asks both): whether a write to it
+    /// may change other tables (foreign-key actions lead from it), and its `key_column`.
+    pub fn write_facts(&self, db: &str, table: &str) -> (bool, Option<(Arc<str>, scopes::Family)>) {
+        let dbs = self.dbs.read();
+        let Some(k) = dbs.get(db) else { return (false, None) };
         let f = k.facts(table);
-        let plain = !f.inherited && !f.triggers && !f.other;
-        f.key.clone().filter(|_| plain && k.loaded_ms > 0)
+        (!(f.cascades.is_empty() && f.update_cascades.is_empty()), key_of(k, f))
     }
 
     /// Whether a committed write of known keys to `table` changed no other row of it: a DELETE
@@ -289,6 +287,12 @@ pub fn spawn_load(cache: Arc<super::ResultCache>, pool: Arc<crate::pool::Pool>, 
             }
         }
     });
+}
+
+/// The column a read or write of a table with these facts may be keyed on (see `key_column`).
+fn key_of(k: &Known, f: &super::table_facts::Facts) -> Option<(Arc<str>, scopes::Family)> {
+    let plain = !f.inherited && !f.triggers && !f.other;
+    f.key.clone().filter(|_| plain && k.loaded_ms > 0)
 }
 
 #[cfg(test)]

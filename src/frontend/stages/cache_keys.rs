@@ -40,10 +40,10 @@ pub fn keyed_writes<'a>(
     types: impl FnOnce() -> &'a [u8],
     args: &[u8],
 ) -> Option<Vec<Written>> {
-    let k = k.filter(|k| worth_keys(cache, db, k))?;
-    let (column, family) = cache.relations.key_column(db, &k.table)?;
+    let k = k?;
+    let (column, family) = write_key(cache, db, k)?;
     let kind = match k.op {
-        Op::Read => return None, // (filtered above)
+        Op::Read => return None, // (no key above)
         // An UPDATE that assigns the key moves rows to keys the text does not give.
         Op::Update if k.sets.contains(&column) => return None,
         Op::Update => WriteKind::Update,
@@ -56,8 +56,14 @@ pub fn keyed_writes<'a>(
     (keys.len() == expected).then(|| keys.iter().map(|v| Written::key(&k.table, kind, v)).collect())
 }
 
-fn worth_keys(cache: &ResultCache, db: &str, k: &Keyed) -> bool {
-    k.op != Op::Read && (cache.watched(db, &k.table) || cache.relations.reaches_beyond(db, &k.table))
+/// The key column of a write's table when its keys are worth noting: something here watches the
+/// table, or foreign-key actions lead from it (which actions fire depends on the key).
+fn write_key(cache: &ResultCache, db: &str, k: &Keyed) -> Option<(Arc<str>, Family)> {
+    if k.op == Op::Read {
+        return None;
+    }
+    let (beyond, key) = cache.relations.write_facts(db, &k.table);
+    (beyond || cache.watched(db, &k.table)).then_some(key)?
 }
 
 /// A simple Query's keyed read (its key a literal in `text`, found at `literals`): the scopes it
@@ -82,13 +88,13 @@ pub fn literal_keyed_writes(
     text: &[u8],
     literals: &Literals,
 ) -> Option<Vec<Written>> {
-    let k = k.filter(|k| worth_keys(cache, db, k))?;
+    let k = k?;
     let kind = match k.op {
         Op::Update => WriteKind::Update,
         Op::Delete => WriteKind::Delete,
-        Op::Read | Op::Insert => return None,
+        Op::Read | Op::Insert => return None, // (before any lookup)
     };
-    let key = cache.relations.key_column(db, &k.table)?;
+    let key = write_key(cache, db, k)?;
     if k.op == Op::Update && k.sets.contains(&key.0) {
         return None; // an UPDATE that assigns the key moves rows to keys the text does not give
     }
