@@ -129,7 +129,8 @@ impl Db {
     }
 }
 
-/// The watch list of one database, read-locked (see `Generations::watching`).
+/// The watch list of one database (see `Generations::watching`; the whole map stays read-locked
+/// while it lives, so it must be short-lived).
 pub struct Watching<'a> {
     db: Option<parking_lot::MappedRwLockReadGuard<'a, Db>>,
     now_ms: u64,

@@ -202,8 +202,9 @@ impl Relations {
         key_of(k, k.facts(table))
     }
 
-    /// Of a written table, in one lookup (each write statement asks both): whether a write to it
-    /// may change other tables (foreign-key actions lead from it), and its `key_column`.
+    /// Of a written table, in one lookup (a keyed UPDATE or DELETE, or a bound INSERT, asks
+    /// both): whether a write to it may change other tables (foreign-key actions lead from it),
+    /// and its `key_column`.
     pub fn write_facts(&self, db: &str, table: &str) -> (bool, Option<(Arc<str>, scopes::Family)>) {
         let dbs = self.dbs.read();
         let Some(k) = dbs.get(db) else { return (false, None) };

@@ -366,8 +366,9 @@ impl Session {
                 }
             }
             if !self.skip_stream {
-                // Only a message that goes to a server ends a group of writes (a FunctionCall):
-                // a skipped one gets no ReadyForQuery to settle it.
+                // Only a message that goes to a server is the cache's business: a skipped
+                // FunctionCall gets no ReadyForQuery to settle a group, and a skipped Bind binds
+                // no portal (as a skipped whole message, which no stage sees).
                 if self.stages.cache.on {
                     self.stages.cache.on_part(tag);
                 }

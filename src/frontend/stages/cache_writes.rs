@@ -61,7 +61,8 @@ pub struct Writes {
 impl Writes {
     /// Nothing written (or snapshot-isolated) in the open transaction: its reads may use the cache.
     pub fn clean(&self) -> bool {
-        // No group in flight at all is the common case: asked before walking the queue.
+        // No group with writes in flight is the common case (read-only ones are only counted,
+        // `quiet`): asked before walking the queue.
         self.building.is_empty()
             && self.in_tx.is_empty()
             && (self.sent.is_empty() || self.sent.iter().all(Segment::is_empty))
