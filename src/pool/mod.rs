@@ -463,14 +463,9 @@ impl Pool {
         let st = self.state.lock();
         st.total == 0 && st.waiters.is_empty()
     }
+}
 
-    /// Backend pid and age of each idle connection (admin console).
-    pub fn idle_servers(&self) -> Vec<(i32, SocketAddrAge)> {
-        self.state
-            .lock()
-            .idle
-            .iter()
-            .map(|c| (c.pid, (c.addr.clone(), crate::clock::since(c.created_ms), crate::clock::since(c.last_used_ms))))
-            .collect()
-    }
+/// An idle connection as the admin console lists it: its backend pid, address and ages.
+fn idle_server(c: &ServerConn) -> (i32, SocketAddrAge) {
+    (c.pid, (c.addr.clone(), crate::clock::since(c.created_ms), crate::clock::since(c.last_used_ms)))
 }

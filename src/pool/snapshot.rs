@@ -32,6 +32,12 @@ pub struct PoolSnapshot {
 
 impl Pool {
     pub fn snapshot(&self) -> PoolSnapshot {
+        self.snapshot_and_idle(false).0
+    }
+
+    /// The snapshot and (with `servers`) its idle connections, read under one lock so that the
+    /// two agree (SHOW POOLS' idle count and SHOW SERVERS' idle rows).
+    pub fn snapshot_and_idle(&self, servers: bool) -> (PoolSnapshot, Vec<(i32, super::SocketAddrAge)>) {
         let (max, target) = (self.max_size(), self.limit());
         let decision = self.decision.lock().clone();
         let (recommendation, (grows, shrinks)) = {
@@ -41,13 +47,18 @@ impl Pool {
         let mut st = self.state.lock();
         st.waiters.retain(|w| !w.tx.is_closed());
         let max_wait_us = st.waiters.front().map_or(0, |w| w.since.elapsed().as_micros() as u64);
-        let (size, idle) = (st.total, st.idle.len());
-        PoolSnapshot {
+        let (size, idle, waiting) = (st.total, st.idle.len(), st.waiters.len());
+        let idle_servers = match servers {
+            true => st.idle.iter().map(|c| super::idle_server(c)).collect(),
+            false => Vec::new(),
+        };
+        drop(st);
+        let snapshot = PoolSnapshot {
             database: self.key.database.clone(),
             user: self.key.user.clone(),
             active: size - idle,
             idle,
-            waiting: st.waiters.len(),
+            waiting,
             max_wait_us,
             size,
             max_size: max,
@@ -59,6 +70,7 @@ impl Pool {
             shrinks,
             slow_lane_active: self.lane.held(),
             slow_lane_waited: self.lane.waited.load(Ordering::Relaxed),
-        }
+        };
+        (snapshot, idle_servers)
     }
 }

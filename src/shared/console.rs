@@ -58,10 +58,9 @@ impl Console {
 
     /// Every pool, for the SHOWs that list their servers and counters.
     pub fn pools(&self) -> Vec<PoolRow> {
-        let row = |p: Arc<crate::pool::Pool>| PoolRow {
-            snapshot: p.snapshot(),
-            clients: p.clients.load(Relaxed).max(0) as usize,
-            idle_servers: p.idle_servers(),
+        let row = |p: Arc<crate::pool::Pool>| {
+            let (snapshot, idle_servers) = p.snapshot_and_idle(true);
+            PoolRow { snapshot, clients: p.clients.load(Relaxed).max(0) as usize, idle_servers }
         };
         self.app.pools.all().into_iter().map(row).collect()
     }
