@@ -7,122 +7,8 @@ mod common;
 
 use std::time::Duration;
 
-use common::raw::{self, msg, Raw};
-use common::{free_port, Proxy};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpListener;
-
-// (A configured server budget: the fake does not answer the derivation's query.)
-const CONFIG: &str =
-    "[pool]\nmax_size = 1\ncheckout_timeout_ms = 5000\nmax_server_connections = 100\n[cache]\nenabled = false\n\n\
-    [[users]]\nname = \"trustuser\"\nauth = \"trust\"\n";
-
-struct Fake {
-    listener: TcpListener,
-}
-
-/// The same with the result cache on (its table list is read through the pool, from the fake).
-const CACHE_CONFIG: &str = "[pool]\nmax_size = 1\ncheckout_timeout_ms = 5000\nmax_server_connections = 100\n\n\
-    [[users]]\nname = \"trustuser\"\nauth = \"trust\"\n";
-
-impl Fake {
-    async fn start() -> (Fake, Proxy) {
-        Self::start_with(CONFIG).await
-    }
-
-    async fn start_with(config: &str) -> (Fake, Proxy) {
-        let port = free_port();
-        let listener = TcpListener::bind(("127.0.0.1", port)).await.unwrap();
-        let upstream = format!("postgres://app:app@127.0.0.1:{port}");
-        let proxy = Proxy::start_with(config, &["--upstream", &upstream]);
-        (Fake { listener }, proxy)
-    }
-
-    /// Accepts pgpilot's next server connection and logs it in (trust, a few parameters).
-    async fn accept(&self) -> Raw {
-        let (mut s, _) = tokio::time::timeout(Duration::from_secs(10), self.listener.accept())
-            .await
-            .expect("pgpilot connects to the server")
-            .unwrap();
-        let mut len = s.read_i32().await.unwrap();
-        let mut startup = vec![0u8; len as usize - 4];
-        s.read_exact(&mut startup).await.unwrap();
-        if len == 8 && startup[..] == 80877103i32.to_be_bytes() {
-            // SSLRequest (upstream.sslmode = prefer): no TLS here, as a server with ssl = off answers.
-            s.write_all(b"N").await.unwrap();
-            len = s.read_i32().await.unwrap();
-            startup = vec![0u8; len as usize - 4];
-            s.read_exact(&mut startup).await.unwrap();
-        }
-        let mut out = msg(b'R', &0i32.to_be_bytes());
-        for (k, v) in [("server_version", "16.4"), ("standard_conforming_strings", "on"), ("client_encoding", "UTF8")] {
-            out.extend(msg(b'S', format!("{k}\0{v}\0").as_bytes()));
-        }
-        out.extend(msg(b'K', &[0, 0, 0, 7, 0, 0, 0, 9]));
-        out.extend(ready(b'I'));
-        s.write_all(&out).await.unwrap();
-        Raw::over(s)
-    }
-
-    /// A client logging in, and the server connection its login makes pgpilot open.
-    async fn login(&self, proxy: &Proxy) -> (Raw, Raw) {
-        let port = proxy.port;
-        let client = tokio::spawn(async move { Raw::login_trust(port, "trustuser", "app").await });
-        let server = self.accept().await;
-        (client.await.unwrap(), server)
-    }
-
-    /// No further server connection within `wait`.
-    async fn no_new_connection(&self, wait: Duration) -> bool {
-        tokio::time::timeout(wait, self.listener.accept()).await.is_err()
-    }
-}
-
-fn ready(status: u8) -> Vec<u8> {
-    msg(b'Z', &[status])
-}
-
-/// CommandComplete with `tag`, then ReadyForQuery with `status`: the end of a statement's replies.
-fn done(tag: &str, status: u8) -> Vec<u8> {
-    let mut b = msg(b'C', format!("{tag}\0").as_bytes());
-    b.extend(ready(status));
-    b
-}
-
-fn data_row(v: &str) -> Vec<u8> {
-    let mut b = 1i16.to_be_bytes().to_vec();
-    b.extend((v.len() as i32).to_be_bytes());
-    b.extend(v.as_bytes());
-    msg(b'D', &b)
-}
-
-fn execute_rows(n: i32) -> Vec<u8> {
-    let mut b = vec![0];
-    b.extend(n.to_be_bytes());
-    msg(b'E', &b)
-}
-
-/// The tags of the next `n` messages on `r` (the fake server's side or a client's).
-async fn tags(server: &mut Raw, n: usize) -> String {
-    let mut t = String::new();
-    for _ in 0..n {
-        t.push(server.next().await.expect("a message from pgpilot").0 as char);
-    }
-    t
-}
-
-/// Another client, logged in (a login needs no server connection once the pool knows what to
-/// tell it), whose query needs the pool's one connection.
-async fn waiting_query(port: u16) -> Raw {
-    let mut b = Raw::login_trust(port, "trustuser", "app").await;
-    b.send(&raw::query("SELECT 2")).await;
-    b
-}
-
-/// Nothing reaches the server for `wait`.
-async fn quiet(server: &mut Raw, wait: Duration) -> bool {
-    tokio::time::timeout(wait, server.next()).await.is_err()
-}
+use common::fake::*;
+use common::raw::{self, msg};
 
 /// Flush gets replies but never ends the client's hold on its server connection; PortalSuspended
 /// does not either: only ReadyForQuery after Sync gives the connection back to the pool (another
@@ -248,52 +134,6 @@ async fn copy_in_holds_the_server_until_its_ready_for_query() {
     assert_eq!(String::from_utf8_lossy(&b.until_ready().await.unwrap()), "CZ");
 }
 
-fn row_description(columns: &[&str]) -> Vec<u8> {
-    let mut b = (columns.len() as i16).to_be_bytes().to_vec();
-    for c in columns {
-        b.extend(c.as_bytes());
-        b.push(0);
-        b.extend(0i32.to_be_bytes()); // table oid
-        b.extend(0i16.to_be_bytes()); // column
-        b.extend(25i32.to_be_bytes()); // text
-        b.extend((-1i16).to_be_bytes());
-        b.extend((-1i32).to_be_bytes());
-        b.extend(0i16.to_be_bytes());
-    }
-    msg(b'T', &b)
-}
-
-fn text_row(values: &[&str]) -> Vec<u8> {
-    let mut b = (values.len() as i16).to_be_bytes().to_vec();
-    for v in values {
-        b.extend((v.len() as i32).to_be_bytes());
-        b.extend(v.as_bytes());
-    }
-    msg(b'D', &b)
-}
-
-/// The catalog query the result cache sends to learn which names are ordinary tables: `t` is one.
-async fn answer_table_list(server: &mut Raw) {
-    let (tag, body) = server.next().await.expect("the cache's table list query");
-    assert_eq!(tag, b'Q', "{}", String::from_utf8_lossy(&body));
-    assert!(String::from_utf8_lossy(&body).contains("pg_class"), "the table list query");
-    let mut reply = row_description(&["relname", "relkind", "other"]);
-    reply.extend(text_row(&["t", "r", ""]));
-    reply.extend(text_row(&["read committed", "isolation", ""]));
-    reply.extend(done("SELECT 2", b'I'));
-    server.send(&reply).await;
-}
-
-fn extended(sql: &str, sync: bool) -> Vec<u8> {
-    let mut b = raw::parse("", sql);
-    b.extend(raw::bind("", ""));
-    b.extend(raw::execute(""));
-    if sync {
-        b.extend(raw::sync());
-    }
-    b
-}
-
 /// A result cache hit inside a transaction, pipelined behind a statement the server has not
 /// answered yet: the hit's replies (BindComplete, rows, CommandComplete) are given in their turn,
 /// after the server's replies to everything sent before them, never ahead.
@@ -345,27 +185,6 @@ async fn a_cache_hit_waits_behind_pending_server_replies() {
     let order: String = got.iter().map(|(t, _)| *t as char).collect();
     assert_eq!(order, "12DC12DCZ", "the hit's replies come after the server's, before ReadyForQuery");
     assert!(String::from_utf8_lossy(&got[6].1).contains("cached"), "the rows from the cache");
-}
-
-fn param_description() -> Vec<u8> {
-    msg(b't', &0i16.to_be_bytes())
-}
-
-/// (tag, statement name) of the next `n` messages pgpilot sends the server (Parse, Bind, Close and
-/// Describe name a statement; the rest an empty string).
-async fn named(server: &mut Raw, n: usize) -> Vec<(char, String)> {
-    let mut out = Vec::new();
-    for _ in 0..n {
-        let (tag, body) = server.next().await.expect("a message from pgpilot");
-        let name = match tag {
-            b'P' => body.split(|&b| b == 0).next().unwrap_or_default().to_vec(),
-            b'B' => body.split(|&b| b == 0).nth(1).unwrap_or_default().to_vec(),
-            b'C' | b'D' => body[1..].split(|&b| b == 0).next().unwrap_or_default().to_vec(),
-            _ => Vec::new(),
-        };
-        out.push((tag as char, String::from_utf8(name).unwrap()));
-    }
-    out
 }
 
 /// Transaction mode with room for one prepared statement per server connection: the client's

@@ -35,8 +35,8 @@ impl Pool {
         self.snapshot_and_idle(false).0
     }
 
-    /// The snapshot and (with `servers`) its idle connections, read under one lock so that the
-    /// two agree (SHOW POOLS' idle count and SHOW SERVERS' idle rows).
+    /// The snapshot and (with `servers`) its idle connections, read under one lock: the idle
+    /// count and the idle list agree, and the console locks each pool once.
     pub fn snapshot_and_idle(&self, servers: bool) -> (PoolSnapshot, Vec<(i32, super::SocketAddrAge)>) {
         let (max, target) = (self.max_size(), self.limit());
         let decision = self.decision.lock().clone();

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod cache;
+pub mod fake;
 pub mod raw;
 
 use std::io::Write;

@@ -1,0 +1,87 @@
+//! The cache stage's hooks (`Stage` for `CacheStage`): a child module of `cache`, which it
+//! shares the stage's fields with.
+
+use super::*;
+
+impl Stage for CacheStage {
+    type Event = Fill;
+
+    async fn before_send(&mut self, cx: &mut Cx<'_>, msg: &ClientMessage<'_>) {
+        if let Some(planned) = self.plan(cx, msg) {
+            self.look_up(cx, planned).await;
+        }
+    }
+
+    /// Just before a message is forwarded: pgpilot's own Describe or Execute of a filling
+    /// portal may go ahead of it (`Portal::on_send`).
+    fn on_send(&mut self, cx: &mut Cx<'_>, msg: &ClientMessage<'_>) {
+        let clean = self.writes.clean();
+        self.portal.on_send(cx, msg, clean);
+    }
+
+    /// After a message was forwarded: attach captures to its reply-queue entry.
+    fn after_send(&mut self, cx: &mut Cx<'_>, msg: &ClientMessage<'_>, _in_copy: bool) {
+        match msg {
+            ClientMessage::Query { .. } => {
+                if let Some(plan) = self.query_fill.take() {
+                    cx.pending.attach_fill(Fill::new(plan, true, self.cache.max_entry_bytes()));
+                }
+            }
+            ClientMessage::Describe(Target::Portal(b"")) => {
+                if let Portal::Fill { described, .. } = &mut self.portal {
+                    *described = true;
+                    cx.pending.capture_describe();
+                }
+            }
+            ClientMessage::Execute { portal: b"", max_rows } => {
+                if let Portal::Fill { plan, continuable, .. } = std::mem::take(&mut self.portal) {
+                    cx.pending.attach_fill(Fill::new(plan, false, self.cache.max_entry_bytes()));
+                    if *max_rows > 0 && continuable {
+                        self.portal = Portal::Suspended;
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// What was sent since the last boundary is one group of writes (a Sync sent into COPY IN
+    /// is ignored by the server: its group stays open).
+    fn at_boundary(&mut self, msg: &ClientMessage<'_>, in_copy: bool) {
+        match msg {
+            ClientMessage::Sync if in_copy => {}
+            ClientMessage::Sync | ClientMessage::FunctionCall | ClientMessage::Query { .. } => {
+                self.writes.close_group()
+            }
+            _ => {}
+        }
+    }
+
+    /// CommandComplete and ErrorResponse settle the oldest group of writes; CopyInResponse
+    /// reopens the groups whose Syncs went into the COPY.
+    fn on_server_message(&mut self, cx: &mut Cx<'_>, tag: u8, body: &[u8]) {
+        match tag {
+            be::COMMAND_COMPLETE | be::ERROR_RESPONSE => self.writes.on_tag(tag, body),
+            be::COPY_IN_RESPONSE => self.on_copy_in(cx),
+            _ => {}
+        }
+    }
+
+    /// ReadyForQuery, before it is passed on: committed writes invalidate now.
+    async fn at_ready(&mut self, status: u8) {
+        if self.writes.on_ready(status) {
+            self.invalidate().await;
+        }
+    }
+
+    fn on_reply(&mut self, _cx: &mut Cx<'_>, fill: Fill) {
+        let row_desc = fill.row_desc.unwrap_or_default();
+        self.cache.store(*fill.plan, row_desc, fill.body.freeze(), fill.rows);
+    }
+
+    /// A commit may have happened on the lost connection: what was written is invalid.
+    async fn on_server_lost(&mut self) {
+        self.writes.lost();
+        self.invalidate().await;
+    }
+}
