@@ -48,10 +48,7 @@ impl Pool {
         st.waiters.retain(|w| !w.tx.is_closed());
         let max_wait_us = st.waiters.front().map_or(0, |w| w.since.elapsed().as_micros() as u64);
         let (size, idle, waiting) = (st.total, st.idle.len(), st.waiters.len());
-        let idle_servers = match servers {
-            true => st.idle.iter().map(|c| super::idle_server(c)).collect(),
-            false => Vec::new(),
-        };
+        let idle_servers = if servers { st.idle.iter().map(|c| super::idle_server(c)).collect() } else { Vec::new() };
         drop(st);
         let snapshot = PoolSnapshot {
             database: self.key.database.clone(),

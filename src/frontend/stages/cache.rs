@@ -110,33 +110,29 @@ impl CacheStage {
         matches!(self.portal, Portal::Hit { .. })
     }
 
-    /// The unnamed portal's result is being captured (its Describe and Execute attach to it).
-    pub fn filling(&self) -> bool {
-        matches!(self.portal, Portal::Fill { .. })
-    }
-
-    /// The unnamed portal is neither answered nor captured (most of the time): no hook of the
-    /// cache needs a message for its sake.
+    /// `on_send` has work for `msg`: pgpilot's own Describe ahead of a filling portal's Execute,
+    /// or its own Execute ahead of the Sync after a row-limited one. (The portal's state first:
+    /// one compare rules out the common case, no capture running.)
     #[inline]
-    pub fn portal_idle(&self) -> bool {
-        matches!(self.portal, Portal::Unknown)
+    pub fn sends_ahead(&self, msg: &ClientMessage<'_>) -> bool {
+        match self.portal {
+            Portal::Unknown | Portal::Hit { .. } => false,
+            Portal::Suspended => true,
+            Portal::Fill { .. } => matches!(msg, ClientMessage::Execute { portal: b"", .. }),
+        }
     }
 
-    /// A simple Query's miss waits to be attached to its reply-queue entry.
+    /// `after_send` has a capture to attach for `msg`: a simple Query's miss, or the filling
+    /// portal's Describe and Execute (asked first whether any capture runs).
     #[inline]
-    pub fn query_filling(&self) -> bool {
-        self.query_fill.is_some()
-    }
-
-    /// A capture is being prepared (a simple Query's, or the unnamed portal's).
-    #[inline]
-    pub fn capturing(&self) -> bool {
-        self.query_fill.is_some() || matches!(self.portal, Portal::Fill { .. })
-    }
-
-    /// A row-limited Execute of a fill may be continued at the next Sync.
-    pub fn suspended(&self) -> bool {
-        matches!(self.portal, Portal::Suspended)
+    pub fn attaches(&self, msg: &ClientMessage<'_>) -> bool {
+        let filling = matches!(self.portal, Portal::Fill { .. });
+        (self.query_fill.is_some() || filling)
+            && match msg {
+                ClientMessage::Query { .. } => self.query_fill.is_some(),
+                ClientMessage::Describe(Target::Portal(b"")) | ClientMessage::Execute { portal: b"", .. } => filling,
+                _ => false,
+            }
     }
 
     /// The session's state can no longer be keyed (session mode after SET...): stop caching.

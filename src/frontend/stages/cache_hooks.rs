@@ -48,12 +48,8 @@ impl Stage for CacheStage {
     /// What was sent since the last boundary is one group of writes (a Sync sent into COPY IN
     /// is ignored by the server: its group stays open).
     fn at_boundary(&mut self, msg: &ClientMessage<'_>, in_copy: bool) {
-        match msg {
-            ClientMessage::Sync if in_copy => {}
-            ClientMessage::Sync | ClientMessage::FunctionCall | ClientMessage::Query { .. } => {
-                self.writes.close_group()
-            }
-            _ => {}
+        if !(in_copy && matches!(msg, ClientMessage::Sync)) {
+            self.writes.close_group();
         }
     }
 

@@ -63,7 +63,11 @@ fn write_key(cache: &ResultCache, db: &str, k: &Keyed) -> Option<(Arc<str>, Fami
         return None;
     }
     let (beyond, key) = cache.relations.write_facts(db, &k.table);
-    (beyond || cache.watched(db, &k.table)).then_some(key)?
+    if beyond || cache.watched(db, &k.table) {
+        key
+    } else {
+        None
+    }
 }
 
 /// A simple Query's keyed read (its key a literal in `text`, found at `literals`): the scopes it

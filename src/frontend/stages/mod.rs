@@ -205,11 +205,7 @@ impl Stages {
     /// extended mode). Each answer mirrors the stages' own first checks.
     #[inline]
     pub fn wants_on_send(&self, msg: &ClientMessage<'_>) -> bool {
-        // The portal's state first: one compare rules out the common case (no capture running).
-        self.cache.on
-            && !self.cache.portal_idle()
-            && ((self.cache.filling() && matches!(msg, ClientMessage::Execute { portal: b"", .. }))
-                || self.cache.suspended())
+        self.cache.on && self.cache.sends_ahead(msg)
     }
 
     #[inline]
@@ -245,20 +241,8 @@ impl Stages {
     pub fn wants_after_send(&self, msg: &ClientMessage<'_>, turn: &Turn) -> bool {
         let insights =
             self.insights.enabled && matches!(msg, ClientMessage::Execute { .. } | ClientMessage::Query { .. });
-        // Only a capture needs the context (a Query's fill, a filling portal's Describe and
-        // Execute; the end of a group is `at_boundary`'s): asked first whether one is running.
-        let cache = || {
-            self.cache.on
-                && self.cache.capturing()
-                && match msg {
-                    ClientMessage::Query { .. } => self.cache.query_filling(),
-                    ClientMessage::Describe(Target::Portal(b"")) | ClientMessage::Execute { portal: b"", .. } => {
-                        self.cache.filling()
-                    }
-                    _ => false,
-                }
-        };
-        insights || turn.drops_statements || cache()
+        // The cache only for a capture (the end of a group is `at_boundary`'s).
+        insights || turn.drops_statements || (self.cache.on && self.cache.attaches(msg))
     }
 
     /// `at_ready`.
@@ -294,8 +278,9 @@ impl Stages {
         self.insights.after_send(cx, msg, in_copy);
     }
 
-    /// A Sync, Query or FunctionCall was forwarded: the end of a group of statements, which its
-    /// ReadyForQuery settles (no context: most of them need nothing else from the session).
+    /// A Sync, Query or FunctionCall was forwarded (the session calls it for those only): the end
+    /// of a group of statements, which its ReadyForQuery settles (no context: most of them need
+    /// nothing else from the session).
     #[inline]
     pub fn at_boundary(&mut self, msg: &ClientMessage<'_>, in_copy: bool) {
         if self.cache.on {
