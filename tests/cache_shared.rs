@@ -24,20 +24,47 @@ fn harness_redis() -> String {
 struct OwnRedis(Child, u16);
 
 impl OwnRedis {
+    /// A probed free port can be taken before redis-server binds it (it then exits at once), and a
+    /// connect to a port nobody listens on can meet itself (TCP simultaneous open): once CI saw a
+    /// "started" Redis that never answered. Only a PONG from a live child counts; a child that
+    /// exited is tried again on a new port.
     fn start() -> OwnRedis {
+        for _ in 0..3 {
+            if let Some(redis) = Self::try_start() {
+                return redis;
+            }
+        }
+        panic!("redis-server did not start on three ports");
+    }
+
+    fn try_start() -> Option<OwnRedis> {
         let port = free_port();
         let child = Command::new("redis-server")
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
             .stdout(Stdio::null())
             .spawn()
             .expect("redis-server");
+        let mut redis = OwnRedis(child, port);
         let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "redis-server did not start");
+        while !redis.pongs() {
+            if let Some(status) = redis.0.try_wait().unwrap() {
+                eprintln!("redis-server on port {port} exited during start: {status}");
+                return None;
+            }
+            assert!(Instant::now() < deadline, "redis-server did not answer PING within 10 s");
             std::thread::sleep(Duration::from_millis(20));
         }
-        OwnRedis(child, port)
+        Some(redis)
     }
+
+    fn pongs(&self) -> bool {
+        use std::io::{Read, Write};
+        let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", self.1)) else { return false };
+        let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+        let mut reply = [0u8; 7];
+        s.write_all(b"PING\r\n").is_ok() && s.read_exact(&mut reply).is_ok() && &reply == b"+PONG\r\n"
+    }
+
     fn url(&self) -> String {
         format!("redis://127.0.0.1:{}", self.1)
     }

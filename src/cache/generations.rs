@@ -25,8 +25,9 @@ const MAX_TABLES: usize = 100_000;
 struct Db {
     generation: u64,
     tables: HashMap<Arc<str>, u64>,
-    /// Per table: until when (`clock::now_ms`) an entry or a fill may depend on it.
-    watched: HashMap<Arc<str>, AtomicU64>,
+    /// Per table: until when (`clock::now_ms`) an entry or a fill may depend on it. Shared:
+    /// a session keeps the ones of the tables it writes (`watch_of`), entries are never removed.
+    watched: HashMap<Arc<str>, Arc<AtomicU64>>,
 }
 
 #[derive(Default)]
@@ -55,7 +56,7 @@ impl Generations {
         for t in tables {
             let table = table_of(t);
             if !d.watched.contains_key(table) && d.watched.len() < MAX_TABLES {
-                d.watched.insert(Arc::from(table), AtomicU64::new(0));
+                d.watched.insert(Arc::from(table), Arc::default());
             }
         }
         d.mark(tables, watch_until);
@@ -74,6 +75,24 @@ impl Generations {
     pub fn watching(&self, db: &str, now_ms: u64) -> Watching<'_> {
         let db = parking_lot::RwLockReadGuard::try_map(self.dbs.read(), |dbs| dbs.get(db)).ok();
         Watching { db, now_ms }
+    }
+
+    /// The watch deadline of `table` in `db`, to keep and read without a lookup (see `Watch`).
+    pub fn watch_of(&self, db: &str, table: &str) -> Watch {
+        if let Some(w) = self.dbs.read().get(db).and_then(|d| d.watched.get(table)) {
+            return Watch(Some(w.clone()));
+        }
+        let mut dbs = self.dbs.write();
+        let d = Self::db_mut(&mut dbs, db);
+        if let Some(w) = d.watched.get(table) {
+            return Watch(Some(w.clone()));
+        }
+        if d.watched.len() >= MAX_TABLES {
+            return Watch(None);
+        }
+        let w: Arc<AtomicU64> = Arc::default();
+        d.watched.insert(Arc::from(table), w.clone());
+        Watch(Some(w))
     }
 
     fn db_mut<'a>(dbs: &'a mut HashMap<Arc<str>, Db>, db: &str) -> &'a mut Db {
@@ -129,6 +148,24 @@ impl Db {
     }
 }
 
+/// A deadline not yet passed at `now_ms`; 0 is no deadline (a table written, never read: the
+/// clock itself reads 0 in its first millisecond).
+fn until_covers(until: &AtomicU64, now_ms: u64) -> bool {
+    let until = until.load(Ordering::Acquire);
+    until != 0 && until >= now_ms
+}
+
+/// One table's watch deadline, held outside the map: `watched` asks no lock and no lookup. None:
+/// the list was full when it was asked for (every such table counts as watched).
+#[derive(Clone, Debug)]
+pub struct Watch(Option<Arc<AtomicU64>>);
+
+impl Watch {
+    pub fn watched(&self, now_ms: u64) -> bool {
+        self.0.as_ref().is_none_or(|until| until_covers(until, now_ms))
+    }
+}
+
 /// The watch list of one database (see `Generations::watching`; the whole map stays read-locked
 /// while it lives, so it must be short-lived).
 pub struct Watching<'a> {
@@ -140,7 +177,7 @@ impl Watching<'_> {
     pub fn watched(&self, table: &str) -> bool {
         let Some(d) = self.db.as_deref() else { return false };
         match d.watched.get(table) {
-            Some(until) => until.load(Ordering::Acquire) >= self.now_ms,
+            Some(until) => until_covers(until, self.now_ms),
             None => d.watched.len() >= MAX_TABLES, // (past the bound, every table counts)
         }
     }
@@ -180,5 +217,9 @@ mod tests {
         assert!(g.watched("db", "a", 100), "an earlier deadline does not shorten a later one");
         g.snapshot("db", &["a".into()], 300);
         assert!(g.watched("db", "a", 300));
+        let (a, b) = (g.watch_of("db", "a"), g.watch_of("db", "b"));
+        assert!(a.watched(300) && !a.watched(301) && !b.watched(5), "a kept watch reads the same deadline");
+        g.snapshot("db", &["b\x1fw".into()], 400);
+        assert!(b.watched(400), "a watch kept before the table's first read sees it");
     }
 }

@@ -9,6 +9,7 @@ pub mod entry;
 pub mod fill;
 pub mod flight;
 pub mod generations;
+mod invalidation;
 pub mod policy;
 pub mod redis_tier;
 pub mod relations;
@@ -30,6 +31,7 @@ use moka::notification::RemovalCause;
 pub use entry::Entry;
 use flight::{Begin, FillGuard, Flight};
 use generations::Generations;
+pub use invalidation::TableViews;
 use policy::Policy;
 use redis_tier::RedisTier;
 use relations::Relations;
@@ -405,77 +407,6 @@ impl ResultCache {
         }
         self.local.insert(key.hash, Arc::new(e));
         CacheStats::bump(&self.stats.stores);
-    }
-
-    /// A commit made these writes to `db`; None: unknown tables, the whole database. Local
-    /// entries are invalid at once; Redis and the other replicas are told before returning.
-    pub async fn invalidate(&self, db: &str, written: Option<&[Written]>) {
-        let bumped = written.and_then(|w| self.scopes_of(db, w));
-        let scopes = bumped.as_deref();
-        // Rates matter only for what may be cached: the watched tables (the plain names).
-        match (scopes, written) {
-            (Some(s), _) => self.write_rates.note(db, s.iter().filter(|n| !n.contains(scopes::SEP)), wall_ms()),
-            (None, Some(w)) => self.write_rates.note(db, w.iter().map(|w| &w.table), wall_ms()),
-            (None, None) => {}
-        }
-        match scopes {
-            Some([]) => {} // (nothing watched was written)
-            Some(s) => self.gens.bump_tables(db, s),
-            None => self.gens.bump_database(db),
-        }
-        CacheStats::add(&self.stats.invalidations, written.map_or(1, |w| w.len() as u64));
-        if let Some(r) = &self.redis {
-            r.invalidate(db, scopes).await;
-        }
-    }
-
-    /// The generation scopes a commit of these writes bumps (None: the whole database). A key
-    /// stays a key only where `relations` says the write changed no other row of its table;
-    /// what a write reaches beyond its table (cascades) is table-level; in doubt, tables. A
-    /// table nothing watches bumps nothing (`generations`).
-    fn scopes_of(&self, db: &str, written: &[Written]) -> Option<Vec<Arc<str>>> {
-        let mut tables: Vec<Arc<str>> = Vec::new();
-        let mut keyed: Vec<(&Arc<str>, scopes::WriteKind, u16)> = Vec::new();
-        for w in written {
-            if w.table.contains(scopes::SEP) {
-                return None; // (its scopes could be another table's)
-            }
-            match w.key {
-                None => tables.push(w.table.clone()),
-                Some((kind, slot)) if self.relations.keyed_write_ok(db, &w.table, kind) => {
-                    keyed.push((&w.table, kind, slot))
-                }
-                Some(_) if tables.contains(&w.table) => {}
-                Some(_) => tables.push(w.table.clone()),
-            }
-        }
-        let reached = self.relations.reach(db, keyed.iter().map(|(t, kind, _)| (&***t, *kind)), tables)?;
-        let mut out = Vec::with_capacity(2 * reached.len() + 2 * keyed.len());
-        let watching = self.gens.watching(db, now_ms());
-        let watched = |t: &str| self.redis.is_some() || watching.watched(t);
-        for t in reached.iter().filter(|t| watched(t)) {
-            out.push(t.clone());
-            out.push(scopes::wide(t));
-        }
-        for (t, _, slot) in keyed {
-            if reached.contains(t) || !watched(t) {
-                continue; // written as a whole (a cascade from another keyed write, or by name), or unwatched
-            }
-            if !out.contains(t) {
-                out.push(t.clone());
-            }
-            let scope = scopes::key_scope(t, slot.into());
-            if !out.contains(&scope) {
-                out.push(scope);
-            }
-        }
-        Some(out)
-    }
-
-    /// Whether a committed write to `table` must bump its counters: something here may depend
-    /// on it, or (with Redis) another replica may.
-    pub fn watched(&self, db: &str, table: &str) -> bool {
-        self.redis.is_some() || self.gens.watched(db, table, now_ms())
     }
 
     /// Drops everything, here and (with Redis) on every replica.

@@ -7,6 +7,7 @@
 //! reads are simply not cached.
 
 use foldhash::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use parking_lot::RwLock;
@@ -67,6 +68,31 @@ pub struct Relations {
     dbs: RwLock<HashMap<Arc<str>, Known>>,
     /// Woken at every finished load (reads waiting for a database's first list).
     loaded: tokio::sync::Notify,
+    /// Moves at every change to any database's list: a copy taken under one version
+    /// (`WriteView`) is good while it has not moved.
+    version: AtomicU64,
+}
+
+/// What a write to one table needs from the list, copied out: a session keeps it while
+/// `Relations::version` has not moved, so its statements and commits ask no shared map (a
+/// tpcb-like transaction asked it ~12 times, each a lock and two lookups).
+#[derive(Clone, Default, Debug)]
+pub struct WriteView {
+    /// As `key_column` says.
+    pub key: Option<(Arc<str>, scopes::Family)>,
+    /// Foreign-key actions lead from it: which fire depends on the key.
+    pub beyond: bool,
+    /// A write changes this table and nothing else: no trigger or rule, no foreign-key action,
+    /// no view or the like of its name (`reach` would add nothing).
+    pub alone: bool,
+    /// `keyed_write_ok`, by `WriteKind` (Update, Delete, Insert).
+    keyed_ok: [bool; 3],
+}
+
+impl WriteView {
+    pub fn keyed_ok(&self, kind: scopes::WriteKind) -> bool {
+        self.keyed_ok[kind as usize]
+    }
 }
 
 impl Relations {
@@ -126,6 +152,7 @@ impl Relations {
         let k = dbs.entry(Arc::from(db)).or_default();
         k.loading = false;
         let Some(fresh) = fresh else { return Changed::Tables(Vec::new()) };
+        self.version.fetch_add(1, Ordering::AcqRel);
         let before = std::mem::replace(&mut k.shapes, fresh.shapes);
         k.tables = fresh.tables;
         k.snapshot_default = fresh.snapshot_default;
@@ -202,36 +229,39 @@ impl Relations {
         key_of(k, k.facts(table))
     }
 
-    /// Of a written table, in one lookup (a keyed UPDATE or DELETE, or a bound INSERT, asks
-    /// both): whether a write to it may change other tables (foreign-key actions lead from it),
-    /// and its `key_column`.
-    pub fn write_facts(&self, db: &str, table: &str) -> (bool, Option<(Arc<str>, scopes::Family)>) {
-        let dbs = self.dbs.read();
-        let Some(k) = dbs.get(db) else { return (false, None) };
-        let f = k.facts(table);
-        (!(f.cascades.is_empty() && f.update_cascades.is_empty()), key_of(k, f))
-    }
-
     /// Whether a committed write of known keys to `table` changed no other row of it: a DELETE
     /// may cascade, an UPDATE (which never assigns the key) only through ON UPDATE actions; a
     /// foreign-key path back to the table itself would change rows of other keys.
     pub fn keyed_write_ok(&self, db: &str, table: &str, kind: scopes::WriteKind) -> bool {
         let dbs = self.dbs.read();
-        let Some(k) = dbs.get(db) else { return false };
+        dbs.get(db).is_some_and(|k| keyed_ok(k.facts(table), kind))
+    }
+
+    /// The version `WriteView`s are taken under (read it before taking one: a change meanwhile
+    /// then makes the copy look old at once).
+    pub fn version(&self) -> u64 {
+        self.version.load(Ordering::Acquire)
+    }
+
+    /// Everything a write to `table` asks of the list, in one lock and one lookup.
+    pub fn write_view(&self, db: &str, table: &str) -> WriteView {
+        use scopes::WriteKind::{Delete, Insert, Update};
+        let dbs = self.dbs.read();
+        let Some(k) = dbs.get(db) else { return WriteView::default() };
         let f = k.facts(table);
-        // (`inherited`: as `key_column` says; the list may have reloaded since the write.)
-        f.key.is_some()
-            && !f.inherited
-            && match kind {
-                scopes::WriteKind::Insert => true,
-                scopes::WriteKind::Delete => !f.loops_on_delete,
-                scopes::WriteKind::Update => !f.loops_on_update,
-            }
+        let quiet = f.cascades.is_empty() && f.update_cascades.is_empty();
+        WriteView {
+            key: key_of(k, f),
+            beyond: !quiet,
+            alone: quiet && !f.triggers && !f.other,
+            keyed_ok: [Update, Delete, Insert].map(|kind| keyed_ok(f, kind)),
+        }
     }
 
     /// DDL went through: the list may be out of date (a table may now be a view).
     pub fn mark_stale(&self, db: &str) {
         if let Some(k) = self.dbs.write().get_mut(db) {
+            self.version.fetch_add(1, Ordering::AcqRel);
             k.stale = true;
             for f in k.tables.values_mut() {
                 f.ordinary = false;
@@ -288,6 +318,19 @@ pub fn spawn_load(cache: Arc<super::ResultCache>, pool: Arc<crate::pool::Pool>, 
             }
         }
     });
+}
+
+/// Whether a committed write of known keys to a table with these facts changed no other row of
+/// it (see `keyed_write_ok`).
+fn keyed_ok(f: &super::table_facts::Facts, kind: scopes::WriteKind) -> bool {
+    // (`inherited`: as `key_column` says; the list may have reloaded since the write.)
+    f.key.is_some()
+        && !f.inherited
+        && match kind {
+            scopes::WriteKind::Insert => true,
+            scopes::WriteKind::Delete => !f.loops_on_delete,
+            scopes::WriteKind::Update => !f.loops_on_update,
+        }
 }
 
 /// The column a read or write of a table with these facts may be keyed on (see `key_column`).

@@ -269,7 +269,7 @@ fn first_value(rows: &[crate::backend::internal::Row]) -> Option<String> {
 /// What a transaction being decoded has changed so far.
 #[derive(Default)]
 struct Open {
-    tables: Vec<Written>,
+    tables: scopes::WriteList,
     all: bool,
     open: bool,
 }
@@ -376,7 +376,7 @@ async fn on_data(
                     let done = std::mem::take(tx);
                     let names = match (done.all, done.tables.is_empty()) {
                         (true, _) => Some(None),
-                        (false, false) => Some(Some(done.tables)),
+                        (false, false) => Some(Some(done.tables.into_vec())),
                         (false, true) => None,
                     };
                     if let Some(names) = names {

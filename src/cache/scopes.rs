@@ -139,16 +139,20 @@ pub fn table_of(name: &str) -> &str {
     name.bytes().position(|c| c == SEP as u8).map_or(name, |at| &name[..at])
 }
 
+/// A statement's or transaction's writes: most write a table or two, kept inline (a list is
+/// built, moved and merged at every statement that writes; a heap one cost an allocation each).
+pub type WriteList = smallvec::SmallVec<[Written; 4]>;
+
 /// Adds `w` to a transaction's list (no duplicates; a table-level write covers every key of
 /// its table); past `MAX_KEYS` keyed writes, each becomes its table (bounded memory and Redis
 /// calls for a transaction writing many rows).
-pub fn add(list: &mut Vec<Written>, w: Written) {
+pub fn add(list: &mut WriteList, w: Written) {
     if list.iter().any(|n| n.same_table(&w) && (n.key.is_none() || n.key == w.key)) {
         return;
     }
     list.push(w);
     if list.len() > MAX_KEYS && list.iter().filter(|n| n.key.is_some()).count() > MAX_KEYS {
-        let mut tables: Vec<Written> = Vec::new();
+        let mut tables = WriteList::new();
         for n in list.drain(..) {
             if !tables.iter().any(|t| t.same_table(&n)) {
                 tables.push(Written::table(n.table));
@@ -286,7 +290,7 @@ mod tests {
         let w = Written::key(&t, WriteKind::Update, b"1");
         let (_, slot) = w.key.unwrap();
         assert_eq!(key_scope("t", slot.into()), read_scopes("t", b"1")[1], "a write's slot is the read's");
-        let mut list = vec![Written::table(Arc::from("a"))];
+        let mut list: WriteList = smallvec::smallvec![Written::table(Arc::from("a"))];
         add(&mut list, w.clone());
         add(&mut list, Written::key(&Arc::from("t"), WriteKind::Update, b"1"));
         assert_eq!(list.len(), 2, "the same key of the same table (another Arc) once");

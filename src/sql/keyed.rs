@@ -145,7 +145,7 @@ fn keyed(op: Op, rv: &pb::RangeVar, bound: Vec<Bound>) -> Option<Keyed> {
     if rv.relname.is_empty() {
         return None;
     }
-    let table = Arc::from(rv.relname.as_str());
+    let table = super::names::intern(&rv.relname);
     Some(Keyed { op, table, bound, rows: 1, sets: Vec::new(), conflict: None, opaque_conflict: false })
 }
 

@@ -9,6 +9,7 @@ pub mod hint;
 pub mod keyed;
 pub mod learned;
 pub mod literal_key;
+pub mod names;
 mod nesting;
 pub mod parse;
 pub mod recent;

@@ -180,7 +180,8 @@ fn keyed_shape(a: &Analysis, lower: &str) -> Option<Arc<super::keyed::Keyed>> {
 /// Table names as the generation counters and the relation list know them: unqualified (a
 /// same-named table in another schema shares invalidations, which only costs a miss).
 pub fn unqualified(names: &[String]) -> Vec<Arc<str>> {
-    let mut out: Vec<Arc<str>> = names.iter().map(|n| Arc::from(n.rsplit('.').next().unwrap_or(n))).collect();
+    let mut out: Vec<Arc<str>> =
+        names.iter().map(|n| super::names::intern(n.rsplit('.').next().unwrap_or(n))).collect();
     out.sort();
     out.dedup();
     out

@@ -132,12 +132,22 @@ def test_mcp_workload_with_cache_is_clean_and_hits(start_proxy, tmp_path):
 
 
 class OwnRedis:
+    """A private redis-server the test may kill. A probed free port can be taken before redis-server binds it
+    (it then exits at once): a start whose process exited is tried again on a new port."""
+
     def __init__(self):
-        self.port = free_port()
-        self.proc = subprocess.Popen(["redis-server", "--port", str(self.port), "--bind", "127.0.0.1",
-                                      "--save", "", "--appendonly", "no"], stdout=subprocess.DEVNULL)
-        wait_until(lambda: subprocess.run(["redis-cli", "-p", str(self.port), "ping"],
-                                          capture_output=True).returncode == 0, 10, message="redis-server up")
+        for _ in range(3):
+            self.port = free_port()
+            self.proc = subprocess.Popen(["redis-server", "--port", str(self.port), "--bind", "127.0.0.1",
+                                          "--save", "", "--appendonly", "no"], stdout=subprocess.DEVNULL)
+            wait_until(lambda: self.proc.poll() is not None or self._pongs(), 10, message="redis-server up")
+            if self.proc.poll() is None:
+                return
+        raise AssertionError("redis-server did not start on three ports")
+
+    def _pongs(self):
+        ping = subprocess.run(["redis-cli", "-p", str(self.port), "ping"], capture_output=True, text=True)
+        return ping.stdout.strip() == "PONG"
 
     def kill(self):
         self.proc.kill()

@@ -15,7 +15,7 @@ use super::cache_writes::Writes;
 use super::{Cx, Stage};
 use crate::cache::fill::Fill;
 use crate::cache::policy::{Hint, Policy};
-use crate::cache::{FillPlan, Key, KeyParts, Lookup, ResultCache};
+use crate::cache::{FillPlan, Key, KeyParts, Lookup, ResultCache, TableViews};
 use crate::config::{Config, PoolMode};
 use crate::net::messages;
 use crate::pool::Pool;
@@ -58,6 +58,8 @@ pub struct CacheStage {
     /// What the unnamed portal holds.
     portal: Portal,
     writes: Writes,
+    /// What the tables this session writes are (catalog facts, watch deadlines), kept.
+    views: TableViews,
     /// Distinguishes this session's named statements in session mode.
     nonce: u64,
     cache: Arc<ResultCache>,
@@ -95,6 +97,7 @@ impl CacheStage {
             query_fill: None,
             portal: Portal::Unknown,
             writes: Writes::default(),
+            views: TableViews::default(),
             nonce: rand::random(),
             policy: arc_swap::Cache::new(h.cache.policy.clone()),
             cache: h.cache,
@@ -182,7 +185,7 @@ impl CacheStage {
     }
 
     /// A statement is being sent: note what it may write and what it does to later reads.
-    fn note_writes(&mut self, a: &Analysis, keys: Option<Vec<crate::cache::Written>>) {
+    fn note_writes(&mut self, a: &Analysis, keys: Option<crate::cache::scopes::WriteList>) {
         if self.writes.note_statement(a, keys) {
             self.off = true;
         }
@@ -198,7 +201,7 @@ impl CacheStage {
         if all {
             self.cache.invalidate(db, None).await;
         } else {
-            self.cache.invalidate(db, Some(&tables)).await;
+            self.cache.invalidate_seen(db, &tables, &mut self.views).await;
         }
     }
 
@@ -220,7 +223,13 @@ impl CacheStage {
         let one = analyzed.len() == 1; // (a literal key is read from the text of a single statement)
         for (a, _) in analyzed.iter().filter(|(a, _)| noted(a)) {
             let keyed = a.keyed.as_deref().filter(|_| one);
-            let keys = cache_keys::literal_keyed_writes(&self.cache, &self.database, keyed, text, cx.literals);
+            let keys = cache_keys::literal_keyed_writes(
+                (&self.cache, &mut self.views),
+                &self.database,
+                keyed,
+                text,
+                cx.literals,
+            );
             self.note_writes(a, keys);
         }
         let [(a, literals)] = analyzed.as_slice() else { return None };
@@ -350,7 +359,7 @@ impl CacheStage {
             Some(s) if !noted(&s.analysis) => {}
             Some(s) => {
                 let (keyed, types) = (s.analysis.keyed.as_deref(), || s.declared_types());
-                let keys = cache_keys::keyed_writes(&self.cache, &self.database, keyed, types, args);
+                let keys = cache_keys::keyed_writes((&self.cache, &mut self.views), &self.database, keyed, types, args);
                 self.note_writes(&s.analysis, keys)
             }
             None => self.writes.note_unknown(),

@@ -9,8 +9,8 @@
 use std::sync::Arc;
 
 use crate::cache::relations::Relations;
-use crate::cache::scopes::{self, Family, WriteKind, Written};
-use crate::cache::ResultCache;
+use crate::cache::scopes::{self, Family, WriteKind, WriteList, Written};
+use crate::cache::{ResultCache, TableViews};
 use crate::protocol::frontend::{bind_parameter, declared_type};
 use crate::sql::keyed::{Keyed, Op};
 use crate::sql::literal_key;
@@ -34,14 +34,14 @@ pub fn read_scopes<'a>(
 
 /// The keys a keyed write notes instead of its table, or None (table-level).
 pub fn keyed_writes<'a>(
-    cache: &ResultCache,
+    (cache, views): (&ResultCache, &mut TableViews),
     db: &str,
     k: Option<&Keyed>,
     types: impl FnOnce() -> &'a [u8],
     args: &[u8],
-) -> Option<Vec<Written>> {
+) -> Option<WriteList> {
     let k = k?;
-    let (column, family) = write_key(cache, db, k)?;
+    let (column, family) = write_key((cache, views), db, k)?;
     let kind = match k.op {
         Op::Read => return None, // (no key above)
         // An UPDATE that assigns the key moves rows to keys the text does not give.
@@ -56,18 +56,12 @@ pub fn keyed_writes<'a>(
     (keys.len() == expected).then(|| keys.iter().map(|v| Written::key(&k.table, kind, v)).collect())
 }
 
-/// The key column of a write's table when its keys are worth noting: something here watches the
-/// table, or foreign-key actions lead from it (which actions fire depends on the key).
-fn write_key(cache: &ResultCache, db: &str, k: &Keyed) -> Option<(Arc<str>, Family)> {
+/// The key column of a write's table when its keys are worth noting (`TableViews::write_key`).
+fn write_key((cache, views): (&ResultCache, &mut TableViews), db: &str, k: &Keyed) -> Option<(Arc<str>, Family)> {
     if k.op == Op::Read {
         return None;
     }
-    let (beyond, key) = cache.relations.write_facts(db, &k.table);
-    if beyond || cache.watched(db, &k.table) {
-        key
-    } else {
-        None
-    }
+    views.write_key(cache, db, &k.table)
 }
 
 /// A simple Query's keyed read (its key a literal in `text`, found at `literals`): the scopes it
@@ -86,24 +80,24 @@ pub fn literal_read_scopes(
 
 /// A simple Query's UPDATE or DELETE of one key given as a literal: the write it notes, or None.
 pub fn literal_keyed_writes(
-    cache: &ResultCache,
+    (cache, views): (&ResultCache, &mut TableViews),
     db: &str,
     k: Option<&Keyed>,
     text: &[u8],
     literals: &Literals,
-) -> Option<Vec<Written>> {
+) -> Option<WriteList> {
     let k = k?;
     let kind = match k.op {
         Op::Update => WriteKind::Update,
         Op::Delete => WriteKind::Delete,
         Op::Read | Op::Insert => return None, // (before any lookup)
     };
-    let key = write_key(cache, db, k)?;
+    let key = write_key((cache, views), db, k)?;
     if k.op == Op::Update && k.sets.contains(&key.0) {
         return None; // an UPDATE that assigns the key moves rows to keys the text does not give
     }
     let value = literal_value(key, k, text, literals)?;
-    Some(vec![Written::key(&k.table, kind, &value)])
+    Some(smallvec::smallvec![Written::key(&k.table, kind, &value)])
 }
 
 /// The canonical key value a statement's text gives its primary key: the analysis must have

@@ -4,14 +4,14 @@
 //! a rollback invalidates nothing. The invalidation is applied, and Redis told, before the
 //! client sees the ReadyForQuery that tells it its commit happened.
 
-use crate::cache::scopes::{self, Written};
+use crate::cache::scopes::{self, WriteList, Written};
 use crate::sql::{Analysis, CacheEffect, WriteScope};
 
 /// Tables a group of statements may write (`all`: any table of the database), and whether it
 /// opened a snapshot transaction (REPEATABLE READ / SERIALIZABLE: no cache inside).
 #[derive(Default, Debug)]
 struct Segment {
-    tables: Vec<Written>,
+    tables: WriteList,
     all: bool,
     strict: bool,
 }
@@ -70,7 +70,7 @@ impl Writes {
 
     /// The oldest group sent and not settled.
     fn oldest(&self) -> Option<&Segment> {
-        const QUIET: &Segment = &Segment { tables: Vec::new(), all: false, strict: false };
+        const QUIET: &Segment = &Segment { tables: WriteList::new_const(), all: false, strict: false };
         if self.quiet > 0 {
             Some(QUIET)
         } else {
@@ -183,7 +183,7 @@ impl Writes {
     /// A statement is being sent: note what it may write and what it does to later reads.
     /// True when it changes how the whole session reads (caching must stop for it).
     /// `keys`: the keys of its one table it writes, when known (then only they are invalidated).
-    pub fn note_statement(&mut self, a: &Analysis, keys: Option<Vec<Written>>) -> bool {
+    pub fn note_statement(&mut self, a: &Analysis, keys: Option<WriteList>) -> bool {
         match (a.writes, keys) {
             (WriteScope::Nothing, _) => {}
             (WriteScope::Unknown, _) => self.building.all = true,
@@ -215,7 +215,7 @@ impl Writes {
     }
 
     /// Committed writes awaiting invalidation: (any table of the database, the tables).
-    pub fn take_committed(&mut self) -> Option<(bool, Vec<Written>)> {
+    pub fn take_committed(&mut self) -> Option<(bool, WriteList)> {
         if self.committed.is_empty() {
             return None;
         }

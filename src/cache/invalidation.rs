@@ -1,0 +1,262 @@
+//! What a commit's writes bump: the generation scopes of the tables (or keys) it wrote, where
+//! something here or on another replica may depend on them, and the other replicas told.
+//!
+//! A session keeps what it asks about each table it writes (`TableViews`: the catalog's answers
+//! and the table's watch deadline), so its statements and commits take no shared lock and look
+//! nothing up by name while the catalog's list is unchanged; invalidations from elsewhere
+//! (replication, a reload) and writes that reach beyond their tables take the shared path.
+
+use std::sync::Arc;
+
+use smallvec::SmallVec;
+
+use super::generations::Watch;
+use super::relations::WriteView;
+use super::scopes::{self, Family, WriteKind, Written};
+use super::{now_ms, wall_ms, CacheStats, ResultCache};
+
+/// Tables a session keeps views of; a session writing more asks the shared maps for the others.
+const MAX_VIEWS: usize = 256;
+
+/// One table as a session's writes see it.
+struct TableView {
+    name: Arc<str>,
+    /// `Relations::version` when `write` was read.
+    version: u64,
+    write: WriteView,
+    watch: Watch,
+}
+
+impl TableView {
+    fn new(cache: &ResultCache, db: &str, table: &Arc<str>, version: u64) -> TableView {
+        let (mut write, watch) = (cache.relations.write_view(db, table), cache.gens.watch_of(db, table));
+        // (A name holding the scope separator could share another table's scopes: not alone.)
+        write.alone &= !table.contains(scopes::SEP);
+        TableView { name: table.clone(), version, write, watch }
+    }
+
+    /// A committed write to it must bump counters: something here may depend on it, or (with
+    /// Redis) another replica may.
+    fn watched(&self, cache: &ResultCache, now_ms: u64) -> bool {
+        cache.redis.is_some() || self.watch.watched(now_ms)
+    }
+
+    /// Its key column when a write's keys are worth noting: something watches the table, or
+    /// foreign-key actions lead from it (which fire depends on the key).
+    fn write_key(&self, cache: &ResultCache) -> Option<(Arc<str>, Family)> {
+        let worth = self.write.beyond || self.watched(cache, now_ms());
+        self.write.key.clone().filter(|_| worth)
+    }
+}
+
+/// The views of the tables one session (one database) writes.
+#[derive(Default)]
+pub struct TableViews(Vec<TableView>);
+
+impl TableViews {
+    /// Where `table`'s view is, read again when the catalog's list moved; None for a new table
+    /// past `MAX_VIEWS`.
+    fn index(&mut self, cache: &ResultCache, db: &str, table: &Arc<str>) -> Option<usize> {
+        let version = cache.relations.version();
+        // (Analyses share names, `sql::names`: the pointer finds it, the bytes only otherwise.)
+        let at = self.0.iter().position(|v| Arc::ptr_eq(&v.name, table));
+        match at.or_else(|| self.0.iter().position(|v| v.name == *table)) {
+            Some(i) if self.0[i].version == version => Some(i),
+            Some(i) => {
+                self.0[i] = TableView::new(cache, db, table, version);
+                Some(i)
+            }
+            None if self.0.len() < MAX_VIEWS => {
+                self.0.push(TableView::new(cache, db, table, version));
+                Some(self.0.len() - 1)
+            }
+            None => None,
+        }
+    }
+
+    /// The key column of `table` when a write's keys are worth noting (`TableView::write_key`).
+    pub fn write_key(&mut self, cache: &ResultCache, db: &str, table: &Arc<str>) -> Option<(Arc<str>, Family)> {
+        match self.index(cache, db, table) {
+            Some(i) => self.0[i].write_key(cache),
+            None => TableView::new(cache, db, table, 0).write_key(cache),
+        }
+    }
+
+    /// The scopes a commit of `written` bumps when every table it wrote changes only itself
+    /// (the common case); None: ask the shared path.
+    fn scopes(&mut self, cache: &ResultCache, db: &str, written: &[Written]) -> Option<Vec<Arc<str>>> {
+        let mut at: SmallVec<[usize; 8]> = SmallVec::with_capacity(written.len());
+        for w in written {
+            let i = self.index(cache, db, &w.table)?;
+            if !self.0[i].write.alone {
+                return None;
+            }
+            at.push(i);
+        }
+        let views = &self.0;
+        let (tables, keyed) = split(written, |i, kind| views[at[i]].write.keyed_ok(kind));
+        let now = now_ms();
+        // (Every table bumped is one of `written`'s, shared: found by pointer.)
+        let view_of = |t: &Arc<str>| written.iter().position(|w| Arc::ptr_eq(&w.table, t)).map(|i| &views[at[i]]);
+        Some(bumped(&tables, &keyed, |t| view_of(t).is_none_or(|v| v.watched(cache, now))))
+    }
+}
+
+/// A commit's writes as whole tables and keys (table, kind, slot): a key stays a key only where
+/// `keyed_ok` says the write changed no other row of its table.
+type Split<'a> = (SmallVec<[Arc<str>; 8]>, SmallVec<[(&'a Arc<str>, WriteKind, u16); 8]>);
+
+fn split(written: &[Written], keyed_ok: impl Fn(usize, WriteKind) -> bool) -> Split<'_> {
+    let (mut tables, mut keyed): Split<'_> = Default::default();
+    for (i, w) in written.iter().enumerate() {
+        match w.key {
+            None => tables.push(w.table.clone()),
+            Some((kind, slot)) if keyed_ok(i, kind) => keyed.push((&w.table, kind, slot)),
+            Some(_) if tables.contains(&w.table) => {}
+            Some(_) => tables.push(w.table.clone()),
+        }
+    }
+    (tables, keyed)
+}
+
+/// The scopes to bump: each reached table whole (and its wide scope), each keyed write's key
+/// where its table was not reached; only what is `watched`.
+fn bumped(
+    reached: &[Arc<str>],
+    keyed: &[(&Arc<str>, WriteKind, u16)],
+    watched: impl Fn(&Arc<str>) -> bool,
+) -> Vec<Arc<str>> {
+    let mut out = Vec::with_capacity(2 * reached.len() + 2 * keyed.len());
+    for t in reached.iter().filter(|t| watched(t)) {
+        out.push(t.clone());
+        out.push(scopes::wide(t));
+    }
+    for &(t, _, slot) in keyed {
+        if reached.contains(t) || !watched(t) {
+            continue; // written as a whole (a cascade from another keyed write, or by name), or unwatched
+        }
+        if !out.contains(t) {
+            out.push(t.clone());
+        }
+        let scope = scopes::key_scope(t, slot.into());
+        if !out.contains(&scope) {
+            out.push(scope);
+        }
+    }
+    out
+}
+
+impl ResultCache {
+    /// A commit made these writes to `db`; None: unknown tables, the whole database. Local
+    /// entries are invalid at once; Redis and the other replicas are told before returning.
+    pub async fn invalidate(&self, db: &str, written: Option<&[Written]>) {
+        let bumped = written.and_then(|w| self.scopes_of(db, w));
+        self.apply(db, written, bumped).await;
+    }
+
+    /// `invalidate` for a session's commit, its tables' views kept in `views`.
+    pub async fn invalidate_seen(&self, db: &str, written: &[Written], views: &mut TableViews) {
+        let bumped = match views.scopes(self, db, written) {
+            Some(s) => Some(s),
+            None => self.scopes_of(db, written),
+        };
+        self.apply(db, Some(written), bumped).await;
+    }
+
+    async fn apply(&self, db: &str, written: Option<&[Written]>, bumped: Option<Vec<Arc<str>>>) {
+        let scopes = bumped.as_deref();
+        // Rates matter only for what may be cached: the watched tables (the plain names).
+        match (scopes, written) {
+            (Some(s), _) => self.write_rates.note(db, s.iter().filter(|n| !n.contains(scopes::SEP)), wall_ms()),
+            (None, Some(w)) => self.write_rates.note(db, w.iter().map(|w| &w.table), wall_ms()),
+            (None, None) => {}
+        }
+        match scopes {
+            Some([]) => {} // (nothing watched was written)
+            Some(s) => self.gens.bump_tables(db, s),
+            None => self.gens.bump_database(db),
+        }
+        CacheStats::add(&self.stats.invalidations, written.map_or(1, |w| w.len() as u64));
+        if let Some(r) = &self.redis {
+            r.invalidate(db, scopes).await;
+        }
+    }
+
+    /// The generation scopes a commit of these writes bumps (None: the whole database). A key
+    /// stays a key only where `relations` says the write changed no other row of its table;
+    /// what a write reaches beyond its table (cascades) is table-level; in doubt, tables. A
+    /// table nothing watches bumps nothing (`generations`).
+    fn scopes_of(&self, db: &str, written: &[Written]) -> Option<Vec<Arc<str>>> {
+        if written.iter().any(|w| w.table.contains(scopes::SEP)) {
+            return None; // (its scopes could be another table's)
+        }
+        let (tables, keyed) = split(written, |i, kind| self.relations.keyed_write_ok(db, &written[i].table, kind));
+        let reached = self.relations.reach(db, keyed.iter().map(|(t, kind, _)| (&***t, *kind)), tables.into_vec())?;
+        let watching = self.gens.watching(db, now_ms());
+        Some(bumped(&reached, &keyed, |t| self.redis.is_some() || watching.watched(t)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{CacheConfig, StrategyConfig};
+
+    fn row(name: &str, kind: &str, target: &str) -> (String, String, String) {
+        (name.to_string(), kind.to_string(), target.to_string())
+    }
+
+    fn plain() -> Vec<(String, String, String)> {
+        let mut rows = vec![row("t", "r", ""), row("t", "pkey:23", "id"), row("u", "r", ""), row("u", "pkey:23", "id")];
+        rows.extend([row("p", "r", ""), row("p", "pkey:23", "id"), row("c", "r", ""), row("p", "cascade", "c")]);
+        rows
+    }
+
+    fn cache(rows: Vec<(String, String, String)>) -> ResultCache {
+        let c = ResultCache::new(&CacheConfig::default(), &StrategyConfig::default()).expect("cache");
+        c.relations.finish_load("db", Some(rows), 1);
+        c
+    }
+
+    #[test]
+    fn a_view_follows_the_watch_and_the_catalog() {
+        let c = cache(plain());
+        let (mut views, t): (TableViews, Arc<str>) = (TableViews::default(), Arc::from("t"));
+        assert_eq!(views.write_key(&c, "db", &t), None, "nothing watches t: its keys are not worth noting");
+        c.gens.snapshot("db", std::slice::from_ref(&t), u64::MAX);
+        assert_eq!(views.write_key(&c, "db", &t), Some((Arc::from("id"), Family::Int)), "a read watches it now");
+        let written = [Written::key(&t, WriteKind::Update, b"1")];
+        let (_, slot) = written[0].key.unwrap();
+        let expected = vec![t.clone(), scopes::key_scope("t", slot.into())];
+        assert_eq!(views.scopes(&c, "db", &written), Some(expected.clone()), "t changes only itself");
+        assert_eq!(c.scopes_of("db", &written), Some(expected), "as the shared path says");
+        let mut rows = plain();
+        rows.push(row("t", "trigger", ""));
+        c.relations.finish_load("db", Some(rows), 2);
+        assert_eq!(views.scopes(&c, "db", &written), None, "a trigger since: the shared path decides");
+        assert_eq!(c.scopes_of("db", &written), None, "which invalidates the whole database");
+    }
+
+    /// Wherever the kept views answer, they answer what the shared path does.
+    #[test]
+    fn views_agree_with_the_shared_path() {
+        let c = cache(plain());
+        let names: Vec<Arc<str>> = ["t", "u", "p", "c", "unlisted"].map(Arc::from).to_vec();
+        c.gens.snapshot("db", &[names[0].clone(), names[2].clone(), names[3].clone()], u64::MAX);
+        let mut views = TableViews::default();
+        let mut answered = 0;
+        for (i, a) in names.iter().enumerate() {
+            for (j, b) in names.iter().enumerate() {
+                for kind in [WriteKind::Update, WriteKind::Delete, WriteKind::Insert] {
+                    let mut written = vec![Written::key(a, kind, i.to_string().as_bytes())];
+                    written.push(if j % 2 == 0 { Written::table(b.clone()) } else { Written::key(b, kind, b"7") });
+                    if let Some(fast) = views.scopes(&c, "db", &written) {
+                        assert_eq!(Some(fast), c.scopes_of("db", &written), "{written:?}");
+                        answered += 1;
+                    }
+                }
+            }
+        }
+        assert!(answered >= 12, "the views answered {answered} of 75");
+    }
+}
