@@ -22,6 +22,14 @@ pub fn install() -> anyhow::Result<PrometheusHandle> {
     let handle = PrometheusBuilder::new()
         .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &BUCKETS)?
         .install_recorder()?;
+    describe_pools();
+    describe_prepared();
+    describe_cache();
+    Ok(handle)
+}
+
+/// The help lines of the pools', clients' and catalog statistics' series.
+fn describe_pools() {
     metrics::describe_gauge!("pgpilot_pool_connections", "Server connections per pool by state");
     metrics::describe_gauge!("pgpilot_pool_size", "Configured maximum server connections per pool");
     metrics::describe_gauge!(
@@ -40,6 +48,10 @@ pub fn install() -> anyhow::Result<PrometheusHandle> {
         "pgpilot_table_scans_total",
         "Sequential and index scans per table (pg_stat_user_tables, read every insights.index_usage_interval_s)"
     );
+}
+
+/// The help lines of the prepared statements' series.
+fn describe_prepared() {
     metrics::describe_gauge!("pgpilot_prepared_statements", "Distinct prepared statements in the global registry");
     metrics::describe_counter!(
         "pgpilot_prepared_cache_hits_total",
@@ -61,6 +73,10 @@ pub fn install() -> anyhow::Result<PrometheusHandle> {
         "pgpilot_prepared_stale_retries_total",
         "Runs sent again on a freshly prepared copy after the server's copy proved stale (DDL outside pgpilot)"
     );
+}
+
+/// The help lines of the result cache's (and the analysis') series.
+fn describe_cache() {
     metrics::describe_counter!("pgpilot_cache_hits_total", "Reads answered from the result cache, by tier");
     metrics::describe_counter!("pgpilot_cache_misses_total", "Cacheable reads sent to the server");
     metrics::describe_counter!(
@@ -83,7 +99,6 @@ pub fn install() -> anyhow::Result<PrometheusHandle> {
         "pgpilot_statements_unanalyzed_total",
         "Statements longer than insights.max_analyzed_bytes: not parsed, treated as unknown (never cached)"
     );
-    Ok(handle)
 }
 
 /// The pool wait: per bucket (not cumulative; the last one past the largest bound) and the sum in

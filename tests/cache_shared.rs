@@ -24,10 +24,10 @@ fn harness_redis() -> String {
 struct OwnRedis(Child, u16);
 
 impl OwnRedis {
-    /// A probed free port can be taken before redis-server binds it (it then exits at once), and a
-    /// connect to a port nobody listens on can meet itself (TCP simultaneous open): once CI saw a
-    /// "started" Redis that never answered. Only a PONG from a live child counts; a child that
-    /// exited is tried again on a new port.
+    /// A probed free port can be taken before redis-server binds it (it then exits), by anything
+    /// (once CI saw a "started" Redis that never answered), another test's redis-server
+    /// included: only an answer naming this child's process id counts; a child that exited is
+    /// tried again on a new port.
     fn start() -> OwnRedis {
         for _ in 0..3 {
             if let Some(redis) = Self::try_start() {
@@ -46,23 +46,32 @@ impl OwnRedis {
             .expect("redis-server");
         let mut redis = OwnRedis(child, port);
         let deadline = Instant::now() + Duration::from_secs(10);
-        while !redis.pongs() {
+        while redis.answering_pid() != Some(redis.0.id()) {
             if let Some(status) = redis.0.try_wait().unwrap() {
                 eprintln!("redis-server on port {port} exited during start: {status}");
                 return None;
             }
-            assert!(Instant::now() < deadline, "redis-server did not answer PING within 10 s");
+            assert!(Instant::now() < deadline, "redis-server on port {port} did not answer within 10 s");
             std::thread::sleep(Duration::from_millis(20));
         }
         Some(redis)
     }
 
-    fn pongs(&self) -> bool {
+    /// The process id of the Redis answering on the port (INFO's `process_id`), if any answers.
+    fn answering_pid(&self) -> Option<u32> {
         use std::io::{Read, Write};
-        let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", self.1)) else { return false };
-        let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
-        let mut reply = [0u8; 7];
-        s.write_all(b"PING\r\n").is_ok() && s.read_exact(&mut reply).is_ok() && &reply == b"+PONG\r\n"
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", self.1)).ok()?;
+        s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+        s.write_all(b"INFO server\r\n").ok()?;
+        let (mut reply, mut buf) = (Vec::new(), [0u8; 4096]);
+        loop {
+            let text = String::from_utf8_lossy(&reply);
+            if let Some(rest) = text.split("process_id:").nth(1).filter(|r| r.contains("\r\n")) {
+                return rest.split("\r\n").next()?.trim().parse().ok();
+            }
+            let n = s.read(&mut buf).ok().filter(|&n| n > 0)?;
+            reply.extend_from_slice(&buf[..n]);
+        }
     }
 
     fn url(&self) -> String {

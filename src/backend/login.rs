@@ -19,6 +19,16 @@ fn need<'a>(password: Option<&'a str>, method: &str) -> Result<&'a str, ServerEr
     password.ok_or_else(|| ServerError::Auth(format!("the server asks for {method} but no password is configured")))
 }
 
+/// The answer to AuthenticationMD5Password (`data`: its salt).
+fn md5_payload(pw: &str, user: &str, data: &[u8]) -> Result<Vec<u8>, ServerError> {
+    let salt: [u8; 4] =
+        data.get(..4).and_then(|s| s.try_into().ok()).ok_or_else(|| ServerError::Protocol("short md5 salt".into()))?;
+    let stored = crate::config::secrets::md5_stored(pw, user);
+    let mut payload = crate::config::secrets::md5_response(&stored, &salt).into_bytes();
+    payload.push(0);
+    Ok(payload)
+}
+
 /// Runs the authentication exchange until AuthenticationOk.
 pub async fn login(conn: &mut ServerConn, user: &str, password: Option<&str>) -> Result<(), ServerError> {
     let mut scram_first = None;
@@ -39,22 +49,11 @@ pub async fn login(conn: &mut ServerConn, user: &str, password: Option<&str>) ->
         match i32::from_be_bytes([b[0], b[1], b[2], b[3]]) {
             0 => return Ok(()),
             3 => {
-                let pw = need(password, "a cleartext password")?;
-                let mut payload = pw.as_bytes().to_vec();
+                let mut payload = need(password, "a cleartext password")?.as_bytes().to_vec();
                 payload.push(0);
                 conn.send(&password_message(&payload)).await?;
             }
-            5 => {
-                let pw = need(password, "an md5 password")?;
-                let salt: [u8; 4] = data
-                    .get(..4)
-                    .and_then(|s| s.try_into().ok())
-                    .ok_or_else(|| ServerError::Protocol("short md5 salt".into()))?;
-                let stored = crate::config::secrets::md5_stored(pw, user);
-                let mut payload = crate::config::secrets::md5_response(&stored, &salt).into_bytes();
-                payload.push(0);
-                conn.send(&password_message(&payload)).await?;
-            }
+            5 => conn.send(&password_message(&md5_payload(need(password, "an md5 password")?, user, data)?)).await?,
             10 => {
                 let pw = need(password, "SCRAM-SHA-256")?;
                 let offered = String::from_utf8_lossy(data);

@@ -65,11 +65,6 @@ impl Generations {
         out
     }
 
-    /// Whether a committed write to `table` may leave something cached or being filled stale.
-    pub fn watched(&self, db: &str, table: &str, now_ms: u64) -> bool {
-        self.watching(db, now_ms).watched(table)
-    }
-
     /// `watched` for several tables of `db` under one lock and one lookup of the database (a
     /// commit asks for each table it wrote).
     pub fn watching(&self, db: &str, now_ms: u64) -> Watching<'_> {
@@ -161,6 +156,11 @@ fn until_covers(until: &AtomicU64, now_ms: u64) -> bool {
 pub struct Watch(Option<Arc<AtomicU64>>);
 
 impl Watch {
+    /// A table the list has no place for (or one never asked about): it counts as watched.
+    pub fn always() -> Watch {
+        Watch(None)
+    }
+
     pub fn watched(&self, now_ms: u64) -> bool {
         self.0.as_ref().is_none_or(|until| until_covers(until, now_ms))
     }
@@ -208,18 +208,21 @@ mod tests {
     #[test]
     fn a_table_is_watched_until_its_deadline() {
         let g = Generations::default();
-        assert!(!g.watched("db", "a", 5), "nothing looked up yet");
+        let watched = |db: &str, t: &str, now: u64| g.watching(db, now).watched(t);
+        assert!(!watched("db", "a", 5), "nothing looked up yet");
         g.snapshot("db", &["a\x1fw".into(), "a\x1fk7".into()], 100);
-        assert!(g.watched("db", "a", 100), "a keyed read watches its table");
-        assert!(!g.watched("db", "a", 101), "until its deadline");
-        assert!(!g.watched("db", "b", 5) && !g.watched("other", "a", 5));
+        assert!(watched("db", "a", 100), "a keyed read watches its table");
+        assert!(!watched("db", "a", 101), "until its deadline");
+        assert!(!watched("db", "b", 5) && !watched("other", "a", 5));
         g.snapshot("db", &["a".into()], 50);
-        assert!(g.watched("db", "a", 100), "an earlier deadline does not shorten a later one");
+        assert!(watched("db", "a", 100), "an earlier deadline does not shorten a later one");
         g.snapshot("db", &["a".into()], 300);
-        assert!(g.watched("db", "a", 300));
+        assert!(watched("db", "a", 300));
         let (a, b) = (g.watch_of("db", "a"), g.watch_of("db", "b"));
         assert!(a.watched(300) && !a.watched(301) && !b.watched(5), "a kept watch reads the same deadline");
+        assert!(!b.watched(0) && !watched("db", "b", 0), "a place in the list is no watch, even at 0");
         g.snapshot("db", &["b\x1fw".into()], 400);
         assert!(b.watched(400), "a watch kept before the table's first read sees it");
+        assert!(Watch::always().watched(u64::MAX));
     }
 }

@@ -85,13 +85,19 @@ pub struct WriteView {
     /// A write changes this table and nothing else: no trigger or rule, no foreign-key action,
     /// no view or the like of its name (`reach` would add nothing).
     pub alone: bool,
-    /// `keyed_write_ok`, by `WriteKind` (Update, Delete, Insert).
-    keyed_ok: [bool; 3],
+    /// `keyed_write_ok` for an UPDATE, a DELETE and an INSERT.
+    keyed_update: bool,
+    keyed_delete: bool,
+    keyed_insert: bool,
 }
 
 impl WriteView {
     pub fn keyed_ok(&self, kind: scopes::WriteKind) -> bool {
-        self.keyed_ok[kind as usize]
+        match kind {
+            scopes::WriteKind::Update => self.keyed_update,
+            scopes::WriteKind::Delete => self.keyed_delete,
+            scopes::WriteKind::Insert => self.keyed_insert,
+        }
     }
 }
 
@@ -243,18 +249,22 @@ impl Relations {
         self.version.load(Ordering::Acquire)
     }
 
-    /// Everything a write to `table` asks of the list, in one lock and one lookup.
+    /// Everything a write to `table` asks of the list, in one lock and one lookup (a name the
+    /// list does not hold, or a database not loaded yet: nothing known, the shared path decides).
     pub fn write_view(&self, db: &str, table: &str) -> WriteView {
         use scopes::WriteKind::{Delete, Insert, Update};
         let dbs = self.dbs.read();
-        let Some(k) = dbs.get(db) else { return WriteView::default() };
-        let f = k.facts(table);
+        let Some((k, f)) = dbs.get(db).and_then(|k| Some((k, k.tables.get(table)?))) else {
+            return WriteView::default();
+        };
         let quiet = f.cascades.is_empty() && f.update_cascades.is_empty();
         WriteView {
             key: key_of(k, f),
             beyond: !quiet,
             alone: quiet && !f.triggers && !f.other,
-            keyed_ok: [Update, Delete, Insert].map(|kind| keyed_ok(f, kind)),
+            keyed_update: keyed_ok(f, Update),
+            keyed_delete: keyed_ok(f, Delete),
+            keyed_insert: keyed_ok(f, Insert),
         }
     }
 

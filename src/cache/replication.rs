@@ -305,35 +305,51 @@ async fn apply(
                 }
             }
             _ = tick.tick() => {
-                let sent = wall_us();
-                let rows = probe.run_internal(PROBE).await?;
-                let lsn = first_value(&rows).and_then(|t| wal::parse_lsn(&t));
-                let snapshot = rows.first().and_then(|r| r.get(1).cloned().flatten());
-                if let Some(snapshot) = snapshot.as_deref().and_then(visibility::parse_snapshot) {
-                    for names in rebumps.visible(&snapshot) {
-                        cache.invalidate(db, names.as_deref()).await;
-                    }
-                }
-                if let Some(lsn) = lsn {
+                if let Some(sent_at) = on_probe(cache, db, probe, &mut rebumps).await? {
                     if probes.len() == 64 {
                         probes.pop_front();
                     }
-                    probes.push_back((sent, lsn));
+                    probes.push_back(sent_at);
                 }
                 // Asks for a keepalive: it carries how far the server has decoded.
                 repl.send(&wal::status_update(s.applied_lsn.load(Relaxed), true)).await?;
             }
         }
-        let applied = s.applied_lsn.load(Relaxed);
-        // Fresh up to a probe once every commit before it is applied, and applied again visible.
-        let visible_to = rebumps.oldest().map_or(u64::MAX, |lsn| lsn.saturating_sub(1));
-        while let Some(&(sent, lsn)) = probes.front() {
-            if lsn > applied || lsn > visible_to {
-                break;
-            }
-            s.fresh_as_of_us.fetch_max(sent, Relaxed);
-            probes.pop_front();
+        advance_fresh(s, &rebumps, &mut probes);
+    }
+}
+
+/// A probe of the server: commits it shows visible are invalidated again; (time sent, WAL
+/// position then) when it read one.
+async fn on_probe(
+    cache: &ResultCache,
+    db: &Arc<str>,
+    probe: &mut ServerConn,
+    rebumps: &mut Rebumps,
+) -> Result<Option<(u64, u64)>, ServerError> {
+    let sent = wall_us();
+    let rows = probe.run_internal(PROBE).await?;
+    let lsn = first_value(&rows).and_then(|t| wal::parse_lsn(&t));
+    let snapshot = rows.first().and_then(|r| r.get(1).cloned().flatten());
+    if let Some(snapshot) = snapshot.as_deref().and_then(visibility::parse_snapshot) {
+        for names in rebumps.visible(&snapshot) {
+            cache.invalidate(db, names.as_deref()).await;
         }
+    }
+    Ok(lsn.map(|lsn| (sent, lsn)))
+}
+
+/// The stream is fresh up to a probe once every commit before it is applied, and applied again
+/// once visible.
+fn advance_fresh(s: &Stream, rebumps: &Rebumps, probes: &mut VecDeque<(u64, u64)>) {
+    let applied = s.applied_lsn.load(Relaxed);
+    let visible_to = rebumps.oldest().map_or(u64::MAX, |lsn| lsn.saturating_sub(1));
+    while let Some(&(sent, lsn)) = probes.front() {
+        if lsn > applied || lsn > visible_to {
+            break;
+        }
+        s.fresh_as_of_us.fetch_max(sent, Relaxed);
+        probes.pop_front();
     }
 }
 

@@ -111,6 +111,22 @@ pub struct Session {
     pub info: ClientInfo,
 }
 
+/// What SHOW CLIENTS and cancel requests know of a client (its id is set at registration).
+fn client_meta(info: &ClientInfo) -> crate::backend::cancel::ClientMeta {
+    crate::backend::cancel::ClientMeta {
+        id: 0,
+        wake: Default::default(),
+        killed: Default::default(),
+        user: info.user.clone(),
+        database: info.database.clone(),
+        application_name: info.application_name.clone(),
+        peer: info.peer,
+        connected: std::time::SystemTime::now(),
+        server: Default::default(),
+        running: Default::default(),
+    }
+}
+
 impl Session {
     /// Wiring: the session takes from `app` the shared parts it uses, not `app` itself.
     pub fn new(app: &App, client: ClientStream, cbuf: BytesMut, info: ClientInfo, state: SessionState) -> Self {
@@ -121,18 +137,7 @@ impl Session {
         Self {
             stages,
             received: crate::clock::Stamp::now(),
-            cancel: app.cancels.register(crate::backend::cancel::ClientMeta {
-                id: 0,
-                wake: Default::default(),
-                killed: Default::default(),
-                user: info.user.clone(),
-                database: info.database.clone(),
-                application_name: info.application_name.clone(),
-                peer: info.peer,
-                connected: std::time::SystemTime::now(),
-                server: Default::default(),
-                running: Default::default(),
-            }),
+            cancel: app.cancels.register(client_meta(&info)),
             mode: cfg.pool.mode,
             cframer: Framer::with_budget(cfg.server.max_message_bytes, app.buffers.clone()),
             sframer: Framer::new(crate::net::frame::MAX_MESSAGE_LEN),

@@ -132,22 +132,25 @@ def test_mcp_workload_with_cache_is_clean_and_hits(start_proxy, tmp_path):
 
 
 class OwnRedis:
-    """A private redis-server the test may kill. A probed free port can be taken before redis-server binds it
-    (it then exits at once): a start whose process exited is tried again on a new port."""
+    """A private redis-server the test may kill. A probed free port can be taken before redis-server binds it (it
+    then exits), by another test's redis-server too: only an answer naming this child's process id counts; a start
+    whose process exited is tried again on a new port."""
 
     def __init__(self):
         for _ in range(3):
             self.port = free_port()
             self.proc = subprocess.Popen(["redis-server", "--port", str(self.port), "--bind", "127.0.0.1",
                                           "--save", "", "--appendonly", "no"], stdout=subprocess.DEVNULL)
-            wait_until(lambda: self.proc.poll() is not None or self._pongs(), 10, message="redis-server up")
+            wait_until(lambda: self.proc.poll() is not None or self._answering_pid() == self.proc.pid, 10,
+                       message="redis-server up")
             if self.proc.poll() is None:
                 return
         raise AssertionError("redis-server did not start on three ports")
 
-    def _pongs(self):
-        ping = subprocess.run(["redis-cli", "-p", str(self.port), "ping"], capture_output=True, text=True)
-        return ping.stdout.strip() == "PONG"
+    def _answering_pid(self):
+        info = subprocess.run(["redis-cli", "-p", str(self.port), "info", "server"], capture_output=True, text=True)
+        pid = [line.split(":", 1)[1] for line in info.stdout.splitlines() if line.startswith("process_id:")]
+        return int(pid[0]) if pid else None
 
     def kill(self):
         self.proc.kill()
