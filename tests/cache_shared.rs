@@ -69,7 +69,7 @@ impl OwnRedis {
             if let Some(rest) = text.split("process_id:").nth(1).filter(|r| r.contains("\r\n")) {
                 return rest.split("\r\n").next()?.trim().parse().ok();
             }
-            let n = s.read(&mut buf).ok().filter(|&n| n > 0)?;
+            let n = s.read(&mut buf).ok().filter(|&n| n > 0 && reply.len() < 64 * 1024)?;
             reply.extend_from_slice(&buf[..n]);
         }
     }

@@ -65,8 +65,8 @@ impl Generations {
         out
     }
 
-    /// `watched` for several tables of `db` under one lock and one lookup of the database (a
-    /// commit asks for each table it wrote).
+    /// The watch list of `db`, for several tables under one lock and one lookup of the database
+    /// (a commit on the shared path asks for each table it wrote).
     pub fn watching(&self, db: &str, now_ms: u64) -> Watching<'_> {
         let db = parking_lot::RwLockReadGuard::try_map(self.dbs.read(), |dbs| dbs.get(db)).ok();
         Watching { db, now_ms }
@@ -151,7 +151,8 @@ fn until_covers(until: &AtomicU64, now_ms: u64) -> bool {
 }
 
 /// One table's watch deadline, held outside the map: `watched` asks no lock and no lookup. None:
-/// the list was full when it was asked for (every such table counts as watched).
+/// counts as watched (the list was full when it was asked for, or the holder never asks: a
+/// table that does not change alone, `invalidation::TableView`).
 #[derive(Clone, Debug)]
 pub struct Watch(Option<Arc<AtomicU64>>);
 
@@ -174,6 +175,7 @@ pub struct Watching<'a> {
 }
 
 impl Watching<'_> {
+    /// Whether a committed write to `table` may leave something cached or being filled stale.
     pub fn watched(&self, table: &str) -> bool {
         let Some(d) = self.db.as_deref() else { return false };
         match d.watched.get(table) {

@@ -3,10 +3,10 @@
 //!
 //! A session keeps what it asks about each table it writes (`TableViews`: the catalog's answers
 //! and the table's watch deadline), so deciding what its statements note and what its commits
-//! bump takes no catalog lock and no lookup by name while the catalog's list is unchanged (the
-//! bump itself still takes the counters' lock when something watched was written);
-//! invalidations from elsewhere (replication, a reload) and writes that reach beyond their
-//! tables take the shared path.
+//! bump takes no catalog lock and no lookup by name while the catalog's list is unchanged (a
+//! commit still notes write rates, a lock and a lookup of the database, and the bump takes the
+//! counters' lock when something watched was written); invalidations from elsewhere
+//! (replication, a reload) and writes that reach beyond their tables take the shared path.
 
 use std::sync::Arc;
 
@@ -34,9 +34,10 @@ impl TableView {
         let mut write = cache.relations.write_view(db, table);
         // (A name holding the scope separator could share another table's scopes: not alone.)
         write.alone &= !table.contains(scopes::SEP);
-        // Only a table that changes alone is ever asked whether it is watched (`write_key` asks
-        // no other: its key is worth noting anyway, or there is none), so only a listed table
-        // gets a place in the watch list: a name written but never listed takes none.
+        // Only a table that changes alone has its watch matter (for any other, `write_key`'s
+        // answer is its key, worth noting anyway, or none, and a commit takes the shared path),
+        // so only a listed table gets a place in the watch list: a name written but never
+        // listed takes none.
         let watch = if write.alone { cache.gens.watch_of(db, table) } else { Watch::always() };
         TableView { name: table.clone(), version, write, watch }
     }

@@ -283,7 +283,7 @@ async fn apply(
 ) -> Result<(), ServerError> {
     let mut tx = Open::default();
     let mut rebumps = Rebumps::default();
-    // (time sent, WAL flush position then): fresh as of that time once applied up to it.
+    // (time sent, WAL insert position then): fresh as of that time once applied up to it.
     let mut probes: VecDeque<(u64, u64)> = VecDeque::new();
     let mut tick = crate::timers::interval(Duration::from_millis(PROBE_MS));
     loop {

@@ -1,7 +1,6 @@
 """The result cache through the MCP servers' own drivers: asyncpg (default statement cache, reads in transactions),
 psycopg 3 and SQLAlchemy async give the same rows as a direct connection whether the proxy answers from its cache or
 not, and the shared workload runs clean with the cache on, with Redis, and with Redis killed mid-run."""
-import asyncio
 import json
 import random
 import subprocess
@@ -11,7 +10,6 @@ import uuid
 
 import asyncpg
 import psycopg
-import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.pool import NullPool
@@ -148,7 +146,11 @@ class OwnRedis:
         raise AssertionError("redis-server did not start on three ports")
 
     def _answering_pid(self):
-        info = subprocess.run(["redis-cli", "-p", str(self.port), "info", "server"], capture_output=True, text=True)
+        try:  # (a listener that never answers must not hold the wait up)
+            info = subprocess.run(["redis-cli", "-p", str(self.port), "info", "server"], capture_output=True,
+                                  text=True, timeout=2)
+        except subprocess.TimeoutExpired:
+            return None
         pid = [line.split(":", 1)[1] for line in info.stdout.splitlines() if line.startswith("process_id:")]
         return int(pid[0]) if pid else None
 
