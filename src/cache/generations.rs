@@ -54,10 +54,7 @@ impl Generations {
         let mut dbs = self.dbs.write();
         let d = Self::db_mut(&mut dbs, db);
         for t in tables {
-            let table = table_of(t);
-            if !d.watched.contains_key(table) && d.watched.len() < MAX_TABLES {
-                d.watched.insert(Arc::from(table), Arc::default());
-            }
+            d.place(table_of(t));
         }
         d.mark(tables, watch_until);
         out.push(d.generation);
@@ -78,16 +75,7 @@ impl Generations {
             return Watch(Some(w.clone()));
         }
         let mut dbs = self.dbs.write();
-        let d = Self::db_mut(&mut dbs, db);
-        if let Some(w) = d.watched.get(table) {
-            return Watch(Some(w.clone()));
-        }
-        if d.watched.len() >= MAX_TABLES {
-            return Watch(None);
-        }
-        let w: Arc<AtomicU64> = Arc::default();
-        d.watched.insert(Arc::from(table), w.clone());
-        Watch(Some(w))
+        Watch(Self::db_mut(&mut dbs, db).place(table).cloned())
     }
 
     fn db_mut<'a>(dbs: &'a mut HashMap<Arc<str>, Db>, db: &str) -> &'a mut Db {
@@ -126,6 +114,14 @@ impl Generations {
 }
 
 impl Db {
+    /// `table`'s place in the watch list, made when missing (None past the bound).
+    fn place(&mut self, table: &str) -> Option<&Arc<AtomicU64>> {
+        if !self.watched.contains_key(table) && self.watched.len() < MAX_TABLES {
+            self.watched.insert(Arc::from(table), Arc::default());
+        }
+        self.watched.get(table)
+    }
+
     /// Marks `names`' tables watched until `until`; false when one has no mark yet (past the
     /// bound a table is not marked: `watched` counts it anyway).
     fn mark(&self, names: &[Arc<str>], until: u64) -> bool {

@@ -4,8 +4,8 @@
 //! A session keeps what it asks about each table it writes (`TableViews`: the catalog's answers
 //! and the table's watch deadline), so deciding what its statements note and what its commits
 //! bump takes no catalog lock and no lookup by name while the catalog's list is unchanged (a
-//! commit still notes write rates, a lock and a lookup of the database, and the bump takes the
-//! counters' lock when something watched was written); invalidations from elsewhere
+//! commit that wrote something watched still notes write rates and bumps counters, a lock and
+//! a lookup of the database each); invalidations from elsewhere
 //! (replication, a reload) and writes that reach beyond their tables take the shared path.
 
 use std::sync::Arc;
@@ -163,17 +163,16 @@ impl ResultCache {
 
     /// `invalidate` for a session's commit, its tables' views kept in `views`.
     pub async fn invalidate_seen(&self, db: &str, written: &[Written], views: &mut TableViews) {
-        let bumped = match views.scopes(self, db, written) {
-            Some(s) => Some(s),
-            None => self.scopes_of(db, written),
-        };
+        let bumped = views.scopes(self, db, written).or_else(|| self.scopes_of(db, written));
         self.apply(db, Some(written), bumped).await;
     }
 
     async fn apply(&self, db: &str, written: Option<&[Written]>, bumped: Option<Vec<Arc<str>>>) {
         let scopes = bumped.as_deref();
-        // Rates matter only for what may be cached: the watched tables (the plain names).
+        // Rates matter only for what may be cached: the watched tables (the plain names; none
+        // watched, the common commit: no lock).
         match (scopes, written) {
+            (Some([]), _) => {}
             (Some(s), _) => self.write_rates.note(db, s.iter().filter(|n| !n.contains(scopes::SEP)), wall_ms()),
             (None, Some(w)) => self.write_rates.note(db, w.iter().map(|w| &w.table), wall_ms()),
             (None, None) => {}
