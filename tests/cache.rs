@@ -269,17 +269,23 @@ async fn session_mode_caches_until_the_session_changes_settings() {
     assert_eq!(hits(&proxy), before, "after SET this session no longer uses the cache");
 }
 
-#[tokio::test]
-async fn set_local_and_search_path_never_mix_entries() {
-    make_table("cache_tenant", 2).await;
+/// `table` in public (rows v1, v2) and in `schema` (one row, 'tenant b'); a schema per test (two
+/// concurrent CREATE SCHEMA IF NOT EXISTS of one name can fail).
+async fn tenant_tables(schema: &str, table: &str) {
+    make_table(table, 2).await;
     let d = common::direct("app").await;
-    d.batch_execute(
-        "CREATE SCHEMA IF NOT EXISTS tenant_b AUTHORIZATION app;
-         DROP TABLE IF EXISTS tenant_b.cache_tenant; CREATE TABLE tenant_b.cache_tenant (id int, v text);
-         INSERT INTO tenant_b.cache_tenant VALUES (1, 'tenant b'); ALTER TABLE tenant_b.cache_tenant OWNER TO app;",
-    )
+    d.batch_execute(&format!(
+        "CREATE SCHEMA IF NOT EXISTS {schema} AUTHORIZATION app;
+         DROP TABLE IF EXISTS {schema}.{table}; CREATE TABLE {schema}.{table} (id int, v text);
+         INSERT INTO {schema}.{table} VALUES (1, 'tenant b'); ALTER TABLE {schema}.{table} OWNER TO app;"
+    ))
     .await
     .unwrap();
+}
+
+#[tokio::test]
+async fn set_local_and_search_path_never_mix_entries() {
+    tenant_tables("tenant_b", "cache_tenant").await;
     let proxy = Proxy::start(&pool_toml(4, ""));
     let c = proxy.connect("app").await;
     let read = "SELECT v FROM cache_tenant WHERE id = 1";
@@ -296,6 +302,23 @@ async fn set_local_and_search_path_never_mix_entries() {
     assert_eq!(until_hit(&proxy, &c, read).await, ["tenant b"], "a session setting is part of the key");
     let other = proxy.connect("app").await;
     assert_eq!(until_hit(&proxy, &other, read).await, ["v1"]);
+}
+
+/// The analysis is kept per shape: a SET LOCAL first sent with a comment and a line break (a
+/// hostile client's spelling) must not teach the shape that SET LOCAL leaves reads alone.
+#[tokio::test]
+async fn set_local_first_seen_in_another_spelling_still_bypasses_the_cache() {
+    tenant_tables("tenant_c", "cache_spelled").await;
+    let proxy = Proxy::start(&pool_toml(4, ""));
+    let c = proxy.connect("app").await;
+    c.batch_execute("BEGIN; /* tenant */ SET\nLOCAL search_path = tenant_c; COMMIT").await.unwrap();
+    let read = "SELECT v FROM cache_spelled WHERE id = 1";
+    assert_eq!(until_hit(&proxy, &c, read).await, ["v1"]);
+    for _ in 0..2 {
+        c.batch_execute("BEGIN; SET LOCAL search_path = tenant_c").await.unwrap();
+        assert_eq!(text_rows(&c, read).await, ["tenant b"], "not the public entry");
+        c.batch_execute("COMMIT").await.unwrap();
+    }
 }
 
 #[tokio::test]

@@ -221,3 +221,34 @@ async fn reuse_unnamed_serves_repeated_unnamed_parses_from_the_server_cache() {
     assert_eq!(after, before + 1.0, "the text runs under a new registry entry");
     a.batch_execute("DROP TABLE memo_t").await.unwrap();
 }
+
+/// A client's SQL `DEALLOCATE` of pgpilot's own server-side name (no client owns that name, so it
+/// reaches the server) costs the statement's next run on that connection its 26000 (a run
+/// without its Parse is not sent again: that retry is for runs that parsed) and a re-prepare,
+/// not an error on every later run.
+#[tokio::test]
+async fn a_client_deallocating_pgpilot_s_own_name_breaks_no_one() {
+    let proxy = Proxy::start(&pool_toml(1, ""));
+    let a = proxy.connect("app").await;
+    let s = a.prepare("SELECT 41 + $1::int").await.unwrap();
+    assert_eq!(a.query_one(&s, &[&1i32]).await.unwrap().get::<_, i32>(0), 42);
+    let b = proxy.connect("app").await;
+    let rows = b.simple_query("SELECT name FROM pg_prepared_statements WHERE statement = 'SELECT 41 + $1::int'");
+    let names: Vec<String> = rows
+        .await
+        .unwrap()
+        .into_iter()
+        .filter_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0).map(str::to_string),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(names.len(), 1, "one server connection, one copy: {names:?}");
+    assert!(names[0].starts_with("pgpilot_"), "{names:?}");
+    b.batch_execute(&format!("DEALLOCATE {}", names[0])).await.unwrap();
+    let err = a.query_one(&s, &[&0i32]).await.unwrap_err();
+    assert_eq!(err.code().map(|c| c.code()), Some("26000"), "{err}");
+    for i in 0..3 {
+        assert_eq!(a.query_one(&s, &[&i]).await.unwrap().get::<_, i32>(0), 41 + i, "run {i}");
+    }
+}

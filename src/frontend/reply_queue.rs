@@ -416,7 +416,7 @@ impl Pending {
 
     fn on_error(&mut self, body: &[u8], r: &mut Replies) -> bool {
         if let Some(Action::Bind { stmt }) = self.q.front().map(|e| &e.action) {
-            if is_stale_plan(body) && self.retry_stale(&stmt.clone(), r) {
+            if is_stale_copy(body) && self.retry_stale(&stmt.clone(), r) {
                 return false;
             }
         }
@@ -429,7 +429,7 @@ impl Pending {
         match failed.action {
             Action::Parse { stmt, client_name, .. } => events.push(Event::ParseFailed { stmt, client_name }),
             Action::ClientParse { client_name } => events.push(Event::ParseUndone { client_name }),
-            Action::Bind { stmt } if is_stale_plan(body) => events.push(Event::PlanStale { stmt }),
+            Action::Bind { stmt } if is_stale_copy(body) => events.push(Event::PlanStale { stmt }),
             _ => {}
         }
         // The server now skips everything up to the next Sync; local replies in that stretch are
@@ -459,7 +459,7 @@ fn undo_skipped(action: Action, events: &mut Vec<Event>) {
 
 #[path = "reply_retry.rs"]
 mod retry;
-use retry::{is_stale_plan, Retry};
+use retry::{is_stale_copy, Retry};
 
 #[cfg(test)]
 #[path = "reply_queue_tests.rs"]

@@ -144,11 +144,14 @@ impl Pending {
     }
 }
 
-/// An error that shows the server's prepared statement is stale: 0A000 with PostgreSQL's message
-/// for a plan whose result type changed, or XX000 "cache lookup failed" (a type or function it
-/// was planned with was dropped).
-pub(super) fn is_stale_plan(body: &[u8]) -> bool {
+/// An error to a Bind of pgpilot's own copy that shows the copy is stale or gone: 0A000 with
+/// PostgreSQL's message for a plan whose result type changed, XX000 "cache lookup failed" (a
+/// type or function it was planned with was dropped), or 26000 (the copy no longer exists: a
+/// client's SQL `DEALLOCATE pgpilot_7` reaches the server, which knows no owner). The copy is
+/// prepared again, so one client cannot break the statement for every later one.
+pub(super) fn is_stale_copy(body: &[u8]) -> bool {
     let (_, code, msg) = crate::protocol::backend::error_fields(body);
     (code == "0A000" && msg.contains("cached plan must not change result type"))
         || (code == "XX000" && msg.starts_with("cache lookup failed"))
+        || code == "26000"
 }

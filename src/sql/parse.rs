@@ -45,7 +45,7 @@ pub fn analyze(sql: &str, shape: &str) -> Analysis {
             }
         }
     };
-    let mut a = with_cache_facts(a);
+    let mut a = with_cache_facts(a, shape);
     if joined(sql, shape) {
         // The token pass kept several statements together (a name `nesting` misread kept a
         // routine body open past its end): anything may be written, DDL included, and the
@@ -140,26 +140,30 @@ fn joined(sql: &str, shape: &str) -> bool {
 }
 
 /// The result cache's view of a statement, derived once per shape: unqualified table names and
-/// what it does to the reads that follow it.
-fn with_cache_facts(mut a: Analysis) -> Analysis {
+/// what it does to the reads that follow it. Its words are read off the shape, which every text
+/// of the shape shares (comments dropped, spaces folded, keywords lower-cased): the analysis is
+/// kept per shape, so what a text's own spelling shows (`/* x */ SET LOCAL`, `SET\nLOCAL` in
+/// the normalized text) must not decide it for the shape's other texts.
+fn with_cache_facts(mut a: Analysis, shape: &str) -> Analysis {
     a.read_names = unqualified(&a.tables_read).into();
     a.written_names = unqualified(&a.tables_written).into();
-    let text = a.normalized.to_ascii_lowercase();
-    let sets = text.starts_with("set ") || text.starts_with("reset");
-    a.cache_effect = if sets && (text.contains("isolation") || text.contains("default_transaction")) {
+    let words = shape.trim_start();
+    let sets = words.starts_with("set ") || words.starts_with("reset ") || words == "reset";
+    a.cache_effect = if sets && (words.contains("isolation") || words.contains("default_transaction")) {
         CacheEffect::Session
     } else if sets
-        || text.contains("set_config")
-        || (a.kind == StatementKind::Transaction && (text.contains("serializable") || text.contains("repeatable read")))
+        || words.contains("set_config")
+        || (a.kind == StatementKind::Transaction
+            && (words.contains("serializable") || words.contains("repeatable read")))
     {
         CacheEffect::Transaction
     } else {
         CacheEffect::None
     };
-    if text.starts_with("truncate") && text.contains("cascade") {
+    if words.starts_with("truncate ") && words.contains("cascade") {
         a.writes = WriteScope::Unknown; // it empties tables pgpilot cannot name
     }
-    a.keyed = keyed_shape(&a, &text);
+    a.keyed = keyed_shape(&a, &a.normalized.to_ascii_lowercase());
     a
 }
 
@@ -412,6 +416,37 @@ mod tests {
         let w = a("WITH x AS (UPDATE t SET a = 1 RETURNING *) SELECT * FROM x");
         assert_eq!(w.kind, StatementKind::Write);
         assert_eq!(w.tables_written, ["t"]);
+    }
+
+    #[test]
+    fn a_shape_s_cache_facts_do_not_depend_on_one_text_s_spelling() {
+        // The analysis is kept per shape: the first text of a shape decides for all its texts.
+        let cases = [
+            (
+                "SET LOCAL app.tenant = '1'",
+                ["/*x*/ SET LOCAL app.tenant = '2'", "SET\nLOCAL app.tenant = '3'", "-- c\n set local app.tenant='4'"],
+            ),
+            ("RESET app.tenant", ["/* r */ RESET app.tenant", "reset\tapp.tenant", "RESET\napp.tenant"]),
+            (
+                "SET TRANSACTION ISOLATION LEVEL SERIALIZABLE",
+                [
+                    "/**/SET TRANSACTION ISOLATION LEVEL SERIALIZABLE",
+                    "set\ntransaction isolation level serializable",
+                    "SET /*a*/ TRANSACTION ISOLATION LEVEL SERIALIZABLE",
+                ],
+            ),
+            ("TRUNCATE a CASCADE", ["/* t */ TRUNCATE a CASCADE", "truncate\na cascade", "TRUNCATE\ta\tCASCADE"]),
+        ];
+        for (plain, others) in cases {
+            let p = a(plain);
+            assert_ne!((p.cache_effect, p.writes), (CacheEffect::None, WriteScope::Tables), "{plain}");
+            for other in others {
+                let o = a(other);
+                assert_eq!((o.cache_effect, o.writes), (p.cache_effect, p.writes), "{other:?} vs {plain:?}");
+            }
+        }
+        assert_eq!(a("RESET ALL").cache_effect, CacheEffect::Transaction);
+        assert_eq!(a("SELECT 1 AS reset").cache_effect, CacheEffect::None);
     }
 
     #[test]

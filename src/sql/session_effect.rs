@@ -131,6 +131,10 @@ fn variable_set(e: &mut SessionEffect, s: &pg_query::protobuf::VariableSetStmt) 
     }
 }
 
+/// Built-in functions that run a statement given as text (`query_to_xml('SELECT set_config(...)',
+/// ...)`): what they do to the session is whatever that text does.
+const RUNS_SQL_TEXT: [&str; 4] = ["query_to_xml", "query_to_xml_and_xmlschema", "query_to_xmlschema", "ts_stat"];
+
 fn function_call(e: &mut SessionEffect, parts: &[String], known: KnownBuiltin) {
     let (schema, name) = match parts {
         [name] => (None, name.as_str()),
@@ -148,6 +152,8 @@ fn function_call(e: &mut SessionEffect, parts: &[String], known: KnownBuiltin) {
     if name == "set_config" {
         e.changes = true;
         e.set_config = true;
+    } else if RUNS_SQL_TEXT.contains(&name) {
+        e.unknown = true; // its argument is a statement pgpilot never sees parsed: anything may run
     } else if name.starts_with("pg_advisory_lock") || name.starts_with("pg_try_advisory_lock") {
         e.pin = Some("session advisory lock");
     } else if !known(name) {
@@ -232,6 +238,16 @@ mod tests {
         assert!(of("CALL proc()").unknown);
         assert!(of("SELECT \"Set_Config\"('a.b', 'c', false)").unknown);
         assert!(!of("SELECT count(*), lower(x) FROM t").unknown);
+        for sql in [
+            "SELECT query_to_xml('SELECT pg_catalog.set_config(''search_path'',''evil'',false)', false, false, '')",
+            "SELECT pg_catalog.query_to_xmlschema('SELECT 1', true, false, '')",
+            "SELECT Query_To_Xml_And_XmlSchema('SELECT 1', true, false, '')",
+            "SELECT * FROM ts_stat('SELECT set_config(''a.b'', ''c'', false)::tsvector')",
+        ] {
+            // (With the real list of built-ins, which names these.)
+            let e = of_statement(sql, crate::sql::builtins::is_builtin).expect("parses");
+            assert!(e.unknown, "{sql}");
+        }
     }
 
     #[test]
