@@ -222,10 +222,11 @@ async fn reuse_unnamed_serves_repeated_unnamed_parses_from_the_server_cache() {
     a.batch_execute("DROP TABLE memo_t").await.unwrap();
 }
 
-/// A client's SQL `DEALLOCATE` of pgpilot's own server-side name (no client owns that name, so it
-/// reaches the server) costs the statement's next run on that connection its 26000 (a run
-/// without its Parse is not sent again: that retry is for runs that parsed) and a re-prepare,
-/// not an error on every later run.
+/// A client's SQL `DEALLOCATE` of a name of pgpilot's own copies: outside a transaction block
+/// pgpilot answers as a direct connection would for a name the client never prepared; inside one
+/// the server answers (so that its error would abort the block there too) and the copy is gone:
+/// the statement's next run on it fails once (a run without its Parse is not sent again) and the
+/// copy is prepared again, instead of every later run failing.
 #[tokio::test]
 async fn a_client_deallocating_pgpilot_s_own_name_breaks_no_one() {
     let proxy = Proxy::start(&pool_toml(1, ""));
@@ -245,7 +246,14 @@ async fn a_client_deallocating_pgpilot_s_own_name_breaks_no_one() {
         .collect();
     assert_eq!(names.len(), 1, "one server connection, one copy: {names:?}");
     assert!(names[0].starts_with("pgpilot_"), "{names:?}");
-    b.batch_execute(&format!("DEALLOCATE {}", names[0])).await.unwrap();
+    let deallocate = format!("DEALLOCATE {}", names[0]);
+    let err = b.batch_execute(&deallocate).await.unwrap_err();
+    assert_eq!(err.code().map(|c| c.code()), Some("26000"), "{err}");
+    for i in 0..2 {
+        assert_eq!(a.query_one(&s, &[&i]).await.unwrap().get::<_, i32>(0), 41 + i, "run {i}");
+    }
+    b.batch_execute(&format!("BEGIN; {deallocate}")).await.unwrap();
+    b.batch_execute("COMMIT").await.unwrap();
     let err = a.query_one(&s, &[&0i32]).await.unwrap_err();
     assert_eq!(err.code().map(|c| c.code()), Some("26000"), "{err}");
     for i in 0..3 {

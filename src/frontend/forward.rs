@@ -59,13 +59,21 @@ impl Session {
     }
 
     /// `DEALLOCATE name` (simple Query) for one of the client's protocol-level statements:
-    /// answered here, in turn behind the server's replies when a server is held.
+    /// answered here, in turn behind the server's replies when a server is held. So is one for a
+    /// name of pgpilot's own copies outside a transaction block, with the error a direct
+    /// connection gives for a name the client never prepared: on the server it would drop a copy
+    /// other clients run (inside a block the server answers, so that an error aborts the block
+    /// there too; a dropped copy is prepared again at its next use).
     pub(super) fn deallocate_locally(&mut self, name: &str) -> bool {
-        if self.statements.close(name.as_bytes()).is_none() {
+        let mut reply = BytesMut::new();
+        if self.statements.close(name.as_bytes()).is_some() {
+            messages::command_complete(&mut reply, "DEALLOCATE");
+        } else if name.starts_with(crate::prepared::SERVER_NAME_PREFIX) && self.pin.is_none() && !self.in_block() {
+            let msg = format!("prepared statement \"{name}\" does not exist");
+            messages::error(&mut reply, "ERROR", "26000", &msg);
+        } else {
             return false;
         }
-        let mut reply = BytesMut::new();
-        messages::command_complete(&mut reply, "DEALLOCATE");
         let status = if self.server.is_some() { self.tx.status } else { b'I' };
         messages::ready_for_query(&mut reply, status);
         if self.server.is_some() {
@@ -74,5 +82,10 @@ impl Session {
             self.cout.extend_from_slice(&reply);
         }
         true
+    }
+
+    /// A transaction block is open on the held server.
+    fn in_block(&self) -> bool {
+        self.server.is_some() && self.tx.status != b'I'
     }
 }

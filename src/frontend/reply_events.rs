@@ -21,11 +21,23 @@ pub enum Event {
     ParseUndone { client_name: Bytes },
     /// A server described the statement (`version` of it); `adopted`: the client now holds it.
     Described { stmt: Arc<Statement>, version: u64, adopted: bool, client: Bytes },
-    /// An execution showed the server's copy stale (0A000, a type that no longer exists).
-    PlanStale { stmt: Arc<Statement> },
-    /// A copy proved stale and the run is sent again on a fresh one (`reply_retry.rs`); the
-    /// client's name for the statement is `client`.
-    Retried { stmt: Arc<Statement>, client: Bytes },
+    /// An execution showed the server's copy stale (0A000, a type that no longer exists) or
+    /// gone (26000).
+    PlanStale { stmt: Arc<Statement>, why: Stale },
+    /// A copy proved stale or gone and the run is sent again on a fresh one (`reply_retry.rs`);
+    /// the client's name for the statement is `client`.
+    Retried { stmt: Arc<Statement>, client: Bytes, why: Stale },
+}
+
+/// Why a server's copy of a statement cannot run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stale {
+    /// Its plan: what it was planned with changed, so its description may have too (every
+    /// connection's copy is described again).
+    Plan,
+    /// Only this connection's copy is gone (a client's SQL DEALLOCATE of pgpilot's name): the
+    /// statement itself is as it was.
+    Gone,
 }
 
 /// The events of one batch of replies, each for its stage.

@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 
-pub use super::reply_events::{Event, Replies};
+pub use super::reply_events::{Event, Replies, Stale};
 use crate::cache::fill::Fill;
 use crate::insights::Completed;
 use crate::prepared::Statement;
@@ -416,8 +416,10 @@ impl Pending {
 
     fn on_error(&mut self, body: &[u8], r: &mut Replies) -> bool {
         if let Some(Action::Bind { stmt }) = self.q.front().map(|e| &e.action) {
-            if is_stale_copy(body) && self.retry_stale(&stmt.clone(), r) {
-                return false;
+            if let Some(why) = stale_copy(body) {
+                if self.retry_stale(&stmt.clone(), why, r) {
+                    return false;
+                }
             }
         }
         let mut failed = self.q.pop_front().expect("front exists");
@@ -429,7 +431,11 @@ impl Pending {
         match failed.action {
             Action::Parse { stmt, client_name, .. } => events.push(Event::ParseFailed { stmt, client_name }),
             Action::ClientParse { client_name } => events.push(Event::ParseUndone { client_name }),
-            Action::Bind { stmt } if is_stale_copy(body) => events.push(Event::PlanStale { stmt }),
+            Action::Bind { stmt } => {
+                if let Some(why) = stale_copy(body) {
+                    events.push(Event::PlanStale { stmt, why });
+                }
+            }
             _ => {}
         }
         // The server now skips everything up to the next Sync; local replies in that stretch are
@@ -459,7 +465,7 @@ fn undo_skipped(action: Action, events: &mut Vec<Event>) {
 
 #[path = "reply_retry.rs"]
 mod retry;
-use retry::{is_stale_copy, Retry};
+use retry::{stale_copy, Retry};
 
 #[cfg(test)]
 #[path = "reply_queue_tests.rs"]

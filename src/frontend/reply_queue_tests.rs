@@ -163,28 +163,31 @@ fn a_run_on_a_stale_copy_is_sent_again_unseen() {
 }
 
 /// A client's SQL `DEALLOCATE pgpilot_1` reaches the server (no client owns that name): the next
-/// run on that copy meets 26000 and is sent again behind a new Parse, so one client cannot break
-/// the statement for the others; an error to the client's own statement name stays the client's.
+/// run on that copy meets 26000. A run that parsed is sent again behind a new Parse; one that did
+/// not gets the error and the copy is forgotten. Either way only this copy is gone (`Gone`): the
+/// statement's description, shared by every connection, stays.
 #[test]
-fn a_run_on_a_deallocated_copy_is_sent_again_unseen() {
+fn a_run_on_a_deallocated_copy_is_prepared_again() {
     let registry = crate::prepared::Registry::new(10);
     let stmt = registry.get_or_insert(b"SELECT 1", b"\0\0", 0).unwrap();
-    let mut p = Pending::default();
-    stale_copy_run(&mut p, &stmt, None);
-    p.emit_local(&mut BytesMut::new());
     let mut err = BytesMut::new();
     let msg = format!("prepared statement \"{}\" does not exist", stmt.server_name);
     crate::net::messages::error(&mut err, "ERROR", "26000", &msg);
+    let mut p = Pending::default();
+    stale_copy_run(&mut p, &stmt, None);
+    p.emit_local(&mut BytesMut::new());
     let mut r = Replies::default();
     assert!(!p.on_server(b'E', &err, &mut BytesMut::new(), &mut r), "the 26000 is not the client's");
-    assert!(matches!(r.statements.as_slice(), [Event::Retried { .. }]), "{:?}", r.statements);
+    assert!(matches!(r.statements.as_slice(), [Event::Retried { why: Stale::Gone, .. }]), "{:?}", r.statements);
     assert!(p.take_resend().is_some_and(|b| b.starts_with(b"C")), "Close, Parse, Describe, then the run");
+    // A run without its Parse (prepared earlier): the client sees the error, the copy is dropped.
     let mut p = Pending::default();
-    p.push(Kind::Bind, Action::Forward);
-    p.push(Kind::Sync, Action::Forward);
+    stale_copy_run(&mut p, &stmt, Some(Kind::Execute));
+    assert_eq!(replies(&mut p, b"C").0, "C");
     let mut r = Replies::default();
-    assert!(p.on_server(b'E', &err, &mut BytesMut::new(), &mut r), "a Bind of the client's own name: its error");
-    assert!(r.statements.is_empty());
+    assert!(p.on_server(b'E', &err, &mut BytesMut::new(), &mut r));
+    assert!(p.take_resend().is_none());
+    assert!(matches!(r.statements.as_slice(), [Event::PlanStale { why: Stale::Gone, .. }]), "{:?}", r.statements);
 }
 
 #[test]

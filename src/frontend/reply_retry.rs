@@ -19,7 +19,7 @@ use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 
-use super::{Action, Check, Event, Expect, Kind, Pending, Replies};
+use super::{Action, Check, Event, Expect, Kind, Pending, Replies, Stale};
 use crate::prepared::messages as pm;
 use crate::prepared::Statement;
 
@@ -120,7 +120,7 @@ impl Pending {
     /// The entry at the front (the run's Bind of `stmt`) failed on a stale copy: when the run is
     /// kept and nothing was sent after its Sync, prepare the statement again ahead of it and send
     /// it once more. Whether the error is swallowed.
-    pub(super) fn retry_stale(&mut self, stmt: &Arc<Statement>, r: &mut Replies) -> bool {
+    pub(super) fn retry_stale(&mut self, stmt: &Arc<Statement>, why: Stale, r: &mut Replies) -> bool {
         let last_is_the_sync = self.q.back().is_some_and(|e| e.kind == Kind::Sync)
             && self.q.iter().filter(|e| e.kind == Kind::Sync).count() == 1;
         if self.retry.state != State::Kept || !last_is_the_sync {
@@ -137,7 +137,7 @@ impl Pending {
         let parse = Action::Parse { stmt: stmt.clone(), client_name: None, suppress: true };
         self.q.push_front(Expect::new(Kind::Parse, parse, false));
         self.q.push_front(Expect::new(Kind::Close, Action::Suppress, false));
-        r.statements.push(Event::Retried { stmt: stmt.clone(), client });
+        r.statements.push(Event::Retried { stmt: stmt.clone(), client, why });
         self.retry.resend = out;
         self.retry.state = State::Resend;
         true
@@ -149,9 +149,12 @@ impl Pending {
 /// type or function it was planned with was dropped), or 26000 (the copy no longer exists: a
 /// client's SQL `DEALLOCATE pgpilot_7` reaches the server, which knows no owner). The copy is
 /// prepared again, so one client cannot break the statement for every later one.
-pub(super) fn is_stale_copy(body: &[u8]) -> bool {
+pub(super) fn stale_copy(body: &[u8]) -> Option<Stale> {
     let (_, code, msg) = crate::protocol::backend::error_fields(body);
-    (code == "0A000" && msg.contains("cached plan must not change result type"))
-        || (code == "XX000" && msg.starts_with("cache lookup failed"))
-        || code == "26000"
+    match code.as_str() {
+        "0A000" if msg.contains("cached plan must not change result type") => Some(Stale::Plan),
+        "XX000" if msg.starts_with("cache lookup failed") => Some(Stale::Plan),
+        "26000" => Some(Stale::Gone),
+        _ => None,
+    }
 }

@@ -12,7 +12,7 @@ pub mod adaptive;
 pub mod messages;
 pub mod registry;
 
-pub use registry::{Registry, Statement};
+pub use registry::{Registry, Statement, SERVER_NAME_PREFIX};
 
 use std::sync::atomic::{AtomicU64, Ordering};
 

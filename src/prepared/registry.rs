@@ -75,6 +75,10 @@ pub fn version_of(description: &[u8]) -> u64 {
 
 type Key = (Bytes, Bytes, u64);
 
+/// Server-side names of pgpilot's copies: `pgpilot_<id>` (a client's SQL DEALLOCATE of one is
+/// answered by the session, `frontend/forward.rs`).
+pub const SERVER_NAME_PREFIX: &str = "pgpilot_";
+
 pub struct Registry {
     map: Mutex<HashMap<Key, Arc<Statement>>>,
     next_id: AtomicU64,
@@ -119,7 +123,7 @@ impl Registry {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let stmt = Arc::new(Statement {
             id,
-            server_name: format!("pgpilot_{id}"),
+            server_name: format!("{SERVER_NAME_PREFIX}{id}"),
             query: key.0.clone(),
             types: key.1.clone(),
             settings,

@@ -462,11 +462,11 @@ impl Stage for PreparedStage {
                 }
                 described(cx.server.as_deref_mut(), stmt.id, version);
             }
-            Event::Retried { stmt, client } => {
-                retried(cx.server.as_deref_mut(), &stmt, self.registry.epoch());
+            Event::Retried { stmt, client, why } => {
+                retried(cx.server.as_deref_mut(), &stmt, self.registry.epoch(), why);
                 cx.statements.set_version(&client, Some((stmt.id, ADOPTING)));
             }
-            Event::PlanStale { stmt } => plan_stale(cx.server.as_deref_mut(), &stmt),
+            Event::PlanStale { stmt, why } => plan_stale(cx.server.as_deref_mut(), &stmt, why),
         }
     }
 }

@@ -7,7 +7,7 @@ use bytes::{Bytes, BytesMut};
 
 use super::Cx;
 use crate::backend::{ServerConn, ServerCopy};
-use crate::frontend::reply_queue::{Action, Check, Kind, Pending};
+use crate::frontend::reply_queue::{Action, Check, Kind, Pending, Stale};
 use crate::frontend::statements::ADOPTING;
 use crate::prepared::messages as pm;
 use crate::prepared::{bump, Statement, STATS};
@@ -118,18 +118,23 @@ pub(super) fn described(server: Option<&mut ServerConn>, stmt: u64, version: u64
 
 /// A run that failed on a stale copy was sent again on a fresh one (`frontend/reply_retry.rs`),
 /// which has had that run.
-pub(super) fn retried(server: Option<&mut ServerConn>, stmt: &Arc<Statement>, epoch: u64) {
+pub(super) fn retried(server: Option<&mut ServerConn>, stmt: &Arc<Statement>, epoch: u64, why: Stale) {
     bump(&STATS.stale_retries);
-    stmt.went_stale();
+    if why == Stale::Plan {
+        stmt.went_stale();
+    }
     let copy = ServerCopy { stmt: stmt.clone(), epoch, version: ServerCopy::FRESH, runs: 1 };
     if let Some(server) = server {
         server.prepared.put(stmt.id, copy);
     }
 }
 
-/// The server's copy can no longer run (its plan is stale): closed before the next use.
-pub(super) fn plan_stale(server: Option<&mut ServerConn>, stmt: &Arc<Statement>) {
-    stmt.went_stale();
+/// The server's copy can no longer run (its plan is stale, or it is gone): closed before the
+/// next use (a Close of a name the server no longer has succeeds).
+pub(super) fn plan_stale(server: Option<&mut ServerConn>, stmt: &Arc<Statement>, why: Stale) {
+    if why == Stale::Plan {
+        stmt.went_stale();
+    }
     if let Some(server) = server {
         if server.prepared.pop(&stmt.id).is_some() {
             server.stale.push(stmt.server_name.clone());
