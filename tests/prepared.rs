@@ -252,7 +252,10 @@ async fn a_client_deallocating_pgpilot_s_own_name_breaks_no_one() {
     for i in 0..2 {
         assert_eq!(a.query_one(&s, &[&i]).await.unwrap().get::<_, i32>(0), 41 + i, "run {i}");
     }
-    b.batch_execute(&format!("BEGIN; {deallocate}")).await.unwrap();
+    // Inside a block (BEGIN deferred by pgpilot, then the DEALLOCATE on its own) the server
+    // answers: it has the copy, so the DEALLOCATE succeeds there.
+    b.batch_execute("BEGIN").await.unwrap();
+    b.batch_execute(&deallocate).await.unwrap();
     b.batch_execute("COMMIT").await.unwrap();
     let err = a.query_one(&s, &[&0i32]).await.unwrap_err();
     assert_eq!(err.code().map(|c| c.code()), Some("26000"), "{err}");

@@ -68,13 +68,13 @@ impl Session {
         let mut reply = BytesMut::new();
         if self.statements.close(name.as_bytes()).is_some() {
             messages::command_complete(&mut reply, "DEALLOCATE");
-        } else if name.starts_with(crate::prepared::SERVER_NAME_PREFIX) && self.pin.is_none() && !self.in_block() {
+        } else if name.starts_with(crate::prepared::SERVER_NAME_PREFIX) && self.owns_no_server_names() {
             let msg = format!("prepared statement \"{name}\" does not exist");
             messages::error(&mut reply, "ERROR", "26000", &msg);
         } else {
             return false;
         }
-        let status = if self.server.is_some() { self.tx.status } else { b'I' };
+        let status = if self.server.is_some() { self.tx.status } else { self.status_without_server() };
         messages::ready_for_query(&mut reply, status);
         if self.server.is_some() {
             self.pending.push_local(reply.freeze());
@@ -84,8 +84,11 @@ impl Session {
         true
     }
 
-    /// A transaction block is open on the held server.
-    fn in_block(&self) -> bool {
-        self.server.is_some() && self.tx.status != b'I'
+    /// The client cannot have made a server-side name itself (no SQL PREPARE pinned it, nothing
+    /// it ran is unknown) and no transaction block is open or on its way (a deferred BEGIN, a
+    /// BEGIN still in flight): there the server must answer, so that an error aborts the block.
+    fn owns_no_server_names(&self) -> bool {
+        let in_block = self.deferred_begin.is_some() || (self.server.is_some() && !self.tx.idle());
+        self.pin.is_none() && !self.state_unknown && !in_block
     }
 }

@@ -180,7 +180,8 @@ fn a_run_on_a_deallocated_copy_is_prepared_again() {
     assert!(!p.on_server(b'E', &err, &mut BytesMut::new(), &mut r), "the 26000 is not the client's");
     assert!(matches!(r.statements.as_slice(), [Event::Retried { why: Stale::Gone, .. }]), "{:?}", r.statements);
     assert!(p.take_resend().is_some_and(|b| b.starts_with(b"C")), "Close, Parse, Describe, then the run");
-    // A run without its Parse (prepared earlier): the client sees the error, the copy is dropped.
+    // A run that is not sent again (an Execute went before its Bind): the client sees the
+    // error, the copy is dropped.
     let mut p = Pending::default();
     stale_copy_run(&mut p, &stmt, Some(Kind::Execute));
     assert_eq!(replies(&mut p, b"C").0, "C");
@@ -188,6 +189,13 @@ fn a_run_on_a_deallocated_copy_is_prepared_again() {
     assert!(p.on_server(b'E', &err, &mut BytesMut::new(), &mut r));
     assert!(p.take_resend().is_none());
     assert!(matches!(r.statements.as_slice(), [Event::PlanStale { why: Stale::Gone, .. }]), "{:?}", r.statements);
+    // A Bind of the client's own statement name passed through: its 26000 is the client's alone.
+    let mut p = Pending::default();
+    p.push(Kind::Bind, Action::Forward);
+    p.push(Kind::Sync, Action::Forward);
+    let mut r = Replies::default();
+    assert!(p.on_server(b'E', &err, &mut BytesMut::new(), &mut r));
+    assert!(r.statements.is_empty() && p.take_resend().is_none());
 }
 
 #[test]

@@ -49,7 +49,7 @@ const CASES: [(&str, (CacheEffect, WriteScope), [&str; 3]); 6] = [
     (
         "COMMIT PREPARED 'g'",
         (CacheEffect::None, Unknown),
-        ["/* c */ COMMIT PREPARED 'g'", "commit\nprepared 'g'", "COMMIT\tPREPARED 'h'"],
+        ["/* c */ COMMIT PREPARED 'g'", "commit\nprepared 'g'", "COMMIT\x0bPREPARED 'h'"],
     ),
 ];
 

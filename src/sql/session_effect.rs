@@ -133,7 +133,8 @@ fn variable_set(e: &mut SessionEffect, s: &pg_query::protobuf::VariableSetStmt) 
 
 /// Built-in functions that run a statement given as text (`query_to_xml('SELECT set_config(...)',
 /// ...)`): what they do to the session is whatever that text does.
-const RUNS_SQL_TEXT: [&str; 4] = ["query_to_xml", "query_to_xml_and_xmlschema", "query_to_xmlschema", "ts_stat"];
+const RUNS_SQL_TEXT: [&str; 5] =
+    ["query_to_xml", "query_to_xml_and_xmlschema", "query_to_xmlschema", "ts_stat", "ts_rewrite"];
 
 fn function_call(e: &mut SessionEffect, parts: &[String], known: KnownBuiltin) {
     let (schema, name) = match parts {
@@ -243,6 +244,7 @@ mod tests {
             "SELECT pg_catalog.query_to_xmlschema('SELECT 1', true, false, '')",
             "SELECT Query_To_Xml_And_XmlSchema('SELECT 1', true, false, '')",
             "SELECT * FROM ts_stat('SELECT set_config(''a.b'', ''c'', false)::tsvector')",
+            "SELECT ts_rewrite('a'::tsquery, 'SELECT set_config(''a.b'', ''c'', false)::tsquery, ''a''::tsquery')",
         ] {
             // (With the real list of built-ins, which names these.)
             let e = of_statement(sql, crate::sql::builtins::is_builtin).expect("parses");
