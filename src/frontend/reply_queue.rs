@@ -415,11 +415,14 @@ impl Pending {
     }
 
     fn on_error(&mut self, body: &[u8], r: &mut Replies) -> bool {
-        if let Some(Action::Bind { stmt }) = self.q.front().map(|e| &e.action) {
-            if let Some(why) = stale_copy(body) {
-                if self.retry_stale(&stmt.clone(), why, r) {
-                    return false;
-                }
+        // (Read once: only an error to a Bind of pgpilot's copy can show the copy stale.)
+        let stale = match self.q.front().map(|e| &e.action) {
+            Some(Action::Bind { stmt }) => stale_copy(body).map(|why| (stmt.clone(), why)),
+            _ => None,
+        };
+        if let Some((stmt, why)) = &stale {
+            if self.retry_stale(stmt, *why, r) {
+                return false;
             }
         }
         let mut failed = self.q.pop_front().expect("front exists");
@@ -427,15 +430,13 @@ impl Pending {
             r.completed.extend(track.complete(Some(0), true));
         }
         let events = &mut r.statements;
+        if let Some((stmt, why)) = stale {
+            events.push(Event::PlanStale { stmt, why });
+        }
         let shown = !failed.drop;
         match failed.action {
             Action::Parse { stmt, client_name, .. } => events.push(Event::ParseFailed { stmt, client_name }),
             Action::ClientParse { client_name } => events.push(Event::ParseUndone { client_name }),
-            Action::Bind { stmt } => {
-                if let Some(why) = stale_copy(body) {
-                    events.push(Event::PlanStale { stmt, why });
-                }
-            }
             _ => {}
         }
         // The server now skips everything up to the next Sync; local replies in that stretch are

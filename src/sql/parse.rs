@@ -151,7 +151,7 @@ fn with_cache_facts(mut a: Analysis, shape: &str) -> Analysis {
     // error. Read as a space here, so `COMMIT\vPREPARED` is COMMIT PREPARED.)
     let folded: String;
     let words = if shape.contains('\x0b') {
-        folded = shape.split([' ', '\x0b']).filter(|w| !w.is_empty()).collect::<Vec<_>>().join(" ");
+        folded = shape.split_whitespace().collect::<Vec<_>>().join(" ");
         folded.as_str()
     } else {
         shape.trim_start()
