@@ -348,3 +348,46 @@ async fn a_skipped_streamed_function_call_leaves_the_cache_usable() {
     assert_eq!(got.iter().map(|(t, _)| *t as char).collect::<String>(), "12DCZ");
     assert!(String::from_utf8_lossy(&got[2].1).contains("cached"), "the rows from the cache");
 }
+
+/// A cancel the server never confirms (its cancel connection stays open past pgpilot's 5 s wait)
+/// may still be signalled later, to whatever that backend then runs: the connection is closed,
+/// and the next client's query goes to a new one.
+#[tokio::test]
+async fn a_connection_whose_cancel_was_never_confirmed_is_not_reused() {
+    // The next client waits out the 5 s: a checkout timeout well past it.
+    let config = CONFIG.replace("checkout_timeout_ms = 5000", "checkout_timeout_ms = 20000");
+    let (fake, proxy) = Fake::start_with(&config).await;
+    let port = proxy.port;
+    let login = tokio::spawn(async move {
+        let mut c = raw::Raw::connect(port).await;
+        c.send(&raw::startup_packet(&[("user", "trustuser"), ("database", "app")])).await;
+        let key = c.messages_until_ready().await.into_iter().find(|(t, _)| *t == b'K').expect("BackendKeyData").1;
+        (c, key)
+    });
+    let mut server = fake.accept().await;
+    let (mut a, key) = login.await.unwrap();
+    a.send(&raw::query("SELECT pg_sleep(60)")).await;
+    assert_eq!(tags(&mut server, 1).await, "Q");
+
+    let mut cancel = raw::Raw::connect(port).await;
+    let mut request = 16i32.to_be_bytes().to_vec();
+    request.extend(80877102i32.to_be_bytes());
+    request.extend(&key);
+    cancel.send(&request).await;
+    let (mut forwarded, _) = tokio::time::timeout(Duration::from_secs(5), fake.listener.accept()).await.unwrap().unwrap();
+    let mut got = [0u8; 16];
+    tokio::io::AsyncReadExt::read_exact(&mut forwarded, &mut got).await.unwrap();
+    assert_eq!(got[..8], [0, 0, 0, 16, 4, 210, 22, 46], "a CancelRequest");
+    assert_eq!(got[8..], [0, 0, 0, 7, 0, 0, 0, 9], "with the server's own key");
+    // The fake neither signals nor closes `forwarded`; the query ends on its own.
+    server.send(&done("SELECT 1", b'I')).await;
+    assert_eq!(String::from_utf8_lossy(&a.until_ready().await.unwrap()), "CZ");
+
+    let mut b = waiting_query(port).await;
+    let mut server2 = tokio::time::timeout(Duration::from_secs(8), fake.accept()).await.expect("a new connection");
+    assert_eq!(tags(&mut server2, 1).await, "Q", "the next client's query on the new connection");
+    server2.send(&done("SELECT 0", b'I')).await;
+    assert_eq!(String::from_utf8_lossy(&b.until_ready().await.unwrap()), "CZ");
+    assert!(server.next().await.is_none(), "the doubtful connection was closed");
+    drop(forwarded);
+}

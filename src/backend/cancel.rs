@@ -16,7 +16,8 @@ use std::time::SystemTime;
 use parking_lot::Mutex;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-/// How long a forwarded cancel may take before the server connection goes back regardless.
+/// How long a forwarded cancel may take before the session stops waiting for it; the server
+/// connection is then closed (the cancel may still land), not returned.
 const CANCEL_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// A held server connection as cancel routing sees it.
@@ -167,7 +168,11 @@ impl CancelRegistry {
             return;
         };
         if crate::timers::timeout(CANCEL_WAIT, forward(&target)).await.is_err() {
-            tracing::warn!("a forwarded cancel request to {} took over {CANCEL_WAIT:?}", target.addr);
+            tracing::warn!(
+                "a forwarded cancel request to {} took over {CANCEL_WAIT:?}: that server connection will be closed, not reused",
+                target.addr
+            );
+            target.gate.mark_doubtful();
         }
     }
 }

@@ -10,8 +10,12 @@
 //! check-in by a few instructions: on a multi-thread data runtime a cancel of the connection's
 //! next client could in theory have found it taken and been dropped (never observed; on a
 //! current-thread runtime there is no such window).
+//!
+//! A forwarded cancel that PostgreSQL has not confirmed within the forwarder's wait (the cancel
+//! connection still open) may still be signalled later, to whatever the backend then runs: such a
+//! connection is `doubtful` and is closed instead of going back to the pool.
 
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
 
 use tokio::sync::Notify;
@@ -20,6 +24,7 @@ use tokio::sync::Notify;
 pub struct CancelGate {
     in_flight: AtomicU32,
     settled: Notify,
+    doubtful: AtomicBool,
 }
 
 /// A cancel in flight: counted until dropped.
@@ -32,17 +37,25 @@ impl CancelGate {
         InFlight(self.clone())
     }
 
-    /// Returns once no cancel is in flight.
-    pub async fn settled(&self) {
+    /// A cancel was given up on before PostgreSQL confirmed it: called before its `InFlight`
+    /// drops, so the session that waits in `settled` reads it.
+    pub fn mark_doubtful(&self) {
+        self.doubtful.store(true, Ordering::Release);
+    }
+
+    /// Returns once no cancel is in flight: whether the connection may serve another client
+    /// (false when a cancel for it was given up on and may still land).
+    pub async fn settled(&self) -> bool {
         while self.in_flight.load(Ordering::Acquire) > 0 {
             let notified = self.settled.notified();
             tokio::pin!(notified);
             notified.as_mut().enable(); // registered before the re-check: no wake-up is lost
             if self.in_flight.load(Ordering::Acquire) == 0 {
-                return;
+                break;
             }
             notified.await;
         }
+        !self.doubtful.load(Ordering::Acquire)
     }
 }
 
@@ -62,7 +75,7 @@ mod tests {
     #[tokio::test]
     async fn the_return_waits_for_every_cancel_in_flight() {
         let gate = Arc::new(CancelGate::default());
-        gate.settled().await; // none in flight: at once
+        assert!(gate.settled().await, "none in flight: at once, reusable");
         let (a, b) = (gate.enter(), gate.enter());
         let waiting = crate::timers::timeout(Duration::from_millis(20), gate.settled()).await;
         assert!(waiting.is_err(), "two cancels in flight");
@@ -73,6 +86,19 @@ mod tests {
         let waiter = tokio::spawn(async move { g.settled().await });
         tokio::task::yield_now().await;
         drop(b);
-        crate::timers::timeout(Duration::from_secs(1), waiter).await.expect("woken").unwrap();
+        assert!(crate::timers::timeout(Duration::from_secs(1), waiter).await.expect("woken").unwrap());
+    }
+
+    #[tokio::test]
+    async fn a_cancel_given_up_on_keeps_the_connection_from_reuse() {
+        let gate = Arc::new(CancelGate::default());
+        let held = gate.enter();
+        let g = gate.clone();
+        let waiter = tokio::spawn(async move { g.settled().await });
+        tokio::task::yield_now().await;
+        gate.mark_doubtful();
+        drop(held);
+        let reusable = crate::timers::timeout(Duration::from_secs(1), waiter).await.expect("woken").unwrap();
+        assert!(!reusable, "a cancel that may still land: the connection must not serve another client");
     }
 }

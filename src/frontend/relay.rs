@@ -258,7 +258,9 @@ impl Session {
         let Some(mut conn) = self.server.take() else { return };
         self.detach();
         // A cancel forwarded for this client's last query must reach the backend first.
-        conn.cancel_gate.settled().await;
+        if !cancels_settled(&conn).await {
+            return; // dropping the guard closes the connection
+        }
         if std::mem::take(&mut self.state_dirty) {
             if let Err(e) = self.state.capture(&mut conn).await {
                 tracing::warn!(server = conn.id, "could not read session settings back: {e}");
@@ -275,7 +277,9 @@ impl Session {
         self.pool.traffic.take(&mut self.counts);
         let Some(mut conn) = self.server.take() else { return };
         self.detach();
-        conn.cancel_gate.settled().await;
+        if !cancels_settled(&conn).await {
+            return;
+        }
         if !(self.tx.idle() && !self.sframer.mid_message() && conn.rbuf.is_empty()) {
             return;
         }
@@ -288,6 +292,16 @@ impl Session {
         }
         conn.reset_and_release().await;
     }
+}
+
+/// Waits for the cancels forwarded to `conn`; false (the connection must be closed) when one was
+/// given up on unconfirmed: it may still be signalled to whatever the backend runs next.
+async fn cancels_settled(conn: &crate::pool::PooledConn) -> bool {
+    let reusable = conn.cancel_gate.settled().await;
+    if !reusable {
+        tracing::warn!(server = conn.id, "closed: a cancel forwarded to it was not confirmed in time");
+    }
+    reusable
 }
 
 /// Messages whose whole handling is the reply queue's (`on_server_tag` does nothing with them):
