@@ -194,7 +194,7 @@ async fn a_cache_hit_waits_behind_pending_server_replies() {
 #[tokio::test]
 async fn a_statement_evicted_from_the_server_is_prepared_again_unseen() {
     let config =
-        "[pool]\nmax_size = 1\ncheckout_timeout_ms = 5000\nmax_server_connections = 100\n[cache]\nenabled = false\n\
+        "[pool]\nmax_size = 1\ncheckout_timeout_ms = 5000\nmax_server_connections = 100\nisolate_attached_code = false\n[cache]\nenabled = false\n\
         [prepared]\nserver_cache_size = 1\n\n[[users]]\nname = \"trustuser\"\nauth = \"trust\"\n";
     let (fake, proxy) = Fake::start_with(config).await;
     let (mut a, mut server) = fake.login(&proxy).await;
@@ -262,7 +262,7 @@ async fn a_statement_evicted_from_the_server_is_prepared_again_unseen() {
 #[tokio::test]
 async fn connects_are_bounded_by_max_parallel_connects() {
     let config = "[pool]\nmax_size = 10\ncheckout_timeout_ms = 5000\nmax_server_connections = 100\n\
-        max_parallel_connects = 2\n[cache]\nenabled = false\n\n[[users]]\nname = \"trustuser\"\nauth = \"trust\"\n";
+        max_parallel_connects = 2\nisolate_attached_code = false\n[cache]\nenabled = false\n\n[[users]]\nname = \"trustuser\"\nauth = \"trust\"\n";
     let (fake, proxy) = Fake::start_with(config).await;
     let (mut a, mut server_a) = fake.login(&proxy).await;
     a.send(&raw::query("SELECT 1")).await; // holds the one connection (never answered here)
@@ -374,7 +374,8 @@ async fn a_connection_whose_cancel_was_never_confirmed_is_not_reused() {
     request.extend(80877102i32.to_be_bytes());
     request.extend(&key);
     cancel.send(&request).await;
-    let (mut forwarded, _) = tokio::time::timeout(Duration::from_secs(5), fake.listener.accept()).await.unwrap().unwrap();
+    let (mut forwarded, _) =
+        tokio::time::timeout(Duration::from_secs(5), fake.listener.accept()).await.unwrap().unwrap();
     let mut got = [0u8; 16];
     tokio::io::AsyncReadExt::read_exact(&mut forwarded, &mut got).await.unwrap();
     assert_eq!(got[..8], [0, 0, 0, 16, 4, 210, 22, 46], "a CancelRequest");

@@ -4,7 +4,7 @@
 mod common;
 
 use common::cache::{hits, make_table, text_rows, until_hit};
-use common::{pool_toml, Proxy};
+use common::{direct, pool_toml, Proxy};
 
 /// While standard_conforming_strings is off, a backslash escapes in plain strings, which
 /// libpg_query (and so the analysis) does not assume: such a text is never read for its tables,
@@ -81,4 +81,46 @@ async fn hidden_by_sjis(pipelined: bool) {
         Ok(rows) => assert_eq!(common::rows(&rows), [[""]], "another client's setting leaked (pipelined: {pipelined})"),
     }
     assert_eq!(text_rows(&a, tenant).await, ["evil"], "the statement ran, for its own client");
+}
+
+/// Code that runs when a statement touches a relation (a trigger, a view's query) can change the
+/// session unseen: a trigger's `set_config`, a view calling it. The transaction's server
+/// connection is reset before another client gets it; one that touched only plain tables is not
+/// (a prepared copy survives on it), cache on or off.
+#[tokio::test]
+async fn what_a_trigger_or_a_view_did_to_the_session_does_not_reach_the_next_client() {
+    let d = direct("app").await;
+    d.batch_execute(
+        "DROP TABLE IF EXISTS iso_plain, iso_hooked CASCADE; DROP VIEW IF EXISTS iso_view;
+         CREATE TABLE iso_plain (a int); CREATE TABLE iso_hooked (a int);
+         CREATE OR REPLACE FUNCTION iso_leak() RETURNS trigger LANGUAGE plpgsql AS
+           $$BEGIN PERFORM set_config('app.tenant', 'trigger', false); RETURN NEW; END$$;
+         CREATE TRIGGER iso_leak BEFORE INSERT ON iso_hooked FOR EACH ROW EXECUTE FUNCTION iso_leak();
+         CREATE VIEW iso_view AS SELECT set_config('app.tenant', 'view', false) AS x;
+         ALTER TABLE iso_plain OWNER TO app; ALTER TABLE iso_hooked OWNER TO app; ALTER VIEW iso_view OWNER TO app;",
+    )
+    .await
+    .expect("creating the relations");
+    for cache in ["", "[cache]\nenabled = false"] {
+        let proxy = Proxy::start(&pool_toml(1, cache));
+        let (a, b) = (proxy.connect("app").await, proxy.connect("app").await);
+        // The table list loads in the background (until then every transaction is reset): a
+        // read of a plain table leaves pgpilot's prepared copy on the one server connection.
+        let copies = "SELECT count(*)::text FROM pg_prepared_statements WHERE name LIKE 'pgpilot%'";
+        let mut kept = false;
+        for _ in 0..50 {
+            a.query("SELECT a FROM iso_plain", &[]).await.unwrap();
+            if text_rows(&b, copies).await != ["0"] {
+                kept = true;
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        assert!(kept, "a transaction on a plain table reset its connection ({cache:?})");
+        let tenant = "SELECT coalesce(current_setting('app.tenant', true), '')";
+        a.simple_query("INSERT INTO iso_hooked VALUES (1)").await.unwrap();
+        assert_eq!(text_rows(&b, tenant).await, [""], "a trigger's setting leaked ({cache:?})");
+        a.query("SELECT x FROM iso_view", &[]).await.unwrap();
+        assert_eq!(text_rows(&b, tenant).await, [""], "a view's setting leaked ({cache:?})");
+    }
 }

@@ -2,7 +2,9 @@
 //! their reads are cached: a view, materialized view or foreign table is not invalidated by writes
 //! to what it reads, and catalog tables change behind pgpilot's back), which tables a write reaches
 //! beyond itself (foreign keys with ON DELETE/UPDATE CASCADE, SET NULL or SET DEFAULT), and which
-//! tables have user triggers or rules (a write there may change anything). Read in the background,
+//! tables have user triggers or rules (a write there may change anything), and which relations run
+//! user code when a statement touches them (session isolation's question, `runs_attached_code`).
+//! Read in the background,
 //! re-read periodically and after DDL seen through pgpilot; until a database's list is known its
 //! reads are simply not cached.
 
@@ -61,7 +63,51 @@ pub const QUERY: &str = "SELECT c.relname, c.relkind::text, '' FROM pg_catalog.p
      UNION ALL SELECT '', 'roles', md5(concat_ws('|', (SELECT string_agg(concat_ws(':', m.roleid::text, \
        m.member::text), ',' ORDER BY m.roleid, m.member) FROM pg_catalog.pg_auth_members m), \
        (SELECT string_agg(concat_ws(':', r.oid::text, r.rolsuper::text, r.rolbypassrls::text, r.rolinherit::text), \
-       ',' ORDER BY r.oid) FROM pg_catalog.pg_roles r)))";
+       ',' ORDER BY r.oid) FROM pg_catalog.pg_roles r))) \
+     UNION ALL SELECT DISTINCT c.relname, 'code', '' FROM pg_catalog.pg_depend d \
+     JOIN pg_catalog.pg_class c ON c.oid = CASE d.classid \
+       WHEN 'pg_catalog.pg_rewrite'::pg_catalog.regclass THEN \
+         (SELECT r.ev_class FROM pg_catalog.pg_rewrite r WHERE r.oid = d.objid) \
+       WHEN 'pg_catalog.pg_attrdef'::pg_catalog.regclass THEN \
+         (SELECT a.adrelid FROM pg_catalog.pg_attrdef a WHERE a.oid = d.objid) \
+       WHEN 'pg_catalog.pg_constraint'::pg_catalog.regclass THEN \
+         (SELECT k.conrelid FROM pg_catalog.pg_constraint k WHERE k.oid = d.objid) \
+       WHEN 'pg_catalog.pg_policy'::pg_catalog.regclass THEN \
+         (SELECT p.polrelid FROM pg_catalog.pg_policy p WHERE p.oid = d.objid) \
+       WHEN 'pg_catalog.pg_class'::pg_catalog.regclass THEN \
+         (SELECT i.indrelid FROM pg_catalog.pg_index i WHERE i.indexrelid = d.objid) END \
+     WHERE d.refclassid IN ('pg_catalog.pg_proc'::pg_catalog.regclass, 'pg_catalog.pg_operator'::pg_catalog.regclass) \
+     AND d.refobjid >= 16384 AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_depend x \
+       WHERE x.classid = d.refclassid AND x.objid = d.refobjid AND x.deptype = 'e') \
+     UNION ALL SELECT DISTINCT c.relname, 'code', '' FROM pg_catalog.pg_constraint k \
+     JOIN pg_catalog.pg_depend d ON d.classid = 'pg_catalog.pg_constraint'::pg_catalog.regclass AND d.objid = k.oid \
+     JOIN pg_catalog.pg_attribute a ON a.atttypid = k.contypid AND NOT a.attisdropped \
+     JOIN pg_catalog.pg_class c ON c.oid = a.attrelid \
+     WHERE k.contypid <> 0 AND d.refobjid >= 16384 \
+     AND d.refclassid IN ('pg_catalog.pg_proc'::pg_catalog.regclass, 'pg_catalog.pg_operator'::pg_catalog.regclass) \
+     AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_depend x \
+       WHERE x.classid = d.refclassid AND x.objid = d.refobjid AND x.deptype = 'e') \
+     UNION ALL SELECT c.relname, 'code', '' FROM pg_catalog.pg_class c \
+     JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace WHERE c.relkind IN ('r', 'p', 'v') \
+     AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\\_%' \
+     AND pg_catalog.concat_ws(' ', CASE WHEN c.relkind = 'v' THEN pg_catalog.pg_get_viewdef(c.oid) END, \
+       (SELECT pg_catalog.string_agg(pg_catalog.pg_get_expr(a.adbin, a.adrelid), ' ') \
+         FROM pg_catalog.pg_attrdef a WHERE a.adrelid = c.oid), \
+       (SELECT pg_catalog.string_agg(pg_catalog.pg_get_constraintdef(k.oid), ' ') \
+         FROM pg_catalog.pg_constraint k WHERE k.conrelid = c.oid AND k.contype = 'c'), \
+       (SELECT pg_catalog.string_agg(pg_catalog.concat_ws(' ', pg_catalog.pg_get_expr(p.polqual, p.polrelid), \
+         pg_catalog.pg_get_expr(p.polwithcheck, p.polrelid)), ' ') FROM pg_catalog.pg_policy p WHERE p.polrelid = c.oid), \
+       (SELECT pg_catalog.string_agg(pg_catalog.pg_get_indexdef(i.indexrelid), ' ') FROM pg_catalog.pg_index i \
+         WHERE i.indrelid = c.oid AND (i.indexprs IS NOT NULL OR i.indpred IS NOT NULL)), \
+       (SELECT pg_catalog.string_agg(pg_catalog.pg_get_constraintdef(k.oid), ' ') FROM pg_catalog.pg_attribute a \
+         JOIN pg_catalog.pg_constraint k ON k.contypid = a.atttypid WHERE a.attrelid = c.oid AND NOT a.attisdropped)) \
+       ~* '(set_config|advisory_lock|query_to_xml|ts_stat|ts_rewrite)' \
+     UNION ALL SELECT DISTINCT v.relname, 'reads', b.relname FROM pg_catalog.pg_rewrite r \
+     JOIN pg_catalog.pg_class v ON v.oid = r.ev_class AND v.relkind = 'v' \
+     AND v.relnamespace NOT IN ('pg_catalog'::pg_catalog.regnamespace, 'information_schema'::pg_catalog.regnamespace) \
+     JOIN pg_catalog.pg_depend d ON d.classid = 'pg_catalog.pg_rewrite'::pg_catalog.regclass AND d.objid = r.oid \
+     AND d.refclassid = 'pg_catalog.pg_class'::pg_catalog.regclass \
+     JOIN pg_catalog.pg_class b ON b.oid = d.refobjid AND b.oid <> v.oid";
 
 #[derive(Default)]
 pub struct Relations {
@@ -162,6 +208,7 @@ impl Relations {
         let before = std::mem::replace(&mut k.shapes, fresh.shapes);
         k.tables = fresh.tables;
         k.snapshot_default = fresh.snapshot_default;
+        k.any_code = fresh.any_code;
         k.loaded_ms = now_ms.max(1);
         k.stale = false;
         if before.is_empty() {
@@ -268,6 +315,27 @@ impl Relations {
         }
     }
 
+    /// Whether a statement touching `tables` may run user-defined code attached to them (a
+    /// trigger, rule, view, default, constraint, policy, index expression or domain check calling
+    /// a function or operator outside pg_catalog and extensions, here or through a view, cascade
+    /// or partition): such code can change the session unseen (`set_config`, a temporary table,
+    /// an advisory lock), so the connection is reset before another client gets it. `None`: the
+    /// list is not loaded; `Some(false)` at once when the database has no such relation at all.
+    pub fn runs_attached_code<'a>(&self, db: &str, mut tables: impl Iterator<Item = &'a Arc<str>>) -> Option<bool> {
+        let dbs = self.dbs.read();
+        let k = dbs.get(db).filter(|k| k.loaded_ms > 0)?;
+        Some(k.any_code && tables.any(|t| k.facts(t).runs_code))
+    }
+
+    /// `db`'s list is loaded, up to date and names no relation that runs user code (a session
+    /// may skip `runs_attached_code` until `version` moves), and whether a (re)load is due.
+    pub fn code_free(&self, db: &str, now_ms: u64, refresh_ms: u64) -> (bool, bool) {
+        let dbs = self.dbs.read();
+        let Some(k) = dbs.get(db) else { return (false, true) };
+        let due = !k.loading && (k.stale || now_ms.saturating_sub(k.loaded_ms) >= refresh_ms);
+        (k.loaded_ms > 0 && !k.stale && !k.any_code, due)
+    }
+
     /// DDL went through: the list may be out of date (a table may now be a view).
     pub fn mark_stale(&self, db: &str) {
         if let Some(k) = self.dbs.write().get_mut(db) {
@@ -350,137 +418,5 @@ fn key_of(k: &Known, f: &super::table_facts::Facts) -> Option<(Arc<str>, scopes:
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// One row of `QUERY`: name, kind, target.
-    fn row(name: &str, kind: &str, target: &str) -> (String, String, String) {
-        (name.to_string(), kind.to_string(), target.to_string())
-    }
-
-    #[test]
-    fn only_known_ordinary_tables_pass() {
-        let r = Relations::default();
-        let t = |names: &[&str]| names.iter().map(|n| Arc::<str>::from(*n)).collect::<Vec<_>>();
-        assert_eq!(r.check("db", &t(&["a"]), 10, 1000), (false, true), "unknown database: load it");
-        assert!(r.begin_load("db"));
-        assert!(!r.begin_load("db"), "one loader at a time");
-        let rows = vec![row("a", "r", ""), row("v", "v", ""), row("s", "r", ""), row("s", "m", "")];
-        r.finish_load("db", Some(rows), 10);
-        assert_eq!(r.check("db", &t(&["a"]), 20, 1000), (true, false));
-        assert!(!r.check("db", &t(&["a", "v"]), 20, 1000).0, "a view");
-        assert!(!r.check("db", &t(&["s"]), 20, 1000).0, "a table and a matview share the name");
-        assert!(!r.check("db", &t(&["nope"]), 20, 1000).0);
-        assert!(r.check("db", &t(&["a"]), 2000, 1000).1, "refresh due");
-        r.mark_stale("db");
-        assert_eq!(r.check("db", &t(&["a"]), 20, 1000), (false, true));
-    }
-
-    #[test]
-    fn shapes_changed_between_loads_are_reported() {
-        let r = Relations::default();
-        let load = |t: &str, roles: &str| vec![row("a", "shape", "1"), row("b", "shape", t), row("", "roles", roles)];
-        assert_eq!(r.finish_load("db", Some(load("2", "r")), 10), Changed::Tables(vec![]), "a first load");
-        assert_eq!(r.finish_load("db", Some(load("2", "r")), 20), Changed::Tables(vec![]));
-        assert_eq!(r.finish_load("db", Some(load("3", "r")), 30), Changed::Tables(vec![Arc::from("b")]));
-        assert_eq!(
-            r.finish_load("db", Some(vec![row("b", "shape", "3"), row("", "roles", "r")]), 40),
-            Changed::Tables(vec![Arc::from("a")]),
-            "gone"
-        );
-        assert_eq!(r.finish_load("db", Some(load("3", "r2")), 50), Changed::Database, "role memberships");
-        assert_eq!(r.finish_load("db", None, 60), Changed::Tables(vec![]), "a failed load changes nothing");
-    }
-
-    #[test]
-    fn keys_only_where_a_write_cannot_change_another_row() {
-        use scopes::{Family, WriteKind};
-        let r = Relations::default();
-        let rows = vec![
-            row("items", "r", ""),
-            row("items", "pkey:2950", "id"),
-            row("items", "cascade", "items"), // ON DELETE SET NULL on its own parent_id
-            row("files", "pkey:23", "id"),
-            row("files", "cascade", "chunks"),
-            row("audited", "pkey:20", "id"),
-            row("audited", "trigger", ""),
-            row("parts", "pkey:20", "id"),
-            row("parts", "inherit", "parts_1"),
-            row("odd", "pkey:700", "id"), // float4: not comparable as bytes
-        ];
-        r.finish_load("db", Some(rows), 10);
-        assert_eq!(r.key_column("db", "items"), Some((Arc::from("id"), Family::Uuid)));
-        assert!(r.keyed_write_ok("db", "items", WriteKind::Update), "no ON UPDATE action");
-        assert!(!r.keyed_write_ok("db", "items", WriteKind::Delete), "a delete cascades to other items");
-        assert!(r.keyed_write_ok("db", "files", WriteKind::Delete), "cascades leave the table (handled table-level)");
-        assert_eq!(r.key_column("db", "audited"), None, "a trigger may change anything");
-        assert_eq!(r.key_column("db", "parts"), None, "inheritance");
-        assert_eq!(r.key_column("db", "odd"), None);
-        assert!(!r.keyed_write_ok("db", "nope", WriteKind::Insert));
-        r.mark_stale("db");
-        assert_eq!(r.key_column("db", "items"), None, "DDL seen: keys forgotten until the reload");
-    }
-
-    #[test]
-    fn loops_through_other_tables_partitions_and_update_actions_found_at_each_load() {
-        use scopes::WriteKind::{Delete, Insert, Update};
-        let r = Relations::default();
-        let mut rows = vec![
-            row("a", "pkey:20", "id"),
-            row("a", "cascade", "b"),
-            row("b", "cascade", "a"), // a -> b -> a: a DELETE of a's keys deletes other a rows
-            row("u", "pkey:20", "id"),
-            row("u", "cascade", "v"), // ON UPDATE CASCADE both ways (listed as both kinds)
-            row("u", "ucascade", "v"),
-            row("v", "cascade", "u"),
-            row("v", "ucascade", "u"),
-            row("k", "pkey:20", "id"),
-            row("k", "cascade", "p"),
-            row("p", "inherit", "p1"),
-            row("p1", "inherit", "p"),
-            row("p1", "cascade", "k"), // k -> p -> (partition) p1 -> k
-        ];
-        r.finish_load("db", Some(rows.clone()), 10);
-        assert!(!r.keyed_write_ok("db", "a", Delete), "a loop through another table");
-        assert!(r.keyed_write_ok("db", "a", Update), "no ON UPDATE action on the way");
-        assert!(r.keyed_write_ok("db", "a", Insert));
-        assert!(!r.keyed_write_ok("db", "u", Update), "a loop of ON UPDATE actions");
-        assert!(!r.keyed_write_ok("db", "k", Delete), "a loop through a partition");
-        rows.retain(|(name, kind, _)| !(name == "b" && kind == "cascade"));
-        r.finish_load("db", Some(rows), 20);
-        assert!(r.keyed_write_ok("db", "a", Delete), "the loop is gone after the reload");
-    }
-
-    #[test]
-    fn a_name_holding_the_scope_separator_is_never_cached_and_its_writes_reach_everything() {
-        let r = Relations::default();
-        let t = |names: &[&str]| names.iter().map(|n| Arc::<str>::from(*n)).collect::<Vec<_>>();
-        let odd = "x\x1fk5";
-        let rows = vec![row("x", "r", ""), row(odd, "r", ""), row("files", "r", ""), row("files", "cascade", odd)];
-        r.finish_load("db", Some(rows), 10);
-        assert!(r.check("db", &t(&["x"]), 20, 1000).0);
-        assert!(!r.check("db", &t(&[odd]), 20, 1000).0, "its scopes could be x's");
-        assert_eq!(r.reach("db", std::iter::empty(), t(&["files"])), None, "a write reaching it");
-    }
-
-    #[test]
-    fn writes_reach_through_cascades_and_triggers() {
-        let r = Relations::default();
-        let t = |names: &[&str]| names.iter().map(|n| Arc::<str>::from(*n)).collect::<Vec<_>>();
-        let rows =
-            vec![row("files", "cascade", "chunks"), row("chunks", "cascade", "notes"), row("audited", "trigger", "")];
-        r.finish_load("db", Some(rows), 10);
-        let none = || std::iter::empty();
-        assert_eq!(r.reach("db", none(), t(&["files"])), Some(t(&["files", "chunks", "notes"])));
-        assert_eq!(r.reach("db", none(), t(&["notes"])), Some(t(&["notes"])));
-        assert_eq!(r.reach("db", none(), t(&["audited"])), None);
-        use scopes::WriteKind::{Delete, Insert, Update};
-        assert_eq!(r.reach("db", [("files", Delete)], t(&[])), Some(t(&["chunks", "notes"])), "beyond a key");
-        assert_eq!(r.reach("db", [("files", Update), ("files", Insert)], t(&[])), Some(t(&[])), "no ON UPDATE action");
-        assert_eq!(r.reach("db", [("files", Delete), ("chunks", Update)], t(&[])), Some(t(&["chunks", "notes"])));
-        assert_eq!(r.reach("db", [("audited", Update)], t(&[])), None);
-        r.finish_load("db", Some(vec![row("v", "v", ""), row("read committed", "isolation", "")]), 20);
-        assert_eq!(r.reach("db", none(), t(&["v"])), None, "a write through a view");
-        assert!(!r.snapshot_default("db"));
-    }
-}
+#[path = "relations_tests.rs"]
+mod tests;

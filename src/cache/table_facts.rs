@@ -24,6 +24,12 @@ pub(super) struct Facts {
     pub(super) policy_reads_others: bool,
     /// User triggers or rules: a write may change any table.
     pub(super) triggers: bool,
+    /// Touching it may run user code (`Relations::runs_attached_code`): its own triggers, rules,
+    /// defaults, constraints, policies, index expressions or domain checks, a view's query, or
+    /// any of these on a table its writes cascade to or its view reads.
+    pub(super) runs_code: bool,
+    /// A view: the relations its query reads (for `runs_code`).
+    pub(super) reads: Vec<Arc<str>>,
     /// Parent or child of inheritance or partitioning: never keyed.
     pub(super) inherited: bool,
     /// Tables whose rows a write here changes through a foreign-key action; parent <-> child for
@@ -47,6 +53,8 @@ static UNLISTED: Facts = Facts {
     other: false,
     policy_reads_others: false,
     triggers: false,
+    runs_code: false,
+    reads: Vec::new(),
     inherited: false,
     cascades: Vec::new(),
     update_cascades: Vec::new(),
@@ -65,6 +73,8 @@ pub(super) struct Known {
     /// The database's (and loading role's) default isolation takes a snapshot per transaction:
     /// reads inside transaction blocks neither use nor fill the cache.
     pub(super) snapshot_default: bool,
+    /// Some relation runs user code (`Facts::runs_code`): without one, no statement needs a look.
+    pub(super) any_code: bool,
     pub(super) loaded_ms: u64,
     pub(super) loading: bool,
     pub(super) stale: bool,
@@ -87,7 +97,30 @@ impl Known {
             k.note_row(name, &kind, target);
         }
         k.find_loops();
+        k.spread_code();
         k
+    }
+
+    /// `runs_code` through views' reads, foreign-key actions and partitions, to a fixed point (a
+    /// view of a view of a table with a trigger runs it too).
+    fn spread_code(&mut self) {
+        loop {
+            let reaches = |f: &Facts| {
+                let mut next = f.reads.iter().chain(&f.cascades).chain(&f.update_cascades);
+                next.any(|t| self.facts(t).runs_code)
+            };
+            let newly: Vec<Box<str>> =
+                self.tables.iter().filter(|(_, f)| !f.runs_code && reaches(f)).map(|(t, _)| t.clone()).collect();
+            if newly.is_empty() {
+                break;
+            }
+            for t in newly {
+                if let Some(f) = self.tables.get_mut(&t) {
+                    f.runs_code = true;
+                }
+            }
+        }
+        self.any_code = self.tables.values().any(|f| f.runs_code);
     }
 
     /// Stores one row of `QUERY`.
@@ -95,12 +128,24 @@ impl Known {
         if name.contains(scopes::SEP) {
             // Its generation scopes could be another table's (`scopes`): never cached, and a
             // write that reaches it invalidates the whole database, as one through a view does.
-            self.facts_mut(name).other = true;
+            let f = self.facts_mut(name);
+            f.other = true;
+            // (What it runs still counts: a name is no way around session isolation.)
+            match kind {
+                "trigger" | "code" => f.runs_code = true,
+                "reads" => f.reads.push(target.into()),
+                _ => {}
+            }
             return;
         }
         match kind {
             "r" | "p" => self.facts_mut(name).ordinary = true,
-            "trigger" => self.facts_mut(name).triggers = true,
+            "trigger" => {
+                let f = self.facts_mut(name);
+                (f.triggers, f.runs_code) = (true, true);
+            }
+            "code" => self.facts_mut(name).runs_code = true,
+            "reads" => self.facts_mut(name).reads.push(target.into()),
             "policy" => self.facts_mut(name).policy_reads_others = true,
             "cascade" => self.facts_mut(name).cascades.push(target.into()),
             "ucascade" => self.facts_mut(name).update_cascades.push(target.into()),

@@ -303,6 +303,11 @@ pub struct PoolConfig {
     pub replicas: usize,
     /// Server connections a pool opens at once (fixed when the pool is created).
     pub max_parallel_connects: usize,
+    /// Transaction mode: a transaction that touched a relation running user code (a trigger,
+    /// rule, view, default, constraint, policy or domain check calling a user function) resets
+    /// its server connection before another client gets it; that code may change the session
+    /// unseen.
+    pub isolate_attached_code: bool,
 }
 
 impl Default for PoolConfig {
@@ -324,6 +329,7 @@ impl Default for PoolConfig {
             max_server_connections: 0,
             replicas: 1,
             max_parallel_connects: 2,
+            isolate_attached_code: true,
         }
     }
 }

@@ -257,6 +257,7 @@ impl Session {
         self.pool.traffic.take(&mut self.counts);
         let Some(mut conn) = self.server.take() else { return };
         self.detach();
+        let reset = std::mem::take(&mut self.reset_on_release);
         // A cancel forwarded for this client's last query must reach the backend first.
         if !cancels_settled(&conn).await {
             return; // dropping the guard closes the connection
@@ -267,7 +268,11 @@ impl Session {
                 return; // dropping the guard closes the connection
             }
         }
-        conn.release();
+        if reset {
+            conn.reset_and_release().await; // what user code did to the session is not known
+        } else {
+            conn.release();
+        }
     }
 
     /// At the end of the session: a server connection that is idle is reset and reused; one in
@@ -287,8 +292,10 @@ impl Session {
             if self.state_dirty {
                 conn.state_sig = crate::frontend::session_state::UNKNOWN_STATE;
             }
-            conn.release();
-            return;
+            if !self.reset_on_release {
+                conn.release();
+                return;
+            }
         }
         conn.reset_and_release().await;
     }

@@ -108,6 +108,10 @@ pub struct Session {
     idle_transaction_timeout: Option<std::time::Duration>,
     pub(super) query_timeout: Option<std::time::Duration>,
     pub(super) query_deadline: Option<tokio::time::Instant>,
+    /// `pool.isolate_attached_code` in transaction mode, and whether the transaction in hand
+    /// touched a relation that runs user code (its connection is then reset at release).
+    pub(super) isolate_attached_code: bool,
+    pub(super) reset_on_release: bool,
     pub info: ClientInfo,
 }
 
@@ -180,6 +184,8 @@ impl Session {
                 .map(std::time::Duration::from_millis),
             query_timeout: Some(cfg.pool.query_timeout_ms).filter(|&ms| ms > 0).map(std::time::Duration::from_millis),
             query_deadline: None,
+            isolate_attached_code: isolates(&cfg),
+            reset_on_release: false,
             info,
         }
     }
@@ -342,6 +348,7 @@ impl Session {
             stages.on_send(&mut cx, &msg);
         }
         self.forward(&msg, frame);
+        self.note_attached_code(&msg);
         if self.stages.wants_after_send(&msg, &self.turn) {
             let (stages, mut cx) = self.split();
             stages.after_send(&mut cx, &msg, in_copy);
@@ -400,6 +407,11 @@ impl Drop for Session {
 }
 
 /// The stages of a new session, each given the shared parts it uses.
+/// Transaction mode with `pool.isolate_attached_code` (session mode resets at the end anyway).
+fn isolates(cfg: &crate::config::Config) -> bool {
+    cfg.pool.mode == PoolMode::Transaction && cfg.pool.isolate_attached_code
+}
+
 fn new_stages(
     app: &App,
     cfg: &crate::config::Config,
@@ -422,7 +434,7 @@ fn new_stages(
         xxhash_rust::xxh3::xxh3_64(info.database.as_bytes()),
     );
     Stages {
-        cache: super::stages::cache::CacheStage::new(cfg.cache.enabled, state, handles),
+        cache: super::stages::cache::CacheStage::new(cfg.cache.enabled, isolates(cfg), state, handles),
         prepared: super::stages::prepared::PreparedStage::new(app.registry.clone(), app.config.clone(), pool_scope),
         insights: super::stages::insights::InsightsStage::new(
             &cfg.insights,

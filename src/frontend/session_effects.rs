@@ -7,6 +7,7 @@ use std::sync::Arc;
 use super::session::Session;
 use super::sql_scan::Scan;
 use crate::config::PoolMode;
+use crate::protocol::frontend::ClientMessage;
 
 impl Session {
     /// Scans a Query/Parse text once: what it means for pooling, and its analysis, kept for the
@@ -92,6 +93,27 @@ impl Session {
         crate::metrics::unanalyzed();
         self.turn.analyzed = smallvec::smallvec![(Arc::new(a), crate::sql::tokens::params_hash(sql))];
         Arc::new(found)
+    }
+
+    /// A forwarded Query or Bind whose statements touch a relation that runs user code (a
+    /// trigger, a view's function...): what that code did to the session is not seen, so the
+    /// connection is reset before it serves another client (`release`). Pinned or unknown
+    /// sessions are reset at their end anyway.
+    pub(super) fn note_attached_code(&mut self, msg: &ClientMessage<'_>) {
+        if !self.isolate_attached_code || self.reset_on_release {
+            return;
+        }
+        let touched = |stage: &mut crate::frontend::stages::cache::CacheStage, a: &crate::sql::Analysis| {
+            stage.runs_attached_code(a.read_names.iter().chain(a.written_names.iter()))
+        };
+        self.reset_on_release = match msg {
+            ClientMessage::Query { .. } => self.turn.analyzed.iter().any(|(a, _)| touched(&mut self.stages.cache, a)),
+            ClientMessage::Bind { .. } => {
+                let a = self.turn.statement.as_ref().and_then(|s| s.analysis.as_ref());
+                a.is_some_and(|a| touched(&mut self.stages.cache, a))
+            }
+            _ => false,
+        };
     }
 
     /// What a scanned text does to the session's pooling state.

@@ -15,7 +15,7 @@ def render():
                "insights.max_fingerprints", "insights.analysis_cache_entries", "prepared.registry_max",
                "strategy.enabled", "strategy.cache_window", "strategy.cache_min_hit_ratio", "strategy.cache_cheap_miss_ms",
                "strategy.cache_reprobe_s", "strategy.cache_ttl_write_intervals"}
-    NEW_SESSIONS = {"pool.mode", "strategy.slow_lane_share", "strategy.defer_begin", "server.max_message_bytes"}
+    NEW_SESSIONS = {"pool.mode", "strategy.slow_lane_share", "strategy.defer_begin", "server.max_message_bytes", "pool.isolate_attached_code"}
     section, comments, rows = None, [], []
     for line in src:
         if re.match(r"^# ?\[\[[a-z_.]+\]\]", line):

@@ -9,9 +9,11 @@ use super::{free_port, Proxy};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
-// (A configured server budget: the fake does not answer the derivation's query.)
+// (A configured server budget: the fake does not answer the derivation's query; nor the table
+// list, which session isolation reads even with the cache off unless told not to.)
 pub const CONFIG: &str =
-    "[pool]\nmax_size = 1\ncheckout_timeout_ms = 5000\nmax_server_connections = 100\n[cache]\nenabled = false\n\n\
+    "[pool]\nmax_size = 1\ncheckout_timeout_ms = 5000\nmax_server_connections = 100\nisolate_attached_code = false\n\
+    [cache]\nenabled = false\n\n\
     [[users]]\nname = \"trustuser\"\nauth = \"trust\"\n";
 
 pub struct Fake {

@@ -71,6 +71,8 @@ pub struct CacheStage {
     pool: Arc<Pool>,
     database: Arc<str>,
     user: Arc<str>,
+    /// When the database was last found to have no relation that runs user code.
+    code_free: CodeFree,
 }
 
 /// What the cache stage works with, besides the session's context.
@@ -84,12 +86,15 @@ pub struct Handles {
 
 impl CacheStage {
     /// `startup` settings that make snapshots pgpilot cannot see switch the cache off.
-    pub fn new(on: bool, state: &crate::frontend::session_state::SessionState, h: Handles) -> Self {
+    /// `isolate`: session isolation asks the table list too (`runs_attached_code`), cache or not.
+    pub fn new(on: bool, isolate: bool, state: &crate::frontend::session_state::SessionState, h: Handles) -> Self {
         let isolation = state.get("default_transaction_isolation").is_some_and(|v| !v.starts_with("read"));
         if on {
             // The first login to a database starts loading its table list, so its first reads
             // find it (or wait for it briefly) instead of going uncached until a read asks.
             preload(&h);
+        } else if isolate {
+            relations_known(&h.cache, &h.config, &h.pool, &h.database, &[]);
         }
         Self {
             on,
@@ -105,7 +110,31 @@ impl CacheStage {
             pool: h.pool,
             database: h.database,
             user: h.user,
+            code_free: CodeFree::default(),
         }
+    }
+
+    /// Session isolation's question, asked here because the table list is this stage's: whether
+    /// a statement touching `tables` may run user code attached to them (see
+    /// `Relations::runs_attached_code`). While the list is not known yet: yes. A database with no
+    /// such relation answers from `code_free` (two loads and a compare per statement).
+    pub fn runs_attached_code<'a>(&mut self, tables: impl Iterator<Item = &'a Arc<str>>) -> bool {
+        let relations = &self.cache.relations;
+        let (version, now) = (relations.version(), crate::clock::now_ms());
+        if self.code_free.version == Some(version) && now < self.code_free.until_ms {
+            return false;
+        }
+        let refresh = self.config.load().cache.relations_refresh_s * 1000;
+        let (free, due) = relations.code_free(&self.database, now, refresh);
+        if due && relations.begin_load(&self.database) {
+            crate::cache::relations::spawn_load(self.cache.clone(), self.pool.clone(), self.database.clone());
+        }
+        if free {
+            self.code_free = CodeFree { version: Some(version), until_ms: now + refresh };
+            return false;
+        }
+        let mut tables = tables.peekable();
+        tables.peek().is_some() && relations.runs_attached_code(&self.database, tables).unwrap_or(true)
     }
 
     /// The unnamed portal is answered from the cache (its Describe, Execute and Close are).
@@ -434,6 +463,15 @@ fn noted(a: &Analysis) -> bool {
     a.writes != crate::sql::WriteScope::Nothing
         || a.cache_effect != crate::sql::CacheEffect::None
         || a.kind == StatementKind::Ddl
+}
+
+/// The table list's version under which (and the time until which) the database had no relation
+/// that runs user code: the list is asked again when it moves or the time passes (a trigger
+/// created outside pgpilot is found at the next periodic load).
+#[derive(Default)]
+struct CodeFree {
+    version: Option<u64>,
+    until_ms: u64,
 }
 
 fn preload(h: &Handles) {

@@ -1,0 +1,173 @@
+//! The relation list's facts as loads report them (rows of `QUERY`, no server).
+
+use super::*;
+
+/// One row of `QUERY`: name, kind, target.
+fn row(name: &str, kind: &str, target: &str) -> (String, String, String) {
+    (name.to_string(), kind.to_string(), target.to_string())
+}
+
+#[test]
+fn only_known_ordinary_tables_pass() {
+    let r = Relations::default();
+    let t = |names: &[&str]| names.iter().map(|n| Arc::<str>::from(*n)).collect::<Vec<_>>();
+    assert_eq!(r.check("db", &t(&["a"]), 10, 1000), (false, true), "unknown database: load it");
+    assert!(r.begin_load("db"));
+    assert!(!r.begin_load("db"), "one loader at a time");
+    let rows = vec![row("a", "r", ""), row("v", "v", ""), row("s", "r", ""), row("s", "m", "")];
+    r.finish_load("db", Some(rows), 10);
+    assert_eq!(r.check("db", &t(&["a"]), 20, 1000), (true, false));
+    assert!(!r.check("db", &t(&["a", "v"]), 20, 1000).0, "a view");
+    assert!(!r.check("db", &t(&["s"]), 20, 1000).0, "a table and a matview share the name");
+    assert!(!r.check("db", &t(&["nope"]), 20, 1000).0);
+    assert!(r.check("db", &t(&["a"]), 2000, 1000).1, "refresh due");
+    r.mark_stale("db");
+    assert_eq!(r.check("db", &t(&["a"]), 20, 1000), (false, true));
+}
+
+#[test]
+fn shapes_changed_between_loads_are_reported() {
+    let r = Relations::default();
+    let load = |t: &str, roles: &str| vec![row("a", "shape", "1"), row("b", "shape", t), row("", "roles", roles)];
+    assert_eq!(r.finish_load("db", Some(load("2", "r")), 10), Changed::Tables(vec![]), "a first load");
+    assert_eq!(r.finish_load("db", Some(load("2", "r")), 20), Changed::Tables(vec![]));
+    assert_eq!(r.finish_load("db", Some(load("3", "r")), 30), Changed::Tables(vec![Arc::from("b")]));
+    assert_eq!(
+        r.finish_load("db", Some(vec![row("b", "shape", "3"), row("", "roles", "r")]), 40),
+        Changed::Tables(vec![Arc::from("a")]),
+        "gone"
+    );
+    assert_eq!(r.finish_load("db", Some(load("3", "r2")), 50), Changed::Database, "role memberships");
+    assert_eq!(r.finish_load("db", None, 60), Changed::Tables(vec![]), "a failed load changes nothing");
+}
+
+#[test]
+fn keys_only_where_a_write_cannot_change_another_row() {
+    use scopes::{Family, WriteKind};
+    let r = Relations::default();
+    let rows = vec![
+        row("items", "r", ""),
+        row("items", "pkey:2950", "id"),
+        row("items", "cascade", "items"), // ON DELETE SET NULL on its own parent_id
+        row("files", "pkey:23", "id"),
+        row("files", "cascade", "chunks"),
+        row("audited", "pkey:20", "id"),
+        row("audited", "trigger", ""),
+        row("parts", "pkey:20", "id"),
+        row("parts", "inherit", "parts_1"),
+        row("odd", "pkey:700", "id"), // float4: not comparable as bytes
+    ];
+    r.finish_load("db", Some(rows), 10);
+    assert_eq!(r.key_column("db", "items"), Some((Arc::from("id"), Family::Uuid)));
+    assert!(r.keyed_write_ok("db", "items", WriteKind::Update), "no ON UPDATE action");
+    assert!(!r.keyed_write_ok("db", "items", WriteKind::Delete), "a delete cascades to other items");
+    assert!(r.keyed_write_ok("db", "files", WriteKind::Delete), "cascades leave the table (handled table-level)");
+    assert_eq!(r.key_column("db", "audited"), None, "a trigger may change anything");
+    assert_eq!(r.key_column("db", "parts"), None, "inheritance");
+    assert_eq!(r.key_column("db", "odd"), None);
+    assert!(!r.keyed_write_ok("db", "nope", WriteKind::Insert));
+    r.mark_stale("db");
+    assert_eq!(r.key_column("db", "items"), None, "DDL seen: keys forgotten until the reload");
+}
+
+#[test]
+fn loops_through_other_tables_partitions_and_update_actions_found_at_each_load() {
+    use scopes::WriteKind::{Delete, Insert, Update};
+    let r = Relations::default();
+    let mut rows = vec![
+        row("a", "pkey:20", "id"),
+        row("a", "cascade", "b"),
+        row("b", "cascade", "a"), // a -> b -> a: a DELETE of a's keys deletes other a rows
+        row("u", "pkey:20", "id"),
+        row("u", "cascade", "v"), // ON UPDATE CASCADE both ways (listed as both kinds)
+        row("u", "ucascade", "v"),
+        row("v", "cascade", "u"),
+        row("v", "ucascade", "u"),
+        row("k", "pkey:20", "id"),
+        row("k", "cascade", "p"),
+        row("p", "inherit", "p1"),
+        row("p1", "inherit", "p"),
+        row("p1", "cascade", "k"), // k -> p -> (partition) p1 -> k
+    ];
+    r.finish_load("db", Some(rows.clone()), 10);
+    assert!(!r.keyed_write_ok("db", "a", Delete), "a loop through another table");
+    assert!(r.keyed_write_ok("db", "a", Update), "no ON UPDATE action on the way");
+    assert!(r.keyed_write_ok("db", "a", Insert));
+    assert!(!r.keyed_write_ok("db", "u", Update), "a loop of ON UPDATE actions");
+    assert!(!r.keyed_write_ok("db", "k", Delete), "a loop through a partition");
+    rows.retain(|(name, kind, _)| !(name == "b" && kind == "cascade"));
+    r.finish_load("db", Some(rows), 20);
+    assert!(r.keyed_write_ok("db", "a", Delete), "the loop is gone after the reload");
+}
+
+#[test]
+fn a_name_holding_the_scope_separator_is_never_cached_and_its_writes_reach_everything() {
+    let r = Relations::default();
+    let t = |names: &[&str]| names.iter().map(|n| Arc::<str>::from(*n)).collect::<Vec<_>>();
+    let odd = "x\x1fk5";
+    let rows = vec![row("x", "r", ""), row(odd, "r", ""), row("files", "r", ""), row("files", "cascade", odd)];
+    r.finish_load("db", Some(rows), 10);
+    assert!(r.check("db", &t(&["x"]), 20, 1000).0);
+    assert!(!r.check("db", &t(&[odd]), 20, 1000).0, "its scopes could be x's");
+    assert_eq!(r.reach("db", std::iter::empty(), t(&["files"])), None, "a write reaching it");
+}
+
+#[test]
+fn writes_reach_through_cascades_and_triggers() {
+    let r = Relations::default();
+    let t = |names: &[&str]| names.iter().map(|n| Arc::<str>::from(*n)).collect::<Vec<_>>();
+    let rows =
+        vec![row("files", "cascade", "chunks"), row("chunks", "cascade", "notes"), row("audited", "trigger", "")];
+    r.finish_load("db", Some(rows), 10);
+    let none = || std::iter::empty();
+    assert_eq!(r.reach("db", none(), t(&["files"])), Some(t(&["files", "chunks", "notes"])));
+    assert_eq!(r.reach("db", none(), t(&["notes"])), Some(t(&["notes"])));
+    assert_eq!(r.reach("db", none(), t(&["audited"])), None);
+    use scopes::WriteKind::{Delete, Insert, Update};
+    assert_eq!(r.reach("db", [("files", Delete)], t(&[])), Some(t(&["chunks", "notes"])), "beyond a key");
+    assert_eq!(r.reach("db", [("files", Update), ("files", Insert)], t(&[])), Some(t(&[])), "no ON UPDATE action");
+    assert_eq!(r.reach("db", [("files", Delete), ("chunks", Update)], t(&[])), Some(t(&["chunks", "notes"])));
+    assert_eq!(r.reach("db", [("audited", Update)], t(&[])), None);
+    r.finish_load("db", Some(vec![row("v", "v", ""), row("read committed", "isolation", "")]), 20);
+    assert_eq!(r.reach("db", none(), t(&["v"])), None, "a write through a view");
+    assert!(!r.snapshot_default("db"));
+}
+
+#[test]
+fn user_code_is_found_through_views_cascades_and_partitions() {
+    let r = Relations::default();
+    let rows = vec![
+        row("plain", "r", ""),
+        row("parent", "r", ""),
+        row("child", "r", ""),
+        row("parent", "cascade", "child"),
+        row("child", "trigger", ""),
+        row("base", "r", ""),
+        row("v1", "v", ""),
+        row("v1", "reads", "base"),
+        row("v1", "code", ""),
+        row("v2", "v", ""),
+        row("v2", "reads", "v1"),
+        row("v3", "v", ""),
+        row("v3", "reads", "plain"),
+        row("part", "p", ""),
+        row("part", "inherit", "leaf"),
+        row("leaf", "r", ""),
+        row("leaf", "code", ""),
+    ];
+    assert_eq!(r.runs_attached_code("db", [Arc::from("plain")].iter()), None, "not loaded");
+    r.finish_load("db", Some(rows), 1);
+    let runs = |t: &str| r.runs_attached_code("db", [Arc::from(t)].iter()).unwrap();
+    for t in ["parent", "child", "v1", "v2", "part", "leaf"] {
+        assert!(runs(t), "{t}");
+    }
+    for t in ["plain", "base", "v3", "unlisted"] {
+        assert!(!runs(t), "{t}");
+    }
+    assert_eq!(r.code_free("db", 1, 60_000), (false, false));
+    r.finish_load("plain_db", Some(vec![row("plain", "r", ""), row("v3", "reads", "plain")]), 1);
+    assert_eq!(r.code_free("plain_db", 1, 60_000), (true, false));
+    assert_eq!(r.code_free("plain_db", 60_001, 60_000), (true, true), "a reload is due");
+    r.mark_stale("plain_db");
+    assert!(!r.code_free("plain_db", 2, 60_000).0, "stale after DDL: asked per statement");
+}
