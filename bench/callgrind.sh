@@ -2,7 +2,7 @@
 # Instructions per transaction, repeatable on a noisy machine: pgpilot under valgrind's callgrind
 # while pgbench runs through it, once per protocol mode and configuration.
 # usage: bench/callgrind.sh [MODES] [CONFIGS]   defaults: "simple extended prepared" "default cache-off"
-#        (CONFIGS: default cache-off static-pool strategy-off insights-off reuse-unnamed as-sent cache-as-sent; MODES may include "churn": a new connection per transaction, and "tpcb": pgbench's default
+#        (CONFIGS: default cache-off isolation-off static-pool strategy-off insights-off reuse-unnamed as-sent cache-as-sent; MODES may include "churn": a new connection per transaction, and "tpcb": pgbench's default
 #        TPC-B-like script (7 statements, writes), -M simple; TXNS=500 WARMUP=100 suit both; and "rows":
 #        a read of 50 rows of pgbench_accounts by range, -M prepared, what a search result looks like;
 #        pgbench sets :scale to 1 for a custom script: the ranges fall in the first 100,000 rows)
@@ -31,6 +31,8 @@ for config in $configs; do
     cache-off) printf '[pool]\nmax_size = 20\n[cache]\nenabled = false\n' >"$cfg" ;;
     static-pool) printf '[pool]\nmax_size = 20\nadaptive = false\n' >"$cfg" ;;
     strategy-off) printf '[pool]\nmax_size = 20\n[strategy]\nenabled = false\n' >"$cfg" ;;
+    # Session isolation's check of the table list per statement off (cache off): its cost.
+    isolation-off) printf '[pool]\nmax_size = 20\nisolate_attached_code = false\n[cache]\nenabled = false\n' >"$cfg" ;;
     insights-off) printf '[pool]\nmax_size = 20\n[cache]\nenabled = false\n[insights]\nenabled = false\n' >"$cfg" ;;
     # The server-prepared strategy's choice depends on timing: these two pin either side of it.
     reuse-unnamed) printf '[pool]\nmax_size = 20\n[cache]\nenabled = false\n[prepared]\nreuse_unnamed = true\n' >"$cfg" ;;

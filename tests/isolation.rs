@@ -4,6 +4,7 @@
 mod common;
 
 use common::cache::{hits, make_table, text_rows, until_hit};
+use common::raw::{self, Raw};
 use common::{direct, pool_toml, Proxy};
 
 /// While standard_conforming_strings is off, a backslash escapes in plain strings, which
@@ -84,11 +85,18 @@ async fn hidden_by_sjis(pipelined: bool) {
 }
 
 /// Code that runs when a statement touches a relation (a trigger, a view's query) can change the
-/// session unseen: a trigger's `set_config`, a view calling it. The transaction's server
-/// connection is reset before another client gets it; one that touched only plain tables is not
-/// (a prepared copy survives on it), cache on or off.
+/// session unseen: a trigger's `set_config`, a view calling it, a trigger made in the same
+/// transaction. The transaction's server connection is reset before another client gets it; one
+/// that only read a plain table or a table whose code runs on writes is not (a prepared copy
+/// survives on it), cache on or off.
 #[tokio::test]
 async fn what_a_trigger_or_a_view_did_to_the_session_does_not_reach_the_next_client() {
+    for cache in ["", "[cache]\nenabled = false"] {
+        attached_code_resets(cache).await;
+    }
+}
+
+async fn attached_code_resets(cache: &str) {
     let d = direct("app").await;
     d.batch_execute(
         "DROP TABLE IF EXISTS iso_plain, iso_hooked CASCADE; DROP VIEW IF EXISTS iso_view;
@@ -101,26 +109,57 @@ async fn what_a_trigger_or_a_view_did_to_the_session_does_not_reach_the_next_cli
     )
     .await
     .expect("creating the relations");
-    for cache in ["", "[cache]\nenabled = false"] {
-        let proxy = Proxy::start(&pool_toml(1, cache));
-        let (a, b) = (proxy.connect("app").await, proxy.connect("app").await);
-        // The table list loads in the background (until then every transaction is reset): a
-        // read of a plain table leaves pgpilot's prepared copy on the one server connection.
-        let copies = "SELECT count(*)::text FROM pg_prepared_statements WHERE name LIKE 'pgpilot%'";
-        let mut kept = false;
-        for _ in 0..50 {
-            a.query("SELECT a FROM iso_plain", &[]).await.unwrap();
-            if text_rows(&b, copies).await != ["0"] {
-                kept = true;
-                break;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    let proxy = Proxy::start(&pool_toml(1, cache));
+    let (a, b) = (proxy.connect("app").await, proxy.connect("app").await);
+    // The table list loads in the background (until then every transaction is reset).
+    let copies = "SELECT count(*)::text FROM pg_prepared_statements WHERE name LIKE 'pgpilot%'";
+    let mut kept = false;
+    for _ in 0..50 {
+        a.query("SELECT a FROM iso_plain", &[]).await.unwrap();
+        if text_rows(&b, copies).await != ["0"] {
+            kept = true;
+            break;
         }
-        assert!(kept, "a transaction on a plain table reset its connection ({cache:?})");
-        let tenant = "SELECT coalesce(current_setting('app.tenant', true), '')";
-        a.simple_query("INSERT INTO iso_hooked VALUES (1)").await.unwrap();
-        assert_eq!(text_rows(&b, tenant).await, [""], "a trigger's setting leaked ({cache:?})");
-        a.query("SELECT x FROM iso_view", &[]).await.unwrap();
-        assert_eq!(text_rows(&b, tenant).await, [""], "a view's setting leaked ({cache:?})");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
+    assert!(kept, "a transaction on a plain table reset its connection ({cache:?})");
+    let tenant = "SELECT coalesce(current_setting('app.tenant', true), '')";
+    a.simple_query("INSERT INTO iso_hooked VALUES (1)").await.unwrap();
+    assert_eq!(text_rows(&b, tenant).await, [""], "a trigger's setting leaked ({cache:?})");
+    a.query("SELECT x FROM iso_view", &[]).await.unwrap();
+    assert_eq!(text_rows(&b, tenant).await, [""], "a view's setting leaked ({cache:?})");
+    a.query("SELECT a FROM iso_hooked", &[]).await.unwrap();
+    assert_ne!(text_rows(&b, copies).await, ["0"], "a read of a table whose code runs on writes reset ({cache:?})");
+    a.batch_execute(
+        "BEGIN; CREATE TRIGGER iso_leak_too BEFORE INSERT ON iso_plain FOR EACH ROW EXECUTE FUNCTION iso_leak();
+         INSERT INTO iso_plain VALUES (1); COMMIT",
+    )
+    .await
+    .unwrap();
+    assert_eq!(text_rows(&b, tenant).await, [""], "a new trigger's setting leaked ({cache:?})");
+    a.simple_query("INSERT INTO iso_plain VALUES (2)").await.unwrap();
+    assert_eq!(text_rows(&b, tenant).await, [""], "a trigger made through pgpilot was missed ({cache:?})");
+}
+
+/// A FunctionCall names its function by OID: `set_config` called that way is not seen in any
+/// text, so the connection is reset after it.
+#[tokio::test]
+async fn a_function_called_by_oid_leaves_nothing_to_the_next_client() {
+    let proxy = Proxy::start("[pool]\nmax_size = 1\n\n[[users]]\nname = \"trustuser\"\nauth = \"trust\"\n");
+    let mut a = Raw::login_trust(proxy.port, "trustuser", "app").await;
+    let mut call = 2078u32.to_be_bytes().to_vec(); // pg_catalog.set_config(text, text, bool)
+    call.extend(0i16.to_be_bytes()); // every argument in text format
+    call.extend(3i16.to_be_bytes());
+    for arg in ["app.tenant", "fastpath", "false"] {
+        call.extend((arg.len() as i32).to_be_bytes());
+        call.extend(arg.as_bytes());
+    }
+    call.extend(0i16.to_be_bytes());
+    a.send(&raw::msg(b'F', &call)).await;
+    assert_eq!(String::from_utf8_lossy(&a.until_ready().await.unwrap()), "VZ", "the call answered");
+    let mut b = Raw::login_trust(proxy.port, "trustuser", "app").await;
+    b.send(&raw::query("SELECT coalesce(current_setting('app.tenant', true), '')")).await;
+    let got = b.messages_until_ready().await;
+    let row = got.iter().find(|(t, _)| *t == b'D').expect("a row").1.clone();
+    assert_eq!(row, [0, 1, 0, 0, 0, 0], "one empty column: the setting did not leak");
 }

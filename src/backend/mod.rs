@@ -17,6 +17,10 @@ use crate::net::frame::{FrameError, Framer, Piece};
 /// Largest message read whole on internal paths (startup, internal queries).
 const INTERNAL_MAX: usize = 64 << 20;
 
+/// `ServerConn::state_sig` of a connection whose settings are not known: never a real state's
+/// signature (those are odd; 0 is a fresh connection).
+pub const UNKNOWN_STATE: u64 = 2;
+
 /// One authenticated connection to the upstream server.
 pub struct ServerConn {
     pub stream: crate::net::stream::ServerStream,
@@ -33,7 +37,8 @@ pub struct ServerConn {
     /// Coarse-clock milliseconds (crate::clock) when opened and when last returned to the pool.
     pub created_ms: u64,
     pub last_used_ms: u64,
-    /// Signature of the client session state last applied (0 = the state it was opened with).
+    /// Signature of the client session state last applied (0 = the state it was opened with,
+    /// `UNKNOWN_STATE` = not known).
     pub state_sig: u64,
     /// Registry statements prepared on this connection, least recently used first out.
     pub prepared: lru::LruCache<u64, ServerCopy>,

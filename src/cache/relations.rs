@@ -3,10 +3,9 @@
 //! to what it reads, and catalog tables change behind pgpilot's back), which tables a write reaches
 //! beyond itself (foreign keys with ON DELETE/UPDATE CASCADE, SET NULL or SET DEFAULT), and which
 //! tables have user triggers or rules (a write there may change anything), and which relations run
-//! user code when a statement touches them (session isolation's question, `runs_attached_code`).
-//! Read in the background,
-//! re-read periodically and after DDL seen through pgpilot; until a database's list is known its
-//! reads are simply not cached.
+//! code that may change the session when read or written (session isolation's question,
+//! `runs_attached_code`). Read in the background, re-read periodically and after DDL seen through
+//! pgpilot; until a database's list is known its reads are simply not cached.
 
 use foldhash::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -17,14 +16,70 @@ use parking_lot::RwLock;
 use super::scopes;
 use super::table_facts::Known;
 
-pub const QUERY: &str = "SELECT c.relname, c.relkind::text, '' FROM pg_catalog.pg_class c \
+/// Rows (name, 'code_read' | 'code_write' | 'code', '') for relations whose attached objects run
+/// code that may change the session: a read runs a view's query and policies, a write also its
+/// rules, defaults, constraints, index expressions and domain checks and defaults. Code is a
+/// function or operator outside pg_catalog and extensions (pg_depend), or a built-in that
+/// changes the session called in the stored expression: pg_depend records no dependency on
+/// pinned built-ins, so the node trees (`pg_node_tree` text, no deparse and so no locks) are
+/// searched for their `:funcid`s.
+macro_rules! code_rows {
+    () => {
+        " UNION ALL SELECT DISTINCT c.relname, o.kind, '' FROM pg_catalog.pg_depend d JOIN LATERAL ( \
+           SELECT r.ev_class AS rel, CASE WHEN r.rulename = '_RETURN' AND v.relkind = 'v' THEN 'code_read' \
+             ELSE 'code_write' END AS kind FROM pg_catalog.pg_rewrite r \
+             JOIN pg_catalog.pg_class v ON v.oid = r.ev_class \
+             WHERE d.classid = 'pg_catalog.pg_rewrite'::pg_catalog.regclass AND r.oid = d.objid \
+           UNION ALL SELECT a.adrelid, 'code_write' FROM pg_catalog.pg_attrdef a \
+             WHERE d.classid = 'pg_catalog.pg_attrdef'::pg_catalog.regclass AND a.oid = d.objid \
+           UNION ALL SELECT k.conrelid, 'code_write' FROM pg_catalog.pg_constraint k \
+             WHERE d.classid = 'pg_catalog.pg_constraint'::pg_catalog.regclass AND k.oid = d.objid AND k.conrelid <> 0 \
+           UNION ALL SELECT a.attrelid, 'code_write' FROM pg_catalog.pg_constraint k \
+             JOIN pg_catalog.pg_attribute a ON a.atttypid = k.contypid AND NOT a.attisdropped \
+             WHERE d.classid = 'pg_catalog.pg_constraint'::pg_catalog.regclass AND k.oid = d.objid AND k.contypid <> 0 \
+           UNION ALL SELECT a.attrelid, 'code_write' FROM pg_catalog.pg_attribute a \
+             WHERE d.classid = 'pg_catalog.pg_type'::pg_catalog.regclass AND a.atttypid = d.objid AND NOT a.attisdropped \
+           UNION ALL SELECT p.polrelid, 'code' FROM pg_catalog.pg_policy p \
+             WHERE d.classid = 'pg_catalog.pg_policy'::pg_catalog.regclass AND p.oid = d.objid \
+           UNION ALL SELECT i.indrelid, 'code_write' FROM pg_catalog.pg_index i \
+             WHERE d.classid = 'pg_catalog.pg_class'::pg_catalog.regclass AND i.indexrelid = d.objid) o ON true \
+         JOIN pg_catalog.pg_class c ON c.oid = o.rel \
+         WHERE d.refclassid IN ('pg_catalog.pg_proc'::pg_catalog.regclass, 'pg_catalog.pg_operator'::pg_catalog.regclass) \
+         AND d.refobjid >= 16384 AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_depend x \
+           WHERE x.classid = d.refclassid AND x.objid = d.refobjid AND x.deptype = 'e') \
+         UNION ALL SELECT DISTINCT c.relname, o.kind, '' FROM ( \
+           SELECT r.ev_class AS rel, CASE WHEN r.rulename = '_RETURN' AND v.relkind = 'v' THEN 'code_read' \
+             ELSE 'code_write' END AS kind, r.ev_action::text AS tree FROM pg_catalog.pg_rewrite r \
+             JOIN pg_catalog.pg_class v ON v.oid = r.ev_class \
+           UNION ALL SELECT a.adrelid, 'code_write', a.adbin::text FROM pg_catalog.pg_attrdef a \
+           UNION ALL SELECT k.conrelid, 'code_write', k.conbin::text FROM pg_catalog.pg_constraint k \
+             WHERE k.conrelid <> 0 AND k.conbin IS NOT NULL \
+           UNION ALL SELECT a.attrelid, 'code_write', k.conbin::text FROM pg_catalog.pg_constraint k \
+             JOIN pg_catalog.pg_attribute a ON a.atttypid = k.contypid AND NOT a.attisdropped WHERE k.contypid <> 0 \
+           UNION ALL SELECT a.attrelid, 'code_write', t.typdefaultbin::text FROM pg_catalog.pg_type t \
+             JOIN pg_catalog.pg_attribute a ON a.atttypid = t.oid AND NOT a.attisdropped WHERE t.typdefaultbin IS NOT NULL \
+           UNION ALL SELECT p.polrelid, 'code', pg_catalog.concat_ws(' ', p.polqual::text, p.polwithcheck::text) \
+             FROM pg_catalog.pg_policy p \
+           UNION ALL SELECT i.indrelid, 'code_write', pg_catalog.concat_ws(' ', i.indexprs::text, i.indpred::text) \
+             FROM pg_catalog.pg_index i WHERE i.indexprs IS NOT NULL OR i.indpred IS NOT NULL) o \
+         JOIN pg_catalog.pg_class c ON c.oid = o.rel JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+         WHERE n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\\_%' \
+         AND o.tree ~ (':funcid (' || (SELECT pg_catalog.string_agg(p.oid::text, '|') FROM pg_catalog.pg_proc p \
+           WHERE p.pronamespace = 'pg_catalog'::pg_catalog.regnamespace AND (p.proname IN ('set_config', 'ts_stat', \
+           'ts_rewrite') OR p.proname LIKE 'pg\\_advisory\\_lock%' OR p.proname LIKE 'pg\\_try\\_advisory\\_lock%' \
+           OR p.proname LIKE '%\\_to\\_xml%')) || ') ')"
+    };
+}
+
+pub const QUERY: &str = concat!(
+    "SELECT c.relname, c.relkind::text, '' FROM pg_catalog.pg_class c \
      JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
      WHERE c.relkind IN ('r', 'p', 'v', 'm', 'f') \
      AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\\_%' \
      UNION ALL SELECT DISTINCT c.relname, 'trigger', '' FROM pg_catalog.pg_trigger t \
      JOIN pg_catalog.pg_class c ON c.oid = t.tgrelid WHERE NOT t.tgisinternal \
      UNION ALL SELECT DISTINCT c.relname, 'trigger', '' FROM pg_catalog.pg_rewrite r \
-     JOIN pg_catalog.pg_class c ON c.oid = r.ev_class WHERE c.relkind IN ('r', 'p') AND r.rulename <> '_RETURN' \
+     JOIN pg_catalog.pg_class c ON c.oid = r.ev_class WHERE c.relkind IN ('r', 'p', 'v') AND r.rulename <> '_RETURN' \
      UNION ALL SELECT p.relname, 'inherit', ch.relname FROM pg_catalog.pg_inherits i \
      JOIN pg_catalog.pg_class p ON p.oid = i.inhparent JOIN pg_catalog.pg_class ch ON ch.oid = i.inhrelid \
      UNION ALL SELECT ch.relname, 'inherit', p.relname FROM pg_catalog.pg_inherits i \
@@ -63,51 +118,15 @@ pub const QUERY: &str = "SELECT c.relname, c.relkind::text, '' FROM pg_catalog.p
      UNION ALL SELECT '', 'roles', md5(concat_ws('|', (SELECT string_agg(concat_ws(':', m.roleid::text, \
        m.member::text), ',' ORDER BY m.roleid, m.member) FROM pg_catalog.pg_auth_members m), \
        (SELECT string_agg(concat_ws(':', r.oid::text, r.rolsuper::text, r.rolbypassrls::text, r.rolinherit::text), \
-       ',' ORDER BY r.oid) FROM pg_catalog.pg_roles r))) \
-     UNION ALL SELECT DISTINCT c.relname, 'code', '' FROM pg_catalog.pg_depend d \
-     JOIN pg_catalog.pg_class c ON c.oid = CASE d.classid \
-       WHEN 'pg_catalog.pg_rewrite'::pg_catalog.regclass THEN \
-         (SELECT r.ev_class FROM pg_catalog.pg_rewrite r WHERE r.oid = d.objid) \
-       WHEN 'pg_catalog.pg_attrdef'::pg_catalog.regclass THEN \
-         (SELECT a.adrelid FROM pg_catalog.pg_attrdef a WHERE a.oid = d.objid) \
-       WHEN 'pg_catalog.pg_constraint'::pg_catalog.regclass THEN \
-         (SELECT k.conrelid FROM pg_catalog.pg_constraint k WHERE k.oid = d.objid) \
-       WHEN 'pg_catalog.pg_policy'::pg_catalog.regclass THEN \
-         (SELECT p.polrelid FROM pg_catalog.pg_policy p WHERE p.oid = d.objid) \
-       WHEN 'pg_catalog.pg_class'::pg_catalog.regclass THEN \
-         (SELECT i.indrelid FROM pg_catalog.pg_index i WHERE i.indexrelid = d.objid) END \
-     WHERE d.refclassid IN ('pg_catalog.pg_proc'::pg_catalog.regclass, 'pg_catalog.pg_operator'::pg_catalog.regclass) \
-     AND d.refobjid >= 16384 AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_depend x \
-       WHERE x.classid = d.refclassid AND x.objid = d.refobjid AND x.deptype = 'e') \
-     UNION ALL SELECT DISTINCT c.relname, 'code', '' FROM pg_catalog.pg_constraint k \
-     JOIN pg_catalog.pg_depend d ON d.classid = 'pg_catalog.pg_constraint'::pg_catalog.regclass AND d.objid = k.oid \
-     JOIN pg_catalog.pg_attribute a ON a.atttypid = k.contypid AND NOT a.attisdropped \
-     JOIN pg_catalog.pg_class c ON c.oid = a.attrelid \
-     WHERE k.contypid <> 0 AND d.refobjid >= 16384 \
-     AND d.refclassid IN ('pg_catalog.pg_proc'::pg_catalog.regclass, 'pg_catalog.pg_operator'::pg_catalog.regclass) \
-     AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_depend x \
-       WHERE x.classid = d.refclassid AND x.objid = d.refobjid AND x.deptype = 'e') \
-     UNION ALL SELECT c.relname, 'code', '' FROM pg_catalog.pg_class c \
-     JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace WHERE c.relkind IN ('r', 'p', 'v') \
-     AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\\_%' \
-     AND pg_catalog.concat_ws(' ', CASE WHEN c.relkind = 'v' THEN pg_catalog.pg_get_viewdef(c.oid) END, \
-       (SELECT pg_catalog.string_agg(pg_catalog.pg_get_expr(a.adbin, a.adrelid), ' ') \
-         FROM pg_catalog.pg_attrdef a WHERE a.adrelid = c.oid), \
-       (SELECT pg_catalog.string_agg(pg_catalog.pg_get_constraintdef(k.oid), ' ') \
-         FROM pg_catalog.pg_constraint k WHERE k.conrelid = c.oid AND k.contype = 'c'), \
-       (SELECT pg_catalog.string_agg(pg_catalog.concat_ws(' ', pg_catalog.pg_get_expr(p.polqual, p.polrelid), \
-         pg_catalog.pg_get_expr(p.polwithcheck, p.polrelid)), ' ') FROM pg_catalog.pg_policy p WHERE p.polrelid = c.oid), \
-       (SELECT pg_catalog.string_agg(pg_catalog.pg_get_indexdef(i.indexrelid), ' ') FROM pg_catalog.pg_index i \
-         WHERE i.indrelid = c.oid AND (i.indexprs IS NOT NULL OR i.indpred IS NOT NULL)), \
-       (SELECT pg_catalog.string_agg(pg_catalog.pg_get_constraintdef(k.oid), ' ') FROM pg_catalog.pg_attribute a \
-         JOIN pg_catalog.pg_constraint k ON k.contypid = a.atttypid WHERE a.attrelid = c.oid AND NOT a.attisdropped)) \
-       ~* '(set_config|advisory_lock|query_to_xml|ts_stat|ts_rewrite)' \
-     UNION ALL SELECT DISTINCT v.relname, 'reads', b.relname FROM pg_catalog.pg_rewrite r \
+       ',' ORDER BY r.oid) FROM pg_catalog.pg_roles r)))",
+    code_rows!(),
+    " UNION ALL SELECT DISTINCT v.relname, 'reads', b.relname FROM pg_catalog.pg_rewrite r \
      JOIN pg_catalog.pg_class v ON v.oid = r.ev_class AND v.relkind = 'v' \
      AND v.relnamespace NOT IN ('pg_catalog'::pg_catalog.regnamespace, 'information_schema'::pg_catalog.regnamespace) \
      JOIN pg_catalog.pg_depend d ON d.classid = 'pg_catalog.pg_rewrite'::pg_catalog.regclass AND d.objid = r.oid \
      AND d.refclassid = 'pg_catalog.pg_class'::pg_catalog.regclass \
-     JOIN pg_catalog.pg_class b ON b.oid = d.refobjid AND b.oid <> v.oid";
+     JOIN pg_catalog.pg_class b ON b.oid = d.refobjid AND b.oid <> v.oid"
+);
 
 #[derive(Default)]
 pub struct Relations {
@@ -292,6 +311,7 @@ impl Relations {
 
     /// The version `WriteView`s are taken under (read it before taking one: a change meanwhile
     /// then makes the copy look old at once).
+    #[inline]
     pub fn version(&self) -> u64 {
         self.version.load(Ordering::Acquire)
     }
@@ -315,16 +335,15 @@ impl Relations {
         }
     }
 
-    /// Whether a statement touching `tables` may run user-defined code attached to them (a
-    /// trigger, rule, view, default, constraint, policy, index expression or domain check calling
-    /// a function or operator outside pg_catalog and extensions, here or through a view, cascade
-    /// or partition): such code can change the session unseen (`set_config`, a temporary table,
-    /// an advisory lock), so the connection is reset before another client gets it. `None`: the
-    /// list is not loaded; `Some(false)` at once when the database has no such relation at all.
-    pub fn runs_attached_code<'a>(&self, db: &str, mut tables: impl Iterator<Item = &'a Arc<str>>) -> Option<bool> {
+    /// Whether a statement reading `reads` and writing `writes` may run code attached to them
+    /// (`code_rows`; also through views, cascades and partitions) that can change the session
+    /// unseen (`set_config`, a temporary table, an advisory lock): the connection is then reset
+    /// before another client gets it. `None`: the list is not loaded, or DDL went through since.
+    pub fn runs_attached_code(&self, db: &str, reads: &[Arc<str>], writes: &[Arc<str>]) -> Option<bool> {
         let dbs = self.dbs.read();
-        let k = dbs.get(db).filter(|k| k.loaded_ms > 0)?;
-        Some(k.any_code && tables.any(|t| k.facts(t).runs_code))
+        let k = dbs.get(db).filter(|k| k.loaded_ms > 0 && !k.stale)?;
+        let code = reads.iter().any(|t| k.facts(t).code_on_read) || writes.iter().any(|t| k.facts(t).code_on_write);
+        Some(k.any_code && code)
     }
 
     /// `db`'s list is loaded, up to date and names no relation that runs user code (a session

@@ -134,7 +134,7 @@ fn writes_reach_through_cascades_and_triggers() {
 }
 
 #[test]
-fn user_code_is_found_through_views_cascades_and_partitions() {
+fn code_is_found_through_views_cascades_and_partitions_on_reads_or_writes() {
     let r = Relations::default();
     let rows = vec![
         row("plain", "r", ""),
@@ -145,29 +145,63 @@ fn user_code_is_found_through_views_cascades_and_partitions() {
         row("base", "r", ""),
         row("v1", "v", ""),
         row("v1", "reads", "base"),
-        row("v1", "code", ""),
+        row("v1", "code_read", ""),
         row("v2", "v", ""),
         row("v2", "reads", "v1"),
         row("v3", "v", ""),
         row("v3", "reads", "plain"),
+        row("v4", "v", ""),
+        row("v4", "reads", "child"),
+        row("secured", "r", ""),
+        row("secured", "code", ""),
+        row("v5", "v", ""),
+        row("v5", "reads", "secured"),
         row("part", "p", ""),
         row("part", "inherit", "leaf"),
         row("leaf", "r", ""),
-        row("leaf", "code", ""),
+        row("leaf", "code_write", ""),
     ];
-    assert_eq!(r.runs_attached_code("db", [Arc::from("plain")].iter()), None, "not loaded");
+    let none: [Arc<str>; 0] = [];
+    assert_eq!(r.runs_attached_code("db", &[Arc::from("v1")], &none), None, "not loaded");
     r.finish_load("db", Some(rows), 1);
-    let runs = |t: &str| r.runs_attached_code("db", [Arc::from(t)].iter()).unwrap();
-    for t in ["parent", "child", "v1", "v2", "part", "leaf"] {
-        assert!(runs(t), "{t}");
+    let read = |t: &str| r.runs_attached_code("db", &[Arc::from(t)], &none).unwrap();
+    let write = |t: &str| r.runs_attached_code("db", &none, &[Arc::from(t)]).unwrap();
+    for t in ["v1", "v2", "secured", "v5"] {
+        assert!(read(t), "a read of {t} runs code");
+    }
+    for t in ["plain", "base", "v3", "parent", "child", "v4", "part", "leaf", "unlisted"] {
+        assert!(!read(t), "a read of {t} runs none");
+    }
+    for t in ["parent", "child", "v4", "secured", "v5", "part", "leaf"] {
+        assert!(write(t), "a write to {t} runs code");
     }
     for t in ["plain", "base", "v3", "unlisted"] {
-        assert!(!runs(t), "{t}");
+        assert!(!write(t), "a write to {t} runs none");
     }
     assert_eq!(r.code_free("db", 1, 60_000), (false, false));
+    r.mark_stale("db");
+    assert_eq!(r.runs_attached_code("db", &none, &[Arc::from("plain")]), None, "stale after DDL");
     r.finish_load("plain_db", Some(vec![row("plain", "r", ""), row("v3", "reads", "plain")]), 1);
     assert_eq!(r.code_free("plain_db", 1, 60_000), (true, false));
     assert_eq!(r.code_free("plain_db", 60_001, 60_000), (true, true), "a reload is due");
     r.mark_stale("plain_db");
     assert!(!r.code_free("plain_db", 2, 60_000).0, "stale after DDL: asked per statement");
+}
+
+#[test]
+fn a_name_holding_the_scope_separator_keeps_its_code_and_cascades() {
+    let r = Relations::default();
+    let odd = format!("a{}b", scopes::SEP);
+    let rows = vec![
+        row(&odd, "r", ""),
+        row(&odd, "cascade", "q"),
+        row("q", "r", ""),
+        row("q", "trigger", ""),
+        row("p", "r", ""),
+        row("p", "cascade", &odd),
+    ];
+    r.finish_load("db", Some(rows), 1);
+    let none: [Arc<str>; 0] = [];
+    assert_eq!(r.runs_attached_code("db", &none, &[Arc::from("p")]), Some(true));
+    assert_eq!(r.runs_attached_code("db", &none, &[Arc::from(odd.as_str())]), Some(true));
 }

@@ -24,11 +24,14 @@ pub(super) struct Facts {
     pub(super) policy_reads_others: bool,
     /// User triggers or rules: a write may change any table.
     pub(super) triggers: bool,
-    /// Touching it may run user code (`Relations::runs_attached_code`): its own triggers, rules,
-    /// defaults, constraints, policies, index expressions or domain checks, a view's query, or
-    /// any of these on a table its writes cascade to or its view reads.
-    pub(super) runs_code: bool,
-    /// A view: the relations its query reads (for `runs_code`).
+    /// A read runs code that may change the session (`Relations::runs_attached_code`): a view's
+    /// query, a policy, or that of a relation the view reads.
+    pub(super) code_on_read: bool,
+    /// A write does: also triggers, rules, defaults, constraints, index expressions, domain
+    /// checks, and the code of what the write cascades to (foreign-key actions, partitions, a
+    /// view's base).
+    pub(super) code_on_write: bool,
+    /// A view: the relations its query reads (for the code flags).
     pub(super) reads: Vec<Arc<str>>,
     /// Parent or child of inheritance or partitioning: never keyed.
     pub(super) inherited: bool,
@@ -53,7 +56,8 @@ static UNLISTED: Facts = Facts {
     other: false,
     policy_reads_others: false,
     triggers: false,
-    runs_code: false,
+    code_on_read: false,
+    code_on_write: false,
     reads: Vec::new(),
     inherited: false,
     cascades: Vec::new(),
@@ -73,7 +77,7 @@ pub(super) struct Known {
     /// The database's (and loading role's) default isolation takes a snapshot per transaction:
     /// reads inside transaction blocks neither use nor fill the cache.
     pub(super) snapshot_default: bool,
-    /// Some relation runs user code (`Facts::runs_code`): without one, no statement needs a look.
+    /// Some relation runs code on a read or a write: without one, no statement needs a look.
     pub(super) any_code: bool,
     pub(super) loaded_ms: u64,
     pub(super) loading: bool,
@@ -101,26 +105,40 @@ impl Known {
         k
     }
 
-    /// `runs_code` through views' reads, foreign-key actions and partitions, to a fixed point (a
-    /// view of a view of a table with a trigger runs it too).
+    /// The code flags through views' reads (a read of a view reads its bases; a write through it
+    /// writes them), foreign-key actions and partitions (a write reaches them), to a fixed point.
     fn spread_code(&mut self) {
         loop {
-            let reaches = |f: &Facts| {
+            let on_read = |f: &Facts| !f.code_on_read && f.reads.iter().any(|t| self.facts(t).code_on_read);
+            let on_write = |f: &Facts| {
                 let mut next = f.reads.iter().chain(&f.cascades).chain(&f.update_cascades);
-                next.any(|t| self.facts(t).runs_code)
+                !f.code_on_write && next.any(|t| self.facts(t).code_on_write)
             };
-            let newly: Vec<Box<str>> =
-                self.tables.iter().filter(|(_, f)| !f.runs_code && reaches(f)).map(|(t, _)| t.clone()).collect();
+            let newly: Vec<(Box<str>, bool, bool)> = (self.tables.iter())
+                .map(|(t, f)| (t, on_read(f), on_write(f)))
+                .filter(|(_, r, w)| *r || *w)
+                .map(|(t, r, w)| (t.clone(), r, w))
+                .collect();
             if newly.is_empty() {
                 break;
             }
-            for t in newly {
+            for (t, r, w) in newly {
                 if let Some(f) = self.tables.get_mut(&t) {
-                    f.runs_code = true;
+                    f.code_on_read |= r;
+                    f.code_on_write |= w;
                 }
             }
         }
-        self.any_code = self.tables.values().any(|f| f.runs_code);
+        self.any_code = self.tables.values().any(|f| f.code_on_read || f.code_on_write);
+    }
+
+    /// Records a `code*` or `trigger` row's meaning for session isolation.
+    fn note_code(f: &mut Facts, kind: &str) {
+        match kind {
+            "code_read" => f.code_on_read = true,
+            "code" => (f.code_on_read, f.code_on_write) = (true, true),
+            _ => f.code_on_write = true, // "code_write", "trigger"
+        }
     }
 
     /// Stores one row of `QUERY`.
@@ -130,10 +148,11 @@ impl Known {
             // write that reaches it invalidates the whole database, as one through a view does.
             let f = self.facts_mut(name);
             f.other = true;
-            // (What it runs still counts: a name is no way around session isolation.)
+            // (What it runs and reaches still counts: a name is no way around session isolation.)
             match kind {
-                "trigger" | "code" => f.runs_code = true,
+                "trigger" | "code" | "code_read" | "code_write" => Self::note_code(f, kind),
                 "reads" => f.reads.push(target.into()),
+                "cascade" | "ucascade" | "inherit" => f.cascades.push(target.into()),
                 _ => {}
             }
             return;
@@ -142,9 +161,10 @@ impl Known {
             "r" | "p" => self.facts_mut(name).ordinary = true,
             "trigger" => {
                 let f = self.facts_mut(name);
-                (f.triggers, f.runs_code) = (true, true);
+                f.triggers = true;
+                Self::note_code(f, kind);
             }
-            "code" => self.facts_mut(name).runs_code = true,
+            "code" | "code_read" | "code_write" => Self::note_code(self.facts_mut(name), kind),
             "reads" => self.facts_mut(name).reads.push(target.into()),
             "policy" => self.facts_mut(name).policy_reads_others = true,
             "cascade" => self.facts_mut(name).cascades.push(target.into()),

@@ -303,10 +303,9 @@ pub struct PoolConfig {
     pub replicas: usize,
     /// Server connections a pool opens at once (fixed when the pool is created).
     pub max_parallel_connects: usize,
-    /// Transaction mode: a transaction that touched a relation running user code (a trigger,
-    /// rule, view, default, constraint, policy or domain check calling a user function) resets
-    /// its server connection before another client gets it; that code may change the session
-    /// unseen.
+    /// Transaction mode: a transaction that ran code attached to a relation (config/pgpilot.toml
+    /// says which), a FunctionCall or DDL resets its server connection before another client
+    /// gets it; that code may change the session unseen.
     pub isolate_attached_code: bool,
 }
 

@@ -258,6 +258,9 @@ impl Session {
         let Some(mut conn) = self.server.take() else { return };
         self.detach();
         let reset = std::mem::take(&mut self.reset_on_release);
+        if std::mem::take(&mut self.list_outdated) {
+            self.stages.cache.list_outdated();
+        }
         // A cancel forwarded for this client's last query must reach the backend first.
         if !cancels_settled(&conn).await {
             return; // dropping the guard closes the connection
@@ -279,6 +282,9 @@ impl Session {
     /// the middle of anything is closed (the server rolls back whatever was open).
     pub async fn finish(&mut self) {
         self.stages.at_end();
+        if self.list_outdated {
+            self.stages.cache.list_outdated();
+        }
         self.pool.traffic.take(&mut self.counts);
         let Some(mut conn) = self.server.take() else { return };
         self.detach();

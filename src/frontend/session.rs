@@ -112,6 +112,9 @@ pub struct Session {
     /// touched a relation that runs user code (its connection is then reset at release).
     pub(super) isolate_attached_code: bool,
     pub(super) reset_on_release: bool,
+    /// DDL went through in the transaction in hand: the table list is marked out of date again
+    /// at its end (a load started meanwhile may have read the catalog before the commit).
+    pub(super) list_outdated: bool,
     pub info: ClientInfo,
 }
 
@@ -186,6 +189,7 @@ impl Session {
             query_deadline: None,
             isolate_attached_code: isolates(&cfg),
             reset_on_release: false,
+            list_outdated: false,
             info,
         }
     }
@@ -348,7 +352,7 @@ impl Session {
             stages.on_send(&mut cx, &msg);
         }
         self.forward(&msg, frame);
-        self.note_attached_code(&msg);
+        self.note_attached_code(&msg, frame);
         if self.stages.wants_after_send(&msg, &self.turn) {
             let (stages, mut cx) = self.split();
             stages.after_send(&mut cx, &msg, in_copy);
@@ -406,12 +410,12 @@ impl Drop for Session {
     }
 }
 
-/// The stages of a new session, each given the shared parts it uses.
 /// Transaction mode with `pool.isolate_attached_code` (session mode resets at the end anyway).
 fn isolates(cfg: &crate::config::Config) -> bool {
     cfg.pool.mode == PoolMode::Transaction && cfg.pool.isolate_attached_code
 }
 
+/// The stages of a new session, each given the shared parts it uses.
 fn new_stages(
     app: &App,
     cfg: &crate::config::Config,

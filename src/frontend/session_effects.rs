@@ -16,7 +16,9 @@ impl Session {
     /// that reading. A statement seen before is answered from the analysis cache inline; a new one
     /// is parsed off the I/O threads, and one over `max_analyzed_bytes` not at all.
     pub(super) async fn inspect_sql(&mut self, sql: &[u8]) -> Arc<Scan> {
-        let analyze = self.stages.insights.enabled || self.stages.cache.on;
+        let analyze = self.stages.insights.enabled
+            || self.stages.cache.on
+            || (self.isolate_attached_code && !self.stages.cache.known_code_free());
         if !analyze && !super::sql_scan::may_matter(sql) {
             return super::sql_scan::nothing();
         }
@@ -96,22 +98,23 @@ impl Session {
     }
 
     /// A forwarded Query or Bind whose statements touch a relation that runs user code (a
-    /// trigger, a view's function...): what that code did to the session is not seen, so the
-    /// connection is reset before it serves another client (`release`). Pinned or unknown
-    /// sessions are reset at their end anyway.
-    pub(super) fn note_attached_code(&mut self, msg: &ClientMessage<'_>) {
+    /// trigger, a view's function...), or a FunctionCall (a function named by OID, `set_config`
+    /// as well as any other): what that code did to the session is not seen, so the connection
+    /// is reset before it serves another client (`release`). Pinned or unknown sessions are reset
+    /// at their end anyway.
+    #[inline]
+    pub(super) fn note_attached_code(&mut self, msg: &ClientMessage<'_>, frame: &[u8]) {
         if !self.isolate_attached_code || self.reset_on_release {
             return;
         }
-        let touched = |stage: &mut crate::frontend::stages::cache::CacheStage, a: &crate::sql::Analysis| {
-            stage.runs_attached_code(a.read_names.iter().chain(a.written_names.iter()))
-        };
         self.reset_on_release = match msg {
+            ClientMessage::Query { .. } | ClientMessage::Bind { .. } if self.stages.cache.known_code_free() => false,
             ClientMessage::Query { .. } => self.turn.analyzed.iter().any(|(a, _)| touched(&mut self.stages.cache, a)),
             ClientMessage::Bind { .. } => {
                 let a = self.turn.statement.as_ref().and_then(|s| s.analysis.as_ref());
                 a.is_some_and(|a| touched(&mut self.stages.cache, a))
             }
+            ClientMessage::FunctionCall => !large_object_call(crate::net::frame::body(frame)),
             _ => false,
         };
     }
@@ -123,6 +126,12 @@ impl Session {
             found.changes_session || found.unknown_after.is_some() || found.restores || !found.resets.is_empty();
         if found.ddl {
             self.registry.ddl_seen();
+            if self.isolate_attached_code {
+                // A trigger or default made now runs in this same transaction: reset, and let
+                // no statement trust the list until it is read again.
+                self.stages.cache.list_outdated();
+                (self.reset_on_release, self.list_outdated) = (true, true);
+            }
         }
         if found.restores || !found.resets.is_empty() {
             for pair in self.state.startup_values(found.restores, &found.resets) {
@@ -153,4 +162,21 @@ impl Session {
             self.pin = Some(reason);
         }
     }
+}
+
+/// The built-in large-object functions (pg_proc.dat's fixed OIDs), what drivers call by
+/// FunctionCall (libpq's lo_*, JDBC's LargeObject): they change nothing of the session that
+/// outlives the transaction (a descriptor ends with it).
+const LARGE_OBJECT_FUNCTIONS: [u32; 20] =
+    [715, 764, 765, 767, 952, 953, 954, 955, 956, 957, 958, 964, 1004, 3170, 3171, 3172, 3457, 3458, 3459, 3460];
+
+/// A FunctionCall body (function OID first) calling a large-object function.
+fn large_object_call(body: &[u8]) -> bool {
+    body.first_chunk::<4>().is_some_and(|oid| LARGE_OBJECT_FUNCTIONS.contains(&u32::from_be_bytes(*oid)))
+}
+
+/// Whether statement `a` touches a relation that runs code attached to it (the table list's
+/// answer); a text the parser rejected (a newer server's syntax) names no tables it can trust.
+fn touched(stage: &mut crate::frontend::stages::cache::CacheStage, a: &crate::sql::Analysis) -> bool {
+    !a.parsed || stage.runs_attached_code(&a.read_names, &a.written_names)
 }

@@ -31,7 +31,10 @@ impl TxTracker {
                 self.syncs_since_execute += 1;
                 self.pending_since_sync = false;
             }
-            b'Q' => {
+            // A FunctionCall is answered up to its own ReadyForQuery, as a simple Query is (it once
+            // counted as an unsynced extended message: its client kept the connection until a Sync,
+            // which a psql or libpq lo_* user never sends).
+            b'Q' | b'F' => {
                 self.outstanding += 1;
                 self.syncs_since_execute = 0;
             }
@@ -102,6 +105,17 @@ mod tests {
         assert!(!t.at_boundary());
         send(&mut t, b"BES");
         assert!(t.on_ready(b'I'));
+    }
+
+    #[test]
+    fn a_function_call_ends_at_its_ready_for_query() {
+        let mut t = TxTracker::default();
+        send(&mut t, b"F");
+        assert!(!t.at_boundary());
+        assert!(t.on_ready(b'I') && t.idle());
+        send(&mut t, b"QF");
+        assert!(!t.on_ready(b'T'));
+        assert!(t.on_ready(b'T') && !t.idle());
     }
 
     #[test]

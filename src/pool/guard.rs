@@ -31,8 +31,11 @@ impl PooledConn {
     }
 
     /// Hands back a connection whose session state is not known to be clean (session mode, a
-    /// pinned or unknown state): advisory locks released and the pool's `reset_query` run
-    /// first; one that fails either is closed instead.
+    /// pinned or unknown state, user code that may have changed it): advisory locks released and
+    /// the pool's `reset_query` run first; one that fails either is closed instead. Only DISCARD
+    /// ALL leaves it as fresh (settings, prepared statements): after another reset query (or
+    /// none, as converted PgBouncer configs often have) its settings are marked unknown, so the
+    /// next client's are replayed over a RESET ALL, and its prepared copies are kept.
     pub async fn reset_and_release(mut self) {
         let reset = self.pool.reset_query();
         for sql in ["SELECT pg_catalog.pg_advisory_unlock_all()", reset.as_str()] {
@@ -44,11 +47,21 @@ impl PooledConn {
                 return; // dropped: closed, slot freed
             }
         }
-        self.state_sig = 0;
-        self.prepared.clear();
-        self.stale.clear();
+        if discards_all(&reset) {
+            self.state_sig = 0;
+            self.prepared.clear();
+            self.stale.clear();
+        } else {
+            self.state_sig = crate::backend::UNKNOWN_STATE;
+        }
         self.release();
     }
+}
+
+/// `DISCARD ALL` in any spelling of case, space and a final semicolon.
+fn discards_all(sql: &str) -> bool {
+    let words: Vec<&str> = sql.trim().trim_end_matches(';').split_whitespace().collect();
+    matches!(words.as_slice(), [a, b] if a.eq_ignore_ascii_case("discard") && b.eq_ignore_ascii_case("all"))
 }
 
 impl Deref for PooledConn {

@@ -76,6 +76,10 @@ fn statement(e: &mut SessionEffect, node: &node::Node) {
         }
         node::Node::DeallocateStmt(s) if s.isall => e.drops_statements = true,
         node::Node::DoStmt(_) | node::Node::CallStmt(_) => e.unknown = true,
+        // pg_settings' update rule calls set_config: a setting changed by a write.
+        node::Node::UpdateStmt(s) if s.relation.as_ref().is_some_and(|r| r.relname == "pg_settings") => {
+            e.changes = true
+        }
         node::Node::ListenStmt(_) => e.pin = Some("LISTEN"),
         node::Node::PrepareStmt(_) => e.pin = Some("SQL PREPARE"),
         node::Node::LoadStmt(_) => e.pin = Some("LOAD"),
@@ -132,9 +136,12 @@ fn variable_set(e: &mut SessionEffect, s: &pg_query::protobuf::VariableSetStmt) 
 }
 
 /// Built-in functions that run a statement given as text (`query_to_xml('SELECT set_config(...)',
-/// ...)`): what they do to the session is whatever that text does.
-const RUNS_SQL_TEXT: [&str; 5] =
-    ["query_to_xml", "query_to_xml_and_xmlschema", "query_to_xmlschema", "ts_stat", "ts_rewrite"];
+/// ...)`, `ts_stat`, `ts_rewrite`) or read relations by name (`table_to_xml('a_view', ...)`, the
+/// schema, database and cursor forms; a view's code runs unseen): what they do to the session
+/// is whatever that text or relation does. Every `*_to_xml*` built-in is one of them.
+fn runs_hidden_sql(name: &str) -> bool {
+    name.contains("_to_xml") || name == "ts_stat" || name == "ts_rewrite"
+}
 
 fn function_call(e: &mut SessionEffect, parts: &[String], known: KnownBuiltin) {
     let (schema, name) = match parts {
@@ -153,7 +160,7 @@ fn function_call(e: &mut SessionEffect, parts: &[String], known: KnownBuiltin) {
     if name == "set_config" {
         e.changes = true;
         e.set_config = true;
-    } else if RUNS_SQL_TEXT.contains(&name) {
+    } else if runs_hidden_sql(name) {
         e.unknown = true; // its argument is a statement pgpilot never sees parsed: anything may run
     } else if name.starts_with("pg_advisory_lock") || name.starts_with("pg_try_advisory_lock") {
         e.pin = Some("session advisory lock");
@@ -212,6 +219,8 @@ mod tests {
         assert!(of("SET ROLE r_low").changes && of("RESET ROLE").changes);
         assert!(of("SET SESSION AUTHORIZATION DEFAULT").changes);
         assert!(!of("UPDATE t SET a = 1").changes);
+        assert!(of("UPDATE pg_settings SET setting = 'evil' WHERE name = 'search_path'").changes);
+        assert!(of("update PG_CATALOG.Pg_Settings set setting = 'x' where name = 'work_mem'").changes);
         assert!(!of("SELECT 'set x = 1'").changes);
     }
 

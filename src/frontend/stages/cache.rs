@@ -115,26 +115,36 @@ impl CacheStage {
     }
 
     /// Session isolation's question, asked here because the table list is this stage's: whether
-    /// a statement touching `tables` may run user code attached to them (see
-    /// `Relations::runs_attached_code`). While the list is not known yet: yes. A database with no
-    /// such relation answers from `code_free` (two loads and a compare per statement).
-    pub fn runs_attached_code<'a>(&mut self, tables: impl Iterator<Item = &'a Arc<str>>) -> bool {
+    /// a statement reading `reads` and writing `writes` may run code attached to them (see
+    /// `Relations::runs_attached_code`). While the list is not known (yet, or since DDL): yes,
+    /// if it names any relation. Callers ask `known_code_free` first.
+    pub fn runs_attached_code(&mut self, reads: &[Arc<str>], writes: &[Arc<str>]) -> bool {
         let relations = &self.cache.relations;
         let (version, now) = (relations.version(), crate::clock::now_ms());
-        if self.code_free.version == Some(version) && now < self.code_free.until_ms {
-            return false;
-        }
         let refresh = self.config.load().cache.relations_refresh_s * 1000;
         let (free, due) = relations.code_free(&self.database, now, refresh);
         if due && relations.begin_load(&self.database) {
             crate::cache::relations::spawn_load(self.cache.clone(), self.pool.clone(), self.database.clone());
         }
         if free {
-            self.code_free = CodeFree { version: Some(version), until_ms: now + refresh };
+            self.code_free = CodeFree { version: version + 1, until_ms: now + refresh };
             return false;
         }
-        let mut tables = tables.peekable();
-        tables.peek().is_some() && relations.runs_attached_code(&self.database, tables).unwrap_or(true)
+        let any = !(reads.is_empty() && writes.is_empty());
+        any && relations.runs_attached_code(&self.database, reads, writes).unwrap_or(true)
+    }
+
+    /// DDL went through: the table list may be out of date (a trigger or default may be new).
+    pub fn list_outdated(&self) {
+        self.cache.relations.mark_stale(&self.database);
+    }
+
+    /// The database had no relation that runs user code when last asked, and neither the table
+    /// list nor the refresh time has moved since: two loads and two compares per statement.
+    #[inline]
+    pub fn known_code_free(&self) -> bool {
+        // (`code_free` is false while the list is stale after DDL: asked statement by statement.)
+        self.code_free.version == self.cache.relations.version() + 1 && crate::clock::now_ms() < self.code_free.until_ms
     }
 
     /// The unnamed portal is answered from the cache (its Describe, Execute and Close are).
@@ -470,7 +480,8 @@ fn noted(a: &Analysis) -> bool {
 /// created outside pgpilot is found at the next periodic load).
 #[derive(Default)]
 struct CodeFree {
-    version: Option<u64>,
+    /// The version + 1 (0: never found code-free).
+    version: u64,
     until_ms: u64,
 }
 
