@@ -99,13 +99,15 @@ async fn what_a_trigger_or_a_view_did_to_the_session_does_not_reach_the_next_cli
 async fn attached_code_resets(cache: &str) {
     let d = direct("app").await;
     d.batch_execute(
-        "DROP TABLE IF EXISTS iso_plain, iso_hooked CASCADE; DROP VIEW IF EXISTS iso_view;
+        "DROP TABLE IF EXISTS iso_plain, iso_hooked CASCADE; DROP VIEW IF EXISTS iso_view, iso_wview;
          CREATE TABLE iso_plain (a int); CREATE TABLE iso_hooked (a int);
          CREATE OR REPLACE FUNCTION iso_leak() RETURNS trigger LANGUAGE plpgsql AS
            $$BEGIN PERFORM set_config('app.tenant', 'trigger', false); RETURN NEW; END$$;
          CREATE TRIGGER iso_leak BEFORE INSERT ON iso_hooked FOR EACH ROW EXECUTE FUNCTION iso_leak();
          CREATE VIEW iso_view AS SELECT set_config('app.tenant', 'view', false) AS x;
-         ALTER TABLE iso_plain OWNER TO app; ALTER TABLE iso_hooked OWNER TO app; ALTER VIEW iso_view OWNER TO app;",
+         CREATE VIEW iso_wview AS SELECT * FROM iso_plain WHERE set_config('app.tenant', 'wview', false) IS NOT NULL;
+         ALTER TABLE iso_plain OWNER TO app; ALTER TABLE iso_hooked OWNER TO app; ALTER VIEW iso_view OWNER TO app;
+         ALTER VIEW iso_wview OWNER TO app;",
     )
     .await
     .expect("creating the relations");
@@ -130,6 +132,8 @@ async fn attached_code_resets(cache: &str) {
     assert_eq!(text_rows(&b, tenant).await, [""], "a view's setting leaked ({cache:?})");
     a.query("SELECT a FROM iso_hooked", &[]).await.unwrap();
     assert_ne!(text_rows(&b, copies).await, ["0"], "a read of a table whose code runs on writes reset ({cache:?})");
+    a.simple_query("DELETE FROM iso_wview WHERE a = -1").await.unwrap();
+    assert_eq!(text_rows(&b, tenant).await, [""], "a write through a view leaked its setting ({cache:?})");
     a.batch_execute(
         "BEGIN; CREATE TRIGGER iso_leak_too BEFORE INSERT ON iso_plain FOR EACH ROW EXECUTE FUNCTION iso_leak();
          INSERT INTO iso_plain VALUES (1); COMMIT",

@@ -16,17 +16,17 @@ use parking_lot::RwLock;
 use super::scopes;
 use super::table_facts::Known;
 
-/// Rows (name, 'code_read' | 'code_write' | 'code', '') for relations whose attached objects run
-/// code that may change the session: a read runs a view's query and policies, a write also its
-/// rules, defaults, constraints, index expressions and domain checks and defaults. Code is a
-/// function or operator outside pg_catalog and extensions (pg_depend), or a built-in that
-/// changes the session called in the stored expression: pg_depend records no dependency on
-/// pinned built-ins, so the node trees (`pg_node_tree` text, no deparse and so no locks) are
-/// searched for their `:funcid`s.
+/// Rows (name, 'code' | 'code_write', '') for relations whose attached objects run code that may
+/// change the session: on reads and writes a view's query, a policy and a column type's
+/// functions ('code'), on writes also rules, defaults, constraints, index and partition key
+/// expressions and domain checks ('code_write'). Code is a function or operator outside
+/// pg_catalog and extensions (pg_depend), or a built-in that changes the session called in the
+/// stored expression: pg_depend records no dependency on pinned built-ins, so the node trees
+/// (`pg_node_tree` text, no deparse and so no locks) are searched for their `:funcid`s.
 macro_rules! code_rows {
     () => {
         " UNION ALL SELECT DISTINCT c.relname, o.kind, '' FROM pg_catalog.pg_depend d JOIN LATERAL ( \
-           SELECT r.ev_class AS rel, CASE WHEN r.rulename = '_RETURN' AND v.relkind = 'v' THEN 'code_read' \
+           SELECT r.ev_class AS rel, CASE WHEN r.rulename = '_RETURN' AND v.relkind = 'v' THEN 'code' \
              ELSE 'code_write' END AS kind FROM pg_catalog.pg_rewrite r \
              JOIN pg_catalog.pg_class v ON v.oid = r.ev_class \
              WHERE d.classid = 'pg_catalog.pg_rewrite'::pg_catalog.regclass AND r.oid = d.objid \
@@ -37,8 +37,10 @@ macro_rules! code_rows {
            UNION ALL SELECT a.attrelid, 'code_write' FROM pg_catalog.pg_constraint k \
              JOIN pg_catalog.pg_attribute a ON a.atttypid = k.contypid AND NOT a.attisdropped \
              WHERE d.classid = 'pg_catalog.pg_constraint'::pg_catalog.regclass AND k.oid = d.objid AND k.contypid <> 0 \
-           UNION ALL SELECT a.attrelid, 'code_write' FROM pg_catalog.pg_attribute a \
+           UNION ALL SELECT a.attrelid, 'code' FROM pg_catalog.pg_attribute a \
              WHERE d.classid = 'pg_catalog.pg_type'::pg_catalog.regclass AND a.atttypid = d.objid AND NOT a.attisdropped \
+           UNION ALL SELECT p.oid, 'code_write' FROM pg_catalog.pg_class p \
+             WHERE d.classid = 'pg_catalog.pg_class'::pg_catalog.regclass AND p.oid = d.objid AND p.relkind = 'p' \
            UNION ALL SELECT p.polrelid, 'code' FROM pg_catalog.pg_policy p \
              WHERE d.classid = 'pg_catalog.pg_policy'::pg_catalog.regclass AND p.oid = d.objid \
            UNION ALL SELECT i.indrelid, 'code_write' FROM pg_catalog.pg_index i \
@@ -48,7 +50,7 @@ macro_rules! code_rows {
          AND d.refobjid >= 16384 AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_depend x \
            WHERE x.classid = d.refclassid AND x.objid = d.refobjid AND x.deptype = 'e') \
          UNION ALL SELECT DISTINCT c.relname, o.kind, '' FROM ( \
-           SELECT r.ev_class AS rel, CASE WHEN r.rulename = '_RETURN' AND v.relkind = 'v' THEN 'code_read' \
+           SELECT r.ev_class AS rel, CASE WHEN r.rulename = '_RETURN' AND v.relkind = 'v' THEN 'code' \
              ELSE 'code_write' END AS kind, r.ev_action::text AS tree FROM pg_catalog.pg_rewrite r \
              JOIN pg_catalog.pg_class v ON v.oid = r.ev_class \
            UNION ALL SELECT a.adrelid, 'code_write', a.adbin::text FROM pg_catalog.pg_attrdef a \
@@ -80,6 +82,7 @@ pub const QUERY: &str = concat!(
      JOIN pg_catalog.pg_class c ON c.oid = t.tgrelid WHERE NOT t.tgisinternal \
      UNION ALL SELECT DISTINCT c.relname, 'trigger', '' FROM pg_catalog.pg_rewrite r \
      JOIN pg_catalog.pg_class c ON c.oid = r.ev_class WHERE c.relkind IN ('r', 'p', 'v') AND r.rulename <> '_RETURN' \
+     AND c.relnamespace NOT IN ('pg_catalog'::pg_catalog.regnamespace, 'information_schema'::pg_catalog.regnamespace) \
      UNION ALL SELECT p.relname, 'inherit', ch.relname FROM pg_catalog.pg_inherits i \
      JOIN pg_catalog.pg_class p ON p.oid = i.inhparent JOIN pg_catalog.pg_class ch ON ch.oid = i.inhrelid \
      UNION ALL SELECT ch.relname, 'inherit', p.relname FROM pg_catalog.pg_inherits i \
@@ -125,7 +128,12 @@ pub const QUERY: &str = concat!(
      AND v.relnamespace NOT IN ('pg_catalog'::pg_catalog.regnamespace, 'information_schema'::pg_catalog.regnamespace) \
      JOIN pg_catalog.pg_depend d ON d.classid = 'pg_catalog.pg_rewrite'::pg_catalog.regclass AND d.objid = r.oid \
      AND d.refclassid = 'pg_catalog.pg_class'::pg_catalog.regclass \
-     JOIN pg_catalog.pg_class b ON b.oid = d.refobjid AND b.oid <> v.oid"
+     JOIN pg_catalog.pg_class b ON b.oid = d.refobjid AND b.oid <> v.oid \
+     UNION ALL SELECT DISTINCT c.relname, 'reads', b.relname FROM pg_catalog.pg_policy p \
+     JOIN pg_catalog.pg_class c ON c.oid = p.polrelid \
+     JOIN pg_catalog.pg_depend d ON d.classid = 'pg_catalog.pg_policy'::pg_catalog.regclass AND d.objid = p.oid \
+     AND d.refclassid = 'pg_catalog.pg_class'::pg_catalog.regclass \
+     JOIN pg_catalog.pg_class b ON b.oid = d.refobjid AND b.oid <> p.polrelid"
 );
 
 #[derive(Default)]
@@ -205,7 +213,11 @@ impl Relations {
     pub fn begin_load(&self, db: &str) -> bool {
         let mut dbs = self.dbs.write();
         let k = dbs.entry(Arc::from(db)).or_default();
-        !std::mem::replace(&mut k.loading, true)
+        let starts = !std::mem::replace(&mut k.loading, true);
+        if starts {
+            k.marks_at_load = k.marks;
+        }
+        starts
     }
 
     /// Stores the rows of `QUERY` (name, kind, cascade target); `None` when the load failed.
@@ -229,7 +241,9 @@ impl Relations {
         k.snapshot_default = fresh.snapshot_default;
         k.any_code = fresh.any_code;
         k.loaded_ms = now_ms.max(1);
-        k.stale = false;
+        // DDL marked the list while this load read the catalog (maybe before that DDL committed):
+        // still stale, read again.
+        k.stale = k.marks != k.marks_at_load;
         if before.is_empty() {
             return Changed::Tables(Vec::new()); // a first load: nothing was cached under another shape
         }
@@ -360,6 +374,7 @@ impl Relations {
         if let Some(k) = self.dbs.write().get_mut(db) {
             self.version.fetch_add(1, Ordering::AcqRel);
             k.stale = true;
+            k.marks += 1;
             for f in k.tables.values_mut() {
                 f.ordinary = false;
                 f.key = None;
@@ -375,6 +390,10 @@ pub enum Changed {
     Database,
 }
 
+/// How long a load may wait for the server's answer: a server that stopped answering must not keep
+/// the load's connection (and its pool slot) forever; that connection is then closed.
+const LOAD_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Loads `db`'s relation list on a pooled connection, in the background; what changed since the
 /// last load is invalidated (so DDL, GRANT/REVOKE and policies changed outside pgpilot are
 /// bounded by `relations_refresh_s`).
@@ -382,7 +401,10 @@ pub fn spawn_load(cache: Arc<super::ResultCache>, pool: Arc<crate::pool::Pool>, 
     let relations = cache.relations.clone();
     tokio::spawn(async move {
         let rows = match pool.checkout().await {
-            Ok(mut conn) => match conn.run_internal(QUERY).await {
+            Ok(mut conn) => match crate::timers::timeout(LOAD_WAIT, conn.run_internal(QUERY))
+                .await
+                .unwrap_or(Err(crate::backend::ServerError::Timeout))
+            {
                 Ok(rows) => {
                     conn.release();
                     let col = |r: &crate::backend::internal::Row, i: usize| r.get(i).cloned().flatten();

@@ -145,7 +145,7 @@ fn code_is_found_through_views_cascades_and_partitions_on_reads_or_writes() {
         row("base", "r", ""),
         row("v1", "v", ""),
         row("v1", "reads", "base"),
-        row("v1", "code_read", ""),
+        row("v1", "code", ""),
         row("v2", "v", ""),
         row("v2", "reads", "v1"),
         row("v3", "v", ""),
@@ -156,6 +156,8 @@ fn code_is_found_through_views_cascades_and_partitions_on_reads_or_writes() {
         row("secured", "code", ""),
         row("v5", "v", ""),
         row("v5", "reads", "secured"),
+        row("guarded", "r", ""),
+        row("guarded", "reads", "v1"),
         row("part", "p", ""),
         row("part", "inherit", "leaf"),
         row("leaf", "r", ""),
@@ -166,13 +168,13 @@ fn code_is_found_through_views_cascades_and_partitions_on_reads_or_writes() {
     r.finish_load("db", Some(rows), 1);
     let read = |t: &str| r.runs_attached_code("db", &[Arc::from(t)], &none).unwrap();
     let write = |t: &str| r.runs_attached_code("db", &none, &[Arc::from(t)]).unwrap();
-    for t in ["v1", "v2", "secured", "v5"] {
+    for t in ["v1", "v2", "secured", "v5", "guarded"] {
         assert!(read(t), "a read of {t} runs code");
     }
     for t in ["plain", "base", "v3", "parent", "child", "v4", "part", "leaf", "unlisted"] {
         assert!(!read(t), "a read of {t} runs none");
     }
-    for t in ["parent", "child", "v4", "secured", "v5", "part", "leaf"] {
+    for t in ["parent", "child", "v4", "secured", "v5", "part", "leaf", "v1", "v2"] {
         assert!(write(t), "a write to {t} runs code");
     }
     for t in ["plain", "base", "v3", "unlisted"] {

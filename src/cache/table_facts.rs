@@ -25,13 +25,16 @@ pub(super) struct Facts {
     /// User triggers or rules: a write may change any table.
     pub(super) triggers: bool,
     /// A read runs code that may change the session (`Relations::runs_attached_code`): a view's
-    /// query, a policy, or that of a relation the view reads.
+    /// query, a policy, a column type's functions, or that of a relation the view or a policy
+    /// reads.
     pub(super) code_on_read: bool,
-    /// A write does: also triggers, rules, defaults, constraints, index expressions, domain
-    /// checks, and the code of what the write cascades to (foreign-key actions, partitions, a
-    /// view's base).
+    /// A write does: all of those (a write through a view runs its query, a policy applies to
+    /// writes), triggers, rules, defaults, constraints, index and partition key expressions,
+    /// domain checks, and the code of what the write reaches (foreign-key actions, partitions,
+    /// a view's base).
     pub(super) code_on_write: bool,
-    /// A view: the relations its query reads (for the code flags).
+    /// A view: the relations its query reads; a table: those its policies read (for the code
+    /// flags).
     pub(super) reads: Vec<Arc<str>>,
     /// Parent or child of inheritance or partitioning: never keyed.
     pub(super) inherited: bool,
@@ -82,6 +85,9 @@ pub(super) struct Known {
     pub(super) loaded_ms: u64,
     pub(super) loading: bool,
     pub(super) stale: bool,
+    /// `Relations::mark_stale` calls, and their count when the load in progress began.
+    pub(super) marks: u64,
+    pub(super) marks_at_load: u64,
 }
 
 impl Known {
@@ -105,8 +111,9 @@ impl Known {
         k
     }
 
-    /// The code flags through views' reads (a read of a view reads its bases; a write through it
-    /// writes them), foreign-key actions and partitions (a write reaches them), to a fixed point.
+    /// The code flags through views' and policies' reads (a read of a view reads its bases; a
+    /// write through it writes them; a policy's reads run on reads and writes), foreign-key
+    /// actions and partitions (a write reaches them), to a fixed point.
     fn spread_code(&mut self) {
         loop {
             let on_read = |f: &Facts| !f.code_on_read && f.reads.iter().any(|t| self.facts(t).code_on_read);
@@ -132,10 +139,9 @@ impl Known {
         self.any_code = self.tables.values().any(|f| f.code_on_read || f.code_on_write);
     }
 
-    /// Records a `code*` or `trigger` row's meaning for session isolation.
+    /// Records a `code`, `code_write` or `trigger` row's meaning for session isolation.
     fn note_code(f: &mut Facts, kind: &str) {
         match kind {
-            "code_read" => f.code_on_read = true,
             "code" => (f.code_on_read, f.code_on_write) = (true, true),
             _ => f.code_on_write = true, // "code_write", "trigger"
         }
@@ -150,7 +156,7 @@ impl Known {
             f.other = true;
             // (What it runs and reaches still counts: a name is no way around session isolation.)
             match kind {
-                "trigger" | "code" | "code_read" | "code_write" => Self::note_code(f, kind),
+                "trigger" | "code" | "code_write" => Self::note_code(f, kind),
                 "reads" => f.reads.push(target.into()),
                 "cascade" | "ucascade" | "inherit" => f.cascades.push(target.into()),
                 _ => {}
@@ -164,7 +170,7 @@ impl Known {
                 f.triggers = true;
                 Self::note_code(f, kind);
             }
-            "code" | "code_read" | "code_write" => Self::note_code(self.facts_mut(name), kind),
+            "code" | "code_write" => Self::note_code(self.facts_mut(name), kind),
             "reads" => self.facts_mut(name).reads.push(target.into()),
             "policy" => self.facts_mut(name).policy_reads_others = true,
             "cascade" => self.facts_mut(name).cascades.push(target.into()),

@@ -48,6 +48,11 @@ impl Session {
         // or during its login): such a connection is closed and another taken, a few times,
         // before the client is told.
         let mut attempts = 3;
+        if self.isolate_attached_code && !self.stages.cache.known_code_free() {
+            // The database's first table list, begun at login: without it every transaction
+            // would be reset (not knowing what code its tables run).
+            self.stages.cache.first_list().await;
+        }
         let conn = loop {
             attempts -= 1;
             let mut conn = match self.checkout_once().await {

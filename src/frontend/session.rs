@@ -392,6 +392,7 @@ impl Session {
                     self.pending.push(kind, super::reply_queue::Action::Forward);
                 }
                 self.tx.on_client(tag);
+                self.note_streamed_call(tag, bytes);
             }
         }
         if !self.skip_stream {

@@ -110,13 +110,21 @@ impl Session {
         self.reset_on_release = match msg {
             ClientMessage::Query { .. } | ClientMessage::Bind { .. } if self.stages.cache.known_code_free() => false,
             ClientMessage::Query { .. } => self.turn.analyzed.iter().any(|(a, _)| touched(&mut self.stages.cache, a)),
-            ClientMessage::Bind { .. } => {
-                let a = self.turn.statement.as_ref().and_then(|s| s.analysis.as_ref());
-                a.is_some_and(|a| touched(&mut self.stages.cache, a))
-            }
+            ClientMessage::Bind { .. } => match self.turn.statement.as_ref().and_then(|s| s.analysis.as_ref()) {
+                Some(a) => touched(&mut self.stages.cache, a),
+                None => true, // parsed unanalysed while the database looked code-free
+            },
             ClientMessage::FunctionCall => !large_object_call(crate::net::frame::body(frame)),
             _ => false,
         };
+    }
+
+    /// The first part of a FunctionCall too large to read whole: as `note_attached_code` (its
+    /// OID is in the first bytes).
+    pub(super) fn note_streamed_call(&mut self, tag: u8, first: &[u8]) {
+        if tag == b'F' && self.isolate_attached_code {
+            self.reset_on_release |= !large_object_call(first.get(crate::net::frame::HEADER_LEN..).unwrap_or(&[]));
+        }
     }
 
     /// What a scanned text does to the session's pooling state.

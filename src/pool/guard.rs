@@ -33,12 +33,15 @@ impl PooledConn {
     /// Hands back a connection whose session state is not known to be clean (session mode, a
     /// pinned or unknown state, user code that may have changed it): advisory locks released and
     /// the pool's `reset_query` run first; one that fails either is closed instead. Only DISCARD
-    /// ALL leaves it as fresh (settings, prepared statements): after another reset query (or
-    /// none, as converted PgBouncer configs often have) its settings are marked unknown, so the
-    /// next client's are replayed over a RESET ALL, and its prepared copies are kept.
+    /// ALL leaves it as fresh: after another reset query (or none, as converted PgBouncer configs
+    /// often have) its settings are marked unknown, so the next client's are replayed over a
+    /// RESET ALL, and its prepared statements are dropped with DEALLOCATE ALL (whether that query
+    /// dropped them or not, pgpilot's list of copies then matches the server).
     pub async fn reset_and_release(mut self) {
         let reset = self.pool.reset_query();
-        for sql in ["SELECT pg_catalog.pg_advisory_unlock_all()", reset.as_str()] {
+        let fresh = discards_all(&reset);
+        let deallocate = if fresh { "" } else { "DEALLOCATE ALL" };
+        for sql in ["SELECT pg_catalog.pg_advisory_unlock_all()", reset.as_str(), deallocate] {
             if sql.is_empty() {
                 continue;
             }
@@ -47,13 +50,9 @@ impl PooledConn {
                 return; // dropped: closed, slot freed
             }
         }
-        if discards_all(&reset) {
-            self.state_sig = 0;
-            self.prepared.clear();
-            self.stale.clear();
-        } else {
-            self.state_sig = crate::backend::UNKNOWN_STATE;
-        }
+        self.state_sig = if fresh { 0 } else { crate::backend::UNKNOWN_STATE };
+        self.prepared.clear();
+        self.stale.clear();
         self.release();
     }
 }

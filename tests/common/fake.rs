@@ -21,7 +21,8 @@ pub struct Fake {
 }
 
 /// The same with the result cache on (its table list is read through the pool, from the fake).
-pub const CACHE_CONFIG: &str = "[pool]\nmax_size = 1\ncheckout_timeout_ms = 5000\nmax_server_connections = 100\n\n\
+pub const CACHE_CONFIG: &str =
+    "[pool]\nmax_size = 1\ncheckout_timeout_ms = 5000\nmax_server_connections = 100\nisolate_attached_code = false\n\n\
     [[users]]\nname = \"trustuser\"\nauth = \"trust\"\n";
 
 impl Fake {

@@ -72,7 +72,7 @@ pub struct CacheStage {
     database: Arc<str>,
     user: Arc<str>,
     /// When the database was last found to have no relation that runs user code.
-    code_free: CodeFree,
+    code_free: isolation::CodeFree,
 }
 
 /// What the cache stage works with, besides the session's context.
@@ -110,41 +110,8 @@ impl CacheStage {
             pool: h.pool,
             database: h.database,
             user: h.user,
-            code_free: CodeFree::default(),
+            code_free: isolation::CodeFree::default(),
         }
-    }
-
-    /// Session isolation's question, asked here because the table list is this stage's: whether
-    /// a statement reading `reads` and writing `writes` may run code attached to them (see
-    /// `Relations::runs_attached_code`). While the list is not known (yet, or since DDL): yes,
-    /// if it names any relation. Callers ask `known_code_free` first.
-    pub fn runs_attached_code(&mut self, reads: &[Arc<str>], writes: &[Arc<str>]) -> bool {
-        let relations = &self.cache.relations;
-        let (version, now) = (relations.version(), crate::clock::now_ms());
-        let refresh = self.config.load().cache.relations_refresh_s * 1000;
-        let (free, due) = relations.code_free(&self.database, now, refresh);
-        if due && relations.begin_load(&self.database) {
-            crate::cache::relations::spawn_load(self.cache.clone(), self.pool.clone(), self.database.clone());
-        }
-        if free {
-            self.code_free = CodeFree { version: version + 1, until_ms: now + refresh };
-            return false;
-        }
-        let any = !(reads.is_empty() && writes.is_empty());
-        any && relations.runs_attached_code(&self.database, reads, writes).unwrap_or(true)
-    }
-
-    /// DDL went through: the table list may be out of date (a trigger or default may be new).
-    pub fn list_outdated(&self) {
-        self.cache.relations.mark_stale(&self.database);
-    }
-
-    /// The database had no relation that runs user code when last asked, and neither the table
-    /// list nor the refresh time has moved since: two loads and two compares per statement.
-    #[inline]
-    pub fn known_code_free(&self) -> bool {
-        // (`code_free` is false while the list is stale after DDL: asked statement by statement.)
-        self.code_free.version == self.cache.relations.version() + 1 && crate::clock::now_ms() < self.code_free.until_ms
     }
 
     /// The unnamed portal is answered from the cache (its Describe, Execute and Close are).
@@ -475,16 +442,6 @@ fn noted(a: &Analysis) -> bool {
         || a.kind == StatementKind::Ddl
 }
 
-/// The table list's version under which (and the time until which) the database had no relation
-/// that runs user code: the list is asked again when it moves or the time passes (a trigger
-/// created outside pgpilot is found at the next periodic load).
-#[derive(Default)]
-struct CodeFree {
-    /// The version + 1 (0: never found code-free).
-    version: u64,
-    until_ms: u64,
-}
-
 fn preload(h: &Handles) {
     relations_known(&h.cache, &h.config, &h.pool, &h.database, &[]);
     h.cache.ensure_stream(&h.database);
@@ -497,3 +454,5 @@ fn served(cx: &mut Cx<'_>, a: &Arc<Analysis>, params: u64, rows: u32) {
 
 #[path = "cache_hooks.rs"]
 mod hooks;
+#[path = "cache_isolation.rs"]
+mod isolation;

@@ -1,0 +1,61 @@
+//! Session isolation's questions to the table list, asked of the cache stage because the list is
+//! its own (it loads it, with the cache on or off): does a statement run code attached to the
+//! relations it touches (`Relations::runs_attached_code`), and has the database none at all.
+
+use std::sync::Arc;
+
+use super::CacheStage;
+
+impl CacheStage {
+    /// Session isolation's question, asked here because the table list is this stage's: whether
+    /// a statement reading `reads` and writing `writes` may run code attached to them (see
+    /// `Relations::runs_attached_code`). While the list is not known (yet, or since DDL): yes,
+    /// if it names any relation. Callers ask `known_code_free` first.
+    pub fn runs_attached_code(&mut self, reads: &[Arc<str>], writes: &[Arc<str>]) -> bool {
+        let relations = &self.cache.relations;
+        let (version, now) = (relations.version(), crate::clock::now_ms());
+        let refresh = self.config.load().cache.relations_refresh_s * 1000;
+        let (free, due) = relations.code_free(&self.database, now, refresh);
+        if due && relations.begin_load(&self.database) {
+            crate::cache::relations::spawn_load(self.cache.clone(), self.pool.clone(), self.database.clone());
+        }
+        if free {
+            self.code_free = CodeFree { version: version + 1, until_ms: now + refresh };
+            return false;
+        }
+        let any = !(reads.is_empty() && writes.is_empty());
+        any && relations.runs_attached_code(&self.database, reads, writes).unwrap_or(true)
+    }
+
+    /// Waits (up to a second) for the database's first table list while its load runs, as a read
+    /// waits for it (`wait_loaded`): session isolation's answers need it.
+    pub async fn first_list(&self) {
+        let relations = &self.cache.relations;
+        if relations.first_load_running(&self.database) {
+            relations.wait_loaded(&self.database, std::time::Duration::from_secs(1)).await;
+        }
+    }
+
+    /// DDL went through: the table list may be out of date (a trigger or default may be new).
+    pub fn list_outdated(&self) {
+        self.cache.relations.mark_stale(&self.database);
+    }
+
+    /// The database had no relation that runs user code when last asked, and neither the table
+    /// list nor the refresh time has moved since: two loads and two compares per statement.
+    #[inline]
+    pub fn known_code_free(&self) -> bool {
+        // (`code_free` is false while the list is stale after DDL: asked statement by statement.)
+        self.code_free.version == self.cache.relations.version() + 1 && crate::clock::now_ms() < self.code_free.until_ms
+    }
+}
+
+/// The table list's version under which (and the time until which) the database had no relation
+/// that runs user code: the list is asked again when it moves or the time passes (a trigger
+/// created outside pgpilot is found at the next periodic load).
+#[derive(Default)]
+pub(super) struct CodeFree {
+    /// The version + 1 (0: never found code-free).
+    pub(super) version: u64,
+    pub(super) until_ms: u64,
+}
