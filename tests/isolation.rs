@@ -167,3 +167,32 @@ async fn a_function_called_by_oid_leaves_nothing_to_the_next_client() {
     let row = got.iter().find(|(t, _)| *t == b'D').expect("a row").1.clone();
     assert_eq!(row, [0, 1, 0, 0, 0, 0], "one empty column: the setting did not leak");
 }
+
+/// With a reset query that is not DISCARD ALL (none here, as converted PgBouncer configs often
+/// have), a reset after attached code still leaves nothing behind: the settings are replayed over
+/// a RESET ALL for the next client, and the prepared copies are dropped with DEALLOCATE ALL so
+/// that none is prepared twice under one name.
+#[tokio::test]
+async fn a_reset_without_discard_all_leaves_no_setting_and_no_stale_copy() {
+    let d = direct("app").await;
+    d.batch_execute(
+        "DROP TABLE IF EXISTS iso2_hooked CASCADE;
+         CREATE TABLE iso2_hooked (a int);
+         CREATE OR REPLACE FUNCTION iso2_leak() RETURNS trigger LANGUAGE plpgsql AS
+           $$BEGIN PERFORM set_config('app.tenant', 'trigger2', false); RETURN NEW; END$$;
+         CREATE TRIGGER iso2_leak BEFORE INSERT ON iso2_hooked FOR EACH ROW EXECUTE FUNCTION iso2_leak();
+         ALTER TABLE iso2_hooked OWNER TO app;",
+    )
+    .await
+    .expect("creating the relations");
+    let proxy = Proxy::start(&pool_toml(1, "reset_query = \"\""));
+    let (a, b) = (proxy.connect("app").await, proxy.connect("app").await);
+    let tenant = "SELECT coalesce(current_setting('app.tenant', true), '')";
+    for i in 0..3 {
+        let n: i64 = a.query_one("SELECT count(*) FROM iso2_hooked", &[]).await.unwrap().get(0);
+        a.execute("INSERT INTO iso2_hooked VALUES ($1)", &[&i]).await.unwrap();
+        let m: i64 = b.query_one("SELECT count(*) FROM iso2_hooked", &[]).await.unwrap().get(0);
+        assert_eq!(m, n + 1, "the same statement prepared again on the reset connection");
+        assert_eq!(text_rows(&b, tenant).await, [""], "a trigger's setting leaked through RESET-less reset");
+    }
+}

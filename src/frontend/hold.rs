@@ -50,8 +50,9 @@ impl Session {
         let mut attempts = 3;
         if self.isolate_attached_code && !self.stages.cache.known_code_free() {
             // The database's first table list, begun at login: without it every transaction
-            // would be reset (not knowing what code its tables run).
-            self.stages.cache.first_list().await;
+            // would be reset (not knowing what code its tables run). Boxed: a rare wait whose
+            // state would otherwise sit in every checkout's future.
+            Box::pin(self.stages.cache.first_list()).await;
         }
         let conn = loop {
             attempts -= 1;

@@ -352,7 +352,9 @@ impl Session {
             stages.on_send(&mut cx, &msg);
         }
         self.forward(&msg, frame);
-        self.note_attached_code(&msg, frame);
+        if self.isolate_attached_code && !self.reset_on_release && matches!(tag, b'Q' | b'B' | b'F') {
+            self.note_attached_code(&msg, frame);
+        }
         if self.stages.wants_after_send(&msg, &self.turn) {
             let (stages, mut cx) = self.split();
             stages.after_send(&mut cx, &msg, in_copy);

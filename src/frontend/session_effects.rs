@@ -101,14 +101,11 @@ impl Session {
     /// trigger, a view's function...), or a FunctionCall (a function named by OID, `set_config`
     /// as well as any other): what that code did to the session is not seen, so the connection
     /// is reset before it serves another client (`release`). Pinned or unknown sessions are reset
-    /// at their end anyway.
-    #[inline]
+    /// at their end anyway. (The session calls it for those messages only, while isolating and
+    /// not resetting already.)
     pub(super) fn note_attached_code(&mut self, msg: &ClientMessage<'_>, frame: &[u8]) {
-        if !self.isolate_attached_code || self.reset_on_release {
-            return;
-        }
         self.reset_on_release = match msg {
-            ClientMessage::Query { .. } | ClientMessage::Bind { .. } if self.stages.cache.known_code_free() => false,
+            ClientMessage::Query { .. } | ClientMessage::Bind { .. } if self.stages.cache.known_code_free() => return,
             ClientMessage::Query { .. } => self.turn.analyzed.iter().any(|(a, _)| touched(&mut self.stages.cache, a)),
             ClientMessage::Bind { .. } => match self.turn.statement.as_ref().and_then(|s| s.analysis.as_ref()) {
                 Some(a) => touched(&mut self.stages.cache, a),

@@ -33,7 +33,10 @@ impl TxTracker {
             }
             // A FunctionCall is answered up to its own ReadyForQuery, as a simple Query is (it once
             // counted as an unsynced extended message: its client kept the connection until a Sync,
-            // which a psql or libpq lo_* user never sends).
+            // which a psql or libpq lo_* user never sends). Inside an unsynced extended batch it
+            // may follow an error, and the server then skips it with no ReadyForQuery: there it
+            // counts as before, and the batch's Sync ends the group.
+            b'F' if self.pending_since_sync => {}
             b'Q' | b'F' => {
                 self.outstanding += 1;
                 self.syncs_since_execute = 0;
@@ -116,6 +119,9 @@ mod tests {
         send(&mut t, b"QF");
         assert!(!t.on_ready(b'T'));
         assert!(t.on_ready(b'T') && !t.idle());
+        let mut t = TxTracker::default();
+        send(&mut t, b"PBEFS"); // after an error the server skips the F: one ReadyForQuery, the Sync's
+        assert!(t.on_ready(b'I') && t.idle());
     }
 
     #[test]

@@ -86,3 +86,16 @@ impl Drop for PooledConn {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn only_discard_all_itself_leaves_a_connection_fresh() {
+        for fresh in ["DISCARD ALL", "discard all;", "  Discard\n  ALL ; "] {
+            assert!(super::discards_all(fresh), "{fresh:?}");
+        }
+        for other in ["", "RESET ALL", "DISCARD ALL; SELECT 1", "DEALLOCATE ALL", "DISCARD PLANS"] {
+            assert!(!super::discards_all(other), "{other:?}");
+        }
+    }
+}
