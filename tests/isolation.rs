@@ -132,7 +132,8 @@ async fn attached_code_resets(cache: &str) {
     assert_eq!(text_rows(&b, tenant).await, [""], "a view's setting leaked ({cache:?})");
     a.query("SELECT a FROM iso_hooked", &[]).await.unwrap();
     assert_ne!(text_rows(&b, copies).await, ["0"], "a read of a table whose code runs on writes reset ({cache:?})");
-    a.simple_query("DELETE FROM iso_wview WHERE a = -1").await.unwrap();
+    d.batch_execute("INSERT INTO iso_plain VALUES (-1)").await.unwrap(); // a row the view's filter reads
+    a.simple_query("DELETE FROM iso_wview").await.unwrap();
     assert_eq!(text_rows(&b, tenant).await, [""], "a write through a view leaked its setting ({cache:?})");
     a.batch_execute(
         "BEGIN; CREATE TRIGGER iso_leak_too BEFORE INSERT ON iso_plain FOR EACH ROW EXECUTE FUNCTION iso_leak();
@@ -168,10 +169,11 @@ async fn a_function_called_by_oid_leaves_nothing_to_the_next_client() {
     assert_eq!(row, [0, 1, 0, 0, 0, 0], "one empty column: the setting did not leak");
 }
 
-/// With a reset query that is not DISCARD ALL (none here, as converted PgBouncer configs often
-/// have), a reset after attached code still leaves nothing behind: the settings are replayed over
-/// a RESET ALL for the next client, and the prepared copies are dropped with DEALLOCATE ALL so
-/// that none is prepared twice under one name.
+/// With a reset query that is not DISCARD ALL (none, as converted PgBouncer configs often have;
+/// one that drops the prepared statements; one that keeps them), a reset after attached code
+/// still leaves nothing behind: the settings are replayed over a RESET ALL for the next client,
+/// and the prepared copies are dropped with DEALLOCATE ALL, so that none is prepared twice under
+/// one name nor run after the server dropped it.
 #[tokio::test]
 async fn a_reset_without_discard_all_leaves_no_setting_and_no_stale_copy() {
     let d = direct("app").await;
@@ -185,14 +187,16 @@ async fn a_reset_without_discard_all_leaves_no_setting_and_no_stale_copy() {
     )
     .await
     .expect("creating the relations");
-    let proxy = Proxy::start(&pool_toml(1, "reset_query = \"\""));
-    let (a, b) = (proxy.connect("app").await, proxy.connect("app").await);
-    let tenant = "SELECT coalesce(current_setting('app.tenant', true), '')";
-    for i in 0..3 {
-        let n: i64 = a.query_one("SELECT count(*) FROM iso2_hooked", &[]).await.unwrap().get(0);
-        a.execute("INSERT INTO iso2_hooked VALUES ($1)", &[&i]).await.unwrap();
-        let m: i64 = b.query_one("SELECT count(*) FROM iso2_hooked", &[]).await.unwrap().get(0);
-        assert_eq!(m, n + 1, "the same statement prepared again on the reset connection");
-        assert_eq!(text_rows(&b, tenant).await, [""], "a trigger's setting leaked through RESET-less reset");
+    for reset in ["", "DEALLOCATE ALL", "RESET ALL"] {
+        let proxy = Proxy::start(&pool_toml(1, &format!("reset_query = \"{reset}\"")));
+        let (a, b) = (proxy.connect("app").await, proxy.connect("app").await);
+        let tenant = "SELECT coalesce(current_setting('app.tenant', true), '')";
+        for i in 0..3 {
+            let n: i64 = a.query_one("SELECT count(*) FROM iso2_hooked", &[]).await.unwrap().get(0);
+            a.execute("INSERT INTO iso2_hooked VALUES ($1)", &[&i]).await.unwrap();
+            let m: i64 = b.query_one("SELECT count(*) FROM iso2_hooked", &[]).await.unwrap().get(0);
+            assert_eq!(m, n + 1, "the same statement prepared again on the reset connection ({reset:?})");
+            assert_eq!(text_rows(&b, tenant).await, [""], "a trigger's setting leaked ({reset:?})");
+        }
     }
 }

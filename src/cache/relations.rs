@@ -129,7 +129,7 @@ pub const QUERY: &str = concat!(
      JOIN pg_catalog.pg_depend d ON d.classid = 'pg_catalog.pg_rewrite'::pg_catalog.regclass AND d.objid = r.oid \
      AND d.refclassid = 'pg_catalog.pg_class'::pg_catalog.regclass \
      JOIN pg_catalog.pg_class b ON b.oid = d.refobjid AND b.oid <> v.oid \
-     UNION ALL SELECT DISTINCT c.relname, 'reads', b.relname FROM pg_catalog.pg_policy p \
+     UNION ALL SELECT DISTINCT c.relname, 'policy_reads', b.relname FROM pg_catalog.pg_policy p \
      JOIN pg_catalog.pg_class c ON c.oid = p.polrelid \
      JOIN pg_catalog.pg_depend d ON d.classid = 'pg_catalog.pg_policy'::pg_catalog.regclass AND d.objid = p.oid \
      AND d.refclassid = 'pg_catalog.pg_class'::pg_catalog.regclass \
@@ -179,7 +179,7 @@ impl Relations {
     pub fn check(&self, db: &str, tables: &[Arc<str>], now_ms: u64, refresh_ms: u64) -> (bool, bool) {
         let dbs = self.dbs.read();
         let Some(k) = dbs.get(db) else { return (false, true) };
-        let due = !k.loading && (k.stale || now_ms.saturating_sub(k.loaded_ms) >= refresh_ms);
+        let due = k.due(now_ms, refresh_ms);
         let ok = k.loaded_ms > 0
             && tables.iter().all(|t| {
                 let f = k.facts(t);
@@ -193,18 +193,21 @@ impl Relations {
         self.dbs.read().get(db).is_some_and(|k| k.loaded_ms == 0 && k.loading)
     }
 
-    /// Waits (at most `wait`) until `db`'s list has been loaded once; whether it has.
+    /// Waits (at most `wait`) until `db`'s list has been loaded once, or the load under way ended
+    /// without it (a failed load wakes its waiters too); whether it has been loaded.
     pub async fn wait_loaded(&self, db: &str, wait: std::time::Duration) -> bool {
-        let loaded = || self.dbs.read().get(db).is_some_and(|k| k.loaded_ms > 0);
+        let state = || self.dbs.read().get(db).map_or((false, false), |k| (k.loaded_ms > 0, k.loading));
         let deadline = tokio::time::Instant::now() + wait;
         loop {
             let mut woken = std::pin::pin!(self.loaded.notified());
             woken.as_mut().enable(); // registered before the check: a load ending now still wakes it
-            if loaded() {
-                return true;
+            match state() {
+                (true, _) => return true,
+                (false, false) => return false,
+                (false, true) => {}
             }
             if crate::timers::timeout_at(deadline, woken).await.is_err() {
-                return loaded();
+                return state().0;
             }
         }
     }
@@ -234,13 +237,17 @@ impl Relations {
         let mut dbs = self.dbs.write();
         let k = dbs.entry(Arc::from(db)).or_default();
         k.loading = false;
-        let Some(fresh) = fresh else { return Changed::Tables(Vec::new()) };
+        let Some(fresh) = fresh else {
+            k.failed_ms = now_ms.max(1);
+            return Changed::Tables(Vec::new());
+        };
         self.version.fetch_add(1, Ordering::AcqRel);
         let before = std::mem::replace(&mut k.shapes, fresh.shapes);
         k.tables = fresh.tables;
         k.snapshot_default = fresh.snapshot_default;
         k.any_code = fresh.any_code;
         k.loaded_ms = now_ms.max(1);
+        k.failed_ms = 0;
         // DDL marked the list while this load read the catalog (maybe before that DDL committed):
         // still stale, read again.
         k.stale = k.marks != k.marks_at_load;
@@ -365,7 +372,7 @@ impl Relations {
     pub fn code_free(&self, db: &str, now_ms: u64, refresh_ms: u64) -> (bool, bool) {
         let dbs = self.dbs.read();
         let Some(k) = dbs.get(db) else { return (false, true) };
-        let due = !k.loading && (k.stale || now_ms.saturating_sub(k.loaded_ms) >= refresh_ms);
+        let due = k.due(now_ms, refresh_ms);
         (k.loaded_ms > 0 && !k.stale && !k.any_code, due)
     }
 

@@ -157,7 +157,9 @@ fn code_is_found_through_views_cascades_and_partitions_on_reads_or_writes() {
         row("v5", "v", ""),
         row("v5", "reads", "secured"),
         row("guarded", "r", ""),
-        row("guarded", "reads", "v1"),
+        row("guarded", "policy_reads", "v1"),
+        row("audited", "r", ""),
+        row("audited", "policy_reads", "child"),
         row("part", "p", ""),
         row("part", "inherit", "leaf"),
         row("leaf", "r", ""),
@@ -171,14 +173,14 @@ fn code_is_found_through_views_cascades_and_partitions_on_reads_or_writes() {
     for t in ["v1", "v2", "secured", "v5", "guarded"] {
         assert!(read(t), "a read of {t} runs code");
     }
-    for t in ["plain", "base", "v3", "parent", "child", "v4", "part", "leaf", "unlisted"] {
+    for t in ["plain", "base", "v3", "parent", "child", "v4", "part", "leaf", "unlisted", "audited"] {
         assert!(!read(t), "a read of {t} runs none");
     }
-    for t in ["parent", "child", "v4", "secured", "v5", "part", "leaf", "v1", "v2"] {
+    for t in ["parent", "child", "v4", "secured", "v5", "part", "leaf", "v1", "v2", "guarded"] {
         assert!(write(t), "a write to {t} runs code");
     }
-    for t in ["plain", "base", "v3", "unlisted"] {
-        assert!(!write(t), "a write to {t} runs none");
+    for t in ["plain", "base", "v3", "unlisted", "audited"] {
+        assert!(!write(t), "a write to {t} runs none (a policy reading a table with a trigger: {t})");
     }
     assert_eq!(r.code_free("db", 1, 60_000), (false, false));
     r.mark_stale("db");
@@ -206,4 +208,26 @@ fn a_name_holding_the_scope_separator_keeps_its_code_and_cascades() {
     let none: [Arc<str>; 0] = [];
     assert_eq!(r.runs_attached_code("db", &none, &[Arc::from("p")]), Some(true));
     assert_eq!(r.runs_attached_code("db", &none, &[Arc::from(odd.as_str())]), Some(true));
+}
+
+#[test]
+fn a_load_that_read_the_catalog_before_ddl_leaves_the_list_stale() {
+    let r = Relations::default();
+    assert!(r.begin_load("db"));
+    r.finish_load("db", Some(vec![row("t", "r", "")]), 1);
+    let none: [Arc<str>; 0] = [];
+    assert_eq!(r.runs_attached_code("db", &none, &[Arc::from("t")]), Some(false));
+    assert!(r.begin_load("db"));
+    r.mark_stale("db"); // DDL while that load reads the catalog
+    r.finish_load("db", Some(vec![row("t", "r", "")]), 2);
+    assert_eq!(r.runs_attached_code("db", &none, &[Arc::from("t")]), None, "still stale");
+    assert!(r.begin_load("db"));
+    r.finish_load("db", Some(vec![row("t", "r", ""), row("t", "trigger", "")]), 3);
+    assert_eq!(r.runs_attached_code("db", &none, &[Arc::from("t")]), Some(true));
+    // A failed load: the next waits a while (each statement once started another).
+    assert!(r.begin_load("db"));
+    r.mark_stale("db");
+    r.finish_load("db", None, 10);
+    assert!(!r.code_free("db", 11, 60_000).1, "resting after a failure");
+    assert!(r.code_free("db", 10 + 5_000, 60_000).1, "due again");
 }

@@ -33,9 +33,11 @@ pub(super) struct Facts {
     /// domain checks, and the code of what the write reaches (foreign-key actions, partitions,
     /// a view's base).
     pub(super) code_on_write: bool,
-    /// A view: the relations its query reads; a table: those its policies read (for the code
-    /// flags).
+    /// A view: the relations its query reads (for the code flags).
     pub(super) reads: Vec<Arc<str>>,
+    /// The relations its policies read: their read code runs on this table's reads and writes
+    /// (their write code does not).
+    pub(super) policy_reads: Vec<Arc<str>>,
     /// Parent or child of inheritance or partitioning: never keyed.
     pub(super) inherited: bool,
     /// Tables whose rows a write here changes through a foreign-key action; parent <-> child for
@@ -62,6 +64,7 @@ static UNLISTED: Facts = Facts {
     code_on_read: false,
     code_on_write: false,
     reads: Vec::new(),
+    policy_reads: Vec::new(),
     inherited: false,
     cascades: Vec::new(),
     update_cascades: Vec::new(),
@@ -88,9 +91,22 @@ pub(super) struct Known {
     /// `Relations::mark_stale` calls, and their count when the load in progress began.
     pub(super) marks: u64,
     pub(super) marks_at_load: u64,
+    /// When the last load failed (0: it did not): the next waits `RETRY_AFTER_MS`, where every
+    /// statement once started another (each failing the same way, each closing its connection).
+    pub(super) failed_ms: u64,
 }
 
+/// How long after a failed load the next may start.
+const RETRY_AFTER_MS: u64 = 5_000;
+
 impl Known {
+    /// Whether a (re)load should start: none under way, none failed lately, and the list stale
+    /// or older than `refresh_ms`.
+    pub(super) fn due(&self, now_ms: u64, refresh_ms: u64) -> bool {
+        let resting = self.failed_ms > 0 && now_ms < self.failed_ms + RETRY_AFTER_MS;
+        !self.loading && !resting && (self.stale || now_ms.saturating_sub(self.loaded_ms) >= refresh_ms)
+    }
+
     pub(super) fn facts(&self, name: &str) -> &Facts {
         self.tables.get(name).unwrap_or(&UNLISTED)
     }
@@ -111,15 +127,16 @@ impl Known {
         k
     }
 
-    /// The code flags through views' and policies' reads (a read of a view reads its bases; a
-    /// write through it writes them; a policy's reads run on reads and writes), foreign-key
-    /// actions and partitions (a write reaches them), to a fixed point.
+    /// The code flags through views' reads (a read of a view reads its bases; a write through it
+    /// writes them), policies' reads (their read code runs on the table's reads and writes),
+    /// foreign-key actions and partitions (a write reaches them), to a fixed point.
     fn spread_code(&mut self) {
         loop {
-            let on_read = |f: &Facts| !f.code_on_read && f.reads.iter().any(|t| self.facts(t).code_on_read);
+            let reads_code = |ts: &[Arc<str>]| ts.iter().any(|t| self.facts(t).code_on_read);
+            let on_read = |f: &Facts| !f.code_on_read && (reads_code(&f.reads) || reads_code(&f.policy_reads));
             let on_write = |f: &Facts| {
                 let mut next = f.reads.iter().chain(&f.cascades).chain(&f.update_cascades);
-                !f.code_on_write && next.any(|t| self.facts(t).code_on_write)
+                !f.code_on_write && (next.any(|t| self.facts(t).code_on_write) || reads_code(&f.policy_reads))
             };
             let newly: Vec<(Box<str>, bool, bool)> = (self.tables.iter())
                 .map(|(t, f)| (t, on_read(f), on_write(f)))
@@ -158,6 +175,7 @@ impl Known {
             match kind {
                 "trigger" | "code" | "code_write" => Self::note_code(f, kind),
                 "reads" => f.reads.push(target.into()),
+                "policy_reads" => f.policy_reads.push(target.into()),
                 "cascade" | "ucascade" | "inherit" => f.cascades.push(target.into()),
                 _ => {}
             }
@@ -172,6 +190,7 @@ impl Known {
             }
             "code" | "code_write" => Self::note_code(self.facts_mut(name), kind),
             "reads" => self.facts_mut(name).reads.push(target.into()),
+            "policy_reads" => self.facts_mut(name).policy_reads.push(target.into()),
             "policy" => self.facts_mut(name).policy_reads_others = true,
             "cascade" => self.facts_mut(name).cascades.push(target.into()),
             "ucascade" => self.facts_mut(name).update_cascades.push(target.into()),

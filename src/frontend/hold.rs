@@ -48,10 +48,9 @@ impl Session {
         // or during its login): such a connection is closed and another taken, a few times,
         // before the client is told.
         let mut attempts = 3;
-        if self.isolate_attached_code && !self.stages.cache.known_code_free() {
-            // The database's first table list, begun at login: without it every transaction
-            // would be reset (not knowing what code its tables run). Boxed: a rare wait whose
-            // state would otherwise sit in every checkout's future.
+        if self.isolate_attached_code && self.stages.cache.first_checkout() {
+            // Boxed: a wait once per session, whose state would otherwise sit in every
+            // checkout's future.
             Box::pin(self.stages.cache.first_list()).await;
         }
         let conn = loop {

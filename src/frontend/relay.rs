@@ -88,6 +88,12 @@ impl Session {
         // A boundary: nothing of the client's runs now (Flush pipelines are not at one).
         self.cancel.meta.running.store(false, std::sync::atomic::Ordering::Release);
         self.query_deadline = None;
+        if status == b'I' && self.list_outdated {
+            // The end of a transaction that ran DDL (pinned or not): a list loaded meanwhile may
+            // have read the catalog before the commit.
+            self.list_outdated = false;
+            self.stages.cache.list_outdated();
+        }
         if status == b'I' && !self.restoring.is_empty() && !self.restore_startup().await {
             return Some(Flow::Close);
         }
@@ -258,9 +264,6 @@ impl Session {
         let Some(mut conn) = self.server.take() else { return };
         self.detach();
         let reset = std::mem::take(&mut self.reset_on_release);
-        if std::mem::take(&mut self.list_outdated) {
-            self.stages.cache.list_outdated();
-        }
         // A cancel forwarded for this client's last query must reach the backend first.
         if !cancels_settled(&conn).await {
             return; // dropping the guard closes the connection

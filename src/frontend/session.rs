@@ -113,7 +113,8 @@ pub struct Session {
     pub(super) isolate_attached_code: bool,
     pub(super) reset_on_release: bool,
     /// DDL went through in the transaction in hand: the table list is marked out of date again
-    /// at its end (a load started meanwhile may have read the catalog before the commit).
+    /// at its end, its ReadyForQuery 'I' (a load started meanwhile may have read the catalog
+    /// before the commit).
     pub(super) list_outdated: bool,
     pub info: ClientInfo,
 }

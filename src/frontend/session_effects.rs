@@ -106,6 +106,8 @@ impl Session {
     pub(super) fn note_attached_code(&mut self, msg: &ClientMessage<'_>, frame: &[u8]) {
         self.reset_on_release = match msg {
             ClientMessage::Query { .. } | ClientMessage::Bind { .. } if self.stages.cache.known_code_free() => return,
+            // (No analysis: skipped while the database looked code-free; it may not be now.)
+            ClientMessage::Query { .. } if self.turn.analyzed.is_empty() => true,
             ClientMessage::Query { .. } => self.turn.analyzed.iter().any(|(a, _)| touched(&mut self.stages.cache, a)),
             ClientMessage::Bind { .. } => match self.turn.statement.as_ref().and_then(|s| s.analysis.as_ref()) {
                 Some(a) => touched(&mut self.stages.cache, a),

@@ -73,6 +73,8 @@ pub struct CacheStage {
     user: Arc<str>,
     /// When the database was last found to have no relation that runs user code.
     code_free: isolation::CodeFree,
+    /// This session's first checkout waited for the database's first table list (once only).
+    list_awaited: bool,
 }
 
 /// What the cache stage works with, besides the session's context.
@@ -111,6 +113,7 @@ impl CacheStage {
             database: h.database,
             user: h.user,
             code_free: isolation::CodeFree::default(),
+            list_awaited: false,
         }
     }
 

@@ -27,8 +27,15 @@ impl CacheStage {
         any && relations.runs_attached_code(&self.database, reads, writes).unwrap_or(true)
     }
 
+    /// The session's first checkout (true once): it waits for the database's first table list
+    /// if a load of it is under way (`first_list`).
+    pub fn first_checkout(&mut self) -> bool {
+        !std::mem::replace(&mut self.list_awaited, true)
+    }
+
     /// Waits (up to a second) for the database's first table list while its load runs, as a read
-    /// waits for it (`wait_loaded`): session isolation's answers need it.
+    /// waits for it (`wait_loaded`; a failed load ends the wait): without it every transaction
+    /// would be reset, not knowing what code its tables run.
     pub async fn first_list(&self) {
         let relations = &self.cache.relations;
         if relations.first_load_running(&self.database) {
