@@ -156,12 +156,24 @@ impl Known {
         self.any_code = self.tables.values().any(|f| f.code_on_read || f.code_on_write);
     }
 
-    /// Records a `code`, `code_write` or `trigger` row's meaning for session isolation.
-    fn note_code(f: &mut Facts, kind: &str) {
+    /// Records what a row says a touch of the relation runs or reaches: code flags, triggers,
+    /// views' and policies' reads, foreign-key actions, partitions. False for another kind of row.
+    fn note_reach(f: &mut Facts, kind: &str, target: String) -> bool {
         match kind {
             "code" => (f.code_on_read, f.code_on_write) = (true, true),
-            _ => f.code_on_write = true, // "code_write", "trigger"
+            "code_write" => f.code_on_write = true,
+            "trigger" => (f.triggers, f.code_on_write) = (true, true),
+            "reads" => f.reads.push(target.into()),
+            "policy_reads" => f.policy_reads.push(target.into()),
+            "cascade" => f.cascades.push(target.into()),
+            "ucascade" => f.update_cascades.push(target.into()),
+            "inherit" => {
+                f.cascades.push(target.into());
+                f.inherited = true;
+            }
+            _ => return false,
         }
+        true
     }
 
     /// Stores one row of `QUERY`.
@@ -169,36 +181,15 @@ impl Known {
         if name.contains(scopes::SEP) {
             // Its generation scopes could be another table's (`scopes`): never cached, and a
             // write that reaches it invalidates the whole database, as one through a view does.
+            // (What it runs and reaches still counts: a name is no way around session isolation.)
             let f = self.facts_mut(name);
             f.other = true;
-            // (What it runs and reaches still counts: a name is no way around session isolation.)
-            match kind {
-                "trigger" | "code" | "code_write" => Self::note_code(f, kind),
-                "reads" => f.reads.push(target.into()),
-                "policy_reads" => f.policy_reads.push(target.into()),
-                "cascade" | "ucascade" | "inherit" => f.cascades.push(target.into()),
-                _ => {}
-            }
+            Self::note_reach(f, kind, target);
             return;
         }
         match kind {
             "r" | "p" => self.facts_mut(name).ordinary = true,
-            "trigger" => {
-                let f = self.facts_mut(name);
-                f.triggers = true;
-                Self::note_code(f, kind);
-            }
-            "code" | "code_write" => Self::note_code(self.facts_mut(name), kind),
-            "reads" => self.facts_mut(name).reads.push(target.into()),
-            "policy_reads" => self.facts_mut(name).policy_reads.push(target.into()),
             "policy" => self.facts_mut(name).policy_reads_others = true,
-            "cascade" => self.facts_mut(name).cascades.push(target.into()),
-            "ucascade" => self.facts_mut(name).update_cascades.push(target.into()),
-            "inherit" => {
-                let f = self.facts_mut(name);
-                f.cascades.push(target.into());
-                f.inherited = true;
-            }
             "shape" | "roles" => drop(self.shapes.insert(name.into(), target.into())),
             _ if kind.starts_with("pkey:") => {
                 if let Some(f) = kind[5..].parse().ok().and_then(scopes::Family::of) {
@@ -206,7 +197,12 @@ impl Known {
                 }
             }
             "isolation" => self.snapshot_default = !name.starts_with("read "),
-            _ => self.facts_mut(name).other = true,
+            _ => {
+                let f = self.facts_mut(name);
+                if !Self::note_reach(f, kind, target) {
+                    f.other = true;
+                }
+            }
         }
     }
 

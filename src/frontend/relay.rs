@@ -285,9 +285,6 @@ impl Session {
     /// the middle of anything is closed (the server rolls back whatever was open).
     pub async fn finish(&mut self) {
         self.stages.at_end();
-        if self.list_outdated {
-            self.stages.cache.list_outdated();
-        }
         self.pool.traffic.take(&mut self.counts);
         let Some(mut conn) = self.server.take() else { return };
         self.detach();

@@ -7,8 +7,7 @@ use std::sync::Arc;
 use super::CacheStage;
 
 impl CacheStage {
-    /// Session isolation's question, asked here because the table list is this stage's: whether
-    /// a statement reading `reads` and writing `writes` may run code attached to them (see
+    /// Whether a statement reading `reads` and writing `writes` may run code attached to them (see
     /// `Relations::runs_attached_code`). While the list is not known (yet, or since DDL): yes,
     /// if it names any relation. Callers ask `known_code_free` first.
     pub fn runs_attached_code(&mut self, reads: &[Arc<str>], writes: &[Arc<str>]) -> bool {
