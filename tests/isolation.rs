@@ -5,7 +5,7 @@ mod common;
 
 use common::cache::{hits, make_table, text_rows, until_hit};
 use common::raw::{self, Raw};
-use common::{direct, pool_toml, Proxy};
+use common::{direct, pool_toml, rows, Proxy};
 
 /// While standard_conforming_strings is off, a backslash escapes in plain strings, which
 /// libpg_query (and so the analysis) does not assume: such a text is never read for its tables,
@@ -147,26 +147,30 @@ async fn attached_code_resets(cache: &str) {
 }
 
 /// A FunctionCall names its function by OID: `set_config` called that way is not seen in any
-/// text, so the connection is reset after it.
+/// text, so the connection is reset after it; also when the call is too large to be read whole
+/// (streamed to the server as it comes: only its first bytes are seen).
 #[tokio::test]
 async fn a_function_called_by_oid_leaves_nothing_to_the_next_client() {
     let proxy = Proxy::start("[pool]\nmax_size = 1\n\n[[users]]\nname = \"trustuser\"\nauth = \"trust\"\n");
-    let mut a = Raw::login_trust(proxy.port, "trustuser", "app").await;
-    let mut call = 2078u32.to_be_bytes().to_vec(); // pg_catalog.set_config(text, text, bool)
-    call.extend(0i16.to_be_bytes()); // every argument in text format
-    call.extend(3i16.to_be_bytes());
-    for arg in ["app.tenant", "fastpath", "false"] {
-        call.extend((arg.len() as i32).to_be_bytes());
-        call.extend(arg.as_bytes());
+    let long = "x".repeat(2 * 64 * 1024);
+    for value in ["fastpath", long.as_str()] {
+        let mut a = Raw::login_trust(proxy.port, "trustuser", "app").await;
+        let mut call = 2078u32.to_be_bytes().to_vec(); // pg_catalog.set_config(text, text, bool)
+        call.extend(0i16.to_be_bytes()); // every argument in text format
+        call.extend(3i16.to_be_bytes());
+        for arg in ["app.tenant", value, "false"] {
+            call.extend((arg.len() as i32).to_be_bytes());
+            call.extend(arg.as_bytes());
+        }
+        call.extend(0i16.to_be_bytes());
+        a.send(&raw::msg(b'F', &call)).await;
+        assert_eq!(String::from_utf8_lossy(&a.until_ready().await.unwrap()), "VZ", "the call answered");
+        let mut b = Raw::login_trust(proxy.port, "trustuser", "app").await;
+        b.send(&raw::query("SELECT coalesce(current_setting('app.tenant', true), '')")).await;
+        let got = b.messages_until_ready().await;
+        let row = got.iter().find(|(t, _)| *t == b'D').expect("a row").1.clone();
+        assert_eq!(row, [0, 1, 0, 0, 0, 0], "one empty column: the setting ({} bytes) did not leak", value.len());
     }
-    call.extend(0i16.to_be_bytes());
-    a.send(&raw::msg(b'F', &call)).await;
-    assert_eq!(String::from_utf8_lossy(&a.until_ready().await.unwrap()), "VZ", "the call answered");
-    let mut b = Raw::login_trust(proxy.port, "trustuser", "app").await;
-    b.send(&raw::query("SELECT coalesce(current_setting('app.tenant', true), '')")).await;
-    let got = b.messages_until_ready().await;
-    let row = got.iter().find(|(t, _)| *t == b'D').expect("a row").1.clone();
-    assert_eq!(row, [0, 1, 0, 0, 0, 0], "one empty column: the setting did not leak");
 }
 
 /// With a reset query that is not DISCARD ALL (none, as converted PgBouncer configs often have;
@@ -198,5 +202,46 @@ async fn a_reset_without_discard_all_leaves_no_setting_and_no_stale_copy() {
             assert_eq!(m, n + 1, "the same statement prepared again on the reset connection ({reset:?})");
             assert_eq!(text_rows(&b, tenant).await, [""], "a trigger's setting leaked ({reset:?})");
         }
+    }
+}
+
+/// A user-made operator or cast runs its function from the client's own text, which names no
+/// function and maybe no relation (`SELECT 1 === 2`): in a database that has one calling code
+/// that changes the session, every transaction's connection is reset. (A database of its own:
+/// such an operator makes every statement of its database count.)
+#[tokio::test]
+async fn an_operator_or_cast_that_sets_a_setting_leaves_nothing_to_the_next_client() {
+    let admin = direct("postgres").await;
+    admin.simple_query("DROP DATABASE IF EXISTS iso_ops WITH (FORCE)").await.unwrap();
+    admin.simple_query("CREATE DATABASE iso_ops OWNER app").await.unwrap();
+    let d = direct("iso_ops").await;
+    d.batch_execute(
+        "CREATE FUNCTION iso_op_leak(int, int) RETURNS int LANGUAGE plpgsql AS
+           $$BEGIN PERFORM set_config('app.tenant', 'operator', false); RETURN $1 + $2; END$$;
+         CREATE OPERATOR === (LEFTARG = int, RIGHTARG = int, FUNCTION = iso_op_leak);
+         CREATE TYPE iso_pair AS (a text);
+         CREATE FUNCTION iso_cast_leak(text) RETURNS iso_pair LANGUAGE plpgsql AS
+           $$BEGIN PERFORM set_config('app.tenant', 'cast', false); RETURN ROW($1)::iso_pair; END$$;",
+    )
+    .await
+    .expect("creating the operator");
+    let tenant = "SELECT coalesce(current_setting('app.tenant', true), '')";
+    for (made, call) in [("operator", "SELECT 1 === 2"), ("cast", "SELECT ('x'::text)::iso_pair")] {
+        if made == "cast" {
+            d.batch_execute(
+                "DROP OPERATOR === (int, int); CREATE CAST (text AS iso_pair) WITH FUNCTION iso_cast_leak(text)",
+            )
+            .await
+            .unwrap();
+        }
+        let proxy = Proxy::start(&pool_toml(1, ""));
+        let (a, b) = (proxy.connect("iso_ops").await, proxy.connect("iso_ops").await);
+        a.simple_query("SELECT 1").await.unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await; // the table list loaded
+        let direct_effect = rows(&a.simple_query(&format!("{call}; {tenant}")).await.unwrap());
+        assert_eq!(direct_effect.last().unwrap(), &[made.to_string()], "the {made} set it for its own client");
+        assert_eq!(text_rows(&b, tenant).await, [""], "the {made}'s setting leaked (simple protocol)");
+        a.query(call, &[]).await.unwrap();
+        assert_eq!(text_rows(&b, tenant).await, [""], "the {made}'s setting leaked (extended protocol)");
     }
 }

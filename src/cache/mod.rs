@@ -5,6 +5,7 @@
 //! result. The session side (which messages hit, fill and invalidate) is src/frontend/stages/cache.rs.
 
 pub mod admission;
+mod catalog_query;
 pub mod entry;
 pub mod fill;
 pub mod flight;

@@ -193,6 +193,19 @@ fn code_is_found_through_views_cascades_and_partitions_on_reads_or_writes() {
 }
 
 #[test]
+fn an_operator_or_cast_that_runs_code_makes_every_statement_count() {
+    let r = Relations::default();
+    let none: [Arc<str>; 0] = [];
+    r.finish_load("db", Some(vec![row("plain", "r", ""), row("", "expr_code", "")]), 1);
+    assert_eq!(r.runs_attached_code("db", &none, &none), Some(true), "a statement naming no relation");
+    assert_eq!(r.runs_attached_code("db", &[Arc::from("plain")], &none), Some(true));
+    assert_eq!(r.code_free("db", 1, 60_000), (false, false));
+    r.finish_load("db", Some(vec![row("plain", "r", "")]), 2);
+    assert_eq!(r.runs_attached_code("db", &[Arc::from("plain")], &none), Some(false), "the operator dropped");
+    assert_eq!(r.code_free("db", 2, 60_000), (true, false));
+}
+
+#[test]
 fn a_name_holding_the_scope_separator_keeps_its_code_and_cascades() {
     let r = Relations::default();
     let odd = format!("a{}b", scopes::SEP);

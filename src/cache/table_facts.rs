@@ -83,8 +83,12 @@ pub(super) struct Known {
     /// The database's (and loading role's) default isolation takes a snapshot per transaction:
     /// reads inside transaction blocks neither use nor fill the cache.
     pub(super) snapshot_default: bool,
-    /// Some relation runs code on a read or a write: without one, no statement needs a look.
+    /// Some relation runs code on a read or a write, or expressions may: without one, no
+    /// statement needs a look.
     pub(super) any_code: bool,
+    /// A user-made operator or cast runs code that may change the session (`expression_code_row`):
+    /// any statement may call it from its own text, so every one counts as running code.
+    pub(super) code_in_expressions: bool,
     pub(super) loaded_ms: u64,
     pub(super) loading: bool,
     pub(super) stale: bool,
@@ -153,7 +157,7 @@ impl Known {
                 }
             }
         }
-        self.any_code = self.tables.values().any(|f| f.code_on_read || f.code_on_write);
+        self.any_code = self.code_in_expressions || self.tables.values().any(|f| f.code_on_read || f.code_on_write);
     }
 
     /// Records what a row says a touch of the relation runs or reaches: code flags, triggers,
@@ -197,6 +201,7 @@ impl Known {
                 }
             }
             "isolation" => self.snapshot_default = !name.starts_with("read "),
+            "expr_code" => self.code_in_expressions = true,
             _ => {
                 let f = self.facts_mut(name);
                 if !Self::note_reach(f, kind, target) {

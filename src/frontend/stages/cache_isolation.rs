@@ -9,7 +9,8 @@ use super::CacheStage;
 impl CacheStage {
     /// Whether a statement reading `reads` and writing `writes` may run code attached to them (see
     /// `Relations::runs_attached_code`). While the list is not known (yet, or since DDL): yes,
-    /// if it names any relation. Callers ask `known_code_free` first.
+    /// whatever it names (DDL may have made an operator that runs code). Callers ask
+    /// `known_code_free` first.
     pub fn runs_attached_code(&mut self, reads: &[Arc<str>], writes: &[Arc<str>]) -> bool {
         let relations = &self.cache.relations;
         let (version, now) = (relations.version(), crate::clock::now_ms());
@@ -22,8 +23,7 @@ impl CacheStage {
             self.code_free = CodeFree { version: version + 1, until_ms: now + refresh };
             return false;
         }
-        let any = !(reads.is_empty() && writes.is_empty());
-        any && relations.runs_attached_code(&self.database, reads, writes).unwrap_or(true)
+        relations.runs_attached_code(&self.database, reads, writes).unwrap_or(true)
     }
 
     /// The session's first checkout (true once): it waits for the database's first table list
