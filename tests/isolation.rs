@@ -205,43 +205,74 @@ async fn a_reset_without_discard_all_leaves_no_setting_and_no_stale_copy() {
     }
 }
 
-/// A user-made operator or cast runs its function from the client's own text, which names no
-/// function and maybe no relation (`SELECT 1 === 2`): in a database that has one calling code
-/// that changes the session, every transaction's connection is reset. (A database of its own:
-/// such an operator makes every statement of its database count.)
+/// A user-made operator, cast or domain check, or a user function named as a built-in, runs its
+/// code from the client's own text, which names no such function and maybe no relation (`SELECT
+/// 1 === 2`): in a database that has one calling code that changes the session, every
+/// transaction's connection is reset. (A database of its own: such code makes every statement of
+/// its database count.)
 #[tokio::test]
-async fn an_operator_or_cast_that_sets_a_setting_leaves_nothing_to_the_next_client() {
+async fn an_operator_cast_domain_or_namesake_that_sets_a_setting_leaves_nothing_to_the_next_client() {
     let admin = direct("postgres").await;
     admin.simple_query("DROP DATABASE IF EXISTS iso_ops WITH (FORCE)").await.unwrap();
     admin.simple_query("CREATE DATABASE iso_ops OWNER app").await.unwrap();
     let d = direct("iso_ops").await;
     d.batch_execute(
-        "CREATE FUNCTION iso_op_leak(int, int) RETURNS int LANGUAGE plpgsql AS
-           $$BEGIN PERFORM set_config('app.tenant', 'operator', false); RETURN $1 + $2; END$$;
-         CREATE OPERATOR === (LEFTARG = int, RIGHTARG = int, FUNCTION = iso_op_leak);
+        "CREATE TABLE iso_t (a int); ALTER TABLE iso_t OWNER TO app;
+         CREATE FUNCTION iso_leak(text) RETURNS text LANGUAGE plpgsql AS
+           $$BEGIN PERFORM set_config('app.tenant', $1, false); RETURN $1; END$$;
+         CREATE FUNCTION iso_op_leak(int, int) RETURNS int LANGUAGE sql AS $$SELECT length(iso_leak('operator'))$$;
          CREATE TYPE iso_pair AS (a text);
-         CREATE FUNCTION iso_cast_leak(text) RETURNS iso_pair LANGUAGE plpgsql AS
-           $$BEGIN PERFORM set_config('app.tenant', 'cast', false); RETURN ROW($1)::iso_pair; END$$;",
+         CREATE FUNCTION iso_cast_leak(text) RETURNS iso_pair LANGUAGE sql AS $$SELECT ROW(iso_leak('cast'))::iso_pair$$;
+         CREATE TYPE iso_range AS RANGE (subtype = float8);",
     )
     .await
-    .expect("creating the operator");
+    .expect("creating the functions");
     let tenant = "SELECT coalesce(current_setting('app.tenant', true), '')";
-    for (made, call) in [("operator", "SELECT 1 === 2"), ("cast", "SELECT ('x'::text)::iso_pair")] {
-        if made == "cast" {
-            d.batch_execute(
-                "DROP OPERATOR === (int, int); CREATE CAST (text AS iso_pair) WITH FUNCTION iso_cast_leak(text)",
-            )
-            .await
-            .unwrap();
-        }
+    let cases = [
+        ("operator", "CREATE OPERATOR === (LEFTARG = int, RIGHTARG = int, FUNCTION = iso_op_leak)", "SELECT 1 === 2"),
+        (
+            "cast",
+            "DROP OPERATOR === (int, int); CREATE CAST (text AS iso_pair) WITH FUNCTION iso_cast_leak(text)",
+            "SELECT ('x'::text)::iso_pair",
+        ),
+        (
+            "domain",
+            "DROP CAST (text AS iso_pair); CREATE DOMAIN iso_dom AS text CHECK (iso_leak('domain') IS NOT NULL)",
+            "SELECT 'x'::iso_dom",
+        ),
+        (
+            "namesake",
+            "DROP DOMAIN iso_dom; CREATE FUNCTION public.lower(int) RETURNS text LANGUAGE sql AS $$SELECT iso_leak('namesake')$$",
+            "SELECT lower(1)",
+        ),
+    ];
+    for (made, create, call) in cases {
+        d.batch_execute(create).await.unwrap();
         let proxy = Proxy::start(&pool_toml(1, ""));
         let (a, b) = (proxy.connect("iso_ops").await, proxy.connect("iso_ops").await);
-        a.simple_query("SELECT 1").await.unwrap();
-        tokio::time::sleep(std::time::Duration::from_millis(500)).await; // the table list loaded
+        until_hit(&proxy, &a, "SELECT a FROM iso_t").await; // a read cached: the table list is loaded
         let direct_effect = rows(&a.simple_query(&format!("{call}; {tenant}")).await.unwrap());
         assert_eq!(direct_effect.last().unwrap(), &[made.to_string()], "the {made} set it for its own client");
         assert_eq!(text_rows(&b, tenant).await, [""], "the {made}'s setting leaked (simple protocol)");
         a.query(call, &[]).await.unwrap();
         assert_eq!(text_rows(&b, tenant).await, [""], "the {made}'s setting leaked (extended protocol)");
     }
+    // A range type alone (its multirange cast is the server's) runs no code: no reset.
+    d.batch_execute("DROP FUNCTION public.lower(int)").await.unwrap();
+    let proxy = Proxy::start(&pool_toml(1, ""));
+    let (a, b) = (proxy.connect("iso_ops").await, proxy.connect("iso_ops").await);
+    until_hit(&proxy, &a, "SELECT a FROM iso_t").await;
+    let copies = "SELECT count(*)::text FROM pg_prepared_statements WHERE name LIKE 'pgpilot%'";
+    let mut kept = false;
+    for i in 0..50 {
+        a.execute("INSERT INTO iso_t VALUES ($1)", &[&i]).await.unwrap();
+        if text_rows(&b, copies).await != ["0"] {
+            kept = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(kept, "a database with only a range type reset its connection");
+    drop((a, b, proxy));
+    admin.simple_query("DROP DATABASE iso_ops WITH (FORCE)").await.unwrap();
 }

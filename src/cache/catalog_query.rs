@@ -53,10 +53,19 @@ macro_rules! code_rows {
              FROM pg_catalog.pg_index i WHERE i.indexprs IS NOT NULL OR i.indpred IS NOT NULL) o \
          JOIN pg_catalog.pg_class c ON c.oid = o.rel JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
          WHERE n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\\_%' \
-         AND o.tree ~ (':funcid (' || (SELECT pg_catalog.string_agg(p.oid::text, '|') FROM pg_catalog.pg_proc p \
-           WHERE ",
-        session_builtin!(),
-        ") || ') ')")
+         AND o.tree ~ ",
+        session_funcids!())
+    };
+}
+
+/// A regular expression matching a `pg_node_tree` text that calls a `session_builtin`.
+macro_rules! session_funcids {
+    () => {
+        concat!(
+            "(':funcid (' || (SELECT pg_catalog.string_agg(p.oid::text, '|') FROM pg_catalog.pg_proc p WHERE ",
+            session_builtin!(),
+            ") || ') ')"
+        )
     };
 }
 
@@ -70,20 +79,26 @@ macro_rules! session_builtin {
     };
 }
 
-/// `p` (a pg_proc row) is user code: created after initdb and not an extension's.
+/// `p` (a pg_proc row) is user code: created after initdb, not an extension's and not made by the
+/// server with a type (a range type's multirange constructors depend on it internally).
 macro_rules! user_function {
     () => {
         "(p.oid >= 16384 AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_depend x \
-         WHERE x.classid = 'pg_catalog.pg_proc'::pg_catalog.regclass AND x.objid = p.oid AND x.deptype = 'e'))"
+         WHERE x.classid = 'pg_catalog.pg_proc'::pg_catalog.regclass AND x.objid = p.oid AND x.deptype IN ('e', 'i')))"
     };
 }
 
-/// One row ('', 'expr_code', '') when a user-made operator or cast calls user code or a built-in
-/// that changes the session: any statement may then run it from its own text (`1 === 2`, an
-/// assignment cast in an INSERT), which the parse tree alone cannot tell from a built-in.
-macro_rules! expression_code_row {
+/// One row ('', 'expr_code', '') when a user-made operator or cast, or a domain's check, calls
+/// user code or a built-in that changes the session: any statement may then run it from its own
+/// text (`1 === 2`, an assignment cast in an INSERT, `'x'::a_domain`), which the parse tree alone
+/// cannot tell from a built-in. And one row (name, 'user_function', '') per name of a user
+/// function: one named as a built-in (`lower(int)` in a schema on the search path) is called by
+/// a text that looks like the built-in's call (`table_facts` compares the names).
+macro_rules! expression_code_rows {
     () => {
         concat!(
+            " UNION ALL SELECT DISTINCT p.proname::text, 'user_function', '' FROM pg_catalog.pg_proc p WHERE ",
+            user_function!(),
             " UNION ALL SELECT '', 'expr_code', '' WHERE EXISTS (SELECT 1 FROM pg_catalog.pg_operator o \
              JOIN pg_catalog.pg_proc p ON p.oid = o.oprcode WHERE o.oid >= 16384 AND (",
             user_function!(),
@@ -94,7 +109,13 @@ macro_rules! expression_code_row {
             user_function!(),
             " OR ",
             session_builtin!(),
-            "))"
+            ")) OR EXISTS (SELECT 1 FROM pg_catalog.pg_constraint k WHERE k.contypid <> 0 AND (k.conbin::text ~ ",
+            session_funcids!(),
+            " OR EXISTS (SELECT 1 FROM pg_catalog.pg_depend d JOIN pg_catalog.pg_proc p ON p.oid = d.refobjid \
+             WHERE d.classid = 'pg_catalog.pg_constraint'::pg_catalog.regclass AND d.objid = k.oid \
+             AND d.refclassid = 'pg_catalog.pg_proc'::pg_catalog.regclass AND ",
+            user_function!(),
+            ")))"
         )
     };
 }
@@ -149,7 +170,7 @@ pub const QUERY: &str = concat!(
        (SELECT string_agg(concat_ws(':', r.oid::text, r.rolsuper::text, r.rolbypassrls::text, r.rolinherit::text), \
        ',' ORDER BY r.oid) FROM pg_catalog.pg_roles r)))",
     code_rows!(),
-    expression_code_row!(),
+    expression_code_rows!(),
     " UNION ALL SELECT DISTINCT v.relname, 'reads', b.relname FROM pg_catalog.pg_rewrite r \
      JOIN pg_catalog.pg_class v ON v.oid = r.ev_class AND v.relkind = 'v' \
      AND v.relnamespace NOT IN ('pg_catalog'::pg_catalog.regnamespace, 'information_schema'::pg_catalog.regnamespace) \
