@@ -87,8 +87,8 @@ async fn hidden_by_sjis(pipelined: bool) {
 /// Code that runs when a statement touches a relation (a trigger, a view's query) can change the
 /// session unseen: a trigger's `set_config`, a view calling it, a trigger made in the same
 /// transaction. The transaction's server connection is reset before another client gets it; one
-/// that only read a plain table or a table whose code runs on writes is not (a prepared copy
-/// survives on it), cache on or off.
+/// that only read a plain table or a table whose code runs on writes, or wrote a table whose only
+/// trigger sets a timestamp, is not (a prepared copy survives on it), cache on or off.
 #[tokio::test]
 async fn what_a_trigger_or_a_view_did_to_the_session_does_not_reach_the_next_client() {
     for cache in ["", "[cache]\nenabled = false"] {
@@ -104,6 +104,18 @@ async fn attached_code_resets(cache: &str) {
          CREATE OR REPLACE FUNCTION iso_leak() RETURNS trigger LANGUAGE plpgsql AS
            $$BEGIN PERFORM set_config('app.tenant', 'trigger', false); RETURN NEW; END$$;
          CREATE TRIGGER iso_leak BEFORE INSERT ON iso_hooked FOR EACH ROW EXECUTE FUNCTION iso_leak();
+         DROP TABLE IF EXISTS iso_stamped; CREATE TABLE iso_stamped (a int, at timestamptz);
+         CREATE OR REPLACE FUNCTION iso_stamp() RETURNS trigger LANGUAGE plpgsql AS
+           $$BEGIN IF (TG_OP = 'INSERT') THEN NEW.at := now(); END IF; RETURN NEW; END$$;
+         CREATE TRIGGER iso_stamp BEFORE INSERT ON iso_stamped FOR EACH ROW EXECUTE FUNCTION iso_stamp();
+         ALTER TABLE iso_stamped OWNER TO app;
+         DROP TABLE IF EXISTS iso_fielded CASCADE; CREATE TABLE iso_fielded (a int);
+         CREATE OR REPLACE FUNCTION iso_field(iso_fielded) RETURNS int LANGUAGE plpgsql AS
+           $$BEGIN PERFORM set_config('app.tenant', 'field', false); RETURN 1; END$$;
+         CREATE OR REPLACE FUNCTION iso_fielding() RETURNS trigger LANGUAGE plpgsql AS
+           $$BEGIN NEW.a := (NEW).iso_field; RETURN NEW; END$$;
+         CREATE TRIGGER iso_fielding BEFORE INSERT ON iso_fielded FOR EACH ROW EXECUTE FUNCTION iso_fielding();
+         ALTER TABLE iso_fielded OWNER TO app;
          CREATE VIEW iso_view AS SELECT set_config('app.tenant', 'view', false) AS x;
          CREATE VIEW iso_wview AS SELECT * FROM iso_plain WHERE set_config('app.tenant', 'wview', false) IS NOT NULL;
          ALTER TABLE iso_plain OWNER TO app; ALTER TABLE iso_hooked OWNER TO app; ALTER VIEW iso_view OWNER TO app;
@@ -132,6 +144,10 @@ async fn attached_code_resets(cache: &str) {
     assert_eq!(text_rows(&b, tenant).await, [""], "a view's setting leaked ({cache:?})");
     a.query("SELECT a FROM iso_hooked", &[]).await.unwrap();
     assert_ne!(text_rows(&b, copies).await, ["0"], "a read of a table whose code runs on writes reset ({cache:?})");
+    a.execute("INSERT INTO iso_stamped (a) VALUES ($1)", &[&1i32]).await.unwrap();
+    assert_ne!(text_rows(&b, copies).await, ["0"], "a timestamp trigger's write reset ({cache:?})");
+    a.simple_query("INSERT INTO iso_fielded VALUES (1)").await.unwrap();
+    assert_eq!(text_rows(&b, tenant).await, [""], "a function called as a field leaked ({cache:?})");
     d.batch_execute("INSERT INTO iso_plain VALUES (-1)").await.unwrap(); // a row the view's filter reads
     a.simple_query("DELETE FROM iso_wview").await.unwrap();
     assert_eq!(text_rows(&b, tenant).await, [""], "a write through a view leaked its setting ({cache:?})");

@@ -91,12 +91,16 @@ macro_rules! user_function {
 /// One row ('', 'expr_code', '') when a user-made operator or cast, or a domain's check, calls
 /// user code or a built-in that changes the session: any statement may then run it from its own
 /// text (`1 === 2`, an assignment cast in an INSERT, `'x'::a_domain`), which the parse tree alone
-/// cannot tell from a built-in. And one row (name, 'user_function', '') per name of a user
+/// cannot tell from a built-in. One row (name, 'user_function', '') per name of a user
 /// function: one named as a built-in (`lower(int)` in a schema on the search path) is called by
-/// a text that looks like the built-in's call (`table_facts` compares the names).
+/// a text that looks like the built-in's call (`table_facts` compares the names). And one row
+/// (name, 'function_name', '') per name of any function made after initdb (extensions' too): a
+/// trigger body naming one may call it (`table_facts::check_bodies`).
 macro_rules! expression_code_rows {
     () => {
         concat!(
+            " UNION ALL SELECT DISTINCT p.proname::text, 'function_name', '' FROM pg_catalog.pg_proc p \
+             WHERE p.oid >= 16384",
             " UNION ALL SELECT DISTINCT p.proname::text, 'user_function', '' FROM pg_catalog.pg_proc p WHERE ",
             user_function!(),
             " UNION ALL SELECT '', 'expr_code', '' WHERE EXISTS (SELECT 1 FROM pg_catalog.pg_operator o \
@@ -125,8 +129,13 @@ pub const QUERY: &str = concat!(
      JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
      WHERE c.relkind IN ('r', 'p', 'v', 'm', 'f') \
      AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\\_%' \
-     UNION ALL SELECT DISTINCT c.relname, 'trigger', '' FROM pg_catalog.pg_trigger t \
-     JOIN pg_catalog.pg_class c ON c.oid = t.tgrelid WHERE NOT t.tgisinternal \
+     UNION ALL SELECT DISTINCT c.relname, CASE WHEN b.body THEN 'trigger_body' ELSE 'trigger' END, \
+     CASE WHEN b.body THEN p.prosrc ELSE '' END FROM pg_catalog.pg_trigger t \
+     JOIN pg_catalog.pg_class c ON c.oid = t.tgrelid JOIN pg_catalog.pg_proc p ON p.oid = t.tgfoid \
+     JOIN pg_catalog.pg_language l ON l.oid = p.prolang \
+     CROSS JOIN LATERAL (SELECT t.tgqual IS NULL AND l.lanname = 'plpgsql' AND p.prosrc <> '' \
+       AND p.proconfig IS NULL AS body) b \
+     WHERE NOT t.tgisinternal \
      UNION ALL SELECT DISTINCT c.relname, 'trigger', '' FROM pg_catalog.pg_rewrite r \
      JOIN pg_catalog.pg_class c ON c.oid = r.ev_class WHERE c.relkind IN ('r', 'p', 'v') AND r.rulename <> '_RETURN' \
      AND c.relnamespace NOT IN ('pg_catalog'::pg_catalog.regnamespace, 'information_schema'::pg_catalog.regnamespace) \

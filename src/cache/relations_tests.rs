@@ -206,6 +206,36 @@ fn an_operator_or_cast_that_runs_code_makes_every_statement_count() {
 }
 
 #[test]
+fn a_trigger_body_is_read_and_a_function_it_may_call_counts() {
+    let r = Relations::default();
+    let none: [Arc<str>; 0] = [];
+    let stamp = "BEGIN NEW.at := now(); RETURN NEW; END";
+    let rows = vec![
+        row("stamped", "r", ""),
+        row("stamped", "trigger_body", stamp),
+        row("leaky", "r", ""),
+        row("leaky", "trigger_body", stamp),
+        row("leaky", "trigger_body", "BEGIN PERFORM set_config('a.b', 'c', false); RETURN NEW; END"),
+        row("my_helper", "user_function", ""),
+        row("my_helper", "function_name", ""),
+    ];
+    r.finish_load("db", Some(rows.clone()), 1);
+    let write = |t: &str| r.runs_attached_code("db", &none, &[Arc::from(t)]).unwrap();
+    assert!(!write("stamped"), "a timestamp trigger");
+    assert!(write("leaky"), "one of its triggers sets a setting");
+    assert!(!r.write_view("db", "stamped").alone, "a write to a table with a trigger may reach anything");
+    assert_eq!(r.code_free("db", 1, 60_000), (false, false));
+    // A function named as a word of the body: a namesake of `now`, or `NEW.at` calling `at(row)`.
+    for name in ["now", "at"] {
+        let mut more = rows.clone();
+        more.push(row(name, "function_name", ""));
+        r.finish_load("db", Some(more), 2);
+        assert!(write("stamped"), "a function named {name}");
+        assert_eq!(r.runs_attached_code("db", &none, &none), Some(false), "only that table's writes");
+    }
+}
+
+#[test]
 fn a_name_holding_the_scope_separator_keeps_its_code_and_cascades() {
     let r = Relations::default();
     let odd = format!("a{}b", scopes::SEP);

@@ -89,6 +89,10 @@ pub(super) struct Known {
     /// A user-made operator or cast runs code that may change the session (`expression_code_row`):
     /// any statement may call it from its own text, so every one counts as running code.
     pub(super) code_in_expressions: bool,
+    /// While a load is read: trigger bodies read as harmless (table, words) and the names of the
+    /// database's functions (`check_bodies`).
+    bodies: Vec<(Box<str>, Vec<String>)>,
+    function_names: HashSet<Box<str>>,
     pub(super) loaded_ms: u64,
     pub(super) loading: bool,
     pub(super) stale: bool,
@@ -126,6 +130,7 @@ impl Known {
         for (name, kind, target) in rows {
             k.note_row(name, &kind, target);
         }
+        k.check_bodies();
         k.find_loops();
         k.spread_code();
         k
@@ -180,12 +185,41 @@ impl Known {
         true
     }
 
+    /// A PL/pgSQL trigger with no WHEN condition: its body read (`function_body`; an `updated_at`
+    /// trigger changes nothing of the session, and its table's writes need no reset). Its words
+    /// are checked against the database's functions once the load is read (`check_bodies`).
+    fn note_trigger_body(&mut self, name: String, body: String) {
+        let other = name.contains(scopes::SEP);
+        let f = self.facts_mut(name.clone());
+        (f.triggers, f.other) = (true, f.other || other);
+        match crate::sql::function_body::harmless_words(&body) {
+            Some(words) => self.bodies.push((name.into_boxed_str(), words)),
+            None => f.code_on_write = true,
+        }
+    }
+
+    /// A harmless-looking body naming a function of the database (a namesake of an allowed
+    /// built-in, `NEW.f` calling `f(row)`) runs it: its table runs code on writes.
+    fn check_bodies(&mut self) {
+        for (table, words) in std::mem::take(&mut self.bodies) {
+            if words.iter().any(|w| self.function_names.contains(w.as_str())) {
+                self.facts_mut(table.into()).code_on_write = true;
+            }
+        }
+        self.function_names = HashSet::default();
+    }
+
     /// Stores one row of `QUERY`.
     fn note_row(&mut self, name: String, kind: &str, target: String) {
-        if kind == "user_function" {
+        match kind {
             // A user function named as a built-in is called by a text that trusts the name.
-            self.code_in_expressions |= crate::sql::builtins::is_builtin(&name);
-            return;
+            "user_function" => return self.code_in_expressions |= crate::sql::builtins::is_builtin(&name),
+            "function_name" => {
+                self.function_names.insert(name.into_boxed_str());
+                return;
+            }
+            "trigger_body" => return self.note_trigger_body(name, target),
+            _ => {}
         }
         if name.contains(scopes::SEP) {
             // Its generation scopes could be another table's (`scopes`): never cached, and a

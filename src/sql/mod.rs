@@ -4,6 +4,7 @@
 //! pass and a cache lookup, not a parse.
 
 pub mod builtins;
+pub mod function_body;
 pub mod functions;
 pub mod hint;
 pub mod keyed;

@@ -143,7 +143,9 @@ fn runs_hidden_sql(name: &str) -> bool {
     name.contains("_to_xml") || name == "ts_stat" || name == "ts_rewrite"
 }
 
-fn function_call(e: &mut SessionEffect, parts: &[String], known: KnownBuiltin) {
+/// What a call of the function named `parts` (its schema, if written, and name) does to the
+/// session; also asked of the calls in a trigger function's body (`function_body`).
+pub fn function_call(e: &mut SessionEffect, parts: &[String], known: KnownBuiltin) {
     let (schema, name) = match parts {
         [name] => (None, name.as_str()),
         [schema, name] => (Some(schema.as_str()), name.as_str()),
