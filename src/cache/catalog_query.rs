@@ -35,7 +35,11 @@ macro_rules! code_rows {
          JOIN pg_catalog.pg_class c ON c.oid = o.rel \
          WHERE d.refclassid IN ('pg_catalog.pg_proc'::pg_catalog.regclass, 'pg_catalog.pg_operator'::pg_catalog.regclass) \
          AND d.refobjid >= 16384 AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_depend x \
-           WHERE x.classid = d.refclassid AND x.objid = d.refobjid AND x.deptype = 'e') \
+           WHERE x.classid = d.refclassid AND x.objid = d.refobjid AND x.deptype = 'e' AND ( \
+             CASE WHEN d.refclassid = 'pg_catalog.pg_proc'::pg_catalog.regclass \
+             THEN (SELECT f.proowner FROM pg_catalog.pg_proc f WHERE f.oid = d.refobjid) \
+             ELSE (SELECT f.oprowner FROM pg_catalog.pg_operator f WHERE f.oid = d.refobjid) END) IN \
+             (SELECT r.oid FROM pg_catalog.pg_roles r WHERE r.rolsuper)) \
          UNION ALL SELECT DISTINCT c.relname, o.kind, '' FROM ( \
            SELECT r.ev_class AS rel, CASE WHEN r.rulename = '_RETURN' AND v.relkind = 'v' THEN 'code' \
              ELSE 'code_write' END AS kind, r.ev_action::text AS tree FROM pg_catalog.pg_rewrite r \
@@ -79,12 +83,14 @@ macro_rules! session_builtin {
     };
 }
 
-/// `p` (a pg_proc row) is user code: created after initdb, not an extension's and not made by the
-/// server with a type (a range type's multirange constructors depend on it internally).
+/// `p` (a pg_proc row) is user code: created after initdb, not made by the server with a type (a
+/// range type's multirange constructors depend on it internally), and not an extension's unless
+/// a non-superuser owns it (a tenant who made a trusted extension can add a function to it).
 macro_rules! user_function {
     () => {
         "(p.oid >= 16384 AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_depend x \
-         WHERE x.classid = 'pg_catalog.pg_proc'::pg_catalog.regclass AND x.objid = p.oid AND x.deptype IN ('e', 'i')))"
+         WHERE x.classid = 'pg_catalog.pg_proc'::pg_catalog.regclass AND x.objid = p.oid AND (x.deptype = 'i' \
+         OR (x.deptype = 'e' AND p.proowner IN (SELECT r.oid FROM pg_catalog.pg_roles r WHERE r.rolsuper)))))"
     };
 }
 

@@ -154,6 +154,11 @@ pub fn harmless_words(body: &str) -> Option<Vec<String>> {
         }
         let name = if is(i, Token::Ident) { unquote(text(i)) } else { text(i).to_ascii_lowercase() };
         let field = i >= 1 && is(i - 1, Token::Ascii46); // `NEW.role`: a column (or a function)
+                                                         // A name the server cuts to 63 bytes would not match the catalog's; a field may be a
+                                                         // built-in called on the value before it (`(4711::bigint).pg_advisory_lock`).
+        if name.len() > 63 || (field && !harmless_as_field(&name)) {
+            return None;
+        }
         let distinct_from = name == "from" && i >= 1 && text(i - 1).eq_ignore_ascii_case("distinct");
         if keyword && !field && !distinct_from && !ALLOWED_KEYWORDS.contains(&name.as_str()) {
             return None;
@@ -172,6 +177,18 @@ pub fn harmless_words(body: &str) -> Option<Vec<String>> {
         }
     }
     Some(words)
+}
+
+/// A field name that, as a call of a built-in on the value before the dot, changes nothing of
+/// the session as `session_effect` judges a client's own call (a name of no built-in is a column
+/// or a function of the database: the caller's word check).
+fn harmless_as_field(name: &str) -> bool {
+    if !super::builtins::is_builtin(name) {
+        return true;
+    }
+    let mut e = super::session_effect::SessionEffect::default();
+    super::session_effect::function_call(&mut e, &[name.to_string()], super::builtins::is_builtin);
+    !(e.unknown || e.changes || e.pin.is_some())
 }
 
 /// An identifier as the server reads it: a quoted one as written, any other folded to lower case.
