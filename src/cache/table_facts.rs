@@ -86,8 +86,9 @@ pub(super) struct Known {
     /// Some relation runs code on a read or a write, or expressions may: without one, no
     /// statement needs a look.
     pub(super) any_code: bool,
-    /// A user-made operator or cast runs code that may change the session (`expression_code_row`):
-    /// any statement may call it from its own text, so every one counts as running code.
+    /// A user-made operator, cast or domain check runs code that may change the session, or a user
+    /// function is named as a built-in (`expression_code_rows`): any statement may call it from
+    /// its own text, so every one counts as running code.
     pub(super) code_in_expressions: bool,
     /// While a load is read: trigger bodies read as harmless (table, words) and the names of the
     /// database's functions (`check_bodies`).

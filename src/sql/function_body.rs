@@ -124,9 +124,10 @@ const ALLOWED_CALLS: [&str; 40] = [
     "format",
 ];
 
-/// Keywords that build an expression around a parenthesis (`IF (..)`, `COALESCE(..)`), never a
-/// call of a user function (reserved or column-name keywords in every version since 13; the
-/// unreserved ones are checked as names: a user function so named makes the body code).
+/// Words that build an expression around a parenthesis (`IF (..)`, `COALESCE(..)`), not calls.
+/// `coalesce`, `nullif`, `greatest` and `least` are column-name keywords (no function can be so
+/// called); the others could name a user function on some server version, and are among the
+/// words the caller checks against the database's functions like any other.
 const CONSTRUCTS: [&str; 14] = [
     "if", "elsif", "elseif", "while", "return", "when", "and", "or", "not", "in", "coalesce", "nullif", "greatest",
     "least",
@@ -153,6 +154,9 @@ pub fn harmless_words(body: &str) -> Option<Vec<String>> {
             return None;
         }
         let name = if is(i, Token::Ident) { unquote(text(i)) } else { text(i).to_ascii_lowercase() };
+        if !name.is_ascii() {
+            return None; // a single-byte encoding's server folds letters past ASCII as well
+        }
         let field = i >= 1 && is(i - 1, Token::Ascii46); // `NEW.role`: a column (or a function)
                                                          // A name the server cuts to 63 bytes would not match the catalog's; a field may be a
                                                          // built-in called on the value before it (`(4711::bigint).pg_advisory_lock`).

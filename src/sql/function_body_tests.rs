@@ -55,6 +55,7 @@ fn anything_that_may_change_the_session_or_run_other_code_is_refused() {
         "BEGIN PERFORM 1, ($q$SELECT 1$q$::varchar).ts_stat; RETURN NEW; END",
         "BEGIN NEW.x := (NEW.doc).query_to_xml; RETURN NEW; END",
         "BEGIN NEW.a := (NEW).aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaXYZ; RETURN NEW; END",
+        "BEGIN NEW.a := (NEW).Ébauche; RETURN NEW; END",
     ] {
         assert!(harmless_words(body).is_none(), "{body}");
     }
