@@ -78,7 +78,7 @@ macro_rules! session_funcids {
 macro_rules! session_builtin {
     () => {
         "(p.pronamespace = 'pg_catalog'::pg_catalog.regnamespace AND (p.proname IN ('set_config', 'ts_stat', \
-         'ts_rewrite') OR p.proname LIKE 'pg\\_advisory\\_lock%' OR p.proname LIKE 'pg\\_try\\_advisory\\_lock%' \
+         'ts_rewrite', 'brin_summarize_new_values', 'brin_summarize_range', 'gin_clean_pending_list', 'setseed') OR p.proname LIKE 'pg\\_advisory\\_lock%' OR p.proname LIKE 'pg\\_try\\_advisory\\_lock%' \
          OR p.proname LIKE '%\\_to\\_xml%'))"
     };
 }
@@ -94,7 +94,9 @@ macro_rules! user_function {
     };
 }
 
-/// One row ('', 'expr_code', '') when a user-made operator or cast, or a domain's check, calls
+/// One row ('', 'expr_code', '') when a user-made operator or cast, a domain's check, or a range
+/// type's subtype_diff or canonical function (GiST and statistics call it on any column of the
+/// range, its multirange or a domain over either), calls
 /// user code or a built-in that changes the session: any statement may then run it from its own
 /// text (`1 === 2`, an assignment cast in an INSERT, `'x'::a_domain`), which the parse tree alone
 /// cannot tell from a built-in. One row (name, 'user_function', '') per name of a user
@@ -119,7 +121,12 @@ macro_rules! expression_code_rows {
             user_function!(),
             " OR ",
             session_builtin!(),
-            ")) OR EXISTS (SELECT 1 FROM pg_catalog.pg_constraint k WHERE k.contypid <> 0 AND (k.conbin::text ~ ",
+            ")) OR EXISTS (SELECT 1 FROM pg_catalog.pg_range r JOIN pg_catalog.pg_proc p \
+             ON p.oid IN (r.rngsubdiff, r.rngcanonical) WHERE ",
+            user_function!(),
+            " OR ",
+            session_builtin!(),
+            ") OR EXISTS (SELECT 1 FROM pg_catalog.pg_constraint k WHERE k.contypid <> 0 AND (k.conbin::text ~ ",
             session_funcids!(),
             " OR EXISTS (SELECT 1 FROM pg_catalog.pg_depend d JOIN pg_catalog.pg_proc p ON p.oid = d.refobjid \
              WHERE d.classid = 'pg_catalog.pg_constraint'::pg_catalog.regclass AND d.objid = k.oid \

@@ -138,10 +138,16 @@ fn variable_set(e: &mut SessionEffect, s: &pg_query::protobuf::VariableSetStmt) 
 /// Built-in functions that run a statement given as text (`query_to_xml('SELECT set_config(...)',
 /// ...)`, `ts_stat`, `ts_rewrite`) or read relations by name (`table_to_xml('a_view', ...)`, the
 /// schema, database and cursor forms; a view's code runs unseen): what they do to the session
-/// is whatever that text or relation does. Every `*_to_xml*` built-in is one of them.
+/// is whatever that text or relation does. Every `*_to_xml*` built-in is one of them (and
+/// `HIDDEN_CODE`).
 fn runs_hidden_sql(name: &str) -> bool {
-    name.contains("_to_xml") || name == "ts_stat" || name == "ts_rewrite"
+    name.contains("_to_xml") || HIDDEN_CODE.contains(&name)
 }
+
+/// Built-ins that run SQL text, or an index's expressions (which may call user code): BRIN
+/// summarizing and GIN's pending-list cleanup; `setseed` sets the session's random seed.
+const HIDDEN_CODE: [&str; 6] =
+    ["ts_stat", "ts_rewrite", "brin_summarize_new_values", "brin_summarize_range", "gin_clean_pending_list", "setseed"];
 
 /// What a call of the function named `parts` (its schema, if written, and name) does to the
 /// session; also asked of the calls in a trigger function's body (`function_body`).
@@ -256,6 +262,8 @@ mod tests {
             "SELECT Query_To_Xml_And_XmlSchema('SELECT 1', true, false, '')",
             "SELECT * FROM ts_stat('SELECT set_config(''a.b'', ''c'', false)::tsvector')",
             "SELECT ts_rewrite('a'::tsquery, 'SELECT set_config(''a.b'', ''c'', false)::tsquery, ''a''::tsquery')",
+            "SELECT brin_summarize_new_values('an_index')",
+            "SELECT setseed(0.5)",
         ] {
             // (With the real list of built-ins, which names these.)
             let e = of_statement(sql, crate::sql::builtins::is_builtin).expect("parses");
