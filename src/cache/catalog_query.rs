@@ -94,6 +94,13 @@ macro_rules! user_function {
     };
 }
 
+/// `p` (a pg_proc row) is user code or a built-in that changes the session.
+macro_rules! runs_code {
+    () => {
+        concat!(user_function!(), " OR ", session_builtin!())
+    };
+}
+
 /// One row ('', 'expr_code', '') when a user-made operator or cast, a domain's check, or a range
 /// type's subtype_diff or canonical function (GiST and statistics call it on any column of the
 /// range, its multirange or a domain over either), calls
@@ -113,19 +120,13 @@ macro_rules! expression_code_rows {
             user_function!(),
             " UNION ALL SELECT '', 'expr_code', '' WHERE EXISTS (SELECT 1 FROM pg_catalog.pg_operator o \
              JOIN pg_catalog.pg_proc p ON p.oid = o.oprcode WHERE o.oid >= 16384 AND (",
-            user_function!(),
-            " OR ",
-            session_builtin!(),
+            runs_code!(),
             ")) OR EXISTS (SELECT 1 FROM pg_catalog.pg_cast k JOIN pg_catalog.pg_proc p ON p.oid = k.castfunc \
              WHERE k.oid >= 16384 AND (",
-            user_function!(),
-            " OR ",
-            session_builtin!(),
+            runs_code!(),
             ")) OR EXISTS (SELECT 1 FROM pg_catalog.pg_range r JOIN pg_catalog.pg_proc p \
              ON p.oid IN (r.rngsubdiff, r.rngcanonical) WHERE ",
-            user_function!(),
-            " OR ",
-            session_builtin!(),
+            runs_code!(),
             ") OR EXISTS (SELECT 1 FROM pg_catalog.pg_constraint k WHERE k.contypid <> 0 AND (k.conbin::text ~ ",
             session_funcids!(),
             " OR EXISTS (SELECT 1 FROM pg_catalog.pg_depend d JOIN pg_catalog.pg_proc p ON p.oid = d.refobjid \

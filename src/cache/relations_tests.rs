@@ -274,3 +274,11 @@ fn a_load_that_read_the_catalog_before_ddl_leaves_the_list_stale() {
     assert!(!r.code_free("db", 11, 60_000).1, "resting after a failure");
     assert!(r.code_free("db", 10 + 5_000, 60_000).1, "due again");
 }
+
+#[test]
+fn the_catalog_query_names_every_built_in_a_clients_statement_counts_as_hidden_code() {
+    // The two lists (Rust for a client's own text, SQL for stored expressions) must not drift.
+    for name in crate::sql::session_effect::HIDDEN_CODE {
+        assert!(super::QUERY.contains(&format!("'{name}'")), "{name} missing from session_builtin");
+    }
+}

@@ -146,7 +146,7 @@ fn runs_hidden_sql(name: &str) -> bool {
 
 /// Built-ins that run SQL text, or an index's expressions (which may call user code): BRIN
 /// summarizing and GIN's pending-list cleanup; `setseed` sets the session's random seed.
-const HIDDEN_CODE: [&str; 6] =
+pub const HIDDEN_CODE: [&str; 6] =
     ["ts_stat", "ts_rewrite", "brin_summarize_new_values", "brin_summarize_range", "gin_clean_pending_list", "setseed"];
 
 /// What a call of the function named `parts` (its schema, if written, and name) does to the
