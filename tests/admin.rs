@@ -110,6 +110,29 @@ async fn reload_applies_the_rewritten_configuration_file() {
     assert_eq!(max_size(admin.simple_query("SHOW CONFIG").await.unwrap()), "4");
 }
 
+/// A session keeps the prepared-statement limit it started with through a RELOAD, and its
+/// error names that limit (it once named the reloaded value it did not enforce); a new
+/// session gets the new one.
+#[tokio::test]
+async fn a_reloaded_statement_limit_applies_to_new_sessions_and_errors_name_the_enforced_one() {
+    let config = format!("[prepared]\nclient_max = 2\n{USERS}");
+    let proxy = Proxy::start(&config);
+    let before = proxy.connect("app").await;
+    let mut open = Vec::new(); // (a dropped tokio-postgres Statement is closed)
+    for i in 0..2 {
+        open.push(before.prepare(&format!("SELECT {i}")).await.unwrap());
+    }
+    proxy.rewrite_config(&config.replace("client_max = 2", "client_max = 5"));
+    proxy.connect("pgpilot").await.simple_query("RELOAD").await.unwrap();
+    let refused = before.prepare("SELECT 2").await.unwrap_err();
+    let db = refused.as_db_error().unwrap_or_else(|| panic!("{refused:?}"));
+    assert_eq!((db.code().code(), db.message().contains("more than 2 prepared")), ("54000", true), "{db:?}");
+    let after = proxy.connect("app").await;
+    for i in 0..3 {
+        open.push(after.prepare(&format!("SELECT {i}")).await.unwrap());
+    }
+}
+
 /// SHOW N_PLUS_ONE: a loop of lookups over a read's rows is listed with its suggested rewrite.
 #[tokio::test]
 async fn show_n_plus_one_lists_a_loop_of_lookups() {

@@ -170,8 +170,7 @@ async fn a_connection_that_sends_nothing_holds_no_session() {
     let proxy = Proxy::start(TRUST);
     let clients = |proxy: &Proxy| {
         let (_, m) = proxy.http_get("/metrics");
-        let line = m.lines().find(|l| l.starts_with("pgpilot_clients{state=\"total\"}")).map(str::to_owned);
-        line.and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok()).expect("pgpilot_clients total")
+        common::metric(&m, "pgpilot_clients{state=\"total\"}")
     };
     let mut silent = Raw::connect(proxy.port).await;
     tokio::time::sleep(Duration::from_millis(300)).await;

@@ -120,11 +120,7 @@ async fn a_standard_routine_body_counts_as_one_statement() {
     let create = "CREATE OR REPLACE FUNCTION pgpilot_atomic_body(a int) RETURNS int LANGUAGE sql \
                   BEGIN ATOMIC SELECT a + 1; END";
     let replies = c.simple_query(&format!("{create}; SELECT pgpilot_atomic_body(41) AS answer")).await.unwrap();
-    let answer = replies.iter().find_map(|m| match m {
-        tokio_postgres::SimpleQueryMessage::Row(r) => r.get("answer").map(str::to_string),
-        _ => None,
-    });
-    assert_eq!(answer.as_deref(), Some("42"));
+    assert_eq!(common::rows(&replies), [["42"]]);
     let rows = queries(&proxy);
     let texts: Vec<&str> = rows.iter().filter_map(|r| r["query"].as_str()).collect();
     assert_eq!(texts.len(), 2, "the CREATE FUNCTION and the SELECT: {texts:?}");

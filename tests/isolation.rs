@@ -162,6 +162,53 @@ async fn attached_code_resets(cache: &str) {
     assert_eq!(text_rows(&b, tenant).await, [""], "a trigger made through pgpilot was missed ({cache:?})");
 }
 
+/// Two replicas sharing Redis: a trigger made through one runs on writes through the other,
+/// whose table list (loaded before, refreshed once a minute) does not have it. The DDL is
+/// announced through Redis when its transaction ends, and the other replica stops trusting its
+/// list of that database until it reads it again.
+#[tokio::test]
+async fn a_trigger_made_through_another_replica_is_not_trusted_as_absent() {
+    let d = direct("app").await;
+    d.batch_execute(
+        "DROP TABLE IF EXISTS iso_repl CASCADE; CREATE TABLE iso_repl (a int); ALTER TABLE iso_repl OWNER TO app;
+         CREATE OR REPLACE FUNCTION iso_repl_leak() RETURNS trigger LANGUAGE plpgsql AS
+           $$BEGIN PERFORM set_config('app.tenant', 'replica', false); RETURN NEW; END$$;
+         ALTER FUNCTION iso_repl_leak() OWNER TO app;",
+    )
+    .await
+    .unwrap();
+    let redis = std::env::var("TEST_REDIS_URL").expect("TEST_REDIS_URL is not set: run the suite through tests/run.sh");
+    let toml = pool_toml(1, &format!("[cache]\nredis_url = \"{redis}\"\n"));
+    let (one, other) = (Proxy::start(&toml), Proxy::start(&toml));
+    let (b1, b2) = (other.connect("app").await, other.connect("app").await);
+    // Until the other replica's list is loaded every transaction there resets (the prepared
+    // copies go with it): wait until one survives a read of the table.
+    let copies = "SELECT count(*)::text FROM pg_prepared_statements WHERE name LIKE 'pgpilot%'";
+    let mut trusted = false;
+    for _ in 0..50 {
+        b1.query("SELECT a FROM iso_repl", &[]).await.unwrap();
+        if text_rows(&b2, copies).await != ["0"] {
+            trusted = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(trusted, "the other replica's table list never loaded");
+    let a = one.connect("app").await;
+    a.batch_execute(
+        "CREATE TRIGGER iso_repl_leak BEFORE INSERT ON iso_repl FOR EACH ROW EXECUTE FUNCTION iso_repl_leak()",
+    )
+    .await
+    .unwrap();
+    // (The announcement is published before the DDL's client is answered; the other replica
+    // applies it as its subscription delivers it, within milliseconds.)
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    b1.simple_query("INSERT INTO iso_repl VALUES (1)").await.unwrap();
+    let tenant = "SELECT coalesce(current_setting('app.tenant', true), '')";
+    assert_eq!(text_rows(&b2, tenant).await, [""], "the trigger's setting reached the next client");
+    d.batch_execute("DROP TABLE iso_repl CASCADE; DROP FUNCTION iso_repl_leak()").await.unwrap();
+}
+
 /// A FunctionCall names its function by OID: `set_config` called that way is not seen in any
 /// text, so the connection is reset after it; also when the call is too large to be read whole
 /// (streamed to the server as it comes: only its first bytes are seen).

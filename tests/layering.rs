@@ -130,6 +130,58 @@ fn stages_name_neither_the_session_nor_each_other() {
     assert!(wrong.is_empty(), "stages reaching past their interface:\n{}", wrong.join("\n"));
 }
 
+/// The session's modules `super::x` or `crate::frontend::x` in `text` names.
+fn frontend_modules(text: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    for prefix in ["crate::frontend::", "super::"] {
+        for (i, _) in text.match_indices(prefix) {
+            let name: String =
+                text[i + prefix.len()..].chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect();
+            if !name.is_empty() && name != "super" {
+                out.push(name);
+            }
+        }
+    }
+    out
+}
+
+/// What the stages read of their session (the statement table, the reply queue, the transaction
+/// tracker...) is made of modules that name no stage and not the session, nor do the modules
+/// those name: otherwise a stage would depend, through them, on another stage or on the session
+/// (the statement table once held the cache stage's statement type: a cycle).
+#[test]
+fn what_the_stages_read_of_the_session_names_no_stage() {
+    let dir = Path::new("src/frontend");
+    let mut files = Vec::new();
+    rust_files(&dir.join("stages"), &mut files);
+    let mut todo: Vec<String> = Vec::new();
+    for file in &files {
+        let text = std::fs::read_to_string(file).unwrap();
+        let named = frontend_modules(&text);
+        // In stages/mod.rs `super::` is the session's folder; in a stage's file, the stages'.
+        let of_session = |n: &String| file.ends_with("mod.rs") || text.contains(&format!("crate::frontend::{n}"));
+        todo.extend(named.into_iter().filter(|n| of_session(n) && dir.join(format!("{n}.rs")).exists()));
+    }
+    assert!(todo.iter().any(|m| m == "statements"), "the stages read the statement table: {todo:?}");
+    let (mut seen, mut wrong) = (std::collections::BTreeSet::new(), Vec::new());
+    while let Some(module) = todo.pop() {
+        if module == "stages" || module == "session" || !seen.insert(module.clone()) {
+            continue;
+        }
+        let text = std::fs::read_to_string(dir.join(format!("{module}.rs"))).unwrap();
+        for named in frontend_modules(&text) {
+            if named == "stages" || named == "session" {
+                wrong.push(format!("frontend/{module}.rs (read by the stages) names {named}"));
+            } else if dir.join(format!("{named}.rs")).exists() {
+                todo.push(named);
+            }
+        }
+    }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+    let found = frontend_modules("use super::statements::Statements; x = crate::frontend::tx::TxTracker; super::super");
+    assert_eq!(found, ["tx", "statements"]);
+}
+
 /// Timers are made through `crate::timers` (on the timer runtime), never on the data runtime's own
 /// wheel: one timer there makes every park of that runtime read the clock and scan the wheel.
 #[test]

@@ -6,18 +6,9 @@ mod common;
 use std::time::Duration;
 
 use common::{direct, pool_toml, Proxy};
-use tokio_postgres::SimpleQueryMessage;
 
 async fn one(c: &tokio_postgres::Client, sql: &str) -> String {
-    c.simple_query(sql)
-        .await
-        .unwrap()
-        .into_iter()
-        .find_map(|m| match m {
-            SimpleQueryMessage::Row(r) => Some(r.get(0).unwrap_or("NULL").to_string()),
-            _ => None,
-        })
-        .expect("a row")
+    common::rows(&c.simple_query(sql).await.unwrap()).into_iter().next().expect("a row").remove(0)
 }
 
 #[tokio::test]

@@ -7,19 +7,11 @@ mod common;
 use std::time::Duration;
 
 use common::raw::{self, Raw};
-use common::{pool_toml, Proxy};
+use common::{metric, pool_toml, rows, Proxy};
 use futures_util::future::join_all;
 
 const TRUST: &str =
     "\n[[users]]\nname = \"trustuser\"\nauth = \"trust\"\n\n[[users]]\nname = \"app\"\npassword = \"app\"\n";
-
-fn metric(text: &str, name: &str) -> f64 {
-    text.lines()
-        .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| panic!("{name} missing from /metrics"))
-}
 
 #[tokio::test]
 async fn many_clients_share_statements_over_a_small_pool() {
@@ -178,12 +170,8 @@ async fn discard_all_and_sql_prepare_behave_as_on_a_direct_connection() {
         o.batch_execute("SELECT 1").await.unwrap();
     }
     for _ in 0..3 {
-        let rows = c.simple_query("EXECUTE q(7)").await.unwrap();
-        let v = rows.iter().find_map(|m| match m {
-            tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0).map(str::to_string),
-            _ => None,
-        });
-        assert_eq!(v.as_deref(), Some("21"));
+        let found = rows(&c.simple_query("EXECUTE q(7)").await.unwrap());
+        assert_eq!(found, [["21"]]);
     }
 }
 
@@ -234,16 +222,8 @@ async fn a_client_deallocating_pgpilot_s_own_name_breaks_no_one() {
     let s = a.prepare("SELECT 41 + $1::int").await.unwrap();
     assert_eq!(a.query_one(&s, &[&1i32]).await.unwrap().get::<_, i32>(0), 42);
     let b = proxy.connect("app").await;
-    let rows = b.simple_query("SELECT name FROM pg_prepared_statements WHERE statement = 'SELECT 41 + $1::int'");
-    let names: Vec<String> = rows
-        .await
-        .unwrap()
-        .into_iter()
-        .filter_map(|m| match m {
-            tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0).map(str::to_string),
-            _ => None,
-        })
-        .collect();
+    let copies = b.simple_query("SELECT name FROM pg_prepared_statements WHERE statement = 'SELECT 41 + $1::int'");
+    let names: Vec<String> = rows(&copies.await.unwrap()).into_iter().map(|mut r| r.remove(0)).collect();
     assert_eq!(names.len(), 1, "one server connection, one copy: {names:?}");
     assert!(names[0].starts_with("pgpilot_"), "{names:?}");
     let deallocate = format!("DEALLOCATE {}", names[0]);

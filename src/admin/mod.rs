@@ -16,6 +16,7 @@ use crate::net::client_io::read_message;
 use crate::net::frame::{body, cstr};
 use crate::net::messages::{self, sqlstate};
 use crate::net::stream::ClientStream;
+use crate::protocol::frontend as fe;
 use crate::shared::console::Console;
 
 pub fn is_admin_database(db: &str) -> bool {
@@ -44,8 +45,8 @@ pub async fn serve(app: Console, mut stream: ClientStream, mut rbuf: BytesMut, a
         out.clear();
         let Ok((tag, frame)) = read_message(&mut stream, &mut rbuf).await else { return };
         match tag {
-            b'X' => return,
-            b'Q' => {
+            fe::TERMINATE => return,
+            fe::QUERY => {
                 let sql = cstr(body(&frame)).map(|(q, _)| String::from_utf8_lossy(q).into_owned()).unwrap_or_default();
                 for command in sql.split(';').map(str::trim).filter(|c| !c.is_empty()) {
                     if let Err((code, msg)) = run(&app, command, &mut out, admin).await {
@@ -54,7 +55,7 @@ pub async fn serve(app: Console, mut stream: ClientStream, mut rbuf: BytesMut, a
                     }
                 }
                 if sql.trim().trim_matches(';').is_empty() {
-                    out.extend_from_slice(&[b'I', 0, 0, 0, 4]);
+                    messages::empty_query_response(&mut out);
                 }
                 messages::ready_for_query(&mut out, b'I');
             }

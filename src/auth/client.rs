@@ -75,7 +75,7 @@ async fn send(stream: &mut ClientStream, m: Authentication) -> std::io::Result<(
 
 async fn password_message(stream: &mut ClientStream, rbuf: &mut BytesMut) -> std::io::Result<Option<BytesMut>> {
     let (tag, frame) = read_message(stream, rbuf).await?;
-    Ok((tag == b'p').then_some(frame))
+    Ok((tag == crate::protocol::frontend::PASSWORD).then_some(frame))
 }
 
 async fn md5(stream: &mut ClientStream, rbuf: &mut BytesMut, stored: &str) -> std::io::Result<bool> {

@@ -186,11 +186,7 @@ pub async fn cancel_backend(t: &ServerKey) {
 /// Sends the CancelRequest with the server's own key and waits for the server to close the
 /// connection, which it does after signalling the backend.
 async fn forward(t: &ServerKey) {
-    let mut packet = Vec::with_capacity(16);
-    packet.extend_from_slice(&16i32.to_be_bytes());
-    packet.extend_from_slice(&crate::net::messages::CANCEL_REQUEST.to_be_bytes());
-    packet.extend_from_slice(&t.pid.to_be_bytes());
-    packet.extend_from_slice(&t.secret.to_be_bytes());
+    let packet = crate::net::messages::cancel_request(t.pid, t.secret);
     use crate::net::endpoint::Socket;
     match t.addr.connect().await {
         Ok(Socket::Tcp(s)) => exchange(s, &packet).await,

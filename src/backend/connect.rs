@@ -15,6 +15,7 @@ use crate::net::endpoint::Socket;
 use crate::net::frame::body;
 use crate::net::stream::ServerStream;
 use crate::net::upstream_tls::UpstreamTls;
+use crate::protocol::backend as be;
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
@@ -142,8 +143,8 @@ async fn read_startup_replies(conn: &mut ServerConn) -> Result<(), ServerError> 
     loop {
         let (tag, frame) = conn.read_message().await?;
         match tag {
-            b'S' => conn.note_parameter(body(&frame)),
-            b'K' => {
+            be::PARAMETER_STATUS => conn.note_parameter(body(&frame)),
+            be::BACKEND_KEY_DATA => {
                 let b = body(&frame);
                 if b.len() < 8 {
                     return Err(ServerError::Protocol("short BackendKeyData".into()));
@@ -151,9 +152,9 @@ async fn read_startup_replies(conn: &mut ServerConn) -> Result<(), ServerError> 
                 conn.pid = i32::from_be_bytes([b[0], b[1], b[2], b[3]]);
                 conn.secret = i32::from_be_bytes([b[4], b[5], b[6], b[7]]);
             }
-            b'N' => {}
-            b'Z' => return Ok(()),
-            b'E' => return Err(ServerError::from_error_frame(frame)),
+            be::NOTICE_RESPONSE => {}
+            be::READY_FOR_QUERY => return Ok(()),
+            be::ERROR_RESPONSE => return Err(ServerError::from_error_frame(frame)),
             other => return Err(ServerError::Protocol(format!("{:?} during startup", other as char))),
         }
     }

@@ -5,6 +5,7 @@ use bytes::BytesMut;
 use super::{ServerConn, ServerError};
 use crate::net::frame::body;
 use crate::net::messages;
+use crate::protocol::backend as be;
 
 pub type Row = Vec<Option<String>>;
 
@@ -21,10 +22,10 @@ impl ServerConn {
         loop {
             let (tag, frame) = self.read_message().await?;
             match tag {
-                b'D' => rows.push(decode_text_row(body(&frame))?),
-                b'S' => self.note_parameter(body(&frame)),
-                b'E' => failure = Some(ServerError::from_error_frame(frame)),
-                b'Z' => {
+                be::DATA_ROW => rows.push(decode_text_row(body(&frame))?),
+                be::PARAMETER_STATUS => self.note_parameter(body(&frame)),
+                be::ERROR_RESPONSE => failure = Some(ServerError::from_error_frame(frame)),
+                be::READY_FOR_QUERY => {
                     let idle = body(&frame).first() == Some(&b'I');
                     return match failure {
                         Some(err) => Err(err),
@@ -32,7 +33,11 @@ impl ServerConn {
                         None => Ok(rows),
                     };
                 }
-                b'T' | b'C' | b'N' | b'I' | b'A' => {}
+                be::ROW_DESCRIPTION
+                | be::COMMAND_COMPLETE
+                | be::NOTICE_RESPONSE
+                | be::EMPTY_QUERY_RESPONSE
+                | be::NOTIFICATION_RESPONSE => {}
                 other => return Err(ServerError::Protocol(format!("{:?} in an internal query", other as char))),
             }
         }

@@ -1,17 +1,16 @@
 //! Logging in to the upstream server: SCRAM-SHA-256 (pgwire's sans-IO client), md5, cleartext
 //! and trust, whichever the server asks for.
 
-use bytes::{BufMut, BytesMut};
+use bytes::BytesMut;
 use pgwire::api::auth::sasl::scram::ScramClientAuth;
 
 use super::{ServerConn, ServerError};
 use crate::net::frame::body;
+use crate::protocol::backend as be;
 
 fn password_message(payload: &[u8]) -> BytesMut {
-    let mut out = BytesMut::with_capacity(payload.len() + 5);
-    out.put_u8(b'p');
-    out.put_i32((payload.len() + 4) as i32);
-    out.put_slice(payload);
+    let mut out = BytesMut::new();
+    crate::net::messages::password(&mut out, payload);
     out
 }
 
@@ -36,9 +35,9 @@ pub async fn login(conn: &mut ServerConn, user: &str, password: Option<&str>) ->
     loop {
         let (tag, frame) = conn.read_message().await?;
         match tag {
-            b'E' => return Err(ServerError::from_error_frame(frame)),
-            b'R' => {}
-            b'v' | b'N' => continue,
+            be::ERROR_RESPONSE => return Err(ServerError::from_error_frame(frame)),
+            be::AUTHENTICATION => {}
+            be::NEGOTIATE_PROTOCOL_VERSION | be::NOTICE_RESPONSE => continue,
             other => return Err(ServerError::Protocol(format!("{:?} during authentication", other as char))),
         }
         let b = body(&frame);

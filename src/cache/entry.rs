@@ -39,7 +39,10 @@ impl Entry {
     pub fn split_rows(&self, from: usize, max_rows: usize) -> (usize, usize, bool) {
         let mut at = from;
         let mut n = 0;
-        while at + 5 <= self.body.len() && self.body[at] == b'D' && (max_rows == 0 || n < max_rows) {
+        while at + 5 <= self.body.len()
+            && self.body[at] == crate::protocol::backend::DATA_ROW
+            && (max_rows == 0 || n < max_rows)
+        {
             let len = u32::from_be_bytes([self.body[at + 1], self.body[at + 2], self.body[at + 3], self.body[at + 4]]);
             at += 1 + len as usize;
             n += 1;

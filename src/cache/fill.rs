@@ -11,6 +11,7 @@
 use bytes::{Bytes, BytesMut};
 
 use super::FillPlan;
+use crate::protocol::backend as be;
 
 #[derive(Debug)]
 pub struct Fill {
@@ -44,25 +45,27 @@ impl Fill {
     /// Takes one reply frame of the statement; false when the result cannot be cached after all.
     pub fn on_frame(&mut self, tag: u8, frame: &[u8]) -> bool {
         if self.done {
-            return tag == b'Z';
+            return tag == be::READY_FOR_QUERY;
         }
         match tag {
-            b'T' if self.simple && self.row_desc.is_none() => self.row_desc = Some(Bytes::copy_from_slice(frame)),
-            b'D' if self.row_desc.is_some() || !self.simple => {
+            be::ROW_DESCRIPTION if self.simple && self.row_desc.is_none() => {
+                self.row_desc = Some(Bytes::copy_from_slice(frame))
+            }
+            be::DATA_ROW if self.row_desc.is_some() || !self.simple => {
                 self.body.extend_from_slice(frame);
                 self.rows += 1;
             }
-            b'C' if self.suspended => {
+            be::COMMAND_COMPLETE if self.suspended => {
                 // The continuation's tag counts only its own rows: the entry's counts them all.
                 let Some(whole) = counted(frame, self.rows) else { return false };
                 self.body.extend_from_slice(&whole);
                 self.done = true;
             }
-            b'C' if self.row_desc.is_some() || !self.simple => {
+            be::COMMAND_COMPLETE if self.row_desc.is_some() || !self.simple => {
                 self.body.extend_from_slice(frame);
                 self.done = true;
             }
-            b's' if !self.simple && !self.suspended => self.suspended = true,
+            be::PORTAL_SUSPENDED if !self.simple && !self.suspended => self.suspended = true,
             _ => return self.abandoned(),
         }
         if self.body.len() > self.limit {
@@ -76,7 +79,7 @@ impl Fill {
     /// checked before the copy: the same outcome, without holding the run past it).
     pub fn on_rows(&mut self, run: &[u8], n: u64) -> bool {
         if self.done || (self.simple && self.row_desc.is_none()) {
-            return self.on_frame(b'D', run);
+            return self.on_frame(be::DATA_ROW, run);
         }
         if self.body.len() + run.len() > self.limit {
             super::CacheStats::bump(&self.plan.stats.too_large);

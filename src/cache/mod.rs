@@ -16,6 +16,7 @@ pub mod redis_tier;
 pub mod relations;
 pub mod replication;
 pub mod scopes;
+pub mod statement;
 mod stats;
 mod table_facts;
 pub mod visibility;
@@ -235,10 +236,21 @@ impl ResultCache {
         }
     }
 
+    /// A transaction that ran DDL in `db` ended: the table list is out of date here and, through
+    /// Redis, on the other replicas (a trigger made through one replica runs on writes through
+    /// any; their lists would otherwise wait for their next periodic load). Awaited before the
+    /// client learns of the commit, as an invalidation is.
+    pub async fn ddl_ended(&self, db: &str) {
+        self.relations.mark_stale(db);
+        if let Some(r) = &self.redis {
+            r.announce_ddl(db).await;
+        }
+    }
+
     /// Starts the Redis connection and invalidation subscription (needs the runtime).
     pub fn start(&self) {
         if let Some(r) = &self.redis {
-            r.start(self.gens.clone());
+            r.start(self.gens.clone(), self.relations.clone());
         }
     }
 

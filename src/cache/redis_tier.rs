@@ -13,8 +13,11 @@ use futures_util::StreamExt;
 use redis::aio::ConnectionManager;
 
 use super::generations::Generations;
+use super::relations::Relations;
 
 const CHANNEL: &str = "pgpilot:invalidate";
+/// The third part of an announcement of DDL (`announce_ddl`).
+const DDL: &str = "\x1eddl";
 const EPOCH_KEY: &str = "pgpilot:epoch";
 /// How long Redis is skipped after a failed call.
 const BACKOFF_MS: u64 = 1000;
@@ -78,7 +81,7 @@ impl RedisTier {
     }
 
     /// Connects (retrying until it works) and keeps the invalidation subscription alive.
-    pub fn start(self: &Arc<Self>, gens: Arc<Generations>) {
+    pub fn start(self: &Arc<Self>, gens: Arc<Generations>, relations: Arc<Relations>) {
         let me = self.clone();
         tokio::spawn(async move {
             let cfg = redis::aio::ConnectionManagerConfig::new()
@@ -97,7 +100,7 @@ impl RedisTier {
             }
         });
         let me = self.clone();
-        tokio::spawn(async move { me.subscribe_forever(gens).await });
+        tokio::spawn(async move { me.subscribe_forever(gens, relations).await });
     }
 
     fn available(&self) -> Option<Arc<ConnectionManager>> {
@@ -229,6 +232,15 @@ impl RedisTier {
         sent
     }
 
+    /// DDL ended in `db`: the other replicas mark their table list of it out of date. (Not a
+    /// scope name: the part after the database starts with a byte no table name has, and a
+    /// replica without this message reads it as a table that holds nothing.)
+    pub async fn announce_ddl(&self, db: &str) {
+        let mut p = redis::pipe();
+        p.cmd("PUBLISH").arg(CHANNEL).arg(format!("{}\x1f{db}\x1f{DDL}", self.id)).ignore();
+        let _: Option<()> = self.run("announce DDL", &p).await;
+    }
+
     /// Retries the epoch bump until Redis answers (past the backoff: the point is to be first).
     fn heal_soon(self: &Arc<Self>) {
         if self.healing.swap(true, Ordering::Relaxed) {
@@ -252,7 +264,7 @@ impl RedisTier {
         self.run::<()>("flush", &flush_command(self.id)).await.is_some()
     }
 
-    async fn subscribe_forever(&self, gens: Arc<Generations>) {
+    async fn subscribe_forever(&self, gens: Arc<Generations>, relations: Arc<Relations>) {
         loop {
             let connected = crate::timers::timeout(Duration::from_secs(2), async {
                 let mut ps = self.client.get_async_pubsub().await?;
@@ -261,12 +273,14 @@ impl RedisTier {
             })
             .await;
             if let Ok(Ok(mut ps)) = connected {
-                // Invalidations sent while unsubscribed were missed: nothing cached so far is trusted.
+                // Invalidations sent while unsubscribed were missed: nothing cached so far is
+                // trusted, nor any table list (DDL may have been announced meanwhile).
                 gens.bump_all();
+                relations.mark_all_stale();
                 self.subscribed.store(true, Ordering::Relaxed);
                 let mut messages = ps.on_message();
                 while let Some(msg) = messages.next().await {
-                    self.apply(&gens, msg.get_payload_bytes());
+                    self.apply(&gens, &relations, msg.get_payload_bytes());
                 }
                 self.subscribed.store(false, Ordering::Relaxed);
                 gens.bump_all();
@@ -276,7 +290,7 @@ impl RedisTier {
         }
     }
 
-    fn apply(&self, gens: &Generations, payload: &[u8]) {
+    fn apply(&self, gens: &Generations, relations: &Relations, payload: &[u8]) {
         let text = String::from_utf8_lossy(payload);
         // (at most three parts: a row-level scope name holds the separator itself)
         let mut parts = text.splitn(3, '\x1f');
@@ -287,6 +301,7 @@ impl RedisTier {
         self.received.fetch_add(1, Ordering::Relaxed);
         match (parts.next(), parts.next()) {
             (Some("*"), None) => gens.bump_all(),
+            (Some(db), Some(DDL)) => relations.mark_stale(db),
             (Some(db), Some(table)) => gens.bump_tables(db, &[Arc::from(table)]),
             (Some(db), None) => gens.bump_database(db),
             _ => {}

@@ -259,6 +259,13 @@ impl Relations {
         (k.loaded_ms > 0 && !k.stale && !k.any_code, due)
     }
 
+    /// Every database's list is out of date (DDL announced by another replica may have been
+    /// missed).
+    pub fn mark_all_stale(&self) {
+        let names: Vec<Arc<str>> = self.dbs.read().keys().cloned().collect();
+        names.iter().for_each(|db| self.mark_stale(db));
+    }
+
     /// DDL went through: the list may be out of date (a table may now be a view).
     pub fn mark_stale(&self, db: &str) {
         if let Some(k) = self.dbs.write().get_mut(db) {

@@ -30,6 +30,7 @@ use super::ResultCache;
 use crate::backend::connect::{connect, Target};
 use crate::backend::{ServerConn, ServerError};
 use crate::config::Config;
+use crate::protocol::backend as be;
 
 /// How often the server's WAL position is read to measure how far behind the stream is.
 const PROBE_MS: u64 = 100;
@@ -234,8 +235,8 @@ async fn stream(streams: &Streams, cache: &ResultCache, db: &Arc<str>, s: &Strea
         return e.into();
     }
     match repl.read_message().await {
-        Ok((b'W', _)) => {}
-        Ok((b'E', frame)) => return ServerError::from_error_frame(frame).into(),
+        Ok((be::COPY_BOTH_RESPONSE, _)) => {}
+        Ok((be::ERROR_RESPONSE, frame)) => return ServerError::from_error_frame(frame).into(),
         Ok((tag, _)) => return Ended::Lost(format!("{:?} instead of CopyBothResponse", tag as char)),
         Err(e) => return e.into(),
     }
@@ -291,16 +292,16 @@ async fn apply(
             read = repl.read_message() => {
                 let (tag, frame) = read?;
                 match tag {
-                    b'd' => {
+                    be::COPY_DATA => {
                         let body = crate::net::frame::body(&frame);
                         let reply = on_data(cache, db, s, (&mut tx, &mut rebumps), body).await?;
                         if reply {
                             repl.send(&wal::status_update(s.applied_lsn.load(Relaxed), false)).await?;
                         }
                     }
-                    b'E' => return Err(ServerError::from_error_frame(frame)),
-                    b'c' => return Ok(()),
-                    b'N' | b'S' => {}
+                    be::ERROR_RESPONSE => return Err(ServerError::from_error_frame(frame)),
+                    be::COPY_DONE => return Ok(()),
+                    be::NOTICE_RESPONSE | be::PARAMETER_STATUS => {}
                     other => return Err(ServerError::Protocol(format!("{:?} in the replication stream", other as char))),
                 }
             }

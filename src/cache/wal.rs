@@ -45,11 +45,9 @@ pub fn status_update(applied: u64, reply: bool) -> Vec<u8> {
         .map_or(0, |d| d.as_micros() as i64 - 946_684_800_000_000);
     body.extend_from_slice(&since_2000.to_be_bytes());
     body.push(reply as u8);
-    let mut frame = Vec::with_capacity(body.len() + 5);
-    frame.push(b'd');
-    frame.extend_from_slice(&(body.len() as u32 + 4).to_be_bytes());
-    frame.extend_from_slice(&body);
-    frame
+    let mut frame = bytes::BytesMut::new();
+    crate::net::messages::copy_data(&mut frame, &body);
+    frame.to_vec()
 }
 
 /// "16/B374D848" as PostgreSQL prints an LSN.

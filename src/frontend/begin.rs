@@ -11,7 +11,18 @@ use bytes::Bytes;
 use super::reply_queue::{Action, Kind};
 use super::session::Session;
 use crate::net::messages;
-use crate::protocol::frontend::ClientMessage;
+use crate::protocol::frontend::{self as fe, ClientMessage};
+
+/// The session's deferred BEGIN.
+#[derive(Default)]
+pub struct Deferred {
+    /// `strategy.defer_begin` applies (transaction mode, the strategy layer on).
+    pub on: bool,
+    /// The BEGIN answered here and not yet sent.
+    pub begin: Option<Bytes>,
+    /// That transaction failed before reaching a server (no connection could be had).
+    pub failed: bool,
+}
 
 impl Session {
     /// A message with no server held while deferral is on: answered here (a plain BEGIN, the
@@ -29,30 +40,30 @@ impl Session {
         // Most queries fail this on their first word, before any scan of the text.
         let first = text.trim_ascii_start();
         let word = |w: &[u8]| first.len() >= w.len() && first[..w.len()].eq_ignore_ascii_case(w);
-        let candidate = match self.deferred_begin {
+        let candidate = match self.deferred.begin {
             None => word(b"begin") || word(b"start"),
-            Some(_) => self.deferred_failed || word(b"commit") || word(b"end") || word(b"rollback") || word(b"abort"),
+            Some(_) => self.deferred.failed || word(b"commit") || word(b"end") || word(b"rollback") || word(b"abort"),
         };
         if !candidate || text.len() > 160 {
-            return self.deferred_begin.is_some() && self.refuse_in_failed(b'Q');
+            return self.deferred.begin.is_some() && self.refuse_in_failed(fe::QUERY);
         }
         let sql = match std::str::from_utf8(text) {
             Ok(sql) => sql,
             Err(_) => return false,
         };
-        if self.deferred_begin.is_none() {
+        if self.deferred.begin.is_none() {
             if !plain_begin(sql) {
                 return false;
             }
-            self.deferred_begin = Some(Bytes::copy_from_slice(frame));
+            self.deferred.begin = Some(Bytes::copy_from_slice(frame));
             messages::command_complete(&mut self.cout, "BEGIN");
             messages::ready_for_query(&mut self.cout, b'T');
             return true;
         }
-        let Some(tag) = plain_end(sql) else { return self.refuse_in_failed(b'Q') };
-        self.deferred_begin = None;
+        let Some(tag) = plain_end(sql) else { return self.refuse_in_failed(fe::QUERY) };
+        self.deferred.begin = None;
         // COMMIT of a failed transaction rolls it back, and says so.
-        let tag = if std::mem::take(&mut self.deferred_failed) { "ROLLBACK" } else { tag };
+        let tag = if std::mem::take(&mut self.deferred.failed) { "ROLLBACK" } else { tag };
         messages::command_complete(&mut self.cout, tag);
         messages::ready_for_query(&mut self.cout, b'I');
         true
@@ -61,12 +72,12 @@ impl Session {
     /// The deferred transaction failed (no connection could be had for its first statement):
     /// as on the server, everything up to its end gets 25P02. True when refused.
     pub(super) fn refuse_in_failed(&mut self, tag: u8) -> bool {
-        if !self.deferred_failed || matches!(tag, b'S' | b'H') {
+        if !self.deferred.failed || matches!(tag, fe::SYNC | fe::FLUSH) {
             return false;
         }
         let msg = "current transaction is aborted, commands ignored until end of transaction block";
         messages::error(&mut self.cout, "ERROR", "25P02", msg);
-        if tag == b'Q' {
+        if tag == fe::QUERY {
             messages::ready_for_query(&mut self.cout, b'E');
         } else {
             self.skip_until_sync = true;
@@ -76,7 +87,7 @@ impl Session {
 
     /// The ReadyForQuery status of a reply given here with no server held.
     pub(super) fn status_without_server(&self) -> u8 {
-        match (&self.deferred_begin, self.deferred_failed) {
+        match (&self.deferred.begin, self.deferred.failed) {
             (None, _) => b'I',
             (Some(_), false) => b'T',
             (Some(_), true) => b'E',
@@ -86,10 +97,10 @@ impl Session {
     /// A server connection was just taken: the deferred BEGIN goes first, its replies kept
     /// from the client (who was answered already), errors excepted.
     pub(super) fn send_deferred_begin(&mut self) {
-        let Some(frame) = self.deferred_begin.take() else { return };
+        let Some(frame) = self.deferred.begin.take() else { return };
         self.pending.begin_message();
         self.pending.push(Kind::Query, Action::Suppress);
-        self.tx.on_client(b'Q');
+        self.tx.on_client(fe::QUERY);
         self.tx.status = b'T';
         self.sout.extend_from_slice(&frame);
     }

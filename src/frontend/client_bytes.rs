@@ -7,6 +7,7 @@ use super::session::{Flow, Session};
 use crate::config::PoolMode;
 use crate::net::frame::{FrameError, Piece};
 use crate::net::messages::{self, sqlstate};
+use crate::protocol::frontend as fe;
 
 impl Session {
     pub(super) async fn on_client_bytes(&mut self) -> Flow {
@@ -37,7 +38,7 @@ impl Session {
     async fn on_client_messages(&mut self, buf: &mut BytesMut) -> Flow {
         // Bind is read whole in transaction mode so its statement name can be rewritten.
         let rewrite = self.mode == PoolMode::Transaction;
-        let inspect = |t| t == b'Q' || t == b'P' || (rewrite && t == b'B');
+        let inspect = |t| t == fe::QUERY || t == fe::PARSE || (rewrite && t == fe::BIND);
         loop {
             let mut at = 0;
             while let Some((tag, total)) = self.cframer.whole_in_place(&buf[at..], inspect) {

@@ -34,8 +34,8 @@ impl Session {
             return Flow::Continue;
         };
         self.cancel.meta.running.store(true, std::sync::atomic::Ordering::Release);
-        if self.query_deadline.is_none() {
-            self.query_deadline = self.query_timeout.map(|t| tokio::time::Instant::now() + t);
+        if self.timeouts.deadline.is_none() {
+            self.timeouts.deadline = self.timeouts.query.map(|t| tokio::time::Instant::now() + t);
         }
         let r = server.stream.write_all(&self.sout).await;
         self.sout.clear();

@@ -8,9 +8,8 @@ use super::reply_queue::{Action, Kind};
 use super::session::Session;
 use super::stages::prepared::replaces_unnamed;
 use super::statements::Opened;
-use crate::net::frame::body;
 use crate::net::messages;
-use crate::protocol::frontend::ClientMessage;
+use crate::protocol::frontend::{self as fe, ClientMessage, Target};
 
 impl Session {
     /// Sends one client message (`msg`, decoded from `frame`) on to the held server connection.
@@ -27,7 +26,7 @@ impl Session {
                 return;
             }
         }
-        if let Some(kind) = self.reply_kind(tag, frame) {
+        if let Some(kind) = self.reply_kind(tag, Some(msg)) {
             let action = match *msg {
                 ClientMessage::Parse { name, .. } if self.turn.opened == Opened::Fresh => {
                     Action::ClientParse { client_name: Bytes::copy_from_slice(name) }
@@ -38,22 +37,25 @@ impl Session {
         }
         self.tx.on_client(tag);
         self.sout.extend_from_slice(frame);
-        if tag == b'S' {
+        if tag == fe::SYNC {
             self.pending.sync_sent(&self.sout);
         }
     }
 
-    /// Which reply completes a forwarded message (None: it gets no reply of its own).
-    pub(super) fn reply_kind(&self, tag: u8, frame: &[u8]) -> Option<Kind> {
+    /// Which reply completes a forwarded message (None: it gets no reply of its own). `msg`:
+    /// the decoded message, when it was read whole (a streamed part has only its tag).
+    pub(super) fn reply_kind(&self, tag: u8, msg: Option<&ClientMessage<'_>>) -> Option<Kind> {
         Some(match tag {
-            b'P' => Kind::Parse,
-            b'B' => Kind::Bind,
-            b'D' if body(frame).first() == Some(&b'S') => Kind::DescribeStatement,
-            b'D' => Kind::DescribePortal,
-            b'E' => Kind::Execute,
-            b'C' => Kind::Close,
-            b'S' if !self.tx.in_copy() => Kind::Sync,
-            b'Q' | b'F' => Kind::Query,
+            fe::PARSE => Kind::Parse,
+            fe::BIND => Kind::Bind,
+            fe::DESCRIBE if matches!(msg, Some(ClientMessage::Describe(Target::Statement(_)))) => {
+                Kind::DescribeStatement
+            }
+            fe::DESCRIBE => Kind::DescribePortal,
+            fe::EXECUTE => Kind::Execute,
+            fe::CLOSE => Kind::Close,
+            fe::SYNC if !self.tx.in_copy() => Kind::Sync,
+            fe::QUERY | fe::FUNCTION_CALL => Kind::Query,
             _ => return None,
         })
     }
@@ -88,7 +90,7 @@ impl Session {
     /// it ran is unknown) and no transaction block is open or on its way (a deferred BEGIN, a
     /// BEGIN still in flight): there the server must answer, so that an error aborts the block.
     fn owns_no_server_names(&self) -> bool {
-        let in_block = self.deferred_begin.is_some() || (self.server.is_some() && !self.tx.idle());
+        let in_block = self.deferred.begin.is_some() || (self.server.is_some() && !self.tx.idle());
         self.pin.is_none() && !self.state_unknown && !in_block
     }
 }

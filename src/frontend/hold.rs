@@ -9,7 +9,7 @@ use crate::backend::ServerError;
 use crate::net::frame::body;
 use crate::net::messages::{self, sqlstate};
 use crate::pool::{CheckoutError, PooledConn};
-use crate::protocol::frontend::ClientMessage;
+use crate::protocol::frontend::{self as fe, ClientMessage};
 
 impl Session {
     /// A server connection for `msg` when none is held; false when the message was answered or
@@ -18,12 +18,12 @@ impl Session {
         match tag {
             // Nothing is in progress: answer a lone Sync here, drop Flush and stray COPY data
             // (the server ignores CopyData/CopyDone/CopyFail outside COPY, after a failed COPY).
-            b'S' => {
+            fe::SYNC => {
                 let status = self.status_without_server();
                 messages::ready_for_query(&mut self.cout, status);
                 return false;
             }
-            b'H' | b'd' | b'c' | b'f' => return false,
+            fe::FLUSH | fe::COPY_DATA | fe::COPY_DONE | fe::COPY_FAIL => return false,
             _ => {}
         }
         let Err(frame) = self.checkout().await else { return true };
@@ -31,8 +31,8 @@ impl Session {
         self.unsent(msg);
         self.cout.extend_from_slice(&frame);
         // Inside a deferred transaction the failure fails the transaction, as on the server.
-        self.deferred_failed = self.deferred_begin.is_some();
-        if tag == b'Q' {
+        self.deferred.failed = self.deferred.begin.is_some();
+        if tag == fe::QUERY {
             let status = self.status_without_server();
             messages::ready_for_query(&mut self.cout, status);
         } else {
@@ -151,7 +151,7 @@ impl Session {
     /// the statement is canceled on the server (so the backend stops working), that connection is
     /// closed (whatever state it is in), and the client is told why and disconnected.
     pub(super) async fn query_timed_out(&mut self) {
-        let ms = self.query_timeout.map_or(0, |t| t.as_millis());
+        let ms = self.timeouts.query.map_or(0, |t| t.as_millis());
         tracing::warn!(user = %self.info.user, database = %self.info.database, "query ran past pool.query_timeout_ms ({ms} ms): canceled, client disconnected");
         if let Some(key) = self.cancel.meta.server.lock().clone() {
             tokio::spawn(async move { crate::backend::cancel::cancel_backend(&key).await });
@@ -179,7 +179,7 @@ impl Session {
         let mut server = self.cancel.meta.server.lock();
         *server = None;
         self.cancel.meta.running.store(false, std::sync::atomic::Ordering::Release);
-        self.query_deadline = None;
+        self.timeouts.deadline = None;
         drop(server);
         self.clients.active_add(-1);
     }

@@ -36,9 +36,7 @@ impl Session {
                 }
             },
         };
-        self.backslash_quotes = login.params.get("standard_conforming_strings").is_some_and(|v| v == "off");
-        self.foreign_encoding =
-            login.params.get("client_encoding").is_some_and(|v| !crate::protocol::utf8_encoding(v.as_bytes()));
+        self.lexing.at_login(&login.params);
         self.cout.extend_from_slice(&login.frames);
         self.told_at_login = login.params;
         messages::backend_key_data(&mut self.cout, self.cancel.key.0, self.cancel.key.1);

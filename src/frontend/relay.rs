@@ -73,7 +73,7 @@ impl Session {
     async fn on_ready_for_query(&mut self, frame: &[u8]) -> Option<Flow> {
         let status = be::ready_status(body(frame)).unwrap_or(b'I');
         let shown = self.pending.on_server(be::READY_FOR_QUERY, frame, &mut self.cout, &mut self.stages.replies);
-        self.lexing_unsure &= !self.pending.is_empty();
+        self.lexing.unsure &= !self.pending.is_empty();
         if self.stages.hears_server() {
             self.stages.at_ready(status).await;
         }
@@ -87,10 +87,11 @@ impl Session {
         }
         // A boundary: nothing of the client's runs now (Flush pipelines are not at one).
         self.cancel.meta.running.store(false, std::sync::atomic::Ordering::Release);
-        self.query_deadline = None;
+        self.timeouts.deadline = None;
         if status == b'I' && self.list_outdated {
             // The end of a transaction that ran DDL (pinned or not): a list loaded meanwhile may
-            // have read the catalog before the commit.
+            // have read the catalog before the commit (the other replicas are told by the cache
+            // stage, with its invalidation).
             self.list_outdated = false;
             self.stages.cache.list_outdated();
         }
@@ -179,16 +180,7 @@ impl Session {
             be::PARAMETER_STATUS => {
                 if let Some(server) = self.server.as_mut() {
                     server.note_parameter(body);
-                    // As reported, or as at login: a RESET or DISCARD ALL returns to the login's
-                    // value by an internal query whose ParameterStatus the relay never sees.
-                    let at_login = |name: &str| self.told_at_login.get(name).map(|v| v.as_bytes());
-                    if body.starts_with(b"standard_conforming_strings\0") {
-                        self.backslash_quotes =
-                            body.ends_with(b"off\0") || at_login("standard_conforming_strings") == Some(b"off");
-                    } else if let Some(value) = body.strip_prefix(b"client_encoding\0") {
-                        self.foreign_encoding = !crate::protocol::utf8_encoding(value)
-                            || at_login("client_encoding").is_some_and(|v| !crate::protocol::utf8_encoding(v));
-                    }
+                    self.lexing.on_parameter(body, &self.told_at_login);
                 }
             }
             be::COPY_IN_RESPONSE => {

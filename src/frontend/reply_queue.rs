@@ -254,7 +254,7 @@ impl Pending {
                     self.ready_emitted |= ends_run(&reply);
                     out.extend_from_slice(&reply);
                 }
-                Action::LocalParse { .. } => out.extend_from_slice(&crate::prepared::messages::parse_complete()),
+                Action::LocalParse { .. } => out.extend_from_slice(&crate::net::messages::parse_complete()),
                 _ => {}
             }
         }
@@ -474,5 +474,5 @@ mod tests;
 
 /// Whether a reply ends with a ReadyForQuery (`Z`, length 5, status).
 fn ends_run(reply: &[u8]) -> bool {
-    reply.len() >= 6 && reply[reply.len() - 6..reply.len() - 1] == [b'Z', 0, 0, 0, 5]
+    reply.len() >= 6 && reply[reply.len() - 6..reply.len() - 1] == [be::READY_FOR_QUERY, 0, 0, 0, 5]
 }

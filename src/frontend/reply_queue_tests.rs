@@ -17,7 +17,7 @@ fn replies(p: &mut Pending, tags: &[u8]) -> (String, BytesMut) {
 fn local_replies_keep_their_place() {
     let mut p = Pending::default();
     p.push(Kind::Bind, Action::Forward);
-    p.push_local(crate::prepared::messages::parse_complete());
+    p.push_local(crate::net::messages::parse_complete());
     p.push(Kind::Execute, Action::Forward);
     p.push(Kind::Sync, Action::Forward);
     let mut out = BytesMut::new();
@@ -37,7 +37,7 @@ fn local_replies_keep_their_place() {
 #[test]
 fn a_ready_for_query_is_owed_only_for_a_forwarded_sync_or_query() {
     let mut p = Pending::default();
-    p.push_local(crate::prepared::messages::parse_complete());
+    p.push_local(crate::net::messages::parse_complete());
     assert!(!p.client_ready_owed(), "nothing will come from the server");
     p.push(Kind::Bind, Action::Forward);
     p.push(Kind::Sync, Action::Suppress);
@@ -65,7 +65,7 @@ fn suppressed_replies_are_dropped_and_errors_skip_to_sync() {
     p.push(Kind::Parse, Action::Suppress);
     p.push(Kind::Bind, Action::Forward);
     p.push(Kind::Execute, Action::Forward);
-    p.push_local(crate::prepared::messages::close_complete());
+    p.push_local(crate::net::messages::close_complete());
     p.push(Kind::Sync, Action::Forward);
     assert_eq!(replies(&mut p, b"12").0, "2");
     let (seen, out) = replies(&mut p, b"EZ");
@@ -125,9 +125,9 @@ fn stale_copy_run(p: &mut Pending, stmt: &std::sync::Arc<Statement>, before: Opt
         p.push(kind, Action::Forward);
         sout.extend_from_slice(b"x\0\0\0\x04");
     }
-    p.push_local(crate::prepared::messages::parse_complete()); // the client's Parse, answered here
+    p.push_local(crate::net::messages::parse_complete()); // the client's Parse, answered here
     let at = sout.len();
-    crate::prepared::messages::bind(&mut sout, b"", &stmt.server_name, b"\0\0\0\0\0\0");
+    crate::net::messages::bind(&mut sout, b"", &stmt.server_name, b"\0\0\0\0\0\0");
     p.push(Kind::Bind, Action::Bind { stmt: stmt.clone() });
     p.arm_retry(at, Bytes::new());
     sout.extend_from_slice(b"E\0\0\0\x09\0\0\0\0\0");
@@ -213,7 +213,7 @@ fn no_retry_after_a_statement_ran_in_the_run_or_when_the_run_was_written_out_in_
     assert_eq!(replies(&mut p, b"Z").0, "Z");
     // The Bind went out before its Sync arrived: its bytes were not kept.
     let mut p = Pending::default();
-    p.push_local(crate::prepared::messages::parse_complete());
+    p.push_local(crate::net::messages::parse_complete());
     p.push(Kind::Bind, Action::Bind { stmt: stmt.clone() });
     p.arm_retry(0, Bytes::new());
     p.server_flushed();
@@ -265,7 +265,7 @@ fn a_run_of_rows_is_what_its_rows_one_by_one_are() {
             p.attach_track(track());
         }),
         ("a local reply ahead", |p| {
-            p.push_local(crate::prepared::messages::parse_complete());
+            p.push_local(crate::net::messages::parse_complete());
             p.push(Kind::Execute, Action::Forward);
         }),
         ("pgpilot's own Query", |p| p.push(Kind::Query, Action::Suppress)),

@@ -20,7 +20,7 @@ use std::sync::Arc;
 use bytes::{Bytes, BytesMut};
 
 use super::{Action, Check, Event, Expect, Kind, Pending, Replies, Stale};
-use crate::prepared::messages as pm;
+use crate::net::messages;
 use crate::prepared::Statement;
 
 /// Where the retry of the current run stands. Plain data, no owned values: arming it is a few
@@ -128,9 +128,9 @@ impl Pending {
         }
         let client = std::mem::take(&mut self.retry.client);
         let mut out = BytesMut::with_capacity(self.retry_bytes.len() + stmt.query.len() + 64);
-        pm::close_statement(&mut out, &stmt.server_name);
-        pm::parse(&mut out, &stmt.server_name, &stmt.query, &stmt.types);
-        pm::describe_statement(&mut out, &stmt.server_name);
+        messages::close_statement(&mut out, &stmt.server_name);
+        messages::parse(&mut out, &stmt.server_name, &stmt.query, &stmt.types);
+        messages::describe_statement(&mut out, &stmt.server_name);
         out.extend_from_slice(&self.retry_bytes);
         let describe = Action::describe(stmt.clone(), Check::Adopt, true, client.clone());
         self.q.push_front(Expect::new(Kind::DescribeStatement, describe, false));

@@ -5,7 +5,7 @@
 use foldhash::HashMap;
 use std::sync::Arc;
 
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
 
 use super::reply_queue::{Pending, Replies};
 use super::session_state::SessionState;
@@ -19,7 +19,7 @@ use crate::net::frame::{body, Framer};
 use crate::net::messages::{self, sqlstate};
 use crate::net::stream::ClientStream;
 use crate::pool::{Pool, PooledConn};
-use crate::protocol::frontend::{is_session_tag, ClientMessage};
+use crate::protocol::frontend::{self as fe, is_session_tag, ClientMessage};
 use crate::shared::App;
 
 #[derive(Debug, PartialEq, Eq)]
@@ -66,15 +66,8 @@ pub struct Session {
     pub(super) told_at_login: Arc<std::collections::BTreeMap<String, String>>,
     /// Values told since, by lower-cased name (they take precedence).
     pub(super) told: HashMap<String, String>,
-    /// The server's standard_conforming_strings is off: backslashes escape in plain strings.
-    pub(super) backslash_quotes: bool,
-    /// The client_encoding is not UTF8: the server converts a text before lexing it, and in
-    /// SJIS, BIG5, GBK... a character's second byte may be a backslash or a quote.
-    pub(super) foreign_encoding: bool,
-    /// A statement that changes the session's state has not been answered yet: a text read
-    /// meanwhile (pipelined) may be lexed by the server under a client_encoding or
-    /// standard_conforming_strings pgpilot has not been told of.
-    pub(super) lexing_unsure: bool,
+    /// How the server will lex the client's next text.
+    pub(super) lexing: super::lexing::Lexing,
     pub(super) skip_until_sync: bool,
     skip_stream: bool,
     /// Replies expected from the server, in order (transaction mode).
@@ -98,16 +91,9 @@ pub struct Session {
     pub(super) cancel: Registration,
     /// `strategy.slow_lane_share` when slow-lane statements are kept to it (transaction mode).
     pub(super) slow_lane_share: Option<f64>,
-    /// `strategy.defer_begin` (transaction mode), the plain BEGIN answered here and not yet sent
-    /// (`begin`), and whether that transaction failed before reaching a server.
-    defer_begin: bool,
-    pub(super) deferred_begin: Option<Bytes>,
-    pub(super) deferred_failed: bool,
-    /// `pool.idle_transaction_timeout_ms` and `pool.query_timeout_ms` (None: off), and when the
-    /// round trip in flight passes the latter (set at its first write, cleared at its end).
-    idle_transaction_timeout: Option<std::time::Duration>,
-    pub(super) query_timeout: Option<std::time::Duration>,
-    pub(super) query_deadline: Option<tokio::time::Instant>,
+    /// A plain BEGIN answered here and not yet sent (`begin`).
+    pub(super) deferred: super::begin::Deferred,
+    pub(super) timeouts: super::waits::Timeouts,
     /// `pool.isolate_attached_code` in transaction mode, and whether the transaction in hand
     /// touched a relation that runs user code (its connection is then reset at release).
     pub(super) isolate_attached_code: bool,
@@ -165,13 +151,12 @@ impl Session {
             pin: None,
             slow_lane_share: (cfg.pool.mode == PoolMode::Transaction && cfg.strategy.enabled && cfg.strategy.slow_lane)
                 .then_some(cfg.strategy.slow_lane_share),
-            defer_begin: cfg.pool.mode == PoolMode::Transaction && cfg.strategy.enabled && cfg.strategy.defer_begin,
-            deferred_begin: None,
-            deferred_failed: false,
+            deferred: super::begin::Deferred {
+                on: cfg.pool.mode == PoolMode::Transaction && cfg.strategy.enabled && cfg.strategy.defer_begin,
+                ..Default::default()
+            },
             state_unknown: false,
-            backslash_quotes: false,
-            foreign_encoding: false,
-            lexing_unsure: false,
+            lexing: Default::default(),
             restoring: Vec::new(),
             told_at_login: Arc::default(),
             told: HashMap::default(),
@@ -183,11 +168,7 @@ impl Session {
             literals: Default::default(),
             counts: Default::default(),
             known_texts: Default::default(),
-            idle_transaction_timeout: Some(cfg.pool.idle_transaction_timeout_ms)
-                .filter(|&ms| ms > 0)
-                .map(std::time::Duration::from_millis),
-            query_timeout: Some(cfg.pool.query_timeout_ms).filter(|&ms| ms > 0).map(std::time::Duration::from_millis),
-            query_deadline: None,
+            timeouts: super::waits::Timeouts::new(&cfg.pool),
             isolate_attached_code: isolates(&cfg),
             reset_on_release: false,
             list_outdated: false,
@@ -209,10 +190,10 @@ impl Session {
             // shutdown signal; tokio's random branch order costs a thread-local RNG draw per turn.
             // Armed only while the client holds a transaction open and nothing is in flight (off,
             // the client read is the plain read: no timer, no clock read).
-            let idle_limit = self.idle_transaction_timeout.filter(|_| self.idle_in_transaction());
+            let idle_limit = self.timeouts.idle_transaction.filter(|_| self.idle_in_transaction());
             tokio::select! {
                 biased;
-                r = read_server(&mut self.server, self.query_deadline) => {
+                r = read_server(&mut self.server, self.timeouts.deadline) => {
                     let Ok(r) = r else { return self.query_timed_out().await };
                     if !matches!(r, Ok(n) if n > 0) {
                         self.pool.went_away(); // (terminated backends come in batches)
@@ -302,20 +283,20 @@ impl Session {
             let _ = self.flush_client().await;
             return Flow::Close;
         }
-        if tag == b'X' {
+        if tag == fe::TERMINATE {
             return Flow::Close;
         }
-        self.counts.client_parses += u64::from(tag == b'P');
-        self.counts.binds += u64::from(tag == b'B');
+        self.counts.client_parses += u64::from(tag == fe::PARSE);
+        self.counts.binds += u64::from(tag == fe::BIND);
         if self.skip_until_sync {
-            if tag != b'S' {
+            if tag != fe::SYNC {
                 return Flow::Continue;
             }
             self.skip_until_sync = false;
         }
         // Decoded once: every stage below reads this view instead of splitting the frame again.
         let msg = ClientMessage::decode(tag, body(frame));
-        if self.defer_begin && self.server.is_none() && self.answered_while_deferring(tag, &msg, frame) {
+        if self.deferred.on && self.server.is_none() && self.answered_while_deferring(tag, &msg, frame) {
             return Flow::Continue;
         }
         self.turn.reset();
@@ -333,7 +314,7 @@ impl Session {
         }
         // A deferred transaction's first statement: its connection (and the BEGIN) first, so
         // every stage sees it inside the transaction, as without the deferral.
-        if self.deferred_begin.is_some() && !matches!(tag, b'S' | b'H') && !self.hold_server(tag, &msg).await {
+        if self.deferred.begin.is_some() && !matches!(tag, fe::SYNC | fe::FLUSH) && !self.hold_server(tag, &msg).await {
             return Flow::Continue;
         }
         if self.stages.wants_before_send(self.server.is_some(), self.mode, &msg) {
@@ -353,7 +334,10 @@ impl Session {
             stages.on_send(&mut cx, &msg);
         }
         self.forward(&msg, frame);
-        if self.isolate_attached_code && !self.reset_on_release && matches!(tag, b'Q' | b'B' | b'F') {
+        if self.isolate_attached_code
+            && !self.reset_on_release
+            && matches!(tag, fe::QUERY | fe::BIND | fe::FUNCTION_CALL)
+        {
             self.note_attached_code(&msg, frame);
         }
         if self.stages.wants_after_send(&msg, &self.turn) {
@@ -370,13 +354,13 @@ impl Session {
     /// A large message streamed through in parts (Bind with big parameters, CopyData).
     pub(super) async fn on_client_part(&mut self, tag: u8, bytes: &[u8], first: bool) -> Flow {
         if first {
-            if !is_session_tag(tag) || tag == b'X' {
+            if !is_session_tag(tag) || tag == fe::TERMINATE {
                 return self.on_client_message(tag, bytes).await;
             }
-            self.counts.binds += u64::from(tag == b'B');
+            self.counts.binds += u64::from(tag == fe::BIND);
             self.skip_stream = self.skip_until_sync;
             if !self.skip_stream && self.server.is_none() {
-                if matches!(tag, b'd' | b'c' | b'f') {
+                if matches!(tag, fe::COPY_DATA | fe::COPY_DONE | fe::COPY_FAIL) {
                     self.skip_stream = true;
                 } else if let Err(frame) = self.checkout().await {
                     self.cout.extend_from_slice(&frame);
@@ -391,7 +375,7 @@ impl Session {
                 if self.stages.cache.on {
                     self.stages.cache.on_part(tag);
                 }
-                if let Some(kind) = self.reply_kind(tag, &[]) {
+                if let Some(kind) = self.reply_kind(tag, None) {
                     self.pending.push(kind, super::reply_queue::Action::Forward);
                 }
                 self.tx.on_client(tag);

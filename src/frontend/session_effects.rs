@@ -7,7 +7,7 @@ use std::sync::Arc;
 use super::session::Session;
 use super::sql_scan::Scan;
 use crate::config::PoolMode;
-use crate::protocol::frontend::ClientMessage;
+use crate::protocol::frontend::{self as fe, ClientMessage};
 
 impl Session {
     /// Scans a Query/Parse text once: what it means for pooling, and its analysis, kept for the
@@ -33,25 +33,14 @@ impl Session {
         found
     }
 
-    /// A text pgpilot cannot lex as the server will, read as opaque: a backslash while
-    /// standard_conforming_strings is off (it escapes in any string, which the parser does not
-    /// assume), a byte past ASCII in another client encoding than UTF8 (the server lexes the
-    /// text converted), invalid UTF-8 (what the parser would read is a lossy copy).
-    /// While a statement changing the session is unanswered, either setting may already differ.
-    fn unreadable(&self, sql: &[u8]) -> bool {
-        let backslash = || memchr::memchr(b'\\', sql).is_some();
-        ((self.backslash_quotes || self.lexing_unsure) && backslash())
-            || ((self.foreign_encoding || self.lexing_unsure) && !sql.is_ascii())
-    }
-
     /// The scan of a text read lately, maybe with other literal values (none for an unreadable
     /// text; invalid UTF-8 never matches a remembered text, whose literals are checked).
     fn known_reading(&mut self, sql: &[u8]) -> Option<Arc<Scan>> {
-        if self.unreadable(sql) {
+        if self.lexing.unreadable(sql) {
             return None;
         }
         let out = (&mut self.turn.analyzed, &mut self.literals);
-        self.known_texts.find(sql, self.backslash_quotes, &self.analyzer, out)
+        self.known_texts.find(sql, self.lexing.backslash_quotes, &self.analyzer, out)
     }
 
     async fn analyze(&mut self, sql: &[u8]) -> Arc<Scan> {
@@ -61,8 +50,8 @@ impl Session {
             Ok(s) => std::borrow::Cow::Borrowed(s),
             Err(_) => String::from_utf8_lossy(sql),
         };
-        let opaque = self.unreadable(sql) || matches!(text, std::borrow::Cow::Owned(_));
-        let shapes = crate::sql::tokens::shapes_with(&text, self.backslash_quotes);
+        let opaque = self.lexing.unreadable(sql) || matches!(text, std::borrow::Cow::Owned(_));
+        let shapes = crate::sql::tokens::shapes_with(&text, self.lexing.backslash_quotes);
         if let ([one], false) = (shapes.as_slice(), opaque) {
             self.literals = one.literals;
         }
@@ -83,7 +72,7 @@ impl Session {
         let found = Arc::new(super::sql_scan::from_analyses(&text, &shapes, &self.turn.analyzed));
         if keep {
             let read = (&self.turn.analyzed, &found);
-            self.known_texts.remember(&text, &shapes, read, self.backslash_quotes, &self.analyzer);
+            self.known_texts.remember(&text, &shapes, read, self.lexing.backslash_quotes, &self.analyzer);
         }
         found
     }
@@ -121,7 +110,7 @@ impl Session {
     /// The first part of a FunctionCall too large to read whole: as `note_attached_code` (its
     /// OID is in the first bytes).
     pub(super) fn note_streamed_call(&mut self, tag: u8, first: &[u8]) {
-        if tag == b'F' && self.isolate_attached_code {
+        if tag == fe::FUNCTION_CALL && self.isolate_attached_code {
             self.reset_on_release |= !large_object_call(first.get(crate::net::frame::HEADER_LEN..).unwrap_or(&[]));
         }
     }
@@ -129,16 +118,16 @@ impl Session {
     /// What a scanned text does to the session's pooling state.
     pub(super) fn note_scan(&mut self, found: &Scan) {
         self.state_dirty |= found.changes_session;
-        self.lexing_unsure |=
+        self.lexing.unsure |=
             found.changes_session || found.unknown_after.is_some() || found.restores || !found.resets.is_empty();
         if found.ddl {
             self.registry.ddl_seen();
-            if self.isolate_attached_code {
-                // A trigger or default made now runs in this same transaction: reset, and let
-                // no statement trust the list until it is read again.
-                self.stages.cache.list_outdated();
-                (self.reset_on_release, self.list_outdated) = (true, true);
-            }
+            // No statement trusts the list until it is read again after the transaction ends
+            // (then the other replicas are told too).
+            self.stages.cache.list_outdated();
+            self.list_outdated = true;
+            // A trigger or default made now runs in this same transaction: reset.
+            self.reset_on_release |= self.isolate_attached_code;
         }
         if found.restores || !found.resets.is_empty() {
             for pair in self.state.startup_values(found.restores, &found.resets) {

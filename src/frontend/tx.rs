@@ -2,6 +2,8 @@
 //! sent and the ReadyForQuery replies received. The boundary is a ReadyForQuery with status 'I'
 //! that answers the last Sync or Query sent, with nothing sent after it (never at Flush).
 
+use crate::protocol::frontend as fe;
+
 #[derive(Debug)]
 pub struct TxTracker {
     /// Sync/Query messages forwarded whose ReadyForQuery has not come back.
@@ -25,8 +27,8 @@ impl TxTracker {
     /// A client message (its tag) is being forwarded to the server.
     pub fn on_client(&mut self, tag: u8) {
         match tag {
-            b'S' | b'H' if self.copy_in => {} // ignored by the server during COPY IN
-            b'S' => {
+            fe::SYNC | fe::FLUSH if self.copy_in => {} // ignored by the server during COPY IN
+            fe::SYNC => {
                 self.outstanding += 1;
                 self.syncs_since_execute += 1;
                 self.pending_since_sync = false;
@@ -36,22 +38,22 @@ impl TxTracker {
             // which a psql or libpq lo_* user never sends). Inside an unsynced extended batch it
             // may follow an error, and the server then skips it with no ReadyForQuery: there it
             // counts as before, and the batch's Sync ends the group.
-            b'F' if self.pending_since_sync => {}
-            b'Q' | b'F' => {
+            fe::FUNCTION_CALL if self.pending_since_sync => {}
+            fe::QUERY | fe::FUNCTION_CALL => {
                 self.outstanding += 1;
                 self.syncs_since_execute = 0;
             }
-            b'E' => {
+            fe::EXECUTE => {
                 self.syncs_since_execute = 0;
                 self.pending_since_sync = true;
             }
-            b'c' | b'f' => {
+            fe::COPY_DONE | fe::COPY_FAIL => {
                 self.copy_in = false;
                 // Extended-protocol COPY ends with CopyDone/CopyFail and then needs its own Sync;
                 // a COPY from a simple Query is answered by that Query's ReadyForQuery.
                 self.pending_since_sync = self.outstanding == 0;
             }
-            b'd' | b'H' => {}
+            fe::COPY_DATA | fe::FLUSH => {}
             _ => self.pending_since_sync = true,
         }
     }

@@ -7,6 +7,26 @@ use tokio::io::AsyncReadExt;
 use crate::net::stream::ClientStream;
 use crate::pool::PooledConn;
 
+/// The session's time limits: `pool.idle_transaction_timeout_ms` and `pool.query_timeout_ms`
+/// (None: off), and when the round trip in flight passes the latter (set at its first write,
+/// cleared at its end).
+pub struct Timeouts {
+    pub idle_transaction: Option<std::time::Duration>,
+    pub query: Option<std::time::Duration>,
+    pub deadline: Option<tokio::time::Instant>,
+}
+
+impl Timeouts {
+    pub fn new(pool: &crate::config::PoolConfig) -> Self {
+        let limit = |ms: u64| Some(ms).filter(|&ms| ms > 0).map(std::time::Duration::from_millis);
+        Self {
+            idle_transaction: limit(pool.idle_transaction_timeout_ms),
+            query: limit(pool.query_timeout_ms),
+            deadline: None,
+        }
+    }
+}
+
 /// The client's next bytes; Err(Elapsed) when `idle_limit` passes first.
 pub(super) async fn read_client(
     client: &mut ClientStream,

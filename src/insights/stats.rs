@@ -317,7 +317,7 @@ pub fn log_if_slow(origin: &Origin, c: &Completed, threshold: Duration) -> bool 
 
 /// The strategy a fingerprint gets now and why: an operator's pin, the slow lane, the result
 /// cache (a cacheable read whose results repeat, or not measured yet), a server-prepared statement
-/// (measured faster), or straight to the server.
+/// (measured no slower), or straight to the server.
 fn strategy(a: &Analysis, cache_on: bool) -> (&'static str, Cow<'static, str>) {
     use crate::sql::learned::{Pinned, PreparedPhase};
     use std::sync::atomic::Ordering::Relaxed;
@@ -351,7 +351,7 @@ fn strategy(a: &Analysis, cache_on: bool) -> (&'static str, Cow<'static, str>) {
         let (ms, pms) = (unnamed / 1000.0, prepared / 1000.0);
         match a.learned.prepared_phase() {
             PreparedPhase::Kept => {
-                let why = format!("server-prepared measured faster: {pms:.3} ms against {ms:.3} ms as sent unnamed");
+                let why = format!("server-prepared measured no slower: {pms:.3} ms against {ms:.3} ms as sent unnamed");
                 return ("server-prepared", why.into());
             }
             PreparedPhase::Dropped if unnamed == 0.0 => {
@@ -360,7 +360,7 @@ fn strategy(a: &Analysis, cache_on: bool) -> (&'static str, Cow<'static, str>) {
                 return ("pass-through", why.into());
             }
             PreparedPhase::Dropped => {
-                let why = format!("{reason}; server-prepared measured no faster ({pms:.3} ms against {ms:.3} ms)");
+                let why = format!("{reason}; server-prepared measured slower ({pms:.3} ms against {ms:.3} ms)");
                 return ("pass-through", why.into());
             }
             PreparedPhase::Measuring => {}

@@ -1,10 +1,13 @@
-//! The messages pgpilot writes itself (errors, auth, startup replies), encoded with pgwire so the
-//! byte layout comes from a maintained codec rather than from hand-written offsets.
+//! Every message pgpilot writes itself, in one place: errors, auth and startup replies encoded
+//! with pgwire (the byte layout from a maintained codec rather than from hand-written offsets),
+//! and the extended-protocol messages it sends or rewrites per statement by hand (`frame`).
 
-use bytes::{BufMut, BytesMut};
+use bytes::{BufMut, Bytes, BytesMut};
 use pgwire::messages::response::{ErrorResponse, ReadyForQuery, TransactionStatus};
 use pgwire::messages::startup::{Authentication, BackendKeyData, ParameterStatus, SecretKey};
 use pgwire::messages::Message;
+
+use crate::protocol::{backend as be, frontend as fe};
 
 /// Request codes of the messages that come before (or instead of) a StartupMessage.
 pub const SSL_REQUEST: i32 = 80877103;
@@ -113,28 +116,112 @@ pub fn backend_key_data(out: &mut BytesMut, pid: i32, secret: i32) {
 
 /// NegotiateProtocolVersion: we speak 3.0 and none of the `_pq_.` options.
 pub fn negotiate_protocol_version(out: &mut BytesMut, unsupported: &[String]) {
-    let len = 4 + 4 + 4 + unsupported.iter().map(|o| o.len() + 1).sum::<usize>();
-    out.put_u8(b'v');
-    out.put_i32(len as i32);
-    out.put_i32(0);
-    out.put_i32(unsupported.len() as i32);
+    let mut body = Vec::with_capacity(8 + unsupported.iter().map(|o| o.len() + 1).sum::<usize>());
+    body.extend_from_slice(&0i32.to_be_bytes());
+    body.extend_from_slice(&(unsupported.len() as i32).to_be_bytes());
     for o in unsupported {
-        out.put_slice(o.as_bytes());
-        out.put_u8(0);
+        body.extend_from_slice(o.as_bytes());
+        body.push(0);
     }
+    frame(be::NEGOTIATE_PROTOCOL_VERSION, &[&body], out);
+}
+
+/// A CancelRequest (its own connection, no tag) for the backend `pid` with its `secret`.
+pub fn cancel_request(pid: i32, secret: i32) -> [u8; 16] {
+    let mut packet = [0u8; 16];
+    packet[..4].copy_from_slice(&16i32.to_be_bytes());
+    packet[4..8].copy_from_slice(&CANCEL_REQUEST.to_be_bytes());
+    packet[8..12].copy_from_slice(&pid.to_be_bytes());
+    packet[12..].copy_from_slice(&secret.to_be_bytes());
+    packet
 }
 
 /// A simple Query message.
 pub fn query(out: &mut BytesMut, sql: &str) {
-    out.put_u8(b'Q');
-    out.put_i32((4 + sql.len() + 1) as i32);
-    out.put_slice(sql.as_bytes());
-    out.put_u8(0);
+    frame(fe::QUERY, &[sql.as_bytes(), b"\0"], out);
+}
+
+/// A password, SASLInitialResponse or SASLResponse message (to the upstream server).
+pub fn password(out: &mut BytesMut, payload: &[u8]) {
+    frame(fe::PASSWORD, &[payload], out);
+}
+
+/// A CopyData message (to the upstream server: replication's status updates).
+pub fn copy_data(out: &mut BytesMut, payload: &[u8]) {
+    frame(fe::COPY_DATA, &[payload], out);
+}
+
+/// The reply to an empty query string.
+pub fn empty_query_response(out: &mut BytesMut) {
+    out.extend_from_slice(&[be::EMPTY_QUERY_RESPONSE, 0, 0, 0, 4]);
+}
+
+/// One message of `parts` under `tag`: what pgpilot encodes by hand (the messages it sends or
+/// rewrites per statement, where pgwire's owned-`String` messages would allocate).
+fn frame(tag: u8, parts: &[&[u8]], out: &mut BytesMut) {
+    let len: usize = 4 + parts.iter().map(|p| p.len()).sum::<usize>();
+    out.reserve(len + 1);
+    out.put_u8(tag);
+    out.put_i32(len as i32);
+    for p in parts {
+        out.put_slice(p);
+    }
+}
+
+pub fn parse(out: &mut BytesMut, name: &str, query: &[u8], types: &[u8]) {
+    frame(fe::PARSE, &[name.as_bytes(), b"\0", query, b"\0", types], out);
+}
+
+pub fn bind(out: &mut BytesMut, portal: &[u8], stmt: &str, rest: &[u8]) {
+    frame(fe::BIND, &[portal, b"\0", stmt.as_bytes(), b"\0", rest], out);
+}
+
+pub fn describe_statement(out: &mut BytesMut, name: &str) {
+    frame(fe::DESCRIBE, &[b"S", name.as_bytes(), b"\0"], out);
+}
+
+pub fn describe_portal(out: &mut BytesMut, name: &[u8]) {
+    frame(fe::DESCRIBE, &[b"P", name, b"\0"], out);
+}
+
+pub fn execute(out: &mut BytesMut, portal: &[u8], max_rows: u32) {
+    frame(fe::EXECUTE, &[portal, b"\0", &max_rows.to_be_bytes()], out);
+}
+
+pub fn close_statement(out: &mut BytesMut, name: &str) {
+    frame(fe::CLOSE, &[b"S", name.as_bytes(), b"\0"], out);
+}
+
+/// Replies pgpilot gives itself (static frames: no encoding at all).
+pub fn parse_complete() -> Bytes {
+    Bytes::from_static(&[be::PARSE_COMPLETE, 0, 0, 0, 4])
+}
+
+pub fn bind_complete() -> Bytes {
+    Bytes::from_static(&[be::BIND_COMPLETE, 0, 0, 0, 4])
+}
+
+pub fn no_data() -> Bytes {
+    Bytes::from_static(&[be::NO_DATA, 0, 0, 0, 4])
+}
+
+pub fn close_complete() -> Bytes {
+    Bytes::from_static(&[be::CLOSE_COMPLETE, 0, 0, 0, 4])
+}
+
+pub fn portal_suspended() -> Bytes {
+    Bytes::from_static(&[be::PORTAL_SUSPENDED, 0, 0, 0, 4])
+}
+
+/// ParameterDescription of a statement without parameters.
+pub fn no_parameters() -> Bytes {
+    Bytes::from_static(&[be::PARAMETER_DESCRIPTION, 0, 0, 0, 6, 0, 0])
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::protocol::frontend::ClientMessage;
 
     #[test]
     fn error_round_trips_through_the_field_parser() {
@@ -144,5 +231,38 @@ mod tests {
         assert_eq!(len + 1, f.len());
         let (s, c, m) = crate::protocol::backend::error_fields(&f[5..]);
         assert_eq!((s.as_str(), c.as_str(), m.as_str()), ("FATAL", "28P01", "password authentication failed"));
+    }
+
+    #[test]
+    fn bind_rewrite_keeps_the_rest() {
+        let body = b"portal\0stmt1\0\0\x01\0\x01\0\0";
+        let ClientMessage::Bind { portal, statement: stmt, rest } = ClientMessage::decode(b'B', body) else { panic!() };
+        assert_eq!((portal, stmt), (&b"portal"[..], &b"stmt1"[..]));
+        let mut out = BytesMut::new();
+        bind(&mut out, portal, "pgpilot_9", rest);
+        assert_eq!(&out[5..], b"portal\0pgpilot_9\0\0\x01\0\x01\0\0");
+        assert_eq!(i32::from_be_bytes([out[1], out[2], out[3], out[4]]) as usize, out.len() - 1);
+    }
+
+    #[test]
+    fn parse_split_and_build() {
+        let body = b"s\0select $1\0\0\x01\0\0\0\x17";
+        let ClientMessage::Parse { name, query, types } = ClientMessage::decode(b'P', body) else { panic!() };
+        assert_eq!((name, query, types), (&b"s"[..], &b"select $1"[..], &b"\0\x01\0\0\0\x17"[..]));
+        let mut out = BytesMut::new();
+        parse(&mut out, "pgpilot_1", query, types);
+        let rebuilt = ClientMessage::decode(b'P', &out[5..]);
+        assert!(matches!(rebuilt, ClientMessage::Parse { name: b"pgpilot_1", .. }));
+    }
+
+    #[test]
+    fn the_portal_describe_is_what_a_driver_sends() {
+        let mut out = BytesMut::new();
+        describe_portal(&mut out, b"");
+        assert_eq!(&out[..], b"D\0\0\0\x06P\0");
+        assert_eq!(
+            ClientMessage::decode(b'D', &out[5..]),
+            ClientMessage::Describe(crate::protocol::frontend::Target::Portal(b""))
+        );
     }
 }

@@ -33,6 +33,7 @@ pub use logins::Login;
 use crate::backend::connect::{connect, Target};
 use crate::backend::{ServerConn, ServerError};
 use crate::config::Config;
+use crate::net::messages::sqlstate;
 
 /// Address, age and idle time of a server connection.
 pub type SocketAddrAge = (crate::net::endpoint::Endpoint, Duration, Duration);
@@ -203,7 +204,7 @@ impl Pool {
             Ok(conn) => conn,
             Err(ServerError::Server(frame, msg)) => {
                 let (_, code, _) = crate::protocol::backend::error_fields(crate::net::frame::body(&frame));
-                if code == "3D000" || code.starts_with("28") {
+                if code == sqlstate::UNKNOWN_DATABASE || code.starts_with("28") {
                     *self.refused.lock() = Some((Instant::now(), frame.clone(), msg.clone()));
                 }
                 return Err(ServerError::Server(frame, msg));

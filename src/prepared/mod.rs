@@ -9,7 +9,6 @@
 //! answered locally.
 
 pub mod adaptive;
-pub mod messages;
 pub mod registry;
 
 pub use registry::{Registry, Statement, SERVER_NAME_PREFIX};

@@ -24,6 +24,7 @@ pub const COPY_OUT_RESPONSE: u8 = b'H';
 pub const COPY_BOTH_RESPONSE: u8 = b'W';
 pub const COPY_DATA: u8 = b'd';
 pub const COPY_DONE: u8 = b'c';
+pub const NEGOTIATE_PROTOCOL_VERSION: u8 = b'v';
 
 /// ReadyForQuery's transaction status: b'I' idle, b'T' in a transaction, b'E' failed.
 pub fn ready_status(body: &[u8]) -> Option<u8> {

@@ -2,7 +2,7 @@
 //! namespaces (b'D' is Describe from a client and DataRow from a server, b'C' Close and
 //! CommandComplete), and typed zero-copy views over the bodies of the messages pgpilot inspects.
 //! A view borrows the frame; nothing is copied or re-encoded unless a part must change (the
-//! statement-name rewrite in `prepared::messages`).
+//! statement-name rewrite in `net::messages`).
 
 pub mod backend;
 pub mod frontend;

@@ -17,6 +17,7 @@ import asyncio
 import datetime as dt
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -359,6 +360,25 @@ async def asyncpg_close_all(conns):
 def direct_dsn(db="app", user="app", password="app"):
     """A DSN straight to the harness PostgreSQL (bypassing pgpilot)."""
     return f"postgresql://{user}:{password}@{pg_host()}:{pg_port()}/{db}"
+
+
+def metrics(proxy):
+    """{series name: value} from /metrics, each series summed over its label sets."""
+    status, body = proxy.http_get("/metrics")
+    assert status == 200, f"/metrics answered {status}: {body[:500]}"
+    values = {}
+    for line in body.splitlines():
+        m = re.match(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})?\s+(\S+)$", line)
+        if m:
+            values[m.group(1)] = values.get(m.group(1), 0.0) + float(m.group(3))
+    return values
+
+
+def metric(proxy, name):
+    """One series from /metrics, summed over its label sets; it must be exported."""
+    values = metrics(proxy)
+    assert name in values, f"{name} is not exported at /metrics"
+    return values[name]
 
 
 def cache_status(proxy):

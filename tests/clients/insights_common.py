@@ -59,14 +59,6 @@ def queries(proxy):
     return rows
 
 
-def counter(proxy, name):
-    status, body = proxy.http_get("/metrics")
-    assert status == 200, f"/metrics answered {status}: {body[:500]}"
-    values = [float(m.group(1)) for m in re.finditer(rf"^{name}(?:{{[^}}]*}})?\s+(\S+)$", body, re.M)]
-    assert values, f"{name} is not exported at /metrics"
-    return sum(values)
-
-
 @contextlib.asynccontextmanager
 async def apg(proxy, db, label):
     """asyncpg with its default statement cache (named prepared statements), labelled by application_name."""

@@ -1,25 +1,11 @@
-"""Helpers shared by the prepared-statement driver tests (test_prepared*.py): /metrics as numbers, the pool
+"""Helpers shared by the prepared-statement driver tests (test_prepared*.py): the pool
 drained after a run, failures out of gathered results, many asyncpg connections at once."""
-
-import re
 
 import asyncpg
 
 from conftest import asyncpg_close_all, connect_all, wait_until
 
 POOL = 5
-
-
-def metrics(proxy):
-    """{name: value} from /metrics, summed over label sets."""
-    status, body = proxy.http_get("/metrics")
-    assert status == 200, f"/metrics answered {status}: {body[:500]}"
-    values = {}
-    for line in body.splitlines():
-        m = re.match(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})?\s+(\S+)", line)
-        if m:
-            values[m.group(1)] = values.get(m.group(1), 0.0) + float(m.group(3))
-    return values
 
 
 def check_pool_drained(proxy, databases=1):

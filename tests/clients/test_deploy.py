@@ -2,14 +2,12 @@
 parses, every file one references exists, every variable a container is given is valid configuration for the real
 binary and documented in docs/CONFIG.md, the container healthcheck works against a live pgpilot, and every series the
 Grafana dashboard draws exists in a live pgpilot's /metrics. `docker compose config` (or Debian's docker-compose) validates the compose file."""
-import asyncio
 import configparser
 import json
 import os
 import re
 import shutil
 import subprocess
-import tempfile
 import urllib.error
 import urllib.request
 from pathlib import Path

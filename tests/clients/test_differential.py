@@ -20,7 +20,7 @@ import psycopg
 import pytest
 
 import wire
-from conftest import pg_host, pg_port
+from conftest import metric, pg_host, pg_port
 from diff_scenarios import RESET_SQL, SCENARIOS
 
 POOL_SIZE = 3  # more than any scenario's concurrently open clients, so session mode never waits
@@ -255,14 +255,6 @@ def test_wire_client_logins():
     bad = wire.connect(pg_host(), pg_port(), "app", "app", "wrong")
     assert bad.startup[-1][0] == "ErrorResponse" and bad.startup[-1][1]["C"] == "28P01", bad.startup
     bad.terminate()
-
-
-def metric(proxy, name):
-    """Sum of one counter over its label sets, from /metrics."""
-    status, body = proxy.http_get("/metrics")
-    assert status == 200, f"/metrics answered {status}"
-    return sum(float(line.rsplit(" ", 1)[1]) for line in body.splitlines()
-               if line.startswith(name) and line[len(name):len(name) + 1] in ("{", " "))
 
 
 def warm_cache(proxy, db, table, timeout=20.0):

@@ -17,9 +17,9 @@ import time
 
 import psycopg
 
-from conftest import run_async
+from conftest import metric, run_async
 from insights_common import (CHILDREN, CHUNKS, COUNT, ENTITY, ENTITY_IDS, FILES, FILES_NORMALIZED, LEAVES, LEAVES_NORMALIZED,
-                             LOW_MIN_TOTAL, NO_ROOTS, PAGE, PAGE_FETCH, PARENT_TITLE, ROOTS, RUNS, apg, counter, findings,
+                             LOW_MIN_TOTAL, NO_ROOTS, PAGE, PAGE_FETCH, PARENT_TITLE, ROOTS, RUNS, apg, findings,
                              literals_in, pg3, ppg, queries)
 
 # --- 1. labelled N+1 workload -------------------------------------------------------------------------------------
@@ -330,5 +330,5 @@ def test_n_plus_one_precision_and_recall(start_proxy, pg_admin, table):
     assert "WITH RECURSIVE" in seed["suggestion"] or "ANY" in seed["suggestion"], seed
     row = [q for q in queries(proxy) if q["query"] == CHILDREN and q["database"] == "workflow"]
     assert len(row) == 1 and row[0]["fingerprint"] == seed["fingerprint"], (row, seed)
-    detected = counter(proxy, "pgpilot_n_plus_one_detected_total")
+    detected = metric(proxy, "pgpilot_n_plus_one_detected_total")
     assert detected > 0 and detected == sum(f["occurrences"] for f in found), (detected, found)

@@ -13,8 +13,8 @@ import re
 
 import psycopg
 
-from conftest import run_async, run_mcp_load
-from insights_common import CHILDREN, LOW_MIN_TOTAL, ROOTS, apg, counter, findings, literals_in, ppg, queries
+from conftest import metric, run_async, run_mcp_load
+from insights_common import CHILDREN, LOW_MIN_TOTAL, ROOTS, apg, findings, literals_in, ppg, queries
 
 # --- 2. the MCP workload at default insights settings ----------------------------------------------------------
 # readback is left out: its own check races between concurrent clients (see test_workload.py). nplus1 gets a larger
@@ -62,7 +62,7 @@ def test_mcp_workload_n_plus_one_and_query_statistics(start_proxy, tmp_path):
         assert 5 <= f["count"] <= 50 and 1 <= f["occurrences"] <= done["nplus1"], f  # 50 roots in the seed
         assert f["total_ms"] >= 50 * f["occurrences"], f  # default min total
         assert re.search(r"ANY|JOIN|WITH RECURSIVE", f["suggestion"]), f
-    assert counter(proxy, "pgpilot_n_plus_one_detected_total") == sum(f["occurrences"] for f in found)
+    assert metric(proxy, "pgpilot_n_plus_one_detected_total") == sum(f["occurrences"] for f in found)
 
 
 # --- 3. fingerprint grouping --------------------------------------------------------------------------------------

@@ -10,19 +10,18 @@ lacks the statement. pgbench -M prepared, the MCP load driver and DDL between ex
 """
 import asyncio
 import random
-import uuid
 from decimal import Decimal
 
 import psycopg
 import psycopg._connection_base as psycopg_base
 import pytest
 from psycopg import errors, pq
-from sqlalchemy import Column, Integer, MetaData, String, Table, func, insert, select, text
 from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine
 from sqlalchemy.pool import NullPool
 
-from conftest import BackendSampler, asyncpg_close_all, connect_all, run_async
-from pooled import POOL, asyncpg_connect_many, check_pool_drained, failures, metrics
+from conftest import BackendSampler, asyncpg_close_all, connect_all, metrics, run_async
+from pooled import POOL, asyncpg_connect_many, check_pool_drained, failures
+from sa_tasks import items_table, task_rounds
 
 
 class Boom(Exception):
@@ -143,44 +142,9 @@ SA_ROUNDS = 3
 
 @pytest.fixture
 def items(pg_admin):
-    meta = MetaData()
-    table = Table(f"pgpilot_psa_{uuid.uuid4().hex[:10]}", meta,
-                  Column("id", Integer, primary_key=True, autoincrement=True),
-                  Column("task", Integer, nullable=False, index=True),
-                  Column("n", Integer, nullable=False),
-                  Column("label", String(100), nullable=False))
+    table = items_table()
     yield table
     pg_admin.execute(f"DROP TABLE IF EXISTS {table.name}")
-
-
-async def sa_task(Session, items, task):
-    for r in range(SA_ROUNDS):
-        async with Session() as session:
-            async with session.begin():
-                new_id = (await session.execute(
-                    insert(items).values(task=task, n=r, label=f"task-{task}-{r}").returning(items.c.id))).scalar_one()
-                rows = (await session.execute(
-                    select(items.c.id, items.c.n).where(items.c.task == task).order_by(items.c.n))).all()
-                assert [row.n for row in rows] == list(range(r + 1))
-                assert rows[-1].id == new_id
-                for k in range(5):  # distinct statements, same connection, same transaction
-                    got = (await session.execute(text(f"SELECT CAST(:v AS integer) + {k}"), {"v": task})).scalar_one()
-                    assert got == task + k
-
-        with pytest.raises(Boom):
-            async with Session() as session:
-                async with session.begin():
-                    await session.execute(insert(items).values(task=task, n=100 + r, label="rolled"))
-                    raise Boom()
-
-        async with Session() as session:
-            async with session.begin():
-                count = (await session.execute(
-                    select(func.count()).select_from(items).where(items.c.task == task))).scalar_one()
-                assert count == r + 1
-                label = (await session.execute(
-                    select(items.c.label).where(items.c.task == task, items.c.n == r))).scalar_one()
-                assert label == f"task-{task}-{r}"
 
 
 @pytest.mark.parametrize("pooling", ["queuepool", "nullpool"])
@@ -199,7 +163,7 @@ def test_sqlalchemy_default_prepared_statements(start_proxy, pg_admin, items, po
             async with engine.begin() as conn:
                 await conn.run_sync(items.metadata.create_all)
             Session = async_sessionmaker(engine, expire_on_commit=False)
-            return await asyncio.gather(*(sa_task(Session, items, t) for t in range(SA_CLIENTS)),
+            return await asyncio.gather(*(task_rounds(Session, items, t, SA_ROUNDS) for t in range(SA_CLIENTS)),
                                         return_exceptions=True)
         finally:
             await engine.dispose()

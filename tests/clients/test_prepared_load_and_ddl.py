@@ -12,8 +12,9 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from conftest import ALL_BUT_READBACK, BackendSampler, asyncpg_close_all, require_env, run_async, run_mcp_load
-from pooled import POOL, asyncpg_connect_many, check_pool_drained, metrics
+from conftest import (ALL_BUT_READBACK, BackendSampler, asyncpg_close_all, metrics, require_env, run_async,
+                      run_mcp_load)
+from pooled import POOL, asyncpg_connect_many, check_pool_drained
 
 
 # --- 4. pgbench -M prepared -----------------------------------------------------------------------------------

@@ -7,22 +7,17 @@ unnamed statement and re-Parses it at execution; prepared_statement_cache_size=0
 keeping prepared statement objects around between executions.
 """
 import asyncio
-import uuid
 
 import pytest
-from sqlalchemy import Column, Integer, MetaData, String, Table, func, insert, select, text
-from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy import func, insert, select, text
 from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine
 from sqlalchemy.pool import NullPool
 
 from conftest import BackendSampler, run_async
+from sa_tasks import items_table, task_rounds
 
 CLIENTS = 50
 ROUNDS = 3
-
-
-class Boom(Exception):
-    pass
 
 
 def make_engine(proxy):
@@ -33,42 +28,9 @@ def make_engine(proxy):
 
 @pytest.fixture
 def items(pg_admin):
-    meta = MetaData()
-    table = Table(f"pgpilot_sa_{uuid.uuid4().hex[:10]}", meta,
-                  Column("id", Integer, primary_key=True, autoincrement=True),
-                  Column("task", Integer, nullable=False, index=True),
-                  Column("n", Integer, nullable=False),
-                  Column("label", String(100), nullable=False),
-                  Column("attrs", JSONB, nullable=False))
+    table = items_table()
     yield table
     pg_admin.execute(f"DROP TABLE IF EXISTS {table.name}")
-
-
-async def task_work(Session, items, task):
-    for r in range(ROUNDS):
-        async with Session() as session:
-            async with session.begin():
-                new_id = (await session.execute(
-                    insert(items).values(task=task, n=r, label=f"task-{task}-{r}", attrs={"task": task, "r": r})
-                    .returning(items.c.id))).scalar_one()
-                rows = (await session.execute(
-                    select(items.c.id, items.c.n, items.c.attrs).where(items.c.task == task).order_by(items.c.n))).all()
-                assert [(row.n, row.attrs) for row in rows] == [(k, {"task": task, "r": k}) for k in range(r + 1)]
-                assert rows[-1].id == new_id
-
-        with pytest.raises(Boom):  # rolled back by session.begin()
-            async with Session() as session:
-                async with session.begin():
-                    await session.execute(insert(items).values(task=task, n=100 + r, label="rolled", attrs={}))
-                    raise Boom()
-
-        async with Session() as session:  # a read in a fresh connection sees exactly the committed rows
-            count = (await session.execute(
-                select(func.count()).select_from(items).where(items.c.task == task))).scalar_one()
-            assert count == r + 1
-            label = (await session.execute(
-                select(items.c.label).where(items.c.task == task, items.c.n == r))).scalar_one()
-            assert label == f"task-{task}-{r}"
 
 
 def test_fifty_tasks_nullpool_sessions(proxy, pg_admin, items):
@@ -79,7 +41,7 @@ def test_fifty_tasks_nullpool_sessions(proxy, pg_admin, items):
                 await conn.run_sync(items.metadata.create_all)
                 assert (await conn.execute(text("SELECT current_user"))).scalar_one() == "app"
             Session = async_sessionmaker(engine, expire_on_commit=False)
-            return await asyncio.gather(*(task_work(Session, items, t) for t in range(CLIENTS)),
+            return await asyncio.gather(*(task_rounds(Session, items, t, ROUNDS) for t in range(CLIENTS)),
                                         return_exceptions=True)
         finally:
             await engine.dispose()

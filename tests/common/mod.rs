@@ -186,6 +186,15 @@ pub fn pool_toml(max_size: usize, extra: &str) -> String {
     format!("[pool]\nmax_size = {max_size}\ncheckout_timeout_ms = 5000\n{extra}\n")
 }
 
+/// The value of the series `name` (with its labels, if any) in a /metrics text.
+pub fn metric(text: &str, name: &str) -> f64 {
+    text.lines()
+        .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("{name} missing from /metrics"))
+}
+
 /// The rows of a simple query's reply, every value as text (NULL as "NULL").
 pub fn rows(msgs: &[tokio_postgres::SimpleQueryMessage]) -> Vec<Vec<String>> {
     msgs.iter()

@@ -10,7 +10,6 @@ use arc_swap::ArcSwap;
 use super::cache_keys;
 use super::cache_portal::Portal;
 use super::cache_relations::relations_known;
-pub use super::cache_statement::CachedStatement;
 use super::cache_writes::Writes;
 use super::{Cx, Stage};
 use crate::cache::fill::Fill;
@@ -19,9 +18,8 @@ use crate::cache::{FillPlan, Key, KeyParts, Lookup, ResultCache, TableViews};
 use crate::config::{Config, PoolMode};
 use crate::net::messages;
 use crate::pool::Pool;
-use crate::prepared::messages as pm;
 use crate::protocol::backend as be;
-use crate::protocol::frontend::{ClientMessage, Target};
+use crate::protocol::frontend::{self as fe, ClientMessage, Target};
 use crate::sql::tokens::params_hash;
 use crate::sql::{Analysis, StatementKind};
 
@@ -75,6 +73,9 @@ pub struct CacheStage {
     code_free: isolation::CodeFree,
     /// This session's first checkout waited for the database's first table list (once only).
     list_awaited: bool,
+    /// DDL was sent since the last commit: the table list is out of date again when it commits,
+    /// here and on the other replicas (`ResultCache::ddl_ended`).
+    ddl_sent: bool,
 }
 
 /// What the cache stage works with, besides the session's context.
@@ -114,6 +115,7 @@ impl CacheStage {
             user: h.user,
             code_free: isolation::CodeFree::default(),
             list_awaited: false,
+            ddl_sent: false,
         }
     }
 
@@ -167,11 +169,11 @@ impl CacheStage {
     /// pgpilot cannot tell what it runs, so it may write anything, and the portal is unknown.
     pub fn on_part(&mut self, tag: u8) {
         match tag {
-            b'B' => {
+            fe::BIND => {
                 self.portal = Portal::Unknown;
                 self.writes.note_unknown();
             }
-            b'F' => {
+            fe::FUNCTION_CALL => {
                 self.writes.note_unknown();
                 self.writes.close_group();
             }
@@ -200,9 +202,12 @@ impl CacheStage {
         }
         if a.kind == StatementKind::Ddl {
             self.cache.relations.mark_stale(&self.database);
+            self.ddl_sent = true;
         }
     }
 
+    /// What committed writes make invalid, here and on the other replicas; DDL among them makes
+    /// the table list out of date too.
     async fn invalidate(&mut self) {
         let Some((all, tables)) = self.writes.take_committed() else { return };
         let db = &self.database;
@@ -211,6 +216,9 @@ impl CacheStage {
             self.cache.invalidate(db, None).await;
         } else {
             self.cache.invalidate_seen(db, &tables, &mut self.views).await;
+        }
+        if std::mem::take(&mut self.ddl_sent) {
+            self.cache.ddl_ended(db).await;
         }
     }
 
@@ -247,7 +255,7 @@ impl CacheStage {
         }
         let skipped = self.past_admission(a, cx.turn.hint, || *literals)?;
         let ttl = self.worth_looking_up(a, cx.turn.hint, skipped, || *literals)?;
-        let (mut key, cold) = self.key(cx, b'Q', a, ttl, (text, 0, &[]))?;
+        let (mut key, cold) = self.key(cx, fe::QUERY, a, ttl, (text, 0, &[]))?;
         let keyed = a.keyed.as_deref();
         if let Some(scopes) =
             cache_keys::literal_read_scopes(&self.cache.relations, &self.database, keyed, text, cx.literals)
@@ -276,7 +284,7 @@ impl CacheStage {
             (Lookup::Hit(entry), Asked::Bind { analysis, params }) => {
                 served(cx, &analysis, params, entry.rows);
                 self.portal = Portal::Hit { entry, at: 0 };
-                cx.answer(pm::bind_complete());
+                cx.answer(messages::bind_complete());
             }
             (Lookup::Miss(plan), Asked::Query { .. }) => self.query_fill = Some(plan),
             (Lookup::Miss(plan), Asked::Bind { analysis, .. }) => {
@@ -388,7 +396,7 @@ impl CacheStage {
         let skipped = self.past_admission(&s.analysis, s.hint, params)?;
         let ttl = self.worth_looking_up(&s.analysis, s.hint, skipped, params)?;
         let variant = self.statement_variant(cx, name)?;
-        let (mut key, cold) = self.key(cx, b'E', &s.analysis, ttl, (&s.ident, variant, args))?;
+        let (mut key, cold) = self.key(cx, fe::EXECUTE, &s.analysis, ttl, (&s.ident, variant, args))?;
         let (keyed, types) = (s.analysis.keyed.as_deref(), || s.declared_types());
         if let Some(scopes) = cache_keys::read_scopes(&self.cache.relations, &self.database, keyed, types, args) {
             key.tables = Arc::from(scopes); // keyed on its primary key: other keys' writes keep it

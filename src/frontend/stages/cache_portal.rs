@@ -11,8 +11,7 @@ use super::Cx;
 use crate::cache::{Entry, FillPlan};
 use crate::frontend::reply_queue::{Action, Kind};
 use crate::net::messages;
-use crate::prepared::messages as pm;
-use crate::protocol::frontend::{ClientMessage, Target};
+use crate::protocol::frontend::{self as fe, ClientMessage, Target};
 
 /// What the unnamed portal holds, as far as the cache is concerned.
 #[derive(Default)]
@@ -46,7 +45,7 @@ impl Portal {
         let (end, rows, more) = entry.split_rows(*at, max_rows);
         let mut reply = BytesMut::from(&entry.body[*at..end]);
         if more {
-            reply.extend_from_slice(&pm::portal_suspended());
+            reply.extend_from_slice(&messages::portal_suspended());
         } else if *at == 0 {
             reply.extend_from_slice(&entry.body[end..]);
         } else {
@@ -60,7 +59,7 @@ impl Portal {
     pub fn close(&mut self, cx: &mut Cx<'_>, target: Target<'_>) {
         if target == Target::Portal(b"") && matches!(self, Portal::Hit { .. }) {
             *self = Portal::Unknown;
-            cx.answer(pm::close_complete());
+            cx.answer(messages::close_complete());
         }
     }
 
@@ -75,17 +74,17 @@ impl Portal {
             (Portal::Suspended, _) => {
                 *self = Portal::Unknown;
                 if matches!(msg, ClientMessage::Sync) && clean {
-                    pm::execute(cx.sout, b"", CONTINUATION_ROWS);
+                    messages::execute(cx.sout, b"", CONTINUATION_ROWS);
                     cx.pending.push(Kind::Execute, Action::Suppress);
                     cx.pending.continue_fill();
-                    cx.tx.on_client(b'E');
+                    cx.tx.on_client(fe::EXECUTE);
                 }
             }
             (Portal::Fill { described: false, .. }, ClientMessage::Execute { portal: b"", .. }) => {
-                pm::describe_portal(cx.sout, b"");
+                messages::describe_portal(cx.sout, b"");
                 cx.pending.push(Kind::DescribePortal, Action::Suppress);
                 cx.pending.capture_describe();
-                cx.tx.on_client(b'D');
+                cx.tx.on_client(fe::DESCRIBE);
             }
             _ => {}
         }

@@ -14,7 +14,6 @@ pub mod cache;
 mod cache_keys;
 mod cache_portal;
 mod cache_relations;
-mod cache_statement;
 mod cache_writes;
 pub mod insights;
 pub mod prepared;

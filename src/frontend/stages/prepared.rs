@@ -19,9 +19,8 @@ use crate::frontend::reply_queue::{Action, Check, Event, Kind};
 use crate::frontend::statements::{Opened, ADOPTING};
 use crate::net::messages::{self, sqlstate};
 use crate::prepared::adaptive::{self, Served};
-use crate::prepared::messages as pm;
 use crate::prepared::{bump, Registry, Statement, STATS};
-use crate::protocol::frontend::{ClientMessage, Target};
+use crate::protocol::frontend::{self as fe, ClientMessage, Target};
 
 pub struct PreparedStage {
     registry: Arc<Registry>,
@@ -50,7 +49,7 @@ pub struct PreparedStage {
 
 /// A simple Query (or FunctionCall) destroys the unnamed statement on a real server.
 pub fn replaces_unnamed(tag: u8) -> bool {
-    tag == b'Q' || tag == b'F'
+    tag == fe::QUERY || tag == fe::FUNCTION_CALL
 }
 
 /// Answers here and reports the message handled.
@@ -101,9 +100,9 @@ impl PreparedStage {
                     if names_unnamed && server.unnamed != 0 {
                         // Another client's unnamed statement is there: this client has none (26000).
                         server.unnamed = 0;
-                        pm::close_statement(cx.sout, "");
+                        messages::close_statement(cx.sout, "");
                         cx.pending.push(Kind::Close, Action::Suppress);
-                        cx.tx.on_client(b'C');
+                        cx.tx.on_client(fe::CLOSE);
                     }
                     return;
                 };
@@ -111,7 +110,7 @@ impl PreparedStage {
                     server.unnamed = *token;
                     cx.sout.extend_from_slice(parse);
                     cx.pending.push(Kind::Parse, Action::Suppress);
-                    cx.tx.on_client(b'P');
+                    cx.tx.on_client(fe::PARSE);
                 }
             }
             _ => {}
@@ -172,7 +171,7 @@ impl PreparedStage {
             if let Some(name) = self.deallocated_name(cx, query) {
                 cx.statements.close(name.as_bytes());
                 self.local_stmt = true;
-                return answer(cx, pm::parse_complete());
+                return answer(cx, messages::parse_complete());
             }
             return self.unnamed_parse(cx, query, types);
         }
@@ -184,7 +183,7 @@ impl PreparedStage {
                 return true;
             }
             Opened::Full => {
-                let max = self.config.load().prepared.client_max;
+                let max = cx.statements.max();
                 let msg = format!("pgpilot: more than {max} prepared statements open on this connection; close some");
                 local_error(cx, sqlstate::PROGRAM_LIMIT, &msg);
                 return true;
@@ -216,7 +215,7 @@ impl PreparedStage {
         self.parsed_here = None;
         let Some(server) = cx.server.as_deref_mut() else {
             bump(&STATS.hits);
-            cx.cout.extend_from_slice(&pm::parse_complete());
+            cx.cout.extend_from_slice(&messages::parse_complete());
             self.parsed_here = Some((key, stmt.id));
             return;
         };
@@ -227,13 +226,13 @@ impl PreparedStage {
                 Some(client_name) => {
                     cx.pending.push(Kind::Local, Action::LocalParse { stmt: stmt.clone(), client_name })
                 }
-                None => cx.pending.push_local(pm::parse_complete()),
+                None => cx.pending.push_local(messages::parse_complete()),
             }
             return;
         }
         bump(&STATS.misses);
         prepare_on_server(server, cx.sout, cx.pending, stmt, (client_name, true), epoch);
-        cx.tx.on_client(b'P');
+        cx.tx.on_client(fe::PARSE);
         inject_describe(cx, stmt, Check::Adopt, key.clone());
         cx.statements.set_version(&key, Some((stmt.id, ADOPTING)));
     }
@@ -278,7 +277,7 @@ impl PreparedStage {
             self.unnamed_portal = Served::Untimed;
             self.local_portal = name.is_empty() && self.local_stmt;
             if self.local_portal {
-                return answer(cx, pm::bind_complete());
+                return answer(cx, messages::bind_complete());
             }
         }
         // Unknown names go through unchanged: the server's 26000 names the client's statement.
@@ -295,22 +294,22 @@ impl PreparedStage {
             self.unnamed_portal = Served::Prepared(runs);
         }
         let at = cx.sout.len();
-        pm::bind(cx.sout, portal, &stmt.server_name, rest);
+        messages::bind(cx.sout, portal, &stmt.server_name, rest);
         let parsed = self.parsed_here.take().filter(|(n, id)| *id == stmt.id && same_name(n, name));
         cx.pending.push(Kind::Bind, Action::Bind { stmt });
         if let Some((client, _)) = parsed.filter(|_| cx.tx.status == b'I') {
             cx.pending.arm_retry(at, client);
         }
-        cx.tx.on_client(b'B');
+        cx.tx.on_client(fe::BIND);
         true
     }
 
     fn describe(&mut self, cx: &mut Cx<'_>, target: Target<'_>) -> bool {
         match target {
-            Target::Portal(b"") if self.local_portal => return answer(cx, pm::no_data()),
+            Target::Portal(b"") if self.local_portal => return answer(cx, messages::no_data()),
             Target::Statement(b"") if self.local_stmt => {
-                let mut reply = BytesMut::from(&pm::no_parameters()[..]);
-                reply.extend_from_slice(&pm::no_data());
+                let mut reply = BytesMut::from(&messages::no_parameters()[..]);
+                reply.extend_from_slice(&messages::no_data());
                 return answer(cx, reply.freeze());
             }
             _ => {}
@@ -329,11 +328,11 @@ impl PreparedStage {
         let held = cx.statements.version(name);
         ensure_prepared(cx, self.registry.epoch(), Named { name, held }, &stmt, false);
         let check = cx.statements.describe_check(name, &stmt);
-        pm::describe_statement(cx.sout, &stmt.server_name);
+        messages::describe_statement(cx.sout, &stmt.server_name);
         let client = Bytes::copy_from_slice(name);
         let action = Action::describe(stmt, check, false, client);
         cx.pending.push(Kind::DescribeStatement, action);
-        cx.tx.on_client(b'D');
+        cx.tx.on_client(fe::DESCRIBE);
         true
     }
 
@@ -344,7 +343,7 @@ impl PreparedStage {
         if name.is_empty() && cx.turn.statement.as_ref().is_none_or(|e| e.registry.is_none()) {
             return false;
         }
-        answer(cx, pm::close_complete())
+        answer(cx, messages::close_complete())
     }
 
     /// The statement is not prepared on the held server after all, nor under the client's name.

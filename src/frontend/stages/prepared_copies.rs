@@ -9,8 +9,9 @@ use super::Cx;
 use crate::backend::{ServerConn, ServerCopy};
 use crate::frontend::reply_queue::{Action, Check, Kind, Pending, Stale};
 use crate::frontend::statements::ADOPTING;
-use crate::prepared::messages as pm;
+use crate::net::messages;
 use crate::prepared::{bump, Statement, STATS};
+use crate::protocol::frontend as fe;
 
 /// A client's statement name and the (registry id, version) its entry holds: a Bind reads both
 /// in the lookup that finds its registry statement.
@@ -45,7 +46,7 @@ pub(super) fn ensure_prepared(
     bump(&STATS.reparses);
     prepare_on_server(server, cx.sout, cx.pending, stmt, (None, false), epoch);
     let runs = if bind { count_run(server, stmt.id) } else { None };
-    cx.tx.on_client(b'P');
+    cx.tx.on_client(fe::PARSE);
     if bind {
         let check = cx.statements.describe_check(name, stmt);
         inject_describe(cx, stmt, check, Bytes::copy_from_slice(name));
@@ -75,20 +76,20 @@ pub(super) fn prepare_on_server(
         return;
     }
     for name in server.stale.drain(..) {
-        pm::close_statement(sout, &name);
+        messages::close_statement(sout, &name);
         pending.push(Kind::Close, Action::Suppress);
     }
     if server.prepared.pop(&stmt.id).is_some() {
-        pm::close_statement(sout, &stmt.server_name);
+        messages::close_statement(sout, &stmt.server_name);
         pending.push(Kind::Close, Action::Suppress);
     } else if server.prepared.len() >= server.prepared.cap().get() {
         if let Some((_, old)) = server.prepared.pop_lru() {
-            pm::close_statement(sout, &old.stmt.server_name);
+            messages::close_statement(sout, &old.stmt.server_name);
             pending.push(Kind::Close, Action::Suppress);
             bump(&STATS.evictions);
         }
     }
-    pm::parse(sout, &stmt.server_name, &stmt.query, &stmt.types);
+    messages::parse(sout, &stmt.server_name, &stmt.query, &stmt.types);
     pending.push(Kind::Parse, Action::Parse { stmt: stmt.clone(), client_name, suppress: !reply });
     let copy = ServerCopy { stmt: stmt.clone(), epoch, version: ServerCopy::FRESH, runs: 0 };
     server.prepared.put(stmt.id, copy);
@@ -96,10 +97,10 @@ pub(super) fn prepare_on_server(
 
 /// Describes `stmt` on the held server for pgpilot's own bookkeeping (reply not shown).
 pub(super) fn inject_describe(cx: &mut Cx<'_>, stmt: &Arc<Statement>, check: Check, client: Bytes) {
-    pm::describe_statement(cx.sout, &stmt.server_name);
+    messages::describe_statement(cx.sout, &stmt.server_name);
     let action = Action::describe(stmt.clone(), check, true, client);
     cx.pending.push(Kind::DescribeStatement, action);
-    cx.tx.on_client(b'D');
+    cx.tx.on_client(fe::DESCRIBE);
 }
 
 /// A Bind is served from `stmt`'s copy on `server`: the copy's runs, this one included.

@@ -1,23 +1,23 @@
 //! A prepared statement as the result cache knows it: its analysis, the text and parameter types
-//! that are the statement part of a cache key (and their hash), and its cache hint; kept in the
-//! session's statement table so a Bind finds it without a lookup.
+//! that are the statement part of a cache key (and their hash), and its cache hint. Kept in the
+//! session's statement table so a Bind finds it without a lookup; defined here, below the
+//! session, so that the table (which the stages read) depends on no stage.
 
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 
 use crate::cache::policy::Hint;
-use crate::frontend::statements::Statements;
 use crate::sql::Analysis;
 
 /// A prepared statement as the cache sees it.
 pub struct CachedStatement {
     pub analysis: Arc<Analysis>,
     /// Text and parameter types: the statement part of the key.
-    pub(super) ident: Bytes,
+    pub ident: Bytes,
     /// Its hash, combined with the arguments' for the cache's repeat counting.
-    pub(super) ident_hash: u64,
-    pub(super) hint: Hint,
+    pub ident_hash: u64,
+    pub hint: Hint,
 }
 
 impl CachedStatement {
@@ -32,7 +32,7 @@ impl CachedStatement {
     }
 
     /// The parameter types its Parse declared (count, then OIDs).
-    pub(super) fn declared_types(&self) -> &[u8] {
+    pub fn declared_types(&self) -> &[u8] {
         self.ident.iter().position(|&b| b == 0).map_or(&[][..], |nul| &self.ident[nul + 1..])
     }
 
@@ -45,16 +45,15 @@ impl CachedStatement {
         Self { hint, ident: ident.freeze(), ident_hash, analysis }
     }
 
-    /// The cache's identity of a client's Parse; a driver's unnamed Parse repeated with the
-    /// same text and types keeps the one it had.
+    /// The cache's identity of a client's Parse under `name`, given the one the name had
+    /// (`previous`): a driver's unnamed Parse repeated with the same text and types keeps it.
     pub fn identity(
-        statements: &Statements,
+        previous: Option<&Arc<CachedStatement>>,
         name: &[u8],
         analysis: &Arc<Analysis>,
         (query, types): (&[u8], &[u8]),
         hint: Hint,
     ) -> Arc<CachedStatement> {
-        let previous = statements.get(name).and_then(|e| e.cache.as_ref());
         match previous {
             Some(p) if name.is_empty() && p.is(analysis, query, types) => p.clone(),
             _ => Arc::new(CachedStatement::new(analysis.clone(), query, types, hint)),
