@@ -99,6 +99,17 @@ async fn bad_messages_mid_session() {
         }
     }
     assert!(saw_true, "a fresh transaction, not a leftover one");
+    // A Describe too large to be read whole (streamed on in parts) with no server held: the
+    // session takes one and forwards it (its reply kind was once read from the part's body,
+    // which a streamed part does not have: the session panicked). PostgreSQL drops a connection
+    // that sends a Describe over 10,000 bytes without a word; the client is told it was lost.
+    let mut r = Raw::login_trust(proxy.port, "trustuser", "app").await;
+    let mut describe = vec![b'S'];
+    describe.extend(std::iter::repeat_n(b'x', 100 * 1024));
+    describe.push(0);
+    r.send(&[raw::msg(b'D', &describe), raw::sync()].concat()).await;
+    assert_eq!(r.error_codes_until_close().await, ["08006"]);
+    still_serves(&proxy).await;
 }
 
 #[tokio::test]

@@ -7,6 +7,26 @@ use common::cache::{hits, make_table, text_rows, until_hit};
 use common::raw::{self, Raw};
 use common::{direct, pool_toml, rows, Proxy};
 
+/// The prepared copies of pgpilot's server-prepared statements on the server connection.
+const COPIES: &str = "SELECT count(*)::text FROM pg_prepared_statements WHERE name LIKE 'pgpilot%'";
+
+/// Whether, within 5 s, a run of `work` leaves the server connection unreset: `b` (a client of
+/// the same pool of one) still sees the prepared copies. The table list loads in the
+/// background; until then every transaction is reset.
+async fn survives_without_reset<F: std::future::Future<Output = ()>>(
+    b: &tokio_postgres::Client,
+    mut work: impl FnMut(i32) -> F,
+) -> bool {
+    for i in 0..50 {
+        work(i).await;
+        if text_rows(b, COPIES).await != ["0"] {
+            return true;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    false
+}
+
 /// While standard_conforming_strings is off, a backslash escapes in plain strings, which
 /// libpg_query (and so the analysis) does not assume: such a text is never read for its tables,
 /// so it is never served from the cache (the same read without a backslash is).
@@ -125,27 +145,17 @@ async fn attached_code_resets(cache: &str) {
     .expect("creating the relations");
     let proxy = Proxy::start(&pool_toml(1, cache));
     let (a, b) = (proxy.connect("app").await, proxy.connect("app").await);
-    // The table list loads in the background (until then every transaction is reset).
-    let copies = "SELECT count(*)::text FROM pg_prepared_statements WHERE name LIKE 'pgpilot%'";
-    let mut kept = false;
-    for _ in 0..50 {
-        a.query("SELECT a FROM iso_plain", &[]).await.unwrap();
-        if text_rows(&b, copies).await != ["0"] {
-            kept = true;
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
-    assert!(kept, "a transaction on a plain table reset its connection ({cache:?})");
+    let read = |_| async { a.query("SELECT a FROM iso_plain", &[]).await.map(drop).unwrap() };
+    assert!(survives_without_reset(&b, read).await, "a transaction on a plain table reset its connection ({cache:?})");
     let tenant = "SELECT coalesce(current_setting('app.tenant', true), '')";
     a.simple_query("INSERT INTO iso_hooked VALUES (1)").await.unwrap();
     assert_eq!(text_rows(&b, tenant).await, [""], "a trigger's setting leaked ({cache:?})");
     a.query("SELECT x FROM iso_view", &[]).await.unwrap();
     assert_eq!(text_rows(&b, tenant).await, [""], "a view's setting leaked ({cache:?})");
     a.query("SELECT a FROM iso_hooked", &[]).await.unwrap();
-    assert_ne!(text_rows(&b, copies).await, ["0"], "a read of a table whose code runs on writes reset ({cache:?})");
+    assert_ne!(text_rows(&b, COPIES).await, ["0"], "a read of a table whose code runs on writes reset ({cache:?})");
     a.execute("INSERT INTO iso_stamped (a) VALUES ($1)", &[&1i32]).await.unwrap();
-    assert_ne!(text_rows(&b, copies).await, ["0"], "a timestamp trigger's write reset ({cache:?})");
+    assert_ne!(text_rows(&b, COPIES).await, ["0"], "a timestamp trigger's write reset ({cache:?})");
     a.simple_query("INSERT INTO iso_fielded VALUES (1)").await.unwrap();
     assert_eq!(text_rows(&b, tenant).await, [""], "a function called as a field leaked ({cache:?})");
     d.batch_execute("INSERT INTO iso_plain VALUES (-1)").await.unwrap(); // a row the view's filter reads
@@ -164,13 +174,14 @@ async fn attached_code_resets(cache: &str) {
 
 /// Two replicas sharing Redis: a trigger made through one runs on writes through the other,
 /// whose table list (loaded before, refreshed once a minute) does not have it. The DDL is
-/// announced through Redis when its transaction ends, and the other replica stops trusting its
-/// list of that database until it reads it again.
+/// announced through Redis when its transaction ends (or its client leaves before that), and the
+/// other replica stops trusting its list of that database until it reads it again.
 #[tokio::test]
 async fn a_trigger_made_through_another_replica_is_not_trusted_as_absent() {
     let d = direct("app").await;
     d.batch_execute(
-        "DROP TABLE IF EXISTS iso_repl CASCADE; CREATE TABLE iso_repl (a int); ALTER TABLE iso_repl OWNER TO app;
+        "DROP TABLE IF EXISTS iso_repl, iso_repl2 CASCADE; CREATE TABLE iso_repl (a int); ALTER TABLE iso_repl OWNER TO app;
+         CREATE TABLE iso_repl2 (a int); ALTER TABLE iso_repl2 OWNER TO trustuser; GRANT ALL ON iso_repl2 TO app;
          CREATE OR REPLACE FUNCTION iso_repl_leak() RETURNS trigger LANGUAGE plpgsql AS
            $$BEGIN PERFORM set_config('app.tenant', 'replica', false); RETURN NEW; END$$;
          ALTER FUNCTION iso_repl_leak() OWNER TO app;",
@@ -178,22 +189,12 @@ async fn a_trigger_made_through_another_replica_is_not_trusted_as_absent() {
     .await
     .unwrap();
     let redis = std::env::var("TEST_REDIS_URL").expect("TEST_REDIS_URL is not set: run the suite through tests/run.sh");
-    let toml = pool_toml(1, &format!("[cache]\nredis_url = \"{redis}\"\n"));
+    let trust = "[[users]]\nname = \"trustuser\"\nauth = \"trust\"\n\n[[users]]\nname = \"app\"\npassword = \"app\"\n";
+    let toml = pool_toml(1, &format!("[cache]\nredis_url = \"{redis}\"\n{trust}"));
     let (one, other) = (Proxy::start(&toml), Proxy::start(&toml));
     let (b1, b2) = (other.connect("app").await, other.connect("app").await);
-    // Until the other replica's list is loaded every transaction there resets (the prepared
-    // copies go with it): wait until one survives a read of the table.
-    let copies = "SELECT count(*)::text FROM pg_prepared_statements WHERE name LIKE 'pgpilot%'";
-    let mut trusted = false;
-    for _ in 0..50 {
-        b1.query("SELECT a FROM iso_repl", &[]).await.unwrap();
-        if text_rows(&b2, copies).await != ["0"] {
-            trusted = true;
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
-    assert!(trusted, "the other replica's table list never loaded");
+    let read = |_| async { b1.query("SELECT a FROM iso_repl", &[]).await.map(drop).unwrap() };
+    assert!(survives_without_reset(&b2, read).await, "the other replica's table list never loaded");
     let a = one.connect("app").await;
     a.batch_execute(
         "CREATE TRIGGER iso_repl_leak BEFORE INSERT ON iso_repl FOR EACH ROW EXECUTE FUNCTION iso_repl_leak()",
@@ -206,7 +207,18 @@ async fn a_trigger_made_through_another_replica_is_not_trusted_as_absent() {
     b1.simple_query("INSERT INTO iso_repl VALUES (1)").await.unwrap();
     let tenant = "SELECT coalesce(current_setting('app.tenant', true), '')";
     assert_eq!(text_rows(&b2, tenant).await, [""], "the trigger's setting reached the next client");
-    d.batch_execute("DROP TABLE iso_repl CASCADE; DROP FUNCTION iso_repl_leak()").await.unwrap();
+    // The DDL's client leaves before its reply: announced at its end all the same.
+    let read = |_| async { b1.query("SELECT a FROM iso_repl2", &[]).await.map(drop).unwrap() };
+    assert!(survives_without_reset(&b2, read).await, "the other replica's table list was never read again");
+    let mut gone = Raw::login_trust(one.port, "trustuser", "app").await;
+    let create =
+        "CREATE TRIGGER iso_repl_leak BEFORE INSERT ON iso_repl2 FOR EACH ROW EXECUTE FUNCTION iso_repl_leak()";
+    gone.send(&raw::query(create)).await;
+    drop(gone);
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    b1.simple_query("INSERT INTO iso_repl2 VALUES (1)").await.unwrap();
+    assert_eq!(text_rows(&b2, tenant).await, [""], "the trigger of a client gone at once leaked");
+    d.batch_execute("DROP TABLE iso_repl, iso_repl2 CASCADE; DROP FUNCTION iso_repl_leak()").await.unwrap();
 }
 
 /// A FunctionCall names its function by OID: `set_config` called that way is not seen in any
@@ -325,17 +337,11 @@ async fn an_operator_cast_domain_or_namesake_that_sets_a_setting_leaves_nothing_
     let proxy = Proxy::start(&pool_toml(1, ""));
     let (a, b) = (proxy.connect("iso_ops").await, proxy.connect("iso_ops").await);
     until_hit(&proxy, &a, "SELECT a FROM iso_t").await;
-    let copies = "SELECT count(*)::text FROM pg_prepared_statements WHERE name LIKE 'pgpilot%'";
-    let mut kept = false;
-    for i in 0..50 {
-        a.execute("INSERT INTO iso_t VALUES ($1)", &[&i]).await.unwrap();
-        if text_rows(&b, copies).await != ["0"] {
-            kept = true;
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
-    assert!(kept, "a database with only a range type reset its connection");
+    let write = |i: i32| {
+        let a = &a;
+        async move { a.execute("INSERT INTO iso_t VALUES ($1)", &[&i]).await.map(drop).unwrap() }
+    };
+    assert!(survives_without_reset(&b, write).await, "a database with only a range type reset its connection");
     drop((a, b, proxy));
     admin.simple_query("DROP DATABASE iso_ops WITH (FORCE)").await.unwrap();
 }

@@ -130,19 +130,31 @@ fn stages_name_neither_the_session_nor_each_other() {
     assert!(wrong.is_empty(), "stages reaching past their interface:\n{}", wrong.join("\n"));
 }
 
-/// The session's modules `super::x` or `crate::frontend::x` in `text` names.
+/// The session's modules `super::x` or `crate::frontend::x` in `text` names, braced imports
+/// (`use super::{x, y::z}`) included.
 fn frontend_modules(text: &str) -> Vec<String> {
+    let ident = |s: &str| -> String { s.chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect() };
     let mut out = Vec::new();
     for prefix in ["crate::frontend::", "super::"] {
         for (i, _) in text.match_indices(prefix) {
-            let name: String =
-                text[i + prefix.len()..].chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect();
-            if !name.is_empty() && name != "super" {
-                out.push(name);
-            }
+            let rest = &text[i + prefix.len()..];
+            let names: Vec<String> = match rest.strip_prefix('{') {
+                Some(list) => {
+                    list[..list.find('}').unwrap_or(list.len())].split(',').map(|p| ident(p.trim())).collect()
+                }
+                None => vec![ident(rest)],
+            };
+            out.extend(names.into_iter().filter(|n| !n.is_empty() && n != "super"));
         }
     }
     out
+}
+
+/// The files a module loads with `#[path = "x.rs"]` (child modules in sibling files).
+fn path_children(text: &str) -> Vec<String> {
+    text.match_indices("#[path = \"")
+        .filter_map(|(i, m)| Some(text[i + m.len()..].split('"').next()?.to_string()))
+        .collect()
 }
 
 /// What the stages read of their session (the statement table, the reply queue, the transaction
@@ -154,22 +166,34 @@ fn what_the_stages_read_of_the_session_names_no_stage() {
     let dir = Path::new("src/frontend");
     let mut files = Vec::new();
     rust_files(&dir.join("stages"), &mut files);
-    let mut todo: Vec<String> = Vec::new();
+    let (mut todo, mut wrong): (Vec<String>, Vec<String>) = (Vec::new(), Vec::new());
     for file in &files {
         let text = std::fs::read_to_string(file).unwrap();
-        let named = frontend_modules(&text);
         // In stages/mod.rs `super::` is the session's folder; in a stage's file, the stages'.
         let of_session = |n: &String| file.ends_with("mod.rs") || text.contains(&format!("crate::frontend::{n}"));
-        todo.extend(named.into_iter().filter(|n| of_session(n) && dir.join(format!("{n}.rs")).exists()));
+        for named in frontend_modules(&text).into_iter().filter(of_session) {
+            if named == "session" {
+                wrong.push(format!("{} names the session", file.display()));
+            } else if dir.join(format!("{named}.rs")).exists() {
+                todo.push(named);
+            }
+        }
     }
     assert!(todo.iter().any(|m| m == "statements"), "the stages read the statement table: {todo:?}");
-    let (mut seen, mut wrong) = (std::collections::BTreeSet::new(), Vec::new());
+    let mut seen = std::collections::BTreeSet::new();
     while let Some(module) = todo.pop() {
-        if module == "stages" || module == "session" || !seen.insert(module.clone()) {
+        if !seen.insert(module.clone()) {
             continue;
         }
         let text = std::fs::read_to_string(dir.join(format!("{module}.rs"))).unwrap();
-        for named in frontend_modules(&text) {
+        // A child in a sibling file: its `super::` is this module, its `crate::frontend::` paths count.
+        let children: Vec<String> =
+            path_children(&text).iter().map(|f| std::fs::read_to_string(dir.join(f)).unwrap()).collect();
+        let named =
+            frontend_modules(&text).into_iter().chain(children.iter().flat_map(|c| {
+                frontend_modules(c).into_iter().filter(|n| c.contains(&format!("crate::frontend::{n}")))
+            }));
+        for named in named {
             if named == "stages" || named == "session" {
                 wrong.push(format!("frontend/{module}.rs (read by the stages) names {named}"));
             } else if dir.join(format!("{named}.rs")).exists() {
@@ -180,6 +204,8 @@ fn what_the_stages_read_of_the_session_names_no_stage() {
     assert!(wrong.is_empty(), "{}", wrong.join("\n"));
     let found = frontend_modules("use super::statements::Statements; x = crate::frontend::tx::TxTracker; super::super");
     assert_eq!(found, ["tx", "statements"]);
+    assert_eq!(frontend_modules("use super::{stages::cache, tx};"), ["stages", "tx"]);
+    assert_eq!(path_children("#[path = \"reply_retry.rs\"]\nmod retry;"), ["reply_retry.rs"]);
 }
 
 /// Timers are made through `crate::timers` (on the timer runtime), never on the data runtime's own

@@ -239,7 +239,8 @@ impl ResultCache {
     /// A transaction that ran DDL in `db` ended: the table list is out of date here and, through
     /// Redis, on the other replicas (a trigger made through one replica runs on writes through
     /// any; their lists would otherwise wait for their next periodic load). Awaited before the
-    /// client learns of the commit, as an invalidation is.
+    /// client learns of the commit, as an invalidation is; the other replicas apply it as their
+    /// subscription delivers it (within milliseconds: a client racing both can be faster).
     pub async fn ddl_ended(&self, db: &str) {
         self.relations.mark_stale(db);
         if let Some(r) = &self.redis {

@@ -16,8 +16,10 @@ use super::generations::Generations;
 use super::relations::Relations;
 
 const CHANNEL: &str = "pgpilot:invalidate";
-/// The third part of an announcement of DDL (`announce_ddl`).
-const DDL: &str = "\x1eddl";
+/// How an announcement of DDL starts (`announce_ddl`): no invalidation message does (they start
+/// with the sender's id, digits), and a replica without this message reads it as one of an
+/// unknown sender with nothing to invalidate.
+const DDL: &str = "ddl\x1e";
 const EPOCH_KEY: &str = "pgpilot:epoch";
 /// How long Redis is skipped after a failed call.
 const BACKOFF_MS: u64 = 1000;
@@ -232,13 +234,16 @@ impl RedisTier {
         sent
     }
 
-    /// DDL ended in `db`: the other replicas mark their table list of it out of date. (Not a
-    /// scope name: the part after the database starts with a byte no table name has, and a
-    /// replica without this message reads it as a table that holds nothing.)
-    pub async fn announce_ddl(&self, db: &str) {
+    /// DDL ended in `db`: the other replicas mark their table list of it out of date. When
+    /// Redis does not take it, the tier is lost: its healing flush (`*`) reaches them later, and
+    /// a flush marks every list out of date.
+    pub async fn announce_ddl(self: &Arc<Self>, db: &str) {
         let mut p = redis::pipe();
-        p.cmd("PUBLISH").arg(CHANNEL).arg(format!("{}\x1f{db}\x1f{DDL}", self.id)).ignore();
-        let _: Option<()> = self.run("announce DDL", &p).await;
+        p.cmd("PUBLISH").arg(CHANNEL).arg(format!("{DDL}{}\x1e{db}", self.id)).ignore();
+        if self.run::<()>("announce DDL", &p).await.is_none() {
+            self.lost.store(true, Ordering::Relaxed);
+            self.heal_soon();
+        }
     }
 
     /// Retries the epoch bump until Redis answers (past the backoff: the point is to be first).
@@ -292,6 +297,13 @@ impl RedisTier {
 
     fn apply(&self, gens: &Generations, relations: &Relations, payload: &[u8]) {
         let text = String::from_utf8_lossy(payload);
+        if let Some((from, db)) = text.strip_prefix(DDL).and_then(|rest| rest.split_once('\x1e')) {
+            if from.parse::<u64>().ok() != Some(self.id) {
+                self.received.fetch_add(1, Ordering::Relaxed);
+                relations.mark_stale(db);
+            }
+            return;
+        }
         // (at most three parts: a row-level scope name holds the separator itself)
         let mut parts = text.splitn(3, '\x1f');
         let from = parts.next().and_then(|p| p.parse::<u64>().ok());
@@ -300,8 +312,12 @@ impl RedisTier {
         }
         self.received.fetch_add(1, Ordering::Relaxed);
         match (parts.next(), parts.next()) {
-            (Some("*"), None) => gens.bump_all(),
-            (Some(db), Some(DDL)) => relations.mark_stale(db),
+            (Some("*"), None) => {
+                // A flush, or a replica healing after Redis failed it: an announcement of DDL
+                // may be among what was lost.
+                gens.bump_all();
+                relations.mark_all_stale();
+            }
             (Some(db), Some(table)) => gens.bump_tables(db, &[Arc::from(table)]),
             (Some(db), None) => gens.bump_database(db),
             _ => {}

@@ -30,8 +30,8 @@ pub struct StrategyConfig {
     pub slow_lane_min_calls: u64,
     pub slow_lane_min_p95_ms: f64,
     pub slow_lane_share: f64,
-    /// Serve a repeated unnamed statement from one prepared on the server where that measures
-    /// faster (`prepared::adaptive`), as `prepared.reuse_unnamed` does for every statement.
+    /// Serve a repeated unnamed statement from one prepared on the server unless that measures
+    /// slower (`prepared::adaptive`), as `prepared.reuse_unnamed` does for every statement.
     pub server_prepared: bool,
     /// A plain BEGIN is answered here and sent with the transaction's first statement, so the
     /// connection (and its lane) is chosen by what the transaction runs.

@@ -90,10 +90,9 @@ impl Session {
         self.timeouts.deadline = None;
         if status == b'I' && self.list_outdated {
             // The end of a transaction that ran DDL (pinned or not): a list loaded meanwhile may
-            // have read the catalog before the commit (the other replicas are told by the cache
-            // stage, with its invalidation).
+            // have read the catalog before the commit.
             self.list_outdated = false;
-            self.stages.cache.list_outdated();
+            self.stages.cache.list_outdated_at_end();
         }
         if status == b'I' && !self.restoring.is_empty() && !self.restore_startup().await {
             return Some(Flow::Close);
@@ -277,6 +276,13 @@ impl Session {
     /// the middle of anything is closed (the server rolls back whatever was open).
     pub async fn finish(&mut self) {
         self.stages.at_end();
+        if self.list_outdated {
+            // DDL sent and the client gone before its end: it may commit after this, on a
+            // connection that is closed below while busy (the server finishes the statement).
+            self.stages.cache.list_outdated();
+            self.stages.cache.ddl_ended().await;
+            self.stages.cache.ddl_ended_later();
+        }
         self.pool.traffic.take(&mut self.counts);
         let Some(mut conn) = self.server.take() else { return };
         self.detach();

@@ -10,9 +10,9 @@ pub enum PreparedPhase {
     /// Runs alternate between as the client sent them (unnamed) and served from a
     /// server-prepared statement, and both are timed.
     Measuring = 0,
-    /// Server-prepared was faster: repeated unnamed Parses are served from it.
+    /// Server-prepared was no slower: repeated unnamed Parses are served from it.
     Kept = 2,
-    /// It was not: they go to the server as sent.
+    /// It was slower: they go to the server as sent.
     Dropped = 3,
 }
 

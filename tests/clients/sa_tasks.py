@@ -1,8 +1,8 @@
 """The SQLAlchemy 2 async task both SQLAlchemy tests run (test_sqlalchemy.py with asyncpg's statement cache
 off, test_prepared.py with the dialect's defaults: named prepared statements), the way the MCP servers use it:
 rounds of an explicit transaction that writes a row with a JSONB value and reads it back, runs a few distinct
-statements on the same connection, a transaction rolled back by an exception, and a read in a fresh session that
-must see exactly the committed rows."""
+statements on the same connection, a transaction rolled back by an exception, and a read in a fresh session
+(implicitly begun, rolled back at its close) that must see exactly the committed rows."""
 import uuid
 
 import pytest
@@ -45,11 +45,12 @@ async def task_rounds(Session, items, task, rounds):
                     await session.execute(insert(items).values(task=task, n=100 + r, label="rolled", attrs={}))
                     raise Boom()
 
-        async with Session() as session:  # a read in a fresh session sees exactly the committed rows
-            async with session.begin():
-                count = (await session.execute(
-                    select(func.count()).select_from(items).where(items.c.task == task))).scalar_one()
-                assert count == r + 1
-                label = (await session.execute(
-                    select(items.c.label).where(items.c.task == task, items.c.n == r))).scalar_one()
-                assert label == f"task-{task}-{r}"
+        # A read in a fresh session sees exactly the committed rows (begun implicitly, rolled back when the
+        # session closes).
+        async with Session() as session:
+            count = (await session.execute(
+                select(func.count()).select_from(items).where(items.c.task == task))).scalar_one()
+            assert count == r + 1
+            label = (await session.execute(
+                select(items.c.label).where(items.c.task == task, items.c.n == r))).scalar_one()
+            assert label == f"task-{task}-{r}"

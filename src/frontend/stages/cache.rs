@@ -73,9 +73,8 @@ pub struct CacheStage {
     code_free: isolation::CodeFree,
     /// This session's first checkout waited for the database's first table list (once only).
     list_awaited: bool,
-    /// DDL was sent since the last commit: the table list is out of date again when it commits,
-    /// here and on the other replicas (`ResultCache::ddl_ended`).
-    ddl_sent: bool,
+    /// DDL was sent and its transaction's boundary has not come (`list_outdated`).
+    pub ddl_pending: bool,
 }
 
 /// What the cache stage works with, besides the session's context.
@@ -115,7 +114,7 @@ impl CacheStage {
             user: h.user,
             code_free: isolation::CodeFree::default(),
             list_awaited: false,
-            ddl_sent: false,
+            ddl_pending: false,
         }
     }
 
@@ -202,12 +201,23 @@ impl CacheStage {
         }
         if a.kind == StatementKind::Ddl {
             self.cache.relations.mark_stale(&self.database);
-            self.ddl_sent = true;
         }
     }
 
-    /// What committed writes make invalid, here and on the other replicas; DDL among them makes
-    /// the table list out of date too.
+    /// Committed writes invalidated, then DDL that may have committed announced. One await for
+    /// both in each hook, the rare one boxed: an await point more in `at_ready`, or a larger
+    /// future under it, cost every round trip ~35 instructions (its callers' futures grew, and
+    /// their drop code moved out of line).
+    async fn settle(&mut self, committed: bool, ddl: bool) {
+        if committed {
+            self.invalidate().await;
+        }
+        if ddl {
+            Box::pin(self.ddl_ended()).await;
+        }
+    }
+
+    /// What committed writes make invalid, here and on the other replicas.
     async fn invalidate(&mut self) {
         let Some((all, tables)) = self.writes.take_committed() else { return };
         let db = &self.database;
@@ -216,9 +226,6 @@ impl CacheStage {
             self.cache.invalidate(db, None).await;
         } else {
             self.cache.invalidate_seen(db, &tables, &mut self.views).await;
-        }
-        if std::mem::take(&mut self.ddl_sent) {
-            self.cache.ddl_ended(db).await;
         }
     }
 

@@ -63,10 +63,13 @@ impl Stage for CacheStage {
         }
     }
 
-    /// ReadyForQuery, before it is passed on: committed writes invalidate now.
+    /// ReadyForQuery, before it is passed on: committed writes invalidate now, and DDL that may
+    /// have committed is announced (`list_outdated`).
     async fn at_ready(&mut self, status: u8) {
-        if self.writes.on_ready(status) {
-            self.invalidate().await;
+        let committed = self.on && self.writes.on_ready(status);
+        let ddl = self.ddl_pending && status == b'I';
+        if committed || ddl {
+            self.settle(committed, ddl).await;
         }
     }
 
@@ -75,9 +78,12 @@ impl Stage for CacheStage {
         self.cache.store(*fill.plan, row_desc, fill.body.freeze(), fill.rows);
     }
 
-    /// A commit may have happened on the lost connection: what was written is invalid.
+    /// A commit may have happened on the lost connection: what was written is invalid, and DDL
+    /// sent on it may have committed.
     async fn on_server_lost(&mut self) {
-        self.writes.lost();
-        self.invalidate().await;
+        if self.on {
+            self.writes.lost();
+        }
+        self.settle(self.on, self.ddl_pending).await;
     }
 }

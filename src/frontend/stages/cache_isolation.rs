@@ -42,9 +42,37 @@ impl CacheStage {
         }
     }
 
-    /// DDL went through: the table list may be out of date (a trigger or default may be new).
-    pub fn list_outdated(&self) {
+    /// DDL went through: the table list may be out of date (a trigger or default may be new),
+    /// and until the transaction's boundary each ReadyForQuery 'I' (each may follow its commit:
+    /// a pipeline's later statements may run long) tells the other replicas too (`at_ready`,
+    /// with the cache on or off: the list is read either way).
+    pub fn list_outdated(&mut self) {
         self.cache.relations.mark_stale(&self.database);
+        self.ddl_pending = true;
+    }
+
+    /// The boundary after DDL: out of date again here (a load started meanwhile may have read
+    /// the catalog before the commit); the other replicas were told at its ReadyForQuery.
+    pub fn list_outdated_at_end(&mut self) {
+        self.cache.relations.mark_stale(&self.database);
+        self.ddl_pending = false;
+    }
+
+    /// DDL may have committed: out of date here again, and on the other replicas.
+    pub async fn ddl_ended(&self) {
+        self.cache.ddl_ended(&self.database).await;
+    }
+
+    /// The client left with DDL in flight: told again after 1 s and 10 s, by when it has most
+    /// likely committed (a DDL running longer is found at the next periodic load).
+    pub fn ddl_ended_later(&self) {
+        let (cache, db) = (self.cache.clone(), self.database.clone());
+        tokio::spawn(async move {
+            for wait in [1, 9] {
+                crate::timers::sleep(std::time::Duration::from_secs(wait)).await;
+                cache.ddl_ended(&db).await;
+            }
+        });
     }
 
     /// The database had no relation that runs user code when last asked, and neither the table

@@ -244,10 +244,10 @@ impl Stages {
         insights || turn.drops_statements || (self.cache.on && self.cache.attaches(msg))
     }
 
-    /// `at_ready`.
+    /// `at_ready` (the cache stage also announces DDL, cache on or off).
     #[inline]
     pub fn hears_server(&self) -> bool {
-        self.cache.on
+        self.cache.on || self.cache.ddl_pending
     }
 
     /// `on_server_message` for this server message.
@@ -296,7 +296,7 @@ impl Stages {
 
     #[inline]
     pub async fn at_ready(&mut self, status: u8) {
-        if self.cache.on {
+        if self.hears_server() {
             self.cache.at_ready(status).await;
         }
     }
@@ -319,7 +319,7 @@ impl Stages {
 
     #[inline]
     pub async fn on_server_lost(&mut self) {
-        if self.cache.on {
+        if self.hears_server() {
             self.cache.on_server_lost().await;
         }
     }

@@ -238,7 +238,7 @@ impl PreparedStage {
     }
 
     /// Unnamed Parse: passed through, or mapped to a registry statement (with `reuse_unnamed`,
-    /// or where the server-prepared strategy measured it faster, or is trying it).
+    /// or where the server-prepared strategy measured it no slower, or is trying it).
     fn unnamed_parse(&mut self, cx: &mut Cx<'_>, query: &[u8], types: &[u8]) -> bool {
         if !cx.held() {
             return false;
