@@ -216,6 +216,9 @@ async fn a_trigger_made_through_another_replica_is_not_trusted_as_absent() {
     gone.send(&raw::query(create)).await;
     drop(gone);
     tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    let made =
+        "SELECT count(*)::text FROM pg_trigger WHERE tgname = 'iso_repl_leak' AND tgrelid = 'iso_repl2'::regclass";
+    assert_eq!(text_rows(&d, made).await, ["1"], "the DDL of the client gone at once did not run");
     b1.simple_query("INSERT INTO iso_repl2 VALUES (1)").await.unwrap();
     assert_eq!(text_rows(&b2, tenant).await, [""], "the trigger of a client gone at once leaked");
     d.batch_execute("DROP TABLE iso_repl, iso_repl2 CASCADE; DROP FUNCTION iso_repl_leak()").await.unwrap();
