@@ -88,10 +88,9 @@ impl Session {
         // A boundary: nothing of the client's runs now (Flush pipelines are not at one).
         self.cancel.meta.running.store(false, std::sync::atomic::Ordering::Release);
         self.timeouts.deadline = None;
-        if status == b'I' && self.list_outdated {
+        if status == b'I' && self.stages.cache.ddl_pending {
             // The end of a transaction that ran DDL (pinned or not): a list loaded meanwhile may
             // have read the catalog before the commit.
-            self.list_outdated = false;
             self.stages.cache.list_outdated_at_end();
         }
         if status == b'I' && !self.restoring.is_empty() && !self.restore_startup().await {
@@ -276,10 +275,9 @@ impl Session {
     /// the middle of anything is closed (the server rolls back whatever was open).
     pub async fn finish(&mut self) {
         self.stages.at_end();
-        if self.list_outdated {
+        if self.stages.cache.ddl_pending {
             // DDL sent and the client gone before its end: it may commit after this, on a
             // connection that is closed below while busy (the server finishes the statement).
-            self.stages.cache.list_outdated();
             self.stages.cache.ddl_ended().await;
             self.stages.cache.ddl_ended_later();
         }

@@ -98,10 +98,6 @@ pub struct Session {
     /// touched a relation that runs user code (its connection is then reset at release).
     pub(super) isolate_attached_code: bool,
     pub(super) reset_on_release: bool,
-    /// DDL went through in the transaction in hand: the table list is marked out of date again
-    /// at its end, its ReadyForQuery 'I' (a load started meanwhile may have read the catalog
-    /// before the commit).
-    pub(super) list_outdated: bool,
     pub info: ClientInfo,
 }
 
@@ -171,7 +167,6 @@ impl Session {
             timeouts: super::waits::Timeouts::new(&cfg.pool),
             isolate_attached_code: isolates(&cfg),
             reset_on_release: false,
-            list_outdated: false,
             info,
         }
     }

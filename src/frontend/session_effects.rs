@@ -125,7 +125,6 @@ impl Session {
             // No statement trusts the list until it is read again after the transaction ends
             // (then the other replicas are told too).
             self.stages.cache.list_outdated();
-            self.list_outdated = true;
             // A trigger or default made now runs in this same transaction: reset.
             self.reset_on_release |= self.isolate_attached_code;
         }

@@ -153,7 +153,7 @@ pub fn copy_data(out: &mut BytesMut, payload: &[u8]) {
 
 /// The reply to an empty query string.
 pub fn empty_query_response(out: &mut BytesMut) {
-    out.extend_from_slice(&[be::EMPTY_QUERY_RESPONSE, 0, 0, 0, 4]);
+    frame(be::EMPTY_QUERY_RESPONSE, &[], out);
 }
 
 /// One message of `parts` under `tag`: what pgpilot encodes by hand (the messages it sends or

@@ -73,7 +73,9 @@ pub struct CacheStage {
     code_free: isolation::CodeFree,
     /// This session's first checkout waited for the database's first table list (once only).
     list_awaited: bool,
-    /// DDL was sent and its transaction's boundary has not come (`list_outdated`).
+    /// DDL was sent and its transaction's boundary has not come (`list_outdated`): the list is
+    /// marked out of date again there (a load started meanwhile may have read the catalog
+    /// before the commit), and each ReadyForQuery 'I' until then announces it.
     pub ddl_pending: bool,
 }
 
