@@ -127,7 +127,9 @@ async fn accept_until_signal(app: &Arc<App>, listener: TcpListener, unix: Option
     Ok(())
 }
 
-fn spawn_client(app: &Arc<App>, stream: ClientStream, peer: Option<std::net::SocketAddr>) {
+/// Serves one accepted client on its own task (also how tests/fake_server.rs connects its clients,
+/// in process, over a socket pair).
+pub fn spawn_client(app: &Arc<App>, stream: ClientStream, peer: Option<std::net::SocketAddr>) {
     app.clients.joined();
     let slot = ClientSlot(app.clone());
     // Boxed: the task cell then holds a pointer, not the ~5 KB session future that tokio's spawn

@@ -1,6 +1,6 @@
-//! The session's protocol logic against a scripted fake server: the test plays PostgreSQL on a
-//! loopback socket, message by message, so what pgpilot forwards, holds and releases is seen
-//! exactly (when a real server would answer too fast to tell). The real-server suites check the
+//! The session's protocol logic against a scripted fake server, in the test's process: the test
+//! plays PostgreSQL message by message (tests/common/fake.rs), so what pgpilot forwards, holds and
+//! releases is seen exactly (when a real server would answer too fast to tell). The real-server suites check the
 //! same paths end to end; these pin the order and the boundaries.
 
 mod common;
@@ -32,7 +32,7 @@ async fn only_ready_for_query_after_sync_releases_the_server() {
     assert_eq!(tags(&mut a, 4).await, "12Ds", "Flush's replies reach the client");
 
     // Another client's query needs the pool's one connection: not yet.
-    let mut b = waiting_query(proxy.port).await;
+    let mut b = waiting_query(&proxy).await;
     assert!(quiet(&mut server, Duration::from_millis(400)).await, "the connection was released before Sync");
 
     let mut rest = execute_rows(0);
@@ -98,7 +98,7 @@ async fn a_server_lost_mid_transaction_ends_that_session_only() {
     drop(server);
     assert_eq!(a.error_codes_until_close().await, ["08006"]);
 
-    let mut b = waiting_query(proxy.port).await;
+    let mut b = waiting_query(&proxy).await;
     let mut server2 = fake.accept().await;
     assert_eq!(tags(&mut server2, 1).await, "Q", "a new connection for the next client's query");
     server2.send(&done("SELECT 0", b'I')).await;
@@ -116,7 +116,7 @@ async fn copy_in_holds_the_server_until_its_ready_for_query() {
     server.send(&msg(b'G', &[0, 0, 1, 0, 0])).await;
     assert_eq!(tags(&mut a, 1).await, "G");
 
-    let mut b = waiting_query(proxy.port).await;
+    let mut b = waiting_query(&proxy).await;
     let mut data = msg(b'd', b"1\n");
     data.extend(msg(b'd', b"2\n"));
     a.send(&data).await;
@@ -269,7 +269,8 @@ async fn connects_are_bounded_by_max_parallel_connects() {
     assert_eq!(tags(&mut server_a, 1).await, "Q");
     let mut waiting = Vec::new();
     for _ in 0..3 {
-        waiting.push(tokio::spawn(waiting_query(proxy.port)));
+        let proxy = proxy.clone();
+        waiting.push(tokio::spawn(async move { waiting_query(&proxy).await }));
     }
     // Two connects start; their logins are held unanswered.
     let mut pending = Vec::new();
@@ -357,9 +358,8 @@ async fn a_connection_whose_cancel_was_never_confirmed_is_not_reused() {
     // The next client waits out the 5 s: a checkout timeout well past it.
     let config = CONFIG.replace("checkout_timeout_ms = 5000", "checkout_timeout_ms = 20000");
     let (fake, proxy) = Fake::start_with(&config).await;
-    let port = proxy.port;
+    let mut c = proxy.connect();
     let login = tokio::spawn(async move {
-        let mut c = raw::Raw::connect(port).await;
         c.send(&raw::startup_packet(&[("user", "trustuser"), ("database", "app")])).await;
         let key = c.messages_until_ready().await.into_iter().find(|(t, _)| *t == b'K').expect("BackendKeyData").1;
         (c, key)
@@ -369,7 +369,7 @@ async fn a_connection_whose_cancel_was_never_confirmed_is_not_reused() {
     a.send(&raw::query("SELECT pg_sleep(60)")).await;
     assert_eq!(tags(&mut server, 1).await, "Q");
 
-    let mut cancel = raw::Raw::connect(port).await;
+    let mut cancel = proxy.connect();
     let mut request = 16i32.to_be_bytes().to_vec();
     request.extend(80877102i32.to_be_bytes());
     request.extend(&key);
@@ -384,7 +384,7 @@ async fn a_connection_whose_cancel_was_never_confirmed_is_not_reused() {
     server.send(&done("SELECT 1", b'I')).await;
     assert_eq!(String::from_utf8_lossy(&a.until_ready().await.unwrap()), "CZ");
 
-    let mut b = waiting_query(port).await;
+    let mut b = waiting_query(&proxy).await;
     let mut server2 = tokio::time::timeout(Duration::from_secs(8), fake.accept()).await.expect("a new connection");
     assert_eq!(tags(&mut server2, 1).await, "Q", "the next client's query on the new connection");
     server2.send(&done("SELECT 0", b'I')).await;

@@ -91,6 +91,6 @@ impl Session {
     /// BEGIN still in flight): there the server must answer, so that an error aborts the block.
     fn owns_no_server_names(&self) -> bool {
         let in_block = self.deferred.begin.is_some() || (self.server.is_some() && !self.tx.idle());
-        self.pin.is_none() && !self.state_unknown && !in_block
+        self.keeping.tracked() && !in_block
     }
 }

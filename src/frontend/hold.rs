@@ -48,7 +48,7 @@ impl Session {
         // or during its login): such a connection is closed and another taken, a few times,
         // before the client is told.
         let mut attempts = 3;
-        if self.isolate_attached_code && self.stages.cache.first_checkout() {
+        if self.keeping.isolate_attached_code && self.stages.cache.first_checkout() {
             // Boxed: a wait once per session, whose state would otherwise sit in every
             // checkout's future.
             Box::pin(self.stages.cache.first_list()).await;

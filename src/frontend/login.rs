@@ -38,11 +38,11 @@ impl Session {
         };
         self.lexing.at_login(&login.params);
         self.cout.extend_from_slice(&login.frames);
-        self.told_at_login = login.params;
+        self.reported.at_login = login.params;
         messages::backend_key_data(&mut self.cout, self.cancel.key.0, self.cancel.key.1);
         messages::ready_for_query(&mut self.cout, b'I');
         if self.mode == PoolMode::Transaction {
-            self.release().await;
+            self.release(super::keeping::End::Transaction).await;
         }
         self.flush_client().await
     }

@@ -5,6 +5,7 @@ use crate::config::PoolMode;
 use crate::net::frame::{body, Piece, STREAM_THRESHOLD};
 use crate::protocol::backend as be;
 
+use super::keeping::End;
 use super::session::{Flow, Session};
 
 impl Session {
@@ -44,7 +45,7 @@ impl Session {
                     self.on_server_tag(tag, body(&frame));
                     if self.pending.on_server(tag, &frame, &mut self.cout, &mut self.stages.replies) {
                         if tag == be::PARAMETER_STATUS {
-                            self.relay_parameter(&frame);
+                            self.reported.relay(&frame, &mut self.cout);
                         } else {
                             self.cout.extend_from_slice(&frame);
                         }
@@ -93,7 +94,7 @@ impl Session {
             // have read the catalog before the commit.
             self.stages.cache.list_outdated_at_end();
         }
-        if status == b'I' && !self.restoring.is_empty() && !self.restore_startup().await {
+        if status == b'I' && !self.reported.restoring.is_empty() && !self.restore_startup().await {
             return Some(Flow::Close);
         }
         if !self.may_release() {
@@ -102,7 +103,7 @@ impl Session {
         if self.flush_client().await == Flow::Close {
             return Some(Flow::Close);
         }
-        self.release().await;
+        self.release(End::Transaction).await;
         Some(Flow::Continue)
     }
 
@@ -178,7 +179,7 @@ impl Session {
             be::PARAMETER_STATUS => {
                 if let Some(server) = self.server.as_mut() {
                     server.note_parameter(body);
-                    self.lexing.on_parameter(body, &self.told_at_login);
+                    self.lexing.on_parameter(body, &self.reported.at_login);
                 }
             }
             be::COPY_IN_RESPONSE => {
@@ -187,35 +188,12 @@ impl Session {
             }
             be::ERROR_RESPONSE => {
                 self.tx.on_copy_error();
-                self.restoring.clear(); // the RESET's transaction will not commit
+                self.reported.restoring.clear(); // the RESET's transaction will not commit
             }
-            be::COMMAND_COMPLETE if body.starts_with(b"ROLLBACK") => self.restoring.clear(),
+            be::COMMAND_COMPLETE if body.starts_with(b"ROLLBACK") => self.reported.restoring.clear(),
             be::PARSE_COMPLETE => self.counts.server_parses += 1,
             _ => {}
         }
-    }
-
-    /// A ParameterStatus on its way to the client. After a RESET the server reports its own
-    /// defaults, while on a direct connection the client's startup values come back: report
-    /// those (they are what the client's state is, and what the server gets at the boundary
-    /// unless the RESET's transaction rolls back). A value equal to what the client was last told
-    /// is not reported again, as PostgreSQL reports only changes.
-    fn relay_parameter(&mut self, frame: &[u8]) {
-        let b = body(frame);
-        let Some((name, rest)) = crate::net::frame::cstr(b) else { return self.cout.extend_from_slice(frame) };
-        let name = String::from_utf8_lossy(name).into_owned();
-        let restored = self.restoring.iter().find(|(k, _)| k.eq_ignore_ascii_case(&name)).map(|(_, v)| v.clone());
-        let value = match restored.clone() {
-            Some(v) => v,
-            None => crate::net::frame::cstr(rest).map_or(String::new(), |(v, _)| String::from_utf8_lossy(v).into()),
-        };
-        let key = name.to_ascii_lowercase();
-        let told = self.told.get(&key).or_else(|| self.told_at_login.get(&name));
-        if told == Some(&value) {
-            return;
-        }
-        crate::net::messages::parameter_status(&mut self.cout, &name, &value);
-        self.told.insert(key, value);
     }
 
     /// At the ReadyForQuery after a RESET: a server connection that stays with this client
@@ -223,8 +201,8 @@ impl Session {
     /// gets them replayed at the next checkout (the captured state falls back to them). False
     /// when the server failed.
     async fn restore_startup(&mut self) -> bool {
-        let pairs = std::mem::take(&mut self.restoring);
-        let stays = self.mode == PoolMode::Session || self.pin.is_some() || self.state_unknown;
+        let pairs = std::mem::take(&mut self.reported.restoring);
+        let stays = self.mode == PoolMode::Session || !self.keeping.tracked();
         let Some(server) = self.server.as_mut() else { return true };
         if !stays || pairs.is_empty() {
             return true;
@@ -239,40 +217,14 @@ impl Session {
 
     fn may_release(&self) -> bool {
         self.mode == PoolMode::Transaction
-            && self.pin.is_none()
-            && !self.state_unknown
+            && self.keeping.tracked()
             && self.pending.is_empty()
             && self.tx.idle()
             && !self.sframer.mid_message()
             && self.server.as_ref().is_some_and(|s| s.rbuf.is_empty())
     }
 
-    /// Returns the server connection to the pool, first re-reading the session's settings if the
-    /// client changed them in the transaction that just ended.
-    pub(super) async fn release(&mut self) {
-        self.pool.traffic.take(&mut self.counts);
-        let Some(mut conn) = self.server.take() else { return };
-        self.detach();
-        let reset = std::mem::take(&mut self.reset_on_release);
-        // A cancel forwarded for this client's last query must reach the backend first.
-        if !cancels_settled(&conn).await {
-            return; // dropping the guard closes the connection
-        }
-        if std::mem::take(&mut self.state_dirty) {
-            if let Err(e) = self.state.capture(&mut conn).await {
-                tracing::warn!(server = conn.id, "could not read session settings back: {e}");
-                return; // dropping the guard closes the connection
-            }
-        }
-        if reset {
-            conn.reset_and_release().await; // what user code did to the session is not known
-        } else {
-            conn.release();
-        }
-    }
-
-    /// At the end of the session: a server connection that is idle is reset and reused; one in
-    /// the middle of anything is closed (the server rolls back whatever was open).
+    /// At the end of the session: the stages settle, and the connection goes back or is closed.
     pub async fn finish(&mut self) {
         self.stages.at_end();
         if self.stages.cache.ddl_pending {
@@ -281,25 +233,32 @@ impl Session {
             self.stages.cache.ddl_ended().await;
             self.stages.cache.ddl_ended_later();
         }
+        self.release(End::Session).await;
+    }
+
+    /// The one way the held connection leaves the session (`Keeping::how_back` decides how it
+    /// goes back). At a transaction's end the client's changed settings are read from it first;
+    /// at the session's end one in the middle of anything is closed (the server rolls back
+    /// whatever was open).
+    pub(super) async fn release(&mut self, end: End) {
         self.pool.traffic.take(&mut self.counts);
         let Some(mut conn) = self.server.take() else { return };
         self.detach();
+        let how = self.keeping.how_back(self.mode, end);
+        // A cancel forwarded for this client's last query must reach the backend first.
         if !cancels_settled(&conn).await {
+            return; // dropping the guard closes the connection
+        }
+        if end == End::Session && !(self.tx.idle() && !self.sframer.mid_message() && conn.rbuf.is_empty()) {
             return;
         }
-        if !(self.tx.idle() && !self.sframer.mid_message() && conn.rbuf.is_empty()) {
-            return;
-        }
-        if self.mode == PoolMode::Transaction && self.pin.is_none() && !self.state_unknown {
-            if self.state_dirty {
-                conn.state_sig = crate::frontend::session_state::UNKNOWN_STATE;
-            }
-            if !self.reset_on_release {
-                conn.release();
-                return;
+        if how.read_back {
+            if let Err(e) = Box::pin(self.state.capture(&mut conn)).await {
+                tracing::warn!(server = conn.id, "could not read session settings back: {e}");
+                return; // dropping the guard closes the connection
             }
         }
-        conn.reset_and_release().await;
+        conn.give_back(how.back).await;
     }
 }
 

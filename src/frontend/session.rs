@@ -2,7 +2,6 @@
 //! and the server connection it holds, checking one out when a message needs it and handing it
 //! back at transaction boundaries (transaction mode) or at the end (session mode).
 
-use foldhash::HashMap;
 use std::sync::Arc;
 
 use bytes::BytesMut;
@@ -55,17 +54,10 @@ pub struct Session {
     pub(super) mode: PoolMode,
     pub(super) tx: TxTracker,
     pub(super) state: SessionState,
-    pub(super) state_dirty: bool,
-    pub(super) pin: Option<&'static str>,
-    /// The client ran something whose effect on its session pgpilot cannot read back: it keeps
-    /// its server connection (and reads no cache) until DISCARD ALL or the end.
-    pub(super) state_unknown: bool,
-    /// Startup values the client's last RESET returns to (see `relay_parameter`).
-    pub(super) restoring: Vec<(String, String)>,
-    /// The ParameterStatus values the client was told at login (the server connection's, shared).
-    pub(super) told_at_login: Arc<std::collections::BTreeMap<String, String>>,
-    /// Values told since, by lower-cased name (they take precedence).
-    pub(super) told: HashMap<String, String>,
+    /// Why the server connection stays with this client, and how it goes back.
+    pub(super) keeping: super::keeping::Keeping,
+    /// What the client was told of its parameters.
+    pub(super) reported: super::reported::Reported,
     /// How the server will lex the client's next text.
     pub(super) lexing: super::lexing::Lexing,
     pub(super) skip_until_sync: bool,
@@ -94,10 +86,6 @@ pub struct Session {
     /// A plain BEGIN answered here and not yet sent (`begin`).
     pub(super) deferred: super::begin::Deferred,
     pub(super) timeouts: super::waits::Timeouts,
-    /// `pool.isolate_attached_code` in transaction mode, and whether the transaction in hand
-    /// touched a relation that runs user code (its connection is then reset at release).
-    pub(super) isolate_attached_code: bool,
-    pub(super) reset_on_release: bool,
     pub info: ClientInfo,
 }
 
@@ -143,19 +131,15 @@ impl Session {
             pool,
             tx: TxTracker::default(),
             state,
-            state_dirty: false,
-            pin: None,
+            keeping: super::keeping::Keeping::new(cfg.pool.mode, cfg.pool.isolate_attached_code),
             slow_lane_share: (cfg.pool.mode == PoolMode::Transaction && cfg.strategy.enabled && cfg.strategy.slow_lane)
                 .then_some(cfg.strategy.slow_lane_share),
             deferred: super::begin::Deferred {
                 on: cfg.pool.mode == PoolMode::Transaction && cfg.strategy.enabled && cfg.strategy.defer_begin,
                 ..Default::default()
             },
-            state_unknown: false,
             lexing: Default::default(),
-            restoring: Vec::new(),
-            told_at_login: Arc::default(),
-            told: HashMap::default(),
+            reported: Default::default(),
             skip_until_sync: false,
             skip_stream: false,
             pending: Pending::default(),
@@ -165,8 +149,6 @@ impl Session {
             counts: Default::default(),
             known_texts: Default::default(),
             timeouts: super::waits::Timeouts::new(&cfg.pool),
-            isolate_attached_code: isolates(&cfg),
-            reset_on_release: false,
             info,
         }
     }
@@ -253,7 +235,7 @@ impl Session {
             tx: &mut self.tx,
             mode: self.mode,
             settings: self.state.sig(),
-            shareable: self.pin.is_none() && !self.state_unknown && !self.state_dirty,
+            shareable: self.keeping.shareable(),
             received: self.received,
         };
         (&mut self.stages, cx)
@@ -329,8 +311,8 @@ impl Session {
             stages.on_send(&mut cx, &msg);
         }
         self.forward(&msg, frame);
-        if self.isolate_attached_code
-            && !self.reset_on_release
+        if self.keeping.isolate_attached_code
+            && !self.keeping.reset_on_release
             && matches!(tag, fe::QUERY | fe::BIND | fe::FUNCTION_CALL)
         {
             self.note_attached_code(&msg, frame);
@@ -393,11 +375,6 @@ impl Drop for Session {
     }
 }
 
-/// Transaction mode with `pool.isolate_attached_code` (session mode resets at the end anyway).
-fn isolates(cfg: &crate::config::Config) -> bool {
-    cfg.pool.mode == PoolMode::Transaction && cfg.pool.isolate_attached_code
-}
-
 /// The stages of a new session, each given the shared parts it uses.
 fn new_stages(
     app: &App,
@@ -421,7 +398,12 @@ fn new_stages(
         xxhash_rust::xxh3::xxh3_64(info.database.as_bytes()),
     );
     Stages {
-        cache: super::stages::cache::CacheStage::new(cfg.cache.enabled, isolates(cfg), state, handles),
+        cache: super::stages::cache::CacheStage::new(
+            cfg.cache.enabled,
+            super::keeping::isolates(cfg.pool.mode, cfg.pool.isolate_attached_code),
+            state,
+            handles,
+        ),
         prepared: super::stages::prepared::PreparedStage::new(app.registry.clone(), app.config.clone(), pool_scope),
         insights: super::stages::insights::InsightsStage::new(
             &cfg.insights,

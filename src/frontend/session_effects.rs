@@ -18,7 +18,7 @@ impl Session {
     pub(super) async fn inspect_sql(&mut self, sql: &[u8]) -> Arc<Scan> {
         let analyze = self.stages.insights.enabled
             || self.stages.cache.on
-            || (self.isolate_attached_code && !self.stages.cache.known_code_free());
+            || (self.keeping.isolate_attached_code && !self.stages.cache.known_code_free());
         if !analyze && !super::sql_scan::may_matter(sql) {
             return super::sql_scan::nothing();
         }
@@ -93,7 +93,7 @@ impl Session {
     /// at their end anyway. (The session calls it for those messages only, while isolating and
     /// not resetting already.)
     pub(super) fn note_attached_code(&mut self, msg: &ClientMessage<'_>, frame: &[u8]) {
-        self.reset_on_release = match msg {
+        self.keeping.reset_on_release = match msg {
             ClientMessage::Query { .. } | ClientMessage::Bind { .. } if self.stages.cache.known_code_free() => return,
             // (No analysis: skipped while the database looked code-free; it may not be now.)
             ClientMessage::Query { .. } if self.turn.analyzed.is_empty() => true,
@@ -110,14 +110,15 @@ impl Session {
     /// The first part of a FunctionCall too large to read whole: as `note_attached_code` (its
     /// OID is in the first bytes).
     pub(super) fn note_streamed_call(&mut self, tag: u8, first: &[u8]) {
-        if tag == fe::FUNCTION_CALL && self.isolate_attached_code {
-            self.reset_on_release |= !large_object_call(first.get(crate::net::frame::HEADER_LEN..).unwrap_or(&[]));
+        if tag == fe::FUNCTION_CALL && self.keeping.isolate_attached_code {
+            self.keeping.reset_on_release |=
+                !large_object_call(first.get(crate::net::frame::HEADER_LEN..).unwrap_or(&[]));
         }
     }
 
     /// What a scanned text does to the session's pooling state.
     pub(super) fn note_scan(&mut self, found: &Scan) {
-        self.state_dirty |= found.changes_session;
+        self.keeping.state_dirty |= found.changes_session;
         self.lexing.unsure |=
             found.changes_session || found.unknown_after.is_some() || found.restores || !found.resets.is_empty();
         if found.ddl {
@@ -126,35 +127,33 @@ impl Session {
             // (then the other replicas are told too).
             self.stages.cache.list_outdated();
             // A trigger or default made now runs in this same transaction: reset.
-            self.reset_on_release |= self.isolate_attached_code;
+            self.keeping.reset_on_release |= self.keeping.isolate_attached_code;
         }
         if found.restores || !found.resets.is_empty() {
-            for pair in self.state.startup_values(found.restores, &found.resets) {
-                if !self.restoring.iter().any(|(k, _)| k.eq_ignore_ascii_case(&pair.0)) {
-                    self.restoring.push(pair);
-                }
-            }
+            self.reported.restore(self.state.startup_values(found.restores, &found.resets));
         }
         self.state.track(&found.names);
         match found.unknown_after {
-            Some(true) if !self.state_unknown => {
+            Some(true) if !self.keeping.state_unknown => {
                 tracing::info!(user = %self.info.user, database = %self.info.database,
                     "client pinned to its server connection: session state pgpilot cannot read back");
-                self.state_unknown = true;
+                self.keeping.state_unknown = true;
             }
-            Some(false) if self.state_unknown => {
-                self.state_unknown = false;
-                self.state_dirty = true;
+            Some(false) if self.keeping.state_unknown => {
+                self.keeping.state_unknown = false;
+                self.keeping.state_dirty = true;
             }
             _ => {}
         }
-        if self.mode == PoolMode::Session && (found.changes_session || found.pin.is_some() || self.state_unknown) {
+        if self.mode == PoolMode::Session
+            && (found.changes_session || found.pin.is_some() || self.keeping.state_unknown)
+        {
             // Session mode keeps no settings signature: stop caching rather than guess.
             self.stages.cache.stop();
         }
-        if let (Some(reason), None, PoolMode::Transaction) = (found.pin, self.pin, self.mode) {
+        if let (Some(reason), None, PoolMode::Transaction) = (found.pin, self.keeping.pin, self.mode) {
             tracing::info!(user = %self.info.user, database = %self.info.database, "client pinned to its server connection: {reason}");
-            self.pin = Some(reason);
+            self.keeping.pin = Some(reason);
         }
     }
 }

@@ -26,7 +26,7 @@ impl Session {
         let lasting = effect.is_some();
         let opened = self.statements.open(name, ClientStatement { analysis, cache, effect, ..Default::default() });
         if opened == Opened::Full && lasting {
-            self.state_unknown = true; // its effect cannot be remembered: assume the worst
+            self.keeping.state_unknown = true; // its effect cannot be remembered: assume the worst
         }
         self.turn.opened = opened;
     }

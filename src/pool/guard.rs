@@ -1,5 +1,6 @@
 //! The checkout guard: a server connection can only leave a session by an explicit, clean
-//! `release` (back to the pool) or by being dropped (closed, slot freed). No path leaks it.
+//! `give_back` (to the pool, reset first if need be) or by being dropped (closed, slot freed). No
+//! path leaks it.
 
 use std::ops::{Deref, DerefMut};
 use std::sync::Arc;
@@ -14,7 +15,32 @@ pub struct PooledConn {
     pub(super) ticket: Option<super::lane::Ticket>,
 }
 
+/// How a connection goes back to its pool (`frontend::keeping` decides).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Back {
+    /// As it is: its settings are the ones its signature says.
+    Reuse,
+    /// Its settings changed and were not read back: the next client's are replayed over RESET ALL.
+    SettingsUnknown,
+    /// Through `reset_and_release`.
+    Reset,
+}
+
 impl PooledConn {
+    /// The one way a session hands its connection back. (The reset boxed: it is rare, and its
+    /// future, inline, made every transaction's return copy a few hundred bytes more.)
+    #[inline]
+    pub async fn give_back(mut self, back: Back) {
+        match back {
+            Back::Reuse => self.release(),
+            Back::SettingsUnknown => {
+                self.state_sig = crate::backend::UNKNOWN_STATE;
+                self.release();
+            }
+            Back::Reset => Box::pin(self.reset_and_release()).await,
+        }
+    }
+
     pub(super) fn new(conn: Box<ServerConn>, pool: Arc<Pool>) -> Self {
         // While checked out, `last_used_ms` is when it was taken: the pool's sizing measures the
         // time held from it (no field of its own: the guard is moved on every checkout).

@@ -27,7 +27,7 @@ use bytes::BytesMut;
 use parking_lot::Mutex;
 use tokio::sync::oneshot;
 
-pub use guard::PooledConn;
+pub use guard::{Back, PooledConn};
 pub use logins::Login;
 
 use crate::backend::connect::{connect, Target};

@@ -1,13 +1,21 @@
-//! A scripted fake PostgreSQL server for the session's protocol tests (tests/fake_server.rs):
-//! the test plays the server on a loopback socket, message by message, and these helpers build
-//! and read what it sends and receives.
+//! A scripted fake PostgreSQL server for the session's protocol tests (tests/fake_server.rs): the
+//! test plays the server message by message, and these helpers build and read what it sends and
+//! receives. Everything runs in the test's process: pgpilot's shared state (`App`) is built here,
+//! each client is one end of a Unix socket pair handed to pgpilot's own client entry point, and the
+//! fake listens on a Unix-domain socket pgpilot connects to as its upstream. No pgpilot process,
+//! no TCP, no PostgreSQL: a socket pair rather than `tokio::io::duplex` because the data path
+//! relies on what only a socket has (readiness, and the peek that tells whether a returned server
+//! connection holds unread bytes). Not running here: what `app::run` starts beside the sessions
+//! (pool maintenance, the strategy and statistics tasks, HTTP, Redis, the metrics recorder); the
+//! log goes to the test's output at `PGPILOT_LOG` (default warn).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use super::raw::{self, msg, Raw};
-use super::{free_port, Proxy};
+use super::TempDir;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpListener;
+use tokio::net::{UnixListener, UnixStream};
 
 // (A configured server budget: the fake does not answer the derivation's query; nor the table
 // list, which session isolation reads even with the cache off unless told not to.)
@@ -16,26 +24,69 @@ pub const CONFIG: &str =
     [cache]\nenabled = false\n\n\
     [[users]]\nname = \"trustuser\"\nauth = \"trust\"\n";
 
-pub struct Fake {
-    pub listener: TcpListener,
-}
-
 /// The same with the result cache on (its table list is read through the pool, from the fake).
 pub const CACHE_CONFIG: &str =
     "[pool]\nmax_size = 1\ncheckout_timeout_ms = 5000\nmax_server_connections = 100\nisolate_attached_code = false\n\n\
     [[users]]\nname = \"trustuser\"\nauth = \"trust\"\n";
 
+/// The upstream's side: the socket pgpilot's server connections arrive on.
+pub struct Fake {
+    pub listener: UnixListener,
+    _dir: Arc<TempDir>,
+}
+
+/// pgpilot in the test's process: its shared state, clients connected through its entry point.
+#[derive(Clone)]
+pub struct InProcess {
+    app: Arc<pgpilot::shared::App>,
+    _dir: Arc<TempDir>,
+}
+
+impl InProcess {
+    /// A new client connection (not logged in).
+    pub fn connect(&self) -> Raw {
+        let (client, proxy_end) = UnixStream::pair().unwrap();
+        pgpilot::app::spawn_client(&self.app, pgpilot::net::stream::ClientStream::Unix(proxy_end), None);
+        Raw::over(client)
+    }
+
+    /// A client logged in as the trust user.
+    pub async fn login(&self) -> Raw {
+        Raw::login_trust_over(self.connect(), "trustuser", "app").await
+    }
+}
+
 impl Fake {
-    pub async fn start() -> (Fake, Proxy) {
+    pub async fn start() -> (Fake, InProcess) {
         Self::start_with(CONFIG).await
     }
 
-    pub async fn start_with(config: &str) -> (Fake, Proxy) {
-        let port = free_port();
-        let listener = TcpListener::bind(("127.0.0.1", port)).await.unwrap();
-        let upstream = format!("postgres://app:app@127.0.0.1:{port}");
-        let proxy = Proxy::start_with(config, &["--upstream", &upstream]);
-        (Fake { listener }, proxy)
+    /// pgpilot's configuration from `config` (TOML), its upstream this fake.
+    pub async fn start_with(config: &str) -> (Fake, InProcess) {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(std::env::var("PGPILOT_LOG").unwrap_or_else(|_| "warn".into()))
+            .with_test_writer()
+            .try_init();
+        let dir = std::env::temp_dir().join(format!("pgpilot-fake-{}-{}", std::process::id(), next_id()));
+        let _ = std::fs::remove_dir_all(&dir); // left by a killed run under the same process id
+        std::fs::create_dir_all(&dir).unwrap();
+        let dir = Arc::new(TempDir(dir));
+        let listener = UnixListener::bind(dir.0.join(".s.PGSQL.5432")).unwrap();
+        let path = dir.0.join("pgpilot.toml");
+        std::fs::write(&path, config).unwrap();
+        let host = pgpilot::config::load::percent_encode(&dir.0.to_string_lossy());
+        let upstream = format!("postgres://app:app@/?host={host}&port=5432");
+        let cli = <pgpilot::config::Cli as clap::Parser>::parse_from([
+            "pgpilot",
+            "--config",
+            path.to_str().unwrap(),
+            "--upstream",
+            &upstream,
+        ]);
+        let config = pgpilot::config::load::load(&cli).expect("a valid test configuration");
+        pgpilot::clock::start();
+        let app = Arc::new(pgpilot::shared::App::new(cli, config, None).unwrap());
+        (Fake { listener, _dir: dir.clone() }, InProcess { app, _dir: dir })
     }
 
     /// Accepts pgpilot's next server connection and logs it in (trust, a few parameters).
@@ -44,16 +95,11 @@ impl Fake {
             .await
             .expect("pgpilot connects to the server")
             .unwrap();
-        let mut len = s.read_i32().await.unwrap();
+        let len = s.read_i32().await.unwrap();
         let mut startup = vec![0u8; len as usize - 4];
         s.read_exact(&mut startup).await.unwrap();
-        if len == 8 && startup[..] == 80877103i32.to_be_bytes() {
-            // SSLRequest (upstream.sslmode = prefer): no TLS here, as a server with ssl = off answers.
-            s.write_all(b"N").await.unwrap();
-            len = s.read_i32().await.unwrap();
-            startup = vec![0u8; len as usize - 4];
-            s.read_exact(&mut startup).await.unwrap();
-        }
+        // No SSLRequest: libpq's rule, which pgpilot follows, is no TLS on a Unix-domain socket.
+        assert_eq!(startup[..4], 196608i32.to_be_bytes(), "a protocol 3.0 StartupMessage");
         let mut out = msg(b'R', &0i32.to_be_bytes());
         for (k, v) in [("server_version", "16.4"), ("standard_conforming_strings", "on"), ("client_encoding", "UTF8")] {
             out.extend(msg(b'S', format!("{k}\0{v}\0").as_bytes()));
@@ -65,17 +111,20 @@ impl Fake {
     }
 
     /// A client logging in, and the server connection its login makes pgpilot open.
-    pub async fn login(&self, proxy: &Proxy) -> (Raw, Raw) {
-        let port = proxy.port;
-        let client = tokio::spawn(async move { Raw::login_trust(port, "trustuser", "app").await });
-        let server = self.accept().await;
-        (client.await.unwrap(), server)
+    pub async fn login(&self, proxy: &InProcess) -> (Raw, Raw) {
+        let (client, server) = tokio::join!(proxy.login(), self.accept());
+        (client, server)
     }
 
     /// No further server connection within `wait`.
     pub async fn no_new_connection(&self, wait: Duration) -> bool {
         tokio::time::timeout(wait, self.listener.accept()).await.is_err()
     }
+}
+
+fn next_id() -> u64 {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
 }
 
 pub fn ready(status: u8) -> Vec<u8> {
@@ -113,8 +162,8 @@ pub async fn tags(server: &mut Raw, n: usize) -> String {
 
 /// Another client, logged in (a login needs no server connection once the pool knows what to
 /// tell it), whose query needs the pool's one connection.
-pub async fn waiting_query(port: u16) -> Raw {
-    let mut b = Raw::login_trust(port, "trustuser", "app").await;
+pub async fn waiting_query(proxy: &InProcess) -> Raw {
+    let mut b = proxy.login().await;
     b.send(&raw::query("SELECT 2")).await;
     b
 }

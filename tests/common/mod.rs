@@ -1,5 +1,5 @@
 //! Shared by the integration tests: the throwaway PostgreSQL from tests/harness.sh and a pgpilot
-//! process per test on free ports.
+//! process per test on free ports (tests/fake_server.rs: pgpilot in the test's process, `fake`).
 #![allow(dead_code)]
 
 pub mod cache;

@@ -3,8 +3,13 @@
 
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
+
+/// Either end of a connection the tests play: a TCP socket to a pgpilot process, or one end of an
+/// in-process socket pair (`fake::InProcess`).
+pub trait Duplex: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Duplex for T {}
 
 pub fn msg(tag: u8, body: &[u8]) -> Vec<u8> {
     let mut v = vec![tag];
@@ -53,23 +58,27 @@ pub fn sync() -> Vec<u8> {
 }
 
 pub struct Raw {
-    pub s: TcpStream,
+    pub s: Box<dyn Duplex>,
     buf: Vec<u8>,
 }
 
 impl Raw {
     /// Reads and writes frames on a socket opened elsewhere (a scripted fake server's side).
-    pub fn over(s: TcpStream) -> Raw {
-        Raw { s, buf: Vec::new() }
+    pub fn over(s: impl Duplex + 'static) -> Raw {
+        Raw { s: Box::new(s), buf: Vec::new() }
     }
 
     pub async fn connect(port: u16) -> Raw {
-        Raw { s: TcpStream::connect(("127.0.0.1", port)).await.unwrap(), buf: Vec::new() }
+        Raw::over(TcpStream::connect(("127.0.0.1", port)).await.unwrap())
     }
 
     /// Logs in as a trust user and reads up to the first ReadyForQuery.
     pub async fn login_trust(port: u16, user: &str, db: &str) -> Raw {
-        let mut r = Raw::connect(port).await;
+        Raw::login_trust_over(Raw::connect(port).await, user, db).await
+    }
+
+    /// The same on a connection opened elsewhere.
+    pub async fn login_trust_over(mut r: Raw, user: &str, db: &str) -> Raw {
         r.send(&startup_packet(&[("user", user), ("database", db)])).await;
         let tags = r.until_ready().await.expect("login");
         assert!(tags.contains(&b'K'), "BackendKeyData expected, got {:?}", String::from_utf8_lossy(&tags));

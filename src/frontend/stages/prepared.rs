@@ -281,8 +281,9 @@ impl PreparedStage {
             }
         }
         // Unknown names go through unchanged: the server's 26000 names the client's statement.
-        // One lookup of the client's entry: its registry statement and the version it holds.
-        let entry = cx.statements.get(name).and_then(|e| Some((e.registry.clone()?, e.version)));
+        // The client's entry as the session read it for this Bind (`look_up_statement`; nothing
+        // changes the table in between): its registry statement and the version it holds.
+        let entry = cx.turn.statement.as_ref().and_then(|e| Some((e.registry.clone()?, e.version)));
         let Some((stmt, held)) = entry else {
             if portal.is_empty() && name.is_empty() {
                 self.unnamed_portal = Served::AsSent; // the unnamed statement passed through
