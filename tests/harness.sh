@@ -61,7 +61,7 @@ HBA
   local preload=""
   [ -f "$("$PG_BIN/pg_config" --pkglibdir)/pg_stat_statements.so" ] && preload="-c shared_preload_libraries=pg_stat_statements"
   as_postgres "$PG_BIN/pg_ctl" -D "$data" -l "$HARNESS_DIR/postgres.log" -w start \
-    -o "-p $TEST_PG_PORT -k $HARNESS_DIR -c listen_addresses=127.0.0.1 -c max_connections=300 $preload -c fsync=off -c synchronous_commit=off -c full_page_writes=off" >/dev/null
+    -o "-p $TEST_PG_PORT -k $HARNESS_DIR -c listen_addresses=127.0.0.1 -c max_connections=300 -c max_prepared_transactions=10 $preload -c fsync=off -c synchronous_commit=off -c full_page_writes=off" >/dev/null
   local psql=("$PG_BIN/psql" -h 127.0.0.1 -p "$TEST_PG_PORT" -U postgres -qtAX -v ON_ERROR_STOP=1)
   "${psql[@]}" -d postgres <<SQL
 SET password_encryption = 'scram-sha-256';

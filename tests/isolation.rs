@@ -224,6 +224,71 @@ async fn a_trigger_made_through_another_replica_is_not_trusted_as_absent() {
     d.batch_execute("DROP TABLE iso_repl, iso_repl2 CASCADE; DROP FUNCTION iso_repl_leak()").await.unwrap();
 }
 
+/// DDL committed by COMMIT PREPARED: the PREPARE TRANSACTION ended its transaction (and told the
+/// table list so), and a list read before the commit does not have the trigger; the commit of a
+/// transaction prepared with DDL makes the list untrusted again, from any session.
+#[tokio::test]
+async fn a_trigger_committed_by_commit_prepared_is_not_trusted_as_absent() {
+    let d = direct("app").await;
+    // (One left by a failed run would hold its lock on the table: rolled back first.)
+    d.batch_execute("SET lock_timeout = '5s'").await.unwrap();
+    if text_rows(&d, "SELECT count(*)::text FROM pg_prepared_xacts WHERE gid = 'iso_2pc'").await == ["1"] {
+        d.batch_execute("ROLLBACK PREPARED 'iso_2pc'").await.unwrap();
+    }
+    d.batch_execute(
+        "DROP TABLE IF EXISTS iso_2pc CASCADE; CREATE TABLE iso_2pc (a int); ALTER TABLE iso_2pc OWNER TO app;
+         CREATE OR REPLACE FUNCTION iso_2pc_leak() RETURNS trigger LANGUAGE plpgsql AS
+           $$BEGIN PERFORM set_config('app.tenant', 'prepared', false); RETURN NEW; END$$;
+         ALTER FUNCTION iso_2pc_leak() OWNER TO app;",
+    )
+    .await
+    .unwrap();
+    let proxy = Proxy::start(&pool_toml(1, ""));
+    let (a, b1, b2) = (proxy.connect("app").await, proxy.connect("app").await, proxy.connect("app").await);
+    let read = |_| async { b1.query("SELECT a FROM iso_2pc", &[]).await.map(drop).unwrap() };
+    assert!(survives_without_reset(&b2, read).await, "the table list never loaded");
+    let create = "CREATE TRIGGER iso_2pc_leak BEFORE INSERT ON iso_2pc FOR EACH ROW EXECUTE FUNCTION iso_2pc_leak()";
+    a.batch_execute(&format!("BEGIN; {create}; PREPARE TRANSACTION 'iso_2pc'")).await.unwrap();
+    assert!(survives_without_reset(&b2, read).await, "the table list was not read again after the PREPARE");
+    // Committed by another client of the same pgpilot.
+    let c = proxy.connect("app").await;
+    c.batch_execute("COMMIT PREPARED 'iso_2pc'").await.unwrap();
+    let made = "SELECT count(*)::text FROM pg_trigger WHERE tgname = 'iso_2pc_leak'";
+    assert_eq!(text_rows(&d, made).await, ["1"], "the prepared trigger was committed");
+    b1.simple_query("INSERT INTO iso_2pc VALUES (1)").await.unwrap();
+    let tenant = "SELECT coalesce(current_setting('app.tenant', true), '')";
+    assert_eq!(text_rows(&b2, tenant).await, [""], "the committed trigger's setting reached the next client");
+    d.batch_execute("DROP TABLE iso_2pc CASCADE; DROP FUNCTION iso_2pc_leak()").await.unwrap();
+}
+
+/// DDL whose parse-tree node is not named Create*: an index on an expression runs the
+/// expression's function on every write to its table, so CREATE INDEX makes the table list
+/// untrusted as a trigger does (it did not: the list loaded before said the table runs no code).
+#[tokio::test]
+async fn an_index_on_user_code_is_not_trusted_as_absent() {
+    let d = direct("app").await;
+    d.batch_execute(
+        "DROP TABLE IF EXISTS iso_idx CASCADE; CREATE TABLE iso_idx (a int); ALTER TABLE iso_idx OWNER TO app;
+         CREATE OR REPLACE FUNCTION iso_idx_leak(int) RETURNS int LANGUAGE plpgsql IMMUTABLE AS
+           $$BEGIN PERFORM set_config('app.tenant', 'index', false); RETURN $1; END$$;
+         ALTER FUNCTION iso_idx_leak(int) OWNER TO app;",
+    )
+    .await
+    .unwrap();
+    let proxy = Proxy::start(&pool_toml(1, ""));
+    let (a, b1, b2) = (proxy.connect("app").await, proxy.connect("app").await, proxy.connect("app").await);
+    let read = |_| async { b1.query("SELECT a FROM iso_idx", &[]).await.map(drop).unwrap() };
+    assert!(survives_without_reset(&b2, read).await, "the table list never loaded");
+    a.batch_execute("CREATE INDEX iso_idx_leak ON iso_idx (iso_idx_leak(a))").await.unwrap();
+    // (The statement calls a user function: `a` keeps its connection, reset when it leaves.)
+    drop(a);
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    b1.simple_query("INSERT INTO iso_idx VALUES (1)").await.unwrap();
+    let tenant = "SELECT coalesce(current_setting('app.tenant', true), '')";
+    assert_eq!(text_rows(&b2, tenant).await, [""], "the index function's setting reached the next client");
+    d.batch_execute("DROP TABLE iso_idx CASCADE; DROP FUNCTION iso_idx_leak(int)").await.unwrap();
+}
+
 /// A FunctionCall names its function by OID: `set_config` called that way is not seen in any
 /// text, so the connection is reset after it; also when the call is too large to be read whole
 /// (streamed to the server as it comes: only its first bytes are seen).

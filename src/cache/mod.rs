@@ -12,6 +12,7 @@ pub mod flight;
 pub mod generations;
 mod invalidation;
 pub mod policy;
+pub mod prepared_ddl;
 pub mod redis_tier;
 pub mod relations;
 pub mod replication;
@@ -134,6 +135,8 @@ pub struct ResultCache {
     local: moka::sync::Cache<u128, Arc<Entry>>,
     pub gens: Arc<Generations>,
     pub relations: Arc<Relations>,
+    /// Prepared transactions that ran DDL, until their COMMIT PREPARED.
+    pub prepared_ddl: prepared_ddl::PreparedDdl,
     flight: Arc<Flight>,
     pub redis: Option<Arc<RedisTier>>,
     /// Shared so that each session can keep a cheap local view of it (`arc_swap::Cache`).
@@ -196,6 +199,7 @@ impl ResultCache {
             local,
             gens: Arc::new(Generations::default()),
             relations: Arc::default(),
+            prepared_ddl: Default::default(),
             flight: Arc::new(Flight::default()),
             redis,
             policy: Arc::new(ArcSwap::from_pointee(Policy::new(cfg))),

@@ -30,7 +30,25 @@ impl Session {
             self.analyze(sql).await
         };
         self.note_scan(&found);
+        if found.two_phase {
+            self.note_two_phase(sql);
+        }
         found
+    }
+
+    /// Two-phase commit: DDL a prepared transaction ran takes effect at its COMMIT PREPARED
+    /// (remembered by identifier at the PREPARE, for any session's commit).
+    fn note_two_phase(&mut self, sql: &[u8]) {
+        use crate::sql::two_phase::{statements, Phase};
+        let Ok(text) = std::str::from_utf8(sql) else { return };
+        for (phase, gid) in statements(text, self.lexing.backslash_quotes) {
+            match phase {
+                Phase::Prepare => self.stages.cache.prepared(gid),
+                Phase::Commit if self.stages.cache.commit_prepared(&gid) => self.registry.ddl_seen(),
+                Phase::Commit => {}
+                Phase::Rollback => self.stages.cache.rollback_prepared(&gid),
+            }
+        }
     }
 
     /// The scan of a text read lately, maybe with other literal values (none for an unreadable

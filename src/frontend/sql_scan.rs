@@ -22,6 +22,8 @@ pub struct Scan {
     pub names: Vec<String>,
     /// DDL: prepared statements may mean something else afterwards.
     pub ddl: bool,
+    /// PREPARE TRANSACTION, COMMIT PREPARED or ROLLBACK PREPARED (`two_phase`).
+    pub two_phase: bool,
     /// RESET ALL / DISCARD ALL, and settings reset by name: back to the startup values.
     pub restores: bool,
     pub resets: Vec<String>,
@@ -102,6 +104,7 @@ pub fn from_analyses(sql: &str, shapes: &[Shape], analyzed: &Analyzed) -> Scan {
     for (shape, (analysis, _)) in shapes.iter().zip(analyzed) {
         let e = &analysis.session;
         out.ddl |= analysis.kind == crate::sql::StatementKind::Ddl;
+        out.two_phase |= crate::sql::two_phase::phase(&shape.text).is_some();
         out.changes_session |= e.changes;
         out.drops_statements |= e.drops_statements;
         if e.pin.is_some() {

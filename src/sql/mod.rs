@@ -17,6 +17,7 @@ pub mod recent;
 pub mod rematch;
 pub mod session_effect;
 pub mod tokens;
+pub mod two_phase;
 
 use std::sync::Arc;
 

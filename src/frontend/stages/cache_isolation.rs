@@ -51,6 +51,29 @@ impl CacheStage {
         self.ddl_pending = true;
     }
 
+    /// PREPARE TRANSACTION `gid` was sent: when its transaction ran DDL, that DDL takes effect
+    /// at its COMMIT PREPARED, from whichever session.
+    pub fn prepared(&mut self, gid: String) {
+        if self.ddl_pending {
+            self.cache.prepared_ddl.prepared(&self.database, gid);
+        }
+    }
+
+    /// COMMIT PREPARED `gid` was sent: the list is outdated as by DDL when that transaction ran
+    /// some (then true).
+    pub fn commit_prepared(&mut self, gid: &str) -> bool {
+        let ddl = self.cache.prepared_ddl.ended(&self.database, gid);
+        if ddl {
+            self.list_outdated();
+        }
+        ddl
+    }
+
+    /// ROLLBACK PREPARED `gid`: nothing of it takes effect.
+    pub fn rollback_prepared(&mut self, gid: &str) {
+        self.cache.prepared_ddl.ended(&self.database, gid);
+    }
+
     /// The boundary after DDL: out of date again here (a load started meanwhile may have read
     /// the catalog before the commit); the other replicas were told at its ReadyForQuery.
     pub fn list_outdated_at_end(&mut self) {
