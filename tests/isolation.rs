@@ -250,9 +250,12 @@ async fn a_trigger_committed_by_commit_prepared_is_not_trusted_as_absent() {
     let create = "CREATE TRIGGER iso_2pc_leak BEFORE INSERT ON iso_2pc FOR EACH ROW EXECUTE FUNCTION iso_2pc_leak()";
     a.batch_execute(&format!("BEGIN; {create}; PREPARE TRANSACTION 'iso_2pc'")).await.unwrap();
     assert!(survives_without_reset(&b2, read).await, "the table list was not read again after the PREPARE");
-    // Committed by another client of the same pgpilot.
+    // Committed by another client of the same pgpilot, a statement prepared in one round trip
+    // and run in the next (noted when it runs, not when it is parsed).
     let c = proxy.connect("app").await;
-    c.batch_execute("COMMIT PREPARED 'iso_2pc'").await.unwrap();
+    let commit = c.prepare("COMMIT PREPARED 'iso_2pc'").await.unwrap();
+    assert!(survives_without_reset(&b2, read).await, "the table list was not read again after the Parse");
+    c.execute(&commit, &[]).await.unwrap();
     let made = "SELECT count(*)::text FROM pg_trigger WHERE tgname = 'iso_2pc_leak'";
     assert_eq!(text_rows(&d, made).await, ["1"], "the prepared trigger was committed");
     b1.simple_query("INSERT INTO iso_2pc VALUES (1)").await.unwrap();

@@ -8,6 +8,7 @@ use super::session::Session;
 use super::sql_scan::Scan;
 use crate::config::PoolMode;
 use crate::protocol::frontend::{self as fe, ClientMessage};
+use crate::sql::two_phase::Phase;
 
 impl Session {
     /// Scans a Query/Parse text once: what it means for pooling, and its analysis, kept for the
@@ -30,23 +31,29 @@ impl Session {
             self.analyze(sql).await
         };
         self.note_scan(&found);
-        if found.two_phase {
-            self.note_two_phase(sql);
-        }
         found
     }
 
-    /// Two-phase commit: DDL a prepared transaction ran takes effect at its COMMIT PREPARED
-    /// (remembered by identifier at the PREPARE, for any session's commit).
-    fn note_two_phase(&mut self, sql: &[u8]) {
-        use crate::sql::two_phase::{statements, Phase};
-        let Ok(text) = std::str::from_utf8(sql) else { return };
-        for (phase, gid) in statements(text, self.lexing.backslash_quotes) {
+    /// The two-phase statements of a text whose scan found some, with their identifiers (read
+    /// from the text itself: a scan is shared by texts that differ in literals).
+    pub(super) fn two_phase_of(&self, sql: &[u8]) -> Option<Arc<[(Phase, String)]>> {
+        let text = std::str::from_utf8(sql).ok()?;
+        let found = crate::sql::two_phase::statements(text, self.lexing.backslash_quotes);
+        (!found.is_empty()).then(|| found.into())
+    }
+
+    /// Two-phase commit, as each statement runs (a Query, or a Bind of a prepared one): DDL a
+    /// prepared transaction ran takes effect at its COMMIT PREPARED, remembered by identifier at
+    /// the PREPARE for any session's commit.
+    pub(super) fn note_two_phase(&mut self, statements: &[(Phase, String)]) {
+        for (phase, gid) in statements {
             match phase {
-                Phase::Prepare => self.stages.cache.prepared(gid),
-                Phase::Commit if self.stages.cache.commit_prepared(&gid) => self.registry.ddl_seen(),
-                Phase::Commit => {}
-                Phase::Rollback => self.stages.cache.rollback_prepared(&gid),
+                Phase::Prepare => self.stages.cache.prepared(gid.clone()),
+                Phase::Commit => {
+                    if self.stages.cache.commit_prepared(gid) {
+                        self.registry.ddl_seen();
+                    }
+                }
             }
         }
     }

@@ -14,6 +14,7 @@ use crate::protocol::frontend::{ClientMessage, Target};
 impl Session {
     /// The client's Parse: one entry that every stage reads (analysis, cache identity, effect).
     pub(super) fn open_statement(&mut self, name: &[u8], query: &[u8], types: &[u8], found: &Arc<Scan>) {
+        let two_phase = if found.two_phase { self.two_phase_of(query) } else { None };
         let analysis = self.turn.analyzed.first().map(|(a, _)| a.clone());
         let cache = match &analysis {
             Some(a) if self.stages.cache.on => {
@@ -24,7 +25,8 @@ impl Session {
         };
         let effect = found.lasts().then(|| found.clone());
         let lasting = effect.is_some();
-        let opened = self.statements.open(name, ClientStatement { analysis, cache, effect, ..Default::default() });
+        let opened =
+            self.statements.open(name, ClientStatement { analysis, cache, effect, two_phase, ..Default::default() });
         if opened == Opened::Full && lasting {
             self.keeping.state_unknown = true; // its effect cannot be remembered: assume the worst
         }
@@ -44,6 +46,11 @@ impl Session {
             }
         };
         let found = self.inspect_sql(sql).await;
+        if found.two_phase && !parse {
+            if let Some(statements) = self.two_phase_of(sql) {
+                self.note_two_phase(&statements);
+            }
+        }
         self.turn.drops_statements = found.drops_statements;
         self.turn.hint = found.hint;
         if let ClientMessage::Parse { name, query, types } = *msg {
@@ -67,6 +74,9 @@ impl Session {
                 let entry = self.statements.get(statement).cloned();
                 if let Some(found) = entry.as_ref().and_then(|e| e.effect.clone()) {
                     self.note_scan(&found);
+                }
+                if let Some(statements) = entry.as_ref().and_then(|e| e.two_phase.clone()) {
+                    self.note_two_phase(&statements);
                 }
                 self.turn.statement = entry;
             }

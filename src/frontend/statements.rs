@@ -29,6 +29,8 @@ pub struct ClientStatement {
     pub version: Option<(u64, u64)>,
     /// The text changes session state each time it runs (replayed at every Bind).
     pub effect: Option<Arc<Scan>>,
+    /// Its PREPARE TRANSACTION / COMMIT PREPARED statements (noted at every Bind).
+    pub two_phase: Option<Arc<[(crate::sql::two_phase::Phase, String)]>>,
 }
 
 /// What a client's Parse did to the table.

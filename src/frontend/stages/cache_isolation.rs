@@ -62,16 +62,11 @@ impl CacheStage {
     /// COMMIT PREPARED `gid` was sent: the list is outdated as by DDL when that transaction ran
     /// some (then true).
     pub fn commit_prepared(&mut self, gid: &str) -> bool {
-        let ddl = self.cache.prepared_ddl.ended(&self.database, gid);
+        let ddl = self.cache.prepared_ddl.ran_ddl(&self.database, gid);
         if ddl {
             self.list_outdated();
         }
         ddl
-    }
-
-    /// ROLLBACK PREPARED `gid`: nothing of it takes effect.
-    pub fn rollback_prepared(&mut self, gid: &str) {
-        self.cache.prepared_ddl.ended(&self.database, gid);
     }
 
     /// The boundary after DDL: out of date again here (a load started meanwhile may have read
