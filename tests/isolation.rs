@@ -224,6 +224,21 @@ async fn a_trigger_made_through_another_replica_is_not_trusted_as_absent() {
     d.batch_execute("DROP TABLE iso_repl, iso_repl2 CASCADE; DROP FUNCTION iso_repl_leak()").await.unwrap();
 }
 
+/// What the leaking functions below set, as the next client of their connection sees it.
+const TENANT: &str = "SELECT coalesce(current_setting('app.tenant', true), '')";
+
+/// A table `name` owned by app (afresh), and a function of app's (`function`: its signature and
+/// the rest) whose code sets a custom setting for the session.
+async fn leaky_table(d: &tokio_postgres::Client, name: &str, function: &str) {
+    let signature = &function[..function.find(')').unwrap() + 1];
+    d.batch_execute(&format!(
+        "DROP TABLE IF EXISTS {name} CASCADE; CREATE TABLE {name} (a int); ALTER TABLE {name} OWNER TO app;
+         CREATE OR REPLACE FUNCTION {function}; ALTER FUNCTION {signature} OWNER TO app;"
+    ))
+    .await
+    .unwrap();
+}
+
 /// DDL committed by COMMIT PREPARED: the PREPARE TRANSACTION ended its transaction (and told the
 /// table list so), and a list read before the commit does not have the trigger; the commit of a
 /// transaction prepared with DDL makes the list untrusted again, from any session.
@@ -235,14 +250,9 @@ async fn a_trigger_committed_by_commit_prepared_is_not_trusted_as_absent() {
     if text_rows(&d, "SELECT count(*)::text FROM pg_prepared_xacts WHERE gid = 'iso_2pc'").await == ["1"] {
         d.batch_execute("ROLLBACK PREPARED 'iso_2pc'").await.unwrap();
     }
-    d.batch_execute(
-        "DROP TABLE IF EXISTS iso_2pc CASCADE; CREATE TABLE iso_2pc (a int); ALTER TABLE iso_2pc OWNER TO app;
-         CREATE OR REPLACE FUNCTION iso_2pc_leak() RETURNS trigger LANGUAGE plpgsql AS
-           $$BEGIN PERFORM set_config('app.tenant', 'prepared', false); RETURN NEW; END$$;
-         ALTER FUNCTION iso_2pc_leak() OWNER TO app;",
-    )
-    .await
-    .unwrap();
+    let function = "iso_2pc_leak() RETURNS trigger LANGUAGE plpgsql AS
+        $$BEGIN PERFORM set_config('app.tenant', 'prepared', false); RETURN NEW; END$$";
+    leaky_table(&d, "iso_2pc", function).await;
     let proxy = Proxy::start(&pool_toml(1, ""));
     let (a, b1, b2) = (proxy.connect("app").await, proxy.connect("app").await, proxy.connect("app").await);
     let read = |_| async { b1.query("SELECT a FROM iso_2pc", &[]).await.map(drop).unwrap() };
@@ -259,8 +269,7 @@ async fn a_trigger_committed_by_commit_prepared_is_not_trusted_as_absent() {
     let made = "SELECT count(*)::text FROM pg_trigger WHERE tgname = 'iso_2pc_leak'";
     assert_eq!(text_rows(&d, made).await, ["1"], "the prepared trigger was committed");
     b1.simple_query("INSERT INTO iso_2pc VALUES (1)").await.unwrap();
-    let tenant = "SELECT coalesce(current_setting('app.tenant', true), '')";
-    assert_eq!(text_rows(&b2, tenant).await, [""], "the committed trigger's setting reached the next client");
+    assert_eq!(text_rows(&b2, TENANT).await, [""], "the committed trigger's setting reached the next client");
     d.batch_execute("DROP TABLE iso_2pc CASCADE; DROP FUNCTION iso_2pc_leak()").await.unwrap();
 }
 
@@ -270,14 +279,9 @@ async fn a_trigger_committed_by_commit_prepared_is_not_trusted_as_absent() {
 #[tokio::test]
 async fn an_index_on_user_code_is_not_trusted_as_absent() {
     let d = direct("app").await;
-    d.batch_execute(
-        "DROP TABLE IF EXISTS iso_idx CASCADE; CREATE TABLE iso_idx (a int); ALTER TABLE iso_idx OWNER TO app;
-         CREATE OR REPLACE FUNCTION iso_idx_leak(int) RETURNS int LANGUAGE plpgsql IMMUTABLE AS
-           $$BEGIN PERFORM set_config('app.tenant', 'index', false); RETURN $1; END$$;
-         ALTER FUNCTION iso_idx_leak(int) OWNER TO app;",
-    )
-    .await
-    .unwrap();
+    let function = "iso_idx_leak(int) RETURNS int LANGUAGE plpgsql IMMUTABLE AS
+        $$BEGIN PERFORM set_config('app.tenant', 'index', false); RETURN $1; END$$";
+    leaky_table(&d, "iso_idx", function).await;
     let proxy = Proxy::start(&pool_toml(1, ""));
     let (a, b1, b2) = (proxy.connect("app").await, proxy.connect("app").await, proxy.connect("app").await);
     let read = |_| async { b1.query("SELECT a FROM iso_idx", &[]).await.map(drop).unwrap() };
@@ -287,8 +291,7 @@ async fn an_index_on_user_code_is_not_trusted_as_absent() {
     drop(a);
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     b1.simple_query("INSERT INTO iso_idx VALUES (1)").await.unwrap();
-    let tenant = "SELECT coalesce(current_setting('app.tenant', true), '')";
-    assert_eq!(text_rows(&b2, tenant).await, [""], "the index function's setting reached the next client");
+    assert_eq!(text_rows(&b2, TENANT).await, [""], "the index function's setting reached the next client");
     d.batch_execute("DROP TABLE iso_idx CASCADE; DROP FUNCTION iso_idx_leak(int)").await.unwrap();
 }
 
