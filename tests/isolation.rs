@@ -10,6 +10,9 @@ use common::{direct, pool_toml, rows, Proxy};
 /// The prepared copies of pgpilot's server-prepared statements on the server connection.
 const COPIES: &str = "SELECT count(*)::text FROM pg_prepared_statements WHERE name LIKE 'pgpilot%'";
 
+/// The custom setting the tests' leaks set, as the client asking sees it.
+const TENANT: &str = "SELECT coalesce(current_setting('app.tenant', true), '')";
+
 /// Whether, within 5 s, a run of `work` leaves the server connection unreset: `b` (a client of
 /// the same pool of one) still sees the prepared copies. The table list loads in the
 /// background; until then every transaction is reset.
@@ -61,9 +64,8 @@ async fn a_statement_behind_a_carriage_return_is_seen() {
     a.simple_query("SELECT 1").await.unwrap();
     a.simple_query("SELECT 1 -- note\r; SET app.tenant = 'a'").await.unwrap();
     let b = proxy.connect("app").await;
-    let tenant = "SELECT coalesce(current_setting('app.tenant', true), '')";
-    assert_eq!(text_rows(&b, tenant).await, [""], "another client's setting leaked");
-    assert_eq!(text_rows(&a, tenant).await, ["a"], "the setting stayed with its client");
+    assert_eq!(text_rows(&b, TENANT).await, [""], "another client's setting leaked");
+    assert_eq!(text_rows(&a, TENANT).await, ["a"], "the setting stayed with its client");
 }
 
 /// In a client encoding other than UTF8 the server lexes the converted text: in SJIS the bytes
@@ -94,14 +96,13 @@ async fn hidden_by_sjis(pipelined: bool) {
         a.batch_execute(set).await.unwrap();
         a.batch_execute(hidden).await.unwrap();
     }
-    let tenant = "SELECT coalesce(current_setting('app.tenant', true), '')";
     let b = proxy.connect("app").await;
-    match b.simple_query(tenant).await {
+    match b.simple_query(TENANT).await {
         // The pool's one connection stays with the pinned client.
         Err(e) => assert_eq!(e.code(), Some(&tokio_postgres::error::SqlState::TOO_MANY_CONNECTIONS), "{e}"),
         Ok(rows) => assert_eq!(common::rows(&rows), [[""]], "another client's setting leaked (pipelined: {pipelined})"),
     }
-    assert_eq!(text_rows(&a, tenant).await, ["evil"], "the statement ran, for its own client");
+    assert_eq!(text_rows(&a, TENANT).await, ["evil"], "the statement ran, for its own client");
 }
 
 /// Code that runs when a statement touches a relation (a trigger, a view's query) can change the
@@ -147,29 +148,28 @@ async fn attached_code_resets(cache: &str) {
     let (a, b) = (proxy.connect("app").await, proxy.connect("app").await);
     let read = |_| async { a.query("SELECT a FROM iso_plain", &[]).await.map(drop).unwrap() };
     assert!(survives_without_reset(&b, read).await, "a transaction on a plain table reset its connection ({cache:?})");
-    let tenant = "SELECT coalesce(current_setting('app.tenant', true), '')";
     a.simple_query("INSERT INTO iso_hooked VALUES (1)").await.unwrap();
-    assert_eq!(text_rows(&b, tenant).await, [""], "a trigger's setting leaked ({cache:?})");
+    assert_eq!(text_rows(&b, TENANT).await, [""], "a trigger's setting leaked ({cache:?})");
     a.query("SELECT x FROM iso_view", &[]).await.unwrap();
-    assert_eq!(text_rows(&b, tenant).await, [""], "a view's setting leaked ({cache:?})");
+    assert_eq!(text_rows(&b, TENANT).await, [""], "a view's setting leaked ({cache:?})");
     a.query("SELECT a FROM iso_hooked", &[]).await.unwrap();
     assert_ne!(text_rows(&b, COPIES).await, ["0"], "a read of a table whose code runs on writes reset ({cache:?})");
     a.execute("INSERT INTO iso_stamped (a) VALUES ($1)", &[&1i32]).await.unwrap();
     assert_ne!(text_rows(&b, COPIES).await, ["0"], "a timestamp trigger's write reset ({cache:?})");
     a.simple_query("INSERT INTO iso_fielded VALUES (1)").await.unwrap();
-    assert_eq!(text_rows(&b, tenant).await, [""], "a function called as a field leaked ({cache:?})");
+    assert_eq!(text_rows(&b, TENANT).await, [""], "a function called as a field leaked ({cache:?})");
     d.batch_execute("INSERT INTO iso_plain VALUES (-1)").await.unwrap(); // a row the view's filter reads
     a.simple_query("DELETE FROM iso_wview").await.unwrap();
-    assert_eq!(text_rows(&b, tenant).await, [""], "a write through a view leaked its setting ({cache:?})");
+    assert_eq!(text_rows(&b, TENANT).await, [""], "a write through a view leaked its setting ({cache:?})");
     a.batch_execute(
         "BEGIN; CREATE TRIGGER iso_leak_too BEFORE INSERT ON iso_plain FOR EACH ROW EXECUTE FUNCTION iso_leak();
          INSERT INTO iso_plain VALUES (1); COMMIT",
     )
     .await
     .unwrap();
-    assert_eq!(text_rows(&b, tenant).await, [""], "a new trigger's setting leaked ({cache:?})");
+    assert_eq!(text_rows(&b, TENANT).await, [""], "a new trigger's setting leaked ({cache:?})");
     a.simple_query("INSERT INTO iso_plain VALUES (2)").await.unwrap();
-    assert_eq!(text_rows(&b, tenant).await, [""], "a trigger made through pgpilot was missed ({cache:?})");
+    assert_eq!(text_rows(&b, TENANT).await, [""], "a trigger made through pgpilot was missed ({cache:?})");
 }
 
 /// Two replicas sharing Redis: a trigger made through one runs on writes through the other,
@@ -205,8 +205,7 @@ async fn a_trigger_made_through_another_replica_is_not_trusted_as_absent() {
     // applies it as its subscription delivers it, within milliseconds.)
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     b1.simple_query("INSERT INTO iso_repl VALUES (1)").await.unwrap();
-    let tenant = "SELECT coalesce(current_setting('app.tenant', true), '')";
-    assert_eq!(text_rows(&b2, tenant).await, [""], "the trigger's setting reached the next client");
+    assert_eq!(text_rows(&b2, TENANT).await, [""], "the trigger's setting reached the next client");
     // The DDL's client leaves before its reply: announced at its end all the same.
     let read = |_| async { b1.query("SELECT a FROM iso_repl2", &[]).await.map(drop).unwrap() };
     assert!(survives_without_reset(&b2, read).await, "the other replica's table list was never read again");
@@ -220,12 +219,9 @@ async fn a_trigger_made_through_another_replica_is_not_trusted_as_absent() {
         "SELECT count(*)::text FROM pg_trigger WHERE tgname = 'iso_repl_leak' AND tgrelid = 'iso_repl2'::regclass";
     assert_eq!(text_rows(&d, made).await, ["1"], "the DDL of the client gone at once did not run");
     b1.simple_query("INSERT INTO iso_repl2 VALUES (1)").await.unwrap();
-    assert_eq!(text_rows(&b2, tenant).await, [""], "the trigger of a client gone at once leaked");
+    assert_eq!(text_rows(&b2, TENANT).await, [""], "the trigger of a client gone at once leaked");
     d.batch_execute("DROP TABLE iso_repl, iso_repl2 CASCADE; DROP FUNCTION iso_repl_leak()").await.unwrap();
 }
-
-/// What the leaking functions below set, as the next client of their connection sees it.
-const TENANT: &str = "SELECT coalesce(current_setting('app.tenant', true), '')";
 
 /// A table `name` owned by app (afresh), and a function of app's (`function`: its signature and
 /// the rest) whose code sets a custom setting for the session.
@@ -264,7 +260,7 @@ async fn a_trigger_committed_by_commit_prepared_is_not_trusted_as_absent() {
     // and run in the next (noted when it runs, not when it is parsed).
     let c = proxy.connect("app").await;
     let commit = c.prepare("COMMIT PREPARED 'iso_2pc'").await.unwrap();
-    assert!(survives_without_reset(&b2, read).await, "the table list was not read again after the Parse");
+    assert!(survives_without_reset(&b2, read).await, "a reload the Parse may have started has not finished");
     c.execute(&commit, &[]).await.unwrap();
     let made = "SELECT count(*)::text FROM pg_trigger WHERE tgname = 'iso_2pc_leak'";
     assert_eq!(text_rows(&d, made).await, ["1"], "the prepared trigger was committed");
@@ -287,9 +283,9 @@ async fn an_index_on_user_code_is_not_trusted_as_absent() {
     let read = |_| async { b1.query("SELECT a FROM iso_idx", &[]).await.map(drop).unwrap() };
     assert!(survives_without_reset(&b2, read).await, "the table list never loaded");
     a.batch_execute("CREATE INDEX iso_idx_leak ON iso_idx (iso_idx_leak(a))").await.unwrap();
-    // (The statement calls a user function: `a` keeps its connection, reset when it leaves.)
+    // (The statement calls a user function: `a` keeps its connection, reset when it leaves; the
+    // INSERT's checkout waits for it.)
     drop(a);
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     b1.simple_query("INSERT INTO iso_idx VALUES (1)").await.unwrap();
     assert_eq!(text_rows(&b2, TENANT).await, [""], "the index function's setting reached the next client");
     d.batch_execute("DROP TABLE iso_idx CASCADE; DROP FUNCTION iso_idx_leak(int)").await.unwrap();
@@ -343,13 +339,12 @@ async fn a_reset_without_discard_all_leaves_no_setting_and_no_stale_copy() {
     for reset in ["", "DEALLOCATE ALL", "RESET ALL"] {
         let proxy = Proxy::start(&pool_toml(1, &format!("reset_query = \"{reset}\"")));
         let (a, b) = (proxy.connect("app").await, proxy.connect("app").await);
-        let tenant = "SELECT coalesce(current_setting('app.tenant', true), '')";
         for i in 0..3 {
             let n: i64 = a.query_one("SELECT count(*) FROM iso2_hooked", &[]).await.unwrap().get(0);
             a.execute("INSERT INTO iso2_hooked VALUES ($1)", &[&i]).await.unwrap();
             let m: i64 = b.query_one("SELECT count(*) FROM iso2_hooked", &[]).await.unwrap().get(0);
             assert_eq!(m, n + 1, "the same statement prepared again on the reset connection ({reset:?})");
-            assert_eq!(text_rows(&b, tenant).await, [""], "a trigger's setting leaked ({reset:?})");
+            assert_eq!(text_rows(&b, TENANT).await, [""], "a trigger's setting leaked ({reset:?})");
         }
     }
 }
@@ -376,7 +371,6 @@ async fn an_operator_cast_domain_or_namesake_that_sets_a_setting_leaves_nothing_
     )
     .await
     .expect("creating the functions");
-    let tenant = "SELECT coalesce(current_setting('app.tenant', true), '')";
     let cases = [
         ("operator", "CREATE OPERATOR === (LEFTARG = int, RIGHTARG = int, FUNCTION = iso_op_leak)", "SELECT 1 === 2"),
         (
@@ -400,11 +394,11 @@ async fn an_operator_cast_domain_or_namesake_that_sets_a_setting_leaves_nothing_
         let proxy = Proxy::start(&pool_toml(1, ""));
         let (a, b) = (proxy.connect("iso_ops").await, proxy.connect("iso_ops").await);
         until_hit(&proxy, &a, "SELECT a FROM iso_t").await; // a read cached: the table list is loaded
-        let direct_effect = rows(&a.simple_query(&format!("{call}; {tenant}")).await.unwrap());
+        let direct_effect = rows(&a.simple_query(&format!("{call}; {TENANT}")).await.unwrap());
         assert_eq!(direct_effect.last().unwrap(), &[made.to_string()], "the {made} set it for its own client");
-        assert_eq!(text_rows(&b, tenant).await, [""], "the {made}'s setting leaked (simple protocol)");
+        assert_eq!(text_rows(&b, TENANT).await, [""], "the {made}'s setting leaked (simple protocol)");
         a.query(call, &[]).await.unwrap();
-        assert_eq!(text_rows(&b, tenant).await, [""], "the {made}'s setting leaked (extended protocol)");
+        assert_eq!(text_rows(&b, TENANT).await, [""], "the {made}'s setting leaked (extended protocol)");
     }
     // A range type alone (its multirange cast is the server's) runs no code: no reset.
     d.batch_execute("DROP FUNCTION public.lower(int)").await.unwrap();

@@ -1,8 +1,8 @@
 //! The prepared transactions (two-phase commit) that ran DDL through this pgpilot, by database
 //! and identifier: their COMMIT PREPARED, from any session, is where that DDL takes effect, so
 //! the table list is distrusted again then (a list read between the PREPARE and the commit has
-//! none of it). A COMMIT PREPARED of anything else costs nothing (two-phase-commit applications
-//! run one per transaction). One queue for every database: a tenant preparing hundreds of DDL
+//! none of it). A COMMIT PREPARED of anything else costs a look at this list (two-phase-commit
+//! applications run one per transaction). One queue for every database: a tenant preparing hundreds of DDL
 //! transactions pushes the others' out early (their DDL is then found at the periodic load).
 
 use std::collections::VecDeque;
@@ -39,7 +39,7 @@ impl PreparedDdl {
 #[cfg(test)]
 mod tests {
     #[test]
-    fn a_prepared_transaction_with_ddl_is_known_until_it_ends() {
+    fn a_prepared_transaction_with_ddl_is_known_until_newer_ones_push_it_out() {
         let p = super::PreparedDdl::default();
         let db: std::sync::Arc<str> = "app".into();
         p.prepared(&db, "'g'".into());

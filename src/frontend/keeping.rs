@@ -102,13 +102,11 @@ mod tests {
         );
         assert_eq!(dirty(End::Session), Return { read_back: false, back: Back::SettingsUnknown }, "nobody's settings");
 
-        let user_code = Keeping { reset_on_release: true, state_dirty: true, ..Keeping::new(tx, true) };
-        let mut k = user_code;
+        let mut k = Keeping { reset_on_release: true, state_dirty: true, ..Keeping::new(tx, true) };
         assert_eq!(k.how_back(tx, End::Transaction), Return { read_back: true, back: Back::Reset });
         assert_eq!(k.how_back(tx, End::Transaction), Return { read_back: false, back: Back::Reuse }, "per transaction");
 
-        let pinned = Keeping { pin: Some("LISTEN"), ..Keeping::new(tx, true) };
-        let mut k = pinned;
+        let mut k = Keeping { pin: Some("LISTEN"), ..Keeping::new(tx, true) };
         assert_eq!(k.how_back(tx, End::Session), Return { read_back: false, back: Back::Reset });
         let mut k = Keeping { state_unknown: true, ..Keeping::new(tx, true) };
         assert_eq!(k.how_back(tx, End::Session), Return { read_back: false, back: Back::Reset });

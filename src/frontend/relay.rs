@@ -236,8 +236,8 @@ impl Session {
         self.release(End::Session).await;
     }
 
-    /// The one way the held connection leaves the session (`Keeping::how_back` decides how it
-    /// goes back). At a transaction's end the client's changed settings are read from it first;
+    /// The one way the held connection goes back to its pool (`Keeping::how_back` decides how;
+    /// a lost one is dropped in `server_lost`). At a transaction's end the client's changed settings are read from it first;
     /// at the session's end one in the middle of anything is closed (the server rolls back
     /// whatever was open).
     pub(super) async fn release(&mut self, end: End) {

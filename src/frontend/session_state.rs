@@ -29,7 +29,7 @@ const RESET_SQL: &str = "SET SESSION AUTHORIZATION DEFAULT; RESET ROLE; RESET AL
 
 /// Signature of a server connection whose settings are not known (never equal to a real state:
 /// real signatures are odd, 0 is a fresh connection).
-pub const UNKNOWN_STATE: u64 = crate::backend::UNKNOWN_STATE;
+const UNKNOWN_STATE: u64 = crate::backend::UNKNOWN_STATE;
 
 #[derive(Debug, Default, Clone)]
 pub struct SessionState {

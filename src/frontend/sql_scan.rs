@@ -22,7 +22,7 @@ pub struct Scan {
     pub names: Vec<String>,
     /// DDL: prepared statements may mean something else afterwards.
     pub ddl: bool,
-    /// PREPARE TRANSACTION, COMMIT PREPARED or ROLLBACK PREPARED (`two_phase`).
+    /// PREPARE TRANSACTION or COMMIT PREPARED (`sql::two_phase`).
     pub two_phase: bool,
     /// RESET ALL / DISCARD ALL, and settings reset by name: back to the startup values.
     pub restores: bool,

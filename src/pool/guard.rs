@@ -63,7 +63,7 @@ impl PooledConn {
     /// often have) its settings are marked unknown, so the next client's are replayed over a
     /// RESET ALL, and its prepared statements are dropped with DEALLOCATE ALL (whether that query
     /// dropped them or not, pgpilot's list of copies then matches the server).
-    pub async fn reset_and_release(mut self) {
+    async fn reset_and_release(mut self) {
         let reset = self.pool.reset_query();
         let fresh = discards_all(&reset);
         let deallocate = if fresh { "" } else { "DEALLOCATE ALL" };

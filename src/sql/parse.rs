@@ -335,7 +335,9 @@ fn kind_from_first_word(w: &str) -> StatementKind {
     match w {
         "select" | "with" | "values" | "table" => StatementKind::Read,
         "insert" | "update" | "delete" | "merge" | "truncate" | "copy" => StatementKind::Write,
-        "create" | "alter" | "drop" | "grant" | "revoke" | "comment" => StatementKind::Ddl,
+        "create" | "alter" | "drop" | "grant" | "revoke" | "comment" | "security" | "import" | "reassign" => {
+            StatementKind::Ddl
+        }
         "begin" | "start" | "commit" | "end" | "rollback" | "savepoint" | "release" | "abort" => {
             StatementKind::Transaction
         }

@@ -1,5 +1,5 @@
-//! PREPARE TRANSACTION, COMMIT PREPARED and ROLLBACK PREPARED, read from a text's token shapes
-//! with their transaction's identifier: DDL a prepared transaction ran takes effect at its COMMIT
+//! PREPARE TRANSACTION and COMMIT PREPARED, read from a text's token shapes with their
+//! transaction's identifier: DDL a prepared transaction ran takes effect at its COMMIT
 //! PREPARED, which may come from another session (the pooling must see that commit as DDL).
 
 use super::tokens;
@@ -10,7 +10,8 @@ pub enum Phase {
     Commit,
 }
 
-/// PostgreSQL refuses identifiers of 200 bytes or more: a longer literal is no identifier.
+/// PostgreSQL refuses identifiers of 200 bytes or more: a literal much longer (the span counts
+/// its quotes, doubled quotes, an E prefix) is no identifier, and is not kept.
 const MAX_GID: usize = 1024;
 
 /// The two-phase statement a token shape is (`tokens::Shape::text`), if any. (ROLLBACK PREPARED
@@ -37,6 +38,7 @@ pub fn statements(text: &str, backslash_quotes: bool) -> Vec<(Phase, String)> {
     tokens::shapes_with(text, backslash_quotes)
         .iter()
         .filter_map(|s| {
+            // (An empty span: a literal past the first 64 KiB, whose place is not recorded.)
             let span = s.literals.get(0).filter(|r| !r.is_empty() && r.len() <= MAX_GID)?;
             Some((phase(&s.text)?, text.get(span)?.to_string()))
         })
