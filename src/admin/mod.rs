@@ -16,6 +16,7 @@ use crate::net::client_io::read_message;
 use crate::net::frame::{body, cstr};
 use crate::net::messages::{self, sqlstate};
 use crate::net::stream::ClientStream;
+use crate::protocol::backend::tx_status;
 use crate::protocol::frontend as fe;
 use crate::shared::console::Console;
 
@@ -37,7 +38,7 @@ pub async fn serve(app: Console, mut stream: ClientStream, mut rbuf: BytesMut, a
         messages::parameter_status(&mut out, k, v);
     }
     messages::backend_key_data(&mut out, 0, 0);
-    messages::ready_for_query(&mut out, b'I');
+    messages::ready_for_query(&mut out, tx_status::IDLE);
     loop {
         if stream.write_all(&out).await.is_err() {
             return;
@@ -57,7 +58,7 @@ pub async fn serve(app: Console, mut stream: ClientStream, mut rbuf: BytesMut, a
                 if sql.trim().trim_matches(';').is_empty() {
                     messages::empty_query_response(&mut out);
                 }
-                messages::ready_for_query(&mut out, b'I');
+                messages::ready_for_query(&mut out, tx_status::IDLE);
             }
             _ => {
                 let msg = "the pgpilot admin console accepts simple queries only";

@@ -26,7 +26,7 @@ impl ServerConn {
                 be::PARAMETER_STATUS => self.note_parameter(body(&frame)),
                 be::ERROR_RESPONSE => failure = Some(ServerError::from_error_frame(frame)),
                 be::READY_FOR_QUERY => {
-                    let idle = body(&frame).first() == Some(&b'I');
+                    let idle = body(&frame).first() == Some(&be::tx_status::IDLE);
                     return match failure {
                         Some(err) => Err(err),
                         None if !idle => Err(ServerError::Protocol("internal query left a transaction open".into())),

@@ -11,6 +11,7 @@ use bytes::Bytes;
 use super::reply_queue::{Action, Kind};
 use super::session::Session;
 use crate::net::messages;
+use crate::protocol::backend::tx_status;
 use crate::protocol::frontend::{self as fe, ClientMessage};
 
 /// The session's deferred BEGIN.
@@ -57,7 +58,7 @@ impl Session {
             }
             self.deferred.begin = Some(Bytes::copy_from_slice(frame));
             messages::command_complete(&mut self.cout, "BEGIN");
-            messages::ready_for_query(&mut self.cout, b'T');
+            messages::ready_for_query(&mut self.cout, tx_status::IN_BLOCK);
             return true;
         }
         let Some(tag) = plain_end(sql) else { return self.refuse_in_failed(fe::QUERY) };
@@ -65,7 +66,7 @@ impl Session {
         // COMMIT of a failed transaction rolls it back, and says so.
         let tag = if std::mem::take(&mut self.deferred.failed) { "ROLLBACK" } else { tag };
         messages::command_complete(&mut self.cout, tag);
-        messages::ready_for_query(&mut self.cout, b'I');
+        messages::ready_for_query(&mut self.cout, tx_status::IDLE);
         true
     }
 
@@ -78,7 +79,7 @@ impl Session {
         let msg = "current transaction is aborted, commands ignored until end of transaction block";
         messages::error(&mut self.cout, "ERROR", "25P02", msg);
         if tag == fe::QUERY {
-            messages::ready_for_query(&mut self.cout, b'E');
+            messages::ready_for_query(&mut self.cout, tx_status::FAILED);
         } else {
             self.skip_until_sync = true;
         }
@@ -88,9 +89,9 @@ impl Session {
     /// The ReadyForQuery status of a reply given here with no server held.
     pub(super) fn status_without_server(&self) -> u8 {
         match (&self.deferred.begin, self.deferred.failed) {
-            (None, _) => b'I',
-            (Some(_), false) => b'T',
-            (Some(_), true) => b'E',
+            (None, _) => tx_status::IDLE,
+            (Some(_), false) => tx_status::IN_BLOCK,
+            (Some(_), true) => tx_status::FAILED,
         }
     }
 
@@ -101,7 +102,7 @@ impl Session {
         self.pending.begin_message();
         self.pending.push(Kind::Query, Action::Suppress);
         self.tx.on_client(fe::QUERY);
-        self.tx.status = b'T';
+        self.tx.status = tx_status::IN_BLOCK;
         self.sout.extend_from_slice(&frame);
     }
 }

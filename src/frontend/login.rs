@@ -9,6 +9,7 @@ use super::session::{Flow, Session};
 use crate::config::PoolMode;
 use crate::net::frame::body;
 use crate::net::messages;
+use crate::protocol::backend::tx_status;
 
 impl Session {
     /// Finishes the login: a server connection supplies the ParameterStatus values (after the
@@ -40,7 +41,7 @@ impl Session {
         self.cout.extend_from_slice(&login.frames);
         self.reported.at_login = login.params;
         messages::backend_key_data(&mut self.cout, self.cancel.key.0, self.cancel.key.1);
-        messages::ready_for_query(&mut self.cout, b'I');
+        messages::ready_for_query(&mut self.cout, tx_status::IDLE);
         if self.mode == PoolMode::Transaction {
             self.release(super::keeping::End::Transaction).await;
         }

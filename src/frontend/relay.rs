@@ -7,6 +7,7 @@ use crate::protocol::backend as be;
 
 use super::keeping::End;
 use super::session::{Flow, Session};
+use crate::protocol::backend::tx_status;
 
 impl Session {
     /// Relays what the server sent; the reply events it raises reach the stages before the
@@ -72,7 +73,7 @@ impl Session {
     /// and at a transaction boundary the connection may go back to its pool. Some(flow) when
     /// the relay stops here (released, or the session closes).
     async fn on_ready_for_query(&mut self, frame: &[u8]) -> Option<Flow> {
-        let status = be::ready_status(body(frame)).unwrap_or(b'I');
+        let status = be::ready_status(body(frame)).unwrap_or(tx_status::IDLE);
         let shown = self.pending.on_server(be::READY_FOR_QUERY, frame, &mut self.cout, &mut self.stages.replies);
         self.lexing.unsure &= !self.pending.is_empty();
         if self.stages.hears_server() {
@@ -89,12 +90,12 @@ impl Session {
         // A boundary: nothing of the client's runs now (Flush pipelines are not at one).
         self.cancel.meta.running.store(false, std::sync::atomic::Ordering::Release);
         self.timeouts.deadline = None;
-        if status == b'I' && self.stages.cache.ddl_pending {
+        if status == tx_status::IDLE && self.stages.cache.ddl_pending {
             // The end of a transaction that ran DDL (pinned or not): a list loaded meanwhile may
             // have read the catalog before the commit.
             self.stages.cache.list_outdated_at_end();
         }
-        if status == b'I' && !self.reported.restoring.is_empty() && !self.restore_startup().await {
+        if status == tx_status::IDLE && !self.reported.restoring.is_empty() && !self.restore_startup().await {
             return Some(Flow::Close);
         }
         if !self.may_release() {

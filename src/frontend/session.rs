@@ -18,6 +18,7 @@ use crate::net::frame::{body, Framer};
 use crate::net::messages::{self, sqlstate};
 use crate::net::stream::ClientStream;
 use crate::pool::{Pool, PooledConn};
+use crate::protocol::backend::tx_status;
 use crate::protocol::frontend::{self as fe, is_session_tag, ClientMessage};
 use crate::shared::App;
 
@@ -215,7 +216,7 @@ impl Session {
     /// Inside a transaction block, waiting for the client: nothing sent is unanswered.
     fn idle_in_transaction(&self) -> bool {
         self.server.is_some()
-            && matches!(self.tx.status, b'T' | b'E')
+            && matches!(self.tx.status, tx_status::IN_BLOCK | tx_status::FAILED)
             && self.pending.is_empty()
             && !self.tx.in_copy()
             && !self.cframer.mid_message()
@@ -254,22 +255,11 @@ impl Session {
     }
 
     pub(super) async fn on_client_message(&mut self, tag: u8, frame: &[u8]) -> Flow {
-        if !is_session_tag(tag) {
-            let msg = format!("invalid frontend message type {}", tag);
-            messages::error(&mut self.cout, "FATAL", sqlstate::PROTOCOL_VIOLATION, &msg);
-            let _ = self.flush_client().await;
-            return Flow::Close;
+        if !is_session_tag(tag) || tag == fe::TERMINATE {
+            return Box::pin(self.refuse(tag)).await;
         }
-        if tag == fe::TERMINATE {
-            return Flow::Close;
-        }
-        self.counts.client_parses += u64::from(tag == fe::PARSE);
-        self.counts.binds += u64::from(tag == fe::BIND);
-        if self.skip_until_sync {
-            if tag != fe::SYNC {
-                return Flow::Continue;
-            }
-            self.skip_until_sync = false;
+        if self.skipped(tag) {
+            return Flow::Continue;
         }
         // Decoded once: every stage below reads this view instead of splitting the frame again.
         let msg = ClientMessage::decode(tag, body(frame));
@@ -311,21 +301,52 @@ impl Session {
             stages.on_send(&mut cx, &msg);
         }
         self.forward(&msg, frame);
+        self.after_forward(&msg, frame, in_copy);
+        Flow::Continue
+    }
+
+    /// Terminate, or a message no client may send in a session: the session ends.
+    async fn refuse(&mut self, tag: u8) -> Flow {
+        if tag != fe::TERMINATE {
+            let msg = format!("invalid frontend message type {}", tag);
+            messages::error(&mut self.cout, "FATAL", sqlstate::PROTOCOL_VIOLATION, &msg);
+            let _ = self.flush_client().await;
+        }
+        Flow::Close
+    }
+
+    /// Counted; true when skipped: after an error, as the server skips, until the Sync.
+    #[inline]
+    fn skipped(&mut self, tag: u8) -> bool {
+        self.counts.client_parses += u64::from(tag == fe::PARSE);
+        self.counts.binds += u64::from(tag == fe::BIND);
+        if self.skip_until_sync {
+            if tag != fe::SYNC {
+                return true;
+            }
+            self.skip_until_sync = false;
+        }
+        false
+    }
+
+    /// The message was written to the server: what it may run is noted, and the stages attach
+    /// what they expect back.
+    #[inline]
+    fn after_forward(&mut self, msg: &ClientMessage<'_>, frame: &[u8], in_copy: bool) {
         if self.keeping.isolate_attached_code
             && !self.keeping.reset_on_release
-            && matches!(tag, fe::QUERY | fe::BIND | fe::FUNCTION_CALL)
+            && matches!(msg, ClientMessage::Query { .. } | ClientMessage::Bind { .. } | ClientMessage::FunctionCall)
         {
-            self.note_attached_code(&msg, frame);
+            self.note_attached_code(msg, frame);
         }
-        if self.stages.wants_after_send(&msg, &self.turn) {
+        if self.stages.wants_after_send(msg, &self.turn) {
             let (stages, mut cx) = self.split();
-            stages.after_send(&mut cx, &msg, in_copy);
+            stages.after_send(&mut cx, msg, in_copy);
         }
         if matches!(msg, ClientMessage::Sync | ClientMessage::Query { .. } | ClientMessage::FunctionCall) {
-            self.stages.at_boundary(&msg, in_copy);
+            self.stages.at_boundary(msg, in_copy);
         }
         self.skip_until_sync |= self.turn.skip_to_sync;
-        Flow::Continue
     }
 
     /// A large message streamed through in parts (Bind with big parameters, CopyData).

@@ -2,6 +2,7 @@
 //! sent and the ReadyForQuery replies received. The boundary is a ReadyForQuery with status 'I'
 //! that answers the last Sync or Query sent, with nothing sent after it (never at Flush).
 
+use crate::protocol::backend::tx_status;
 use crate::protocol::frontend as fe;
 
 #[derive(Debug)]
@@ -13,13 +14,19 @@ pub struct TxTracker {
     /// Syncs forwarded since the last Execute: the server ignores those if that Execute starts COPY IN.
     syncs_since_execute: u32,
     copy_in: bool,
-    /// Last ReadyForQuery status: b'I', b'T' or b'E'.
+    /// Last ReadyForQuery status (`tx_status`).
     pub status: u8,
 }
 
 impl Default for TxTracker {
     fn default() -> Self {
-        Self { outstanding: 0, pending_since_sync: false, syncs_since_execute: 0, copy_in: false, status: b'I' }
+        Self {
+            outstanding: 0,
+            pending_since_sync: false,
+            syncs_since_execute: 0,
+            copy_in: false,
+            status: tx_status::IDLE,
+        }
     }
 }
 
@@ -91,7 +98,7 @@ impl TxTracker {
     }
 
     pub fn idle(&self) -> bool {
-        self.at_boundary() && self.status == b'I'
+        self.at_boundary() && self.status == tx_status::IDLE
     }
 }
 

@@ -7,6 +7,7 @@ use pgwire::messages::response::{ErrorResponse, ReadyForQuery, TransactionStatus
 use pgwire::messages::startup::{Authentication, BackendKeyData, ParameterStatus, SecretKey};
 use pgwire::messages::Message;
 
+use crate::protocol::backend::tx_status;
 use crate::protocol::{backend as be, frontend as fe};
 
 /// Request codes of the messages that come before (or instead of) a StartupMessage.
@@ -86,8 +87,8 @@ pub fn command_complete_frame(tag: &str) -> bytes::Bytes {
 
 pub fn ready_for_query(out: &mut BytesMut, status: u8) {
     let status = match status {
-        b'T' => TransactionStatus::Transaction,
-        b'E' => TransactionStatus::Error,
+        tx_status::IN_BLOCK => TransactionStatus::Transaction,
+        tx_status::FAILED => TransactionStatus::Error,
         _ => TransactionStatus::Idle,
     };
     encode(ReadyForQuery::new(status), out);

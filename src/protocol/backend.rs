@@ -26,9 +26,20 @@ pub const COPY_DATA: u8 = b'd';
 pub const COPY_DONE: u8 = b'c';
 pub const NEGOTIATE_PROTOCOL_VERSION: u8 = b'v';
 
-/// ReadyForQuery's transaction status: b'I' idle, b'T' in a transaction, b'E' failed.
+/// ReadyForQuery's transaction status byte. (Its own namespace: b'T' and b'E' are also message
+/// tags, RowDescription and ErrorResponse.)
+pub mod tx_status {
+    /// Not in a transaction block.
+    pub const IDLE: u8 = b'I';
+    /// In a transaction block.
+    pub const IN_BLOCK: u8 = b'T';
+    /// In a failed transaction block: statements are rejected until it ends.
+    pub const FAILED: u8 = b'E';
+}
+
+/// ReadyForQuery's transaction status (`tx_status`), None for any other byte.
 pub fn ready_status(body: &[u8]) -> Option<u8> {
-    body.first().copied().filter(|s| matches!(s, b'I' | b'T' | b'E'))
+    body.first().copied().filter(|s| matches!(*s, tx_status::IDLE | tx_status::IN_BLOCK | tx_status::FAILED))
 }
 
 /// CommandComplete's tag ("SELECT 5", "INSERT 0 1").

@@ -19,6 +19,7 @@ use crate::config::{Config, PoolMode};
 use crate::net::messages;
 use crate::pool::Pool;
 use crate::protocol::backend as be;
+use crate::protocol::backend::tx_status;
 use crate::protocol::frontend::{self as fe, ClientMessage, Target};
 use crate::sql::tokens::params_hash;
 use crate::sql::{Analysis, StatementKind};
@@ -161,7 +162,7 @@ impl CacheStage {
             && !self.off
             && cx.shareable
             && self.writes.clean()
-            && cx.tx.status != b'E'
+            && cx.tx.status != tx_status::FAILED
             && !cx.tx.in_copy()
             && !(cx.in_transaction_block() && self.cache.relations.snapshot_default(&self.database))
     }
@@ -298,7 +299,7 @@ impl CacheStage {
             (Lookup::Miss(plan), Asked::Query { .. }) => self.query_fill = Some(plan),
             (Lookup::Miss(plan), Asked::Bind { analysis, .. }) => {
                 let continuable =
-                    cx.tx.status == b'I' && cx.pending.runs_nothing() && analysis.learned.worth_continuing();
+                    cx.tx.status == tx_status::IDLE && cx.pending.runs_nothing() && analysis.learned.worth_continuing();
                 self.portal = Portal::Fill { plan, described: false, continuable };
             }
             (Lookup::Bypass, _) => {}

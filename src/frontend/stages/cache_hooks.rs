@@ -2,6 +2,7 @@
 //! shares the stage's fields with.
 
 use super::*;
+use crate::protocol::backend::tx_status;
 
 impl Stage for CacheStage {
     type Event = Fill;
@@ -67,7 +68,7 @@ impl Stage for CacheStage {
     /// have committed is announced (`list_outdated`).
     async fn at_ready(&mut self, status: u8) {
         let committed = self.on && self.writes.on_ready(status);
-        let ddl = self.ddl_pending && status == b'I';
+        let ddl = self.ddl_pending && status == tx_status::IDLE;
         if committed || ddl {
             self.settle(committed, ddl).await;
         }

@@ -5,6 +5,7 @@
 //! client sees the ReadyForQuery that tells it its commit happened.
 
 use crate::cache::scopes::{self, WriteList, Written};
+use crate::protocol::backend::{self as be, tx_status};
 use crate::sql::{Analysis, CacheEffect, WriteScope};
 
 /// Tables a group of statements may write (`all`: any table of the database), and whether it
@@ -112,16 +113,16 @@ impl Writes {
 
     pub fn on_tag(&mut self, tag: u8, body: &[u8]) {
         match tag {
-            b'E' => self.error = true,
-            b'C' if !ends_transaction(body) => {}
-            b'C' if body.starts_with(b"COMMIT") || body.starts_with(b"PREPARE TRANSACTION") => {
+            be::ERROR_RESPONSE => self.error = true,
+            be::COMMAND_COMPLETE if !ends_transaction(body) => {}
+            be::COMMAND_COMPLETE if body.starts_with(b"COMMIT") || body.starts_with(b"PREPARE TRANSACTION") => {
                 self.ended = Some(true);
                 // The group's writes before the COMMIT are in it; later ones are counted again
                 // when their own transaction ends (a second invalidation costs only a miss).
                 let group = self.oldest().map(|g| Segment { tables: g.tables.clone(), all: g.all, strict: false });
                 self.commit(group.unwrap_or_default());
             }
-            b'C' if body.starts_with(b"ROLLBACK") => self.ended = Some(false),
+            be::COMMAND_COMPLETE if body.starts_with(b"ROLLBACK") => self.ended = Some(false),
             _ => {}
         }
     }
@@ -129,7 +130,7 @@ impl Writes {
     /// A ReadyForQuery settles the oldest group: status 'I' ends the transaction (committed
     /// unless it failed or rolled back). True when committed writes await invalidation.
     pub fn on_ready(&mut self, status: u8) -> bool {
-        if self.quiet > 0 && status == b'I' && self.in_tx.is_empty() {
+        if self.quiet > 0 && status == tx_status::IDLE && self.in_tx.is_empty() {
             // A read-only group outside a transaction block settles nothing (the common case).
             self.quiet -= 1;
             self.error = false;
@@ -142,7 +143,7 @@ impl Writes {
         } else {
             self.sent.pop_front().unwrap_or_else(|| std::mem::take(&mut self.building))
         };
-        if status == b'I' {
+        if status == tx_status::IDLE {
             if self.ended == Some(false) {
                 self.in_tx = Segment::default(); // the block was rolled back
             }

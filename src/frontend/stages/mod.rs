@@ -26,6 +26,7 @@ use super::statements::{ClientStatement, Opened, Statements};
 use super::tx::TxTracker;
 use crate::backend::ServerConn;
 use crate::config::PoolMode;
+use crate::protocol::backend::tx_status;
 use crate::protocol::frontend::{ClientMessage, Target};
 
 /// What the session learned of the client message in hand: decided once, read by every stage.
@@ -118,7 +119,7 @@ impl Cx<'_> {
 
     /// The held connection is inside a transaction block.
     pub fn in_transaction_block(&self) -> bool {
-        self.held() && self.tx.status == b'T'
+        self.held() && self.tx.status == tx_status::IN_BLOCK
     }
 
     /// The ReadyForQuery status a reply given here reports.
@@ -126,7 +127,7 @@ impl Cx<'_> {
         if self.held() {
             self.tx.status
         } else {
-            b'I'
+            tx_status::IDLE
         }
     }
 }

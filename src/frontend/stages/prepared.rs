@@ -20,6 +20,7 @@ use crate::frontend::statements::{Opened, ADOPTING};
 use crate::net::messages::{self, sqlstate};
 use crate::prepared::adaptive::{self, Served};
 use crate::prepared::{bump, Registry, Statement, STATS};
+use crate::protocol::backend::tx_status;
 use crate::protocol::frontend::{self as fe, ClientMessage, Target};
 
 pub struct PreparedStage {
@@ -298,7 +299,7 @@ impl PreparedStage {
         messages::bind(cx.sout, portal, &stmt.server_name, rest);
         let parsed = self.parsed_here.take().filter(|(n, id)| *id == stmt.id && same_name(n, name));
         cx.pending.push(Kind::Bind, Action::Bind { stmt });
-        if let Some((client, _)) = parsed.filter(|_| cx.tx.status == b'I') {
+        if let Some((client, _)) = parsed.filter(|_| cx.tx.status == tx_status::IDLE) {
             cx.pending.arm_retry(at, client);
         }
         cx.tx.on_client(fe::BIND);
