@@ -256,6 +256,7 @@ impl Session {
 
     pub(super) async fn on_client_message(&mut self, tag: u8, frame: &[u8]) -> Flow {
         if !is_session_tag(tag) || tag == fe::TERMINATE {
+            // Boxed: the rare path's flush would otherwise sit in every message's future.
             return Box::pin(self.refuse(tag)).await;
         }
         if self.skipped(tag) {
@@ -329,8 +330,9 @@ impl Session {
         false
     }
 
-    /// The message was written to the server: what it may run is noted, and the stages attach
-    /// what they expect back.
+    /// The message was written to the server: what it may run is noted, the stages attach what
+    /// they expect back, a Sync, Query or FunctionCall ends a group, and a stage's skip to the
+    /// next Sync takes effect.
     #[inline]
     fn after_forward(&mut self, msg: &ClientMessage<'_>, frame: &[u8], in_copy: bool) {
         if self.keeping.isolate_attached_code

@@ -26,8 +26,8 @@ pub const COPY_DATA: u8 = b'd';
 pub const COPY_DONE: u8 = b'c';
 pub const NEGOTIATE_PROTOCOL_VERSION: u8 = b'v';
 
-/// ReadyForQuery's transaction status byte. (Its own namespace: b'T' and b'E' are also message
-/// tags, RowDescription and ErrorResponse.)
+/// ReadyForQuery's transaction status byte. (Its own namespace: b'I', b'T' and b'E' are also
+/// message tags: EmptyQueryResponse, RowDescription, ErrorResponse.)
 pub mod tx_status {
     /// Not in a transaction block.
     pub const IDLE: u8 = b'I';

@@ -25,6 +25,9 @@ impl Segment {
     /// Takes `other`'s writes in (into an empty list they move: each statement of a
     /// transaction block passes through here, and one commit twice).
     fn absorb(&mut self, other: Segment) {
+        if other.is_empty() {
+            return; // (a read's group in a transaction block: most of them)
+        }
         self.all |= other.all;
         self.strict |= other.strict;
         if self.tables.is_empty() {
@@ -57,13 +60,20 @@ pub struct Writes {
     error: bool,
     /// The last transaction-ending tag in the oldest group's replies: Some(true) COMMIT.
     ended: Option<bool>,
+    /// Something was noted since a ReadyForQuery last found nothing in flight: false means
+    /// `building`, `sent` and `in_tx` hold no writes (every write enters through `building`, which
+    /// sets it), so a read-only session's `clean` is one test instead of a walk over three lists.
+    noted: bool,
 }
 
 impl Writes {
     /// Nothing written (or snapshot-isolated) in the open transaction: its reads may use the cache.
+    #[inline]
     pub fn clean(&self) -> bool {
-        // No group with writes in flight is the common case (read-only ones are only counted,
-        // `quiet`): asked before walking the queue.
+        !self.noted || self.clean_walked()
+    }
+
+    fn clean_walked(&self) -> bool {
         self.building.is_empty()
             && self.in_tx.is_empty()
             && (self.sent.is_empty() || self.sent.iter().all(Segment::is_empty))
@@ -81,16 +91,19 @@ impl Writes {
 
     pub fn note_unknown(&mut self) {
         self.building.all = true;
+        self.noted = true;
     }
 
     /// Tables (or keys of them) a statement being sent may write.
     fn note(&mut self, written: impl IntoIterator<Item = Written>) {
+        self.noted = true;
         for w in written {
             scopes::add(&mut self.building.tables, w);
         }
     }
 
     /// A Sync or Query was forwarded: what was sent so far is settled by its ReadyForQuery.
+    #[inline]
     pub fn close_group(&mut self) {
         if self.sent.is_empty() && self.building.is_empty() {
             self.quiet += 1;
@@ -130,7 +143,7 @@ impl Writes {
     /// A ReadyForQuery settles the oldest group: status 'I' ends the transaction (committed
     /// unless it failed or rolled back). True when committed writes await invalidation.
     pub fn on_ready(&mut self, status: u8) -> bool {
-        if self.quiet > 0 && status == tx_status::IDLE && self.in_tx.is_empty() {
+        if self.quiet > 0 && status == tx_status::IDLE && (!self.noted || self.in_tx.is_empty()) {
             // A read-only group outside a transaction block settles nothing (the common case).
             self.quiet -= 1;
             self.error = false;
@@ -160,6 +173,9 @@ impl Writes {
         }
         self.error = false;
         self.ended = None;
+        if self.noted {
+            self.noted = !self.clean_walked();
+        }
         !self.committed.is_empty()
     }
 
@@ -187,7 +203,7 @@ impl Writes {
     pub fn note_statement(&mut self, a: &Analysis, keys: Option<WriteList>) -> bool {
         match (a.writes, keys) {
             (WriteScope::Nothing, _) => {}
-            (WriteScope::Unknown, _) => self.building.all = true,
+            (WriteScope::Unknown, _) => self.note_unknown(),
             (WriteScope::Tables, Some(keys)) => self.note(keys),
             (WriteScope::Tables, None) => self.note(a.written_names.iter().cloned().map(Written::table)),
         }
@@ -195,10 +211,12 @@ impl Writes {
             CacheEffect::None => false,
             CacheEffect::Transaction => {
                 self.building.strict = true;
+                self.noted = true;
                 false
             }
             CacheEffect::Session => {
                 self.building.strict = true;
+                self.noted = true;
                 true
             }
         }
@@ -255,6 +273,28 @@ mod tests {
     }
 
     #[test]
+    fn clean_stays_false_while_a_write_is_anywhere_and_true_after_it_settled() {
+        let mut w = Writes::default();
+        assert!(w.clean() && w.clean());
+        w.close_group(); // BEGIN
+        assert!(!w.on_ready(b'T'));
+        w.note(t("a"));
+        assert!(!w.clean() && !w.clean(), "being sent");
+        w.close_group();
+        assert!(!w.clean(), "in flight");
+        assert!(!w.on_ready(b'T'));
+        assert!(!w.clean() && !w.clean(), "acknowledged in the open block");
+        w.close_group(); // COMMIT
+        w.on_tag(b'C', b"COMMIT\0");
+        assert!(w.on_ready(b'I'));
+        assert!(w.clean() && w.clean(), "committed: no longer this transaction's");
+        let sql = "SET LOCAL search_path = x";
+        let a = crate::sql::parse::analyze(sql, &crate::sql::tokens::shapes(sql)[0].text);
+        w.note_statement(&a, None);
+        assert!(!w.clean(), "a snapshot opened");
+    }
+
+    #[test]
     fn quiet_groups_are_counted_ahead_of_a_write_sent_behind_them() {
         let mut w = Writes::default();
         w.close_group();
@@ -304,7 +344,7 @@ mod tests {
         w.on_tag(b'C', b"ROLLBACK\0");
         assert!(w.on_ready(b'I'));
         assert_eq!(committed(&mut w), ["d"]);
-        w.building.all = true;
+        w.note_unknown();
         w.close_group();
         assert!(w.on_ready(b'I'), "an autocommit statement that may write anything");
         assert!(std::mem::take(&mut w.committed).all);
