@@ -52,7 +52,7 @@ impl TableView {
     /// foreign-key actions lead from it (which fire depends on the key).
     fn write_key(&self, cache: &ResultCache) -> Option<(Arc<str>, Family)> {
         let worth = self.write.beyond || self.watched(cache, now_ms());
-        self.write.key.clone().filter(|_| worth)
+        self.write.key.as_ref().filter(|_| worth).cloned()
     }
 }
 

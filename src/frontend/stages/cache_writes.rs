@@ -144,10 +144,14 @@ impl Writes {
     /// unless it failed or rolled back). True when committed writes await invalidation.
     pub fn on_ready(&mut self, status: u8) -> bool {
         if self.quiet > 0 && status == tx_status::IDLE && (!self.noted || self.in_tx.is_empty()) {
-            // A read-only group outside a transaction block settles nothing (the common case).
+            // A read-only group outside a transaction block settles nothing (the common case;
+            // or a COMMIT sent alone, whose tag emptied `in_tx`: nothing may be left in flight).
             self.quiet -= 1;
             self.error = false;
             self.ended = None;
+            if self.noted {
+                self.noted = !self.clean_walked();
+            }
             return !self.committed.is_empty();
         }
         let group = if self.quiet > 0 {
@@ -288,10 +292,13 @@ mod tests {
         w.on_tag(b'C', b"COMMIT\0");
         assert!(w.on_ready(b'I'));
         assert!(w.clean() && w.clean(), "committed: no longer this transaction's");
-        let sql = "SET LOCAL search_path = x";
-        let a = crate::sql::parse::analyze(sql, &crate::sql::tokens::shapes(sql)[0].text);
-        w.note_statement(&a, None);
-        assert!(!w.clean(), "a snapshot opened");
+        assert!(!w.noted, "a COMMIT sent alone settles the flag too");
+        for sql in ["SET LOCAL search_path = x", "SET default_transaction_isolation = 'serializable'"] {
+            let mut w = Writes::default();
+            let a = crate::sql::parse::analyze(sql, &crate::sql::tokens::shapes(sql)[0].text);
+            w.note_statement(&a, None);
+            assert!(!w.clean(), "{sql}: a setting the cache must see");
+        }
     }
 
     #[test]
