@@ -269,6 +269,33 @@ async fn a_trigger_committed_by_commit_prepared_is_not_trusted_as_absent() {
     d.batch_execute("DROP TABLE iso_2pc CASCADE; DROP FUNCTION iso_2pc_leak()").await.unwrap();
 }
 
+/// DDL committed by COMMIT AND CHAIN: the transaction status stays 'T', so the commit was seen
+/// only when the chain ended, and a list read while the DDL was uncommitted (it has no trigger)
+/// was trusted meanwhile; the COMMIT tag makes it untrusted at the commit.
+#[tokio::test]
+async fn a_trigger_committed_by_commit_and_chain_is_not_trusted_as_absent() {
+    let d = direct("app").await;
+    let function = "iso_chain_leak() RETURNS trigger LANGUAGE plpgsql AS
+        $$BEGIN PERFORM set_config('app.tenant', 'chained', false); RETURN NEW; END$$";
+    leaky_table(&d, "iso_chain", function).await;
+    // Two connections: `a` keeps one for its chain, b1 and b2 share the other.
+    let proxy = Proxy::start(&pool_toml(2, ""));
+    let (a, b1, b2) = (proxy.connect("app").await, proxy.connect("app").await, proxy.connect("app").await);
+    let read = |_| async { b1.query("SELECT a FROM iso_chain", &[]).await.map(drop).unwrap() };
+    assert!(survives_without_reset(&b2, read).await, "the table list never loaded");
+    let create =
+        "CREATE TRIGGER iso_chain_leak BEFORE INSERT ON iso_chain FOR EACH ROW EXECUTE FUNCTION iso_chain_leak()";
+    a.batch_execute(&format!("BEGIN; {create}")).await.unwrap();
+    assert!(survives_without_reset(&b2, read).await, "the table list was not read again while the DDL was uncommitted");
+    a.batch_execute("COMMIT AND CHAIN").await.unwrap();
+    let made = "SELECT count(*)::text FROM pg_trigger WHERE tgname = 'iso_chain_leak'";
+    assert_eq!(text_rows(&d, made).await, ["1"], "the trigger was committed");
+    b1.simple_query("INSERT INTO iso_chain VALUES (1)").await.unwrap();
+    assert_eq!(text_rows(&b2, TENANT).await, [""], "the chained commit's trigger setting reached the next client");
+    a.batch_execute("COMMIT").await.unwrap();
+    d.batch_execute("DROP TABLE iso_chain CASCADE; DROP FUNCTION iso_chain_leak()").await.unwrap();
+}
+
 /// DDL whose parse-tree node is not named Create*: an index on an expression runs the
 /// expression's function on every write to its table, so CREATE INDEX makes the table list
 /// untrusted as a trigger does (it did not: the list loaded before said the table runs no code).

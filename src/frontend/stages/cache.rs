@@ -78,6 +78,9 @@ pub struct CacheStage {
     /// marked out of date again there (a load started meanwhile may have read the catalog
     /// before the commit), and each ReadyForQuery 'I' until then announces it.
     pub ddl_pending: bool,
+    /// A COMMIT of the transaction that ran the pending DDL was reported, its ReadyForQuery not
+    /// yet (`at_ready`).
+    ddl_committed: bool,
 }
 
 /// What the cache stage works with, besides the session's context.
@@ -118,6 +121,7 @@ impl CacheStage {
             code_free: isolation::CodeFree::default(),
             list_awaited: false,
             ddl_pending: false,
+            ddl_committed: false,
         }
     }
 

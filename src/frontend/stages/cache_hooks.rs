@@ -56,7 +56,15 @@ impl Stage for CacheStage {
 
     /// CommandComplete and ErrorResponse settle the oldest group of writes; CopyInResponse
     /// reopens the groups whose Syncs went into the COPY.
+    /// A COMMIT tag while DDL is pending marks its commit (under COMMIT AND CHAIN the status
+    /// stays 'T': without the tag, the commit would be seen only when the chain ends).
     fn on_server_message(&mut self, cx: &mut Cx<'_>, tag: u8, body: &[u8]) {
+        if tag == be::COMMAND_COMPLETE && self.ddl_pending && body.starts_with(b"COMMIT") {
+            self.ddl_committed = true;
+        }
+        if !self.on {
+            return;
+        }
         match tag {
             be::COMMAND_COMPLETE | be::ERROR_RESPONSE => self.writes.on_tag(tag, body),
             be::COPY_IN_RESPONSE => self.on_copy_in(cx),
@@ -65,10 +73,13 @@ impl Stage for CacheStage {
     }
 
     /// ReadyForQuery, before it is passed on: committed writes invalidate now, and DDL that may
-    /// have committed is announced (`list_outdated`).
+    /// have committed is announced (`list_outdated`), also at a COMMIT AND CHAIN (the DDL stays
+    /// pending until the chain ends: DDL sent after the commit in the same group is its
+    /// successor's).
     async fn at_ready(&mut self, status: u8) {
         let committed = self.on && self.writes.on_ready(status);
-        let ddl = self.ddl_pending && status == tx_status::IDLE;
+        let chained = std::mem::take(&mut self.ddl_committed);
+        let ddl = self.ddl_pending && (status == tx_status::IDLE || chained);
         if committed || ddl {
             self.settle(committed, ddl).await;
         }

@@ -251,10 +251,10 @@ impl Stages {
         self.cache.on || self.cache.ddl_pending
     }
 
-    /// `on_server_message` for this server message.
+    /// `on_server_message` for this server message (DDL's commit is watched for, cache on or off).
     #[inline]
     pub fn hears(&self, tag: u8, body: &[u8]) -> bool {
-        self.cache.on && cache::CacheStage::hears(tag, body)
+        self.hears_server() && cache::CacheStage::hears(tag, body)
     }
 
     #[inline]
@@ -290,7 +290,7 @@ impl Stages {
 
     #[inline]
     pub fn on_server_message(&mut self, cx: &mut Cx<'_>, tag: u8, body: &[u8]) {
-        if self.cache.on {
+        if self.hears_server() {
             self.cache.on_server_message(cx, tag, body);
         }
     }
