@@ -274,12 +274,18 @@ async fn a_trigger_committed_by_commit_prepared_is_not_trusted_as_absent() {
 /// was trusted meanwhile; the COMMIT tag makes it untrusted at the commit.
 #[tokio::test]
 async fn a_trigger_committed_by_commit_and_chain_is_not_trusted_as_absent() {
+    for cache in ["", "[cache]\nenabled = false"] {
+        committed_by_chain(cache).await;
+    }
+}
+
+async fn committed_by_chain(cache: &str) {
     let d = direct("app").await;
     let function = "iso_chain_leak() RETURNS trigger LANGUAGE plpgsql AS
         $$BEGIN PERFORM set_config('app.tenant', 'chained', false); RETURN NEW; END$$";
     leaky_table(&d, "iso_chain", function).await;
     // Two connections: `a` keeps one for its chain, b1 and b2 share the other.
-    let proxy = Proxy::start(&pool_toml(2, ""));
+    let proxy = Proxy::start(&pool_toml(2, cache));
     let (a, b1, b2) = (proxy.connect("app").await, proxy.connect("app").await, proxy.connect("app").await);
     let read = |_| async { b1.query("SELECT a FROM iso_chain", &[]).await.map(drop).unwrap() };
     assert!(survives_without_reset(&b2, read).await, "the table list never loaded");
@@ -291,7 +297,11 @@ async fn a_trigger_committed_by_commit_and_chain_is_not_trusted_as_absent() {
     let made = "SELECT count(*)::text FROM pg_trigger WHERE tgname = 'iso_chain_leak'";
     assert_eq!(text_rows(&d, made).await, ["1"], "the trigger was committed");
     b1.simple_query("INSERT INTO iso_chain VALUES (1)").await.unwrap();
-    assert_eq!(text_rows(&b2, TENANT).await, [""], "the chained commit's trigger setting reached the next client");
+    assert_eq!(
+        text_rows(&b2, TENANT).await,
+        [""],
+        "{cache}: the chained commit's trigger setting reached the next client"
+    );
     a.batch_execute("COMMIT").await.unwrap();
     d.batch_execute("DROP TABLE iso_chain CASCADE; DROP FUNCTION iso_chain_leak()").await.unwrap();
 }

@@ -76,7 +76,8 @@ pub struct CacheStage {
     list_awaited: bool,
     /// DDL was sent and its transaction's boundary has not come (`list_outdated`): the list is
     /// marked out of date again there (a load started meanwhile may have read the catalog
-    /// before the commit), and each ReadyForQuery 'I' until then announces it.
+    /// before the commit), and each ReadyForQuery 'I' until then, and the one after a COMMIT
+    /// tag (COMMIT AND CHAIN keeps the status 'T'), announces it.
     pub ddl_pending: bool,
     /// A COMMIT of the transaction that ran the pending DDL was reported, its ReadyForQuery not
     /// yet (`at_ready`).

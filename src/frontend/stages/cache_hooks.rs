@@ -60,6 +60,9 @@ impl Stage for CacheStage {
     /// stays 'T': without the tag, the commit would be seen only when the chain ends).
     fn on_server_message(&mut self, cx: &mut Cx<'_>, tag: u8, body: &[u8]) {
         if tag == be::COMMAND_COMPLETE && self.ddl_pending && body.starts_with(b"COMMIT") {
+            // Out of date here at once (the group's later statements may run long); the other
+            // replicas are told at its ReadyForQuery.
+            self.cache.relations.mark_stale(&self.database);
             self.ddl_committed = true;
         }
         if !self.on {
@@ -78,8 +81,9 @@ impl Stage for CacheStage {
     /// successor's).
     async fn at_ready(&mut self, status: u8) {
         let committed = self.on && self.writes.on_ready(status);
-        let chained = std::mem::take(&mut self.ddl_committed);
-        let ddl = self.ddl_pending && (status == tx_status::IDLE || chained);
+        // (`|`: the flag is taken whenever DDL is pending, the only time it can be set; no store
+        // at every ReadyForQuery otherwise.)
+        let ddl = self.ddl_pending && (std::mem::take(&mut self.ddl_committed) | (status == tx_status::IDLE));
         if committed || ddl {
             self.settle(committed, ddl).await;
         }

@@ -44,8 +44,9 @@ impl CacheStage {
 
     /// DDL went through: the table list may be out of date (a trigger or default may be new),
     /// and until the transaction's boundary each ReadyForQuery 'I' (each may follow its commit:
-    /// a pipeline's later statements may run long) tells the other replicas too (`at_ready`,
-    /// with the cache on or off: the list is read either way).
+    /// a pipeline's later statements may run long), and the one after a COMMIT tag (COMMIT AND
+    /// CHAIN), tells the other replicas too (`at_ready`, with the cache on or off: the list is
+    /// read either way).
     pub fn list_outdated(&mut self) {
         self.cache.relations.mark_stale(&self.database);
         self.ddl_pending = true;
