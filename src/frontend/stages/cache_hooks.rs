@@ -54,8 +54,9 @@ impl Stage for CacheStage {
         }
     }
 
-    /// CommandComplete and ErrorResponse settle the oldest group of writes; CopyInResponse
-    /// reopens the groups whose Syncs went into the COPY.
+    /// With the cache on, CommandComplete and ErrorResponse settle the oldest group of writes;
+    /// CopyInResponse reopens the groups whose Syncs went into the COPY.
+    ///
     /// A COMMIT tag while DDL is pending marks its commit (under COMMIT AND CHAIN the status
     /// stays 'T': without the tag, the commit would be seen only when the chain ends).
     fn on_server_message(&mut self, cx: &mut Cx<'_>, tag: u8, body: &[u8]) {
