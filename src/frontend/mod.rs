@@ -18,6 +18,7 @@ mod lexing;
 mod login;
 mod relay;
 mod reply_actions;
+mod reply_attachment;
 mod reply_events;
 mod reply_queue;
 mod reported;

@@ -56,7 +56,7 @@ impl Session {
                 Piece::Part { tag, bytes, first } => {
                     if first {
                         self.on_server_tag(tag, &[]);
-                        self.pending.abandon_fills();
+                        self.pending.reply_unreadable();
                         self.pending.on_server(tag, &bytes, &mut self.cout, &mut self.stages.replies);
                     }
                     self.cout.extend_from_slice(&bytes);

@@ -1,53 +1,11 @@
-//! What one reply-queue entry expects back: the kind of reply that completes it, the
-//! prepared-statement stage's `Action` on it and insights' `Track` of the statements it runs.
+//! What one reply-queue entry expects back: the kind of reply that completes it and the
+//! prepared-statement stage's `Action` on it (what the client sees of the reply).
 
-use crate::clock::Stamp;
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 
-use crate::insights::Completed;
 use crate::prepared::Statement;
-
-/// The statements an Execute (one) or a simple Query (one per statement) runs, for insights.
-#[derive(Debug)]
-pub struct Track {
-    pub statements: crate::sql::Analyzed,
-    pub next: usize,
-    /// DataRows relayed for the running statement (a PortalSuspended reply carries no count).
-    pub rows_seen: u64,
-    pub sent: Stamp,
-    pub received: Stamp,
-    pub pipelined: bool,
-    /// How the statement it runs reached the server (the server-prepared strategy's timing).
-    pub run_via: crate::prepared::adaptive::Served,
-}
-
-impl Track {
-    pub(super) fn complete(&mut self, rows: Option<u64>, error: bool) -> Option<Completed> {
-        let (analysis, params) = self.statements.get(self.next)?.clone();
-        self.next += 1;
-        let rows = rows.unwrap_or(self.rows_seen);
-        self.rows_seen = 0;
-        let done = Stamp::now();
-        let c = Completed {
-            analysis,
-            params,
-            sent: self.sent,
-            done,
-            server_time: done.saturating_duration_since(self.sent),
-            client_time: done.saturating_duration_since(self.received),
-            rows,
-            error,
-            pipelined: self.pipelined,
-            cached: false,
-            run_via: self.run_via,
-        };
-        // Statements of one simple Query run back to back: the next one starts now.
-        self.sent = done;
-        Some(c)
-    }
-}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {

@@ -1,13 +1,12 @@
 //! What the reply queue hands back to the stages after a batch of server replies: each stage's
-//! own events (the prepared-statement bookkeeping's, finished statements for insights, completed
-//! result-cache fills), so that no stage reads another's.
+//! own events (the prepared-statement bookkeeping's; the attachments' for the other stages), so
+//! that no stage reads another's.
 
 use std::sync::Arc;
 
 use bytes::Bytes;
 
-use crate::cache::fill::Fill;
-use crate::insights::Completed;
+use super::reply_attachment::Attachment;
 use crate::prepared::Statement;
 
 /// What the prepared-statement bookkeeping must do about a reply, beyond forwarding or dropping it.
@@ -42,17 +41,16 @@ pub enum Stale {
 
 /// The events of one batch of replies, each for its stage.
 #[derive(Debug, Default)]
-pub struct Replies {
+pub struct Replies<A: Attachment> {
     /// For the prepared-statement bookkeeping.
     pub statements: Vec<Event>,
-    /// Tracked statements that finished (insights).
-    pub completed: Vec<Completed>,
-    /// Result cache fills that completed.
-    pub filled: Vec<Fill>,
+    /// The attachments' (each stage's slot fills its own part).
+    pub attached: A::Events,
 }
 
-impl Replies {
+impl<A: Attachment> Replies<A> {
+    #[inline]
     pub fn is_empty(&self) -> bool {
-        self.statements.is_empty() && self.completed.is_empty() && self.filled.is_empty()
+        self.statements.is_empty() && A::no_events(&self.attached)
     }
 }

@@ -7,43 +7,38 @@
 //! and so does the queue.
 //!
 //! Each stage registers what it expects back on an entry (the prepared-statement stage its
-//! `Action`, insights a `Track`, the cache a `Fill`) and gets back its own events in `Replies`.
+//! `Action`, which is the queue's own business: what the client sees; every other stage through
+//! its slot of the session's `Attachment`) and gets back its own events in `Replies`.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 
+pub use super::reply_attachment::Attachment;
 pub use super::reply_events::{Event, Replies, Stale};
-use crate::cache::fill::Fill;
-use crate::insights::Completed;
 use crate::prepared::Statement;
 use crate::protocol::backend as be;
 
-pub use super::reply_actions::{Action, Check, DescribeWait, Kind, Track};
+pub use super::reply_actions::{Action, Check, DescribeWait, Kind};
 
 #[derive(Debug)]
-struct Expect {
+struct Expect<A> {
     kind: Kind,
     action: Action,
-    track: Option<Box<Track>>,
-    /// The server's reply is not for the client (the statement's shape changed under it).
+    /// The server's reply is not for the client (the statement's shape changed under it, or
+    /// pgpilot's own Execute continues a fill).
     drop: bool,
     /// Sent instead of the server's reply (boxed: rare).
     error_instead: Option<Box<Bytes>>,
-    /// A result cache miss being captured (Execute or simple Query).
-    fill: Option<Box<Fill>>,
-    /// A Describe of the portal a fill executes: its RowDescription/NoData is kept for the fill.
-    capture_desc: bool,
-    /// pgpilot's own Execute of a portal whose fill the entry before it left suspended: the
-    /// fill moves here and takes the rest of the rows (none of this reply reaches the client).
-    continues: bool,
+    /// What the stages registered on the entry.
+    att: A,
 }
 
-impl Expect {
+impl<A: Attachment> Expect<A> {
     /// A reply to this entry that does not complete it stays here: replies to pgpilot's own
     /// injected Describe (its ParameterDescription), to its own Query (a deferred BEGIN; errors
-    /// excepted), to its own Execute continuing a fill (`continue_fill`), or to a statement
+    /// excepted), to its own Execute continuing a fill (`hide_replies`), or to a statement
     /// whose shape changed.
     fn hides(&self, tag: u8) -> bool {
         self.drop
@@ -52,32 +47,19 @@ impl Expect {
     }
 
     fn new(kind: Kind, action: Action, drop: bool) -> Self {
-        Self { kind, action, track: None, drop, error_instead: None, fill: None, capture_desc: false, continues: false }
+        Self { kind, action, drop, error_instead: None, att: A::default() }
     }
 
-    /// What each stage registered on this entry sees of one reply message: insights count rows
-    /// and completions, the prepared stage keeps its Describe's reply, the cache its fill. Returns
-    /// the RowDescription/NoData when this entry describes the portal of a fill.
-    fn feed(&mut self, tag: u8, frame: &[u8], body: &[u8], completed: &mut Vec<Completed>) -> Option<Bytes> {
-        match (tag, self.track.as_mut()) {
-            (be::DATA_ROW, Some(track)) => track.rows_seen += 1,
-            (be::COMMAND_COMPLETE | be::PORTAL_SUSPENDED, Some(track)) => {
-                let rows = if tag == be::COMMAND_COMPLETE { be::command_rows(body) } else { None };
-                completed.extend(track.complete(rows, false));
-            }
-            _ => {}
-        }
+    /// What the stages see of one reply message: the attachment its frame, the prepared stage
+    /// its Describe's reply.
+    #[inline]
+    fn feed(&mut self, shared: &mut A::Shared, tag: u8, frame: &[u8], body: &[u8], ev: &mut A::Events) {
+        self.att.on_frame(shared, tag, frame, body, ev);
         if let (be::PARAMETER_DESCRIPTION | be::ROW_DESCRIPTION | be::NO_DATA, Action::Describe(d)) =
             (tag, &mut self.action)
         {
             d.reply.extend_from_slice(frame);
         }
-        if let Some(fill) = self.fill.as_mut() {
-            if !fill.on_frame(tag, frame) {
-                self.fill = None;
-            }
-        }
-        (self.capture_desc && matches!(tag, be::ROW_DESCRIPTION | be::NO_DATA)).then(|| Bytes::copy_from_slice(frame))
     }
 }
 
@@ -91,8 +73,8 @@ struct Described {
 }
 
 #[derive(Debug, Default)]
-pub struct Pending {
-    q: VecDeque<Expect>,
+pub struct Pending<A: Attachment> {
+    q: VecDeque<Expect<A>>,
     /// The server reported an error and skips everything up to the client's next Sync.
     skipping: bool,
     /// Replies up to the next Sync are dropped (a statement's shape changed; the client got 0A000).
@@ -102,8 +84,8 @@ pub struct Pending {
     /// The last push made an entry (a message the server skips gets none): what a stage
     /// attaches goes to that entry or nowhere.
     last_queued: bool,
-    /// The RowDescription/NoData captured for the next fill.
-    described: Option<Bytes>,
+    /// What the attachments keep across entries.
+    shared: A::Shared,
     /// A local reply ended a run (a ReadyForQuery: a cache hit, a Sync answered here) since
     /// `take_ready_emitted` last asked: the client may be waiting for it now.
     ready_emitted: bool,
@@ -113,7 +95,7 @@ pub struct Pending {
     retry_bytes: BytesMut,
 }
 
-impl Pending {
+impl<A: Attachment> Pending<A> {
     #[inline]
     pub fn push(&mut self, kind: Kind, action: Action) {
         if kind == Kind::Sync {
@@ -135,7 +117,7 @@ impl Pending {
     }
 
     /// The entry just pushed, if the push made one.
-    fn last(&mut self) -> Option<&mut Expect> {
+    fn last(&mut self) -> Option<&mut Expect<A>> {
         if self.last_queued {
             self.q.back_mut()
         } else {
@@ -143,10 +125,12 @@ impl Pending {
         }
     }
 
-    /// The message just pushed runs statements insights follow.
-    pub fn attach_track(&mut self, track: Box<Track>) {
+    /// A stage registers what it expects back from the message just pushed (nothing when the
+    /// push made no entry: the server will not answer it).
+    #[inline]
+    pub fn attach(&mut self, f: impl FnOnce(&mut A)) {
         if let Some(e) = self.last() {
-            e.track = Some(track);
+            f(&mut e.att);
         }
     }
 
@@ -154,36 +138,21 @@ impl Pending {
         self.push(Kind::Local, Action::Local(reply));
     }
 
-    /// The message just pushed executes a cache miss: capture its result.
-    pub fn attach_fill(&mut self, fill: Box<Fill>) {
-        if let Some(e) = self.last() {
-            e.fill = Some(fill);
-        }
-    }
-
-    /// The message just pushed is pgpilot's own Execute continuing a suspended fill: its reply is
-    /// hidden from the client and completes the fill.
-    pub fn continue_fill(&mut self) {
+    /// The replies to the message just pushed are not the client's (pgpilot's own Execute
+    /// continuing a fill: only its attachment reads them).
+    pub fn hide_replies(&mut self) {
         if let Some(e) = self.last() {
             e.drop = true;
-            e.continues = true;
         }
     }
 
-    /// The message just pushed describes the portal of a cache miss.
-    pub fn capture_describe(&mut self) {
-        if let Some(e) = self.last() {
-            e.capture_desc = true;
-        }
-    }
-
-    /// A reply too large to inspect is streaming through: no result in flight is cached (it may
-    /// be a row of one or the RowDescription another will take).
-    pub fn abandon_fills(&mut self) {
+    /// A reply too large to inspect is streaming through: no attachment may rely on what it
+    /// saw (a fill would miss a row, or take the RowDescription meant for another).
+    pub fn reply_unreadable(&mut self) {
         for e in self.q.iter_mut() {
-            e.fill = None;
+            e.att.unreadable();
         }
-        self.described = None;
+        A::unreadable_shared(&mut self.shared);
     }
 
     /// The server is skipping to the next Sync (an error): what is sent now does not run.
@@ -192,13 +161,13 @@ impl Pending {
     }
 
     /// Events of messages the server will skip (they were never queued).
-    pub fn take_events(&mut self, into: &mut Replies) {
+    pub fn take_events(&mut self, into: &mut Replies<A>) {
         into.statements.append(&mut self.events);
     }
 
-    /// Whether a statement sent earlier is still running (the next one is then pipelined).
-    pub fn running(&self) -> bool {
-        self.q.iter().any(|e| e.track.is_some())
+    /// Whether some entry's attachment is as `f` asks (insights: a statement still running).
+    pub fn any(&self, f: impl Fn(&A) -> bool) -> bool {
+        self.q.iter().any(|e| f(&e.att))
     }
 
     pub fn is_empty(&self) -> bool {
@@ -275,26 +244,19 @@ impl Pending {
 
     /// Accounts for one whole server message (or the first part of a large one); returns whether
     /// the client should see it.
-    pub fn on_server(&mut self, tag: u8, frame: &[u8], out: &mut BytesMut, r: &mut Replies) -> bool {
+    pub fn on_server(&mut self, tag: u8, frame: &[u8], out: &mut BytesMut, r: &mut Replies<A>) -> bool {
         self.before_reply(out, r);
         let Some(front) = self.q.front_mut() else { return true };
         let body = frame.get(5..).unwrap_or(&[]);
-        if let Some(desc) = front.feed(tag, frame, body, &mut r.completed) {
-            self.described = Some(desc);
+        if tag == be::ERROR_RESPONSE && !matches!(front.kind, Kind::Query | Kind::Sync) {
+            // The entry fails (unless its run is sent again), and the rest up to Sync is skipped.
+            return self.on_error(frame, body, r);
         }
+        front.feed(&mut self.shared, tag, frame, body, &mut r.attached);
         let completes = match (tag, front.kind) {
-            (be::NOTICE_RESPONSE | be::PARAMETER_STATUS | be::NOTIFICATION_RESPONSE, _) => false,
             // Inside a simple Query (the rest of its statements are skipped), or an implicit
             // commit failing at Sync: ReadyForQuery follows.
-            (be::ERROR_RESPONSE, Kind::Query) => {
-                if let Some(track) = front.track.as_mut() {
-                    r.completed.extend(track.complete(Some(0), true));
-                    track.next = track.statements.len();
-                }
-                false
-            }
-            (be::ERROR_RESPONSE, Kind::Sync) => false,
-            (be::ERROR_RESPONSE, _) => return self.on_error(body, r),
+            (be::NOTICE_RESPONSE | be::PARAMETER_STATUS | be::NOTIFICATION_RESPONSE | be::ERROR_RESPONSE, _) => false,
             (be::READY_FOR_QUERY, Kind::Sync | Kind::Query) => true,
             (be::PARSE_COMPLETE, Kind::Parse) | (be::BIND_COMPLETE, Kind::Bind) | (be::CLOSE_COMPLETE, Kind::Close) => {
                 true
@@ -312,26 +274,15 @@ impl Pending {
 
     /// The oldest entry got its last reply (`tag`): its fill goes to the cache (or on to the
     /// Execute that continues it), its action is done. Returns whether the client sees the reply.
-    fn complete_front(&mut self, tag: u8, out: &mut BytesMut, r: &mut Replies) -> bool {
+    fn complete_front(&mut self, tag: u8, out: &mut BytesMut, r: &mut Replies<A>) -> bool {
         // Local replies behind this one are emitted by the caller after it has passed this
         // message on (or at the next message), so they land after it.
-        let Some(mut done) = self.q.pop_front() else { return true };
+        let Some(done) = self.q.pop_front() else { return true };
         if done.kind == Kind::Sync {
             self.run_ended();
         }
-        if let Some(fill) = done.fill.take_if(|f| f.suspended && !f.done) {
-            if let Some(next) = self.q.front_mut().filter(|e| e.continues) {
-                next.fill = Some(fill);
-            }
-        }
-        if let Some(mut fill) = done.fill.take().filter(|f| f.done) {
-            if fill.row_desc.is_none() {
-                fill.row_desc = self.described.take();
-            }
-            if fill.row_desc.is_some() {
-                r.filled.push(*fill);
-            }
-        }
+        let next = self.q.front_mut().map(|e| &mut e.att);
+        done.att.complete(&mut self.shared, next, &mut r.attached);
         if let Some(err) = done.error_instead {
             out.extend_from_slice(&err);
             return false;
@@ -354,24 +305,19 @@ impl Pending {
     }
 
     /// A run of `n` whole DataRows back to back (`run`): what `on_server` does for each of them,
-    /// once (a row never completes an entry, so one entry takes them all): insights count them,
-    /// a fill copies them. Returns whether the client sees them.
-    pub fn on_rows(&mut self, run: &[u8], n: u64, out: &mut BytesMut, r: &mut Replies) -> bool {
+    /// once (a row never completes an entry, so one entry takes them all). Returns whether the
+    /// client sees them.
+    pub fn on_rows(&mut self, run: &[u8], n: u64, out: &mut BytesMut, r: &mut Replies<A>) -> bool {
         self.before_reply(out, r);
         let Some(front) = self.q.front_mut() else { return true };
-        if let Some(track) = front.track.as_mut() {
-            track.rows_seen += n;
-        }
-        if front.fill.as_mut().is_some_and(|fill| !fill.on_rows(run, n)) {
-            front.fill = None;
-        }
+        front.att.on_rows(run, n);
         !front.hides(be::DATA_ROW)
     }
 
     /// What precedes any server reply: local replies due ahead of it go out first, and the
     /// events of skipped messages reach their stages before the reply's own.
     #[inline]
-    fn before_reply(&mut self, out: &mut BytesMut, r: &mut Replies) {
+    fn before_reply(&mut self, out: &mut BytesMut, r: &mut Replies<A>) {
         self.emit_local(out);
         if !self.events.is_empty() {
             r.statements.append(&mut self.events);
@@ -414,7 +360,7 @@ impl Pending {
         false
     }
 
-    fn on_error(&mut self, body: &[u8], r: &mut Replies) -> bool {
+    fn on_error(&mut self, frame: &[u8], body: &[u8], r: &mut Replies<A>) -> bool {
         // (Read once: only an error to a Bind of pgpilot's copy can show the copy stale.)
         let stale = match self.q.front().map(|e| &e.action) {
             Some(Action::Bind { stmt }) => stale_copy(body).map(|why| (stmt.clone(), why)),
@@ -426,9 +372,7 @@ impl Pending {
             }
         }
         let mut failed = self.q.pop_front().expect("front exists");
-        if let Some(track) = failed.track.as_mut() {
-            r.completed.extend(track.complete(Some(0), true));
-        }
+        failed.att.on_frame(&mut self.shared, be::ERROR_RESPONSE, frame, body, &mut r.attached);
         let events = &mut r.statements;
         if let Some((stmt, why)) = stale {
             events.push(Event::PlanStale { stmt, why });
@@ -467,6 +411,12 @@ fn undo_skipped(action: Action, events: &mut Vec<Event>) {
 #[path = "reply_retry.rs"]
 mod retry;
 use retry::{stale_copy, Retry};
+
+/// The size of one queue entry (its tests keep it small).
+#[cfg(test)]
+pub(crate) fn entry_size<A: Attachment>() -> usize {
+    std::mem::size_of::<Expect<A>>()
+}
 
 #[cfg(test)]
 #[path = "reply_queue_tests.rs"]

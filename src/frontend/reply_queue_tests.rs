@@ -1,5 +1,9 @@
-//! Unit tests of the reply queue: local replies in order, suppression, errors skipping to Sync.
+//! Unit tests of the reply queue alone (no attachment): local replies in order, suppression,
+//! errors skipping to Sync, a run sent again. What stages attach: stages/attached_tests.rs.
 use super::*;
+
+type Pending = super::Pending<()>;
+type Replies = super::Replies<()>;
 
 fn replies(p: &mut Pending, tags: &[u8]) -> (String, BytesMut) {
     let mut out = BytesMut::new();
@@ -83,39 +87,6 @@ fn describe_statement_spans_two_replies_and_queries_end_at_ready() {
     assert_eq!(replies(&mut p, b"tTZ").0, "tTZ");
     assert_eq!(replies(&mut p, b"TDCETZ").0, "TDCETZ");
     assert!(p.is_empty());
-}
-
-fn track() -> Box<Track> {
-    let a = std::sync::Arc::new(crate::sql::parse::opaque("SELECT 1"));
-    let now = crate::clock::Stamp::now();
-    Box::new(Track {
-        statements: smallvec::smallvec![(a, 0)],
-        next: 0,
-        rows_seen: 0,
-        sent: now,
-        received: now,
-        pipelined: false,
-        run_via: Default::default(),
-    })
-}
-
-#[test]
-fn what_a_stage_attaches_goes_to_the_entry_just_pushed_or_nowhere() {
-    let mut p = Pending::default();
-    p.push(Kind::Execute, Action::Forward);
-    p.begin_message(); // a message that gets no entry of its own (Flush)
-    p.attach_track(track());
-    let mut out = BytesMut::new();
-    let mut r = Replies::default();
-    p.on_server(b'C', b"C\0\0\0\x0bSELECT 1\0", &mut out, &mut r);
-    assert!(r.completed.is_empty(), "not attached to an earlier message's entry");
-
-    p.begin_message();
-    p.push(Kind::Execute, Action::Forward);
-    p.attach_track(track());
-    p.on_server(b'C', b"C\0\0\0\x0bSELECT 1\0", &mut out, &mut r);
-    assert_eq!(r.completed.len(), 1);
-    assert_eq!(r.completed[0].rows, 1);
 }
 
 /// A Bind of a copy that proved stale, queued as the session queues it; returns the server buffer.
@@ -228,76 +199,5 @@ fn no_retry_after_a_statement_ran_in_the_run_or_when_the_run_was_written_out_in_
 /// Describe wait and replacement error are boxed) so the moves stay a few vector stores.
 #[test]
 fn a_queue_entry_stays_small() {
-    assert!(std::mem::size_of::<super::Expect>() <= 96, "{}", std::mem::size_of::<super::Expect>());
-}
-
-/// A run of rows taken at once is what its rows one by one would be: counted for insights,
-/// shown unless the entry hides its replies, and the entry still open for its completion.
-#[test]
-fn a_run_of_rows_counts_and_shows_as_its_rows_would() {
-    let run: Vec<u8> = [*b"D\0\0\0\x04", *b"D\0\0\0\x04", *b"D\0\0\0\x04"].concat();
-    let (mut out, mut r) = (BytesMut::new(), Replies::default());
-    let mut p = Pending::default();
-    p.push(Kind::Execute, Action::Forward);
-    p.attach_track(track());
-    assert!(p.on_rows(&run, 3, &mut out, &mut r), "the client's rows");
-    assert!(p.on_rows(&run[..5], 1, &mut out, &mut r));
-    p.on_server(b'C', b"C\0\0\0\x0bSELECT\0", &mut out, &mut r);
-    assert_eq!(r.completed.len(), 1, "the rows did not complete the entry; the CommandComplete did");
-    assert_eq!(r.completed[0].rows, 4, "a tag without a count: the rows seen");
-    assert!(p.is_empty());
-
-    p.push(Kind::Query, Action::Suppress); // pgpilot's own Query: its rows are not the client's
-    assert!(!p.on_rows(&run, 3, &mut out, &mut r));
-    assert!(out.is_empty());
-    assert!(Pending::default().on_rows(&run, 3, &mut out, &mut r), "nothing expected: relayed as on_server does");
-}
-
-/// `on_rows` against `on_server` row by row, for each kind of entry a row may reach: the same
-/// bytes for the client (local replies ahead included), the same completion.
-#[test]
-fn a_run_of_rows_is_what_its_rows_one_by_one_are() {
-    type Setup = fn(&mut Pending);
-    let setups: [(&str, Setup); 5] = [
-        ("forwarded", |p| p.push(Kind::Execute, Action::Forward)),
-        ("tracked", |p| {
-            p.push(Kind::Execute, Action::Forward);
-            p.attach_track(track());
-        }),
-        ("a local reply ahead", |p| {
-            p.push_local(crate::net::messages::parse_complete());
-            p.push(Kind::Execute, Action::Forward);
-        }),
-        ("pgpilot's own Query", |p| p.push(Kind::Query, Action::Suppress)),
-        ("a fill's continuation", |p| {
-            p.push(Kind::Execute, Action::Forward);
-            p.continue_fill();
-        }),
-    ];
-    let run: Vec<u8> = [*b"D\0\0\0\x06ab", *b"D\0\0\0\x06cd", *b"D\0\0\0\x06ef"].concat();
-    let done = b"C\0\0\0\x0bSELECT\0";
-    for (name, setup) in setups {
-        let ways = [true, false].map(|by_run| {
-            let (mut p, mut out, mut r) = (Pending::default(), BytesMut::new(), Replies::default());
-            setup(&mut p);
-            if by_run {
-                if p.on_rows(&run, 3, &mut out, &mut r) {
-                    out.extend_from_slice(&run);
-                }
-            } else {
-                for frame in run.chunks(7) {
-                    if p.on_server(b'D', frame, &mut out, &mut r) {
-                        out.extend_from_slice(frame);
-                    }
-                }
-            }
-            p.emit_local(&mut out);
-            if p.on_server(b'C', done, &mut out, &mut r) {
-                out.extend_from_slice(done);
-            }
-            let rows: Vec<u64> = r.completed.iter().map(|c| c.rows).collect();
-            (out, rows, p.is_empty())
-        });
-        assert_eq!(ways[0], ways[1], "{name}");
-    }
+    assert!(std::mem::size_of::<super::Expect<()>>() <= 96, "{}", std::mem::size_of::<super::Expect<()>>());
 }

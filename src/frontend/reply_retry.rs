@@ -19,7 +19,7 @@ use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 
-use super::{Action, Check, Event, Expect, Kind, Pending, Replies, Stale};
+use super::{Action, Attachment, Check, Event, Expect, Kind, Pending, Replies, Stale};
 use crate::net::messages;
 use crate::prepared::Statement;
 
@@ -58,7 +58,7 @@ impl Retry {
     }
 }
 
-impl Pending {
+impl<A: Attachment> Pending<A> {
     /// The Bind just queued (written at `at` in the server buffer) executes a statement the
     /// client Parsed in this run without being given its description: it may be retried if
     /// nothing before it in this run shows the client anything a second run would repeat.
@@ -120,7 +120,7 @@ impl Pending {
     /// The entry at the front (the run's Bind of `stmt`) failed on a stale copy: when the run is
     /// kept and nothing was sent after its Sync, prepare the statement again ahead of it and send
     /// it once more. Whether the error is swallowed.
-    pub(super) fn retry_stale(&mut self, stmt: &Arc<Statement>, why: Stale, r: &mut Replies) -> bool {
+    pub(super) fn retry_stale(&mut self, stmt: &Arc<Statement>, why: Stale, r: &mut Replies<A>) -> bool {
         let last_is_the_sync = self.q.back().is_some_and(|e| e.kind == Kind::Sync)
             && self.q.iter().filter(|e| e.kind == Kind::Sync).count() == 1;
         if self.retry.state != State::Kept || !last_is_the_sync {

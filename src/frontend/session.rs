@@ -6,7 +6,6 @@ use std::sync::Arc;
 
 use bytes::BytesMut;
 
-use super::reply_queue::{Pending, Replies};
 use super::session_state::SessionState;
 use super::stages::{Cx, Stages, Turn};
 use super::statements::Statements;
@@ -64,7 +63,7 @@ pub struct Session {
     pub(super) skip_until_sync: bool,
     skip_stream: bool,
     /// Replies expected from the server, in order (transaction mode).
-    pub(super) pending: Pending,
+    pub(super) pending: super::stages::Queue,
     /// The client's statements: one entry per name that every stage reads.
     pub(super) statements: Statements,
     /// What was learned of the client message in hand, for every stage that looks at it.
@@ -143,7 +142,7 @@ impl Session {
             reported: Default::default(),
             skip_until_sync: false,
             skip_stream: false,
-            pending: Pending::default(),
+            pending: Default::default(),
             statements: Statements::new(cfg.prepared.client_max),
             turn: Turn::default(),
             literals: Default::default(),
@@ -434,6 +433,6 @@ fn new_stages(
             cfg.prepared.client_max,
             insights_handles,
         ),
-        replies: Replies::default(),
+        replies: Default::default(),
     }
 }

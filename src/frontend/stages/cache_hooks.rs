@@ -25,18 +25,20 @@ impl Stage for CacheStage {
         match msg {
             ClientMessage::Query { .. } => {
                 if let Some(plan) = self.query_fill.take() {
-                    cx.pending.attach_fill(Fill::new(plan, true, self.cache.max_entry_bytes()));
+                    let fill = Fill::new(plan, true, self.cache.max_entry_bytes());
+                    cx.pending.attach(|a| a.fill.fill = Some(fill));
                 }
             }
             ClientMessage::Describe(Target::Portal(b"")) => {
                 if let Portal::Fill { described, .. } = &mut self.portal {
                     *described = true;
-                    cx.pending.capture_describe();
+                    cx.pending.attach(|a| a.fill.capture = true);
                 }
             }
             ClientMessage::Execute { portal: b"", max_rows } => {
                 if let Portal::Fill { plan, continuable, .. } = std::mem::take(&mut self.portal) {
-                    cx.pending.attach_fill(Fill::new(plan, false, self.cache.max_entry_bytes()));
+                    let fill = Fill::new(plan, false, self.cache.max_entry_bytes());
+                    cx.pending.attach(|a| a.fill.fill = Some(fill));
                     if *max_rows > 0 && continuable {
                         self.portal = Portal::Suspended;
                     }

@@ -76,14 +76,15 @@ impl Portal {
                 if matches!(msg, ClientMessage::Sync) && clean {
                     messages::execute(cx.sout, b"", CONTINUATION_ROWS);
                     cx.pending.push(Kind::Execute, Action::Suppress);
-                    cx.pending.continue_fill();
+                    cx.pending.hide_replies();
+                    cx.pending.attach(|a| a.fill.continues = true);
                     cx.tx.on_client(fe::EXECUTE);
                 }
             }
             (Portal::Fill { described: false, .. }, ClientMessage::Execute { portal: b"", .. }) => {
                 messages::describe_portal(cx.sout, b"");
                 cx.pending.push(Kind::DescribePortal, Action::Suppress);
-                cx.pending.capture_describe();
+                cx.pending.attach(|a| a.fill.capture = true);
                 cx.tx.on_client(fe::DESCRIBE);
             }
             _ => {}

@@ -4,8 +4,8 @@
 
 use std::sync::Arc;
 
+use super::insights_track::{Track, TrackSlot};
 use super::{Cx, Stage};
-use crate::frontend::reply_queue::Track;
 use crate::frontend::statements::Portals;
 use crate::insights::nplus1::{Detector, Findings, Rules};
 use crate::insights::stats::{log_if_slow, QueryStats};
@@ -57,7 +57,7 @@ impl InsightsStage {
             rows_seen: 0,
             sent: crate::clock::Stamp::now(),
             received: cx.received,
-            pipelined: cx.pending.running(),
+            pipelined: cx.pending.any(|a| a.track.running()),
             run_via: cx.turn.run_via,
         }))
     }
@@ -90,7 +90,7 @@ impl Stage for InsightsStage {
             return;
         }
         if let Some(track) = self.track_for(cx, msg) {
-            cx.pending.attach_track(track);
+            cx.pending.attach(|a| a.track = TrackSlot(Some(track)));
         }
     }
 

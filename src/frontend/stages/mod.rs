@@ -10,24 +10,28 @@
 //! order: cache (may answer), prepared statements (may answer what the registry knows, and
 //! rewrites statement names), then insights (sees every message, answered or not).
 
+mod attached;
 pub mod cache;
+mod cache_capture;
 mod cache_keys;
 mod cache_portal;
 mod cache_relations;
 mod cache_writes;
 pub mod insights;
+mod insights_track;
 pub mod prepared;
 mod prepared_copies;
 
 use bytes::{Bytes, BytesMut};
 
-use super::reply_queue::Pending;
 use super::statements::{ClientStatement, Opened, Statements};
 use super::tx::TxTracker;
 use crate::backend::ServerConn;
 use crate::config::PoolMode;
 use crate::protocol::backend::tx_status;
 use crate::protocol::frontend::{ClientMessage, Target};
+
+pub use attached::{Events, Queue};
 
 /// What the session learned of the client message in hand: decided once, read by every stage.
 #[derive(Default)]
@@ -84,7 +88,7 @@ pub struct Cx<'a> {
     pub statements: &'a mut Statements,
     /// The server connection held, if any (its prepared statements, its unnamed statement).
     pub server: Option<&'a mut ServerConn>,
-    pub pending: &'a mut Pending,
+    pub pending: &'a mut Queue,
     /// Bytes on their way to the server (a stage may inject a message ahead of the client's).
     pub sout: &'a mut BytesMut,
     /// Bytes on their way to the client.
@@ -185,7 +189,7 @@ pub struct Stages {
     pub prepared: prepared::PreparedStage,
     pub insights: insights::InsightsStage,
     /// The reply queue's events not yet delivered (buffers kept from one batch to the next).
-    pub replies: super::reply_queue::Replies,
+    pub replies: Events,
 }
 
 impl Stages {
@@ -307,14 +311,14 @@ impl Stages {
     #[inline]
     pub fn deliver(&mut self, cx: &mut Cx<'_>) {
         let r = &mut self.replies;
-        if !r.filled.is_empty() {
-            r.filled.drain(..).for_each(|fill| self.cache.on_reply(cx, fill));
+        if !r.attached.filled.is_empty() {
+            r.attached.filled.drain(..).for_each(|fill| self.cache.on_reply(cx, fill));
         }
         if !r.statements.is_empty() {
             r.statements.drain(..).for_each(|event| self.prepared.on_reply(cx, event));
         }
-        if !r.completed.is_empty() {
-            r.completed.drain(..).for_each(|done| self.insights.on_reply(cx, done));
+        if !r.attached.completed.is_empty() {
+            r.attached.completed.drain(..).for_each(|done| self.insights.on_reply(cx, done));
         }
     }
 

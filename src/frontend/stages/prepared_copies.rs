@@ -6,8 +6,9 @@ use std::sync::Arc;
 use bytes::{Bytes, BytesMut};
 
 use super::Cx;
+use super::Queue;
 use crate::backend::{ServerConn, ServerCopy};
-use crate::frontend::reply_queue::{Action, Check, Kind, Pending, Stale};
+use crate::frontend::reply_queue::{Action, Check, Kind, Stale};
 use crate::frontend::statements::ADOPTING;
 use crate::net::messages;
 use crate::prepared::{bump, Statement, STATS};
@@ -62,7 +63,7 @@ pub(super) fn ensure_prepared(
 pub(super) fn prepare_on_server(
     server: &mut ServerConn,
     sout: &mut BytesMut,
-    pending: &mut Pending,
+    pending: &mut Queue,
     stmt: &Arc<Statement>,
     (client_name, reply): (Option<Bytes>, bool),
     epoch: u64,
