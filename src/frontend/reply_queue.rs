@@ -254,8 +254,8 @@ impl<A: Attachment> Pending<A> {
         }
         front.feed(&mut self.shared, tag, frame, body, &mut r.attached);
         let completes = match (tag, front.kind) {
-            // Inside a simple Query (the rest of its statements are skipped), or an implicit
-            // commit failing at Sync: ReadyForQuery follows.
+            // Asynchronous messages; an error inside a simple Query (the rest of its statements
+            // are skipped) or an implicit commit failing at Sync: ReadyForQuery follows.
             (be::NOTICE_RESPONSE | be::PARAMETER_STATUS | be::NOTIFICATION_RESPONSE | be::ERROR_RESPONSE, _) => false,
             (be::READY_FOR_QUERY, Kind::Sync | Kind::Query) => true,
             (be::PARSE_COMPLETE, Kind::Parse) | (be::BIND_COMPLETE, Kind::Bind) | (be::CLOSE_COMPLETE, Kind::Close) => {
@@ -272,8 +272,9 @@ impl<A: Attachment> Pending<A> {
         self.complete_front(tag, out, r)
     }
 
-    /// The oldest entry got its last reply (`tag`): its fill goes to the cache (or on to the
-    /// Execute that continues it), its action is done. Returns whether the client sees the reply.
+    /// The oldest entry got its last reply (`tag`): its attachment completes (handing on to the
+    /// entry behind it what continues there), its action is done. Returns whether the client
+    /// sees the reply.
     fn complete_front(&mut self, tag: u8, out: &mut BytesMut, r: &mut Replies<A>) -> bool {
         // Local replies behind this one are emitted by the caller after it has passed this
         // message on (or at the next message), so they land after it.

@@ -194,10 +194,3 @@ fn no_retry_after_a_statement_ran_in_the_run_or_when_the_run_was_written_out_in_
     assert!(p.on_server(b'E', &err, &mut BytesMut::new(), &mut Replies::default()));
     assert!(p.take_resend().is_none());
 }
-
-/// Every entry is moved into the queue and out of it once per message: kept small (the rare
-/// Describe wait and replacement error are boxed) so the moves stay a few vector stores.
-#[test]
-fn a_queue_entry_stays_small() {
-    assert!(std::mem::size_of::<super::Expect<()>>() <= 96, "{}", std::mem::size_of::<super::Expect<()>>());
-}

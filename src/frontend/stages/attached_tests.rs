@@ -1,6 +1,5 @@
 //! Unit tests of what the stages attach to reply-queue entries, through the session's queue:
 //! insights' counts and errors, the cache's capture and its hand-over to a continuation.
-use super::super::insights_track::Track;
 use super::*;
 use crate::frontend::reply_queue::{Action, Kind};
 use bytes::BytesMut;
@@ -130,20 +129,60 @@ async fn a_suspended_fill_moves_to_its_continuation_and_completes_with_the_captu
     assert_eq!(fill.row_desc.as_deref(), Some(&desc[..]), "the Describe's capture");
 }
 
-/// A reply too large to read streams past: no fill in flight is stored, nor the captured
-/// description used for another.
+/// A reply too large to read streams past: no fill in flight is stored (it may have missed a
+/// row), nor is a description captured before it used for a fill behind it (it may be another's).
 #[tokio::test]
-async fn an_unreadable_reply_drops_the_fills_in_flight() {
+async fn an_unreadable_reply_drops_the_fills_in_flight_and_the_captured_description() {
+    let desc = frame(b'T', b"\0\x01id\0\0\0\0\0\0\x01\0\0\0\x17\0\x04\xff\xff\xff\xff\0\0");
     let (mut p, mut r) = (Queue::default(), Events::default());
     p.push(Kind::Query, Action::Forward);
     let fill = crate::cache::fill::Fill::new(plan().await, true, 1 << 20);
     p.attach(|a| a.fill.fill = Some(fill));
-    let desc = frame(b'T', b"\0\x01id\0\0\0\0\0\0\x01\0\0\0\x17\0\x04\xff\xff\xff\xff\0\0");
-    replies(&mut p, &mut r, &[desc, frame(b'D', &[0, 1, 0, 0, 0, 1, 7])]);
+    replies(&mut p, &mut r, &[desc.clone(), frame(b'D', &[0, 1, 0, 0, 0, 1, 7])]);
     p.reply_unreadable();
     replies(&mut p, &mut r, &[frame(b'C', b"SELECT 1\0"), frame(b'Z', b"I")]);
-    assert!(r.attached.filled.is_empty());
-    assert!(p.is_empty());
+    assert!(r.attached.filled.is_empty() && p.is_empty());
+
+    // The extended way: the Describe's RowDescription is captured (Describe, Flush), then a
+    // reply streams past unread before the Execute comes: the capture may not be the portal's.
+    for unreadable in [false, true] {
+        let (mut p, mut r) = (Queue::default(), Events::default());
+        p.push(Kind::DescribePortal, Action::Forward);
+        p.attach(|a| a.fill.capture = true);
+        replies(&mut p, &mut r, std::slice::from_ref(&desc));
+        if unreadable {
+            p.reply_unreadable();
+        }
+        p.push(Kind::Execute, Action::Forward);
+        let fill = crate::cache::fill::Fill::new(plan().await, false, 1 << 20);
+        p.attach(|a| a.fill.fill = Some(fill));
+        p.push(Kind::Sync, Action::Forward);
+        replies(&mut p, &mut r, &[frame(b'C', b"SELECT 0\0"), frame(b'Z', b"I")]);
+        assert_eq!(r.attached.filled.len(), usize::from(!unreadable), "unreadable: {unreadable}");
+    }
+}
+
+/// A run sent again unseen after its Bind met a stale copy (reply_retry.rs): the swallowed
+/// error is not the attachment's (the client never sees that execution); the second run's
+/// replies are.
+#[test]
+fn an_error_swallowed_for_a_retry_is_not_seen_by_the_attachment() {
+    let registry = crate::prepared::Registry::new(10);
+    let stmt = registry.get_or_insert(b"SELECT 1", b"\0\0", 0).unwrap();
+    let (mut p, mut r) = (Queue::default(), Events::default());
+    let mut sout = BytesMut::new();
+    crate::net::messages::bind(&mut sout, b"", &stmt.server_name, b"\0\0\0\0\0\0");
+    p.push(Kind::Bind, Action::Bind { stmt: stmt.clone() });
+    p.attach(|a| a.track = TrackSlot(Some(track())));
+    p.arm_retry(0, bytes::Bytes::new());
+    sout.extend_from_slice(b"S\0\0\0\x04");
+    p.push(Kind::Sync, Action::Forward);
+    p.sync_sent(&sout);
+    let err = crate::net::messages::stale_plan_error().to_vec();
+    assert_eq!(replies(&mut p, &mut r, &[err]), "", "swallowed");
+    assert!(p.take_resend().is_some() && p.swallows_ready());
+    assert!(r.attached.completed.is_empty(), "the failed run is not counted");
+    assert!(p.any(|a| a.track.running()), "the Bind's entry waits for the second run");
 }
 
 /// Every entry is moved into the queue and out of it once per message: kept small with the

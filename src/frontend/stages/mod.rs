@@ -10,7 +10,6 @@
 //! order: cache (may answer), prepared statements (may answer what the registry knows, and
 //! rewrites statement names), then insights (sees every message, answered or not).
 
-mod attached;
 pub mod cache;
 mod cache_capture;
 mod cache_keys;
@@ -31,7 +30,11 @@ use crate::config::PoolMode;
 use crate::protocol::backend::tx_status;
 use crate::protocol::frontend::{ClientMessage, Target};
 
-pub use attached::{Events, Queue};
+use super::reply_queue::{Attachment, Pending, Replies};
+use cache_capture::FillSlot;
+#[cfg(test)]
+use insights_track::Track;
+use insights_track::TrackSlot;
 
 /// What the session learned of the client message in hand: decided once, read by every stage.
 #[derive(Default)]
@@ -334,3 +337,68 @@ impl Stages {
         self.insights.at_end();
     }
 }
+
+/// The session's attachment on each reply-queue entry: one slot per stage that expects something
+/// back from the server beyond what the client sees (the cache's capture, insights' track). A
+/// stage that needs one adds its slot here, in each method of its `Attachment` (`no_events`
+/// included: a slot left out there has its events wait for another's), in `SlotEvents` and in
+/// `Stages::deliver`; the queue itself stays unaware.
+#[derive(Debug, Default)]
+pub struct Attached {
+    pub fill: FillSlot,
+    pub track: TrackSlot,
+}
+
+/// The reply queue of a session, and the events it hands back.
+pub type Queue = Pending<Attached>;
+pub type Events = Replies<Attached>;
+
+/// Each slot's events, for its stage.
+#[derive(Debug, Default)]
+pub struct SlotEvents {
+    /// Result cache fills that completed.
+    pub filled: Vec<crate::cache::fill::Fill>,
+    /// Tracked statements that finished (insights).
+    pub completed: Vec<crate::insights::Completed>,
+}
+
+impl Attachment for Attached {
+    type Shared = Option<Bytes>;
+    type Events = SlotEvents;
+
+    #[inline(always)]
+    fn on_frame(&mut self, shared: &mut Option<Bytes>, tag: u8, frame: &[u8], body: &[u8], ev: &mut SlotEvents) {
+        self.track.on_frame(&mut (), tag, frame, body, &mut ev.completed);
+        self.fill.on_frame(shared, tag, frame, body, &mut ev.filled);
+    }
+
+    #[inline(always)]
+    fn on_rows(&mut self, run: &[u8], n: u64) {
+        self.track.on_rows(run, n);
+        self.fill.on_rows(run, n);
+    }
+
+    #[inline(always)]
+    fn complete(self, shared: &mut Option<Bytes>, mut next: Option<&mut Self>, ev: &mut SlotEvents) {
+        self.track.complete(&mut (), next.as_deref_mut().map(|n| &mut n.track), &mut ev.completed);
+        self.fill.complete(shared, next.map(|n| &mut n.fill), &mut ev.filled);
+    }
+
+    fn unreadable(&mut self) {
+        self.track.unreadable();
+        self.fill.unreadable();
+    }
+
+    fn unreadable_shared(shared: &mut Option<Bytes>) {
+        FillSlot::unreadable_shared(shared);
+    }
+
+    #[inline]
+    fn no_events(ev: &SlotEvents) -> bool {
+        ev.filled.is_empty() && ev.completed.is_empty()
+    }
+}
+
+#[cfg(test)]
+#[path = "attached_tests.rs"]
+mod attached_tests;
