@@ -81,7 +81,7 @@ impl Session {
         if tag == fe::QUERY {
             messages::ready_for_query(&mut self.cout, tx_status::FAILED);
         } else {
-            self.skip_until_sync = true;
+            self.skip.until_sync = true;
         }
         true
     }

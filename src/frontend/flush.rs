@@ -33,7 +33,7 @@ impl Session {
             self.sout.clear();
             return Flow::Continue;
         };
-        self.cancel.meta.running.store(true, std::sync::atomic::Ordering::Release);
+        self.handles.cancel.meta.running.store(true, std::sync::atomic::Ordering::Release);
         if self.timeouts.deadline.is_none() {
             self.timeouts.deadline = self.timeouts.query.map(|t| tokio::time::Instant::now() + t);
         }

@@ -36,7 +36,7 @@ impl Session {
             let status = self.status_without_server();
             messages::ready_for_query(&mut self.cout, status);
         } else {
-            self.skip_until_sync = true;
+            self.skip.until_sync = true;
         }
         false
     }
@@ -78,13 +78,13 @@ impl Session {
                 }
             }
         };
-        *self.cancel.meta.server.lock() = Some(ServerKey {
+        *self.handles.cancel.meta.server.lock() = Some(ServerKey {
             addr: conn.addr.clone(),
             pid: conn.pid,
             secret: conn.secret,
             gate: conn.cancel_gate.clone(),
         });
-        self.clients.active_add(1);
+        self.handles.clients.active_add(1);
         self.server = Some(conn);
         self.send_deferred_begin();
         Ok(())
@@ -101,12 +101,12 @@ impl Session {
     }
 
     async fn checkout_once(&mut self) -> Result<PooledConn, CheckoutError> {
-        self.clients.waiting_add(1);
+        self.handles.clients.waiting_add(1);
         let result = match self.slow_lane_share.filter(|_| self.runs_slow()) {
             Some(share) => self.pool.checkout_slow_lane(share).await,
             None => self.pool.checkout().await,
         };
-        self.clients.waiting_add(-1);
+        self.handles.clients.waiting_add(-1);
         result
     }
 
@@ -153,7 +153,7 @@ impl Session {
     pub(super) async fn query_timed_out(&mut self) {
         let ms = self.timeouts.query.map_or(0, |t| t.as_millis());
         tracing::warn!(user = %self.info.user, database = %self.info.database, "query ran past pool.query_timeout_ms ({ms} ms): canceled, client disconnected");
-        if let Some(key) = self.cancel.meta.server.lock().clone() {
+        if let Some(key) = self.handles.cancel.meta.server.lock().clone() {
             tokio::spawn(async move { crate::backend::cancel::cancel_backend(&key).await });
         }
         self.server_lost_with(
@@ -176,12 +176,12 @@ impl Session {
 
     /// The held server connection is no longer this client's to cancel on.
     pub(super) fn detach(&mut self) {
-        let mut server = self.cancel.meta.server.lock();
+        let mut server = self.handles.cancel.meta.server.lock();
         *server = None;
-        self.cancel.meta.running.store(false, std::sync::atomic::Ordering::Release);
+        self.handles.cancel.meta.running.store(false, std::sync::atomic::Ordering::Release);
         self.timeouts.deadline = None;
         drop(server);
-        self.clients.active_add(-1);
+        self.handles.clients.active_add(-1);
     }
 }
 

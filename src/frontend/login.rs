@@ -37,10 +37,10 @@ impl Session {
                 }
             },
         };
-        self.lexing.at_login(&login.params);
+        self.reading.lexing.at_login(&login.params);
         self.cout.extend_from_slice(&login.frames);
         self.reported.at_login = login.params;
-        messages::backend_key_data(&mut self.cout, self.cancel.key.0, self.cancel.key.1);
+        messages::backend_key_data(&mut self.cout, self.handles.cancel.key.0, self.handles.cancel.key.1);
         messages::ready_for_query(&mut self.cout, tx_status::IDLE);
         if self.mode == PoolMode::Transaction {
             self.release(super::keeping::End::Transaction).await;

@@ -75,7 +75,7 @@ impl Session {
     async fn on_ready_for_query(&mut self, frame: &[u8]) -> Option<Flow> {
         let status = be::ready_status(body(frame)).unwrap_or(tx_status::IDLE);
         let shown = self.pending.on_server(be::READY_FOR_QUERY, frame, &mut self.cout, &mut self.stages.replies);
-        self.lexing.unsure &= !self.pending.is_empty();
+        self.reading.lexing.unsure &= !self.pending.is_empty();
         if self.stages.hears_server() {
             self.stages.at_ready(status).await;
         }
@@ -88,7 +88,7 @@ impl Session {
             return None;
         }
         // A boundary: nothing of the client's runs now (Flush pipelines are not at one).
-        self.cancel.meta.running.store(false, std::sync::atomic::Ordering::Release);
+        self.handles.cancel.meta.running.store(false, std::sync::atomic::Ordering::Release);
         self.timeouts.deadline = None;
         if status == tx_status::IDLE && self.stages.cache.ddl_pending {
             // The end of a transaction that ran DDL (pinned or not): a list loaded meanwhile may
@@ -180,7 +180,7 @@ impl Session {
             be::PARAMETER_STATUS => {
                 if let Some(server) = self.server.as_mut() {
                     server.note_parameter(body);
-                    self.lexing.on_parameter(body, &self.reported.at_login);
+                    self.reading.lexing.on_parameter(body, &self.reported.at_login);
                 }
             }
             be::COPY_IN_RESPONSE => {

@@ -37,12 +37,41 @@ pub struct ClientInfo {
     pub peer: Option<std::net::SocketAddr>,
 }
 
-pub struct Session {
+/// The shared parts a session reaches: counters, the statement registry, the shutdown signal
+/// and its place in the cancel registry.
+pub(super) struct Handles {
     /// Client counts (waiting, active) for /metrics and /health/status.
     pub(super) clients: Arc<crate::shared::ClientCounters>,
-    pub(super) analyzer: crate::sql::recent::LocalAnalyzer,
     pub(super) registry: Arc<crate::prepared::Registry>,
     shutdown: tokio::sync::watch::Receiver<bool>,
+    pub(super) cancel: Registration,
+}
+
+/// What the session keeps for reading the client's SQL: the analyzer (with its per-session
+/// cache), the texts read lately, the literals of the text in hand, and how the server lexes.
+pub(super) struct Reading {
+    pub(super) analyzer: crate::sql::recent::LocalAnalyzer,
+    /// Texts read lately with their scans and analyses (a repeat, maybe with other literals, costs
+    /// a compare).
+    pub(super) known_texts: super::known_texts::KnownTexts,
+    /// A Query of one statement: where its literals are in the text (for a literal key). Beside
+    /// the `Turn`, not in it: a fresh `Turn` per message would copy it every time.
+    pub(super) literals: crate::sql::tokens::Literals,
+    /// How the server will lex the client's next text.
+    pub(super) lexing: super::lexing::Lexing,
+}
+
+/// The client's messages skipped as the server would skip them.
+#[derive(Default)]
+pub(super) struct Skip {
+    /// Up to the next Sync (an error here, or a message the server would fail).
+    pub(super) until_sync: bool,
+    /// The rest of the message being streamed.
+    stream: bool,
+}
+
+pub struct Session {
+    pub(super) handles: Handles,
     pub(super) client: ClientStream,
     pub(super) cbuf: BytesMut,
     pub(super) cout: BytesMut,
@@ -58,29 +87,21 @@ pub struct Session {
     pub(super) keeping: super::keeping::Keeping,
     /// What the client was told of its parameters.
     pub(super) reported: super::reported::Reported,
-    /// How the server will lex the client's next text.
-    pub(super) lexing: super::lexing::Lexing,
-    pub(super) skip_until_sync: bool,
-    skip_stream: bool,
+    /// What the session keeps for reading the client's SQL.
+    pub(super) reading: Reading,
+    pub(super) skip: Skip,
     /// Replies expected from the server, in order (transaction mode).
     pub(super) pending: super::stages::Queue,
     /// The client's statements: one entry per name that every stage reads.
     pub(super) statements: Statements,
     /// What was learned of the client message in hand, for every stage that looks at it.
     pub(super) turn: Turn,
-    /// A Query of one statement: where its literals are in the text (for a literal key). Beside
-    /// the `Turn`, not in it: a fresh `Turn` per message would copy it every time.
-    pub(super) literals: crate::sql::tokens::Literals,
     /// Bytes and Parse/Bind counts for SHOW STATS, handed to the pool at each release.
     pub(super) counts: crate::pool::traffic::Counts,
-    /// Texts read lately with their scans and analyses (a repeat, maybe with other literals, costs
-    /// a compare).
-    pub(super) known_texts: super::known_texts::KnownTexts,
     /// The feature stages (result cache, prepared statements, insights) behind the `Stage` trait.
     pub(super) stages: Stages,
     /// When the client's latest bytes arrived.
     pub(super) received: crate::clock::Stamp,
-    pub(super) cancel: Registration,
     /// `strategy.slow_lane_share` when slow-lane statements are kept to it (transaction mode).
     pub(super) slow_lane_share: Option<f64>,
     /// A plain BEGIN answered here and not yet sent (`begin`).
@@ -115,14 +136,15 @@ impl Session {
         Self {
             stages,
             received: crate::clock::Stamp::now(),
-            cancel: app.cancels.register(client_meta(&info)),
             mode: cfg.pool.mode,
             cframer: Framer::with_budget(cfg.server.max_message_bytes, app.buffers.clone()),
             sframer: Framer::new(crate::net::frame::MAX_MESSAGE_LEN),
-            clients: app.clients.clone(),
-            analyzer: crate::sql::recent::LocalAnalyzer::new(app.analyzer.clone()),
-            registry: app.registry.clone(),
-            shutdown: app.shutdown_signal(),
+            handles: Handles {
+                clients: app.clients.clone(),
+                registry: app.registry.clone(),
+                shutdown: app.shutdown_signal(),
+                cancel: app.cancels.register(client_meta(&info)),
+            },
             client,
             cbuf: if cbuf.is_empty() { BytesMut::new() } else { cbuf },
             cout: BytesMut::new(), // taken at the first read (read_client): an idle client holds none
@@ -138,16 +160,18 @@ impl Session {
                 on: cfg.pool.mode == PoolMode::Transaction && cfg.strategy.enabled && cfg.strategy.defer_begin,
                 ..Default::default()
             },
-            lexing: Default::default(),
             reported: Default::default(),
-            skip_until_sync: false,
-            skip_stream: false,
+            skip: Skip::default(),
             pending: Default::default(),
             statements: Statements::new(cfg.prepared.client_max),
             turn: Turn::default(),
-            literals: Default::default(),
             counts: Default::default(),
-            known_texts: Default::default(),
+            reading: Reading {
+                analyzer: crate::sql::recent::LocalAnalyzer::new(app.analyzer.clone()),
+                known_texts: Default::default(),
+                literals: Default::default(),
+                lexing: Default::default(),
+            },
             timeouts: super::waits::Timeouts::new(&cfg.pool),
             info,
         }
@@ -155,8 +179,8 @@ impl Session {
 
     /// The session loop; returns when the client leaves, fails, or is told to go at shutdown.
     pub async fn run(&mut self) {
-        let mut stopping = *self.shutdown.borrow();
-        let meta = self.cancel.meta.clone();
+        let mut stopping = *self.handles.shutdown.borrow();
+        let meta = self.handles.cancel.meta.clone();
         loop {
             if stopping && self.at_rest() {
                 messages::error(&mut self.cout, "FATAL", sqlstate::ADMIN_SHUTDOWN, "pgpilot is shutting down");
@@ -205,7 +229,7 @@ impl Session {
                     if meta.killed.load(std::sync::atomic::Ordering::Acquire) {
                         return self.killed().await;
                     }
-                    stopping |= *self.shutdown.borrow();
+                    stopping |= *self.handles.shutdown.borrow();
                     self.release_idle_buffers();
                 }
             }
@@ -226,7 +250,7 @@ impl Session {
     pub(super) fn split(&mut self) -> (&mut Stages, Cx<'_>) {
         let cx = Cx {
             turn: &mut self.turn,
-            literals: &self.literals,
+            literals: &self.reading.literals,
             statements: &mut self.statements,
             server: self.server.as_deref_mut(),
             pending: &mut self.pending,
@@ -267,7 +291,7 @@ impl Session {
             return Flow::Continue;
         }
         self.turn.reset();
-        self.literals.clear();
+        self.reading.literals.clear();
         // Only a Query or Parse may wait (for its analysis); the others read the table at once.
         let deallocated = match msg {
             ClientMessage::Query { .. } | ClientMessage::Parse { .. } => self.update_statements(&msg).await,
@@ -289,7 +313,7 @@ impl Session {
             stages.before_send(&mut cx, &msg).await;
         }
         if self.turn.answered {
-            self.skip_until_sync |= self.turn.skip_to_sync;
+            self.skip.until_sync |= self.turn.skip_to_sync;
             return Flow::Continue;
         }
         if self.server.is_none() && !self.hold_server(tag, &msg).await {
@@ -320,11 +344,11 @@ impl Session {
     fn skipped(&mut self, tag: u8) -> bool {
         self.counts.client_parses += u64::from(tag == fe::PARSE);
         self.counts.binds += u64::from(tag == fe::BIND);
-        if self.skip_until_sync {
+        if self.skip.until_sync {
             if tag != fe::SYNC {
                 return true;
             }
-            self.skip_until_sync = false;
+            self.skip.until_sync = false;
         }
         false
     }
@@ -347,7 +371,7 @@ impl Session {
         if matches!(msg, ClientMessage::Sync | ClientMessage::Query { .. } | ClientMessage::FunctionCall) {
             self.stages.at_boundary(msg, in_copy);
         }
-        self.skip_until_sync |= self.turn.skip_to_sync;
+        self.skip.until_sync |= self.turn.skip_to_sync;
     }
 
     /// A large message streamed through in parts (Bind with big parameters, CopyData).
@@ -357,17 +381,17 @@ impl Session {
                 return self.on_client_message(tag, bytes).await;
             }
             self.counts.binds += u64::from(tag == fe::BIND);
-            self.skip_stream = self.skip_until_sync;
-            if !self.skip_stream && self.server.is_none() {
+            self.skip.stream = self.skip.until_sync;
+            if !self.skip.stream && self.server.is_none() {
                 if matches!(tag, fe::COPY_DATA | fe::COPY_DONE | fe::COPY_FAIL) {
-                    self.skip_stream = true;
+                    self.skip.stream = true;
                 } else if let Err(frame) = self.checkout().await {
                     self.cout.extend_from_slice(&frame);
-                    self.skip_until_sync = true;
-                    self.skip_stream = true;
+                    self.skip.until_sync = true;
+                    self.skip.stream = true;
                 }
             }
-            if !self.skip_stream {
+            if !self.skip.stream {
                 // Only a message that goes to a server is the cache's business: a skipped
                 // FunctionCall gets no ReadyForQuery to settle a group, and a skipped Bind binds
                 // no portal (as a skipped whole message, which no stage sees).
@@ -381,7 +405,7 @@ impl Session {
                 self.note_streamed_call(tag, bytes);
             }
         }
-        if !self.skip_stream {
+        if !self.skip.stream {
             self.sout.extend_from_slice(bytes);
             if self.sout.len() >= crate::net::frame::STREAM_THRESHOLD {
                 return self.flush_server().await;

@@ -23,7 +23,7 @@ impl Session {
         if !analyze && !super::sql_scan::may_matter(sql) {
             return super::sql_scan::nothing();
         }
-        let found = if sql.len() > self.analyzer.shared().max_analyzed() {
+        let found = if sql.len() > self.reading.analyzer.shared().max_analyzed() {
             self.skip_analysis(sql)
         } else if let Some(known) = self.known_reading(sql) {
             known
@@ -38,7 +38,7 @@ impl Session {
     /// from the text itself: a scan is shared by texts that differ in literals).
     pub(super) fn two_phase_of(&self, sql: &[u8]) -> Option<Arc<[(Phase, String)]>> {
         let text = std::str::from_utf8(sql).ok()?;
-        let found = crate::sql::two_phase::statements(text, self.lexing.backslash_quotes);
+        let found = crate::sql::two_phase::statements(text, self.reading.lexing.backslash_quotes);
         (!found.is_empty()).then(|| found.into())
     }
 
@@ -51,7 +51,7 @@ impl Session {
                 Phase::Prepare => self.stages.cache.prepared(gid.clone()),
                 Phase::Commit => {
                     if self.stages.cache.commit_prepared(gid) {
-                        self.registry.ddl_seen();
+                        self.handles.registry.ddl_seen();
                     }
                 }
             }
@@ -61,11 +61,11 @@ impl Session {
     /// The scan of a text read lately, maybe with other literal values (none for an unreadable
     /// text; invalid UTF-8 never matches a remembered text, whose literals are checked).
     fn known_reading(&mut self, sql: &[u8]) -> Option<Arc<Scan>> {
-        if self.lexing.unreadable(sql) {
+        if self.reading.lexing.unreadable(sql) {
             return None;
         }
-        let out = (&mut self.turn.analyzed, &mut self.literals);
-        self.known_texts.find(sql, self.lexing.backslash_quotes, &self.analyzer, out)
+        let out = (&mut self.turn.analyzed, &mut self.reading.literals);
+        self.reading.known_texts.find(sql, self.reading.lexing.backslash_quotes, &self.reading.analyzer, out)
     }
 
     async fn analyze(&mut self, sql: &[u8]) -> Arc<Scan> {
@@ -75,29 +75,37 @@ impl Session {
             Ok(s) => std::borrow::Cow::Borrowed(s),
             Err(_) => String::from_utf8_lossy(sql),
         };
-        let opaque = self.lexing.unreadable(sql) || matches!(text, std::borrow::Cow::Owned(_));
-        let shapes = crate::sql::tokens::shapes_with(&text, self.lexing.backslash_quotes);
+        let opaque = self.reading.lexing.unreadable(sql) || matches!(text, std::borrow::Cow::Owned(_));
+        let shapes = crate::sql::tokens::shapes_with(&text, self.reading.lexing.backslash_quotes);
         if let ([one], false) = (shapes.as_slice(), opaque) {
-            self.literals = one.literals;
+            self.reading.literals = one.literals;
         }
-        let cached = if opaque { None } else { self.analyzer.cached_shapes(&text, &shapes) };
+        let cached = if opaque { None } else { self.reading.analyzer.cached_shapes(&text, &shapes) };
         // Kept only when answered from the analysis cache: a fresh parse (or the worst-case
         // analysis a parser panic leaves, which the shared cache never holds) is not.
         let keep = !opaque && cached.is_some();
         self.turn.analyzed = match cached {
             Some(analyzed) => analyzed,
-            None if opaque => self.analyzer.shared().analyze_shapes(&text, &shapes, true),
+            None if opaque => self.reading.analyzer.shared().analyze_shapes(&text, &shapes, true),
             // Boxed: the wait's state lives on the heap only while it runs, not in every
             // message's future. (The copies are the parser's to own; a parse costs far more.)
             None => {
-                Box::pin(self.analyzer.shared().analyze_off_thread(text.as_ref().into(), shapes.as_slice().into()))
-                    .await
+                Box::pin(
+                    self.reading.analyzer.shared().analyze_off_thread(text.as_ref().into(), shapes.as_slice().into()),
+                )
+                .await
             }
         };
         let found = Arc::new(super::sql_scan::from_analyses(&text, &shapes, &self.turn.analyzed));
         if keep {
             let read = (&self.turn.analyzed, &found);
-            self.known_texts.remember(&text, &shapes, read, self.lexing.backslash_quotes, &self.analyzer);
+            self.reading.known_texts.remember(
+                &text,
+                &shapes,
+                read,
+                self.reading.lexing.backslash_quotes,
+                &self.reading.analyzer,
+            );
         }
         found
     }
@@ -144,10 +152,10 @@ impl Session {
     /// What a scanned text does to the session's pooling state.
     pub(super) fn note_scan(&mut self, found: &Scan) {
         self.keeping.state_dirty |= found.changes_session;
-        self.lexing.unsure |=
+        self.reading.lexing.unsure |=
             found.changes_session || found.unknown_after.is_some() || found.restores || !found.resets.is_empty();
         if found.ddl {
-            self.registry.ddl_seen();
+            self.handles.registry.ddl_seen();
             // No statement trusts the list until it is read again after the transaction ends
             // (then the other replicas are told too).
             self.stages.cache.list_outdated();
