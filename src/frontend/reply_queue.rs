@@ -8,7 +8,8 @@
 //!
 //! Each stage registers what it expects back on an entry (the prepared-statement stage its
 //! `Action`, which is the queue's own business: what the client sees; every other stage through
-//! its slot of the session's `Attachment`) and gets back its own events in `Replies`.
+//! its slot of the session's attachment, `stages::Attached`, known here only as an `Attachment`)
+//! and gets back its own events in `Replies`.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
