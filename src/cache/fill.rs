@@ -107,10 +107,24 @@ fn counted(frame: &[u8], rows: u32) -> Option<bytes::Bytes> {
         .then(|| crate::net::messages::command_complete_frame(&format!("{verb}{rows}")))
 }
 
+/// A miss's plan from an empty cache, for tests of what captures a result.
+#[cfg(test)]
+pub(crate) async fn plan_for_tests() -> Box<FillPlan> {
+    use crate::cache::{Key, KeyParts, Lookup, ResultCache};
+    let cache = ResultCache::new(&crate::config::CacheConfig::default(), &Default::default()).expect("cache");
+    let sql = "SELECT id FROM t WHERE k = $1";
+    let a = crate::sql::parse::analyze(sql, &crate::sql::tokens::shapes(sql)[0].text);
+    let db = std::sync::Arc::from("db");
+    let parts = KeyParts { proto: b'E', db: &db, user: "u", settings: 0, statement: b"s", variant: 0, args: b"" };
+    match cache.lookup(Key::new(parts, &a, std::time::Duration::from_secs(5)), Default::default()).await {
+        Lookup::Miss(plan) => plan,
+        _ => panic!("an empty cache misses"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cache::{Key, KeyParts, Lookup, ResultCache};
 
     fn frame(tag: u8, body: &[u8]) -> Vec<u8> {
         let mut f = vec![tag];
@@ -120,15 +134,7 @@ mod tests {
     }
 
     async fn plan() -> Box<FillPlan> {
-        let cache = ResultCache::new(&crate::config::CacheConfig::default(), &Default::default()).expect("cache");
-        let sql = "SELECT id FROM t WHERE k = $1";
-        let a = crate::sql::parse::analyze(sql, &crate::sql::tokens::shapes(sql)[0].text);
-        let db = std::sync::Arc::from("db");
-        let parts = KeyParts { proto: b'E', db: &db, user: "u", settings: 0, statement: b"s", variant: 0, args: b"" };
-        match cache.lookup(Key::new(parts, &a, std::time::Duration::from_secs(5)), Default::default()).await {
-            Lookup::Miss(plan) => plan,
-            _ => panic!("an empty cache misses"),
-        }
+        plan_for_tests().await
     }
 
     #[tokio::test]

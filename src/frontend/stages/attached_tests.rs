@@ -90,16 +90,7 @@ fn an_error_counts_the_failed_statement_and_not_the_skipped_ones() {
 }
 
 async fn plan() -> Box<crate::cache::FillPlan> {
-    use crate::cache::{Key, KeyParts, Lookup, ResultCache};
-    let cache = ResultCache::new(&crate::config::CacheConfig::default(), &Default::default()).expect("cache");
-    let sql = "SELECT id FROM t WHERE k = $1";
-    let a = crate::sql::parse::analyze(sql, &crate::sql::tokens::shapes(sql)[0].text);
-    let db = std::sync::Arc::from("db");
-    let parts = KeyParts { proto: b'E', db: &db, user: "u", settings: 0, statement: b"s", variant: 0, args: b"" };
-    match cache.lookup(Key::new(parts, &a, std::time::Duration::from_secs(5)), Default::default()).await {
-        Lookup::Miss(plan) => plan,
-        _ => panic!("an empty cache misses"),
-    }
+    crate::cache::fill::plan_for_tests().await
 }
 
 /// fetchrow's run: pgpilot's Describe of the portal (hidden; its RowDescription captured), the
