@@ -437,7 +437,7 @@ fn new_stages(
         database: database.clone(),
         user: user.clone(),
     };
-    let origin = crate::insights::Origin { database, user, application_name: info.application_name.clone() };
+    let origin = crate::insights::Origin::new(database, user, info.application_name.clone());
     let insights_handles = (app.query_stats.clone(), app.findings.clone());
     let pool_scope = xxhash_rust::xxh3::xxh3_64_with_seed(
         info.user.as_bytes(),

@@ -61,4 +61,24 @@ pub struct Origin {
     pub database: Arc<str>,
     pub user: Arc<str>,
     pub application_name: Arc<str>,
+    /// (database, user) as one number, hashed once per session: the statistics' key takes it
+    /// instead of the two names (which cost two reference counts, two string hashes and two
+    /// compares per statement, under the statistics' lock). Seeded per process, so no name
+    /// can be chosen to share another's (`stats::Key`).
+    stats_key: u64,
+}
+
+impl Origin {
+    pub fn new(database: Arc<str>, user: Arc<str>, application_name: Arc<str>) -> Origin {
+        use std::sync::OnceLock;
+        static SEED: OnceLock<u64> = OnceLock::new();
+        let seed = *SEED.get_or_init(rand::random);
+        // (Names hold no NUL byte: the wire protocol ends them with one, so "db\0user" is unique.)
+        let mut both = Vec::with_capacity(database.len() + user.len() + 1);
+        both.extend_from_slice(database.as_bytes());
+        both.push(0);
+        both.extend_from_slice(user.as_bytes());
+        let stats_key = xxhash_rust::xxh3::xxh3_64_with_seed(&both, seed);
+        Origin { database, user, application_name, stats_key }
+    }
 }

@@ -263,7 +263,7 @@ mod tests {
     }
 
     fn origin() -> Origin {
-        Origin { database: "d".into(), user: "u".into(), application_name: "a".into() }
+        Origin::new("d".into(), "u".into(), "a".into())
     }
 
     fn run(seq: &[(u64, u64, u64, bool)], paginated_child: bool) -> Vec<Finding> {

@@ -12,14 +12,20 @@ use parking_lot::Mutex;
 use super::{Completed, Origin};
 use crate::sql::{Analysis, StatementKind};
 
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+/// (database, user) by `Origin`'s hash of the two, and the fingerprint: two numbers, copied
+/// and compared without a lock held longer than that. Two origins sharing a hash would share
+/// rows; with 64 bits seeded per process (`Origin::new`) that is as likely as two fingerprints
+/// colliding.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 struct Key {
-    database: Arc<str>,
-    user: Arc<str>,
+    origin: u64,
     fingerprint: u64,
 }
 
 struct Entry {
+    /// The names of the key's origin, as its first call gave them.
+    database: Arc<str>,
+    user: Arc<str>,
     analysis: Arc<Analysis>,
     calls: u64,
     errors: u64,
@@ -41,8 +47,10 @@ struct Entry {
 }
 
 impl Entry {
-    fn new(analysis: Arc<Analysis>) -> Self {
+    fn new(origin: &Origin, analysis: Arc<Analysis>) -> Self {
         Self {
+            database: origin.database.clone(),
+            user: origin.user.clone(),
             analysis,
             calls: 0,
             errors: 0,
@@ -140,11 +148,10 @@ impl QueryStats {
 
     pub fn record(&self, origin: &Origin, c: &Completed) {
         let us = (c.server_time.as_micros() as u64).max(1);
-        let key =
-            Key { database: origin.database.clone(), user: origin.user.clone(), fingerprint: c.analysis.fingerprint };
+        let key = Key { origin: origin.stats_key, fingerprint: c.analysis.fingerprint };
         {
             let mut map = self.map.lock();
-            let e = map.get_or_insert_mut(key, || Entry::new(c.analysis.clone()));
+            let e = map.get_or_insert_mut(key, || Entry::new(origin, c.analysis.clone()));
             e.calls += 1;
             e.cache_hits += c.cached as u64;
             e.errors += c.error as u64;
@@ -169,15 +176,15 @@ impl QueryStats {
         use std::sync::atomic::Ordering::Relaxed;
         let map = self.map.lock();
         map.iter()
-            .map(|(k, e)| {
+            .map(|(_, e)| {
                 let ms = |us: u64| us as f64 / 1000.0;
                 let p = |q: f64| e.hist.value_at_quantile(q);
                 let strategy = strategy(&e.analysis, cache_on);
                 QueryRow {
                     fingerprint: e.analysis.fingerprint_hex(),
                     query: e.analysis.shown.to_string(),
-                    database: k.database.to_string(),
-                    user: k.user.to_string(),
+                    database: e.database.to_string(),
+                    user: e.user.to_string(),
                     kind: e.analysis.kind,
                     calls: e.calls,
                     errors: e.errors,
@@ -209,7 +216,7 @@ impl QueryStats {
     pub fn lane_inputs(&self, min_recent: u64, restart: bool) -> Vec<LaneInput> {
         let mut map = self.map.lock();
         map.iter_mut()
-            .map(|(k, e)| {
+            .map(|(_, e)| {
                 let recent_calls = e.hist.len().saturating_sub(e.recent_base.len());
                 let recent = (recent_calls >= min_recent.max(1))
                     .then(|| {
@@ -225,8 +232,8 @@ impl QueryStats {
                     e.recent_base = e.hist.clone();
                 }
                 LaneInput {
-                    database: k.database.clone(),
-                    user: k.user.clone(),
+                    database: e.database.clone(),
+                    user: e.user.clone(),
                     analysis: e.analysis.clone(),
                     calls,
                     p95_us,
@@ -240,8 +247,8 @@ impl QueryStats {
     pub fn render_prometheus(&self, top_k: usize, out: &mut String) {
         use std::fmt::Write;
         let map = self.map.lock();
-        let mut top: Vec<(&Key, &Entry)> = map.iter().collect();
-        top.sort_by_key(|e| std::cmp::Reverse(e.1.total_us));
+        let mut top: Vec<&Entry> = map.iter().map(|(_, e)| e).collect();
+        top.sort_by_key(|e| std::cmp::Reverse(e.total_us));
         top.truncate(top_k);
         let (all, all_sum) = {
             let a = self.all.lock();
@@ -253,11 +260,11 @@ impl QueryStats {
         let _ = writeln!(out, "# TYPE {name} histogram");
         let mut other: Vec<u64> = BUCKETS.iter().map(|b| all.count_between(0, (b * 1e6) as u64)).collect();
         let (mut other_count, mut other_sum) = (all.len(), all_sum);
-        for (k, e) in &top {
+        for e in &top {
             let labels = format!(
                 "database=\"{}\",user=\"{}\",fingerprint=\"{}\"",
-                esc(&k.database),
-                esc(&k.user),
+                esc(&e.database),
+                esc(&e.user),
                 e.analysis.fingerprint_hex()
             );
             for (i, b) in BUCKETS.iter().enumerate() {
@@ -380,5 +387,34 @@ fn cacheable(a: &Analysis) -> Result<(), &'static str> {
         Err("reads no table")
     } else {
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::Stamp;
+
+    fn call(stats: &QueryStats, origin: &Origin, sql: &str) {
+        let a = Arc::new(crate::sql::parse::analyze(sql, &crate::sql::tokens::shapes(sql)[0].text));
+        stats.record(origin, &Completed::from_cache(a, 0, 1, Stamp::now()));
+    }
+
+    #[test]
+    fn rows_are_per_database_user_and_fingerprint_with_their_names() {
+        let stats = QueryStats::new(100);
+        let (a, b) =
+            (Origin::new("d".into(), "u1".into(), "x".into()), Origin::new("d".into(), "u2".into(), "y".into()));
+        // (Same bytes joined without the separator: "d" + "u1" vs "du" + "1".)
+        let c = Origin::new("du".into(), "1".into(), "x".into());
+        for o in [&a, &a, &b, &c] {
+            call(&stats, o, "SELECT 1 FROM t WHERE id = 5");
+        }
+        call(&stats, &Origin::new("d".into(), "u1".into(), "other app".into()), "SELECT 1 FROM t WHERE id = 7");
+        let mut rows: Vec<(String, String, u64)> =
+            stats.rows(true).into_iter().map(|r| (r.database, r.user, r.calls)).collect();
+        rows.sort();
+        let want = [("d", "u1", 3), ("d", "u2", 1), ("du", "1", 1)].map(|(d, u, n)| (d.to_string(), u.to_string(), n));
+        assert_eq!(rows, want, "the application name is not part of the key; a literal is not");
     }
 }
