@@ -131,6 +131,11 @@ impl Written {
     fn same_table(&self, other: &Written) -> bool {
         Arc::ptr_eq(&self.table, &other.table) || self.table == other.table
     }
+
+    /// A commit of `self` invalidates all that one of `w` would: the same table, whole or the same key.
+    pub fn covers(&self, w: &Written) -> bool {
+        self.same_table(w) && (self.key.is_none() || self.key == w.key)
+    }
 }
 
 /// The table a generation scope is about (the name up to SEP, one ASCII byte: a plain loop
@@ -147,7 +152,7 @@ pub type WriteList = smallvec::SmallVec<[Written; 4]>;
 /// its table); past `MAX_KEYS` keyed writes, each becomes its table (bounded memory and Redis
 /// calls for a transaction writing many rows).
 pub fn add(list: &mut WriteList, w: Written) {
-    if list.iter().any(|n| n.same_table(&w) && (n.key.is_none() || n.key == w.key)) {
+    if list.iter().any(|n| n.covers(&w)) {
         return;
     }
     list.push(w);

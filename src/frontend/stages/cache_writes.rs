@@ -22,11 +22,10 @@ impl Segment {
         self.tables.is_empty() && !self.all && !self.strict
     }
 
-    /// Takes `other`'s writes in (into an empty list they move: each statement of a
-    /// transaction block passes through here, and one commit twice).
+    /// Takes `other`'s writes in (into an empty list they move).
     fn absorb(&mut self, other: Segment) {
         if other.is_empty() {
-            return; // (a read's group in a transaction block: most of them)
+            return;
         }
         self.all |= other.all;
         self.strict |= other.strict;
@@ -40,15 +39,35 @@ impl Segment {
     }
 }
 
+/// A group of statements sent (or being built) and not settled: how many of `Writes::pending`'s
+/// entries are its, and what it does beyond them. Groups settle oldest first, so the oldest
+/// one's writes are always `pending`'s first `len`: a group is a count, not a list of its own
+/// (a list moved into the queue and out again cost every write statement ~100 instructions).
+#[derive(Default, Debug, Clone, Copy)]
+struct Group {
+    len: u32,
+    all: bool,
+    strict: bool,
+}
+
+impl Group {
+    fn is_empty(&self) -> bool {
+        self.len == 0 && !self.all && !self.strict
+    }
+}
+
 /// Writes by where they stand. Clients pipeline (tokio-postgres sends the next Query before the
 /// last ReadyForQuery arrived), so writes are grouped per Sync/Query and each ReadyForQuery
 /// settles the oldest group, never the ones sent after it.
 #[derive(Default)]
 pub struct Writes {
+    /// The writes of the groups in `sent`, oldest first, then of `building`'s (kept in place
+    /// until their group settles; the buffer is reused).
+    pending: Vec<Written>,
     /// Statements sent since the last Sync/Query.
-    building: Segment,
+    building: Group,
     /// Groups sent, each ended by a Sync/Query whose ReadyForQuery has not come back.
-    sent: std::collections::VecDeque<Segment>,
+    sent: std::collections::VecDeque<Group>,
     /// Groups sent that wrote nothing, all older than those in `sent`: a read-only session
     /// (most of them) counts its groups instead of queueing them.
     quiet: u32,
@@ -76,16 +95,16 @@ impl Writes {
     fn clean_walked(&self) -> bool {
         self.building.is_empty()
             && self.in_tx.is_empty()
-            && (self.sent.is_empty() || self.sent.iter().all(Segment::is_empty))
+            && (self.sent.is_empty() || self.sent.iter().all(Group::is_empty))
     }
 
-    /// The oldest group sent and not settled.
-    fn oldest(&self) -> Option<&Segment> {
-        const QUIET: &Segment = &Segment { tables: WriteList::new_const(), all: false, strict: false };
-        if self.quiet > 0 {
-            Some(QUIET)
-        } else {
-            self.sent.front()
+    /// The oldest group sent and not settled, as a list of its own (a copy).
+    fn oldest(&self) -> Segment {
+        match self.sent.front() {
+            Some(g) if self.quiet == 0 => {
+                Segment { tables: self.pending[..g.len as usize].iter().cloned().collect(), all: g.all, strict: false }
+            }
+            _ => Segment::default(),
         }
     }
 
@@ -94,11 +113,21 @@ impl Writes {
         self.noted = true;
     }
 
-    /// Tables (or keys of them) a statement being sent may write.
+    /// Tables (or keys of them) a statement being sent may write (no duplicates within the
+    /// group; past `scopes::MAX_KEYS`, `scopes::add`'s rule on the group's list).
     fn note(&mut self, written: impl IntoIterator<Item = Written>) {
         self.noted = true;
         for w in written {
-            scopes::add(&mut self.building.tables, w);
+            let start = self.pending.len() - self.building.len as usize;
+            if self.building.len as usize >= scopes::MAX_KEYS {
+                let mut group: WriteList = self.pending.drain(start..).collect();
+                scopes::add(&mut group, w);
+                self.building.len = group.len() as u32;
+                self.pending.extend(group);
+            } else if !self.pending[start..].iter().any(|n| n.covers(&w)) {
+                self.pending.push(w);
+                self.building.len += 1;
+            }
         }
     }
 
@@ -113,11 +142,15 @@ impl Writes {
     }
 
     /// The server started COPY IN: the last `syncs` Syncs were sent into it and are ignored, so
-    /// their groups are still open (the Sync after CopyDone settles them).
+    /// their groups are still open (the Sync after CopyDone settles them; their writes are just
+    /// before the group being built's, and join it).
     pub fn reopen(&mut self, syncs: u32) {
         for _ in 0..syncs {
             match self.sent.pop_back() {
-                Some(g) => self.building.absorb(g),
+                Some(g) => {
+                    let b = &mut self.building;
+                    (b.len, b.all, b.strict) = (b.len + g.len, b.all | g.all, b.strict | g.strict);
+                }
                 None if self.quiet > 0 => self.quiet -= 1,
                 None => break,
             }
@@ -132,8 +165,8 @@ impl Writes {
                 self.ended = Some(true);
                 // The group's writes before the COMMIT are in it; later ones are counted again
                 // when their own transaction ends (a second invalidation costs only a miss).
-                let group = self.oldest().map(|g| Segment { tables: g.tables.clone(), all: g.all, strict: false });
-                self.commit(group.unwrap_or_default());
+                let group = self.oldest();
+                self.commit(group);
             }
             be::COMMAND_COMPLETE if body.starts_with(b"ROLLBACK") => self.ended = Some(false),
             _ => {}
@@ -156,7 +189,7 @@ impl Writes {
         }
         let group = if self.quiet > 0 {
             self.quiet -= 1;
-            Segment::default()
+            Group::default()
         } else {
             self.sent.pop_front().unwrap_or_else(|| std::mem::take(&mut self.building))
         };
@@ -169,11 +202,15 @@ impl Writes {
             // group in no transaction block commits nothing: the common case skips the merge.)
             let wrote = !group.is_empty() || !self.in_tx.is_empty();
             if !self.error && wrote {
-                self.commit(group);
+                let in_tx = std::mem::take(&mut self.in_tx);
+                self.committed.absorb(in_tx);
+                self.settle_into_committed(group);
+            } else {
+                self.pending.drain(..group.len as usize);
             }
             self.in_tx = Segment::default();
         } else {
-            self.in_tx.absorb(group);
+            Self::move_oldest(&mut self.pending, group, &mut self.in_tx);
         }
         self.error = false;
         self.ended = None;
@@ -181,6 +218,20 @@ impl Writes {
             self.noted = !self.clean_walked();
         }
         !self.committed.is_empty()
+    }
+
+    /// Moves the oldest group's writes (the first of `pending`) into `into`.
+    fn move_oldest(pending: &mut Vec<Written>, group: Group, into: &mut Segment) {
+        into.all |= group.all;
+        into.strict |= group.strict;
+        for w in pending.drain(..group.len as usize) {
+            scopes::add(&mut into.tables, w);
+        }
+    }
+
+    fn settle_into_committed(&mut self, group: Group) {
+        Self::move_oldest(&mut self.pending, group, &mut self.committed);
+        self.committed.strict = false;
     }
 
     fn commit(&mut self, group: Segment) {
@@ -232,9 +283,11 @@ impl Writes {
         let mut all = std::mem::take(&mut self.building);
         self.quiet = 0;
         for g in std::mem::take(&mut self.sent) {
-            all.absorb(g);
+            (all.len, all.all, all.strict) = (all.len + g.len, all.all | g.all, all.strict | g.strict);
         }
-        self.commit(all);
+        let in_tx = std::mem::take(&mut self.in_tx);
+        self.committed.absorb(in_tx);
+        self.settle_into_committed(all);
     }
 
     /// Committed writes awaiting invalidation: (any table of the database, the tables).
@@ -355,5 +408,38 @@ mod tests {
         w.close_group();
         assert!(w.on_ready(b'I'), "an autocommit statement that may write anything");
         assert!(std::mem::take(&mut w.committed).all);
+    }
+
+    #[test]
+    fn groups_in_place_merge_bound_and_count_when_the_connection_is_lost() {
+        let key = |n: u32| Written::key(&std::sync::Arc::from("k"), scopes::WriteKind::Update, &n.to_be_bytes());
+        let mut w = Writes::default();
+        w.close_group(); // BEGIN
+        assert!(!w.on_ready(b'T'));
+        for sql in ["a", "a", "b", "a"] {
+            w.note(t(sql)); // one statement per Query in the block
+            w.close_group();
+            assert!(!w.on_ready(b'T'));
+        }
+        w.note((0..3 * scopes::MAX_KEYS as u32).map(key)); // one statement writing many keys of k
+        w.note(t("c"));
+        w.close_group();
+        assert_eq!(w.pending.len(), 2, "past MAX_KEYS a group's keys become their table");
+        assert!(!w.on_ready(b'T'));
+        w.close_group(); // COMMIT
+        w.on_tag(b'C', b"COMMIT\0");
+        assert!(w.on_ready(b'I'));
+        assert_eq!(committed(&mut w), ["a", "b", "k", "c"], "each table once");
+        assert!(w.pending.is_empty() && w.clean());
+        w.note(t("d"));
+        w.close_group();
+        w.note(t("e"));
+        w.close_group();
+        w.note(t("f")); // sent, no Sync yet
+        w.lost();
+        let mut lost = committed(&mut w);
+        lost.sort();
+        assert_eq!(lost, ["d", "e", "f"], "a commit may have happened: all of it counts");
+        assert!(w.pending.is_empty() && w.sent.is_empty());
     }
 }
