@@ -88,16 +88,10 @@ impl Generations {
     /// Committed writes to `tables` of `db` (take no `Watching` of the same cache meanwhile).
     pub fn bump_tables(&self, db: &str, tables: &[Arc<str>]) {
         let mut dbs = self.dbs.write();
-        let d = Self::db_mut(&mut dbs, db);
-        for t in tables {
-            if d.tables.len() >= MAX_TABLES && !d.tables.contains_key(&**t) {
-                d.generation += 1;
-                continue;
-            }
-            match d.tables.get_mut(&**t) {
-                Some(g) => *g += 1,
-                None => drop(d.tables.insert(t.clone(), 1)),
-            }
+        // (One lookup of the database when it is there, as it is after the first commit.)
+        match dbs.get_mut(db) {
+            Some(d) => d.bump(tables),
+            None => Self::db_mut(&mut dbs, db).bump(tables),
         }
     }
 
@@ -114,6 +108,18 @@ impl Generations {
 }
 
 impl Db {
+    /// Committed writes to `tables` (past `MAX_TABLES` a new one bumps the whole database).
+    fn bump(&mut self, tables: &[Arc<str>]) {
+        for t in tables {
+            let full = self.tables.len() >= MAX_TABLES;
+            match self.tables.get_mut(&**t) {
+                Some(g) => *g += 1,
+                None if full => self.generation += 1,
+                None => drop(self.tables.insert(t.clone(), 1)),
+            }
+        }
+    }
+
     /// `table`'s place in the watch list, made when missing (None past the bound).
     fn place(&mut self, table: &str) -> Option<&Arc<AtomicU64>> {
         if !self.watched.contains_key(table) && self.watched.len() < MAX_TABLES {

@@ -48,16 +48,27 @@ impl WriteRates {
             map.clear();
             self.count.store(0, Relaxed);
         }
-        if !map.contains_key(db) {
-            map.insert(Arc::from(db), HashMap::default());
+        // (One lookup of the database when it is there, as it is after the first commit.)
+        match map.get_mut(db) {
+            Some(tables) => Self::note_in(tables, &self.count, names, now_ms),
+            None => Self::note_in(map.entry(Arc::from(db)).or_default(), &self.count, names, now_ms),
         }
-        let tables = map.get_mut(db).expect("inserted above");
+    }
+
+    /// `note` for one database's tables.
+    fn note_in<'a>(
+        tables: &mut Tables,
+        count: &std::sync::atomic::AtomicUsize,
+        names: impl IntoIterator<Item = &'a Arc<str>>,
+        now_ms: u64,
+    ) {
+        use std::sync::atomic::Ordering::Relaxed;
         for name in names {
             let table = table_of(name);
             let rate = match tables.get_mut(table) {
                 Some(rate) => rate,
                 None => {
-                    self.count.fetch_add(1, Relaxed);
+                    count.fetch_add(1, Relaxed);
                     tables.entry(Arc::from(table)).or_insert(Rate { last_ms: now_ms, interval_ms: 0 })
                 }
             };

@@ -160,6 +160,11 @@ impl Session {
         if self.pending.on_server(be::ERROR_RESPONSE, frame, &mut self.cout, &mut self.stages.replies) {
             self.cout.extend_from_slice(frame);
         }
+        // (Before the ReadyForQuery that settles the groups, which may be in the same read.)
+        let skipped = self.pending.take_skipped_boundaries();
+        if skipped > 0 && self.stages.cache.on {
+            self.stages.cache.boundaries_skipped(skipped);
+        }
         self.pending.emit_local(&mut self.cout);
         let Some(run) = self.pending.take_resend() else {
             self.on_server_tag(be::ERROR_RESPONSE, body(frame));

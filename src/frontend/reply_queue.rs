@@ -85,6 +85,10 @@ pub struct Pending<A: Attachment> {
     /// The last push made an entry (a message the server skips gets none): what a stage
     /// attaches goes to that entry or nowhere.
     last_queued: bool,
+    /// The client's Queries and FunctionCalls an error made the server skip since
+    /// `take_skipped_boundaries` last asked: each ended a group of statements that gets no
+    /// ReadyForQuery of its own (the Sync's settles it with the rest).
+    skipped_boundaries: u32,
     /// What the attachments keep across entries.
     shared: A::Shared,
     /// A local reply ended a run (a ReadyForQuery: a cache hit, a Sync answered here) since
@@ -115,6 +119,17 @@ impl<A: Attachment> Pending<A> {
     /// A client message is being forwarded: what stages attach from now on is for its entries.
     pub fn begin_message(&mut self) {
         self.last_queued = false;
+    }
+
+    /// The last push made an entry: the server will answer that message (false: it is skipping
+    /// to the next Sync after an error, as PostgreSQL does even with a Query).
+    pub fn queued(&self) -> bool {
+        self.last_queued
+    }
+
+    /// See `skipped_boundaries`.
+    pub fn take_skipped_boundaries(&mut self) -> u32 {
+        std::mem::take(&mut self.skipped_boundaries)
     }
 
     /// The entry just pushed, if the push made one.
@@ -183,6 +198,7 @@ impl<A: Attachment> Pending<A> {
 
     pub fn clear(&mut self) {
         self.q.clear();
+        self.skipped_boundaries = 0;
         self.skipping = false;
         self.poisoned = false;
         self.retry.off();
@@ -389,6 +405,8 @@ impl<A: Attachment> Pending<A> {
         // skipped too, exactly as the server would have skipped the messages they answer.
         while self.q.front().is_some_and(|e| e.kind != Kind::Sync) {
             let e = self.q.pop_front().expect("front exists");
+            // (pgpilot's own Query, a deferred BEGIN, ended no group of the client's.)
+            self.skipped_boundaries += u32::from(e.kind == Kind::Query && matches!(e.action, Action::Forward));
             undo_skipped(e.action, events);
         }
         self.skipping = self.q.is_empty();

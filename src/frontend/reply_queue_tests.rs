@@ -194,3 +194,27 @@ fn no_retry_after_a_statement_ran_in_the_run_or_when_the_run_was_written_out_in_
     assert!(p.on_server(b'E', &err, &mut BytesMut::new(), &mut Replies::default()));
     assert!(p.take_resend().is_none());
 }
+
+/// A Query the server skips after an error before Sync ends no run: the queue counts the client's
+/// (not pgpilot's own), whether it was queued before the error came or pushed after.
+#[test]
+fn queries_skipped_after_an_error_are_counted_and_not_queued() {
+    let mut p = Pending::default();
+    p.push(Kind::Bind, Action::Forward);
+    p.push(Kind::Query, Action::Forward);
+    p.push(Kind::Query, Action::Suppress); // pgpilot's own (a deferred BEGIN)
+    p.push(Kind::Sync, Action::Forward);
+    assert_eq!(replies(&mut p, b"E").0, "E");
+    assert_eq!(p.take_skipped_boundaries(), 1, "the client's Query only");
+    assert_eq!(p.take_skipped_boundaries(), 0, "taken");
+    assert_eq!(replies(&mut p, b"Z").0, "Z");
+    assert!(p.is_empty(), "one ReadyForQuery for the Sync ends the run");
+    let mut p = Pending::default();
+    p.push(Kind::Execute, Action::Forward);
+    assert_eq!(replies(&mut p, b"E").0, "E");
+    p.begin_message();
+    p.push(Kind::Query, Action::Forward);
+    assert!(!p.queued(), "pushed after the error: the server skips it, no entry");
+    p.push(Kind::Sync, Action::Forward);
+    assert!(p.queued());
+}

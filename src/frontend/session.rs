@@ -368,7 +368,14 @@ impl Session {
             let (stages, mut cx) = self.split();
             stages.after_send(&mut cx, msg, in_copy);
         }
-        if matches!(msg, ClientMessage::Sync | ClientMessage::Query { .. } | ClientMessage::FunctionCall) {
+        // (A Query or FunctionCall the server skips, after an error before Sync, ends no group:
+        // no ReadyForQuery answers it.)
+        let ends_group = match msg {
+            ClientMessage::Sync => true,
+            ClientMessage::Query { .. } | ClientMessage::FunctionCall => self.pending.queued(),
+            _ => false,
+        };
+        if ends_group {
             self.stages.at_boundary(msg, in_copy);
         }
         self.skip.until_sync |= self.turn.skip_to_sync;
@@ -395,11 +402,12 @@ impl Session {
                 // Only a message that goes to a server is the cache's business: a skipped
                 // FunctionCall gets no ReadyForQuery to settle a group, and a skipped Bind binds
                 // no portal (as a skipped whole message, which no stage sees).
-                if self.stages.cache.on {
-                    self.stages.cache.on_part(tag);
-                }
+                self.pending.begin_message();
                 if let Some(kind) = self.reply_kind(tag, None) {
                     self.pending.push(kind, super::reply_queue::Action::Forward);
+                }
+                if self.stages.cache.on {
+                    self.stages.cache.on_part(tag, self.pending.queued());
                 }
                 self.tx.on_client(tag);
                 self.note_streamed_call(tag, bytes);

@@ -63,8 +63,9 @@ pub struct Origin {
     pub application_name: Arc<str>,
     /// (database, user) as one number, hashed once per session: the statistics' key takes it
     /// instead of the two names (which cost two reference counts, two string hashes and two
-    /// compares per statement, under the statistics' lock). Seeded per process, so no name
-    /// can be chosen to share another's (`stats::Key`).
+    /// compares per statement, under the statistics' lock). Seeded per process: names cannot
+    /// be picked in advance to share another origin's rows (xxh3 is no keyed hash, but the
+    /// seed is never shown). Set by `new` only: change `database` or `user` through `new`.
     stats_key: u64,
 }
 

@@ -411,10 +411,12 @@ mod tests {
             call(&stats, o, "SELECT 1 FROM t WHERE id = 5");
         }
         call(&stats, &Origin::new("d".into(), "u1".into(), "other app".into()), "SELECT 1 FROM t WHERE id = 7");
+        call(&stats, &a, "SELECT 2 FROM t");
         let mut rows: Vec<(String, String, u64)> =
             stats.rows(true).into_iter().map(|r| (r.database, r.user, r.calls)).collect();
         rows.sort();
-        let want = [("d", "u1", 3), ("d", "u2", 1), ("du", "1", 1)].map(|(d, u, n)| (d.to_string(), u.to_string(), n));
-        assert_eq!(rows, want, "the application name is not part of the key; a literal is not");
+        let want = [("d", "u1", 1), ("d", "u1", 3), ("d", "u2", 1), ("du", "1", 1)]
+            .map(|(d, u, n)| (d.to_string(), u.to_string(), n));
+        assert_eq!(rows, want, "the application name is not part of the key, nor a literal; the fingerprint is");
     }
 }

@@ -174,7 +174,8 @@ impl CacheStage {
 
     /// The first part of a message too large to read whole (session-mode Bind, FunctionCall):
     /// pgpilot cannot tell what it runs, so it may write anything, and the portal is unknown.
-    pub fn on_part(&mut self, tag: u8) {
+    /// `queued`: the server will answer it (a FunctionCall it skips ends no group).
+    pub fn on_part(&mut self, tag: u8, queued: bool) {
         match tag {
             fe::BIND => {
                 self.portal = Portal::Unknown;
@@ -182,9 +183,19 @@ impl CacheStage {
             }
             fe::FUNCTION_CALL => {
                 self.writes.note_unknown();
-                self.writes.close_group();
+                if queued {
+                    self.writes.close_group();
+                }
             }
             _ => {}
+        }
+    }
+
+    /// The server skipped `n` of the client's Queries or FunctionCalls (an error before their
+    /// Sync): the groups they ended join the next, which the Sync's ReadyForQuery settles.
+    pub fn boundaries_skipped(&mut self, n: u32) {
+        for _ in 0..n {
+            self.writes.join_oldest_to_next();
         }
     }
 
