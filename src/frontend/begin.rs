@@ -102,6 +102,10 @@ impl Session {
         self.pending.begin_message();
         self.pending.push(Kind::Query, Action::Suppress);
         self.tx.on_client(fe::QUERY);
+        if self.stages.cache.on {
+            // Its ReadyForQuery settles a write group: its own, empty, not the client's next.
+            self.stages.cache.own_query_sent();
+        }
         self.tx.status = tx_status::IN_BLOCK;
         self.sout.extend_from_slice(&frame);
     }

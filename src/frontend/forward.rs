@@ -35,7 +35,9 @@ impl Session {
             };
             self.pending.push(kind, action);
         }
-        self.tx.on_client(tag);
+        if self.pending.queued() || !matches!(tag, fe::QUERY | fe::FUNCTION_CALL) {
+            self.tx.on_client(tag); // (a Query the server skips gets no ReadyForQuery to wait for)
+        }
         self.sout.extend_from_slice(frame);
         if tag == fe::SYNC {
             self.pending.sync_sent(&self.sout);

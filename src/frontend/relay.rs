@@ -58,6 +58,7 @@ impl Session {
                         self.on_server_tag(tag, &[]);
                         self.pending.reply_unreadable();
                         self.pending.on_server(tag, &bytes, &mut self.cout, &mut self.stages.replies);
+                        self.note_skipped_boundaries(); // (an ErrorResponse too large to read whole)
                     }
                     self.cout.extend_from_slice(&bytes);
                 }
@@ -160,11 +161,7 @@ impl Session {
         if self.pending.on_server(be::ERROR_RESPONSE, frame, &mut self.cout, &mut self.stages.replies) {
             self.cout.extend_from_slice(frame);
         }
-        // (Before the ReadyForQuery that settles the groups, which may be in the same read.)
-        let skipped = self.pending.take_skipped_boundaries();
-        if skipped > 0 && self.stages.cache.on {
-            self.stages.cache.boundaries_skipped(skipped);
-        }
+        self.note_skipped_boundaries();
         self.pending.emit_local(&mut self.cout);
         let Some(run) = self.pending.take_resend() else {
             self.on_server_tag(be::ERROR_RESPONSE, body(frame));
@@ -173,6 +170,19 @@ impl Session {
         tracing::debug!("a statement's server copy was stale (DDL outside pgpilot): run sent again");
         self.sout.extend_from_slice(&run);
         self.flush_server().await
+    }
+
+    /// Queries and FunctionCalls the server skipped (an error before their Sync) are waited for
+    /// no longer, and end no write group: told before the ReadyForQuery that settles the run,
+    /// which may be in the same read.
+    fn note_skipped_boundaries(&mut self) {
+        let n = self.pending.take_skipped_boundaries();
+        if n > 0 {
+            self.tx.skipped(n);
+            if self.stages.cache.on {
+                self.stages.cache.boundaries_skipped(n);
+            }
+        }
     }
 
     fn on_server_tag(&mut self, tag: u8, body: &[u8]) {

@@ -406,10 +406,13 @@ impl Session {
                 if let Some(kind) = self.reply_kind(tag, None) {
                     self.pending.push(kind, super::reply_queue::Action::Forward);
                 }
+                let queued = self.pending.queued();
                 if self.stages.cache.on {
-                    self.stages.cache.on_part(tag, self.pending.queued());
+                    self.stages.cache.on_part(tag, queued);
                 }
-                self.tx.on_client(tag);
+                if queued || tag != fe::FUNCTION_CALL {
+                    self.tx.on_client(tag);
+                }
                 self.note_streamed_call(tag, bytes);
             }
         }

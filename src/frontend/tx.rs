@@ -42,10 +42,8 @@ impl TxTracker {
             }
             // A FunctionCall is answered up to its own ReadyForQuery, as a simple Query is (it once
             // counted as an unsynced extended message: its client kept the connection until a Sync,
-            // which a psql or libpq lo_* user never sends). Inside an unsynced extended batch it
-            // may follow an error, and the server then skips it with no ReadyForQuery: there it
-            // counts as before, and the batch's Sync ends the group.
-            fe::FUNCTION_CALL if self.pending_since_sync => {}
+            // which a psql or libpq lo_* user never sends). One the server skips (an error before
+            // Sync) is not counted (`Session::forward`) or uncounted (`skipped`).
             fe::QUERY | fe::FUNCTION_CALL => {
                 self.outstanding += 1;
                 self.syncs_since_execute = 0;
@@ -63,6 +61,12 @@ impl TxTracker {
             fe::COPY_DATA | fe::FLUSH => {}
             _ => self.pending_since_sync = true,
         }
+    }
+
+    /// The server skipped `n` Queries or FunctionCalls counted when they were sent (an error
+    /// before their Sync): no ReadyForQuery will answer them.
+    pub fn skipped(&mut self, n: u32) {
+        self.outstanding = self.outstanding.saturating_sub(n);
     }
 
     /// The server entered COPY IN (CopyInResponse).
@@ -129,8 +133,13 @@ mod tests {
         assert!(!t.on_ready(b'T'));
         assert!(t.on_ready(b'T') && !t.idle());
         let mut t = TxTracker::default();
-        send(&mut t, b"PBEFS"); // after an error the server skips the F: one ReadyForQuery, the Sync's
-        assert!(t.on_ready(b'I') && t.idle());
+        send(&mut t, b"PBEFS");
+        assert!(!t.on_ready(b'I'), "the F's own ReadyForQuery (no error)");
+        assert!(t.on_ready(b'I') && t.idle(), "the Sync's");
+        let mut t = TxTracker::default();
+        send(&mut t, b"PBEFS");
+        t.skipped(1); // the Execute failed: the server skips the F
+        assert!(t.on_ready(b'I') && t.idle(), "one ReadyForQuery, the Sync's");
     }
 
     #[test]

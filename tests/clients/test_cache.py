@@ -10,6 +10,7 @@ import uuid
 
 import asyncpg
 import psycopg
+import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.pool import NullPool
@@ -259,30 +260,41 @@ def test_queries_show_each_fingerprints_strategy(start_proxy):
     assert any(r["strategy"] == "cache" and "pgbench_branches" in r["query"] for r in shown), shown
 
 
+@pytest.mark.parametrize("error_first", [False, True], ids=["one-batch", "error-known-first"])
 def test_a_query_the_server_skips_after_an_error_leaves_later_commits_invalidating(cached_proxy, pg_admin,
-                                                                                     admin_cleanup):
+                                                                                     admin_cleanup, error_first):
     """After an error in an extended-protocol batch PostgreSQL skips everything up to Sync, a simple Query too,
     which then gets no ReadyForQuery of its own. The group of writes that Query ended must join the Sync's:
     counted as a group of its own, it put the write bookkeeping one ReadyForQuery behind, a later commit's
-    invalidation was dropped by the next error's ReadyForQuery, and a cached read served the old row."""
+    invalidation was dropped by the next error's ReadyForQuery, and a cached read served the old row. Nor may
+    the session wait for that ReadyForQuery: with one server connection, another client must get it back.
+    Sent in one batch the Query is queued before the error comes; sent after it, pgpilot knows it is skipped."""
     table = f"skipq_{uuid.uuid4().hex[:8]}"
     pg_admin.execute(f"CREATE TABLE {table} (id int PRIMARY KEY, v text)")
     pg_admin.execute(f"INSERT INTO {table} VALUES (1, 'old')")
     pg_admin.execute(f"ALTER TABLE {table} OWNER TO app")
     admin_cleanup(f"DROP TABLE IF EXISTS {table}")
-    proxy = cached_proxy("transaction", 2, "[cache]\nskip_unrepeated = false\n")
+    proxy = cached_proxy("transaction", 1, "[cache]\nskip_unrepeated = false\n")
     conn = wire.connect(proxy.host, proxy.port, "app", "app", "app")
+    other = wire.connect(proxy.host, proxy.port, "app", "app", "app")
     read = f"SELECT v FROM {table} WHERE id = 1"
     before = cache(proxy)["hits"]
     for _ in range(3):
         assert wire.simple(conn, read) == [["old"]]
     assert cache(proxy)["hits"] > before, "the read is answered from the cache (else this test cannot fail)"
-    batch = [wire.parse("SELECT 1/0"), wire.bind(), wire.execute(), wire.query(f"UPDATE {table} SET v = 'skipped'"),
-             wire.sync()]
-    names = [m[0] for m in conn.exchange(batch, until=1)]
+    failing = [wire.parse("SELECT 1/0"), wire.bind(), wire.execute()]
+    skipped = [wire.query(f"UPDATE {table} SET v = 'skipped'"), wire.sync()]
+    if error_first:
+        names = [m[0] for m in conn.exchange(failing + [wire.flush()], until="ErrorResponse")]
+        names += [m[0] for m in conn.exchange(skipped, until=1)]
+    else:
+        names = [m[0] for m in conn.exchange(failing + skipped, until=1)]
     assert names == ["ParseComplete", "ErrorResponse", "ReadyForQuery"], "the UPDATE was skipped: " + str(names)
+    assert wire.simple(other, "SELECT 1") == [["1"]], "the server connection went back to the pool"
     wire.simple(conn, f"UPDATE {table} SET v = 'new' WHERE id = 1")
     names = [m[0] for m in conn.exchange([wire.query("SELECT 1/0")])]
     assert names == ["ErrorResponse", "ReadyForQuery"], names
     assert wire.simple(conn, read) == [["new"]], "the committed UPDATE invalidated the cached read"
-    conn.terminate()
+    assert wire.simple(other, "SELECT 2") == [["2"]]
+    for c in (conn, other):
+        c.terminate()

@@ -191,6 +191,11 @@ impl CacheStage {
         }
     }
 
+    /// pgpilot sent a Query of its own (a deferred BEGIN) whose ReadyForQuery the stages see.
+    pub fn own_query_sent(&mut self) {
+        self.writes.close_group();
+    }
+
     /// The server skipped `n` of the client's Queries or FunctionCalls (an error before their
     /// Sync): the groups they ended join the next, which the Sync's ReadyForQuery settles.
     pub fn boundaries_skipped(&mut self, n: u32) {
