@@ -176,6 +176,13 @@ impl<A: Attachment> Pending<A> {
         self.skipping
     }
 
+    /// The server connection went back to its pool (a COPY that failed may leave the skip to a
+    /// Sync that went into it): the next one skips nothing.
+    pub fn released(&mut self) {
+        self.skipping = false;
+        self.poisoned = false;
+    }
+
     /// Events of messages the server will skip (they were never queued).
     pub fn take_events(&mut self, into: &mut Replies<A>) {
         into.statements.append(&mut self.events);
@@ -405,8 +412,9 @@ impl<A: Attachment> Pending<A> {
         // skipped too, exactly as the server would have skipped the messages they answer.
         while self.q.front().is_some_and(|e| e.kind != Kind::Sync) {
             let e = self.q.pop_front().expect("front exists");
-            // (pgpilot's own Query, a deferred BEGIN, ended no group of the client's.)
-            self.skipped_boundaries += u32::from(e.kind == Kind::Query && matches!(e.action, Action::Forward));
+            // (pgpilot's own Query, a deferred BEGIN, counts too: it is waited for and ends a
+            // group as the client's do; always first on its connection, it is never skipped.)
+            self.skipped_boundaries += u32::from(e.kind == Kind::Query);
             undo_skipped(e.action, events);
         }
         self.skipping = self.q.is_empty();

@@ -370,9 +370,10 @@ impl Session {
         }
         // (A Query or FunctionCall the server skips, after an error before Sync, ends no group:
         // no ReadyForQuery answers it.)
-        let ends_group = match msg {
-            ClientMessage::Sync => true,
-            ClientMessage::Query { .. } | ClientMessage::FunctionCall => self.pending.queued(),
+        // (By tag: a malformed Query is counted and answered by the server as any other.)
+        let ends_group = match frame[0] {
+            fe::SYNC => true,
+            fe::QUERY | fe::FUNCTION_CALL => self.pending.queued(),
             _ => false,
         };
         if ends_group {

@@ -168,6 +168,7 @@ impl CacheStage {
             && cx.shareable
             && self.writes.clean()
             && cx.tx.status != tx_status::FAILED
+            && !cx.pending.skipping() // (the server skips it: no answer, from the cache neither)
             && !cx.tx.in_copy()
             && !(cx.in_transaction_block() && self.cache.relations.snapshot_default(&self.database))
     }
