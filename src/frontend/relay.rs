@@ -260,7 +260,9 @@ impl Session {
         self.pool.traffic.take(&mut self.counts);
         let Some(mut conn) = self.server.take() else { return };
         self.detach();
-        self.pending.released();
+        if self.pending.released() {
+            return; // dropping the guard closes the connection
+        }
         let how = self.keeping.how_back(self.mode, end);
         // A cancel forwarded for this client's last query must reach the backend first.
         if !cancels_settled(&conn).await {

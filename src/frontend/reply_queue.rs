@@ -85,7 +85,7 @@ pub struct Pending<A: Attachment> {
     /// The last push made an entry (a message the server skips gets none): what a stage
     /// attaches goes to that entry or nowhere.
     last_queued: bool,
-    /// The client's Queries and FunctionCalls an error made the server skip since
+    /// The Queries and FunctionCalls (the client's, or pgpilot's deferred BEGIN) an error made the server skip since
     /// `take_skipped_boundaries` last asked: each ended a group of statements that gets no
     /// ReadyForQuery of its own (the Sync's settles it with the rest).
     skipped_boundaries: u32,
@@ -176,11 +176,12 @@ impl<A: Attachment> Pending<A> {
         self.skipping
     }
 
-    /// The server connection went back to its pool (a COPY that failed may leave the skip to a
-    /// Sync that went into it): the next one skips nothing.
-    pub fn released(&mut self) {
-        self.skipping = false;
+    /// The server connection goes back to its pool: the next one skips nothing. True when this
+    /// one still skips to a Sync (a COPY that failed with no Sync after it, the client gone):
+    /// it must be closed, not reused (the next client's Query would get no answer).
+    pub fn released(&mut self) -> bool {
         self.poisoned = false;
+        std::mem::take(&mut self.skipping)
     }
 
     /// Events of messages the server will skip (they were never queued).
@@ -270,6 +271,9 @@ impl<A: Attachment> Pending<A> {
     /// the client should see it.
     pub fn on_server(&mut self, tag: u8, frame: &[u8], out: &mut BytesMut, r: &mut Replies<A>) -> bool {
         self.before_reply(out, r);
+        // (A ReadyForQuery ends any skip: one for a Sync the queue dropped, sent into a COPY
+        // that then failed, would otherwise leave the flag set and later Queries uncounted.)
+        self.skipping &= tag != be::READY_FOR_QUERY;
         let Some(front) = self.q.front_mut() else { return true };
         let body = frame.get(5..).unwrap_or(&[]);
         if tag == be::ERROR_RESPONSE && !matches!(front.kind, Kind::Query | Kind::Sync) {

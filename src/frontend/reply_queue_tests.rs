@@ -219,3 +219,22 @@ fn queries_skipped_after_an_error_are_counted_and_not_queued() {
     p.push(Kind::Sync, Action::Forward);
     assert!(p.queued());
 }
+
+/// The skip to Sync ends at any ReadyForQuery (one for a Sync the queue dropped into a COPY), and a
+/// connection released while it lasts must not be reused.
+#[test]
+fn a_ready_for_query_ends_the_skip_and_a_release_reports_it() {
+    let mut p = Pending::default();
+    p.push(Kind::Execute, Action::Forward);
+    assert_eq!(replies(&mut p, b"E").0, "E");
+    assert!(p.skipping());
+    assert!(p.released(), "still skipping: close it");
+    assert!(!p.skipping() && !p.released());
+    p.push(Kind::Execute, Action::Forward);
+    assert_eq!(replies(&mut p, b"E").0, "E");
+    replies(&mut p, b"Z"); // the ReadyForQuery of a Sync sent into COPY IN (no entry)
+    assert!(!p.skipping(), "the server answered a Sync: it skips no more");
+    p.begin_message();
+    p.push(Kind::Query, Action::Forward);
+    assert!(p.queued());
+}

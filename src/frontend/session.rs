@@ -354,7 +354,7 @@ impl Session {
     }
 
     /// The message was written to the server: what it may run is noted, the stages attach what
-    /// they expect back, a Sync, Query or FunctionCall ends a group, and a stage's skip to the
+    /// they expect back, a Sync, Query or FunctionCall the server answers ends a group, and a stage's skip to the
     /// next Sync takes effect.
     #[inline]
     fn after_forward(&mut self, msg: &ClientMessage<'_>, frame: &[u8], in_copy: bool) {

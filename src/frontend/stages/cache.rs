@@ -197,7 +197,7 @@ impl CacheStage {
         self.writes.close_group();
     }
 
-    /// The server skipped `n` of the client's Queries or FunctionCalls (an error before their
+    /// The server skipped `n` Queries or FunctionCalls (an error before their
     /// Sync): the groups they ended join the next, which the Sync's ReadyForQuery settles.
     pub fn boundaries_skipped(&mut self, n: u32) {
         for _ in 0..n {

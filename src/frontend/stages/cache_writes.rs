@@ -237,8 +237,10 @@ impl Writes {
         into.all |= group.all;
         into.strict |= group.strict;
         let writes = pending.drain(..group.len as usize);
-        if into.tables.is_empty() {
-            into.tables.extend(writes); // (a group has no duplicates but after `reopen`: harmless)
+        if into.tables.is_empty() && group.len as usize <= scopes::MAX_KEYS {
+            // (A group `note` built holds no duplicates and at most MAX_KEYS; one joined from
+            // several, by `reopen`, `join_oldest_to_next` or `lost`, goes through `add` below.)
+            into.tables.extend(writes);
             return;
         }
         for w in writes {

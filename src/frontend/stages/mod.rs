@@ -172,8 +172,9 @@ pub trait Stage {
     /// the one message every round trip ends with).
     async fn at_ready(&mut self, _status: u8) {}
 
-    /// A Sync, Query or FunctionCall was written (after `after_send`): a group of statements
-    /// ends, which the next ReadyForQuery settles. `in_copy`: it was sent into COPY IN.
+    /// A Sync, Query or FunctionCall was written (after `after_send`) and the server will answer
+    /// it: a group of statements ends, which the next ReadyForQuery settles. `in_copy`: it was
+    /// sent into COPY IN.
     fn at_boundary(&mut self, _msg: &ClientMessage<'_>, _in_copy: bool) {}
 
     /// One of this stage's events from the reply queue.
@@ -285,9 +286,9 @@ impl Stages {
         self.insights.after_send(cx, msg, in_copy);
     }
 
-    /// A Sync, Query or FunctionCall was forwarded (the session calls it for those only): the end
-    /// of a group of statements, which its ReadyForQuery settles (no context: most of them need
-    /// nothing else from the session).
+    /// A Sync, Query or FunctionCall was forwarded and the server will answer it (the session
+    /// calls it for those only): the end of a group of statements, which its ReadyForQuery
+    /// settles (no context: most of them need nothing else from the session).
     #[inline]
     pub fn at_boundary(&mut self, msg: &ClientMessage<'_>, in_copy: bool) {
         if self.cache.on {
