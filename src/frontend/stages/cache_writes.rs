@@ -54,6 +54,11 @@ impl Group {
     fn is_empty(&self) -> bool {
         self.len == 0 && !self.all && !self.strict
     }
+
+    /// Takes in the group sent just before it (whose writes precede its own in `pending`).
+    fn join(&mut self, older: Group) {
+        (self.len, self.all, self.strict) = (older.len + self.len, older.all | self.all, older.strict | self.strict);
+    }
 }
 
 /// Writes by where they stand. Clients pipeline (tokio-postgres sends the next Query before the
@@ -147,10 +152,7 @@ impl Writes {
     pub fn reopen(&mut self, syncs: u32) {
         for _ in 0..syncs {
             match self.sent.pop_back() {
-                Some(g) => {
-                    let b = &mut self.building;
-                    (b.len, b.all, b.strict) = (b.len + g.len, b.all | g.all, b.strict | g.strict);
-                }
+                Some(g) => self.building.join(g),
                 None if self.quiet > 0 => self.quiet -= 1,
                 None => break,
             }
@@ -165,8 +167,7 @@ impl Writes {
             return;
         }
         let Some(g) = self.sent.pop_front() else { return };
-        let next = self.sent.front_mut().unwrap_or(&mut self.building);
-        (next.len, next.all, next.strict) = (g.len + next.len, g.all | next.all, g.strict | next.strict);
+        self.sent.front_mut().unwrap_or(&mut self.building).join(g);
     }
 
     pub fn on_tag(&mut self, tag: u8, body: &[u8]) {
@@ -214,9 +215,7 @@ impl Writes {
             // group in no transaction block commits nothing: the common case skips the merge.)
             let wrote = !group.is_empty() || !self.in_tx.is_empty();
             if !self.error && wrote {
-                let in_tx = std::mem::take(&mut self.in_tx);
-                self.committed.absorb(in_tx);
-                self.settle_into_committed(group);
+                self.commit_oldest(group);
             } else {
                 self.pending.drain(..group.len as usize);
             }
@@ -248,7 +247,10 @@ impl Writes {
         }
     }
 
-    fn settle_into_committed(&mut self, group: Group) {
+    /// `commit` for the oldest group, its writes taken from `pending`.
+    fn commit_oldest(&mut self, group: Group) {
+        let in_tx = std::mem::take(&mut self.in_tx);
+        self.committed.absorb(in_tx);
         Self::move_oldest(&mut self.pending, group, &mut self.committed);
         self.committed.strict = false;
     }
@@ -301,12 +303,10 @@ impl Writes {
     pub fn lost(&mut self) {
         let mut all = std::mem::take(&mut self.building);
         self.quiet = 0;
-        for g in std::mem::take(&mut self.sent) {
-            (all.len, all.all, all.strict) = (all.len + g.len, all.all | g.all, all.strict | g.strict);
+        for g in std::mem::take(&mut self.sent).into_iter().rev() {
+            all.join(g);
         }
-        let in_tx = std::mem::take(&mut self.in_tx);
-        self.committed.absorb(in_tx);
-        self.settle_into_committed(all);
+        self.commit_oldest(all);
     }
 
     /// Committed writes awaiting invalidation: (any table of the database, the tables).
