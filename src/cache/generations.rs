@@ -24,7 +24,9 @@ const MAX_TABLES: usize = 100_000;
 #[derive(Default)]
 struct Db {
     generation: u64,
-    tables: HashMap<Arc<str>, u64>,
+    /// Per scope (table, wide or key scope: `scopes`). Shared: a session keeps the ones its
+    /// commits bump (`counter`), entries are never removed.
+    tables: HashMap<Arc<str>, Arc<AtomicU64>>,
     /// Per table: until when (`clock::now_ms`) an entry or a fill may depend on it. Shared:
     /// a session keeps the ones of the tables it writes (`watch_of`), entries are never removed.
     watched: HashMap<Arc<str>, Arc<AtomicU64>>,
@@ -46,7 +48,7 @@ impl Generations {
         let dbs = self.dbs.read();
         if let Some(d) = dbs.get(db).filter(|d| d.mark(tables, watch_until)) {
             out.push(d.generation);
-            out.extend(tables.iter().map(|t| d.tables.get(&**t).copied().unwrap_or(0)));
+            out.extend(tables.iter().map(|t| d.count(t)));
             return out;
         }
         drop(dbs);
@@ -58,7 +60,7 @@ impl Generations {
         }
         d.mark(tables, watch_until);
         out.push(d.generation);
-        out.extend(tables.iter().map(|t| d.tables.get(&**t).copied().unwrap_or(0)));
+        out.extend(tables.iter().map(|t| d.count(t)));
         out
     }
 
@@ -78,6 +80,20 @@ impl Generations {
         Watch(Self::db_mut(&mut dbs, db).place(table).cloned())
     }
 
+    /// The counter of `scope` in `db`, to keep and bump without a lock or a lookup (see
+    /// `Counter`); None past the bound (then only `bump_tables` counts a write).
+    pub fn counter(&self, db: &str, scope: &Arc<str>) -> Option<Counter> {
+        if let Some(c) = self.dbs.read().get(db).and_then(|d| d.tables.get(&**scope)) {
+            return Some(Counter(c.clone()));
+        }
+        let mut dbs = self.dbs.write();
+        let d = Self::db_mut(&mut dbs, db);
+        if !d.tables.contains_key(&**scope) && d.tables.len() >= MAX_TABLES {
+            return None;
+        }
+        Some(Counter(d.tables.entry(scope.clone()).or_default().clone()))
+    }
+
     fn db_mut<'a>(dbs: &'a mut HashMap<Arc<str>, Db>, db: &str) -> &'a mut Db {
         if !dbs.contains_key(db) {
             dbs.insert(Arc::from(db), Db::default());
@@ -87,11 +103,21 @@ impl Generations {
 
     /// Committed writes to `tables` of `db` (take no `Watching` of the same cache meanwhile).
     pub fn bump_tables(&self, db: &str, tables: &[Arc<str>]) {
-        let mut dbs = self.dbs.write();
-        // (One lookup of the database when it is there, as it is after the first commit.)
-        match dbs.get_mut(db) {
-            Some(d) => d.bump(tables),
-            None => Self::db_mut(&mut dbs, db).bump(tables),
+        // Counters bump under the read lock; only a scope without one yet needs the write lock.
+        let mut missing: smallvec::SmallVec<[Arc<str>; 4]> = smallvec::SmallVec::new();
+        match self.dbs.read().get(db) {
+            Some(d) => {
+                for t in tables {
+                    match d.tables.get(&**t) {
+                        Some(g) => drop(g.fetch_add(1, Ordering::AcqRel)),
+                        None => missing.push(t.clone()),
+                    }
+                }
+            }
+            None => missing.extend(tables.iter().cloned()),
+        }
+        if !missing.is_empty() {
+            Self::db_mut(&mut self.dbs.write(), db).bump(&missing);
         }
     }
 
@@ -112,12 +138,16 @@ impl Db {
     fn bump(&mut self, tables: &[Arc<str>]) {
         for t in tables {
             let full = self.tables.len() >= MAX_TABLES;
-            match self.tables.get_mut(&**t) {
-                Some(g) => *g += 1,
+            match self.tables.get(&**t) {
+                Some(g) => drop(g.fetch_add(1, Ordering::AcqRel)),
                 None if full => self.generation += 1,
-                None => drop(self.tables.insert(t.clone(), 1)),
+                None => drop(self.tables.insert(t.clone(), Arc::new(AtomicU64::new(1)))),
             }
         }
+    }
+
+    fn count(&self, scope: &str) -> u64 {
+        self.tables.get(scope).map_or(0, |g| g.load(Ordering::Acquire))
     }
 
     /// `table`'s place in the watch list, made when missing (None past the bound).
@@ -169,6 +199,19 @@ impl Watch {
     }
 }
 
+/// One scope's generation counter held outside the map: a session's commit bumps what it wrote
+/// with no lock and no lookup by name. A snapshot reads each counter on its own, so it may see
+/// one commit's bumps in part: harmless, as every counter a commit bumps moves after its COMMIT
+/// came back, so an entry filled before it still differs on each scope it shares with it.
+#[derive(Clone, Debug)]
+pub struct Counter(Arc<AtomicU64>);
+
+impl Counter {
+    pub fn bump(&self) {
+        self.0.fetch_add(1, Ordering::AcqRel);
+    }
+}
+
 /// The watch list of one database (see `Generations::watching`; the whole map stays read-locked
 /// while it lives, so it must be short-lived).
 pub struct Watching<'a> {
@@ -207,6 +250,24 @@ mod tests {
         let s2 = g.snapshot("db", &t, 0);
         g.bump_all();
         assert_ne!(g.snapshot("db", &t, 0), s2);
+    }
+
+    #[test]
+    fn a_kept_counter_is_the_scope_snapshots_read() {
+        let g = Generations::default();
+        let a: Arc<str> = Arc::from("a");
+        let s0 = g.snapshot("db", std::slice::from_ref(&a), 0);
+        let c = g.counter("db", &a).expect("room");
+        assert_eq!(g.snapshot("db", std::slice::from_ref(&a), 0), s0, "a counter made is no bump");
+        c.bump();
+        let s1 = g.snapshot("db", std::slice::from_ref(&a), 0);
+        assert_ne!(s1, s0);
+        g.bump_tables("db", std::slice::from_ref(&a));
+        assert_ne!(g.snapshot("db", std::slice::from_ref(&a), 0), s1, "by name too");
+        let many: Vec<Arc<str>> = (0..MAX_TABLES).map(|i| Arc::from(format!("t{i}"))).collect();
+        g.bump_tables("db", &many);
+        assert!(g.counter("db", &"new".into()).is_none(), "past the bound: no counter");
+        assert!(g.counter("db", &a).is_some(), "one that exists is still had");
     }
 
     #[test]

@@ -1,18 +1,20 @@
 //! What a commit's writes bump: the generation scopes of the tables (or keys) it wrote, where
 //! something here or on another replica may depend on them, and the other replicas told.
 //!
-//! A session keeps what it asks about each table it writes (`TableViews`: the catalog's answers
-//! and the table's watch deadline), so deciding what its statements note and what its commits
-//! bump takes no catalog lock and no lookup by name while the catalog's list is unchanged (a
-//! commit that wrote something watched still notes write rates and bumps counters, a lock and
-//! a lookup of the database each); invalidations from elsewhere
-//! (replication, a reload) and writes that reach beyond their tables take the shared path.
+//! A session keeps what it asks about each table it writes (`TableViews`: the catalog's answers,
+//! the table's watch deadline and, without Redis, its counters and write rate: `KeptCounters`),
+//! so deciding what its statements note and what its commits bump takes no lock and no lookup
+//! by name while the catalog's list is unchanged (with Redis a commit that wrote something
+//! watched builds the scopes' names to send, and bumps them by name); invalidations from
+//! elsewhere (replication, a reload) and writes that reach beyond their tables take the shared
+//! path.
 
 use std::sync::Arc;
 
 use smallvec::SmallVec;
 
 use super::generations::Watch;
+use super::kept_counters::KeptCounters;
 use super::relations::WriteView;
 use super::scopes::{self, Family, WriteKind, Written};
 use super::{now_ms, wall_ms, CacheStats, ResultCache};
@@ -27,6 +29,7 @@ struct TableView {
     version: u64,
     write: WriteView,
     watch: Watch,
+    kept: KeptCounters,
 }
 
 impl TableView {
@@ -39,7 +42,7 @@ impl TableView {
         // so only a listed table gets a place in the watch list: a name written but never
         // listed takes none.
         let watch = if write.alone { cache.gens.watch_of(db, table) } else { Watch::always() };
-        TableView { name: table.clone(), version, write, watch }
+        TableView { name: table.clone(), version, write, watch, kept: KeptCounters::default() }
     }
 
     /// A committed write to it must bump counters: something here may depend on it, or (with
@@ -89,9 +92,9 @@ impl TableViews {
         }
     }
 
-    /// The scopes a commit of `written` bumps when every table it wrote changes only itself
-    /// (the common case); None: ask the shared path.
-    fn scopes(&mut self, cache: &ResultCache, db: &str, written: &[Written]) -> Option<Vec<Arc<str>>> {
+    /// Where each written table's view is, when every one changes only itself (the common
+    /// case); None: ask the shared path.
+    fn alone(&mut self, cache: &ResultCache, db: &str, written: &[Written]) -> Option<SmallVec<[usize; 8]>> {
         let mut at: SmallVec<[usize; 8]> = SmallVec::with_capacity(written.len());
         for w in written {
             let i = self.index(cache, db, &w.table)?;
@@ -100,12 +103,66 @@ impl TableViews {
             }
             at.push(i);
         }
+        Some(at)
+    }
+
+    /// The scopes a commit of `written` bumps when every table it wrote changes only itself
+    /// (the common case); None: ask the shared path.
+    fn scopes(&mut self, cache: &ResultCache, db: &str, written: &[Written]) -> Option<Vec<Arc<str>>> {
+        let at = self.alone(cache, db, written)?;
         let views = &self.0;
         let (tables, keyed) = split(written, |i, kind| views[at[i]].write.keyed_ok(kind));
         let now = now_ms();
         // (Every table bumped is one of `written`'s, shared: found by pointer.)
         let view_of = |t: &Arc<str>| written.iter().position(|w| Arc::ptr_eq(&w.table, t)).map(|i| &views[at[i]]);
         Some(bumped(&tables, &keyed, |t| view_of(t).is_none_or(|v| v.watched(cache, now))))
+    }
+}
+
+impl TableViews {
+    /// `scopes`' bumps made through the kept counters, with the write rates noted (no Redis:
+    /// no names to send). False when a table is not alone or a counter past the bound: the
+    /// shared path then counts the commit (bumping some counters twice costs only misses).
+    fn bump_kept(&mut self, cache: &ResultCache, db: &str, written: &[Written]) -> bool {
+        let Some(at) = self.alone(cache, db, written) else { return false };
+        let views = &self.0;
+        let (tables, keyed) = split(written, |i, kind| views[at[i]].write.keyed_ok(kind));
+        let (now, wall) = (now_ms(), wall_ms());
+        // (Every table is one of `written`'s, shared: found by pointer.)
+        let view_of = |t: &Arc<str>| written.iter().position(|w| Arc::ptr_eq(&w.table, t)).map(|i| at[i]);
+        let mut noted: SmallVec<[usize; 8]> = SmallVec::new();
+        let mut keys: SmallVec<[(usize, u16); 8]> = SmallVec::new(); // (one bump per scope, as `bumped`)
+        for t in &tables {
+            let Some(i) = view_of(t) else { return false };
+            let v = &mut self.0[i];
+            if v.watched(cache, now) {
+                if !v.kept.bump_table(cache, db, t, true) {
+                    return false;
+                }
+                v.kept.note_rate(cache, db, t, wall);
+            }
+        }
+        for &(t, _, slot) in &keyed {
+            let Some(i) = view_of(t) else { return false };
+            let v = &mut self.0[i];
+            if tables.contains(t) || !v.watched(cache, now) {
+                continue; // written as a whole, or unwatched (as `bumped`)
+            }
+            if !noted.contains(&i) {
+                noted.push(i);
+                if !v.kept.bump_table(cache, db, t, false) {
+                    return false;
+                }
+                v.kept.note_rate(cache, db, t, wall);
+            }
+            if !keys.contains(&(i, slot)) {
+                keys.push((i, slot));
+                if !v.kept.bump_key(cache, db, t, slot) {
+                    return false;
+                }
+            }
+        }
+        true
     }
 }
 
@@ -163,6 +220,10 @@ impl ResultCache {
 
     /// `invalidate` for a session's commit, its tables' views kept in `views`.
     pub async fn invalidate_seen(&self, db: &str, written: &[Written], views: &mut TableViews) {
+        if self.redis.is_none() && views.bump_kept(self, db, written) {
+            CacheStats::add(&self.stats.invalidations, written.len() as u64);
+            return;
+        }
         let bumped = views.scopes(self, db, written).or_else(|| self.scopes_of(db, written));
         self.apply(db, Some(written), bumped).await;
     }
@@ -275,5 +336,45 @@ mod tests {
             }
         }
         assert!(answered >= 40, "the views answered {answered} of 486");
+    }
+
+    /// The kept counters bump what the named scopes would: two caches alike, one commit by
+    /// each path, every scope involved compared after each (bumped alike, or both unmoved).
+    #[test]
+    fn kept_counters_bump_what_the_names_would() {
+        let mut rows = plain();
+        rows.extend([row("s", "r", ""), row("s", "pkey:23", "id"), row("s", "cascade", "s")]);
+        let (kept, named) = (cache(rows.clone()), cache(rows));
+        let names: Vec<Arc<str>> = ["t", "u", "p", "c", "s", "unlisted"].map(Arc::from).to_vec();
+        for c in [&kept, &named] {
+            c.gens.snapshot("db", &[names[0].clone(), names[2].clone(), names[4].clone()], u64::MAX);
+        }
+        let mut views = TableViews::default();
+        let mut bumped = 0;
+        for (i, a) in names.iter().enumerate() {
+            for (j, b) in names.iter().enumerate() {
+                for kind in [WriteKind::Update, WriteKind::Delete, WriteKind::Insert] {
+                    let mut written = vec![Written::key(a, kind, i.to_string().as_bytes())];
+                    written.push(match j % 3 {
+                        0 => Written::table(b.clone()),
+                        1 => Written::key(b, kind, b"7"),
+                        _ => Written::key(a, WriteKind::Delete, i.to_string().as_bytes()), // (one key twice)
+                    });
+                    let scopes = views.scopes(&kept, "db", &written);
+                    if !views.bump_kept(&kept, "db", &written) {
+                        assert_eq!(scopes, None, "the kept path declines only where the views do: {written:?}");
+                        continue;
+                    }
+                    let expected = named.scopes_of("db", &written).expect("answered by the views");
+                    named.gens.bump_tables("db", &expected);
+                    bumped += !expected.is_empty() as usize;
+                    let mut all: Vec<Arc<str>> = names.iter().flat_map(|t| [t.clone(), scopes::wide(t)]).collect();
+                    all.extend(written.iter().filter_map(|w| Some(scopes::key_scope(&w.table, w.key?.1.into()))));
+                    let (k, n) = (kept.gens.snapshot("db", &all, 0), named.gens.snapshot("db", &all, 0));
+                    assert_eq!(k, n, "{written:?} bumps {expected:?}");
+                }
+            }
+        }
+        assert!(bumped >= 10, "{bumped} commits bumped something");
     }
 }

@@ -11,6 +11,7 @@ pub mod fill;
 pub mod flight;
 pub mod generations;
 mod invalidation;
+mod kept_counters;
 pub mod policy;
 pub mod prepared_ddl;
 pub mod redis_tier;

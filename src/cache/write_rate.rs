@@ -6,6 +6,7 @@
 //! write pgpilot does not see (another writer) could leave stale, and holds memory for nothing.
 
 use foldhash::HashMap;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -22,32 +23,58 @@ const BURST_MS: u64 = 100;
 /// Below this a TTL gains nothing (the cache's own lookups take longer to pay back).
 const MIN_TTL: Duration = Duration::from_secs(1);
 
-#[derive(Clone, Copy)]
-struct Rate {
-    last_ms: u64,
+/// One table's writes. Atomics, not a value under the map's lock: a session keeps the rate of
+/// each table it writes (`note_kept`) and notes a commit with no lock and no lookup; one within
+/// `BURST_MS` of the last (most of a busy table's) is a load and a compare.
+#[derive(Default)]
+pub struct Rate {
+    last_ms: AtomicU64,
     /// Smoothed interval between writes (1/4 weight to the newest), ms; 0 until a second write.
-    interval_ms: u64,
+    interval_ms: AtomicU64,
+}
+
+impl Rate {
+    fn starting(now_ms: u64) -> Arc<Rate> {
+        Arc::new(Rate { last_ms: AtomicU64::new(now_ms), interval_ms: AtomicU64::new(0) })
+    }
+
+    /// A committed write at `now_ms`: counted unless within `BURST_MS` of the last one counted.
+    pub fn note(&self, now_ms: u64) {
+        let mut last = self.last_ms.load(Relaxed);
+        loop {
+            let gap = now_ms.saturating_sub(last);
+            if gap < BURST_MS {
+                return;
+            }
+            match self.last_ms.compare_exchange_weak(last, now_ms, Relaxed, Relaxed) {
+                Ok(_) => {
+                    let smoothed = |old: u64| Some(if old == 0 { gap } else { old - old / 4 + gap / 4 });
+                    let _ = self.interval_ms.fetch_update(Relaxed, Relaxed, smoothed);
+                    return;
+                }
+                Err(seen) => last = seen, // (another note came first: the gap is from it now)
+            }
+        }
+    }
 }
 
 /// A database's tables.
-type Tables = HashMap<Arc<str>, Rate>;
+type Tables = HashMap<Arc<str>, Arc<Rate>>;
 
 /// Per database, per table: looked up by `&str`, so a store allocates nothing.
 #[derive(Default)]
 pub struct WriteRates {
     tables: Mutex<HashMap<Arc<str>, Tables>>,
-    count: std::sync::atomic::AtomicUsize,
+    count: AtomicUsize,
+    /// How many times the map started over: a kept `Rate` from before is no longer read.
+    restarts: AtomicU64,
 }
 
 impl WriteRates {
     /// Committed writes to these tables (or generation scopes of them) of `db` at `now_ms`.
     pub fn note<'a>(&self, db: &str, names: impl IntoIterator<Item = &'a Arc<str>>, now_ms: u64) {
-        use std::sync::atomic::Ordering::Relaxed;
         let mut map = self.tables.lock();
-        if self.count.load(Relaxed) >= MAX_TABLES {
-            map.clear();
-            self.count.store(0, Relaxed);
-        }
+        self.restart_if_full(&mut map);
         // (One lookup of the database when it is there, as it is after the first commit.)
         match map.get_mut(db) {
             Some(tables) => Self::note_in(tables, &self.count, names, now_ms),
@@ -55,32 +82,50 @@ impl WriteRates {
         }
     }
 
+    fn restart_if_full(&self, map: &mut HashMap<Arc<str>, Tables>) {
+        if self.count.load(Relaxed) >= MAX_TABLES {
+            map.clear();
+            self.count.store(0, Relaxed);
+            self.restarts.fetch_add(1, Relaxed);
+        }
+    }
+
     /// `note` for one database's tables.
     fn note_in<'a>(
         tables: &mut Tables,
-        count: &std::sync::atomic::AtomicUsize,
+        count: &AtomicUsize,
         names: impl IntoIterator<Item = &'a Arc<str>>,
         now_ms: u64,
     ) {
-        use std::sync::atomic::Ordering::Relaxed;
         for name in names {
             let table = table_of(name);
-            let rate = match tables.get_mut(table) {
-                Some(rate) => rate,
+            match tables.get(table) {
+                Some(rate) => rate.note(now_ms),
                 None => {
                     count.fetch_add(1, Relaxed);
-                    tables.entry(Arc::from(table)).or_insert(Rate { last_ms: now_ms, interval_ms: 0 })
+                    tables.insert(Arc::from(table), Rate::starting(now_ms));
                 }
-            };
-            let gap = now_ms.saturating_sub(rate.last_ms);
-            if gap >= BURST_MS {
-                rate.interval_ms = match rate.interval_ms {
-                    0 => gap,
-                    old => old - old / 4 + gap / 4,
-                };
-                rate.last_ms = now_ms;
             }
         }
+    }
+
+    /// `note` for one table, whose rate is returned to keep and note without a lock, with the
+    /// restart count it belongs to (`current`).
+    pub fn note_kept(&self, db: &str, table: &Arc<str>, now_ms: u64) -> (Arc<Rate>, u64) {
+        let mut map = self.tables.lock();
+        self.restart_if_full(&mut map);
+        let restarts = self.restarts.load(Relaxed);
+        let tables = match map.get_mut(db) {
+            Some(tables) => tables,
+            None => map.entry(Arc::from(db)).or_default(),
+        };
+        Self::note_in(tables, &self.count, [table], now_ms);
+        (tables.get(table_of(table)).cloned().unwrap_or_default(), restarts)
+    }
+
+    /// A `Rate` kept since `restarts` is still the one `bound` reads.
+    pub fn current(&self, restarts: u64) -> bool {
+        self.restarts.load(Relaxed) == restarts
     }
 
     /// `ttl` shortened to `intervals` mean write intervals of the most written of `tables` (at
@@ -95,8 +140,9 @@ impl WriteRates {
         let shortest = tables
             .iter()
             .filter_map(|t| known.get(table_of(t)))
-            .filter(|r| r.interval_ms > 0)
-            .map(|r| r.interval_ms.max(now_ms.saturating_sub(r.last_ms)))
+            .map(|r| (r.interval_ms.load(Relaxed), r.last_ms.load(Relaxed)))
+            .filter(|&(interval, _)| interval > 0)
+            .map(|(interval, last)| interval.max(now_ms.saturating_sub(last)))
             .min();
         match shortest {
             Some(ms) => ttl.min(Duration::from_millis(ms.saturating_mul(intervals as u64)).max(MIN_TTL)),
@@ -140,6 +186,25 @@ mod tests {
         let later = w.bound("db", &names(&["t"]), Duration::from_secs(300), 10, 61_100);
         assert_eq!(later, Duration::from_secs(300), "quiet for a minute: the configured TTL again");
         assert_eq!(w.bound("other", &names(&["t"]), Duration::from_secs(300), 10, 1200), Duration::from_secs(300));
+    }
+
+    #[test]
+    fn a_kept_rate_is_the_one_bound_reads_until_the_map_starts_over() {
+        let w = WriteRates::default();
+        let t: Arc<str> = Arc::from("t");
+        let (rate, restarts) = w.note_kept("db", &t, 1000);
+        rate.note(1050);
+        rate.note(2000);
+        assert_eq!(w.bound("db", &names(&["t"]), Duration::from_secs(300), 10, 2000), Duration::from_secs(10));
+        w.note("db", &names(&["t"]), 3000);
+        let (again, _) = w.note_kept("db", &t, 3050);
+        assert!(Arc::ptr_eq(&rate, &again) && w.current(restarts), "one rate, by name or kept");
+        assert_eq!(rate.interval_ms.load(Relaxed), 1000, "the note by name counted, the one within a burst not");
+        w.count.store(MAX_TABLES, Relaxed);
+        w.note("db", &names(&["u"]), 4000);
+        assert!(!w.current(restarts), "started over: the kept rate is no longer read");
+        rate.note(9000);
+        assert_eq!(w.bound("db", &names(&["t"]), Duration::from_secs(300), 10, 9000), Duration::from_secs(300));
     }
 
     #[test]

@@ -14,10 +14,12 @@
 //! on 2 cores: 4% lower at the 10th percentile for 37% less server CPU per transaction; while
 //! only a 5% faster side was kept, the choice fell either side of that line between pgpilot's two
 //! configurations in one benchmark run: 150 against 157 us dropped, 228 against 247 kept),
-//! while a generic plan that runs worse shows plainly (an index scan over a skewed column's
-//! common value: 40% slower). Only where it runs worse for most runs, though: judged at the 10th
-//! percentile, a generic plan bad for a minority of the values a shape is run with does not show
-//! (as before this tie rule); its run times in `/queries` show it.
+//! while a generic plan that runs worse shows plainly (one that evaluates per row what the custom
+//! plans fold to a constant: ~3x; an index scan over a skewed column's common value alone measured
+//! anywhere from 40% slower to 6% faster with the table in memory). Only where it runs worse for
+//! most runs, though: judged at the 10th percentile, a generic plan bad for a minority of the
+//! values a shape is run with does not show (as before this tie rule); its run times in
+//! `/queries` show it.
 //!
 //! Three things make the comparison fair (before them the choice flipped between identical
 //! pgbench runs, 7 kept of 10): the sides alternate, so both see the same load; each side is read
