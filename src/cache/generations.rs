@@ -83,8 +83,12 @@ impl Generations {
     /// The counter of `scope` in `db`, to keep and bump without a lock or a lookup (see
     /// `Counter`); None past the bound (then only `bump_tables` counts a write).
     pub fn counter(&self, db: &str, scope: &Arc<str>) -> Option<Counter> {
-        if let Some(c) = self.dbs.read().get(db).and_then(|d| d.tables.get(&**scope)) {
-            return Some(Counter(c.clone()));
+        if let Some(d) = self.dbs.read().get(db) {
+            match d.tables.get(&**scope) {
+                Some(c) => return Some(Counter(c.clone())),
+                None if d.tables.len() >= MAX_TABLES => return None, // (entries are never removed)
+                None => {}
+            }
         }
         let mut dbs = self.dbs.write();
         let d = Self::db_mut(&mut dbs, db);
@@ -203,7 +207,6 @@ impl Watch {
 /// with no lock and no lookup by name. A snapshot reads each counter on its own, so it may see
 /// one commit's bumps in part: harmless, as every counter a commit bumps moves after its COMMIT
 /// came back, so an entry filled before it still differs on each scope it shares with it.
-#[derive(Clone, Debug)]
 pub struct Counter(Arc<AtomicU64>);
 
 impl Counter {

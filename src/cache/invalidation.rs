@@ -121,48 +121,39 @@ impl TableViews {
 
 impl TableViews {
     /// `scopes`' bumps made through the kept counters, with the write rates noted (no Redis:
-    /// no names to send). False when a table is not alone or a counter past the bound: the
-    /// shared path then counts the commit (bumping some counters twice costs only misses).
-    fn bump_kept(&mut self, cache: &ResultCache, db: &str, written: &[Written]) -> bool {
-        let Some(at) = self.alone(cache, db, written) else { return false };
-        let views = &self.0;
-        let (tables, keyed) = split(written, |i, kind| views[at[i]].write.keyed_ok(kind));
+    /// no names to send). None when a table is not alone (the shared path decides), false when
+    /// a counter is past the bound (the scopes by name count the commit; bumping some counters
+    /// twice costs only misses).
+    fn bump_kept(&mut self, cache: &ResultCache, db: &str, written: &[Written]) -> Option<bool> {
+        let at = self.alone(cache, db, written)?;
+        // A table written whole anywhere in the commit is bumped whole (its keys need no scope):
+        // `split`'s rule, by view (one per table).
+        let whole = |j: usize| written[j].key.is_none_or(|(kind, _)| !self.0[at[j]].write.keyed_ok(kind));
+        let reached: SmallVec<[usize; 8]> = (0..written.len()).filter(|&j| whole(j)).map(|j| at[j]).collect();
         let (now, wall) = (now_ms(), wall_ms());
-        // (Every table is one of `written`'s, shared: found by pointer.)
-        let view_of = |t: &Arc<str>| written.iter().position(|w| Arc::ptr_eq(&w.table, t)).map(|i| at[i]);
-        let mut noted: SmallVec<[usize; 8]> = SmallVec::new();
+        let mut done: SmallVec<[usize; 8]> = SmallVec::new();
         let mut keys: SmallVec<[(usize, u16); 8]> = SmallVec::new(); // (one bump per scope, as `bumped`)
-        for t in &tables {
-            let Some(i) = view_of(t) else { return false };
+        for (j, w) in written.iter().enumerate() {
+            let (i, key) = (at[j], w.key.filter(|_| !reached.contains(&at[j])));
             let v = &mut self.0[i];
-            if v.watched(cache, now) {
-                if !v.kept.bump_table(cache, db, t, true) {
-                    return false;
+            if !v.watched(cache, now) {
+                continue;
+            }
+            if !done.contains(&i) {
+                done.push(i);
+                if !v.kept.bump_table(cache, db, &w.table, key.is_none()) {
+                    return Some(false);
                 }
-                v.kept.note_rate(cache, db, t, wall);
+                v.kept.note_rate(cache, db, &w.table, wall);
             }
-        }
-        for &(t, _, slot) in &keyed {
-            let Some(i) = view_of(t) else { return false };
-            let v = &mut self.0[i];
-            if tables.contains(t) || !v.watched(cache, now) {
-                continue; // written as a whole, or unwatched (as `bumped`)
-            }
-            if !noted.contains(&i) {
-                noted.push(i);
-                if !v.kept.bump_table(cache, db, t, false) {
-                    return false;
-                }
-                v.kept.note_rate(cache, db, t, wall);
-            }
-            if !keys.contains(&(i, slot)) {
+            if let Some((_, slot)) = key.filter(|&(_, slot)| !keys.contains(&(i, slot))) {
                 keys.push((i, slot));
-                if !v.kept.bump_key(cache, db, t, slot) {
-                    return false;
+                if !v.kept.bump_key(cache, db, &w.table, slot) {
+                    return Some(false);
                 }
             }
         }
-        true
+        Some(true)
     }
 }
 
@@ -191,9 +182,11 @@ fn bumped(
     watched: impl Fn(&Arc<str>) -> bool,
 ) -> Vec<Arc<str>> {
     let mut out = Vec::with_capacity(2 * reached.len() + 2 * keyed.len());
-    for t in reached.iter().filter(|t| watched(t)) {
-        out.push(t.clone());
-        out.push(scopes::wide(t));
+    for (n, t) in reached.iter().enumerate().filter(|(_, t)| watched(t)) {
+        if !reached[..n].contains(t) {
+            out.push(t.clone());
+            out.push(scopes::wide(t));
+        }
     }
     for &(t, _, slot) in keyed {
         if reached.contains(t) || !watched(t) {
@@ -220,11 +213,14 @@ impl ResultCache {
 
     /// `invalidate` for a session's commit, its tables' views kept in `views`.
     pub async fn invalidate_seen(&self, db: &str, written: &[Written], views: &mut TableViews) {
-        if self.redis.is_none() && views.bump_kept(self, db, written) {
-            CacheStats::add(&self.stats.invalidations, written.len() as u64);
-            return;
-        }
-        let bumped = views.scopes(self, db, written).or_else(|| self.scopes_of(db, written));
+        let bumped = match self.redis.is_none().then(|| views.bump_kept(self, db, written)) {
+            Some(Some(true)) => {
+                CacheStats::add(&self.stats.invalidations, written.len() as u64);
+                return;
+            }
+            Some(None) => self.scopes_of(db, written), // (a table not alone: the views cannot answer)
+            _ => views.scopes(self, db, written).or_else(|| self.scopes_of(db, written)),
+        };
         self.apply(db, Some(written), bumped).await;
     }
 
@@ -361,12 +357,17 @@ mod tests {
                         _ => Written::key(a, WriteKind::Delete, i.to_string().as_bytes()), // (one key twice)
                     });
                     let scopes = views.scopes(&kept, "db", &written);
-                    if !views.bump_kept(&kept, "db", &written) {
+                    if views.bump_kept(&kept, "db", &written) != Some(true) {
                         assert_eq!(scopes, None, "the kept path declines only where the views do: {written:?}");
                         continue;
                     }
                     let expected = named.scopes_of("db", &written).expect("answered by the views");
                     named.gens.bump_tables("db", &expected);
+                    named.write_rates.note("db", expected.iter().filter(|n| !n.contains(scopes::SEP)), wall_ms());
+                    for t in &names {
+                        let (k, n) = (kept.write_rates.knows("db", t), named.write_rates.knows("db", t));
+                        assert_eq!(k, n, "{t}'s write rate after {written:?}");
+                    }
                     bumped += !expected.is_empty() as usize;
                     let mut all: Vec<Arc<str>> = names.iter().flat_map(|t| [t.clone(), scopes::wide(t)]).collect();
                     all.extend(written.iter().filter_map(|w| Some(scopes::key_scope(&w.table, w.key?.1.into()))));

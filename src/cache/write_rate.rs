@@ -26,7 +26,6 @@ const MIN_TTL: Duration = Duration::from_secs(1);
 /// One table's writes. Atomics, not a value under the map's lock: a session keeps the rate of
 /// each table it writes (`note_kept`) and notes a commit with no lock and no lookup; one within
 /// `BURST_MS` of the last (most of a busy table's) is a load and a compare.
-#[derive(Default)]
 pub struct Rate {
     last_ms: AtomicU64,
     /// Smoothed interval between writes (1/4 weight to the newest), ms; 0 until a second write.
@@ -98,20 +97,25 @@ impl WriteRates {
         now_ms: u64,
     ) {
         for name in names {
-            let table = table_of(name);
-            match tables.get(table) {
-                Some(rate) => rate.note(now_ms),
-                None => {
-                    count.fetch_add(1, Relaxed);
-                    tables.insert(Arc::from(table), Rate::starting(now_ms));
-                }
-            }
+            Self::note_one(tables, count, name, now_ms);
         }
+    }
+
+    /// A write to the table of `name` (a table or one of its scopes): its rate, made at the first.
+    fn note_one<'t>(tables: &'t mut Tables, count: &AtomicUsize, name: &str, now_ms: u64) -> &'t Arc<Rate> {
+        let table = table_of(name);
+        if let Some(rate) = tables.get(table) {
+            rate.note(now_ms);
+        } else {
+            count.fetch_add(1, Relaxed);
+            tables.insert(Arc::from(table), Rate::starting(now_ms));
+        }
+        &tables[table]
     }
 
     /// `note` for one table, whose rate is returned to keep and note without a lock, with the
     /// restart count it belongs to (`current`).
-    pub fn note_kept(&self, db: &str, table: &Arc<str>, now_ms: u64) -> (Arc<Rate>, u64) {
+    pub fn note_kept(&self, db: &str, table: &str, now_ms: u64) -> (Arc<Rate>, u64) {
         let mut map = self.tables.lock();
         self.restart_if_full(&mut map);
         let restarts = self.restarts.load(Relaxed);
@@ -119,8 +123,13 @@ impl WriteRates {
             Some(tables) => tables,
             None => map.entry(Arc::from(db)).or_default(),
         };
-        Self::note_in(tables, &self.count, [table], now_ms);
-        (tables.get(table_of(table)).cloned().unwrap_or_default(), restarts)
+        (Self::note_one(tables, &self.count, table, now_ms).clone(), restarts)
+    }
+
+    /// Whether `table` of `db` has a rate (a write noted since the map last started over).
+    #[cfg(test)]
+    pub fn knows(&self, db: &str, table: &str) -> bool {
+        self.tables.lock().get(db).is_some_and(|t| t.contains_key(table))
     }
 
     /// A `Rate` kept since `restarts` is still the one `bound` reads.
@@ -196,10 +205,11 @@ mod tests {
         rate.note(1050);
         rate.note(2000);
         assert_eq!(w.bound("db", &names(&["t"]), Duration::from_secs(300), 10, 2000), Duration::from_secs(10));
-        w.note("db", &names(&["t"]), 3000);
-        let (again, _) = w.note_kept("db", &t, 3050);
+        w.note("db", &names(&["t"]), 4000);
+        assert_eq!(rate.last_ms.load(Relaxed), 4000, "a note by name is the kept rate's");
+        let (again, _) = w.note_kept("db", &t, 4050);
         assert!(Arc::ptr_eq(&rate, &again) && w.current(restarts), "one rate, by name or kept");
-        assert_eq!(rate.interval_ms.load(Relaxed), 1000, "the note by name counted, the one within a burst not");
+        assert_eq!(rate.interval_ms.load(Relaxed), 1250, "the note by name counted, the one within a burst not");
         w.count.store(MAX_TABLES, Relaxed);
         w.note("db", &names(&["u"]), 4000);
         assert!(!w.current(restarts), "started over: the kept rate is no longer read");
