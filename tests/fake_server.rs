@@ -187,24 +187,22 @@ async fn a_cache_hit_waits_behind_pending_server_replies() {
     assert!(String::from_utf8_lossy(&got[6].1).contains("cached"), "the rows from the cache");
 }
 
-/// Transaction mode with room for one prepared statement per server connection: the client's
-/// second statement evicts the first from the server; binding the first again makes pgpilot close
-/// the second, prepare the first again under its server name, check its description against what
-/// the client holds, and bind it: the client sees only its own BindComplete and rows.
-#[tokio::test]
-async fn a_statement_evicted_from_the_server_is_prepared_again_unseen() {
+/// The description the fake gives `SELECT 1` (its ParameterDescription and one column).
+fn one_column() -> Vec<u8> {
+    let mut d = param_description();
+    d.extend(row_description(&["one"]));
+    d
+}
+
+/// A client's s1, prepared on the server under pgpilot's name and described (once hidden, once
+/// for the client), then closed there when s2 takes the server's one slot. Returns the fake and
+/// the proxy (kept alive), the client, the server, and s1's and s2's server names.
+async fn s1_evicted_by_s2() -> (Fake, InProcess, raw::Raw, raw::Raw, String, String) {
     let config =
         "[pool]\nmax_size = 1\ncheckout_timeout_ms = 5000\nmax_server_connections = 100\nisolate_attached_code = false\n[cache]\nenabled = false\n\
         [prepared]\nserver_cache_size = 1\n\n[[users]]\nname = \"trustuser\"\nauth = \"trust\"\n";
     let (fake, proxy) = Fake::start_with(config).await;
     let (mut a, mut server) = fake.login(&proxy).await;
-    let description = || {
-        let mut d = param_description();
-        d.extend(row_description(&["one"]));
-        d
-    };
-
-    // s1: prepared on the server under pgpilot's name and described (once hidden, once for the client).
     let mut batch = raw::parse("s1", "SELECT 1");
     batch.extend(msg(b'D', b"Ss1\0"));
     batch.extend(raw::sync());
@@ -215,13 +213,12 @@ async fn a_statement_evicted_from_the_server_is_prepared_again_unseen() {
     let s1 = sent[0].1.clone();
     assert!(s1.starts_with("pgpilot_"), "the registry's name, not the client's: {s1}");
     let mut reply = msg(b'1', b"");
-    reply.extend(description());
-    reply.extend(description());
+    reply.extend(one_column());
+    reply.extend(one_column());
     reply.extend(ready(b'I'));
     server.send(&reply).await;
     assert_eq!(String::from_utf8_lossy(&a.until_ready().await.unwrap()), "1tTZ");
 
-    // s2 takes the server's one slot: s1 is closed there.
     let mut batch = raw::parse("s2", "SELECT 2");
     batch.extend(raw::sync());
     a.send(&batch).await;
@@ -231,29 +228,70 @@ async fn a_statement_evicted_from_the_server_is_prepared_again_unseen() {
     let s2 = sent[1].1.clone();
     let mut reply = msg(b'3', b"");
     reply.extend(msg(b'1', b""));
-    reply.extend(description());
+    reply.extend(one_column());
     reply.extend(ready(b'I'));
     server.send(&reply).await;
     assert_eq!(String::from_utf8_lossy(&a.until_ready().await.unwrap()), "1Z");
+    (fake, proxy, a, server, s1, s2)
+}
 
-    // Binding s1 again: re-prepared (s2 evicted), compared, bound; the client sees its own replies only.
+/// Binding s1 again, which the client holds described: prepared again (s2 evicted) and described,
+/// with a Flush; the client's Bind waits for that description, compared with the client's
+/// (`reply_hold.rs`), then goes out; the client sees its own replies only.
+#[tokio::test]
+async fn a_statement_evicted_from_the_server_is_prepared_again_unseen() {
+    let (_fake, _proxy, mut a, mut server, s1, s2) = s1_evicted_by_s2().await;
     let mut batch = raw::bind("", "s1");
     batch.extend(raw::execute(""));
     batch.extend(raw::sync());
     a.send(&batch).await;
-    let sent = named(&mut server, 6).await;
-    let tags: String = sent.iter().map(|(t, _)| *t).collect();
-    assert_eq!(tags, "CPDBES");
+    let sent = named(&mut server, 4).await;
+    assert_eq!(sent.iter().map(|(t, _)| *t).collect::<String>(), "CPDH");
     assert_eq!(sent[0].1, s2);
-    assert_eq!((sent[1].1.as_str(), sent[3].1.as_str()), (s1.as_str(), s1.as_str()), "s1 again, under its server name");
+    assert_eq!((sent[1].1.as_str(), sent[2].1.as_str()), (s1.as_str(), s1.as_str()), "s1 again, under its server name");
+    assert!(quiet(&mut server, Duration::from_millis(300)).await, "the Bind waits for the description");
     let mut reply = msg(b'3', b"");
     reply.extend(msg(b'1', b""));
-    reply.extend(description());
-    reply.extend(msg(b'2', b""));
+    reply.extend(one_column());
+    server.send(&reply).await;
+    let sent = named(&mut server, 3).await;
+    assert_eq!(sent.iter().map(|(t, _)| *t).collect::<String>(), "BES");
+    assert_eq!(sent[0].1, s1);
+    let mut reply = msg(b'2', b"");
     reply.extend(data_row("1"));
     reply.extend(done("SELECT 1", b'I'));
     server.send(&reply).await;
     assert_eq!(String::from_utf8_lossy(&a.until_ready().await.unwrap()), "2DCZ");
+}
+
+/// As above, but the server describes s1 with another shape (DDL since the client's Describe): the
+/// client gets 0A000 in its Bind's place, and its Bind and Execute reach the server only behind a
+/// Bind the server fails, so they are skipped up to the Sync (a write there would never run).
+#[tokio::test]
+async fn a_statement_that_changed_shape_fails_before_the_clients_run() {
+    let (_fake, _proxy, mut a, mut server, s1, _) = s1_evicted_by_s2().await;
+    let mut batch = raw::bind("", "s1");
+    batch.extend(raw::execute(""));
+    batch.extend(raw::sync());
+    a.send(&batch).await;
+    assert_eq!(named(&mut server, 4).await.iter().map(|(t, _)| *t).collect::<String>(), "CPDH");
+    let mut reply = msg(b'3', b"");
+    reply.extend(msg(b'1', b""));
+    reply.extend(param_description());
+    reply.extend(row_description(&["one", "two"]));
+    server.send(&reply).await;
+    let sent = named(&mut server, 4).await;
+    assert_eq!(sent.iter().map(|(t, _)| *t).collect::<String>(), "BBES");
+    assert_eq!((sent[0].1.as_str(), sent[1].1.as_str()), ("pgpilot_shape_changed", s1.as_str()));
+    let mut reply = msg(b'E', b"SERROR\0C26000\0Mprepared statement \"pgpilot_shape_changed\" does not exist\0\0");
+    reply.extend(ready(b'I'));
+    server.send(&reply).await;
+    let (tag, body) = a.next().await.expect("the client's error");
+    let text = String::from_utf8_lossy(&body);
+    assert_eq!(tag, b'E', "{text}");
+    assert!(text.contains("C0A000\0Mcached plan must not change result type"), "{text}");
+    let (tag, _) = a.next().await.expect("the Sync's ReadyForQuery");
+    assert_eq!(tag, b'Z', "pgpilot's own Bind's error (26000) is not the client's");
 }
 
 /// A pool growing fast opens at most `pool.max_parallel_connects` server connections at once: with

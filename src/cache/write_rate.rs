@@ -72,13 +72,25 @@ pub struct WriteRates {
 impl WriteRates {
     /// Committed writes to these tables (or generation scopes of them) of `db` at `now_ms`.
     pub fn note<'a>(&self, db: &str, names: impl IntoIterator<Item = &'a Arc<str>>, now_ms: u64) {
+        self.in_db(db, |tables, count, _| {
+            for name in names {
+                Self::note_one(tables, count, name, now_ms);
+            }
+        })
+    }
+
+    /// Runs `f` on `db`'s tables (made at its first write) under the lock, with the restart
+    /// count they belong to: the one get-or-insert both notes share.
+    fn in_db<R>(&self, db: &str, f: impl FnOnce(&mut Tables, &AtomicUsize, u64) -> R) -> R {
         let mut map = self.tables.lock();
         self.restart_if_full(&mut map);
+        let restarts = self.restarts.load(Relaxed);
         // (One lookup of the database when it is there, as it is after the first commit.)
-        match map.get_mut(db) {
-            Some(tables) => Self::note_in(tables, &self.count, names, now_ms),
-            None => Self::note_in(map.entry(Arc::from(db)).or_default(), &self.count, names, now_ms),
-        }
+        let tables = match map.get_mut(db) {
+            Some(tables) => tables,
+            None => map.entry(Arc::from(db)).or_default(),
+        };
+        f(tables, &self.count, restarts)
     }
 
     fn restart_if_full(&self, map: &mut HashMap<Arc<str>, Tables>) {
@@ -86,18 +98,6 @@ impl WriteRates {
             map.clear();
             self.count.store(0, Relaxed);
             self.restarts.fetch_add(1, Relaxed);
-        }
-    }
-
-    /// `note` for one database's tables.
-    fn note_in<'a>(
-        tables: &mut Tables,
-        count: &AtomicUsize,
-        names: impl IntoIterator<Item = &'a Arc<str>>,
-        now_ms: u64,
-    ) {
-        for name in names {
-            Self::note_one(tables, count, name, now_ms);
         }
     }
 
@@ -116,14 +116,7 @@ impl WriteRates {
     /// `note` for one table, whose rate is returned to keep and note without a lock, with the
     /// restart count it belongs to (`current`).
     pub fn note_kept(&self, db: &str, table: &str, now_ms: u64) -> (Arc<Rate>, u64) {
-        let mut map = self.tables.lock();
-        self.restart_if_full(&mut map);
-        let restarts = self.restarts.load(Relaxed);
-        let tables = match map.get_mut(db) {
-            Some(tables) => tables,
-            None => map.entry(Arc::from(db)).or_default(),
-        };
-        (Self::note_one(tables, &self.count, table, now_ms).clone(), restarts)
+        self.in_db(db, |tables, count, restarts| (Self::note_one(tables, count, table, now_ms).clone(), restarts))
     }
 
     /// Whether `table` of `db` has a rate (a write noted since the map last started over).

@@ -25,7 +25,9 @@ impl Session {
     }
 
     pub(super) async fn flush_server(&mut self) -> Flow {
-        if self.sout.is_empty() {
+        // (All of it but what waits for a Describe's answer, `reply_hold.rs`.)
+        let n = self.pending.writable(&mut self.sout);
+        if n == 0 {
             return Flow::Continue;
         }
         self.pending.server_flushed();
@@ -37,8 +39,15 @@ impl Session {
         if self.timeouts.deadline.is_none() {
             self.timeouts.deadline = self.timeouts.query.map(|t| tokio::time::Instant::now() + t);
         }
-        let r = server.stream.write_all(&self.sout).await;
-        self.sout.clear();
+        let r = server.stream.write_all(&self.sout[..n]).await;
+        if n == self.sout.len() {
+            self.sout.clear();
+        } else {
+            bytes::Buf::advance(&mut self.sout, n);
+        }
+        if self.pending.holding() {
+            self.pending.written(n);
+        }
         if r.is_err() {
             self.server_lost("writing to the server failed").await;
             return Flow::Close;

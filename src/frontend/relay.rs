@@ -53,21 +53,28 @@ impl Session {
                     }
                     self.pending.emit_local(&mut self.cout);
                 }
-                Piece::Part { tag, bytes, first } => {
-                    if first {
-                        self.on_server_tag(tag, &[]);
-                        self.pending.reply_unreadable();
-                        self.pending.on_server(tag, &bytes, &mut self.cout, &mut self.stages.replies);
-                        self.note_skipped_boundaries(); // (an ErrorResponse too large to read whole)
-                    }
-                    self.cout.extend_from_slice(&bytes);
-                }
+                Piece::Part { tag, bytes, first } => self.on_server_part(tag, &bytes, first),
             }
             if self.cout.len() >= STREAM_THRESHOLD && self.flush_client().await == Flow::Close {
                 return Flow::Close;
             }
         }
+        // A Describe's answer may have released bytes held for it (`reply_hold.rs`).
+        if self.pending.holding() && self.flush_server().await == Flow::Close {
+            return Flow::Close;
+        }
         self.flush_client().await
+    }
+
+    /// A part of a message too large to read whole, streamed through to the client.
+    fn on_server_part(&mut self, tag: u8, bytes: &[u8], first: bool) {
+        if first {
+            self.on_server_tag(tag, &[]);
+            self.pending.reply_unreadable();
+            self.pending.on_server(tag, bytes, &mut self.cout, &mut self.stages.replies);
+            self.note_skipped_boundaries(); // (an ErrorResponse too large to read whole)
+        }
+        self.cout.extend_from_slice(bytes);
     }
 
     /// A ReadyForQuery the client is owed: the stages settle what it ends, the client gets it,
@@ -203,7 +210,7 @@ impl Session {
                 self.pending.on_copy_in();
             }
             be::ERROR_RESPONSE => {
-                self.tx.on_copy_error();
+                self.tx.on_error();
                 self.reported.restoring.clear(); // the RESET's transaction will not commit
             }
             be::COMMAND_COMPLETE if body.starts_with(b"ROLLBACK") => self.reported.restoring.clear(),

@@ -64,13 +64,15 @@ pub struct DescribeWait {
     /// The client's name for the statement (empty: its unnamed one).
     pub(super) client: Bytes,
     pub(super) reply: BytesMut,
+    /// What the client sent after it waits for its answer (`reply_hold.rs`).
+    pub(super) holds: bool,
 }
 
 impl Action {
     /// A Describe of `stmt` whose reply is checked as `check` (shown to the client unless
     /// `suppress`).
     pub fn describe(stmt: Arc<Statement>, check: Check, suppress: bool, client: Bytes) -> Action {
-        Action::Describe(Box::new(DescribeWait { stmt, check, suppress, client, reply: BytesMut::new() }))
+        Action::Describe(Box::new(DescribeWait { stmt, check, suppress, client, reply: BytesMut::new(), holds: false }))
     }
 }
 

@@ -27,11 +27,9 @@ pub use super::reply_actions::{Action, Check, DescribeWait, Kind};
 struct Expect<A> {
     kind: Kind,
     action: Action,
-    /// The server's reply is not for the client (the statement's shape changed under it, or
-    /// pgpilot's own Execute continues a fill).
+    /// The server's reply is not for the client (pgpilot's own Execute continues a fill, or its
+    /// Bind fails in a changed statement's place).
     drop: bool,
-    /// Sent instead of the server's reply (boxed: rare).
-    error_instead: Option<Box<Bytes>>,
     /// What the stages registered on the entry.
     att: A,
 }
@@ -39,8 +37,8 @@ struct Expect<A> {
 impl<A: Attachment> Expect<A> {
     /// A reply to this entry that does not complete it stays here: replies to pgpilot's own
     /// injected Describe (its ParameterDescription), to its own Query (a deferred BEGIN; errors
-    /// excepted), to its own Execute continuing a fill (`hide_replies`), or to a statement
-    /// whose shape changed.
+    /// excepted), to its own Execute continuing a fill (`hide_replies`), or to its own Bind
+    /// failing in a changed statement's place (`reply_hold.rs`).
     fn hides(&self, tag: u8) -> bool {
         self.drop
             || matches!(&self.action, Action::Describe(d) if d.suppress)
@@ -48,7 +46,7 @@ impl<A: Attachment> Expect<A> {
     }
 
     fn new(kind: Kind, action: Action, drop: bool) -> Self {
-        Self { kind, action, drop, error_instead: None, att: A::default() }
+        Self { kind, action, drop, att: A::default() }
     }
 
     /// What the stages see of one reply message: the attachment its frame, the prepared stage
@@ -71,6 +69,7 @@ struct Described {
     suppress: bool,
     client: Bytes,
     reply: Bytes,
+    holds: bool,
 }
 
 #[derive(Debug, Default)]
@@ -78,8 +77,6 @@ pub struct Pending<A: Attachment> {
     q: VecDeque<Expect<A>>,
     /// The server reported an error and skips everything up to the client's next Sync.
     skipping: bool,
-    /// Replies up to the next Sync are dropped (a statement's shape changed; the client got 0A000).
-    poisoned: bool,
     /// Events from pushes (skipped messages), collected by `take_events`.
     events: Vec<Event>,
     /// The last push made an entry (a message the server skips gets none): what a stage
@@ -98,6 +95,8 @@ pub struct Pending<A: Attachment> {
     /// and its bytes (a buffer kept for reuse).
     retry: Retry,
     retry_bytes: BytesMut,
+    /// Bytes in the server buffer waiting for a Describe's answer (`reply_hold.rs`).
+    holds: Holds,
 }
 
 impl<A: Attachment> Pending<A> {
@@ -105,14 +104,13 @@ impl<A: Attachment> Pending<A> {
     pub fn push(&mut self, kind: Kind, action: Action) {
         if kind == Kind::Sync {
             self.skipping = false;
-            self.poisoned = false;
         } else if self.skipping {
             // The server skips this message: no reply will come, and what it set up is undone.
             undo_skipped(action, &mut self.events);
             self.last_queued = false;
             return;
         }
-        self.q.push_back(Expect::new(kind, action, self.poisoned));
+        self.q.push_back(Expect::new(kind, action, false));
         self.last_queued = true;
     }
 
@@ -180,7 +178,7 @@ impl<A: Attachment> Pending<A> {
     /// one still skips to a Sync (a COPY that failed with no Sync after it, the client gone):
     /// it must be closed, not reused (the next client's Query would get no answer).
     pub fn released(&mut self) -> bool {
-        self.poisoned = false;
+        self.drop_holds();
         std::mem::take(&mut self.skipping)
     }
 
@@ -208,8 +206,8 @@ impl<A: Attachment> Pending<A> {
         self.q.clear();
         self.skipped_boundaries = 0;
         self.skipping = false;
-        self.poisoned = false;
         self.retry.off();
+        self.drop_holds();
     }
 
     /// Emits local replies that have reached the front. Inlined to the test of the front entry:
@@ -312,10 +310,6 @@ impl<A: Attachment> Pending<A> {
         }
         let next = self.q.front_mut().map(|e| &mut e.att);
         done.att.complete(&mut self.shared, next, &mut r.attached);
-        if let Some(err) = done.error_instead {
-            out.extend_from_slice(&err);
-            return false;
-        }
         // A ReadyForQuery is the client's unless it answers pgpilot's own Query.
         let show = !done.drop || tag == be::READY_FOR_QUERY;
         match done.action {
@@ -325,8 +319,8 @@ impl<A: Attachment> Pending<A> {
                 show
             }
             Action::Describe(wait) => {
-                let DescribeWait { stmt, check, suppress, client, reply } = *wait;
-                let d = Described { stmt, check, suppress: suppress || !show, client, reply: reply.freeze() };
+                let DescribeWait { stmt, check, suppress, client, reply, holds } = *wait;
+                let d = Described { stmt, check, suppress: suppress || !show, client, reply: reply.freeze(), holds };
                 self.describe_done(d, out, &mut r.statements)
             }
             _ => show,
@@ -354,8 +348,9 @@ impl<A: Attachment> Pending<A> {
     }
 
     /// Records a fresh description. Under `Compare` a different one than the client holds means
-    /// its statement changed shape: the client's Describe, or its next Bind, gets 0A000 and the
-    /// rest up to Sync is dropped (what the server does when a cached plan changes result type).
+    /// its statement changed shape: the client's Describe, or its Bind behind pgpilot's own
+    /// Describe, gets 0A000, and the server skips the rest up to Sync as it does when a cached
+    /// plan changes result type (nothing after the Describe reached it: `reply_hold.rs`).
     /// Returns false when the reply is not the client's to see.
     fn describe_done(&mut self, d: Described, out: &mut BytesMut, events: &mut Vec<Event>) -> bool {
         let version = d.stmt.described(d.reply);
@@ -364,28 +359,13 @@ impl<A: Attachment> Pending<A> {
             Check::Compare(held) => held == version,
         };
         events.push(Event::Described { stmt: d.stmt, version, adopted: same, client: d.client });
-        if same {
+        // (Every compared Describe holds what follows it: `hold_for_answer`.)
+        debug_assert!(same || d.holds, "a compared Describe that held nothing back");
+        if same || !d.holds {
             return !d.suppress;
         }
-        let err = crate::net::messages::stale_plan_error().freeze();
-        let mut replaced = !d.suppress;
-        if replaced {
-            out.extend_from_slice(&err);
-        }
-        let mut saw_sync = false;
-        for e in self.q.iter_mut() {
-            if e.kind == Kind::Sync {
-                saw_sync = true;
-                break;
-            }
-            if !replaced && e.kind == Kind::Bind {
-                e.error_instead = Some(Box::new(err.clone()));
-                replaced = true;
-            } else {
-                e.drop = true;
-            }
-        }
-        self.poisoned = !saw_sync;
+        out.extend_from_slice(&crate::net::messages::stale_plan_error());
+        self.fail_held_run();
         false
     }
 
@@ -443,6 +423,10 @@ fn undo_skipped(action: Action, events: &mut Vec<Event>) {
 #[path = "reply_retry.rs"]
 mod retry;
 use retry::{stale_copy, Retry};
+
+#[path = "reply_hold.rs"]
+mod held;
+use held::Holds;
 
 /// The size of one queue entry (its tests keep it small).
 #[cfg(test)]

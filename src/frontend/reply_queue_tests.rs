@@ -238,3 +238,119 @@ fn a_ready_for_query_ends_the_skip_and_a_release_reports_it() {
     p.push(Kind::Query, Action::Forward);
     assert!(p.queued());
 }
+
+/// A Describe compared with the description the client holds, behind a fresh Parse, with the
+/// client's run (Bind, Execute, Sync) written after it as the session writes them; returns the
+/// server buffer and where the held run starts in it.
+fn held_run(p: &mut Pending, stmt: &std::sync::Arc<Statement>, held: u64) -> (BytesMut, usize) {
+    use crate::net::messages;
+    let mut sout = BytesMut::new();
+    messages::parse(&mut sout, &stmt.server_name, &stmt.query, &stmt.types);
+    p.push(Kind::Parse, Action::Parse { stmt: stmt.clone(), client_name: None, suppress: true });
+    messages::describe_statement(&mut sout, &stmt.server_name);
+    p.push(Kind::DescribeStatement, Action::describe(stmt.clone(), Check::Compare(held), true, Bytes::new()));
+    messages::flush(&mut sout);
+    p.hold(sout.len());
+    let at = sout.len();
+    messages::bind(&mut sout, b"", &stmt.server_name, b"\0\0\0\0\0\0");
+    p.push(Kind::Bind, Action::Bind { stmt: stmt.clone() });
+    messages::execute(&mut sout, b"", 0);
+    p.push(Kind::Execute, Action::Forward);
+    sout.extend_from_slice(b"S\0\0\0\x04");
+    p.push(Kind::Sync, Action::Forward);
+    (sout, at)
+}
+
+/// What a flush writes of the server buffer now (holds released first, as `flush_server` does).
+fn written_from(p: &mut Pending, sout: &mut BytesMut) -> BytesMut {
+    let n = p.writable(sout);
+    let written = sout.split_to(n);
+    p.written(n);
+    written
+}
+
+#[test]
+fn a_run_behind_a_compared_describe_waits_for_its_answer() {
+    let registry = crate::prepared::Registry::new(10);
+    let stmt = registry.get_or_insert(b"SELECT 1", b"\0\0", 0).unwrap();
+    let held = stmt.described(Bytes::from_static(b"t\0\0\0\x04T\0\0\0\x04"));
+    let mut p = Pending::default();
+    let (mut sout, at) = held_run(&mut p, &stmt, held);
+    let run = sout[at..].to_vec();
+    assert!(p.holding());
+    assert_eq!(written_from(&mut p, &mut sout).len(), at, "Parse, Describe and Flush go out; the run waits");
+    assert_eq!(written_from(&mut p, &mut sout).len(), 0, "still waiting: no answer yet");
+    // The same description: the run goes out as the client sent it.
+    let (seen, out) = replies(&mut p, b"1tT");
+    assert!(seen.is_empty() && out.is_empty(), "pgpilot's own Parse and Describe are not the client's");
+    assert_eq!(&written_from(&mut p, &mut sout)[..], &run[..]);
+    assert!(!p.holding() && sout.is_empty());
+    assert_eq!(replies(&mut p, b"2DCZ").0, "2DCZ");
+    assert!(p.is_empty());
+}
+
+#[test]
+fn a_changed_statement_fails_on_the_server_before_the_held_run() {
+    let registry = crate::prepared::Registry::new(10);
+    let stmt = registry.get_or_insert(b"SELECT 1", b"\0\0", 0).unwrap();
+    let held = stmt.described(Bytes::from_static(b"t\0\0\0\x04T\0\0\0\x04"));
+    let mut p = Pending::default();
+    let (mut sout, at) = held_run(&mut p, &stmt, held);
+    let run = sout[at..].to_vec();
+    written_from(&mut p, &mut sout);
+    let mut out = BytesMut::new();
+    let mut r = Replies::default();
+    let changed = b"T\0\0\0\x06\0\x01"; // another row description: a column more
+    for frame in [&b"1\0\0\0\x04"[..], b"t\0\0\0\x04", changed] {
+        assert!(!p.on_server(frame[0], frame, &mut out, &mut r));
+    }
+    assert_eq!(&out[..], &crate::net::messages::stale_plan_error()[..], "the client's 0A000, in its Bind's place");
+    let sent = written_from(&mut p, &mut sout);
+    assert!(sent.starts_with(b"B") && sent.ends_with(&run), "a Bind the server fails, then the run it skips");
+    assert!(std::str::from_utf8(&sent[..sent.len() - run.len()]).unwrap().contains("pgpilot_shape_changed"));
+    // The server: 26000 for that Bind (shown to no one), the run skipped, the Sync's ReadyForQuery.
+    let (seen, _) = replies(&mut p, b"EZ");
+    assert_eq!(seen, "Z");
+    assert!(p.is_empty() && !p.holding());
+}
+
+#[test]
+fn a_hold_whose_describe_the_server_skipped_is_released_as_it_is() {
+    let registry = crate::prepared::Registry::new(10);
+    let stmt = registry.get_or_insert(b"SELECT 1", b"\0\0", 0).unwrap();
+    let held = stmt.described(Bytes::from_static(b"t\0\0\0\x04T\0\0\0\x04"));
+    let mut p = Pending::default();
+    p.push(Kind::Execute, Action::Forward); // an earlier statement, which fails
+    let (mut sout, at) = held_run(&mut p, &stmt, held);
+    let run = sout[at..].to_vec();
+    written_from(&mut p, &mut sout);
+    assert_eq!(replies(&mut p, b"E").0, "E", "the error is the client's; the rest is skipped up to Sync");
+    assert_eq!(&written_from(&mut p, &mut sout)[..], &run[..], "the run goes as sent: the server skips it");
+    assert_eq!(replies(&mut p, b"Z").0, "Z");
+    // A connection lost or given back holds nothing.
+    let (mut sout, _) = held_run(&mut p, &stmt, held);
+    let all = sout.len();
+    p.clear();
+    assert!(!p.holding());
+    assert_eq!(written_from(&mut p, &mut sout).len(), all);
+}
+
+/// The client's own compared Describe ends the buffer (nothing behind it yet): the buffer is empty
+/// once written, and its answer must still release the hold (else the client is never read again).
+#[test]
+fn a_hold_at_the_end_of_an_empty_buffer_is_released() {
+    let registry = crate::prepared::Registry::new(10);
+    let stmt = registry.get_or_insert(b"SELECT 1", b"\0\0", 0).unwrap();
+    let held = stmt.described(Bytes::from_static(b"t\0\0\0\x04T\0\0\0\x04"));
+    let mut p = Pending::default();
+    let mut sout = BytesMut::new();
+    crate::net::messages::describe_statement(&mut sout, &stmt.server_name);
+    p.push(Kind::DescribeStatement, Action::describe(stmt.clone(), Check::Compare(held), false, Bytes::new()));
+    crate::net::messages::flush(&mut sout);
+    p.hold(sout.len());
+    written_from(&mut p, &mut sout);
+    assert!(sout.is_empty() && p.holding());
+    assert_eq!(replies(&mut p, b"tT").0, "tT", "the same description is the client's");
+    assert_eq!(p.writable(&mut sout), 0);
+    assert!(!p.holding(), "released though nothing was held behind it");
+}

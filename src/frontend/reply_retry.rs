@@ -56,6 +56,18 @@ impl Retry {
     pub(super) fn off(&mut self) {
         self.state = State::Off;
     }
+
+    /// No run is armed or kept any more; one sent again still has its ReadyForQuery swallowed.
+    pub(super) fn drop_kept(&mut self) {
+        if matches!(self.state, State::Armed | State::Kept) {
+            self.state = State::Off;
+        }
+    }
+
+    /// A run was sent again and its failed run's ReadyForQuery is still to come.
+    fn resending(&self) -> bool {
+        matches!(self.state, State::Resend | State::Swallow)
+    }
 }
 
 impl<A: Attachment> Pending<A> {
@@ -63,9 +75,11 @@ impl<A: Attachment> Pending<A> {
     /// client Parsed in this run without being given its description: it may be retried if
     /// nothing before it in this run shows the client anything a second run would repeat.
     pub fn arm_retry(&mut self, at: usize, client: Bytes) {
+        if self.retry.resending() {
+            return; // (the run sent again is the one retry: its failed ReadyForQuery stays swallowed)
+        }
         let before = self.q.len().saturating_sub(1);
         let clean = !self.skipping
-            && !self.poisoned
             && self.q.iter().take(before).all(|e| matches!(e.kind, Kind::Local | Kind::Parse | Kind::Close));
         self.retry.state = if clean { State::Armed } else { State::Off };
         self.retry.at = at;

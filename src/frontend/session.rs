@@ -205,7 +205,8 @@ impl Session {
                         return;
                     }
                 }
-                r = read_client(&mut self.client, &mut self.cbuf, idle_limit) => {
+                // (Not while bytes wait for a Describe's answer: they stay one read's worth.)
+                r = read_client(&mut self.client, &mut self.cbuf, idle_limit), if !self.pending.holding() => {
                     let Ok(r) = r else {
                         tracing::info!(user = %self.info.user, database = %self.info.database,
                             "client idle in transaction past pool.idle_transaction_timeout_ms: disconnected");

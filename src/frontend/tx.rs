@@ -76,9 +76,12 @@ impl TxTracker {
         self.syncs_since_execute = 0;
     }
 
-    /// The server left COPY IN by itself (an error ends it).
-    pub fn on_copy_error(&mut self) {
-        self.copy_in = false;
+    /// An ErrorResponse: one during COPY IN ends it, as a CopyFail would (an extended-protocol
+    /// COPY then needs its own Sync: the server discards everything up to it).
+    pub fn on_error(&mut self) {
+        if std::mem::take(&mut self.copy_in) {
+            self.pending_since_sync = self.outstanding == 0;
+        }
     }
 
     /// ReadyForQuery arrived; true when this is a boundary.
@@ -171,6 +174,27 @@ mod tests {
         assert!(!t.at_boundary());
         send(&mut t, b"S");
         assert!(t.on_ready(b'I'));
+    }
+
+    #[test]
+    fn an_error_ends_copy_in_as_copy_fail_does() {
+        let mut t = TxTracker::default();
+        send(&mut t, b"PBES");
+        t.on_copy_in();
+        send(&mut t, b"d");
+        t.on_error(); // bad data: the server now discards up to the client's next Sync
+        assert!(!t.at_boundary() && !t.idle(), "no boundary before the Sync the server waits for");
+        send(&mut t, b"dc"); // still in flight when the error came
+        assert!(!t.at_boundary());
+        send(&mut t, b"S");
+        assert!(t.on_ready(b'I') && t.idle());
+        let mut t = TxTracker::default();
+        send(&mut t, b"Q");
+        t.on_copy_in();
+        t.on_error(); // a simple Query's COPY: its own ReadyForQuery follows the error
+        assert!(t.on_ready(b'I'));
+        t.on_error(); // an error outside COPY changes nothing
+        assert!(t.at_boundary());
     }
 
     #[test]

@@ -192,6 +192,10 @@ pub fn execute(out: &mut BytesMut, portal: &[u8], max_rows: u32) {
     frame(fe::EXECUTE, &[portal, b"\0", &max_rows.to_be_bytes()], out);
 }
 
+pub fn flush(out: &mut BytesMut) {
+    frame(fe::FLUSH, &[], out);
+}
+
 pub fn close_statement(out: &mut BytesMut, name: &str) {
     frame(fe::CLOSE, &[b"S", name.as_bytes(), b"\0"], out);
 }

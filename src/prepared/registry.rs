@@ -23,8 +23,13 @@ pub struct Statement {
     /// the text up again.
     retired: AtomicBool,
     /// The current description with its hash (the statement's *version*: content-addressed, so
-    /// a DDL undone brings the old version back, as PostgreSQL's plan revalidation would).
-    description: Mutex<Option<(Bytes, u64)>>,
+    /// a DDL undone brings the old version back, as PostgreSQL's plan revalidation would), and
+    /// the registry's DDL epoch it was given at: one from before a DDL is no longer current
+    /// (a client's Describe then goes to a server and is compared, where PostgreSQL answers
+    /// 0A000 if the shape changed), without a walk over every statement at each DDL.
+    description: Mutex<Option<(Bytes, u64, u64)>>,
+    /// The registry's DDL epoch, shared.
+    epoch: Arc<AtomicU64>,
 }
 
 impl Statement {
@@ -42,23 +47,26 @@ impl Statement {
 
     /// The hash of the current description; 0 while none is known.
     pub fn version(&self) -> u64 {
-        self.description.lock().as_ref().map_or(0, |(_, h)| *h)
+        // (On every Bind's path: no copy of the description.)
+        let epoch = self.epoch.load(Ordering::Acquire);
+        self.description.lock().as_ref().filter(|d| d.2 == epoch).map_or(0, |d| d.1)
     }
 
-    /// The current description and its version, read together.
+    /// The current description and its version, read together (none from before a DDL).
     pub fn current(&self) -> Option<(Bytes, u64)> {
-        self.description.lock().clone()
+        let epoch = self.epoch.load(Ordering::Acquire);
+        self.description.lock().as_ref().filter(|d| d.2 == epoch).map(|(d, h, _)| (d.clone(), *h))
     }
 
     pub fn description(&self) -> Option<Bytes> {
-        self.description.lock().as_ref().map(|(d, _)| d.clone())
+        self.current().map(|(d, _)| d)
     }
 
     /// A server's description of a fresh prepare: the current one from now on. Returns its
     /// version (never 0).
     pub fn described(&self, reply: Bytes) -> u64 {
         let h = version_of(&reply);
-        *self.description.lock() = Some((reply, h));
+        *self.description.lock() = Some((reply, h, self.epoch.load(Ordering::Acquire)));
         h
     }
 
@@ -84,8 +92,8 @@ pub struct Registry {
     next_id: AtomicU64,
     max: usize,
     /// Bumped by DDL seen through pgpilot: server copies prepared before it are prepared again
-    /// (and re-described) before their next use.
-    epoch: AtomicU64,
+    /// (and re-described) before their next use; descriptions from before it are not current.
+    epoch: Arc<AtomicU64>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -94,14 +102,20 @@ pub struct RegistryFull(pub usize);
 
 impl Registry {
     pub fn new(max: usize) -> Self {
-        Self { map: Mutex::new(HashMap::default()), next_id: AtomicU64::new(1), max, epoch: AtomicU64::new(0) }
+        Self {
+            map: Mutex::new(HashMap::default()),
+            next_id: AtomicU64::new(1),
+            max,
+            epoch: Arc::new(AtomicU64::new(0)),
+        }
     }
 
     pub fn epoch(&self) -> u64 {
         self.epoch.load(Ordering::Acquire)
     }
 
-    /// DDL went through pgpilot: no server copy prepared before now is trusted.
+    /// DDL went through pgpilot: no server copy prepared before now is trusted, nor any
+    /// description (`Statement::current`).
     pub fn ddl_seen(&self) {
         self.epoch.fetch_add(1, Ordering::AcqRel);
     }
@@ -130,6 +144,7 @@ impl Registry {
             validated: AtomicBool::new(false),
             retired: AtomicBool::new(false),
             description: Mutex::new(None),
+            epoch: self.epoch.clone(),
         });
         map.insert(key, stmt.clone());
         Ok(stmt)
@@ -171,6 +186,13 @@ mod tests {
         assert!(!a.is_entry_for(b"select 1", b"\0\0", 1));
         assert!(!a.is_entry_for(b"select 2", b"\0\0", 0));
         assert!(!c.is_entry_for(b"select 1", b"\0\0", 0));
+        a.described(Bytes::from_static(b"n\0\0\0\x04"));
+        let epoch = r.epoch();
+        r.ddl_seen();
+        assert!(r.epoch() > epoch && a.version() == 0, "no description from before a DDL is current");
+        assert!(a.current().is_none() && a.description().is_none());
+        let v = a.described(Bytes::from_static(b"n\0\0\0\x04"));
+        assert_eq!((a.version(), a.current().map(|(_, h)| h)), (v, Some(v)), "described again: current");
         r.remove(&a);
         assert!(!a.is_entry_for(b"select 1", b"\0\0", 0), "a removed entry is no longer the text's");
         let d = r.get_or_insert(b"select 1", b"\0\0", 0).unwrap();

@@ -13,6 +13,7 @@ after RESET_SQL), .t_rls (tenant-filtered by row-level security on current_setti
 .role (a NOLOGIN role app may SET ROLE to, granted SELECT (id, tenant) on .t), .roots (3 work_items
 root ids of the workflow database).
 """
+import importlib
 import re
 import struct
 from dataclasses import dataclass, field
@@ -484,25 +485,13 @@ def tenant_role(ctx):
 
 
 @scenario()
-def ddl_between_executions(ctx):
-    """A named statement prepared before another client's DDL: PostgreSQL answers 0A000 (cached plan must not
-    change result type) while the shape differs, and executes it again once the DDL is undone. Computed
-    columns only for the new column (its attnum grows with every run); the table is restored at the end."""
-    star = f"SELECT * FROM {ctx.t} WHERE id <= 2 ORDER BY id"
-    run = on(0, w.bind([], "ddl"), w.execute(), w.sync())
-    return [on(0, w.parse(star, "ddl"), w.describe("S", "ddl"), w.sync()), run,
-            *q(1, f"ALTER TABLE {ctx.t} ADD COLUMN extra int DEFAULT 5"), run,
-            *q(0, f"SELECT id, extra + 0 AS e FROM {ctx.t} WHERE id <= 2 ORDER BY id"),
-            *q(1, f"ALTER TABLE {ctx.t} DROP COLUMN extra"), run,
-            *q(1, f"ALTER TABLE {ctx.t} ALTER COLUMN amount TYPE numeric(12,3)"), run,
-            on(0, *ext(star), w.sync()),
-            *q(1, f"ALTER TABLE {ctx.t} ALTER COLUMN amount TYPE numeric(10,2)"), run]
-
-
-@scenario()
 def listen_notify(ctx):
     """LISTEN/NOTIFY between two clients: notifications reach the listener (the sender pid is normalized),
     none after UNLISTEN."""
     ch = f"{ctx.t}_ch"
     return [*q(0, f"LISTEN {ch}"), *q(1, f"NOTIFY {ch}, 'hello'", f"SELECT pg_notify('{ch}', 'second')"),
             *q(0, "SELECT 1", f"UNLISTEN {ch}"), *q(1, f"NOTIFY {ch}, 'unheard'"), *q(0, "SELECT 2")]
+
+
+# Statements whose shape DDL changes: their own module, which registers into SCENARIOS when imported.
+importlib.import_module("diff_scenarios_ddl")

@@ -11,7 +11,7 @@ use arc_swap::ArcSwap;
 use bytes::{Bytes, BytesMut};
 
 use super::prepared_copies::{
-    described, ensure_prepared, inject_describe, plan_stale, prepare_on_server, retried, Named,
+    described, ensure_prepared, hold_for_answer, inject_describe, plan_stale, prepare_on_server, retried, Named,
 };
 use super::{Cx, Stage};
 use crate::config::{Config, PoolMode};
@@ -335,6 +335,7 @@ impl PreparedStage {
         let action = Action::describe(stmt, check, false, client);
         cx.pending.push(Kind::DescribeStatement, action);
         cx.tx.on_client(fe::DESCRIBE);
+        hold_for_answer(cx, check);
         true
     }
 

@@ -102,6 +102,16 @@ pub(super) fn inject_describe(cx: &mut Cx<'_>, stmt: &Arc<Statement>, check: Che
     let action = Action::describe(stmt.clone(), check, true, client);
     cx.pending.push(Kind::DescribeStatement, action);
     cx.tx.on_client(fe::DESCRIBE);
+    hold_for_answer(cx, check);
+}
+
+/// A Describe compared with the description the client holds decides whether what the client
+/// sent after it may run (`reply_hold.rs`): that waits for the answer, which a Flush asks for now.
+pub(super) fn hold_for_answer(cx: &mut Cx<'_>, check: Check) {
+    if matches!(check, Check::Compare(_)) && cx.pending.queued() {
+        messages::flush(cx.sout);
+        cx.pending.hold(cx.sout.len());
+    }
 }
 
 /// A Bind is served from `stmt`'s copy on `server`: the copy's runs, this one included.
