@@ -21,15 +21,14 @@ impl Session {
                 continue;
             }
             let Some(server) = self.server.as_mut() else { break };
-            let piece =
-                match self.sframer.next(&mut server.rbuf, |t| t == be::READY_FOR_QUERY || t == be::PARAMETER_STATUS) {
-                    Ok(Some(piece)) => piece,
-                    Ok(None) => break,
-                    Err(e) => {
-                        self.server_lost(&format!("invalid message from the server: {e}")).await;
-                        return Flow::Close;
-                    }
-                };
+            let piece = match self.sframer.next(&mut server.rbuf, read_whole) {
+                Ok(Some(piece)) => piece,
+                Ok(None) => break,
+                Err(e) => {
+                    self.server_lost(&format!("invalid message from the server: {e}")).await;
+                    return Flow::Close;
+                }
+            };
             match piece {
                 Piece::Whole { tag: be::READY_FOR_QUERY, .. } if self.pending.swallows_ready() => {}
                 Piece::Whole { tag: be::READY_FOR_QUERY, frame } => match self.on_ready_for_query(&frame).await {
@@ -100,8 +99,10 @@ impl Session {
         self.timeouts.deadline = None;
         if status == tx_status::IDLE && self.stages.cache.ddl_pending {
             // The end of a transaction that ran DDL (pinned or not): a list loaded meanwhile may
-            // have read the catalog before the commit.
+            // have read the catalog before the commit, and so may a statement another session
+            // prepared or described meanwhile (the epoch moved when the DDL was sent).
             self.stages.cache.list_outdated_at_end();
+            self.handles.registry.ddl_seen();
         }
         if status == tx_status::IDLE && !self.reported.restoring.is_empty() && !self.restore_startup().await {
             return Some(Flow::Close);
@@ -296,6 +297,13 @@ async fn cancels_settled(conn: &crate::pool::PooledConn) -> bool {
         tracing::warn!(server = conn.id, "closed: a cancel forwarded to it was not confirmed in time");
     }
     reusable
+}
+
+/// Server messages read whole however large: the ones the relay reads, and descriptions (a
+/// statement's version is the hash of all of one, and an injected Describe's must not stream to
+/// the client; PostgreSQL bounds them: 1,664 columns, 65,535 parameters).
+fn read_whole(tag: u8) -> bool {
+    matches!(tag, be::READY_FOR_QUERY | be::PARAMETER_STATUS | be::ROW_DESCRIPTION | be::PARAMETER_DESCRIPTION)
 }
 
 /// Messages whose whole handling is the reply queue's (`on_server_tag` does nothing with them):

@@ -66,13 +66,17 @@ pub struct DescribeWait {
     pub(super) reply: BytesMut,
     /// What the client sent after it waits for its answer (`reply_hold.rs`).
     pub(super) holds: bool,
+    /// The DDL epoch when it was sent (`Statement::fresh`).
+    pub(super) sent_at: u64,
 }
 
 impl Action {
     /// A Describe of `stmt` whose reply is checked as `check` (shown to the client unless
     /// `suppress`).
     pub fn describe(stmt: Arc<Statement>, check: Check, suppress: bool, client: Bytes) -> Action {
-        Action::Describe(Box::new(DescribeWait { stmt, check, suppress, client, reply: BytesMut::new(), holds: false }))
+        let sent_at = stmt.ddl_epoch();
+        let reply = BytesMut::new();
+        Action::Describe(Box::new(DescribeWait { stmt, check, suppress, client, reply, holds: false, sent_at }))
     }
 }
 

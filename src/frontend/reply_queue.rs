@@ -70,6 +70,7 @@ struct Described {
     client: Bytes,
     reply: Bytes,
     holds: bool,
+    sent_at: u64,
 }
 
 #[derive(Debug, Default)]
@@ -319,8 +320,9 @@ impl<A: Attachment> Pending<A> {
                 show
             }
             Action::Describe(wait) => {
-                let DescribeWait { stmt, check, suppress, client, reply, holds } = *wait;
-                let d = Described { stmt, check, suppress: suppress || !show, client, reply: reply.freeze(), holds };
+                let DescribeWait { stmt, check, suppress, client, reply, holds, sent_at } = *wait;
+                let suppress = suppress || !show;
+                let d = Described { stmt, check, suppress, client, reply: reply.freeze(), holds, sent_at };
                 self.describe_done(d, out, &mut r.statements)
             }
             _ => show,
@@ -353,7 +355,7 @@ impl<A: Attachment> Pending<A> {
     /// plan changes result type (nothing after the Describe reached it: `reply_hold.rs`).
     /// Returns false when the reply is not the client's to see.
     fn describe_done(&mut self, d: Described, out: &mut BytesMut, events: &mut Vec<Event>) -> bool {
-        let version = d.stmt.described(d.reply);
+        let version = d.stmt.described(d.reply, d.sent_at);
         let same = match d.check {
             Check::Adopt => true,
             Check::Compare(held) => held == version,

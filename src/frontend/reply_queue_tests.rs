@@ -273,7 +273,7 @@ fn written_from(p: &mut Pending, sout: &mut BytesMut) -> BytesMut {
 fn a_run_behind_a_compared_describe_waits_for_its_answer() {
     let registry = crate::prepared::Registry::new(10);
     let stmt = registry.get_or_insert(b"SELECT 1", b"\0\0", 0).unwrap();
-    let held = stmt.described(Bytes::from_static(b"t\0\0\0\x04T\0\0\0\x04"));
+    let held = stmt.described(Bytes::from_static(b"t\0\0\0\x04T\0\0\0\x04"), 0);
     let mut p = Pending::default();
     let (mut sout, at) = held_run(&mut p, &stmt, held);
     let run = sout[at..].to_vec();
@@ -293,7 +293,7 @@ fn a_run_behind_a_compared_describe_waits_for_its_answer() {
 fn a_changed_statement_fails_on_the_server_before_the_held_run() {
     let registry = crate::prepared::Registry::new(10);
     let stmt = registry.get_or_insert(b"SELECT 1", b"\0\0", 0).unwrap();
-    let held = stmt.described(Bytes::from_static(b"t\0\0\0\x04T\0\0\0\x04"));
+    let held = stmt.described(Bytes::from_static(b"t\0\0\0\x04T\0\0\0\x04"), 0);
     let mut p = Pending::default();
     let (mut sout, at) = held_run(&mut p, &stmt, held);
     let run = sout[at..].to_vec();
@@ -318,7 +318,7 @@ fn a_changed_statement_fails_on_the_server_before_the_held_run() {
 fn a_hold_whose_describe_the_server_skipped_is_released_as_it_is() {
     let registry = crate::prepared::Registry::new(10);
     let stmt = registry.get_or_insert(b"SELECT 1", b"\0\0", 0).unwrap();
-    let held = stmt.described(Bytes::from_static(b"t\0\0\0\x04T\0\0\0\x04"));
+    let held = stmt.described(Bytes::from_static(b"t\0\0\0\x04T\0\0\0\x04"), 0);
     let mut p = Pending::default();
     p.push(Kind::Execute, Action::Forward); // an earlier statement, which fails
     let (mut sout, at) = held_run(&mut p, &stmt, held);
@@ -341,7 +341,7 @@ fn a_hold_whose_describe_the_server_skipped_is_released_as_it_is() {
 fn a_hold_at_the_end_of_an_empty_buffer_is_released() {
     let registry = crate::prepared::Registry::new(10);
     let stmt = registry.get_or_insert(b"SELECT 1", b"\0\0", 0).unwrap();
-    let held = stmt.described(Bytes::from_static(b"t\0\0\0\x04T\0\0\0\x04"));
+    let held = stmt.described(Bytes::from_static(b"t\0\0\0\x04T\0\0\0\x04"), 0);
     let mut p = Pending::default();
     let mut sout = BytesMut::new();
     crate::net::messages::describe_statement(&mut sout, &stmt.server_name);

@@ -29,10 +29,11 @@ impl Statements {
         self.version(name) == Some((stmt.id, ADOPTING))
     }
 
-    /// The current description, when this client got it from a server in this session (one
-    /// snapshot: another session may change the statement's description at any time).
+    /// The current description, when this client got it from a server in this session and no
+    /// DDL was seen since (one snapshot: another session may change the statement's description
+    /// at any time).
     pub fn description_held(&self, name: &[u8], stmt: &Statement) -> Option<Bytes> {
-        let (description, version) = stmt.current()?;
+        let (description, version) = stmt.fresh()?;
         (self.version(name) == Some((stmt.id, version))).then_some(description)
     }
 

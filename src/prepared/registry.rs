@@ -24,9 +24,9 @@ pub struct Statement {
     retired: AtomicBool,
     /// The current description with its hash (the statement's *version*: content-addressed, so
     /// a DDL undone brings the old version back, as PostgreSQL's plan revalidation would), and
-    /// the registry's DDL epoch it was given at: one from before a DDL is no longer current
-    /// (a client's Describe then goes to a server and is compared, where PostgreSQL answers
-    /// 0A000 if the shape changed), without a walk over every statement at each DDL.
+    /// the registry's DDL epoch when the Describe that gave it was sent: one from before a DDL
+    /// is not answered to a client's Describe (`fresh`; it goes to a server and is compared, where
+    /// PostgreSQL answers 0A000 if the shape changed), without a walk over every statement at each DDL.
     description: Mutex<Option<(Bytes, u64, u64)>>,
     /// The registry's DDL epoch, shared.
     epoch: Arc<AtomicU64>,
@@ -47,26 +47,30 @@ impl Statement {
 
     /// The hash of the current description; 0 while none is known.
     pub fn version(&self) -> u64 {
-        // (On every Bind's path: no copy of the description.)
-        let epoch = self.epoch.load(Ordering::Acquire);
-        self.description.lock().as_ref().filter(|d| d.2 == epoch).map_or(0, |d| d.1)
+        self.description.lock().as_ref().map_or(0, |d| d.1)
     }
 
-    /// The current description and its version, read together (none from before a DDL).
-    pub fn current(&self) -> Option<(Bytes, u64)> {
-        let epoch = self.epoch.load(Ordering::Acquire);
+    /// The current description and its version, read together, when no DDL was seen since the
+    /// Describe that gave it was sent.
+    pub fn fresh(&self) -> Option<(Bytes, u64)> {
+        let epoch = self.ddl_epoch();
         self.description.lock().as_ref().filter(|d| d.2 == epoch).map(|(d, h, _)| (d.clone(), *h))
     }
 
     pub fn description(&self) -> Option<Bytes> {
-        self.current().map(|(d, _)| d)
+        self.description.lock().as_ref().map(|d| d.0.clone())
     }
 
-    /// A server's description of a fresh prepare: the current one from now on. Returns its
-    /// version (never 0).
-    pub fn described(&self, reply: Bytes) -> u64 {
+    /// The registry's DDL epoch now (a Describe sent now gives a description of this epoch).
+    pub fn ddl_epoch(&self) -> u64 {
+        self.epoch.load(Ordering::Acquire)
+    }
+
+    /// A server's description of a fresh prepare, asked at DDL epoch `sent_at`: the current
+    /// one from now on. Returns its version (never 0).
+    pub fn described(&self, reply: Bytes, sent_at: u64) -> u64 {
         let h = version_of(&reply);
-        *self.description.lock() = Some((reply, h, self.epoch.load(Ordering::Acquire)));
+        *self.description.lock() = Some((reply, h, sent_at));
         h
     }
 
@@ -186,13 +190,16 @@ mod tests {
         assert!(!a.is_entry_for(b"select 1", b"\0\0", 1));
         assert!(!a.is_entry_for(b"select 2", b"\0\0", 0));
         assert!(!c.is_entry_for(b"select 1", b"\0\0", 0));
-        a.described(Bytes::from_static(b"n\0\0\0\x04"));
-        let epoch = r.epoch();
+        let sent_at = a.ddl_epoch();
+        let v = a.described(Bytes::from_static(b"n\0\0\0\x04"), sent_at);
+        assert_eq!(a.fresh().map(|(_, h)| h), Some(v));
         r.ddl_seen();
-        assert!(r.epoch() > epoch && a.version() == 0, "no description from before a DDL is current");
-        assert!(a.current().is_none() && a.description().is_none());
-        let v = a.described(Bytes::from_static(b"n\0\0\0\x04"));
-        assert_eq!((a.version(), a.current().map(|(_, h)| h)), (v, Some(v)), "described again: current");
+        assert!(r.epoch() > sent_at && a.fresh().is_none(), "no description from before a DDL is fresh");
+        assert_eq!(a.version(), v, "still the version copies are compared with");
+        a.described(Bytes::from_static(b"n\0\0\0\x04"), sent_at);
+        assert!(a.fresh().is_none(), "asked before the DDL, answered after it: not fresh");
+        a.described(Bytes::from_static(b"n\0\0\0\x04"), a.ddl_epoch());
+        assert_eq!(a.fresh().map(|(_, h)| h), Some(v), "described again: fresh");
         r.remove(&a);
         assert!(!a.is_entry_for(b"select 1", b"\0\0", 0), "a removed entry is no longer the text's");
         let d = r.get_or_insert(b"select 1", b"\0\0", 0).unwrap();
@@ -205,12 +212,12 @@ mod tests {
         let r = Registry::new(10);
         let s = r.get_or_insert(b"select 1", b"\0\0", 0).unwrap();
         assert_eq!(s.version(), 0);
-        let a = s.described(Bytes::from_static(b"a"));
-        let b = s.described(Bytes::from_static(b"b"));
+        let a = s.described(Bytes::from_static(b"a"), 0);
+        let b = s.described(Bytes::from_static(b"b"), 0);
         assert!(a != b && a != 0 && b != 0 && s.version() == b);
         s.went_stale();
         assert_eq!((s.version(), s.description()), (0, None));
-        assert_eq!(s.described(Bytes::from_static(b"a")), a, "a DDL undone is the old version again");
+        assert_eq!(s.described(Bytes::from_static(b"a"), 0), a, "a DDL undone is the old version again");
     }
 
     #[test]

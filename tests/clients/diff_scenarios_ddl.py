@@ -1,5 +1,6 @@
-"""Differential scenarios (diff_scenarios.py) of named statements whose shape another client's DDL changes: what
-PostgreSQL answers (0A000 "cached plan must not change result type") and what it then runs or skips."""
+"""Differential scenarios (diff_scenarios.py) of named statements' descriptions: shapes another client's DDL changes
+(PostgreSQL's 0A000 "cached plan must not change result type", and what it then runs or skips), and a description
+too large to read in one piece."""
 import wire as w
 from diff_scenarios import ext, on, q, scenario
 
@@ -35,5 +36,22 @@ def ddl_then_a_pipelined_write(ctx):
             on(0, w.describe("S", "shape"), *run_then_write[2:]), *q(0, count),
             on(0, *run_then_write), *q(0, count),
             *q(0, "BEGIN"), on(0, *run_then_write), *q(0, "SELECT 1", "ROLLBACK", count),
+            on(0, *run_then_write[:2], *run_then_write[:2], w.sync()),
             *q(1, f"ALTER TABLE {ctx.t} DROP COLUMN extra"),
-            on(0, *run_then_write), *q(0, count)]
+            on(0, *run_then_write), *q(0, count),
+            on(0, *run_then_write[:2], *run_then_write[:2], w.sync()),
+            on(0, w.parse(star, "again"), w.bind([], "again"), w.execute(), w.sync())]
+
+
+@scenario()
+def wide_description(ctx):
+    """A named statement of 1,200 long-named columns (a RowDescription of ~100 KB, more than pgpilot streams
+    by default), described and run on one connection, then run on another (prepared and described again
+    there, unseen)."""
+    sql = "SELECT " + ", ".join(f"{i} AS column_with_a_rather_long_name_to_widen_the_description_{i:04}"
+                                for i in range(1200))
+    return [on(0, w.parse(sql, "wide"), w.describe("S", "wide"), w.sync()),
+            on(0, w.bind([], "wide"), w.execute(), w.sync()),
+            *q(1, "BEGIN", "SELECT 1"),
+            on(0, w.bind([], "wide"), w.execute(), w.sync()),
+            *q(1, "COMMIT")]

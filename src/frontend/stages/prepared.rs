@@ -456,7 +456,17 @@ impl Stage for PreparedStage {
                 }
                 Self::unprepare(cx, &stmt, client_name, true);
             }
-            Event::ParseSkipped { stmt, client_name, on_server } => Self::unprepare(cx, &stmt, client_name, on_server),
+            Event::ParseSkipped { stmt, client_name, on_server } => {
+                if let Some(server) = cx.server.as_deref_mut().filter(|_| on_server) {
+                    // Its Close may have been skipped with it: the server may still hold an
+                    // older copy of that name. Closed before the next Parse (a Close of a name
+                    // the server does not have succeeds).
+                    if !server.stale.contains(&stmt.server_name) {
+                        server.stale.push(stmt.server_name.clone());
+                    }
+                }
+                Self::unprepare(cx, &stmt, client_name, on_server)
+            }
             Event::ParseUndone { client_name } => cx.statements.forget(&client_name),
             Event::Described { stmt, version, adopted, client } => {
                 if adopted {
