@@ -10,7 +10,8 @@
 //! same description releases them as they are; a different one puts a Bind the server must fail
 //! in front of them, so the server skips them up to the Sync exactly as it would have, and the
 //! client gets its 0A000 in the Bind's place. One round trip, only when a statement is prepared
-//! again for a client that was given its description (its first use on a server connection).
+//! again for a client that was given its description (its first use on a server connection, after
+//! an eviction from that connection's LRU, after DDL seen here).
 
 use bytes::BytesMut;
 
@@ -86,7 +87,7 @@ impl<A: Attachment> Pending<A> {
     }
 
     /// The held run's Describe found the statement changed: the failing Bind's reply (the
-    /// server's 26000, then its skip to Sync) is expected first, and shown to no one.
+    /// server's 26000 or 08P01, then its skip to Sync) is expected first, and shown to no one.
     pub(super) fn fail_held_run(&mut self) {
         self.q.push_front(Expect::new(Kind::Bind, Action::Suppress, true));
         self.holds.fail = true;

@@ -96,7 +96,7 @@ pub struct Registry {
     next_id: AtomicU64,
     max: usize,
     /// Bumped by DDL seen through pgpilot: server copies prepared before it are prepared again
-    /// (and re-described) before their next use; descriptions from before it are not current.
+    /// (and re-described) before their next use; descriptions from before it are not fresh.
     epoch: Arc<AtomicU64>,
 }
 
@@ -118,8 +118,8 @@ impl Registry {
         self.epoch.load(Ordering::Acquire)
     }
 
-    /// DDL went through pgpilot: no server copy prepared before now is trusted, nor any
-    /// description (`Statement::current`).
+    /// DDL went through pgpilot (sent, and again at its transaction's end): no server copy
+    /// prepared before now is trusted, nor any description to answer a Describe (`Statement::fresh`).
     pub fn ddl_seen(&self) {
         self.epoch.fetch_add(1, Ordering::AcqRel);
     }
