@@ -239,6 +239,14 @@ fn a_ready_for_query_ends_the_skip_and_a_release_reports_it() {
     assert!(p.queued());
 }
 
+/// `SELECT 1` registered and described, as a client holds it; with its version.
+fn described_statement() -> (std::sync::Arc<Statement>, u64) {
+    let registry = crate::prepared::Registry::new(10);
+    let stmt = registry.get_or_insert(b"SELECT 1", b"\0\0", 0).unwrap();
+    let held = stmt.described(Bytes::from_static(b"t\0\0\0\x04T\0\0\0\x04"), 0);
+    (stmt, held)
+}
+
 /// A Describe compared with the description the client holds, behind a fresh Parse, with the
 /// client's run (Bind, Execute, Sync) written after it as the session writes them; returns the
 /// server buffer and where the held run starts in it.
@@ -271,9 +279,7 @@ fn written_from(p: &mut Pending, sout: &mut BytesMut) -> BytesMut {
 
 #[test]
 fn a_run_behind_a_compared_describe_waits_for_its_answer() {
-    let registry = crate::prepared::Registry::new(10);
-    let stmt = registry.get_or_insert(b"SELECT 1", b"\0\0", 0).unwrap();
-    let held = stmt.described(Bytes::from_static(b"t\0\0\0\x04T\0\0\0\x04"), 0);
+    let (stmt, held) = described_statement();
     let mut p = Pending::default();
     let (mut sout, at) = held_run(&mut p, &stmt, held);
     let run = sout[at..].to_vec();
@@ -291,9 +297,7 @@ fn a_run_behind_a_compared_describe_waits_for_its_answer() {
 
 #[test]
 fn a_changed_statement_fails_on_the_server_before_the_held_run() {
-    let registry = crate::prepared::Registry::new(10);
-    let stmt = registry.get_or_insert(b"SELECT 1", b"\0\0", 0).unwrap();
-    let held = stmt.described(Bytes::from_static(b"t\0\0\0\x04T\0\0\0\x04"), 0);
+    let (stmt, held) = described_statement();
     let mut p = Pending::default();
     let (mut sout, at) = held_run(&mut p, &stmt, held);
     let run = sout[at..].to_vec();
@@ -316,9 +320,7 @@ fn a_changed_statement_fails_on_the_server_before_the_held_run() {
 
 #[test]
 fn a_hold_whose_describe_the_server_skipped_is_released_as_it_is() {
-    let registry = crate::prepared::Registry::new(10);
-    let stmt = registry.get_or_insert(b"SELECT 1", b"\0\0", 0).unwrap();
-    let held = stmt.described(Bytes::from_static(b"t\0\0\0\x04T\0\0\0\x04"), 0);
+    let (stmt, held) = described_statement();
     let mut p = Pending::default();
     p.push(Kind::Execute, Action::Forward); // an earlier statement, which fails
     let (mut sout, at) = held_run(&mut p, &stmt, held);
@@ -339,9 +341,7 @@ fn a_hold_whose_describe_the_server_skipped_is_released_as_it_is() {
 /// once written, and its answer must still release the hold (else the client is never read again).
 #[test]
 fn a_hold_at_the_end_of_an_empty_buffer_is_released() {
-    let registry = crate::prepared::Registry::new(10);
-    let stmt = registry.get_or_insert(b"SELECT 1", b"\0\0", 0).unwrap();
-    let held = stmt.described(Bytes::from_static(b"t\0\0\0\x04T\0\0\0\x04"), 0);
+    let (stmt, held) = described_statement();
     let mut p = Pending::default();
     let mut sout = BytesMut::new();
     crate::net::messages::describe_statement(&mut sout, &stmt.server_name);
