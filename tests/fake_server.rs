@@ -235,18 +235,25 @@ async fn s1_evicted_by_s2() -> (Fake, InProcess, raw::Raw, raw::Raw, String, Str
     (fake, proxy, a, server, s1, s2)
 }
 
+/// The client binds s1 again and runs it (Bind, Execute, Sync): what pgpilot sends first (Close of
+/// s2, Parse and Describe of s1, Flush; the rest waits for the description).
+async fn bind_s1_again(a: &mut raw::Raw, server: &mut raw::Raw) -> Vec<(char, String)> {
+    let mut batch = raw::bind("", "s1");
+    batch.extend(raw::execute(""));
+    batch.extend(raw::sync());
+    a.send(&batch).await;
+    let sent = named(server, 4).await;
+    assert_eq!(sent.iter().map(|(t, _)| *t).collect::<String>(), "CPDH");
+    sent
+}
+
 /// Binding s1 again, which the client holds described: prepared again (s2 evicted) and described,
 /// with a Flush; the client's Bind waits for that description, compared with the client's
 /// (`reply_hold.rs`), then goes out; the client sees its own replies only.
 #[tokio::test]
 async fn a_statement_evicted_from_the_server_is_prepared_again_unseen() {
     let (_fake, _proxy, mut a, mut server, s1, s2) = s1_evicted_by_s2().await;
-    let mut batch = raw::bind("", "s1");
-    batch.extend(raw::execute(""));
-    batch.extend(raw::sync());
-    a.send(&batch).await;
-    let sent = named(&mut server, 4).await;
-    assert_eq!(sent.iter().map(|(t, _)| *t).collect::<String>(), "CPDH");
+    let sent = bind_s1_again(&mut a, &mut server).await;
     assert_eq!(sent[0].1, s2);
     assert_eq!((sent[1].1.as_str(), sent[2].1.as_str()), (s1.as_str(), s1.as_str()), "s1 again, under its server name");
     assert!(quiet(&mut server, Duration::from_millis(300)).await, "the Bind waits for the description");
@@ -270,11 +277,7 @@ async fn a_statement_evicted_from_the_server_is_prepared_again_unseen() {
 #[tokio::test]
 async fn a_statement_that_changed_shape_fails_before_the_clients_run() {
     let (_fake, _proxy, mut a, mut server, s1, _) = s1_evicted_by_s2().await;
-    let mut batch = raw::bind("", "s1");
-    batch.extend(raw::execute(""));
-    batch.extend(raw::sync());
-    a.send(&batch).await;
-    assert_eq!(named(&mut server, 4).await.iter().map(|(t, _)| *t).collect::<String>(), "CPDH");
+    bind_s1_again(&mut a, &mut server).await;
     let mut reply = msg(b'3', b"");
     reply.extend(msg(b'1', b""));
     reply.extend(param_description());

@@ -52,12 +52,7 @@ impl TxTracker {
                 self.syncs_since_execute = 0;
                 self.pending_since_sync = true;
             }
-            fe::COPY_DONE | fe::COPY_FAIL => {
-                self.copy_in = false;
-                // Extended-protocol COPY ends with CopyDone/CopyFail and then needs its own Sync;
-                // a COPY from a simple Query is answered by that Query's ReadyForQuery.
-                self.pending_since_sync = self.outstanding == 0;
-            }
+            fe::COPY_DONE | fe::COPY_FAIL => self.end_copy(),
             fe::COPY_DATA | fe::FLUSH => {}
             _ => self.pending_since_sync = true,
         }
@@ -79,9 +74,16 @@ impl TxTracker {
     /// An ErrorResponse: one during COPY IN ends it, as a CopyFail would (an extended-protocol
     /// COPY then needs its own Sync: the server discards everything up to it).
     pub fn on_error(&mut self) {
-        if std::mem::take(&mut self.copy_in) {
-            self.pending_since_sync = self.outstanding == 0;
+        if self.copy_in {
+            self.end_copy();
         }
+    }
+
+    /// COPY IN ended: an extended-protocol COPY then needs its own Sync; a COPY from a simple
+    /// Query is answered by that Query's ReadyForQuery.
+    fn end_copy(&mut self) {
+        self.copy_in = false;
+        self.pending_since_sync = self.outstanding == 0;
     }
 
     /// ReadyForQuery arrived; true when this is a boundary.

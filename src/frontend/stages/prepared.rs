@@ -11,7 +11,8 @@ use arc_swap::ArcSwap;
 use bytes::{Bytes, BytesMut};
 
 use super::prepared_copies::{
-    described, ensure_prepared, hold_for_answer, inject_describe, plan_stale, prepare_on_server, retried, Named,
+    close_later, described, ensure_prepared, hold_for_answer, inject_describe, plan_stale, prepare_on_server, retried,
+    Named,
 };
 use super::{Cx, Stage};
 use crate::config::{Config, PoolMode};
@@ -459,11 +460,8 @@ impl Stage for PreparedStage {
             Event::ParseSkipped { stmt, client_name, on_server } => {
                 if let Some(server) = cx.server.as_deref_mut().filter(|_| on_server) {
                     // Its Close may have been skipped with it: the server may still hold an
-                    // older copy of that name. Closed before the next Parse (a Close of a name
-                    // the server does not have succeeds).
-                    if !server.stale.contains(&stmt.server_name) {
-                        server.stale.push(stmt.server_name.clone());
-                    }
+                    // older copy of that name.
+                    close_later(server, &stmt.server_name);
                 }
                 Self::unprepare(cx, &stmt, client_name, on_server)
             }

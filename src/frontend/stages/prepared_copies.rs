@@ -149,7 +149,15 @@ pub(super) fn plan_stale(server: Option<&mut ServerConn>, stmt: &Arc<Statement>,
     }
     if let Some(server) = server {
         if server.prepared.pop(&stmt.id).is_some() {
-            server.stale.push(stmt.server_name.clone());
+            close_later(server, &stmt.server_name);
         }
+    }
+}
+
+/// `name` is closed on `server` before its next Parse there (a Close of a name the server no
+/// longer has succeeds).
+pub(super) fn close_later(server: &mut ServerConn, name: &str) {
+    if !server.stale.iter().any(|n| n == name) {
+        server.stale.push(name.to_owned());
     }
 }
