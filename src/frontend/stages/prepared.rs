@@ -394,7 +394,8 @@ impl Stage for PreparedStage {
         if handled {
             return true;
         }
-        if replaces_unnamed(frame[0]) {
+        // (A Query the server skips, after an error, leaves the unnamed statement as it was.)
+        if replaces_unnamed(frame[0]) && !cx.pending.skipping() {
             self.unnamed_parse = None;
             self.unnamed_portal = Served::Untimed;
             self.local_stmt = false;
@@ -409,7 +410,8 @@ impl Stage for PreparedStage {
 
     /// DISCARD ALL / DEALLOCATE ALL went to the server: it no longer has any statement.
     fn after_send(&mut self, cx: &mut Cx<'_>, _msg: &ClientMessage<'_>, _in_copy: bool) {
-        if cx.turn.drops_statements {
+        // (Not when the server skips it, an error already read: its copies stay.)
+        if cx.turn.drops_statements && cx.pending.queued() {
             cx.statements.drop_all();
             if let Some(server) = cx.server.as_deref_mut() {
                 server.prepared.clear();

@@ -18,9 +18,10 @@ impl PreparedStage {
     /// (What the server holds is known from what was sent to it, unless a run sent earlier and
     /// not yet answered failed: the server skipped the rest of it, maybe the Parse or Close that
     /// set it. Such a run's error makes it unknown when read (`Event::RunFailed`); until then,
-    /// only what this run set is sure.)
+    /// only what this run set is sure. A message sent while the server skips to the Sync, after
+    /// an error already read, changes nothing there, and nothing here.)
     pub(super) fn track_unnamed(&mut self, cx: &mut Cx<'_>, msg: &ClientMessage<'_>, frame: &[u8]) {
-        let Some(server) = cx.server.as_deref_mut() else { return };
+        let Some(server) = cx.server.as_deref_mut().filter(|_| !cx.pending.skipping()) else { return };
         match *msg {
             ClientMessage::Parse { name: b"", .. } => {
                 let token = crate::backend::next_unnamed_token();
