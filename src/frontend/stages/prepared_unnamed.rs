@@ -25,8 +25,7 @@ impl PreparedStage {
         match *msg {
             ClientMessage::Parse { name: b"", .. } => {
                 let token = crate::backend::next_unnamed_token();
-                server.unnamed = token;
-                self.unnamed_run = Some(cx.tx.run());
+                record(server, &mut self.unnamed_run, (token, cx.tx.run()));
                 self.unnamed_parse = Some((token, Bytes::copy_from_slice(frame)));
             }
             ClientMessage::Bind { statement: b"", .. } | ClientMessage::Describe(Target::Statement(b"")) => {
@@ -38,8 +37,7 @@ impl PreparedStage {
                 let Some((token, parse)) = self.unnamed_parse.as_ref() else {
                     if held != 0 {
                         // Another client's unnamed statement may be there: this client has none (26000).
-                        server.unnamed = 0;
-                        self.unnamed_run = Some(cx.tx.run());
+                        record(server, &mut self.unnamed_run, (0, cx.tx.run()));
                         messages::close_statement(cx.sout, "");
                         cx.pending.push(Kind::Close, Action::Suppress);
                         cx.tx.on_client(fe::CLOSE);
@@ -47,8 +45,7 @@ impl PreparedStage {
                     return;
                 };
                 if held != *token {
-                    server.unnamed = *token;
-                    self.unnamed_run = Some(cx.tx.run());
+                    record(server, &mut self.unnamed_run, (*token, cx.tx.run()));
                     cx.sout.extend_from_slice(parse);
                     cx.pending.push(Kind::Parse, Action::Suppress);
                     cx.tx.on_client(fe::PARSE);
@@ -57,4 +54,11 @@ impl PreparedStage {
             _ => {}
         }
     }
+}
+
+/// The server's unnamed statement is set to `token`'s Parse (0: none) in run `run`: the two are
+/// kept together, as `track_unnamed` believes the one only with the other.
+fn record(server: &mut crate::backend::ServerConn, unnamed_run: &mut Option<u32>, (token, run): (u64, u32)) {
+    server.unnamed = token;
+    *unnamed_run = Some(run);
 }
