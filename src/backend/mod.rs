@@ -45,8 +45,7 @@ pub struct ServerConn {
     /// Server statement names to close before the next use (their plans went stale).
     pub stale: Vec<String>,
     /// Which client Parse the server's unnamed statement holds (`next_unnamed_token`), 0 when
-    /// none (pgpilot's own queries and simple Queries destroy it), `UNNAMED_UNKNOWN` when it may
-    /// be anyone's.
+    /// none or unknown: pgpilot's own queries and simple Queries destroy it.
     pub unnamed: u64,
     /// Counts a client's cancels forwarded to this backend while in flight: the connection is
     /// checked in only after them (see backend::cancel_gate).
@@ -81,11 +80,6 @@ impl ServerCopy {
         self.epoch == epoch && (self.version == Self::FRESH || (self.version != 0 && self.version == version))
     }
 }
-
-/// `ServerConn::unnamed` when a Parse or Close of the unnamed statement may have been skipped (an
-/// error earlier in its run): a client naming the statement gets its Parse sent again, or a
-/// Close first, never another client's statement.
-pub const UNNAMED_UNKNOWN: u64 = u64::MAX;
 
 /// A token for an unnamed Parse sent to a server, unique for the life of the process.
 pub fn next_unnamed_token() -> u64 {

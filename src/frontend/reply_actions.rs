@@ -27,12 +27,6 @@ pub enum Action {
     Forward,
     /// Injected by pgpilot: the reply is dropped (errors still reach the client).
     Suppress,
-    /// pgpilot's own Close of one of its server names (an eviction, an older version, a stale
-    /// plan), reply dropped; if the server skips it (an earlier error in the run), the name is
-    /// still there and is closed before its next Parse.
-    CloseCopy {
-        name: String,
-    },
     Local(Bytes),
     /// A ParseComplete given here for the client's Parse of a statement the server already has;
     /// if the server skips to Sync before it, the client's name is forgotten again.

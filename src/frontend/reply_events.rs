@@ -16,11 +16,6 @@ pub enum Event {
     ParseFailed { stmt: Arc<Statement>, client_name: Option<Bytes> },
     /// The server skipped a Parse (an earlier error): it is not prepared there after all.
     ParseSkipped { stmt: Arc<Statement>, client_name: Option<Bytes>, on_server: bool },
-    /// The server reported an error and skips to the Sync: what was sent in that run after the
-    /// error did not run (the unnamed statement may not be what pgpilot set it to).
-    RunFailed,
-    /// The server skipped pgpilot's Close of one of its names: it still holds that statement.
-    CloseSkipped { name: String },
     /// The server rejected or skipped the client's own Parse: the name holds nothing.
     ParseUndone { client_name: Bytes },
     /// A server described the statement (`version` of it); `adopted`: the client now holds it.

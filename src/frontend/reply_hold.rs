@@ -11,8 +11,7 @@
 //! in front of them, so the server skips them up to the Sync exactly as it would have, and the
 //! client gets its 0A000 in the Bind's place. One round trip, only when a statement is prepared
 //! again for a client that was given its description (its first use on a server connection, after
-//! an eviction from that connection's LRU, after DDL seen here). The same Bind fails a run in which
-//! pgpilot answered an error itself (`fail_run`).
+//! an eviction from that connection's LRU, after DDL seen here).
 
 use bytes::BytesMut;
 
@@ -92,19 +91,6 @@ impl<A: Attachment> Pending<A> {
     pub(super) fn fail_held_run(&mut self) {
         self.q.push_front(Expect::new(Kind::Bind, Action::Suppress, true));
         self.holds.fail = true;
-    }
-
-    /// pgpilot answered an error in the server's place in a run that reached the server (a
-    /// duplicate statement name): PostgreSQL would roll back what ran of the run since its last
-    /// Sync, fail an open block and skip the rest up to the Sync, so the server is made to: the
-    /// failing Bind, its error shown to no one (the client got pgpilot's).
-    pub fn fail_run(&mut self, sout: &mut BytesMut) {
-        if self.skipping {
-            return; // (an error the queue has seen: it fails the run already)
-        }
-        sout.extend_from_slice(FAILING_BIND);
-        self.push(Kind::Bind, Action::Suppress);
-        self.hide_replies();
     }
 
     /// Nothing is held any more (the connection is gone or goes back).

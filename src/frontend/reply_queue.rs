@@ -42,7 +42,7 @@ impl<A: Attachment> Expect<A> {
     fn hides(&self, tag: u8) -> bool {
         self.drop
             || matches!(&self.action, Action::Describe(d) if d.suppress)
-            || (matches!(self.action, Action::Suppress | Action::CloseCopy { .. }) && tag != be::ERROR_RESPONSE)
+            || (matches!(self.action, Action::Suppress) && tag != be::ERROR_RESPONSE)
     }
 
     fn new(kind: Kind, action: Action, drop: bool) -> Self {
@@ -314,7 +314,7 @@ impl<A: Attachment> Pending<A> {
         // A ReadyForQuery is the client's unless it answers pgpilot's own Query.
         let show = !done.drop || tag == be::READY_FOR_QUERY;
         match done.action {
-            Action::Suppress | Action::CloseCopy { .. } | Action::Parse { suppress: true, .. } => false,
+            Action::Suppress | Action::Parse { suppress: true, .. } => false,
             Action::Parse { stmt, .. } => {
                 stmt.validated.store(true, std::sync::atomic::Ordering::Relaxed);
                 show
@@ -389,10 +389,10 @@ impl<A: Attachment> Pending<A> {
             events.push(Event::PlanStale { stmt, why });
         }
         let shown = !failed.drop;
-        events.push(Event::RunFailed);
         match failed.action {
             Action::Parse { stmt, client_name, .. } => events.push(Event::ParseFailed { stmt, client_name }),
-            action => undo_skipped(action, events), // (as if skipped: it did nothing)
+            Action::ClientParse { client_name } => events.push(Event::ParseUndone { client_name }),
+            _ => {}
         }
         // The server now skips everything up to the next Sync; local replies in that stretch are
         // skipped too, exactly as the server would have skipped the messages they answer.
@@ -408,7 +408,7 @@ impl<A: Attachment> Pending<A> {
     }
 }
 
-/// A Parse or Close the server will never run: undo its bookkeeping.
+/// A Parse the server will never run: undo its bookkeeping.
 fn undo_skipped(action: Action, events: &mut Vec<Event>) {
     match action {
         Action::Parse { stmt, client_name, .. } => {
@@ -418,7 +418,6 @@ fn undo_skipped(action: Action, events: &mut Vec<Event>) {
             events.push(Event::ParseSkipped { stmt, client_name: Some(client_name), on_server: false })
         }
         Action::ClientParse { client_name } => events.push(Event::ParseUndone { client_name }),
-        Action::CloseCopy { name } => events.push(Event::CloseSkipped { name }),
         _ => {}
     }
 }

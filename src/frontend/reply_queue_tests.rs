@@ -78,48 +78,6 @@ fn suppressed_replies_are_dropped_and_errors_skip_to_sync() {
     assert!(p.is_empty());
 }
 
-/// pgpilot's own Close of its name: its reply is not the client's; skipped after an error, it
-/// reports the name still held (those before the error and after the Sync ran).
-#[test]
-fn a_skipped_close_of_pgpilot_s_name_is_reported() {
-    let mut p = Pending::default();
-    let close = |name: &str| Action::CloseCopy { name: name.into() };
-    p.push(Kind::Close, close("pgpilot_1"));
-    p.push(Kind::Execute, Action::Forward);
-    p.push(Kind::Close, close("pgpilot_2"));
-    p.push(Kind::Sync, Action::Forward);
-    p.push(Kind::Close, close("pgpilot_3"));
-    let mut ev = Replies::default();
-    let mut out = BytesMut::new();
-    for t in *b"3EZ3" {
-        p.on_server(t, &[t, 0, 0, 0, 4], &mut out, &mut ev);
-    }
-    let skipped: Vec<_> = ev.statements.iter().map(|e| format!("{e:?}")).collect();
-    assert_eq!(skipped, ["RunFailed", "CloseSkipped { name: \"pgpilot_2\" }"]);
-    assert!(p.is_empty() && out.is_empty());
-}
-
-/// An error pgpilot answered itself in a run the server has part of: a Bind the server fails follows,
-/// its error hidden (the client's ReadyForQuery shows the failed run); none once the server skips.
-#[test]
-fn a_run_pgpilot_failed_fails_on_the_server() {
-    let mut p = Pending::default();
-    let mut sout = BytesMut::new();
-    p.push(Kind::Execute, Action::Forward);
-    p.push_local(crate::net::messages::error_frame("ERROR", "42P05", "taken").freeze());
-    p.fail_run(&mut sout);
-    assert_eq!(sout[0], b'B', "the failing Bind is sent");
-    p.push(Kind::Sync, Action::Forward);
-    let (seen, out) = replies(&mut p, b"CEZ");
-    assert_eq!((seen.as_str(), out[0]), ("CZ", b'E'), "the server's error hidden, pgpilot's shown");
-    assert!(p.is_empty());
-    p.push(Kind::Execute, Action::Forward);
-    assert_eq!(replies(&mut p, b"E").0, "E");
-    sout.clear();
-    p.fail_run(&mut sout);
-    assert!(sout.is_empty() && p.is_empty(), "the server skips already: nothing to fail");
-}
-
 #[test]
 fn describe_statement_spans_two_replies_and_queries_end_at_ready() {
     let mut p = Pending::default();
@@ -201,15 +159,14 @@ fn a_run_on_a_deallocated_copy_is_prepared_again() {
     let mut r = Replies::default();
     assert!(p.on_server(b'E', &err, &mut BytesMut::new(), &mut r));
     assert!(p.take_resend().is_none());
-    let events = r.statements.as_slice();
-    assert!(matches!(events, [Event::PlanStale { why: Stale::Gone, .. }, Event::RunFailed]), "{events:?}");
+    assert!(matches!(r.statements.as_slice(), [Event::PlanStale { why: Stale::Gone, .. }]), "{:?}", r.statements);
     // A Bind of the client's own statement name passed through: its 26000 is the client's alone.
     let mut p = Pending::default();
     p.push(Kind::Bind, Action::Forward);
     p.push(Kind::Sync, Action::Forward);
     let mut r = Replies::default();
     assert!(p.on_server(b'E', &err, &mut BytesMut::new(), &mut r));
-    assert!(matches!(r.statements.as_slice(), [Event::RunFailed]) && p.take_resend().is_none());
+    assert!(r.statements.is_empty() && p.take_resend().is_none());
 }
 
 #[test]
@@ -223,8 +180,7 @@ fn no_retry_after_a_statement_ran_in_the_run_or_when_the_run_was_written_out_in_
     assert_eq!(replies(&mut p, b"C").0, "C");
     let mut r = Replies::default();
     assert!(p.on_server(b'E', &err, &mut BytesMut::new(), &mut r), "PostgreSQL's 0A000 reaches the client");
-    let events = r.statements.as_slice();
-    assert!(p.take_resend().is_none() && matches!(events, [Event::PlanStale { .. }, Event::RunFailed]));
+    assert!(p.take_resend().is_none() && matches!(r.statements.as_slice(), [Event::PlanStale { .. }]));
     assert_eq!(replies(&mut p, b"Z").0, "Z");
     // The Bind went out before its Sync arrived: its bytes were not kept.
     let mut p = Pending::default();

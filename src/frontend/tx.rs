@@ -16,8 +16,6 @@ pub struct TxTracker {
     copy_in: bool,
     /// Last ReadyForQuery status (`tx_status`).
     pub status: u8,
-    /// Sync/Query messages sent in all (wrapping): which run a message is sent in.
-    runs: u32,
 }
 
 impl Default for TxTracker {
@@ -28,7 +26,6 @@ impl Default for TxTracker {
             syncs_since_execute: 0,
             copy_in: false,
             status: tx_status::IDLE,
-            runs: 0,
         }
     }
 }
@@ -39,7 +36,6 @@ impl TxTracker {
         match tag {
             fe::SYNC | fe::FLUSH if self.copy_in => {} // ignored by the server during COPY IN
             fe::SYNC => {
-                self.runs = self.runs.wrapping_add(1);
                 self.outstanding += 1;
                 self.syncs_since_execute += 1;
                 self.pending_since_sync = false;
@@ -49,7 +45,6 @@ impl TxTracker {
             // which a psql or libpq lo_* user never sends). One the server skips (an error before
             // Sync) is not counted (`Session::forward`) or uncounted (`skipped`).
             fe::QUERY | fe::FUNCTION_CALL => {
-                self.runs = self.runs.wrapping_add(1);
                 self.outstanding += 1;
                 self.syncs_since_execute = 0;
             }
@@ -105,16 +100,6 @@ impl TxTracker {
     /// Syncs sent since the last Execute (ignored by the server if that Execute starts COPY IN).
     pub fn syncs_since_execute(&self) -> u32 {
         self.syncs_since_execute
-    }
-
-    /// The run being sent (`runs`).
-    pub fn run(&self) -> u32 {
-        self.runs
-    }
-
-    /// Every Sync and Query sent was answered: the errors of every earlier run were read.
-    pub fn answered(&self) -> bool {
-        self.outstanding == 0
     }
 
     pub fn in_copy(&self) -> bool {

@@ -91,40 +91,6 @@ pub fn error_fields(body: &[u8]) -> (String, String, String) {
     (severity, text(b'C').unwrap_or_default(), text(b'M').unwrap_or_default())
 }
 
-/// One column of a RowDescription.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Column<'a> {
-    pub name: &'a [u8],
-    /// The table and column it comes from (0 when computed).
-    pub table: u32,
-    pub attnum: i16,
-    pub type_oid: u32,
-    pub typmod: i32,
-}
-
-/// The columns of a RowDescription body; None when it is not well formed (a count it does not
-/// hold, a field cut short).
-pub fn row_columns(body: &[u8]) -> Option<Vec<Column<'_>>> {
-    let count = usize::try_from(i16::from_be_bytes(body.get(..2)?.try_into().ok()?)).ok()?;
-    let mut rest = &body[2..];
-    // (Each column takes at least 19 bytes: no count can make this allocate past the body.)
-    let mut columns = Vec::with_capacity(count.min(rest.len() / 19));
-    for _ in 0..count {
-        let (name, tail) = cstr(rest)?;
-        let fixed = tail.get(..18)?;
-        let u32_at = |i: usize| u32::from_be_bytes([fixed[i], fixed[i + 1], fixed[i + 2], fixed[i + 3]]);
-        columns.push(Column {
-            name,
-            table: u32_at(0),
-            attnum: i16::from_be_bytes([fixed[4], fixed[5]]),
-            type_oid: u32_at(6),
-            typmod: u32_at(12) as i32,
-        });
-        rest = &tail[18..];
-    }
-    rest.is_empty().then_some(columns)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -148,32 +114,5 @@ mod tests {
         assert_eq!(field(err, b'M'), Some(&b"no such table"[..]));
         assert_eq!(field(err, b'D'), None);
         assert_eq!(field(b"SERROR", b'C'), None, "unterminated: nothing, no panic");
-    }
-
-    #[test]
-    fn reads_a_row_description_and_refuses_a_broken_one() {
-        let mut body = 2i16.to_be_bytes().to_vec();
-        for (name, table, attnum, oid, typmod) in [("id", 16384u32, 1i16, 23u32, -1i32), ("n", 0, 0, 1700, 655366)] {
-            body.extend_from_slice(name.as_bytes());
-            body.push(0);
-            body.extend_from_slice(&table.to_be_bytes());
-            body.extend_from_slice(&attnum.to_be_bytes());
-            body.extend_from_slice(&oid.to_be_bytes());
-            body.extend_from_slice(&(-1i16).to_be_bytes()); // typlen
-            body.extend_from_slice(&typmod.to_be_bytes());
-            body.extend_from_slice(&0i16.to_be_bytes()); // format
-        }
-        let columns = row_columns(&body).expect("well formed");
-        assert_eq!(columns.len(), 2);
-        assert_eq!(
-            (columns[0].name, columns[0].table, columns[0].attnum, columns[0].type_oid),
-            (&b"id"[..], 16384, 1, 23)
-        );
-        assert_eq!((columns[1].name, columns[1].type_oid, columns[1].typmod), (&b"n"[..], 1700, 655366));
-        assert_eq!(row_columns(&body[..body.len() - 1]), None, "cut short");
-        assert_eq!(row_columns(&[body.as_slice(), b"x"].concat()), None, "more than its count");
-        assert_eq!(row_columns(&[0x7f, 0xff]), None, "a count it does not hold: no panic, no huge allocation");
-        assert_eq!(row_columns(&[0xff, 0xff]), None, "a negative count");
-        assert_eq!(row_columns(&0i16.to_be_bytes()), Some(vec![]));
     }
 }

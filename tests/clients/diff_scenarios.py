@@ -493,7 +493,5 @@ def listen_notify(ctx):
             *q(0, "SELECT 1", f"UNLISTEN {ch}"), *q(1, f"NOTIFY {ch}, 'unheard'"), *q(0, "SELECT 2")]
 
 
-# Statements whose shape DDL changes, and errors pgpilot raises itself: their own modules, which register into
-# SCENARIOS when imported.
+# Statements whose shape DDL changes: their own module, which registers into SCENARIOS when imported.
 importlib.import_module("diff_scenarios_ddl")
-importlib.import_module("diff_scenarios_errors")

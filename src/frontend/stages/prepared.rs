@@ -11,8 +11,8 @@ use arc_swap::ArcSwap;
 use bytes::{Bytes, BytesMut};
 
 use super::prepared_copies::{
-    close_later, close_skipped, described, ensure_prepared, hold_for_answer, inject_describe, plan_stale,
-    prepare_on_server, retried, Named,
+    close_later, described, ensure_prepared, hold_for_answer, inject_describe, plan_stale, prepare_on_server, retried,
+    Named,
 };
 use super::{Cx, Stage};
 use crate::config::{Config, PoolMode};
@@ -31,9 +31,6 @@ pub struct PreparedStage {
     pool_scope: u64,
     /// The client's last unnamed Parse forwarded, with its token (see `track_unnamed`).
     unnamed_parse: Option<(u64, Bytes)>,
-    /// The run (`TxTracker::run`) in which this session last set the server's unnamed statement
-    /// (a Parse, a Close): in the run being sent, it runs or is skipped with what follows it.
-    unnamed_run: Option<u32>,
     /// The unnamed statement / portal is a `DEALLOCATE name` answered here (psycopg pipelines).
     local_stmt: bool,
     local_portal: bool,
@@ -70,7 +67,6 @@ impl PreparedStage {
             config,
             pool_scope,
             unnamed_parse: None,
-            unnamed_run: None,
             local_stmt: false,
             local_portal: false,
             parsed_here: None,
@@ -83,6 +79,44 @@ impl PreparedStage {
     /// Which registry entries this client may share: same settings, and the same pool.
     fn scope(&self, cx: &Cx<'_>) -> u64 {
         cx.settings ^ self.pool_scope
+    }
+
+    /// The client's unnamed statement lives on past its Sync on a real server (asyncpg parses,
+    /// syncs, introspects types, then binds it), but here the server connection may change hands
+    /// or run pgpilot's own queries in between: remember the Parse, and send it again in front of
+    /// a Bind/Describe that names the unnamed statement on a server that no longer holds it.
+    fn track_unnamed(&mut self, cx: &mut Cx<'_>, msg: &ClientMessage<'_>, frame: &[u8]) {
+        let Some(server) = cx.server.as_deref_mut() else { return };
+        match *msg {
+            ClientMessage::Parse { name: b"", .. } => {
+                let token = crate::backend::next_unnamed_token();
+                server.unnamed = token;
+                self.unnamed_parse = Some((token, Bytes::copy_from_slice(frame)));
+            }
+            ClientMessage::Bind { .. } | ClientMessage::Describe(_) => {
+                let names_unnamed = matches!(
+                    msg,
+                    ClientMessage::Bind { statement: b"", .. } | ClientMessage::Describe(Target::Statement(b""))
+                );
+                let Some((token, parse)) = self.unnamed_parse.as_ref() else {
+                    if names_unnamed && server.unnamed != 0 {
+                        // Another client's unnamed statement is there: this client has none (26000).
+                        server.unnamed = 0;
+                        messages::close_statement(cx.sout, "");
+                        cx.pending.push(Kind::Close, Action::Suppress);
+                        cx.tx.on_client(fe::CLOSE);
+                    }
+                    return;
+                };
+                if names_unnamed && server.unnamed != *token {
+                    server.unnamed = *token;
+                    cx.sout.extend_from_slice(parse);
+                    cx.pending.push(Kind::Parse, Action::Suppress);
+                    cx.tx.on_client(fe::PARSE);
+                }
+            }
+            _ => {}
+        }
     }
 
     /// Parse/Describe/Close/DEALLOCATE that need no server (transaction mode, none held).
@@ -199,7 +233,7 @@ impl PreparedStage {
             return;
         }
         bump(&STATS.misses);
-        prepare_on_server((server, cx.tx.answered()), cx.sout, cx.pending, stmt, (client_name, true), epoch);
+        prepare_on_server(server, cx.sout, cx.pending, stmt, (client_name, true), epoch);
         cx.tx.on_client(fe::PARSE);
         inject_describe(cx, stmt, Check::Adopt, key.clone());
         cx.statements.set_version(&key, Some((stmt.id, ADOPTING)));
@@ -349,11 +383,6 @@ fn same_name(a: &[u8], b: &[u8]) -> bool {
 fn local_error(cx: &mut Cx<'_>, code: &str, msg: &str) {
     cx.answer(messages::error_frame("ERROR", code, msg).freeze());
     cx.turn.skip_to_sync = true;
-    if cx.held() {
-        // What ran of this run on the server, or the block it is in, fails as it would there.
-        cx.pending.fail_run(cx.sout);
-        cx.tx.on_client(fe::BIND);
-    }
 }
 
 impl Stage for PreparedStage {
@@ -394,8 +423,7 @@ impl Stage for PreparedStage {
         if handled {
             return true;
         }
-        // (A Query the server skips, after an error, leaves the unnamed statement as it was.)
-        if replaces_unnamed(frame[0]) && !cx.pending.skipping() {
+        if replaces_unnamed(frame[0]) {
             self.unnamed_parse = None;
             self.unnamed_portal = Served::Untimed;
             self.local_stmt = false;
@@ -410,8 +438,7 @@ impl Stage for PreparedStage {
 
     /// DISCARD ALL / DEALLOCATE ALL went to the server: it no longer has any statement.
     fn after_send(&mut self, cx: &mut Cx<'_>, _msg: &ClientMessage<'_>, _in_copy: bool) {
-        // (Not when the server skips it, an error already read: its copies stay.)
-        if cx.turn.drops_statements && cx.pending.queued() {
+        if cx.turn.drops_statements {
             cx.statements.drop_all();
             if let Some(server) = cx.server.as_deref_mut() {
                 server.prepared.clear();
@@ -433,18 +460,12 @@ impl Stage for PreparedStage {
             Event::ParseSkipped { stmt, client_name, on_server } => {
                 if let Some(server) = cx.server.as_deref_mut().filter(|_| on_server) {
                     // Its Close may have been skipped with it: the server may still hold an
-                    // older copy of that name (`close_skipped` left it: the copy was listed).
+                    // older copy of that name.
                     close_later(server, &stmt.server_name);
                 }
                 Self::unprepare(cx, &stmt, client_name, on_server)
             }
             Event::ParseUndone { client_name } => cx.statements.forget(&client_name),
-            Event::CloseSkipped { name } => close_skipped(cx.server.as_deref_mut(), &name),
-            Event::RunFailed => {
-                if let Some(server) = cx.server.as_deref_mut() {
-                    server.unnamed = crate::backend::UNNAMED_UNKNOWN;
-                }
-            }
             Event::Described { stmt, version, adopted, client } => {
                 if adopted {
                     cx.statements.set_version(&client, Some((stmt.id, version)));
@@ -459,6 +480,3 @@ impl Stage for PreparedStage {
         }
     }
 }
-
-#[path = "prepared_unnamed.rs"]
-mod unnamed;

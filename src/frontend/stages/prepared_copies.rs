@@ -45,7 +45,7 @@ pub(super) fn ensure_prepared(
         return bind.then_some(copy.runs);
     }
     bump(&STATS.reparses);
-    prepare_on_server((server, cx.tx.answered()), cx.sout, cx.pending, stmt, (None, false), epoch);
+    prepare_on_server(server, cx.sout, cx.pending, stmt, (None, false), epoch);
     let runs = if bind { count_run(server, stmt.id) } else { None };
     cx.tx.on_client(fe::PARSE);
     if bind {
@@ -59,10 +59,9 @@ pub(super) fn ensure_prepared(
 
 /// Prepares `stmt` on `server` afresh (closing a copy of an older version, evicting the least
 /// recently used statement when full). The ParseComplete reaches the client only when the
-/// client's own Parse asked for it (`reply`). `answered`: every run sent on `server` so far was
-/// answered (`TxTracker::answered`).
+/// client's own Parse asked for it (`reply`).
 pub(super) fn prepare_on_server(
-    (server, answered): (&mut ServerConn, bool),
+    server: &mut ServerConn,
     sout: &mut BytesMut,
     pending: &mut Queue,
     stmt: &Arc<Statement>,
@@ -77,46 +76,24 @@ pub(super) fn prepare_on_server(
         }
         return;
     }
-    let mut own_closed = false;
     for name in server.stale.drain(..) {
-        own_closed |= name == stmt.server_name;
-        close_copy(sout, pending, name);
+        messages::close_statement(sout, &name);
+        pending.push(Kind::Close, Action::Suppress);
     }
-    let listed = server.prepared.pop(&stmt.id).is_some();
-    if !listed && server.prepared.len() >= server.prepared.cap().get() {
+    if server.prepared.pop(&stmt.id).is_some() {
+        messages::close_statement(sout, &stmt.server_name);
+        pending.push(Kind::Close, Action::Suppress);
+    } else if server.prepared.len() >= server.prepared.cap().get() {
         if let Some((_, old)) = server.prepared.pop_lru() {
-            close_copy(sout, pending, old.stmt.server_name.clone());
+            messages::close_statement(sout, &old.stmt.server_name);
+            pending.push(Kind::Close, Action::Suppress);
             bump(&STATS.evictions);
         }
-    }
-    // Its own name is closed first when a copy of an older version is there, and when a run sent
-    // earlier is not answered yet: a Close of it that run had may have been skipped after an
-    // error not read yet (`close_skipped` comes too late). A Close of a name that does not exist
-    // succeeds; in one run with the Parse, both run or neither.
-    if (listed || !answered) && !own_closed {
-        close_copy(sout, pending, stmt.server_name.clone());
     }
     messages::parse(sout, &stmt.server_name, &stmt.query, &stmt.types);
     pending.push(Kind::Parse, Action::Parse { stmt: stmt.clone(), client_name, suppress: !reply });
     let copy = ServerCopy { stmt: stmt.clone(), epoch, version: ServerCopy::FRESH, runs: 0 };
     server.prepared.put(stmt.id, copy);
-}
-
-/// Closes one of pgpilot's names on the held server (reply not shown; if the server skips it,
-/// `close_skipped` has the name closed before its next Parse).
-fn close_copy(sout: &mut BytesMut, pending: &mut Queue, name: String) {
-    messages::close_statement(sout, &name);
-    pending.push(Kind::Close, Action::CloseCopy { name });
-}
-
-/// The server skipped pgpilot's Close of `name` and still holds it: closed before its next Parse,
-/// unless a copy of that name was prepared there since (its Parse came after a Close that ran).
-pub(super) fn close_skipped(server: Option<&mut ServerConn>, name: &str) {
-    if let Some(server) = server {
-        if !server.prepared.iter().any(|(_, copy)| copy.stmt.server_name == name) {
-            close_later(server, name);
-        }
-    }
 }
 
 /// Describes `stmt` on the held server for pgpilot's own bookkeeping (reply not shown).
